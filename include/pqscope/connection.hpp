@@ -1,0 +1,154 @@
+#pragma once
+// An autocommit connection that tracks nested transaction scopes.
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include <pqscope/driver.hpp>
+#include <pqscope/errors.hpp>
+#include <pqscope/params.hpp>
+#include <pqscope/result.hpp>
+#include <pqscope/stats.hpp>
+#include <pqscope/detail/application_name.hpp>
+#include <pqscope/detail/scope_machine.hpp>
+
+namespace pqscope {
+
+class transaction;
+
+namespace detail {
+// SQL text as libpq wants it: NUL-terminated, with no NUL inside.
+class sql_ref {
+ public:
+  sql_ref(const char* s) : ptr_(s != nullptr ? s : ""), size_(std::strlen(ptr_)) {}  // NOLINT: implicit on purpose
+  sql_ref(const std::string& s) : ptr_(s.c_str()), size_(s.size()) {}                // NOLINT
+  sql_ref(std::string_view s) : owned_(s), ptr_(owned_.c_str()), size_(s.size()) {}   // NOLINT
+  sql_ref(const sql_ref&) = delete;
+  sql_ref& operator=(const sql_ref&) = delete;
+
+  [[nodiscard]] const char* c_str() const {
+    if (std::strlen(ptr_) != size_) throw usage_error("the SQL text contains a NUL byte");
+    return ptr_;
+  }
+
+ private:
+  std::string owned_;
+  const char* ptr_;
+  std::size_t size_;
+};
+}  // namespace detail
+
+template <class Driver>
+class basic_connection {
+ public:
+  using driver_type = Driver;
+
+  // Connects at once; throws connection_error (usage_error for a malformed conninfo).
+  explicit basic_connection(std::string conninfo)
+      : conninfo_(std::move(conninfo)), s_(std::make_shared<detail::driver_session<Driver>>()) {
+    s_->driver.open(conninfo_, detail::default_application_name());
+  }
+  basic_connection(basic_connection&&) noexcept = default;
+  basic_connection& operator=(basic_connection&& other) noexcept {
+    if (this != &other) {
+      close();
+      conninfo_ = std::move(other.conninfo_);
+      s_ = std::move(other.s_);
+    }
+    return *this;
+  }
+  basic_connection(const basic_connection&) = delete;
+  basic_connection& operator=(const basic_connection&) = delete;
+  // Closes the session. Scopes still open end without a word to the server, which
+  // rolls back a transaction whose connection closes.
+  ~basic_connection() { close(); }
+
+  // Runs one statement. Parameters travel out of line ($1, $2, ...), never
+  // spliced into the SQL. Outside any scope it commits at once (autocommit);
+  // inside, pending BEGIN/SAVEPOINT/RELEASE ride in the same round trip.
+  template <class... Params>
+  result execute(detail::sql_ref sql, const Params&... params) {
+    auto list = detail::param_list::of(params...);
+    return machine().run(sql.c_str(), list);
+  }
+
+  // One value: the query must return exactly one row of one column.
+  template <class T, class... Params>
+  [[nodiscard]] T query_value(detail::sql_ref sql, const Params&... params) {
+    result r = execute(sql.c_str(), params...);
+    if (r.size() != 1 || r.columns() != 1)
+      throw conversion_error("query_value() needs exactly one row of one column, but the query returned " +
+                             std::to_string(r.size()) + " row(s) of " + std::to_string(r.columns()) + " column(s)");
+    return r[0][0].template as<T>();
+  }
+
+  // Open scopes on this connection (0: autocommit).
+  [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->depth() : 0; }
+  [[nodiscard]] bool in_transaction() const noexcept { return depth() > 0; }
+
+  // Runs fn after the outermost transaction commits (at once outside any scope).
+  // Dropped if the scope that registered it rolls back.
+  template <class F>
+  void on_commit(F&& fn) {
+    machine().on_commit(std::function<void()>(std::forward<F>(fn)));
+  }
+  // Runs fn after the outermost transaction rolls back. Dropped if the scope that
+  // registered it is a savepoint that rolls back, and outside any scope.
+  template <class F>
+  void on_rollback(F&& fn) {
+    machine().on_rollback(std::function<void()>(std::forward<F>(fn)));
+  }
+
+  // SET LOCAL for the current transaction (set_config(name, value, true)): it ends
+  // with the transaction, so nothing leaks to the next client of a pooled server
+  // connection. usage_error outside a scope.
+  void set_local(std::string_view name, std::string_view value) { machine().set_local(name, value); }
+
+  [[nodiscard]] std::string application_name() const { return s_ ? s_->driver.application_name() : std::string(); }
+  [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
+  [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
+  [[nodiscard]] Driver& driver() { return machine_session().driver; }
+  [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
+
+  // Opens a new session with the same settings, e.g. after connection_error.
+  // Only at depth 0: a scope cannot move to another session.
+  void reconnect() {
+    auto& s = machine_session();
+    if (!s.opened_by_this_process()) s.check_usable();
+    if (s.depth() != 0)
+      throw usage_error("reconnect() with " + std::to_string(s.depth()) + " scope(s) open; end them first");
+    s.driver.close();
+    s.mark_open();
+    s.driver.open(conninfo_, detail::default_application_name());
+  }
+
+ private:
+  friend class transaction;
+
+  detail::driver_session<Driver>& machine_session() const {
+    if (!s_) throw usage_error("this connection was moved from");
+    return *s_;
+  }
+  detail::scope_machine& machine() const { return machine_session(); }
+
+  void close() noexcept {
+    if (!s_) return;
+    s_->mark_closed();
+    // In a forked child, closing would end the parent's session.
+    if (s_->opened_by_this_process())
+      s_->driver.close();
+    else
+      s_->driver.abandon();
+  }
+
+  std::string conninfo_;
+  std::shared_ptr<detail::driver_session<Driver>> s_;
+};
+
+using connection = basic_connection<libpq_driver>;
+
+}  // namespace pqscope

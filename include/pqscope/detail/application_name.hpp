@@ -1,0 +1,45 @@
+#pragma once
+// The default application_name, "program:user@host", so that every client is
+// recognisable in pg_stat_activity, also through PgBouncer.
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+namespace pqscope::detail {
+
+// PostgreSQL keeps NAMEDATALEN - 1 = 63 bytes; cut on a UTF-8 character boundary.
+inline std::string cut_utf8(std::string s, std::size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  std::size_t n = max_bytes;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  s.resize(n);
+  return s;
+}
+
+inline std::string program_name() {
+  std::string cmdline;
+  std::ifstream f("/proc/self/cmdline", std::ios::binary);
+  if (f) std::getline(f, cmdline, '\0');
+  auto slash = cmdline.rfind('/');
+  if (slash != std::string::npos) cmdline.erase(0, slash + 1);
+  return cmdline.empty() ? "pqscope" : cmdline;
+}
+
+inline std::string default_application_name() {
+  std::string user;
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  char buf[4096];
+  if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) == 0 && found != nullptr) user = found->pw_name;
+  if (user.empty()) user = std::to_string(geteuid());
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  std::string h = host;
+  h = h.substr(0, h.find('.'));
+  return cut_utf8(program_name() + ":" + user + "@" + h, 63);
+}
+
+}  // namespace pqscope::detail

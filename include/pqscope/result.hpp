@@ -1,0 +1,193 @@
+#pragma once
+// Query results. result, row and field share ownership of the underlying
+// PGresult, so a row or field stays valid after the result object is gone.
+
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+
+#include <libpq-fe.h>
+
+#include <pqscope/errors.hpp>
+#include <pqscope/params.hpp>
+
+namespace pqscope {
+
+class row;
+
+namespace detail {
+struct pg_result_deleter {
+  void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using result_handle = std::shared_ptr<PGresult>;
+inline result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
+}  // namespace detail
+
+class field {
+ public:
+  [[nodiscard]] bool is_null() const { return PQgetisnull(res_.get(), row_, col_) != 0; }
+  // The text as the server sent it; empty for NULL.
+  [[nodiscard]] std::string_view text() const {
+    return {PQgetvalue(res_.get(), row_, col_), static_cast<std::size_t>(PQgetlength(res_.get(), row_, col_))};
+  }
+  [[nodiscard]] std::string_view name() const { return PQfname(res_.get(), col_); }
+  [[nodiscard]] std::size_t row_index() const noexcept { return static_cast<std::size_t>(row_); }
+  [[nodiscard]] std::size_t column_index() const noexcept { return static_cast<std::size_t>(col_); }
+
+  // Converts the value; std::optional<T> reads NULL as std::nullopt. A NULL read
+  // as a non-optional type, or text that does not convert, throws conversion_error.
+  template <class T>
+  [[nodiscard]] T as() const {
+    if constexpr (detail::is_optional<T>::value) {
+      if (is_null()) return std::nullopt;
+      return T(as<typename T::value_type>());
+    } else {
+      static_assert(detail::has_from_text<T>::value,
+                    "pqscope: no value_traits<T>::from_text for this type; specialize "
+                    "pqscope::value_traits<T> (see params.hpp)");
+      if (is_null())
+        throw conversion_error("column \"" + std::string(name()) + "\" of row " + std::to_string(row_) +
+                               " is NULL; read it as std::optional<T>");
+      try {
+        return value_traits<T>::from_text(text());
+      } catch (const conversion_error& e) {
+        throw conversion_error(std::string(e.what()) + " (column \"" + std::string(name()) + "\" of row " +
+                               std::to_string(row_) + ")");
+      }
+    }
+  }
+
+ private:
+  friend class row;
+  field(detail::result_handle r, int row, int col) : res_(std::move(r)), row_(row), col_(col) {}
+  detail::result_handle res_;
+  int row_, col_;
+};
+
+class result {
+ public:
+  class const_iterator;
+
+  result() = default;
+  explicit result(detail::result_handle r) : res_(std::move(r)) {}
+
+  [[nodiscard]] std::size_t size() const noexcept {
+    return res_ ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
+  }
+  [[nodiscard]] bool empty() const noexcept { return size() == 0; }
+  [[nodiscard]] std::size_t columns() const noexcept {
+    return res_ ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
+  }
+  [[nodiscard]] std::string_view column_name(std::size_t i) const {
+    check_column(i);
+    return PQfname(res_.get(), static_cast<int>(i));
+  }
+  // Exact, case-sensitive match on the name the server sent; usage_error if absent.
+  [[nodiscard]] std::size_t column_index(std::string_view name) const {
+    for (std::size_t i = 0; i < columns(); ++i)
+      if (name == PQfname(res_.get(), static_cast<int>(i))) return i;
+    std::string names;
+    for (std::size_t i = 0; i < columns(); ++i)
+      names += (i ? ", " : "") + std::string(PQfname(res_.get(), static_cast<int>(i)));
+    throw usage_error("no column named \"" + std::string(name) + "\" in the result (columns: " + names + ")");
+  }
+  // Rows inserted, updated, deleted, ... by the command; 0 for commands that report none.
+  [[nodiscard]] std::uint64_t affected_rows() const {
+    if (!res_) return 0;
+    const char* n = PQcmdTuples(res_.get());
+    return *n ? std::stoull(n) : 0;
+  }
+  // The command tag, e.g. "INSERT 0 1".
+  [[nodiscard]] std::string_view command() const { return res_ ? PQcmdStatus(res_.get()) : ""; }
+
+  [[nodiscard]] row operator[](std::size_t i) const;
+  [[nodiscard]] const_iterator begin() const;
+  [[nodiscard]] const_iterator end() const;
+
+  [[nodiscard]] PGresult* native_handle() const noexcept { return res_.get(); }
+
+ private:
+  friend class row;
+  void check_column(std::size_t i) const {
+    if (i >= columns())
+      throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
+                        std::to_string(columns()) + " column(s)");
+  }
+  detail::result_handle res_;
+};
+
+class row {
+ public:
+  [[nodiscard]] std::size_t size() const noexcept { return res_.columns(); }
+  [[nodiscard]] std::size_t index() const noexcept { return static_cast<std::size_t>(row_); }
+  [[nodiscard]] field operator[](std::size_t col) const {
+    res_.check_column(col);
+    return field(res_.res_, row_, static_cast<int>(col));
+  }
+  [[nodiscard]] field operator[](std::string_view name) const { return (*this)[res_.column_index(name)]; }
+
+  // Converts the whole row: auto [id, name] = row.as<int, std::string>();
+  template <class... Ts>
+  [[nodiscard]] std::tuple<Ts...> as() const {
+    if (sizeof...(Ts) != size())
+      throw usage_error("row.as<...>() asked for " + std::to_string(sizeof...(Ts)) + " column(s) but the row has " +
+                        std::to_string(size()));
+    return as_impl<Ts...>(std::index_sequence_for<Ts...>{});
+  }
+
+ private:
+  friend class result;
+  row(result r, int i) : res_(std::move(r)), row_(i) {}
+  template <class... Ts, std::size_t... I>
+  std::tuple<Ts...> as_impl(std::index_sequence<I...>) const {
+    return std::tuple<Ts...>((*this)[I].template as<Ts>()...);
+  }
+  result res_;
+  int row_;
+};
+
+class result::const_iterator {
+ public:
+  using iterator_category = std::forward_iterator_tag;
+  using value_type = row;
+  using difference_type = std::ptrdiff_t;
+  using pointer = void;
+  using reference = row;
+
+  const_iterator() = default;
+  row operator*() const { return (*res_)[i_]; }
+  const_iterator& operator++() {
+    ++i_;
+    return *this;
+  }
+  const_iterator operator++(int) {
+    auto old = *this;
+    ++i_;
+    return old;
+  }
+  friend bool operator==(const const_iterator& a, const const_iterator& b) { return a.i_ == b.i_; }
+  friend bool operator!=(const const_iterator& a, const const_iterator& b) { return a.i_ != b.i_; }
+
+ private:
+  friend class result;
+  const_iterator(const result* r, std::size_t i) : res_(r), i_(i) {}
+  const result* res_ = nullptr;
+  std::size_t i_ = 0;
+};
+
+inline row result::operator[](std::size_t i) const {
+  if (i >= size())
+    throw usage_error("row index " + std::to_string(i) + " is out of range: the result has " + std::to_string(size()) +
+                      " row(s)");
+  return row(*this, static_cast<int>(i));
+}
+inline result::const_iterator result::begin() const { return const_iterator(this, 0); }
+inline result::const_iterator result::end() const { return const_iterator(this, size()); }
+
+}  // namespace pqscope

@@ -1,0 +1,16 @@
+#pragma once
+#include <cstdint>
+
+namespace pqscope {
+
+// Counters kept per connection, counted where pqscope talks to libpq.
+struct connection_stats {
+  std::uint64_t round_trips = 0;               // batches sent, each ending in one sync
+  std::uint64_t statements = 0;                // user statements sent
+  std::uint64_t control_statements = 0;        // BEGIN, SAVEPOINT, RELEASE, SET LOCAL, COMMIT, ...
+  std::uint64_t transactions_committed = 0;    // outermost scopes whose COMMIT succeeded
+  std::uint64_t transactions_rolled_back = 0;  // outermost scopes that reached the server and rolled back
+  std::uint64_t savepoints = 0;                // SAVEPOINTs the server executed
+};
+
+}  // namespace pqscope

@@ -1,0 +1,182 @@
+#pragma once
+// Transaction scopes: the transaction object, atomic() and transactional().
+// The logic lives in detail/scope_machine.hpp; these are its faces.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <random>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+#include <pqscope/connection.hpp>
+#include <pqscope/errors.hpp>
+#include <pqscope/options.hpp>
+#include <pqscope/detail/scope_machine.hpp>
+
+namespace pqscope {
+
+// One scope. The outermost scope on a connection is a transaction (BEGIN ...
+// COMMIT), a nested one a savepoint; the caller never passes the parent: nesting
+// is tracked on the connection, so functions compose without knowing each other.
+// Destroyed without commit() or rollback(), it rolls back and never throws.
+class transaction {
+ public:
+  template <class Driver>
+  explicit transaction(basic_connection<Driver>& c, const transaction_options& options = {})
+      : machine_(c.s_) {
+    if (!machine_) throw usage_error("transaction on a moved-from connection");
+    if (options.retries != 0)
+      throw usage_error("transaction_options::retries re-runs a function, which a transaction object cannot do: "
+                        "use pqscope::atomic or pqscope::transactional");
+    id_ = machine_->open(options);
+    outermost_ = machine_->depth() == 1;
+  }
+  transaction(transaction&& other) noexcept
+      : machine_(std::move(other.machine_)),
+        id_(std::exchange(other.id_, 0)),
+        outermost_(other.outermost_),
+        state_(std::exchange(other.state_, state::moved_from)) {}
+  transaction& operator=(transaction&&) = delete;
+  transaction(const transaction&) = delete;
+  transaction& operator=(const transaction&) = delete;
+
+  ~transaction() {
+    if (state_ == state::open) machine_->abandon(id_);
+  }
+
+  // Outermost: COMMIT, then the on_commit callbacks. Nested: RELEASE SAVEPOINT
+  // (sent with the next statement). A doomed scope rolls back and throws
+  // transaction_aborted. Either way the scope has ended when commit() returns or
+  // throws, except for usage_error (an inner scope is still open).
+  void commit() { finish(true); }
+  // Outermost: ROLLBACK at once. Nested: ROLLBACK TO SAVEPOINT, sent with the next statement.
+  void rollback() { finish(false); }
+
+  [[nodiscard]] bool is_outermost() const noexcept { return outermost_; }
+
+ private:
+  enum class state { open, committed, rolled_back, moved_from };
+
+  void finish(bool commit) {
+    const char* what = commit ? "commit()" : "rollback()";
+    switch (state_) {
+      case state::open: break;
+      case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
+      case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
+      case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
+    }
+    if (!machine_->index_of(id_)) {
+      state_ = state::rolled_back;
+      throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
+                                            "ended first");
+    }
+    try {
+      if (commit)
+        machine_->commit(id_);
+      else
+        machine_->rollback(id_);
+      state_ = commit ? state::committed : state::rolled_back;
+    } catch (...) {
+      if (!machine_->index_of(id_)) state_ = commit ? state::rolled_back : state::rolled_back;
+      throw;
+    }
+  }
+
+  std::shared_ptr<detail::scope_machine> machine_;
+  std::uint64_t id_ = 0;
+  bool outermost_ = false;
+  state state_ = state::open;
+};
+
+namespace detail {
+
+template <class Fn, class Conn>
+decltype(auto) call_with_optional_connection(Fn& fn, Conn& c) {
+  if constexpr (std::is_invocable_v<Fn&, Conn&>) {
+    return std::invoke(fn, c);
+  } else {
+    static_assert(std::is_invocable_v<Fn&>,
+                  "pqscope::atomic: the function must take the connection (Connection&) or nothing");
+    return std::invoke(fn);
+  }
+}
+
+inline bool is_retryable(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const serialization_failure&) {
+    return true;
+  } catch (const deadlock_detected&) {
+    return true;
+  } catch (const transaction_aborted& t) {  // an inner scope caught it and carried on
+    return t.first_sqlstate() == "40001" || t.first_sqlstate() == "40P01";
+  } catch (...) {
+    return false;
+  }
+}
+
+// Jittered exponential backoff: spreads out clients that conflicted with each other.
+inline std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
+  thread_local std::minstd_rand rng{std::random_device{}() ^ static_cast<unsigned>(::getpid())};
+  const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
+  const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
+  const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
+  std::uniform_int_distribution<std::int64_t> pick(d / 2, d);
+  return std::chrono::milliseconds(pick(rng));
+}
+
+}  // namespace detail
+
+// Runs fn in a scope: commits when fn returns (and returns its value), rolls back
+// and rethrows when it throws. fn takes the connection or nothing. With
+// options.retries > 0 and no scope open around it, fn is re-run after
+// serialization_failure or deadlock_detected; nested, the error propagates to the
+// outermost atomic(), which alone can retry.
+template <class Driver, class Fn>
+auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&& fn) {
+  if (options.retries < 0) throw usage_error("transaction_options::retries must not be negative");
+  transaction_options scope = options;
+  scope.retries = 0;
+  const bool outermost = c.depth() == 0;
+  for (int attempt = 0;; ++attempt) {
+    {
+      transaction tx{c, scope};
+      try {
+        using R = decltype(detail::call_with_optional_connection(fn, c));
+        if constexpr (std::is_void_v<R>) {
+          detail::call_with_optional_connection(fn, c);
+          tx.commit();
+          return;
+        } else {
+          std::decay_t<R> value = detail::call_with_optional_connection(fn, c);
+          tx.commit();
+          return value;
+        }
+      } catch (...) {
+        if (!outermost || attempt >= options.retries || !detail::is_retryable(std::current_exception())) throw;
+      }
+    }  // the failed attempt is rolled back here, before the pause
+    std::this_thread::sleep_for(detail::retry_delay(options, attempt));
+  }
+}
+
+template <class Driver, class Fn>
+auto atomic(basic_connection<Driver>& c, Fn&& fn) {
+  return atomic(c, transaction_options{}, std::forward<Fn>(fn));
+}
+
+// Wraps fn(connection&, args...) so that every call runs in atomic(): the result
+// takes the same arguments and returns what fn returns.
+template <class Fn>
+auto transactional(Fn fn, transaction_options options = {}) {
+  return [fn = std::move(fn), options](auto& conn, auto&&... args) {
+    return atomic(conn, options, [&]() -> decltype(auto) { return std::invoke(fn, conn, args...); });
+  };
+}
+
+}  // namespace pqscope

@@ -1,0 +1,86 @@
+#pragma once
+// Test targets: every behaviour test runs once directly against PostgreSQL and
+// once through PgBouncer in transaction pooling mode. scripts/dev.sh exports the
+// connection strings; a run without them fails loudly instead of skipping.
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <ostream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <pqscope/pqscope.hpp>
+
+namespace pqtest {
+
+struct target {
+  std::string name;      // "direct" or "pgbouncer"
+  std::string conninfo;  // what the code under test connects to
+  friend std::ostream& operator<<(std::ostream& os, const target& t) { return os << t.name; }
+};
+
+inline std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0')
+    throw std::runtime_error(std::string(name) + " is not set: run the tests with scripts/dev.sh test");
+  return v;
+}
+
+inline std::vector<target> targets() {
+  return {{"direct", env("PQSCOPE_TEST_DIRECT")}, {"pgbouncer", env("PQSCOPE_TEST_PGBOUNCER")}};
+}
+
+// A name no other test (or concurrent test process) uses.
+inline std::string unique_name(const std::string& prefix) {
+  static std::atomic<int> counter{0};
+  return prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+}
+
+// Appends application_name to a conninfo so the session can be found in pg_stat_activity.
+inline std::string with_app_name(const target& t, const std::string& app) {
+  return t.conninfo + " application_name=" + app;
+}
+
+// The observer: a direct connection to PostgreSQL that checks from outside what
+// the code under test did (committed rows, sessions in pg_stat_activity).
+inline pqscope::connection observer() { return pqscope::connection{env("PQSCOPE_TEST_DIRECT")}; }
+
+// A table of its own for one test, dropped at the end. Not TEMP: a temporary
+// table is session state and would not survive PgBouncer's transaction pooling.
+class scratch_table {
+ public:
+  explicit scratch_table(const std::string& columns = "id int PRIMARY KEY, v text")
+      : name_(unique_name("pqscope_t")) {
+    observer().execute("CREATE TABLE " + name_ + " (" + columns + ")");
+  }
+  ~scratch_table() {
+    try {
+      observer().execute("DROP TABLE IF EXISTS " + name_);
+    } catch (...) {
+    }
+  }
+  scratch_table(const scratch_table&) = delete;
+  scratch_table& operator=(const scratch_table&) = delete;
+  [[nodiscard]] const std::string& name() const { return name_; }
+  // Committed rows, as another session sees them.
+  [[nodiscard]] long count() const { return observer().query_value<long>("SELECT count(*) FROM " + name_); }
+  [[nodiscard]] std::string ids() const {
+    return observer()
+        .query_value<std::optional<std::string>>("SELECT string_agg(id::text, ',' ORDER BY id) FROM " + name_)
+        .value_or("");
+  }
+
+ private:
+  std::string name_;
+};
+
+// Sessions of this application_name that sit inside a transaction.
+inline long idle_in_transaction(const std::string& app) {
+  return observer().query_value<long>(
+      "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'", app);
+}
+
+}  // namespace pqtest
