@@ -1,0 +1,2 @@
+#include <pqscope/pqscope.hpp>
+int main() { return 0; }
