@@ -4,6 +4,9 @@
 #   scripts/dev.sh demo              install what is missing, build, start a throwaway
 #                                    PostgreSQL + PgBouncer, run the showcase example
 #   scripts/dev.sh test [--sanitize] the same set-up, then the whole suite with CTest
+#   scripts/dev.sh bench             build bench/ and run it directly and through PgBouncer;
+#                                    writes bench/results/ (table, CSV, PNG chart)
+#   scripts/dev.sh fuzz [SECONDS]    random programs against the semantic model (default 60 s per target)
 #   scripts/dev.sh build [--sanitize]
 #   scripts/dev.sh servers -- CMD... run CMD with the PQSCOPE_TEST_* variables set
 #   scripts/dev.sh amalgamate        regenerate single_include/pqscope/pqscope.hpp
@@ -14,7 +17,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/servers.sh
 . "$ROOT/scripts/lib/servers.sh"
 
-PACKAGES=(cmake ninja-build g++ clang python3 libpq-dev postgresql-15 pgbouncer libboost-test-dev)
+PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 libpq-dev postgresql-15 pgbouncer libboost-test-dev)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {
@@ -37,9 +40,11 @@ deps() {
   fi
 }
 
+MODE=normal  # normal | sanitize (ASan + UBSan build)
+
 build() {
   local dir=build type=RelWithDebInfo extra=()
-  if [ "${1:-}" = "--sanitize" ]; then
+  if [ "$MODE" = sanitize ]; then
     dir=build-sanitize type=Debug extra=(-DPQSCOPE_SANITIZE=ON)
   fi
   BUILD_DIR="$ROOT/$dir"
@@ -47,36 +52,46 @@ build() {
   cmake --build "$BUILD_DIR" -j "$JOBS"
 }
 
+# Runs CTest against fresh servers and ends with one line: "N passed, M failed".
+TEST_LOG=""
 run_tests() {
-  local log
-  log=$(mktemp)
-  trap 'stop_servers; rm -f "$log"' EXIT
+  TEST_LOG=$(mktemp)
+  trap 'stop_servers; rm -f "$TEST_LOG"' EXIT
+  local log=$TEST_LOG
   start_servers
-  local rc=0
-  (cd "$BUILD_DIR" && ctest --output-on-failure --timeout 600 -j "$JOBS") 2>&1 | tee "$log" || rc=$?
-  rc=${PIPESTATUS[0]:-$rc}
-  local passed failed total
-  if summary=$(grep -Eo '[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -n1); then
-    failed=$(echo "$summary" | sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+)/\1/')
+  local args=(--output-on-failure --timeout 900 -j "$JOBS")
+  if [ "$MODE" = sanitize ]; then
+    # The static checks (compiler warnings, consumers, clang-tidy) gain nothing from sanitizers.
+    args+=(-LE static)
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  fi
+  (cd "$BUILD_DIR" && ctest "${args[@]}") 2>&1 | tee "$log" || true
+  local summary failed total
+  if summary=$(grep -Eo '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1); then
+    failed=$(echo "$summary" | sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/')
     total=$(echo "$summary" | sed -E 's/.* out of ([0-9]+)/\1/')
-    passed=$((total - failed))
-    echo "$passed passed, $failed failed"
-    [ "$failed" = 0 ] || rc=1
+    echo "$((total - failed)) passed, $failed failed"
+    [ "$failed" = 0 ]
   else
     echo "0 passed, ctest did not finish"
-    rc=1
+    return 1
   fi
-  return $rc
 }
 
 cmd=${1:-help}
 shift || true
 case "$cmd" in
   deps) deps ;;
-  build) deps; build "$@" ;;
-  test)
+  build)
+    [ "${1:-}" = "--sanitize" ] && MODE=sanitize
     deps
-    build "$@"
+    build
+    ;;
+  test)
+    [ "${1:-}" = "--sanitize" ] && MODE=sanitize
+    deps
+    build
     run_tests
     ;;
   demo)
@@ -94,8 +109,26 @@ case "$cmd" in
     start_servers
     "$@"
     ;;
+  bench)
+    deps libpqxx-dev gnuplot-nox
+    BUILD_DIR="$ROOT/build-bench"
+    cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPQSCOPE_BUILD_TESTS=OFF \
+      -DPQSCOPE_BUILD_EXAMPLES=OFF -DPQSCOPE_BUILD_BENCH=ON >/dev/null
+    cmake --build "$BUILD_DIR" -j "$JOBS"
+    trap stop_servers EXIT
+    start_servers
+    "$ROOT/bench/run.sh" "$BUILD_DIR/bench" "$ROOT/bench/results" "$@"
+    ;;
+  fuzz)
+    seconds=${1:-60}
+    deps
+    build
+    trap stop_servers EXIT
+    start_servers
+    PQSCOPE_FUZZ_SECONDS=$seconds "$BUILD_DIR/tests/test_model" --run_test=random_seeds_for_a_while
+    ;;
   amalgamate) python3 "$ROOT/scripts/amalgamate.py" ;;
-  help | -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help | -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2

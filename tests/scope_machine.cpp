@@ -1,4 +1,1590 @@
+// The scope state machine against a scripted server: exact control sequences,
+// failures at every position, lost connections, callbacks, stats and retries.
+// No PostgreSQL needed; the integration tests check the same against real servers.
 #define BOOST_TEST_MODULE scope_machine
 #include <boost/test/unit_test.hpp>
 
-BOOST_AUTO_TEST_CASE(placeholder) { BOOST_TEST(true); }
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <typeinfo>
+#include <vector>
+
+#include <pqscope/pqscope.hpp>
+
+#include "support/scripted_driver.hpp"
+
+namespace {
+
+using conn_t = pqscope::basic_connection<pqtest::scripted_driver>;
+using pqscope::transaction;
+using opts = pqscope::transaction_options;
+using tx_state = pqtest::scripted_server::tx_state;
+using namespace std::chrono_literals;
+
+// Batches as text: "[BEGIN | INSERT 1] [COMMIT]".
+std::string show(const std::vector<std::vector<std::string>>& batches) {
+  std::string s;
+  for (const auto& b : batches) {
+    s += s.empty() ? "[" : " [";
+    for (std::size_t i = 0; i < b.size(); ++i) s += (i ? " | " : "") + b[i];
+    s += "]";
+  }
+  return s;
+}
+
+std::string stats_of(const conn_t& c) {
+  const auto& s = c.stats();
+  return "round_trips=" + std::to_string(s.round_trips) + " statements=" + std::to_string(s.statements) +
+         " control=" + std::to_string(s.control_statements) + " committed=" + std::to_string(s.transactions_committed) +
+         " rolled_back=" + std::to_string(s.transactions_rolled_back) + " savepoints=" + std::to_string(s.savepoints);
+}
+
+opts with_savepoint(bool on) {
+  opts o;
+  o.savepoint = on;
+  return o;
+}
+
+struct user_abort {};  // an exception that is no pqscope::error and no std::exception
+
+struct fx {
+  conn_t c{"host=scripted dbname=test"};
+  pqtest::scripted_server& srv = c.driver().server();
+  std::vector<std::string> calls;
+
+  // Batches sent since the last call.
+  std::string sent() { return show(srv.take_batches()); }
+  std::string called() {
+    std::string s;
+    for (const auto& x : calls) s += (s.empty() ? "" : " ") + x;
+    calls.clear();
+    return s;
+  }
+  std::function<void()> note(std::string what) {
+    return [this, what] { calls.push_back(what); };
+  }
+};
+
+// The exception fn throws, as the type it was caught as, or nothing.
+template <class E, class Fn>
+std::optional<E> thrown(Fn&& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e;
+  }
+  return std::nullopt;
+}
+
+// An sql_error that fn throws, with the name of its most derived class.
+struct caught_sql {
+  std::string what, sqlstate, type;
+};
+template <class Fn>
+std::optional<caught_sql> sql_error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const pqscope::sql_error& e) {
+    return caught_sql{e.what(), e.sqlstate(), typeid(e).name()};
+  }
+  return std::nullopt;
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// The fake itself: it must behave like PostgreSQL where the machine relies on it.
+BOOST_AUTO_TEST_SUITE(scripted_server_rules)
+
+std::vector<pqscope::statement> stmts(const std::vector<std::string>& sql) {
+  std::vector<pqscope::statement> out;
+  for (const auto& s : sql) out.push_back(pqscope::statement{s.c_str(), 0, nullptr, nullptr});
+  return out;
+}
+using st = pqscope::reply::status;
+
+BOOST_AUTO_TEST_CASE(error_skips_rest_of_batch_and_fails_transaction) {
+  pqtest::scripted_driver d;
+  d.open("anything", "app");
+  std::vector<std::string> b1{"BEGIN", "SAVEPOINT a", "INSERT FAIL:23505", "SELECT 1"};
+  auto r = d.exchange(stmts(b1));
+  BOOST_TEST((r.replies[0].st == st::ok && r.replies[1].st == st::ok));
+  BOOST_TEST((r.replies[2].st == st::error && r.replies[3].st == st::skipped));
+  BOOST_TEST(r.replies[2].sqlstate == "23505");
+  BOOST_TEST((r.state == pqscope::server_state::failed_transaction));
+
+  std::vector<std::string> b2{"SELECT 2"};
+  r = d.exchange(stmts(b2));
+  BOOST_TEST(r.replies[0].sqlstate == "25P02");
+
+  std::vector<std::string> b3{"ROLLBACK TO SAVEPOINT a", "RELEASE SAVEPOINT a", "COMMIT"};
+  r = d.exchange(stmts(b3));
+  BOOST_TEST(r.replies[2].command == "COMMIT");
+  BOOST_TEST((r.state == pqscope::server_state::idle));
+  BOOST_TEST(d.server().commits == 1);
+}
+
+BOOST_AUTO_TEST_CASE(commit_of_failed_transaction_answers_rollback) {
+  pqtest::scripted_driver d;
+  d.open("", "");
+  std::vector<std::string> b1{"BEGIN", "FAIL"}, b2{"COMMIT"}, b3{"SAVEPOINT x"};
+  d.exchange(stmts(b1));
+  auto r = d.exchange(stmts(b2));
+  BOOST_TEST(r.replies[0].command == "ROLLBACK");
+  BOOST_TEST((r.state == pqscope::server_state::idle));
+  r = d.exchange(stmts(b3));  // outside a transaction block
+  BOOST_TEST(r.replies[0].sqlstate == "25P01");
+}
+
+BOOST_AUTO_TEST_CASE(lost_connection_stays_lost) {
+  pqtest::scripted_driver d;
+  d.open("", "");
+  std::vector<std::string> b1{"BEGIN", "LOSE", "SELECT 1"}, b2{"SELECT 1"};
+  auto r = d.exchange(stmts(b1));
+  BOOST_TEST(r.lost);
+  BOOST_TEST((r.replies[0].st == st::ok && r.replies[1].st == st::skipped && r.replies[2].st == st::skipped));
+  BOOST_TEST(!d.is_open());
+  BOOST_TEST(d.exchange(stmts(b2)).lost);
+  BOOST_TEST(d.native_handle() == nullptr);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+BOOST_FIXTURE_TEST_SUITE(autocommit, fx)
+
+BOOST_AUTO_TEST_CASE(statement_outside_scope_is_one_batch) {
+  c.execute("INSERT 1");
+  BOOST_TEST(sent() == "[INSERT 1]");
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_TEST(stats_of(c) == "round_trips=1 statements=1 control=0 committed=0 rolled_back=0 savepoints=0");
+  BOOST_TEST(!c.application_name().empty());
+  BOOST_TEST(c.native_handle() == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(parameters_travel_out_of_line) {
+  c.execute("INSERT $1 $2 $3", 7, std::string("x"), std::optional<int>{});
+  BOOST_TEST(srv.batch_params.back().back() == (std::vector<std::string>{"7", "x", "NULL"}));
+}
+
+BOOST_AUTO_TEST_CASE(query_value_reads_the_single_field) { BOOST_TEST(c.query_value<int>("SELECT 42") == 42); }
+
+BOOST_AUTO_TEST_CASE(sqlstate_picks_the_exception_class) {
+  struct expectation {
+    std::string sqlstate;
+    const std::type_info& type;
+  };
+  const std::vector<expectation> table{
+      {"23502", typeid(pqscope::not_null_violation)},
+      {"23503", typeid(pqscope::foreign_key_violation)},
+      {"23505", typeid(pqscope::unique_violation)},
+      {"23514", typeid(pqscope::check_violation)},
+      {"23P01", typeid(pqscope::integrity_constraint_violation)},
+      {"40001", typeid(pqscope::serialization_failure)},
+      {"40P01", typeid(pqscope::deadlock_detected)},
+      {"40002", typeid(pqscope::transaction_rollback)},
+      {"22012", typeid(pqscope::data_exception)},
+      {"55P03", typeid(pqscope::lock_not_available)},
+      {"57014", typeid(pqscope::query_canceled)},
+      {"42000", typeid(pqscope::sql_error)},
+  };
+  for (const auto& x : table) {
+    BOOST_TEST_CONTEXT("sqlstate " << x.sqlstate) {
+      auto e = sql_error_of([&] { c.execute("INSERT FAIL:" + x.sqlstate); });
+      BOOST_REQUIRE(e);
+      BOOST_TEST(e->sqlstate == x.sqlstate);
+      BOOST_TEST(e->type == std::string(x.type.name()));
+      c.execute("INSERT ok");  // no scope: nothing is doomed
+    }
+  }
+  BOOST_TEST(srv.tx == tx_state::idle);
+}
+
+BOOST_AUTO_TEST_CASE(on_commit_runs_at_once_on_rollback_never) {
+  c.on_commit(note("commit"));
+  c.on_rollback(note("rollback"));
+  BOOST_TEST(called() == "commit");
+  transaction t{c};
+  t.rollback();
+  BOOST_TEST(called() == "");
+}
+
+BOOST_AUTO_TEST_CASE(set_local_outside_scope_is_usage_error) {
+  BOOST_CHECK_THROW(c.set_local("search_path", "x"), pqscope::usage_error);
+  BOOST_TEST(sent() == "");
+}
+
+BOOST_AUTO_TEST_CASE(raw_transaction_control_is_refused_before_sending) {
+  const std::vector<std::string> refused{
+      "BEGIN",  "begin isolation level serializable", " /* c */ COMMIT", "-- c\nROLLBACK", "SAVEPOINT a",
+      "RELEASE a", "ROLLBACK TO a", "START TRANSACTION", "END", "ABORT", "PREPARE TRANSACTION 'x'"};
+  for (const auto& sql : refused) BOOST_CHECK_THROW(c.execute(sql), pqscope::usage_error);
+  transaction t{c};
+  c.execute("INSERT 1");
+  for (const auto& sql : refused) BOOST_CHECK_THROW(c.execute(sql), pqscope::usage_error);
+  c.execute("INSERT 2");  // refusing did not doom the scope
+  t.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [INSERT 2] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(two_phase_commit_of_other_transactions_passes) {
+  c.execute("COMMIT PREPARED 'x'");
+  c.execute("ROLLBACK PREPARED 'y'");
+  BOOST_TEST(sent() == "[COMMIT PREPARED 'x'] [ROLLBACK PREPARED 'y']");
+}
+
+BOOST_AUTO_TEST_CASE(copy_streams_are_refused) {
+  BOOST_CHECK_THROW(c.execute("COPY t FROM STDIN"), pqscope::usage_error);
+  BOOST_CHECK_THROW(c.execute("copy t to stdout"), pqscope::usage_error);
+  BOOST_TEST(sent() == "");
+}
+
+BOOST_AUTO_TEST_CASE(transaction_left_open_by_a_statement_is_rolled_back) {
+  // never leave an idle transaction behind PgBouncer
+  BOOST_CHECK_THROW(c.execute("CALL STARTS_TX"), pqscope::usage_error);
+  BOOST_TEST(sent() == "[CALL STARTS_TX] [ROLLBACK]");
+  BOOST_TEST(srv.tx == tx_state::idle);
+  BOOST_TEST(stats_of(c) == "round_trips=2 statements=1 control=1 committed=0 rolled_back=0 savepoints=0");
+  c.execute("INSERT 1");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// Nothing is sent when a scope opens: BEGIN / SAVEPOINT / RELEASE / ROLLBACK TO
+// ride with the next statement; only the end of the outermost scope goes at once.
+BOOST_FIXTURE_TEST_SUITE(lazy_scopes, fx)
+
+BOOST_AUTO_TEST_CASE(empty_transaction_commit_sends_nothing) {
+  transaction t{c};
+  BOOST_TEST(c.depth() == 1u);
+  BOOST_TEST(t.is_outermost());
+  c.on_commit(note("commit"));
+  t.commit();
+  BOOST_TEST(sent() == "");
+  BOOST_TEST(called() == "commit");
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_TEST(stats_of(c) == "round_trips=0 statements=0 control=0 committed=0 rolled_back=0 savepoints=0");
+}
+
+BOOST_AUTO_TEST_CASE(empty_transaction_rollback_sends_nothing) {
+  {
+    transaction t{c};
+    c.on_rollback(note("rollback"));
+  }
+  { transaction t{c, opts{pqscope::isolation::serializable}}; }
+  BOOST_TEST(sent() == "");
+  BOOST_TEST(called() == "rollback");
+  BOOST_TEST(c.stats().transactions_rolled_back == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(begin_and_savepoint_ride_with_statements) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  BOOST_TEST(!t2.is_outermost());
+  BOOST_TEST(c.depth() == 2u);
+  c.execute("INSERT 2");
+  t2.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2]");
+  t1.commit();
+  BOOST_TEST(sent() == "[COMMIT]");  // COMMIT releases the savepoint too
+  BOOST_TEST(stats_of(c) == "round_trips=3 statements=2 control=3 committed=1 rolled_back=0 savepoints=1");
+  BOOST_TEST(srv.commits == 1);
+  BOOST_TEST(srv.tx == tx_state::idle);
+}
+
+BOOST_AUTO_TEST_CASE(n_statements_at_depth_d_cost_n_plus_one_round_trips) {
+  for (std::size_t d = 1; d <= 4; ++d)
+    for (std::size_t n = 0; n <= 3; ++n) {
+      BOOST_TEST_CONTEXT("depth " << d << ", statements " << n) {
+        conn_t k{"x"};
+        std::vector<transaction> scopes;
+        scopes.reserve(d);
+        for (std::size_t i = 0; i < d; ++i) scopes.emplace_back(k);
+        for (std::size_t i = 0; i < n; ++i) k.execute("INSERT " + std::to_string(i));
+        for (std::size_t i = d; i-- > 0;) scopes[i].commit();
+        auto batches = k.driver().server().take_batches();
+        BOOST_TEST(batches.size() == (n == 0 ? 0 : n + 1));
+        BOOST_TEST(k.stats().round_trips == batches.size());
+        BOOST_TEST(k.stats().savepoints == (n == 0 ? 0 : d - 1));
+        if (n > 0) {
+          std::vector<std::string> first{"BEGIN"};
+          for (std::size_t i = 1; i < d; ++i) first.push_back("SAVEPOINT pqscope_" + std::to_string(i));
+          first.emplace_back("INSERT 0");
+          BOOST_TEST(batches.front() == first);
+          BOOST_TEST(batches.back() == std::vector<std::string>{"COMMIT"});
+        }
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(empty_nested_scopes_send_nothing) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  {
+    transaction t2{c};
+    transaction t3{c};
+    t3.commit();
+    t2.commit();
+  }
+  { transaction t2{c}; }  // destroyed: rolls back
+  {
+    transaction t2{c};
+    t2.rollback();
+  }
+  c.execute("INSERT 2");
+  t1.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [INSERT 2] [COMMIT]");
+  BOOST_TEST(c.stats().savepoints == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(releases_collapse_into_the_outermost) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  c.execute("INSERT 2");
+  transaction t3{c};
+  c.execute("INSERT 3");
+  t3.commit();
+  t2.commit();
+  c.execute("INSERT 4");
+  t1.commit();
+  BOOST_TEST(sent() ==
+             "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] [SAVEPOINT pqscope_2 | INSERT 3] "
+             "[RELEASE SAVEPOINT pqscope_1 | INSERT 4] [COMMIT]");
+  BOOST_TEST(stats_of(c) == "round_trips=5 statements=4 control=5 committed=1 rolled_back=0 savepoints=2");
+}
+
+BOOST_AUTO_TEST_CASE(inner_rollback_goes_out_with_next_statement) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  c.execute("INSERT 2");
+  BOOST_TEST(srv.savepoints.size() == 1u);
+  t2.rollback();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2]");
+  c.execute("INSERT 3");
+  BOOST_TEST(sent() == "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT 3]");
+  BOOST_TEST(srv.savepoints.empty());
+  t1.commit();
+  BOOST_TEST(sent() == "[COMMIT]");
+  BOOST_TEST(stats_of(c) == "round_trips=4 statements=3 control=5 committed=1 rolled_back=0 savepoints=1");
+}
+
+BOOST_AUTO_TEST_CASE(inner_rollback_then_outer_commit_keeps_only_rollback_to) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  c.execute("INSERT 2");
+  t2.rollback();
+  t1.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] [ROLLBACK TO SAVEPOINT pqscope_1 | COMMIT]");
+  BOOST_TEST(c.stats().transactions_committed == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(rollback_of_unsent_savepoint_sends_nothing) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  t2.rollback();
+  c.execute("INSERT 2");
+  t1.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [INSERT 2] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(savepoint_name_is_reused_after_rollback) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  {
+    transaction t2{c};
+    c.execute("INSERT 2");
+  }
+  transaction t2{c};
+  c.execute("INSERT 3");
+  BOOST_TEST(sent() ==
+             "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] "
+             "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | SAVEPOINT pqscope_1 | INSERT 3]");
+  BOOST_TEST(srv.savepoints.size() == 1u);
+  BOOST_TEST(srv.savepoints[0].name == "pqscope_1");
+}
+
+BOOST_AUTO_TEST_CASE(release_of_parent_covers_rolled_back_child) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  c.execute("INSERT 2");
+  transaction t3{c};
+  c.execute("INSERT 3");
+  t3.rollback();
+  t2.commit();
+  srv.take_batches();
+  c.execute("INSERT 4");
+  BOOST_TEST(sent() == "[ROLLBACK TO SAVEPOINT pqscope_2 | RELEASE SAVEPOINT pqscope_1 | INSERT 4]");
+  BOOST_TEST(srv.savepoints.empty());
+  t1.commit();
+}
+
+BOOST_AUTO_TEST_CASE(rolled_back_parent_drops_child_controls) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  c.execute("INSERT 2");
+  transaction t3{c};
+  c.execute("INSERT 3");
+  t3.commit();
+  t2.rollback();
+  srv.take_batches();
+  c.execute("INSERT 4");
+  BOOST_TEST(sent() == "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT 4]");
+  t1.commit();
+}
+
+BOOST_AUTO_TEST_CASE(outermost_rollback_is_sent_at_once) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  c.execute("INSERT 2");
+  t2.commit();
+  t1.rollback();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] [ROLLBACK]");
+  BOOST_TEST(stats_of(c) == "round_trips=3 statements=2 control=3 committed=0 rolled_back=1 savepoints=1");
+  BOOST_TEST(srv.rollbacks == 1);
+  BOOST_TEST(srv.tx == tx_state::idle);
+}
+
+BOOST_AUTO_TEST_CASE(destructor_rolls_back) {
+  {
+    transaction t1{c};
+    c.execute("INSERT 1");
+    transaction t2{c};
+    c.execute("INSERT 2");
+  }
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] [ROLLBACK]");
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_TEST(c.stats().transactions_rolled_back == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(begin_carries_the_transaction_modes) {
+  struct row {
+    opts o;
+    std::string begin;
+  };
+  opts all{pqscope::isolation::serializable};
+  all.read_only = true;
+  all.deferrable = true;
+  const std::vector<row> table{
+      {opts{}, "BEGIN"},
+      {opts{pqscope::isolation::read_committed}, "BEGIN ISOLATION LEVEL READ COMMITTED"},
+      {opts{pqscope::isolation::repeatable_read}, "BEGIN ISOLATION LEVEL REPEATABLE READ"},
+      {opts{pqscope::isolation::serializable}, "BEGIN ISOLATION LEVEL SERIALIZABLE"},
+      {opts{pqscope::isolation::server_default, true}, "BEGIN READ ONLY"},
+      {all, "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE"},
+  };
+  for (const auto& r : table) {
+    transaction t{c, r.o};
+    c.execute("SELECT 1");
+    BOOST_TEST(srv.begin_sql == r.begin);
+    t.commit();
+    BOOST_TEST(sent() == "[" + r.begin + " | SELECT 1] [COMMIT]");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(nested_scope_may_repeat_the_outer_modes) {
+  opts o{pqscope::isolation::serializable};
+  o.read_only = true;
+  o.deferrable = true;
+  transaction t1{c, o};
+  transaction t2{c, o};
+  transaction t3{c, opts{}};  // server_default: inherits
+  c.execute("SELECT 1");
+  BOOST_TEST(sent() ==
+             "[BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE | SAVEPOINT pqscope_1 | SAVEPOINT pqscope_2 "
+             "| SELECT 1]");
+}
+
+BOOST_AUTO_TEST_CASE(durable_outermost_scope_commits) {
+  opts o;
+  o.durable = true;
+  transaction t{c, o};
+  c.execute("INSERT 1");
+  t.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// SET LOCAL: timeouts of a scope and set_local(); a nested scope's timeouts are
+// restored when it ends, since SET LOCAL survives RELEASE SAVEPOINT.
+BOOST_FIXTURE_TEST_SUITE(settings, fx)
+
+opts timeouts(std::chrono::milliseconds statement, std::chrono::milliseconds lock = 0ms) {
+  opts o;
+  o.statement_timeout = statement;
+  o.lock_timeout = lock;
+  return o;
+}
+
+BOOST_AUTO_TEST_CASE(timeouts_follow_begin) {
+  transaction t{c, timeouts(1500ms, 200ms)};
+  c.execute("INSERT 1");
+  BOOST_TEST(sent() == "[BEGIN | SET LOCAL statement_timeout = 1500 | SET LOCAL lock_timeout = 200 | INSERT 1]");
+  BOOST_TEST(srv.settings["statement_timeout"] == "1500");
+  BOOST_TEST(srv.settings["lock_timeout"] == "200");
+  t.commit();
+  BOOST_TEST(sent() == "[COMMIT]");
+  BOOST_TEST(stats_of(c) == "round_trips=2 statements=1 control=4 committed=1 rolled_back=0 savepoints=0");
+}
+
+BOOST_AUTO_TEST_CASE(nested_timeout_is_reset_after_release) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c, timeouts(50ms)};
+  c.execute("INSERT 2");
+  BOOST_TEST(srv.settings["statement_timeout"] == "50");
+  t2.commit();
+  c.execute("INSERT 3");
+  BOOST_TEST(sent() ==
+             "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | SET LOCAL statement_timeout = 50 | INSERT 2] "
+             "[RELEASE SAVEPOINT pqscope_1 | SET LOCAL statement_timeout TO DEFAULT | INSERT 3]");
+  BOOST_TEST(srv.settings.count("statement_timeout") == 0u);
+  t1.commit();
+}
+
+BOOST_AUTO_TEST_CASE(nested_timeout_is_restored_to_the_enclosing_value) {
+  transaction t1{c, timeouts(100ms, 30ms)};
+  c.execute("INSERT 1");
+  transaction t2{c, timeouts(50ms, 10ms)};
+  c.execute("INSERT 2");
+  t2.commit();
+  srv.take_batches();
+  c.execute("INSERT 3");
+  BOOST_TEST(sent() ==
+             "[RELEASE SAVEPOINT pqscope_1 | SET LOCAL statement_timeout TO 100 | SET LOCAL lock_timeout TO 30 | "
+             "INSERT 3]");
+  BOOST_TEST(srv.settings["statement_timeout"] == "100");
+  BOOST_TEST(srv.settings["lock_timeout"] == "30");
+  t1.commit();
+}
+
+BOOST_AUTO_TEST_CASE(unsent_nested_timeout_is_dropped) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c, timeouts(50ms)};
+  t2.commit();
+  c.execute("INSERT 2");
+  t1.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [INSERT 2] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(rolled_back_nested_timeout_is_undone_by_the_server) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c, timeouts(50ms)};
+  c.execute("INSERT 2");
+  t2.rollback();
+  srv.take_batches();
+  c.execute("INSERT 3");
+  BOOST_TEST(sent() == "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT 3]");
+  BOOST_TEST(srv.settings.count("statement_timeout") == 0u);
+  t1.commit();
+}
+
+BOOST_AUTO_TEST_CASE(negative_timeouts_are_refused) {
+  BOOST_CHECK_THROW(transaction(c, timeouts(-1ms)), pqscope::usage_error);
+  BOOST_CHECK_THROW(transaction(c, timeouts(0ms, -5ms)), pqscope::usage_error);
+  BOOST_TEST(c.depth() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(set_local_rides_with_next_statement) {
+  transaction t{c};
+  c.set_local("search_path", "app");
+  BOOST_TEST(sent() == "");
+  c.execute("INSERT 1");
+  BOOST_TEST(sent() == "[BEGIN | SELECT pg_catalog.set_config($1, $2, true) | INSERT 1]");
+  BOOST_TEST(srv.batch_params.back()[1] == (std::vector<std::string>{"search_path", "app"}));
+  BOOST_TEST(srv.settings["search_path"] == "app");
+  t.commit();
+  BOOST_TEST(srv.settings.empty());
+  BOOST_TEST(stats_of(c) == "round_trips=2 statements=1 control=3 committed=1 rolled_back=0 savepoints=0");
+}
+
+BOOST_AUTO_TEST_CASE(set_local_in_nested_scopes) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  {
+    transaction t2{c};
+    c.set_local("a", "1");
+  }  // never sent: dropped with the scope
+  c.execute("INSERT 2");
+  {
+    transaction t2{c};
+    c.set_local("b", "2");
+    t2.commit();
+  }  // committed: the setting belongs to the transaction now
+  c.execute("INSERT 3");
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [INSERT 2] [SELECT pg_catalog.set_config($1, $2, true) | INSERT 3]");
+  {
+    transaction t2{c};
+    c.set_local("c", "3");
+    c.execute("INSERT 4");
+    BOOST_TEST(srv.settings["c"] == "3");
+  }
+  c.execute("INSERT 5");  // the server undoes it with ROLLBACK TO
+  BOOST_TEST(srv.settings.count("c") == 0u);
+  BOOST_TEST(srv.settings["b"] == "2");
+  t1.commit();
+}
+
+BOOST_AUTO_TEST_CASE(bad_set_local_queues_nothing) {
+  transaction t{c};
+  BOOST_CHECK_THROW(c.set_local("", "x"), pqscope::usage_error);
+  BOOST_CHECK_THROW(c.set_local("a", std::string_view("x\0y", 3)), pqscope::usage_error);
+  c.execute("INSERT 1");
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1]");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// A failure dooms the innermost scope that can undo it; until that scope rolls
+// back, statements and commits throw transaction_aborted without a round trip.
+BOOST_FIXTURE_TEST_SUITE(doomed_scopes, fx)
+
+BOOST_AUTO_TEST_CASE(inner_error_then_inner_rollback_lets_outer_commit) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  BOOST_CHECK_THROW(c.execute("INSERT FAIL:23505"), pqscope::unique_violation);
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT FAIL:23505]");
+  auto e = thrown<pqscope::transaction_aborted>([&] { c.execute("INSERT 2"); });
+  BOOST_REQUIRE(e);
+  BOOST_TEST(e->first_sqlstate() == "23505");
+  BOOST_TEST(contains(e->first_error(), "FAIL:23505"));
+  BOOST_TEST(sent() == "");  // no round trip
+  BOOST_CHECK_THROW(t1.commit(), pqscope::usage_error);  // t2 is still open
+  t2.rollback();
+  c.execute("INSERT 3");
+  BOOST_TEST(sent() == "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT 3]");
+  t1.commit();
+  BOOST_TEST(sent() == "[COMMIT]");
+  BOOST_TEST(stats_of(c) == "round_trips=4 statements=3 control=5 committed=1 rolled_back=0 savepoints=1");
+}
+
+BOOST_AUTO_TEST_CASE(commit_of_doomed_inner_scope_rolls_it_back_and_throws) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  BOOST_CHECK_THROW(c.execute("INSERT FAIL"), pqscope::sql_error);
+  auto e = thrown<pqscope::transaction_aborted>([&] { t2.commit(); });
+  BOOST_REQUIRE(e);
+  BOOST_TEST(e->first_sqlstate() == "42000");
+  BOOST_TEST(c.depth() == 1u);
+  BOOST_CHECK_THROW(t2.commit(), pqscope::usage_error);  // it has ended
+  c.execute("INSERT 2");
+  t1.commit();
+  BOOST_TEST(sent() ==
+             "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT FAIL] "
+             "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT 2] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(doomed_scope_refuses_nested_scopes_and_settings) {
+  transaction t1{c};
+  BOOST_CHECK_THROW(c.execute("INSERT FAIL"), pqscope::sql_error);
+  BOOST_CHECK_THROW(transaction{c}, pqscope::transaction_aborted);
+  BOOST_CHECK_THROW(c.set_local("a", "b"), pqscope::transaction_aborted);
+  BOOST_TEST(c.depth() == 1u);
+  srv.take_batches();
+  BOOST_CHECK_THROW(t1.commit(), pqscope::transaction_aborted);
+  BOOST_TEST(sent() == "[ROLLBACK]");
+}
+
+BOOST_AUTO_TEST_CASE(error_in_outermost_scope_rolls_back_at_commit) {
+  transaction t{c};
+  c.on_rollback(note("rollback"));
+  c.on_commit(note("commit"));
+  BOOST_CHECK_THROW(c.execute("INSERT FAIL:23503"), pqscope::foreign_key_violation);
+  BOOST_TEST(srv.tx == tx_state::failed);
+  auto e = thrown<pqscope::transaction_aborted>([&] { t.commit(); });
+  BOOST_REQUIRE(e);
+  BOOST_TEST(e->first_sqlstate() == "23503");
+  BOOST_TEST(sent() == "[BEGIN | INSERT FAIL:23503] [ROLLBACK]");
+  BOOST_TEST(called() == "rollback");
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_TEST(stats_of(c) == "round_trips=2 statements=1 control=2 committed=0 rolled_back=1 savepoints=0");
+  c.execute("INSERT 2");
+  BOOST_TEST(sent() == "[INSERT 2]");
+}
+
+BOOST_AUTO_TEST_CASE(scope_without_savepoint_dooms_the_enclosing_one) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c, with_savepoint(false)};
+  c.execute("INSERT 2");
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [INSERT 2]");  // no SAVEPOINT
+  BOOST_CHECK_THROW(c.execute("INSERT FAIL:23514"), pqscope::check_violation);
+  t2.rollback();
+  BOOST_CHECK_THROW(c.execute("INSERT 3"), pqscope::transaction_aborted);
+  srv.take_batches();
+  auto e = thrown<pqscope::transaction_aborted>([&] { t1.commit(); });
+  BOOST_REQUIRE(e);
+  BOOST_TEST(e->first_sqlstate() == "23514");
+  BOOST_TEST(sent() == "[ROLLBACK]");
+  BOOST_TEST(stats_of(c) == "round_trips=4 statements=3 control=2 committed=0 rolled_back=1 savepoints=0");
+}
+
+BOOST_AUTO_TEST_CASE(commit_of_failed_scope_without_savepoint_throws) {
+  transaction t1{c};
+  transaction t2{c, with_savepoint(false)};
+  BOOST_CHECK_THROW(c.execute("INSERT FAIL"), pqscope::sql_error);
+  BOOST_CHECK_THROW(t2.commit(), pqscope::transaction_aborted);
+  BOOST_TEST(c.depth() == 1u);
+  BOOST_CHECK_THROW(t1.commit(), pqscope::transaction_aborted);
+  BOOST_TEST(c.depth() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(rollback_of_scope_without_savepoint_dooms_the_enclosing_one) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  {
+    transaction t2{c, with_savepoint(false)};
+    c.execute("INSERT 2");
+  }  // nothing can undo INSERT 2 alone
+  auto e = thrown<pqscope::transaction_aborted>([&] { t1.commit(); });
+  BOOST_REQUIRE(e);
+  BOOST_TEST(e->first_sqlstate() == "");
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [INSERT 2] [ROLLBACK]");
+}
+
+BOOST_AUTO_TEST_CASE(scope_without_savepoint_dooms_the_nearest_savepoint) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  transaction t3{c, with_savepoint(false)};
+  BOOST_CHECK_THROW(c.execute("INSERT FAIL"), pqscope::sql_error);
+  t3.rollback();
+  BOOST_CHECK_THROW(c.execute("INSERT 2"), pqscope::transaction_aborted);
+  t2.rollback();
+  c.execute("INSERT 3");
+  t1.commit();
+  BOOST_TEST(sent() ==
+             "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT FAIL] "
+             "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT 3] [COMMIT]");
+  BOOST_TEST(c.stats().transactions_committed == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(transaction_ended_behind_the_scopes_back) {
+  transaction t{c};
+  c.execute("INSERT 1");
+  BOOST_CHECK_THROW(c.execute("CALL ENDS_TX"), pqscope::usage_error);
+  BOOST_TEST(srv.tx == tx_state::idle);
+  BOOST_CHECK_THROW(c.execute("INSERT 2"), pqscope::transaction_aborted);
+  BOOST_CHECK_THROW(t.commit(), pqscope::transaction_aborted);
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [CALL ENDS_TX]");  // nothing left to roll back
+  BOOST_TEST(c.depth() == 0u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// An error injected at each position of a batch: the first failing statement is
+// reported, what was skipped did not run, and the scopes end in a known state.
+BOOST_AUTO_TEST_SUITE(failure_at_every_position)
+
+BOOST_AUTO_TEST_CASE(opening_batch) {
+  const std::vector<std::string> batch{"BEGIN",
+                                       "SET LOCAL statement_timeout = 100",
+                                       "SELECT pg_catalog.set_config($1, $2, true)",
+                                       "SAVEPOINT pqscope_1",
+                                       "SAVEPOINT pqscope_2",
+                                       "INSERT 1"};
+  for (std::size_t k = 0; k <= batch.size(); ++k) {  // k == size: no failure
+    BOOST_TEST_CONTEXT("failing position " << k) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      std::vector<transaction> t;
+      t.reserve(3);
+      opts o;
+      o.statement_timeout = 100ms;
+      t.emplace_back(c, o);
+      c.set_local("x", "1");
+      t.emplace_back(c);
+      t.emplace_back(c);
+      if (k < batch.size()) srv.fail_in_next_batch(k, "23505");
+      auto e = sql_error_of([&] { c.execute("INSERT 1"); });
+      BOOST_TEST(srv.take_batches() == std::vector<std::vector<std::string>>{batch});
+      BOOST_TEST(c.depth() == 3u);  // an error never ends a scope
+      const std::size_t savepoints_run = k < 3 ? 0 : k - 3 < 2 ? k - 3 : 2;
+      BOOST_TEST(c.stats().savepoints == savepoints_run);
+      BOOST_TEST(srv.savepoints.size() == savepoints_run);
+      if (k == batch.size()) {
+        BOOST_TEST(!e);
+        for (std::size_t i = 3; i-- > 0;) t[i].commit();
+        BOOST_TEST(show(srv.take_batches()) == "[COMMIT]");
+        BOOST_TEST(srv.commits == 1);
+        continue;
+      }
+      BOOST_REQUIRE(e);
+      BOOST_TEST(e->sqlstate == "23505");
+      BOOST_TEST(e->type == std::string(typeid(pqscope::unique_violation).name()));
+      BOOST_TEST(contains(e->what, batch[k]));  // the first failing statement's error
+      if (k == 2) BOOST_TEST(contains(e->what, "set_local(\"x\")"));
+      BOOST_TEST(srv.tx == (k == 0 ? tx_state::idle : tx_state::failed));
+
+      // The innermost scope whose BEGIN / SAVEPOINT ran can undo the failure.
+      const std::size_t undo = k == 5 ? 2 : k == 4 ? 1 : 0;
+      for (std::size_t i = 2; i > undo; --i) {
+        auto a = thrown<pqscope::transaction_aborted>([&] { c.execute("INSERT 2"); });
+        BOOST_REQUIRE(a);
+        BOOST_TEST(a->first_sqlstate() == "23505");
+        t[i].rollback();
+      }
+      BOOST_TEST(srv.take_batches().empty());  // all of that without a round trip
+      if (undo > 0) {
+        BOOST_CHECK_THROW(c.execute("INSERT 2"), pqscope::transaction_aborted);
+        t[undo].rollback();
+        c.execute("INSERT 3");
+        const std::string sp = "pqscope_" + std::to_string(undo);
+        BOOST_TEST(show(srv.take_batches()) ==
+                   "[ROLLBACK TO SAVEPOINT " + sp + " | RELEASE SAVEPOINT " + sp + " | INSERT 3]");
+        for (std::size_t i = undo; i-- > 0;) t[i].commit();
+        BOOST_TEST(show(srv.take_batches()) == "[COMMIT]");
+        BOOST_TEST(c.stats().transactions_committed == 1u);
+        BOOST_TEST(srv.commits == 1);
+      } else {
+        BOOST_CHECK_THROW(c.execute("INSERT 2"), pqscope::transaction_aborted);
+        BOOST_CHECK_THROW(t[0].commit(), pqscope::transaction_aborted);
+        // ROLLBACK only if BEGIN ran
+        BOOST_TEST(show(srv.take_batches()) == (k == 0 ? "" : "[ROLLBACK]"));
+        BOOST_TEST(c.stats().transactions_rolled_back == (k == 0 ? 0u : 1u));
+      }
+      BOOST_TEST(c.depth() == 0u);
+      BOOST_TEST(srv.tx == tx_state::idle);
+      c.execute("INSERT 9");
+      BOOST_TEST(show(srv.take_batches()) == "[INSERT 9]");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(batch_of_pending_ends) {
+  const std::vector<std::string> batch{"ROLLBACK TO SAVEPOINT pqscope_2", "RELEASE SAVEPOINT pqscope_1",
+                                       "SET LOCAL statement_timeout TO DEFAULT", "INSERT 4"};
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    BOOST_TEST_CONTEXT("failing position " << k) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      transaction t1{c};
+      c.execute("INSERT 1");
+      {
+        opts o;
+        o.statement_timeout = 50ms;
+        transaction t2{c, o};
+        c.execute("INSERT 2");
+        transaction t3{c};
+        c.execute("INSERT 3");
+        t3.rollback();
+        t2.commit();
+      }
+      srv.take_batches();
+      srv.fail_in_next_batch(k, "40P01");
+      BOOST_CHECK_THROW(c.execute("INSERT 4"), pqscope::deadlock_detected);
+      BOOST_TEST(srv.take_batches() == std::vector<std::vector<std::string>>{batch});
+      BOOST_TEST(srv.tx == tx_state::failed);
+      auto a = thrown<pqscope::transaction_aborted>([&] { c.execute("INSERT 5"); });
+      BOOST_REQUIRE(a);
+      BOOST_TEST(a->first_sqlstate() == "40P01");
+      BOOST_CHECK_THROW(t1.commit(), pqscope::transaction_aborted);
+      BOOST_TEST(show(srv.take_batches()) == "[ROLLBACK]");
+      BOOST_TEST(c.depth() == 0u);
+      BOOST_TEST(srv.tx == tx_state::idle);
+      c.execute("INSERT 9");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(commit_batch) {
+  for (std::size_t k = 0; k < 2; ++k) {
+    BOOST_TEST_CONTEXT("failing position " << k) {
+      fx f;
+      transaction t1{f.c};
+      f.c.execute("INSERT 1");
+      transaction t2{f.c};
+      f.c.execute("INSERT 2");
+      t2.rollback();
+      f.c.on_commit(f.note("commit"));
+      f.c.on_rollback(f.note("rollback"));
+      f.srv.take_batches();
+      f.srv.fail_in_next_batch(k, "23505");
+      auto e = sql_error_of([&] { t1.commit(); });
+      BOOST_REQUIRE(e);
+      BOOST_TEST(e->type == std::string(typeid(pqscope::unique_violation).name()));
+      BOOST_TEST(contains(e->what, k == 0 ? "ROLLBACK TO SAVEPOINT pqscope_1" : "COMMIT"));
+      // A failed COMMIT ends the transaction; a skipped one needs a ROLLBACK.
+      BOOST_TEST(f.sent() == (k == 0 ? "[ROLLBACK TO SAVEPOINT pqscope_1 | COMMIT] [ROLLBACK]"
+                                     : "[ROLLBACK TO SAVEPOINT pqscope_1 | COMMIT]"));
+      BOOST_TEST(f.called() == "rollback");
+      BOOST_TEST(f.c.depth() == 0u);
+      BOOST_TEST(f.c.stats().transactions_committed == 0u);
+      BOOST_TEST(f.c.stats().transactions_rolled_back == 1u);
+      BOOST_TEST(f.srv.tx == tx_state::idle);
+      BOOST_CHECK_THROW(t1.commit(), pqscope::usage_error);
+      f.c.execute("INSERT 9");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(commit_error_is_thrown_as_its_class) {
+  fx f;
+  transaction t{f.c};
+  f.c.execute("INSERT 1");
+  f.srv.fail_in_next_batch(0, "23505");  // a deferred constraint fails at COMMIT
+  BOOST_CHECK_THROW(t.commit(), pqscope::unique_violation);
+}
+
+// A small program of nested atomic() blocks.
+void program(conn_t& c) {
+  pqscope::atomic(c, [&] {
+    c.execute("INSERT A");
+    pqscope::atomic(c, [&] {
+      c.set_local("x", "1");
+      c.execute("INSERT B");
+      c.execute("INSERT C");
+    });
+    try {
+      pqscope::atomic(c, [&] {
+        c.execute("INSERT D");
+        throw user_abort{};
+      });
+    } catch (const user_abort&) {
+    }
+    c.execute("INSERT E");
+  });
+}
+
+BOOST_AUTO_TEST_CASE(error_at_every_statement_of_a_program) {
+  conn_t ref{"x"};
+  program(ref);
+  const auto batches = ref.driver().server().batches;
+  BOOST_TEST(show(batches) ==
+             "[BEGIN | INSERT A] [SAVEPOINT pqscope_1 | SELECT pg_catalog.set_config($1, $2, true) | INSERT B] "
+             "[INSERT C] [RELEASE SAVEPOINT pqscope_1 | SAVEPOINT pqscope_1 | INSERT D] "
+             "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT E] "
+             "[COMMIT]");
+  const std::size_t total = ref.driver().server().statements_received;
+  for (std::size_t n = 0; n < total; ++n) {
+    BOOST_TEST_CONTEXT("failing statement " << n) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      srv.fail_at_statement(n, "23505");
+      BOOST_CHECK_THROW(program(c), pqscope::unique_violation);
+      BOOST_TEST(c.depth() == 0u);
+      BOOST_TEST(srv.tx == tx_state::idle);  // no transaction left open
+      BOOST_TEST(srv.commits == 0);
+      BOOST_TEST(c.stats().transactions_committed == 0u);
+      BOOST_TEST(c.stats().transactions_rolled_back == (n == 0 ? 0u : 1u));  // BEGIN failed: nothing to roll back
+      srv.take_batches();
+      c.execute("INSERT 9");
+      BOOST_TEST(show(srv.take_batches()) == "[INSERT 9]");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(connection_lost_at_every_statement_of_a_program) {
+  conn_t ref{"x"};
+  program(ref);
+  std::vector<bool> commit_in_batch;  // per statement
+  for (const auto& b : ref.driver().server().batches) {
+    bool commit = false;
+    for (const auto& s : b) commit = commit || s == "COMMIT";
+    for (std::size_t i = 0; i < b.size(); ++i) commit_in_batch.push_back(commit);
+  }
+  for (std::size_t n = 0; n < commit_in_batch.size(); ++n) {
+    BOOST_TEST_CONTEXT("lost at statement " << n) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      srv.lose_at_statement(n);
+      bool lost = false, in_doubt = false;
+      try {
+        program(c);  // the destructors on the way out stay quiet
+      } catch (const pqscope::in_doubt_error&) {
+        lost = in_doubt = true;
+      } catch (const pqscope::connection_error&) {
+        lost = true;
+      }
+      BOOST_TEST(lost);
+      BOOST_TEST(in_doubt == commit_in_batch[n]);  // in doubt exactly when COMMIT was in the lost batch
+      BOOST_TEST(c.depth() == 0u);
+      const auto sent_before = srv.batches.size();
+      BOOST_CHECK_THROW(c.execute("INSERT 9"), pqscope::connection_error);
+      BOOST_TEST(srv.batches.size() == sent_before);  // refused without a round trip
+      c.reconnect();
+      c.execute("INSERT 9");
+      BOOST_TEST(srv.batches.back() == std::vector<std::string>{"INSERT 9"});
+    }
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+BOOST_FIXTURE_TEST_SUITE(connection_loss, fx)
+
+BOOST_AUTO_TEST_CASE(lost_mid_scope) {
+  {
+    transaction t1{c};
+    c.on_rollback(note("rollback 1"));
+    c.execute("INSERT 1");
+    transaction t2{c};
+    std::string what;
+    try {
+      c.execute("INSERT LOSE");
+    } catch (const pqscope::in_doubt_error&) {
+      BOOST_FAIL("no COMMIT was in flight");
+    } catch (const pqscope::connection_error& e) {
+      what = e.what();
+    }
+    BOOST_TEST(contains(what, "server closed the connection unexpectedly"));
+    BOOST_TEST(c.depth() == 2u);
+    BOOST_CHECK_THROW(c.execute("INSERT 2"), pqscope::connection_error);
+    BOOST_CHECK_THROW(c.set_local("a", "b"), pqscope::connection_error);
+    BOOST_CHECK_THROW(transaction{c}, pqscope::connection_error);
+    BOOST_CHECK_THROW(t2.commit(), pqscope::connection_error);
+    BOOST_TEST(c.depth() == 1u);
+    BOOST_CHECK_THROW(c.reconnect(), pqscope::usage_error);  // a scope is still open
+  }  // quiet
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_TEST(called() == "rollback 1");
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT LOSE]");  // no ROLLBACK on a dead socket
+  BOOST_TEST(c.stats().transactions_rolled_back == 0u);
+  c.reconnect();
+  BOOST_TEST(srv.opens == 2);
+  transaction t{c};
+  c.execute("INSERT 3");
+  t.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 3] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(lost_outside_scope) {
+  BOOST_CHECK_THROW(c.execute("INSERT LOSE"), pqscope::connection_error);
+  BOOST_CHECK_THROW(c.execute("INSERT 1"), pqscope::connection_error);
+  BOOST_TEST(sent() == "[INSERT LOSE]");
+  c.reconnect();
+  c.execute("INSERT 1");
+  BOOST_TEST(sent() == "[INSERT 1]");
+}
+
+BOOST_AUTO_TEST_CASE(lost_while_commit_in_flight_is_in_doubt) {
+  transaction t{c};
+  c.on_commit(note("commit"));
+  c.on_rollback(note("rollback"));
+  c.execute("INSERT 1");
+  srv.lose_on_commit = true;
+  BOOST_CHECK_THROW(t.commit(), pqscope::in_doubt_error);
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_TEST(called() == "");  // outcome unknown: neither runs
+  BOOST_TEST(c.stats().transactions_committed == 0u);
+  BOOST_TEST(c.stats().transactions_rolled_back == 0u);
+  BOOST_CHECK_THROW(t.commit(), pqscope::usage_error);
+  BOOST_CHECK_THROW(c.execute("INSERT 2"), pqscope::connection_error);
+  c.reconnect();
+  srv.lose_on_commit = false;
+  c.execute("INSERT 2");
+}
+
+BOOST_AUTO_TEST_CASE(lost_during_rollback) {
+  transaction t{c};
+  c.on_rollback(note("rollback"));
+  c.execute("INSERT 1");
+  srv.lose_in_next_batch(0);
+  BOOST_CHECK_THROW(t.rollback(), pqscope::connection_error);
+  BOOST_TEST(called() == "rollback");  // the server rolls back a lost session
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_CHECK_THROW(c.execute("INSERT 2"), pqscope::connection_error);
+}
+
+BOOST_AUTO_TEST_CASE(lost_during_destructor_rollback_is_quiet) {
+  {
+    transaction t{c};
+    c.execute("INSERT 1");
+    srv.lose_in_next_batch(0);
+  }
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_CHECK_THROW(c.execute("INSERT 2"), pqscope::connection_error);
+}
+
+BOOST_AUTO_TEST_CASE(connection_destroyed_while_scope_open) {
+  auto k = std::make_unique<conn_t>("x");
+  auto server = k->driver().shared_server();
+  std::vector<std::string> log;
+  transaction t{*k};
+  k->on_rollback([&] { log.push_back("rollback"); });
+  k->execute("INSERT 1");
+  k.reset();
+  BOOST_TEST(server->closes == 1);
+  BOOST_CHECK_THROW(t.commit(), pqscope::connection_error);
+  BOOST_TEST(log == std::vector<std::string>{"rollback"});
+  BOOST_TEST(show(server->batches) == "[BEGIN | INSERT 1]");
+}
+
+BOOST_AUTO_TEST_CASE(move_assignment_closes_the_target) {
+  transaction t{c};
+  c.execute("INSERT 1");
+  c = conn_t{"y"};
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_TEST(srv.closes == 1);
+  BOOST_CHECK_THROW(t.commit(), pqscope::connection_error);
+  c.execute("INSERT 2");
+  BOOST_TEST(show(c.driver().server().batches) == "[INSERT 2]");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+BOOST_FIXTURE_TEST_SUITE(misuse, fx)
+
+BOOST_AUTO_TEST_CASE(scope_ends_once) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  t1.commit();
+  BOOST_CHECK_THROW(t1.commit(), pqscope::usage_error);
+  BOOST_CHECK_THROW(t1.rollback(), pqscope::usage_error);
+  transaction t2{c};
+  t2.rollback();
+  BOOST_CHECK_THROW(t2.commit(), pqscope::usage_error);
+  BOOST_CHECK_THROW(t2.rollback(), pqscope::usage_error);
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(outer_scope_cannot_end_while_inner_is_open) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  transaction t2{c};
+  c.execute("INSERT 2");
+  BOOST_CHECK_THROW(t1.commit(), pqscope::usage_error);
+  BOOST_CHECK_THROW(t1.rollback(), pqscope::usage_error);
+  BOOST_TEST(c.depth() == 2u);
+  t2.commit();
+  t1.commit();  // both still usable
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(outer_destroyed_first_rolls_back_everything_quietly) {
+  auto t1 = std::make_unique<transaction>(c);
+  c.on_rollback(note("rollback 1"));
+  c.execute("INSERT 1");
+  auto t2 = std::make_unique<transaction>(c);
+  c.on_rollback(note("rollback 2"));  // a savepoint's: dropped with it
+  c.execute("INSERT 2");
+  t1.reset();
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_TEST(called() == "rollback 1");
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] [ROLLBACK]");
+  BOOST_CHECK_THROW(t2->commit(), pqscope::usage_error);
+  BOOST_CHECK_THROW(t2->rollback(), pqscope::usage_error);
+  t2.reset();
+  BOOST_TEST(sent() == "");
+}
+
+BOOST_AUTO_TEST_CASE(middle_scope_destroyed_first_ends_the_inner_one_too) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  auto t2 = std::make_unique<transaction>(c);
+  c.execute("INSERT 2");
+  auto t3 = std::make_unique<transaction>(c);
+  c.execute("INSERT 3");
+  t2.reset();
+  BOOST_TEST(c.depth() == 1u);
+  BOOST_CHECK_THROW(t3->commit(), pqscope::usage_error);
+  t3.reset();
+  c.execute("INSERT 4");
+  t1.commit();
+  BOOST_TEST(sent() ==
+             "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] [SAVEPOINT pqscope_2 | INSERT 3] "
+             "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT 4] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(nested_scope_cannot_change_the_transaction) {
+  opts durable;
+  durable.durable = true;
+  opts ro;
+  ro.read_only = true;
+  opts deferrable;
+  deferrable.deferrable = true;
+  transaction t1{c};
+  BOOST_CHECK_THROW(transaction(c, durable), pqscope::usage_error);
+  BOOST_CHECK_THROW(transaction(c, opts{pqscope::isolation::serializable}), pqscope::usage_error);
+  BOOST_CHECK_THROW(transaction(c, ro), pqscope::usage_error);
+  BOOST_CHECK_THROW(transaction(c, deferrable), pqscope::usage_error);
+  BOOST_TEST(c.depth() == 1u);
+  c.execute("INSERT 1");  // not doomed
+  t1.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [COMMIT]");
+  BOOST_CHECK_THROW(pqscope::atomic(c, [&] { pqscope::atomic(c, durable, [] {}); }), pqscope::usage_error);
+}
+
+BOOST_AUTO_TEST_CASE(transaction_object_cannot_retry) {
+  opts o;
+  o.retries = 2;
+  BOOST_CHECK_THROW(transaction(c, o), pqscope::usage_error);
+  BOOST_TEST(c.depth() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(moved_from_objects) {
+  transaction t1{c};
+  transaction t2{std::move(t1)};
+  BOOST_CHECK_THROW(t1.commit(), pqscope::usage_error);
+  c.execute("INSERT 1");
+  t2.commit();
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [COMMIT]");
+
+  conn_t other{std::move(c)};
+  BOOST_CHECK_THROW(c.execute("INSERT 2"), pqscope::usage_error);
+  BOOST_CHECK_THROW(transaction{c}, pqscope::usage_error);
+  BOOST_TEST(c.depth() == 0u);
+  other.execute("INSERT 3");
+  BOOST_TEST(sent() == "[INSERT 3]");
+}
+
+BOOST_AUTO_TEST_CASE(forked_child_sends_nothing_on_the_parents_session) {
+  std::optional<conn_t> k{std::in_place, "x"};
+  auto server = k->driver().shared_server();
+  auto t = std::make_unique<transaction>(*k);
+  k->execute("INSERT 1");
+  const pid_t pid = ::fork();
+  BOOST_REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int code = 0;
+    const auto before = server->batches.size();
+    try {
+      k->execute("INSERT 2");
+      code = 1;
+    } catch (const pqscope::usage_error&) {
+    } catch (...) {
+      code = 2;
+    }
+    t.reset();  // rolls back without a word
+    k.reset();  // abandons instead of closing
+    if (server->batches.size() != before) code = 3;
+    if (server->abandons != 1 || server->closes != 0) code = 4;
+    ::_exit(code);
+  }
+  int status = 0;
+  BOOST_REQUIRE(::waitpid(pid, &status, 0) == pid);
+  BOOST_TEST(WIFEXITED(status));
+  BOOST_TEST(WEXITSTATUS(status) == 0);
+  t->commit();
+  BOOST_TEST(show(server->batches) == "[BEGIN | INSERT 1] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// on_commit runs after the outermost COMMIT, on_rollback after the outermost
+// rollback; both are dropped with a savepoint that rolls back.
+BOOST_FIXTURE_TEST_SUITE(callbacks, fx)
+
+BOOST_AUTO_TEST_CASE(on_commit_runs_in_registration_order_after_commit) {
+  transaction t1{c};
+  c.on_commit(note("a"));
+  c.execute("INSERT 1");
+  {
+    transaction t2{c};
+    c.on_commit(note("b"));
+    c.execute("INSERT 2");
+    t2.commit();
+  }
+  c.on_commit(note("c"));
+  c.on_rollback(note("never"));
+  BOOST_TEST(called() == "");
+  t1.commit();
+  BOOST_TEST(called() == "a b c");
+}
+
+BOOST_AUTO_TEST_CASE(rolled_back_savepoint_drops_its_callbacks) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  {
+    transaction t2{c};
+    c.on_commit(note("commit 2"));
+    c.on_rollback(note("rollback 2"));
+    c.execute("INSERT 2");
+  }
+  c.on_rollback(note("rollback 1"));
+  BOOST_TEST(called() == "");
+  t1.rollback();
+  BOOST_TEST(called() == "rollback 1");
+}
+
+BOOST_AUTO_TEST_CASE(committed_savepoint_hands_callbacks_to_its_parent) {
+  transaction t1{c};
+  c.on_rollback(note("x"));
+  c.execute("INSERT 1");
+  {
+    transaction t2{c};
+    c.on_rollback(note("y"));
+    c.on_commit(note("never"));
+    c.execute("INSERT 2");
+    t2.commit();
+  }
+  c.on_rollback(note("z"));
+  t1.rollback();
+  BOOST_TEST(called() == "x y z");
+}
+
+BOOST_AUTO_TEST_CASE(failed_commit_runs_on_rollback) {
+  transaction t{c};
+  c.on_commit(note("commit"));
+  c.on_rollback(note("rollback"));
+  c.execute("INSERT 1");
+  srv.fail_in_next_batch(0, "40001");
+  BOOST_CHECK_THROW(t.commit(), pqscope::serialization_failure);
+  BOOST_TEST(called() == "rollback");
+}
+
+BOOST_AUTO_TEST_CASE(throwing_on_commit_does_not_stop_the_others) {
+  transaction t{c};
+  c.on_commit([] { throw std::runtime_error("first"); });
+  c.on_commit(note("second"));
+  c.execute("INSERT 1");
+  try {
+    t.commit();
+    BOOST_FAIL("commit() should rethrow the callback's exception");
+  } catch (const std::runtime_error& e) {
+    BOOST_TEST(std::string(e.what()) == "first");
+  }
+  BOOST_TEST(called() == "second");
+  BOOST_TEST(c.stats().transactions_committed == 1u);  // committed all the same
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_CHECK_THROW(t.commit(), pqscope::usage_error);
+}
+
+BOOST_AUTO_TEST_CASE(throwing_on_rollback_is_swallowed_by_destructor) {
+  {
+    transaction t{c};
+    c.on_rollback([] { throw std::runtime_error("x"); });
+    c.on_rollback(note("second"));
+    c.execute("INSERT 1");
+  }
+  BOOST_TEST(called() == "second");
+}
+
+// A scope opened with savepoint = false is no savepoint, so its on_rollback
+// callbacks are not dropped when it rolls back: the rollback dooms the enclosing
+// transaction, and when that rolls back they run.
+BOOST_AUTO_TEST_CASE(scope_without_savepoint_keeps_on_rollback_for_the_transaction) {
+  transaction t1{c};
+  c.execute("INSERT 1");
+  {
+    transaction t2{c, with_savepoint(false)};
+    c.on_rollback(note("undo 2"));
+    c.on_commit(note("never"));
+    BOOST_CHECK_THROW(c.execute("INSERT FAIL"), pqscope::sql_error);
+  }
+  BOOST_CHECK_THROW(t1.commit(), pqscope::transaction_aborted);
+  BOOST_TEST(called() == "undo 2");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+BOOST_FIXTURE_TEST_SUITE(stats, fx)
+
+BOOST_AUTO_TEST_CASE(counters_across_a_session) {
+  c.execute("INSERT 0");  // 1 trip, 1 statement
+  {
+    transaction t1{c};
+    c.execute("INSERT 1");  // BEGIN
+    transaction t2{c};
+    c.execute("INSERT 2");  // SAVEPOINT
+    t2.rollback();
+    c.execute("INSERT 3");  // ROLLBACK TO, RELEASE
+    t1.commit();            // COMMIT
+  }
+  {
+    transaction t{c};
+    c.execute("INSERT 4");  // BEGIN
+  }                         // ROLLBACK
+  { transaction t{c}; }     // nothing
+  BOOST_TEST(stats_of(c) == "round_trips=7 statements=5 control=7 committed=1 rolled_back=1 savepoints=1");
+}
+
+BOOST_AUTO_TEST_CASE(skipped_savepoint_is_not_counted) {
+  transaction t1{c};
+  transaction t2{c};
+  transaction t3{c};
+  srv.fail_in_next_batch(2, "23505");  // SAVEPOINT pqscope_2
+  BOOST_CHECK_THROW(c.execute("INSERT 1"), pqscope::unique_violation);
+  BOOST_TEST(c.stats().savepoints == 1u);
+  BOOST_TEST(c.stats().control_statements == 3u);  // sent, whether they ran or not
+  BOOST_TEST(c.stats().statements == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+BOOST_FIXTURE_TEST_SUITE(atomic_blocks, fx)
+
+opts retrying(int n) {
+  opts o;
+  o.retries = n;
+  o.retry_base_delay = 0ms;
+  o.retry_max_delay = 0ms;
+  return o;
+}
+
+BOOST_AUTO_TEST_CASE(commits_and_returns_the_value) {
+  int v = pqscope::atomic(c, [](conn_t& k) {
+    k.execute("INSERT 1");
+    return 7;
+  });
+  BOOST_TEST(v == 7);
+  pqscope::atomic(c, [&] { c.execute("INSERT 2"); });
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [COMMIT] [BEGIN | INSERT 2] [COMMIT]");
+  BOOST_TEST(c.stats().transactions_committed == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(exception_rolls_back_and_propagates) {
+  BOOST_CHECK_THROW(pqscope::atomic(c,
+                                    [&] {
+                                      c.execute("INSERT 1");
+                                      throw user_abort{};
+                                    }),
+                    user_abort);
+  BOOST_CHECK_THROW(pqscope::atomic(c, [] { throw user_abort{}; }), user_abort);  // nothing sent: nothing to undo
+  BOOST_TEST(sent() == "[BEGIN | INSERT 1] [ROLLBACK]");
+  BOOST_TEST(c.depth() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(nested_atomic_is_a_savepoint) {
+  pqscope::atomic(c, [&] {
+    c.execute("INSERT 1");
+    try {
+      pqscope::atomic(c, [&] {
+        c.execute("INSERT 2");
+        throw user_abort{};
+      });
+    } catch (const user_abort&) {
+    }
+    c.execute("INSERT 3");
+  });
+  BOOST_TEST(sent() ==
+             "[BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] "
+             "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT 3] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(serialization_failure_is_retried) {
+  srv.fail_matching("UPDATE", "40001", 1);
+  int runs = 0;
+  pqscope::atomic(c, retrying(2), [&] {
+    ++runs;
+    c.on_commit(note("commit " + std::to_string(runs)));
+    c.on_rollback(note("rollback " + std::to_string(runs)));
+    c.execute("UPDATE 1");
+  });
+  BOOST_TEST(runs == 2);
+  BOOST_TEST(called() == "rollback 1 commit 2");  // the failed attempt's on_commit is dropped
+  BOOST_TEST(sent() == "[BEGIN | UPDATE 1] [ROLLBACK] [BEGIN | UPDATE 1] [COMMIT]");
+  BOOST_TEST(stats_of(c) == "round_trips=4 statements=2 control=4 committed=1 rolled_back=1 savepoints=0");
+}
+
+BOOST_AUTO_TEST_CASE(deadlock_is_retried) {
+  srv.fail_matching("UPDATE", "40P01", 2);
+  int runs = 0;
+  int v = pqscope::atomic(c, retrying(2), [&] {
+    ++runs;
+    c.execute("UPDATE 1");
+    return runs;
+  });
+  BOOST_TEST(v == 3);
+}
+
+BOOST_AUTO_TEST_CASE(retries_run_out) {
+  srv.fail_matching("UPDATE", "40001", 10);
+  int runs = 0;
+  BOOST_CHECK_THROW(pqscope::atomic(c, retrying(2),
+                                    [&] {
+                                      ++runs;
+                                      c.execute("UPDATE 1");
+                                    }),
+                    pqscope::serialization_failure);
+  BOOST_TEST(runs == 3);
+  BOOST_TEST(c.stats().transactions_rolled_back == 3u);
+  BOOST_TEST(c.depth() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(other_errors_are_not_retried) {
+  srv.fail_matching("UPDATE", "23505", 1);
+  int runs = 0;
+  BOOST_CHECK_THROW(pqscope::atomic(c, retrying(3),
+                                    [&] {
+                                      ++runs;
+                                      c.execute("UPDATE 1");
+                                    }),
+                    pqscope::unique_violation);
+  BOOST_TEST(runs == 1);
+}
+
+BOOST_AUTO_TEST_CASE(only_the_outermost_atomic_retries) {
+  srv.fail_matching("UPDATE", "40001", 1);
+  int inner = 0;
+  BOOST_CHECK_THROW(pqscope::atomic(c,
+                                    [&] {
+                                      pqscope::atomic(c, retrying(3), [&] {
+                                        ++inner;
+                                        c.execute("UPDATE 1");
+                                      });
+                                    }),
+                    pqscope::serialization_failure);
+  BOOST_TEST(inner == 1);
+}
+
+BOOST_AUTO_TEST_CASE(swallowed_serialization_failure_is_still_retried) {
+  srv.fail_matching("UPDATE", "40001", 1);
+  int runs = 0;
+  pqscope::atomic(c, retrying(1), [&] {
+    ++runs;
+    try {
+      pqscope::atomic(c, with_savepoint(false), [&] { c.execute("UPDATE 1"); });
+    } catch (const pqscope::serialization_failure&) {
+    }
+    c.execute("INSERT 2");  // transaction_aborted naming 40001
+  });
+  BOOST_TEST(runs == 2);
+  BOOST_TEST(sent() == "[BEGIN | UPDATE 1] [ROLLBACK] [BEGIN | UPDATE 1] [INSERT 2] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_CASE(negative_retries_are_refused) {
+  BOOST_CHECK_THROW(pqscope::atomic(c, retrying(-1), [] {}), pqscope::usage_error);
+  BOOST_TEST(c.depth() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(transactional_wraps_every_call) {
+  auto twice = pqscope::transactional([](conn_t& k, int x) {
+    k.execute("INSERT $1", x);
+    return x * 2;
+  });
+  BOOST_TEST(twice(c, 21) == 42);
+  BOOST_TEST(sent() == "[BEGIN | INSERT $1] [COMMIT]");
+  BOOST_TEST(srv.batch_params[0][1] == std::vector<std::string>{"21"});
+
+  srv.fail_matching("INSERT", "40001", 1);
+  opts o = retrying(1);
+  o.isolation = pqscope::isolation::serializable;
+  auto retried = pqscope::transactional([](conn_t& k) { k.execute("INSERT 1"); }, o);
+  retried(c);
+  BOOST_TEST(sent() ==
+             "[BEGIN ISOLATION LEVEL SERIALIZABLE | INSERT 1] [ROLLBACK] "
+             "[BEGIN ISOLATION LEVEL SERIALIZABLE | INSERT 1] [COMMIT]");
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -3,6 +3,7 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -29,6 +30,7 @@ class sql_ref {
   sql_ref(std::string_view s) : owned_(s), ptr_(owned_.c_str()), size_(s.size()) {}   // NOLINT
   sql_ref(const sql_ref&) = delete;
   sql_ref& operator=(const sql_ref&) = delete;
+  ~sql_ref() = default;
 
   [[nodiscard]] const char* c_str() const {
     if (std::strlen(ptr_) != size_) throw usage_error("the SQL text contains a NUL byte");
@@ -50,6 +52,7 @@ class basic_connection {
   // Connects at once; throws connection_error (usage_error for a malformed conninfo).
   explicit basic_connection(std::string conninfo)
       : conninfo_(std::move(conninfo)), s_(std::make_shared<detail::driver_session<Driver>>()) {
+    s_->conninfo = conninfo_;
     s_->driver.open(conninfo_, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;
@@ -79,6 +82,8 @@ class basic_connection {
   // One value: the query must return exactly one row of one column.
   template <class T, class... Params>
   [[nodiscard]] T query_value(detail::sql_ref sql, const Params&... params) {
+    static_assert(!std::is_same_v<T, std::string_view> && !std::is_same_v<T, std::optional<std::string_view>>,
+                  "query_value<std::string_view> would point into a result that is already freed; use std::string");
     result r = execute(sql.c_str(), params...);
     if (r.size() != 1 || r.columns() != 1)
       throw conversion_error("query_value() needs exactly one row of one column, but the query returned " +

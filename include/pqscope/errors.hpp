@@ -90,7 +90,7 @@ class sql_error : public error {
 };
 
 #define PQSCOPE_SQL_ERROR_CLASS(name, base) \
-  class name : public base {                \
+  class name : public base { /* NOLINT(bugprone-macro-parentheses): names, not expressions */ \
    public:                                  \
     using base::base;                       \
   }

@@ -21,6 +21,11 @@ struct transaction_options {
   // clients); a nested scope's values are restored when it ends. Zero: the server's.
   std::chrono::milliseconds statement_timeout{0};
   std::chrono::milliseconds lock_timeout{0};
+  // Outermost scope only. The transaction id (pg_current_xact_id_if_assigned())
+  // rides with each statement until it is known, so that if the connection dies
+  // after COMMIT was sent, a fresh connection asks pg_xact_status() and commit()
+  // reports what happened instead of in_doubt_error. Costs no round trip.
+  bool resolve_in_doubt = false;
   // atomic()/transactional() only, outermost scope only: re-run the whole function
   // after serialization_failure (40001) or deadlock_detected (40P01).
   int retries = 0;

@@ -46,7 +46,7 @@ struct value_traits<bool> {
 // All integer types except plain char (a character, not a number: pass std::string(1, c)
 // or an int) and bool.
 template <class T>
-struct value_traits<T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool> &&
+struct value_traits<T, std::enable_if_t<std::is_integral_v<T> && sizeof(T) <= 8 && !std::is_same_v<T, bool> &&
                                         !std::is_same_v<T, char>>> {
   // The narrowest PostgreSQL type that holds every value of T; uint64 needs numeric.
   static constexpr unsigned oid = sizeof(T) < 4 && std::is_signed_v<T> ? 21                // int2
@@ -148,6 +148,7 @@ class param_list {
   param_list& operator=(const param_list&) = delete;
   param_list(param_list&&) = default;
   param_list& operator=(param_list&&) = default;
+  ~param_list() = default;
 
   template <class... Ts>
   static param_list of(const Ts&... vs) {
@@ -168,6 +169,11 @@ class param_list {
         add(*v);
       else
         push_null(traits_oid<typename U::value_type>::value);
+    } else if constexpr (std::is_array_v<T> && std::is_same_v<std::remove_cv_t<std::remove_extent_t<T>>, char>) {
+      // a string literal or char buffer: never null; read up to its first NUL, and
+      // never past its end when it has none
+      const std::size_t n = ::strnlen(v, std::extent_v<T>);
+      push_text(std::string_view(v, n), 0, /*terminated=*/n < std::extent_v<T>);
     } else if constexpr (std::is_same_v<U, const char*> || std::is_same_v<U, char*>) {
       if (v == nullptr)
         push_null(0);

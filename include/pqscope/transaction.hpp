@@ -75,6 +75,7 @@ class transaction {
       throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
                                             "ended first");
     }
+    const auto committed_before = machine_->stats().transactions_committed;
     try {
       if (commit)
         machine_->commit(id_);
@@ -82,7 +83,11 @@ class transaction {
         machine_->rollback(id_);
       state_ = commit ? state::committed : state::rolled_back;
     } catch (...) {
-      if (!machine_->index_of(id_)) state_ = commit ? state::rolled_back : state::rolled_back;
+      // The scope has ended if it left the stack; an on_commit callback may have
+      // thrown after a successful COMMIT.
+      if (!machine_->index_of(id_))
+        state_ = machine_->stats().transactions_committed != committed_before ? state::committed
+                                                                               : state::rolled_back;
       throw;
     }
   }

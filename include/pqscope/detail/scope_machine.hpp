@@ -18,10 +18,13 @@
 // rolled back, statements and commits throw transaction_aborted without a round
 // trip; committing it rolls it back and throws.
 
+#include <pthread.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -29,6 +32,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -41,6 +45,23 @@
 #include <pqscope/detail/sql_text.hpp>
 
 namespace pqscope::detail {
+
+// The process id, read once and refreshed in the child by a fork handler: getpid()
+// is a system call (glibc no longer caches it) and the fork check runs on every
+// statement and scope.
+inline std::atomic<pid_t>& pid_slot() noexcept {
+  static std::atomic<pid_t> pid{::getpid()};
+  return pid;
+}
+inline pid_t current_pid() noexcept {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { pid_slot().store(::getpid(), std::memory_order_relaxed); });
+    pid_slot().store(::getpid(), std::memory_order_relaxed);  // in case a fork came before registration
+    return true;
+  }();
+  (void)registered;
+  return pid_slot().load(std::memory_order_relaxed);
+}
 
 class scope_machine {
  public:
@@ -82,8 +103,10 @@ class scope_machine {
     f.owning = i == 0 || o.savepoint;
     frames_.push_back(std::move(f));
     const std::uint64_t id = frames_.back().id;
-    if (i == 0)
+    if (i == 0) {
+      xid_.clear();
       queue(control::open, id, 0, begin_sql(o));
+    }
     else if (o.savepoint)
       queue(control::open, id, i, "SAVEPOINT " + savepoint_name(i));
     if (o.statement_timeout.count() > 0)
@@ -149,10 +172,18 @@ class scope_machine {
 
     batch b = pending_batch();
     b.statements.push_back(statement{sql, params.size(), params.values(), params.types()});
+    // Learn the transaction id in the same round trip, for resolving a lost COMMIT.
+    const bool want_xid = !frames_.empty() && frames_.front().opts.resolve_in_doubt && xid_.empty();
+    if (want_xid)
+      b.statements.push_back(statement{"SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", 0, nullptr, nullptr});
     batch_reply br = exchange(b.statements, 1);
     if (br.lost) fail_lost(br, "");
     auto failed = settle_controls(br, b.count);
-    reply& mine = br.replies.back();
+    reply& mine = br.replies[b.count];
+    if (want_xid) {
+      const reply& x = br.replies.back();
+      if (x.st == reply::status::ok && x.res.size() == 1 && !x.res[0][0].is_null()) xid_ = x.res[0][0].text();
+    }
     check_state(br, failed.has_value() || mine.st == reply::status::error);
     if (failed) raise(*failed);
     if (mine.st == reply::status::error) {
@@ -207,12 +238,12 @@ class scope_machine {
     broken_reason_.clear();
     pending_.clear();
     doom_.reset();
-    pid_ = ::getpid();
+    pid_ = current_pid();
   }
-  [[nodiscard]] bool opened_by_this_process() const noexcept { return pid_ == ::getpid(); }
+  [[nodiscard]] bool opened_by_this_process() const noexcept { return pid_ == current_pid(); }
 
   void check_usable() const {
-    if (pid_ != ::getpid())
+    if (pid_ != current_pid())
       throw usage_error("this connection was opened by process " + std::to_string(pid_) +
                         "; after fork() a child must open its own connection (database::connect())");
     if (closed_) throw connection_error("the connection was closed while this scope was open");
@@ -223,6 +254,8 @@ class scope_machine {
 
  protected:
   virtual batch_reply do_exchange(const std::vector<statement>& statements) = 0;
+  // "committed", "aborted", or why it could not tell; asked on a fresh connection.
+  virtual std::string xact_status(const std::string& xid) noexcept = 0;
 
  private:
   struct control {
@@ -400,6 +433,27 @@ class scope_machine {
     batch b = pending_batch();
     b.statements.push_back(statement{"COMMIT", 0, nullptr, nullptr});
     batch_reply br = exchange(b.statements, 0);
+    if (br.lost && f.opts.resolve_in_doubt) {
+      broken_ = true;
+      broken_reason_ = br.lost_message;
+      pending_.clear();
+      doom_.reset();
+      const std::string outcome = xid_.empty() ? "committed" : xact_status(xid_);
+      if (outcome == "committed") {  // without an xid the transaction wrote nothing: nothing was lost
+        ++stats_.transactions_committed;
+        run_callbacks(f.on_commit, false);
+        return;
+      }
+      if (outcome == "aborted") {
+        ++stats_.transactions_rolled_back;
+        run_callbacks(f.on_rollback, false);
+        throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
+                               "transaction back (pg_xact_status of xid " + xid_ + "): " + br.lost_message);
+      }
+      throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " + xid_ +
+                           " gave no answer (" + outcome + "); the transaction may or may not have committed: " +
+                           br.lost_message);
+    }
     if (br.lost)
       fail_lost(br, "the connection was lost after COMMIT was sent, so the transaction may or may not have "
                     "committed: ");
@@ -485,8 +539,9 @@ class scope_machine {
           lost = true;
         }
       }
-      // A lost connection rolls back too: the server never saw a COMMIT.
-      run_callbacks(f.on_rollback, quiet);
+      // A lost connection rolls back too: the server never saw a COMMIT. In a forked
+      // child nothing was rolled back: the transaction is the parent's.
+      if (opened_by_this_process()) run_callbacks(f.on_rollback, quiet);
       if (lost && !quiet) throw connection_error("connection lost during ROLLBACK: " + rb.lost_message);
       return;
     }
@@ -499,6 +554,8 @@ class scope_machine {
       if (doom_ && doom_->level >= i) doom_.reset();
     } else {
       lower_levels(i);
+      // Its work is undone only with the enclosing scope: its on_rollback callbacks wait for that.
+      for (auto& cb : f.on_rollback) frames_.back().on_rollback.push_back(std::move(cb));
       // Without a savepoint nothing can be undone on its own: the enclosing scope is doomed.
       if (!doom_) {
         std::size_t level = i - 1;
@@ -528,7 +585,8 @@ class scope_machine {
   bool closed_ = false;
   bool broken_ = false;
   std::string broken_reason_;
-  pid_t pid_ = ::getpid();
+  std::string xid_;  // the transaction's id once it has one (resolve_in_doubt)
+  pid_t pid_ = current_pid();
   connection_stats stats_;
 };
 
@@ -537,9 +595,35 @@ template <class Driver>
 class driver_session final : public scope_machine {
  public:
   Driver driver;
+  std::string conninfo;  // for the fresh connection that resolves a lost COMMIT
 
  protected:
   batch_reply do_exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
+
+  std::string xact_status(const std::string& xid) noexcept override {
+    try {
+      Driver fresh;
+      fresh.open(conninfo, "pqscope in-doubt resolver");
+      const char* values[] = {xid.c_str()};
+      const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
+      // A backend that was cut off may still be finishing: wait for its verdict.
+      for (int attempt = 0; attempt < 100; ++attempt) {
+        batch_reply br = fresh.exchange({ask});
+        if (br.lost) return "connection lost: " + br.lost_message;
+        const reply& r = br.replies.front();
+        if (r.st != reply::status::ok) return "error: " + r.message;
+        if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
+        std::string status(r.res[0][0].text());
+        if (status != "in progress") return status;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      return "still in progress after 5 s";
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (...) {
+      return "unknown failure";
+    }
+  }
 };
 
 }  // namespace pqscope::detail

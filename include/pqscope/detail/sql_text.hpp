@@ -9,10 +9,12 @@
 
 namespace pqscope::detail {
 
-// Skips white space and comments (-- and nested /* */) at the front.
+// Skips white space, empty statements (the server drops them, so ";COMMIT" is a
+// COMMIT) and comments (-- and nested /* */) at the front.
 inline std::string_view skip_blank(std::string_view s) {
   for (;;) {
-    while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+    while (!s.empty() && (std::isspace(static_cast<unsigned char>(s.front())) || s.front() == ';'))
+      s.remove_prefix(1);
     if (s.substr(0, 2) == "--") {
       auto nl = s.find('\n');
       s = nl == std::string_view::npos ? std::string_view{} : s.substr(nl + 1);

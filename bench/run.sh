@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs pqscope_bench against the servers named by PQSCOPE_TEST_DIRECT and
+# PQSCOPE_TEST_PGBOUNCER, then draws results/bench.png.
+#   bench/run.sh <dir holding pqscope_bench> <results dir> [extra pqscope_bench args]
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+  echo "usage: $0 <bench build dir> <results dir> [pqscope_bench args...]" >&2
+  exit 2
+fi
+BIN_DIR=$1
+OUT=$2
+shift 2
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+if [ -z "${PQSCOPE_TEST_DIRECT:-}" ] && [ -z "${PQSCOPE_TEST_PGBOUNCER:-}" ]; then
+  echo "neither PQSCOPE_TEST_DIRECT nor PQSCOPE_TEST_PGBOUNCER is set (scripts/dev.sh bench sets both)" >&2
+  exit 2
+fi
+mkdir -p "$OUT"
+
+args=(--out "$OUT")
+[ -n "${PQSCOPE_TEST_DIRECT:-}" ] && args+=(--direct "$PQSCOPE_TEST_DIRECT")
+[ -n "${PQSCOPE_TEST_PGBOUNCER:-}" ] && args+=(--pgbouncer "$PQSCOPE_TEST_PGBOUNCER")
+[ -n "${PQSCOPE_TEST_PGBOUNCER_ADMIN:-}" ] && args+=(--pgbouncer-admin "$PQSCOPE_TEST_PGBOUNCER_ADMIN")
+
+# The chart is drawn even when a check failed, then the failure is passed on.
+status=0
+"$BIN_DIR/pqscope_bench" "${args[@]}" "$@" || status=$?
+
+if [ -s "$OUT/plot.dat" ]; then
+  if command -v gnuplot >/dev/null; then
+    gnuplot -e "dir='$OUT'" "$HERE/plot.gp"
+    echo "chart: $OUT/bench.png"
+  else
+    echo "gnuplot not found: no chart (apt-get install gnuplot-nox)" >&2
+  fi
+fi
+echo "results: $OUT/bench.md, $OUT/bench.csv"
+exit "$status"

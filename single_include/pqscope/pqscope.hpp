@@ -1,0 +1,1967 @@
+#pragma once
+// pqscope 0.1.0, single-header edition.
+//
+// Generated from include/ by scripts/amalgamate.py. DO NOT EDIT: changes here
+// are lost. Edit the headers in include/ and regenerate with `scripts/dev.sh amalgamate`.
+
+// pqscope: nestable transaction scopes for libpq, safe behind PgBouncer's
+// transaction pooling. Include this header (or the single header of the same
+// name in single_include/) and link libpq.
+
+// #include <pqscope/errors.hpp>
+// Error hierarchy. Every exception pqscope throws derives from pqscope::error.
+//
+//   error (std::runtime_error)
+//   |- usage_error            misuse of the API, detected before anything is sent
+//   |- conversion_error       a value could not be converted (parameter or field)
+//   |- transaction_aborted    the scope is doomed by an earlier failure; end it
+//   |- connection_error       the connection is unusable
+//   |  `- in_doubt_error      COMMIT was sent and no answer came: outcome unknown
+//   `- sql_error              the server reported an error (SQLSTATE, detail, hint)
+//      |- data_exception                    22xxx
+//      |- integrity_constraint_violation    23xxx
+//      |  |- not_null_violation             23502
+//      |  |- foreign_key_violation          23503
+//      |  |- unique_violation               23505
+//      |  `- check_violation                23514
+//      |- transaction_rollback              40xxx
+//      |  |- serialization_failure          40001
+//      |  `- deadlock_detected              40P01
+//      |- lock_not_available                55P03
+//      `- query_canceled                    57014
+
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+namespace pqscope {
+
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class usage_error : public error {
+ public:
+  using error::error;
+};
+
+class conversion_error : public error {
+ public:
+  using error::error;
+};
+
+class connection_error : public error {
+ public:
+  using error::error;
+};
+
+class in_doubt_error : public connection_error {
+ public:
+  using connection_error::connection_error;
+};
+
+// Thrown for a statement (or commit) attempted after an earlier failure doomed the
+// enclosing scope. No round trip is made. first_error() names that failure.
+class transaction_aborted : public error {
+ public:
+  transaction_aborted(const std::string& what, std::string first_error, std::string first_sqlstate)
+      : error(what),
+        first_(std::make_shared<const std::pair<std::string, std::string>>(std::move(first_error),
+                                                                           std::move(first_sqlstate))) {}
+  // The message of the failure that doomed the scope.
+  [[nodiscard]] const std::string& first_error() const noexcept { return first_->first; }
+  // Its SQLSTATE; empty when the scope was doomed by an exception or an inner rollback.
+  [[nodiscard]] const std::string& first_sqlstate() const noexcept { return first_->second; }
+
+ private:
+  // shared so that copying the exception never throws
+  std::shared_ptr<const std::pair<std::string, std::string>> first_;
+};
+
+class sql_error : public error {
+ public:
+  sql_error(const std::string& message, std::string sqlstate, std::string detail = {},
+            std::string hint = {})
+      : error(message),
+        fields_(std::make_shared<const fields>(fields{std::move(sqlstate), std::move(detail), std::move(hint)})) {}
+
+  // Five-character SQLSTATE code, e.g. "23505".
+  [[nodiscard]] const std::string& sqlstate() const noexcept { return fields_->sqlstate; }
+  [[nodiscard]] const std::string& detail() const noexcept { return fields_->detail; }
+  [[nodiscard]] const std::string& hint() const noexcept { return fields_->hint; }
+
+ private:
+  struct fields {
+    std::string sqlstate, detail, hint;
+  };
+  std::shared_ptr<const fields> fields_;
+};
+
+#define PQSCOPE_SQL_ERROR_CLASS(name, base) \
+  class name : public base { /* NOLINT(bugprone-macro-parentheses): names, not expressions */ \
+   public:                                  \
+    using base::base;                       \
+  }
+
+PQSCOPE_SQL_ERROR_CLASS(data_exception, sql_error);                        // 22xxx
+PQSCOPE_SQL_ERROR_CLASS(integrity_constraint_violation, sql_error);        // 23xxx
+PQSCOPE_SQL_ERROR_CLASS(not_null_violation, integrity_constraint_violation);     // 23502
+PQSCOPE_SQL_ERROR_CLASS(foreign_key_violation, integrity_constraint_violation);  // 23503
+PQSCOPE_SQL_ERROR_CLASS(unique_violation, integrity_constraint_violation);       // 23505
+PQSCOPE_SQL_ERROR_CLASS(check_violation, integrity_constraint_violation);        // 23514
+PQSCOPE_SQL_ERROR_CLASS(transaction_rollback, sql_error);                  // 40xxx
+PQSCOPE_SQL_ERROR_CLASS(serialization_failure, transaction_rollback);      // 40001
+PQSCOPE_SQL_ERROR_CLASS(deadlock_detected, transaction_rollback);          // 40P01
+PQSCOPE_SQL_ERROR_CLASS(lock_not_available, sql_error);                    // 55P03
+PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57014
+
+#undef PQSCOPE_SQL_ERROR_CLASS
+
+namespace detail {
+
+// Throws the most specific sql_error subclass for the SQLSTATE.
+[[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
+                                         const std::string& detail, const std::string& hint) {
+  auto is = [&](const char* code) { return state == code; };
+  auto in_class = [&](const char* cls) { return state.compare(0, 2, cls) == 0; };
+  if (is("23502")) throw not_null_violation(message, state, detail, hint);
+  if (is("23503")) throw foreign_key_violation(message, state, detail, hint);
+  if (is("23505")) throw unique_violation(message, state, detail, hint);
+  if (is("23514")) throw check_violation(message, state, detail, hint);
+  if (in_class("23")) throw integrity_constraint_violation(message, state, detail, hint);
+  if (is("40001")) throw serialization_failure(message, state, detail, hint);
+  if (is("40P01")) throw deadlock_detected(message, state, detail, hint);
+  if (in_class("40")) throw transaction_rollback(message, state, detail, hint);
+  if (in_class("22")) throw data_exception(message, state, detail, hint);
+  if (is("55P03")) throw lock_not_available(message, state, detail, hint);
+  if (is("57014")) throw query_canceled(message, state, detail, hint);
+  throw sql_error(message, state, detail, hint);
+}
+
+}  // namespace detail
+}  // namespace pqscope
+// #include <pqscope/options.hpp>
+#include <chrono>
+
+namespace pqscope {
+
+enum class isolation { server_default, read_committed, repeatable_read, serializable };
+
+// Options of one transaction scope. Isolation, read_only and deferrable take
+// effect on the outermost scope; a nested scope may only repeat them.
+struct transaction_options {
+  // Qualified on purpose: inside the struct an unqualified `isolation` would name the member.
+  pqscope::isolation isolation = pqscope::isolation::server_default;
+  bool read_only = false;
+  bool deferrable = false;  // PostgreSQL honours it only for serializable read-only transactions
+  // false: a nested scope joins its enclosing scope without a savepoint. A failure
+  // inside it then dooms the enclosing scope, whose commit() rolls back and throws
+  // transaction_aborted.
+  bool savepoint = true;
+  bool durable = false;  // must be the outermost scope: guarantees a real COMMIT at its end
+  // Sent as SET LOCAL (never a session SET, which would leak to other PgBouncer
+  // clients); a nested scope's values are restored when it ends. Zero: the server's.
+  std::chrono::milliseconds statement_timeout{0};
+  std::chrono::milliseconds lock_timeout{0};
+  // Outermost scope only. The transaction id (pg_current_xact_id_if_assigned())
+  // rides with each statement until it is known, so that if the connection dies
+  // after COMMIT was sent, a fresh connection asks pg_xact_status() and commit()
+  // reports what happened instead of in_doubt_error. Costs no round trip.
+  bool resolve_in_doubt = false;
+  // atomic()/transactional() only, outermost scope only: re-run the whole function
+  // after serialization_failure (40001) or deadlock_detected (40P01).
+  int retries = 0;
+  // Backoff before retry n (0-based): a random delay in [d/2, d], d = min(max, base * 2^n).
+  std::chrono::milliseconds retry_base_delay{5};
+  std::chrono::milliseconds retry_max_delay{200};
+};
+
+}  // namespace pqscope
+// #include <pqscope/stats.hpp>
+#include <cstdint>
+
+namespace pqscope {
+
+// Counters kept per connection, counted where pqscope talks to libpq.
+struct connection_stats {
+  std::uint64_t round_trips = 0;               // batches sent, each ending in one sync
+  std::uint64_t statements = 0;                // user statements sent
+  std::uint64_t control_statements = 0;        // BEGIN, SAVEPOINT, RELEASE, SET LOCAL, COMMIT, ...
+  std::uint64_t transactions_committed = 0;    // outermost scopes whose COMMIT succeeded
+  std::uint64_t transactions_rolled_back = 0;  // outermost scopes that reached the server and rolled back
+  std::uint64_t savepoints = 0;                // SAVEPOINTs the server executed
+};
+
+}  // namespace pqscope
+// #include <pqscope/params.hpp>
+// Values in and out of PostgreSQL's text format, and the customization point.
+//
+// To pass or read a type of your own, specialize pqscope::value_traits:
+//
+//   template <> struct pqscope::value_traits<money> {
+//     static constexpr unsigned oid = 0;                     // optional: parameter type, 0 = let the server infer
+//     static std::string to_text(const money& m);            // for parameters
+//     static money from_text(std::string_view text);         // for result fields
+//   };
+//
+// Either function may be left out if that direction is not needed. Throw
+// pqscope::conversion_error from from_text for text you cannot parse. NULL is
+// handled by the library: use std::optional<money>.
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+// #include <pqscope/errors.hpp> (inlined above)
+
+namespace pqscope {
+
+template <class T, class Enable = void>
+struct value_traits;  // no definition: a type without traits is a compile error naming value_traits<T>
+
+template <>
+struct value_traits<bool> {
+  static constexpr unsigned oid = 16;
+  static std::string to_text(bool v) { return v ? "t" : "f"; }
+  static bool from_text(std::string_view s) {
+    if (s == "t" || s == "true") return true;
+    if (s == "f" || s == "false") return false;
+    throw conversion_error("cannot read \"" + std::string(s) + "\" as bool (expected t or f)");
+  }
+};
+
+// All integer types except plain char (a character, not a number: pass std::string(1, c)
+// or an int) and bool.
+template <class T>
+struct value_traits<T, std::enable_if_t<std::is_integral_v<T> && sizeof(T) <= 8 && !std::is_same_v<T, bool> &&
+                                        !std::is_same_v<T, char>>> {
+  // The narrowest PostgreSQL type that holds every value of T; uint64 needs numeric.
+  static constexpr unsigned oid = sizeof(T) < 4 && std::is_signed_v<T> ? 21                // int2
+                                  : (sizeof(T) < 4 || (sizeof(T) == 4 && std::is_signed_v<T>)) ? 23  // int4
+                                  : (sizeof(T) == 8 && std::is_unsigned_v<T>) ? 1700       // numeric
+                                                                               : 20;        // int8
+  static std::string to_text(T v) {
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    return std::string(buf, r.ptr);
+  }
+  static T from_text(std::string_view s) {
+    T v{};
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec == std::errc::result_out_of_range ||
+        (r.ec == std::errc() && r.ptr == s.data() + s.size())) {
+      if (r.ec == std::errc()) return v;
+      throw conversion_error("value " + std::string(s) + " does not fit in the requested " +
+                             std::to_string(sizeof(T) * 8) + "-bit " +
+                             (std::is_signed_v<T> ? "signed" : "unsigned") + " integer (range " +
+                             std::to_string(+std::numeric_limits<T>::min()) + ".." +
+                             std::to_string(+std::numeric_limits<T>::max()) + "); read a wider type");
+    }
+    throw conversion_error("cannot read \"" + std::string(s) + "\" as an integer");
+  }
+};
+
+template <class T>
+struct value_traits<T, std::enable_if_t<std::is_floating_point_v<T>>> {
+  static constexpr unsigned oid = sizeof(T) == 4 ? 700 : 701;  // float4 / float8
+  static std::string to_text(T v) {
+    if (std::isnan(v)) return "NaN";
+    if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that reads back exactly
+    return std::string(buf, r.ptr);
+  }
+  static T from_text(std::string_view s) {
+    if (s == "NaN") return std::numeric_limits<T>::quiet_NaN();
+    if (s == "Infinity") return std::numeric_limits<T>::infinity();
+    if (s == "-Infinity") return -std::numeric_limits<T>::infinity();
+    T v{};
+    auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (r.ec == std::errc() && r.ptr == s.data() + s.size()) return v;
+    if (r.ec == std::errc::result_out_of_range)
+      throw conversion_error("value " + std::string(s) + " is out of range for a " +
+                             std::to_string(sizeof(T) * 8) + "-bit floating-point number");
+    throw conversion_error("cannot read \"" + std::string(s) + "\" as a floating-point number");
+  }
+};
+
+template <>
+struct value_traits<std::string> {
+  static constexpr unsigned oid = 0;  // unknown: the server infers text, varchar, json, ...
+  static const std::string& to_text(const std::string& v) { return v; }
+  static std::string from_text(std::string_view s) { return std::string(s); }
+};
+
+// A view into the result's memory: valid while the result (or a row or field of it) lives.
+template <>
+struct value_traits<std::string_view> {
+  static constexpr unsigned oid = 0;
+  static std::string_view to_text(std::string_view v) { return v; }
+  static std::string_view from_text(std::string_view s) { return s; }
+};
+
+namespace detail {
+
+template <class T, class = void>
+struct has_to_text : std::false_type {};
+template <class T>
+struct has_to_text<T, std::void_t<decltype(value_traits<T>::to_text(std::declval<const T&>()))>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_from_text : std::false_type {};
+template <class T>
+struct has_from_text<T, std::void_t<decltype(value_traits<T>::from_text(std::string_view{}))>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct traits_oid : std::integral_constant<unsigned, 0> {};
+template <class T>
+struct traits_oid<T, std::void_t<decltype(value_traits<T>::oid)>>
+    : std::integral_constant<unsigned, value_traits<T>::oid> {};
+
+template <class T>
+struct is_optional : std::false_type {};
+template <class T>
+struct is_optional<std::optional<T>> : std::true_type {};
+
+// Parameters of one statement, in the form libpq takes them. Values that are not
+// already NUL-terminated strings are copied into `storage_`, a deque so that
+// pointers to earlier elements stay valid as it grows.
+class param_list {
+ public:
+  param_list() = default;
+  param_list(const param_list&) = delete;
+  param_list& operator=(const param_list&) = delete;
+  param_list(param_list&&) = default;
+  param_list& operator=(param_list&&) = default;
+  ~param_list() = default;
+
+  template <class... Ts>
+  static param_list of(const Ts&... vs) {
+    param_list p;
+    p.values_.reserve(sizeof...(Ts));
+    p.types_.reserve(sizeof...(Ts));
+    (p.add(vs), ...);
+    return p;
+  }
+
+  template <class T>
+  void add(const T& v) {
+    using U = std::decay_t<T>;
+    if constexpr (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t>) {
+      push_null(0);
+    } else if constexpr (is_optional<U>::value) {
+      if (v)
+        add(*v);
+      else
+        push_null(traits_oid<typename U::value_type>::value);
+    } else if constexpr (std::is_array_v<T> && std::is_same_v<std::remove_cv_t<std::remove_extent_t<T>>, char>) {
+      // a string literal or char buffer: never null; read up to its first NUL, and
+      // never past its end when it has none
+      const std::size_t n = ::strnlen(v, std::extent_v<T>);
+      push_text(std::string_view(v, n), 0, /*terminated=*/n < std::extent_v<T>);
+    } else if constexpr (std::is_same_v<U, const char*> || std::is_same_v<U, char*>) {
+      if (v == nullptr)
+        push_null(0);
+      else
+        push_text(std::string_view(v), 0, /*terminated=*/true);
+    } else if constexpr (std::is_same_v<U, std::string>) {
+      push_text(v, 0, true);
+    } else if constexpr (std::is_same_v<U, char>) {
+      static_assert(!std::is_same_v<U, char>,
+                    "pqscope: pass a char as std::string(1, c) (text) or as an int (number)");
+    } else {
+      static_assert(has_to_text<U>::value,
+                    "pqscope: no value_traits<T>::to_text for this parameter type; specialize "
+                    "pqscope::value_traits<T> (see params.hpp)");
+      decltype(auto) text = value_traits<U>::to_text(v);
+      using R = std::decay_t<decltype(text)>;
+      if constexpr (std::is_same_v<R, std::string>)
+        push_owned(std::string(text), traits_oid<U>::value);
+      else
+        push_text(std::string_view(text), traits_oid<U>::value, false);
+    }
+  }
+
+  [[nodiscard]] int size() const noexcept { return static_cast<int>(values_.size()); }
+  [[nodiscard]] const char* const* values() const noexcept { return values_.empty() ? nullptr : values_.data(); }
+  [[nodiscard]] const unsigned* types() const noexcept { return types_.empty() ? nullptr : types_.data(); }
+
+ private:
+  void push_null(unsigned oid) {
+    values_.push_back(nullptr);
+    types_.push_back(oid);
+  }
+  void check_nul(std::string_view s) const {
+    if (std::memchr(s.data(), '\0', s.size()) != nullptr)
+      throw usage_error("parameter $" + std::to_string(values_.size() + 1) +
+                        " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send "
+                        "binary data as hex text into a bytea column (decode($1, 'hex'))");
+  }
+  void push_text(std::string_view s, unsigned oid, bool terminated) {
+    check_nul(s);
+    if (terminated) {
+      values_.push_back(s.data());
+      types_.push_back(oid);
+    } else {
+      push_owned(std::string(s), oid);
+    }
+  }
+  void push_owned(std::string s, unsigned oid) {
+    check_nul(s);
+    storage_.push_back(std::move(s));
+    values_.push_back(storage_.back().c_str());
+    types_.push_back(oid);
+  }
+
+  std::deque<std::string> storage_;
+  std::vector<const char*> values_;
+  std::vector<unsigned> types_;
+};
+
+}  // namespace detail
+}  // namespace pqscope
+// #include <pqscope/result.hpp>
+// Query results. result, row and field share ownership of the underlying
+// PGresult, so a row or field stays valid after the result object is gone.
+
+#include <cstddef>
+#include <cstdint>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+
+#include <libpq-fe.h>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+
+namespace pqscope {
+
+class row;
+
+namespace detail {
+struct pg_result_deleter {
+  void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using result_handle = std::shared_ptr<PGresult>;
+inline result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
+}  // namespace detail
+
+class field {
+ public:
+  [[nodiscard]] bool is_null() const { return PQgetisnull(res_.get(), row_, col_) != 0; }
+  // The text as the server sent it; empty for NULL.
+  [[nodiscard]] std::string_view text() const {
+    return {PQgetvalue(res_.get(), row_, col_), static_cast<std::size_t>(PQgetlength(res_.get(), row_, col_))};
+  }
+  [[nodiscard]] std::string_view name() const { return PQfname(res_.get(), col_); }
+  [[nodiscard]] std::size_t row_index() const noexcept { return static_cast<std::size_t>(row_); }
+  [[nodiscard]] std::size_t column_index() const noexcept { return static_cast<std::size_t>(col_); }
+
+  // Converts the value; std::optional<T> reads NULL as std::nullopt. A NULL read
+  // as a non-optional type, or text that does not convert, throws conversion_error.
+  template <class T>
+  [[nodiscard]] T as() const {
+    if constexpr (detail::is_optional<T>::value) {
+      if (is_null()) return std::nullopt;
+      return T(as<typename T::value_type>());
+    } else {
+      static_assert(detail::has_from_text<T>::value,
+                    "pqscope: no value_traits<T>::from_text for this type; specialize "
+                    "pqscope::value_traits<T> (see params.hpp)");
+      if (is_null())
+        throw conversion_error("column \"" + std::string(name()) + "\" of row " + std::to_string(row_) +
+                               " is NULL; read it as std::optional<T>");
+      try {
+        return value_traits<T>::from_text(text());
+      } catch (const conversion_error& e) {
+        throw conversion_error(std::string(e.what()) + " (column \"" + std::string(name()) + "\" of row " +
+                               std::to_string(row_) + ")");
+      }
+    }
+  }
+
+ private:
+  friend class row;
+  field(detail::result_handle r, int row, int col) : res_(std::move(r)), row_(row), col_(col) {}
+  detail::result_handle res_;
+  int row_, col_;
+};
+
+class result {
+ public:
+  class const_iterator;
+
+  result() = default;
+  explicit result(detail::result_handle r) : res_(std::move(r)) {}
+
+  [[nodiscard]] std::size_t size() const noexcept {
+    return res_ ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
+  }
+  [[nodiscard]] bool empty() const noexcept { return size() == 0; }
+  [[nodiscard]] std::size_t columns() const noexcept {
+    return res_ ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
+  }
+  [[nodiscard]] std::string_view column_name(std::size_t i) const {
+    check_column(i);
+    return PQfname(res_.get(), static_cast<int>(i));
+  }
+  // Exact, case-sensitive match on the name the server sent; usage_error if absent.
+  [[nodiscard]] std::size_t column_index(std::string_view name) const {
+    for (std::size_t i = 0; i < columns(); ++i)
+      if (name == PQfname(res_.get(), static_cast<int>(i))) return i;
+    std::string names;
+    for (std::size_t i = 0; i < columns(); ++i)
+      names += (i ? ", " : "") + std::string(PQfname(res_.get(), static_cast<int>(i)));
+    throw usage_error("no column named \"" + std::string(name) + "\" in the result (columns: " + names + ")");
+  }
+  // Rows inserted, updated, deleted, ... by the command; 0 for commands that report none.
+  [[nodiscard]] std::uint64_t affected_rows() const {
+    if (!res_) return 0;
+    const char* n = PQcmdTuples(res_.get());
+    return *n ? std::stoull(n) : 0;
+  }
+  // The command tag, e.g. "INSERT 0 1".
+  [[nodiscard]] std::string_view command() const { return res_ ? PQcmdStatus(res_.get()) : ""; }
+
+  [[nodiscard]] row operator[](std::size_t i) const;
+  [[nodiscard]] const_iterator begin() const;
+  [[nodiscard]] const_iterator end() const;
+
+  [[nodiscard]] PGresult* native_handle() const noexcept { return res_.get(); }
+
+ private:
+  friend class row;
+  void check_column(std::size_t i) const {
+    if (i >= columns())
+      throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
+                        std::to_string(columns()) + " column(s)");
+  }
+  detail::result_handle res_;
+};
+
+class row {
+ public:
+  [[nodiscard]] std::size_t size() const noexcept { return res_.columns(); }
+  [[nodiscard]] std::size_t index() const noexcept { return static_cast<std::size_t>(row_); }
+  [[nodiscard]] field operator[](std::size_t col) const {
+    res_.check_column(col);
+    return field(res_.res_, row_, static_cast<int>(col));
+  }
+  [[nodiscard]] field operator[](std::string_view name) const { return (*this)[res_.column_index(name)]; }
+
+  // Converts the whole row: auto [id, name] = row.as<int, std::string>();
+  template <class... Ts>
+  [[nodiscard]] std::tuple<Ts...> as() const {
+    if (sizeof...(Ts) != size())
+      throw usage_error("row.as<...>() asked for " + std::to_string(sizeof...(Ts)) + " column(s) but the row has " +
+                        std::to_string(size()));
+    return as_impl<Ts...>(std::index_sequence_for<Ts...>{});
+  }
+
+ private:
+  friend class result;
+  row(result r, int i) : res_(std::move(r)), row_(i) {}
+  template <class... Ts, std::size_t... I>
+  std::tuple<Ts...> as_impl(std::index_sequence<I...>) const {
+    return std::tuple<Ts...>((*this)[I].template as<Ts>()...);
+  }
+  result res_;
+  int row_;
+};
+
+class result::const_iterator {
+ public:
+  using iterator_category = std::forward_iterator_tag;
+  using value_type = row;
+  using difference_type = std::ptrdiff_t;
+  using pointer = void;
+  using reference = row;
+
+  const_iterator() = default;
+  row operator*() const { return (*res_)[i_]; }
+  const_iterator& operator++() {
+    ++i_;
+    return *this;
+  }
+  const_iterator operator++(int) {
+    auto old = *this;
+    ++i_;
+    return old;
+  }
+  friend bool operator==(const const_iterator& a, const const_iterator& b) { return a.i_ == b.i_; }
+  friend bool operator!=(const const_iterator& a, const const_iterator& b) { return a.i_ != b.i_; }
+
+ private:
+  friend class result;
+  const_iterator(const result* r, std::size_t i) : res_(r), i_(i) {}
+  const result* res_ = nullptr;
+  std::size_t i_ = 0;
+};
+
+inline row result::operator[](std::size_t i) const {
+  if (i >= size())
+    throw usage_error("row index " + std::to_string(i) + " is out of range: the result has " + std::to_string(size()) +
+                      " row(s)");
+  return row(*this, static_cast<int>(i));
+}
+inline result::const_iterator result::begin() const { return const_iterator(this, 0); }
+inline result::const_iterator result::end() const { return const_iterator(this, size()); }
+
+}  // namespace pqscope
+// #include <pqscope/driver.hpp>
+// The driver: the only part of pqscope that talks to the network.
+//
+// basic_connection<Driver> works with any type that offers the members of
+// libpq_driver below: open(), close(), abandon(), is_open(), exchange(),
+// application_name() and native_handle(). exchange() is one round trip: it sends
+// a batch of statements followed by one sync and reads every answer. A driver
+// that wraps libpq_driver can count, log or delay; a scripted driver (see
+// tests/support) replays answers with no server at all.
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <libpq-fe.h>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+
+#ifndef LIBPQ_HAS_PIPELINING
+#error "pqscope needs libpq 14 or newer (pipeline mode)"
+#endif
+
+namespace pqscope {
+
+namespace detail {
+// A malformed connection string is the caller's mistake: say so before connecting.
+inline void check_conninfo(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (opts != nullptr) {
+    PQconninfoFree(opts);
+    return;
+  }
+  std::string msg = err != nullptr ? err : "out of memory";
+  PQfreemem(err);
+  while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+  throw usage_error("invalid connection string: " + msg);
+}
+}  // namespace detail
+
+// What the server says about the session after a batch (PQtransactionStatus).
+enum class server_state { idle, in_transaction, failed_transaction, unknown };
+
+struct statement {
+  const char* sql = nullptr;  // NUL-terminated
+  int n_params = 0;
+  const char* const* values = nullptr;  // n_params entries; nullptr means NULL
+  const unsigned* types = nullptr;      // n_params OIDs or nullptr; 0 lets the server infer
+};
+
+struct reply {
+  enum class status { ok, error, skipped };  // skipped: not run because an earlier statement failed
+  status st = status::skipped;
+  result res;           // status::ok
+  std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
+  std::string sqlstate, message, detail, hint;  // status::error
+};
+
+struct batch_reply {
+  std::vector<reply> replies;  // one per statement, in order
+  bool lost = false;           // the connection died; replies past the loss are `skipped`
+  std::string lost_message;
+  server_state state = server_state::unknown;
+};
+
+class libpq_driver {
+ public:
+  libpq_driver() = default;
+  libpq_driver(const libpq_driver&) = delete;
+  libpq_driver& operator=(const libpq_driver&) = delete;
+  ~libpq_driver() { close(); }
+
+  // Throws connection_error (usage_error for a malformed conninfo). fallback_application_name applies unless the
+  // conninfo or PGAPPNAME names one (libpq's own rule).
+  void open(const std::string& conninfo, const std::string& fallback_application_name) {
+    close();
+    detail::check_conninfo(conninfo);
+    const char* keys[] = {"dbname", "fallback_application_name", nullptr};
+    const char* vals[] = {conninfo.c_str(), fallback_application_name.c_str(), nullptr};
+    conn_ = PQconnectdbParams(keys, vals, /*expand_dbname=*/1);
+    if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      std::string msg = trim(PQerrorMessage(conn_));
+      close();
+      throw connection_error("could not connect: " + msg);
+    }
+  }
+
+  void close() noexcept {
+    if (conn_ != nullptr) PQfinish(conn_);
+    conn_ = nullptr;
+  }
+
+  // Frees the connection without telling the server: used in a child process
+  // after fork(), where PQfinish would end the parent's session. The socket is
+  // pointed at /dev/null first, so the goodbye message goes nowhere.
+  void abandon() noexcept {
+    if (conn_ == nullptr) return;
+    int sock = PQsocket(conn_);
+    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (sock >= 0 && devnull >= 0) ::dup2(devnull, sock);
+    if (devnull >= 0) ::close(devnull);
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+
+  [[nodiscard]] bool is_open() const noexcept { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
+
+  // One round trip: every statement in one pipeline, one sync, all answers read.
+  // Only one sync is ever in flight (PgBouncer before 1.21 mishandles more).
+  batch_reply exchange(const std::vector<statement>& batch) {
+    batch_reply out;
+    out.replies.resize(batch.size());
+    if (!is_open()) return lost(out, "the connection is closed");
+    if (PQenterPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+    for (const statement& s : batch) {
+      if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
+        return lost(out, trim(PQerrorMessage(conn_)));
+    }
+    if (PQpipelineSync(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+
+    for (reply& r : out.replies) {
+      PGresult* raw = PQgetResult(conn_);
+      if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
+      result res{detail::adopt(raw)};
+      switch (PQresultStatus(raw)) {
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+        case PGRES_EMPTY_QUERY:
+          r.st = reply::status::ok;
+          r.command = PQcmdStatus(raw);
+          r.res = std::move(res);
+          break;
+        case PGRES_PIPELINE_ABORTED:
+          r.st = reply::status::skipped;
+          break;
+        case PGRES_FATAL_ERROR:
+          if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+          r.st = reply::status::error;
+          r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
+          r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
+          r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
+          r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+          if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+          break;
+        default:
+          // COPY and friends cannot run in a pipeline; the session is refused
+          // such statements before they are sent, so this is a broken stream.
+          return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+      }
+      // Each statement's answers end with a null result.
+      if (PGresult* extra = PQgetResult(conn_)) {
+        PQclear(extra);
+        return lost(out, "unexpected extra answer from the server");
+      }
+    }
+    PGresult* sync = PQgetResult(conn_);
+    bool sync_ok = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+    if (sync != nullptr) PQclear(sync);
+    if (!sync_ok) return lost(out, trim(PQerrorMessage(conn_)));
+    if (PQexitPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+    out.state = state_of(PQtransactionStatus(conn_));
+    return out;
+  }
+
+  [[nodiscard]] std::string application_name() const {
+    if (conn_ == nullptr) return {};
+    if (const char* v = PQparameterStatus(conn_, "application_name")) return v;
+    std::string name, fallback;
+    if (PQconninfoOption* opts = PQconninfo(conn_)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+        if (o->val == nullptr) continue;
+        if (std::string(o->keyword) == "application_name") name = o->val;
+        if (std::string(o->keyword) == "fallback_application_name") fallback = o->val;
+      }
+      PQconninfoFree(opts);
+    }
+    return name.empty() ? fallback : name;
+  }
+
+  [[nodiscard]] PGconn* native_handle() const noexcept { return conn_; }
+
+ private:
+  static std::string trim(const char* s) {
+    std::string r = s != nullptr ? s : "";
+    while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
+    return r;
+  }
+  static std::string field_of(const PGresult* r, int code) {
+    const char* v = PQresultErrorField(r, code);
+    return v != nullptr ? v : "";
+  }
+  static server_state state_of(PGTransactionStatusType t) {
+    switch (t) {
+      case PQTRANS_IDLE: return server_state::idle;
+      case PQTRANS_INTRANS: return server_state::in_transaction;
+      case PQTRANS_INERROR: return server_state::failed_transaction;
+      default: return server_state::unknown;
+    }
+  }
+  batch_reply& lost(batch_reply& out, std::string why) {
+    out.lost = true;
+    out.lost_message = why.empty() ? "connection lost" : std::move(why);
+    out.state = server_state::unknown;
+    // Answers already read stay as read; the rest never ran as far as we know.
+    return out;
+  }
+
+  PGconn* conn_ = nullptr;
+};
+
+}  // namespace pqscope
+// #include <pqscope/connection.hpp>
+// An autocommit connection that tracks nested transaction scopes.
+
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/stats.hpp> (inlined above)
+// #include <pqscope/detail/application_name.hpp>
+// The default application_name, "program:user@host", so that every client is
+// recognisable in pg_stat_activity, also through PgBouncer.
+
+#include <pwd.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+
+namespace pqscope::detail {
+
+// PostgreSQL keeps NAMEDATALEN - 1 = 63 bytes; cut on a UTF-8 character boundary.
+inline std::string cut_utf8(std::string s, std::size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  std::size_t n = max_bytes;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  s.resize(n);
+  return s;
+}
+
+inline std::string program_name() {
+  std::string cmdline;
+  std::ifstream f("/proc/self/cmdline", std::ios::binary);
+  if (f) std::getline(f, cmdline, '\0');
+  auto slash = cmdline.rfind('/');
+  if (slash != std::string::npos) cmdline.erase(0, slash + 1);
+  return cmdline.empty() ? "pqscope" : cmdline;
+}
+
+inline std::string default_application_name() {
+  std::string user;
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  char buf[4096];
+  if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) == 0 && found != nullptr) user = found->pw_name;
+  if (user.empty()) user = std::to_string(geteuid());
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  std::string h = host;
+  h = h.substr(0, h.find('.'));
+  return cut_utf8(program_name() + ":" + user + "@" + h, 63);
+}
+
+}  // namespace pqscope::detail
+// #include <pqscope/detail/scope_machine.hpp>
+// The scope state machine: the whole of pqscope's transaction logic.
+//
+// A connection holds a stack of frames, one per open scope. Frame 0 is the
+// transaction; a nested frame owns a savepoint unless it was opened with
+// savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
+// waits in `pending_` and goes out in the same pipeline batch as the next
+// statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
+// Only the end of the outermost scope is sent at once, so that no transaction is
+// ever left idle behind PgBouncer.
+//
+// Every pending control statement has a `level`: the index of the innermost frame
+// whose savepoint would undo it. Rolling back frame k drops everything pending at
+// level >= k; ending frame k moves what it leaves behind down to level k - 1.
+//
+// A failure inside a scope dooms it: `doom_` names the innermost frame that owns
+// a savepoint (or the transaction) and the first error. Until that frame is
+// rolled back, statements and commits throw transaction_aborted without a round
+// trip; committing it rolls it back and throws.
+
+#include <pthread.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/stats.hpp> (inlined above)
+// #include <pqscope/detail/sql_text.hpp>
+// Reads only the leading keywords of a statement: enough to refuse transaction
+// control that would go behind the scope machine's back. Best effort by design;
+// the server-state check after every batch catches what this misses.
+
+#include <cctype>
+#include <string>
+#include <string_view>
+
+namespace pqscope::detail {
+
+// Skips white space, empty statements (the server drops them, so ";COMMIT" is a
+// COMMIT) and comments (-- and nested /* */) at the front.
+inline std::string_view skip_blank(std::string_view s) {
+  for (;;) {
+    while (!s.empty() && (std::isspace(static_cast<unsigned char>(s.front())) || s.front() == ';'))
+      s.remove_prefix(1);
+    if (s.substr(0, 2) == "--") {
+      auto nl = s.find('\n');
+      s = nl == std::string_view::npos ? std::string_view{} : s.substr(nl + 1);
+    } else if (s.substr(0, 2) == "/*") {
+      int level = 0;
+      std::size_t i = 0;
+      for (; i + 1 < s.size(); ++i) {
+        if (s[i] == '/' && s[i + 1] == '*') {
+          ++level;
+          ++i;
+        } else if (s[i] == '*' && s[i + 1] == '/') {
+          ++i;
+          if (--level == 0) break;
+        }
+      }
+      s = i + 1 < s.size() ? s.substr(i + 1) : std::string_view{};
+    } else {
+      return s;
+    }
+  }
+}
+
+// The next keyword, upper-cased, and the text after it.
+inline std::string next_word(std::string_view& s) {
+  s = skip_blank(s);
+  std::string w;
+  while (!s.empty() && (std::isalpha(static_cast<unsigned char>(s.front())) || s.front() == '_')) {
+    w += static_cast<char>(std::toupper(static_cast<unsigned char>(s.front())));
+    s.remove_prefix(1);
+  }
+  return w;
+}
+
+// Non-empty (the keyword) when the statement starts, commits or rolls back a
+// transaction or a savepoint.
+inline std::string transaction_control_keyword(std::string_view sql) {
+  std::string first = next_word(sql);
+  std::string second = next_word(sql);
+  if (first == "BEGIN" || first == "SAVEPOINT" || first == "RELEASE") return first;
+  if (first == "START" && second == "TRANSACTION") return "START TRANSACTION";
+  if (first == "PREPARE" && second == "TRANSACTION") return "PREPARE TRANSACTION";
+  // COMMIT PREPARED / ROLLBACK PREPARED finish a two-phase transaction, not this session's.
+  if ((first == "COMMIT" || first == "ROLLBACK") && second != "PREPARED") return first;
+  if (first == "END" || first == "ABORT") return first;
+  return {};
+}
+
+// COPY FROM STDIN / TO STDOUT needs the copy sub-protocol, which a pipeline cannot carry.
+inline bool is_copy_stream(std::string_view sql) {
+  std::string_view rest = sql;
+  if (next_word(rest) != "COPY") return false;
+  std::string upper;
+  for (char c : rest) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
+}
+
+}  // namespace pqscope::detail
+
+namespace pqscope::detail {
+
+// The process id, read once and refreshed in the child by a fork handler: getpid()
+// is a system call (glibc no longer caches it) and the fork check runs on every
+// statement and scope.
+inline std::atomic<pid_t>& pid_slot() noexcept {
+  static std::atomic<pid_t> pid{::getpid()};
+  return pid;
+}
+inline pid_t current_pid() noexcept {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { pid_slot().store(::getpid(), std::memory_order_relaxed); });
+    pid_slot().store(::getpid(), std::memory_order_relaxed);  // in case a fork came before registration
+    return true;
+  }();
+  (void)registered;
+  return pid_slot().load(std::memory_order_relaxed);
+}
+
+class scope_machine {
+ public:
+  using callback = std::function<void()>;
+
+  scope_machine() = default;
+  scope_machine(const scope_machine&) = delete;
+  scope_machine& operator=(const scope_machine&) = delete;
+  virtual ~scope_machine() = default;
+
+  [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
+  [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
+
+  // ---- scopes -------------------------------------------------------------
+
+  std::uint64_t open(const transaction_options& o) {
+    check_usable();
+    if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
+      throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
+    if (!frames_.empty()) {
+      const transaction_options& root = frames_.front().opts;
+      if (o.durable)
+        throw usage_error("a durable scope must be the outermost one, but " + std::to_string(depth()) +
+                          " scope(s) are open: a durable scope promises a real COMMIT at its end");
+      if (o.isolation != isolation::server_default && o.isolation != root.isolation)
+        throw usage_error("a nested scope cannot change the isolation level of the transaction it is part of; "
+                          "set it on the outermost scope");
+      if (o.read_only && !root.read_only)
+        throw usage_error("a nested scope cannot make a read-write transaction read-only; set read_only on the "
+                          "outermost scope");
+      if (o.deferrable && !root.deferrable)
+        throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
+      throw_if_doomed("opening a nested scope");
+    }
+    const std::size_t i = frames_.size();
+    frame f;
+    f.id = next_id_++;
+    f.opts = o;
+    f.owning = i == 0 || o.savepoint;
+    frames_.push_back(std::move(f));
+    const std::uint64_t id = frames_.back().id;
+    if (i == 0) {
+      xid_.clear();
+      queue(control::open, id, 0, begin_sql(o));
+    }
+    else if (o.savepoint)
+      queue(control::open, id, i, "SAVEPOINT " + savepoint_name(i));
+    if (o.statement_timeout.count() > 0)
+      queue(control::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
+    if (o.lock_timeout.count() > 0)
+      queue(control::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
+    return id;
+  }
+
+  void commit(std::uint64_t id) {
+    if (!opened_by_this_process()) check_usable();
+    const std::size_t i = innermost_index(id, "commit()");
+    if (closed_ || broken_) {
+      end_rollback(i, /*quiet=*/true);
+      check_usable();
+    }
+    if (doom_) {
+      const doom d = *doom_;
+      end_rollback(i, /*quiet=*/false);
+      throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message,
+                                d.message, d.sqlstate);
+    }
+    if (i == 0)
+      commit_outermost();
+    else
+      commit_nested(i);
+  }
+
+  void rollback(std::uint64_t id) {
+    if (!opened_by_this_process()) check_usable();
+    end_rollback(innermost_index(id, "rollback()"), /*quiet=*/false); }
+
+  // Ends scope `id` and every scope opened inside it, rolling back; never throws.
+  // Used by destructors, also when scopes are destroyed out of order.
+  void abandon(std::uint64_t id) noexcept {
+    auto at = index_of(id);
+    if (!at) return;
+    while (frames_.size() > *at) {
+      try {
+        end_rollback(frames_.size() - 1, /*quiet=*/true);
+      } catch (...) {
+        // end_rollback(quiet) only throws if memory runs out; the frame is gone either way
+      }
+    }
+  }
+
+  [[nodiscard]] std::optional<std::size_t> index_of(std::uint64_t id) const noexcept {
+    for (std::size_t i = 0; i < frames_.size(); ++i)
+      if (frames_[i].id == id) return i;
+    return std::nullopt;
+  }
+
+  // ---- statements -----------------------------------------------------------
+
+  result run(const char* sql, const param_list& params) {
+    check_usable();
+    if (std::string kw = transaction_control_keyword(sql); !kw.empty())
+      throw usage_error("execute(\"" + kw + " ...\") would control the transaction behind pqscope's back; use "
+                        "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
+    if (is_copy_stream(sql))
+      throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
+    throw_if_doomed("statement refused");
+
+    batch b = pending_batch();
+    b.statements.push_back(statement{sql, params.size(), params.values(), params.types()});
+    // Learn the transaction id in the same round trip, for resolving a lost COMMIT.
+    const bool want_xid = !frames_.empty() && frames_.front().opts.resolve_in_doubt && xid_.empty();
+    if (want_xid)
+      b.statements.push_back(statement{"SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", 0, nullptr, nullptr});
+    batch_reply br = exchange(b.statements, 1);
+    if (br.lost) fail_lost(br, "");
+    auto failed = settle_controls(br, b.count);
+    reply& mine = br.replies[b.count];
+    if (want_xid) {
+      const reply& x = br.replies.back();
+      if (x.st == reply::status::ok && x.res.size() == 1 && !x.res[0][0].is_null()) xid_ = x.res[0][0].text();
+    }
+    check_state(br, failed.has_value() || mine.st == reply::status::error);
+    if (failed) raise(*failed);
+    if (mine.st == reply::status::error) {
+      doom_here(mine.message, mine.sqlstate);
+      throw_sql_error(mine.message, mine.sqlstate, mine.detail, mine.hint);
+    }
+    return std::move(mine.res);
+  }
+
+  void set_local(std::string_view name, std::string_view value) {
+    check_usable();
+    if (frames_.empty())
+      throw usage_error("set_local(\"" + std::string(name) +
+                        "\") outside a scope: a session-level setting would leak to other clients of a "
+                        "pooled server connection; open a pqscope::transaction first");
+    if (name.empty()) throw usage_error("set_local(): the setting name is empty");
+    throw_if_doomed("set_local() refused");
+    param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
+    (void)check;
+    const std::size_t i = frames_.size() - 1;
+    control& c = queue(control::setting, frames_.back().id, i, "SELECT pg_catalog.set_config($1, $2, true)");
+    c.args = {std::string(name), std::string(value)};
+    c.context = "set_local(\"" + std::string(name) + "\"): ";
+  }
+
+  void on_commit(callback fn) {
+    check_usable();
+    if (frames_.empty()) {
+      fn();  // autocommit: what ran before is already durable
+      return;
+    }
+    frames_.back().on_commit.push_back(std::move(fn));
+  }
+
+  void on_rollback(callback fn) {
+    check_usable();
+    if (!frames_.empty()) frames_.back().on_rollback.push_back(std::move(fn));
+    // outside a scope there is nothing to roll back: the callback can never run
+  }
+
+  // ---- connection life --------------------------------------------------------
+
+  // The connection object is gone (or reconnecting): scopes still open end quietly.
+  void mark_closed() noexcept {
+    closed_ = true;
+    pending_.clear();
+    doom_.reset();
+  }
+  void mark_open() noexcept {
+    closed_ = false;
+    broken_ = false;
+    broken_reason_.clear();
+    pending_.clear();
+    doom_.reset();
+    pid_ = current_pid();
+  }
+  [[nodiscard]] bool opened_by_this_process() const noexcept { return pid_ == current_pid(); }
+
+  void check_usable() const {
+    if (pid_ != current_pid())
+      throw usage_error("this connection was opened by process " + std::to_string(pid_) +
+                        "; after fork() a child must open its own connection (database::connect())");
+    if (closed_) throw connection_error("the connection was closed while this scope was open");
+    if (broken_)
+      throw connection_error("the connection is broken (" + broken_reason_ +
+                             "); end the open scopes and call reconnect()");
+  }
+
+ protected:
+  virtual batch_reply do_exchange(const std::vector<statement>& statements) = 0;
+  // "committed", "aborted", or why it could not tell; asked on a fresh connection.
+  virtual std::string xact_status(const std::string& xid) noexcept = 0;
+
+ private:
+  struct control {
+    enum kind { open, timeout, setting, release, rollback_to, restore } k;
+    std::uint64_t frame_id;  // the frame that queued it
+    std::size_t level;
+    std::string sql;
+    std::vector<std::string> args;
+    std::string context;  // prefix for its error message
+  };
+  struct frame {
+    std::uint64_t id = 0;
+    transaction_options opts;
+    bool owning = true;
+    bool sent = false;  // its BEGIN / SAVEPOINT has run on the server
+    std::vector<callback> on_commit, on_rollback;
+  };
+  struct doom {
+    std::size_t level;
+    std::string message, sqlstate;
+  };
+  struct failure {
+    std::string message, sqlstate, detail, hint;
+  };
+  // Statements built from pending_, with the argument pointers they need.
+  struct batch {
+    std::vector<statement> statements;
+    std::vector<std::vector<const char*>> args;
+    std::size_t count = 0;  // control statements at the front
+  };
+
+  static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+
+  static std::string begin_sql(const transaction_options& o) {
+    std::string modes;
+    auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
+    switch (o.isolation) {
+      case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
+      case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
+      case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
+      case isolation::server_default: break;
+    }
+    if (o.read_only) add("READ ONLY");
+    if (o.deferrable) add("DEFERRABLE");
+    return "BEGIN" + modes;
+  }
+
+  control& queue(control::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
+    pending_.push_back(control{k, frame_id, level, std::move(sql), {}, {}});
+    return pending_.back();
+  }
+  void drop_pending(const std::function<bool(const control&)>& pred) {
+    pending_.erase(std::remove_if(pending_.begin(), pending_.end(), pred), pending_.end());
+  }
+  void lower_levels(std::size_t from) {
+    for (control& c : pending_)
+      if (c.level >= from) c.level = from - 1;
+  }
+
+  std::size_t innermost_index(std::uint64_t id, const char* what) const {
+    auto at = index_of(id);
+    if (!at) throw usage_error(std::string(what) + ": this scope has already ended");
+    if (*at + 1 != frames_.size())
+      throw usage_error(std::string(what) + " on a scope while " + std::to_string(frames_.size() - *at - 1) +
+                        " scope(s) opened inside it are still open; end the inner scopes first");
+    return *at;
+  }
+
+  void throw_if_doomed(const std::string& what) const {
+    if (frames_.empty() || !doom_) return;
+    throw transaction_aborted(what + ": an earlier failure in this scope (" + doom_->message +
+                                  ") means it can only roll back; let the exception leave the scope, or "
+                                  "catch it outside the scope",
+                              doom_->message, doom_->sqlstate);
+  }
+
+  // The innermost frame whose savepoint (or transaction) can undo a failure.
+  [[nodiscard]] std::size_t undo_level() const noexcept {
+    for (std::size_t i = frames_.size(); i-- > 0;)
+      if (frames_[i].owning && frames_[i].sent) return i;
+    return 0;
+  }
+  void doom_here(const std::string& message, const std::string& sqlstate) {
+    if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
+  }
+
+  batch pending_batch() const {
+    batch b;
+    b.count = pending_.size();
+    b.args.resize(pending_.size());
+    b.statements.reserve(pending_.size() + 1);
+    for (std::size_t i = 0; i < pending_.size(); ++i) {
+      for (const std::string& a : pending_[i].args) b.args[i].push_back(a.c_str());
+      b.statements.push_back(statement{pending_[i].sql.c_str(), static_cast<int>(b.args[i].size()),
+                                        b.args[i].empty() ? nullptr : b.args[i].data(), nullptr});
+    }
+    return b;
+  }
+
+  batch_reply exchange(const std::vector<statement>& statements, std::size_t user_statements) {
+    ++stats_.round_trips;
+    stats_.statements += user_statements;
+    stats_.control_statements += statements.size() - user_statements;
+    return do_exchange(statements);
+  }
+  batch_reply exchange_one(const char* sql) { return exchange({statement{sql, 0, nullptr, nullptr}}, 0); }
+
+  // Applies the answers to the first `count` pending controls: what ran leaves the
+  // queue, what was skipped stays. Returns the first failure, if any.
+  std::optional<failure> settle_controls(const batch_reply& br, std::size_t count) {
+    std::size_t done = 0;
+    std::optional<failure> failed;
+    for (; done < count; ++done) {
+      const reply& r = br.replies[done];
+      const control& c = pending_[done];
+      if (r.st == reply::status::skipped) break;
+      if (r.st == reply::status::error) {
+        failed = failure{c.context + r.message, r.sqlstate, r.detail, r.hint};
+        ++done;
+        break;
+      }
+      if (c.k == control::open) {
+        if (auto at = index_of(c.frame_id)) frames_[*at].sent = true;
+        if (c.level > 0) ++stats_.savepoints;
+      }
+    }
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(done));
+    if (failed) doom_here(failed->message, failed->sqlstate);
+    return failed;
+  }
+
+  [[noreturn]] static void raise(const failure& f) { throw_sql_error(f.message, f.sqlstate, f.detail, f.hint); }
+
+  [[noreturn]] void fail_lost(const batch_reply& br, const std::string& after_commit) {
+    broken_ = true;
+    broken_reason_ = br.lost_message;
+    pending_.clear();
+    doom_.reset();
+    if (!after_commit.empty()) throw in_doubt_error(after_commit + br.lost_message);
+    throw connection_error("connection lost: " + br.lost_message);
+  }
+
+  // The server's own word on the session must match the scope stack.
+  void check_state(const batch_reply& br, bool had_error) {
+    const bool began = !frames_.empty() && frames_.front().sent;
+    if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
+    if (!began && br.state == server_state::idle) return;
+    if (frames_.empty() || !began) {
+      // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
+      batch_reply rb = exchange_one("ROLLBACK");
+      if (rb.lost) fail_lost(rb, "");
+      throw usage_error("a statement left the session inside a transaction that no pqscope scope owns; pqscope "
+                        "rolled it back. Use pqscope::transaction or pqscope::atomic for transactions");
+    }
+    // The transaction ended behind the scopes' back: nothing is left to undo.
+    for (frame& f : frames_) f.sent = false;
+    pending_.clear();
+    doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
+    if (!had_error)
+      throw usage_error("a statement ended the transaction behind pqscope's back; the open scopes can only roll "
+                        "back now");
+  }
+
+  void commit_outermost() {
+    frame f = std::move(frames_.front());
+    frames_.pop_back();
+    if (!f.sent) {  // nothing ever reached the server: nothing to commit
+      pending_.clear();
+      run_callbacks(f.on_commit, false);
+      return;
+    }
+    // COMMIT releases every savepoint and ends every SET LOCAL: of what is pending,
+    // only a ROLLBACK TO still matters (it undoes writes, or a failed state).
+    drop_pending([](const control& c) { return c.k != control::rollback_to; });
+    batch b = pending_batch();
+    b.statements.push_back(statement{"COMMIT", 0, nullptr, nullptr});
+    batch_reply br = exchange(b.statements, 0);
+    if (br.lost && f.opts.resolve_in_doubt) {
+      broken_ = true;
+      broken_reason_ = br.lost_message;
+      pending_.clear();
+      doom_.reset();
+      const std::string outcome = xid_.empty() ? "committed" : xact_status(xid_);
+      if (outcome == "committed") {  // without an xid the transaction wrote nothing: nothing was lost
+        ++stats_.transactions_committed;
+        run_callbacks(f.on_commit, false);
+        return;
+      }
+      if (outcome == "aborted") {
+        ++stats_.transactions_rolled_back;
+        run_callbacks(f.on_rollback, false);
+        throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
+                               "transaction back (pg_xact_status of xid " + xid_ + "): " + br.lost_message);
+      }
+      throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " + xid_ +
+                           " gave no answer (" + outcome + "); the transaction may or may not have committed: " +
+                           br.lost_message);
+    }
+    if (br.lost)
+      fail_lost(br, "the connection was lost after COMMIT was sent, so the transaction may or may not have "
+                    "committed: ");
+    auto failed = settle_controls(br, b.count);
+    pending_.clear();
+    doom_.reset();
+    const reply& mine = br.replies.back();
+    if (failed || mine.st != reply::status::ok) {
+      if (br.state != server_state::idle) {  // COMMIT was skipped: the transaction is still open
+        batch_reply rb = exchange_one("ROLLBACK");
+        if (rb.lost) fail_lost(rb, "");
+      }
+      ++stats_.transactions_rolled_back;
+      run_callbacks(f.on_rollback, false);
+      if (failed) raise(*failed);
+      throw_sql_error(mine.message, mine.sqlstate, mine.detail, mine.hint);
+    }
+    if (mine.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
+      ++stats_.transactions_rolled_back;
+      run_callbacks(f.on_rollback, false);
+      throw transaction_aborted("COMMIT was answered with " + mine.command +
+                                    ": the transaction had failed and was rolled back",
+                                "the server rolled the transaction back", "");
+    }
+    ++stats_.transactions_committed;
+    run_callbacks(f.on_commit, false);
+  }
+
+  void commit_nested(std::size_t i) {
+    frame f = std::move(frames_.back());
+    frames_.pop_back();
+    // Timeouts that never went out need no undoing; ones that did are restored
+    // below, since SET LOCAL survives RELEASE SAVEPOINT.
+    const auto before = pending_.size();
+    drop_pending([&](const control& c) { return c.frame_id == f.id && c.k == control::timeout; });
+    const bool timeouts_sent = before == pending_.size();
+    if (f.owning && !f.sent)
+      drop_pending([&](const control& c) { return c.frame_id == f.id && c.k == control::open; });
+    lower_levels(i);
+    if (f.owning && f.sent) {
+      // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
+      while (!pending_.empty() && pending_.back().k == control::release) pending_.pop_back();
+      queue(control::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+    }
+    if (timeouts_sent) {
+      restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
+      restore_timeout(f, i, "lock_timeout", &transaction_options::lock_timeout);
+    }
+    frame& parent = frames_.back();
+    for (auto& cb : f.on_commit) parent.on_commit.push_back(std::move(cb));
+    for (auto& cb : f.on_rollback) parent.on_rollback.push_back(std::move(cb));
+  }
+
+  void restore_timeout(const frame& f, std::size_t i, const char* name,
+                       std::chrono::milliseconds transaction_options::*member) {
+    if ((f.opts.*member).count() <= 0) return;
+    std::string value = "DEFAULT";
+    for (std::size_t j = frames_.size(); j-- > 0;)
+      if ((frames_[j].opts.*member).count() > 0) {
+        value = std::to_string((frames_[j].opts.*member).count());
+        break;
+      }
+    queue(control::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
+  }
+
+  // Ends frame i (the innermost) by rolling back. `quiet`: never throw (destructor
+  // path): callback exceptions are swallowed.
+  void end_rollback(std::size_t i, bool quiet) {
+    frame f = std::move(frames_.back());
+    frames_.pop_back();
+    if (i == 0) {
+      pending_.clear();
+      doom_.reset();
+      bool lost = false;
+      batch_reply rb;
+      // In a forked child the socket is the parent's: send nothing on it.
+      if (f.sent && !closed_ && !broken_ && opened_by_this_process()) {
+        rb = exchange_one("ROLLBACK");
+        ++stats_.transactions_rolled_back;
+        if (rb.lost) {
+          broken_ = true;
+          broken_reason_ = rb.lost_message;
+          lost = true;
+        }
+      }
+      // A lost connection rolls back too: the server never saw a COMMIT. In a forked
+      // child nothing was rolled back: the transaction is the parent's.
+      if (opened_by_this_process()) run_callbacks(f.on_rollback, quiet);
+      if (lost && !quiet) throw connection_error("connection lost during ROLLBACK: " + rb.lost_message);
+      return;
+    }
+    if (f.owning) {
+      drop_pending([&](const control& c) { return c.level >= i; });
+      if (f.sent) {
+        queue(control::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
+        queue(control::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+      }
+      if (doom_ && doom_->level >= i) doom_.reset();
+    } else {
+      lower_levels(i);
+      // Its work is undone only with the enclosing scope: its on_rollback callbacks wait for that.
+      for (auto& cb : f.on_rollback) frames_.back().on_rollback.push_back(std::move(cb));
+      // Without a savepoint nothing can be undone on its own: the enclosing scope is doomed.
+      if (!doom_) {
+        std::size_t level = i - 1;
+        while (level > 0 && !frames_[level].owning) --level;
+        doom_ = doom{level, "a nested scope without a savepoint was rolled back", ""};
+      }
+    }
+  }
+
+  // Runs every callback; the first exception is rethrown after all ran (not when quiet).
+  static void run_callbacks(std::vector<callback>& cbs, bool quiet) {
+    std::exception_ptr first;
+    for (auto& cb : cbs) {
+      try {
+        cb();
+      } catch (...) {
+        if (!first) first = std::current_exception();
+      }
+    }
+    if (first && !quiet) std::rethrow_exception(first);
+  }
+
+  std::vector<frame> frames_;
+  std::vector<control> pending_;
+  std::optional<doom> doom_;
+  std::uint64_t next_id_ = 1;
+  bool closed_ = false;
+  bool broken_ = false;
+  std::string broken_reason_;
+  std::string xid_;  // the transaction's id once it has one (resolve_in_doubt)
+  pid_t pid_ = current_pid();
+  connection_stats stats_;
+};
+
+// The machine bound to a driver.
+template <class Driver>
+class driver_session final : public scope_machine {
+ public:
+  Driver driver;
+  std::string conninfo;  // for the fresh connection that resolves a lost COMMIT
+
+ protected:
+  batch_reply do_exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
+
+  std::string xact_status(const std::string& xid) noexcept override {
+    try {
+      Driver fresh;
+      fresh.open(conninfo, "pqscope in-doubt resolver");
+      const char* values[] = {xid.c_str()};
+      const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
+      // A backend that was cut off may still be finishing: wait for its verdict.
+      for (int attempt = 0; attempt < 100; ++attempt) {
+        batch_reply br = fresh.exchange({ask});
+        if (br.lost) return "connection lost: " + br.lost_message;
+        const reply& r = br.replies.front();
+        if (r.st != reply::status::ok) return "error: " + r.message;
+        if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
+        std::string status(r.res[0][0].text());
+        if (status != "in progress") return status;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      return "still in progress after 5 s";
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (...) {
+      return "unknown failure";
+    }
+  }
+};
+
+}  // namespace pqscope::detail
+
+namespace pqscope {
+
+class transaction;
+
+namespace detail {
+// SQL text as libpq wants it: NUL-terminated, with no NUL inside.
+class sql_ref {
+ public:
+  sql_ref(const char* s) : ptr_(s != nullptr ? s : ""), size_(std::strlen(ptr_)) {}  // NOLINT: implicit on purpose
+  sql_ref(const std::string& s) : ptr_(s.c_str()), size_(s.size()) {}                // NOLINT
+  sql_ref(std::string_view s) : owned_(s), ptr_(owned_.c_str()), size_(s.size()) {}   // NOLINT
+  sql_ref(const sql_ref&) = delete;
+  sql_ref& operator=(const sql_ref&) = delete;
+  ~sql_ref() = default;
+
+  [[nodiscard]] const char* c_str() const {
+    if (std::strlen(ptr_) != size_) throw usage_error("the SQL text contains a NUL byte");
+    return ptr_;
+  }
+
+ private:
+  std::string owned_;
+  const char* ptr_;
+  std::size_t size_;
+};
+}  // namespace detail
+
+template <class Driver>
+class basic_connection {
+ public:
+  using driver_type = Driver;
+
+  // Connects at once; throws connection_error (usage_error for a malformed conninfo).
+  explicit basic_connection(std::string conninfo)
+      : conninfo_(std::move(conninfo)), s_(std::make_shared<detail::driver_session<Driver>>()) {
+    s_->conninfo = conninfo_;
+    s_->driver.open(conninfo_, detail::default_application_name());
+  }
+  basic_connection(basic_connection&&) noexcept = default;
+  basic_connection& operator=(basic_connection&& other) noexcept {
+    if (this != &other) {
+      close();
+      conninfo_ = std::move(other.conninfo_);
+      s_ = std::move(other.s_);
+    }
+    return *this;
+  }
+  basic_connection(const basic_connection&) = delete;
+  basic_connection& operator=(const basic_connection&) = delete;
+  // Closes the session. Scopes still open end without a word to the server, which
+  // rolls back a transaction whose connection closes.
+  ~basic_connection() { close(); }
+
+  // Runs one statement. Parameters travel out of line ($1, $2, ...), never
+  // spliced into the SQL. Outside any scope it commits at once (autocommit);
+  // inside, pending BEGIN/SAVEPOINT/RELEASE ride in the same round trip.
+  template <class... Params>
+  result execute(detail::sql_ref sql, const Params&... params) {
+    auto list = detail::param_list::of(params...);
+    return machine().run(sql.c_str(), list);
+  }
+
+  // One value: the query must return exactly one row of one column.
+  template <class T, class... Params>
+  [[nodiscard]] T query_value(detail::sql_ref sql, const Params&... params) {
+    static_assert(!std::is_same_v<T, std::string_view> && !std::is_same_v<T, std::optional<std::string_view>>,
+                  "query_value<std::string_view> would point into a result that is already freed; use std::string");
+    result r = execute(sql.c_str(), params...);
+    if (r.size() != 1 || r.columns() != 1)
+      throw conversion_error("query_value() needs exactly one row of one column, but the query returned " +
+                             std::to_string(r.size()) + " row(s) of " + std::to_string(r.columns()) + " column(s)");
+    return r[0][0].template as<T>();
+  }
+
+  // Open scopes on this connection (0: autocommit).
+  [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->depth() : 0; }
+  [[nodiscard]] bool in_transaction() const noexcept { return depth() > 0; }
+
+  // Runs fn after the outermost transaction commits (at once outside any scope).
+  // Dropped if the scope that registered it rolls back.
+  template <class F>
+  void on_commit(F&& fn) {
+    machine().on_commit(std::function<void()>(std::forward<F>(fn)));
+  }
+  // Runs fn after the outermost transaction rolls back. Dropped if the scope that
+  // registered it is a savepoint that rolls back, and outside any scope.
+  template <class F>
+  void on_rollback(F&& fn) {
+    machine().on_rollback(std::function<void()>(std::forward<F>(fn)));
+  }
+
+  // SET LOCAL for the current transaction (set_config(name, value, true)): it ends
+  // with the transaction, so nothing leaks to the next client of a pooled server
+  // connection. usage_error outside a scope.
+  void set_local(std::string_view name, std::string_view value) { machine().set_local(name, value); }
+
+  [[nodiscard]] std::string application_name() const { return s_ ? s_->driver.application_name() : std::string(); }
+  [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
+  [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
+  [[nodiscard]] Driver& driver() { return machine_session().driver; }
+  [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
+
+  // Opens a new session with the same settings, e.g. after connection_error.
+  // Only at depth 0: a scope cannot move to another session.
+  void reconnect() {
+    auto& s = machine_session();
+    if (!s.opened_by_this_process()) s.check_usable();
+    if (s.depth() != 0)
+      throw usage_error("reconnect() with " + std::to_string(s.depth()) + " scope(s) open; end them first");
+    s.driver.close();
+    s.mark_open();
+    s.driver.open(conninfo_, detail::default_application_name());
+  }
+
+ private:
+  friend class transaction;
+
+  detail::driver_session<Driver>& machine_session() const {
+    if (!s_) throw usage_error("this connection was moved from");
+    return *s_;
+  }
+  detail::scope_machine& machine() const { return machine_session(); }
+
+  void close() noexcept {
+    if (!s_) return;
+    s_->mark_closed();
+    // In a forked child, closing would end the parent's session.
+    if (s_->opened_by_this_process())
+      s_->driver.close();
+    else
+      s_->driver.abandon();
+  }
+
+  std::string conninfo_;
+  std::shared_ptr<detail::driver_session<Driver>> s_;
+};
+
+using connection = basic_connection<libpq_driver>;
+
+}  // namespace pqscope
+// #include <pqscope/database.hpp>
+// Connection settings. No socket: copy it freely, share it between threads, and
+// across fork(): each process (or thread) connects on its own.
+
+#include <memory>
+#include <string>
+
+// #include <pqscope/connection.hpp> (inlined above)
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+
+namespace pqscope {
+
+class database {
+ public:
+  // conninfo: "postgresql://user@host:port/db?..." or "host=... dbname=...".
+  // A malformed string is a usage_error here, before any connection is tried.
+  explicit database(std::string conninfo) : conninfo_(std::make_shared<const std::string>(std::move(conninfo))) {
+    detail::check_conninfo(*conninfo_);
+  }
+
+  [[nodiscard]] connection connect() const { return connection{*conninfo_}; }
+  [[nodiscard]] const std::string& conninfo() const noexcept { return *conninfo_; }
+
+ private:
+  std::shared_ptr<const std::string> conninfo_;
+};
+
+}  // namespace pqscope
+// #include <pqscope/transaction.hpp>
+// Transaction scopes: the transaction object, atomic() and transactional().
+// The logic lives in detail/scope_machine.hpp; these are its faces.
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <random>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+// #include <pqscope/connection.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/detail/scope_machine.hpp> (inlined above)
+
+namespace pqscope {
+
+// One scope. The outermost scope on a connection is a transaction (BEGIN ...
+// COMMIT), a nested one a savepoint; the caller never passes the parent: nesting
+// is tracked on the connection, so functions compose without knowing each other.
+// Destroyed without commit() or rollback(), it rolls back and never throws.
+class transaction {
+ public:
+  template <class Driver>
+  explicit transaction(basic_connection<Driver>& c, const transaction_options& options = {})
+      : machine_(c.s_) {
+    if (!machine_) throw usage_error("transaction on a moved-from connection");
+    if (options.retries != 0)
+      throw usage_error("transaction_options::retries re-runs a function, which a transaction object cannot do: "
+                        "use pqscope::atomic or pqscope::transactional");
+    id_ = machine_->open(options);
+    outermost_ = machine_->depth() == 1;
+  }
+  transaction(transaction&& other) noexcept
+      : machine_(std::move(other.machine_)),
+        id_(std::exchange(other.id_, 0)),
+        outermost_(other.outermost_),
+        state_(std::exchange(other.state_, state::moved_from)) {}
+  transaction& operator=(transaction&&) = delete;
+  transaction(const transaction&) = delete;
+  transaction& operator=(const transaction&) = delete;
+
+  ~transaction() {
+    if (state_ == state::open) machine_->abandon(id_);
+  }
+
+  // Outermost: COMMIT, then the on_commit callbacks. Nested: RELEASE SAVEPOINT
+  // (sent with the next statement). A doomed scope rolls back and throws
+  // transaction_aborted. Either way the scope has ended when commit() returns or
+  // throws, except for usage_error (an inner scope is still open).
+  void commit() { finish(true); }
+  // Outermost: ROLLBACK at once. Nested: ROLLBACK TO SAVEPOINT, sent with the next statement.
+  void rollback() { finish(false); }
+
+  [[nodiscard]] bool is_outermost() const noexcept { return outermost_; }
+
+ private:
+  enum class state { open, committed, rolled_back, moved_from };
+
+  void finish(bool commit) {
+    const char* what = commit ? "commit()" : "rollback()";
+    switch (state_) {
+      case state::open: break;
+      case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
+      case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
+      case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
+    }
+    if (!machine_->index_of(id_)) {
+      state_ = state::rolled_back;
+      throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
+                                            "ended first");
+    }
+    const auto committed_before = machine_->stats().transactions_committed;
+    try {
+      if (commit)
+        machine_->commit(id_);
+      else
+        machine_->rollback(id_);
+      state_ = commit ? state::committed : state::rolled_back;
+    } catch (...) {
+      // The scope has ended if it left the stack; an on_commit callback may have
+      // thrown after a successful COMMIT.
+      if (!machine_->index_of(id_))
+        state_ = machine_->stats().transactions_committed != committed_before ? state::committed
+                                                                               : state::rolled_back;
+      throw;
+    }
+  }
+
+  std::shared_ptr<detail::scope_machine> machine_;
+  std::uint64_t id_ = 0;
+  bool outermost_ = false;
+  state state_ = state::open;
+};
+
+namespace detail {
+
+template <class Fn, class Conn>
+decltype(auto) call_with_optional_connection(Fn& fn, Conn& c) {
+  if constexpr (std::is_invocable_v<Fn&, Conn&>) {
+    return std::invoke(fn, c);
+  } else {
+    static_assert(std::is_invocable_v<Fn&>,
+                  "pqscope::atomic: the function must take the connection (Connection&) or nothing");
+    return std::invoke(fn);
+  }
+}
+
+inline bool is_retryable(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const serialization_failure&) {
+    return true;
+  } catch (const deadlock_detected&) {
+    return true;
+  } catch (const transaction_aborted& t) {  // an inner scope caught it and carried on
+    return t.first_sqlstate() == "40001" || t.first_sqlstate() == "40P01";
+  } catch (...) {
+    return false;
+  }
+}
+
+// Jittered exponential backoff: spreads out clients that conflicted with each other.
+inline std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
+  thread_local std::minstd_rand rng{std::random_device{}() ^ static_cast<unsigned>(::getpid())};
+  const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
+  const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
+  const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
+  std::uniform_int_distribution<std::int64_t> pick(d / 2, d);
+  return std::chrono::milliseconds(pick(rng));
+}
+
+}  // namespace detail
+
+// Runs fn in a scope: commits when fn returns (and returns its value), rolls back
+// and rethrows when it throws. fn takes the connection or nothing. With
+// options.retries > 0 and no scope open around it, fn is re-run after
+// serialization_failure or deadlock_detected; nested, the error propagates to the
+// outermost atomic(), which alone can retry.
+template <class Driver, class Fn>
+auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&& fn) {
+  if (options.retries < 0) throw usage_error("transaction_options::retries must not be negative");
+  transaction_options scope = options;
+  scope.retries = 0;
+  const bool outermost = c.depth() == 0;
+  for (int attempt = 0;; ++attempt) {
+    {
+      transaction tx{c, scope};
+      try {
+        using R = decltype(detail::call_with_optional_connection(fn, c));
+        if constexpr (std::is_void_v<R>) {
+          detail::call_with_optional_connection(fn, c);
+          tx.commit();
+          return;
+        } else {
+          std::decay_t<R> value = detail::call_with_optional_connection(fn, c);
+          tx.commit();
+          return value;
+        }
+      } catch (...) {
+        if (!outermost || attempt >= options.retries || !detail::is_retryable(std::current_exception())) throw;
+      }
+    }  // the failed attempt is rolled back here, before the pause
+    std::this_thread::sleep_for(detail::retry_delay(options, attempt));
+  }
+}
+
+template <class Driver, class Fn>
+auto atomic(basic_connection<Driver>& c, Fn&& fn) {
+  return atomic(c, transaction_options{}, std::forward<Fn>(fn));
+}
+
+// Wraps fn(connection&, args...) so that every call runs in atomic(): the result
+// takes the same arguments and returns what fn returns.
+template <class Fn>
+auto transactional(Fn fn, transaction_options options = {}) {
+  return [fn = std::move(fn), options](auto& conn, auto&&... args) {
+    return atomic(conn, options, [&]() -> decltype(auto) { return std::invoke(fn, conn, args...); });
+  };
+}
+
+}  // namespace pqscope
+
+#define PQSCOPE_VERSION_MAJOR 0
+#define PQSCOPE_VERSION_MINOR 1
+#define PQSCOPE_VERSION_PATCH 0
