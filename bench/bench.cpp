@@ -351,9 +351,9 @@ struct options {
   target direct, pgbouncer;
   std::string pgbouncer_admin;
   std::string out = "results";
-  int iterations = 300;
-  int warmup = 30;
-  int block = 10;
+  int iterations = 1000;
+  int warmup = 100;
+  int block = 1;
   double seconds = 3.0;  // 0: no contended run
   int threads = 16;
   std::string only;  // run only the single-client shapes whose name contains this

@@ -7,6 +7,7 @@
 #   scripts/dev.sh bench             build bench/ and run it directly and through PgBouncer;
 #                                    writes bench/results/ (table, CSV, PNG chart)
 #   scripts/dev.sh fuzz [SECONDS]    random programs against the semantic model (default 60 s per target)
+#   scripts/dev.sh memcheck          the behaviour tests under valgrind memcheck
 #   scripts/dev.sh build [--sanitize]
 #   scripts/dev.sh servers -- CMD... run CMD with the PQSCOPE_TEST_* variables set
 #   scripts/dev.sh amalgamate        regenerate single_include/pqscope/pqscope.hpp
@@ -79,6 +80,28 @@ run_tests() {
   fi
 }
 
+# The behaviour tests under valgrind memcheck; any report fails the run.
+run_memcheck() {
+  trap stop_servers EXIT
+  start_servers
+  local t failed=0 passed=0
+  # Fewer random programs: valgrind runs them about thirty times slower.
+  export PQSCOPE_MODEL_PROGRAMS=300
+  for t in scope_machine nesting autocommit misuse values atomic connection round_trips faults model; do
+    if valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+        --track-origins=yes "$BUILD_DIR/tests/test_$t" --report_level=no >"$BUILD_DIR/memcheck_$t.log" 2>&1; then
+      passed=$((passed + 1))
+      echo "memcheck $t: clean"
+    else
+      failed=$((failed + 1))
+      echo "memcheck $t: FAILED"
+      tail -n 60 "$BUILD_DIR/memcheck_$t.log"
+    fi
+  done
+  echo "memcheck: $passed passed, $failed failed"
+  [ "$failed" = 0 ]
+}
+
 cmd=${1:-help}
 shift || true
 case "$cmd" in
@@ -93,6 +116,11 @@ case "$cmd" in
     deps
     build
     run_tests
+    ;;
+  memcheck)
+    deps valgrind
+    build
+    run_memcheck
     ;;
   demo)
     deps
@@ -128,7 +156,7 @@ case "$cmd" in
     PQSCOPE_FUZZ_SECONDS=$seconds "$BUILD_DIR/tests/test_model" --run_test=random_seeds_for_a_while
     ;;
   amalgamate) python3 "$ROOT/scripts/amalgamate.py" ;;
-  help | -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help | -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2

@@ -17,7 +17,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <limits>
 #include <optional>
 #include <string>
@@ -139,8 +138,9 @@ template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
 
 // Parameters of one statement, in the form libpq takes them. Values that are not
-// already NUL-terminated strings are copied into `storage_`, a deque so that
-// pointers to earlier elements stay valid as it grows.
+// already NUL-terminated strings are copied into `storage_`, which of() reserves
+// up front (one string per parameter at most), so that it never reallocates and
+// the pointers in `values_` stay valid.
 class param_list {
  public:
   param_list() = default;
@@ -153,6 +153,7 @@ class param_list {
   template <class... Ts>
   static param_list of(const Ts&... vs) {
     param_list p;
+    p.storage_.reserve(sizeof...(Ts));
     p.values_.reserve(sizeof...(Ts));
     p.types_.reserve(sizeof...(Ts));
     (p.add(vs), ...);
@@ -223,12 +224,13 @@ class param_list {
   }
   void push_owned(std::string s, unsigned oid) {
     check_nul(s);
+    if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
     storage_.push_back(std::move(s));
     values_.push_back(storage_.back().c_str());
     types_.push_back(oid);
   }
 
-  std::deque<std::string> storage_;
+  std::vector<std::string> storage_;
   std::vector<const char*> values_;
   std::vector<unsigned> types_;
 };

@@ -214,7 +214,6 @@ struct connection_stats {
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <limits>
 #include <optional>
 #include <string>
@@ -336,8 +335,9 @@ template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
 
 // Parameters of one statement, in the form libpq takes them. Values that are not
-// already NUL-terminated strings are copied into `storage_`, a deque so that
-// pointers to earlier elements stay valid as it grows.
+// already NUL-terminated strings are copied into `storage_`, which of() reserves
+// up front (one string per parameter at most), so that it never reallocates and
+// the pointers in `values_` stay valid.
 class param_list {
  public:
   param_list() = default;
@@ -350,6 +350,7 @@ class param_list {
   template <class... Ts>
   static param_list of(const Ts&... vs) {
     param_list p;
+    p.storage_.reserve(sizeof...(Ts));
     p.values_.reserve(sizeof...(Ts));
     p.types_.reserve(sizeof...(Ts));
     (p.add(vs), ...);
@@ -420,12 +421,13 @@ class param_list {
   }
   void push_owned(std::string s, unsigned oid) {
     check_nul(s);
+    if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
     storage_.push_back(std::move(s));
     values_.push_back(storage_.back().c_str());
     types_.push_back(oid);
   }
 
-  std::deque<std::string> storage_;
+  std::vector<std::string> storage_;
   std::vector<const char*> values_;
   std::vector<unsigned> types_;
 };
@@ -985,28 +987,48 @@ inline std::string_view skip_blank(std::string_view s) {
   }
 }
 
-// The next keyword, upper-cased, and the text after it.
-inline std::string next_word(std::string_view& s) {
+// The next word, upper-cased, and the text after it. Only the first 15 letters are
+// kept (every keyword looked for is shorter); a longer word reads as "#". No
+// allocation: this runs for every statement.
+struct word {
+  char text[16] = {};
+  std::size_t size = 0;
+  bool operator==(std::string_view k) const { return std::string_view(text, size) == k; }
+  bool operator!=(std::string_view k) const { return !(*this == k); }
+};
+inline word next_word(std::string_view& s) {
   s = skip_blank(s);
-  std::string w;
+  word w;
+  bool too_long = false;
   while (!s.empty() && (std::isalpha(static_cast<unsigned char>(s.front())) || s.front() == '_')) {
-    w += static_cast<char>(std::toupper(static_cast<unsigned char>(s.front())));
+    if (w.size < sizeof w.text - 1)
+      w.text[w.size++] = static_cast<char>(std::toupper(static_cast<unsigned char>(s.front())));
+    else
+      too_long = true;
     s.remove_prefix(1);
+  }
+  if (too_long) {
+    w.text[0] = '#';
+    w.size = 1;
   }
   return w;
 }
 
 // Non-empty (the keyword) when the statement starts, commits or rolls back a
 // transaction or a savepoint.
-inline std::string transaction_control_keyword(std::string_view sql) {
-  std::string first = next_word(sql);
-  std::string second = next_word(sql);
-  if (first == "BEGIN" || first == "SAVEPOINT" || first == "RELEASE") return first;
+inline std::string_view transaction_control_keyword(std::string_view sql) {
+  const word first = next_word(sql);
+  const word second = next_word(sql);
+  if (first == "BEGIN") return "BEGIN";
+  if (first == "SAVEPOINT") return "SAVEPOINT";
+  if (first == "RELEASE") return "RELEASE";
   if (first == "START" && second == "TRANSACTION") return "START TRANSACTION";
   if (first == "PREPARE" && second == "TRANSACTION") return "PREPARE TRANSACTION";
   // COMMIT PREPARED / ROLLBACK PREPARED finish a two-phase transaction, not this session's.
-  if ((first == "COMMIT" || first == "ROLLBACK") && second != "PREPARED") return first;
-  if (first == "END" || first == "ABORT") return first;
+  if (first == "COMMIT" && second != "PREPARED") return "COMMIT";
+  if (first == "ROLLBACK" && second != "PREPARED") return "ROLLBACK";
+  if (first == "END") return "END";
+  if (first == "ABORT") return "ABORT";
   return {};
 }
 
@@ -1140,8 +1162,8 @@ class scope_machine {
 
   result run(const char* sql, const param_list& params) {
     check_usable();
-    if (std::string kw = transaction_control_keyword(sql); !kw.empty())
-      throw usage_error("execute(\"" + kw + " ...\") would control the transaction behind pqscope's back; use "
+    if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
+      throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
                         "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
     if (is_copy_stream(sql))
       throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");

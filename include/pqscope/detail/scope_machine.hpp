@@ -163,8 +163,8 @@ class scope_machine {
 
   result run(const char* sql, const param_list& params) {
     check_usable();
-    if (std::string kw = transaction_control_keyword(sql); !kw.empty())
-      throw usage_error("execute(\"" + kw + " ...\") would control the transaction behind pqscope's back; use "
+    if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
+      throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
                         "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
     if (is_copy_stream(sql))
       throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");

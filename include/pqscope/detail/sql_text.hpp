@@ -37,28 +37,48 @@ inline std::string_view skip_blank(std::string_view s) {
   }
 }
 
-// The next keyword, upper-cased, and the text after it.
-inline std::string next_word(std::string_view& s) {
+// The next word, upper-cased, and the text after it. Only the first 15 letters are
+// kept (every keyword looked for is shorter); a longer word reads as "#". No
+// allocation: this runs for every statement.
+struct word {
+  char text[16] = {};
+  std::size_t size = 0;
+  bool operator==(std::string_view k) const { return std::string_view(text, size) == k; }
+  bool operator!=(std::string_view k) const { return !(*this == k); }
+};
+inline word next_word(std::string_view& s) {
   s = skip_blank(s);
-  std::string w;
+  word w;
+  bool too_long = false;
   while (!s.empty() && (std::isalpha(static_cast<unsigned char>(s.front())) || s.front() == '_')) {
-    w += static_cast<char>(std::toupper(static_cast<unsigned char>(s.front())));
+    if (w.size < sizeof w.text - 1)
+      w.text[w.size++] = static_cast<char>(std::toupper(static_cast<unsigned char>(s.front())));
+    else
+      too_long = true;
     s.remove_prefix(1);
+  }
+  if (too_long) {
+    w.text[0] = '#';
+    w.size = 1;
   }
   return w;
 }
 
 // Non-empty (the keyword) when the statement starts, commits or rolls back a
 // transaction or a savepoint.
-inline std::string transaction_control_keyword(std::string_view sql) {
-  std::string first = next_word(sql);
-  std::string second = next_word(sql);
-  if (first == "BEGIN" || first == "SAVEPOINT" || first == "RELEASE") return first;
+inline std::string_view transaction_control_keyword(std::string_view sql) {
+  const word first = next_word(sql);
+  const word second = next_word(sql);
+  if (first == "BEGIN") return "BEGIN";
+  if (first == "SAVEPOINT") return "SAVEPOINT";
+  if (first == "RELEASE") return "RELEASE";
   if (first == "START" && second == "TRANSACTION") return "START TRANSACTION";
   if (first == "PREPARE" && second == "TRANSACTION") return "PREPARE TRANSACTION";
   // COMMIT PREPARED / ROLLBACK PREPARED finish a two-phase transaction, not this session's.
-  if ((first == "COMMIT" || first == "ROLLBACK") && second != "PREPARED") return first;
-  if (first == "END" || first == "ABORT") return first;
+  if (first == "COMMIT" && second != "PREPARED") return "COMMIT";
+  if (first == "ROLLBACK" && second != "PREPARED") return "ROLLBACK";
+  if (first == "END") return "END";
+  if (first == "ABORT") return "ABORT";
   return {};
 }
 
