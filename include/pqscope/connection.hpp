@@ -1,7 +1,9 @@
 #pragma once
 // An autocommit connection that tracks nested transaction scopes.
 
+#include <chrono>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,13 +15,22 @@
 #include <pqscope/errors.hpp>
 #include <pqscope/params.hpp>
 #include <pqscope/result.hpp>
+#include <pqscope/options.hpp>
 #include <pqscope/stats.hpp>
 #include <pqscope/detail/application_name.hpp>
+#include <pqscope/detail/session_state.hpp>
 #include <pqscope/detail/scope_machine.hpp>
 
 namespace pqscope {
 
 class transaction;
+
+// A statement that is sent even though it leaves session state behind, on a
+// connection with pooling::transaction: execute(allow_session_state("LISTEN jobs")).
+struct allow_session_state {
+  explicit allow_session_state(std::string text) : sql(std::move(text)) {}
+  std::string sql;
+};
 
 namespace detail {
 // SQL text as libpq wants it: NUL-terminated, with no NUL inside.
@@ -28,6 +39,8 @@ class sql_ref {
   sql_ref(const char* s) : ptr_(s != nullptr ? s : ""), size_(std::strlen(ptr_)) {}  // NOLINT: implicit on purpose
   sql_ref(const std::string& s) : ptr_(s.c_str()), size_(s.size()) {}                // NOLINT
   sql_ref(std::string_view s) : owned_(s), ptr_(owned_.c_str()), size_(s.size()) {}   // NOLINT
+  sql_ref(const allow_session_state& s)                                               // NOLINT
+      : ptr_(s.sql.c_str()), size_(s.sql.size()), session_state_allowed_(true) {}
   sql_ref(const sql_ref&) = delete;
   sql_ref& operator=(const sql_ref&) = delete;
   ~sql_ref() = default;
@@ -36,11 +49,14 @@ class sql_ref {
     if (std::strlen(ptr_) != size_) throw usage_error("the SQL text contains a NUL byte");
     return ptr_;
   }
+  [[nodiscard]] std::string_view view() const noexcept { return {ptr_, size_}; }
+  [[nodiscard]] bool session_state_allowed() const noexcept { return session_state_allowed_; }
 
  private:
   std::string owned_;
   const char* ptr_;
   std::size_t size_;
+  bool session_state_allowed_ = false;
 };
 }  // namespace detail
 
@@ -50,8 +66,10 @@ class basic_connection {
   using driver_type = Driver;
 
   // Connects at once; throws connection_error (usage_error for a malformed conninfo).
-  explicit basic_connection(std::string conninfo)
-      : conninfo_(std::move(conninfo)), s_(std::make_shared<detail::driver_session<Driver>>()) {
+  explicit basic_connection(std::string conninfo, connection_options options = {})
+      : conninfo_(std::move(conninfo)),
+        options_(std::move(options)),
+        s_(std::make_shared<detail::driver_session<Driver>>()) {
     s_->conninfo = conninfo_;
     s_->driver.open(conninfo_, detail::default_application_name());
   }
@@ -60,6 +78,7 @@ class basic_connection {
     if (this != &other) {
       close();
       conninfo_ = std::move(other.conninfo_);
+      options_ = std::move(other.options_);
       s_ = std::move(other.s_);
     }
     return *this;
@@ -75,8 +94,7 @@ class basic_connection {
   // inside, pending BEGIN/SAVEPOINT/RELEASE ride in the same round trip.
   template <class... Params>
   result execute(detail::sql_ref sql, const Params&... params) {
-    auto list = detail::param_list::of(params...);
-    return machine().run(sql.c_str(), list);
+    return run(sql, params...);
   }
 
   // One value: the query must return exactly one row of one column.
@@ -84,7 +102,7 @@ class basic_connection {
   [[nodiscard]] T query_value(detail::sql_ref sql, const Params&... params) {
     static_assert(!std::is_same_v<T, std::string_view> && !std::is_same_v<T, std::optional<std::string_view>>,
                   "query_value<std::string_view> would point into a result that is already freed; use std::string");
-    result r = execute(sql.c_str(), params...);
+    result r = run(sql, params...);  // keeps allow_session_state
     if (r.size() != 1 || r.columns() != 1)
       throw conversion_error("query_value() needs exactly one row of one column, but the query returned " +
                              std::to_string(r.size()) + " row(s) of " + std::to_string(r.columns()) + " column(s)");
@@ -118,6 +136,7 @@ class basic_connection {
   [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
   [[nodiscard]] Driver& driver() { return machine_session().driver; }
   [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
+  [[nodiscard]] const connection_options& options() const noexcept { return options_; }
 
   // Opens a new session with the same settings, e.g. after connection_error.
   // Only at depth 0: a scope cannot move to another session.
@@ -140,6 +159,47 @@ class basic_connection {
   }
   detail::scope_machine& machine() const { return machine_session(); }
 
+  template <class... Params>
+  result run(const detail::sql_ref& sql, const Params&... params) {
+    if (!options_.observer) {
+      check_session_state(sql);
+      auto list = detail::param_list::of(params...);
+      return machine().run(sql.c_str(), list);
+    }
+    statement_event ev;
+    ev.sql = sql.view();
+    ev.params = sizeof...(Params);
+    ev.depth = depth();
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      check_session_state(sql);
+      auto list = detail::param_list::of(params...);
+      result r = machine().run(sql.c_str(), list);
+      ev.rows = r.columns() > 0 ? r.size() : r.affected_rows();
+      notify(ev, start);
+      return r;
+    } catch (const std::exception& e) {
+      ev.error = &e;
+      notify(ev, start);
+      throw;
+    }
+  }
+
+  void check_session_state(const detail::sql_ref& sql) const {
+    if (options_.pooling != pooling::transaction || sql.session_state_allowed()) return;
+    std::string hazard = detail::session_state_hazard(sql.view());
+    if (!hazard.empty()) throw usage_error(hazard);
+  }
+
+  void notify(statement_event& ev, std::chrono::steady_clock::time_point start) const noexcept {
+    ev.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+    try {
+      options_.observer(ev);
+    } catch (...) {
+      // a logging hook must not change what the transaction does
+    }
+  }
+
   void close() noexcept {
     if (!s_) return;
     s_->mark_closed();
@@ -151,6 +211,7 @@ class basic_connection {
   }
 
   std::string conninfo_;
+  connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
 };
 

@@ -8,6 +8,7 @@
 #include <pqscope/connection.hpp>
 #include <pqscope/driver.hpp>
 #include <pqscope/errors.hpp>
+#include <pqscope/options.hpp>
 
 namespace pqscope {
 
@@ -15,15 +16,21 @@ class database {
  public:
   // conninfo: "postgresql://user@host:port/db?..." or "host=... dbname=...".
   // A malformed string is a usage_error here, before any connection is tried.
-  explicit database(std::string conninfo) : conninfo_(std::make_shared<const std::string>(std::move(conninfo))) {
-    detail::check_conninfo(*conninfo_);
+  explicit database(std::string conninfo, connection_options options = {})
+      : settings_(std::make_shared<const settings>(settings{std::move(conninfo), std::move(options)})) {
+    detail::check_conninfo(settings_->conninfo);
   }
 
-  [[nodiscard]] connection connect() const { return connection{*conninfo_}; }
-  [[nodiscard]] const std::string& conninfo() const noexcept { return *conninfo_; }
+  [[nodiscard]] connection connect() const { return connection{settings_->conninfo, settings_->options}; }
+  [[nodiscard]] const std::string& conninfo() const noexcept { return settings_->conninfo; }
+  [[nodiscard]] const connection_options& options() const noexcept { return settings_->options; }
 
  private:
-  std::shared_ptr<const std::string> conninfo_;
+  struct settings {
+    std::string conninfo;
+    connection_options options;
+  };
+  std::shared_ptr<const settings> settings_;
 };
 
 }  // namespace pqscope

@@ -1,5 +1,11 @@
 #pragma once
+// Options: of one transaction scope, and of a connection.
+
 #include <chrono>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <string_view>
 
 namespace pqscope {
 
@@ -32,6 +38,34 @@ struct transaction_options {
   // Backoff before retry n (0-based): a random delay in [d/2, d], d = min(max, base * 2^n).
   std::chrono::milliseconds retry_base_delay{5};
   std::chrono::milliseconds retry_max_delay{200};
+};
+
+// What sits between the application and PostgreSQL.
+enum class pooling {
+  none,        // PostgreSQL itself, or a session-pooling PgBouncer
+  transaction  // PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
+};
+
+// What the statement observer is told after each statement the application runs.
+struct statement_event {
+  std::string_view sql;
+  std::size_t params = 0;
+  std::size_t depth = 0;                   // open scopes when it ran
+  std::chrono::microseconds duration{0};   // its round trip, control statements that rode with it included
+  std::size_t rows = 0;                    // rows returned, or affected by INSERT/UPDATE/DELETE
+  const std::exception* error = nullptr;   // what execute() is about to throw, or nullptr
+};
+
+struct connection_options {
+  // pooling::transaction: statements that would leave session state behind (a
+  // session SET, LISTEN, PREPARE, session advisory locks, ...) are refused with
+  // usage_error before anything is sent; the next client of the server connection
+  // would inherit them. Wrap a statement in allow_session_state() to send it anyway.
+  pqscope::pooling pooling = pqscope::pooling::none;
+  // Called after every statement run by execute()/query_value(), on the calling
+  // thread. Exceptions it throws are swallowed: a logging hook must not change
+  // what a transaction does.
+  std::function<void(const statement_event&)> observer;
 };
 
 }  // namespace pqscope

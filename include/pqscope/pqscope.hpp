@@ -12,6 +12,7 @@
 #include <pqscope/connection.hpp>
 #include <pqscope/database.hpp>
 #include <pqscope/transaction.hpp>
+#include <pqscope/pool.hpp>
 
 #define PQSCOPE_VERSION_MAJOR 0
 #define PQSCOPE_VERSION_MINOR 1

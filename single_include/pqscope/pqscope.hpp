@@ -143,7 +143,13 @@ namespace detail {
 }  // namespace detail
 }  // namespace pqscope
 // #include <pqscope/options.hpp>
+// Options: of one transaction scope, and of a connection.
+
 #include <chrono>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <string_view>
 
 namespace pqscope {
 
@@ -176,6 +182,34 @@ struct transaction_options {
   // Backoff before retry n (0-based): a random delay in [d/2, d], d = min(max, base * 2^n).
   std::chrono::milliseconds retry_base_delay{5};
   std::chrono::milliseconds retry_max_delay{200};
+};
+
+// What sits between the application and PostgreSQL.
+enum class pooling {
+  none,        // PostgreSQL itself, or a session-pooling PgBouncer
+  transaction  // PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
+};
+
+// What the statement observer is told after each statement the application runs.
+struct statement_event {
+  std::string_view sql;
+  std::size_t params = 0;
+  std::size_t depth = 0;                   // open scopes when it ran
+  std::chrono::microseconds duration{0};   // its round trip, control statements that rode with it included
+  std::size_t rows = 0;                    // rows returned, or affected by INSERT/UPDATE/DELETE
+  const std::exception* error = nullptr;   // what execute() is about to throw, or nullptr
+};
+
+struct connection_options {
+  // pooling::transaction: statements that would leave session state behind (a
+  // session SET, LISTEN, PREPARE, session advisory locks, ...) are refused with
+  // usage_error before anything is sent; the next client of the server connection
+  // would inherit them. Wrap a statement in allow_session_state() to send it anyway.
+  pqscope::pooling pooling = pqscope::pooling::none;
+  // Called after every statement run by execute()/query_value(), on the calling
+  // thread. Exceptions it throws are swallowed: a logging hook must not change
+  // what a transaction does.
+  std::function<void(const statement_event&)> observer;
 };
 
 }  // namespace pqscope
@@ -846,7 +880,9 @@ class libpq_driver {
 // #include <pqscope/connection.hpp>
 // An autocommit connection that tracks nested transaction scopes.
 
+#include <chrono>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -858,6 +894,7 @@ class libpq_driver {
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/params.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/stats.hpp> (inlined above)
 // #include <pqscope/detail/application_name.hpp>
 // The default application_name, "program:user@host", so that every client is
@@ -904,50 +941,57 @@ inline std::string default_application_name() {
 }
 
 }  // namespace pqscope::detail
-// #include <pqscope/detail/scope_machine.hpp>
-// The scope state machine: the whole of pqscope's transaction logic.
+// #include <pqscope/detail/session_state.hpp>
+// Statements that leave session state behind, refused on connections with
+// pooling::transaction. Behind PgBouncer in transaction pooling mode the server
+// connection goes back to the pool after every transaction (after every statement
+// in autocommit), so whatever a statement leaves in the server session is
+// inherited by the next client that borrows it.
 //
-// A connection holds a stack of frames, one per open scope. Frame 0 is the
-// transaction; a nested frame owns a savepoint unless it was opened with
-// savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
-// waits in `pending_` and goes out in the same pipeline batch as the next
-// statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
-// Only the end of the outermost scope is sent at once, so that no transaction is
-// ever left idle behind PgBouncer.
+// Best effort, like transaction_control_keyword(): the leading keywords of the
+// statement, plus the function calls in its text. Refused:
+//  - SET, except SET LOCAL, SET TRANSACTION and SET CONSTRAINTS (all of which end
+//    with the transaction). So SET x, SET SESSION x, SET ROLE, SET SESSION
+//    AUTHORIZATION, SET SESSION CHARACTERISTICS, SET search_path.
+//  - RESET (any, RESET ALL included).
+//  Except the five parameters PgBouncer itself tracks per client and restores on
+//  every server connection it lends: SET/RESET of client_encoding (SET NAMES),
+//  DateStyle, TimeZone (SET TIME ZONE), standard_conforming_strings and
+//  application_name are allowed.
+//  - LISTEN, UNLISTEN (NOTIFY is fine).
+//  - PREPARE, EXECUTE, DEALLOCATE (PREPARE TRANSACTION is left to the transaction
+//    control check, which refuses it).
+//  - DECLARE ... WITH HOLD (DECLARE without it is fine).
+//  - DISCARD (any), LOAD.
+//  - A call, anywhere in the text, of pg_advisory_lock, pg_advisory_lock_shared,
+//    pg_try_advisory_lock, pg_try_advisory_lock_shared, pg_advisory_unlock,
+//    pg_advisory_unlock_shared or pg_advisory_unlock_all (case-insensitive, schema
+//    qualified or not, or as a "quoted" lower-case name). The _xact_ variants are fine.
+//  - set_config(name, value, false) whose third argument is written as the literal
+//    false, or as a quoted string that spells false ('f', 'false', 'off', 'no',
+//    '0' and their prefixes), optionally cast with ::bool / ::boolean.
+// Calls are looked for in the code, not in 'string literals', "quoted names" of
+// other things, or comments, and not as part of a longer name. A dollar-quoted
+// string is data, except in a DO statement, where it is the code that runs now.
 //
-// Every pending control statement has a `level`: the index of the innermost frame
-// whose savepoint would undo it. Rolling back frame k drops everything pending at
-// level >= k; ending frame k moves what it leaves behind down to level k - 1.
-//
-// A failure inside a scope dooms it: `doom_` names the innermost frame that owns
-// a savepoint (or the transaction) and the first error. Until that frame is
-// rolled back, statements and commits throw transaction_aborted without a round
-// trip; committing it rolls it back and throws.
+// Not detected, so sent as written: a set_config() whose third argument
+// is a parameter ($3) or any other expression; a DO body in single quotes; SET,
+// LISTEN, PREPARE and the like inside a DO body, a function, or EXECUTE of a string;
+// functions that take session locks or set session state internally; temporary
+// tables (CREATE TEMP TABLE without ON COMMIT DROP) and other temporary objects;
+// SET inside a string run by another function (dblink and the like). Standard
+// conforming strings are assumed (the default since PostgreSQL 9.1): in a plain
+// 'literal' a backslash does not escape the quote. Only the first statement of the
+// text is read for keywords; the extended query protocol execute() uses refuses a
+// second one anyway.
+// Also refused, though harmless: a definition whose unquoted text calls one of the
+// advisory lock functions (CREATE VIEW, CREATE FUNCTION ... BEGIN ATOMIC). Wrap
+// it in allow_session_state().
 
-#include <pthread.h>
-#include <sys/types.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstddef>
-#include <cstdint>
-#include <exception>
-#include <functional>
-#include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
-#include <utility>
-#include <vector>
 
-// #include <pqscope/driver.hpp> (inlined above)
-// #include <pqscope/errors.hpp> (inlined above)
-// #include <pqscope/options.hpp> (inlined above)
-// #include <pqscope/params.hpp> (inlined above)
-// #include <pqscope/result.hpp> (inlined above)
-// #include <pqscope/stats.hpp> (inlined above)
 // #include <pqscope/detail/sql_text.hpp>
 // Reads only the leading keywords of a statement: enough to refuse transaction
 // control that would go behind the scope machine's back. Best effort by design;
@@ -987,11 +1031,11 @@ inline std::string_view skip_blank(std::string_view s) {
   }
 }
 
-// The next word, upper-cased, and the text after it. Only the first 15 letters are
-// kept (every keyword looked for is shorter); a longer word reads as "#". No
-// allocation: this runs for every statement.
+// The next word, upper-cased, and the text after it. Only the first 31 letters are
+// kept (every keyword or setting name looked for is shorter); a longer word reads
+// as "#". No allocation: this runs for every statement.
 struct word {
-  char text[16] = {};
+  char text[32] = {};
   std::size_t size = 0;
   bool operator==(std::string_view k) const { return std::string_view(text, size) == k; }
   bool operator!=(std::string_view k) const { return !(*this == k); }
@@ -1042,6 +1086,354 @@ inline bool is_copy_stream(std::string_view sql) {
 }
 
 }  // namespace pqscope::detail
+
+namespace pqscope::detail {
+
+namespace session_scan {
+
+inline bool ident_start(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
+}
+inline bool ident_char(char c) {
+  return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+inline char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+inline bool iequals(std::string_view a, std::string_view lower_b) {
+  if (a.size() != lower_b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (lower(a[i]) != lower_b[i]) return false;
+  return true;
+}
+
+// One lexical token of SQL text. Strings, quoted names and comments are skipped
+// whole, so that nothing inside them reads as code.
+struct token {
+  enum kind_t { end, name, quoted_name, string, other } kind = end;
+  std::string_view text;  // name: as written; quoted_name/string: between the quotes, escapes as written
+};
+
+// The text after a $tag$ that starts s, or npos when s does not start one.
+inline std::size_t dollar_tag_size(std::string_view s) {
+  if (s.size() < 2 || s[0] != '$') return std::string_view::npos;
+  std::size_t i = 1;
+  if (s[i] != '$') {
+    if (!ident_start(s[i])) return std::string_view::npos;  // $1 is a parameter
+    while (i < s.size() && ident_char(s[i]) && s[i] != '$') ++i;
+    if (i == s.size() || s[i] != '$') return std::string_view::npos;
+  }
+  return i + 1;
+}
+
+// Reads the next token. code_in_dollar_quotes: a DO body is code, so its $tag$
+// delimiters are stepped over and what they enclose is read as tokens.
+inline token next_token(std::string_view& s, bool code_in_dollar_quotes = false) {
+  s = skip_blank(s);
+  if (code_in_dollar_quotes) {
+    for (std::size_t tag = dollar_tag_size(s); tag != std::string_view::npos; tag = dollar_tag_size(s))
+      s = skip_blank(s.substr(tag));
+  }
+  token t;
+  if (s.empty()) return t;
+  const char c = s.front();
+  if (ident_start(c)) {
+    std::size_t i = 1;
+    while (i < s.size() && ident_char(s[i])) ++i;
+    t.kind = token::name;
+    t.text = s.substr(0, i);
+    s.remove_prefix(i);
+    // E'...': the only string in which a backslash escapes the quote.
+    if ((t.text == "e" || t.text == "E") && !s.empty() && s.front() == '\'') {
+      std::size_t j = 1;
+      for (; j < s.size(); ++j) {
+        if (s[j] == '\\') {
+          ++j;
+        } else if (s[j] == '\'') {
+          if (j + 1 < s.size() && s[j + 1] == '\'') {
+            ++j;
+          } else {
+            break;
+          }
+        }
+      }
+      t.kind = token::string;
+      t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
+      s = j < s.size() ? s.substr(j + 1) : std::string_view{};
+    }
+    return t;
+  }
+  if (c == '\'' || c == '"') {
+    std::size_t j = 1;
+    for (; j < s.size(); ++j) {
+      if (s[j] == c) {
+        if (j + 1 < s.size() && s[j + 1] == c) {
+          ++j;  // doubled quote
+        } else {
+          break;
+        }
+      }
+    }
+    t.kind = c == '\'' ? token::string : token::quoted_name;
+    t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
+    s = j < s.size() ? s.substr(j + 1) : std::string_view{};
+    return t;
+  }
+  if (c == '$') {
+    const std::size_t tag = dollar_tag_size(s);
+    if (tag != std::string_view::npos) {
+      const std::size_t close = s.find(s.substr(0, tag), tag);
+      t.kind = token::string;
+      t.text = s.substr(tag, close == std::string_view::npos ? std::string_view::npos : close - tag);
+      s = close == std::string_view::npos ? std::string_view{} : s.substr(close + tag);
+      return t;
+    }
+  }
+  t.kind = token::other;
+  t.text = s.substr(0, 1);
+  s.remove_prefix(1);
+  return t;
+}
+
+inline bool is_other(const token& t, char c) { return t.kind == token::other && t.text.front() == c; }
+
+// Session advisory lock functions; the _xact_ ones end with the transaction.
+inline bool session_lock_function(std::string_view name, bool quoted) {
+  constexpr std::string_view names[] = {
+      "pg_advisory_lock",   "pg_advisory_lock_shared",   "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+      "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all"};
+  for (std::string_view n : names)
+    if (quoted ? name == n : iequals(name, n)) return true;
+  return false;
+}
+
+// A quoted boolean input that means false ('f', 'fal', 'off', 'no', '0', ...).
+inline bool spells_false(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\n' || v.front() == '\r')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
+  if (v.empty() || v.size() > 5) return false;
+  auto prefix_of = [&](std::string_view word, std::size_t min) {
+    return v.size() >= min && v.size() <= word.size() && iequals(v, word.substr(0, v.size()));
+  };
+  return prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0";
+}
+
+// After "set_config(": true when the third argument is a literal false and the last.
+inline bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
+  int depth = 0;
+  int commas = 0;
+  for (;;) {
+    token t = next_token(args, code_in_dollar_quotes);
+    if (t.kind == token::end) return false;
+    if (is_other(t, '(') || is_other(t, '[')) {
+      ++depth;
+    } else if (is_other(t, ')') || is_other(t, ']')) {
+      if (--depth < 0) return false;
+    } else if (depth == 0 && is_other(t, ',') && ++commas == 2) {
+      break;
+    }
+  }
+  const token value = next_token(args, code_in_dollar_quotes);
+  if (!(value.kind == token::name && iequals(value.text, "false")) &&
+      !(value.kind == token::string && spells_false(value.text)))
+    return false;
+  token t = next_token(args, code_in_dollar_quotes);
+  if (is_other(t, ':')) {
+    if (!is_other(next_token(args, code_in_dollar_quotes), ':')) return false;
+    const token type = next_token(args, code_in_dollar_quotes);
+    if (type.kind != token::name || !(iequals(type.text, "bool") || iequals(type.text, "boolean"))) return false;
+    t = next_token(args, code_in_dollar_quotes);
+  }
+  return is_other(t, ')');
+}
+
+enum class call_hazard { none, advisory_lock, set_config };
+
+// The first session-state function called in the text; name is set to it.
+inline call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
+  for (;;) {
+    const token t = next_token(s, code_in_dollar_quotes);
+    if (t.kind == token::end) return call_hazard::none;
+    if (t.kind != token::name && t.kind != token::quoted_name) continue;
+    const bool quoted = t.kind == token::quoted_name;
+    const bool lock = session_lock_function(t.text, quoted);
+    const bool config = !lock && (quoted ? t.text == "set_config" : iequals(t.text, "set_config"));
+    if (!lock && !config) continue;
+    std::string_view after = s;
+    if (!is_other(next_token(after, code_in_dollar_quotes), '(')) continue;  // a column of that name, not a call
+    name = t.text;
+    if (lock) return call_hazard::advisory_lock;
+    if (session_set_config(after, code_in_dollar_quotes)) return call_hazard::set_config;
+  }
+}
+
+// PgBouncer keeps these per client and sets them on every server connection it
+// lends that client, so a session-level SET of one of them does not leak:
+// client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
+// standard_conforming_strings and application_name. `rest` follows SET or RESET.
+inline bool tracked_by_pgbouncer(std::string_view rest) {
+  word name = next_word(rest);
+  const bool dotted = !rest.empty() && rest.front() == '.';
+  if (name == "SESSION" && !dotted) name = next_word(rest);
+  if (!rest.empty() && rest.front() == '.') return false;  // a custom setting such as app.timezone
+  if (name == "TIME") return next_word(rest) == "ZONE";
+  return name == "NAMES" || name == "TIMEZONE" || name == "DATESTYLE" || name == "CLIENT_ENCODING" ||
+         name == "APPLICATION_NAME" || name == "STANDARD_CONFORMING_STRINGS";
+}
+
+// "SET search_path ...": the keyword and the setting name as written.
+inline std::string label(std::string_view keyword, std::string_view rest) {
+  std::string m(keyword);
+  token t = next_token(rest);
+  if (t.kind == token::name && iequals(t.text, "session")) {
+    m += " SESSION";
+    t = next_token(rest);
+  }
+  for (char sep = ' '; t.kind == token::name && t.text.size() <= 63; sep = '.') {
+    m += sep;
+    m += t.text;
+    if (!is_other(next_token(rest), '.')) break;
+    t = next_token(rest);
+  }
+  m += " ...";
+  return m;
+}
+
+inline std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
+  std::string m = "execute(\"";
+  m += statement;
+  m += "\") acts on the server session, which PgBouncer in transaction pooling mode (pooling::transaction) "
+       "lends to other clients: ";
+  m += why;
+  m += "; ";
+  m += instead;
+  m += ". To send it anyway, wrap the SQL in pqscope::allow_session_state()";
+  return m;
+}
+
+}  // namespace session_scan
+
+// Empty when the statement is safe behind a transaction-pooling PgBouncer;
+// otherwise why not, and what to use instead. Allocates only to say no.
+inline std::string session_state_hazard(std::string_view sql) {
+  namespace ss = session_scan;
+  constexpr std::string_view use_set_local =
+      "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
+  constexpr std::string_view use_xact_lock =
+      "use pg_advisory_xact_lock() inside a scope, which the transaction's end releases";
+
+  std::string_view rest = sql;
+  const word first = next_word(rest);
+  if ((first == "SET" || first == "RESET") && ss::tracked_by_pgbouncer(rest)) return {};
+  if (first == "SET") {
+    std::string_view after = rest;
+    const word second = next_word(after);
+    const bool dotted = !after.empty() && after.front() == '.';  // SET local.x: a setting named like a keyword
+    if (!dotted && (second == "LOCAL" || second == "TRANSACTION" || second == "CONSTRAINTS")) return {};
+    if (second == "SESSION") {
+      const word third = next_word(after);
+      if (third == "CHARACTERISTICS")
+        return ss::refuse("SET SESSION CHARACTERISTICS ...",
+                          "it changes the default transaction modes of the server session",
+                          "set isolation / read_only / deferrable in the outermost scope's transaction_options");
+    }
+    if (second == "TIME") return ss::refuse("SET TIME ZONE ...", "a session-level SET outlives the transaction", use_set_local);
+    return ss::refuse(ss::label("SET", rest), "a session-level SET outlives the transaction", use_set_local);
+  }
+  if (first == "RESET")
+    return ss::refuse(ss::label("RESET", rest), "RESET changes the setting for the whole server session", use_set_local);
+  if (first == "LISTEN" || first == "UNLISTEN")
+    return ss::refuse(first == "LISTEN" ? "LISTEN ..." : "UNLISTEN ...",
+                      "notifications arrive on a server connection the client does not keep",
+                      "use a dedicated direct connection (pooling::none, not through PgBouncer)");
+  if (first == "PREPARE" || first == "EXECUTE" || first == "DEALLOCATE") {
+    std::string_view after = rest;
+    if (first == "PREPARE" && next_word(after) == "TRANSACTION") return {};  // transaction control refuses it
+    const char* statement = first == "PREPARE" ? "PREPARE ..." : first == "EXECUTE" ? "EXECUTE ..." : "DEALLOCATE ...";
+    return ss::refuse(statement, "prepared statements live in the server session",
+                      "pass parameters to execute() instead");
+  }
+  if (first == "DECLARE") {
+    // DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH[OUT] HOLD] FOR query
+    std::string_view after = rest;
+    bool with = false;
+    for (;;) {
+      const ss::token t = ss::next_token(after);
+      if (t.kind == ss::token::end || (t.kind == ss::token::name && ss::iequals(t.text, "for"))) break;
+      const bool is_name = t.kind == ss::token::name;
+      if (with && is_name && ss::iequals(t.text, "hold"))
+        return ss::refuse("DECLARE ... WITH HOLD", "a WITH HOLD cursor outlives the transaction",
+                          "DECLARE it without HOLD inside a scope and FETCH from it before the scope ends");
+      with = is_name && ss::iequals(t.text, "with");
+    }
+  }
+  if (first == "DISCARD")
+    return ss::refuse("DISCARD ...", "it acts on whichever server session the pooler lends, not on this client's",
+                      "leave resetting server sessions to PgBouncer (server_reset_query)");
+  if (first == "LOAD")
+    return ss::refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
+                      "preload it with shared_preload_libraries or session_preload_libraries");
+
+  std::string_view name;
+  switch (ss::find_call(rest, first == "DO", name)) {
+    case ss::call_hazard::advisory_lock:
+      return ss::refuse(std::string(name) + "(...)",
+                        "a session advisory lock stays with the server connection, not with this client, after "
+                        "the transaction",
+                        use_xact_lock);
+    case ss::call_hazard::set_config:
+      return ss::refuse("set_config(..., false)", "a session-level setting outlives the transaction", use_set_local);
+    case ss::call_hazard::none:
+      break;
+  }
+  return {};
+}
+
+}  // namespace pqscope::detail
+// #include <pqscope/detail/scope_machine.hpp>
+// The scope state machine: the whole of pqscope's transaction logic.
+//
+// A connection holds a stack of frames, one per open scope. Frame 0 is the
+// transaction; a nested frame owns a savepoint unless it was opened with
+// savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
+// waits in `pending_` and goes out in the same pipeline batch as the next
+// statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
+// Only the end of the outermost scope is sent at once, so that no transaction is
+// ever left idle behind PgBouncer.
+//
+// Every pending control statement has a `level`: the index of the innermost frame
+// whose savepoint would undo it. Rolling back frame k drops everything pending at
+// level >= k; ending frame k moves what it leaves behind down to level k - 1.
+//
+// A failure inside a scope dooms it: `doom_` names the innermost frame that owns
+// a savepoint (or the transaction) and the first error. Until that frame is
+// rolled back, statements and commits throw transaction_aborted without a round
+// trip; committing it rolls it back and throws.
+
+#include <pthread.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/stats.hpp> (inlined above)
+// #include <pqscope/detail/sql_text.hpp> (inlined above)
 
 namespace pqscope::detail {
 
@@ -1631,6 +2023,13 @@ namespace pqscope {
 
 class transaction;
 
+// A statement that is sent even though it leaves session state behind, on a
+// connection with pooling::transaction: execute(allow_session_state("LISTEN jobs")).
+struct allow_session_state {
+  explicit allow_session_state(std::string text) : sql(std::move(text)) {}
+  std::string sql;
+};
+
 namespace detail {
 // SQL text as libpq wants it: NUL-terminated, with no NUL inside.
 class sql_ref {
@@ -1638,6 +2037,8 @@ class sql_ref {
   sql_ref(const char* s) : ptr_(s != nullptr ? s : ""), size_(std::strlen(ptr_)) {}  // NOLINT: implicit on purpose
   sql_ref(const std::string& s) : ptr_(s.c_str()), size_(s.size()) {}                // NOLINT
   sql_ref(std::string_view s) : owned_(s), ptr_(owned_.c_str()), size_(s.size()) {}   // NOLINT
+  sql_ref(const allow_session_state& s)                                               // NOLINT
+      : ptr_(s.sql.c_str()), size_(s.sql.size()), session_state_allowed_(true) {}
   sql_ref(const sql_ref&) = delete;
   sql_ref& operator=(const sql_ref&) = delete;
   ~sql_ref() = default;
@@ -1646,11 +2047,14 @@ class sql_ref {
     if (std::strlen(ptr_) != size_) throw usage_error("the SQL text contains a NUL byte");
     return ptr_;
   }
+  [[nodiscard]] std::string_view view() const noexcept { return {ptr_, size_}; }
+  [[nodiscard]] bool session_state_allowed() const noexcept { return session_state_allowed_; }
 
  private:
   std::string owned_;
   const char* ptr_;
   std::size_t size_;
+  bool session_state_allowed_ = false;
 };
 }  // namespace detail
 
@@ -1660,8 +2064,10 @@ class basic_connection {
   using driver_type = Driver;
 
   // Connects at once; throws connection_error (usage_error for a malformed conninfo).
-  explicit basic_connection(std::string conninfo)
-      : conninfo_(std::move(conninfo)), s_(std::make_shared<detail::driver_session<Driver>>()) {
+  explicit basic_connection(std::string conninfo, connection_options options = {})
+      : conninfo_(std::move(conninfo)),
+        options_(std::move(options)),
+        s_(std::make_shared<detail::driver_session<Driver>>()) {
     s_->conninfo = conninfo_;
     s_->driver.open(conninfo_, detail::default_application_name());
   }
@@ -1670,6 +2076,7 @@ class basic_connection {
     if (this != &other) {
       close();
       conninfo_ = std::move(other.conninfo_);
+      options_ = std::move(other.options_);
       s_ = std::move(other.s_);
     }
     return *this;
@@ -1685,8 +2092,7 @@ class basic_connection {
   // inside, pending BEGIN/SAVEPOINT/RELEASE ride in the same round trip.
   template <class... Params>
   result execute(detail::sql_ref sql, const Params&... params) {
-    auto list = detail::param_list::of(params...);
-    return machine().run(sql.c_str(), list);
+    return run(sql, params...);
   }
 
   // One value: the query must return exactly one row of one column.
@@ -1694,7 +2100,7 @@ class basic_connection {
   [[nodiscard]] T query_value(detail::sql_ref sql, const Params&... params) {
     static_assert(!std::is_same_v<T, std::string_view> && !std::is_same_v<T, std::optional<std::string_view>>,
                   "query_value<std::string_view> would point into a result that is already freed; use std::string");
-    result r = execute(sql.c_str(), params...);
+    result r = run(sql, params...);  // keeps allow_session_state
     if (r.size() != 1 || r.columns() != 1)
       throw conversion_error("query_value() needs exactly one row of one column, but the query returned " +
                              std::to_string(r.size()) + " row(s) of " + std::to_string(r.columns()) + " column(s)");
@@ -1728,6 +2134,7 @@ class basic_connection {
   [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
   [[nodiscard]] Driver& driver() { return machine_session().driver; }
   [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
+  [[nodiscard]] const connection_options& options() const noexcept { return options_; }
 
   // Opens a new session with the same settings, e.g. after connection_error.
   // Only at depth 0: a scope cannot move to another session.
@@ -1750,6 +2157,47 @@ class basic_connection {
   }
   detail::scope_machine& machine() const { return machine_session(); }
 
+  template <class... Params>
+  result run(const detail::sql_ref& sql, const Params&... params) {
+    if (!options_.observer) {
+      check_session_state(sql);
+      auto list = detail::param_list::of(params...);
+      return machine().run(sql.c_str(), list);
+    }
+    statement_event ev;
+    ev.sql = sql.view();
+    ev.params = sizeof...(Params);
+    ev.depth = depth();
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      check_session_state(sql);
+      auto list = detail::param_list::of(params...);
+      result r = machine().run(sql.c_str(), list);
+      ev.rows = r.columns() > 0 ? r.size() : r.affected_rows();
+      notify(ev, start);
+      return r;
+    } catch (const std::exception& e) {
+      ev.error = &e;
+      notify(ev, start);
+      throw;
+    }
+  }
+
+  void check_session_state(const detail::sql_ref& sql) const {
+    if (options_.pooling != pooling::transaction || sql.session_state_allowed()) return;
+    std::string hazard = detail::session_state_hazard(sql.view());
+    if (!hazard.empty()) throw usage_error(hazard);
+  }
+
+  void notify(statement_event& ev, std::chrono::steady_clock::time_point start) const noexcept {
+    ev.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+    try {
+      options_.observer(ev);
+    } catch (...) {
+      // a logging hook must not change what the transaction does
+    }
+  }
+
   void close() noexcept {
     if (!s_) return;
     s_->mark_closed();
@@ -1761,6 +2209,7 @@ class basic_connection {
   }
 
   std::string conninfo_;
+  connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
 };
 
@@ -1777,6 +2226,7 @@ using connection = basic_connection<libpq_driver>;
 // #include <pqscope/connection.hpp> (inlined above)
 // #include <pqscope/driver.hpp> (inlined above)
 // #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
 
 namespace pqscope {
 
@@ -1784,15 +2234,21 @@ class database {
  public:
   // conninfo: "postgresql://user@host:port/db?..." or "host=... dbname=...".
   // A malformed string is a usage_error here, before any connection is tried.
-  explicit database(std::string conninfo) : conninfo_(std::make_shared<const std::string>(std::move(conninfo))) {
-    detail::check_conninfo(*conninfo_);
+  explicit database(std::string conninfo, connection_options options = {})
+      : settings_(std::make_shared<const settings>(settings{std::move(conninfo), std::move(options)})) {
+    detail::check_conninfo(settings_->conninfo);
   }
 
-  [[nodiscard]] connection connect() const { return connection{*conninfo_}; }
-  [[nodiscard]] const std::string& conninfo() const noexcept { return *conninfo_; }
+  [[nodiscard]] connection connect() const { return connection{settings_->conninfo, settings_->options}; }
+  [[nodiscard]] const std::string& conninfo() const noexcept { return settings_->conninfo; }
+  [[nodiscard]] const connection_options& options() const noexcept { return settings_->options; }
 
  private:
-  std::shared_ptr<const std::string> conninfo_;
+  struct settings {
+    std::string conninfo;
+    connection_options options;
+  };
+  std::shared_ptr<const settings> settings_;
 };
 
 }  // namespace pqscope
@@ -1981,6 +2437,372 @@ auto transactional(Fn fn, transaction_options options = {}) {
     return atomic(conn, options, [&]() -> decltype(auto) { return std::invoke(fn, conn, args...); });
   };
 }
+
+}  // namespace pqscope
+// #include <pqscope/pool.hpp>
+// A bounded, thread-safe pool of connections to PostgreSQL itself.
+//
+// Behind PgBouncer keep pqscope::database (the null pool): PgBouncer already
+// pools, and a second pool in front of it only pins server connections. Talking
+// to PostgreSQL directly, a pool saves the connect (a fork of a backend) per unit
+// of work and caps the backends one process can hold.
+//
+//   pqscope::pool p{"host=db dbname=app", {.max_size = 8}};   // C++20 designated init
+//   {
+//     auto c = p.acquire();              // waits up to acquire_timeout
+//     pqscope::atomic(*c, [&] { ... });
+//   }                                    // back to the pool, if clean
+//
+// A connection goes back to the pool only when nothing of the lease's work can
+// reach the next one: its session is idle (no transaction, not even a failed one),
+// no pqscope scope is open on it, and it was opened by this process. Anything else
+// is closed, which makes the server roll back. Session state set outside a
+// transaction (SET, LISTEN, temporary tables, advisory locks) does travel with the
+// connection, as in any pool: prefer set_local() and scopes.
+//
+// No background thread: idle and expired connections are closed when the pool
+// next looks at them (acquire, return).
+
+#include <libpq-fe.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/connection.hpp> (inlined above)
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/detail/scope_machine.hpp> (inlined above)
+
+namespace pqscope {
+
+// acquire() waited acquire_timeout and no connection came free.
+class pool_timeout : public error {
+ public:
+  using error::error;
+};
+
+// Durations must not be negative.
+struct pool_options {
+  // Connections open at once, leased or idle: the cap on this pool's backends.
+  std::size_t max_size = 10;
+  // How long acquire() waits for a free connection. The connect itself is bounded
+  // by connect_timeout in the conninfo, not by this.
+  std::chrono::milliseconds acquire_timeout{5000};
+  // An idle connection unused this long is closed when next seen (0: never).
+  std::chrono::milliseconds idle_timeout{60000};
+  // A connection this old is closed instead of reused (0: never), so that server
+  // side memory and settings changes do not live forever.
+  std::chrono::milliseconds max_lifetime{1800000};
+  // A connection idle longer than this is checked with a round trip ("SELECT 1")
+  // before it is leased, since a server restart or an idle-session timeout kills
+  // sessions silently; 0 = always.
+  std::chrono::milliseconds health_check_after{1000};
+};
+
+// Counters since the pool was created.
+struct pool_stats {
+  std::uint64_t created = 0;                // connections opened
+  std::uint64_t reused = 0;                 // leases served by an idle connection
+  std::uint64_t closed_dirty = 0;           // returned mid-transaction, with scopes open, broken or from another process
+  std::uint64_t closed_expired = 0;         // past max_lifetime, or idle past idle_timeout
+  std::uint64_t health_check_failures = 0;  // idle connections found dead before a lease
+  std::uint64_t timeouts = 0;               // acquire() calls that threw pool_timeout
+};
+
+namespace detail {
+
+using pool_clock = std::chrono::steady_clock;
+
+struct pool_entry {
+  // On the heap so that a connection& taken from a lease survives moving the lease.
+  std::unique_ptr<connection> conn;
+  pool_clock::time_point created;
+  pool_clock::time_point last_used;
+};
+
+// Everything a lease needs after the pool object is gone: leases share it.
+struct pool_state {
+  pool_state(std::string ci, const pool_options& o, connection_options co)
+      : conninfo(std::move(ci)), opts(o), conn_opts(std::move(co)) {}
+
+  const std::string conninfo;
+  const pool_options opts;
+  const connection_options conn_opts;  // for every connection the pool opens
+  const pid_t pid = current_pid();
+
+  std::mutex m;
+  std::condition_variable freed;  // an idle connection or a free slot appeared
+  std::vector<pool_entry> idle;   // most recently returned last
+  std::size_t open = 0;           // idle + leased + being opened; never above max_size
+  bool closed = false;            // the pool object was destroyed
+  pool_stats stats;
+
+  [[nodiscard]] bool in_creating_process() const noexcept { return pid == current_pid(); }
+
+  // Clean enough for the next lease: nothing of this lease's work can reach it.
+  static bool reusable(const connection& c) noexcept {
+    PGconn* h = c.native_handle();
+    return h != nullptr && c.depth() == 0 && PQstatus(h) == CONNECTION_OK &&
+           PQtransactionStatus(h) == PQTRANS_IDLE &&
+           // an exchange cut short leaves pipeline mode on
+           PQpipelineStatus(h) == PQ_PIPELINE_OFF;
+  }
+
+  [[nodiscard]] bool expired(const pool_entry& e, pool_clock::time_point now) const noexcept {
+    return opts.max_lifetime.count() > 0 && now - e.created >= opts.max_lifetime;
+  }
+
+  // Never throws: called from lease destructors. Connections are closed outside the lock.
+  void give_back(pool_entry e) noexcept {
+    // In a forked child the mutex may be held by a parent thread that does not
+    // exist here; the connection's destructor abandons the parent's session.
+    if (!in_creating_process()) return;
+    const bool clean = e.conn && reusable(*e.conn);
+    const auto now = pool_clock::now();
+    std::unique_lock<std::mutex> lock(m);
+    if (!clean) ++stats.closed_dirty;
+    if (clean && !closed && !expired(e, now)) {
+      e.last_used = now;
+      try {
+        idle.push_back(std::move(e));
+        freed.notify_one();
+        return;
+      } catch (...) {  // out of memory: close it instead
+      }
+    } else if (clean && !closed) {
+      ++stats.closed_expired;
+    }
+    --open;
+    freed.notify_one();
+    lock.unlock();
+    e.conn.reset();
+  }
+};
+
+}  // namespace detail
+
+class pool;
+
+// One connection borrowed from a pool, returned when the lease is destroyed or
+// released. Move-only; use it from one thread at a time, like a connection.
+class lease {
+ public:
+  lease(lease&& other) noexcept
+      : state_(std::move(other.state_)), entry_(std::move(other.entry_)), status_(other.status_) {
+    other.entry_.reset();
+    other.status_ = status::moved_from;
+  }
+  lease& operator=(lease&& other) noexcept {
+    if (this != &other) {
+      give_back();
+      state_ = std::move(other.state_);
+      entry_ = std::move(other.entry_);
+      status_ = other.status_;
+      other.entry_.reset();
+      other.status_ = status::moved_from;
+    }
+    return *this;
+  }
+  lease(const lease&) = delete;
+  lease& operator=(const lease&) = delete;
+  ~lease() { give_back(); }
+
+  // usage_error once released or moved from.
+  [[nodiscard]] connection& get() {
+    check();
+    return *entry_->conn;
+  }
+  [[nodiscard]] connection& operator*() { return get(); }
+  [[nodiscard]] connection* operator->() { return &get(); }
+
+  // Returns the connection now rather than at the end of the lease's scope; using
+  // the lease afterwards is a usage_error, and so is releasing it twice.
+  void release() {
+    check();
+    give_back();
+    status_ = status::released;
+  }
+
+ private:
+  friend class pool;
+  enum class status { active, released, moved_from };
+
+  lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry)
+      : state_(std::move(state)), entry_(std::move(entry)) {}
+
+  void check() const {
+    if (status_ == status::released) throw usage_error("this lease was released; acquire() another");
+    if (status_ == status::moved_from) throw usage_error("this lease was moved from");
+  }
+
+  void give_back() noexcept {
+    if (entry_ && state_) state_->give_back(std::move(*entry_));
+    entry_.reset();
+    state_.reset();
+  }
+
+  std::shared_ptr<detail::pool_state> state_;
+  std::optional<detail::pool_entry> entry_;
+  status status_ = status::active;
+};
+
+class pool {
+ public:
+  // No connection is opened here; a malformed conninfo is a usage_error at once.
+  explicit pool(std::string conninfo, pool_options options = {}, connection_options connection = {}) {
+    detail::check_conninfo(conninfo);
+    if (options.max_size == 0) throw usage_error("pool_options::max_size must be at least 1");
+    if (options.acquire_timeout.count() < 0 || options.idle_timeout.count() < 0 ||
+        options.max_lifetime.count() < 0 || options.health_check_after.count() < 0)
+      throw usage_error("pool_options: durations must not be negative");
+    state_ = std::make_shared<detail::pool_state>(std::move(conninfo), options, std::move(connection));
+  }
+  // Leases point to the pool's state, not to the object, but a pool that moved
+  // would still surprise whoever holds a reference to it.
+  pool(const pool&) = delete;
+  pool& operator=(const pool&) = delete;
+  pool(pool&&) = delete;
+  pool& operator=(pool&&) = delete;
+  // Closes the idle connections. Leases still out keep working; their connections
+  // are closed when they end.
+  ~pool() {
+    if (!state_->in_creating_process()) return;  // the idle connections are abandoned with the state
+    std::vector<detail::pool_entry> doomed;
+    {
+      std::lock_guard<std::mutex> lock(state_->m);
+      state_->closed = true;
+      doomed.swap(state_->idle);
+      state_->open -= doomed.size();
+    }
+  }
+
+  // An idle connection (checked first if it sat longer than health_check_after),
+  // or a new one while fewer than max_size are open; otherwise waits up to
+  // acquire_timeout and throws pool_timeout. connection_error if connecting fails.
+  [[nodiscard]] lease acquire() {
+    detail::pool_state& s = *state_;
+    if (!s.in_creating_process())
+      throw usage_error("this pool was created by process " + std::to_string(s.pid) +
+                        "; its connections belong to that process: create the pool after fork()");
+    const auto deadline = detail::pool_clock::now() + s.opts.acquire_timeout;
+    for (;;) {
+      std::vector<detail::pool_entry> doomed;  // closed after the lock is let go
+      std::unique_lock<std::mutex> lock(s.m);
+      for (;;) {
+        sweep(doomed);
+        if (!s.idle.empty() || s.open < s.opts.max_size) break;
+        if (!s.freed.wait_until(lock, deadline, [&] { return !s.idle.empty() || s.open < s.opts.max_size; })) {
+          ++s.stats.timeouts;
+          throw pool_timeout("no connection came free within " + std::to_string(s.opts.acquire_timeout.count()) +
+                             " ms (max_size " + std::to_string(s.opts.max_size) + ", all leased)");
+        }
+      }
+
+      if (s.idle.empty()) {
+        ++s.open;  // reserve the slot, then connect without the lock
+        lock.unlock();
+        doomed.clear();
+        return lease(state_, open_new());
+      }
+
+      detail::pool_entry e = std::move(s.idle.back());
+      s.idle.pop_back();
+      const auto now = detail::pool_clock::now();
+      const bool check = s.opts.health_check_after.count() == 0 || now - e.last_used > s.opts.health_check_after;
+      lock.unlock();
+      doomed.clear();
+      if (!check || healthy(*e.conn)) {
+        lock.lock();
+        ++s.stats.reused;
+        lock.unlock();
+        return lease(state_, std::move(e));
+      }
+      lock.lock();
+      ++s.stats.health_check_failures;
+      --s.open;
+      s.freed.notify_one();
+      lock.unlock();
+      e.conn.reset();
+      // and round again: another idle connection, or a new one in the freed slot
+    }
+  }
+
+  // Connections open or being opened, leased or idle.
+  [[nodiscard]] std::size_t size() const {
+    std::lock_guard<std::mutex> lock(state_->m);
+    return state_->open;
+  }
+  [[nodiscard]] std::size_t idle() const {
+    std::lock_guard<std::mutex> lock(state_->m);
+    return state_->idle.size();
+  }
+  [[nodiscard]] std::size_t max_size() const noexcept { return state_->opts.max_size; }
+  [[nodiscard]] pool_stats stats() const {
+    std::lock_guard<std::mutex> lock(state_->m);
+    return state_->stats;
+  }
+
+ private:
+  // Under the lock: moves idle connections past idle_timeout or max_lifetime to `doomed`.
+  void sweep(std::vector<detail::pool_entry>& doomed) {
+    detail::pool_state& s = *state_;
+    const auto now = detail::pool_clock::now();
+    std::size_t before = doomed.size();
+    for (auto it = s.idle.begin(); it != s.idle.end();) {
+      const bool idle_too_long = s.opts.idle_timeout.count() > 0 && now - it->last_used >= s.opts.idle_timeout;
+      if (idle_too_long || s.expired(*it, now)) {
+        doomed.push_back(std::move(*it));
+        it = s.idle.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    const std::size_t n = doomed.size() - before;
+    if (n == 0) return;
+    s.open -= n;
+    s.stats.closed_expired += n;
+    s.freed.notify_all();  // more slots than this caller needs may have come free
+  }
+
+  // Called with a slot reserved; gives it back if the connect fails.
+  detail::pool_entry open_new() {
+    detail::pool_state& s = *state_;
+    try {
+      detail::pool_entry e;
+      e.conn = std::make_unique<connection>(s.conninfo, s.conn_opts);
+      e.created = e.last_used = detail::pool_clock::now();
+      std::lock_guard<std::mutex> lock(s.m);
+      ++s.stats.created;
+      return e;
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(s.m);
+      --s.open;
+      s.freed.notify_one();
+      throw;
+    }
+  }
+
+  static bool healthy(connection& c) noexcept {
+    try {
+      c.execute("SELECT 1");
+      return detail::pool_state::reusable(c);
+    } catch (...) {
+      return false;
+    }
+  }
+
+  std::shared_ptr<detail::pool_state> state_;
+};
 
 }  // namespace pqscope
 

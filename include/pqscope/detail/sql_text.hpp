@@ -37,11 +37,11 @@ inline std::string_view skip_blank(std::string_view s) {
   }
 }
 
-// The next word, upper-cased, and the text after it. Only the first 15 letters are
-// kept (every keyword looked for is shorter); a longer word reads as "#". No
-// allocation: this runs for every statement.
+// The next word, upper-cased, and the text after it. Only the first 31 letters are
+// kept (every keyword or setting name looked for is shorter); a longer word reads
+// as "#". No allocation: this runs for every statement.
 struct word {
-  char text[16] = {};
+  char text[32] = {};
   std::size_t size = 0;
   bool operator==(std::string_view k) const { return std::string_view(text, size) == k; }
   bool operator!=(std::string_view k) const { return !(*this == k); }
