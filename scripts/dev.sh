@@ -68,6 +68,12 @@ run_tests() {
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   fi
   (cd "$BUILD_DIR" && ctest "${args[@]}") 2>&1 | tee "$log" || true
+  # Figures some tests print (load test throughput and latency, random programs tried).
+  local last="$BUILD_DIR/Testing/Temporary/LastTest.log"
+  if [ -f "$last" ] && grep -qE '^(load: |model/)' "$last"; then
+    echo "--- figures printed by the tests"
+    grep -E '^(load: |model/)' "$last" || true
+  fi
   local summary failed total
   if summary=$(grep -Eo '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1); then
     failed=$(echo "$summary" | sed -E 's/.*passed, ([0-9]+) tests? failed.*/\1/')
