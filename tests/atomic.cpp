@@ -21,21 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// One observing session for the whole run: connecting costs more than the checks.
-pqscope::connection& watch() {
-  static pqscope::connection c = pqtest::observer();
-  return c;
-}
-
-// Committed rows, as another session sees them.
-long committed_count(const pqtest::scratch_table& t) {
-  return watch().query_value<long>("SELECT count(*) FROM " + t.name());
-}
-std::string committed_ids(const pqtest::scratch_table& t) {
-  return watch()
-      .query_value<std::optional<std::string>>("SELECT string_agg(id::text, ',' ORDER BY id) FROM " + t.name())
-      .value_or("");
-}
 
 struct session {
   std::string app;
@@ -70,7 +55,7 @@ class one_shot {
 
 // Until the session named `app` waits for a row lock (seen from outside).
 bool wait_until_blocked(const std::string& app) {
-  auto& obs = watch();
+  auto& obs = pqtest::shared_observer();
   for (int i = 0; i < 500; ++i) {
     if (obs.query_value<long>("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND "
                               "wait_event_type = 'Lock'",
@@ -99,7 +84,7 @@ void transfer(pqscope::connection& c, int from, int to, long amount) {
 }
 
 std::string balances() {
-  return watch().query_value<std::string>("SELECT string_agg(balance::text, ',' ORDER BY id) FROM " +
+  return pqtest::shared_observer().query_value<std::string>("SELECT string_agg(balance::text, ',' ORDER BY id) FROM " +
                                                      g_accounts);
 }
 
@@ -189,7 +174,7 @@ BOOST_AUTO_TEST_CASE(transactional_wraps_functions) {
       session s{t};
       pqtest::scratch_table accounts{"id int PRIMARY KEY, balance bigint NOT NULL CHECK (balance >= 0)"};
       g_accounts = accounts.name();
-      watch().execute("INSERT INTO " + g_accounts + " VALUES (1, 100), (2, 0)");
+      pqtest::shared_observer().execute("INSERT INTO " + g_accounts + " VALUES (1, 100), (2, 0)");
 
       auto safe_transfer = pqscope::transactional(transfer);
       safe_transfer(s.conn, 1, 2, 30L);
@@ -407,7 +392,7 @@ struct write_skew {
   }
 
   [[nodiscard]] std::string rows() const {
-    return watch().query_value<std::string>("SELECT string_agg(who || '=' || n, ',' ORDER BY who) FROM " +
+    return pqtest::shared_observer().query_value<std::string>("SELECT string_agg(who || '=' || n, ',' ORDER BY who) FROM " +
                                                        table.name());
   }
 };
@@ -543,7 +528,7 @@ namespace {
 void deadlock(const pqtest::target& t, int retries, int& a_runs, std::exception_ptr& a_error,
               std::exception_ptr& b_error, std::string& rows) {
   pqtest::scratch_table table{"id int PRIMARY KEY, v text NOT NULL"};
-  watch().execute("INSERT INTO " + table.name() + " VALUES (1, ''), (2, '')");
+  pqtest::shared_observer().execute("INSERT INTO " + table.name() + " VALUES (1, ''), (2, '')");
   const std::string b_app = pqtest::unique_name("atomic_b");
   pqscope::connection a{t.conninfo};
   pqscope::connection b{pqtest::with_app_name(t, b_app)};
@@ -583,7 +568,7 @@ void deadlock(const pqtest::target& t, int retries, int& a_runs, std::exception_
   a_locked.set();  // in case `a` failed before it got there
   other.join();
   BOOST_TEST(a.depth() == 0u);
-  rows = watch().query_value<std::string>("SELECT string_agg(v, ',' ORDER BY id) FROM " + table.name());
+  rows = pqtest::shared_observer().query_value<std::string>("SELECT string_agg(v, ',' ORDER BY id) FROM " + table.name());
 }
 
 }  // namespace
@@ -754,7 +739,7 @@ BOOST_AUTO_TEST_CASE(lock_timeout_option) {
     BOOST_TEST_CONTEXT(t.name) {
       session s{t};
       pqtest::scratch_table table;
-      watch().execute("INSERT INTO " + table.name() + " VALUES (1, 'x')");
+      pqtest::shared_observer().execute("INSERT INTO " + table.name() + " VALUES (1, 'x')");
       auto holder = pqtest::observer();
       pqscope::transaction held{holder};
       holder.execute("SELECT id FROM " + table.name() + " WHERE id = 1 FOR UPDATE");

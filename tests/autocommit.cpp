@@ -22,31 +22,8 @@
 
 namespace {
 
-// Runs body once per target. An exception fails that target only, and the
-// report names the target (Boost shows no context for an uncaught exception).
-template <class Body>
-void for_each_target(Body&& body) {
-  for (const pqtest::target& t : pqtest::targets()) BOOST_TEST_CONTEXT("target " << t.name) {
-      try {
-        body(t);
-      } catch (const std::exception& e) {
-        BOOST_ERROR("exception: " << e.what());
-      }
-    }
-}
+using pqtest::for_each_target;
 
-// The observer, opened once: pqtest::observer() connects anew on every call.
-pqscope::connection& watcher() {
-  static pqscope::connection c = pqtest::observer();
-  return c;
-}
-
-std::string committed_ids(const pqtest::scratch_table& table) {
-  return watcher()
-      .query_value<std::optional<std::string>>("SELECT string_agg(id::text, ',' ORDER BY id) FROM " + table.name())
-      .value_or("");
-}
-void empty(const pqtest::scratch_table& table) { watcher().execute("DELETE FROM " + table.name()); }
 
 // The code under test, on a connection of its own with a unique application_name.
 struct session {
@@ -63,7 +40,7 @@ struct session {
 
 // The states of the server sessions that carry this application_name, e.g. "idle:1".
 std::string server_states(const std::string& app) {
-  return watcher().query_value<std::string>(
+  return pqtest::shared_observer().query_value<std::string>(
       "SELECT coalesce(string_agg(s || ':' || n, ',' ORDER BY s), '') FROM ("
       "  SELECT coalesce(state, '?') AS s, count(*) AS n FROM pg_stat_activity WHERE application_name = $1"
       "  GROUP BY 1) AS states",
@@ -421,7 +398,7 @@ BOOST_AUTO_TEST_CASE(scope_without_statements_leaves_nothing_on_the_server) {
         BOOST_TEST(s.conn.stats().transactions_rolled_back == before.transactions_rolled_back);
         BOOST_TEST(s.conn.depth() == 0u);
         if (t.name == "direct")  // the server's last word from this session is still the marker
-          BOOST_TEST(watcher().query_value<std::string>(
+          BOOST_TEST(pqtest::shared_observer().query_value<std::string>(
                          "SELECT query FROM pg_stat_activity WHERE application_name = $1", s.app) == marker);
         // The next statement goes out alone and commits at once.
         BOOST_TEST(outcome([&] { s.insert(table, ++id); }) == "returned");

@@ -18,21 +18,6 @@
 
 namespace {
 
-// One observing session for the whole run: connecting costs more than the checks.
-pqscope::connection& watch() {
-  static pqscope::connection c = pqtest::observer();
-  return c;
-}
-
-// Committed rows, as another session sees them.
-long committed_count(const pqtest::scratch_table& t) {
-  return watch().query_value<long>("SELECT count(*) FROM " + t.name());
-}
-std::string committed_ids(const pqtest::scratch_table& t) {
-  return watch()
-      .query_value<std::optional<std::string>>("SELECT string_agg(id::text, ',' ORDER BY id) FROM " + t.name())
-      .value_or("");
-}
 
 struct session {
   std::string app;
@@ -494,7 +479,7 @@ BOOST_AUTO_TEST_CASE(scopes_destroyed_out_of_order) {
         fresh.commit();
       }  // inner's destructor: nothing left to do, and no throw
       BOOST_TEST(committed_ids(table) == "9");
-      watch().execute("DELETE FROM " + table.name());
+      pqtest::shared_observer().execute("DELETE FROM " + table.name());
       expect_idle(s);
 
       // Same with std::optional, and the inner scope left to its destructor.

@@ -22,40 +22,8 @@
 
 namespace {
 
-// Runs body once per target. An exception fails that target only, and the
-// report names the target (Boost shows no context for an uncaught exception).
-template <class Body>
-void for_each_target(Body&& body) {
-  for (const pqtest::target& t : pqtest::targets()) BOOST_TEST_CONTEXT("target " << t.name) {
-      try {
-        body(t);
-      } catch (const std::exception& e) {
-        BOOST_ERROR("exception: " << e.what());
-      }
-    }
-}
-
-// The observer, opened once: pqtest::observer() connects anew on every call.
-pqscope::connection& watcher() {
-  static pqscope::connection c = pqtest::observer();
-  return c;
-}
-
-// Committed rows, as the observer sees them.
-std::string committed_ids(const pqtest::scratch_table& table) {
-  return watcher()
-      .query_value<std::optional<std::string>>("SELECT string_agg(id::text, ',' ORDER BY id) FROM " + table.name())
-      .value_or("");
-}
-long committed_count(const pqtest::scratch_table& table) {
-  return watcher().query_value<long>("SELECT count(*) FROM " + table.name());
-}
-void empty(const pqtest::scratch_table& table) { watcher().execute("DELETE FROM " + table.name()); }
-// pqtest::idle_in_transaction(), on the observer already open.
-long idle_in_transaction(const std::string& app) {
-  return watcher().query_value<long>(
-      "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'", app);
-}
+using pqtest::for_each_target;
+using pqtest::idle_in_transaction;
 
 enum class ending { commit, rollback, exception, sql_error };
 
@@ -361,10 +329,10 @@ struct accounts_fixture {
   pqtest::scratch_table accounts{"id int PRIMARY KEY, cents bigint"};
   void reset() const {
     empty(accounts);
-    watcher().execute("INSERT INTO " + accounts.name() + " VALUES (1, 1000), (2, 0), (3, 0)");
+    pqtest::shared_observer().execute("INSERT INTO " + accounts.name() + " VALUES (1, 1000), (2, 0), (3, 0)");
   }
   [[nodiscard]] std::string balances() const {
-    return watcher().query_value<std::string>("SELECT string_agg(id || ':' || cents, ' ' ORDER BY id) FROM " +
+    return pqtest::shared_observer().query_value<std::string>("SELECT string_agg(id || ':' || cents, ' ' ORDER BY id) FROM " +
                                               accounts.name());
   }
 };

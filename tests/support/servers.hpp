@@ -6,11 +6,15 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <exception>
+#include <optional>
 #include <cstdlib>
 #include <ostream>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include <boost/test/unit_test.hpp>
 
 #include <pqscope/pqscope.hpp>
 
@@ -77,9 +81,40 @@ class scratch_table {
   std::string name_;
 };
 
+// One observing session per test process, for checks that run often: a new direct
+// session costs tens of milliseconds. (Not for forked children: they open their own.)
+inline pqscope::connection& shared_observer() {
+  static pqscope::connection c = observer();
+  return c;
+}
+
+// Committed rows of a scratch table, as another session sees them.
+inline long committed_count(const scratch_table& t) {
+  return shared_observer().query_value<long>("SELECT count(*) FROM " + t.name());
+}
+inline std::string committed_ids(const scratch_table& t) {
+  return shared_observer()
+      .query_value<std::optional<std::string>>("SELECT string_agg(id::text, ',' ORDER BY id) FROM " + t.name())
+      .value_or("");
+}
+inline void empty(const scratch_table& t) { shared_observer().execute("DELETE FROM " + t.name()); }
+
+// Runs body once per target. An exception fails that target only, and the report
+// names the target (Boost shows no context for an uncaught exception).
+template <class Body>
+void for_each_target(Body&& body) {
+  for (const target& t : targets()) BOOST_TEST_CONTEXT("target " << t.name) {
+      try {
+        body(t);
+      } catch (const std::exception& e) {
+        BOOST_ERROR("exception: " << e.what());
+      }
+    }
+}
+
 // Sessions of this application_name that sit inside a transaction.
 inline long idle_in_transaction(const std::string& app) {
-  return observer().query_value<long>(
+  return shared_observer().query_value<long>(
       "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'", app);
 }
 
