@@ -24,7 +24,8 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 deps() {
   local missing=() p
   for p in "${PACKAGES[@]}" "$@"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    # "install ok installed" only: a removed package can leave its config files behind.
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ]; then
