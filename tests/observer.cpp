@@ -15,6 +15,7 @@ namespace {
 struct seen {
   std::string sql;
   std::size_t params, depth, rows;
+  long long micros;
   bool error;
   std::string error_type;
 };
@@ -29,8 +30,7 @@ pqscope::connection_options recording(std::vector<seen>& log) {
       else if (dynamic_cast<const pqscope::usage_error*>(e.error) != nullptr) type = "usage_error";
       else type = "other";
     }
-    BOOST_TEST(e.duration.count() >= 0);
-    log.push_back({std::string(e.sql), e.params, e.depth, e.rows, e.error != nullptr, type});
+    log.push_back({std::string(e.sql), e.params, e.depth, e.rows, e.duration.count(), e.error != nullptr, type});
   };
   return o;
 }
@@ -61,6 +61,7 @@ BOOST_AUTO_TEST_CASE(every_statement_is_reported_with_its_depth_rows_and_error) 
       BOOST_TEST(log[0].params == 2u);
       BOOST_TEST(log[0].depth == 0u);
       BOOST_TEST(log[0].rows == 1u);  // affected
+      BOOST_TEST(log[0].micros > 0);  // a round trip took place
       BOOST_TEST(!log[0].error);
       BOOST_TEST(log[1].depth == 1u);
       BOOST_TEST(log[2].depth == 2u);
@@ -106,4 +107,20 @@ BOOST_AUTO_TEST_CASE(options_survive_moves_and_reconnect) {
   (void)b.query_value<int>("SELECT 1");
   BOOST_TEST(log.size() == 1u);
   BOOST_TEST((b.options().pooling == pqscope::pooling::none));
+}
+
+// A statement the session-state guard refuses never reaches the server, but the
+// observer still hears of it.
+BOOST_AUTO_TEST_CASE(guard_refusals_are_reported) {
+  const auto t = pqtest::targets().back();
+  std::vector<seen> log;
+  auto o = recording(log);
+  o.pooling = pqscope::pooling::transaction;
+  pqscope::connection c{t.conninfo, o};
+  const auto before = c.stats().round_trips;
+  BOOST_CHECK_THROW(c.execute("SET work_mem = '64MB'"), pqscope::usage_error);
+  BOOST_TEST(c.stats().round_trips == before);
+  BOOST_TEST_REQUIRE(log.size() == 1u);
+  BOOST_TEST(log[0].error_type == "usage_error");
+  BOOST_TEST(log[0].sql == "SET work_mem = '64MB'");
 }

@@ -84,25 +84,7 @@ struct app_pool {
       : app(pqtest::unique_name("pool")), pool(pqtest::with_app_name(t, app), o) {}
 };
 
-// Runs fn in a forked child and returns its exit code (fn's return value; 99 if it threw).
-template <class F>
-int in_child(F&& fn) {
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int code = 99;
-    try {
-      code = fn();
-    } catch (...) {
-    }
-    ::_exit(code);  // no atexit handlers, no Boost.Test teardown in the child
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+using pqtest::in_child;
 
 }  // namespace
 

@@ -67,17 +67,14 @@ class basic_connection {
 
   // Connects at once; throws connection_error (usage_error for a malformed conninfo).
   explicit basic_connection(std::string conninfo, connection_options options = {})
-      : conninfo_(std::move(conninfo)),
-        options_(std::move(options)),
-        s_(std::make_shared<detail::driver_session<Driver>>()) {
-    s_->conninfo = conninfo_;
-    s_->driver.open(conninfo_, detail::default_application_name());
+      : options_(std::move(options)),
+        s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
+    s_->driver.open(s_->conninfo, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;
   basic_connection& operator=(basic_connection&& other) noexcept {
     if (this != &other) {
       close();
-      conninfo_ = std::move(other.conninfo_);
       options_ = std::move(other.options_);
       s_ = std::move(other.s_);
     }
@@ -135,7 +132,10 @@ class basic_connection {
   [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
   [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
   [[nodiscard]] Driver& driver() { return machine_session().driver; }
-  [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
+  [[nodiscard]] const std::string& conninfo() const noexcept {
+    static const std::string none;  // a moved-from connection has no session
+    return s_ ? s_->conninfo : none;
+  }
   [[nodiscard]] const connection_options& options() const noexcept { return options_; }
 
   // Opens a new session with the same settings, e.g. after connection_error.
@@ -147,7 +147,7 @@ class basic_connection {
       throw usage_error("reconnect() with " + std::to_string(s.depth()) + " scope(s) open; end them first");
     s.driver.close();
     s.mark_open();
-    s.driver.open(conninfo_, detail::default_application_name());
+    s.driver.open(s.conninfo, detail::default_application_name());
   }
 
  private:
@@ -210,7 +210,6 @@ class basic_connection {
       s_->driver.abandon();
   }
 
-  std::string conninfo_;
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
 };

@@ -62,9 +62,9 @@ struct connection_options {
   // usage_error before anything is sent; the next client of the server connection
   // would inherit them. Wrap a statement in allow_session_state() to send it anyway.
   pqscope::pooling pooling = pqscope::pooling::none;
-  // Called after every statement run by execute()/query_value(), on the calling
-  // thread. Exceptions it throws are swallowed: a logging hook must not change
-  // what a transaction does.
+  // Called after every statement given to execute()/query_value(), on the calling
+  // thread, also for one refused before it was sent (error set). Exceptions it
+  // throws are swallowed: a logging hook must not change what a transaction does.
   std::function<void(const statement_event&)> observer;
 };
 

@@ -75,19 +75,17 @@ class transaction {
       throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
                                             "ended first");
     }
-    const auto committed_before = machine_->stats().transactions_committed;
+    bool committed = false;
     try {
       if (commit)
-        machine_->commit(id_);
+        machine_->commit(id_, &committed);
       else
         machine_->rollback(id_);
       state_ = commit ? state::committed : state::rolled_back;
     } catch (...) {
       // The scope has ended if it left the stack; an on_commit callback may have
       // thrown after a successful COMMIT.
-      if (!machine_->index_of(id_))
-        state_ = machine_->stats().transactions_committed != committed_before ? state::committed
-                                                                               : state::rolled_back;
+      if (!machine_->index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
       throw;
     }
   }

@@ -206,9 +206,9 @@ struct connection_options {
   // usage_error before anything is sent; the next client of the server connection
   // would inherit them. Wrap a statement in allow_session_state() to send it anyway.
   pqscope::pooling pooling = pqscope::pooling::none;
-  // Called after every statement run by execute()/query_value(), on the calling
-  // thread. Exceptions it throws are swallowed: a logging hook must not change
-  // what a transaction does.
+  // Called after every statement given to execute()/query_value(), on the calling
+  // thread, also for one refused before it was sent (error set). Exceptions it
+  // throws are swallowed: a logging hook must not change what a transaction does.
   std::function<void(const statement_event&)> observer;
 };
 
@@ -1507,7 +1507,11 @@ class scope_machine {
     return id;
   }
 
-  void commit(std::uint64_t id) {
+  // Returns normally or throws; either way, `committed` (when given) says whether
+  // the scope's work was committed, which an on_commit callback that throws after a
+  // successful COMMIT would otherwise hide.
+  void commit(std::uint64_t id, bool* committed = nullptr) {
+    if (committed != nullptr) *committed = false;
     if (!opened_by_this_process()) check_usable();
     const std::size_t i = innermost_index(id, "commit()");
     if (closed_ || broken_) {
@@ -1520,10 +1524,12 @@ class scope_machine {
       throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message,
                                 d.message, d.sqlstate);
     }
-    if (i == 0)
-      commit_outermost();
-    else
+    if (i == 0) {
+      commit_outermost(committed);
+    } else {
       commit_nested(i);
+      if (committed != nullptr) *committed = true;
+    }
   }
 
   void rollback(std::uint64_t id) {
@@ -1780,11 +1786,16 @@ class scope_machine {
 
   [[noreturn]] static void raise(const failure& f) { throw_sql_error(f.message, f.sqlstate, f.detail, f.hint); }
 
-  [[noreturn]] void fail_lost(const batch_reply& br, const std::string& after_commit) {
+  // The session is gone: nothing pending can be sent, nothing doomed can be undone.
+  void mark_broken(const std::string& why) {
     broken_ = true;
-    broken_reason_ = br.lost_message;
+    broken_reason_ = why;
     pending_.clear();
     doom_.reset();
+  }
+
+  [[noreturn]] void fail_lost(const batch_reply& br, const std::string& after_commit) {
+    mark_broken(br.lost_message);
     if (!after_commit.empty()) throw in_doubt_error(after_commit + br.lost_message);
     throw connection_error("connection lost: " + br.lost_message);
   }
@@ -1810,11 +1821,16 @@ class scope_machine {
                         "back now");
   }
 
-  void commit_outermost() {
+  void commit_outermost(bool* committed) {
+    auto done = [&] {
+      ++stats_.transactions_committed;
+      if (committed != nullptr) *committed = true;
+    };
     frame f = std::move(frames_.front());
     frames_.pop_back();
     if (!f.sent) {  // nothing ever reached the server: nothing to commit
       pending_.clear();
+      if (committed != nullptr) *committed = true;
       run_callbacks(f.on_commit, false);
       return;
     }
@@ -1825,13 +1841,10 @@ class scope_machine {
     b.statements.push_back(statement{"COMMIT", 0, nullptr, nullptr});
     batch_reply br = exchange(b.statements, 0);
     if (br.lost && f.opts.resolve_in_doubt) {
-      broken_ = true;
-      broken_reason_ = br.lost_message;
-      pending_.clear();
-      doom_.reset();
+      mark_broken(br.lost_message);
       const std::string outcome = xid_.empty() ? "committed" : xact_status(xid_);
       if (outcome == "committed") {  // without an xid the transaction wrote nothing: nothing was lost
-        ++stats_.transactions_committed;
+        done();
         run_callbacks(f.on_commit, false);
         return;
       }
@@ -1869,7 +1882,7 @@ class scope_machine {
                                     ": the transaction had failed and was rolled back",
                                 "the server rolled the transaction back", "");
     }
-    ++stats_.transactions_committed;
+    done();
     run_callbacks(f.on_commit, false);
   }
 
@@ -1925,8 +1938,7 @@ class scope_machine {
         rb = exchange_one("ROLLBACK");
         ++stats_.transactions_rolled_back;
         if (rb.lost) {
-          broken_ = true;
-          broken_reason_ = rb.lost_message;
+          mark_broken(rb.lost_message);
           lost = true;
         }
       }
@@ -1985,8 +1997,10 @@ class scope_machine {
 template <class Driver>
 class driver_session final : public scope_machine {
  public:
+  explicit driver_session(std::string info) : conninfo(std::move(info)) {}
+
   Driver driver;
-  std::string conninfo;  // for the fresh connection that resolves a lost COMMIT
+  std::string conninfo;  // what the session was opened with; also for resolving a lost COMMIT
 
  protected:
   batch_reply do_exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
@@ -2065,17 +2079,14 @@ class basic_connection {
 
   // Connects at once; throws connection_error (usage_error for a malformed conninfo).
   explicit basic_connection(std::string conninfo, connection_options options = {})
-      : conninfo_(std::move(conninfo)),
-        options_(std::move(options)),
-        s_(std::make_shared<detail::driver_session<Driver>>()) {
-    s_->conninfo = conninfo_;
-    s_->driver.open(conninfo_, detail::default_application_name());
+      : options_(std::move(options)),
+        s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
+    s_->driver.open(s_->conninfo, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;
   basic_connection& operator=(basic_connection&& other) noexcept {
     if (this != &other) {
       close();
-      conninfo_ = std::move(other.conninfo_);
       options_ = std::move(other.options_);
       s_ = std::move(other.s_);
     }
@@ -2133,7 +2144,10 @@ class basic_connection {
   [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
   [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
   [[nodiscard]] Driver& driver() { return machine_session().driver; }
-  [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
+  [[nodiscard]] const std::string& conninfo() const noexcept {
+    static const std::string none;  // a moved-from connection has no session
+    return s_ ? s_->conninfo : none;
+  }
   [[nodiscard]] const connection_options& options() const noexcept { return options_; }
 
   // Opens a new session with the same settings, e.g. after connection_error.
@@ -2145,7 +2159,7 @@ class basic_connection {
       throw usage_error("reconnect() with " + std::to_string(s.depth()) + " scope(s) open; end them first");
     s.driver.close();
     s.mark_open();
-    s.driver.open(conninfo_, detail::default_application_name());
+    s.driver.open(s.conninfo, detail::default_application_name());
   }
 
  private:
@@ -2208,7 +2222,6 @@ class basic_connection {
       s_->driver.abandon();
   }
 
-  std::string conninfo_;
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
 };
@@ -2329,19 +2342,17 @@ class transaction {
       throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
                                             "ended first");
     }
-    const auto committed_before = machine_->stats().transactions_committed;
+    bool committed = false;
     try {
       if (commit)
-        machine_->commit(id_);
+        machine_->commit(id_, &committed);
       else
         machine_->rollback(id_);
       state_ = commit ? state::committed : state::rolled_back;
     } catch (...) {
       // The scope has ended if it left the stack; an on_commit callback may have
       // thrown after a successful COMMIT.
-      if (!machine_->index_of(id_))
-        state_ = machine_->stats().transactions_committed != committed_before ? state::committed
-                                                                               : state::rolled_back;
+      if (!machine_->index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
       throw;
     }
   }

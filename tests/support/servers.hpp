@@ -3,12 +3,15 @@
 // once through PgBouncer in transaction pooling mode. scripts/dev.sh exports the
 // connection strings; a run without them fails loudly instead of skipping.
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <exception>
-#include <optional>
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <optional>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -110,6 +113,26 @@ void for_each_target(Body&& body) {
         BOOST_ERROR("exception: " << e.what());
       }
     }
+}
+
+// Runs fn in a forked child and returns its exit code (fn's return value; 99 if it threw).
+template <class F>
+int in_child(F&& fn) {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 99;
+    try {
+      code = fn();
+    } catch (...) {
+    }
+    ::_exit(code);  // no atexit handlers, no Boost.Test teardown in the child
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 // Sessions of this application_name that sit inside a transaction.

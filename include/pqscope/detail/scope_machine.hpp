@@ -116,7 +116,11 @@ class scope_machine {
     return id;
   }
 
-  void commit(std::uint64_t id) {
+  // Returns normally or throws; either way, `committed` (when given) says whether
+  // the scope's work was committed, which an on_commit callback that throws after a
+  // successful COMMIT would otherwise hide.
+  void commit(std::uint64_t id, bool* committed = nullptr) {
+    if (committed != nullptr) *committed = false;
     if (!opened_by_this_process()) check_usable();
     const std::size_t i = innermost_index(id, "commit()");
     if (closed_ || broken_) {
@@ -129,10 +133,12 @@ class scope_machine {
       throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message,
                                 d.message, d.sqlstate);
     }
-    if (i == 0)
-      commit_outermost();
-    else
+    if (i == 0) {
+      commit_outermost(committed);
+    } else {
       commit_nested(i);
+      if (committed != nullptr) *committed = true;
+    }
   }
 
   void rollback(std::uint64_t id) {
@@ -389,11 +395,16 @@ class scope_machine {
 
   [[noreturn]] static void raise(const failure& f) { throw_sql_error(f.message, f.sqlstate, f.detail, f.hint); }
 
-  [[noreturn]] void fail_lost(const batch_reply& br, const std::string& after_commit) {
+  // The session is gone: nothing pending can be sent, nothing doomed can be undone.
+  void mark_broken(const std::string& why) {
     broken_ = true;
-    broken_reason_ = br.lost_message;
+    broken_reason_ = why;
     pending_.clear();
     doom_.reset();
+  }
+
+  [[noreturn]] void fail_lost(const batch_reply& br, const std::string& after_commit) {
+    mark_broken(br.lost_message);
     if (!after_commit.empty()) throw in_doubt_error(after_commit + br.lost_message);
     throw connection_error("connection lost: " + br.lost_message);
   }
@@ -419,11 +430,16 @@ class scope_machine {
                         "back now");
   }
 
-  void commit_outermost() {
+  void commit_outermost(bool* committed) {
+    auto done = [&] {
+      ++stats_.transactions_committed;
+      if (committed != nullptr) *committed = true;
+    };
     frame f = std::move(frames_.front());
     frames_.pop_back();
     if (!f.sent) {  // nothing ever reached the server: nothing to commit
       pending_.clear();
+      if (committed != nullptr) *committed = true;
       run_callbacks(f.on_commit, false);
       return;
     }
@@ -434,13 +450,10 @@ class scope_machine {
     b.statements.push_back(statement{"COMMIT", 0, nullptr, nullptr});
     batch_reply br = exchange(b.statements, 0);
     if (br.lost && f.opts.resolve_in_doubt) {
-      broken_ = true;
-      broken_reason_ = br.lost_message;
-      pending_.clear();
-      doom_.reset();
+      mark_broken(br.lost_message);
       const std::string outcome = xid_.empty() ? "committed" : xact_status(xid_);
       if (outcome == "committed") {  // without an xid the transaction wrote nothing: nothing was lost
-        ++stats_.transactions_committed;
+        done();
         run_callbacks(f.on_commit, false);
         return;
       }
@@ -478,7 +491,7 @@ class scope_machine {
                                     ": the transaction had failed and was rolled back",
                                 "the server rolled the transaction back", "");
     }
-    ++stats_.transactions_committed;
+    done();
     run_callbacks(f.on_commit, false);
   }
 
@@ -534,8 +547,7 @@ class scope_machine {
         rb = exchange_one("ROLLBACK");
         ++stats_.transactions_rolled_back;
         if (rb.lost) {
-          broken_ = true;
-          broken_reason_ = rb.lost_message;
+          mark_broken(rb.lost_message);
           lost = true;
         }
       }
@@ -594,8 +606,10 @@ class scope_machine {
 template <class Driver>
 class driver_session final : public scope_machine {
  public:
+  explicit driver_session(std::string info) : conninfo(std::move(info)) {}
+
   Driver driver;
-  std::string conninfo;  // for the fresh connection that resolves a lost COMMIT
+  std::string conninfo;  // what the session was opened with; also for resolving a lost COMMIT
 
  protected:
   batch_reply do_exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
