@@ -5,6 +5,7 @@
 //   |- usage_error            misuse of the API, detected before anything is sent
 //   |- conversion_error       a value could not be converted (parameter or field)
 //   |- transaction_aborted    the scope is doomed by an earlier failure; end it
+//   |  `- batch_failed         a statement of a batched attempt failed: atomic() runs it again unbatched
 //   |- connection_error       the connection is unusable
 //   |  `- in_doubt_error      COMMIT was sent and no answer came: outcome unknown
 //   `- sql_error              the server reported an error (SQLSTATE, detail, hint)
@@ -68,6 +69,16 @@ class transaction_aborted : public error {
  private:
   // shared so that copying the exception never throws
   std::shared_ptr<const std::pair<std::string, std::string>> first_;
+};
+
+// Thrown inside a batched attempt (transaction_options::batch) once a statement
+// sent with it has failed: the attempt is already rolled back, every later call in
+// it throws this without a round trip, and atomic() runs the function again
+// without batching, where the failure surfaces at the statement that caused it.
+// first_error()/first_sqlstate() name the failure.
+class batch_failed : public transaction_aborted {
+ public:
+  using transaction_aborted::transaction_aborted;
 };
 
 class sql_error : public error {

@@ -35,6 +35,14 @@ struct transaction_options {
   // atomic()/transactional() only, outermost scope only: re-run the whole function
   // after serialization_failure (40001) or deadlock_detected (40P01).
   int retries = 0;
+  // atomic()/transactional() only, outermost scope only: statements are queued
+  // and sent together, with BEGIN, savepoints and COMMIT, when a result is read,
+  // on connection::flush(), or at the end (one round trip for a transaction that
+  // reads nothing). If any statement of a send fails, the attempt is rolled back,
+  // its callbacks are dropped and the function runs again without batching, where
+  // every error surfaces where it happened. Ignored on a nested scope;
+  // usage_error on a transaction object, which cannot run code again.
+  bool batch = false;
   // Backoff before retry n (0-based): a random delay in [d/2, d], d = min(max, base * 2^n).
   std::chrono::milliseconds retry_base_delay{5};
   std::chrono::milliseconds retry_max_delay{200};
@@ -53,7 +61,11 @@ struct statement_event {
   std::size_t depth = 0;                   // open scopes when it ran
   std::chrono::microseconds duration{0};   // its round trip, control statements that rode with it included
   std::size_t rows = 0;                    // rows returned, or affected by INSERT/UPDATE/DELETE
-  const std::exception* error = nullptr;   // what execute() is about to throw, or nullptr
+  const std::exception* error = nullptr;   // what the statement throws (or threw), or nullptr
+  // The attempt of the outermost atomic() it belonged to (0: the first), and
+  // whether that attempt was batched: a replayed statement is reported twice.
+  std::size_t attempt = 0;
+  bool batched = false;
 };
 
 struct connection_options {
@@ -62,8 +74,10 @@ struct connection_options {
   // usage_error before anything is sent; the next client of the server connection
   // would inherit them. Wrap a statement in allow_session_state() to send it anyway.
   pqscope::pooling pooling = pqscope::pooling::none;
-  // Called after every statement given to execute()/query_value(), on the calling
-  // thread, also for one refused before it was sent (error set). Exceptions it
+  // Called once for every statement given to execute()/query_value(), on the
+  // calling thread, when its answer arrives (for a batched statement: with the
+  // batch that carried it), or when it is refused before it was sent (error set).
+  // It must not use the connection. Exceptions it
   // throws are swallowed: a logging hook must not change what a transaction does.
   std::function<void(const statement_event&)> observer;
 };

@@ -11,6 +11,8 @@ struct connection_stats {
   std::uint64_t transactions_committed = 0;    // outermost scopes whose COMMIT succeeded
   std::uint64_t transactions_rolled_back = 0;  // outermost scopes that reached the server and rolled back
   std::uint64_t savepoints = 0;                // SAVEPOINTs the server executed
+  std::uint64_t batched_attempts = 0;          // outermost atomic() attempts run with batch = true
+  std::uint64_t replays = 0;                   // functions run again unbatched after a batched send failed
 };
 
 }  // namespace pqscope
