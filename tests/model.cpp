@@ -2,12 +2,17 @@
 //
 // A seeded generator builds random programs: nested scopes (transaction objects or
 // atomic(), with or without a savepoint) that insert rows, run a failing statement,
-// register callbacks, catch or let through exceptions, and end by commit, rollback,
-// destruction or a thrown exception. Each program runs against the library on a real
+// read the rows the transaction sees, register callbacks, catch or let through
+// exceptions, and end by commit, rollback, destruction or a thrown exception. Each program runs against the library on a real
 // server and against a small in-memory model of the expected semantics (Django's
 // atomic). After every outermost scope the two must agree on the committed rows, the
 // callbacks that fired, every exception caught on the way, and the session must be
 // idle. A failing program is shrunk and printed.
+//
+// Every program also runs batched: the outermost scope is an atomic() with
+// transaction_options::batch, and must give exactly what the model says an
+// unbatched run gives (a voided attempt's observations are discarded when the
+// function starts again, as its effects are).
 //
 // PQSCOPE_MODEL_PROGRAMS sets the programs per target (default 3000);
 // PQSCOPE_FUZZ_SECONDS runs fresh random seeds for that long instead (scripts/dev.sh fuzz).
@@ -35,7 +40,7 @@ namespace {
 struct scope_node;
 
 struct op {
-  enum kind { insert, fail, nested, on_commit, on_rollback } k = insert;
+  enum kind { insert, fail, nested, on_commit, on_rollback, read } k = insert;
   int id = 0;           // row id for insert, callback id for on_commit/on_rollback
   bool caught = false;  // wrapped in try { } catch (...) { } at its own level
   std::shared_ptr<scope_node> scope;  // nested
@@ -98,9 +103,11 @@ class generator {
       } else if (pick < 62 && depth < 5) {
         o.k = op::nested;
         o.scope = scope(depth + 1);
-      } else if (pick < 74) {
+      } else if (pick < 72) {
         o.k = op::fail;
-      } else if (pick < 87) {
+      } else if (pick < 78) {
+        o.k = op::read;
+      } else if (pick < 89) {
         o.k = op::on_commit;
       } else {
         o.k = op::on_rollback;
@@ -126,6 +133,7 @@ void print(std::ostream& os, const scope_node& s, int indent) {
       case op::fail: os << "duplicate insert (unique_violation)"; break;
       case op::on_commit: os << "on_commit #" << o.id; break;
       case op::on_rollback: os << "on_rollback #" << o.id; break;
+      case op::read: os << "read the rows"; break;
       case op::nested: print(os, *o.scope, indent + 1); break;
     }
     os << (o.caught ? " } catch (...) {}" : "") << "\n";
@@ -158,11 +166,12 @@ std::ostream& operator<<(std::ostream& os, const observed& o) {
 
 class real_runner {
  public:
-  real_runner(pqscope::connection& c, std::string table, int base) : c_(c), table_(std::move(table)), base_(base) {}
+  real_runner(pqscope::connection& c, std::string table, int base, bool batch)
+      : c_(c), table_(std::move(table)), base_(base), batch_(batch) {}
 
   observed run(const scope_node& program) {
     try {
-      scope(program);
+      scope(program, true);
       out_.trace.push_back("escaped: none");
     } catch (...) {
       out_.trace.push_back("escaped: " + category(std::current_exception()));
@@ -187,11 +196,14 @@ class real_runner {
     }
   }
 
-  void scope(const scope_node& s) {
+  void scope(const scope_node& s, bool root = false) {
     pqscope::transaction_options opts;
     opts.savepoint = s.savepoint;
+    opts.batch = batch_ && root;
     if (s.atomic) {
+      const std::size_t mark = out_.trace.size();
       pqscope::atomic(c_, opts, [&] {
+        out_.trace.resize(mark);  // a replayed attempt starts afresh
         body(s);
         if (s.end == scope_node::raise) throw user_exception{};
       });
@@ -213,6 +225,13 @@ class real_runner {
       case op::fail: c_.execute("INSERT INTO " + table_ + " VALUES (0)"); break;  // row 0 exists
       case op::on_commit: c_.on_commit([this, id = o.id] { out_.fired.push_back(id); }); break;
       case op::on_rollback: c_.on_rollback([this, id = o.id] { out_.fired.push_back(-id); }); break;
+      case op::read:
+        out_.trace.push_back("read: " + c_.query_value<std::optional<std::string>>(
+                                            "SELECT string_agg((id - $1)::text, ',' ORDER BY id) FROM " + table_ +
+                                                " WHERE id > $1",
+                                            base_)
+                                            .value_or(""));
+        break;
       case op::nested: scope(*o.scope); break;
     }
   }
@@ -220,6 +239,7 @@ class real_runner {
   pqscope::connection& c_;
   std::string table_;
   int base_;
+  bool batch_;
   observed out_;
 };
 
@@ -299,6 +319,15 @@ class model {
       }
       case op::on_commit: frames_.back().on_commit.push_back(o.id); break;
       case op::on_rollback: frames_.back().on_rollback.push_back(o.id); break;
+      case op::read: {
+        if (doom_) aborted();
+        std::set<int> visible;
+        for (const frame& f : frames_) visible.insert(f.rows.begin(), f.rows.end());
+        std::string text;
+        for (int id : visible) text += (text.empty() ? "" : ",") + std::to_string(id);
+        out_.trace.push_back("read: " + text);
+        break;
+      }
       case op::nested: scope(*o.scope); break;
     }
   }
@@ -359,14 +388,15 @@ struct counts {
 void count(const scope_node& s, counts& n) {
   ++n.scopes;
   for (const op& o : s.body) {
-    if (o.k == op::insert || o.k == op::fail) ++n.statements;
+    if (o.k == op::insert || o.k == op::fail || o.k == op::read) ++n.statements;
     if (o.k == op::nested) count(*o.scope, n);
   }
 }
 
 class harness {
  public:
-  harness(const pqtest::target& t, const pqtest::scratch_table& table) : t_(t), table_(table) {
+  harness(const pqtest::target& t, const pqtest::scratch_table& table, bool batch)
+      : t_(t), table_(table), batch_(batch) {
     conn_.emplace(t.conninfo);
     conn_->execute("INSERT INTO " + table_.name() + " VALUES (0)");
   }
@@ -374,7 +404,7 @@ class harness {
   // Runs one program on both sides; returns a description of the mismatch, if any.
   std::optional<std::string> check(const scope_node& program) {
     base_ += 1000;
-    observed real = real_runner(*conn_, table_.name(), base_).run(program);
+    observed real = real_runner(*conn_, table_.name(), base_, batch_).run(program);
     observed expected = model().run(program);
     std::ostringstream why;
     if (!(real == expected)) why << "library: " << real << "\n  model: " << expected;
@@ -383,6 +413,8 @@ class harness {
     if (why.str().empty()) return std::nullopt;
     return why.str();
   }
+
+  [[nodiscard]] const pqscope::connection_stats& stats() const { return conn_->stats(); }
 
   // Greedy shrinking: drop ops (and unwrap nested scopes) while the mismatch stays.
   std::shared_ptr<scope_node> shrink(std::shared_ptr<scope_node> program) {
@@ -431,18 +463,26 @@ class harness {
 
   const pqtest::target& t_;
   const pqtest::scratch_table& table_;
+  bool batch_;
   std::optional<pqscope::connection> conn_;
   int base_ = 0;
 };
+
+// A batched program: only an outermost atomic() batches, and it ends by commit or exception.
+std::shared_ptr<scope_node> for_batch(std::shared_ptr<scope_node> p) {
+  p->atomic = true;
+  if (p->end == scope_node::rollback || p->end == scope_node::drop) p->end = scope_node::raise;
+  return p;
+}
 
 long env_long(const char* name, long fallback) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? std::strtol(v, nullptr, 10) : fallback;
 }
 
-void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs, double seconds) {
+void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs, double seconds, bool batch) {
   pqtest::scratch_table table("id int PRIMARY KEY");
-  harness h(t, table);
+  harness h(t, table, batch);
   counts n;
   const auto start = std::chrono::steady_clock::now();
   for (std::uint64_t seed = first_seed;; ++seed) {
@@ -452,12 +492,14 @@ void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs,
       break;
     }
     auto program = generator(seed).program();
+    if (batch) program = for_batch(program);
     ++n.programs;
     count(*program, n);
     if (auto why = h.check(*program)) {
       auto small = h.shrink(program);
       std::ostringstream os;
-      os << "seed " << seed << " on " << t.name << ": library and model disagree\n  " << *why
+      os << "seed " << seed << " on " << t.name << (batch ? ", batched" : "")
+         << ": library and model disagree\n  " << *why
          << "\nsmallest program that still disagrees:\n";
       print(os, *small, 0);
       os << "\n  " << h.check(*small).value_or("(no longer reproduces)");
@@ -465,10 +507,17 @@ void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs,
     }
   }
   BOOST_TEST(n.programs > 0);
-  BOOST_TEST_MESSAGE("model/" << t.name << ": " << n.programs << " random programs (" << n.scopes << " scopes, "
-                              << n.statements << " statements) agreed with the model");
-  std::cout << "model/" << t.name << ": " << n.programs << " random programs, " << n.scopes << " scopes, "
-            << n.statements << " statements: all agreed with the model\n";
+  const std::string name = t.name + (batch ? " batched" : "");
+  std::cout << "model/" << name << ": " << n.programs << " random programs, " << n.scopes << " scopes, "
+            << n.statements << " statements: all agreed with the model";
+  if (batch) {
+    // Both paths must really have been taken: attempts that went through batched,
+    // and attempts voided by a failed send and run again.
+    BOOST_TEST(h.stats().batched_attempts >= static_cast<std::uint64_t>(n.programs));
+    BOOST_TEST(h.stats().replays > 0u);
+    std::cout << " (" << h.stats().batched_attempts << " batched attempts, " << h.stats().replays << " replayed)";
+  }
+  std::cout << "\n";
 }
 
 }  // namespace
@@ -477,7 +526,15 @@ void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs,
 BOOST_AUTO_TEST_CASE(fixed_seeds_agree_with_the_model) {
   const long programs = env_long("PQSCOPE_MODEL_PROGRAMS", 3000);
   for (const auto& t : pqtest::targets()) {
-    BOOST_TEST_CONTEXT(t.name) { run_seeds(t, 1, programs, 0); }
+    BOOST_TEST_CONTEXT(t.name) { run_seeds(t, 1, programs, 0, false); }
+  }
+}
+
+// The same programs with the outermost scope batched.
+BOOST_AUTO_TEST_CASE(fixed_seeds_batched_agree_with_the_model) {
+  const long programs = env_long("PQSCOPE_MODEL_PROGRAMS", 3000);
+  for (const auto& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT(t.name) { run_seeds(t, 1, programs, 0, true); }
   }
 }
 
@@ -491,6 +548,9 @@ BOOST_AUTO_TEST_CASE(random_seeds_for_a_while,
   const std::uint64_t seed = std::random_device{}();
   std::cout << "fuzzing from seed " << seed << " for " << seconds << " s per target\n";
   for (const auto& t : pqtest::targets()) {
-    BOOST_TEST_CONTEXT(t.name) { run_seeds(t, seed, 0, static_cast<double>(seconds)); }
+    BOOST_TEST_CONTEXT(t.name) {
+      run_seeds(t, seed, 0, static_cast<double>(seconds) / 2, false);
+      run_seeds(t, seed, 0, static_cast<double>(seconds) / 2, true);
+    }
   }
 }

@@ -717,3 +717,123 @@ BOOST_AUTO_TEST_CASE(more_clients_than_pooled_server_connections) {
     }
   }
 }
+
+// ---- batched attempts (transaction_options::batch) ---------------------------------
+
+namespace {
+pqscope::transaction_options batched() {
+  pqscope::transaction_options o;
+  o.batch = true;
+  return o;
+}
+// `depth` scopes, the outermost a batched atomic(), each inner one a nested atomic().
+void nest_batched(pqscope::connection& c, u64 depth, const std::function<void()>& body) {
+  std::function<void(u64)> level = [&](u64 left) {
+    if (left == 0) return body();
+    pqscope::atomic(c, [&] { level(left - 1); });
+  };
+  pqscope::atomic(c, batched(), [&] { level(depth - 1); });
+}
+}  // namespace
+
+// N writes at any depth: BEGIN, the statements and COMMIT in one round trip; no
+// savepoint is created for scopes whose statements were all queued when they ended.
+BOOST_AUTO_TEST_CASE(batched_writes_cost_one_round_trip) {
+  for (const pqtest::target& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT("target " << t) {
+      pqtest::scratch_table table;
+      outside_view outside{table};
+      session s{t};
+      int id = 0;
+      long rows = 0;
+      for (u64 d : {1, 2, 3, 5, 10}) {
+        for (u64 n : {1, 3, 10}) {
+          BOOST_TEST_CONTEXT("depth " << d << ", " << n << " statement(s)") {
+            const cost c = s.measure([&] {
+              nest_batched(s.conn, d, [&] {
+                for (u64 i = 0; i < n; ++i) insert(s.conn, table, id++);
+              });
+            });
+            check(c, expected{1, n, 2, 0, 1, 0});  // controls: BEGIN, COMMIT
+            rows += static_cast<long>(n);
+            BOOST_TEST(outside.count() == rows);
+          }
+        }
+      }
+    }
+  }
+}
+
+// K reads in the innermost scope, between writes: K + 1 round trips. The scopes
+// open at a read get their SAVEPOINTs in that send; their RELEASEs fall away at COMMIT.
+BOOST_AUTO_TEST_CASE(batched_reads_cost_one_round_trip_each) {
+  for (const pqtest::target& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT("target " << t) {
+      pqtest::scratch_table table;
+      session s{t};
+      int id = 0;
+      for (u64 d : {1, 3, 5}) {
+        for (u64 k : {1, 2, 4}) {
+          BOOST_TEST_CONTEXT("depth " << d << ", " << k << " read(s)") {
+            const int first = id;
+            const cost c = s.measure([&] {
+              nest_batched(s.conn, d, [&] {
+                for (u64 i = 0; i < k; ++i) {
+                  insert(s.conn, table, id++);
+                  const long seen = s.conn.query_value<long>("SELECT count(*) FROM " + table.name() + " WHERE id >= $1",
+                                                             first);
+                  BOOST_TEST(seen == static_cast<long>(i + 1));  // the reader sees its own queued writes
+                }
+                insert(s.conn, table, id++);
+              });
+            });
+            // controls: BEGIN, d - 1 SAVEPOINTs, COMMIT
+            check(c, expected{k + 1, 2 * k + 1, d + 1, d - 1, 1, 0});
+          }
+        }
+      }
+    }
+  }
+}
+
+// Scopes that run nothing send nothing, batched or not.
+BOOST_AUTO_TEST_CASE(batched_empty_scopes_send_nothing) {
+  for (const pqtest::target& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT("target " << t) {
+      session s{t};
+      for (u64 d : {1, 4}) {
+        const cost c = s.measure([&] { nest_batched(s.conn, d, [] {}); });
+        check(c, expected{0, 0, 0, 0, 0, 0});
+      }
+    }
+  }
+}
+
+// A failed batch: the batch, its ROLLBACK, then the unbatched run of the function.
+BOOST_AUTO_TEST_CASE(failed_batch_costs_batch_rollback_and_unbatched_run) {
+  for (const pqtest::target& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT("target " << t) {
+      pqtest::scratch_table table;
+      outside_view outside{table};
+      session s{t};
+      s.conn.execute("INSERT INTO " + table.name() + " (id) VALUES (0)");
+      const auto replays = s.conn.stats().replays;
+      // Row 1, then a nested unit that fails on a duplicate and is caught, then row 2.
+      const cost c = s.measure([&] {
+        pqscope::atomic(s.conn, batched(), [&] {
+          insert(s.conn, table, 1);
+          try {
+            pqscope::atomic(s.conn, [&] { insert(s.conn, table, 0); });
+          } catch (const pqscope::unique_violation&) {
+          }
+          insert(s.conn, table, 2);
+        });
+      });
+      // Batched: [BEGIN, 1, 0, 2, COMMIT] fails at 0 -> ROLLBACK (2 round trips).
+      // Unbatched: [BEGIN, 1], [SAVEPOINT, 0] fails, [ROLLBACK TO, RELEASE, 2], [COMMIT] (4 round trips, 5 controls).
+      check(c, expected{6, 3 + 3, 2 + 1 + 5, 1, 1, 1});
+      BOOST_TEST(s.conn.stats().replays == replays + 1);
+      BOOST_TEST(outside.ids(0, 10) == "0,1,2");
+    }
+  }
+}

@@ -24,6 +24,9 @@
 namespace pqscope {
 
 class transaction;
+namespace detail {
+struct connection_access;
+}
 
 // A statement that is sent even though it leaves session state behind, on a
 // connection with pooling::transaction: execute(allow_session_state("LISTEN jobs")).
@@ -69,6 +72,7 @@ class basic_connection {
   explicit basic_connection(std::string conninfo, connection_options options = {})
       : options_(std::move(options)),
         s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
+    s_->machine.set_observer(options_.observer);
     s_->driver.open(s_->conninfo, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;
@@ -88,7 +92,8 @@ class basic_connection {
 
   // Runs one statement. Parameters travel out of line ($1, $2, ...), never
   // spliced into the SQL. Outside any scope it commits at once (autocommit);
-  // inside, pending BEGIN/SAVEPOINT/RELEASE ride in the same round trip.
+  // inside, pending BEGIN/SAVEPOINT/RELEASE ride in the same round trip. In a
+  // batched attempt it is queued, and the result sends the queue when first used.
   template <class... Params>
   result execute(detail::sql_ref sql, const Params&... params) {
     return run(sql, params...);
@@ -106,8 +111,14 @@ class basic_connection {
     return r[0][0].template as<T>();
   }
 
+  // Sends every statement a batched attempt has queued and waits for the answers
+  // (for code that needs a statement to have run before something outside the
+  // database happens). Throws batch_failed if one of them failed. Nothing queued:
+  // nothing is sent.
+  void flush() { machine_session().flush(); }
+
   // Open scopes on this connection (0: autocommit).
-  [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->depth() : 0; }
+  [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
   [[nodiscard]] bool in_transaction() const noexcept { return depth() > 0; }
 
   // Runs fn after the outermost transaction commits (at once outside any scope).
@@ -142,47 +153,40 @@ class basic_connection {
   // Only at depth 0: a scope cannot move to another session.
   void reconnect() {
     auto& s = machine_session();
-    if (!s.opened_by_this_process()) s.check_usable();
-    if (s.depth() != 0)
-      throw usage_error("reconnect() with " + std::to_string(s.depth()) + " scope(s) open; end them first");
+    if (!s.machine.opened_by_this_process()) s.machine.check_usable();
+    if (s.machine.depth() != 0)
+      throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
     s.driver.close();
-    s.mark_open();
+    s.machine.mark_open();
     s.driver.open(s.conninfo, detail::default_application_name());
   }
 
  private:
   friend class transaction;
+  friend struct detail::connection_access;
 
   detail::driver_session<Driver>& machine_session() const {
     if (!s_) throw usage_error("this connection was moved from");
     return *s_;
   }
-  detail::scope_machine& machine() const { return machine_session(); }
+  detail::scope_machine& machine() const { return machine_session().machine; }
 
+  // The observer hears of a statement from the machine once its answer arrives,
+  // and from here when it is refused before it could be queued.
   template <class... Params>
   result run(const detail::sql_ref& sql, const Params&... params) {
-    if (!options_.observer) {
-      check_session_state(sql);
-      auto list = detail::param_list::of(params...);
-      return machine().run(sql.c_str(), list);
-    }
-    statement_event ev;
-    ev.sql = sql.view();
-    ev.params = sizeof...(Params);
-    ev.depth = depth();
-    const auto start = std::chrono::steady_clock::now();
+    auto& s = machine_session();
+    std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
+    std::shared_ptr<detail::statement_slot> slot;
     try {
       check_session_state(sql);
-      auto list = detail::param_list::of(params...);
-      result r = machine().run(sql.c_str(), list);
-      ev.rows = r.columns() > 0 ? r.size() : r.affected_rows();
-      notify(ev, start);
-      return r;
+      list.emplace(detail::param_list::of(params...));
+      slot = s.machine.queue_statement(sql.c_str(), sql.view(), *list, s.weak_from_this());
     } catch (const std::exception& e) {
-      ev.error = &e;
-      notify(ev, start);
+      if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
       throw;
     }
+    return s.complete(slot);
   }
 
   void check_session_state(const detail::sql_ref& sql) const {
@@ -191,8 +195,12 @@ class basic_connection {
     if (!hazard.empty()) throw usage_error(hazard);
   }
 
-  void notify(statement_event& ev, std::chrono::steady_clock::time_point start) const noexcept {
-    ev.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+  void notify_refusal(const detail::sql_ref& sql, std::size_t params, const std::exception& e) const noexcept {
+    statement_event ev;
+    ev.sql = sql.view();
+    ev.params = params;
+    ev.depth = depth();
+    ev.error = &e;
     try {
       options_.observer(ev);
     } catch (...) {
@@ -202,9 +210,9 @@ class basic_connection {
 
   void close() noexcept {
     if (!s_) return;
-    s_->mark_closed();
+    s_->machine.mark_closed();
     // In a forked child, closing would end the parent's session.
-    if (s_->opened_by_this_process())
+    if (s_->machine.opened_by_this_process())
       s_->driver.close();
     else
       s_->driver.abandon();

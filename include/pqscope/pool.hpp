@@ -158,7 +158,7 @@ class lease {
  public:
   lease(lease&& other) noexcept
       : state_(std::move(other.state_)), entry_(std::move(other.entry_)), status_(other.status_) {
-    other.entry_.reset();
+    other.entry_ = detail::pool_entry{};
     other.status_ = status::moved_from;
   }
   lease& operator=(lease&& other) noexcept {
@@ -167,7 +167,7 @@ class lease {
       state_ = std::move(other.state_);
       entry_ = std::move(other.entry_);
       status_ = other.status_;
-      other.entry_.reset();
+      other.entry_ = detail::pool_entry{};
       other.status_ = status::moved_from;
     }
     return *this;
@@ -179,7 +179,7 @@ class lease {
   // usage_error once released or moved from.
   [[nodiscard]] connection& get() {
     check();
-    return *entry_->conn;
+    return *entry_.conn;
   }
   [[nodiscard]] connection& operator*() { return get(); }
   [[nodiscard]] connection* operator->() { return &get(); }
@@ -205,13 +205,13 @@ class lease {
   }
 
   void give_back() noexcept {
-    if (entry_ && state_) state_->give_back(std::move(*entry_));
-    entry_.reset();
+    if (entry_.conn && state_) state_->give_back(std::move(entry_));
+    entry_ = detail::pool_entry{};
     state_.reset();
   }
 
   std::shared_ptr<detail::pool_state> state_;
-  std::optional<detail::pool_entry> entry_;
+  detail::pool_entry entry_;  // conn == nullptr: none (an optional here trips g++'s maybe-uninitialized)
   status status_ = status::active;
 };
 

@@ -29,6 +29,24 @@ using result_handle = std::shared_ptr<PGresult>;
 inline result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
 }  // namespace detail
 
+class result;
+
+namespace detail {
+// The answer to a statement that waits in a batched attempt's queue.
+class deferred_answer {
+ public:
+  deferred_answer() = default;
+  deferred_answer(const deferred_answer&) = delete;
+  deferred_answer& operator=(const deferred_answer&) = delete;
+  deferred_answer(deferred_answer&&) = delete;
+  deferred_answer& operator=(deferred_answer&&) = delete;
+  virtual ~deferred_answer() = default;
+  // Sends what is queued if it has not gone out yet, then returns the answer or
+  // throws what the statement raised.
+  virtual result wait() = 0;
+};
+}  // namespace detail
+
 class field {
  public:
   [[nodiscard]] bool is_null() const { return PQgetisnull(res_.get(), row_, col_) != 0; }
@@ -70,19 +88,23 @@ class field {
   int row_, col_;
 };
 
+// The answer to one statement. In a batched attempt (transaction_options::batch)
+// execute() returns it before the statement is sent: the first use of any member
+// sends everything queued and waits, and throws if the statement failed.
 class result {
  public:
   class const_iterator;
 
   result() = default;
   explicit result(detail::result_handle r) : res_(std::move(r)) {}
+  explicit result(std::shared_ptr<detail::deferred_answer> pending) : pending_(std::move(pending)) {}
 
-  [[nodiscard]] std::size_t size() const noexcept {
-    return res_ ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
+  [[nodiscard]] std::size_t size() const {
+    return get() != nullptr ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
   }
-  [[nodiscard]] bool empty() const noexcept { return size() == 0; }
-  [[nodiscard]] std::size_t columns() const noexcept {
-    return res_ ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
+  [[nodiscard]] bool empty() const { return size() == 0; }
+  [[nodiscard]] std::size_t columns() const {
+    return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
   }
   [[nodiscard]] std::string_view column_name(std::size_t i) const {
     check_column(i);
@@ -99,32 +121,42 @@ class result {
   }
   // Rows inserted, updated, deleted, ... by the command; 0 for commands that report none.
   [[nodiscard]] std::uint64_t affected_rows() const {
-    if (!res_) return 0;
+    if (get() == nullptr) return 0;
     const char* n = PQcmdTuples(res_.get());
     return *n ? std::stoull(n) : 0;
   }
   // The command tag, e.g. "INSERT 0 1".
-  [[nodiscard]] std::string_view command() const { return res_ ? PQcmdStatus(res_.get()) : ""; }
+  [[nodiscard]] std::string_view command() const { return get() != nullptr ? PQcmdStatus(res_.get()) : ""; }
 
   [[nodiscard]] row operator[](std::size_t i) const;
   [[nodiscard]] const_iterator begin() const;
   [[nodiscard]] const_iterator end() const;
 
-  [[nodiscard]] PGresult* native_handle() const noexcept { return res_.get(); }
+  [[nodiscard]] PGresult* native_handle() const { return get(); }
 
  private:
   friend class row;
+  // The answer, once it is here; waits for it first if the statement is queued.
+  PGresult* get() const {
+    if (pending_) {
+      result r = pending_->wait();
+      res_ = std::move(r.res_);
+      pending_.reset();
+    }
+    return res_.get();
+  }
   void check_column(std::size_t i) const {
     if (i >= columns())
       throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
                         std::to_string(columns()) + " column(s)");
   }
-  detail::result_handle res_;
+  mutable detail::result_handle res_;
+  mutable std::shared_ptr<detail::deferred_answer> pending_;
 };
 
 class row {
  public:
-  [[nodiscard]] std::size_t size() const noexcept { return res_.columns(); }
+  [[nodiscard]] std::size_t size() const { return res_.columns(); }
   [[nodiscard]] std::size_t index() const noexcept { return static_cast<std::size_t>(row_); }
   [[nodiscard]] field operator[](std::size_t col) const {
     res_.check_column(col);

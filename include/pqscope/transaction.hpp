@@ -20,6 +20,15 @@
 
 namespace pqscope {
 
+namespace detail {
+struct connection_access {
+  template <class Driver>
+  static std::shared_ptr<sync_session> session(basic_connection<Driver>& c) {
+    return c.s_;
+  }
+};
+}  // namespace detail
+
 // One scope. The outermost scope on a connection is a transaction (BEGIN ...
 // COMMIT), a nested one a savepoint; the caller never passes the parent: nesting
 // is tracked on the connection, so functions compose without knowing each other.
@@ -28,14 +37,7 @@ class transaction {
  public:
   template <class Driver>
   explicit transaction(basic_connection<Driver>& c, const transaction_options& options = {})
-      : machine_(c.s_) {
-    if (!machine_) throw usage_error("transaction on a moved-from connection");
-    if (options.retries != 0)
-      throw usage_error("transaction_options::retries re-runs a function, which a transaction object cannot do: "
-                        "use pqscope::atomic or pqscope::transactional");
-    id_ = machine_->open(options);
-    outermost_ = machine_->depth() == 1;
-  }
+      : transaction(checked(c.s_, options), options, {}) {}
   transaction(transaction&& other) noexcept
       : machine_(std::move(other.machine_)),
         id_(std::exchange(other.id_, 0)),
@@ -60,7 +62,39 @@ class transaction {
   [[nodiscard]] bool is_outermost() const noexcept { return outermost_; }
 
  private:
+  template <class Driver, class Fn>
+  friend auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&& fn);
+
   enum class state { open, committed, rolled_back, moved_from };
+
+  transaction(std::shared_ptr<detail::sync_session> s, const transaction_options& options,
+              detail::attempt_info attempt)
+      : machine_(std::move(s)) {
+    if (!machine_) throw usage_error("transaction on a moved-from connection");
+    id_ = machine_->machine.open(options, attempt);
+    outermost_ = machine_->machine.depth() == 1;
+  }
+
+  static std::shared_ptr<detail::sync_session> checked(std::shared_ptr<detail::sync_session> s,
+                                                       const transaction_options& options) {
+    if (options.retries != 0 || options.batch)
+      throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
+                        " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
+                        "pqscope::transactional");
+    return s;
+  }
+
+  // atomic(): ends the attempt if the function left it open (rolling back, after
+  // the statements still queued went out), and tells whether a failed batched send
+  // voided it. Throws only connection_error.
+  bool end_attempt() {
+    if (state_ == state::open && machine_->machine.index_of(id_)) {
+      state_ = state::rolled_back;
+      machine_->abandon(id_);
+      if (!machine_->machine.voided()) machine_->machine.check_usable();
+    }
+    return machine_->machine.voided().has_value();
+  }
 
   void finish(bool commit) {
     const char* what = commit ? "commit()" : "rollback()";
@@ -70,27 +104,24 @@ class transaction {
       case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
       case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
     }
-    if (!machine_->index_of(id_)) {
+    if (!machine_->machine.index_of(id_)) {
       state_ = state::rolled_back;
       throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
                                             "ended first");
     }
     bool committed = false;
     try {
-      if (commit)
-        machine_->commit(id_, &committed);
-      else
-        machine_->rollback(id_);
+      machine_->end(id_, commit, &committed);
       state_ = commit ? state::committed : state::rolled_back;
     } catch (...) {
       // The scope has ended if it left the stack; an on_commit callback may have
       // thrown after a successful COMMIT.
-      if (!machine_->index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
+      if (!machine_->machine.index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
       throw;
     }
   }
 
-  std::shared_ptr<detail::scope_machine> machine_;
+  std::shared_ptr<detail::sync_session> machine_;
   std::uint64_t id_ = 0;
   bool outermost_ = false;
   state state_ = state::open;
@@ -140,15 +171,26 @@ inline std::chrono::milliseconds retry_delay(const transaction_options& o, int a
 // options.retries > 0 and no scope open around it, fn is re-run after
 // serialization_failure or deadlock_detected; nested, the error propagates to the
 // outermost atomic(), which alone can retry.
+//
+// options.batch (outermost only): statements are queued and sent together (see
+// transaction_options::batch). If a send fails, the attempt is rolled back and fn
+// runs again unbatched; a serialization failure or deadlock is retried batched.
 template <class Driver, class Fn>
 auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&& fn) {
   if (options.retries < 0) throw usage_error("transaction_options::retries must not be negative");
   transaction_options scope = options;
   scope.retries = 0;
+  scope.batch = false;
   const bool outermost = c.depth() == 0;
-  for (int attempt = 0;; ++attempt) {
+  const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
+  bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
+  std::size_t number = 0;
+  for (int attempt = 0;; ++number) {
+    const bool batched = outermost && options.batch && !replay;
+    if (replay) session->machine.count_replay();
+    replay = false;
     {
-      transaction tx{c, scope};
+      transaction tx{session, scope, {batched, number}};
       try {
         using R = decltype(detail::call_with_optional_connection(fn, c));
         if constexpr (std::is_void_v<R>) {
@@ -161,10 +203,21 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
           return value;
         }
       } catch (...) {
-        if (!outermost || attempt >= options.retries || !detail::is_retryable(std::current_exception())) throw;
+        if (batched && tx.end_attempt()) {
+          // Whatever fn saw or caught, a failed send voids the attempt.
+          const auto& failed = *session->machine.voided();
+          const bool conflict = failed.sqlstate == "40001" || failed.sqlstate == "40P01";
+          if (!(conflict && attempt < options.retries)) {
+            replay = true;
+            continue;
+          }
+        } else if (!outermost || attempt >= options.retries || !detail::is_retryable(std::current_exception())) {
+          throw;
+        }
       }
     }  // the failed attempt is rolled back here, before the pause
     std::this_thread::sleep_for(detail::retry_delay(options, attempt));
+    ++attempt;
   }
 }
 

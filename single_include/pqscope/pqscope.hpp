@@ -526,6 +526,24 @@ using result_handle = std::shared_ptr<PGresult>;
 inline result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
 }  // namespace detail
 
+class result;
+
+namespace detail {
+// The answer to a statement that waits in a batched attempt's queue.
+class deferred_answer {
+ public:
+  deferred_answer() = default;
+  deferred_answer(const deferred_answer&) = delete;
+  deferred_answer& operator=(const deferred_answer&) = delete;
+  deferred_answer(deferred_answer&&) = delete;
+  deferred_answer& operator=(deferred_answer&&) = delete;
+  virtual ~deferred_answer() = default;
+  // Sends what is queued if it has not gone out yet, then returns the answer or
+  // throws what the statement raised.
+  virtual result wait() = 0;
+};
+}  // namespace detail
+
 class field {
  public:
   [[nodiscard]] bool is_null() const { return PQgetisnull(res_.get(), row_, col_) != 0; }
@@ -567,19 +585,23 @@ class field {
   int row_, col_;
 };
 
+// The answer to one statement. In a batched attempt (transaction_options::batch)
+// execute() returns it before the statement is sent: the first use of any member
+// sends everything queued and waits, and throws if the statement failed.
 class result {
  public:
   class const_iterator;
 
   result() = default;
   explicit result(detail::result_handle r) : res_(std::move(r)) {}
+  explicit result(std::shared_ptr<detail::deferred_answer> pending) : pending_(std::move(pending)) {}
 
-  [[nodiscard]] std::size_t size() const noexcept {
-    return res_ ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
+  [[nodiscard]] std::size_t size() const {
+    return get() != nullptr ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
   }
-  [[nodiscard]] bool empty() const noexcept { return size() == 0; }
-  [[nodiscard]] std::size_t columns() const noexcept {
-    return res_ ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
+  [[nodiscard]] bool empty() const { return size() == 0; }
+  [[nodiscard]] std::size_t columns() const {
+    return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
   }
   [[nodiscard]] std::string_view column_name(std::size_t i) const {
     check_column(i);
@@ -596,32 +618,42 @@ class result {
   }
   // Rows inserted, updated, deleted, ... by the command; 0 for commands that report none.
   [[nodiscard]] std::uint64_t affected_rows() const {
-    if (!res_) return 0;
+    if (get() == nullptr) return 0;
     const char* n = PQcmdTuples(res_.get());
     return *n ? std::stoull(n) : 0;
   }
   // The command tag, e.g. "INSERT 0 1".
-  [[nodiscard]] std::string_view command() const { return res_ ? PQcmdStatus(res_.get()) : ""; }
+  [[nodiscard]] std::string_view command() const { return get() != nullptr ? PQcmdStatus(res_.get()) : ""; }
 
   [[nodiscard]] row operator[](std::size_t i) const;
   [[nodiscard]] const_iterator begin() const;
   [[nodiscard]] const_iterator end() const;
 
-  [[nodiscard]] PGresult* native_handle() const noexcept { return res_.get(); }
+  [[nodiscard]] PGresult* native_handle() const { return get(); }
 
  private:
   friend class row;
+  // The answer, once it is here; waits for it first if the statement is queued.
+  PGresult* get() const {
+    if (pending_) {
+      result r = pending_->wait();
+      res_ = std::move(r.res_);
+      pending_.reset();
+    }
+    return res_.get();
+  }
   void check_column(std::size_t i) const {
     if (i >= columns())
       throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
                         std::to_string(columns()) + " column(s)");
   }
-  detail::result_handle res_;
+  mutable detail::result_handle res_;
+  mutable std::shared_ptr<detail::deferred_answer> pending_;
 };
 
 class row {
  public:
-  [[nodiscard]] std::size_t size() const noexcept { return res_.columns(); }
+  [[nodiscard]] std::size_t size() const { return res_.columns(); }
   [[nodiscard]] std::size_t index() const noexcept { return static_cast<std::size_t>(row_); }
   [[nodiscard]] field operator[](std::size_t col) const {
     res_.check_column(col);
@@ -1417,24 +1449,39 @@ inline std::string session_state_hazard(std::string_view sql) {
 
 }  // namespace pqscope::detail
 // #include <pqscope/detail/scope_machine.hpp>
-// The scope state machine: the whole of pqscope's transaction logic.
+// The scope state machine: the whole of pqscope's transaction logic, and no I/O.
 //
 // A connection holds a stack of frames, one per open scope. Frame 0 is the
 // transaction; a nested frame owns a savepoint unless it was opened with
 // savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
-// waits in `pending_` and goes out in the same pipeline batch as the next
+// waits in the queue and goes out in the same pipeline batch as the next
 // statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
 // Only the end of the outermost scope is sent at once, so that no transaction is
 // ever left idle behind PgBouncer.
 //
-// Every pending control statement has a `level`: the index of the innermost frame
-// whose savepoint would undo it. Rolling back frame k drops everything pending at
-// level >= k; ending frame k moves what it leaves behind down to level k - 1.
+// The machine never sends anything itself. An operation queues what it needs and
+// may ask for a send; the front end then loops
+//     while (m.wants_send()) m.apply(exchange(m.plan()));
+// (plan: the statements of one batch, ending in one sync; apply: their answers)
+// and finally calls the operation's end step, which throws or returns. The
+// blocking connection and any non-blocking front end share this one machine.
+//
+// Every queued item has a `level`: the index of the innermost frame whose
+// savepoint would undo it. Rolling back frame k drops what is queued at level
+// >= k (unless statements wait there, which must still go out); ending frame k
+// moves what it leaves behind down to level k - 1.
 //
 // A failure inside a scope dooms it: `doom_` names the innermost frame that owns
 // a savepoint (or the transaction) and the first error. Until that frame is
 // rolled back, statements and commits throw transaction_aborted without a round
 // trip; committing it rolls it back and throws.
+//
+// Batched attempts (transaction_options::batch, outermost atomic() only): user
+// statements wait in the queue too, and go out when a result is read, on flush(),
+// or with the COMMIT. A failure in such a send voids the whole attempt: it is
+// rolled back at once, its callbacks are dropped, and atomic() runs the function
+// again unbatched, where errors surface where they happen. So a savepoint is only
+// needed where a scope rolls back or stays open across a send.
 
 #include <pthread.h>
 #include <sys/types.h>
@@ -1447,10 +1494,10 @@ inline std::string session_state_hazard(std::string_view sql) {
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1481,21 +1528,117 @@ inline pid_t current_pid() noexcept {
   return pid_slot().load(std::memory_order_relaxed);
 }
 
+inline std::exception_ptr sql_error_ptr(const std::string& message, const std::string& sqlstate,
+                                        const std::string& detail, const std::string& hint) {
+  try {
+    throw_sql_error(message, sqlstate, detail, hint);
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
+// Whatever can send the queue now: the front end that owns the machine.
+class sender {
+ public:
+  sender() = default;
+  sender(const sender&) = delete;
+  sender& operator=(const sender&) = delete;
+  sender(sender&&) = delete;
+  sender& operator=(sender&&) = delete;
+  virtual ~sender() = default;
+  virtual void flush() = 0;
+};
+
+// A user statement and, once it is known, its answer. Queued statements of a
+// batched attempt own a copy of their text and parameters; a statement sent at
+// once borrows the caller's.
+class statement_slot final : public deferred_answer {
+ public:
+  enum class state { queued, answered, failed };
+
+  result wait() override {
+    if (st == state::queued) {
+      std::shared_ptr<sender> s = owner.lock();
+      if (!s) throw connection_error("the connection was closed before this statement was sent");
+      s->flush();
+    }
+    if (st == state::failed) std::rethrow_exception(error);
+    if (st == state::queued) throw usage_error("this statement's answer is not available");  // cannot happen
+    return res;
+  }
+
+  void answer(result r) {
+    st = state::answered;
+    res = std::move(r);
+  }
+  void fail(std::exception_ptr e) {
+    st = state::failed;
+    error = std::move(e);
+  }
+
+  // Copies the text and parameters, so the statement can wait past the caller's call.
+  void own() {
+    text_.assign(sql.data(), sql.size());
+    sql = text_;
+    stmt.sql = text_.c_str();
+    values_.clear();
+    values_.reserve(static_cast<std::size_t>(stmt.n_params));
+    pointers_.clear();
+    for (int i = 0; i < stmt.n_params; ++i) values_.emplace_back(stmt.values[i] != nullptr ? stmt.values[i] : "");
+    for (int i = 0; i < stmt.n_params; ++i)
+      pointers_.push_back(stmt.values[i] != nullptr ? values_[static_cast<std::size_t>(i)].c_str() : nullptr);
+    if (stmt.types != nullptr) types_.assign(stmt.types, stmt.types + stmt.n_params);
+    stmt.values = pointers_.empty() ? nullptr : pointers_.data();
+    stmt.types = types_.empty() ? nullptr : types_.data();
+  }
+
+  state st = state::queued;
+  result res;
+  std::exception_ptr error;
+  std::weak_ptr<sender> owner;
+  statement stmt;        // what is sent
+  std::string_view sql;  // for the observer
+  std::size_t depth = 0, attempt = 0;
+  bool batched = false;
+
+ private:
+  std::string text_;
+  std::vector<std::string> values_;
+  std::vector<const char*> pointers_;
+  std::vector<unsigned> types_;
+};
+
+// The first failure of a voided batched attempt.
+struct attempt_failure {
+  std::string message, sqlstate;
+};
+
+// Which attempt of an outermost atomic() a scope belongs to.
+struct attempt_info {
+  bool batched = false;
+  std::size_t number = 0;
+};
+
 class scope_machine {
  public:
   using callback = std::function<void()>;
+  using clock = std::chrono::steady_clock;
 
   scope_machine() = default;
   scope_machine(const scope_machine&) = delete;
   scope_machine& operator=(const scope_machine&) = delete;
-  virtual ~scope_machine() = default;
+  ~scope_machine() { fail_queued(closed_error()); }
 
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
+  void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
+  // Statements of a batched attempt wait in the queue instead of going out at once.
+  [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
+  [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
 
   // ---- scopes -------------------------------------------------------------
 
-  std::uint64_t open(const transaction_options& o) {
+  std::uint64_t open(const transaction_options& o, attempt_info attempt = {}) {
     check_usable();
     if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
       throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
@@ -1512,69 +1655,32 @@ class scope_machine {
                           "outermost scope");
       if (o.deferrable && !root.deferrable)
         throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
+      throw_if_void("opening a nested scope");
       throw_if_doomed("opening a nested scope");
+      attempt = frames_.front().attempt;
     }
     const std::size_t i = frames_.size();
     frame f;
     f.id = next_id_++;
     f.opts = o;
     f.owning = i == 0 || o.savepoint;
+    f.attempt = attempt;
     frames_.push_back(std::move(f));
     const std::uint64_t id = frames_.back().id;
     if (i == 0) {
       xid_.clear();
-      queue(control::open, id, 0, begin_sql(o));
+      xid_pending_ = false;
+      void_.reset();
+      if (attempt.batched) ++stats_.batched_attempts;
+      queue(item::open, id, 0, begin_sql(o));
+    } else if (o.savepoint) {
+      queue(item::open, id, i, "SAVEPOINT " + savepoint_name(i));
     }
-    else if (o.savepoint)
-      queue(control::open, id, i, "SAVEPOINT " + savepoint_name(i));
     if (o.statement_timeout.count() > 0)
-      queue(control::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
+      queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
     if (o.lock_timeout.count() > 0)
-      queue(control::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
+      queue(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
     return id;
-  }
-
-  // Returns normally or throws; either way, `committed` (when given) says whether
-  // the scope's work was committed, which an on_commit callback that throws after a
-  // successful COMMIT would otherwise hide.
-  void commit(std::uint64_t id, bool* committed = nullptr) {
-    if (committed != nullptr) *committed = false;
-    if (!opened_by_this_process()) check_usable();
-    const std::size_t i = innermost_index(id, "commit()");
-    if (closed_ || broken_) {
-      end_rollback(i, /*quiet=*/true);
-      check_usable();
-    }
-    if (doom_) {
-      const doom d = *doom_;
-      end_rollback(i, /*quiet=*/false);
-      throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message,
-                                d.message, d.sqlstate);
-    }
-    if (i == 0) {
-      commit_outermost(committed);
-    } else {
-      commit_nested(i);
-      if (committed != nullptr) *committed = true;
-    }
-  }
-
-  void rollback(std::uint64_t id) {
-    if (!opened_by_this_process()) check_usable();
-    end_rollback(innermost_index(id, "rollback()"), /*quiet=*/false); }
-
-  // Ends scope `id` and every scope opened inside it, rolling back; never throws.
-  // Used by destructors, also when scopes are destroyed out of order.
-  void abandon(std::uint64_t id) noexcept {
-    auto at = index_of(id);
-    if (!at) return;
-    while (frames_.size() > *at) {
-      try {
-        end_rollback(frames_.size() - 1, /*quiet=*/true);
-      } catch (...) {
-        // end_rollback(quiet) only throws if memory runs out; the frame is gone either way
-      }
-    }
   }
 
   [[nodiscard]] std::optional<std::size_t> index_of(std::uint64_t id) const noexcept {
@@ -1583,38 +1689,184 @@ class scope_machine {
     return std::nullopt;
   }
 
+  // Ends scope `id` (the innermost) by commit or rollback. A nested scope ends
+  // here (false). The outermost one returns true: drive the loop, settle a lost
+  // COMMIT if needs_resolution() asks, then finish_end(). `quiet`: the destructor
+  // path, which throws nothing later.
+  bool end_scope(std::uint64_t id, bool commit, bool quiet = false) {
+    if (!quiet && !opened_by_this_process()) check_usable();
+    const std::size_t i = innermost_index(id, commit ? "commit()" : "rollback()");
+    op_ = operation{};
+    op_.commit = commit;
+    op_.quiet = quiet;
+    if ((closed_ || broken_) && commit) {
+      if (i == 0) {
+        pop_outermost();
+        if (opened_by_this_process()) run_callbacks(op_.ended.on_rollback, true);
+        op_ = operation{};
+      } else {
+        end_nested_rollback(i);
+      }
+      check_usable();  // throws
+    }
+    if (void_) {  // the attempt is rolled back on the server already; its callbacks never fire
+      frames_.pop_back();
+      if (i == 0) {
+        queue_.clear();
+        op_.replay = true;
+        return true;
+      }
+      if (commit && !quiet) throw_void("commit() refused");
+      return false;
+    }
+    if (commit && doom_) {
+      op_.refused = *doom_;
+      op_.commit = false;
+    }
+    if (i == 0) {
+      start_outermost();
+      return true;
+    }
+    if (op_.commit) {
+      commit_nested(i);
+      return false;
+    }
+    end_nested_rollback(i);
+    if (op_.refused && !quiet) refuse(*op_.refused);
+    return false;
+  }
+
+  // The transaction id whose fate a lost COMMIT left unknown, when the front end
+  // should ask a fresh connection (resolve_in_doubt); then resolve() with the answer.
+  [[nodiscard]] std::optional<std::string> needs_resolution() const {
+    if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && !op_.xid.empty())
+      return op_.xid;
+    return std::nullopt;
+  }
+  void resolve(std::string outcome) {
+    op_.resolved = true;
+    op_.resolution = std::move(outcome);
+  }
+
+  // After the loop: settles the outermost COMMIT or ROLLBACK, runs callbacks and
+  // throws what the operation must throw. `committed` tells whether the work was
+  // committed, also when an on_commit callback throws afterwards.
+  void finish_end(bool* committed = nullptr) {
+    if (committed != nullptr) *committed = false;
+    operation op = std::move(op_);
+    op_ = operation{};
+    frame& f = op.ended;
+    if (op.replay) {
+      if (op.quiet) return;
+      throw_void(op.commit ? "commit() refused" : "rollback()");
+    }
+    if (!op.commit) {
+      if (op.sent_end) ++stats_.transactions_rolled_back;
+      // In a forked child nothing was rolled back: the transaction is the parent's.
+      if (opened_by_this_process()) run_callbacks(f.on_rollback, op.quiet);
+      if (op.lost && !op.quiet) throw connection_error("connection lost during ROLLBACK: " + *op.lost);
+      if (op.refused && !op.quiet) refuse(*op.refused);
+      return;
+    }
+    auto done = [&] {
+      ++stats_.transactions_committed;
+      if (committed != nullptr) *committed = true;
+      run_callbacks(f.on_commit, false);
+    };
+    if (!op.sent_end) {  // nothing ever reached the server: nothing to commit
+      if (committed != nullptr) *committed = true;
+      run_callbacks(f.on_commit, false);
+      return;
+    }
+    if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
+      // Without an xid the transaction wrote nothing: nothing was lost.
+      const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
+      if (outcome == "committed") return done();
+      if (outcome == "aborted") {
+        ++stats_.transactions_rolled_back;
+        run_callbacks(f.on_rollback, false);
+        throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
+                               "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
+      }
+      throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
+                           op.xid + " gave no answer (" + outcome +
+                           "); the transaction may or may not have committed: " + *op.lost);
+    }
+    if (op.lost)
+      throw in_doubt_error("the connection was lost after COMMIT was sent, so the transaction may or may not have "
+                           "committed: " + *op.lost);
+    if (op.failure || op.end_reply.st != reply::status::ok) {
+      ++stats_.transactions_rolled_back;
+      run_callbacks(f.on_rollback, false);
+      if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+      if (op.failure) std::rethrow_exception(op.failure);
+      const reply& r = op.end_reply;
+      throw_sql_error(r.message, r.sqlstate, r.detail, r.hint);
+    }
+    if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
+      ++stats_.transactions_rolled_back;
+      run_callbacks(f.on_rollback, false);
+      throw transaction_aborted("COMMIT was answered with " + op.end_reply.command +
+                                    ": the transaction had failed and was rolled back",
+                                "the server rolled the transaction back", "");
+    }
+    done();
+  }
+
+  // The last outermost attempt was voided by a failed batched send: atomic() runs
+  // the function again. Its first failure, or nothing.
+  [[nodiscard]] const std::optional<attempt_failure>& voided() const noexcept { return void_; }
+  void count_replay() noexcept { ++stats_.replays; }
+
   // ---- statements -----------------------------------------------------------
 
-  result run(const char* sql, const param_list& params) {
+  // Queues a user statement. Unbatched it is due at once: drive, finish(), then
+  // read the slot. In a batched attempt it waits; the slot fills when it is sent.
+  std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const param_list& params,
+                                                  std::weak_ptr<sender> owner) {
     check_usable();
     if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
       throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
                         "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
     if (is_copy_stream(sql))
       throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
+    throw_if_void("statement refused");
     throw_if_doomed("statement refused");
+    auto slot = std::make_shared<statement_slot>();
+    slot->stmt = statement{sql, params.size(), params.values(), params.types()};
+    slot->sql = text;
+    slot->owner = std::move(owner);
+    slot->depth = depth();
+    const bool lazy = batching();
+    if (!frames_.empty()) {
+      slot->attempt = frames_.front().attempt.number;
+      slot->batched = lazy;
+    }
+    if (lazy) slot->own();
+    item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
+    it.slot = slot;
+    if (!lazy) {
+      op_ = operation{};
+      send_requested_ = true;
+    }
+    return slot;
+  }
 
-    batch b = pending_batch();
-    b.statements.push_back(statement{sql, params.size(), params.values(), params.types()});
-    // Learn the transaction id in the same round trip, for resolving a lost COMMIT.
-    const bool want_xid = !frames_.empty() && frames_.front().opts.resolve_in_doubt && xid_.empty();
-    if (want_xid)
-      b.statements.push_back(statement{"SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", 0, nullptr, nullptr});
-    batch_reply br = exchange(b.statements, 1);
-    if (br.lost) fail_lost(br, "");
-    auto failed = settle_controls(br, b.count);
-    reply& mine = br.replies[b.count];
-    if (want_xid) {
-      const reply& x = br.replies.back();
-      if (x.st == reply::status::ok && x.res.size() == 1 && !x.res[0][0].is_null()) xid_ = x.res[0][0].text();
-    }
-    check_state(br, failed.has_value() || mine.st == reply::status::error);
-    if (failed) raise(*failed);
-    if (mine.st == reply::status::error) {
-      doom_here(mine.message, mine.sqlstate);
-      throw_sql_error(mine.message, mine.sqlstate, mine.detail, mine.hint);
-    }
-    return std::move(mine.res);
+  // Asks for what is queued, up to the last statement, to go out now (a batched
+  // result is read, connection::flush()). Then drive and finish().
+  void request_flush() {
+    check_usable();
+    op_ = operation{};
+    send_requested_ = true;
+  }
+
+  // After driving a statement or a flush: throws what the loop found.
+  void finish() {
+    operation op = std::move(op_);
+    op_ = operation{};
+    if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+    if (op.stray) std::rethrow_exception(op.stray);
+    if (void_ && !frames_.empty()) throw_void("flush()");
   }
 
   void set_local(std::string_view name, std::string_view value) {
@@ -1624,11 +1876,11 @@ class scope_machine {
                         "\") outside a scope: a session-level setting would leak to other clients of a "
                         "pooled server connection; open a pqscope::transaction first");
     if (name.empty()) throw usage_error("set_local(): the setting name is empty");
+    throw_if_void("set_local() refused");
     throw_if_doomed("set_local() refused");
     param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
     (void)check;
-    const std::size_t i = frames_.size() - 1;
-    control& c = queue(control::setting, frames_.back().id, i, "SELECT pg_catalog.set_config($1, $2, true)");
+    item& c = queue(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
     c.args = {std::string(name), std::string(value)};
     c.context = "set_local(\"" + std::string(name) + "\"): ";
   }
@@ -1648,20 +1900,175 @@ class scope_machine {
     // outside a scope there is nothing to roll back: the callback can never run
   }
 
+  // ---- the loop -------------------------------------------------------------
+
+  [[nodiscard]] bool wants_send() noexcept {
+    if (closed_ || broken_ || !opened_by_this_process()) {
+      send_requested_ = false;
+      followup_.clear();
+      return false;
+    }
+    if (!followup_.empty()) return true;
+    if (!send_requested_) return false;
+    for (const item& it : queue_)
+      if (it.k == item::user || it.k == item::end) return true;
+    send_requested_ = false;
+    return false;
+  }
+
+  // The next batch: one pipeline, one sync. Valid until apply().
+  const std::vector<statement>& plan() {
+    in_flight_.clear();
+    if (!followup_.empty()) {
+      in_flight_.push_back(std::move(followup_.front()));
+      followup_.erase(followup_.begin());
+    } else {
+      send_requested_ = false;
+      // Up to the last statement or the end of the transaction: controls queued
+      // after it wait, so a scope that runs nothing more costs no savepoint.
+      std::size_t n = 0, last_user = 0;
+      for (std::size_t k = 0; k < queue_.size(); ++k) {
+        if (queue_[k].k == item::user) last_user = k + 1;
+        if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
+      }
+      const bool xid = last_user > 0 && wants_xid();
+      for (std::size_t k = 0; k < n; ++k) {
+        in_flight_.push_back(std::move(queue_[k]));
+        // Learn the transaction id in the same round trip, for resolving a lost COMMIT.
+        if (xid && k + 1 == last_user)
+          in_flight_.push_back(item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {},
+                                    {}, nullptr});
+      }
+      // Until an answer to the id query comes back, statements sent may have written.
+      if (last_user > 0) xid_pending_ = true;
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    out_.clear();
+    out_args_.assign(in_flight_.size(), {});
+    std::size_t users = 0;
+    for (std::size_t k = 0; k < in_flight_.size(); ++k) {
+      const item& it = in_flight_[k];
+      if (it.k == item::user) {
+        ++users;
+        out_.push_back(it.slot->stmt);
+        continue;
+      }
+      for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
+      out_.push_back(statement{it.sql.c_str(), static_cast<int>(out_args_[k].size()),
+                               out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
+    }
+    ++stats_.round_trips;
+    stats_.statements += users;
+    stats_.control_statements += out_.size() - users;
+    sent_at_ = clock::now();
+    return out_;
+  }
+
+  // Applies the answers to the batch from plan(). Throws only if memory runs out.
+  void apply(batch_reply br) {
+    const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
+    std::vector<item> batch = std::move(in_flight_);
+    in_flight_.clear();
+    if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
+
+    if (!batch.empty() && batch.front().k == item::followup) {
+      if (br.lost) {
+        mark_broken(br.lost_message);
+        if (op_.followup) op_.followup_lost = br.lost_message;
+      }
+      return;
+    }
+
+    std::optional<std::size_t> failed_at;
+    bool end_in_batch = false;
+    for (std::size_t k = 0; k < batch.size(); ++k) {
+      item& it = batch[k];
+      reply& r = br.replies[k];
+      if (it.k == item::end) {
+        end_in_batch = true;
+        op_.sent_end = true;
+        op_.end_reply = r;
+      }
+      if (r.st == reply::status::error && !failed_at) failed_at = k;
+      if (r.st != reply::status::ok) continue;
+      switch (it.k) {
+        case item::open:
+          if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
+          if (it.level > 0) ++stats_.savepoints;
+          break;
+        case item::user:
+          it.slot->answer(r.res);
+          notify(*it.slot, elapsed, nullptr, &r.res);
+          break;
+        case item::xid:
+          xid_pending_ = false;
+          if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
+          break;
+        default: break;
+      }
+    }
+
+    if (br.lost) {
+      if (end_in_batch) {
+        op_.lost = br.lost_message;
+        op_.xid = xid_;
+        op_.xid_unknown = xid_.empty() && xid_pending_;
+      }
+      mark_broken(br.lost_message);
+      const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
+      fail_unanswered(batch, e, elapsed);
+      return;
+    }
+
+    // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
+    const bool batched_attempt = batching() || (end_in_batch && op_.ended.attempt.batched);
+    if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
+      void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
+      return;
+    }
+
+    if (failed_at) {
+      const item& it = batch[*failed_at];
+      const reply& r = br.replies[*failed_at];
+      std::exception_ptr first = sql_error_ptr(it.context + r.message, r.sqlstate, r.detail, r.hint);
+      if (it.k != item::end) {
+        doom_here(it.context + r.message, r.sqlstate);
+        if (end_in_batch) op_.failure = first;
+      }
+      fail_unanswered(batch, first, elapsed);
+      if (!end_in_batch) {
+        // Skipped controls never ran: back to the queue, to ride with the next batch.
+        std::vector<item> back;
+        for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
+          if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
+        queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
+      }
+    }
+    if (end_in_batch) {
+      // COMMIT was skipped or refused and the transaction is still open: end it now.
+      if (op_.commit && (failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
+        push_followup("ROLLBACK", true);
+      return;
+    }
+    check_state(br, failed_at.has_value());
+  }
+
   // ---- connection life --------------------------------------------------------
 
   // The connection object is gone (or reconnecting): scopes still open end quietly.
   void mark_closed() noexcept {
     closed_ = true;
-    pending_.clear();
+    clear_queue();
     doom_.reset();
+    observer_ = nullptr;
   }
   void mark_open() noexcept {
     closed_ = false;
     broken_ = false;
     broken_reason_.clear();
-    pending_.clear();
+    clear_queue();
     doom_.reset();
+    void_.reset();
     pid_ = current_pid();
   }
   [[nodiscard]] bool opened_by_this_process() const noexcept { return pid_ == current_pid(); }
@@ -1676,39 +2083,42 @@ class scope_machine {
                              "); end the open scopes and call reconnect()");
   }
 
- protected:
-  virtual batch_reply do_exchange(const std::vector<statement>& statements) = 0;
-  // "committed", "aborted", or why it could not tell; asked on a fresh connection.
-  virtual std::string xact_status(const std::string& xid) noexcept = 0;
-
  private:
-  struct control {
-    enum kind { open, timeout, setting, release, rollback_to, restore } k;
+  struct item {
+    enum kind { open, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
     std::uint64_t frame_id;  // the frame that queued it
-    std::size_t level;
+    std::size_t level;       // the innermost frame whose savepoint undoes it
     std::string sql;
     std::vector<std::string> args;
     std::string context;  // prefix for its error message
+    std::shared_ptr<statement_slot> slot;  // user
   };
   struct frame {
     std::uint64_t id = 0;
     transaction_options opts;
     bool owning = true;
     bool sent = false;  // its BEGIN / SAVEPOINT has run on the server
+    attempt_info attempt;
     std::vector<callback> on_commit, on_rollback;
   };
   struct doom {
     std::size_t level;
     std::string message, sqlstate;
   };
-  struct failure {
-    std::string message, sqlstate, detail, hint;
-  };
-  // Statements built from pending_, with the argument pointers they need.
-  struct batch {
-    std::vector<statement> statements;
-    std::vector<std::vector<const char*>> args;
-    std::size_t count = 0;  // control statements at the front
+  // What the operation in progress learned from the loop, for its end step.
+  struct operation {
+    bool commit = false, quiet = false;
+    frame ended;             // the outermost scope being ended
+    bool sent_end = false;   // its COMMIT / ROLLBACK went out
+    bool replay = false;     // the batched attempt was voided
+    bool followup = false;   // a ROLLBACK the operation waits for is due
+    reply end_reply;
+    std::exception_ptr failure;  // a statement or control sent with the COMMIT failed
+    std::exception_ptr stray;    // the server's transaction state disagreed with the scopes
+    std::optional<std::string> lost, followup_lost;
+    std::optional<doom> refused;  // commit() of a doomed scope: rolled back instead
+    std::string xid, resolution;
+    bool xid_unknown = false, resolved = false;
   };
 
   static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
@@ -1727,16 +2137,50 @@ class scope_machine {
     return "BEGIN" + modes;
   }
 
-  control& queue(control::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
-    pending_.push_back(control{k, frame_id, level, std::move(sql), {}, {}});
-    return pending_.back();
+  static std::exception_ptr closed_error() noexcept {
+    return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
   }
-  void drop_pending(const std::function<bool(const control&)>& pred) {
-    pending_.erase(std::remove_if(pending_.begin(), pending_.end(), pred), pending_.end());
+
+  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
+    queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
+    return queue_.back();
+  }
+  void push_followup(const char* sql, bool awaited) {
+    followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
+    if (awaited) op_.followup = true;
+  }
+  template <class Pred>
+  void drop_queued(Pred pred) {
+    queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
   }
   void lower_levels(std::size_t from) {
-    for (control& c : pending_)
+    for (item& c : queue_)
       if (c.level >= from) c.level = from - 1;
+  }
+  // A statement waits in the queue at `level` or deeper.
+  [[nodiscard]] bool statement_queued_at(std::size_t level) const {
+    return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
+  }
+  // Drops controls queued after the last statement that `pred` selects.
+  template <class Pred>
+  void trim_tail(Pred pred) {
+    std::size_t last_user = 0;
+    for (std::size_t k = 0; k < queue_.size(); ++k)
+      if (queue_[k].k == item::user) last_user = k + 1;
+    queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
+                 queue_.end());
+  }
+  void clear_queue() noexcept {
+    fail_queued(closed_error());
+    queue_.clear();
+    followup_.clear();
+  }
+  // Whether a send with user statements must also ask for the transaction id; the
+  // outermost frame has left the stack once its COMMIT is queued.
+  [[nodiscard]] bool wants_xid() const {
+    const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
+                                         : frames_.front().opts.resolve_in_doubt;
+    return resolve && xid_.empty();
   }
 
   std::size_t innermost_index(std::uint64_t id, const char* what) const {
@@ -1755,6 +2199,18 @@ class scope_machine {
                                   "catch it outside the scope",
                               doom_->message, doom_->sqlstate);
   }
+  void throw_if_void(const std::string& what) const {
+    if (void_ && !frames_.empty()) throw_void(what);
+  }
+  [[noreturn]] void throw_void(const std::string& what) const {
+    throw batch_failed(what + ": a statement sent with this batched attempt failed (" + void_->message +
+                           "); the attempt was rolled back and atomic() runs the function again without batching",
+                       void_->message, void_->sqlstate);
+  }
+  [[noreturn]] static void refuse(const doom& d) {
+    throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message, d.message,
+                              d.sqlstate);
+  }
 
   // The innermost frame whose savepoint (or transaction) can undo a failure.
   [[nodiscard]] std::size_t undo_level() const noexcept {
@@ -1766,65 +2222,82 @@ class scope_machine {
     if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
   }
 
-  batch pending_batch() const {
-    batch b;
-    b.count = pending_.size();
-    b.args.resize(pending_.size());
-    b.statements.reserve(pending_.size() + 1);
-    for (std::size_t i = 0; i < pending_.size(); ++i) {
-      for (const std::string& a : pending_[i].args) b.args[i].push_back(a.c_str());
-      b.statements.push_back(statement{pending_[i].sql.c_str(), static_cast<int>(b.args[i].size()),
-                                        b.args[i].empty() ? nullptr : b.args[i].data(), nullptr});
+  void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
+              const result* r) noexcept {
+    if (!observer_) return;
+    try {
+      statement_event ev;
+      ev.sql = s.sql;
+      ev.params = static_cast<std::size_t>(s.stmt.n_params);
+      ev.depth = s.depth;
+      ev.duration = elapsed;
+      ev.error = e;
+      ev.attempt = s.attempt;
+      ev.batched = s.batched;
+      if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
+      observer_(ev);
+    } catch (...) {
+      // a logging hook must not change what the transaction does
     }
-    return b;
   }
-
-  batch_reply exchange(const std::vector<statement>& statements, std::size_t user_statements) {
-    ++stats_.round_trips;
-    stats_.statements += user_statements;
-    stats_.control_statements += statements.size() - user_statements;
-    return do_exchange(statements);
-  }
-  batch_reply exchange_one(const char* sql) { return exchange({statement{sql, 0, nullptr, nullptr}}, 0); }
-
-  // Applies the answers to the first `count` pending controls: what ran leaves the
-  // queue, what was skipped stays. Returns the first failure, if any.
-  std::optional<failure> settle_controls(const batch_reply& br, std::size_t count) {
-    std::size_t done = 0;
-    std::optional<failure> failed;
-    for (; done < count; ++done) {
-      const reply& r = br.replies[done];
-      const control& c = pending_[done];
-      if (r.st == reply::status::skipped) break;
-      if (r.st == reply::status::error) {
-        failed = failure{c.context + r.message, r.sqlstate, r.detail, r.hint};
-        ++done;
-        break;
-      }
-      if (c.k == control::open) {
-        if (auto at = index_of(c.frame_id)) frames_[*at].sent = true;
-        if (c.level > 0) ++stats_.savepoints;
+  // Statements of the batch that got no answer get `e`.
+  void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
+    for (item& it : batch) {
+      if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
+      it.slot->fail(e);
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        notify(*it.slot, elapsed, &x, nullptr);
+      } catch (...) {
       }
     }
-    pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(done));
-    if (failed) doom_here(failed->message, failed->sqlstate);
-    return failed;
+  }
+  void fail_queued(const std::exception_ptr& e) noexcept {
+    for (item& it : queue_)
+      if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
   }
 
-  [[noreturn]] static void raise(const failure& f) { throw_sql_error(f.message, f.sqlstate, f.detail, f.hint); }
+  // A send of a batched attempt failed: the whole attempt is rolled back at once
+  // (the server refuses everything until then), every waiting statement gets
+  // batch_failed, and the frames stay for atomic() to unwind and run again.
+  void void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
+                    std::chrono::microseconds elapsed, bool end_in_batch) {
+    const item& it = batch[at];
+    const reply& r = br.replies[at];
+    void_ = attempt_failure{it.context + r.message, r.sqlstate};
+    if (it.k == item::user) {
+      it.slot->fail(sql_error_ptr(r.message, r.sqlstate, r.detail, r.hint));
+      try {
+        std::rethrow_exception(it.slot->error);
+      } catch (const std::exception& x) {
+        notify(*it.slot, elapsed, &x, nullptr);
+      }
+    }
+    std::exception_ptr e;
+    try {
+      throw_void("not run");
+    } catch (...) {
+      e = std::current_exception();
+    }
+    fail_unanswered(batch, e, elapsed);
+    fail_queued(e);
+    queue_.clear();
+    doom_.reset();
+    for (frame& f : frames_) f.sent = false;
+    if (end_in_batch) op_.replay = true;
+    ++stats_.transactions_rolled_back;
+    if (br.state != server_state::idle) push_followup("ROLLBACK", false);
+  }
 
-  // The session is gone: nothing pending can be sent, nothing doomed can be undone.
+  // The session is gone: nothing queued can be sent, nothing doomed can be undone.
   void mark_broken(const std::string& why) {
     broken_ = true;
     broken_reason_ = why;
-    pending_.clear();
+    fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
+    queue_.clear();
+    followup_.clear();
     doom_.reset();
-  }
-
-  [[noreturn]] void fail_lost(const batch_reply& br, const std::string& after_commit) {
-    mark_broken(br.lost_message);
-    if (!after_commit.empty()) throw in_doubt_error(after_commit + br.lost_message);
-    throw connection_error("connection lost: " + br.lost_message);
   }
 
   // The server's own word on the session must match the scope stack.
@@ -1834,102 +2307,78 @@ class scope_machine {
     if (!began && br.state == server_state::idle) return;
     if (frames_.empty() || !began) {
       // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
-      batch_reply rb = exchange_one("ROLLBACK");
-      if (rb.lost) fail_lost(rb, "");
-      throw usage_error("a statement left the session inside a transaction that no pqscope scope owns; pqscope "
-                        "rolled it back. Use pqscope::transaction or pqscope::atomic for transactions");
+      push_followup("ROLLBACK", true);
+      op_.stray = std::make_exception_ptr(usage_error(
+          "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it back. "
+          "Use pqscope::transaction or pqscope::atomic for transactions"));
+      return;
     }
     // The transaction ended behind the scopes' back: nothing is left to undo.
     for (frame& f : frames_) f.sent = false;
-    pending_.clear();
+    queue_.clear();
     doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
     if (!had_error)
-      throw usage_error("a statement ended the transaction behind pqscope's back; the open scopes can only roll "
-                        "back now");
+      op_.stray = std::make_exception_ptr(usage_error(
+          "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
   }
 
-  void commit_outermost(bool* committed) {
-    auto done = [&] {
-      ++stats_.transactions_committed;
-      if (committed != nullptr) *committed = true;
-    };
-    frame f = std::move(frames_.front());
+  void pop_outermost() {
+    op_.ended = std::move(frames_.front());
     frames_.pop_back();
-    if (!f.sent) {  // nothing ever reached the server: nothing to commit
-      pending_.clear();
-      if (committed != nullptr) *committed = true;
-      run_callbacks(f.on_commit, false);
+  }
+
+  // The outermost scope ends: its COMMIT or ROLLBACK is queued behind whatever
+  // statements still wait, so they go out together.
+  void start_outermost() {
+    pop_outermost();
+    doom_.reset();
+    const bool statements = statement_queued_at(0);
+    if (op_.commit)
+      // COMMIT releases every savepoint and ends every SET LOCAL: of the controls
+      // after the last statement, only a ROLLBACK TO still matters (it undoes writes).
+      trim_tail([](const item& c) { return c.k != item::rollback_to; });
+    else
+      trim_tail([](const item&) { return true; });
+    if ((!op_.ended.sent && !statements) || closed_ || broken_ || !opened_by_this_process()) {
+      clear_queue();  // nothing reached the server, or nothing can
       return;
     }
-    // COMMIT releases every savepoint and ends every SET LOCAL: of what is pending,
-    // only a ROLLBACK TO still matters (it undoes writes, or a failed state).
-    drop_pending([](const control& c) { return c.k != control::rollback_to; });
-    batch b = pending_batch();
-    b.statements.push_back(statement{"COMMIT", 0, nullptr, nullptr});
-    batch_reply br = exchange(b.statements, 0);
-    if (br.lost && f.opts.resolve_in_doubt) {
-      mark_broken(br.lost_message);
-      const std::string outcome = xid_.empty() ? "committed" : xact_status(xid_);
-      if (outcome == "committed") {  // without an xid the transaction wrote nothing: nothing was lost
-        done();
-        run_callbacks(f.on_commit, false);
-        return;
-      }
-      if (outcome == "aborted") {
-        ++stats_.transactions_rolled_back;
-        run_callbacks(f.on_rollback, false);
-        throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
-                               "transaction back (pg_xact_status of xid " + xid_ + "): " + br.lost_message);
-      }
-      throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " + xid_ +
-                           " gave no answer (" + outcome + "); the transaction may or may not have committed: " +
-                           br.lost_message);
-    }
-    if (br.lost)
-      fail_lost(br, "the connection was lost after COMMIT was sent, so the transaction may or may not have "
-                    "committed: ");
-    auto failed = settle_controls(br, b.count);
-    pending_.clear();
-    doom_.reset();
-    const reply& mine = br.replies.back();
-    if (failed || mine.st != reply::status::ok) {
-      if (br.state != server_state::idle) {  // COMMIT was skipped: the transaction is still open
-        batch_reply rb = exchange_one("ROLLBACK");
-        if (rb.lost) fail_lost(rb, "");
-      }
-      ++stats_.transactions_rolled_back;
-      run_callbacks(f.on_rollback, false);
-      if (failed) raise(*failed);
-      throw_sql_error(mine.message, mine.sqlstate, mine.detail, mine.hint);
-    }
-    if (mine.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
-      ++stats_.transactions_rolled_back;
-      run_callbacks(f.on_rollback, false);
-      throw transaction_aborted("COMMIT was answered with " + mine.command +
-                                    ": the transaction had failed and was rolled back",
-                                "the server rolled the transaction back", "");
-    }
-    done();
-    run_callbacks(f.on_commit, false);
+    queue(item::end, op_.ended.id, 0, op_.commit ? "COMMIT" : "ROLLBACK");
+    send_requested_ = true;
   }
 
   void commit_nested(std::size_t i) {
     frame f = std::move(frames_.back());
     frames_.pop_back();
-    // Timeouts that never went out need no undoing; ones that did are restored
-    // below, since SET LOCAL survives RELEASE SAVEPOINT.
-    const auto before = pending_.size();
-    drop_pending([&](const control& c) { return c.frame_id == f.id && c.k == control::timeout; });
-    const bool timeouts_sent = before == pending_.size();
+    // A SET LOCAL with no statement after it needs no undoing; one that ran, or
+    // that a waiting statement needs, is restored below (SET LOCAL survives RELEASE).
+    bool timeouts_live = false;
+    std::size_t dropped = 0;
+    for (std::size_t k = queue_.size(); k-- > 0;) {
+      if (queue_[k].frame_id != f.id || queue_[k].k != item::timeout) continue;
+      const bool needed = std::any_of(queue_.begin() + static_cast<std::ptrdiff_t>(k) + 1, queue_.end(),
+                                      [](const item& c) { return c.k == item::user; });
+      if (needed) {
+        timeouts_live = true;
+      } else {
+        queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(k));
+        ++dropped;
+      }
+    }
+    const std::size_t timeouts =
+        (f.opts.statement_timeout.count() > 0 ? 1u : 0u) + (f.opts.lock_timeout.count() > 0 ? 1u : 0u);
+    if (dropped < timeouts) timeouts_live = true;
+    // A savepoint not yet sent is not needed: the scope can no longer roll back on
+    // its own, and a failure of a waiting statement voids the whole attempt.
     if (f.owning && !f.sent)
-      drop_pending([&](const control& c) { return c.frame_id == f.id && c.k == control::open; });
+      drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::open; });
     lower_levels(i);
     if (f.owning && f.sent) {
       // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
-      while (!pending_.empty() && pending_.back().k == control::release) pending_.pop_back();
-      queue(control::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+      while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
+      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
     }
-    if (timeouts_sent) {
+    if (timeouts_live) {
       restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
       restore_timeout(f, i, "lock_timeout", &transaction_options::lock_timeout);
     }
@@ -1947,39 +2396,26 @@ class scope_machine {
         value = std::to_string((frames_[j].opts.*member).count());
         break;
       }
-    queue(control::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
+    queue(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
   }
 
-  // Ends frame i (the innermost) by rolling back. `quiet`: never throw (destructor
-  // path): callback exceptions are swallowed.
-  void end_rollback(std::size_t i, bool quiet) {
+  // Ends nested frame i (the innermost) by rolling back; sends nothing.
+  void end_nested_rollback(std::size_t i) {
     frame f = std::move(frames_.back());
     frames_.pop_back();
-    if (i == 0) {
-      pending_.clear();
-      doom_.reset();
-      bool lost = false;
-      batch_reply rb;
-      // In a forked child the socket is the parent's: send nothing on it.
-      if (f.sent && !closed_ && !broken_ && opened_by_this_process()) {
-        rb = exchange_one("ROLLBACK");
-        ++stats_.transactions_rolled_back;
-        if (rb.lost) {
-          mark_broken(rb.lost_message);
-          lost = true;
-        }
-      }
-      // A lost connection rolls back too: the server never saw a COMMIT. In a forked
-      // child nothing was rolled back: the transaction is the parent's.
-      if (opened_by_this_process()) run_callbacks(f.on_rollback, quiet);
-      if (lost && !quiet) throw connection_error("connection lost during ROLLBACK: " + rb.lost_message);
-      return;
-    }
     if (f.owning) {
-      drop_pending([&](const control& c) { return c.level >= i; });
-      if (f.sent) {
-        queue(control::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
-        queue(control::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+      if (statement_queued_at(i)) {
+        // Its statements still wait: they go out after its SAVEPOINT and are undone
+        // by the ROLLBACK TO behind them, so their success is still confirmed.
+        lower_levels(i);
+        queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
+        queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+      } else {
+        drop_queued([&](const item& c) { return c.level >= i; });
+        if (f.sent) {
+          queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
+          queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+        }
       }
       if (doom_ && doom_->level >= i) doom_.reset();
     } else {
@@ -2009,20 +2445,100 @@ class scope_machine {
   }
 
   std::vector<frame> frames_;
-  std::vector<control> pending_;
+  std::vector<item> queue_;      // not yet sent, in order
+  std::vector<item> followup_;   // a ROLLBACK due before anything else
+  std::vector<item> in_flight_;  // the batch from plan(), until apply()
+  std::vector<statement> out_;
+  std::vector<std::vector<const char*>> out_args_;
+  clock::time_point sent_at_{};
+  bool send_requested_ = false;
+  operation op_;
   std::optional<doom> doom_;
+  std::optional<attempt_failure> void_;
   std::uint64_t next_id_ = 1;
   bool closed_ = false;
   bool broken_ = false;
   std::string broken_reason_;
-  std::string xid_;  // the transaction's id once it has one (resolve_in_doubt)
+  std::string xid_;           // the transaction's id once it has one (resolve_in_doubt)
+  bool xid_pending_ = false;  // statements were sent since the last answer to the id query
   pid_t pid_ = current_pid();
   connection_stats stats_;
+  std::function<void(const statement_event&)> observer_;
 };
 
-// The machine bound to a driver.
+// The blocking front end: the machine, a driver, and the loop between them.
+class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
+ public:
+  scope_machine machine;
+
+  // The one loop: every send of every operation goes through here.
+  void drive() {
+    if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
+    driving_ = true;
+    try {
+      while (machine.wants_send()) machine.apply(exchange(machine.plan()));
+    } catch (...) {
+      driving_ = false;
+      throw;
+    }
+    driving_ = false;
+  }
+
+  // Sends what is queued and waits (a batched result is read, connection::flush()).
+  void flush() override {
+    machine.request_flush();
+    drive();
+    machine.finish();
+  }
+
+  // A statement from queue_statement(): a batched one waits, any other is sent now.
+  result complete(const std::shared_ptr<statement_slot>& slot) {
+    if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
+    drive();
+    machine.finish();
+    return slot->wait();
+  }
+
+  void end(std::uint64_t id, bool commit, bool* committed = nullptr) {
+    if (committed != nullptr) *committed = false;
+    if (!machine.end_scope(id, commit)) {
+      if (committed != nullptr) *committed = commit;
+      return;
+    }
+    drive();
+    if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
+    machine.finish_end(committed);
+  }
+
+  // Ends scope `id` and every scope opened inside it, rolling back; never throws.
+  // Used by destructors, also when scopes are destroyed out of order.
+  void abandon(std::uint64_t id) noexcept {
+    auto at = machine.index_of(id);
+    if (!at) return;
+    while (machine.depth() > *at) {
+      try {
+        if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
+          drive();
+          machine.finish_end();
+        }
+      } catch (...) {
+        // quiet endings only throw if memory runs out; the frame is gone either way
+      }
+    }
+  }
+
+ protected:
+  virtual batch_reply exchange(const std::vector<statement>& statements) = 0;
+  // "committed", "aborted", or why it could not tell; asked on a fresh connection.
+  virtual std::string xact_status(const std::string& xid) noexcept = 0;
+
+ private:
+  bool driving_ = false;
+};
+
+// The blocking front end bound to a driver.
 template <class Driver>
-class driver_session final : public scope_machine {
+class driver_session final : public sync_session {
  public:
   explicit driver_session(std::string info) : conninfo(std::move(info)) {}
 
@@ -2030,7 +2546,7 @@ class driver_session final : public scope_machine {
   std::string conninfo;  // what the session was opened with; also for resolving a lost COMMIT
 
  protected:
-  batch_reply do_exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
+  batch_reply exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
 
   std::string xact_status(const std::string& xid) noexcept override {
     try {
@@ -2047,7 +2563,7 @@ class driver_session final : public scope_machine {
         if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
         std::string status(r.res[0][0].text());
         if (status != "in progress") return status;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        ::usleep(50 * 1000);
       }
       return "still in progress after 5 s";
     } catch (const std::exception& e) {
@@ -2063,6 +2579,9 @@ class driver_session final : public scope_machine {
 namespace pqscope {
 
 class transaction;
+namespace detail {
+struct connection_access;
+}
 
 // A statement that is sent even though it leaves session state behind, on a
 // connection with pooling::transaction: execute(allow_session_state("LISTEN jobs")).
@@ -2108,6 +2627,7 @@ class basic_connection {
   explicit basic_connection(std::string conninfo, connection_options options = {})
       : options_(std::move(options)),
         s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
+    s_->machine.set_observer(options_.observer);
     s_->driver.open(s_->conninfo, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;
@@ -2127,7 +2647,8 @@ class basic_connection {
 
   // Runs one statement. Parameters travel out of line ($1, $2, ...), never
   // spliced into the SQL. Outside any scope it commits at once (autocommit);
-  // inside, pending BEGIN/SAVEPOINT/RELEASE ride in the same round trip.
+  // inside, pending BEGIN/SAVEPOINT/RELEASE ride in the same round trip. In a
+  // batched attempt it is queued, and the result sends the queue when first used.
   template <class... Params>
   result execute(detail::sql_ref sql, const Params&... params) {
     return run(sql, params...);
@@ -2145,8 +2666,14 @@ class basic_connection {
     return r[0][0].template as<T>();
   }
 
+  // Sends every statement a batched attempt has queued and waits for the answers
+  // (for code that needs a statement to have run before something outside the
+  // database happens). Throws batch_failed if one of them failed. Nothing queued:
+  // nothing is sent.
+  void flush() { machine_session().flush(); }
+
   // Open scopes on this connection (0: autocommit).
-  [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->depth() : 0; }
+  [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
   [[nodiscard]] bool in_transaction() const noexcept { return depth() > 0; }
 
   // Runs fn after the outermost transaction commits (at once outside any scope).
@@ -2181,47 +2708,40 @@ class basic_connection {
   // Only at depth 0: a scope cannot move to another session.
   void reconnect() {
     auto& s = machine_session();
-    if (!s.opened_by_this_process()) s.check_usable();
-    if (s.depth() != 0)
-      throw usage_error("reconnect() with " + std::to_string(s.depth()) + " scope(s) open; end them first");
+    if (!s.machine.opened_by_this_process()) s.machine.check_usable();
+    if (s.machine.depth() != 0)
+      throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
     s.driver.close();
-    s.mark_open();
+    s.machine.mark_open();
     s.driver.open(s.conninfo, detail::default_application_name());
   }
 
  private:
   friend class transaction;
+  friend struct detail::connection_access;
 
   detail::driver_session<Driver>& machine_session() const {
     if (!s_) throw usage_error("this connection was moved from");
     return *s_;
   }
-  detail::scope_machine& machine() const { return machine_session(); }
+  detail::scope_machine& machine() const { return machine_session().machine; }
 
+  // The observer hears of a statement from the machine once its answer arrives,
+  // and from here when it is refused before it could be queued.
   template <class... Params>
   result run(const detail::sql_ref& sql, const Params&... params) {
-    if (!options_.observer) {
-      check_session_state(sql);
-      auto list = detail::param_list::of(params...);
-      return machine().run(sql.c_str(), list);
-    }
-    statement_event ev;
-    ev.sql = sql.view();
-    ev.params = sizeof...(Params);
-    ev.depth = depth();
-    const auto start = std::chrono::steady_clock::now();
+    auto& s = machine_session();
+    std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
+    std::shared_ptr<detail::statement_slot> slot;
     try {
       check_session_state(sql);
-      auto list = detail::param_list::of(params...);
-      result r = machine().run(sql.c_str(), list);
-      ev.rows = r.columns() > 0 ? r.size() : r.affected_rows();
-      notify(ev, start);
-      return r;
+      list.emplace(detail::param_list::of(params...));
+      slot = s.machine.queue_statement(sql.c_str(), sql.view(), *list, s.weak_from_this());
     } catch (const std::exception& e) {
-      ev.error = &e;
-      notify(ev, start);
+      if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
       throw;
     }
+    return s.complete(slot);
   }
 
   void check_session_state(const detail::sql_ref& sql) const {
@@ -2230,8 +2750,12 @@ class basic_connection {
     if (!hazard.empty()) throw usage_error(hazard);
   }
 
-  void notify(statement_event& ev, std::chrono::steady_clock::time_point start) const noexcept {
-    ev.duration = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+  void notify_refusal(const detail::sql_ref& sql, std::size_t params, const std::exception& e) const noexcept {
+    statement_event ev;
+    ev.sql = sql.view();
+    ev.params = params;
+    ev.depth = depth();
+    ev.error = &e;
     try {
       options_.observer(ev);
     } catch (...) {
@@ -2241,9 +2765,9 @@ class basic_connection {
 
   void close() noexcept {
     if (!s_) return;
-    s_->mark_closed();
+    s_->machine.mark_closed();
     // In a forked child, closing would end the parent's session.
-    if (s_->opened_by_this_process())
+    if (s_->machine.opened_by_this_process())
       s_->driver.close();
     else
       s_->driver.abandon();
@@ -2314,6 +2838,15 @@ class database {
 
 namespace pqscope {
 
+namespace detail {
+struct connection_access {
+  template <class Driver>
+  static std::shared_ptr<sync_session> session(basic_connection<Driver>& c) {
+    return c.s_;
+  }
+};
+}  // namespace detail
+
 // One scope. The outermost scope on a connection is a transaction (BEGIN ...
 // COMMIT), a nested one a savepoint; the caller never passes the parent: nesting
 // is tracked on the connection, so functions compose without knowing each other.
@@ -2322,14 +2855,7 @@ class transaction {
  public:
   template <class Driver>
   explicit transaction(basic_connection<Driver>& c, const transaction_options& options = {})
-      : machine_(c.s_) {
-    if (!machine_) throw usage_error("transaction on a moved-from connection");
-    if (options.retries != 0)
-      throw usage_error("transaction_options::retries re-runs a function, which a transaction object cannot do: "
-                        "use pqscope::atomic or pqscope::transactional");
-    id_ = machine_->open(options);
-    outermost_ = machine_->depth() == 1;
-  }
+      : transaction(checked(c.s_, options), options, {}) {}
   transaction(transaction&& other) noexcept
       : machine_(std::move(other.machine_)),
         id_(std::exchange(other.id_, 0)),
@@ -2354,7 +2880,39 @@ class transaction {
   [[nodiscard]] bool is_outermost() const noexcept { return outermost_; }
 
  private:
+  template <class Driver, class Fn>
+  friend auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&& fn);
+
   enum class state { open, committed, rolled_back, moved_from };
+
+  transaction(std::shared_ptr<detail::sync_session> s, const transaction_options& options,
+              detail::attempt_info attempt)
+      : machine_(std::move(s)) {
+    if (!machine_) throw usage_error("transaction on a moved-from connection");
+    id_ = machine_->machine.open(options, attempt);
+    outermost_ = machine_->machine.depth() == 1;
+  }
+
+  static std::shared_ptr<detail::sync_session> checked(std::shared_ptr<detail::sync_session> s,
+                                                       const transaction_options& options) {
+    if (options.retries != 0 || options.batch)
+      throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
+                        " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
+                        "pqscope::transactional");
+    return s;
+  }
+
+  // atomic(): ends the attempt if the function left it open (rolling back, after
+  // the statements still queued went out), and tells whether a failed batched send
+  // voided it. Throws only connection_error.
+  bool end_attempt() {
+    if (state_ == state::open && machine_->machine.index_of(id_)) {
+      state_ = state::rolled_back;
+      machine_->abandon(id_);
+      if (!machine_->machine.voided()) machine_->machine.check_usable();
+    }
+    return machine_->machine.voided().has_value();
+  }
 
   void finish(bool commit) {
     const char* what = commit ? "commit()" : "rollback()";
@@ -2364,27 +2922,24 @@ class transaction {
       case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
       case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
     }
-    if (!machine_->index_of(id_)) {
+    if (!machine_->machine.index_of(id_)) {
       state_ = state::rolled_back;
       throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
                                             "ended first");
     }
     bool committed = false;
     try {
-      if (commit)
-        machine_->commit(id_, &committed);
-      else
-        machine_->rollback(id_);
+      machine_->end(id_, commit, &committed);
       state_ = commit ? state::committed : state::rolled_back;
     } catch (...) {
       // The scope has ended if it left the stack; an on_commit callback may have
       // thrown after a successful COMMIT.
-      if (!machine_->index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
+      if (!machine_->machine.index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
       throw;
     }
   }
 
-  std::shared_ptr<detail::scope_machine> machine_;
+  std::shared_ptr<detail::sync_session> machine_;
   std::uint64_t id_ = 0;
   bool outermost_ = false;
   state state_ = state::open;
@@ -2434,15 +2989,26 @@ inline std::chrono::milliseconds retry_delay(const transaction_options& o, int a
 // options.retries > 0 and no scope open around it, fn is re-run after
 // serialization_failure or deadlock_detected; nested, the error propagates to the
 // outermost atomic(), which alone can retry.
+//
+// options.batch (outermost only): statements are queued and sent together (see
+// transaction_options::batch). If a send fails, the attempt is rolled back and fn
+// runs again unbatched; a serialization failure or deadlock is retried batched.
 template <class Driver, class Fn>
 auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&& fn) {
   if (options.retries < 0) throw usage_error("transaction_options::retries must not be negative");
   transaction_options scope = options;
   scope.retries = 0;
+  scope.batch = false;
   const bool outermost = c.depth() == 0;
-  for (int attempt = 0;; ++attempt) {
+  const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
+  bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
+  std::size_t number = 0;
+  for (int attempt = 0;; ++number) {
+    const bool batched = outermost && options.batch && !replay;
+    if (replay) session->machine.count_replay();
+    replay = false;
     {
-      transaction tx{c, scope};
+      transaction tx{session, scope, {batched, number}};
       try {
         using R = decltype(detail::call_with_optional_connection(fn, c));
         if constexpr (std::is_void_v<R>) {
@@ -2455,10 +3021,21 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
           return value;
         }
       } catch (...) {
-        if (!outermost || attempt >= options.retries || !detail::is_retryable(std::current_exception())) throw;
+        if (batched && tx.end_attempt()) {
+          // Whatever fn saw or caught, a failed send voids the attempt.
+          const auto& failed = *session->machine.voided();
+          const bool conflict = failed.sqlstate == "40001" || failed.sqlstate == "40P01";
+          if (!(conflict && attempt < options.retries)) {
+            replay = true;
+            continue;
+          }
+        } else if (!outermost || attempt >= options.retries || !detail::is_retryable(std::current_exception())) {
+          throw;
+        }
       }
     }  // the failed attempt is rolled back here, before the pause
     std::this_thread::sleep_for(detail::retry_delay(options, attempt));
+    ++attempt;
   }
 }
 
@@ -2637,7 +3214,7 @@ class lease {
  public:
   lease(lease&& other) noexcept
       : state_(std::move(other.state_)), entry_(std::move(other.entry_)), status_(other.status_) {
-    other.entry_.reset();
+    other.entry_ = detail::pool_entry{};
     other.status_ = status::moved_from;
   }
   lease& operator=(lease&& other) noexcept {
@@ -2646,7 +3223,7 @@ class lease {
       state_ = std::move(other.state_);
       entry_ = std::move(other.entry_);
       status_ = other.status_;
-      other.entry_.reset();
+      other.entry_ = detail::pool_entry{};
       other.status_ = status::moved_from;
     }
     return *this;
@@ -2658,7 +3235,7 @@ class lease {
   // usage_error once released or moved from.
   [[nodiscard]] connection& get() {
     check();
-    return *entry_->conn;
+    return *entry_.conn;
   }
   [[nodiscard]] connection& operator*() { return get(); }
   [[nodiscard]] connection* operator->() { return &get(); }
@@ -2684,13 +3261,13 @@ class lease {
   }
 
   void give_back() noexcept {
-    if (entry_ && state_) state_->give_back(std::move(*entry_));
-    entry_.reset();
+    if (entry_.conn && state_) state_->give_back(std::move(entry_));
+    entry_ = detail::pool_entry{};
     state_.reset();
   }
 
   std::shared_ptr<detail::pool_state> state_;
-  std::optional<detail::pool_entry> entry_;
+  detail::pool_entry entry_;  // conn == nullptr: none (an optional here trips g++'s maybe-uninitialized)
   status status_ = status::active;
 };
 
