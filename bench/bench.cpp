@@ -5,17 +5,22 @@
 //                 [--out DIR] [--iterations N] [--warmup N] [--seconds S] [--threads T] [--only SHAPE]
 //
 // Implementations:
-//   pqscope   nested pqscope::transaction objects, one per function
-//   naive     raw libpq, every BEGIN/SAVEPOINT/RELEASE/COMMIT its own PQexec, statements by PQexecParams
-//   floor     raw libpq sending what pqscope sends (pipeline mode, one sync per batch, one sync in
-//             flight): the cost of the protocol with no library around it
-//   libpqxx   pqxx::work + nested pqxx::subtransaction, statements by exec() with literal SQL
+//   pqscope          nested pqscope::transaction objects, one per function
+//   naive            raw libpq, every BEGIN/SAVEPOINT/RELEASE/COMMIT its own PQexec, statements by PQexecParams
+//   floor            raw libpq sending what pqscope sends (pipeline mode, one sync per batch, one sync in
+//                    flight): the cost of the protocol with no library around it
+//   libpqxx          pqxx::work + nested pqxx::subtransaction, statements by exec() with literal SQL
+//   pqscope_batched  the outermost scope an atomic() with batch = true, every nested scope a nested
+//                    atomic() in a function of its own; no result is read
+//   floor1           raw libpq sending BEGIN, every statement and COMMIT in one pipeline batch with one
+//                    sync: one round trip, the physical limit for a transaction
 //
 // Round trips are counted on the wire for every implementation: each transaction
 // of a calibration run is traced with PQtrace and every frontend Query or Sync
-// message (each waits for its own ReadyForQuery) is one round trip. pqscope's own
-// counter (stats().round_trips) and the raw clients' counters are checked against
-// the trace, and pqscope's against N + 1 on every timed transaction.
+// message (each waits for its own ReadyForQuery) is one round trip. The raw
+// clients' and pqscope's expected counts are checked against the trace, and
+// pqscope's own counter (stats().round_trips) on every timed transaction: N + 1
+// unbatched, 1 batched.
 
 #include <sched.h>
 #include <unistd.h>
@@ -182,6 +187,61 @@ class pqscope_client final : public client {
   pqscope::connection c_;
 };
 
+// batch = true on the outermost atomic(); every nested scope is a nested atomic()
+// in a function of its own that knows nothing of the batch. No result is read, so
+// the whole transaction, at any depth, must go out as one round trip.
+class batched_client final : public client {
+ public:
+  explicit batched_client(const std::string& conninfo) : c_(conninfo) { batch_.batch = true; }
+
+  void matrix(int depth, int statements, int seq) override {
+    const pqscope::connection_stats before = c_.stats();
+    pqscope::atomic(c_, batch_, [&](pqscope::connection& c) { scope(c, 2, depth, statements, seq); });
+    expect(before, "matrix");
+  }
+
+  void transfer(int first, int second, int amount) override {
+    const pqscope::connection_stats before = c_.stats();
+    pqscope::atomic(c_, batch_, [&](pqscope::connection& c) {
+      move_money(c, first, -amount);
+      move_money(c, second, amount);
+    });
+    expect(before, "transfer");
+  }
+
+  void trace(std::FILE* file) override { trace_raw(c_.native_handle(), file); }
+
+ private:
+  // Level `level` of `depth` (the outermost atomic() is level 1); the innermost runs the statements.
+  static void scope(pqscope::connection& c, int level, int depth, int statements, int seq) {
+    if (level > depth) {
+      for (int i = 0; i < statements; ++i) c.execute(insert_sql, seq + i);
+      return;
+    }
+    pqscope::atomic(c, [&](pqscope::connection& cc) { scope(cc, level + 1, depth, statements, seq); });
+  }
+
+  static void move_money(pqscope::connection& c, int id, int delta) {
+    pqscope::atomic(c, [&](pqscope::connection& cc) { cc.execute(update_sql, delta, id); });
+  }
+
+  // One round trip, one batched attempt, no replay: anything else means the batch
+  // was split or the function ran twice.
+  void expect(const pqscope::connection_stats& before, const char* shape) const {
+    const pqscope::connection_stats& now = c_.stats();
+    const auto rt = now.round_trips - before.round_trips;
+    const auto attempts = now.batched_attempts - before.batched_attempts;
+    const auto replays = now.replays - before.replays;
+    if (rt != 1 || attempts != 1 || replays != 0)
+      fail(std::string("pqscope_batched ") + shape + ": " + std::to_string(rt) + " round trips, " +
+           std::to_string(attempts) + " batched attempts, " + std::to_string(replays) +
+           " replays; expected 1, 1, 0");
+  }
+
+  pqscope::connection c_;
+  pqscope::transaction_options batch_;
+};
+
 class naive_client final : public client {
  public:
   explicit naive_client(const std::string& conninfo) : c_(connect_raw(conninfo)) {}
@@ -237,55 +297,22 @@ class naive_client final : public client {
   PGconn* c_;
 };
 
-class floor_client final : public client {
+// Raw libpq in pipeline mode: what the two floors share.
+class pipeline_client : public client {
  public:
-  explicit floor_client(const std::string& conninfo) : c_(connect_raw(conninfo)) {
+  explicit pipeline_client(const std::string& conninfo) : c_(connect_raw(conninfo)) {
     // Pipeline mode for the whole session: entering and leaving it per batch would be
-    // (cheap) work that the floor has no need for.
-    if (PQenterPipelineMode(c_) != 1) throw std::runtime_error("PQenterPipelineMode failed");
-  }
-  ~floor_client() override { PQfinish(c_); }
-
-  void matrix(int depth, int statements, int seq) override {
-    std::array<int_text, 16> v;
-    std::array<const char*, 16> vals{};
-    for (int i = 0; i < statements; ++i) {
-      v[static_cast<std::size_t>(i)] = int_text(seq + i);
-      vals[static_cast<std::size_t>(i)] = v[static_cast<std::size_t>(i)].buf;
+    // (cheap) work that a floor has no need for.
+    if (PQenterPipelineMode(c_) != 1) {
+      PQfinish(c_);
+      throw std::runtime_error("PQenterPipelineMode failed");
     }
-    // 1: BEGIN, every SAVEPOINT and the first statement; then one statement per
-    // batch; COMMIT alone (the RELEASEs are implied by it).
-    send("BEGIN");
-    for (int l = 1; l < depth; ++l) send(sp().open[static_cast<std::size_t>(l)].c_str());
-    send(insert_sql, 1, &vals[0]);
-    sync(depth + 1);
-    for (int i = 1; i < statements; ++i) {
-      send(insert_sql, 1, &vals[static_cast<std::size_t>(i)]);
-      sync(1);
-    }
-    send("COMMIT");
-    sync(1);
   }
-
-  void transfer(int first, int second, int amount) override {
-    int_text d1(-amount), i1(first), d2(amount), i2(second);
-    const char* v1[] = {d1.buf, i1.buf};
-    const char* v2[] = {d2.buf, i2.buf};
-    send("BEGIN");
-    send(sp().open[1].c_str());
-    send(update_sql, 2, v1);
-    sync(3);
-    send(sp().release[1].c_str());  // the first scope's RELEASE rides with the second's work
-    send(sp().open[1].c_str());
-    send(update_sql, 2, v2);
-    sync(3);
-    send("COMMIT");
-    sync(1);
-  }
+  ~pipeline_client() override { PQfinish(c_); }
 
   void trace(std::FILE* file) override { trace_raw(c_, file); }
 
- private:
+ protected:
   void send(const char* sql, int n = 0, const char* const* vals = nullptr) {
     if (PQsendQueryParams(c_, sql, n, n > 0 ? int4_types : nullptr, vals, nullptr, nullptr, 0) != 1)
       throw std::runtime_error(std::string("PQsendQueryParams: ") + PQerrorMessage(c_));
@@ -311,6 +338,7 @@ class floor_client final : public client {
     PQclear(s);
     if (!ok) throw std::runtime_error(std::string("no sync: ") + PQerrorMessage(c_));
     if (!error.empty()) {
+      // A failed batch that began a transaction leaves it aborted, COMMIT included.
       if (PQtransactionStatus(c_) != PQTRANS_IDLE) {
         send("ROLLBACK");
         sync(1);
@@ -322,10 +350,89 @@ class floor_client final : public client {
   PGconn* c_;
 };
 
+// The parameter texts of up to max_statements statements, alive until the batch is sent.
+constexpr int max_statements = 16;
+struct insert_values {
+  std::array<int_text, max_statements> text;
+  std::array<const char*, max_statements> ptr{};
+  insert_values(int statements, int seq) {
+    if (statements > max_statements) throw std::runtime_error("too many statements per transaction");
+    for (int i = 0; i < statements; ++i) {
+      text[static_cast<std::size_t>(i)] = int_text(seq + i);
+      ptr[static_cast<std::size_t>(i)] = text[static_cast<std::size_t>(i)].buf;
+    }
+  }
+  const char* const* at(int i) const { return &ptr[static_cast<std::size_t>(i)]; }
+};
+
+class floor_client final : public pipeline_client {
+ public:
+  using pipeline_client::pipeline_client;
+
+  void matrix(int depth, int statements, int seq) override {
+    const insert_values v(statements, seq);
+    // 1: BEGIN, every SAVEPOINT and the first statement; then one statement per
+    // batch; COMMIT alone (the RELEASEs are implied by it).
+    send("BEGIN");
+    for (int l = 1; l < depth; ++l) send(sp().open[static_cast<std::size_t>(l)].c_str());
+    send(insert_sql, 1, v.at(0));
+    sync(depth + 1);
+    for (int i = 1; i < statements; ++i) {
+      send(insert_sql, 1, v.at(i));
+      sync(1);
+    }
+    send("COMMIT");
+    sync(1);
+  }
+
+  void transfer(int first, int second, int amount) override {
+    int_text d1(-amount), i1(first), d2(amount), i2(second);
+    const char* v1[] = {d1.buf, i1.buf};
+    const char* v2[] = {d2.buf, i2.buf};
+    send("BEGIN");
+    send(sp().open[1].c_str());
+    send(update_sql, 2, v1);
+    sync(3);
+    send(sp().release[1].c_str());  // the first scope's RELEASE rides with the second's work
+    send(sp().open[1].c_str());
+    send(update_sql, 2, v2);
+    sync(3);
+    send("COMMIT");
+    sync(1);
+  }
+};
+
+// One round trip per transaction: BEGIN, every statement and COMMIT in one batch,
+// one sync. No SAVEPOINTs: with nothing read in between, no scope can act on a
+// failure before the end, so only the whole transaction can fail or commit.
+class floor1_client final : public pipeline_client {
+ public:
+  using pipeline_client::pipeline_client;
+
+  void matrix(int /*depth*/, int statements, int seq) override {
+    const insert_values v(statements, seq);
+    send("BEGIN");
+    for (int i = 0; i < statements; ++i) send(insert_sql, 1, v.at(i));
+    send("COMMIT");
+    sync(statements + 2);
+  }
+
+  void transfer(int first, int second, int amount) override {
+    int_text d1(-amount), i1(first), d2(amount), i2(second);
+    const char* v1[] = {d1.buf, i1.buf};
+    const char* v2[] = {d2.buf, i2.buf};
+    send("BEGIN");
+    send(update_sql, 2, v1);
+    send(update_sql, 2, v2);
+    send("COMMIT");
+    sync(4);
+  }
+};
+
 // ---- the measurement -----------------------------------------------------------
 
-enum impl_id { pqscope_impl, naive_impl, floor_impl, pqxx_impl, impl_count };
-const char* const impl_names[impl_count] = {"pqscope", "naive", "floor", "libpqxx"};
+enum impl_id { pqscope_impl, naive_impl, floor_impl, pqxx_impl, batched_impl, floor1_impl, impl_count };
+const char* const impl_names[impl_count] = {"pqscope", "naive", "floor", "libpqxx", "pqscope_batched", "floor1"};
 
 struct target {
   std::string name;  // "PgBouncer" / "direct"
@@ -337,6 +444,8 @@ std::unique_ptr<client> make_client(int impl, const std::string& conninfo) {
     case pqscope_impl: return std::make_unique<pqscope_client>(conninfo);
     case naive_impl: return std::make_unique<naive_client>(conninfo);
     case floor_impl: return std::make_unique<floor_client>(conninfo);
+    case batched_impl: return std::make_unique<batched_client>(conninfo);
+    case floor1_impl: return std::make_unique<floor1_client>(conninfo);
     default: return make_pqxx_client(conninfo);
   }
 }
@@ -453,6 +562,8 @@ int expected_round_trips(int impl, const shape& s) {
     case pqscope_impl:
     case floor_impl: return n + 1;
     case naive_impl: return s.depth == 0 ? 8 : 2 * s.depth + n;  // transfer: BEGIN, 2 x (SAVEPOINT, UPDATE, RELEASE), COMMIT
+    case batched_impl:
+    case floor1_impl: return 1;
     default: return -1;
   }
 }
@@ -780,43 +891,75 @@ int run(int argc, char** argv) {
         "**naive** raw libpq, each BEGIN/SAVEPOINT/RELEASE/COMMIT its own `PQexec`, statements by `PQexecParams`; "
         "**floor** raw libpq sending exactly what pqscope sends (pipeline mode, control statements in the batch "
         "of the next statement, one sync in flight); **libpqxx** `pqxx::work` + nested `pqxx::subtransaction`, "
-        "`exec()` with literal SQL.\n\n";
+        "`exec()` with literal SQL; **batched** (`pqscope_batched` in the CSV) the outermost scope a "
+        "`pqscope::atomic` with `transaction_options::batch = true`, every nested scope a nested `pqscope::atomic` "
+        "in a function of its own, no result read; **floor1** raw libpq in pipeline mode sending BEGIN, every "
+        "statement and COMMIT in one batch with one `PQpipelineSync`, then reading every result: one round trip, "
+        "the physical limit (it sends no SAVEPOINT: with nothing read before the end, no scope can act on a "
+        "failure).\n\n";
   md << "Round trips per transaction (RT) are counted on the wire: a few transactions per cell are traced with "
         "`PQtrace` and every frontend `Query` or `Sync` message, each answered by its own `ReadyForQuery`, is one "
-        "round trip. pqscope's `stats().round_trips` is checked against N + 1 on every timed transaction, and the "
-        "raw clients' expected counts against the trace. libpqxx sends SAVEPOINT and RELEASE only for the "
-        "innermost subtransaction (the one that runs statements; the ones around it are never begun), so its "
-        "count is N + 2 at depth 1 and N + 4 at any greater depth. Client CPU is the median thread CPU time per "
-        "transaction (`CLOCK_THREAD_CPUTIME_ID`), the library's own cost without the waiting.\n\n";
+        "round trip. pqscope's `stats()` is checked on every timed transaction: N + 1 round trips unbatched; "
+        "batched, 1 round trip, 1 batched attempt and no replay. The trace is checked against the expected "
+        "counts of pqscope (both modes) and the raw clients (floor1: 1). libpqxx sends SAVEPOINT and RELEASE only "
+        "for the innermost subtransaction (the one that runs statements; the ones around it are never begun), so "
+        "its count is N + 2 at depth 1 and N + 4 at any greater depth. Client CPU is the median thread CPU time "
+        "per transaction (`CLOCK_THREAD_CPUTIME_ID`), the library's own cost without the waiting.\n\n";
 
-  md << "## One client: median µs per transaction\n\n";
+  auto cell_us = [](const cell& c, int impl) { return c.present[impl] ? fmt(c.median_us[impl]) : std::string("n/a"); };
+  auto cell_ratio = [](const cell& c, int a, int b) {
+    return c.present[a] && c.present[b] ? ratio(c.median_us[a], c.median_us[b]) : std::string("n/a");
+  };
+  auto cell_cpu = [](const cell& c, int impl) { return c.present[impl] ? fmt(c.cpu_us[impl]) : std::string("n/a"); };
+
+  md << "## One client, unbatched (N + 1 round trips): median µs per transaction\n\n";
   md << "| via | shape | RT pqscope | RT naive | RT floor | RT libpqxx | pqscope µs | naive µs | floor µs | "
         "libpqxx µs | pqscope/libpqxx | pqscope/floor | client CPU µs pqscope · floor · libpqxx |\n";
   md << "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
   for (const cell& c : cells) {
     md << "| " << c.via << " | " << c.shape_name;
-    for (int impl = 0; impl < impl_count; ++impl) md << " | " << rt_text(c, impl);
-    for (int impl = 0; impl < impl_count; ++impl) md << " | " << (c.present[impl] ? fmt(c.median_us[impl]) : "n/a");
-    md << " | " << (c.present[pqxx_impl] ? ratio(c.median_us[pqscope_impl], c.median_us[pqxx_impl]) : "n/a");
-    md << " | " << ratio(c.median_us[pqscope_impl], c.median_us[floor_impl]);
-    md << " | " << fmt(c.cpu_us[pqscope_impl]) << " · " << fmt(c.cpu_us[floor_impl]) << " · "
-       << (c.present[pqxx_impl] ? fmt(c.cpu_us[pqxx_impl]) : "n/a") << " |\n";
+    for (int impl : {pqscope_impl, naive_impl, floor_impl, pqxx_impl}) md << " | " << rt_text(c, impl);
+    for (int impl : {pqscope_impl, naive_impl, floor_impl, pqxx_impl}) md << " | " << cell_us(c, impl);
+    md << " | " << cell_ratio(c, pqscope_impl, pqxx_impl) << " | " << cell_ratio(c, pqscope_impl, floor_impl);
+    md << " | " << cell_cpu(c, pqscope_impl) << " · " << cell_cpu(c, floor_impl) << " · " << cell_cpu(c, pqxx_impl)
+       << " |\n";
   }
+  md << "\npqscope/libpqxx and pqscope/floor are ratios of times: below 1 favours pqscope.\n";
+
+  md << "\n## One client, batched (`batch = true`, 1 round trip): median µs per transaction\n\n";
+  md << "Same run, same cells: the batched implementations were interleaved with the ones above.\n\n";
+  md << "| via | shape | RT batched | RT floor1 | RT libpqxx | batched µs | floor1 µs | libpqxx µs | pqscope µs "
+        "(unbatched) | batched/floor1 | speedup over libpqxx (libpqxx/batched) | client CPU µs batched · floor1 |\n";
+  md << "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
+  for (const cell& c : cells) {
+    md << "| " << c.via << " | " << c.shape_name;
+    for (int impl : {batched_impl, floor1_impl, pqxx_impl}) md << " | " << rt_text(c, impl);
+    for (int impl : {batched_impl, floor1_impl, pqxx_impl, pqscope_impl}) md << " | " << cell_us(c, impl);
+    md << " | " << cell_ratio(c, batched_impl, floor1_impl) << " | " << cell_ratio(c, pqxx_impl, batched_impl);
+    md << " | " << cell_cpu(c, batched_impl) << " · " << cell_cpu(c, floor1_impl) << " |\n";
+  }
+  md << "\nbatched/floor1 is a ratio of times (1.00: no cost over the physical limit); the speedup is libpqxx's "
+        "time over batched pqscope's (above 1 favours pqscope).\n";
+
   md << "\n## Contended transfer: " << o.threads << " clients, transactions per second\n\n";
-  md << "| via | pqscope tx/s | naive tx/s | floor tx/s | libpqxx tx/s | pqscope/libpqxx | pqscope/floor | "
-        "median µs pqscope · naive · floor · libpqxx |\n";
-  md << "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n";
+  md << "| via | pqscope tx/s | naive tx/s | floor tx/s | libpqxx tx/s | batched tx/s | floor1 tx/s | "
+        "pqscope/libpqxx | pqscope/floor | batched/libpqxx | floor1/libpqxx | batched/floor1 | "
+        "median µs pqscope · naive · floor · libpqxx · batched · floor1 |\n";
+  md << "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n";
+  auto tps_ratio = [](const contended& c, int a, int b) {
+    return c.present[a] && c.present[b] ? ratio(c.tps[a], c.tps[b]) : std::string("n/a");
+  };
   for (const contended& c : conts) {
     md << "| " << c.via;
     for (int impl = 0; impl < impl_count; ++impl) md << " | " << (c.present[impl] ? fmt(c.tps[impl]) : "n/a");
-    md << " | " << (c.present[pqxx_impl] ? ratio(c.tps[pqscope_impl], c.tps[pqxx_impl]) : "n/a");
-    md << " | " << ratio(c.tps[pqscope_impl], c.tps[floor_impl]) << " | ";
+    md << " | " << tps_ratio(c, pqscope_impl, pqxx_impl) << " | " << tps_ratio(c, pqscope_impl, floor_impl)
+       << " | " << tps_ratio(c, batched_impl, pqxx_impl) << " | " << tps_ratio(c, floor1_impl, pqxx_impl)
+       << " | " << tps_ratio(c, batched_impl, floor1_impl) << " | ";
     for (int impl = 0; impl < impl_count; ++impl)
       md << (impl ? " · " : "") << (c.present[impl] ? fmt(c.median_us[impl]) : "n/a");
     md << " |\n";
   }
-  md << "\nRatios below 1 favour pqscope (time) in the first table; in the contended table a ratio above 1 "
-        "favours pqscope (throughput).\n";
+  md << "\nThe contended ratios are of throughput: above 1 favours the first named.\n";
   {
     std::lock_guard<std::mutex> lock(fail_mutex);
     md << "\n" << (fail_count == 0 ? "All checks passed." : std::to_string(fail_count) + " check(s) FAILED.") << "\n";
@@ -846,7 +989,8 @@ int run(int argc, char** argv) {
   // ---- data for plot.gp: PgBouncer (else the only target), selected cells ----
   const std::string plot_via = o.pgbouncer.conninfo.empty() ? "direct" : "PgBouncer";
   std::ofstream dat(o.out + "/plot.dat");
-  dat << "# shape pqscope naive floor libpqxx (median us per transaction, via " << plot_via << ")\n";
+  dat << "# shape pqscope naive floor libpqxx pqscope_batched floor1 (median us per transaction, via " << plot_via
+      << ")\n";
   const std::vector<std::pair<int, int>> picked = {{1, 1}, {3, 3}, {5, 1}, {10, 1}, {10, 10}, {0, 2}};
   for (auto [d, n] : picked)
     for (const cell& c : cells)
@@ -856,7 +1000,8 @@ int run(int argc, char** argv) {
         dat << "\n";
       }
   std::ofstream cdat(o.out + "/contended.dat");
-  cdat << "# via pqscope naive floor libpqxx (transactions per second, " << o.threads << " clients)\n";
+  cdat << "# via pqscope naive floor libpqxx pqscope_batched floor1 (transactions per second, " << o.threads
+       << " clients)\n";
   for (const contended& c : conts) {
     cdat << "\"" << c.via << "\"";
     for (int impl = 0; impl < impl_count; ++impl) cdat << " " << (c.present[impl] ? fmt(c.tps[impl], 1) : "NaN");

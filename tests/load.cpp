@@ -4,7 +4,9 @@
 // Many clients in several processes, through PgBouncer in transaction pooling
 // mode: serializable transfers with nested scopes that fail on purpose. Checks
 // that money is conserved, that no session is left idle in a transaction, and
-// that every client stays recognisable by its application_name.
+// that every client stays recognisable by its application_name. The workload
+// runs twice, unbatched and with batch = true on the outermost atomic(), and the
+// share of sampled backends idle in transaction is printed for both.
 //
 // Worker processes never touch Boost.Test: they report over a pipe and exit with
 // a status, and the parent alone asserts.
@@ -100,6 +102,7 @@ struct client_result {
   std::string name;
   std::string self_name = "-";  // application_name as the client's own backend reports it
   std::uint64_t committed = 0, rolled_back = 0, expected_failures = 0, retries = 0, unexpected = 0;
+  std::uint64_t batched_attempts = 0, replays = 0;  // from the connection's stats
   std::vector<std::uint32_t> latencies_us;  // committed transactions, retries included
   std::vector<std::string> errors;          // the first unexpected ones
 };
@@ -159,11 +162,11 @@ class linger_gate {
   bool released_ = false;
 };
 
-void run_load(pqscope::connection& c, const std::string& table, client_result& out, steady::time_point deadline,
-              unsigned seed);
+void run_load(pqscope::connection& c, const std::string& table, bool batch, client_result& out,
+              steady::time_point deadline, unsigned seed);
 
-void run_client(const pqscope::database& db, const std::string& table, client_result& out, start_gate& gate,
-                linger_gate& linger, unsigned seed) {
+void run_client(const pqscope::database& db, const std::string& table, bool batch, client_result& out,
+                start_gate& gate, linger_gate& linger, unsigned seed) {
   std::optional<pqscope::connection> conn;
   try {
     // The inherited settings plus this client's own name.
@@ -176,18 +179,21 @@ void run_client(const pqscope::database& db, const std::string& table, client_re
     record_unexpected(out, std::string("setup: ") + e.what());
   }
   const steady::time_point deadline = gate.wait();
-  if (conn) run_load(*conn, table, out, deadline, seed);
+  if (conn) run_load(*conn, table, batch, out, deadline, seed);
   linger.arrive();
 }
 
-void run_load(pqscope::connection& c, const std::string& table, client_result& out, steady::time_point deadline,
-              unsigned seed) {
+// batch: the outermost atomic() queues the statements and sends them with the
+// COMMIT; the function reads nothing, so that is one round trip per attempt.
+void run_load(pqscope::connection& c, const std::string& table, bool batch, client_result& out,
+              steady::time_point deadline, unsigned seed) {
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> account(1, accounts), percent(0, 99);
   std::uniform_int_distribution<long> amount(1, 100);
   pqscope::transaction_options opts;
   opts.isolation = pqscope::isolation::serializable;
   opts.retries = 8;
+  opts.batch = batch;
 
   while (steady::now() < deadline) {
     const int from = account(rng);
@@ -201,6 +207,7 @@ void run_load(pqscope::connection& c, const std::string& table, client_result& o
 
     int attempts = 0;
     int expected = 0;
+    const pqscope::connection_stats before = c.stats();
     const auto t0 = steady::now();
     try {
       pqscope::atomic(c, opts, [&](pqscope::connection& cc) {
@@ -217,11 +224,18 @@ void run_load(pqscope::connection& c, const std::string& table, client_result& o
           } catch (const app_error&) {
             failed_as_planned = true;
           }
-          if (!failed_as_planned) throw std::logic_error("a transfer meant to fail went through");
-          ++expected;
+          // Batched, the overdraw is only queued here: the server refuses it when the
+          // batch goes out with the COMMIT, and atomic() runs this function again
+          // unbatched, where it fails in this scope. The check after the commit
+          // holds either way.
+          if (!failed_as_planned && !(batch && overdraw))
+            throw std::logic_error("a transfer meant to fail went through");
+          expected = failed_as_planned ? 1 : 0;
         }
         if (rollback_all) throw rollback_request{};
       });
+      // The attempt that committed must be one in which the planned failure happened.
+      if (fail_nested && expected == 0) throw std::logic_error("a transfer meant to fail was committed");
       ++out.committed;
       out.latencies_us.push_back(static_cast<std::uint32_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - t0).count()));
@@ -238,7 +252,13 @@ void run_load(pqscope::connection& c, const std::string& table, client_result& o
         }
       }
     }
-    out.retries += static_cast<std::uint64_t>(std::max(attempts - 1, 0));
+    // Stats survive reconnect(). A replay is not a retry: it re-runs a failed batch unbatched.
+    const pqscope::connection_stats& now = c.stats();
+    const std::uint64_t replays = now.replays - before.replays;
+    out.replays += replays;
+    out.batched_attempts += now.batched_attempts - before.batched_attempts;
+    const std::int64_t reruns = attempts - 1 - static_cast<std::int64_t>(replays);
+    out.retries += static_cast<std::uint64_t>(std::max<std::int64_t>(reruns, 0));
     out.expected_failures += static_cast<std::uint64_t>(expected);
   }
 }
@@ -259,8 +279,8 @@ bool write_all(int fd, const std::string& s) {
 // seeded, 3 an exception escaped, 4 the report could not be written;
 // SIGALRM: the watchdog ended a hung worker.
 // go_fd and release_fd signal by end of file: the parent closes its write ends.
-[[noreturn]] void worker_main(const pqscope::database& db, const std::string& table, int go_fd, int release_fd,
-                              int report_fd, int seconds, int watchdog_seconds) {
+[[noreturn]] void worker_main(const pqscope::database& db, const std::string& table, bool batch, int go_fd,
+                              int release_fd, int report_fd, int seconds, int watchdog_seconds) {
   ::alarm(static_cast<unsigned>(watchdog_seconds));
   int code = 0;
   std::ostringstream report;
@@ -279,8 +299,8 @@ bool write_all(int fd, const std::string& s) {
       client_result& r = results[static_cast<std::size_t>(n)];
       r.name = app_name(::getpid(), n);
       const unsigned seed = static_cast<unsigned>(::getpid()) * 131u + static_cast<unsigned>(n);
-      threads.emplace_back(run_client, std::cref(db), std::cref(table), std::ref(r), std::ref(gate), std::ref(linger),
-                           seed);
+      threads.emplace_back(run_client, std::cref(db), std::cref(table), batch, std::ref(r), std::ref(gate),
+                           std::ref(linger), seed);
     }
   } catch (const std::exception& e) {
     report << "fatal " << one_line(e.what()) << '\n';
@@ -295,7 +315,8 @@ bool write_all(int fd, const std::string& s) {
   for (std::size_t i = 0; i < threads.size(); ++i) {
     const client_result& r = results[i];
     report << "client " << r.name << ' ' << r.self_name << ' ' << r.committed << ' ' << r.rolled_back << ' '
-           << r.expected_failures << ' ' << r.retries << ' ' << r.unexpected << '\n'
+           << r.expected_failures << ' ' << r.retries << ' ' << r.unexpected << ' ' << r.batched_attempts << ' '
+           << r.replays << '\n'
            << "lat";
     for (auto v : r.latencies_us) report << ' ' << v;
     report << '\n';
@@ -537,14 +558,16 @@ double percent_of(long part, long whole) {
   return whole != 0 ? 100.0 * static_cast<double>(part) / static_cast<double>(whole) : 0.0;
 }
 
-}  // namespace
+// What one run of the workload showed, for the side-by-side line.
+struct run_figures {
+  long idle_tx_rows = 0, rows = 0, samples_with_idle_tx = 0, samples = 0;
+};
 
-BOOST_AUTO_TEST_CASE(serializable_transfers_through_pgbouncer) {
+// One run of the workload on a fresh table: forks the workers, samples while
+// they run, checks everything and prints its summary line.
+run_figures run_transfers(const pqscope::database& db, bool batch) {
+  const char* const label = batch ? "batched" : "unbatched";
   const int seconds = load_seconds();
-  // The session-state guard runs on every statement under load too.
-  pqscope::connection_options guarded;
-  guarded.pooling = pqscope::pooling::transaction;
-  const pqscope::database db{pqtest::env("PQSCOPE_TEST_PGBOUNCER"), guarded};
   pqtest::scratch_table table{"id int PRIMARY KEY, cents bigint NOT NULL CHECK (cents >= 0)"};
   pqscope::connection obs = pqtest::observer();
   obs.execute("INSERT INTO " + table.name() + " SELECT g, $1 FROM generate_series(1, $2) AS g", opening_cents,
@@ -553,7 +576,8 @@ BOOST_AUTO_TEST_CASE(serializable_transfers_through_pgbouncer) {
   const std::string money = "SELECT coalesce(sum(cents), 0)::bigint FROM " + table.name();
   BOOST_REQUIRE(obs.query_value<long>(money) == total);
 
-  // Workers are forked before any thread exists in this process.
+  // Workers are forked before any thread exists in this process (the previous
+  // run's sampler has been joined).
   workforce crew;
   int go[2], release[2];
   BOOST_REQUIRE(::pipe2(go, O_CLOEXEC) == 0);
@@ -572,7 +596,7 @@ BOOST_AUTO_TEST_CASE(serializable_transfers_through_pgbouncer) {
       ::close(go[1]);  // else the signals (end of file) would never come
       ::close(release[1]);
       ::close(rep[0]);
-      worker_main(db, table.name(), go[0], release[0], rep[1], seconds, watchdog);
+      worker_main(db, table.name(), batch, go[0], release[0], rep[1], seconds, watchdog);
     }
     ::close(rep[1]);
     if (pid < 0) {
@@ -628,7 +652,7 @@ BOOST_AUTO_TEST_CASE(serializable_transfers_through_pgbouncer) {
       if (tag == "client") {
         client_result r;
         ls >> r.name >> r.self_name >> r.committed >> r.rolled_back >> r.expected_failures >> r.retries >>
-            r.unexpected;
+            r.unexpected >> r.batched_attempts >> r.replays;
         results.push_back(std::move(r));
       } else if (tag == "lat" && !results.empty()) {
         std::uint32_t v = 0;
@@ -643,6 +667,7 @@ BOOST_AUTO_TEST_CASE(serializable_transfers_through_pgbouncer) {
   }
 
   std::uint64_t committed = 0, rolled_back = 0, expected = 0, retries = 0, unexpected = 0;
+  std::uint64_t batched_attempts = 0, replays = 0;
   std::vector<std::uint32_t> latencies;
   std::vector<std::string> wrong_self_name;
   std::set<std::string> reported;
@@ -652,6 +677,8 @@ BOOST_AUTO_TEST_CASE(serializable_transfers_through_pgbouncer) {
     expected += r.expected_failures;
     retries += r.retries;
     unexpected += r.unexpected;
+    batched_attempts += r.batched_attempts;
+    replays += r.replays;
     latencies.insert(latencies.end(), r.latencies_us.begin(), r.latencies_us.end());
     reported.insert(r.name);
     if (r.self_name != r.name) wrong_self_name.push_back(r.name + " saw itself as " + r.self_name);
@@ -692,36 +719,63 @@ BOOST_AUTO_TEST_CASE(serializable_transfers_through_pgbouncer) {
 
   // ---- the summary
   std::ostringstream summary;
-  summary << std::fixed << std::setprecision(1) << "load: " << results.size() << " clients, " << elapsed << " s, "
-          << committed << " transactions committed (" << static_cast<double>(committed) / elapsed << " tx/s), "
+  summary << std::fixed << std::setprecision(1) << "load: " << label << ": " << results.size() << " clients, "
+          << elapsed << " s, " << committed << " transactions committed ("
+          << static_cast<double>(committed) / elapsed << " tx/s), "
           << "latency p50 " << percentile(latencies, 0.50) << " us p99 " << percentile(latencies, 0.99) << " us, "
-          << retries << " retries, " << expected << " nested failures caught, " << rolled_back << " rolled back; "
+          << retries << " retries, " << expected << " nested failures caught, " << rolled_back << " rolled back, "
+          << batched_attempts << " batched attempts, " << replays << " replays; "
           << "idle in transaction in " << seen.samples_with_idle_tx << "/" << seen.samples << " samples ("
           << percent_of(seen.samples_with_idle_tx, seen.samples) << "%), " << seen.idle_tx_rows << "/" << seen.rows
-          << " rows (" << percent_of(seen.idle_tx_rows, seen.rows) << "%), max age " << std::setprecision(3) << seen.max_idle_tx_age << " s; names seen by the sampler "
-          << seen.names_seen.size() << "/" << names.size() << "; PgBouncer max cl_waiting " << seen.max_cl_waiting;
+          << " rows (" << percent_of(seen.idle_tx_rows, seen.rows) << "%), max age " << std::setprecision(3)
+          << seen.max_idle_tx_age << " s; names seen by the sampler " << seen.names_seen.size() << "/" << names.size()
+          << "; PgBouncer max cl_waiting " << seen.max_cl_waiting;
   std::cout << summary.str() << std::endl;
   BOOST_TEST_MESSAGE(summary.str());
 
   // ---- the verdict
-  for (const auto& p : problems) BOOST_TEST_MESSAGE(p);
-  BOOST_TEST(problems.empty(),
-             problems.size() << " worker problem(s), first: " << (problems.empty() ? "" : problems.front()));
-  BOOST_TEST(seen.error.empty(), "sampler: " << seen.error);
-  BOOST_TEST(results.size() == static_cast<std::size_t>(clients));
-  BOOST_TEST(reported == names, "the reports do not name exactly the clients started");
-  BOOST_TEST(unexpected == 0u);
-  BOOST_TEST(committed > 0u);
-  BOOST_TEST(expected > 0u);     // the failing nested scopes did run
-  BOOST_TEST(rolled_back > 0u);  // and so did whole rollbacks
-  BOOST_TEST(money_after == total);
-  BOOST_TEST(seen.stale_rows == 0, seen.stale_rows << " sampled row(s) idle in transaction for over 1 s, e.g. "
-                                                   << (seen.stale.empty() ? "" : seen.stale.front()));
-  BOOST_TEST(lingering_idle_tx == 0, lingering_idle_tx << " session(s) idle in transaction after the load");
-  BOOST_TEST(left_idle_tx == 0, left_idle_tx << " session(s) left idle in transaction after the workers exited");
-  BOOST_TEST(wrong_self_name.empty(), wrong_self_name.size() << " client(s) saw a wrong name, e.g. "
-                                                              << (wrong_self_name.empty() ? "" : wrong_self_name[0]));
-  BOOST_TEST(never_seen.empty(), never_seen.size() << " application_name(s) never seen, e.g. "
-                                                   << (never_seen.empty() ? "" : never_seen.front()));
-  BOOST_TEST(waiting_after == 0, "PgBouncer still has " << waiting_after << " client(s) waiting");
+  BOOST_TEST_CONTEXT("run " << label) {
+    for (const auto& p : problems) BOOST_TEST_MESSAGE(p);
+    BOOST_TEST(problems.empty(),
+               problems.size() << " worker problem(s), first: " << (problems.empty() ? "" : problems.front()));
+    BOOST_TEST(seen.error.empty(), "sampler: " << seen.error);
+    BOOST_TEST(results.size() == static_cast<std::size_t>(clients));
+    BOOST_TEST(reported == names, "the reports do not name exactly the clients started");
+    BOOST_TEST(unexpected == 0u);
+    BOOST_TEST(committed > 0u);
+    BOOST_TEST(expected > 0u);     // the failing nested scopes did run
+    BOOST_TEST(rolled_back > 0u);  // and so did whole rollbacks
+    BOOST_TEST(money_after == total);
+    BOOST_TEST(seen.stale_rows == 0, seen.stale_rows << " sampled row(s) idle in transaction for over 1 s, e.g. "
+                                                     << (seen.stale.empty() ? "" : seen.stale.front()));
+    BOOST_TEST(lingering_idle_tx == 0, lingering_idle_tx << " session(s) idle in transaction after the load");
+    BOOST_TEST(left_idle_tx == 0, left_idle_tx << " session(s) left idle in transaction after the workers exited");
+    BOOST_TEST(wrong_self_name.empty(), wrong_self_name.size() << " client(s) saw a wrong name, e.g. "
+                                                                << (wrong_self_name.empty() ? "" : wrong_self_name[0]));
+    BOOST_TEST(never_seen.empty(), never_seen.size() << " application_name(s) never seen, e.g. "
+                                                     << (never_seen.empty() ? "" : never_seen.front()));
+    BOOST_TEST(waiting_after == 0, "PgBouncer still has " << waiting_after << " client(s) waiting");
+  }
+  return {seen.idle_tx_rows, seen.rows, seen.samples_with_idle_tx, seen.samples};
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(serializable_transfers_through_pgbouncer) {
+  // The session-state guard runs on every statement under load too.
+  pqscope::connection_options guarded;
+  guarded.pooling = pqscope::pooling::transaction;
+  const pqscope::database db{pqtest::env("PQSCOPE_TEST_PGBOUNCER"), guarded};
+
+  const run_figures unbatched = run_transfers(db, false);
+  const run_figures batched = run_transfers(db, true);
+
+  // The point of batching: a server that never waits for its client inside a transaction.
+  std::ostringstream line;
+  line << std::fixed << std::setprecision(1) << "load: idle in transaction, sampled: unbatched "
+       << percent_of(unbatched.idle_tx_rows, unbatched.rows) << "% of rows (" << unbatched.samples_with_idle_tx << "/"
+       << unbatched.samples << " samples), batched " << percent_of(batched.idle_tx_rows, batched.rows)
+       << "% of rows (" << batched.samples_with_idle_tx << "/" << batched.samples << " samples)";
+  std::cout << line.str() << std::endl;
+  BOOST_TEST_MESSAGE(line.str());
 }
