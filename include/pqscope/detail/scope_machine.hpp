@@ -222,9 +222,9 @@ class scope_machine {
       xid_pending_ = false;
       void_.reset();
       if (attempt.batched) ++stats_.batched_attempts;
-      queue(item::open, id, 0, begin_sql(o));
+      queue(item::begin, id, 0, begin_sql(o));
     } else if (o.savepoint) {
-      queue(item::open, id, i, "SAVEPOINT " + savepoint_name(i));
+      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i));
     }
     if (o.statement_timeout.count() > 0)
       queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
@@ -542,9 +542,10 @@ class scope_machine {
       if (r.st == reply::status::error && !failed_at) failed_at = k;
       if (r.st != reply::status::ok) continue;
       switch (it.k) {
-        case item::open:
+        case item::begin:
+        case item::savepoint:
           if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
-          if (it.level > 0) ++stats_.savepoints;
+          if (it.k == item::savepoint) ++stats_.savepoints;
           break;
         case item::user:
           it.slot->answer(r.res);
@@ -635,7 +636,7 @@ class scope_machine {
 
  private:
   struct item {
-    enum kind { open, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
+    enum kind { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
     std::uint64_t frame_id;  // the frame that queued it
     std::size_t level;       // the innermost frame whose savepoint undoes it
     std::string sql;
@@ -836,8 +837,10 @@ class scope_machine {
     doom_.reset();
     for (frame& f : frames_) f.sent = false;
     if (end_in_batch) op_.replay = true;
-    ++stats_.transactions_rolled_back;
-    if (br.state != server_state::idle) push_followup("ROLLBACK", false);
+    if (br.state != server_state::idle) {
+      ++stats_.transactions_rolled_back;
+      push_followup("ROLLBACK", false);
+    }
   }
 
   // The session is gone: nothing queued can be sent, nothing doomed can be undone.
@@ -921,7 +924,7 @@ class scope_machine {
     // A savepoint not yet sent is not needed: the scope can no longer roll back on
     // its own, and a failure of a waiting statement voids the whole attempt.
     if (f.owning && !f.sent)
-      drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::open; });
+      drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::savepoint; });
     lower_levels(i);
     if (f.owning && f.sent) {
       // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
