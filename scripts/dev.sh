@@ -18,7 +18,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/servers.sh
 . "$ROOT/scripts/lib/servers.sh"
 
-PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 libpq-dev postgresql-15 pgbouncer libboost-test-dev)
+PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 pkg-config libpq-dev postgresql-15 pgbouncer libboost-test-dev)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {
@@ -44,14 +44,16 @@ deps() {
 
 MODE=normal  # normal | sanitize (ASan + UBSan build)
 
+# build [TARGET...]: everything, or only the targets named.
 build() {
-  local dir=build type=RelWithDebInfo extra=()
+  local dir=build type=RelWithDebInfo extra=() targets=()
   if [ "$MODE" = sanitize ]; then
     dir=build-sanitize type=Debug extra=(-DPQSCOPE_SANITIZE=ON)
   fi
   BUILD_DIR="$ROOT/$dir"
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=$type "${extra[@]}" >/dev/null
-  cmake --build "$BUILD_DIR" -j "$JOBS"
+  [ $# -gt 0 ] && targets=(--target "$@")
+  cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}"
 }
 
 # Runs CTest against fresh servers and ends with one line: "N passed, M failed".
@@ -131,7 +133,7 @@ case "$cmd" in
     ;;
   demo)
     deps
-    build
+    build showcase  # the demo needs one program, not the whole suite
     trap stop_servers EXIT
     start_servers
     "$BUILD_DIR/examples/showcase" "$PQSCOPE_TEST_PGBOUNCER" "$PQSCOPE_TEST_DIRECT"

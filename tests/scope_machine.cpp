@@ -1088,6 +1088,23 @@ BOOST_AUTO_TEST_CASE(batched_failure_ends_as_unbatched) {
   }
 }
 
+// flush() sends up to the last queued statement: the SAVEPOINT of a scope that has
+// run nothing yet waits, and is never sent if the scope ends with its statements queued.
+BOOST_AUTO_TEST_CASE(flush_leaves_controls_that_no_statement_needs_yet) {
+  conn_t c{"x"};
+  opts o;
+  o.batch = true;
+  pqscope::atomic(c, o, [&] {
+    c.execute("INSERT A");
+    pqscope::atomic(c, [&] {
+      c.flush();
+      c.execute("INSERT B");
+    });
+  });
+  BOOST_TEST(show(c.driver().server().batches) == "[BEGIN | INSERT A] [INSERT B | COMMIT]");
+  BOOST_TEST(c.stats().savepoints == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(batched_connection_lost_at_every_statement_is_in_doubt) {
   for (std::size_t n = 0; n < 11; ++n) {
     BOOST_TEST_CONTEXT("lost at statement " << n) {

@@ -35,6 +35,10 @@ struct transaction_options {
   // atomic()/transactional() only, outermost scope only: re-run the whole function
   // after serialization_failure (40001) or deadlock_detected (40P01).
   int retries = 0;
+  // Outermost scope only: subtransactions this transaction may hold before
+  // opening another savepoint is reported (and refused, if the connection says so);
+  // 0: the connection's savepoint_limit.
+  std::size_t savepoint_limit = 0;
   // atomic()/transactional() only, outermost scope only: statements are queued
   // and sent together, with BEGIN, savepoints and COMMIT, when a result is read,
   // on connection::flush(), or at the end (one round trip for a transaction that
@@ -66,6 +70,8 @@ struct statement_event {
   // whether that attempt was batched: a replayed statement is reported twice.
   std::size_t attempt = 0;
   bool batched = false;
+  // Set, with sql "SAVEPOINT", when a scope opens past the savepoint limit.
+  std::string_view warning;
 };
 
 struct connection_options {
@@ -80,6 +86,13 @@ struct connection_options {
   // It must not use the connection. Exceptions it
   // throws are swallowed: a logging hook must not change what a transaction does.
   std::function<void(const statement_event&)> observer;
+  // PostgreSQL caches 64 subtransaction ids per backend; a transaction that holds
+  // more (savepoints that wrote; released ones count until the transaction ends)
+  // slows every snapshot in the cluster. Opening a savepoint past this many is
+  // counted (connection_stats::savepoint_limit_exceeded) and reported to the
+  // observer, and refused with usage_error if refuse_past_savepoint_limit. 0: no limit.
+  std::size_t savepoint_limit = 64;
+  bool refuse_past_savepoint_limit = false;
 };
 
 }  // namespace pqscope

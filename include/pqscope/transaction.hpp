@@ -71,6 +71,7 @@ class transaction {
               detail::attempt_info attempt)
       : machine_(std::move(s)) {
     if (!machine_) throw usage_error("transaction on a moved-from connection");
+    detail::sync_session::call guard(*machine_, "opening a scope");
     id_ = machine_->machine.open(options, attempt);
     outermost_ = machine_->machine.depth() == 1;
   }
@@ -110,6 +111,7 @@ class transaction {
                                             "ended first");
     }
     bool committed = false;
+    detail::sync_session::call guard(*machine_, what);
     try {
       machine_->end(id_, commit, &committed);
       state_ = commit ? state::committed : state::rolled_back;
@@ -183,6 +185,9 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   scope.batch = false;
   const bool outermost = c.depth() == 0;
   const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
+  if (!session) throw usage_error("atomic() on a moved-from connection");
+  // One call from start to end: another thread cannot slip a statement into this transaction.
+  detail::sync_session::call guard(*session, "atomic()");
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {

@@ -190,6 +190,10 @@ struct transaction_options {
   // atomic()/transactional() only, outermost scope only: re-run the whole function
   // after serialization_failure (40001) or deadlock_detected (40P01).
   int retries = 0;
+  // Outermost scope only: subtransactions this transaction may hold before
+  // opening another savepoint is reported (and refused, if the connection says so);
+  // 0: the connection's savepoint_limit.
+  std::size_t savepoint_limit = 0;
   // atomic()/transactional() only, outermost scope only: statements are queued
   // and sent together, with BEGIN, savepoints and COMMIT, when a result is read,
   // on connection::flush(), or at the end (one round trip for a transaction that
@@ -221,6 +225,8 @@ struct statement_event {
   // whether that attempt was batched: a replayed statement is reported twice.
   std::size_t attempt = 0;
   bool batched = false;
+  // Set, with sql "SAVEPOINT", when a scope opens past the savepoint limit.
+  std::string_view warning;
 };
 
 struct connection_options {
@@ -235,6 +241,13 @@ struct connection_options {
   // It must not use the connection. Exceptions it
   // throws are swallowed: a logging hook must not change what a transaction does.
   std::function<void(const statement_event&)> observer;
+  // PostgreSQL caches 64 subtransaction ids per backend; a transaction that holds
+  // more (savepoints that wrote; released ones count until the transaction ends)
+  // slows every snapshot in the cluster. Opening a savepoint past this many is
+  // counted (connection_stats::savepoint_limit_exceeded) and reported to the
+  // observer, and refused with usage_error if refuse_past_savepoint_limit. 0: no limit.
+  std::size_t savepoint_limit = 64;
+  bool refuse_past_savepoint_limit = false;
 };
 
 }  // namespace pqscope
@@ -253,6 +266,12 @@ struct connection_stats {
   std::uint64_t savepoints = 0;                // SAVEPOINTs the server executed
   std::uint64_t batched_attempts = 0;          // outermost atomic() attempts run with batch = true
   std::uint64_t replays = 0;                   // functions run again unbatched after a batched send failed
+  // Subtransactions the current transaction holds (savepoints executed and not
+  // rolled back; an upper bound, since one that never writes gets no id), the most
+  // any transaction on this connection held, and savepoints opened past the limit.
+  std::uint64_t savepoints_in_transaction = 0;
+  std::uint64_t max_savepoints_in_transaction = 0;
+  std::uint64_t savepoint_limit_exceeded = 0;
 };
 
 }  // namespace pqscope
@@ -1056,9 +1075,12 @@ inline std::string default_application_name() {
 // control that would go behind the scope machine's back. Best effort by design;
 // the server-state check after every batch catches what this misses.
 
+#include <algorithm>
 #include <cctype>
 #include <string>
 #include <string_view>
+
+// #include <pqscope/errors.hpp> (inlined above)
 
 namespace pqscope::detail {
 
@@ -1144,6 +1166,105 @@ inline bool is_copy_stream(std::string_view sql) {
   return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
 }
 
+// The highest $n placeholder in a statement: the number of parameters the server
+// will want. Placeholders inside string literals (standard, E'' escape strings,
+// dollar-quoted), quoted identifiers and comments do not count; neither does a $
+// inside an identifier (PostgreSQL allows foo$1 as a name). Returns -1 for SQL
+// it cannot read to the end (an unterminated quote or comment): the server will
+// say what is wrong.
+inline int highest_placeholder(std::string_view s) {
+  auto ident_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
+  };
+  int highest = 0;
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    const char c = s[i];
+    if (c == '-' && i + 1 < n && s[i + 1] == '-') {  // -- comment
+      const std::size_t nl = s.find('\n', i);
+      i = nl == std::string_view::npos ? n : nl + 1;
+    } else if (c == '/' && i + 1 < n && s[i + 1] == '*') {  // nested /* */ comment
+      int level = 0;
+      for (; i + 1 < n; ++i) {
+        if (s[i] == '/' && s[i + 1] == '*') {
+          ++level;
+          ++i;
+        } else if (s[i] == '*' && s[i + 1] == '/') {
+          ++i;
+          if (--level == 0) break;
+        }
+      }
+      if (level != 0) return -1;
+      ++i;
+    } else if (c == '\'' || c == '"') {  // 'literal', "identifier"; doubled quotes stay inside
+      // E'...' (or e'...') allows backslash escapes; a standard literal does not.
+      const bool escapes = c == '\'' && i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
+                           (i < 2 || !ident_char(s[i - 2]));
+      ++i;
+      for (;;) {
+        if (i >= n) return -1;
+        if (escapes && s[i] == '\\') {
+          i += 2;
+          continue;
+        }
+        if (s[i] == c) {
+          if (i + 1 < n && s[i + 1] == c) {
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        ++i;
+      }
+    } else if (c == '$' && (i == 0 || !ident_char(s[i - 1]))) {
+      if (i + 1 < n && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {  // $n
+        std::size_t j = i + 1;
+        long v = 0;
+        while (j < n && std::isdigit(static_cast<unsigned char>(s[j]))) {
+          if (v < 100000) v = v * 10 + (s[j] - '0');
+          ++j;
+        }
+        if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
+        i = j;
+        continue;
+      }
+      // $tag$ ... $tag$: the tag is empty or an identifier that does not start with a digit
+      std::size_t j = i + 1;
+      while (j < n && s[j] != '$' && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '_' ||
+                                      static_cast<unsigned char>(s[j]) >= 0x80))
+        ++j;
+      if (j < n && s[j] == '$') {
+        const std::string_view tag = s.substr(i, j - i + 1);
+        const std::size_t end = s.find(tag, j + 1);
+        if (end == std::string_view::npos) return -1;
+        i = end + tag.size();
+      } else {
+        i = j;
+      }
+    } else if (ident_char(c)) {  // a word: any $ inside belongs to it
+      while (i < n && ident_char(s[i])) ++i;
+    } else {
+      ++i;
+    }
+  }
+  return highest;
+}
+
+// The statement's placeholders must match the parameters given, both ways: the
+// server's own message ("bind message supplies 1 parameters, but prepared
+// statement \"\" requires 2") names a prepared statement the caller never made,
+// and too many are accepted silently.
+inline void check_placeholders(std::string_view sql, std::size_t given) {
+  const int wanted = highest_placeholder(sql);
+  if (wanted < 0 || static_cast<std::size_t>(wanted) == given) return;  // < 0: the server will say what is wrong
+  if (wanted == 0)
+    throw usage_error("the statement has no $n placeholder, but " + std::to_string(given) +
+                      " parameter(s) were given: " + std::string(sql.substr(0, 200)));
+  throw usage_error("the statement uses placeholders up to $" + std::to_string(wanted) + " but " +
+                    std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
+}
 }  // namespace pqscope::detail
 
 namespace pqscope::detail {
@@ -1632,6 +1753,10 @@ class scope_machine {
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
+  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
+    savepoint_limit_ = limit;
+    refuse_past_limit_ = refuse;
+  }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
@@ -1660,6 +1785,7 @@ class scope_machine {
       attempt = frames_.front().attempt;
     }
     const std::size_t i = frames_.size();
+    if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
     frame f;
     f.id = next_id_++;
     f.opts = o;
@@ -1674,7 +1800,7 @@ class scope_machine {
       if (attempt.batched) ++stats_.batched_attempts;
       queue(item::begin, id, 0, begin_sql(o));
     } else if (o.savepoint) {
-      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i));
+      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
     }
     if (o.statement_timeout.count() > 0)
       queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
@@ -1972,6 +2098,7 @@ class scope_machine {
     if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
 
     if (!batch.empty() && batch.front().k == item::followup) {
+      end_of_transaction();
       if (br.lost) {
         mark_broken(br.lost_message);
         if (op_.followup) op_.followup_lost = br.lost_message;
@@ -1988,6 +2115,7 @@ class scope_machine {
         end_in_batch = true;
         op_.sent_end = true;
         op_.end_reply = r;
+        end_of_transaction();
       }
       if (r.st == reply::status::error && !failed_at) failed_at = k;
       if (r.st != reply::status::ok) continue;
@@ -1995,7 +2123,17 @@ class scope_machine {
         case item::begin:
         case item::savepoint:
           if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
-          if (it.k == item::savepoint) ++stats_.savepoints;
+          if (it.k == item::begin) held_.assign(1, 0);
+          if (it.k == item::savepoint) {
+            ++stats_.savepoints;
+            hold(it.sp);
+          }
+          break;
+        case item::release:
+          fold(it.sp, false);
+          break;
+        case item::rollback_to:
+          fold(it.sp, true);
           break;
         case item::user:
           it.slot->answer(r.res);
@@ -2093,6 +2231,7 @@ class scope_machine {
     std::vector<std::string> args;
     std::string context;  // prefix for its error message
     std::shared_ptr<statement_slot> slot;  // user
+    std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
   };
   struct frame {
     std::uint64_t id = 0;
@@ -2145,6 +2284,10 @@ class scope_machine {
   item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
     queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
     return queue_.back();
+  }
+  void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
+    queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
+    queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
   }
   void push_followup(const char* sql, bool awaited) {
     followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
@@ -2293,6 +2436,64 @@ class scope_machine {
     }
   }
 
+  // ---- the subtransaction budget ----
+  // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
+  // past that every snapshot in the cluster consults pg_subtrans. A released
+  // savepoint keeps its id until the transaction ends; only ROLLBACK TO gives it
+  // back. held_[i]: subtransactions begun under savepoint i (itself included) and
+  // not rolled back; held_[0] those released into the top level. Savepoints that
+  // never write get no id, so this is an upper bound.
+  void hold(std::size_t sp) {
+    if (held_.size() <= sp) held_.resize(sp + 1, 0);
+    held_[sp] += 1;
+    note_held();
+  }
+  void fold(std::size_t sp, bool rolled_back) {
+    if (sp == 0 || held_.size() <= sp) return;
+    std::uint64_t under = 0;
+    for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
+    if (!rolled_back) held_[sp - 1] += under;
+    note_held();
+  }
+  void note_held() {
+    std::uint64_t total = 0;
+    for (auto n : held_) total += n;
+    stats_.savepoints_in_transaction = total;
+    stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
+  }
+  void end_of_transaction() {
+    held_.clear();
+    stats_.savepoints_in_transaction = 0;
+  }
+  // Opening savepoint `i`: past the limit, the observer is told and it is counted;
+  // with refuse_past_savepoint_limit it is a usage_error before anything is queued.
+  void check_savepoint_budget(const transaction_options& root, std::size_t i) {
+    const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
+    if (limit == 0) return;
+    std::uint64_t in_use = stats_.savepoints_in_transaction;
+    for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
+    if (in_use < limit) return;
+    ++stats_.savepoint_limit_exceeded;
+    const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
+                            " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
+                            " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
+    const usage_error refusal(why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split "
+                                    "the transaction");
+    if (observer_) {
+      try {
+        statement_event ev;
+        ev.sql = "SAVEPOINT";
+        ev.depth = depth();
+        ev.warning = why;
+        ev.error = refuse_past_limit_ ? &refusal : nullptr;
+        observer_(ev);
+      } catch (...) {
+        // a logging hook must not change what the transaction does
+      }
+    }
+    if (refuse_past_limit_) throw refusal;
+  }
+
   // The session is gone: nothing queued can be sent, nothing doomed can be undone.
   void mark_broken(const std::string& why) {
     broken_ = true;
@@ -2379,7 +2580,7 @@ class scope_machine {
     if (f.owning && f.sent) {
       // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
       while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
     }
     if (timeouts_live) {
       restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
@@ -2411,14 +2612,10 @@ class scope_machine {
         // Its statements still wait: they go out after its SAVEPOINT and are undone
         // by the ROLLBACK TO behind them, so their success is still confirmed.
         lower_levels(i);
-        queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
-        queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+        queue_rollback_to(f.id, i);
       } else {
         drop_queued([&](const item& c) { return c.level >= i; });
-        if (f.sent) {
-          queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
-          queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
-        }
+        if (f.sent) queue_rollback_to(f.id, i);
       }
       if (doom_ && doom_->level >= i) doom_.reset();
     } else {
@@ -2467,12 +2664,59 @@ class scope_machine {
   pid_t pid_ = current_pid();
   connection_stats stats_;
   std::function<void(const statement_event&)> observer_;
+  std::vector<std::uint64_t> held_;  // subtransactions per savepoint level, see hold()
+  std::size_t savepoint_limit_ = 64;
+  bool refuse_past_limit_ = false;
 };
+
+// A token for the calling thread: the address of a thread_local, unique among
+// live threads (cheaper to include than <thread>).
+inline std::uintptr_t this_thread_token() noexcept {
+  static thread_local char tag = 0;
+  return reinterpret_cast<std::uintptr_t>(&tag);
+}
 
 // The blocking front end: the machine, a driver, and the loop between them.
 class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
  public:
   scope_machine machine;
+
+  // Held for the length of every public call: a call from a second thread while
+  // one is in progress is refused before anything is touched or sent. The same
+  // thread may re-enter (an on_commit callback that runs a statement).
+  class call {
+   public:
+    call(sync_session& s, const char* what) : s_(s) {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+        outer_ = true;
+        return;
+      }
+      if (expected == me) return;
+      throw usage_error(std::string(what) +
+                        ": this connection is in use by another thread, whose call is still in progress. A "
+                        "connection and its scopes serve one thread at a time; give each thread its own connection "
+                        "(pqscope::pool), or hand it over between calls");
+    }
+    // For destructors: false when another thread is in a call (nothing may be touched).
+    static bool try_enter(sync_session& s, bool& outer) noexcept {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
+      return outer || expected == me;
+    }
+    static void leave(sync_session& s) noexcept { s.owner_.store(0, std::memory_order_release); }
+    call(const call&) = delete;
+    call& operator=(const call&) = delete;
+    ~call() {
+      if (outer_) leave(s_);
+    }
+
+   private:
+    sync_session& s_;
+    bool outer_ = false;
+  };
 
   // The one loop: every send of every operation goes through here.
   void drive() {
@@ -2489,6 +2733,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
   // Sends what is queued and waits (a batched result is read, connection::flush()).
   void flush() override {
+    call guard(*this, "reading a result");
     machine.request_flush();
     drive();
     machine.finish();
@@ -2516,6 +2761,16 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   // Ends scope `id` and every scope opened inside it, rolling back; never throws.
   // Used by destructors, also when scopes are destroyed out of order.
   void abandon(std::uint64_t id) noexcept {
+    // Another thread in a call: touching the machine now would race with it.
+    bool outer = false;
+    if (!call::try_enter(*this, outer)) return;
+    struct leave_on_exit {
+      sync_session& s;
+      bool outer;
+      ~leave_on_exit() {
+        if (outer) call::leave(s);
+      }
+    } leave{*this, outer};
     auto at = machine.index_of(id);
     if (!at) return;
     while (machine.depth() > *at) {
@@ -2537,6 +2792,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
  private:
   bool driving_ = false;
+  std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
 
 // The blocking front end bound to a driver.
@@ -2631,6 +2887,7 @@ class basic_connection {
       : options_(std::move(options)),
         s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
     s_->machine.set_observer(options_.observer);
+    s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
     s_->driver.open(s_->conninfo, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;
@@ -2673,7 +2930,11 @@ class basic_connection {
   // (for code that needs a statement to have run before something outside the
   // database happens). Throws batch_failed if one of them failed. Nothing queued:
   // nothing is sent.
-  void flush() { machine_session().flush(); }
+  void flush() {
+    auto& s = machine_session();
+    detail::sync_session::call guard(s, "flush()");
+    s.flush();
+  }
 
   // Open scopes on this connection (0: autocommit).
   [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
@@ -2683,19 +2944,24 @@ class basic_connection {
   // Dropped if the scope that registered it rolls back.
   template <class F>
   void on_commit(F&& fn) {
+    detail::sync_session::call guard(machine_session(), "on_commit()");
     machine().on_commit(std::function<void()>(std::forward<F>(fn)));
   }
   // Runs fn after the outermost transaction rolls back. Dropped if the scope that
   // registered it is a savepoint that rolls back, and outside any scope.
   template <class F>
   void on_rollback(F&& fn) {
+    detail::sync_session::call guard(machine_session(), "on_rollback()");
     machine().on_rollback(std::function<void()>(std::forward<F>(fn)));
   }
 
   // SET LOCAL for the current transaction (set_config(name, value, true)): it ends
   // with the transaction, so nothing leaks to the next client of a pooled server
   // connection. usage_error outside a scope.
-  void set_local(std::string_view name, std::string_view value) { machine().set_local(name, value); }
+  void set_local(std::string_view name, std::string_view value) {
+    detail::sync_session::call guard(machine_session(), "set_local()");
+    machine().set_local(name, value);
+  }
 
   [[nodiscard]] std::string application_name() const { return s_ ? s_->driver.application_name() : std::string(); }
   [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
@@ -2711,6 +2977,7 @@ class basic_connection {
   // Only at depth 0: a scope cannot move to another session.
   void reconnect() {
     auto& s = machine_session();
+    detail::sync_session::call guard(s, "reconnect()");
     if (!s.machine.opened_by_this_process()) s.machine.check_usable();
     if (s.machine.depth() != 0)
       throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
@@ -2734,10 +3001,12 @@ class basic_connection {
   template <class... Params>
   result run(const detail::sql_ref& sql, const Params&... params) {
     auto& s = machine_session();
+    detail::sync_session::call guard(s, "execute()");
     std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
       check_session_state(sql);
+      detail::check_placeholders(sql.view(), sizeof...(Params));
       list.emplace(detail::param_list::of(params...));
       slot = s.machine.queue_statement(sql.c_str(), sql.view(), *list, s.weak_from_this());
     } catch (const std::exception& e) {
@@ -2892,6 +3161,7 @@ class transaction {
               detail::attempt_info attempt)
       : machine_(std::move(s)) {
     if (!machine_) throw usage_error("transaction on a moved-from connection");
+    detail::sync_session::call guard(*machine_, "opening a scope");
     id_ = machine_->machine.open(options, attempt);
     outermost_ = machine_->machine.depth() == 1;
   }
@@ -2931,6 +3201,7 @@ class transaction {
                                             "ended first");
     }
     bool committed = false;
+    detail::sync_session::call guard(*machine_, what);
     try {
       machine_->end(id_, commit, &committed);
       state_ = commit ? state::committed : state::rolled_back;
@@ -3004,6 +3275,9 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   scope.batch = false;
   const bool outermost = c.depth() == 0;
   const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
+  if (!session) throw usage_error("atomic() on a moved-from connection");
+  // One call from start to end: another thread cannot slip a statement into this transaction.
+  detail::sync_session::call guard(*session, "atomic()");
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {

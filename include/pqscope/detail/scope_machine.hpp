@@ -182,6 +182,10 @@ class scope_machine {
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
+  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
+    savepoint_limit_ = limit;
+    refuse_past_limit_ = refuse;
+  }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
@@ -210,6 +214,7 @@ class scope_machine {
       attempt = frames_.front().attempt;
     }
     const std::size_t i = frames_.size();
+    if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
     frame f;
     f.id = next_id_++;
     f.opts = o;
@@ -224,7 +229,7 @@ class scope_machine {
       if (attempt.batched) ++stats_.batched_attempts;
       queue(item::begin, id, 0, begin_sql(o));
     } else if (o.savepoint) {
-      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i));
+      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
     }
     if (o.statement_timeout.count() > 0)
       queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
@@ -522,6 +527,7 @@ class scope_machine {
     if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
 
     if (!batch.empty() && batch.front().k == item::followup) {
+      end_of_transaction();
       if (br.lost) {
         mark_broken(br.lost_message);
         if (op_.followup) op_.followup_lost = br.lost_message;
@@ -538,6 +544,7 @@ class scope_machine {
         end_in_batch = true;
         op_.sent_end = true;
         op_.end_reply = r;
+        end_of_transaction();
       }
       if (r.st == reply::status::error && !failed_at) failed_at = k;
       if (r.st != reply::status::ok) continue;
@@ -545,7 +552,17 @@ class scope_machine {
         case item::begin:
         case item::savepoint:
           if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
-          if (it.k == item::savepoint) ++stats_.savepoints;
+          if (it.k == item::begin) held_.assign(1, 0);
+          if (it.k == item::savepoint) {
+            ++stats_.savepoints;
+            hold(it.sp);
+          }
+          break;
+        case item::release:
+          fold(it.sp, false);
+          break;
+        case item::rollback_to:
+          fold(it.sp, true);
           break;
         case item::user:
           it.slot->answer(r.res);
@@ -643,6 +660,7 @@ class scope_machine {
     std::vector<std::string> args;
     std::string context;  // prefix for its error message
     std::shared_ptr<statement_slot> slot;  // user
+    std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
   };
   struct frame {
     std::uint64_t id = 0;
@@ -695,6 +713,10 @@ class scope_machine {
   item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
     queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
     return queue_.back();
+  }
+  void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
+    queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
+    queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
   }
   void push_followup(const char* sql, bool awaited) {
     followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
@@ -843,6 +865,64 @@ class scope_machine {
     }
   }
 
+  // ---- the subtransaction budget ----
+  // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
+  // past that every snapshot in the cluster consults pg_subtrans. A released
+  // savepoint keeps its id until the transaction ends; only ROLLBACK TO gives it
+  // back. held_[i]: subtransactions begun under savepoint i (itself included) and
+  // not rolled back; held_[0] those released into the top level. Savepoints that
+  // never write get no id, so this is an upper bound.
+  void hold(std::size_t sp) {
+    if (held_.size() <= sp) held_.resize(sp + 1, 0);
+    held_[sp] += 1;
+    note_held();
+  }
+  void fold(std::size_t sp, bool rolled_back) {
+    if (sp == 0 || held_.size() <= sp) return;
+    std::uint64_t under = 0;
+    for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
+    if (!rolled_back) held_[sp - 1] += under;
+    note_held();
+  }
+  void note_held() {
+    std::uint64_t total = 0;
+    for (auto n : held_) total += n;
+    stats_.savepoints_in_transaction = total;
+    stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
+  }
+  void end_of_transaction() {
+    held_.clear();
+    stats_.savepoints_in_transaction = 0;
+  }
+  // Opening savepoint `i`: past the limit, the observer is told and it is counted;
+  // with refuse_past_savepoint_limit it is a usage_error before anything is queued.
+  void check_savepoint_budget(const transaction_options& root, std::size_t i) {
+    const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
+    if (limit == 0) return;
+    std::uint64_t in_use = stats_.savepoints_in_transaction;
+    for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
+    if (in_use < limit) return;
+    ++stats_.savepoint_limit_exceeded;
+    const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
+                            " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
+                            " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
+    const usage_error refusal(why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split "
+                                    "the transaction");
+    if (observer_) {
+      try {
+        statement_event ev;
+        ev.sql = "SAVEPOINT";
+        ev.depth = depth();
+        ev.warning = why;
+        ev.error = refuse_past_limit_ ? &refusal : nullptr;
+        observer_(ev);
+      } catch (...) {
+        // a logging hook must not change what the transaction does
+      }
+    }
+    if (refuse_past_limit_) throw refusal;
+  }
+
   // The session is gone: nothing queued can be sent, nothing doomed can be undone.
   void mark_broken(const std::string& why) {
     broken_ = true;
@@ -929,7 +1009,7 @@ class scope_machine {
     if (f.owning && f.sent) {
       // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
       while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
     }
     if (timeouts_live) {
       restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
@@ -961,14 +1041,10 @@ class scope_machine {
         // Its statements still wait: they go out after its SAVEPOINT and are undone
         // by the ROLLBACK TO behind them, so their success is still confirmed.
         lower_levels(i);
-        queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
-        queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+        queue_rollback_to(f.id, i);
       } else {
         drop_queued([&](const item& c) { return c.level >= i; });
-        if (f.sent) {
-          queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
-          queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
-        }
+        if (f.sent) queue_rollback_to(f.id, i);
       }
       if (doom_ && doom_->level >= i) doom_.reset();
     } else {
@@ -1017,12 +1093,59 @@ class scope_machine {
   pid_t pid_ = current_pid();
   connection_stats stats_;
   std::function<void(const statement_event&)> observer_;
+  std::vector<std::uint64_t> held_;  // subtransactions per savepoint level, see hold()
+  std::size_t savepoint_limit_ = 64;
+  bool refuse_past_limit_ = false;
 };
+
+// A token for the calling thread: the address of a thread_local, unique among
+// live threads (cheaper to include than <thread>).
+inline std::uintptr_t this_thread_token() noexcept {
+  static thread_local char tag = 0;
+  return reinterpret_cast<std::uintptr_t>(&tag);
+}
 
 // The blocking front end: the machine, a driver, and the loop between them.
 class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
  public:
   scope_machine machine;
+
+  // Held for the length of every public call: a call from a second thread while
+  // one is in progress is refused before anything is touched or sent. The same
+  // thread may re-enter (an on_commit callback that runs a statement).
+  class call {
+   public:
+    call(sync_session& s, const char* what) : s_(s) {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+        outer_ = true;
+        return;
+      }
+      if (expected == me) return;
+      throw usage_error(std::string(what) +
+                        ": this connection is in use by another thread, whose call is still in progress. A "
+                        "connection and its scopes serve one thread at a time; give each thread its own connection "
+                        "(pqscope::pool), or hand it over between calls");
+    }
+    // For destructors: false when another thread is in a call (nothing may be touched).
+    static bool try_enter(sync_session& s, bool& outer) noexcept {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
+      return outer || expected == me;
+    }
+    static void leave(sync_session& s) noexcept { s.owner_.store(0, std::memory_order_release); }
+    call(const call&) = delete;
+    call& operator=(const call&) = delete;
+    ~call() {
+      if (outer_) leave(s_);
+    }
+
+   private:
+    sync_session& s_;
+    bool outer_ = false;
+  };
 
   // The one loop: every send of every operation goes through here.
   void drive() {
@@ -1039,6 +1162,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
   // Sends what is queued and waits (a batched result is read, connection::flush()).
   void flush() override {
+    call guard(*this, "reading a result");
     machine.request_flush();
     drive();
     machine.finish();
@@ -1066,6 +1190,16 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   // Ends scope `id` and every scope opened inside it, rolling back; never throws.
   // Used by destructors, also when scopes are destroyed out of order.
   void abandon(std::uint64_t id) noexcept {
+    // Another thread in a call: touching the machine now would race with it.
+    bool outer = false;
+    if (!call::try_enter(*this, outer)) return;
+    struct leave_on_exit {
+      sync_session& s;
+      bool outer;
+      ~leave_on_exit() {
+        if (outer) call::leave(s);
+      }
+    } leave{*this, outer};
     auto at = machine.index_of(id);
     if (!at) return;
     while (machine.depth() > *at) {
@@ -1087,6 +1221,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
  private:
   bool driving_ = false;
+  std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
 
 // The blocking front end bound to a driver.
