@@ -96,7 +96,7 @@ run_memcheck() {
   local t failed=0 passed=0
   # Fewer random programs: valgrind runs them about thirty times slower.
   export PQSCOPE_MODEL_PROGRAMS=300
-  for t in scope_machine nesting autocommit misuse values atomic connection round_trips faults model observer pool pooler_guard; do
+  for t in scope_machine nesting autocommit misuse values types atomic connection round_trips faults model observer pool pooler_guard; do
     if valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
         --track-origins=yes "$BUILD_DIR/tests/test_$t" --report_level=no >"$BUILD_DIR/memcheck_$t.log" 2>&1; then
       passed=$((passed + 1))
