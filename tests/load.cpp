@@ -103,6 +103,7 @@ struct client_result {
   std::string self_name = "-";  // application_name as the client's own backend reports it
   std::uint64_t committed = 0, rolled_back = 0, expected_failures = 0, retries = 0, unexpected = 0;
   std::uint64_t batched_attempts = 0, replays = 0;  // from the connection's stats
+  std::uint64_t savepoints = 0, max_held = 0;        // SAVEPOINTs executed; most subtransactions one transaction held
   std::vector<std::uint32_t> latencies_us;  // committed transactions, retries included
   std::vector<std::string> errors;          // the first unexpected ones
 };
@@ -257,6 +258,8 @@ void run_load(pqscope::connection& c, const std::string& table, bool batch, clie
     const std::uint64_t replays = now.replays - before.replays;
     out.replays += replays;
     out.batched_attempts += now.batched_attempts - before.batched_attempts;
+    out.savepoints += now.savepoints - before.savepoints;
+    out.max_held = std::max(out.max_held, now.max_savepoints_in_transaction);
     const std::int64_t reruns = attempts - 1 - static_cast<std::int64_t>(replays);
     out.retries += static_cast<std::uint64_t>(std::max<std::int64_t>(reruns, 0));
     out.expected_failures += static_cast<std::uint64_t>(expected);
@@ -316,7 +319,7 @@ bool write_all(int fd, const std::string& s) {
     const client_result& r = results[i];
     report << "client " << r.name << ' ' << r.self_name << ' ' << r.committed << ' ' << r.rolled_back << ' '
            << r.expected_failures << ' ' << r.retries << ' ' << r.unexpected << ' ' << r.batched_attempts << ' '
-           << r.replays << '\n'
+           << r.replays << ' ' << r.savepoints << ' ' << r.max_held << '\n'
            << "lat";
     for (auto v : r.latencies_us) report << ' ' << v;
     report << '\n';
@@ -652,7 +655,7 @@ run_figures run_transfers(const pqscope::database& db, bool batch) {
       if (tag == "client") {
         client_result r;
         ls >> r.name >> r.self_name >> r.committed >> r.rolled_back >> r.expected_failures >> r.retries >>
-            r.unexpected >> r.batched_attempts >> r.replays;
+            r.unexpected >> r.batched_attempts >> r.replays >> r.savepoints >> r.max_held;
         results.push_back(std::move(r));
       } else if (tag == "lat" && !results.empty()) {
         std::uint32_t v = 0;
@@ -667,7 +670,7 @@ run_figures run_transfers(const pqscope::database& db, bool batch) {
   }
 
   std::uint64_t committed = 0, rolled_back = 0, expected = 0, retries = 0, unexpected = 0;
-  std::uint64_t batched_attempts = 0, replays = 0;
+  std::uint64_t batched_attempts = 0, replays = 0, savepoints = 0, max_held = 0;
   std::vector<std::uint32_t> latencies;
   std::vector<std::string> wrong_self_name;
   std::set<std::string> reported;
@@ -679,6 +682,8 @@ run_figures run_transfers(const pqscope::database& db, bool batch) {
     unexpected += r.unexpected;
     batched_attempts += r.batched_attempts;
     replays += r.replays;
+    savepoints += r.savepoints;
+    max_held = std::max(max_held, r.max_held);
     latencies.insert(latencies.end(), r.latencies_us.begin(), r.latencies_us.end());
     reported.insert(r.name);
     if (r.self_name != r.name) wrong_self_name.push_back(r.name + " saw itself as " + r.self_name);
@@ -724,7 +729,9 @@ run_figures run_transfers(const pqscope::database& db, bool batch) {
           << static_cast<double>(committed) / elapsed << " tx/s), "
           << "latency p50 " << percentile(latencies, 0.50) << " us p99 " << percentile(latencies, 0.99) << " us, "
           << retries << " retries, " << expected << " nested failures caught, " << rolled_back << " rolled back, "
-          << batched_attempts << " batched attempts, " << replays << " replays; "
+          << batched_attempts << " batched attempts, " << replays << " replays, "
+          << std::setprecision(2) << static_cast<double>(savepoints) / static_cast<double>(std::max<std::uint64_t>(committed + rolled_back, 1))
+          << " savepoints per transaction (most held by one: " << max_held << ")" << std::setprecision(1) << "; "
           << "idle in transaction in " << seen.samples_with_idle_tx << "/" << seen.samples << " samples ("
           << percent_of(seen.samples_with_idle_tx, seen.samples) << "%), " << seen.idle_tx_rows << "/" << seen.rows
           << " rows (" << percent_of(seen.idle_tx_rows, seen.rows) << "%), max age " << std::setprecision(3)

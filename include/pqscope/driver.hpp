@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,8 @@ struct reply {
   result res;           // status::ok
   std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
   std::string sqlstate, message, detail, hint;  // status::error
+  std::size_t position = 0;                     // status::error: 1-based character, 0 if none
+  std::string schema, table, column, datatype, constraint;
 };
 
 struct batch_reply {
@@ -145,6 +148,12 @@ class libpq_driver {
           r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
           r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
           r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+          r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+          r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+          r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+          r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+          r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+          r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
           if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
           break;
         default:

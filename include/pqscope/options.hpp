@@ -54,8 +54,8 @@ struct transaction_options {
 
 // What sits between the application and PostgreSQL.
 enum class pooling {
-  none,        // PostgreSQL itself, or a session-pooling PgBouncer
-  transaction  // PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
+  none,        // PostgreSQL itself, or a session-pooling PgBouncer: session state is allowed
+  transaction  // the default; PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
 };
 
 // What the statement observer is told after each statement the application runs.
@@ -75,11 +75,13 @@ struct statement_event {
 };
 
 struct connection_options {
-  // pooling::transaction: statements that would leave session state behind (a
-  // session SET, LISTEN, PREPARE, session advisory locks, ...) are refused with
-  // usage_error before anything is sent; the next client of the server connection
-  // would inherit them. Wrap a statement in allow_session_state() to send it anyway.
-  pqscope::pooling pooling = pqscope::pooling::none;
+  // pooling::transaction (the default): statements that would leave session state
+  // behind (a session SET, LISTEN, PREPARE, session advisory locks, ...) are refused
+  // with usage_error before anything is sent; behind PgBouncer's transaction pooling
+  // the next client of the server connection would inherit them. Wrap one statement
+  // in allow_session_state() to send it anyway, or choose pooling::none for a direct
+  // connection that wants session settings.
+  pqscope::pooling pooling = pqscope::pooling::transaction;
   // Called once for every statement given to execute()/query_value(), on the
   // calling thread, when its answer arrives (for a batched statement: with the
   // batch that carried it), or when it is refused before it was sent (error set).

@@ -53,7 +53,12 @@ inline std::string with_app_name(const target& t, const std::string& app) {
 
 // The observer: a direct connection to PostgreSQL that checks from outside what
 // the code under test did (committed rows, sessions in pg_stat_activity).
-inline pqscope::connection observer() { return pqscope::connection{env("PQSCOPE_TEST_DIRECT")}; }
+// PostgreSQL itself, so the session-state guard is off.
+inline pqscope::connection observer() {
+  pqscope::connection_options o;
+  o.pooling = pqscope::pooling::none;
+  return pqscope::connection{env("PQSCOPE_TEST_DIRECT"), o};
+}
 
 // A table of its own for one test, dropped at the end. Not TEMP: a temporary
 // table is session state and would not survive PgBouncer's transaction pooling.

@@ -78,10 +78,12 @@ inline pid_t current_pid() noexcept {
   return pid_slot().load(std::memory_order_relaxed);
 }
 
-inline std::exception_ptr sql_error_ptr(const std::string& message, const std::string& sqlstate,
-                                        const std::string& detail, const std::string& hint) {
+// The error a failed statement raises: the server's fields, the statement's text
+// (for the caret), and `context` before the message (set_local names its setting).
+inline std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {}) {
   try {
-    throw_sql_error(message, sqlstate, detail, hint);
+    throw_sql_error(error_fields{r.sqlstate, context + r.message, r.detail, r.hint, std::string(sql), r.position,
+                                 r.schema, r.table, r.column, r.datatype, r.constraint});
   } catch (...) {
     return std::current_exception();
   }
@@ -355,8 +357,7 @@ class scope_machine {
       run_callbacks(f.on_rollback, false);
       if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
       if (op.failure) std::rethrow_exception(op.failure);
-      const reply& r = op.end_reply;
-      throw_sql_error(r.message, r.sqlstate, r.detail, r.hint);
+      std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
     }
     if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
       ++stats_.transactions_rolled_back;
@@ -598,7 +599,7 @@ class scope_machine {
     if (failed_at) {
       const item& it = batch[*failed_at];
       const reply& r = br.replies[*failed_at];
-      std::exception_ptr first = sql_error_ptr(it.context + r.message, r.sqlstate, r.detail, r.hint);
+      std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
       if (it.k != item::end) {
         doom_here(it.context + r.message, r.sqlstate);
         if (end_in_batch) op_.failure = first;
@@ -840,7 +841,7 @@ class scope_machine {
     const reply& r = br.replies[at];
     void_ = attempt_failure{it.context + r.message, r.sqlstate};
     if (it.k == item::user) {
-      it.slot->fail(sql_error_ptr(r.message, r.sqlstate, r.detail, r.hint));
+      it.slot->fail(sql_error_ptr(r, it.slot->sql));
       try {
         std::rethrow_exception(it.slot->error);
       } catch (const std::exception& x) {
