@@ -7,6 +7,7 @@
 #   scripts/dev.sh bench             build bench/ and run it directly and through PgBouncer;
 #                                    writes bench/results/ (table, CSV, PNG chart)
 #   scripts/dev.sh fuzz [SECONDS]    random programs against the semantic model (default 60 s per target)
+#   scripts/dev.sh compile-cost [N]  compile time of the single header and the quick start next to libpqxx
 #   scripts/dev.sh memcheck          the behaviour tests under valgrind memcheck
 #   scripts/dev.sh build [--sanitize]
 #   scripts/dev.sh servers -- CMD... run CMD with the PQSCOPE_TEST_* variables set
@@ -165,7 +166,11 @@ case "$cmd" in
     PQSCOPE_FUZZ_SECONDS=$seconds "$BUILD_DIR/tests/test_model" --run_test=random_seeds_for_a_while
     ;;
   amalgamate) python3 "$ROOT/scripts/amalgamate.py" ;;
-  help | -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
+  compile-cost)
+    deps libpqxx-dev bc
+    "$ROOT/scripts/compile_cost.sh" "$@"
+    ;;
+  help | -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2

@@ -354,7 +354,6 @@ struct connection_stats {
 
 #include <charconv>
 #include <chrono>
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -834,8 +833,17 @@ template <class T>
 struct value_traits<T, std::enable_if_t<std::is_floating_point_v<T>>> {
   static constexpr unsigned oid = sizeof(T) == 4 ? 700 : 701;  // float4 / float8
   static std::string to_text(T v) {
-    if (std::isnan(v)) return "NaN";
-    if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+    // Compared, not std::isnan/isinf: <cmath> would cost every includer ~8k lines.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wfloat-equal"
+#endif
+    if (v != v) return "NaN";  // NOLINT(misc-redundant-expression): true only for NaN
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+    if (v > std::numeric_limits<T>::max()) return "Infinity";
+    if (v < std::numeric_limits<T>::lowest()) return "-Infinity";
     char buf[64];
     auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that reads back exactly
     return std::string(buf, r.ptr);
@@ -1767,10 +1775,11 @@ class libpq_driver {
 // The default application_name, "program:user@host", so that every client is
 // recognisable in pg_stat_activity, also through PgBouncer.
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <unistd.h>
 
-#include <fstream>
+#include <cstring>
 #include <string>
 
 namespace pqscope::detail {
@@ -1784,10 +1793,16 @@ inline std::string cut_utf8(std::string s, std::size_t max_bytes) {
   return s;
 }
 
+// argv[0] from /proc (plain read(2): <fstream> would cost every includer ~36k lines).
 inline std::string program_name() {
   std::string cmdline;
-  std::ifstream f("/proc/self/cmdline", std::ios::binary);
-  if (f) std::getline(f, cmdline, '\0');
+  const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[512];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    ::close(fd);
+    if (n > 0) cmdline.assign(buf, ::strnlen(buf, static_cast<std::size_t>(n)));
+  }
   auto slash = cmdline.rfind('/');
   if (slash != std::string::npos) cmdline.erase(0, slash + 1);
   return cmdline.empty() ? "pqscope" : cmdline;
@@ -2342,6 +2357,18 @@ inline std::string session_state_hazard(std::string_view sql) {
     return ss::refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
                       "preload it with shared_preload_libraries or session_preload_libraries");
 
+  // The calls looked for all contain one of these words: a text with neither
+  // (most statements) needs no tokenizing. This runs for every statement.
+  auto contains_word = [&](std::string_view w) {
+    for (std::size_t i = 0; i + w.size() <= rest.size(); ++i) {
+      std::size_t k = 0;
+      while (k < w.size() && std::tolower(static_cast<unsigned char>(rest[i + k])) == w[k]) ++k;
+      if (k == w.size()) return true;
+    }
+    return false;
+  };
+  if (!contains_word("advisory") && !contains_word("set_config")) return {};
+
   std::string_view name;
   switch (ss::find_call(rest, first == "DO", name)) {
     case ss::call_hazard::advisory_lock:
@@ -2847,13 +2874,15 @@ class scope_machine {
         if (queue_[k].k == item::user) last_user = k + 1;
         if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
       }
-      const bool xid = last_user > 0 && wants_xid();
+      // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
+      // after the last statement, or before the COMMIT if statements went out unanswered.
+      const bool ends = n > 0 && queue_[n - 1].k == item::end;
+      const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+      const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
       for (std::size_t k = 0; k < n; ++k) {
+        if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
         in_flight_.push_back(std::move(queue_[k]));
-        // Learn the transaction id in the same round trip, for resolving a lost COMMIT.
-        if (xid && k + 1 == last_user)
-          in_flight_.push_back(item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {},
-                                    {}, nullptr});
+        if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
       }
       // Until an answer to the id query comes back, statements sent may have written.
       if (last_user > 0) xid_pending_ = true;
@@ -3074,6 +3103,9 @@ class scope_machine {
   item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
     queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
     return queue_.back();
+  }
+  static item xid_item() {
+    return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
   }
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
     queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
@@ -3882,14 +3914,16 @@ class database {
 // Transaction scopes: the transaction object, atomic() and transactional().
 // The logic lives in detail/scope_machine.hpp; these are its faces.
 
+#include <time.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
-#include <random>
-#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -4036,14 +4070,33 @@ inline bool is_retryable(const std::exception_ptr& e) {
   }
 }
 
+// Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from
+// the clock, the process and the thread (no <random>, ~47k lines per includer).
+inline std::uint64_t jitter_bits() noexcept {
+  static thread_local std::uint64_t state =
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+      (static_cast<std::uint64_t>(::getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(&state);
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 // Jittered exponential backoff: spreads out clients that conflicted with each other.
 inline std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
-  thread_local std::minstd_rand rng{std::random_device{}() ^ static_cast<unsigned>(::getpid())};
   const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
   const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
   const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
-  std::uniform_int_distribution<std::int64_t> pick(d / 2, d);
-  return std::chrono::milliseconds(pick(rng));
+  const std::uint64_t span = static_cast<std::uint64_t>(d - d / 2) + 1;  // [d/2, d]
+  return std::chrono::milliseconds(d / 2 + static_cast<std::int64_t>(jitter_bits() % span));
+}
+
+// Sleeps without <thread> (~17k lines per includer).
+inline void pause(std::chrono::milliseconds d) noexcept {
+  if (d.count() <= 0) return;
+  timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>((d.count() % 1000) * 1000000)};
+  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
 }
 
 }  // namespace detail
@@ -4101,7 +4154,7 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
         }
       }
     }  // the failed attempt is rolled back here, before the pause
-    std::this_thread::sleep_for(detail::retry_delay(options, attempt));
+    detail::pause(detail::retry_delay(options, attempt));
     ++attempt;
   }
 }

@@ -487,13 +487,15 @@ class scope_machine {
         if (queue_[k].k == item::user) last_user = k + 1;
         if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
       }
-      const bool xid = last_user > 0 && wants_xid();
+      // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
+      // after the last statement, or before the COMMIT if statements went out unanswered.
+      const bool ends = n > 0 && queue_[n - 1].k == item::end;
+      const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+      const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
       for (std::size_t k = 0; k < n; ++k) {
+        if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
         in_flight_.push_back(std::move(queue_[k]));
-        // Learn the transaction id in the same round trip, for resolving a lost COMMIT.
-        if (xid && k + 1 == last_user)
-          in_flight_.push_back(item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {},
-                                    {}, nullptr});
+        if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
       }
       // Until an answer to the id query comes back, statements sent may have written.
       if (last_user > 0) xid_pending_ = true;
@@ -714,6 +716,9 @@ class scope_machine {
   item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
     queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
     return queue_.back();
+  }
+  static item xid_item() {
+    return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
   }
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
     queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
