@@ -204,11 +204,11 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   transaction_options scope = options;
   scope.retries = 0;
   scope.batch = false;
-  const bool outermost = c.depth() == 0;
   const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
   if (!session) throw usage_error("atomic() on a moved-from connection");
   // One call from start to end: another thread cannot slip a statement into this transaction.
   detail::sync_session::call guard(*session, "atomic()");
+  const bool outermost = session->machine.depth() == 0;
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {

@@ -3299,8 +3299,9 @@ class scope_machine {
     const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
                             " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
                             " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
-    const usage_error refusal(why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split "
-                                    "the transaction");
+    const std::string refusal_text =
+        why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
+    const usage_error refusal(refusal_text);
     if (observer_) {
       try {
         statement_event ev;
@@ -3313,7 +3314,7 @@ class scope_machine {
         // a logging hook must not change what the transaction does
       }
     }
-    if (refuse_past_limit_) throw refusal;
+    if (refuse_past_limit_) throw usage_error(refusal_text);
   }
 
   // The session is gone: nothing queued can be sent, nothing doomed can be undone.
@@ -3589,6 +3590,11 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
     struct leave_on_exit {
       sync_session& s;
       bool outer;
+      leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
+      leave_on_exit(const leave_on_exit&) = delete;
+      leave_on_exit& operator=(const leave_on_exit&) = delete;
+      leave_on_exit(leave_on_exit&&) = delete;
+      leave_on_exit& operator=(leave_on_exit&&) = delete;
       ~leave_on_exit() {
         if (outer) call::leave(s);
       }
@@ -4116,11 +4122,11 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   transaction_options scope = options;
   scope.retries = 0;
   scope.batch = false;
-  const bool outermost = c.depth() == 0;
   const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
   if (!session) throw usage_error("atomic() on a moved-from connection");
   // One call from start to end: another thread cannot slip a statement into this transaction.
   detail::sync_session::call guard(*session, "atomic()");
+  const bool outermost = session->machine.depth() == 0;
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {

@@ -912,8 +912,9 @@ class scope_machine {
     const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
                             " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
                             " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
-    const usage_error refusal(why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split "
-                                    "the transaction");
+    const std::string refusal_text =
+        why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
+    const usage_error refusal(refusal_text);
     if (observer_) {
       try {
         statement_event ev;
@@ -926,7 +927,7 @@ class scope_machine {
         // a logging hook must not change what the transaction does
       }
     }
-    if (refuse_past_limit_) throw refusal;
+    if (refuse_past_limit_) throw usage_error(refusal_text);
   }
 
   // The session is gone: nothing queued can be sent, nothing doomed can be undone.
@@ -1202,6 +1203,11 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
     struct leave_on_exit {
       sync_session& s;
       bool outer;
+      leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
+      leave_on_exit(const leave_on_exit&) = delete;
+      leave_on_exit& operator=(const leave_on_exit&) = delete;
+      leave_on_exit(leave_on_exit&&) = delete;
+      leave_on_exit& operator=(leave_on_exit&&) = delete;
       ~leave_on_exit() {
         if (outer) call::leave(s);
       }
