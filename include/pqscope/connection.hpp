@@ -73,6 +73,7 @@ class basic_connection {
       : options_(std::move(options)),
         s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
     s_->machine.set_observer(options_.observer);
+    detail::configure_driver(s_->driver, options_);
     s_->driver.open(s_->conninfo, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;
