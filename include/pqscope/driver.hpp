@@ -17,6 +17,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -108,6 +109,11 @@ struct batch_reply {
   bool lost = false;           // the connection died; replies past the loss are `skipped`
   std::string lost_message;
   server_state state = server_state::unknown;
+  // Set when the session was idle before the batch, no statement in it opens a
+  // transaction, and it ended inside one anyway: what opened it, when the driver
+  // can tell (e.g. Pgpool-II in raw mode), else empty. For the error the scope
+  // machine raises about a transaction no scope owns.
+  std::string diagnostic;
 };
 
 // The driver's time bounds, taken from connection_options.
@@ -175,6 +181,7 @@ class libpq_driver {
       throw connection_error("could not connect: " + msg);
     }
     closed_reason_.clear();
+    last_state_ = server_state::idle;
   }
 
   void close() noexcept {
@@ -211,6 +218,7 @@ class libpq_driver {
     batch_reply out;
     out.replies.resize(batch.size());
     if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+    const server_state before = std::exchange(last_state_, server_state::unknown);
     round_trip rt{batch};
     if (net_.timeout.count() > 0) {
       rt.bounded = true;
@@ -276,6 +284,10 @@ class libpq_driver {
     if (PQexitPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
     out.state = state_of(PQtransactionStatus(conn_));
     settle_cancel(rt);
+    if (before == server_state::idle && out.state == server_state::in_transaction && !opens_transaction(batch) &&
+        is_open())
+      out.diagnostic = diagnose_foreign_transaction();
+    last_state_ = out.state;
     return out;
   }
 
@@ -434,6 +446,63 @@ class libpq_driver {
                      "cancel request could still reach a later statement";
   }
 
+  // Whether a statement of the batch opens a transaction itself (BEGIN, START TRANSACTION).
+  static bool opens_transaction(const std::vector<statement>& batch) {
+    for (const statement& s : batch) {
+      const char* p = s.sql;
+      while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') ++p;
+      if (strncasecmp(p, "BEGIN", 5) == 0 || strncasecmp(p, "START", 5) == 0) return true;
+    }
+    return false;
+  }
+
+  // One simple-protocol query (a middleware's own commands are not understood in
+  // the extended protocol); the first value, or nothing on error.
+  bool simple_query(const char* sql, std::string& value) {
+    if (PQsendQuery(conn_, sql) != 1) return false;
+    static const std::vector<statement> none;
+    round_trip rt{none};
+    if (net_.timeout.count() > 0) {
+      rt.bounded = true;
+      rt.in_grace = true;  // no cancel for a probe: its deadline is final
+      rt.deadline = clock::now() + net_.timeout;
+    }
+    bool ok = flush(rt) == io::ok;
+    while (ok) {
+      if (await_result(rt) != io::ok) {
+        give_up_quietly();
+        return false;
+      }
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) break;
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
+      else if (PQresultStatus(r) != PGRES_TUPLES_OK) ok = false;
+      PQclear(r);
+    }
+    return ok && is_open();
+  }
+
+  void give_up_quietly() {
+    close();
+    closed_reason_ = "no answer from the server to a diagnostic query within network_timeout";
+  }
+
+  // A transaction no statement of the batch opened: is a middleware to blame?
+  // Only asked on that anomaly (plain PostgreSQL never does it), so an unknown
+  // command costs nothing in the common case; the transaction is rolled back after.
+  std::string diagnose_foreign_transaction() {
+    std::string version, mode;
+    if (!simple_query("SHOW pool_version", version) || version.empty()) return {};
+    simple_query("PGPOOL SHOW backend_clustering_mode", mode);
+    std::string why = "Pgpool-II (" + version + ") opened it: ";
+    if (mode == "raw")
+      return why + "in raw mode (backend_clustering_mode = 'raw') it wraps the first write of a session sent with "
+                   "the extended protocol in a BEGIN of its own and never ends that transaction. Run Pgpool-II in "
+                   "streaming_replication mode, or connect to PostgreSQL directly";
+    return why + "backend_clustering_mode = '" + (mode.empty() ? "unknown" : mode) +
+           "'. pqscope is tested with streaming_replication mode";
+  }
+
   batch_reply& give_up(batch_reply& out, const round_trip& rt) {
     const long long ms = net_.timeout.count() + grace_for(net_.timeout).count();
     std::string why = "no answer from the server within network_timeout (" + std::to_string(net_.timeout.count()) +
@@ -473,6 +542,7 @@ class libpq_driver {
   network_settings net_;
   std::shared_ptr<cancel_state> cancel_;  // a cancel request sent during the last round trip
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
+  server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
 
 namespace detail {
