@@ -41,7 +41,7 @@ class replica_pair {
       const auto eq = line.find('=');
       if (eq != std::string::npos) port_[line.substr(0, eq)] = line.substr(eq + 1);
     }
-    if (port_.size() != 4) throw std::runtime_error("replica_pair: no ports in " + dir_ + "/env");
+    if (port_.size() != 5) throw std::runtime_error("replica_pair: no ports in " + dir_ + "/env");
   }
   ~replica_pair() {
     try {
@@ -64,6 +64,8 @@ class replica_pair {
   [[nodiscard]] std::string standby() const { return node(port_.at("STANDBY_PORT")); }
   [[nodiscard]] std::string pgbouncer_primary() const { return node(port_.at("PGB_PRIMARY_PORT")); }
   [[nodiscard]] std::string pgbouncer_standby() const { return node(port_.at("PGB_STANDBY_PORT")); }
+  // Pgpool-II in front of both: reads to the standby, unless application_name starts with on_primary.
+  [[nodiscard]] std::string pgpool() const { return node(port_.at("PGPOOL_PORT")); }
   // Both nodes; libpq tries them in order and keeps the first that suits.
   [[nodiscard]] std::string both(const std::string& attrs, bool through_pgbouncer = false) const {
     const std::string a = through_pgbouncer ? "PGB_STANDBY_PORT" : "STANDBY_PORT";
@@ -178,6 +180,45 @@ BOOST_AUTO_TEST_CASE(read_only_transactions_run_on_a_standby) {
       BOOST_TEST(s.query_value<int>("SELECT 1") == 1);
     }
   }
+}
+
+// Pgpool-II load-balances the reads of an explicit transaction until its first
+// write (unless it is SERIALIZABLE): a pqscope transaction that reads, then
+// writes, reads from a standby and writes on the primary. Its reads miss what the
+// standby has not replayed, and they take no part in the primary's transaction.
+BOOST_AUTO_TEST_CASE(pgpool_sends_the_reads_of_a_transaction_to_a_standby) {
+  pqscope::connection p{pair().primary()};
+  p.execute("CREATE TABLE lb (id int PRIMARY KEY)");
+  wait_for_replay();
+  pair().run("pause-replication");
+  p.execute("INSERT INTO lb VALUES (1)");  // the standby never sees it while paused
+
+  auto read_write_read = [](pqscope::connection& c, const pqscope::transaction_options& o) {
+    return pqscope::atomic(c, o, [&] {
+      const long before = c.query_value<long>("SELECT count(*) FROM lb");
+      c.execute("INSERT INTO lb VALUES (2)");
+      const long after = c.query_value<long>("SELECT count(*) FROM lb");
+      c.execute("DELETE FROM lb WHERE id = 2");
+      return std::to_string(before) + "," + std::to_string(after);
+    });
+  };
+  pqscope::transaction_options rc, rr, ser;
+  rr.isolation = pqscope::isolation::repeatable_read;
+  ser.isolation = pqscope::isolation::serializable;
+  {
+    pqscope::connection c{pair().pgpool() + " application_name=reader"};
+    // The first read ran on the standby: it misses row 1, which the same transaction then counts.
+    BOOST_TEST(read_write_read(c, rc) == "0,2");
+    BOOST_TEST(read_write_read(c, rr) == "0,2");
+    BOOST_TEST(read_write_read(c, ser) == "1,2");  // SERIALIZABLE is never load-balanced
+  }
+  {
+    // app_name_redirect_preference_list sends this application's reads to the primary.
+    pqscope::connection c{pair().pgpool() + " application_name=on_primary_app"};
+    BOOST_TEST(read_write_read(c, rc) == "1,2");
+  }
+  pair().run("resume-replication");
+  wait_for_replay();
 }
 
 // With synchronous replication, a COMMIT waits for the standby; a cancel would

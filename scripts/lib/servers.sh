@@ -181,7 +181,7 @@ CONF
 stop_pgpool() { # name
   [ -f "$SERVERS_DIR/$1.pid" ] || return 0
   local pid
-  pid=$(cat "$SERVERS_DIR/$1.pid")
+  pid=$(tr -d '\0' <"$SERVERS_DIR/$1.pid")
   kill -INT "$pid" 2>/dev/null || true  # fast shutdown: children end with their clients
   for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   rm -f "$SERVERS_DIR/$1.pid"
