@@ -76,9 +76,9 @@ run_tests() {
   (cd "$BUILD_DIR" && ctest "${args[@]}") 2>&1 | tee "$log" || true
   # Figures some tests print (load test throughput and latency, random programs tried).
   local last="$BUILD_DIR/Testing/Temporary/LastTest.log"
-  if [ -f "$last" ] && grep -qE '^(load: |model/)' "$last"; then
+  if [ -f "$last" ] && grep -qE '^(load: |model/|network_timeout: )' "$last"; then
     echo "--- figures printed by the tests"
-    grep -E '^(load: |model/)' "$last" || true
+    grep -E '^(load: |model/|network_timeout: )' "$last" || true
   fi
   local summary failed total
   if summary=$(grep -Eo '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1); then

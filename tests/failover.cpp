@@ -290,6 +290,8 @@ BOOST_AUTO_TEST_CASE(failover_mid_transaction) {
     pair().run("pause-replication");
     pqscope::atomic(d, [&] { d.execute("INSERT INTO t VALUES (4, 'd')"); });  // acknowledged by the old primary only
     pair().run("stop-primary");
+    // No read-write host until the standby is promoted.
+    BOOST_CHECK_THROW(pqscope::connection{rw}, pqscope::connection_error);
     pair().run("promote");
   };
   {

@@ -16,6 +16,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstdio>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <future>
@@ -47,6 +49,8 @@ long elapsed_ms(const std::function<void()>& fn) {
   return static_cast<long>(std::chrono::duration_cast<ms>(clock_type::now() - start).count());
 }
 
+long slowest_ms = 0;  // the slowest bounded call so far, for the test log
+
 // Runs fn, which must throw E, and returns how long it took.
 template <class E>
 long throws_within(const std::function<void()>& fn, const std::string& what) {
@@ -60,6 +64,7 @@ long throws_within(const std::function<void()>& fn, const std::string& what) {
   });
   BOOST_TEST(thrown, what << " throws the expected type");
   BOOST_TEST(t <= bound.count(), what << " took " << t << " ms");
+  if (t > slowest_ms) slowest_ms = t;
   return t;
 }
 
@@ -196,6 +201,19 @@ BOOST_AUTO_TEST_CASE(tcp_defaults_are_applied_unless_the_conninfo_sets_them) {
     BOOST_TEST(conninfo_value(env_set, "connect_timeout") == "9");
   }
   ::unsetenv("PGCONNECT_TIMEOUT");
+  // A service file's values are not seen before connecting: pqscope's default wins there.
+  {
+    const std::string file = "/tmp/pqscope_service_" + std::to_string(::getpid());
+    {
+      std::ofstream out(file);
+      out << "[pqscope_test]\nconnect_timeout=4\n";
+    }
+    ::setenv("PGSERVICEFILE", file.c_str(), 1);
+    pqscope::connection by_service{no_ct + " service=pqscope_test"};
+    BOOST_TEST(conninfo_value(by_service, "connect_timeout") == "10");
+    ::unsetenv("PGSERVICEFILE");
+    std::remove(file.c_str());
+  }
   pqscope::connection derived{no_ct, with_timeout(ms(2500))};
   BOOST_TEST(conninfo_value(derived, "connect_timeout") == "3");
 }
@@ -290,6 +308,7 @@ BOOST_AUTO_TEST_CASE(stalled_network_at_every_point) {
       }
     }
   }
+  std::cout << "network_timeout: 300 ms + 300 ms grace; slowest stalled call " << slowest_ms << " ms" << std::endl;
 }
 
 // A partition that does not heal: the server's idle_in_transaction_session_timeout

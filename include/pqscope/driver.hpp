@@ -283,7 +283,7 @@ class libpq_driver {
     if (!sync_ok) return lost(out, trim(PQerrorMessage(conn_)));
     if (PQexitPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
     out.state = state_of(PQtransactionStatus(conn_));
-    settle_cancel(rt);
+    settle_cancel(rt, out);
     if (before == server_state::idle && out.state == server_state::in_transaction && !opens_transaction(batch) &&
         is_open())
       out.diagnostic = diagnose_foreign_transaction();
@@ -343,7 +343,8 @@ class libpq_driver {
     if (PQconninfoOption* defs = PQconndefaults()) {
       for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
         if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
-        const char* v = std::getenv(o->envvar);
+        // Read-only, as libpq itself reads the environment while connecting.
+        const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
         if (v != nullptr && *v != '\0') set = true;
       }
       PQconninfoFree(defs);
@@ -433,11 +434,15 @@ class libpq_driver {
     return io::ok;
   }
 
-  // Every answer came: a cancel request still on its way could hit a later
-  // statement of this session, so wait for it until the grace ends, then close.
-  void settle_cancel(round_trip& rt) {
+  // Every answer came. A statement cancelled in this batch shows the cancel
+  // request has done its work. Otherwise the request may still be on its way and
+  // could hit a later statement of this session: wait for it until the grace
+  // ends, then close the connection.
+  void settle_cancel(round_trip& rt, const batch_reply& out) {
     if (!cancel_) return;
     std::shared_ptr<cancel_state> c = std::move(cancel_);
+    for (const reply& r : out.replies)
+      if (r.st == reply::status::error && r.sqlstate == "57014") return;
     std::unique_lock<std::mutex> lock(c->m);
     if (c->cv.wait_until(lock, rt.deadline, [&] { return c->done; })) return;
     lock.unlock();
