@@ -92,10 +92,11 @@ replica_pair& pair() {
 
 bool in_recovery(pqscope::connection& c) { return c.query_value<bool>("SELECT pg_is_in_recovery()"); }
 
-// Until the standby has replayed everything the primary has written.
+// Until the standby has replayed everything the primary has logged (the insert
+// position: with synchronous_commit off, a commit record may not be written yet).
 void wait_for_replay() {
   pqscope::connection p{pair().primary()}, s{pair().standby()};
-  const auto lsn = p.query_value<std::string>("SELECT pg_current_wal_lsn()::text");
+  const auto lsn = p.query_value<std::string>("SELECT pg_current_wal_insert_lsn()::text");
   for (int i = 0; i < 200; ++i) {
     if (s.query_value<bool>("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn)) return;
     std::this_thread::sleep_for(ms(25));
