@@ -1,6 +1,8 @@
-# Throwaway PostgreSQL + PgBouncer (transaction pooling) for tests, demo and bench.
-# Sourced by scripts/dev.sh. Both run as the postgres user (they refuse root), in a
-# temporary folder, on loopback ports picked free for this run; stop_servers (set
+# Throwaway PostgreSQL + PgBouncer (transaction pooling) for tests, demo and bench,
+# and on request a streaming-replication standby (PQSCOPE_SERVERS_STANDBY=1) and
+# Pgpool-II in front (PQSCOPE_SERVERS_PGPOOL=1). Sourced by scripts/dev.sh (and
+# scripts/lib/replica_pair.sh). All run as the postgres user (they refuse root), in
+# a temporary folder, on loopback ports picked free for this run; stop_servers (set
 # as an EXIT trap by the caller) stops them and removes the folder.
 
 PG_BIN=${PG_BIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
@@ -194,6 +196,7 @@ start_servers() {
   start_postgres
   start_pgbouncer
   local common="host=127.0.0.1 user=postgres connect_timeout=10"
+  echo "servers: PostgreSQL on 127.0.0.1:$PG_PORT, PgBouncer (transaction pooling) on 127.0.0.1:$PGB_PORT, in $SERVERS_DIR"
   # Tests that need a primary/standby pair of their own (they stop and promote
   # nodes) start one with this script; see scripts/lib/replica_pair.sh.
   export PQSCOPE_TEST_REPLICA_PAIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/replica_pair.sh"
@@ -217,7 +220,6 @@ start_servers() {
   export PQSCOPE_TEST_PGBOUNCER_POOL1="$common port=$PGB_PORT dbname=pqscope_pool1"
   export PQSCOPE_TEST_PGBOUNCER_ADMIN="$common port=$PGB_PORT dbname=pgbouncer"
   export PQSCOPE_TEST_PGBOUNCER_PIDFILE="$SERVERS_DIR/pgbouncer.pid"
-  echo "servers: PostgreSQL on 127.0.0.1:$PG_PORT, PgBouncer (transaction pooling) on 127.0.0.1:$PGB_PORT, in $SERVERS_DIR"
 }
 
 stop_servers() {
