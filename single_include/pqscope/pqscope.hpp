@@ -854,7 +854,6 @@ struct network_settings {
   std::chrono::milliseconds timeout{0};
 };
 
-
 class libpq_driver {
  public:
   using clock = std::chrono::steady_clock;
