@@ -10,7 +10,9 @@
 #   scripts/dev.sh compile-cost [N]  compile time of the single header and the quick start next to libpqxx
 #   scripts/dev.sh memcheck          the behaviour tests under valgrind memcheck
 #   scripts/dev.sh build [--sanitize]
-#   scripts/dev.sh servers -- CMD... run CMD with the PQSCOPE_TEST_* variables set
+#   scripts/dev.sh servers [--standby] [--pgpool] -- CMD...
+#                                    run CMD with the PQSCOPE_TEST_* variables set; --standby adds
+#                                    a streaming-replication standby, --pgpool Pgpool-II in front
 #   scripts/dev.sh amalgamate        regenerate single_include/pqscope/pqscope.hpp
 #   scripts/dev.sh deps              install the Debian packages the scripts need
 set -euo pipefail
@@ -19,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/servers.sh
 . "$ROOT/scripts/lib/servers.sh"
 
-PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 pkg-config libpq-dev postgresql-15 pgbouncer libboost-test-dev)
+PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 pkg-config libpq-dev postgresql-15 pgbouncer pgpool2 libboost-test-dev)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {
@@ -40,6 +42,9 @@ deps() {
   # The package may start a system-wide pgbouncer on 6432; the scripts run their own.
   if [[ " ${missing[*]} " == *" pgbouncer "* ]] && command -v service >/dev/null; then
     service pgbouncer stop >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" pgpool2 "* ]] && command -v service >/dev/null; then
+    service pgpool2 stop >/dev/null 2>&1 || true
   fi
 }
 
@@ -74,9 +79,9 @@ run_tests() {
   (cd "$BUILD_DIR" && ctest "${args[@]}") 2>&1 | tee "$log" || true
   # Figures some tests print (load test throughput and latency, random programs tried).
   local last="$BUILD_DIR/Testing/Temporary/LastTest.log"
-  if [ -f "$last" ] && grep -qE '^(load: |model/)' "$last"; then
+  if [ -f "$last" ] && grep -qE '^(load: |model/|network_timeout: )' "$last"; then
     echo "--- figures printed by the tests"
-    grep -E '^(load: |model/)' "$last" || true
+    grep -E '^(load: |model/|network_timeout: )' "$last" || true
   fi
   local summary failed total
   if summary=$(grep -Eo '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1); then
@@ -125,6 +130,8 @@ case "$cmd" in
     [ "${1:-}" = "--sanitize" ] && MODE=sanitize
     deps
     build
+    # The suites also run through Pgpool-II (a third target) in a full run.
+    export PQSCOPE_SERVERS_PGPOOL=${PQSCOPE_SERVERS_PGPOOL:-1}
     run_tests
     ;;
   memcheck)
@@ -140,6 +147,14 @@ case "$cmd" in
     "$BUILD_DIR/examples/showcase" "$PQSCOPE_TEST_PGBOUNCER" "$PQSCOPE_TEST_DIRECT"
     ;;
   servers)
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+      case "$1" in
+        --standby) export PQSCOPE_SERVERS_STANDBY=1 ;;
+        --pgpool) export PQSCOPE_SERVERS_PGPOOL=1 ;;
+        *) echo "unknown option: $1" >&2; exit 2 ;;
+      esac
+      shift
+    done
     [ "${1:-}" = "--" ] && shift
     [ $# -gt 0 ] || { echo "usage: scripts/dev.sh servers -- COMMAND [ARGS...]" >&2; exit 2; }
     deps
@@ -170,7 +185,7 @@ case "$cmd" in
     deps libpqxx-dev bc
     "$ROOT/scripts/compile_cost.sh" "$@"
     ;;
-  help | -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help | -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2

@@ -74,6 +74,7 @@ class basic_connection {
         s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
     s_->machine.set_observer(options_.observer);
     s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+    detail::configure_driver(s_->driver, options_);
     s_->driver.open(s_->conninfo, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;

@@ -95,6 +95,16 @@ struct connection_options {
   // observer, and refused with usage_error if refuse_past_savepoint_limit. 0: no limit.
   std::size_t savepoint_limit = 64;
   bool refuse_past_savepoint_limit = false;
+  // A client-side bound on each round trip. When it passes, a cancel request is
+  // sent and the answer is awaited for a grace of min(network_timeout, 1 s): a
+  // cancelled statement throws query_canceled (dooming its scope, as any failed
+  // statement does); no answer closes the connection and throws connection_error,
+  // or in_doubt_error when COMMIT was awaited (never cancelled). Also bounds
+  // connecting (connect_timeout, whole seconds, at least 2, unless the conninfo
+  // sets one). Zero (default): no bound per round trip; connecting is still
+  // bounded (connect_timeout=10) and a dead peer is still noticed by TCP keepalives
+  // and tcp_user_timeout defaults. Set it above the longest statement you run.
+  std::chrono::milliseconds network_timeout{0};
 };
 
 }  // namespace pqscope

@@ -24,7 +24,7 @@
 namespace pqtest {
 
 struct target {
-  std::string name;      // "direct" or "pgbouncer"
+  std::string name;      // "direct", "pgbouncer" or "pgpool"
   std::string conninfo;  // what the code under test connects to
   friend std::ostream& operator<<(std::ostream& os, const target& t) { return os << t.name; }
 };
@@ -37,7 +37,11 @@ inline std::string env(const char* name) {
 }
 
 inline std::vector<target> targets() {
-  return {{"direct", env("PQSCOPE_TEST_DIRECT")}, {"pgbouncer", env("PQSCOPE_TEST_PGBOUNCER")}};
+  std::vector<target> all{{"direct", env("PQSCOPE_TEST_DIRECT")}, {"pgbouncer", env("PQSCOPE_TEST_PGBOUNCER")}};
+  // Pgpool-II in streaming_replication mode, when the servers script started it.
+  if (const char* pgpool = std::getenv("PQSCOPE_TEST_PGPOOL"); pgpool != nullptr && *pgpool != '\0')
+    all.push_back({"pgpool", pgpool});
+  return all;
 }
 
 // A name no other test (or concurrent test process) uses.

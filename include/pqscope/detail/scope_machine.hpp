@@ -948,9 +948,13 @@ class scope_machine {
     if (frames_.empty() || !began) {
       // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
       push_followup("ROLLBACK", true);
+      // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
       op_.stray = std::make_exception_ptr(usage_error(
-          "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it back. "
-          "Use pqscope::transaction or pqscope::atomic for transactions"));
+          br.diagnostic.empty()
+              ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
+                "back. Use pqscope::transaction or pqscope::atomic for transactions"
+              : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
+                    br.diagnostic));
       return;
     }
     // The transaction ended behind the scopes' back: nothing is left to undo.
