@@ -101,6 +101,40 @@ BOOST_AUTO_TEST_CASE(connect_execute_and_read) {
   });
 }
 
+// More than a socket buffer either way: a 2 MB parameter, a 3 MB result, and a
+// batch of 3000 statements carrying 6 MB out and 3 MB back, which the server
+// answers while we are still sending (PQflush returns 1: we read meanwhile).
+BOOST_AUTO_TEST_CASE(large_statements_results_and_batches) {
+  pqtest::for_each_target([](const pqtest::target& t) {
+    net::io_context io;
+    pqtest::run_coro(io, [&]() -> awaitable<void> {
+      pa::connection c = co_await pqtest::connect_async(t.conninfo);
+      const std::string big(2'000'000, 'x');
+      BOOST_TEST(co_await c.async_query_value<long>({"SELECT length($1::text)", big}, use_awaitable) == 2'000'000);
+      pqscope::result r = co_await c.async_execute("SELECT repeat('y', 1000) FROM generate_series(1, 3000)",
+                                                   use_awaitable);
+      BOOST_TEST(r.size() == 3000u);
+      BOOST_TEST(r[2999][0].text().size() == 1000u);
+      pqscope::transaction_options batch;
+      batch.batch = true;
+      const auto trips = c.stats().round_trips;
+      const long sum = co_await pa::async_atomic(c, batch, [&]() -> awaitable<long> {
+        const std::string param(2000, 'p');
+        std::vector<pqscope::result> results;
+        for (int i = 0; i < 3000; ++i)
+          results.push_back(
+              co_await c.async_execute({"SELECT repeat('z', 1000) || $1::text", param}, use_awaitable));
+        co_await c.async_flush(use_awaitable);
+        long n = 0;
+        for (const auto& res : results) n += static_cast<long>(res[0][0].text().size());
+        co_return n;
+      });
+      BOOST_TEST(sum == 3000L * 3000);
+      BOOST_TEST(c.stats().round_trips - trips == 2u);  // the batch, then COMMIT
+    }());
+  });
+}
+
 BOOST_AUTO_TEST_CASE(not_connected_and_bad_conninfo) {
   net::io_context io;
   pqtest::run_coro(io, [&]() -> awaitable<void> {

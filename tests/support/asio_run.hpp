@@ -22,7 +22,9 @@ namespace net = boost::asio;
 using net::awaitable;
 using net::use_awaitable;
 
-// Runs the coroutine until it ends (with everything else on io); returns its value.
+// Runs the coroutine, and everything else on io, until it ends (then io stops, so
+// that a coroutine left running, a heartbeat say, does not keep it going); returns
+// its value or rethrows its exception.
 template <class T>
 T run_coro(net::io_context& io, awaitable<T> a) {
   std::optional<T> value;
@@ -37,6 +39,7 @@ T run_coro(net::io_context& io, awaitable<T> a) {
           error = std::current_exception();
         }
         done = true;
+        io.stop();
       },
       [](const std::exception_ptr&) {});
   io.restart();
@@ -58,6 +61,7 @@ inline void run_coro(net::io_context& io, awaitable<void> a) {
           error = std::current_exception();
         }
         done = true;
+        io.stop();
       },
       [](const std::exception_ptr&) {});
   io.restart();

@@ -36,6 +36,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/execution_context.hpp>
+#include <boost/asio/defer.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -164,6 +165,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
 
   // A user operation is running (or waiting for the gate).
   bool user_busy = false;
+  bool closed = false;
   // A rollback that no one awaits is running: a scope's object was destroyed open.
   // User operations wait for it at the gate, a timer that never expires by itself.
   bool background = false;
@@ -226,6 +228,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   }
 
   void close() noexcept {
+    closed = true;
     machine.mark_closed();
     io->close();
     if (auto r = resolver.lock()) r->close();
@@ -476,9 +479,15 @@ class machine_op {
     starting_ = true;
     enter(self);
   }
-  // The gate opened: the background rollback before us has ended.
+  // The gate opened: the background rollback before us has ended (or the connection
+  // was closed). Still running: this wait was cancelled through a cancellation slot.
   template <class Self>
   void operator()(Self& self, const error_code&) {
+    if (s_->background && !s_->closed) {
+      error_ = std::make_exception_ptr(query_canceled(
+          "the operation was canceled before it started, while a rollback was still in progress", "57014"));
+      return done(self);
+    }
     run(self);
   }
   // The link is open, or could not be opened.
@@ -590,8 +599,10 @@ class machine_op {
       }
     }
     if (starting_) {
+      // A continuation of the handler that started us (defer, not post): Asio
+      // queues it on this thread without waking the reactor.
       state_ = state::deliver;
-      return net::post(park(self));
+      return net::defer(park(self));
     }
     deliver(self);
   }

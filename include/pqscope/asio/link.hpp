@@ -98,6 +98,7 @@ class link : public std::enable_shared_from_this<link> {
       throw connection_error("could not connect: " + msg);
     }
     dead_ = false;
+    gave_up_ = false;
     dead_reason_.clear();
     phase_ = phase::connecting;
     poll_ = PGRES_POLLING_WRITING;  // what libpq says to assume before the first poll
@@ -217,6 +218,9 @@ class link : public std::enable_shared_from_this<link> {
     sock_.async_wait(w == next_wait::write ? net::posix::stream_descriptor::wait_write
                                            : net::posix::stream_descriptor::wait_read,
                      std::forward<Handler>(handler));
+    // No look at the socket first: a wait re-arms Asio's edge-triggered epoll
+    // registration (EPOLL_CTL_MOD), which reports input or room already there, so
+    // bytes libpq left unread (one recv() per PQconsumeInput) still wake us.
   }
 
   // Arms the deadline of the operation that starts now (0: none).
@@ -225,6 +229,7 @@ class link : public std::enable_shared_from_this<link> {
     cancel_sent_ = false;
     deadline_armed_ = d.count() > 0;
     if (!deadline_armed_) return;
+    timer_set_ = true;
     timer_.expires_after(d);
     timer_.async_wait([self = shared_from_this(), gen = generation_, what = std::move(what)](const error_code& ec) {
       if (!ec && gen == self->generation_) self->request_cancel(what);
@@ -235,6 +240,7 @@ class link : public std::enable_shared_from_this<link> {
   void disarm() noexcept {
     ++generation_;
     deadline_armed_ = false;
+    if (!std::exchange(timer_set_, false)) return;
     error_code ignored;
     timer_.cancel(ignored);
   }
@@ -260,6 +266,7 @@ class link : public std::enable_shared_from_this<link> {
       }
     }
     ++generation_;
+    timer_set_ = true;
     timer_.expires_after(cancel_wait);
     timer_.async_wait([self = shared_from_this(), gen = generation_, why](const error_code& ec) {
       if (!ec && gen == self->generation_)
@@ -270,6 +277,7 @@ class link : public std::enable_shared_from_this<link> {
 
   // The connection is lost on purpose: every wait ends, and the operation fails.
   void give_up(std::string why) {
+    gave_up_ = true;
     dead_ = true;
     dead_reason_ = std::move(why);
     error_code ignored;
@@ -468,6 +476,12 @@ class link : public std::enable_shared_from_this<link> {
     error_code ignored;
     sock_.close(ignored);  // our duplicate; libpq's socket goes with PQfinish
     ino_ = 0;
+    if (gave_up_ && pg_ != nullptr) {
+      // Given up on a peer that does not answer: close our end now, so that if the
+      // server is still there it sees the client go and rolls back.
+      PQfinish(pg_);
+      pg_ = nullptr;
+    }
   }
 
   PGconn* pg_ = nullptr;
@@ -477,7 +491,7 @@ class link : public std::enable_shared_from_this<link> {
   dev_t dev_ = 0;
   phase phase_ = phase::idle;
   PostgresPollingStatusType poll_ = PGRES_POLLING_WRITING;
-  bool dead_ = true;
+  bool dead_ = true, gave_up_ = false;
   std::string dead_reason_ = not_connected();
   // the batch
   batch_reply reply_;
@@ -488,7 +502,7 @@ class link : public std::enable_shared_from_this<link> {
   std::string cancel_reason_;
   // deadlines
   std::uint64_t generation_ = 0;
-  bool deadline_armed_ = false;
+  bool deadline_armed_ = false, timer_set_ = false;
 };
 
 // ---- operations on a link --------------------------------------------------------
