@@ -635,3 +635,29 @@ BOOST_AUTO_TEST_CASE(scope_objects_destroyed_open) {
     }());
   });
 }
+
+// A connection opened by the parent is refused in a forked child, and destroying it
+// there leaves the parent's session alone (as the blocking connection does).
+BOOST_AUTO_TEST_CASE(forked_child_leaves_the_parents_session) {
+  net::io_context io;
+  std::optional<pa::connection> c;
+  c.emplace(pqtest::run_coro(io, pqtest::connect_async(pqtest::env("PQSCOPE_TEST_PGBOUNCER"))));
+  const int code = pqtest::in_child([&] {
+    io.notify_fork(net::execution_context::fork_child);
+    std::string what;
+    try {
+      pqtest::run_coro(io, [&]() -> awaitable<void> { co_await c->async_execute("SELECT 1", use_awaitable); }());
+      what = "returned";
+    } catch (const pqscope::usage_error& e) {
+      what = e.what();
+    } catch (...) {
+      what = "other";
+    }
+    c.reset();  // closes: must not end the parent's session
+    return what.find("after fork() a child must open its own connection") != std::string::npos ? 0 : 1;
+  });
+  BOOST_TEST(code == 0);
+  BOOST_TEST(pqtest::run_coro(io, [&]() -> awaitable<int> {
+               co_return co_await c->async_query_value<int>("SELECT 11", use_awaitable);
+             }()) == 11);
+}

@@ -219,8 +219,11 @@ long involuntary_switches() {
   return ru.ru_nivcsw;
 }
 
-// Due every 10 ms: how late it fires says whether the thread ever blocked.
-awaitable<void> heartbeat(std::vector<long>& late_us, worst_gap& worst, const bool& stop) {
+// Due every 10 ms: how late it fires says whether the thread ever blocked. Only
+// the steady load counts (from `from` to `to`): the connects and the moment all
+// clients start at once are bursts of CPU work by design.
+awaitable<void> heartbeat(std::vector<long>& late_us, worst_gap& worst, const steady::time_point& from,
+                          const steady::time_point& to, const bool& stop) {
   net::steady_timer t{co_await net::this_coro::executor};
   auto due = steady::now();
   while (!stop) {
@@ -228,12 +231,28 @@ awaitable<void> heartbeat(std::vector<long>& late_us, worst_gap& worst, const bo
     t.expires_at(due);
     const long cpu0 = thread_cpu_us(), sw0 = involuntary_switches();
     co_await t.async_wait(use_awaitable);
-    const long late = std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - due).count();
-    late_us.push_back(late);
-    if (late > worst.late_us) worst = worst_gap{late, thread_cpu_us() - cpu0, involuntary_switches() - sw0};
-    if (steady::now() > due + 10ms) due = steady::now();  // no catching up in a burst
+    const auto now = steady::now();
+    const long late = std::chrono::duration_cast<std::chrono::microseconds>(now - due).count();
+    if (due >= from && now <= to) {
+      late_us.push_back(late);
+      if (late > worst.late_us) worst = worst_gap{late, thread_cpu_us() - cpu0, involuntary_switches() - sw0};
+    }
+    if (now > due + 10ms) due = now;  // no catching up in a burst
   }
 }
+
+// Sanitized builds run the same handlers several times slower.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr long slowdown = 4;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr long slowdown = 4;
+#else
+constexpr long slowdown = 1;
+#endif
+#else
+constexpr long slowdown = 1;
+#endif
 
 long percentile(std::vector<long> v, double p) {
   if (v.empty()) return 0;
@@ -254,16 +273,19 @@ BOOST_AUTO_TEST_CASE(coroutines_on_one_thread_through_pgbouncer) {
   sample_stats samples;
   std::vector<long> late_us;
   worst_gap worst;
+  steady::time_point steady_from = steady::time_point::max(), steady_to = steady::time_point::max();
   bool stop_watching = false;
   int running = clients;
   long left_open = -1;
 
   pqtest::run_coro(io, [&]() -> awaitable<void> {
     net::co_spawn(io, sampler(samples, stop_watching), net::detached);
-    net::co_spawn(io, heartbeat(late_us, worst, stop_watching), net::detached);
+    net::co_spawn(io, heartbeat(late_us, worst, steady_from, steady_to, stop_watching), net::detached);
     // Connections first (they are not the load), then everybody starts at once.
     const auto start = steady::now() + 3s;
     const auto deadline = start + std::chrono::seconds(seconds);
+    steady_from = start + 500ms;
+    steady_to = deadline;
     for (int n = 0; n < clients; ++n) net::co_spawn(io, client(n, table.name(), start, deadline, out, running), net::detached);
     while (running > 0) co_await pqtest::sleep_for(20ms);
     // Every client is still connected: nothing may be left open.
@@ -287,14 +309,14 @@ BOOST_AUTO_TEST_CASE(coroutines_on_one_thread_through_pgbouncer) {
        << " us, " << out.retries << " retries, " << out.nested_failures << " nested failures caught, "
        << out.rolled_back << " rolled back; idle in transaction in " << samples.with_idle_tx << "/" << samples.samples
        << " samples, max age " << std::setprecision(3) << samples.max_idle_tx_age << " s, "
-       << samples.names.size() << " client names seen; timer late p99 "
+       << samples.names.size() << " client names seen; timer late (steady load) p99 "
        << late_p99 << " us, max " << late_max << " us (meanwhile " << worst.cpu_us << " us on the CPU, preempted "
        << worst.preempted << " times)";
   std::cout << line.str() << "\n";
 
   BOOST_TEST(out.connected == clients);
   BOOST_TEST(out.unexpected == 0);
-  for (const auto& e : out.errors) BOOST_TEST_MESSAGE("unexpected: " << e);
+  for (const auto& e : out.errors) std::cout << "unexpected: " << e << "\n";
   BOOST_TEST(total == accounts * opening_cents);  // money is conserved
   BOOST_TEST(out.committed > 0);
   BOOST_TEST(out.nested_failures > 0);
@@ -305,8 +327,8 @@ BOOST_AUTO_TEST_CASE(coroutines_on_one_thread_through_pgbouncer) {
   BOOST_TEST(left_open == 0);
   BOOST_TEST(!samples.names.empty());  // the sampler saw the clients by name, through PgBouncer
   // One blocking wait behind 255 other clients in PgBouncer's queue costs far more
-  // than either bound; the worst case is a burst of handlers (all clients starting
-  // at once) on a machine shared with the servers.
-  BOOST_TEST(late_p99 < 25'000);
-  BOOST_TEST(late_max < 250'000);
+  // than either bound (a blocking libpq call in the loop fails this at once).
+  BOOST_TEST(late_us.size() > static_cast<std::size_t>(seconds) * 50);  // it kept ticking (every 10 ms)
+  BOOST_TEST(late_p99 < 25'000 * slowdown);
+  BOOST_TEST(late_max < 250'000 * slowdown);
 }

@@ -229,8 +229,13 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
 
   void close() noexcept {
     closed = true;
+    // In a forked child, closing would end the parent's session.
+    const bool ours = machine.opened_by_this_process();
     machine.mark_closed();
-    io->close();
+    if (ours)
+      io->close();
+    else
+      io->abandon_after_fork();
     if (auto r = resolver.lock()) r->close();
     error_code ignored;
     gate.cancel(ignored);

@@ -291,6 +291,20 @@ class link : public std::enable_shared_from_this<link> {
     close_connection();
   }
 
+  // In a child process after fork(): frees the connection without a word to the
+  // server, whose session is the parent's (libpq_driver::abandon() does the same).
+  // Both descriptors are pointed at /dev/null first, so neither libpq's goodbye nor
+  // Asio's deregistration reaches the socket, or the epoll set shared with the parent.
+  void abandon_after_fork() noexcept {
+    const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0) {
+      if (pg_ != nullptr && PQsocket(pg_) >= 0) ::dup2(devnull, PQsocket(pg_));
+      if (sock_.is_open()) ::dup2(devnull, sock_.native_handle());
+      ::close(devnull);
+    }
+    close();
+  }
+
   [[nodiscard]] std::string application_name() const {
     if (pg_ == nullptr) return {};
     if (const char* v = PQparameterStatus(pg_, "application_name")) return v;
