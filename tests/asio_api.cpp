@@ -102,8 +102,9 @@ BOOST_AUTO_TEST_CASE(connect_execute_and_read) {
 }
 
 // More than a socket buffer either way: a 2 MB parameter, a 3 MB result, and a
-// batch of 3000 statements carrying 6 MB out and 3 MB back, which the server
-// answers while we are still sending (PQflush returns 1: we read meanwhile).
+// batch of 3000 statements carrying 15 MB out and 45 MB back. The server answers
+// while we are still sending; once our receive buffer is full it stops reading
+// the batch, so while PQflush returns 1 we must keep reading, or both wait forever.
 BOOST_AUTO_TEST_CASE(large_statements_results_and_batches) {
   pqtest::for_each_target([](const pqtest::target& t) {
     net::io_context io;
@@ -119,17 +120,17 @@ BOOST_AUTO_TEST_CASE(large_statements_results_and_batches) {
       batch.batch = true;
       const auto trips = c.stats().round_trips;
       const long sum = co_await pa::async_atomic(c, batch, [&]() -> awaitable<long> {
-        const std::string param(2000, 'p');
+        const std::string param(5000, 'p');
         std::vector<pqscope::result> results;
         for (int i = 0; i < 3000; ++i)
           results.push_back(
-              co_await c.async_execute({"SELECT repeat('z', 1000) || $1::text", param}, use_awaitable));
+              co_await c.async_execute({"SELECT repeat('z', 10000) || $1::text", param}, use_awaitable));
         co_await c.async_flush(use_awaitable);
         long n = 0;
         for (const auto& res : results) n += static_cast<long>(res[0][0].text().size());
         co_return n;
       });
-      BOOST_TEST(sum == 3000L * 3000);
+      BOOST_TEST(sum == 3000L * 15000);
       BOOST_TEST(c.stats().round_trips - trips == 2u);  // the batch, then COMMIT
     }());
   });
