@@ -28,6 +28,11 @@ args=(--out "$OUT")
 status=0
 "$BIN_DIR/pqscope_bench" "${args[@]}" "$@" || status=$?
 
+# The asynchronous rows (pqscope::asio on one thread), through PgBouncer only.
+if [ -x "$BIN_DIR/pqscope_bench_async" ] && [ -n "${PQSCOPE_TEST_PGBOUNCER:-}" ]; then
+  "$BIN_DIR/pqscope_bench_async" --pgbouncer "$PQSCOPE_TEST_PGBOUNCER" --out "$OUT" || status=$?
+fi
+
 if [ -s "$OUT/plot.dat" ]; then
   if command -v gnuplot >/dev/null; then
     gnuplot -e "dir='$OUT'" "$HERE/plot.gp"
@@ -36,5 +41,5 @@ if [ -s "$OUT/plot.dat" ]; then
     echo "gnuplot not found: no chart (apt-get install gnuplot-nox)" >&2
   fi
 fi
-echo "results: $OUT/bench.md, $OUT/bench.csv"
+echo "results: $OUT/bench.md, $OUT/bench.csv$([ -f "$OUT/bench_async.md" ] && echo ", $OUT/bench_async.md")"
 exit "$status"

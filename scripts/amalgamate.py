@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Build single_include/pqscope/pqscope.hpp from the headers in include/.
+"""Build the single headers in single_include/pqscope/ from the headers in include/.
 
-    scripts/amalgamate.py            write the single header
-    scripts/amalgamate.py --check    exit 1 if the file on disk differs from a fresh build
+    scripts/amalgamate.py            write the single headers
+    scripts/amalgamate.py --check    exit 1 if a file on disk differs from a fresh build
     scripts/amalgamate.py --root DIR work on another tree (DIR/include -> DIR/single_include)
 
-Starting from include/pqscope/pqscope.hpp, every `#include <pqscope/...>` is
-replaced by that header's text the first time it is seen (later ones become a
-comment), as `#pragma once` would have it. System includes stay as they are.
-Only real directives count: a line inside a comment or a raw string literal
-that happens to read `#include <pqscope/...>` is copied as text.
+Two single headers, each with the same spelling as in include/:
+  pqscope/pqscope.hpp  the library (C++17, libpq only: it must not include Boost)
+  pqscope/asio.hpp     the Boost.Asio front end (C++20); it includes pqscope/pqscope.hpp
+                       from the same folder and inlines only its own headers
+
+Starting from the entry header, every `#include <pqscope/...>` is replaced by
+that header's text the first time it is seen (later ones become a comment), as
+`#pragma once` would have it. System includes stay as they are. Only real
+directives count: a line inside a comment or a raw string literal that happens
+to read `#include <pqscope/...>` is copied as text.
 """
 
 import argparse
@@ -20,7 +25,10 @@ from pathlib import Path
 
 ENTRY = "pqscope/pqscope.hpp"
 OUTPUT = Path("single_include") / "pqscope" / "pqscope.hpp"
+ASIO_ENTRY = "pqscope/asio.hpp"
+ASIO_OUTPUT = Path("single_include") / "pqscope" / "asio.hpp"
 REGEN = "scripts/dev.sh amalgamate"
+BOOST_INCLUDE = re.compile(r"^\s*#\s*include\s*[<\"]boost/")
 
 PROJECT_INCLUDE = re.compile(r"^\s*#\s*include\s*<(pqscope/[^>]+)>")
 PRAGMA_ONCE = re.compile(r"^\s*#\s*pragma\s+once\b")
@@ -110,7 +118,14 @@ def skip_quoted(body, i, quote, name):
     return len(body)  # unterminated: the compiler will complain, not us
 
 
-def amalgamate(include_dir):
+def inline_headers(include_dir, entry, provided=frozenset()):
+    """The text of `entry` with the project headers it reaches inlined.
+
+    Headers in `provided` are not inlined: the single header of the library
+    already holds them. ENTRY itself stays an #include (the file beside this
+    one); any other provided header becomes a comment.
+    Returns (lines, headers inlined, version numbers found).
+    """
     seen = set()
     versions = {}
     out = []
@@ -130,7 +145,13 @@ def amalgamate(include_dir):
                 m = PROJECT_INCLUDE.match(line)
                 if m:
                     dep = m.group(1)
-                    if dep in seen:
+                    if dep in provided:
+                        if dep == ENTRY and dep not in seen:
+                            out.append(f"#include <{dep}>  // the single header beside this one\n")
+                        else:
+                            out.append(f"// #include <{dep}> (in <{ENTRY}>)\n")
+                        seen.add(dep)
+                    elif dep in seen:
                         out.append(f"// #include <{dep}> (inlined above)\n")
                     else:
                         seen.add(dep)  # before recursing: a cycle ends here, as with #pragma once
@@ -142,23 +163,38 @@ def amalgamate(include_dir):
                     versions[v.group(1)] = v.group(2)
             out.append(line)
 
-    seen.add(ENTRY)
-    inline(ENTRY, [])
+    seen.add(entry)
+    inline(entry, [])
+    return out, seen, versions
 
-    missing = [k for k in ("MAJOR", "MINOR", "PATCH") if k not in versions]
-    if missing:
-        raise AmalgamateError("no PQSCOPE_VERSION_" + "/".join(missing) + " #define found in the headers")
-    version = ".".join(versions[k] for k in ("MAJOR", "MINOR", "PATCH"))
 
-    banner = [
+def banner(version, what):
+    return [
         "#pragma once\n",
-        f"// pqscope {version}, single-header edition.\n",
+        f"// pqscope {version}, single-header edition{what}.\n",
         "//\n",
         "// Generated from include/ by scripts/amalgamate.py. DO NOT EDIT: changes here\n",
         f"// are lost. Edit the headers in include/ and regenerate with `{REGEN}`.\n",
         "\n",
     ]
-    return "".join(banner + out)
+
+
+def amalgamate(include_dir):
+    """Both single headers: {relative output path: text}."""
+    out, inlined, versions = inline_headers(include_dir, ENTRY)
+    missing = [k for k in ("MAJOR", "MINOR", "PATCH") if k not in versions]
+    if missing:
+        raise AmalgamateError("no PQSCOPE_VERSION_" + "/".join(missing) + " #define found in the headers")
+    version = ".".join(versions[k] for k in ("MAJOR", "MINOR", "PATCH"))
+    for line, at_start in directive_lines("".join(out), ENTRY):
+        if at_start and BOOST_INCLUDE.match(line):
+            raise AmalgamateError(f"{ENTRY} must not include Boost (only {ASIO_ENTRY} may): {line.strip()}")
+    results = {OUTPUT: "".join(banner(version, "") + out)}
+
+    asio_out, _, _ = inline_headers(include_dir, ASIO_ENTRY, frozenset(inlined))
+    what = ": the Boost.Asio front end (C++20); needs pqscope/pqscope.hpp beside it"
+    results[ASIO_OUTPUT] = "".join(banner(version, what) + asio_out)
+    return results
 
 
 def main():
@@ -170,39 +206,43 @@ def main():
     args = ap.parse_args()
 
     root = args.root.resolve()
-    target = root / OUTPUT
     try:
         fresh = amalgamate(root / "include")
     except AmalgamateError as e:
         print(f"amalgamate.py: {e}", file=sys.stderr)
         return 2
 
-    if args.check:
-        stale = f"{OUTPUT.as_posix()} is stale: run {REGEN}"
-        if not target.is_file():
-            print(f"{stale} (the file does not exist)", file=sys.stderr)
-            return 1
-        current = target.read_text(encoding="utf-8")
-        if current != fresh:
-            print(stale, file=sys.stderr)
-            diff = list(difflib.unified_diff(current.splitlines(), fresh.splitlines(),
-                                             "on disk", "from include/", lineterm="", n=1))
-            for line in diff[:40]:
-                print("  " + line, file=sys.stderr)
-            if len(diff) > 40:
-                print(f"  ... ({len(diff) - 40} more diff lines)", file=sys.stderr)
-            return 1
-        print(f"{OUTPUT.as_posix()} is up to date")
-        return 0
+    status = 0
+    for output, text in fresh.items():
+        target = root / output
+        if args.check:
+            stale = f"{output.as_posix()} is stale: run {REGEN}"
+            if not target.is_file():
+                print(f"{stale} (the file does not exist)", file=sys.stderr)
+                status = 1
+                continue
+            current = target.read_text(encoding="utf-8")
+            if current != text:
+                print(stale, file=sys.stderr)
+                diff = list(difflib.unified_diff(current.splitlines(), text.splitlines(),
+                                                 "on disk", "from include/", lineterm="", n=1))
+                for line in diff[:40]:
+                    print("  " + line, file=sys.stderr)
+                if len(diff) > 40:
+                    print(f"  ... ({len(diff) - 40} more diff lines)", file=sys.stderr)
+                status = 1
+                continue
+            print(f"{output.as_posix()} is up to date")
+            continue
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_file() and target.read_text(encoding="utf-8") == fresh:
-        print(f"{OUTPUT.as_posix()} is already up to date")
-        return 0
-    with open(target, "w", encoding="utf-8", newline="\n") as f:
-        f.write(fresh)
-    print(f"wrote {OUTPUT.as_posix()}")
-    return 0
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and target.read_text(encoding="utf-8") == text:
+            print(f"{output.as_posix()} is already up to date")
+            continue
+        with open(target, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        print(f"wrote {output.as_posix()}")
+    return status
 
 
 if __name__ == "__main__":

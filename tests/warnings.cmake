@@ -2,6 +2,7 @@
 # C++17 and C++20, under -Wall -Wextra -Wpedantic -Werror.
 #
 #   -DSOURCE=<file.cpp>      translation unit that includes the headers
+#   -DSTANDARDS=<17;20>      the standards to check (default both; pqscope/asio.hpp: 20)
 #   -DINCLUDE_DIRS=<a;b;...> a directory holding pqscope/pqscope.hpp is passed with -I
 #                            (its warnings count); any other (libpq's) with -isystem
 #   -DOUT=<dir>              object files and logs go here
@@ -18,6 +19,10 @@ if(NOT EXISTS "${SOURCE}")
   message(FATAL_ERROR "warnings.cmake: ${SOURCE} does not exist")
 endif()
 file(MAKE_DIRECTORY "${OUT}")
+if(NOT DEFINED STANDARDS OR "${STANDARDS}" STREQUAL "")
+  set(STANDARDS 17 20)
+endif()
+list(GET STANDARDS 0 first_standard)
 
 set(include_flags "")
 foreach(dir IN LISTS INCLUDE_DIRS)
@@ -54,8 +59,8 @@ foreach(i RANGE 0 ${last} 2)
   math(EXPR j "${i} + 1")
   list(GET compilers ${i} tag)
   list(GET compilers ${j} cxx)
-  foreach(std 17 20)
-    if(tag STREQUAL "gcc" AND std EQUAL 17)
+  foreach(std IN LISTS STANDARDS)
+    if(tag STREQUAL "gcc" AND std EQUAL first_standard)
       # Some of g++'s warnings (-Wnonnull-compare, -Wmaybe-uninitialized, the
       # -Wstringop-* family) come from the optimizer, which -fsyntax-only skips.
       # One optimized build is enough for those: the rest come from the front end.

@@ -1,0 +1,645 @@
+#pragma once
+// One libpq connection driven from an Asio executor without ever blocking: the
+// only part of pqscope::asio that talks to the network.
+//
+// libpq does the protocol; this file only decides when to call it. The connection
+// runs in non-blocking mode, and every wait is an Asio wait on its socket:
+//   - connecting: PQconnectStartParams, then PQconnectPoll after each wait it asks
+//     for. libpq may switch sockets between polls (another address, a retry without
+//     TLS), so the socket is looked at again after every poll.
+//   - one batch (the same contract as libpq_driver::exchange): pipeline mode, the
+//     statements, one sync; PQflush until it returns 0, and while it returns 1 the
+//     socket is watched for input too (PQconsumeInput), because a server that waits
+//     for us to read its answers stops reading our statements; then PQisBusy /
+//     PQgetResult, PQconsumeInput whenever the socket is readable, until the sync.
+//     Only one sync is ever in flight (PgBouncer before 1.21 mishandles more).
+//
+// The socket libpq uses is not handed to Asio: Asio watches a duplicate of it
+// (dup). libpq closes its own descriptor when the connection is lost, and the
+// number may then be reused by another socket at once; a descriptor Asio owns and
+// closes itself can never point at somebody else's socket.
+//
+// Cancellation (a timeout, connection::cancel(), an Asio cancellation slot): while
+// connecting, the attempt is given up at once. While a batch is out, PQcancel asks
+// the server to cancel it, and the batch is read on: the server answers
+// query_canceled (57014) for the statement it was running, or the whole answer if
+// it had finished. libpq 15 has no non-blocking cancel, so PQcancel runs on a
+// short-lived detached thread; the executor never waits for it. If no answer
+// comes within cancel_wait after the request, the connection is given up: it is
+// lost, as if the server had gone away (connection_error, in_doubt_error at COMMIT).
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/compose.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <libpq-fe.h>
+
+#include <pqscope/driver.hpp>
+#include <pqscope/errors.hpp>
+#include <pqscope/result.hpp>
+
+namespace pqscope::asio::detail {
+
+namespace net = boost::asio;
+using error_code = boost::system::error_code;
+
+// What a step needs before it can go on.
+enum class next_wait { read, write, done };
+
+class link : public std::enable_shared_from_this<link> {
+ public:
+  explicit link(const net::any_io_executor& ex) : sock_(ex), timer_(ex) {}
+  link(const link&) = delete;
+  link& operator=(const link&) = delete;
+  link(link&&) = delete;
+  link& operator=(link&&) = delete;
+  ~link() { close(); }
+
+  [[nodiscard]] net::any_io_executor get_executor() { return sock_.get_executor(); }
+  [[nodiscard]] PGconn* native_handle() const noexcept { return pg_; }
+  [[nodiscard]] bool usable() const noexcept { return pg_ != nullptr && !dead_ && PQstatus(pg_) == CONNECTION_OK; }
+
+  // How long to wait for the server's answer after asking it to cancel.
+  std::chrono::milliseconds cancel_wait{5000};
+
+  // ---- connecting -----------------------------------------------------------------
+
+  // Starts a connection attempt (closing any previous one). Throws usage_error for a
+  // malformed conninfo, connection_error if libpq refuses at once.
+  void start_connect(const std::string& conninfo, const std::string& fallback_application_name) {
+    close_connection();
+    pqscope::detail::check_conninfo(conninfo);
+    const char* keys[] = {"dbname", "fallback_application_name", nullptr};
+    const char* vals[] = {conninfo.c_str(), fallback_application_name.c_str(), nullptr};
+    pg_ = PQconnectStartParams(keys, vals, /*expand_dbname=*/1);
+    if (pg_ == nullptr) throw connection_error("could not connect: out of memory");
+    if (PQstatus(pg_) == CONNECTION_BAD) {
+      std::string msg = trim(PQerrorMessage(pg_));
+      close_connection();
+      throw connection_error("could not connect: " + msg);
+    }
+    dead_ = false;
+    gave_up_ = false;
+    dead_reason_.clear();
+    phase_ = phase::connecting;
+    poll_ = PGRES_POLLING_WRITING;  // what libpq says to assume before the first poll
+  }
+
+  // connect_timeout of the conninfo (libpq only enforces it in blocking connects).
+  [[nodiscard]] std::chrono::milliseconds connect_timeout() const {
+    std::chrono::milliseconds out{0};
+    if (pg_ == nullptr) return out;
+    if (PQconninfoOption* opts = PQconninfo(pg_)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+        if (o->val != nullptr && std::strcmp(o->keyword, "connect_timeout") == 0) {
+          const long s = std::strtol(o->val, nullptr, 10);
+          if (s > 0) out = std::chrono::seconds(s < 2 ? 2 : s);  // libpq's own minimum
+        }
+      PQconninfoFree(opts);
+    }
+    return out;
+  }
+
+  // One step of the connection sequence: what to wait for, or done. `after_wait`:
+  // the socket is ready as last asked. Throws connection_error.
+  next_wait connect_step(bool after_wait) {
+    if (dead_) fail_connect(dead_reason_);
+    if (after_wait) poll_ = PQconnectPoll(pg_);
+    switch (poll_) {
+      case PGRES_POLLING_READING:
+        watch_socket();
+        return next_wait::read;
+      case PGRES_POLLING_WRITING:
+        watch_socket();
+        return next_wait::write;
+      case PGRES_POLLING_OK:
+        watch_socket();
+        if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trim(PQerrorMessage(pg_)));
+        phase_ = phase::idle;
+        return next_wait::done;
+      default: fail_connect(trim(PQerrorMessage(pg_)));
+    }
+  }
+
+  // ---- one batch ------------------------------------------------------------------
+
+  // Queues the batch and its sync in libpq (nothing waits here). A connection that
+  // cannot take it makes the batch lost at once. `statements` is read only here.
+  void start_batch(const std::vector<statement>& statements) {
+    reply_ = batch_reply{};
+    reply_.replies.resize(statements.size());
+    index_ = 0;
+    reading_ = statements.empty() ? reading::sync : reading::answer;
+    finished_ = false;
+    flushing_ = false;
+    if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+    if (PQenterPipelineMode(pg_) != 1) return lose(trim(PQerrorMessage(pg_)));
+    for (const statement& s : statements)
+      if (PQsendQueryParams(pg_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
+        return lose(trim(PQerrorMessage(pg_)));
+    if (PQpipelineSync(pg_) != 1) return lose(trim(PQerrorMessage(pg_)));
+    flushing_ = true;
+    phase_ = phase::exchanging;
+  }
+
+  // Sends and reads what can be sent and read now.
+  next_wait batch_step() {
+    if (finished_) return next_wait::done;
+    if (flushing_) {
+      const int r = PQflush(pg_);
+      if (r < 0) {
+        lose(trim(PQerrorMessage(pg_)));
+        return next_wait::done;
+      }
+      if (r == 1) {
+        watch_input_while_flushing();
+        return next_wait::write;
+      }
+      flushing_ = false;
+    }
+    for (;;) {
+      if (PQisBusy(pg_) != 0) return next_wait::read;  // PQgetResult would block
+      if (!take_result(PQgetResult(pg_))) return next_wait::done;
+    }
+  }
+
+  // The socket is readable.
+  void consume_input() {
+    if (finished_ || pg_ == nullptr) return;
+    // On failure libpq marks the connection bad (and closes its socket); the next
+    // PQgetResult then reports what it still holds, and the loss.
+    if (PQconsumeInput(pg_) == 0 && PQstatus(pg_) != CONNECTION_BAD) lose(trim(PQerrorMessage(pg_)));
+  }
+
+  batch_reply take_reply() { return std::move(reply_); }
+
+  // A wait ended with an error: given up, closed, cancelled by a slot, or a real error.
+  // Returns true when the operation is over (the batch or the connect failed).
+  bool wait_failed(const error_code& ec) {
+    if (dead_ || pg_ == nullptr) return true;
+    if (ec == net::error::operation_aborted) {
+      // Nothing in pqscope cancels a wait but give_up() and close(): this is an Asio
+      // cancellation slot of the caller's handler.
+      request_cancel("canceled");
+      return phase_ == phase::idle;
+    }
+    lose_or_fail(ec.message());
+    return true;
+  }
+
+  // After wait_failed() returned true during a batch: the batch's (lost) reply.
+  void settle_failed_batch() {
+    if (!finished_) lose(dead_ ? dead_reason_ : not_connected());
+  }
+
+  // ---- waits, deadlines, cancellation ---------------------------------------------
+
+  template <class Handler>
+  void async_wait(next_wait w, Handler&& handler) {
+    sock_.async_wait(w == next_wait::write ? net::posix::stream_descriptor::wait_write
+                                           : net::posix::stream_descriptor::wait_read,
+                     std::forward<Handler>(handler));
+    // No look at the socket first: a wait re-arms Asio's edge-triggered epoll
+    // registration (EPOLL_CTL_MOD), which reports input or room already there, so
+    // bytes libpq left unread (one recv() per PQconsumeInput) still wake us.
+  }
+
+  // Arms the deadline of the operation that starts now (0: none).
+  void arm_deadline(std::chrono::milliseconds d, std::string what) {
+    ++generation_;
+    cancel_sent_ = false;
+    deadline_armed_ = d.count() > 0;
+    if (!deadline_armed_) return;
+    timer_set_ = true;
+    timer_.expires_after(d);
+    timer_.async_wait([self = shared_from_this(), gen = generation_, what = std::move(what)](const error_code& ec) {
+      if (!ec && gen == self->generation_) self->request_cancel(what);
+    });
+  }
+  [[nodiscard]] bool deadline_armed() const noexcept { return deadline_armed_; }
+  // The operation ended: its deadline and any cancel still pending are void.
+  void disarm() noexcept {
+    ++generation_;
+    deadline_armed_ = false;
+    if (!std::exchange(timer_set_, false)) return;
+    error_code ignored;
+    timer_.cancel(ignored);
+  }
+
+  // Connecting: gives up at once. A batch out: asks the server to cancel it, and
+  // gives up if no answer comes within cancel_wait. Otherwise nothing to cancel.
+  void request_cancel(const std::string& why) {
+    if (phase_ == phase::connecting) return give_up("could not connect: " + why);
+    if (phase_ != phase::exchanging || cancel_sent_ || pg_ == nullptr) return;
+    cancel_sent_ = true;
+    cancel_reason_ = why;
+    if (PGcancel* c = PQgetCancel(pg_)) {
+      try {
+        // PQcancel connects, sends the request and waits for the server to close:
+        // a blocking call, so it gets a thread of its own, which owns `c`.
+        std::thread([c] {
+          char err[256];
+          (void)PQcancel(c, err, sizeof err);
+          PQfreeCancel(c);
+        }).detach();
+      } catch (const std::system_error&) {
+        PQfreeCancel(c);  // no thread: the answer will not come, and cancel_wait gives up
+      }
+    }
+    ++generation_;
+    timer_set_ = true;
+    timer_.expires_after(cancel_wait);
+    timer_.async_wait([self = shared_from_this(), gen = generation_, why](const error_code& ec) {
+      if (!ec && gen == self->generation_)
+        self->give_up("no answer from the server within " + std::to_string(self->cancel_wait.count()) +
+                      " ms after asking it to cancel (" + why + ")");
+    });
+  }
+
+  // The connection is lost on purpose: every wait ends, and the operation fails.
+  void give_up(std::string why) {
+    gave_up_ = true;
+    dead_ = true;
+    dead_reason_ = std::move(why);
+    error_code ignored;
+    sock_.cancel(ignored);
+  }
+
+  // Closes the connection (PQfinish); pending waits end with operation_aborted, a
+  // batch still out ends lost.
+  void close() noexcept {
+    disarm();
+    close_connection();
+  }
+
+  // In a child process after fork(): frees the connection without a word to the
+  // server, whose session is the parent's (libpq_driver::abandon() does the same).
+  // Both descriptors are pointed at /dev/null first, so neither libpq's goodbye nor
+  // Asio's deregistration reaches the socket, or the epoll set shared with the parent.
+  void abandon_after_fork() noexcept {
+    const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0) {
+      if (pg_ != nullptr && PQsocket(pg_) >= 0) ::dup2(devnull, PQsocket(pg_));
+      if (sock_.is_open()) ::dup2(devnull, sock_.native_handle());
+      ::close(devnull);
+    }
+    close();
+  }
+
+  [[nodiscard]] std::string application_name() const {
+    if (pg_ == nullptr) return {};
+    if (const char* v = PQparameterStatus(pg_, "application_name")) return v;
+    std::string name, fallback;
+    if (PQconninfoOption* opts = PQconninfo(pg_)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+        if (o->val == nullptr) continue;
+        if (std::strcmp(o->keyword, "application_name") == 0) name = o->val;
+        if (std::strcmp(o->keyword, "fallback_application_name") == 0) fallback = o->val;
+      }
+      PQconninfoFree(opts);
+    }
+    return name.empty() ? fallback : name;
+  }
+
+ private:
+  enum class phase { idle, connecting, exchanging };
+  enum class reading { answer, terminator, sync };
+
+  static std::string trim(const char* s) {
+    std::string r = s != nullptr ? s : "";
+    while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
+    return r;
+  }
+  static std::string field_of(const PGresult* r, int code) {
+    const char* v = PQresultErrorField(r, code);
+    return v != nullptr ? v : "";
+  }
+  static server_state state_of(PGTransactionStatusType t) {
+    switch (t) {
+      case PQTRANS_IDLE: return server_state::idle;
+      case PQTRANS_INTRANS: return server_state::in_transaction;
+      case PQTRANS_INERROR: return server_state::failed_transaction;
+      default: return server_state::unknown;
+    }
+  }
+  static std::string not_connected() { return "the connection is not open (async_connect() first)"; }
+
+  [[noreturn]] void fail_connect(const std::string& why) {
+    std::string msg = why.rfind("could not connect", 0) == 0 ? why : "could not connect: " + why;
+    close_connection();
+    dead_reason_ = msg;
+    throw connection_error(msg);
+  }
+
+  void close_connection() noexcept {
+    try {
+      if (!finished_) lose("the connection was closed");
+    } catch (...) {
+      finished_ = true;  // out of memory for the message: the batch still ends
+    }
+    error_code ignored;
+    sock_.close(ignored);
+    if (pg_ != nullptr) PQfinish(pg_);
+    pg_ = nullptr;
+    dead_ = true;
+    dead_reason_ = "the connection was closed";
+    phase_ = phase::idle;
+    finished_ = true;
+    flushing_ = false;
+    ino_ = 0;
+  }
+
+  // Asio watches a duplicate of libpq's socket; a new one after libpq switched sockets.
+  void watch_socket() {
+    const int fd = PQsocket(pg_);
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) fail_connect("libpq has no socket");
+    if (sock_.is_open() && st.st_ino == ino_ && st.st_dev == dev_) return;
+    error_code ignored;
+    sock_.close(ignored);
+    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) fail_connect(std::string("dup of the socket failed: ") + std::strerror(errno));
+    error_code ec;
+    sock_.assign(dup, ec);
+    if (ec) {
+      ::close(dup);
+      fail_connect("the socket cannot be watched: " + ec.message());
+    }
+    ino_ = st.st_ino;
+    dev_ = st.st_dev;
+  }
+
+  // While our batch does not fit the socket, keep reading: a server blocked on
+  // sending us answers does not read the rest of the batch.
+  void watch_input_while_flushing() {
+    if (watching_) return;
+    watching_ = true;
+    sock_.async_wait(net::posix::stream_descriptor::wait_read, [self = shared_from_this()](const error_code& ec) {
+      self->watching_ = false;
+      if (ec || self->pg_ == nullptr || self->finished_ || !self->flushing_) return;
+      (void)PQconsumeInput(self->pg_);  // a failure shows in the next PQflush
+      self->watch_input_while_flushing();
+    });
+  }
+
+  // One PGresult of the batch; false when the batch is over (complete or lost).
+  bool take_result(PGresult* raw) {
+    switch (reading_) {
+      case reading::answer: {
+        if (raw == nullptr) {
+          lose(trim(PQerrorMessage(pg_)));
+          return false;
+        }
+        result res{pqscope::detail::adopt(raw)};
+        reply& r = reply_.replies[index_];
+        switch (PQresultStatus(raw)) {
+          case PGRES_COMMAND_OK:
+          case PGRES_TUPLES_OK:
+          case PGRES_EMPTY_QUERY:
+            r.st = reply::status::ok;
+            r.command = PQcmdStatus(raw);
+            r.res = std::move(res);
+            break;
+          case PGRES_PIPELINE_ABORTED: r.st = reply::status::skipped; break;
+          case PGRES_FATAL_ERROR:
+            if (PQstatus(pg_) == CONNECTION_BAD) {
+              lose(trim(PQresultErrorMessage(raw)));
+              return false;
+            }
+            r.st = reply::status::error;
+            r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
+            r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
+            r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
+            r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+            if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+            if (cancel_sent_ && r.sqlstate == "57014") r.message += " (" + cancel_reason_ + ")";
+            break;
+          default:
+            lose("unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+            return false;
+        }
+        reading_ = reading::terminator;
+        return true;
+      }
+      case reading::terminator:
+        if (raw != nullptr) {  // each statement's answers end with a null result
+          PQclear(raw);
+          lose("unexpected extra answer from the server");
+          return false;
+        }
+        reading_ = ++index_ < reply_.replies.size() ? reading::answer : reading::sync;
+        return true;
+      case reading::sync: {
+        const bool ok = raw != nullptr && PQresultStatus(raw) == PGRES_PIPELINE_SYNC;
+        if (raw != nullptr) PQclear(raw);
+        if (!ok) {
+          lose(trim(PQerrorMessage(pg_)));
+          return false;
+        }
+        if (PQexitPipelineMode(pg_) != 1) {
+          lose(trim(PQerrorMessage(pg_)));
+          return false;
+        }
+        reply_.state = state_of(PQtransactionStatus(pg_));
+        finished_ = true;
+        phase_ = phase::idle;
+        return false;
+      }
+    }
+    return false;
+  }
+
+  void lose_or_fail(const std::string& why) {
+    if (phase_ == phase::connecting) return give_up("could not connect: " + why);
+    lose(why);
+  }
+
+  // The batch ends lost: answers already read stay, the rest never ran as far as we
+  // know, and the connection is unusable until the next connect.
+  void lose(std::string why) {
+    if (why.empty()) why = "connection lost";
+    reply_.lost = true;
+    reply_.lost_message = why;
+    reply_.state = server_state::unknown;
+    finished_ = true;
+    flushing_ = false;
+    phase_ = phase::idle;
+    if (!dead_) {
+      dead_ = true;
+      dead_reason_ = std::move(why);
+    }
+    error_code ignored;
+    sock_.close(ignored);  // our duplicate; libpq's socket goes with PQfinish
+    ino_ = 0;
+    if (gave_up_ && pg_ != nullptr) {
+      // Given up on a peer that does not answer: close our end now, so that if the
+      // server is still there it sees the client go and rolls back.
+      PQfinish(pg_);
+      pg_ = nullptr;
+    }
+  }
+
+  PGconn* pg_ = nullptr;
+  net::posix::stream_descriptor sock_;
+  net::steady_timer timer_;
+  ino_t ino_ = 0;
+  dev_t dev_ = 0;
+  phase phase_ = phase::idle;
+  PostgresPollingStatusType poll_ = PGRES_POLLING_WRITING;
+  bool dead_ = true, gave_up_ = false;
+  std::string dead_reason_ = not_connected();
+  // the batch
+  batch_reply reply_;
+  std::size_t index_ = 0;
+  reading reading_ = reading::sync;
+  bool finished_ = true, flushing_ = false, watching_ = false;
+  bool cancel_sent_ = false;
+  std::string cancel_reason_;
+  // deadlines
+  std::uint64_t generation_ = 0;
+  bool deadline_armed_ = false, timer_set_ = false;
+};
+
+// ---- operations on a link --------------------------------------------------------
+// Internal building blocks of the connection's operations. They never complete
+// inside the call that starts them.
+
+// One batch: completes with its batch_reply (lost if the connection failed).
+class exchange_op {
+ public:
+  exchange_op(std::shared_ptr<link> l, const std::vector<statement>& statements)
+      : l_(std::move(l)), statements_(&statements) {}
+
+  template <class Self>
+  void operator()(Self& self, error_code ec = {}) {
+    switch (state_) {
+      case state::start:
+        l_->start_batch(*statements_);
+        statements_ = nullptr;  // libpq holds its own copy now
+        if (l_->batch_step() == next_wait::done) {
+          state_ = state::deliver;
+          return net::post(std::move(self));
+        }
+        break;
+      case state::deliver: return self.complete(l_->take_reply());
+      case state::wait:
+        if (ec) {
+          if (l_->wait_failed(ec)) {
+            l_->settle_failed_batch();
+            return self.complete(l_->take_reply());
+          }
+        } else if (waiting_ == next_wait::read) {
+          l_->consume_input();
+        }
+        break;
+    }
+    waiting_ = l_->batch_step();
+    if (waiting_ == next_wait::done) return self.complete(l_->take_reply());
+    state_ = state::wait;
+    l_->async_wait(waiting_, std::move(self));
+  }
+
+ private:
+  enum class state { start, deliver, wait };
+  std::shared_ptr<link> l_;
+  const std::vector<statement>* statements_;
+  state state_ = state::start;
+  next_wait waiting_ = next_wait::done;
+};
+
+template <class Token>
+auto async_exchange(std::shared_ptr<link> l, const std::vector<statement>& statements, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), statements}, token, ex);
+}
+
+// Connects a link: completes with nullptr, or the connection_error / usage_error.
+class open_op {
+ public:
+  open_op(std::shared_ptr<link> l, std::string conninfo, std::string app)
+      : l_(std::move(l)), conninfo_(std::move(conninfo)), app_(std::move(app)) {}
+
+  template <class Self>
+  void operator()(Self& self, error_code ec = {}) {
+    bool after_wait = false;
+    switch (state_) {
+      case state::start:
+        try {
+          l_->start_connect(conninfo_, app_);
+          // libpq enforces connect_timeout only when it blocks: here it is ours to do.
+          if (!l_->deadline_armed()) l_->arm_deadline(l_->connect_timeout(), "connect_timeout expired");
+        } catch (...) {
+          error_ = std::current_exception();
+          state_ = state::deliver;
+          return net::post(std::move(self));
+        }
+        break;
+      case state::deliver: return self.complete(error_);
+      case state::wait:
+        if (ec && l_->wait_failed(ec)) {
+          try {
+            (void)l_->connect_step(false);  // throws the reason
+            throw connection_error("could not connect: " + ec.message());
+          } catch (...) {
+            return self.complete(std::current_exception());
+          }
+        }
+        after_wait = !ec;
+        break;
+    }
+    try {
+      const next_wait w = l_->connect_step(after_wait);
+      if (w == next_wait::done) {
+        if (state_ == state::start) {
+          state_ = state::deliver;
+          return net::post(std::move(self));
+        }
+        return self.complete(std::exception_ptr());
+      }
+      state_ = state::wait;
+      l_->async_wait(w, std::move(self));
+    } catch (...) {
+      if (state_ == state::start) {
+        error_ = std::current_exception();
+        state_ = state::deliver;
+        return net::post(std::move(self));
+      }
+      self.complete(std::current_exception());
+    }
+  }
+
+ private:
+  enum class state { start, deliver, wait };
+  std::shared_ptr<link> l_;
+  std::string conninfo_, app_;
+  state state_ = state::start;
+  std::exception_ptr error_;
+};
+
+template <class Token>
+auto async_open(std::shared_ptr<link> l, std::string conninfo, std::string app, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(std::exception_ptr)>(open_op{std::move(l), std::move(conninfo), std::move(app)},
+                                                             token, ex);
+}
+
+}  // namespace pqscope::asio::detail

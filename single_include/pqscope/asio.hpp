@@ -1,0 +1,1767 @@
+#pragma once
+// pqscope 0.1.0, single-header edition: the Boost.Asio front end (C++20); needs pqscope/pqscope.hpp beside it.
+//
+// Generated from include/ by scripts/amalgamate.py. DO NOT EDIT: changes here
+// are lost. Edit the headers in include/ and regenerate with `scripts/dev.sh amalgamate`.
+
+// pqscope on Boost.Asio: the same nested transaction scopes, on an executor, from
+// C++20 coroutines or with any completion token. Needs C++20 and Boost.Asio
+// (1.74 or newer, header-only); not included by <pqscope/pqscope.hpp>, which stays
+// C++17 with no Boost.
+//
+//   #include <pqscope/asio.hpp>
+//   pqscope::asio::connection c{io.get_executor(), "postgresql://app@127.0.0.1:6432/app"};
+//   co_await c.async_connect(use_awaitable);
+//   co_await pqscope::asio::async_atomic(c, [&]() -> awaitable<void> {
+//     co_await c.async_execute({"UPDATE account SET cents = cents - $1 WHERE id = $2", 100, 1}, use_awaitable);
+//     co_await deposit(c, 2, 100);  // may open an async_atomic of its own: a savepoint
+//   });
+//
+// One transaction engine: the scope machine of the blocking connection
+// (detail/scope_machine.hpp) plans every batch; this front end only sends it and
+// reads the answers without blocking (asio/link.hpp).
+
+#if __cplusplus < 202002L
+#error "pqscope/asio.hpp needs C++20 (coroutines): compile with -std=c++20"
+#endif
+
+// Boost 1.74's awaitable.hpp uses std::exchange without including <utility> (g++ 12).
+#include <utility>
+
+// Boost 1.74 recognises coroutines under clang only with libc++
+// (<experimental/coroutine>); with libstdc++ it has to be told. Defined only when
+// the compiler has coroutines and Asio's configuration has not been read yet.
+#if defined(__clang__) && defined(__cpp_impl_coroutine) && !defined(BOOST_ASIO_HAS_CO_AWAIT) && \
+    !defined(BOOST_ASIO_DETAIL_CONFIG_HPP)
+#if __has_include(<coroutine>)
+#define BOOST_ASIO_HAS_CO_AWAIT 1
+#define BOOST_ASIO_HAS_STD_COROUTINE 1
+#endif
+#endif
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/version.hpp>
+
+#if !defined(BOOST_ASIO_HAS_CO_AWAIT)
+#error "pqscope/asio.hpp: Boost.Asio does not see C++20 coroutines; include <pqscope/asio.hpp> before any Boost.Asio header, or define BOOST_ASIO_HAS_CO_AWAIT and BOOST_ASIO_HAS_STD_COROUTINE"
+#endif
+#if BOOST_ASIO_VERSION < 101800
+#error "pqscope/asio.hpp needs Boost.Asio 1.18 (Boost 1.74) or newer"
+#endif
+
+#include <pqscope/pqscope.hpp>  // the single header beside this one
+
+// #include <pqscope/asio/link.hpp>
+// One libpq connection driven from an Asio executor without ever blocking: the
+// only part of pqscope::asio that talks to the network.
+//
+// libpq does the protocol; this file only decides when to call it. The connection
+// runs in non-blocking mode, and every wait is an Asio wait on its socket:
+//   - connecting: PQconnectStartParams, then PQconnectPoll after each wait it asks
+//     for. libpq may switch sockets between polls (another address, a retry without
+//     TLS), so the socket is looked at again after every poll.
+//   - one batch (the same contract as libpq_driver::exchange): pipeline mode, the
+//     statements, one sync; PQflush until it returns 0, and while it returns 1 the
+//     socket is watched for input too (PQconsumeInput), because a server that waits
+//     for us to read its answers stops reading our statements; then PQisBusy /
+//     PQgetResult, PQconsumeInput whenever the socket is readable, until the sync.
+//     Only one sync is ever in flight (PgBouncer before 1.21 mishandles more).
+//
+// The socket libpq uses is not handed to Asio: Asio watches a duplicate of it
+// (dup). libpq closes its own descriptor when the connection is lost, and the
+// number may then be reused by another socket at once; a descriptor Asio owns and
+// closes itself can never point at somebody else's socket.
+//
+// Cancellation (a timeout, connection::cancel(), an Asio cancellation slot): while
+// connecting, the attempt is given up at once. While a batch is out, PQcancel asks
+// the server to cancel it, and the batch is read on: the server answers
+// query_canceled (57014) for the statement it was running, or the whole answer if
+// it had finished. libpq 15 has no non-blocking cancel, so PQcancel runs on a
+// short-lived detached thread; the executor never waits for it. If no answer
+// comes within cancel_wait after the request, the connection is given up: it is
+// lost, as if the server had gone away (connection_error, in_doubt_error at COMMIT).
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/compose.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <libpq-fe.h>
+
+// #include <pqscope/driver.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/result.hpp> (in <pqscope/pqscope.hpp>)
+
+namespace pqscope::asio::detail {
+
+namespace net = boost::asio;
+using error_code = boost::system::error_code;
+
+// What a step needs before it can go on.
+enum class next_wait { read, write, done };
+
+class link : public std::enable_shared_from_this<link> {
+ public:
+  explicit link(const net::any_io_executor& ex) : sock_(ex), timer_(ex) {}
+  link(const link&) = delete;
+  link& operator=(const link&) = delete;
+  link(link&&) = delete;
+  link& operator=(link&&) = delete;
+  ~link() { close(); }
+
+  [[nodiscard]] net::any_io_executor get_executor() { return sock_.get_executor(); }
+  [[nodiscard]] PGconn* native_handle() const noexcept { return pg_; }
+  [[nodiscard]] bool usable() const noexcept { return pg_ != nullptr && !dead_ && PQstatus(pg_) == CONNECTION_OK; }
+
+  // How long to wait for the server's answer after asking it to cancel.
+  std::chrono::milliseconds cancel_wait{5000};
+
+  // ---- connecting -----------------------------------------------------------------
+
+  // Starts a connection attempt (closing any previous one). Throws usage_error for a
+  // malformed conninfo, connection_error if libpq refuses at once.
+  void start_connect(const std::string& conninfo, const std::string& fallback_application_name) {
+    close_connection();
+    pqscope::detail::check_conninfo(conninfo);
+    const char* keys[] = {"dbname", "fallback_application_name", nullptr};
+    const char* vals[] = {conninfo.c_str(), fallback_application_name.c_str(), nullptr};
+    pg_ = PQconnectStartParams(keys, vals, /*expand_dbname=*/1);
+    if (pg_ == nullptr) throw connection_error("could not connect: out of memory");
+    if (PQstatus(pg_) == CONNECTION_BAD) {
+      std::string msg = trim(PQerrorMessage(pg_));
+      close_connection();
+      throw connection_error("could not connect: " + msg);
+    }
+    dead_ = false;
+    gave_up_ = false;
+    dead_reason_.clear();
+    phase_ = phase::connecting;
+    poll_ = PGRES_POLLING_WRITING;  // what libpq says to assume before the first poll
+  }
+
+  // connect_timeout of the conninfo (libpq only enforces it in blocking connects).
+  [[nodiscard]] std::chrono::milliseconds connect_timeout() const {
+    std::chrono::milliseconds out{0};
+    if (pg_ == nullptr) return out;
+    if (PQconninfoOption* opts = PQconninfo(pg_)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+        if (o->val != nullptr && std::strcmp(o->keyword, "connect_timeout") == 0) {
+          const long s = std::strtol(o->val, nullptr, 10);
+          if (s > 0) out = std::chrono::seconds(s < 2 ? 2 : s);  // libpq's own minimum
+        }
+      PQconninfoFree(opts);
+    }
+    return out;
+  }
+
+  // One step of the connection sequence: what to wait for, or done. `after_wait`:
+  // the socket is ready as last asked. Throws connection_error.
+  next_wait connect_step(bool after_wait) {
+    if (dead_) fail_connect(dead_reason_);
+    if (after_wait) poll_ = PQconnectPoll(pg_);
+    switch (poll_) {
+      case PGRES_POLLING_READING:
+        watch_socket();
+        return next_wait::read;
+      case PGRES_POLLING_WRITING:
+        watch_socket();
+        return next_wait::write;
+      case PGRES_POLLING_OK:
+        watch_socket();
+        if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trim(PQerrorMessage(pg_)));
+        phase_ = phase::idle;
+        return next_wait::done;
+      default: fail_connect(trim(PQerrorMessage(pg_)));
+    }
+  }
+
+  // ---- one batch ------------------------------------------------------------------
+
+  // Queues the batch and its sync in libpq (nothing waits here). A connection that
+  // cannot take it makes the batch lost at once. `statements` is read only here.
+  void start_batch(const std::vector<statement>& statements) {
+    reply_ = batch_reply{};
+    reply_.replies.resize(statements.size());
+    index_ = 0;
+    reading_ = statements.empty() ? reading::sync : reading::answer;
+    finished_ = false;
+    flushing_ = false;
+    if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+    if (PQenterPipelineMode(pg_) != 1) return lose(trim(PQerrorMessage(pg_)));
+    for (const statement& s : statements)
+      if (PQsendQueryParams(pg_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
+        return lose(trim(PQerrorMessage(pg_)));
+    if (PQpipelineSync(pg_) != 1) return lose(trim(PQerrorMessage(pg_)));
+    flushing_ = true;
+    phase_ = phase::exchanging;
+  }
+
+  // Sends and reads what can be sent and read now.
+  next_wait batch_step() {
+    if (finished_) return next_wait::done;
+    if (flushing_) {
+      const int r = PQflush(pg_);
+      if (r < 0) {
+        lose(trim(PQerrorMessage(pg_)));
+        return next_wait::done;
+      }
+      if (r == 1) {
+        watch_input_while_flushing();
+        return next_wait::write;
+      }
+      flushing_ = false;
+    }
+    for (;;) {
+      if (PQisBusy(pg_) != 0) return next_wait::read;  // PQgetResult would block
+      if (!take_result(PQgetResult(pg_))) return next_wait::done;
+    }
+  }
+
+  // The socket is readable.
+  void consume_input() {
+    if (finished_ || pg_ == nullptr) return;
+    // On failure libpq marks the connection bad (and closes its socket); the next
+    // PQgetResult then reports what it still holds, and the loss.
+    if (PQconsumeInput(pg_) == 0 && PQstatus(pg_) != CONNECTION_BAD) lose(trim(PQerrorMessage(pg_)));
+  }
+
+  batch_reply take_reply() { return std::move(reply_); }
+
+  // A wait ended with an error: given up, closed, cancelled by a slot, or a real error.
+  // Returns true when the operation is over (the batch or the connect failed).
+  bool wait_failed(const error_code& ec) {
+    if (dead_ || pg_ == nullptr) return true;
+    if (ec == net::error::operation_aborted) {
+      // Nothing in pqscope cancels a wait but give_up() and close(): this is an Asio
+      // cancellation slot of the caller's handler.
+      request_cancel("canceled");
+      return phase_ == phase::idle;
+    }
+    lose_or_fail(ec.message());
+    return true;
+  }
+
+  // After wait_failed() returned true during a batch: the batch's (lost) reply.
+  void settle_failed_batch() {
+    if (!finished_) lose(dead_ ? dead_reason_ : not_connected());
+  }
+
+  // ---- waits, deadlines, cancellation ---------------------------------------------
+
+  template <class Handler>
+  void async_wait(next_wait w, Handler&& handler) {
+    sock_.async_wait(w == next_wait::write ? net::posix::stream_descriptor::wait_write
+                                           : net::posix::stream_descriptor::wait_read,
+                     std::forward<Handler>(handler));
+    // No look at the socket first: a wait re-arms Asio's edge-triggered epoll
+    // registration (EPOLL_CTL_MOD), which reports input or room already there, so
+    // bytes libpq left unread (one recv() per PQconsumeInput) still wake us.
+  }
+
+  // Arms the deadline of the operation that starts now (0: none).
+  void arm_deadline(std::chrono::milliseconds d, std::string what) {
+    ++generation_;
+    cancel_sent_ = false;
+    deadline_armed_ = d.count() > 0;
+    if (!deadline_armed_) return;
+    timer_set_ = true;
+    timer_.expires_after(d);
+    timer_.async_wait([self = shared_from_this(), gen = generation_, what = std::move(what)](const error_code& ec) {
+      if (!ec && gen == self->generation_) self->request_cancel(what);
+    });
+  }
+  [[nodiscard]] bool deadline_armed() const noexcept { return deadline_armed_; }
+  // The operation ended: its deadline and any cancel still pending are void.
+  void disarm() noexcept {
+    ++generation_;
+    deadline_armed_ = false;
+    if (!std::exchange(timer_set_, false)) return;
+    error_code ignored;
+    timer_.cancel(ignored);
+  }
+
+  // Connecting: gives up at once. A batch out: asks the server to cancel it, and
+  // gives up if no answer comes within cancel_wait. Otherwise nothing to cancel.
+  void request_cancel(const std::string& why) {
+    if (phase_ == phase::connecting) return give_up("could not connect: " + why);
+    if (phase_ != phase::exchanging || cancel_sent_ || pg_ == nullptr) return;
+    cancel_sent_ = true;
+    cancel_reason_ = why;
+    if (PGcancel* c = PQgetCancel(pg_)) {
+      try {
+        // PQcancel connects, sends the request and waits for the server to close:
+        // a blocking call, so it gets a thread of its own, which owns `c`.
+        std::thread([c] {
+          char err[256];
+          (void)PQcancel(c, err, sizeof err);
+          PQfreeCancel(c);
+        }).detach();
+      } catch (const std::system_error&) {
+        PQfreeCancel(c);  // no thread: the answer will not come, and cancel_wait gives up
+      }
+    }
+    ++generation_;
+    timer_set_ = true;
+    timer_.expires_after(cancel_wait);
+    timer_.async_wait([self = shared_from_this(), gen = generation_, why](const error_code& ec) {
+      if (!ec && gen == self->generation_)
+        self->give_up("no answer from the server within " + std::to_string(self->cancel_wait.count()) +
+                      " ms after asking it to cancel (" + why + ")");
+    });
+  }
+
+  // The connection is lost on purpose: every wait ends, and the operation fails.
+  void give_up(std::string why) {
+    gave_up_ = true;
+    dead_ = true;
+    dead_reason_ = std::move(why);
+    error_code ignored;
+    sock_.cancel(ignored);
+  }
+
+  // Closes the connection (PQfinish); pending waits end with operation_aborted, a
+  // batch still out ends lost.
+  void close() noexcept {
+    disarm();
+    close_connection();
+  }
+
+  // In a child process after fork(): frees the connection without a word to the
+  // server, whose session is the parent's (libpq_driver::abandon() does the same).
+  // Both descriptors are pointed at /dev/null first, so neither libpq's goodbye nor
+  // Asio's deregistration reaches the socket, or the epoll set shared with the parent.
+  void abandon_after_fork() noexcept {
+    const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0) {
+      if (pg_ != nullptr && PQsocket(pg_) >= 0) ::dup2(devnull, PQsocket(pg_));
+      if (sock_.is_open()) ::dup2(devnull, sock_.native_handle());
+      ::close(devnull);
+    }
+    close();
+  }
+
+  [[nodiscard]] std::string application_name() const {
+    if (pg_ == nullptr) return {};
+    if (const char* v = PQparameterStatus(pg_, "application_name")) return v;
+    std::string name, fallback;
+    if (PQconninfoOption* opts = PQconninfo(pg_)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+        if (o->val == nullptr) continue;
+        if (std::strcmp(o->keyword, "application_name") == 0) name = o->val;
+        if (std::strcmp(o->keyword, "fallback_application_name") == 0) fallback = o->val;
+      }
+      PQconninfoFree(opts);
+    }
+    return name.empty() ? fallback : name;
+  }
+
+ private:
+  enum class phase { idle, connecting, exchanging };
+  enum class reading { answer, terminator, sync };
+
+  static std::string trim(const char* s) {
+    std::string r = s != nullptr ? s : "";
+    while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
+    return r;
+  }
+  static std::string field_of(const PGresult* r, int code) {
+    const char* v = PQresultErrorField(r, code);
+    return v != nullptr ? v : "";
+  }
+  static server_state state_of(PGTransactionStatusType t) {
+    switch (t) {
+      case PQTRANS_IDLE: return server_state::idle;
+      case PQTRANS_INTRANS: return server_state::in_transaction;
+      case PQTRANS_INERROR: return server_state::failed_transaction;
+      default: return server_state::unknown;
+    }
+  }
+  static std::string not_connected() { return "the connection is not open (async_connect() first)"; }
+
+  [[noreturn]] void fail_connect(const std::string& why) {
+    std::string msg = why.rfind("could not connect", 0) == 0 ? why : "could not connect: " + why;
+    close_connection();
+    dead_reason_ = msg;
+    throw connection_error(msg);
+  }
+
+  void close_connection() noexcept {
+    try {
+      if (!finished_) lose("the connection was closed");
+    } catch (...) {
+      finished_ = true;  // out of memory for the message: the batch still ends
+    }
+    error_code ignored;
+    sock_.close(ignored);
+    if (pg_ != nullptr) PQfinish(pg_);
+    pg_ = nullptr;
+    dead_ = true;
+    dead_reason_ = "the connection was closed";
+    phase_ = phase::idle;
+    finished_ = true;
+    flushing_ = false;
+    ino_ = 0;
+  }
+
+  // Asio watches a duplicate of libpq's socket; a new one after libpq switched sockets.
+  void watch_socket() {
+    const int fd = PQsocket(pg_);
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0) fail_connect("libpq has no socket");
+    if (sock_.is_open() && st.st_ino == ino_ && st.st_dev == dev_) return;
+    error_code ignored;
+    sock_.close(ignored);
+    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) fail_connect(std::string("dup of the socket failed: ") + std::strerror(errno));
+    error_code ec;
+    sock_.assign(dup, ec);
+    if (ec) {
+      ::close(dup);
+      fail_connect("the socket cannot be watched: " + ec.message());
+    }
+    ino_ = st.st_ino;
+    dev_ = st.st_dev;
+  }
+
+  // While our batch does not fit the socket, keep reading: a server blocked on
+  // sending us answers does not read the rest of the batch.
+  void watch_input_while_flushing() {
+    if (watching_) return;
+    watching_ = true;
+    sock_.async_wait(net::posix::stream_descriptor::wait_read, [self = shared_from_this()](const error_code& ec) {
+      self->watching_ = false;
+      if (ec || self->pg_ == nullptr || self->finished_ || !self->flushing_) return;
+      (void)PQconsumeInput(self->pg_);  // a failure shows in the next PQflush
+      self->watch_input_while_flushing();
+    });
+  }
+
+  // One PGresult of the batch; false when the batch is over (complete or lost).
+  bool take_result(PGresult* raw) {
+    switch (reading_) {
+      case reading::answer: {
+        if (raw == nullptr) {
+          lose(trim(PQerrorMessage(pg_)));
+          return false;
+        }
+        result res{pqscope::detail::adopt(raw)};
+        reply& r = reply_.replies[index_];
+        switch (PQresultStatus(raw)) {
+          case PGRES_COMMAND_OK:
+          case PGRES_TUPLES_OK:
+          case PGRES_EMPTY_QUERY:
+            r.st = reply::status::ok;
+            r.command = PQcmdStatus(raw);
+            r.res = std::move(res);
+            break;
+          case PGRES_PIPELINE_ABORTED: r.st = reply::status::skipped; break;
+          case PGRES_FATAL_ERROR:
+            if (PQstatus(pg_) == CONNECTION_BAD) {
+              lose(trim(PQresultErrorMessage(raw)));
+              return false;
+            }
+            r.st = reply::status::error;
+            r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
+            r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
+            r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
+            r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+            if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+            if (cancel_sent_ && r.sqlstate == "57014") r.message += " (" + cancel_reason_ + ")";
+            break;
+          default:
+            lose("unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+            return false;
+        }
+        reading_ = reading::terminator;
+        return true;
+      }
+      case reading::terminator:
+        if (raw != nullptr) {  // each statement's answers end with a null result
+          PQclear(raw);
+          lose("unexpected extra answer from the server");
+          return false;
+        }
+        reading_ = ++index_ < reply_.replies.size() ? reading::answer : reading::sync;
+        return true;
+      case reading::sync: {
+        const bool ok = raw != nullptr && PQresultStatus(raw) == PGRES_PIPELINE_SYNC;
+        if (raw != nullptr) PQclear(raw);
+        if (!ok) {
+          lose(trim(PQerrorMessage(pg_)));
+          return false;
+        }
+        if (PQexitPipelineMode(pg_) != 1) {
+          lose(trim(PQerrorMessage(pg_)));
+          return false;
+        }
+        reply_.state = state_of(PQtransactionStatus(pg_));
+        finished_ = true;
+        phase_ = phase::idle;
+        return false;
+      }
+    }
+    return false;
+  }
+
+  void lose_or_fail(const std::string& why) {
+    if (phase_ == phase::connecting) return give_up("could not connect: " + why);
+    lose(why);
+  }
+
+  // The batch ends lost: answers already read stay, the rest never ran as far as we
+  // know, and the connection is unusable until the next connect.
+  void lose(std::string why) {
+    if (why.empty()) why = "connection lost";
+    reply_.lost = true;
+    reply_.lost_message = why;
+    reply_.state = server_state::unknown;
+    finished_ = true;
+    flushing_ = false;
+    phase_ = phase::idle;
+    if (!dead_) {
+      dead_ = true;
+      dead_reason_ = std::move(why);
+    }
+    error_code ignored;
+    sock_.close(ignored);  // our duplicate; libpq's socket goes with PQfinish
+    ino_ = 0;
+    if (gave_up_ && pg_ != nullptr) {
+      // Given up on a peer that does not answer: close our end now, so that if the
+      // server is still there it sees the client go and rolls back.
+      PQfinish(pg_);
+      pg_ = nullptr;
+    }
+  }
+
+  PGconn* pg_ = nullptr;
+  net::posix::stream_descriptor sock_;
+  net::steady_timer timer_;
+  ino_t ino_ = 0;
+  dev_t dev_ = 0;
+  phase phase_ = phase::idle;
+  PostgresPollingStatusType poll_ = PGRES_POLLING_WRITING;
+  bool dead_ = true, gave_up_ = false;
+  std::string dead_reason_ = not_connected();
+  // the batch
+  batch_reply reply_;
+  std::size_t index_ = 0;
+  reading reading_ = reading::sync;
+  bool finished_ = true, flushing_ = false, watching_ = false;
+  bool cancel_sent_ = false;
+  std::string cancel_reason_;
+  // deadlines
+  std::uint64_t generation_ = 0;
+  bool deadline_armed_ = false, timer_set_ = false;
+};
+
+// ---- operations on a link --------------------------------------------------------
+// Internal building blocks of the connection's operations. They never complete
+// inside the call that starts them.
+
+// One batch: completes with its batch_reply (lost if the connection failed).
+class exchange_op {
+ public:
+  exchange_op(std::shared_ptr<link> l, const std::vector<statement>& statements)
+      : l_(std::move(l)), statements_(&statements) {}
+
+  template <class Self>
+  void operator()(Self& self, error_code ec = {}) {
+    switch (state_) {
+      case state::start:
+        l_->start_batch(*statements_);
+        statements_ = nullptr;  // libpq holds its own copy now
+        if (l_->batch_step() == next_wait::done) {
+          state_ = state::deliver;
+          return net::post(std::move(self));
+        }
+        break;
+      case state::deliver: return self.complete(l_->take_reply());
+      case state::wait:
+        if (ec) {
+          if (l_->wait_failed(ec)) {
+            l_->settle_failed_batch();
+            return self.complete(l_->take_reply());
+          }
+        } else if (waiting_ == next_wait::read) {
+          l_->consume_input();
+        }
+        break;
+    }
+    waiting_ = l_->batch_step();
+    if (waiting_ == next_wait::done) return self.complete(l_->take_reply());
+    state_ = state::wait;
+    l_->async_wait(waiting_, std::move(self));
+  }
+
+ private:
+  enum class state { start, deliver, wait };
+  std::shared_ptr<link> l_;
+  const std::vector<statement>* statements_;
+  state state_ = state::start;
+  next_wait waiting_ = next_wait::done;
+};
+
+template <class Token>
+auto async_exchange(std::shared_ptr<link> l, const std::vector<statement>& statements, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), statements}, token, ex);
+}
+
+// Connects a link: completes with nullptr, or the connection_error / usage_error.
+class open_op {
+ public:
+  open_op(std::shared_ptr<link> l, std::string conninfo, std::string app)
+      : l_(std::move(l)), conninfo_(std::move(conninfo)), app_(std::move(app)) {}
+
+  template <class Self>
+  void operator()(Self& self, error_code ec = {}) {
+    bool after_wait = false;
+    switch (state_) {
+      case state::start:
+        try {
+          l_->start_connect(conninfo_, app_);
+          // libpq enforces connect_timeout only when it blocks: here it is ours to do.
+          if (!l_->deadline_armed()) l_->arm_deadline(l_->connect_timeout(), "connect_timeout expired");
+        } catch (...) {
+          error_ = std::current_exception();
+          state_ = state::deliver;
+          return net::post(std::move(self));
+        }
+        break;
+      case state::deliver: return self.complete(error_);
+      case state::wait:
+        if (ec && l_->wait_failed(ec)) {
+          try {
+            (void)l_->connect_step(false);  // throws the reason
+            throw connection_error("could not connect: " + ec.message());
+          } catch (...) {
+            return self.complete(std::current_exception());
+          }
+        }
+        after_wait = !ec;
+        break;
+    }
+    try {
+      const next_wait w = l_->connect_step(after_wait);
+      if (w == next_wait::done) {
+        if (state_ == state::start) {
+          state_ = state::deliver;
+          return net::post(std::move(self));
+        }
+        return self.complete(std::exception_ptr());
+      }
+      state_ = state::wait;
+      l_->async_wait(w, std::move(self));
+    } catch (...) {
+      if (state_ == state::start) {
+        error_ = std::current_exception();
+        state_ = state::deliver;
+        return net::post(std::move(self));
+      }
+      self.complete(std::current_exception());
+    }
+  }
+
+ private:
+  enum class state { start, deliver, wait };
+  std::shared_ptr<link> l_;
+  std::string conninfo_, app_;
+  state state_ = state::start;
+  std::exception_ptr error_;
+};
+
+template <class Token>
+auto async_open(std::shared_ptr<link> l, std::string conninfo, std::string app, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(std::exception_ptr)>(open_op{std::move(l), std::move(conninfo), std::move(app)},
+                                                             token, ex);
+}
+
+}  // namespace pqscope::asio::detail
+// #include <pqscope/asio/connection.hpp>
+// pqscope::asio::connection: the asynchronous face of the scope machine.
+//
+// The transaction logic is detail::scope_machine, the same object the blocking
+// connection drives. An operation here does what sync_session does, as one Asio
+// composed operation instead of one blocking call:
+//
+//   start      queue what the operation needs (queue_statement, end_scope, ...)
+//   loop       while (machine.wants_send()) machine.apply(co_await exchange(machine.plan()))
+//   resolve    a lost COMMIT with resolve_in_doubt: pg_xact_status on a fresh connection
+//   finish     the machine's end step, which returns the value or throws
+//
+// One operation at a time per connection: a second one started while the first is
+// running fails with usage_error, and sends nothing. Every operation completes with
+// std::exception_ptr first (use_awaitable rethrows it): the same exception types as
+// the blocking connection, for the same causes.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/defer.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+// #include <pqscope/connection.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/database.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/driver.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/options.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/params.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/result.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/stats.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/application_name.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/scope_machine.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/session_state.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/asio/link.hpp> (inlined above)
+
+namespace pqscope::asio {
+
+class connection;
+class transaction;
+
+// One statement and its parameters, as an operation takes it. The text and the
+// parameters are copied, so the operation may start after the caller's values are
+// gone:
+//   co_await c.async_execute("SELECT 1", use_awaitable);
+//   co_await c.async_execute({"UPDATE account SET cents = $1 WHERE id = $2", cents, id}, use_awaitable);
+// Parameters are the blocking connection's (params.hpp): encoded when the
+// operation starts, and an error in them fails the operation.
+class query {
+ public:
+  query(const char* sql) : sql_(sql != nullptr ? sql : "") {}  // NOLINT: implicit on purpose
+  query(std::string sql) : sql_(std::move(sql)) {}              // NOLINT
+  query(std::string_view sql) : sql_(sql) {}                    // NOLINT
+  query(const allow_session_state& s) : sql_(s.sql), session_state_allowed_(true) {}  // NOLINT
+  template <class Sql, class P, class... Ps>
+  query(Sql&& sql, const P& p, const Ps&... ps)  // NOLINT: implicit, so that {sql, params...} works
+      : query(std::forward<Sql>(sql)) {
+    params_ = std::make_shared<const params_of<stored_t<P>, stored_t<Ps>...>>(store(p), store(ps)...);
+    count_ = 1 + sizeof...(Ps);
+  }
+
+  [[nodiscard]] std::string_view text() const noexcept { return sql_; }
+  [[nodiscard]] std::size_t param_count() const noexcept { return count_; }
+  [[nodiscard]] bool session_state_allowed() const noexcept { return session_state_allowed_; }
+
+ private:
+  friend struct detail_access;
+
+  // The text as libpq wants it: NUL-terminated, with no NUL inside.
+  [[nodiscard]] const char* c_str() const {
+    if (std::strlen(sql_.c_str()) != sql_.size()) throw usage_error("the SQL text contains a NUL byte");
+    return sql_.c_str();
+  }
+  [[nodiscard]] pqscope::detail::param_list params() const {
+    return params_ ? params_->make() : pqscope::detail::param_list{};
+  }
+
+  // What a parameter is kept as: views and C strings become strings of their own.
+  template <class T>
+  static auto store(const T& v) {
+    if constexpr (std::is_array_v<T> && std::is_same_v<std::remove_cv_t<std::remove_extent_t<T>>, char>) {
+      return std::string(v, ::strnlen(v, std::extent_v<T>));  // as params.hpp reads a char array
+    } else if constexpr (std::is_same_v<T, const char*> || std::is_same_v<T, char*>) {
+      return v != nullptr ? std::optional<std::string>(v) : std::optional<std::string>();
+    } else if constexpr (std::is_same_v<T, std::string_view>) {
+      return std::string(v);
+    } else if constexpr (std::is_same_v<T, std::optional<std::string_view>>) {
+      return v ? std::optional<std::string>(std::string(*v)) : std::optional<std::string>();
+    } else {
+      return v;
+    }
+  }
+  template <class T>
+  using stored_t = decltype(store(std::declval<const T&>()));
+
+  struct params_base {
+    params_base() = default;
+    params_base(const params_base&) = delete;
+    params_base& operator=(const params_base&) = delete;
+    params_base(params_base&&) = delete;
+    params_base& operator=(params_base&&) = delete;
+    virtual ~params_base() = default;
+    [[nodiscard]] virtual pqscope::detail::param_list make() const = 0;
+  };
+  template <class... Ts>
+  struct params_of final : params_base {
+    explicit params_of(Ts... v) : values(std::move(v)...) {}
+    [[nodiscard]] pqscope::detail::param_list make() const override {
+      return std::apply([](const Ts&... v) { return pqscope::detail::param_list::of(v...); }, values);
+    }
+    std::tuple<Ts...> values;
+  };
+
+  std::string sql_;
+  bool session_state_allowed_ = false;
+  std::shared_ptr<const params_base> params_;
+  std::size_t count_ = 0;
+};
+
+struct detail_access {
+  static const char* c_str(const query& q) { return q.c_str(); }
+  static pqscope::detail::param_list params(const query& q) { return q.params(); }
+};
+
+namespace detail {
+
+using clock = std::chrono::steady_clock;
+
+// The machine, the link, and who is using them. Shared by the connection object
+// and its operations in flight.
+class session final : public pqscope::detail::sender, public std::enable_shared_from_this<session> {
+ public:
+  session(const net::any_io_executor& ex, std::string info, connection_options o)
+      : executor(ex), conninfo(std::move(info)), options(std::move(o)), io(std::make_shared<link>(ex)), gate(ex) {
+    machine.set_observer(options.observer);
+  }
+
+  pqscope::detail::scope_machine machine;
+  net::any_io_executor executor;
+  std::string conninfo;
+  connection_options options;
+  std::shared_ptr<link> io;
+  std::chrono::milliseconds timeout{0};
+  std::weak_ptr<link> resolver;  // the fresh connection asking about a lost COMMIT
+
+  // A user operation is running (or waiting for the gate).
+  bool user_busy = false;
+  bool closed = false;
+  // A rollback that no one awaits is running: a scope's object was destroyed open.
+  // User operations wait for it at the gate, a timer that never expires by itself.
+  bool background = false;
+  net::steady_timer gate;
+  // Scopes whose objects were destroyed open while an operation was running.
+  std::vector<std::uint64_t> abandoned;
+
+  // statement_slot::wait() calls this for a batched result read before it was sent:
+  // the blocking connection would send the batch here, which a coroutine cannot do.
+  void flush() override {
+    throw usage_error(
+        "a batched statement's result was read before the batch was sent; on an asynchronous connection, "
+        "co_await async_flush() first (or use async_query_value, which sends the batch)");
+  }
+
+  // Machine calls that are not operations (opening a scope, on_commit, set_local)
+  // are refused while an operation runs: it owns the machine until it completes.
+  pqscope::detail::scope_machine& idle_machine(const char* what) {
+    if (user_busy)
+      throw usage_error(std::string(what) + " while an operation is in progress on this connection; "
+                                            "one operation at a time, and await each before the next call");
+    return machine;
+  }
+
+  // A scope's object was destroyed while the scope was open (a coroutine destroyed
+  // mid-scope, an exception past a transaction object). Nested scopes end at once,
+  // as in the blocking connection (nothing is sent for them). The outermost one's
+  // ROLLBACK goes out at once, in the background, and every later operation waits
+  // for it: no transaction is left idle on the server.
+  void abandon(std::uint64_t id) noexcept {
+    try {
+      abandoned.push_back(id);
+    } catch (...) {
+      return;  // out of memory: the connection's close will end the session
+    }
+    process_abandoned();
+  }
+
+  void process_abandoned() noexcept;
+  void start_background();
+
+  void check_session_state(const query& q) const {
+    if (options.pooling != pooling::transaction || q.session_state_allowed()) return;
+    std::string hazard = pqscope::detail::session_state_hazard(q.text());
+    if (!hazard.empty()) throw usage_error(hazard);
+  }
+
+  void notify_refusal(const query& q, const std::exception& e) const noexcept {
+    if (!options.observer) return;
+    statement_event ev;
+    ev.sql = q.text();
+    ev.params = q.param_count();
+    ev.depth = machine.depth();
+    ev.error = &e;
+    try {
+      options.observer(ev);
+    } catch (...) {
+      // a logging hook must not change what the transaction does
+    }
+  }
+
+  void close() noexcept {
+    closed = true;
+    // In a forked child, closing would end the parent's session.
+    const bool ours = machine.opened_by_this_process();
+    machine.mark_closed();
+    if (ours)
+      io->close();
+    else
+      io->abandon_after_fork();
+    if (auto r = resolver.lock()) r->close();
+    error_code ignored;
+    gate.cancel(ignored);
+  }
+
+  // connection::cancel(): the operation in flight, and a resolution it waits for.
+  void cancel() {
+    io->request_cancel("canceled");
+    if (auto r = resolver.lock()) r->request_cancel("canceled");
+  }
+
+  [[nodiscard]] std::string timeout_text() const {
+    return "timed out after " + std::to_string(timeout.count()) + " ms";
+  }
+};
+
+// pg_xact_status of a transaction whose COMMIT got no answer, asked on a fresh
+// connection: "committed", "aborted", or why it could not tell (as
+// driver_session::xact_status says it).
+inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, std::string xid) {
+  auto l = std::make_shared<link>(s->executor);
+  l->cancel_wait = s->io->cancel_wait;
+  s->resolver = l;
+  std::string outcome;
+  try {
+    l->arm_deadline(s->timeout, s->timeout_text());
+    co_await async_open(l, s->conninfo, "pqscope in-doubt resolver", net::use_awaitable);
+    const char* values[] = {xid.c_str()};
+    const std::vector<statement> ask{statement{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr}};
+    net::steady_timer pause(s->executor);
+    // A backend that was cut off may still be finishing: wait for its verdict.
+    for (int attempt = 0; attempt < 100 && outcome.empty(); ++attempt) {
+      const batch_reply br = co_await async_exchange(l, ask, net::use_awaitable);
+      if (br.lost) {
+        outcome = "connection lost: " + br.lost_message;
+        break;
+      }
+      const reply& r = br.replies.front();
+      if (r.st != reply::status::ok) {
+        outcome = "error: " + r.message;
+      } else if (r.res.size() != 1 || r.res[0][0].is_null()) {
+        outcome = "unknown xid";
+      } else if (std::string status(r.res[0][0].text()); status != "in progress") {
+        outcome = status;
+      } else {
+        pause.expires_after(std::chrono::milliseconds(50));
+        co_await pause.async_wait(net::use_awaitable);
+      }
+    }
+    if (outcome.empty()) outcome = "still in progress after 5 s";
+  } catch (const std::exception& e) {
+    outcome = e.what();
+  } catch (...) {
+    outcome = "unknown failure";
+  }
+  l->close();
+  co_return outcome;
+}
+
+// ---- what operations do with the machine -----------------------------------------
+// A work type is one operation's part of sync_session:
+//   bool start(session&)                      queue; true: drive the loop
+//   value_type finish(session&)               the end step: the value, or throws
+//   optional<string> in_doubt(session&)        (end of a scope) the xid to resolve
+//   void settle(session&)                      (optional) told the outcome, either way
+//   background / connects                      see machine_op
+
+struct work_base {
+  static constexpr bool background = false;  // a rollback no one awaits (abandoned scope)
+  static constexpr bool connects = false;    // opens the link after start()
+  std::optional<std::string> in_doubt(session&) const { return std::nullopt; }
+};
+
+// execute(): an unbatched statement is sent now; a batched one waits in the queue
+// and its result is filled by the send that carries it (flush_batched: sent now).
+struct statement_work : work_base {
+  using value_type = result;
+  explicit statement_work(query text, bool send_batched = false)
+      : data(std::make_unique<owned>(owned{std::move(text), {}})), flush_batched(send_batched) {}
+
+  bool start(session& s) {
+    const query& q = data->q;
+    try {
+      s.check_session_state(q);
+      const char* sql = detail_access::c_str(q);
+      data->params.emplace(detail_access::params(q));
+      slot = s.machine.queue_statement(sql, q.text(), *data->params, s.weak_from_this());
+    } catch (const std::exception& e) {
+      s.notify_refusal(q, e);
+      throw;
+    }
+    if (!slot->batched) return true;
+    if (!flush_batched) return false;
+    s.machine.request_flush();
+    return true;
+  }
+
+  result finish(session& s) {
+    if (slot->batched && !flush_batched) return result(std::shared_ptr<pqscope::detail::deferred_answer>(slot));
+    s.machine.finish();
+    return slot->wait();
+  }
+
+  // The slot points into these until the statement is sent (or it owns a copy):
+  // they stay put while the operation object moves from handler to handler.
+  struct owned {
+    query q;
+    std::optional<pqscope::detail::param_list> params;
+  };
+  std::unique_ptr<owned> data;
+  bool flush_batched;
+  std::shared_ptr<pqscope::detail::statement_slot> slot;
+};
+
+template <class T>
+struct query_value_work : statement_work {
+  using value_type = T;
+  explicit query_value_work(query text) : statement_work(std::move(text), /*send_batched=*/true) {}
+  T finish(session& s) {
+    result r = statement_work::finish(s);
+    if (r.size() != 1 || r.columns() != 1)
+      throw conversion_error("query_value() needs exactly one row of one column, but the query returned " +
+                             std::to_string(r.size()) + " row(s) of " + std::to_string(r.columns()) + " column(s)");
+    return r[0][0].template as<T>();
+  }
+};
+
+struct flush_work : work_base {
+  using value_type = void;
+  bool start(session& s) {
+    s.machine.request_flush();
+    return true;
+  }
+  void finish(session& s) { s.machine.finish(); }
+};
+
+// The state of one scope object, shared with the operation that ends it.
+struct scope_record {
+  enum class state { open, ending, committed, rolled_back, moved_from };
+  state st = state::open;
+};
+
+// commit() / rollback() of a scope: sync_session::end().
+struct end_work : work_base {
+  using value_type = void;
+  end_work(std::uint64_t scope, bool do_commit, std::shared_ptr<scope_record> r)
+      : id(scope), commit(do_commit), record(std::move(r)) {}
+
+  bool start(session& s) {
+    record->st = scope_record::state::ending;
+    if (s.machine.end_scope(id, commit)) return true;
+    nested = true;
+    committed = commit;
+    return false;
+  }
+  std::optional<std::string> in_doubt(session& s) const {
+    return nested ? std::nullopt : s.machine.needs_resolution();
+  }
+  void finish(session& s) {
+    if (!nested) s.machine.finish_end(&committed);
+  }
+  // As transaction::finish(): the scope has ended if it left the stack; an
+  // on_commit callback may have thrown after a successful COMMIT.
+  void settle(session& s) {
+    if (s.machine.index_of(id))
+      record->st = scope_record::state::open;
+    else
+      record->st = committed ? scope_record::state::committed : scope_record::state::rolled_back;
+  }
+
+  std::uint64_t id;
+  bool commit, nested = false, committed = false;
+  std::shared_ptr<scope_record> record;
+};
+
+// Ends scope `id` and every scope inside it by rolling back, quietly: sync_session::abandon().
+struct abandon_work : work_base {
+  using value_type = void;
+  explicit abandon_work(std::uint64_t scope) : id(scope) {}
+  bool start(session& s) {
+    auto at = s.machine.index_of(id);
+    if (!at) return false;
+    while (s.machine.depth() > *at)
+      if (s.machine.end_scope(s.machine.innermost_id(), false, /*quiet=*/true)) {
+        outermost = true;
+        return true;
+      }
+    return false;
+  }
+  void finish(session& s) {
+    if (outermost) s.machine.finish_end();
+  }
+  std::uint64_t id;
+  bool outermost = false;
+};
+
+// The outermost ROLLBACK of an abandoned scope, already queued by end_scope().
+struct background_work : work_base {
+  using value_type = void;
+  static constexpr bool background = true;
+  bool start(session&) { return true; }
+  void finish(session& s) { s.machine.finish_end(); }
+};
+
+struct connect_work : work_base {
+  using value_type = void;
+  static constexpr bool connects = true;
+  bool start(session& s) {
+    if (!s.machine.opened_by_this_process()) s.machine.check_usable();
+    if (s.machine.depth() != 0)
+      throw usage_error("async_connect() with " + std::to_string(s.machine.depth()) +
+                        " scope(s) open; end them first");
+    return true;
+  }
+  void finish(session& s) { s.machine.mark_open(); }
+};
+
+template <class Work, class = void>
+struct has_settle : std::false_type {};
+template <class Work>
+struct has_settle<Work, std::void_t<decltype(std::declval<Work&>().settle(std::declval<session&>()))>>
+    : std::true_type {};
+
+template <class T>
+struct signature_of {
+  using type = void(std::exception_ptr, T);
+};
+template <>
+struct signature_of<void> {
+  using type = void(std::exception_ptr);
+};
+
+// One operation: the blocking loop of sync_session as an Asio composed operation.
+template <class Work>
+class machine_op {
+ public:
+  using value_type = typename Work::value_type;
+
+  machine_op(std::shared_ptr<session> s, Work w) : s_(std::move(s)), w_(std::move(w)) {}
+
+  // Started; or posted back to deliver an outcome found while starting (a handler
+  // is never called from inside the function that started the operation).
+  template <class Self>
+  void operator()(Self& self) {
+    if (state_ == state::deliver) return deliver(self);
+    starting_ = true;
+    enter(self);
+  }
+  // The gate opened: the background rollback before us has ended (or the connection
+  // was closed). Still running: this wait was cancelled through a cancellation slot.
+  template <class Self>
+  void operator()(Self& self, const error_code&) {
+    if (s_->background && !s_->closed) {
+      error_ = std::make_exception_ptr(query_canceled(
+          "the operation was canceled before it started, while a rollback was still in progress", "57014"));
+      return done(self);
+    }
+    run(self);
+  }
+  // The link is open, or could not be opened.
+  template <class Self>
+  void operator()(Self& self, std::exception_ptr e) {
+    if (e) {
+      error_ = std::move(e);
+      return done(self);
+    }
+    drive(self);
+  }
+  template <class Self>
+  void operator()(Self& self, batch_reply br) {
+    s_->machine.apply(std::move(br));
+    drive(self);
+  }
+  // The fresh connection's verdict on a lost COMMIT.
+  template <class Self>
+  void operator()(Self& self, const std::exception_ptr&, std::string outcome) {
+    s_->machine.resolve(std::move(outcome));
+    finish(self);
+  }
+
+ private:
+  enum class state { start, deliver };
+
+  // Every suspension goes through here: after it, a completion is no longer inside
+  // the starting call.
+  template <class Self>
+  Self&& park(Self& self) {
+    starting_ = false;
+    return std::move(self);
+  }
+
+  template <class Self>
+  void enter(Self& self) {
+    if constexpr (Work::background) {
+      s_->background = true;
+      s_->gate.expires_at(net::steady_timer::time_point::max());
+      owns_ = true;
+      run(self);
+    } else {
+      if (s_->user_busy) {
+        error_ = std::make_exception_ptr(usage_error(
+            "an operation was started while another one is in progress on this connection; one at a time: "
+            "await each operation before starting the next"));
+        return done(self);
+      }
+      s_->user_busy = true;
+      owns_ = true;
+      if (s_->background) return s_->gate.async_wait(park(self));
+      run(self);
+    }
+  }
+
+  template <class Self>
+  void run(Self& self) {
+    s_->io->arm_deadline(s_->timeout, s_->timeout_text());
+    try {
+      if (!w_.start(*s_)) return finish(self);
+    } catch (...) {
+      error_ = std::current_exception();
+      return done(self);
+    }
+    if constexpr (Work::connects) {
+      return async_open(s_->io, s_->conninfo, pqscope::detail::default_application_name(), park(self));
+    } else {
+      drive(self);
+    }
+  }
+
+  template <class Self>
+  void drive(Self& self) {
+    if (s_->machine.wants_send()) return async_exchange(s_->io, s_->machine.plan(), park(self));
+    if (!asked_) {
+      asked_ = true;
+      if (auto xid = w_.in_doubt(*s_)) return net::co_spawn(s_->executor, resolve_xact(s_, std::move(*xid)), park(self));
+    }
+    finish(self);
+  }
+
+  template <class Self>
+  void finish(Self& self) {
+    try {
+      if constexpr (std::is_void_v<value_type>)
+        w_.finish(*s_);
+      else
+        value_.emplace(w_.finish(*s_));
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    done(self);
+  }
+
+  template <class Self>
+  void done(Self& self) {
+    if (owns_) {
+      owns_ = false;
+      if constexpr (has_settle<Work>::value) w_.settle(*s_);
+      s_->io->disarm();
+      if constexpr (Work::background) {
+        s_->background = false;
+        s_->process_abandoned();
+        error_code ignored;
+        if (!s_->background) s_->gate.cancel(ignored);
+      } else {
+        s_->user_busy = false;
+        s_->process_abandoned();
+      }
+    }
+    if (starting_) {
+      // A continuation of the handler that started us (defer, not post): Asio
+      // queues it on this thread without waking the reactor.
+      state_ = state::deliver;
+      return net::defer(park(self));
+    }
+    deliver(self);
+  }
+
+  template <class Self>
+  void deliver(Self& self) {
+    if constexpr (std::is_void_v<value_type>) {
+      self.complete(error_);
+    } else if (value_) {
+      self.complete(error_, std::move(*value_));
+    } else {
+      self.complete(error_, value_type{});
+    }
+  }
+
+  std::shared_ptr<session> s_;
+  Work w_;
+  state state_ = state::start;
+  bool starting_ = false, owns_ = false, asked_ = false;
+  std::exception_ptr error_;
+  std::conditional_t<std::is_void_v<value_type>, bool, std::optional<value_type>> value_{};
+};
+
+template <class Work, class Token>
+auto start(const std::shared_ptr<session>& s, Work w, Token&& token) {
+  using sig = typename signature_of<typename Work::value_type>::type;
+  return net::async_compose<Token, sig>(machine_op<Work>{s, std::move(w)}, token, s->executor);
+}
+
+inline void session::start_background() {
+  start(shared_from_this(), background_work{}, [](const std::exception_ptr&) {});
+}
+
+inline void session::process_abandoned() noexcept {
+  if (user_busy || background) return;  // the operation running owns the machine; it calls again when done
+  try {
+    while (!abandoned.empty()) {
+      const std::uint64_t id = abandoned.front();
+      abandoned.erase(abandoned.begin());
+      auto at = machine.index_of(id);
+      if (!at) continue;  // ended already, with an enclosing scope
+      while (machine.depth() > *at) {
+        if (!machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) continue;
+        // The outermost scope: its ROLLBACK, if anything reached the server.
+        if (machine.wants_send()) return start_background();
+        machine.finish_end();
+      }
+    }
+  } catch (...) {
+    // quiet endings only throw if memory runs out; the frame is gone either way
+  }
+}
+
+struct connection_access;
+
+}  // namespace detail
+
+// An autocommit connection on an Asio executor, with the blocking connection's
+// nested scopes (pqscope::asio::transaction, pqscope::asio::async_atomic). Not
+// thread-safe: use it from one thread at a time (a strand if the io_context runs on
+// several). The destructor closes the session; scopes still open end without a word
+// to the server, which rolls back a transaction whose connection closes.
+class connection {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+
+  connection(const executor_type& ex, std::string conninfo, connection_options options = {})
+      : s_(std::make_shared<detail::session>(ex, std::move(conninfo), std::move(options))) {}
+  connection(const executor_type& ex, const database& db) : connection(ex, db.conninfo(), db.options()) {}
+  template <class ExecutionContext,
+            std::enable_if_t<std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>, int> = 0>
+  connection(ExecutionContext& ctx, std::string conninfo, connection_options options = {})
+      : connection(executor_type(ctx.get_executor()), std::move(conninfo), std::move(options)) {}
+
+  connection(connection&&) noexcept = default;
+  connection& operator=(connection&& other) noexcept {
+    if (this != &other) {
+      close();
+      s_ = std::move(other.s_);
+    }
+    return *this;
+  }
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection() { close(); }
+
+  [[nodiscard]] executor_type get_executor() const { return session().executor; }
+
+  // Opens the session without blocking (PQconnectStartParams / PQconnectPoll).
+  // Also reconnects after a connection_error, at depth 0 only. connect_timeout in
+  // the conninfo bounds it; so does set_timeout(). A host name is looked up by
+  // libpq with a blocking getaddrinfo(): give hostaddr to avoid it.
+  // Completion: void(std::exception_ptr).
+  template <class Token>
+  auto async_connect(Token&& token) {
+    return detail::start(shared(), detail::connect_work{}, std::forward<Token>(token));
+  }
+
+  // Runs one statement (see query). Outside any scope it commits at once; inside,
+  // pending BEGIN/SAVEPOINT/RELEASE ride in the same round trip. In a batched
+  // attempt (transaction_options::batch) it is queued and completes at once with
+  // a result that is filled when the batch is sent: reading it before
+  // co_await async_flush() throws usage_error. Completion: void(std::exception_ptr, result).
+  template <class Token>
+  auto async_execute(query q, Token&& token) {
+    return detail::start(shared(), detail::statement_work{std::move(q)}, std::forward<Token>(token));
+  }
+
+  // One value: the query must return exactly one row of one column. In a batched
+  // attempt it sends the batch (it needs the answer). Completion: void(std::exception_ptr, T).
+  template <class T, class Token>
+  auto async_query_value(query q, Token&& token) {
+    static_assert(!std::is_same_v<T, std::string_view> && !std::is_same_v<T, std::optional<std::string_view>>,
+                  "query_value<std::string_view> would point into a result that is already freed; use std::string");
+    static_assert(std::is_default_constructible_v<T>,
+                  "async_query_value<T>: T must be default-constructible (the completion passes a T with an error)");
+    return detail::start(shared(), detail::query_value_work<T>{std::move(q)}, std::forward<Token>(token));
+  }
+
+  // Sends every statement a batched attempt has queued and waits for the answers;
+  // afterwards their results can be read. batch_failed if one of them failed.
+  // Nothing queued: nothing is sent. Completion: void(std::exception_ptr).
+  template <class Token>
+  auto async_flush(Token&& token) {
+    return detail::start(shared(), detail::flush_work{}, std::forward<Token>(token));
+  }
+
+  // Cancels the operation in flight: a connect is given up; a statement is
+  // cancelled by the server (PQcancel), and the operation completes with
+  // query_canceled (the scope is doomed, as by any failed statement), or normally
+  // if the answer was already on its way. No answer within cancel_wait(): the
+  // connection is given up (connection_error; in_doubt_error if COMMIT was out).
+  // With Boost 1.77 or newer, an operation's cancellation slot does the same.
+  void cancel() { session().cancel(); }
+
+  // Every operation started afterwards is cancelled as by cancel() once it has
+  // run this long (0, the default: never). The server-side limits stay in
+  // transaction_options (statement_timeout, lock_timeout).
+  void set_timeout(std::chrono::milliseconds t) {
+    if (t.count() < 0) throw usage_error("set_timeout(): the timeout must not be negative");
+    session().timeout = t;
+  }
+  [[nodiscard]] std::chrono::milliseconds timeout() const { return session().timeout; }
+  // How long a cancelled operation waits for the server's answer (default 5 s).
+  void set_cancel_wait(std::chrono::milliseconds t) {
+    if (t.count() <= 0) throw usage_error("set_cancel_wait(): the wait must be positive");
+    session().io->cancel_wait = t;
+  }
+  [[nodiscard]] std::chrono::milliseconds cancel_wait() const { return session().io->cancel_wait; }
+
+  // Open scopes on this connection (0: autocommit).
+  [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
+  [[nodiscard]] bool in_transaction() const noexcept { return depth() > 0; }
+
+  // As on the blocking connection: after the outermost transaction commits (at
+  // once outside any scope); dropped if the scope that registered it rolls back.
+  template <class F>
+  void on_commit(F&& fn) {
+    session().idle_machine("on_commit()").on_commit(std::function<void()>(std::forward<F>(fn)));
+  }
+  template <class F>
+  void on_rollback(F&& fn) {
+    session().idle_machine("on_rollback()").on_rollback(std::function<void()>(std::forward<F>(fn)));
+  }
+  // SET LOCAL for the current transaction (sent with the next statement).
+  void set_local(std::string_view name, std::string_view value) {
+    session().idle_machine("set_local()").set_local(name, value);
+  }
+
+  [[nodiscard]] std::string application_name() const { return s_ ? s_->io->application_name() : std::string(); }
+  [[nodiscard]] const connection_stats& stats() const { return session().machine.stats(); }
+  [[nodiscard]] PGconn* native_handle() const { return s_ ? s_->io->native_handle() : nullptr; }
+  [[nodiscard]] bool is_open() const noexcept { return s_ && s_->io->usable(); }
+  [[nodiscard]] const std::string& conninfo() const noexcept {
+    static const std::string none;
+    return s_ ? s_->conninfo : none;
+  }
+  [[nodiscard]] const connection_options& options() const noexcept {
+    static const connection_options none;
+    return s_ ? s_->options : none;
+  }
+
+ private:
+  friend class transaction;
+  friend struct detail::connection_access;
+
+  detail::session& session() const {
+    if (!s_) throw usage_error("this connection was moved from");
+    return *s_;
+  }
+  std::shared_ptr<detail::session> shared() const {
+    session();
+    return s_;
+  }
+
+  void close() noexcept {
+    if (s_) s_->close();
+  }
+
+  std::shared_ptr<detail::session> s_;
+};
+
+namespace detail {
+struct connection_access {
+  static std::shared_ptr<session> of(const connection& c) { return c.shared(); }
+};
+}  // namespace detail
+
+}  // namespace pqscope::asio
+// #include <pqscope/asio/transaction.hpp>
+// Scopes on an asynchronous connection: the transaction object and async_atomic().
+// As in transaction.hpp, these are faces of the scope machine: the outermost scope
+// is a transaction, a nested one a savepoint, and nesting is tracked on the
+// connection, so coroutines nest scopes without knowing about each other.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+// #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/options.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/transaction.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/scope_machine.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/asio/connection.hpp> (inlined above)
+
+namespace pqscope::asio {
+
+namespace detail {
+struct scope_access;
+}
+
+// One scope, opened by the constructor (nothing is sent: BEGIN or SAVEPOINT rides
+// with the next statement). End it with co_await async_commit() or async_rollback().
+//
+// A destructor cannot await: a scope object destroyed open (an exception past it,
+// a coroutine destroyed mid-scope) is rolled back without being awaited. A nested
+// scope ends at once (its ROLLBACK TO rides with the next statement, as on the
+// blocking connection); the outermost one's ROLLBACK is sent at once, in the
+// background, and the connection's next operation waits for it, so the session is
+// never left idle in a transaction. async_atomic() awaits its rollbacks.
+class transaction {
+ public:
+  explicit transaction(connection& c, const transaction_options& options = {})
+      : transaction(checked(detail::connection_access::of(c), options), options, {}) {}
+  transaction(transaction&& other) noexcept
+      : s_(other.s_),  // kept: a moved-from scope still reports its misuse through the handler
+        id_(std::exchange(other.id_, 0)),
+        outermost_(other.outermost_),
+        record_(std::exchange(other.record_, moved_from())) {}
+  transaction& operator=(transaction&&) = delete;
+  transaction(const transaction&) = delete;
+  transaction& operator=(const transaction&) = delete;
+
+  ~transaction() {
+    if (record_ && record_->st == detail::scope_record::state::open && s_ && s_->machine.index_of(id_))
+      s_->abandon(id_);
+  }
+
+  // Outermost: COMMIT, then the on_commit callbacks. Nested: RELEASE SAVEPOINT (sent
+  // with the next statement). A doomed scope rolls back and fails with
+  // transaction_aborted. Either way the scope has ended when the operation
+  // completes, except for usage_error. Completion: void(std::exception_ptr).
+  template <class Token>
+  auto async_commit(Token&& token) {
+    return end(true, std::forward<Token>(token));
+  }
+  // Outermost: ROLLBACK, awaited. Nested: ROLLBACK TO SAVEPOINT, sent with the next statement.
+  template <class Token>
+  auto async_rollback(Token&& token) {
+    return end(false, std::forward<Token>(token));
+  }
+
+  [[nodiscard]] bool is_outermost() const noexcept { return outermost_; }
+
+ private:
+  friend struct detail::scope_access;
+  using state = detail::scope_record::state;
+
+  transaction(std::shared_ptr<detail::session> s, const transaction_options& options,
+              pqscope::detail::attempt_info attempt)
+      : s_(std::move(s)), record_(std::make_shared<detail::scope_record>()) {
+    id_ = s_->idle_machine("opening a scope").open(options, attempt);
+    outermost_ = s_->machine.depth() == 1;
+  }
+
+  static std::shared_ptr<detail::session> checked(std::shared_ptr<detail::session> s,
+                                                  const transaction_options& options) {
+    if (options.retries != 0 || options.batch)
+      throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
+                        " may run a function again, which a transaction object cannot do: use "
+                        "pqscope::asio::async_atomic");
+    return s;
+  }
+
+  static std::shared_ptr<detail::scope_record> moved_from() {
+    auto r = std::make_shared<detail::scope_record>();
+    r->st = state::moved_from;
+    return r;
+  }
+
+  // The checks of transaction::finish(), then the end itself.
+  struct end_checked : detail::end_work {
+    using end_work::end_work;
+    bool start(detail::session& s) {
+      const char* what = commit ? "async_commit()" : "async_rollback()";
+      switch (record->st) {
+        case state::open: break;
+        case state::ending: throw usage_error(std::string(what) + ": this scope is already being ended");
+        case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
+        case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
+        case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
+      }
+      if (!s.machine.index_of(id)) {
+        record->st = state::rolled_back;
+        throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
+                                              "ended first");
+      }
+      return end_work::start(s);
+    }
+    void settle(detail::session& s) {
+      if (record->st == state::ending) end_work::settle(s);
+    }
+  };
+
+  template <class Token>
+  auto end(bool commit, Token&& token) {
+    return detail::start(s_, end_checked{id_, commit, record_}, std::forward<Token>(token));
+  }
+
+  std::shared_ptr<detail::session> s_;
+  std::uint64_t id_ = 0;
+  bool outermost_ = false;
+  std::shared_ptr<detail::scope_record> record_;
+};
+
+namespace detail {
+
+struct scope_access {
+  static transaction open(std::shared_ptr<session> s, const transaction_options& o, pqscope::detail::attempt_info a) {
+    return transaction(std::move(s), o, a);
+  }
+  static bool still_open(const transaction& tx) {
+    return tx.record_->st == scope_record::state::open && tx.s_->machine.index_of(tx.id_).has_value();
+  }
+  static std::uint64_t id(const transaction& tx) { return tx.id_; }
+  static void mark_rolled_back(transaction& tx) { tx.record_->st = scope_record::state::rolled_back; }
+};
+
+template <class A>
+struct awaitable_parts {
+  static_assert(!std::is_same_v<A, A>,
+                "pqscope::asio::async_atomic: the function must return boost::asio::awaitable<T> "
+                "(a coroutine); a plain function belongs in pqscope::atomic");
+};
+template <class T, class Ex>
+struct awaitable_parts<boost::asio::awaitable<T, Ex>> {
+  using value_type = T;
+  using executor_type = Ex;
+};
+
+template <class Fn>
+using returned_awaitable_t = std::decay_t<decltype(pqscope::detail::call_with_optional_connection(
+    std::declval<Fn&>(), std::declval<connection&>()))>;
+
+}  // namespace detail
+
+// co_await async_atomic(c, options, fn): runs fn in a scope, commits when its
+// awaitable returns (and returns its value), rolls back and rethrows when it
+// throws; the rollback is awaited before the exception leaves. fn takes the
+// connection (connection&) or nothing, and returns boost::asio::awaitable<T>.
+// Every option means what it means for pqscope::atomic(): retries re-run fn after
+// serialization_failure or deadlock_detected (outermost only), after a pause on an
+// Asio timer; batch queues statements (see connection::async_execute) and runs fn
+// again unbatched if a send fails. fn is moved into the coroutine; the connection
+// must outlive it. Nesting: call async_atomic inside fn.
+template <class Fn>
+auto async_atomic(connection& c, transaction_options options, Fn fn)
+    -> boost::asio::awaitable<typename detail::awaitable_parts<detail::returned_awaitable_t<Fn>>::value_type,
+                              typename detail::awaitable_parts<detail::returned_awaitable_t<Fn>>::executor_type> {
+  using parts = detail::awaitable_parts<detail::returned_awaitable_t<Fn>>;
+  using T = typename parts::value_type;
+  using Ex = typename parts::executor_type;
+  const boost::asio::use_awaitable_t<Ex> awaited{};
+
+  if (options.retries < 0) throw usage_error("transaction_options::retries must not be negative");
+  transaction_options scope = options;
+  scope.retries = 0;
+  scope.batch = false;
+  const bool outermost = c.depth() == 0;
+  const std::shared_ptr<detail::session> s = detail::connection_access::of(c);
+  bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
+  std::size_t number = 0;
+  for (int attempt = 0;; ++number) {
+    const bool batched = outermost && options.batch && !replay;
+    if (replay) s->machine.count_replay();
+    replay = false;
+    {
+      transaction tx = detail::scope_access::open(s, scope, {batched, number});
+      std::exception_ptr failure;
+      try {
+        if constexpr (std::is_void_v<T>) {
+          co_await pqscope::detail::call_with_optional_connection(fn, c);
+          co_await tx.async_commit(awaited);
+          co_return;
+        } else {
+          T value = co_await pqscope::detail::call_with_optional_connection(fn, c);
+          co_await tx.async_commit(awaited);
+          co_return value;
+        }
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      // The attempt failed: what fn left open is rolled back now, and awaited.
+      const bool was_open = detail::scope_access::still_open(tx);
+      if (was_open) {
+        detail::scope_access::mark_rolled_back(tx);
+        co_await detail::start(s, detail::abandon_work{detail::scope_access::id(tx)}, awaited);
+      }
+      if (batched) {
+        if (was_open && !s->machine.voided()) s->machine.check_usable();  // connection_error replaces the failure
+        if (const auto& failed = s->machine.voided()) {
+          // Whatever fn saw or caught, a failed send voids the attempt.
+          const bool conflict = failed->sqlstate == "40001" || failed->sqlstate == "40P01";
+          if (!(conflict && attempt < options.retries)) {
+            replay = true;
+            continue;
+          }
+        } else if (!outermost || attempt >= options.retries || !pqscope::detail::is_retryable(failure)) {
+          std::rethrow_exception(failure);
+        }
+      } else if (!outermost || attempt >= options.retries || !pqscope::detail::is_retryable(failure)) {
+        std::rethrow_exception(failure);
+      }
+    }
+    boost::asio::basic_waitable_timer<std::chrono::steady_clock, boost::asio::wait_traits<std::chrono::steady_clock>,
+                                      Ex>
+        pause(co_await boost::asio::this_coro::executor);
+    pause.expires_after(pqscope::detail::retry_delay(options, attempt));
+    co_await pause.async_wait(awaited);
+    ++attempt;
+  }
+}
+
+template <class Fn>
+auto async_atomic(connection& c, Fn fn) {
+  return async_atomic(c, transaction_options{}, std::move(fn));
+}
+
+}  // namespace pqscope::asio
