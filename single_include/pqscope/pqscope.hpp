@@ -28,6 +28,7 @@
 //      |- transaction_rollback              40xxx
 //      |  |- serialization_failure          40001
 //      |  `- deadlock_detected              40P01
+//      |- read_only_sql_transaction         25006 (a write on a standby or in a READ ONLY transaction)
 //      |- lock_not_available                55P03
 //      `- query_canceled                    57014
 
@@ -178,6 +179,7 @@ PQSCOPE_SQL_ERROR_CLASS(check_violation, integrity_constraint_violation);       
 PQSCOPE_SQL_ERROR_CLASS(transaction_rollback, sql_error);                  // 40xxx
 PQSCOPE_SQL_ERROR_CLASS(serialization_failure, transaction_rollback);      // 40001
 PQSCOPE_SQL_ERROR_CLASS(deadlock_detected, transaction_rollback);          // 40P01
+PQSCOPE_SQL_ERROR_CLASS(read_only_sql_transaction, sql_error);             // 25006
 PQSCOPE_SQL_ERROR_CLASS(lock_not_available, sql_error);                    // 55P03
 PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57014
 
@@ -199,6 +201,7 @@ namespace detail {
   if (is("40P01")) throw deadlock_detected(std::move(f));
   if (in_class("40")) throw transaction_rollback(std::move(f));
   if (in_class("22")) throw data_exception(std::move(f));
+  if (is("25006")) throw read_only_sql_transaction(std::move(f));
   if (is("55P03")) throw lock_not_available(std::move(f));
   if (is("57014")) throw query_canceled(std::move(f));
   throw sql_error(std::move(f));
@@ -4026,6 +4029,7 @@ class driver_session final : public sync_session {
   std::string xact_status(const std::string& xid) noexcept override {
     try {
       Driver fresh;
+      copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
       fresh.open(conninfo, "pqscope in-doubt resolver");
       const char* values[] = {xid.c_str()};
       const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
