@@ -30,9 +30,10 @@
 
 // Boost 1.74 recognises coroutines under clang only with libc++
 // (<experimental/coroutine>); with libstdc++ it has to be told. Defined only when
-// the compiler has coroutines and Asio's configuration has not been read yet.
+// the compiler has C++20 coroutines and Asio did not find them itself. With clang,
+// include this header before Asio's coroutine headers (co_spawn, use_awaitable).
 #if defined(__clang__) && defined(__cpp_impl_coroutine) && !defined(BOOST_ASIO_HAS_CO_AWAIT) && \
-    !defined(BOOST_ASIO_DETAIL_CONFIG_HPP)
+    !defined(BOOST_ASIO_DISABLE_CO_AWAIT)
 #if __has_include(<coroutine>)
 #define BOOST_ASIO_HAS_CO_AWAIT 1
 #define BOOST_ASIO_HAS_STD_COROUTINE 1
@@ -430,7 +431,7 @@ class link : public std::enable_shared_from_this<link> {
     error_code ignored;
     sock_.close(ignored);
     const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) fail_connect(std::string("dup of the socket failed: ") + std::strerror(errno));
+    if (dup < 0) fail_connect("dup of the socket failed: " + std::system_category().message(errno));
     error_code ec;
     sock_.assign(dup, ec);
     if (ec) {
@@ -1123,7 +1124,7 @@ struct abandon_work : work_base {
       }
     return false;
   }
-  void finish(session& s) {
+  void finish(session& s) const {
     if (outermost) s.machine.finish_end();
   }
   std::uint64_t id;
@@ -1561,7 +1562,8 @@ class transaction {
   explicit transaction(connection& c, const transaction_options& options = {})
       : transaction(checked(detail::connection_access::of(c), options), options, {}) {}
   transaction(transaction&& other) noexcept
-      : s_(other.s_),  // kept: a moved-from scope still reports its misuse through the handler
+      // NOLINTNEXTLINE(performance-move-constructor-init): kept, so that a moved-from scope still reports its misuse through the handler
+      : s_(other.s_),
         id_(std::exchange(other.id_, 0)),
         outermost_(other.outermost_),
         record_(std::exchange(other.record_, moved_from())) {}

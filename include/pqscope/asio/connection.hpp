@@ -425,7 +425,7 @@ struct abandon_work : work_base {
       }
     return false;
   }
-  void finish(session& s) {
+  void finish(session& s) const {
     if (outermost) s.machine.finish_end();
   }
   std::uint64_t id;

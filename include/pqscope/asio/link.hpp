@@ -377,7 +377,7 @@ class link : public std::enable_shared_from_this<link> {
     error_code ignored;
     sock_.close(ignored);
     const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) fail_connect(std::string("dup of the socket failed: ") + std::strerror(errno));
+    if (dup < 0) fail_connect("dup of the socket failed: " + std::system_category().message(errno));
     error_code ec;
     sock_.assign(dup, ec);
     if (ec) {
