@@ -98,7 +98,9 @@ int main(int argc, char** argv) try {
   //    NOTIFY is fine through PgBouncer: it is delivered when its transaction commits.
   refuse(conn, "LISTEN pgbouncer_checklist");
   if (argc > 2) {
-    pqscope::connection listener{argv[2]};  // pooling::none: PostgreSQL itself
+    pqscope::connection_options direct;
+    direct.pooling = pqscope::pooling::none;  // PostgreSQL itself: LISTEN belongs here
+    pqscope::connection listener{argv[2], direct};
     listener.execute("LISTEN pgbouncer_checklist");
     conn.execute("SELECT pg_notify('pgbouncer_checklist', 'hello')");
     listener.execute("SELECT 1");  // reads what has arrived, the notification included

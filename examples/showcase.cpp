@@ -91,6 +91,8 @@ int main(int argc, char** argv) try {
     }
     // The ROLLBACK TO SAVEPOINT rides with the next statement, so until then the server
     // shows the transaction as aborted; the open transaction pins a server connection.
+    std::cout << "  the ROLLBACK TO SAVEPOINT has not been sent yet: it rides with the next statement (or the\n"
+                 "  COMMIT), so for now the server still shows the transaction as aborted. It carries on:\n";
     show_activity(c, "inside the open transaction");
   });
   print_accounts(conn);
@@ -100,6 +102,18 @@ int main(int argc, char** argv) try {
   conn.execute("UPDATE showcase_account SET cents = cents + 1 WHERE id = 3");
   std::cout << "  in_transaction() = " << std::boolalpha << conn.in_transaction() << "\n";
   show_activity(conn, "after an autocommit statement");
+
+  std::cout << "\n4. Batched (transaction_options::batch): nothing is read, so BEGIN, both transfers and\n"
+               "   COMMIT travel together, and the server never waits for the client inside the transaction.\n";
+  pqscope::transaction_options batched;
+  batched.batch = true;
+  const auto trips = conn.stats().round_trips;
+  pqscope::atomic(conn, batched, [&](pqscope::connection& c) {
+    transfer(c, 2, 3, 50);
+    transfer(c, 3, 1, 25);
+  });
+  std::cout << "  round trips for that transaction: " << conn.stats().round_trips - trips << "\n";
+  print_accounts(conn);
 
   const auto& s = conn.stats();
   std::cout << "\nround trips: " << s.round_trips << ", statements: " << s.statements

@@ -7,9 +7,12 @@
 #   scripts/dev.sh bench             build bench/ and run it directly and through PgBouncer;
 #                                    writes bench/results/ (table, CSV, PNG chart)
 #   scripts/dev.sh fuzz [SECONDS]    random programs against the semantic model (default 60 s per target)
+#   scripts/dev.sh compile-cost [N]  compile time of the single header and the quick start next to libpqxx
 #   scripts/dev.sh memcheck          the behaviour tests under valgrind memcheck
 #   scripts/dev.sh build [--sanitize]
-#   scripts/dev.sh servers -- CMD... run CMD with the PQSCOPE_TEST_* variables set
+#   scripts/dev.sh servers [--standby] [--pgpool] -- CMD...
+#                                    run CMD with the PQSCOPE_TEST_* variables set; --standby adds
+#                                    a streaming-replication standby, --pgpool Pgpool-II in front
 #   scripts/dev.sh amalgamate        regenerate single_include/pqscope/pqscope.hpp and asio.hpp
 #   scripts/dev.sh deps              install the Debian packages the scripts need
 set -euo pipefail
@@ -18,7 +21,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/servers.sh
 . "$ROOT/scripts/lib/servers.sh"
 
-PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 libpq-dev postgresql-15 pgbouncer libboost-test-dev libboost-dev)
+PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 pkg-config libpq-dev postgresql-15 pgbouncer pgpool2 libboost-test-dev libboost-dev)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {
@@ -40,18 +43,23 @@ deps() {
   if [[ " ${missing[*]} " == *" pgbouncer "* ]] && command -v service >/dev/null; then
     service pgbouncer stop >/dev/null 2>&1 || true
   fi
+  if [[ " ${missing[*]} " == *" pgpool2 "* ]] && command -v service >/dev/null; then
+    service pgpool2 stop >/dev/null 2>&1 || true
+  fi
 }
 
 MODE=normal  # normal | sanitize (ASan + UBSan build)
 
+# build [TARGET...]: everything, or only the targets named.
 build() {
-  local dir=build type=RelWithDebInfo extra=()
+  local dir=build type=RelWithDebInfo extra=() targets=()
   if [ "$MODE" = sanitize ]; then
     dir=build-sanitize type=Debug extra=(-DPQSCOPE_SANITIZE=ON)
   fi
   BUILD_DIR="$ROOT/$dir"
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=$type "${extra[@]}" >/dev/null
-  cmake --build "$BUILD_DIR" -j "$JOBS"
+  [ $# -gt 0 ] && targets=(--target "$@")
+  cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}"
 }
 
 # Runs CTest against fresh servers and ends with one line: "N passed, M failed".
@@ -71,9 +79,9 @@ run_tests() {
   (cd "$BUILD_DIR" && ctest "${args[@]}") 2>&1 | tee "$log" || true
   # Figures some tests print (load test throughput and latency, random programs tried).
   local last="$BUILD_DIR/Testing/Temporary/LastTest.log"
-  if [ -f "$last" ] && grep -qE '^(load: |model/)' "$last"; then
+  if [ -f "$last" ] && grep -qE '^(load: |model/|network_timeout: )' "$last"; then
     echo "--- figures printed by the tests"
-    grep -E '^(load: |model/)' "$last" || true
+    grep -E '^(load: |model/|network_timeout: )' "$last" || true
   fi
   local summary failed total
   if summary=$(grep -Eo '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n1); then
@@ -95,8 +103,8 @@ run_memcheck() {
   # Fewer random programs: valgrind runs them about thirty times slower. (asio_faults
   # is left out: its timeouts and heartbeat bounds are real-time.)
   export PQSCOPE_MODEL_PROGRAMS=300 PQSCOPE_ASIO_MODEL_PROGRAMS=60
-  for t in scope_machine nesting autocommit misuse values atomic connection round_trips faults model observer pool pooler_guard \
-      asio_api asio_model; do
+  for t in scope_machine nesting autocommit misuse values types atomic connection round_trips faults model observer pool \
+      pooler_guard batch subtransactions errors asio_api asio_model; do
     if valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
         --track-origins=yes "$BUILD_DIR/tests/test_$t" --report_level=no >"$BUILD_DIR/memcheck_$t.log" 2>&1; then
       passed=$((passed + 1))
@@ -124,6 +132,8 @@ case "$cmd" in
     [ "${1:-}" = "--sanitize" ] && MODE=sanitize
     deps
     build
+    # The suites also run through Pgpool-II (a third target) in a full run.
+    export PQSCOPE_SERVERS_PGPOOL=${PQSCOPE_SERVERS_PGPOOL:-1}
     run_tests
     ;;
   memcheck)
@@ -133,12 +143,20 @@ case "$cmd" in
     ;;
   demo)
     deps
-    build
+    build showcase  # the demo needs one program, not the whole suite
     trap stop_servers EXIT
     start_servers
     "$BUILD_DIR/examples/showcase" "$PQSCOPE_TEST_PGBOUNCER" "$PQSCOPE_TEST_DIRECT"
     ;;
   servers)
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+      case "$1" in
+        --standby) export PQSCOPE_SERVERS_STANDBY=1 ;;
+        --pgpool) export PQSCOPE_SERVERS_PGPOOL=1 ;;
+        *) echo "unknown option: $1" >&2; exit 2 ;;
+      esac
+      shift
+    done
     [ "${1:-}" = "--" ] && shift
     [ $# -gt 0 ] || { echo "usage: scripts/dev.sh servers -- COMMAND [ARGS...]" >&2; exit 2; }
     deps
@@ -165,7 +183,11 @@ case "$cmd" in
     PQSCOPE_FUZZ_SECONDS=$seconds "$BUILD_DIR/tests/test_model" --run_test=random_seeds_for_a_while
     ;;
   amalgamate) python3 "$ROOT/scripts/amalgamate.py" ;;
-  help | -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
+  compile-cost)
+    deps libpqxx-dev bc
+    "$ROOT/scripts/compile_cost.sh" "$@"
+    ;;
+  help | -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2

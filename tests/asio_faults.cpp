@@ -25,7 +25,7 @@
 
 #include "support/asio_run.hpp"
 #include "support/servers.hpp"
-#include "support/stall_relay.hpp"
+#include "support/asio_stall_relay.hpp"
 
 using namespace std::chrono_literals;
 using pqtest::awaitable;
@@ -256,7 +256,7 @@ BOOST_AUTO_TEST_CASE(timeout_and_cancel_end_in_query_canceled) {
 BOOST_AUTO_TEST_CASE(peer_stops_answering) {
   pqtest::scratch_table table;
   pqtest::for_each_target([&](const pqtest::target& t) {
-    auto relay = std::make_unique<pqtest::stall_relay>(t.conninfo);
+    auto relay = std::make_unique<pqtest::asio_stall_relay>(t.conninfo);
     net::io_context io;
     heartbeat beat(io);
     std::string app;
@@ -339,7 +339,7 @@ BOOST_AUTO_TEST_CASE(lost_commit_is_in_doubt_or_resolved) {
   pqtest::empty(table);
   const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
   for (bool resolve : {false, true}) BOOST_TEST_CONTEXT((resolve ? "resolve_in_doubt" : "plain")) {
-      pqtest::stall_relay relay{t.conninfo};
+      pqtest::asio_stall_relay relay{t.conninfo};
       net::io_context io;
       heartbeat beat(io);
       pqtest::run_coro(io, [&]() -> awaitable<void> {

@@ -37,7 +37,8 @@ void kill_backend(int pid) {
 // libpq_driver with a fault at COMMIT: the backend is killed just before the batch
 // that carries COMMIT is sent, or the batch runs and its answer is cut off.
 struct fault_driver : pqscope::libpq_driver {
-  enum class fault { none, kill_before_commit, drop_commit_answer } at_commit = fault::none;
+  // drop_commit_answer_only: the answers before COMMIT's arrive, COMMIT's does not.
+  enum class fault { none, kill_before_commit, drop_commit_answer, drop_commit_answer_only } at_commit = fault::none;
   int victim = 0;  // backend pid, for kill_before_commit
 
   pqscope::batch_reply exchange(const std::vector<pqscope::statement>& batch) {
@@ -50,6 +51,12 @@ struct fault_driver : pqscope::libpq_driver {
       br.lost = true;
       br.lost_message = "answer cut off by the test";
       for (auto& r : br.replies) r.st = pqscope::reply::status::skipped;
+    }
+    if (commit && at_commit == fault::drop_commit_answer_only) {
+      ::shutdown(PQsocket(native_handle()), SHUT_RDWR);
+      br.lost = true;
+      br.lost_message = "answer to COMMIT cut off by the test";
+      br.replies.back().st = pqscope::reply::status::skipped;
     }
     return br;
   }
@@ -218,6 +225,36 @@ BOOST_AUTO_TEST_CASE(resolve_in_doubt_reports_the_outcome) {
         c.driver().at_commit = fault_driver::fault::none;
         check_recovers(c, table, 10 + id);
       }
+    }
+  }
+}
+
+// Batched, the transaction id is asked in the batch that carries COMMIT, after the
+// last statement: when only COMMIT's answer is lost, the id came back and the
+// outcome is settled on a fresh connection. Not replayed either way.
+BOOST_AUTO_TEST_CASE(batched_resolve_in_doubt_learns_the_xid_with_the_commit) {
+  for (const auto& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT(t.name) {
+      pqtest::scratch_table table;
+      pqscope::transaction_options o;
+      o.resolve_in_doubt = true;
+      o.batch = true;
+      fault_connection c{t.conninfo};
+      bool committed = false;
+      int calls = 0;
+      c.driver().at_commit = fault_driver::fault::drop_commit_answer_only;
+      BOOST_CHECK_NO_THROW(pqscope::atomic(c, o, [&] {
+        ++calls;
+        c.on_commit([&] { committed = true; });
+        c.execute("INSERT INTO " + table.name() + " VALUES (5, 'x')");
+      }));
+      BOOST_TEST(calls == 1);
+      BOOST_TEST(committed);
+      BOOST_TEST(c.stats().replays == 0u);
+      BOOST_TEST(c.stats().round_trips == 1u);  // the id rode in the one batch
+      BOOST_TEST(pqtest::observer().query_value<long>("SELECT count(*) FROM " + table.name() + " WHERE id = 5") == 1);
+      c.driver().at_commit = fault_driver::fault::none;
+      check_recovers(c, table, 15);
     }
   }
 }

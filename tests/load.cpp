@@ -103,6 +103,7 @@ struct client_result {
   std::string self_name = "-";  // application_name as the client's own backend reports it
   std::uint64_t committed = 0, rolled_back = 0, expected_failures = 0, retries = 0, unexpected = 0;
   std::uint64_t batched_attempts = 0, replays = 0;  // from the connection's stats
+  std::uint64_t savepoints = 0, max_held = 0;        // SAVEPOINTs executed; most subtransactions one transaction held
   std::vector<std::uint32_t> latencies_us;  // committed transactions, retries included
   std::vector<std::string> errors;          // the first unexpected ones
 };
@@ -183,6 +184,11 @@ void run_client(const pqscope::database& db, const std::string& table, bool batc
   linger.arrive();
 }
 
+// Whether half of the nested failures happen on the server (an overdraw that the
+// CHECK refuses) rather than in the application. Set before the workers fork;
+// they inherit it. Batched, each server-side failure is a replay.
+bool server_side_failures = true;
+
 // batch: the outermost atomic() queues the statements and sends them with the
 // COMMIT; the function reads nothing, so that is one round trip per attempt.
 void run_load(pqscope::connection& c, const std::string& table, bool batch, client_result& out,
@@ -202,7 +208,7 @@ void run_load(pqscope::connection& c, const std::string& table, bool batch, clie
     const long cents = amount(rng);
     const int roll = percent(rng);
     const bool fail_nested = roll < 10;  // ~10%: a nested transfer fails and the outer scope carries on
-    const bool overdraw = roll < 5;      // half of those on the server, half in the application
+    const bool overdraw = server_side_failures && roll < 5;  // half of those on the server, half in the application
     const bool rollback_all = percent(rng) < 5;
 
     int attempts = 0;
@@ -257,6 +263,8 @@ void run_load(pqscope::connection& c, const std::string& table, bool batch, clie
     const std::uint64_t replays = now.replays - before.replays;
     out.replays += replays;
     out.batched_attempts += now.batched_attempts - before.batched_attempts;
+    out.savepoints += now.savepoints - before.savepoints;
+    out.max_held = std::max(out.max_held, now.max_savepoints_in_transaction);
     const std::int64_t reruns = attempts - 1 - static_cast<std::int64_t>(replays);
     out.retries += static_cast<std::uint64_t>(std::max<std::int64_t>(reruns, 0));
     out.expected_failures += static_cast<std::uint64_t>(expected);
@@ -316,7 +324,7 @@ bool write_all(int fd, const std::string& s) {
     const client_result& r = results[i];
     report << "client " << r.name << ' ' << r.self_name << ' ' << r.committed << ' ' << r.rolled_back << ' '
            << r.expected_failures << ' ' << r.retries << ' ' << r.unexpected << ' ' << r.batched_attempts << ' '
-           << r.replays << '\n'
+           << r.replays << ' ' << r.savepoints << ' ' << r.max_held << '\n'
            << "lat";
     for (auto v : r.latencies_us) report << ' ' << v;
     report << '\n';
@@ -565,8 +573,7 @@ struct run_figures {
 
 // One run of the workload on a fresh table: forks the workers, samples while
 // they run, checks everything and prints its summary line.
-run_figures run_transfers(const pqscope::database& db, bool batch) {
-  const char* const label = batch ? "batched" : "unbatched";
+run_figures run_transfers(const pqscope::database& db, bool batch, const char* label) {
   const int seconds = load_seconds();
   pqtest::scratch_table table{"id int PRIMARY KEY, cents bigint NOT NULL CHECK (cents >= 0)"};
   pqscope::connection obs = pqtest::observer();
@@ -652,7 +659,7 @@ run_figures run_transfers(const pqscope::database& db, bool batch) {
       if (tag == "client") {
         client_result r;
         ls >> r.name >> r.self_name >> r.committed >> r.rolled_back >> r.expected_failures >> r.retries >>
-            r.unexpected >> r.batched_attempts >> r.replays;
+            r.unexpected >> r.batched_attempts >> r.replays >> r.savepoints >> r.max_held;
         results.push_back(std::move(r));
       } else if (tag == "lat" && !results.empty()) {
         std::uint32_t v = 0;
@@ -667,7 +674,7 @@ run_figures run_transfers(const pqscope::database& db, bool batch) {
   }
 
   std::uint64_t committed = 0, rolled_back = 0, expected = 0, retries = 0, unexpected = 0;
-  std::uint64_t batched_attempts = 0, replays = 0;
+  std::uint64_t batched_attempts = 0, replays = 0, savepoints = 0, max_held = 0;
   std::vector<std::uint32_t> latencies;
   std::vector<std::string> wrong_self_name;
   std::set<std::string> reported;
@@ -679,6 +686,8 @@ run_figures run_transfers(const pqscope::database& db, bool batch) {
     unexpected += r.unexpected;
     batched_attempts += r.batched_attempts;
     replays += r.replays;
+    savepoints += r.savepoints;
+    max_held = std::max(max_held, r.max_held);
     latencies.insert(latencies.end(), r.latencies_us.begin(), r.latencies_us.end());
     reported.insert(r.name);
     if (r.self_name != r.name) wrong_self_name.push_back(r.name + " saw itself as " + r.self_name);
@@ -724,7 +733,9 @@ run_figures run_transfers(const pqscope::database& db, bool batch) {
           << static_cast<double>(committed) / elapsed << " tx/s), "
           << "latency p50 " << percentile(latencies, 0.50) << " us p99 " << percentile(latencies, 0.99) << " us, "
           << retries << " retries, " << expected << " nested failures caught, " << rolled_back << " rolled back, "
-          << batched_attempts << " batched attempts, " << replays << " replays; "
+          << batched_attempts << " batched attempts, " << replays << " replays, "
+          << std::setprecision(2) << static_cast<double>(savepoints) / static_cast<double>(std::max<std::uint64_t>(committed + rolled_back, 1))
+          << " savepoints per transaction (most held by one: " << max_held << ")" << std::setprecision(1) << "; "
           << "idle in transaction in " << seen.samples_with_idle_tx << "/" << seen.samples << " samples ("
           << percent_of(seen.samples_with_idle_tx, seen.samples) << "%), " << seen.idle_tx_rows << "/" << seen.rows
           << " rows (" << percent_of(seen.idle_tx_rows, seen.rows) << "%), max age " << std::setprecision(3)
@@ -767,15 +778,21 @@ BOOST_AUTO_TEST_CASE(serializable_transfers_through_pgbouncer) {
   guarded.pooling = pqscope::pooling::transaction;
   const pqscope::database db{pqtest::env("PQSCOPE_TEST_PGBOUNCER"), guarded};
 
-  const run_figures unbatched = run_transfers(db, false);
-  const run_figures batched = run_transfers(db, true);
+  const run_figures unbatched = run_transfers(db, false, "unbatched");
+  const run_figures batched = run_transfers(db, true, "batched");
+  // The same, with every nested failure in the application: nothing to replay.
+  server_side_failures = false;
+  const run_figures no_replays = run_transfers(db, true, "batched, application-side failures only");
+  server_side_failures = true;
 
   // The point of batching: a server that never waits for its client inside a transaction.
   std::ostringstream line;
   line << std::fixed << std::setprecision(1) << "load: idle in transaction, sampled: unbatched "
        << percent_of(unbatched.idle_tx_rows, unbatched.rows) << "% of rows (" << unbatched.samples_with_idle_tx << "/"
        << unbatched.samples << " samples), batched " << percent_of(batched.idle_tx_rows, batched.rows)
-       << "% of rows (" << batched.samples_with_idle_tx << "/" << batched.samples << " samples)";
+       << "% of rows (" << batched.samples_with_idle_tx << "/" << batched.samples << " samples), batched without "
+       << "server-side failures (no replays) " << percent_of(no_replays.idle_tx_rows, no_replays.rows) << "% of rows ("
+       << no_replays.samples_with_idle_tx << "/" << no_replays.samples << " samples)";
   std::cout << line.str() << std::endl;
   BOOST_TEST_MESSAGE(line.str());
 }

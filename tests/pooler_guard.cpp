@@ -186,6 +186,12 @@ pqscope::connection_options guarded() {
   o.pooling = pqscope::pooling::transaction;
   return o;
 }
+// The opt-out, for showing what the guard prevents.
+pqscope::connection_options unguarded() {
+  pqscope::connection_options o;
+  o.pooling = pqscope::pooling::none;
+  return o;
+}
 
 // A key no other test process contends for.
 std::int64_t lock_key() { return 0x70717300000000LL + static_cast<std::int64_t>(::getpid()); }
@@ -359,7 +365,7 @@ BOOST_AUTO_TEST_CASE(allow_session_state_sends_it) {
 BOOST_AUTO_TEST_CASE(pooling_none_sends_them) {
   for (const auto& t : pqtest::targets()) {
     BOOST_TEST_CONTEXT(t.name) {
-      pqscope::connection c{t.conninfo};
+      pqscope::connection c{t.conninfo, unguarded()};
       BOOST_TEST((c.options().pooling == pqscope::pooling::none));
       const std::int64_t key = lock_key();
       const std::string k = std::to_string(key);
@@ -399,7 +405,7 @@ BOOST_AUTO_TEST_CASE(database_carries_the_option) {
       expect_refused(c, kDirect, [&] { c.execute("LISTEN pqscope_guard"); });
       BOOST_TEST(c.query_value<int>("SELECT 1") == 1);
 
-      pqscope::connection plain = pqscope::database{t.conninfo}.connect();
+      pqscope::connection plain = pqscope::database{t.conninfo, unguarded()}.connect();
       BOOST_TEST((plain.options().pooling == pqscope::pooling::none));
       pqscope::transaction tx{plain};
       expect_sent(plain, "LISTEN pqscope_guard");
@@ -439,8 +445,8 @@ struct pool1_cleanup {
 
 BOOST_AUTO_TEST_CASE(session_set_leaks_to_the_next_client) {
   pool1_cleanup cleanup;
-  pqscope::connection a{pool1()};  // pooling::none
-  pqscope::connection b{pool1()};
+  pqscope::connection a{pool1(), unguarded()};
+  pqscope::connection b{pool1(), unguarded()};
   const auto normal = b.query_value<std::string>("SHOW statement_timeout");
   BOOST_TEST_REQUIRE(normal != "1234ms");
 
@@ -468,8 +474,8 @@ BOOST_AUTO_TEST_CASE(session_set_leaks_to_the_next_client) {
 BOOST_AUTO_TEST_CASE(session_advisory_lock_leaks_to_the_next_client) {
   pool1_cleanup cleanup;
   const std::int64_t key = lock_key();
-  pqscope::connection a{pool1()};  // pooling::none
-  pqscope::connection b{pool1()};
+  pqscope::connection a{pool1(), unguarded()};
+  pqscope::connection b{pool1(), unguarded()};
 
   a.execute("SELECT pg_advisory_lock($1)", key);
   BOOST_TEST(a.depth() == 0u);

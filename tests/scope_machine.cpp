@@ -951,9 +951,11 @@ BOOST_AUTO_TEST_CASE(commit_error_is_thrown_as_its_class) {
   BOOST_CHECK_THROW(t.commit(), pqscope::unique_violation);
 }
 
-// A small program of nested atomic() blocks.
-void program(conn_t& c) {
-  pqscope::atomic(c, [&] {
+// A small program of nested atomic() blocks; `batch`: the outermost one batches.
+void program(conn_t& c, bool batch = false) {
+  opts o;
+  o.batch = batch;
+  pqscope::atomic(c, o, [&] {
     c.execute("INSERT A");
     pqscope::atomic(c, [&] {
       c.set_local("x", "1");
@@ -995,6 +997,124 @@ BOOST_AUTO_TEST_CASE(error_at_every_statement_of_a_program) {
       srv.take_batches();
       c.execute("INSERT 9");
       BOOST_TEST(show(srv.take_batches()) == "[INSERT 9]");
+    }
+  }
+}
+
+// Batched, the whole program is one batch: the nested atomic that commits needs no
+// savepoint; the one that rolls back keeps its statement between SAVEPOINT and ROLLBACK TO.
+const char* const whole_program =
+    "[BEGIN | INSERT A | SELECT pg_catalog.set_config($1, $2, true) | INSERT B | INSERT C | SAVEPOINT pqscope_1 | "
+    "INSERT D | ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT E | COMMIT]";
+
+BOOST_AUTO_TEST_CASE(batched_program_is_one_batch) {
+  conn_t c{"x"};
+  program(c, true);
+  BOOST_TEST(show(c.driver().server().batches) == whole_program);
+  BOOST_TEST(c.stats().round_trips == 1u);
+  BOOST_TEST(c.stats().savepoints == 1u);
+  BOOST_TEST(c.stats().transactions_committed == 1u);
+  BOOST_TEST(c.stats().batched_attempts == 1u);
+  BOOST_TEST(c.stats().replays == 0u);
+}
+
+// A statement of the batch fails: the batch, its ROLLBACK, then exactly the
+// unbatched program; which commits, since the scripted failure happened once.
+// The COMMIT itself failing is not replayed: every statement had succeeded.
+BOOST_AUTO_TEST_CASE(batched_failure_at_every_statement_replays_unbatched) {
+  conn_t ref{"x"};
+  program(ref);
+  const std::string unbatched = show(ref.driver().server().batches);
+  for (std::size_t n = 0; n < 11; ++n) {
+    BOOST_TEST_CONTEXT("failing statement " << n) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      srv.fail_at_statement(n, "23505");
+      if (n == 10) {
+        BOOST_CHECK_THROW(program(c, true), pqscope::unique_violation);
+        BOOST_TEST(show(srv.batches) == whole_program);
+        BOOST_TEST(c.stats().replays == 0u);
+        BOOST_TEST(c.stats().transactions_rolled_back == 1u);
+      } else {
+        BOOST_CHECK_NO_THROW(program(c, true));
+        // A failed BEGIN leaves no transaction to roll back.
+        BOOST_TEST(show(srv.batches) == std::string(whole_program) + (n == 0 ? " " : " [ROLLBACK] ") + unbatched);
+        BOOST_TEST(c.stats().replays == 1u);
+        BOOST_TEST(c.stats().transactions_committed == 1u);
+      }
+      BOOST_TEST(c.depth() == 0u);
+      BOOST_TEST(srv.tx == tx_state::idle);
+    }
+  }
+}
+
+// A failure that would happen every time: the batched program ends exactly as the
+// unbatched one, error class and batches included, after one voided batch.
+BOOST_AUTO_TEST_CASE(batched_failure_ends_as_unbatched) {
+  for (const char* needle : {"BEGIN", "INSERT A", "set_config", "INSERT B", "INSERT C", "SAVEPOINT pqscope_1",
+                             "INSERT D", "INSERT E", "COMMIT"}) {
+    BOOST_TEST_CONTEXT("failing: " << needle) {
+      auto run = [&](bool batch, int times) {
+        conn_t c{"x"};
+        auto& srv = c.driver().server();
+        srv.fail_matching(needle, "23505", times);
+        std::string outcome = "returned";
+        try {
+          program(c, batch);
+        } catch (const pqscope::unique_violation&) {
+          outcome = "unique_violation";
+        } catch (const std::exception& e) {
+          outcome = std::string("other: ") + e.what();
+        }
+        BOOST_TEST(c.depth() == 0u);
+        BOOST_TEST(srv.tx == tx_state::idle);
+        return outcome + " " + show(srv.batches) + " commits=" + std::to_string(srv.commits) +
+               " replays=" + std::to_string(c.stats().replays);
+      };
+      const std::string plain = run(false, 1);
+      const bool at_commit = std::string(needle) == "COMMIT";
+      // Batched, the failure happens once in the batch and once more in the replay.
+      const std::string batched = run(true, at_commit ? 1 : 2);
+      std::string expected = plain;
+      if (!at_commit) {
+        // A failed BEGIN leaves no transaction to roll back.
+        const bool began = std::string(needle) != "BEGIN";
+        expected.replace(expected.find(' ') + 1, 0, std::string(whole_program) + (began ? " [ROLLBACK] " : " "));
+        expected.replace(expected.size() - 1, 1, "1");
+      }
+      BOOST_TEST(batched == (at_commit ? plain.substr(0, plain.find(' ')) + " " + whole_program + " commits=0 replays=0"
+                                       : expected));
+    }
+  }
+}
+
+// flush() sends up to the last queued statement: the SAVEPOINT of a scope that has
+// run nothing yet waits, and is never sent if the scope ends with its statements queued.
+BOOST_AUTO_TEST_CASE(flush_leaves_controls_that_no_statement_needs_yet) {
+  conn_t c{"x"};
+  opts o;
+  o.batch = true;
+  pqscope::atomic(c, o, [&] {
+    c.execute("INSERT A");
+    pqscope::atomic(c, [&] {
+      c.flush();
+      c.execute("INSERT B");
+    });
+  });
+  BOOST_TEST(show(c.driver().server().batches) == "[BEGIN | INSERT A] [INSERT B | COMMIT]");
+  BOOST_TEST(c.stats().savepoints == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(batched_connection_lost_at_every_statement_is_in_doubt) {
+  for (std::size_t n = 0; n < 11; ++n) {
+    BOOST_TEST_CONTEXT("lost at statement " << n) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      srv.lose_at_statement(n);
+      BOOST_CHECK_THROW(program(c, true), pqscope::in_doubt_error);  // COMMIT was in the lost batch
+      BOOST_TEST(c.stats().replays == 0u);
+      BOOST_TEST(c.depth() == 0u);
+      BOOST_TEST(srv.batches.size() == 1u);
     }
   }
 }

@@ -73,6 +73,8 @@ class basic_connection {
       : options_(std::move(options)),
         s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
     s_->machine.set_observer(options_.observer);
+    s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+    detail::configure_driver(s_->driver, options_);
     s_->driver.open(s_->conninfo, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;
@@ -115,7 +117,11 @@ class basic_connection {
   // (for code that needs a statement to have run before something outside the
   // database happens). Throws batch_failed if one of them failed. Nothing queued:
   // nothing is sent.
-  void flush() { machine_session().flush(); }
+  void flush() {
+    auto& s = machine_session();
+    detail::sync_session::call guard(s, "flush()");
+    s.flush();
+  }
 
   // Open scopes on this connection (0: autocommit).
   [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
@@ -125,19 +131,24 @@ class basic_connection {
   // Dropped if the scope that registered it rolls back.
   template <class F>
   void on_commit(F&& fn) {
+    detail::sync_session::call guard(machine_session(), "on_commit()");
     machine().on_commit(std::function<void()>(std::forward<F>(fn)));
   }
   // Runs fn after the outermost transaction rolls back. Dropped if the scope that
   // registered it is a savepoint that rolls back, and outside any scope.
   template <class F>
   void on_rollback(F&& fn) {
+    detail::sync_session::call guard(machine_session(), "on_rollback()");
     machine().on_rollback(std::function<void()>(std::forward<F>(fn)));
   }
 
   // SET LOCAL for the current transaction (set_config(name, value, true)): it ends
   // with the transaction, so nothing leaks to the next client of a pooled server
   // connection. usage_error outside a scope.
-  void set_local(std::string_view name, std::string_view value) { machine().set_local(name, value); }
+  void set_local(std::string_view name, std::string_view value) {
+    detail::sync_session::call guard(machine_session(), "set_local()");
+    machine().set_local(name, value);
+  }
 
   [[nodiscard]] std::string application_name() const { return s_ ? s_->driver.application_name() : std::string(); }
   [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
@@ -153,6 +164,7 @@ class basic_connection {
   // Only at depth 0: a scope cannot move to another session.
   void reconnect() {
     auto& s = machine_session();
+    detail::sync_session::call guard(s, "reconnect()");
     if (!s.machine.opened_by_this_process()) s.machine.check_usable();
     if (s.machine.depth() != 0)
       throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
@@ -176,10 +188,12 @@ class basic_connection {
   template <class... Params>
   result run(const detail::sql_ref& sql, const Params&... params) {
     auto& s = machine_session();
+    detail::sync_session::call guard(s, "execute()");
     std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
       check_session_state(sql);
+      detail::check_placeholders(sql.view(), sizeof...(Params));
       list.emplace(detail::param_list::of(params...));
       slot = s.machine.queue_statement(sql.c_str(), sql.view(), *list, s.weak_from_this());
     } catch (const std::exception& e) {

@@ -7,17 +7,38 @@
 // a batch of statements followed by one sync and reads every answer. A driver
 // that wraps libpq_driver can count, log or delay; a scripted driver (see
 // tests/support) replays answers with no server at all.
+//
+// Time bounds (see connection_options::network_timeout and the README's
+// "Timeouts" section): connecting is bounded by default (connect_timeout, TCP
+// keepalives and tcp_user_timeout are added to a conninfo that does not set
+// them); with a network_timeout each round trip is bounded too: when it expires
+// a cancel request is sent and a grace is waited for the server's answer, after
+// which the connection is closed and the batch reported lost.
 
 #include <fcntl.h>
+#include <poll.h>
+#include <strings.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <libpq-fe.h>
 
 #include <pqscope/errors.hpp>
+#include <pqscope/options.hpp>
 #include <pqscope/result.hpp>
 
 #ifndef LIBPQ_HAS_PIPELINING
@@ -40,6 +61,29 @@ inline void check_conninfo(const std::string& conninfo) {
   while (!msg.empty() && msg.back() == '\n') msg.pop_back();
   throw usage_error("invalid connection string: " + msg);
 }
+
+// What libpq_driver adds to a conninfo that sets none of these (nor their
+// environment variables): a dead peer, a black-holed path or a server that
+// accepts and never answers is noticed in seconds, not after the kernel's
+// minutes (or hours, for an idle connection's keepalive).
+struct network_default {
+  const char* key;
+  const char* value;
+};
+inline constexpr network_default network_defaults[] = {
+    {"connect_timeout", "10"},      // seconds, per host and address tried (libpq has no default)
+    {"keepalives_idle", "15"},      // seconds of silence before the first probe (kernel: 7200)
+    {"keepalives_interval", "5"},   // seconds between probes (kernel: 75)
+    {"keepalives_count", "3"},      // probes before giving up (kernel: 9)
+    {"tcp_user_timeout", "30000"},  // ms that sent data may stay unacknowledged (kernel: about 15 min)
+};
+
+// connect_timeout (whole seconds, libpq's unit) for a network_timeout: rounded
+// up, at least 2 (libpq treats 1 as 2).
+inline std::string connect_timeout_for(std::chrono::milliseconds t) {
+  const long long s = (t.count() + 999) / 1000;
+  return std::to_string(s < 2 ? 2 : s);
+}
 }  // namespace detail
 
 // What the server says about the session after a batch (PQtransactionStatus).
@@ -58,6 +102,8 @@ struct reply {
   result res;           // status::ok
   std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
   std::string sqlstate, message, detail, hint;  // status::error
+  std::size_t position = 0;                     // status::error: 1-based character, 0 if none
+  std::string schema, table, column, datatype, constraint;
 };
 
 struct batch_reply {
@@ -65,34 +111,84 @@ struct batch_reply {
   bool lost = false;           // the connection died; replies past the loss are `skipped`
   std::string lost_message;
   server_state state = server_state::unknown;
+  // Set when the session was idle before the batch, no statement in it opens a
+  // transaction, and it ended inside one anyway: what opened it, when the driver
+  // can tell (e.g. Pgpool-II in raw mode), else empty. For the error the scope
+  // machine raises about a transaction no scope owns.
+  std::string diagnostic;
+};
+
+// The driver's time bounds, taken from connection_options.
+struct network_settings {
+  // Each round trip (and connecting, as connect_timeout when the conninfo sets none). 0: unbounded.
+  std::chrono::milliseconds timeout{0};
 };
 
 class libpq_driver {
  public:
+  using clock = std::chrono::steady_clock;
+
   libpq_driver() = default;
   libpq_driver(const libpq_driver&) = delete;
   libpq_driver& operator=(const libpq_driver&) = delete;
   ~libpq_driver() { close(); }
 
+  // Before open(): the time bounds (connection_options::network_timeout).
+  void set_network(const network_settings& s) noexcept { net_ = s; }
+  [[nodiscard]] const network_settings& network() const noexcept { return net_; }
+
+  // After a round trip's network_timeout expired: how long pqscope waits for the
+  // answer to its cancel request before it gives the connection up.
+  [[nodiscard]] static std::chrono::milliseconds grace_for(std::chrono::milliseconds timeout) noexcept {
+    return timeout < std::chrono::milliseconds(1000) ? timeout : std::chrono::milliseconds(1000);
+  }
+
   // Throws connection_error (usage_error for a malformed conninfo). fallback_application_name applies unless the
-  // conninfo or PGAPPNAME names one (libpq's own rule).
+  // conninfo or PGAPPNAME names one (libpq's own rule). Time bounds the conninfo (or the environment) leaves unset
+  // are added: see detail::network_defaults.
   void open(const std::string& conninfo, const std::string& fallback_application_name) {
     close();
     detail::check_conninfo(conninfo);
-    const char* keys[] = {"dbname", "fallback_application_name", nullptr};
-    const char* vals[] = {conninfo.c_str(), fallback_application_name.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keys, vals, /*expand_dbname=*/1);
+    std::vector<std::string> owned;  // values that must outlive the call
+    std::vector<const char*> keys, vals;
+    owned.reserve(std::size(detail::network_defaults));
+    for (const auto& d : detail::network_defaults) {
+      if (is_set(conninfo, d.key)) continue;
+      std::string value = d.value;
+      if (std::strcmp(d.key, "connect_timeout") == 0 && net_.timeout.count() > 0)
+        value = detail::connect_timeout_for(net_.timeout);
+      owned.push_back(std::move(value));
+      keys.push_back(d.key);
+      vals.push_back(owned.back().c_str());
+    }
+    // The conninfo comes after the defaults: with expand_dbname, what it sets wins.
+    keys.push_back("dbname");
+    vals.push_back(conninfo.c_str());
+    keys.push_back("fallback_application_name");
+    vals.push_back(fallback_application_name.c_str());
+    keys.push_back(nullptr);
+    vals.push_back(nullptr);
+    conn_ = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
     if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
     if (PQstatus(conn_) != CONNECTION_OK) {
       std::string msg = trim(PQerrorMessage(conn_));
       close();
       throw connection_error("could not connect: " + msg);
     }
+    // Every wait is a poll() with a deadline; libpq never blocks on the socket.
+    if (PQsetnonblocking(conn_, 1) != 0) {
+      std::string msg = trim(PQerrorMessage(conn_));
+      close();
+      throw connection_error("could not connect: " + msg);
+    }
+    closed_reason_.clear();
+    last_state_ = server_state::idle;
   }
 
   void close() noexcept {
-    if (conn_ != nullptr) PQfinish(conn_);
+    if (conn_ != nullptr) PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
     conn_ = nullptr;
+    cancel_.reset();
   }
 
   // Frees the connection without telling the server: used in a child process
@@ -106,24 +202,45 @@ class libpq_driver {
     if (devnull >= 0) ::close(devnull);
     PQfinish(conn_);
     conn_ = nullptr;
+    cancel_.reset();
   }
 
   [[nodiscard]] bool is_open() const noexcept { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
 
   // One round trip: every statement in one pipeline, one sync, all answers read.
   // Only one sync is ever in flight (PgBouncer before 1.21 mishandles more).
+  //
+  // With a network_timeout, the round trip has a deadline. When it passes, a
+  // cancel request is sent (not while the answer awaited is COMMIT's: see
+  // expire()) and the answers are awaited for a grace more; a cancelled
+  // statement then answers 57014 like any failed statement. If the answers do
+  // not all arrive by then, the connection is closed and the batch is lost.
   batch_reply exchange(const std::vector<statement>& batch) {
     batch_reply out;
     out.replies.resize(batch.size());
-    if (!is_open()) return lost(out, "the connection is closed");
+    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+    const server_state before = std::exchange(last_state_, server_state::unknown);
+    round_trip rt{batch};
+    if (net_.timeout.count() > 0) {
+      rt.bounded = true;
+      rt.deadline = clock::now() + net_.timeout;
+    }
     if (PQenterPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
     for (const statement& s : batch) {
       if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
         return lost(out, trim(PQerrorMessage(conn_)));
     }
     if (PQpipelineSync(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+      case io::expired: return give_up(out, rt);
+    }
 
-    for (reply& r : out.replies) {
+    for (std::size_t i = 0; i < out.replies.size(); ++i) {
+      reply& r = out.replies[i];
+      rt.awaiting = i;
+      if (await_result(rt) == io::expired) return give_up(out, rt);
       PGresult* raw = PQgetResult(conn_);
       if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
       result res{detail::adopt(raw)};
@@ -145,6 +262,12 @@ class libpq_driver {
           r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
           r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
           r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+          r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+          r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+          r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+          r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+          r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+          r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
           if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
           break;
         default:
@@ -153,17 +276,25 @@ class libpq_driver {
           return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
       }
       // Each statement's answers end with a null result.
+      if (await_result(rt) == io::expired) return give_up(out, rt);
       if (PGresult* extra = PQgetResult(conn_)) {
         PQclear(extra);
         return lost(out, "unexpected extra answer from the server");
       }
     }
+    rt.awaiting = batch.size();
+    if (await_result(rt) == io::expired) return give_up(out, rt);
     PGresult* sync = PQgetResult(conn_);
     bool sync_ok = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
     if (sync != nullptr) PQclear(sync);
     if (!sync_ok) return lost(out, trim(PQerrorMessage(conn_)));
     if (PQexitPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
     out.state = state_of(PQtransactionStatus(conn_));
+    settle_cancel(rt, out);
+    if (before == server_state::idle && out.state == server_state::in_transaction && !opens_transaction(batch) &&
+        is_open())
+      out.diagnostic = diagnose_foreign_transaction();
+    last_state_ = out.state;
     return out;
   }
 
@@ -185,6 +316,215 @@ class libpq_driver {
   [[nodiscard]] PGconn* native_handle() const noexcept { return conn_; }
 
  private:
+  enum class io { ok, failed, expired };
+
+  // One round trip's clock: the deadline, then (after a cancel request) the grace.
+  struct round_trip {
+    explicit round_trip(const std::vector<statement>& b) : batch(b) {}
+    const std::vector<statement>& batch;
+    bool bounded = false;
+    bool in_grace = false;
+    bool cancel_sent = false;
+    clock::time_point deadline{};
+    std::size_t awaiting = 0;  // the statement whose answer is awaited (batch.size(): the sync)
+  };
+
+  // A cancel request on its way. libpq 15's PQcancel blocks (a connect, a send,
+  // then it waits for the server to close), so it runs on a thread of its own
+  // that owns its PGcancel; the connection only waits for it up to the grace.
+  struct cancel_state {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+  };
+
+  static bool is_set(const std::string& conninfo, const char* key) {
+    bool set = false;
+    if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), nullptr)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+        if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && *o->val != '\0') set = true;
+      PQconninfoFree(opts);
+    }
+    if (set) return true;
+    // Its environment variable (PGCONNECT_TIMEOUT, ...), if it has one, counts as set.
+    if (PQconninfoOption* defs = PQconndefaults()) {
+      for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
+        if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
+        // Read-only, as libpq itself reads the environment while connecting.
+        const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
+        if (v != nullptr && *v != '\0') set = true;
+      }
+      PQconninfoFree(defs);
+    }
+    return set;
+  }
+
+  // Waits for the socket; `expired` once the deadline and the grace have passed.
+  io wait(round_trip& rt, short events, short& revents) {
+    for (;;) {
+      int timeout_ms = -1;
+      if (rt.bounded) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(rt.deadline - clock::now()).count();
+        if (left <= 0) {
+          if (!expire(rt)) return io::expired;
+          continue;
+        }
+        timeout_ms = left > 1000000 ? 1000000 : static_cast<int>(left);
+      }
+      pollfd p{PQsocket(conn_), events, 0};
+      if (p.fd < 0) return io::failed;
+      const int r = ::poll(&p, 1, timeout_ms);
+      if (r < 0 && errno != EINTR) return io::failed;
+      if (r > 0) {
+        revents = p.revents;
+        return io::ok;
+      }
+    }
+  }
+
+  // The deadline passed: the first time, send a cancel request and allow the
+  // grace (true); after the grace, give up (false). No cancel while the answer
+  // awaited is COMMIT's: a COMMIT cannot be undone, and cancelling one that waits
+  // for a synchronous standby turns it into a local commit reported as success.
+  bool expire(round_trip& rt) {
+    if (rt.in_grace) return false;
+    rt.in_grace = true;
+    rt.deadline += grace_for(net_.timeout);
+    const bool commit = rt.awaiting < rt.batch.size() && std::strcmp(rt.batch[rt.awaiting].sql, "COMMIT") == 0;
+    if (!commit) rt.cancel_sent = send_cancel();
+    return true;
+  }
+
+  bool send_cancel() noexcept {
+    PGcancel* c = PQgetCancel(conn_);
+    if (c == nullptr) return false;
+    try {
+      auto state = std::make_shared<cancel_state>();
+      std::thread([c, state] {
+        char err[256];
+        (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
+        PQfreeCancel(c);
+        std::lock_guard<std::mutex> lock(state->m);
+        state->done = true;
+        state->cv.notify_all();
+      }).detach();
+      cancel_ = std::move(state);
+      return true;
+    } catch (...) {
+      PQfreeCancel(c);
+      return false;
+    }
+  }
+
+  // Sends what libpq still holds; reads meanwhile, so a server that is itself
+  // blocked writing to us cannot deadlock the two.
+  io flush(round_trip& rt) {
+    for (;;) {
+      const int f = PQflush(conn_);
+      if (f == 0) return io::ok;
+      if (f < 0) return io::failed;
+      short revents = 0;
+      const io w = wait(rt, POLLIN | POLLOUT, revents);
+      if (w != io::ok) return w;
+      if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1) return io::failed;
+    }
+  }
+
+  // Until PQgetResult would not block. A broken connection returns ok: PQgetResult reports it.
+  io await_result(round_trip& rt) {
+    while (PQisBusy(conn_) != 0) {
+      short revents = 0;
+      const io w = wait(rt, POLLIN, revents);
+      if (w == io::expired) return w;
+      if (w == io::failed || PQconsumeInput(conn_) != 1) return io::ok;
+    }
+    return io::ok;
+  }
+
+  // Every answer came. A statement cancelled in this batch shows the cancel
+  // request has done its work. Otherwise the request may still be on its way and
+  // could hit a later statement of this session: wait for it until the grace
+  // ends, then close the connection.
+  void settle_cancel(round_trip& rt, const batch_reply& out) {
+    if (!cancel_) return;
+    std::shared_ptr<cancel_state> c = std::move(cancel_);
+    for (const reply& r : out.replies)
+      if (r.st == reply::status::error && r.sqlstate == "57014") return;
+    std::unique_lock<std::mutex> lock(c->m);
+    if (c->cv.wait_until(lock, rt.deadline, [&] { return c->done; })) return;
+    lock.unlock();
+    close();
+    closed_reason_ = "the connection was closed after a round trip that exceeded network_timeout, because its "
+                     "cancel request could still reach a later statement";
+  }
+
+  // Whether a statement of the batch opens a transaction itself (BEGIN, START TRANSACTION).
+  static bool opens_transaction(const std::vector<statement>& batch) {
+    for (const statement& s : batch) {
+      const char* p = s.sql;
+      while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') ++p;
+      if (strncasecmp(p, "BEGIN", 5) == 0 || strncasecmp(p, "START", 5) == 0) return true;
+    }
+    return false;
+  }
+
+  // One simple-protocol query (a middleware's own commands are not understood in
+  // the extended protocol); the first value, or nothing on error.
+  bool simple_query(const char* sql, std::string& value) {
+    if (PQsendQuery(conn_, sql) != 1) return false;
+    static const std::vector<statement> none;
+    round_trip rt{none};
+    if (net_.timeout.count() > 0) {
+      rt.bounded = true;
+      rt.in_grace = true;  // no cancel for a probe: its deadline is final
+      rt.deadline = clock::now() + net_.timeout;
+    }
+    bool ok = flush(rt) == io::ok;
+    while (ok) {
+      if (await_result(rt) != io::ok) {
+        give_up_quietly();
+        return false;
+      }
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) break;
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
+      else if (PQresultStatus(r) != PGRES_TUPLES_OK) ok = false;
+      PQclear(r);
+    }
+    return ok && is_open();
+  }
+
+  void give_up_quietly() {
+    close();
+    closed_reason_ = "no answer from the server to a diagnostic query within network_timeout";
+  }
+
+  // A transaction no statement of the batch opened: is a middleware to blame?
+  // Only asked on that anomaly (plain PostgreSQL never does it), so an unknown
+  // command costs nothing in the common case; the transaction is rolled back after.
+  std::string diagnose_foreign_transaction() {
+    std::string version, mode;
+    if (!simple_query("SHOW pool_version", version) || version.empty()) return {};
+    simple_query("PGPOOL SHOW backend_clustering_mode", mode);
+    std::string why = "Pgpool-II (" + version + ") opened it: ";
+    if (mode == "raw")
+      return why + "in raw mode (backend_clustering_mode = 'raw') it wraps the first write of a session sent with "
+                   "the extended protocol in a BEGIN of its own and never ends that transaction. Run Pgpool-II in "
+                   "streaming_replication mode, or connect to PostgreSQL directly";
+    return why + "backend_clustering_mode = '" + (mode.empty() ? "unknown" : mode) +
+           "'. pqscope is tested with streaming_replication mode";
+  }
+
+  batch_reply& give_up(batch_reply& out, const round_trip& rt) {
+    const long long ms = net_.timeout.count() + grace_for(net_.timeout).count();
+    std::string why = "no answer from the server within network_timeout (" + std::to_string(net_.timeout.count()) +
+                      " ms) and the grace after " + (rt.cancel_sent ? "a cancel request" : "it") + " (" +
+                      std::to_string(ms) + " ms in all); the connection was closed";
+    close();
+    closed_reason_ = why;
+    return lost(out, std::move(why));
+  }
+
   static std::string trim(const char* s) {
     std::string r = s != nullptr ? s : "";
     while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
@@ -211,6 +551,35 @@ class libpq_driver {
   }
 
   PGconn* conn_ = nullptr;
+  network_settings net_;
+  std::shared_ptr<cancel_state> cancel_;  // a cancel request sent during the last round trip
+  std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
+  server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
+
+namespace detail {
+// Hands connection_options to a driver that takes time bounds (libpq_driver and
+// drivers derived from it); other drivers are left alone.
+template <class D, class = void>
+struct takes_network : std::false_type {};
+template <class D>
+struct takes_network<D, std::void_t<decltype(std::declval<D&>().set_network(network_settings{})),
+                                    decltype(std::declval<const D&>().network())>> : std::true_type {};
+
+template <class D>
+void configure_driver(D& d, const connection_options& o) {
+  if constexpr (takes_network<D>::value) {
+    network_settings s;
+    s.timeout = o.network_timeout;
+    d.set_network(s);
+  }
+}
+
+// A second driver with the same time bounds (the in-doubt resolver's fresh connection).
+template <class D>
+void copy_driver_settings(D& to, const D& from) {
+  if constexpr (takes_network<D>::value) to.set_network(from.network());
+}
+}  // namespace detail
 
 }  // namespace pqscope

@@ -21,6 +21,7 @@
 //      |- lock_not_available                55P03
 //      `- query_canceled                    57014
 
+#include <cstddef>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -81,23 +82,75 @@ class batch_failed : public transaction_aborted {
   using transaction_aborted::transaction_aborted;
 };
 
+// What the server said about an error (libpq's PQresultErrorField), and the
+// statement it was about.
+struct error_fields {
+  std::string sqlstate, message, detail, hint;
+  std::string statement;  // the SQL that failed, when known
+  std::size_t position = 0;  // 1-based character in `statement` the server points at; 0: none
+  std::string schema, table, column, datatype, constraint;
+};
+
+namespace detail {
+// The message as psql shows it: the statement line with a caret under the position,
+// then DETAIL and HINT.
+inline std::string describe(const error_fields& f) {
+  std::string out = f.message;
+  if (f.position > 0 && !f.statement.empty()) {
+    // The position counts characters; step over UTF-8 continuation bytes.
+    std::size_t at = 0, chars = 1;
+    while (at < f.statement.size() && chars < f.position) {
+      ++at;
+      while (at < f.statement.size() && (static_cast<unsigned char>(f.statement[at]) & 0xC0) == 0x80) ++at;
+      ++chars;
+    }
+    const std::size_t begin = f.statement.rfind('\n', at == 0 ? 0 : at - 1);
+    const std::size_t line_start = begin == std::string::npos || at == 0 ? 0 : begin + 1;
+    std::size_t line_end = f.statement.find('\n', at);
+    if (line_end == std::string::npos) line_end = f.statement.size();
+    std::size_t line_no = 1;
+    for (std::size_t k = 0; k < line_start; ++k) line_no += f.statement[k] == '\n' ? 1 : 0;
+    const std::string prefix = "LINE " + std::to_string(line_no) + ": ";
+    const std::string line = f.statement.substr(line_start, line_end - line_start);
+    std::size_t column = 0;  // characters before the caret on its line
+    for (std::size_t k = line_start; k < at && k < f.statement.size(); ++k)
+      column += (static_cast<unsigned char>(f.statement[k]) & 0xC0) != 0x80 ? 1 : 0;
+    out += "\n" + prefix + line + "\n" + std::string(prefix.size() + column, ' ') + "^";
+  }
+  if (!f.detail.empty()) out += "\nDETAIL: " + f.detail;
+  if (!f.hint.empty()) out += "\nHINT: " + f.hint;
+  return out;
+}
+}  // namespace detail
+
 class sql_error : public error {
  public:
   sql_error(const std::string& message, std::string sqlstate, std::string detail = {},
             std::string hint = {})
       : error(message),
-        fields_(std::make_shared<const fields>(fields{std::move(sqlstate), std::move(detail), std::move(hint)})) {}
+        fields_(std::make_shared<const error_fields>(
+            error_fields{std::move(sqlstate), message, std::move(detail), std::move(hint), {}, 0, {}, {}, {}, {}, {}})) {}
+  explicit sql_error(error_fields f)
+      : error(detail::describe(f)), fields_(std::make_shared<const error_fields>(std::move(f))) {}
 
   // Five-character SQLSTATE code, e.g. "23505".
   [[nodiscard]] const std::string& sqlstate() const noexcept { return fields_->sqlstate; }
+  // The server's primary message alone (what() adds the statement, caret, detail and hint).
+  [[nodiscard]] const std::string& message() const noexcept { return fields_->message; }
   [[nodiscard]] const std::string& detail() const noexcept { return fields_->detail; }
   [[nodiscard]] const std::string& hint() const noexcept { return fields_->hint; }
+  [[nodiscard]] const std::string& statement() const noexcept { return fields_->statement; }
+  // 1-based character position in statement(), 0 when the server gave none.
+  [[nodiscard]] std::size_t position() const noexcept { return fields_->position; }
+  [[nodiscard]] const std::string& schema_name() const noexcept { return fields_->schema; }
+  [[nodiscard]] const std::string& table_name() const noexcept { return fields_->table; }
+  [[nodiscard]] const std::string& column_name() const noexcept { return fields_->column; }
+  [[nodiscard]] const std::string& datatype_name() const noexcept { return fields_->datatype; }
+  [[nodiscard]] const std::string& constraint_name() const noexcept { return fields_->constraint; }
+  [[nodiscard]] const error_fields& fields() const noexcept { return *fields_; }
 
  private:
-  struct fields {
-    std::string sqlstate, detail, hint;
-  };
-  std::shared_ptr<const fields> fields_;
+  std::shared_ptr<const error_fields> fields_;
 };
 
 #define PQSCOPE_SQL_ERROR_CLASS(name, base) \
@@ -123,22 +176,26 @@ PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57
 namespace detail {
 
 // Throws the most specific sql_error subclass for the SQLSTATE.
-[[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
-                                         const std::string& detail, const std::string& hint) {
+[[noreturn]] inline void throw_sql_error(error_fields f) {
+  const std::string state = f.sqlstate;
   auto is = [&](const char* code) { return state == code; };
   auto in_class = [&](const char* cls) { return state.compare(0, 2, cls) == 0; };
-  if (is("23502")) throw not_null_violation(message, state, detail, hint);
-  if (is("23503")) throw foreign_key_violation(message, state, detail, hint);
-  if (is("23505")) throw unique_violation(message, state, detail, hint);
-  if (is("23514")) throw check_violation(message, state, detail, hint);
-  if (in_class("23")) throw integrity_constraint_violation(message, state, detail, hint);
-  if (is("40001")) throw serialization_failure(message, state, detail, hint);
-  if (is("40P01")) throw deadlock_detected(message, state, detail, hint);
-  if (in_class("40")) throw transaction_rollback(message, state, detail, hint);
-  if (in_class("22")) throw data_exception(message, state, detail, hint);
-  if (is("55P03")) throw lock_not_available(message, state, detail, hint);
-  if (is("57014")) throw query_canceled(message, state, detail, hint);
-  throw sql_error(message, state, detail, hint);
+  if (is("23502")) throw not_null_violation(std::move(f));
+  if (is("23503")) throw foreign_key_violation(std::move(f));
+  if (is("23505")) throw unique_violation(std::move(f));
+  if (is("23514")) throw check_violation(std::move(f));
+  if (in_class("23")) throw integrity_constraint_violation(std::move(f));
+  if (is("40001")) throw serialization_failure(std::move(f));
+  if (is("40P01")) throw deadlock_detected(std::move(f));
+  if (in_class("40")) throw transaction_rollback(std::move(f));
+  if (in_class("22")) throw data_exception(std::move(f));
+  if (is("55P03")) throw lock_not_available(std::move(f));
+  if (is("57014")) throw query_canceled(std::move(f));
+  throw sql_error(std::move(f));
+}
+[[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
+                                         const std::string& detail, const std::string& hint) {
+  throw_sql_error(error_fields{state, message, detail, hint, {}, 0, {}, {}, {}, {}, {}});
 }
 
 }  // namespace detail

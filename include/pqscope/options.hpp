@@ -35,6 +35,10 @@ struct transaction_options {
   // atomic()/transactional() only, outermost scope only: re-run the whole function
   // after serialization_failure (40001) or deadlock_detected (40P01).
   int retries = 0;
+  // Outermost scope only: subtransactions this transaction may hold before
+  // opening another savepoint is reported (and refused, if the connection says so);
+  // 0: the connection's savepoint_limit.
+  std::size_t savepoint_limit = 0;
   // atomic()/transactional() only, outermost scope only: statements are queued
   // and sent together, with BEGIN, savepoints and COMMIT, when a result is read,
   // on connection::flush(), or at the end (one round trip for a transaction that
@@ -50,8 +54,8 @@ struct transaction_options {
 
 // What sits between the application and PostgreSQL.
 enum class pooling {
-  none,        // PostgreSQL itself, or a session-pooling PgBouncer
-  transaction  // PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
+  none,        // PostgreSQL itself, or a session-pooling PgBouncer: session state is allowed
+  transaction  // the default; PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
 };
 
 // What the statement observer is told after each statement the application runs.
@@ -66,20 +70,41 @@ struct statement_event {
   // whether that attempt was batched: a replayed statement is reported twice.
   std::size_t attempt = 0;
   bool batched = false;
+  // Set, with sql "SAVEPOINT", when a scope opens past the savepoint limit.
+  std::string_view warning;
 };
 
 struct connection_options {
-  // pooling::transaction: statements that would leave session state behind (a
-  // session SET, LISTEN, PREPARE, session advisory locks, ...) are refused with
-  // usage_error before anything is sent; the next client of the server connection
-  // would inherit them. Wrap a statement in allow_session_state() to send it anyway.
-  pqscope::pooling pooling = pqscope::pooling::none;
+  // pooling::transaction (the default): statements that would leave session state
+  // behind (a session SET, LISTEN, PREPARE, session advisory locks, ...) are refused
+  // with usage_error before anything is sent; behind PgBouncer's transaction pooling
+  // the next client of the server connection would inherit them. Wrap one statement
+  // in allow_session_state() to send it anyway, or choose pooling::none for a direct
+  // connection that wants session settings.
+  pqscope::pooling pooling = pqscope::pooling::transaction;
   // Called once for every statement given to execute()/query_value(), on the
   // calling thread, when its answer arrives (for a batched statement: with the
   // batch that carried it), or when it is refused before it was sent (error set).
   // It must not use the connection. Exceptions it
   // throws are swallowed: a logging hook must not change what a transaction does.
   std::function<void(const statement_event&)> observer;
+  // PostgreSQL caches 64 subtransaction ids per backend; a transaction that holds
+  // more (savepoints that wrote; released ones count until the transaction ends)
+  // slows every snapshot in the cluster. Opening a savepoint past this many is
+  // counted (connection_stats::savepoint_limit_exceeded) and reported to the
+  // observer, and refused with usage_error if refuse_past_savepoint_limit. 0: no limit.
+  std::size_t savepoint_limit = 64;
+  bool refuse_past_savepoint_limit = false;
+  // A client-side bound on each round trip. When it passes, a cancel request is
+  // sent and the answer is awaited for a grace of min(network_timeout, 1 s): a
+  // cancelled statement throws query_canceled (dooming its scope, as any failed
+  // statement does); no answer closes the connection and throws connection_error,
+  // or in_doubt_error when COMMIT was awaited (never cancelled). Also bounds
+  // connecting (connect_timeout, whole seconds, at least 2, unless the conninfo
+  // sets one). Zero (default): no bound per round trip; connecting is still
+  // bounded (connect_timeout=10) and a dead peer is still noticed by TCP keepalives
+  // and tcp_user_timeout defaults. Set it above the longest statement you run.
+  std::chrono::milliseconds network_timeout{0};
 };
 
 }  // namespace pqscope

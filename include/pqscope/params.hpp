@@ -1,5 +1,8 @@
 #pragma once
 // Values in and out of PostgreSQL's text format, and the customization point.
+// Built in: bool, integers, floating point, std::string(_view), system_clock time
+// points and timestamp_or_infinity (timestamptz), date, bytea (std::vector<std::byte>,
+// bytes_view) and one-dimensional arrays (std::vector<T>, std::vector<std::optional<T>>).
 //
 // To pass or read a type of your own, specialize pqscope::value_traits:
 //
@@ -14,16 +17,19 @@
 // handled by the library: use std::optional<money>.
 
 #include <charconv>
-#include <cmath>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <ratio>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <vector>
 
+#include <pqscope/detail/text_codecs.hpp>
 #include <pqscope/errors.hpp>
 
 namespace pqscope {
@@ -77,8 +83,17 @@ template <class T>
 struct value_traits<T, std::enable_if_t<std::is_floating_point_v<T>>> {
   static constexpr unsigned oid = sizeof(T) == 4 ? 700 : 701;  // float4 / float8
   static std::string to_text(T v) {
-    if (std::isnan(v)) return "NaN";
-    if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+    // Compared, not std::isnan/isinf: <cmath> would cost every includer ~8k lines.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wfloat-equal"
+#endif
+    if (v != v) return "NaN";  // NOLINT(misc-redundant-expression): true only for NaN
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+    if (v > std::numeric_limits<T>::max()) return "Infinity";
+    if (v < std::numeric_limits<T>::lowest()) return "-Infinity";
     char buf[64];
     auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that reads back exactly
     return std::string(buf, r.ptr);
@@ -136,6 +151,306 @@ template <class T>
 struct is_optional : std::false_type {};
 template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
+
+// Durations that hold whole microseconds exactly (microseconds, nanoseconds, ...).
+template <class D>
+struct divides_micro
+    : std::bool_constant<std::is_integral_v<typename D::rep> &&
+                         std::ratio_divide<std::micro, typename D::period>::den == 1> {};
+
+template <class T>
+struct optional_inner {
+  using type = T;
+};
+template <class T>
+struct optional_inner<std::optional<T>> {
+  using type = T;
+};
+
+template <class T>
+struct is_vector : std::false_type {};
+template <class T, class A>
+struct is_vector<std::vector<T, A>> : std::true_type {};
+
+// The array type of an element type; 0 (let the server infer) for the ones not listed.
+constexpr unsigned array_oid(unsigned element_oid) noexcept {
+  switch (element_oid) {
+    case 16: return 1000;    // bool
+    case 17: return 1001;    // bytea
+    case 20: return 1016;    // int8
+    case 21: return 1005;    // int2
+    case 23: return 1007;    // int4
+    case 25: return 1009;    // text
+    case 114: return 199;    // json
+    case 700: return 1021;   // float4
+    case 701: return 1022;   // float8
+    case 1043: return 1015;  // varchar
+    case 1082: return 1182;  // date
+    case 1114: return 1115;  // timestamp
+    case 1184: return 1185;  // timestamptz
+    case 1700: return 1231;  // numeric
+    case 2950: return 2951;  // uuid
+    case 3802: return 3807;  // jsonb
+    default: return 0;
+  }
+}
+
+// Microseconds since 1970 as a time_point of duration D; conversion_error if D cannot hold them.
+template <class TimePoint>
+TimePoint time_point_from_micros(std::int64_t micros, std::string_view text) {
+  using duration = typename TimePoint::duration;
+  using rep = typename duration::rep;
+  constexpr auto ticks_per_micro = std::ratio_divide<std::micro, typename duration::period>::num;
+  std::int64_t ticks = 0;
+  if (__builtin_mul_overflow(micros, static_cast<std::int64_t>(ticks_per_micro), &ticks) ||
+      ticks < static_cast<std::int64_t>(std::numeric_limits<rep>::min()) ||
+      (ticks > 0 && static_cast<std::uint64_t>(ticks) > static_cast<std::uint64_t>(std::numeric_limits<rep>::max())))
+    throw conversion_error("timestamp " + quote_value(text) +
+                           " is outside the range of the time_point's duration (with nanoseconds, as "
+                           "std::chrono::system_clock has on libstdc++, the years 1677 to 2262)");
+  return TimePoint(duration(static_cast<rep>(ticks)));
+}
+
+}  // namespace detail
+
+// ---- dates and times
+
+// A calendar day, as PostgreSQL's date (oid 1082): proleptic Gregorian, 4714 BC to
+// 5874897 AD. The year is astronomical: 0 is 1 BC, -1 is 2 BC.
+struct date {
+  int year = 1970;
+  unsigned month = 1;  // 1..12
+  unsigned day = 1;    // 1..31
+
+  [[nodiscard]] constexpr bool is_valid() const noexcept {
+    return month >= 1 && month <= 12 && day >= 1 && day <= detail::days_in_month(year, month);
+  }
+  // Days since 1970-01-01, negative before; conversion_error for an invalid date.
+  [[nodiscard]] constexpr std::int64_t days_since_epoch() const {
+    if (!is_valid())
+      throw conversion_error("invalid date: year " + std::to_string(year) + ", month " + std::to_string(month) +
+                             ", day " + std::to_string(day));
+    return detail::days_from_civil(year, month, day);
+  }
+  // The inverse, for days within PostgreSQL's range.
+  [[nodiscard]] static constexpr date from_days_since_epoch(std::int64_t days) noexcept {
+    const detail::civil_date c = detail::civil_from_days(days);
+    return date{static_cast<int>(c.year), c.month, c.day};
+  }
+
+  friend constexpr bool operator==(const date& a, const date& b) noexcept {
+    return a.year == b.year && a.month == b.month && a.day == b.day;
+  }
+  friend constexpr bool operator!=(const date& a, const date& b) noexcept { return !(a == b); }
+  friend constexpr bool operator<(const date& a, const date& b) noexcept {
+    return a.year != b.year ? a.year < b.year : a.month != b.month ? a.month < b.month : a.day < b.day;
+  }
+};
+
+template <>
+struct value_traits<date> {
+  static constexpr unsigned oid = 1082;
+  static std::string to_text(const date& d) {
+    const std::int64_t days = d.days_since_epoch();
+    if (days < detail::min_date_days || days > detail::max_date_days)
+      throw conversion_error("date " + detail::format_date({d.year, d.month, d.day}) +
+                             " is outside PostgreSQL's date range (4714-11-24 BC to 5874897-12-31)");
+    return detail::format_date({d.year, d.month, d.day});
+  }
+  static date from_text(std::string_view s) {
+    const detail::civil_date c = detail::parse_date(s);
+    return date{static_cast<int>(c.year), c.month, c.day};
+  }
+};
+
+// std::chrono::system_clock::time_point (and any system_clock time_point whose duration
+// holds whole microseconds) as timestamptz. Sent in UTC with an explicit offset, so the
+// server's TimeZone and DateStyle order do not matter; the part below a microsecond is
+// dropped (rounded toward the past). Read from timestamptz in any TimeZone, or from
+// timestamp without time zone taken as UTC; needs DateStyle ISO. 'infinity' is a
+// conversion_error: read it as timestamp_or_infinity.
+template <class D>
+struct value_traits<std::chrono::time_point<std::chrono::system_clock, D>,
+                    std::enable_if_t<detail::divides_micro<D>::value>> {
+  using time_point = std::chrono::time_point<std::chrono::system_clock, D>;
+  static constexpr unsigned oid = 1184;
+  static std::string to_text(const time_point& t) {
+    const auto micros = std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count();
+    if (micros < detail::min_timestamp_micros)
+      throw conversion_error("time point " + std::to_string(micros) +
+                             " us since 1970 is before PostgreSQL's earliest timestamp, 4714-11-24 00:00:00 BC UTC");
+    return detail::format_timestamp(micros);
+  }
+  static time_point from_text(std::string_view s) {
+    const detail::timestamp_text t = detail::parse_timestamp(s);
+    if (t.infinite != 0)
+      throw conversion_error("cannot read timestamp " + detail::quote_value(s) +
+                             " as a std::chrono::system_clock::time_point; read it as "
+                             "pqscope::timestamp_or_infinity");
+    return detail::time_point_from_micros<time_point>(t.micros, s);
+  }
+};
+
+// A timestamptz that may also be 'infinity' or '-infinity'. Converts implicitly from a
+// time_point; ordered -infinity < every time point < infinity.
+class timestamp_or_infinity {
+ public:
+  using time_point = std::chrono::system_clock::time_point;
+
+  constexpr timestamp_or_infinity() noexcept = default;  // the epoch
+  constexpr timestamp_or_infinity(time_point t) noexcept : time_(t) {}  // NOLINT(google-explicit-constructor)
+  [[nodiscard]] static constexpr timestamp_or_infinity infinity() noexcept { return timestamp_or_infinity(1); }
+  [[nodiscard]] static constexpr timestamp_or_infinity minus_infinity() noexcept {
+    return timestamp_or_infinity(-1);
+  }
+
+  [[nodiscard]] constexpr bool is_finite() const noexcept { return infinite_ == 0; }
+  [[nodiscard]] constexpr bool is_infinity() const noexcept { return infinite_ > 0; }
+  [[nodiscard]] constexpr bool is_minus_infinity() const noexcept { return infinite_ < 0; }
+  // The time point; conversion_error when infinite.
+  [[nodiscard]] time_point value() const {
+    if (!is_finite())
+      throw conversion_error(std::string("timestamp_or_infinity::value(): the timestamp is ") +
+                             (is_infinity() ? "'infinity'" : "'-infinity'") + "; check is_finite() first");
+    return time_;
+  }
+
+  friend constexpr bool operator==(const timestamp_or_infinity& a, const timestamp_or_infinity& b) noexcept {
+    return a.infinite_ == b.infinite_ && (a.infinite_ != 0 || a.time_ == b.time_);
+  }
+  friend constexpr bool operator!=(const timestamp_or_infinity& a, const timestamp_or_infinity& b) noexcept {
+    return !(a == b);
+  }
+  friend constexpr bool operator<(const timestamp_or_infinity& a, const timestamp_or_infinity& b) noexcept {
+    return a.infinite_ != b.infinite_ ? a.infinite_ < b.infinite_ : a.infinite_ == 0 && a.time_ < b.time_;
+  }
+
+ private:
+  explicit constexpr timestamp_or_infinity(int infinite) noexcept : infinite_(infinite) {}
+  time_point time_{};
+  int infinite_ = 0;  // +1 infinity, -1 -infinity
+};
+
+template <>
+struct value_traits<timestamp_or_infinity> {
+  static constexpr unsigned oid = 1184;
+  static std::string to_text(const timestamp_or_infinity& t) {
+    if (t.is_infinity()) return "infinity";
+    if (t.is_minus_infinity()) return "-infinity";
+    return value_traits<timestamp_or_infinity::time_point>::to_text(t.value());
+  }
+  static timestamp_or_infinity from_text(std::string_view s) {
+    const detail::timestamp_text t = detail::parse_timestamp(s);
+    if (t.infinite > 0) return timestamp_or_infinity::infinity();
+    if (t.infinite < 0) return timestamp_or_infinity::minus_infinity();
+    return detail::time_point_from_micros<timestamp_or_infinity::time_point>(t.micros, s);
+  }
+};
+
+// ---- bytea
+
+// Bytes for a bytea parameter, without copying them into a vector first. Holds a pointer:
+// the bytes must outlive the call.
+class bytes_view {
+ public:
+  constexpr bytes_view() noexcept = default;
+  bytes_view(const void* data, std::size_t size) noexcept : data_(static_cast<const std::byte*>(data)), size_(size) {}
+  bytes_view(const std::vector<std::byte>& v) noexcept  // NOLINT(google-explicit-constructor)
+      : data_(v.data()), size_(v.size()) {}
+  [[nodiscard]] constexpr const std::byte* data() const noexcept { return data_; }
+  [[nodiscard]] constexpr std::size_t size() const noexcept { return size_; }
+
+ private:
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+template <>
+struct value_traits<bytes_view> {
+  static constexpr unsigned oid = 17;
+  static std::string to_text(bytes_view b) { return detail::bytea_to_text(b.data(), b.size()); }
+};
+
+// Every byte value 0-255; sent in hex, read in hex or escape format (bytea_output).
+template <>
+struct value_traits<std::vector<std::byte>> {
+  static constexpr unsigned oid = 17;
+  static std::string to_text(const std::vector<std::byte>& v) { return detail::bytea_to_text(v.data(), v.size()); }
+  static std::vector<std::byte> from_text(std::string_view s) { return detail::bytea_from_text(s); }
+};
+
+// ---- one-dimensional arrays
+
+// std::vector<T> and std::vector<std::optional<T>> as T[] (element NULLs through the
+// optional), for every T with value_traits. Sent as an array literal with each element
+// quoted as needed; read from the server's output, indexed from 1, one dimension.
+template <class T>
+struct value_traits<std::vector<T>, std::enable_if_t<!std::is_same_v<T, std::byte>>> {
+  using element = typename detail::optional_inner<T>::type;
+  static_assert(!std::is_same_v<element, char> && !std::is_same_v<element, signed char> &&
+                    !std::is_same_v<element, unsigned char>,
+                "pqscope: a vector of char, signed char or unsigned char is ambiguous: std::vector<std::byte> is "
+                "bytea, std::string is text, std::vector<short> or std::vector<int> is an array of numbers");
+  static_assert(!detail::is_vector<element>::value || std::is_same_v<element, std::vector<std::byte>>,
+                "pqscope: arrays of more than one dimension are not supported");
+  static constexpr unsigned oid = detail::array_oid(detail::traits_oid<element>::value);
+
+  static std::string to_text(const std::vector<T>& v) {
+    static_assert(detail::has_to_text<element>::value,
+                  "pqscope: no value_traits<T>::to_text for this array's element type");
+    std::string out = "{";
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (i != 0) out += ',';
+      if constexpr (detail::is_optional<T>::value) {
+        if (v[i])
+          append(out, *v[i]);
+        else
+          out += "NULL";
+      } else {
+        append(out, v[i]);
+      }
+    }
+    out += '}';
+    return out;
+  }
+
+  static std::vector<T> from_text(std::string_view s) {
+    static_assert(detail::has_from_text<element>::value,
+                  "pqscope: no value_traits<T>::from_text for this array's element type");
+    static_assert(!std::is_same_v<element, std::string_view>,
+                  "pqscope: read arrays of text as std::vector<std::string> (an element may be unescaped, so it "
+                  "cannot point into the result)");
+    std::vector<T> out;
+    detail::parse_array(s, "a one-dimensional array (std::vector)",
+                        [&](std::size_t index, std::string_view text, bool is_null) {
+                          const std::string where = "element " + std::to_string(index + 1) + " of array " +
+                                                    detail::quote_value(s);
+                          if (is_null) {
+                            if constexpr (detail::is_optional<T>::value) {
+                              out.emplace_back();
+                              return;
+                            } else {
+                              throw conversion_error(where +
+                                                     " is NULL; read the array as std::vector<std::optional<T>>");
+                            }
+                          }
+                          try {
+                            out.push_back(T(value_traits<element>::from_text(text)));
+                          } catch (const conversion_error& e) {
+                            throw conversion_error(where + ": " + e.what());
+                          }
+                        });
+    return out;
+  }
+
+ private:
+  static void append(std::string& out, const element& e) {
+    decltype(auto) text = value_traits<element>::to_text(e);
+    detail::append_array_element(out, std::string_view(text));
+  }
+};
+
+namespace detail {
 
 // Parameters of one statement, in the form libpq takes them. Values that are not
 // already NUL-terminated strings are copied into `storage_`, which of() reserves

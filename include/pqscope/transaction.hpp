@@ -2,14 +2,16 @@
 // Transaction scopes: the transaction object, atomic() and transactional().
 // The logic lives in detail/scope_machine.hpp; these are its faces.
 
+#include <time.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
-#include <random>
-#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -71,6 +73,7 @@ class transaction {
               detail::attempt_info attempt)
       : machine_(std::move(s)) {
     if (!machine_) throw usage_error("transaction on a moved-from connection");
+    detail::sync_session::call guard(*machine_, "opening a scope");
     id_ = machine_->machine.open(options, attempt);
     outermost_ = machine_->machine.depth() == 1;
   }
@@ -110,6 +113,7 @@ class transaction {
                                             "ended first");
     }
     bool committed = false;
+    detail::sync_session::call guard(*machine_, what);
     try {
       machine_->end(id_, commit, &committed);
       state_ = commit ? state::committed : state::rolled_back;
@@ -154,14 +158,33 @@ inline bool is_retryable(const std::exception_ptr& e) {
   }
 }
 
+// Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from
+// the clock, the process and the thread (no <random>, ~47k lines per includer).
+inline std::uint64_t jitter_bits() noexcept {
+  static thread_local std::uint64_t state =
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+      (static_cast<std::uint64_t>(::getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(&state);
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 // Jittered exponential backoff: spreads out clients that conflicted with each other.
 inline std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
-  thread_local std::minstd_rand rng{std::random_device{}() ^ static_cast<unsigned>(::getpid())};
   const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
   const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
   const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
-  std::uniform_int_distribution<std::int64_t> pick(d / 2, d);
-  return std::chrono::milliseconds(pick(rng));
+  const std::uint64_t span = static_cast<std::uint64_t>(d - d / 2) + 1;  // [d/2, d]
+  return std::chrono::milliseconds(d / 2 + static_cast<std::int64_t>(jitter_bits() % span));
+}
+
+// Sleeps without <thread> (~17k lines per includer).
+inline void pause(std::chrono::milliseconds d) noexcept {
+  if (d.count() <= 0) return;
+  timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>((d.count() % 1000) * 1000000)};
+  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
 }
 
 }  // namespace detail
@@ -181,8 +204,11 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   transaction_options scope = options;
   scope.retries = 0;
   scope.batch = false;
-  const bool outermost = c.depth() == 0;
   const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
+  if (!session) throw usage_error("atomic() on a moved-from connection");
+  // One call from start to end: another thread cannot slip a statement into this transaction.
+  detail::sync_session::call guard(*session, "atomic()");
+  const bool outermost = session->machine.depth() == 0;
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {
@@ -216,7 +242,7 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
         }
       }
     }  // the failed attempt is rolled back here, before the pause
-    std::this_thread::sleep_for(detail::retry_delay(options, attempt));
+    detail::pause(detail::retry_delay(options, attempt));
     ++attempt;
   }
 }

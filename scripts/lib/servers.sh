@@ -1,6 +1,8 @@
-# Throwaway PostgreSQL + PgBouncer (transaction pooling) for tests, demo and bench.
-# Sourced by scripts/dev.sh. Both run as the postgres user (they refuse root), in a
-# temporary folder, on loopback ports picked free for this run; stop_servers (set
+# Throwaway PostgreSQL + PgBouncer (transaction pooling) for tests, demo and bench,
+# and on request a streaming-replication standby (PQSCOPE_SERVERS_STANDBY=1) and
+# Pgpool-II in front (PQSCOPE_SERVERS_PGPOOL=1). Sourced by scripts/dev.sh (and
+# scripts/lib/replica_pair.sh). All run as the postgres user (they refuse root), in
+# a temporary folder, on loopback ports picked free for this run; stop_servers (set
 # as an EXIT trap by the caller) stops them and removes the folder.
 
 PG_BIN=${PG_BIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
@@ -33,23 +35,53 @@ while True:
 PY
 }
 
+# The server options of every throwaway node. fsync off: a throwaway server;
+# max_connections covers the load tests. wal_level replica and the initdb defaults
+# (max_wal_senders 10, replication allowed from loopback) let a standby follow it.
+pg_options() { # port, socket dir
+  echo "-c listen_addresses=127.0.0.1 -c port=$1 -c unix_socket_directories=$2 \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=${PG_MAX_CONNECTIONS:-200} \
+    -c shared_buffers=${PG_SHARED_BUFFERS:-64MB} -c wal_level=replica -c hot_standby=on"
+}
+
+# Starts the cluster in $1 on a free port, logging to $2; sets PG_STARTED_PORT.
+start_node() { # data dir, log file, socket dir
+  local try port
+  for try in 1 2 3 4 5; do
+    port=$(free_port)
+    if as_pg "$PG_BIN/pg_ctl" -D "$1" -l "$2" -w -t 60 start -o "$(pg_options "$port" "$3")" >/dev/null; then
+      PG_STARTED_PORT=$port
+      return 0
+    fi
+    echo "postgres ($1) did not start on port $port (try $try); retrying" >&2
+    tail -n 5 "$2" >&2 || true
+  done
+  return 1
+}
+
 start_postgres() {
   as_pg "$PG_BIN/initdb" -D "$SERVERS_DIR/data" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 \
     >"$SERVERS_DIR/initdb.log" 2>&1 || { cat "$SERVERS_DIR/initdb.log"; return 1; }
-  local try
-  for try in 1 2 3 4 5; do
-    PG_PORT=$(free_port)
-    # fsync off: a throwaway server; max_connections covers the load tests.
-    if as_pg "$PG_BIN/pg_ctl" -D "$SERVERS_DIR/data" -l "$SERVERS_DIR/postgres.log" -w -t 60 start \
-        -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$SERVERS_DIR \
-            -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
-            -c shared_buffers=64MB" >/dev/null; then
-      as_pg psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "CREATE DATABASE pqscope" >/dev/null
-      return 0
-    fi
-    echo "postgres did not start on port $PG_PORT (try $try); retrying" >&2
-    tail -n 5 "$SERVERS_DIR/postgres.log" >&2 || true
+  start_node "$SERVERS_DIR/data" "$SERVERS_DIR/postgres.log" "$SERVERS_DIR" || return 1
+  PG_PORT=$PG_STARTED_PORT
+  as_pg psql -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -c "CREATE DATABASE pqscope" >/dev/null
+}
+
+# A streaming-replication standby of the primary on port $1, in $2 (a base backup
+# over loopback, then a hot standby that follows it); sets PG_STARTED_PORT.
+start_standby_of() { # primary port, data dir, log file, socket dir
+  as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$1" -U postgres -D "$2" -R -X stream --no-sync \
+    -c fast >"$3.basebackup" 2>&1 || { cat "$3.basebackup"; return 1; }
+  # The standby names itself, so a primary can list it in synchronous_standby_names.
+  echo "cluster_name = 'standby'" | as_pg tee -a "$2/postgresql.conf" >/dev/null
+  start_node "$2" "$3" "$4" || return 1
+  local i
+  for i in $(seq 1 100); do
+    [ "$(as_pg psql -X -At -h 127.0.0.1 -p "$PG_STARTED_PORT" -U postgres -d postgres \
+        -c "SELECT status FROM pg_stat_wal_receiver" 2>/dev/null)" = streaming ] && return 0
+    sleep 0.1
   done
+  echo "the standby in $2 is not streaming" >&2
   return 1
 }
 
@@ -95,6 +127,68 @@ INI
   return 1
 }
 
+# Pgpool-II in front of the primary on $PG_PORT: $1 names its files in
+# $SERVERS_DIR, $2 is backend_clustering_mode, $3 its children (each serves one
+# client at a time: Pgpool-II pools sessions). One backend, flagged ALWAYS_PRIMARY,
+# so no streaming-replication check is needed; load balancing and the connection
+# cache on, as deployed. Sets PGPOOL_STARTED_PORT.
+start_pgpool() { # name, mode, children
+  local name=$1 mode=$2 children=$3 try i port pcp_port
+  : >"$SERVERS_DIR/$name.pcp.conf"
+  for try in 1 2 3 4 5; do
+    port=$(free_port)
+    pcp_port=$(free_port)
+    cat >"$SERVERS_DIR/$name.conf" <<CONF
+backend_clustering_mode = '$mode'
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$SERVERS_DIR'
+pcp_listen_addresses = '127.0.0.1'
+pcp_port = $pcp_port
+pcp_socket_dir = '$SERVERS_DIR'
+backend_hostname0 = '127.0.0.1'
+backend_port0 = $PG_PORT
+backend_weight0 = 1
+backend_flag0 = 'ALWAYS_PRIMARY|DISALLOW_TO_FAILOVER'
+enable_pool_hba = off
+pool_passwd = ''
+num_init_children = $children
+max_pool = 1
+connection_cache = on
+load_balance_mode = on
+sr_check_period = 0
+health_check_period = 0
+failover_on_backend_error = off
+pid_file_name = '$SERVERS_DIR/$name.pid'
+logdir = '$SERVERS_DIR/$name.d'
+log_min_messages = warning
+CONF
+    mkdir -p "$SERVERS_DIR/$name.d"
+    chown -R postgres "$SERVERS_DIR/$name.conf" "$SERVERS_DIR/$name.pcp.conf" "$SERVERS_DIR/$name.d" 2>/dev/null || true
+    as_pg pgpool -n -D -f "$SERVERS_DIR/$name.conf" -F "$SERVERS_DIR/$name.pcp.conf" >"$SERVERS_DIR/$name.log" 2>&1 &
+    for i in $(seq 1 100); do
+      if psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d pqscope -c "SELECT 1" >/dev/null 2>&1; then
+        PGPOOL_STARTED_PORT=$port
+        return 0
+      fi
+      sleep 0.1
+    done
+    echo "pgpool $name did not start on port $port (try $try); retrying" >&2
+    tail -n 5 "$SERVERS_DIR/$name.log" >&2 || true
+    stop_pgpool "$name"
+  done
+  return 1
+}
+
+stop_pgpool() { # name
+  [ -f "$SERVERS_DIR/$1.pid" ] || return 0
+  local pid
+  pid=$(tr -d '\0' <"$SERVERS_DIR/$1.pid")
+  kill -INT "$pid" 2>/dev/null || true  # fast shutdown: children end with their clients
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$SERVERS_DIR/$1.pid"
+}
+
 start_servers() {
   SERVERS_DIR=$(mktemp -d /tmp/pqscope-servers.XXXXXX)
   chmod 755 "$SERVERS_DIR"
@@ -102,22 +196,45 @@ start_servers() {
   start_postgres
   start_pgbouncer
   local common="host=127.0.0.1 user=postgres connect_timeout=10"
+  echo "servers: PostgreSQL on 127.0.0.1:$PG_PORT, PgBouncer (transaction pooling) on 127.0.0.1:$PGB_PORT, in $SERVERS_DIR"
+  # Tests that need a primary/standby pair of their own (they stop and promote
+  # nodes) start one with this script; see scripts/lib/replica_pair.sh.
+  export PQSCOPE_TEST_REPLICA_PAIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/replica_pair.sh"
+  if [ "${PQSCOPE_SERVERS_STANDBY:-0}" = 1 ]; then
+    start_standby_of "$PG_PORT" "$SERVERS_DIR/standby" "$SERVERS_DIR/standby.log" "$SERVERS_DIR"
+    export PQSCOPE_TEST_STANDBY="$common port=$PG_STARTED_PORT dbname=pqscope"
+    echo "servers: streaming-replication standby on 127.0.0.1:$PG_STARTED_PORT"
+  fi
+  if [ "${PQSCOPE_SERVERS_PGPOOL:-0}" = 1 ]; then
+    # Enough children for two test processes at once, each with a few sessions.
+    local sr_port
+    start_pgpool pgpool streaming_replication 32
+    sr_port=$PGPOOL_STARTED_PORT
+    export PQSCOPE_TEST_PGPOOL="$common port=$sr_port dbname=pqscope"
+    start_pgpool pgpool_raw raw 4
+    export PQSCOPE_TEST_PGPOOL_RAW="$common port=$PGPOOL_STARTED_PORT dbname=pqscope"
+    echo "servers: Pgpool-II on 127.0.0.1:$sr_port (streaming_replication mode) and :$PGPOOL_STARTED_PORT (raw mode)"
+  fi
   export PQSCOPE_TEST_DIRECT="$common port=$PG_PORT dbname=pqscope"
   export PQSCOPE_TEST_PGBOUNCER="$common port=$PGB_PORT dbname=pqscope"
   export PQSCOPE_TEST_PGBOUNCER_POOL1="$common port=$PGB_PORT dbname=pqscope_pool1"
   export PQSCOPE_TEST_PGBOUNCER_ADMIN="$common port=$PGB_PORT dbname=pgbouncer"
   export PQSCOPE_TEST_PGBOUNCER_PIDFILE="$SERVERS_DIR/pgbouncer.pid"
-  echo "servers: PostgreSQL on 127.0.0.1:$PG_PORT, PgBouncer (transaction pooling) on 127.0.0.1:$PGB_PORT, in $SERVERS_DIR"
 }
 
 stop_servers() {
   [ -n "$SERVERS_DIR" ] && [ -d "$SERVERS_DIR" ] || return 0
+  stop_pgpool pgpool
+  stop_pgpool pgpool_raw
   if [ -f "$SERVERS_DIR/pgbouncer.pid" ]; then
     kill "$(cat "$SERVERS_DIR/pgbouncer.pid")" 2>/dev/null || true
   fi
-  if [ -f "$SERVERS_DIR/data/postmaster.pid" ]; then
-    as_pg "$PG_BIN/pg_ctl" -D "$SERVERS_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
+  local d
+  for d in "$SERVERS_DIR/standby" "$SERVERS_DIR/data"; do
+    if [ -f "$d/postmaster.pid" ]; then
+      as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+  done
   rm -rf "$SERVERS_DIR"
   SERVERS_DIR=""
 }

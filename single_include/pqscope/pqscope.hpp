@@ -31,6 +31,7 @@
 //      |- lock_not_available                55P03
 //      `- query_canceled                    57014
 
+#include <cstddef>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -91,23 +92,75 @@ class batch_failed : public transaction_aborted {
   using transaction_aborted::transaction_aborted;
 };
 
+// What the server said about an error (libpq's PQresultErrorField), and the
+// statement it was about.
+struct error_fields {
+  std::string sqlstate, message, detail, hint;
+  std::string statement;  // the SQL that failed, when known
+  std::size_t position = 0;  // 1-based character in `statement` the server points at; 0: none
+  std::string schema, table, column, datatype, constraint;
+};
+
+namespace detail {
+// The message as psql shows it: the statement line with a caret under the position,
+// then DETAIL and HINT.
+inline std::string describe(const error_fields& f) {
+  std::string out = f.message;
+  if (f.position > 0 && !f.statement.empty()) {
+    // The position counts characters; step over UTF-8 continuation bytes.
+    std::size_t at = 0, chars = 1;
+    while (at < f.statement.size() && chars < f.position) {
+      ++at;
+      while (at < f.statement.size() && (static_cast<unsigned char>(f.statement[at]) & 0xC0) == 0x80) ++at;
+      ++chars;
+    }
+    const std::size_t begin = f.statement.rfind('\n', at == 0 ? 0 : at - 1);
+    const std::size_t line_start = begin == std::string::npos || at == 0 ? 0 : begin + 1;
+    std::size_t line_end = f.statement.find('\n', at);
+    if (line_end == std::string::npos) line_end = f.statement.size();
+    std::size_t line_no = 1;
+    for (std::size_t k = 0; k < line_start; ++k) line_no += f.statement[k] == '\n' ? 1 : 0;
+    const std::string prefix = "LINE " + std::to_string(line_no) + ": ";
+    const std::string line = f.statement.substr(line_start, line_end - line_start);
+    std::size_t column = 0;  // characters before the caret on its line
+    for (std::size_t k = line_start; k < at && k < f.statement.size(); ++k)
+      column += (static_cast<unsigned char>(f.statement[k]) & 0xC0) != 0x80 ? 1 : 0;
+    out += "\n" + prefix + line + "\n" + std::string(prefix.size() + column, ' ') + "^";
+  }
+  if (!f.detail.empty()) out += "\nDETAIL: " + f.detail;
+  if (!f.hint.empty()) out += "\nHINT: " + f.hint;
+  return out;
+}
+}  // namespace detail
+
 class sql_error : public error {
  public:
   sql_error(const std::string& message, std::string sqlstate, std::string detail = {},
             std::string hint = {})
       : error(message),
-        fields_(std::make_shared<const fields>(fields{std::move(sqlstate), std::move(detail), std::move(hint)})) {}
+        fields_(std::make_shared<const error_fields>(
+            error_fields{std::move(sqlstate), message, std::move(detail), std::move(hint), {}, 0, {}, {}, {}, {}, {}})) {}
+  explicit sql_error(error_fields f)
+      : error(detail::describe(f)), fields_(std::make_shared<const error_fields>(std::move(f))) {}
 
   // Five-character SQLSTATE code, e.g. "23505".
   [[nodiscard]] const std::string& sqlstate() const noexcept { return fields_->sqlstate; }
+  // The server's primary message alone (what() adds the statement, caret, detail and hint).
+  [[nodiscard]] const std::string& message() const noexcept { return fields_->message; }
   [[nodiscard]] const std::string& detail() const noexcept { return fields_->detail; }
   [[nodiscard]] const std::string& hint() const noexcept { return fields_->hint; }
+  [[nodiscard]] const std::string& statement() const noexcept { return fields_->statement; }
+  // 1-based character position in statement(), 0 when the server gave none.
+  [[nodiscard]] std::size_t position() const noexcept { return fields_->position; }
+  [[nodiscard]] const std::string& schema_name() const noexcept { return fields_->schema; }
+  [[nodiscard]] const std::string& table_name() const noexcept { return fields_->table; }
+  [[nodiscard]] const std::string& column_name() const noexcept { return fields_->column; }
+  [[nodiscard]] const std::string& datatype_name() const noexcept { return fields_->datatype; }
+  [[nodiscard]] const std::string& constraint_name() const noexcept { return fields_->constraint; }
+  [[nodiscard]] const error_fields& fields() const noexcept { return *fields_; }
 
  private:
-  struct fields {
-    std::string sqlstate, detail, hint;
-  };
-  std::shared_ptr<const fields> fields_;
+  std::shared_ptr<const error_fields> fields_;
 };
 
 #define PQSCOPE_SQL_ERROR_CLASS(name, base) \
@@ -133,22 +186,26 @@ PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57
 namespace detail {
 
 // Throws the most specific sql_error subclass for the SQLSTATE.
-[[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
-                                         const std::string& detail, const std::string& hint) {
+[[noreturn]] inline void throw_sql_error(error_fields f) {
+  const std::string state = f.sqlstate;
   auto is = [&](const char* code) { return state == code; };
   auto in_class = [&](const char* cls) { return state.compare(0, 2, cls) == 0; };
-  if (is("23502")) throw not_null_violation(message, state, detail, hint);
-  if (is("23503")) throw foreign_key_violation(message, state, detail, hint);
-  if (is("23505")) throw unique_violation(message, state, detail, hint);
-  if (is("23514")) throw check_violation(message, state, detail, hint);
-  if (in_class("23")) throw integrity_constraint_violation(message, state, detail, hint);
-  if (is("40001")) throw serialization_failure(message, state, detail, hint);
-  if (is("40P01")) throw deadlock_detected(message, state, detail, hint);
-  if (in_class("40")) throw transaction_rollback(message, state, detail, hint);
-  if (in_class("22")) throw data_exception(message, state, detail, hint);
-  if (is("55P03")) throw lock_not_available(message, state, detail, hint);
-  if (is("57014")) throw query_canceled(message, state, detail, hint);
-  throw sql_error(message, state, detail, hint);
+  if (is("23502")) throw not_null_violation(std::move(f));
+  if (is("23503")) throw foreign_key_violation(std::move(f));
+  if (is("23505")) throw unique_violation(std::move(f));
+  if (is("23514")) throw check_violation(std::move(f));
+  if (in_class("23")) throw integrity_constraint_violation(std::move(f));
+  if (is("40001")) throw serialization_failure(std::move(f));
+  if (is("40P01")) throw deadlock_detected(std::move(f));
+  if (in_class("40")) throw transaction_rollback(std::move(f));
+  if (in_class("22")) throw data_exception(std::move(f));
+  if (is("55P03")) throw lock_not_available(std::move(f));
+  if (is("57014")) throw query_canceled(std::move(f));
+  throw sql_error(std::move(f));
+}
+[[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
+                                         const std::string& detail, const std::string& hint) {
+  throw_sql_error(error_fields{state, message, detail, hint, {}, 0, {}, {}, {}, {}, {}});
 }
 
 }  // namespace detail
@@ -190,6 +247,10 @@ struct transaction_options {
   // atomic()/transactional() only, outermost scope only: re-run the whole function
   // after serialization_failure (40001) or deadlock_detected (40P01).
   int retries = 0;
+  // Outermost scope only: subtransactions this transaction may hold before
+  // opening another savepoint is reported (and refused, if the connection says so);
+  // 0: the connection's savepoint_limit.
+  std::size_t savepoint_limit = 0;
   // atomic()/transactional() only, outermost scope only: statements are queued
   // and sent together, with BEGIN, savepoints and COMMIT, when a result is read,
   // on connection::flush(), or at the end (one round trip for a transaction that
@@ -205,8 +266,8 @@ struct transaction_options {
 
 // What sits between the application and PostgreSQL.
 enum class pooling {
-  none,        // PostgreSQL itself, or a session-pooling PgBouncer
-  transaction  // PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
+  none,        // PostgreSQL itself, or a session-pooling PgBouncer: session state is allowed
+  transaction  // the default; PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
 };
 
 // What the statement observer is told after each statement the application runs.
@@ -221,20 +282,41 @@ struct statement_event {
   // whether that attempt was batched: a replayed statement is reported twice.
   std::size_t attempt = 0;
   bool batched = false;
+  // Set, with sql "SAVEPOINT", when a scope opens past the savepoint limit.
+  std::string_view warning;
 };
 
 struct connection_options {
-  // pooling::transaction: statements that would leave session state behind (a
-  // session SET, LISTEN, PREPARE, session advisory locks, ...) are refused with
-  // usage_error before anything is sent; the next client of the server connection
-  // would inherit them. Wrap a statement in allow_session_state() to send it anyway.
-  pqscope::pooling pooling = pqscope::pooling::none;
+  // pooling::transaction (the default): statements that would leave session state
+  // behind (a session SET, LISTEN, PREPARE, session advisory locks, ...) are refused
+  // with usage_error before anything is sent; behind PgBouncer's transaction pooling
+  // the next client of the server connection would inherit them. Wrap one statement
+  // in allow_session_state() to send it anyway, or choose pooling::none for a direct
+  // connection that wants session settings.
+  pqscope::pooling pooling = pqscope::pooling::transaction;
   // Called once for every statement given to execute()/query_value(), on the
   // calling thread, when its answer arrives (for a batched statement: with the
   // batch that carried it), or when it is refused before it was sent (error set).
   // It must not use the connection. Exceptions it
   // throws are swallowed: a logging hook must not change what a transaction does.
   std::function<void(const statement_event&)> observer;
+  // PostgreSQL caches 64 subtransaction ids per backend; a transaction that holds
+  // more (savepoints that wrote; released ones count until the transaction ends)
+  // slows every snapshot in the cluster. Opening a savepoint past this many is
+  // counted (connection_stats::savepoint_limit_exceeded) and reported to the
+  // observer, and refused with usage_error if refuse_past_savepoint_limit. 0: no limit.
+  std::size_t savepoint_limit = 64;
+  bool refuse_past_savepoint_limit = false;
+  // A client-side bound on each round trip. When it passes, a cancel request is
+  // sent and the answer is awaited for a grace of min(network_timeout, 1 s): a
+  // cancelled statement throws query_canceled (dooming its scope, as any failed
+  // statement does); no answer closes the connection and throws connection_error,
+  // or in_doubt_error when COMMIT was awaited (never cancelled). Also bounds
+  // connecting (connect_timeout, whole seconds, at least 2, unless the conninfo
+  // sets one). Zero (default): no bound per round trip; connecting is still
+  // bounded (connect_timeout=10) and a dead peer is still noticed by TCP keepalives
+  // and tcp_user_timeout defaults. Set it above the longest statement you run.
+  std::chrono::milliseconds network_timeout{0};
 };
 
 }  // namespace pqscope
@@ -253,11 +335,20 @@ struct connection_stats {
   std::uint64_t savepoints = 0;                // SAVEPOINTs the server executed
   std::uint64_t batched_attempts = 0;          // outermost atomic() attempts run with batch = true
   std::uint64_t replays = 0;                   // functions run again unbatched after a batched send failed
+  // Subtransactions the current transaction holds (savepoints executed and not
+  // rolled back; an upper bound, since one that never writes gets no id), the most
+  // any transaction on this connection held, and savepoints opened past the limit.
+  std::uint64_t savepoints_in_transaction = 0;
+  std::uint64_t max_savepoints_in_transaction = 0;
+  std::uint64_t savepoint_limit_exceeded = 0;
 };
 
 }  // namespace pqscope
 // #include <pqscope/params.hpp>
 // Values in and out of PostgreSQL's text format, and the customization point.
+// Built in: bool, integers, floating point, std::string(_view), system_clock time
+// points and timestamp_or_infinity (timestamptz), date, bytea (std::vector<std::byte>,
+// bytes_view) and one-dimensional arrays (std::vector<T>, std::vector<std::optional<T>>).
 //
 // To pass or read a type of your own, specialize pqscope::value_traits:
 //
@@ -272,16 +363,433 @@ struct connection_stats {
 // handled by the library: use std::optional<money>.
 
 #include <charconv>
-#include <cmath>
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <ratio>
 #include <string>
 #include <string_view>
 #include <type_traits>
 #include <vector>
 
+// #include <pqscope/detail/text_codecs.hpp>
+// PostgreSQL text formats that need more than one line: calendar arithmetic and
+// ISO timestamps, bytea (hex and escape), and one-dimensional array literals.
+// No value_traits here; params.hpp builds the traits on these functions.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <pqscope/errors.hpp> (inlined above)
+
+namespace pqscope {
+namespace detail {
+
+// The value as it goes into an error message: quoted, and cut short if long.
+inline std::string quote_value(std::string_view s) {
+  constexpr std::size_t limit = 80;
+  if (s.size() <= limit) return "\"" + std::string(s) + "\"";
+  return "\"" + std::string(s.substr(0, limit)) + "\"... (" + std::to_string(s.size()) + " bytes)";
+}
+
+// ---- calendar: the proleptic Gregorian calendar PostgreSQL uses, astronomical years (0 is 1 BC)
+
+constexpr std::int64_t floor_div(std::int64_t a, std::int64_t b) noexcept {
+  std::int64_t q = a / b;
+  if (a % b != 0 && ((a < 0) != (b < 0))) --q;
+  return q;
+}
+
+constexpr bool is_leap_year(std::int64_t y) noexcept { return y % 4 == 0 && (y % 100 != 0 || y % 400 == 0); }
+
+constexpr unsigned days_in_month(std::int64_t y, unsigned m) noexcept {
+  constexpr unsigned days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && is_leap_year(y) ? 29 : days[m - 1];
+}
+
+// Days from 1970-01-01 to y-m-d (negative before). m and d must be valid.
+constexpr std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) noexcept {
+  // Leap years in [0, y): year 0 is one, and floor division counts the rest on either side of it.
+  const std::int64_t leaps = floor_div(y - 1, 4) - floor_div(y - 1, 100) + floor_div(y - 1, 400) + 1;
+  constexpr unsigned before_month[] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+  constexpr std::int64_t year_0_to_1970 = 719528;
+  return 365 * y + leaps + before_month[m - 1] + (m > 2 && is_leap_year(y) ? 1 : 0) + d - 1 - year_0_to_1970;
+}
+
+struct civil_date {
+  std::int64_t year;
+  unsigned month, day;
+};
+
+constexpr civil_date civil_from_days(std::int64_t days) noexcept {
+  // 146097 days make 400 years; the estimate is off by a year at most, then corrected.
+  const std::int64_t cycles = floor_div(days, 146097);
+  std::int64_t y = 1970 + cycles * 400 + (days - cycles * 146097) * 400 / 146097;
+  while (days_from_civil(y, 1, 1) > days) --y;
+  while (days_from_civil(y + 1, 1, 1) <= days) ++y;
+  auto rest = static_cast<unsigned>(days - days_from_civil(y, 1, 1));
+  unsigned m = 1;
+  while (rest >= days_in_month(y, m)) rest -= days_in_month(y, m++);
+  return {y, m, rest + 1};
+}
+
+constexpr std::int64_t micros_per_second = 1'000'000;
+constexpr std::int64_t micros_per_day = 86'400 * micros_per_second;
+// PostgreSQL's earliest timestamp, 4714-11-24 BC 00:00 UTC; its latest (294276 AD) lies
+// beyond what int64 microseconds since 1970 can hold, so no time_point reaches it.
+constexpr std::int64_t min_timestamp_micros = days_from_civil(-4713, 11, 24) * micros_per_day;
+// PostgreSQL's date range: 4714-11-24 BC to 5874897-12-31.
+constexpr std::int64_t min_date_days = days_from_civil(-4713, 11, 24);
+constexpr std::int64_t max_date_days = days_from_civil(5874897, 12, 31);
+
+inline void append_number(std::string& out, std::uint64_t v, int width) {
+  char buf[24];
+  int n = 0;
+  do {
+    buf[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  for (int i = n; i < width; ++i) out += '0';
+  while (n > 0) out += buf[--n];
+}
+
+// "YYYY-MM-DD" with " BC" left to the caller: years before 1 AD are written as PostgreSQL
+// writes them, 1 - y with the suffix.
+inline void append_civil_date(std::string& out, const civil_date& c) {
+  append_number(out, static_cast<std::uint64_t>(c.year > 0 ? c.year : 1 - c.year), 4);
+  out += '-';
+  append_number(out, c.month, 2);
+  out += '-';
+  append_number(out, c.day, 2);
+}
+
+// ISO 8601 in UTC with an explicit offset, so the server reads the same instant
+// whatever its DateStyle order and TimeZone: "2024-01-02 03:04:05.123456+00".
+inline std::string format_timestamp(std::int64_t micros) {
+  std::int64_t days = micros / micros_per_day;
+  std::int64_t in_day = micros % micros_per_day;
+  if (in_day < 0) {
+    in_day += micros_per_day;
+    --days;
+  }
+  const civil_date c = civil_from_days(days);
+  std::string out;
+  out.reserve(40);
+  append_civil_date(out, c);
+  const auto secs = static_cast<std::uint64_t>(in_day / micros_per_second);
+  const auto frac = static_cast<std::uint64_t>(in_day % micros_per_second);
+  out += ' ';
+  append_number(out, secs / 3600, 2);
+  out += ':';
+  append_number(out, secs / 60 % 60, 2);
+  out += ':';
+  append_number(out, secs % 60, 2);
+  if (frac != 0) {
+    out += '.';
+    append_number(out, frac, 6);
+  }
+  out += "+00";
+  if (c.year <= 0) out += " BC";
+  return out;
+}
+
+inline std::string format_date(const civil_date& c) {
+  std::string out;
+  append_civil_date(out, c);
+  if (c.year <= 0) out += " BC";
+  return out;
+}
+
+// Reads fixed-format text left to right; every step says whether it matched.
+class text_cursor {
+ public:
+  explicit text_cursor(std::string_view s) noexcept : s_(s) {}
+  [[nodiscard]] bool done() const noexcept { return i_ == s_.size(); }
+  [[nodiscard]] bool peek(char c) const noexcept { return i_ < s_.size() && s_[i_] == c; }
+  [[nodiscard]] bool peek_digit() const noexcept { return i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9'; }
+  bool eat(char c) noexcept {
+    if (!peek(c)) return false;
+    ++i_;
+    return true;
+  }
+  bool eat(std::string_view word) noexcept {
+    if (s_.substr(i_, word.size()) != word) return false;
+    i_ += word.size();
+    return true;
+  }
+  // Between min and max decimal digits; `count` tells how many were read.
+  bool digits(int min, int max, std::int64_t& out, int* count = nullptr) noexcept {
+    int n = 0;
+    out = 0;
+    while (n < max && i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') {
+      out = out * 10 + (s_[i_++] - '0');
+      ++n;
+    }
+    if (count != nullptr) *count = n;
+    return n >= min;
+  }
+
+ private:
+  std::string_view s_;
+  std::size_t i_ = 0;
+};
+
+inline std::string iso_format_hint(const char* format) {
+  return std::string("pqscope reads PostgreSQL's ISO output (") + format +
+         "), which the server writes only with DateStyle ISO (the default, 'ISO, MDY'; SET DateStyle = 'ISO')";
+}
+
+// "YYYY-MM-DD" at the cursor, years of four or more digits; checked for a real day.
+inline bool read_civil_date(text_cursor& c, civil_date& out) {
+  std::int64_t y = 0, m = 0, d = 0;
+  if (!c.digits(4, 9, y) || !c.eat('-') || !c.digits(2, 2, m) || !c.eat('-') || !c.digits(2, 2, d)) return false;
+  if (m < 1 || m > 12 || d < 1) return false;
+  out = {y, static_cast<unsigned>(m), static_cast<unsigned>(d)};
+  return true;
+}
+
+// " BC" turns the year PostgreSQL wrote into an astronomical one; then the day is checked.
+inline bool finish_civil_date(text_cursor& c, civil_date& out) {
+  if (c.eat(" BC")) {
+    if (out.year == 0) return false;
+    out.year = 1 - out.year;
+  }
+  return out.day <= days_in_month(out.year, out.month);
+}
+
+inline civil_date parse_date(std::string_view s) {
+  text_cursor c{s};
+  civil_date d{};
+  if (s == "infinity" || s == "-infinity")
+    throw conversion_error("cannot read date " + quote_value(s) +
+                           " as pqscope::date: an infinite date has no calendar day; read it as std::string");
+  if (!read_civil_date(c, d) || !finish_civil_date(c, d) || !c.done())
+    throw conversion_error("cannot read " + quote_value(s) + " as a date (pqscope::date): " + iso_format_hint("YYYY-MM-DD[ BC]"));
+  return d;
+}
+
+struct timestamp_text {
+  int infinite;         // 0 finite, +1 'infinity', -1 '-infinity'
+  std::int64_t micros;  // since 1970-01-01 00:00 UTC, when finite
+};
+
+// Timestamps as PostgreSQL writes them with DateStyle ISO: timestamptz with any UTC
+// offset (+05:30, -08, +00:09:21 for local mean time), timestamp without one (read as UTC),
+// 0 to 6 fractional digits, years before 1 AD with " BC".
+inline timestamp_text parse_timestamp(std::string_view s) {
+  if (s == "infinity") return {1, 0};
+  if (s == "-infinity") return {-1, 0};
+  text_cursor c{s};
+  civil_date d{};
+  std::int64_t hh = 0, mi = 0, ss = 0, frac = 0;
+  int frac_digits = 0;
+  bool ok = read_civil_date(c, d) && (c.eat(' ') || c.eat('T')) && c.digits(2, 2, hh) && c.eat(':') &&
+            c.digits(2, 2, mi) && c.eat(':') && c.digits(2, 2, ss);
+  if (ok && c.eat('.')) ok = c.digits(1, 6, frac, &frac_digits) && !c.peek_digit();  // 7+ digits: refused
+  for (int i = frac_digits; i < 6; ++i) frac *= 10;
+  std::int64_t offset = 0;  // seconds east of UTC
+  if (ok && (c.peek('+') || c.peek('-'))) {
+    const bool west = c.eat('-');
+    if (!west) c.eat('+');
+    std::int64_t oh = 0, om = 0, os = 0;
+    ok = c.digits(2, 2, oh) && (!c.eat(':') || (c.digits(2, 2, om) && (!c.eat(':') || c.digits(2, 2, os))));
+    ok = ok && om < 60 && os < 60;
+    offset = (oh * 3600 + om * 60 + os) * (west ? -1 : 1);
+  }
+  ok = ok && finish_civil_date(c, d) && c.done() && hh < 24 && mi < 60 && ss < 60;
+  if (!ok) throw conversion_error("cannot read " + quote_value(s) + " as a timestamp: " +
+                           iso_format_hint("YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]][ BC]"));
+  const std::int64_t in_day = ((hh * 60 + mi) * 60 + ss) * micros_per_second + frac;
+  std::int64_t micros = 0;
+  if (__builtin_mul_overflow(days_from_civil(d.year, d.month, d.day), micros_per_day, &micros) ||
+      __builtin_add_overflow(micros, in_day - offset * micros_per_second, &micros))
+    throw conversion_error("timestamp " + quote_value(s) +
+                           " is beyond what 64-bit microseconds since 1970 can hold (about 292,000 years)");
+  return {0, micros};
+}
+
+// ---- bytea
+
+inline std::string bytea_to_text(const std::byte* p, std::size_t n) {
+  constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 + 2 * n);
+  out += "\\x";
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto b = static_cast<unsigned>(p[i]);
+    out += hex[b >> 4];
+    out += hex[b & 15U];
+  }
+  return out;
+}
+
+inline int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Both of PostgreSQL's output formats: hex ("\x0aff", the default bytea_output) and escape
+// ("\012\377", printable bytes as themselves, a backslash doubled).
+inline std::vector<std::byte> bytea_from_text(std::string_view s) {
+  std::vector<std::byte> out;
+  auto fail = [&](const char* why) {
+    return conversion_error("cannot read " + quote_value(s) + " as bytea (std::vector<std::byte>): " + why);
+  };
+  if (s.substr(0, 2) == "\\x") {
+    if (s.size() % 2 != 0) throw fail("odd number of hex digits");
+    out.reserve((s.size() - 2) / 2);
+    for (std::size_t i = 2; i < s.size(); i += 2) {
+      const int hi = hex_value(s[i]), lo = hex_value(s[i + 1]);
+      if (hi < 0 || lo < 0) throw fail("not a hex digit");
+      out.push_back(static_cast<std::byte>(hi * 16 + lo));
+    }
+    return out;
+  }
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\') {
+      out.push_back(static_cast<std::byte>(s[i]));
+    } else if (i + 1 < s.size() && s[i + 1] == '\\') {
+      out.push_back(std::byte{'\\'});
+      ++i;
+    } else if (i + 3 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' && s[i + 2] <= '7' &&
+               s[i + 3] >= '0' && s[i + 3] <= '7') {
+      out.push_back(static_cast<std::byte>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
+      i += 3;
+    } else {
+      throw fail("a backslash must start \\\\ or a three-digit octal escape");
+    }
+  }
+  return out;
+}
+
+// ---- one-dimensional arrays
+
+inline bool is_array_space(char c) noexcept {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+inline bool is_null_word(std::string_view s) noexcept {
+  if (s.size() != 4) return false;
+  for (std::size_t i = 0; i < 4; ++i)
+    if ((s[i] | 0x20) != "null"[i]) return false;
+  return true;
+}
+
+// Appends one element to an array literal, double-quoted when the server would otherwise
+// read it differently: empty, the word NULL in any case, a delimiter, brace, quote,
+// backslash or white space; inside quotes only " and \ need a backslash.
+inline void append_array_element(std::string& out, std::string_view text) {
+  bool quote = text.empty() || is_null_word(text);
+  for (const char ch : text)
+    if (ch == ',' || ch == '{' || ch == '}' || ch == '"' || ch == '\\' || is_array_space(ch)) quote = true;
+  if (!quote) {
+    out += text;
+    return;
+  }
+  out += '"';
+  for (const char ch : text) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  out += '"';
+}
+
+// Splits the server's text for a one-dimensional array into its elements and calls
+// on_element(index, text, is_null) for each, index from 0. More dimensions, or a
+// lower bound other than 1 ("[0:2]={...}"), are a conversion_error.
+template <class OnElement>
+void parse_array(std::string_view s, const char* type_name, OnElement&& on_element) {
+  auto fail = [&](const std::string& why) {
+    return conversion_error("cannot read " + quote_value(s) + " as " + type_name + ": " + why);
+  };
+  std::size_t i = 0;
+  if (!s.empty() && s[0] == '[') {
+    // Dimension decoration, written only when some lower bound is not 1: "[lo:hi][lo:hi]=".
+    int dims = 0;
+    std::string lower_bound;
+    while (i < s.size() && s[i] == '[') {
+      const std::size_t colon = s.find(':', i), close = s.find(']', i);
+      if (colon == std::string_view::npos || close == std::string_view::npos || colon > close)
+        throw fail("malformed dimensions");
+      if (++dims == 1) lower_bound = std::string(s.substr(i + 1, colon - i - 1));
+      i = close + 1;
+    }
+    if (i >= s.size() || s[i] != '=') throw fail("malformed dimensions");
+    ++i;
+    if (dims != 1)
+      throw fail("it has " + std::to_string(dims) + " dimensions; pqscope reads one-dimensional arrays only");
+    if (lower_bound != "1")
+      throw fail("its lower bound is " + lower_bound +
+                 ", not 1; pqscope reads arrays indexed from 1 only (select arr[:], which starts at 1)");
+  }
+  if (i >= s.size() || s[i] != '{') throw fail("an array starts with {");
+  int depth = 0;
+  for (std::size_t j = i; j < s.size() && s[j] == '{'; ++j) ++depth;
+  if (depth > 1)
+    throw fail("it has " + std::to_string(depth) + " dimensions; pqscope reads one-dimensional arrays only");
+  ++i;
+  auto skip_space = [&] {
+    while (i < s.size() && is_array_space(s[i])) ++i;
+  };
+  skip_space();
+  if (i < s.size() && s[i] == '}') {
+    if (i + 1 != s.size()) throw fail("text after the closing }");
+    return;
+  }
+  std::string element;
+  for (std::size_t index = 0;; ++index) {
+    skip_space();
+    element.clear();
+    bool quoted = false, escaped = false;
+    if (i < s.size() && s[i] == '"') {
+      quoted = true;
+      for (++i; i < s.size() && s[i] != '"'; ++i) {
+        if (s[i] == '\\' && ++i == s.size()) break;
+        element += s[i];
+      }
+      if (i >= s.size()) throw fail("unterminated quoted element");
+      ++i;
+      skip_space();
+    } else {
+      std::size_t kept = 0;  // trailing white space of an unquoted element is not part of it
+      for (; i < s.size() && s[i] != ',' && s[i] != '}'; ++i) {
+        if (s[i] == '{' || s[i] == '"')
+          throw fail(s[i] == '{' ? "a nested { (more than one dimension)" : "a quote inside an unquoted element");
+        if (s[i] == '\\') {
+          if (++i == s.size()) break;
+          escaped = true;
+          element += s[i];
+          kept = element.size();
+          continue;
+        }
+        element += s[i];
+        if (!is_array_space(s[i])) kept = element.size();
+      }
+      element.resize(kept);
+      if (element.empty()) throw fail("an empty unquoted element");
+    }
+    if (i >= s.size()) throw fail("missing closing }");
+    const bool is_null = !quoted && !escaped && is_null_word(element);
+    on_element(index, std::string_view(element), is_null);
+    if (s[i] == '}') {
+      if (i + 1 != s.size()) throw fail("text after the closing }");
+      return;
+    }
+    ++i;  // the comma
+  }
+}
+
+}  // namespace detail
+}  // namespace pqscope
 // #include <pqscope/errors.hpp> (inlined above)
 
 namespace pqscope {
@@ -335,8 +843,17 @@ template <class T>
 struct value_traits<T, std::enable_if_t<std::is_floating_point_v<T>>> {
   static constexpr unsigned oid = sizeof(T) == 4 ? 700 : 701;  // float4 / float8
   static std::string to_text(T v) {
-    if (std::isnan(v)) return "NaN";
-    if (std::isinf(v)) return v > 0 ? "Infinity" : "-Infinity";
+    // Compared, not std::isnan/isinf: <cmath> would cost every includer ~8k lines.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wfloat-equal"
+#endif
+    if (v != v) return "NaN";  // NOLINT(misc-redundant-expression): true only for NaN
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+    if (v > std::numeric_limits<T>::max()) return "Infinity";
+    if (v < std::numeric_limits<T>::lowest()) return "-Infinity";
     char buf[64];
     auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that reads back exactly
     return std::string(buf, r.ptr);
@@ -394,6 +911,306 @@ template <class T>
 struct is_optional : std::false_type {};
 template <class T>
 struct is_optional<std::optional<T>> : std::true_type {};
+
+// Durations that hold whole microseconds exactly (microseconds, nanoseconds, ...).
+template <class D>
+struct divides_micro
+    : std::bool_constant<std::is_integral_v<typename D::rep> &&
+                         std::ratio_divide<std::micro, typename D::period>::den == 1> {};
+
+template <class T>
+struct optional_inner {
+  using type = T;
+};
+template <class T>
+struct optional_inner<std::optional<T>> {
+  using type = T;
+};
+
+template <class T>
+struct is_vector : std::false_type {};
+template <class T, class A>
+struct is_vector<std::vector<T, A>> : std::true_type {};
+
+// The array type of an element type; 0 (let the server infer) for the ones not listed.
+constexpr unsigned array_oid(unsigned element_oid) noexcept {
+  switch (element_oid) {
+    case 16: return 1000;    // bool
+    case 17: return 1001;    // bytea
+    case 20: return 1016;    // int8
+    case 21: return 1005;    // int2
+    case 23: return 1007;    // int4
+    case 25: return 1009;    // text
+    case 114: return 199;    // json
+    case 700: return 1021;   // float4
+    case 701: return 1022;   // float8
+    case 1043: return 1015;  // varchar
+    case 1082: return 1182;  // date
+    case 1114: return 1115;  // timestamp
+    case 1184: return 1185;  // timestamptz
+    case 1700: return 1231;  // numeric
+    case 2950: return 2951;  // uuid
+    case 3802: return 3807;  // jsonb
+    default: return 0;
+  }
+}
+
+// Microseconds since 1970 as a time_point of duration D; conversion_error if D cannot hold them.
+template <class TimePoint>
+TimePoint time_point_from_micros(std::int64_t micros, std::string_view text) {
+  using duration = typename TimePoint::duration;
+  using rep = typename duration::rep;
+  constexpr auto ticks_per_micro = std::ratio_divide<std::micro, typename duration::period>::num;
+  std::int64_t ticks = 0;
+  if (__builtin_mul_overflow(micros, static_cast<std::int64_t>(ticks_per_micro), &ticks) ||
+      ticks < static_cast<std::int64_t>(std::numeric_limits<rep>::min()) ||
+      (ticks > 0 && static_cast<std::uint64_t>(ticks) > static_cast<std::uint64_t>(std::numeric_limits<rep>::max())))
+    throw conversion_error("timestamp " + quote_value(text) +
+                           " is outside the range of the time_point's duration (with nanoseconds, as "
+                           "std::chrono::system_clock has on libstdc++, the years 1677 to 2262)");
+  return TimePoint(duration(static_cast<rep>(ticks)));
+}
+
+}  // namespace detail
+
+// ---- dates and times
+
+// A calendar day, as PostgreSQL's date (oid 1082): proleptic Gregorian, 4714 BC to
+// 5874897 AD. The year is astronomical: 0 is 1 BC, -1 is 2 BC.
+struct date {
+  int year = 1970;
+  unsigned month = 1;  // 1..12
+  unsigned day = 1;    // 1..31
+
+  [[nodiscard]] constexpr bool is_valid() const noexcept {
+    return month >= 1 && month <= 12 && day >= 1 && day <= detail::days_in_month(year, month);
+  }
+  // Days since 1970-01-01, negative before; conversion_error for an invalid date.
+  [[nodiscard]] constexpr std::int64_t days_since_epoch() const {
+    if (!is_valid())
+      throw conversion_error("invalid date: year " + std::to_string(year) + ", month " + std::to_string(month) +
+                             ", day " + std::to_string(day));
+    return detail::days_from_civil(year, month, day);
+  }
+  // The inverse, for days within PostgreSQL's range.
+  [[nodiscard]] static constexpr date from_days_since_epoch(std::int64_t days) noexcept {
+    const detail::civil_date c = detail::civil_from_days(days);
+    return date{static_cast<int>(c.year), c.month, c.day};
+  }
+
+  friend constexpr bool operator==(const date& a, const date& b) noexcept {
+    return a.year == b.year && a.month == b.month && a.day == b.day;
+  }
+  friend constexpr bool operator!=(const date& a, const date& b) noexcept { return !(a == b); }
+  friend constexpr bool operator<(const date& a, const date& b) noexcept {
+    return a.year != b.year ? a.year < b.year : a.month != b.month ? a.month < b.month : a.day < b.day;
+  }
+};
+
+template <>
+struct value_traits<date> {
+  static constexpr unsigned oid = 1082;
+  static std::string to_text(const date& d) {
+    const std::int64_t days = d.days_since_epoch();
+    if (days < detail::min_date_days || days > detail::max_date_days)
+      throw conversion_error("date " + detail::format_date({d.year, d.month, d.day}) +
+                             " is outside PostgreSQL's date range (4714-11-24 BC to 5874897-12-31)");
+    return detail::format_date({d.year, d.month, d.day});
+  }
+  static date from_text(std::string_view s) {
+    const detail::civil_date c = detail::parse_date(s);
+    return date{static_cast<int>(c.year), c.month, c.day};
+  }
+};
+
+// std::chrono::system_clock::time_point (and any system_clock time_point whose duration
+// holds whole microseconds) as timestamptz. Sent in UTC with an explicit offset, so the
+// server's TimeZone and DateStyle order do not matter; the part below a microsecond is
+// dropped (rounded toward the past). Read from timestamptz in any TimeZone, or from
+// timestamp without time zone taken as UTC; needs DateStyle ISO. 'infinity' is a
+// conversion_error: read it as timestamp_or_infinity.
+template <class D>
+struct value_traits<std::chrono::time_point<std::chrono::system_clock, D>,
+                    std::enable_if_t<detail::divides_micro<D>::value>> {
+  using time_point = std::chrono::time_point<std::chrono::system_clock, D>;
+  static constexpr unsigned oid = 1184;
+  static std::string to_text(const time_point& t) {
+    const auto micros = std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count();
+    if (micros < detail::min_timestamp_micros)
+      throw conversion_error("time point " + std::to_string(micros) +
+                             " us since 1970 is before PostgreSQL's earliest timestamp, 4714-11-24 00:00:00 BC UTC");
+    return detail::format_timestamp(micros);
+  }
+  static time_point from_text(std::string_view s) {
+    const detail::timestamp_text t = detail::parse_timestamp(s);
+    if (t.infinite != 0)
+      throw conversion_error("cannot read timestamp " + detail::quote_value(s) +
+                             " as a std::chrono::system_clock::time_point; read it as "
+                             "pqscope::timestamp_or_infinity");
+    return detail::time_point_from_micros<time_point>(t.micros, s);
+  }
+};
+
+// A timestamptz that may also be 'infinity' or '-infinity'. Converts implicitly from a
+// time_point; ordered -infinity < every time point < infinity.
+class timestamp_or_infinity {
+ public:
+  using time_point = std::chrono::system_clock::time_point;
+
+  constexpr timestamp_or_infinity() noexcept = default;  // the epoch
+  constexpr timestamp_or_infinity(time_point t) noexcept : time_(t) {}  // NOLINT(google-explicit-constructor)
+  [[nodiscard]] static constexpr timestamp_or_infinity infinity() noexcept { return timestamp_or_infinity(1); }
+  [[nodiscard]] static constexpr timestamp_or_infinity minus_infinity() noexcept {
+    return timestamp_or_infinity(-1);
+  }
+
+  [[nodiscard]] constexpr bool is_finite() const noexcept { return infinite_ == 0; }
+  [[nodiscard]] constexpr bool is_infinity() const noexcept { return infinite_ > 0; }
+  [[nodiscard]] constexpr bool is_minus_infinity() const noexcept { return infinite_ < 0; }
+  // The time point; conversion_error when infinite.
+  [[nodiscard]] time_point value() const {
+    if (!is_finite())
+      throw conversion_error(std::string("timestamp_or_infinity::value(): the timestamp is ") +
+                             (is_infinity() ? "'infinity'" : "'-infinity'") + "; check is_finite() first");
+    return time_;
+  }
+
+  friend constexpr bool operator==(const timestamp_or_infinity& a, const timestamp_or_infinity& b) noexcept {
+    return a.infinite_ == b.infinite_ && (a.infinite_ != 0 || a.time_ == b.time_);
+  }
+  friend constexpr bool operator!=(const timestamp_or_infinity& a, const timestamp_or_infinity& b) noexcept {
+    return !(a == b);
+  }
+  friend constexpr bool operator<(const timestamp_or_infinity& a, const timestamp_or_infinity& b) noexcept {
+    return a.infinite_ != b.infinite_ ? a.infinite_ < b.infinite_ : a.infinite_ == 0 && a.time_ < b.time_;
+  }
+
+ private:
+  explicit constexpr timestamp_or_infinity(int infinite) noexcept : infinite_(infinite) {}
+  time_point time_{};
+  int infinite_ = 0;  // +1 infinity, -1 -infinity
+};
+
+template <>
+struct value_traits<timestamp_or_infinity> {
+  static constexpr unsigned oid = 1184;
+  static std::string to_text(const timestamp_or_infinity& t) {
+    if (t.is_infinity()) return "infinity";
+    if (t.is_minus_infinity()) return "-infinity";
+    return value_traits<timestamp_or_infinity::time_point>::to_text(t.value());
+  }
+  static timestamp_or_infinity from_text(std::string_view s) {
+    const detail::timestamp_text t = detail::parse_timestamp(s);
+    if (t.infinite > 0) return timestamp_or_infinity::infinity();
+    if (t.infinite < 0) return timestamp_or_infinity::minus_infinity();
+    return detail::time_point_from_micros<timestamp_or_infinity::time_point>(t.micros, s);
+  }
+};
+
+// ---- bytea
+
+// Bytes for a bytea parameter, without copying them into a vector first. Holds a pointer:
+// the bytes must outlive the call.
+class bytes_view {
+ public:
+  constexpr bytes_view() noexcept = default;
+  bytes_view(const void* data, std::size_t size) noexcept : data_(static_cast<const std::byte*>(data)), size_(size) {}
+  bytes_view(const std::vector<std::byte>& v) noexcept  // NOLINT(google-explicit-constructor)
+      : data_(v.data()), size_(v.size()) {}
+  [[nodiscard]] constexpr const std::byte* data() const noexcept { return data_; }
+  [[nodiscard]] constexpr std::size_t size() const noexcept { return size_; }
+
+ private:
+  const std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+template <>
+struct value_traits<bytes_view> {
+  static constexpr unsigned oid = 17;
+  static std::string to_text(bytes_view b) { return detail::bytea_to_text(b.data(), b.size()); }
+};
+
+// Every byte value 0-255; sent in hex, read in hex or escape format (bytea_output).
+template <>
+struct value_traits<std::vector<std::byte>> {
+  static constexpr unsigned oid = 17;
+  static std::string to_text(const std::vector<std::byte>& v) { return detail::bytea_to_text(v.data(), v.size()); }
+  static std::vector<std::byte> from_text(std::string_view s) { return detail::bytea_from_text(s); }
+};
+
+// ---- one-dimensional arrays
+
+// std::vector<T> and std::vector<std::optional<T>> as T[] (element NULLs through the
+// optional), for every T with value_traits. Sent as an array literal with each element
+// quoted as needed; read from the server's output, indexed from 1, one dimension.
+template <class T>
+struct value_traits<std::vector<T>, std::enable_if_t<!std::is_same_v<T, std::byte>>> {
+  using element = typename detail::optional_inner<T>::type;
+  static_assert(!std::is_same_v<element, char> && !std::is_same_v<element, signed char> &&
+                    !std::is_same_v<element, unsigned char>,
+                "pqscope: a vector of char, signed char or unsigned char is ambiguous: std::vector<std::byte> is "
+                "bytea, std::string is text, std::vector<short> or std::vector<int> is an array of numbers");
+  static_assert(!detail::is_vector<element>::value || std::is_same_v<element, std::vector<std::byte>>,
+                "pqscope: arrays of more than one dimension are not supported");
+  static constexpr unsigned oid = detail::array_oid(detail::traits_oid<element>::value);
+
+  static std::string to_text(const std::vector<T>& v) {
+    static_assert(detail::has_to_text<element>::value,
+                  "pqscope: no value_traits<T>::to_text for this array's element type");
+    std::string out = "{";
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (i != 0) out += ',';
+      if constexpr (detail::is_optional<T>::value) {
+        if (v[i])
+          append(out, *v[i]);
+        else
+          out += "NULL";
+      } else {
+        append(out, v[i]);
+      }
+    }
+    out += '}';
+    return out;
+  }
+
+  static std::vector<T> from_text(std::string_view s) {
+    static_assert(detail::has_from_text<element>::value,
+                  "pqscope: no value_traits<T>::from_text for this array's element type");
+    static_assert(!std::is_same_v<element, std::string_view>,
+                  "pqscope: read arrays of text as std::vector<std::string> (an element may be unescaped, so it "
+                  "cannot point into the result)");
+    std::vector<T> out;
+    detail::parse_array(s, "a one-dimensional array (std::vector)",
+                        [&](std::size_t index, std::string_view text, bool is_null) {
+                          const std::string where = "element " + std::to_string(index + 1) + " of array " +
+                                                    detail::quote_value(s);
+                          if (is_null) {
+                            if constexpr (detail::is_optional<T>::value) {
+                              out.emplace_back();
+                              return;
+                            } else {
+                              throw conversion_error(where +
+                                                     " is NULL; read the array as std::vector<std::optional<T>>");
+                            }
+                          }
+                          try {
+                            out.push_back(T(value_traits<element>::from_text(text)));
+                          } catch (const conversion_error& e) {
+                            throw conversion_error(where + ": " + e.what());
+                          }
+                        });
+    return out;
+  }
+
+ private:
+  static void append(std::string& out, const element& e) {
+    decltype(auto) text = value_traits<element>::to_text(e);
+    detail::append_array_element(out, std::string_view(text));
+  }
+};
+
+namespace detail {
 
 // Parameters of one statement, in the form libpq takes them. Values that are not
 // already NUL-terminated strings are copied into `storage_`, which of() reserves
@@ -729,17 +1546,38 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 // a batch of statements followed by one sync and reads every answer. A driver
 // that wraps libpq_driver can count, log or delay; a scripted driver (see
 // tests/support) replays answers with no server at all.
+//
+// Time bounds (see connection_options::network_timeout and the README's
+// "Timeouts" section): connecting is bounded by default (connect_timeout, TCP
+// keepalives and tcp_user_timeout are added to a conninfo that does not set
+// them); with a network_timeout each round trip is bounded too: when it expires
+// a cancel request is sent and a grace is waited for the server's answer, after
+// which the connection is closed and the batch reported lost.
 
 #include <fcntl.h>
+#include <poll.h>
+#include <strings.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <libpq-fe.h>
 
 // #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
 
 #ifndef LIBPQ_HAS_PIPELINING
@@ -762,6 +1600,29 @@ inline void check_conninfo(const std::string& conninfo) {
   while (!msg.empty() && msg.back() == '\n') msg.pop_back();
   throw usage_error("invalid connection string: " + msg);
 }
+
+// What libpq_driver adds to a conninfo that sets none of these (nor their
+// environment variables): a dead peer, a black-holed path or a server that
+// accepts and never answers is noticed in seconds, not after the kernel's
+// minutes (or hours, for an idle connection's keepalive).
+struct network_default {
+  const char* key;
+  const char* value;
+};
+inline constexpr network_default network_defaults[] = {
+    {"connect_timeout", "10"},      // seconds, per host and address tried (libpq has no default)
+    {"keepalives_idle", "15"},      // seconds of silence before the first probe (kernel: 7200)
+    {"keepalives_interval", "5"},   // seconds between probes (kernel: 75)
+    {"keepalives_count", "3"},      // probes before giving up (kernel: 9)
+    {"tcp_user_timeout", "30000"},  // ms that sent data may stay unacknowledged (kernel: about 15 min)
+};
+
+// connect_timeout (whole seconds, libpq's unit) for a network_timeout: rounded
+// up, at least 2 (libpq treats 1 as 2).
+inline std::string connect_timeout_for(std::chrono::milliseconds t) {
+  const long long s = (t.count() + 999) / 1000;
+  return std::to_string(s < 2 ? 2 : s);
+}
 }  // namespace detail
 
 // What the server says about the session after a batch (PQtransactionStatus).
@@ -780,6 +1641,8 @@ struct reply {
   result res;           // status::ok
   std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
   std::string sqlstate, message, detail, hint;  // status::error
+  std::size_t position = 0;                     // status::error: 1-based character, 0 if none
+  std::string schema, table, column, datatype, constraint;
 };
 
 struct batch_reply {
@@ -787,34 +1650,84 @@ struct batch_reply {
   bool lost = false;           // the connection died; replies past the loss are `skipped`
   std::string lost_message;
   server_state state = server_state::unknown;
+  // Set when the session was idle before the batch, no statement in it opens a
+  // transaction, and it ended inside one anyway: what opened it, when the driver
+  // can tell (e.g. Pgpool-II in raw mode), else empty. For the error the scope
+  // machine raises about a transaction no scope owns.
+  std::string diagnostic;
+};
+
+// The driver's time bounds, taken from connection_options.
+struct network_settings {
+  // Each round trip (and connecting, as connect_timeout when the conninfo sets none). 0: unbounded.
+  std::chrono::milliseconds timeout{0};
 };
 
 class libpq_driver {
  public:
+  using clock = std::chrono::steady_clock;
+
   libpq_driver() = default;
   libpq_driver(const libpq_driver&) = delete;
   libpq_driver& operator=(const libpq_driver&) = delete;
   ~libpq_driver() { close(); }
 
+  // Before open(): the time bounds (connection_options::network_timeout).
+  void set_network(const network_settings& s) noexcept { net_ = s; }
+  [[nodiscard]] const network_settings& network() const noexcept { return net_; }
+
+  // After a round trip's network_timeout expired: how long pqscope waits for the
+  // answer to its cancel request before it gives the connection up.
+  [[nodiscard]] static std::chrono::milliseconds grace_for(std::chrono::milliseconds timeout) noexcept {
+    return timeout < std::chrono::milliseconds(1000) ? timeout : std::chrono::milliseconds(1000);
+  }
+
   // Throws connection_error (usage_error for a malformed conninfo). fallback_application_name applies unless the
-  // conninfo or PGAPPNAME names one (libpq's own rule).
+  // conninfo or PGAPPNAME names one (libpq's own rule). Time bounds the conninfo (or the environment) leaves unset
+  // are added: see detail::network_defaults.
   void open(const std::string& conninfo, const std::string& fallback_application_name) {
     close();
     detail::check_conninfo(conninfo);
-    const char* keys[] = {"dbname", "fallback_application_name", nullptr};
-    const char* vals[] = {conninfo.c_str(), fallback_application_name.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keys, vals, /*expand_dbname=*/1);
+    std::vector<std::string> owned;  // values that must outlive the call
+    std::vector<const char*> keys, vals;
+    owned.reserve(std::size(detail::network_defaults));
+    for (const auto& d : detail::network_defaults) {
+      if (is_set(conninfo, d.key)) continue;
+      std::string value = d.value;
+      if (std::strcmp(d.key, "connect_timeout") == 0 && net_.timeout.count() > 0)
+        value = detail::connect_timeout_for(net_.timeout);
+      owned.push_back(std::move(value));
+      keys.push_back(d.key);
+      vals.push_back(owned.back().c_str());
+    }
+    // The conninfo comes after the defaults: with expand_dbname, what it sets wins.
+    keys.push_back("dbname");
+    vals.push_back(conninfo.c_str());
+    keys.push_back("fallback_application_name");
+    vals.push_back(fallback_application_name.c_str());
+    keys.push_back(nullptr);
+    vals.push_back(nullptr);
+    conn_ = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
     if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
     if (PQstatus(conn_) != CONNECTION_OK) {
       std::string msg = trim(PQerrorMessage(conn_));
       close();
       throw connection_error("could not connect: " + msg);
     }
+    // Every wait is a poll() with a deadline; libpq never blocks on the socket.
+    if (PQsetnonblocking(conn_, 1) != 0) {
+      std::string msg = trim(PQerrorMessage(conn_));
+      close();
+      throw connection_error("could not connect: " + msg);
+    }
+    closed_reason_.clear();
+    last_state_ = server_state::idle;
   }
 
   void close() noexcept {
-    if (conn_ != nullptr) PQfinish(conn_);
+    if (conn_ != nullptr) PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
     conn_ = nullptr;
+    cancel_.reset();
   }
 
   // Frees the connection without telling the server: used in a child process
@@ -828,24 +1741,45 @@ class libpq_driver {
     if (devnull >= 0) ::close(devnull);
     PQfinish(conn_);
     conn_ = nullptr;
+    cancel_.reset();
   }
 
   [[nodiscard]] bool is_open() const noexcept { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
 
   // One round trip: every statement in one pipeline, one sync, all answers read.
   // Only one sync is ever in flight (PgBouncer before 1.21 mishandles more).
+  //
+  // With a network_timeout, the round trip has a deadline. When it passes, a
+  // cancel request is sent (not while the answer awaited is COMMIT's: see
+  // expire()) and the answers are awaited for a grace more; a cancelled
+  // statement then answers 57014 like any failed statement. If the answers do
+  // not all arrive by then, the connection is closed and the batch is lost.
   batch_reply exchange(const std::vector<statement>& batch) {
     batch_reply out;
     out.replies.resize(batch.size());
-    if (!is_open()) return lost(out, "the connection is closed");
+    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+    const server_state before = std::exchange(last_state_, server_state::unknown);
+    round_trip rt{batch};
+    if (net_.timeout.count() > 0) {
+      rt.bounded = true;
+      rt.deadline = clock::now() + net_.timeout;
+    }
     if (PQenterPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
     for (const statement& s : batch) {
       if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
         return lost(out, trim(PQerrorMessage(conn_)));
     }
     if (PQpipelineSync(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+      case io::expired: return give_up(out, rt);
+    }
 
-    for (reply& r : out.replies) {
+    for (std::size_t i = 0; i < out.replies.size(); ++i) {
+      reply& r = out.replies[i];
+      rt.awaiting = i;
+      if (await_result(rt) == io::expired) return give_up(out, rt);
       PGresult* raw = PQgetResult(conn_);
       if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
       result res{detail::adopt(raw)};
@@ -867,6 +1801,12 @@ class libpq_driver {
           r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
           r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
           r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+          r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+          r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+          r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+          r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+          r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+          r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
           if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
           break;
         default:
@@ -875,17 +1815,25 @@ class libpq_driver {
           return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
       }
       // Each statement's answers end with a null result.
+      if (await_result(rt) == io::expired) return give_up(out, rt);
       if (PGresult* extra = PQgetResult(conn_)) {
         PQclear(extra);
         return lost(out, "unexpected extra answer from the server");
       }
     }
+    rt.awaiting = batch.size();
+    if (await_result(rt) == io::expired) return give_up(out, rt);
     PGresult* sync = PQgetResult(conn_);
     bool sync_ok = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
     if (sync != nullptr) PQclear(sync);
     if (!sync_ok) return lost(out, trim(PQerrorMessage(conn_)));
     if (PQexitPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
     out.state = state_of(PQtransactionStatus(conn_));
+    settle_cancel(rt, out);
+    if (before == server_state::idle && out.state == server_state::in_transaction && !opens_transaction(batch) &&
+        is_open())
+      out.diagnostic = diagnose_foreign_transaction();
+    last_state_ = out.state;
     return out;
   }
 
@@ -907,6 +1855,215 @@ class libpq_driver {
   [[nodiscard]] PGconn* native_handle() const noexcept { return conn_; }
 
  private:
+  enum class io { ok, failed, expired };
+
+  // One round trip's clock: the deadline, then (after a cancel request) the grace.
+  struct round_trip {
+    explicit round_trip(const std::vector<statement>& b) : batch(b) {}
+    const std::vector<statement>& batch;
+    bool bounded = false;
+    bool in_grace = false;
+    bool cancel_sent = false;
+    clock::time_point deadline{};
+    std::size_t awaiting = 0;  // the statement whose answer is awaited (batch.size(): the sync)
+  };
+
+  // A cancel request on its way. libpq 15's PQcancel blocks (a connect, a send,
+  // then it waits for the server to close), so it runs on a thread of its own
+  // that owns its PGcancel; the connection only waits for it up to the grace.
+  struct cancel_state {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+  };
+
+  static bool is_set(const std::string& conninfo, const char* key) {
+    bool set = false;
+    if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), nullptr)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+        if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && *o->val != '\0') set = true;
+      PQconninfoFree(opts);
+    }
+    if (set) return true;
+    // Its environment variable (PGCONNECT_TIMEOUT, ...), if it has one, counts as set.
+    if (PQconninfoOption* defs = PQconndefaults()) {
+      for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
+        if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
+        // Read-only, as libpq itself reads the environment while connecting.
+        const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
+        if (v != nullptr && *v != '\0') set = true;
+      }
+      PQconninfoFree(defs);
+    }
+    return set;
+  }
+
+  // Waits for the socket; `expired` once the deadline and the grace have passed.
+  io wait(round_trip& rt, short events, short& revents) {
+    for (;;) {
+      int timeout_ms = -1;
+      if (rt.bounded) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(rt.deadline - clock::now()).count();
+        if (left <= 0) {
+          if (!expire(rt)) return io::expired;
+          continue;
+        }
+        timeout_ms = left > 1000000 ? 1000000 : static_cast<int>(left);
+      }
+      pollfd p{PQsocket(conn_), events, 0};
+      if (p.fd < 0) return io::failed;
+      const int r = ::poll(&p, 1, timeout_ms);
+      if (r < 0 && errno != EINTR) return io::failed;
+      if (r > 0) {
+        revents = p.revents;
+        return io::ok;
+      }
+    }
+  }
+
+  // The deadline passed: the first time, send a cancel request and allow the
+  // grace (true); after the grace, give up (false). No cancel while the answer
+  // awaited is COMMIT's: a COMMIT cannot be undone, and cancelling one that waits
+  // for a synchronous standby turns it into a local commit reported as success.
+  bool expire(round_trip& rt) {
+    if (rt.in_grace) return false;
+    rt.in_grace = true;
+    rt.deadline += grace_for(net_.timeout);
+    const bool commit = rt.awaiting < rt.batch.size() && std::strcmp(rt.batch[rt.awaiting].sql, "COMMIT") == 0;
+    if (!commit) rt.cancel_sent = send_cancel();
+    return true;
+  }
+
+  bool send_cancel() noexcept {
+    PGcancel* c = PQgetCancel(conn_);
+    if (c == nullptr) return false;
+    try {
+      auto state = std::make_shared<cancel_state>();
+      std::thread([c, state] {
+        char err[256];
+        (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
+        PQfreeCancel(c);
+        std::lock_guard<std::mutex> lock(state->m);
+        state->done = true;
+        state->cv.notify_all();
+      }).detach();
+      cancel_ = std::move(state);
+      return true;
+    } catch (...) {
+      PQfreeCancel(c);
+      return false;
+    }
+  }
+
+  // Sends what libpq still holds; reads meanwhile, so a server that is itself
+  // blocked writing to us cannot deadlock the two.
+  io flush(round_trip& rt) {
+    for (;;) {
+      const int f = PQflush(conn_);
+      if (f == 0) return io::ok;
+      if (f < 0) return io::failed;
+      short revents = 0;
+      const io w = wait(rt, POLLIN | POLLOUT, revents);
+      if (w != io::ok) return w;
+      if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1) return io::failed;
+    }
+  }
+
+  // Until PQgetResult would not block. A broken connection returns ok: PQgetResult reports it.
+  io await_result(round_trip& rt) {
+    while (PQisBusy(conn_) != 0) {
+      short revents = 0;
+      const io w = wait(rt, POLLIN, revents);
+      if (w == io::expired) return w;
+      if (w == io::failed || PQconsumeInput(conn_) != 1) return io::ok;
+    }
+    return io::ok;
+  }
+
+  // Every answer came. A statement cancelled in this batch shows the cancel
+  // request has done its work. Otherwise the request may still be on its way and
+  // could hit a later statement of this session: wait for it until the grace
+  // ends, then close the connection.
+  void settle_cancel(round_trip& rt, const batch_reply& out) {
+    if (!cancel_) return;
+    std::shared_ptr<cancel_state> c = std::move(cancel_);
+    for (const reply& r : out.replies)
+      if (r.st == reply::status::error && r.sqlstate == "57014") return;
+    std::unique_lock<std::mutex> lock(c->m);
+    if (c->cv.wait_until(lock, rt.deadline, [&] { return c->done; })) return;
+    lock.unlock();
+    close();
+    closed_reason_ = "the connection was closed after a round trip that exceeded network_timeout, because its "
+                     "cancel request could still reach a later statement";
+  }
+
+  // Whether a statement of the batch opens a transaction itself (BEGIN, START TRANSACTION).
+  static bool opens_transaction(const std::vector<statement>& batch) {
+    for (const statement& s : batch) {
+      const char* p = s.sql;
+      while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') ++p;
+      if (strncasecmp(p, "BEGIN", 5) == 0 || strncasecmp(p, "START", 5) == 0) return true;
+    }
+    return false;
+  }
+
+  // One simple-protocol query (a middleware's own commands are not understood in
+  // the extended protocol); the first value, or nothing on error.
+  bool simple_query(const char* sql, std::string& value) {
+    if (PQsendQuery(conn_, sql) != 1) return false;
+    static const std::vector<statement> none;
+    round_trip rt{none};
+    if (net_.timeout.count() > 0) {
+      rt.bounded = true;
+      rt.in_grace = true;  // no cancel for a probe: its deadline is final
+      rt.deadline = clock::now() + net_.timeout;
+    }
+    bool ok = flush(rt) == io::ok;
+    while (ok) {
+      if (await_result(rt) != io::ok) {
+        give_up_quietly();
+        return false;
+      }
+      PGresult* r = PQgetResult(conn_);
+      if (r == nullptr) break;
+      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
+      else if (PQresultStatus(r) != PGRES_TUPLES_OK) ok = false;
+      PQclear(r);
+    }
+    return ok && is_open();
+  }
+
+  void give_up_quietly() {
+    close();
+    closed_reason_ = "no answer from the server to a diagnostic query within network_timeout";
+  }
+
+  // A transaction no statement of the batch opened: is a middleware to blame?
+  // Only asked on that anomaly (plain PostgreSQL never does it), so an unknown
+  // command costs nothing in the common case; the transaction is rolled back after.
+  std::string diagnose_foreign_transaction() {
+    std::string version, mode;
+    if (!simple_query("SHOW pool_version", version) || version.empty()) return {};
+    simple_query("PGPOOL SHOW backend_clustering_mode", mode);
+    std::string why = "Pgpool-II (" + version + ") opened it: ";
+    if (mode == "raw")
+      return why + "in raw mode (backend_clustering_mode = 'raw') it wraps the first write of a session sent with "
+                   "the extended protocol in a BEGIN of its own and never ends that transaction. Run Pgpool-II in "
+                   "streaming_replication mode, or connect to PostgreSQL directly";
+    return why + "backend_clustering_mode = '" + (mode.empty() ? "unknown" : mode) +
+           "'. pqscope is tested with streaming_replication mode";
+  }
+
+  batch_reply& give_up(batch_reply& out, const round_trip& rt) {
+    const long long ms = net_.timeout.count() + grace_for(net_.timeout).count();
+    std::string why = "no answer from the server within network_timeout (" + std::to_string(net_.timeout.count()) +
+                      " ms) and the grace after " + (rt.cancel_sent ? "a cancel request" : "it") + " (" +
+                      std::to_string(ms) + " ms in all); the connection was closed";
+    close();
+    closed_reason_ = why;
+    return lost(out, std::move(why));
+  }
+
   static std::string trim(const char* s) {
     std::string r = s != nullptr ? s : "";
     while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
@@ -933,7 +2090,36 @@ class libpq_driver {
   }
 
   PGconn* conn_ = nullptr;
+  network_settings net_;
+  std::shared_ptr<cancel_state> cancel_;  // a cancel request sent during the last round trip
+  std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
+  server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
+
+namespace detail {
+// Hands connection_options to a driver that takes time bounds (libpq_driver and
+// drivers derived from it); other drivers are left alone.
+template <class D, class = void>
+struct takes_network : std::false_type {};
+template <class D>
+struct takes_network<D, std::void_t<decltype(std::declval<D&>().set_network(network_settings{})),
+                                    decltype(std::declval<const D&>().network())>> : std::true_type {};
+
+template <class D>
+void configure_driver(D& d, const connection_options& o) {
+  if constexpr (takes_network<D>::value) {
+    network_settings s;
+    s.timeout = o.network_timeout;
+    d.set_network(s);
+  }
+}
+
+// A second driver with the same time bounds (the in-doubt resolver's fresh connection).
+template <class D>
+void copy_driver_settings(D& to, const D& from) {
+  if constexpr (takes_network<D>::value) to.set_network(from.network());
+}
+}  // namespace detail
 
 }  // namespace pqscope
 // #include <pqscope/connection.hpp>
@@ -959,10 +2145,11 @@ class libpq_driver {
 // The default application_name, "program:user@host", so that every client is
 // recognisable in pg_stat_activity, also through PgBouncer.
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <unistd.h>
 
-#include <fstream>
+#include <cstring>
 #include <string>
 
 namespace pqscope::detail {
@@ -976,10 +2163,16 @@ inline std::string cut_utf8(std::string s, std::size_t max_bytes) {
   return s;
 }
 
+// argv[0] from /proc (plain read(2): <fstream> would cost every includer ~36k lines).
 inline std::string program_name() {
   std::string cmdline;
-  std::ifstream f("/proc/self/cmdline", std::ios::binary);
-  if (f) std::getline(f, cmdline, '\0');
+  const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[512];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    ::close(fd);
+    if (n > 0) cmdline.assign(buf, ::strnlen(buf, static_cast<std::size_t>(n)));
+  }
   auto slash = cmdline.rfind('/');
   if (slash != std::string::npos) cmdline.erase(0, slash + 1);
   return cmdline.empty() ? "pqscope" : cmdline;
@@ -1056,9 +2249,12 @@ inline std::string default_application_name() {
 // control that would go behind the scope machine's back. Best effort by design;
 // the server-state check after every batch catches what this misses.
 
+#include <algorithm>
 #include <cctype>
 #include <string>
 #include <string_view>
+
+// #include <pqscope/errors.hpp> (inlined above)
 
 namespace pqscope::detail {
 
@@ -1144,6 +2340,105 @@ inline bool is_copy_stream(std::string_view sql) {
   return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
 }
 
+// The highest $n placeholder in a statement: the number of parameters the server
+// will want. Placeholders inside string literals (standard, E'' escape strings,
+// dollar-quoted), quoted identifiers and comments do not count; neither does a $
+// inside an identifier (PostgreSQL allows foo$1 as a name). Returns -1 for SQL
+// it cannot read to the end (an unterminated quote or comment): the server will
+// say what is wrong.
+inline int highest_placeholder(std::string_view s) {
+  auto ident_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
+  };
+  int highest = 0;
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    const char c = s[i];
+    if (c == '-' && i + 1 < n && s[i + 1] == '-') {  // -- comment
+      const std::size_t nl = s.find('\n', i);
+      i = nl == std::string_view::npos ? n : nl + 1;
+    } else if (c == '/' && i + 1 < n && s[i + 1] == '*') {  // nested /* */ comment
+      int level = 0;
+      for (; i + 1 < n; ++i) {
+        if (s[i] == '/' && s[i + 1] == '*') {
+          ++level;
+          ++i;
+        } else if (s[i] == '*' && s[i + 1] == '/') {
+          ++i;
+          if (--level == 0) break;
+        }
+      }
+      if (level != 0) return -1;
+      ++i;
+    } else if (c == '\'' || c == '"') {  // 'literal', "identifier"; doubled quotes stay inside
+      // E'...' (or e'...') allows backslash escapes; a standard literal does not.
+      const bool escapes = c == '\'' && i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
+                           (i < 2 || !ident_char(s[i - 2]));
+      ++i;
+      for (;;) {
+        if (i >= n) return -1;
+        if (escapes && s[i] == '\\') {
+          i += 2;
+          continue;
+        }
+        if (s[i] == c) {
+          if (i + 1 < n && s[i + 1] == c) {
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        ++i;
+      }
+    } else if (c == '$' && (i == 0 || !ident_char(s[i - 1]))) {
+      if (i + 1 < n && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {  // $n
+        std::size_t j = i + 1;
+        long v = 0;
+        while (j < n && std::isdigit(static_cast<unsigned char>(s[j]))) {
+          if (v < 100000) v = v * 10 + (s[j] - '0');
+          ++j;
+        }
+        if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
+        i = j;
+        continue;
+      }
+      // $tag$ ... $tag$: the tag is empty or an identifier that does not start with a digit
+      std::size_t j = i + 1;
+      while (j < n && s[j] != '$' && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '_' ||
+                                      static_cast<unsigned char>(s[j]) >= 0x80))
+        ++j;
+      if (j < n && s[j] == '$') {
+        const std::string_view tag = s.substr(i, j - i + 1);
+        const std::size_t end = s.find(tag, j + 1);
+        if (end == std::string_view::npos) return -1;
+        i = end + tag.size();
+      } else {
+        i = j;
+      }
+    } else if (ident_char(c)) {  // a word: any $ inside belongs to it
+      while (i < n && ident_char(s[i])) ++i;
+    } else {
+      ++i;
+    }
+  }
+  return highest;
+}
+
+// The statement's placeholders must match the parameters given, both ways: the
+// server's own message ("bind message supplies 1 parameters, but prepared
+// statement \"\" requires 2") names a prepared statement the caller never made,
+// and too many are accepted silently.
+inline void check_placeholders(std::string_view sql, std::size_t given) {
+  const int wanted = highest_placeholder(sql);
+  if (wanted < 0 || static_cast<std::size_t>(wanted) == given) return;  // < 0: the server will say what is wrong
+  if (wanted == 0)
+    throw usage_error("the statement has no $n placeholder, but " + std::to_string(given) +
+                      " parameter(s) were given: " + std::string(sql.substr(0, 200)));
+  throw usage_error("the statement uses placeholders up to $" + std::to_string(wanted) + " but " +
+                    std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
+}
 }  // namespace pqscope::detail
 
 namespace pqscope::detail {
@@ -1432,6 +2727,18 @@ inline std::string session_state_hazard(std::string_view sql) {
     return ss::refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
                       "preload it with shared_preload_libraries or session_preload_libraries");
 
+  // The calls looked for all contain one of these words: a text with neither
+  // (most statements) needs no tokenizing. This runs for every statement.
+  auto contains_word = [&](std::string_view w) {
+    for (std::size_t i = 0; i + w.size() <= rest.size(); ++i) {
+      std::size_t k = 0;
+      while (k < w.size() && std::tolower(static_cast<unsigned char>(rest[i + k])) == w[k]) ++k;
+      if (k == w.size()) return true;
+    }
+    return false;
+  };
+  if (!contains_word("advisory") && !contains_word("set_config")) return {};
+
   std::string_view name;
   switch (ss::find_call(rest, first == "DO", name)) {
     case ss::call_hazard::advisory_lock:
@@ -1528,10 +2835,12 @@ inline pid_t current_pid() noexcept {
   return pid_slot().load(std::memory_order_relaxed);
 }
 
-inline std::exception_ptr sql_error_ptr(const std::string& message, const std::string& sqlstate,
-                                        const std::string& detail, const std::string& hint) {
+// The error a failed statement raises: the server's fields, the statement's text
+// (for the caret), and `context` before the message (set_local names its setting).
+inline std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {}) {
   try {
-    throw_sql_error(message, sqlstate, detail, hint);
+    throw_sql_error(error_fields{r.sqlstate, context + r.message, r.detail, r.hint, std::string(sql), r.position,
+                                 r.schema, r.table, r.column, r.datatype, r.constraint});
   } catch (...) {
     return std::current_exception();
   }
@@ -1632,6 +2941,10 @@ class scope_machine {
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
+  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
+    savepoint_limit_ = limit;
+    refuse_past_limit_ = refuse;
+  }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
@@ -1660,6 +2973,7 @@ class scope_machine {
       attempt = frames_.front().attempt;
     }
     const std::size_t i = frames_.size();
+    if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
     frame f;
     f.id = next_id_++;
     f.opts = o;
@@ -1672,9 +2986,9 @@ class scope_machine {
       xid_pending_ = false;
       void_.reset();
       if (attempt.batched) ++stats_.batched_attempts;
-      queue(item::open, id, 0, begin_sql(o));
+      queue(item::begin, id, 0, begin_sql(o));
     } else if (o.savepoint) {
-      queue(item::open, id, i, "SAVEPOINT " + savepoint_name(i));
+      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
     }
     if (o.statement_timeout.count() > 0)
       queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
@@ -1800,8 +3114,7 @@ class scope_machine {
       run_callbacks(f.on_rollback, false);
       if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
       if (op.failure) std::rethrow_exception(op.failure);
-      const reply& r = op.end_reply;
-      throw_sql_error(r.message, r.sqlstate, r.detail, r.hint);
+      std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
     }
     if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
       ++stats_.transactions_rolled_back;
@@ -1931,13 +3244,15 @@ class scope_machine {
         if (queue_[k].k == item::user) last_user = k + 1;
         if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
       }
-      const bool xid = last_user > 0 && wants_xid();
+      // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
+      // after the last statement, or before the COMMIT if statements went out unanswered.
+      const bool ends = n > 0 && queue_[n - 1].k == item::end;
+      const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+      const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
       for (std::size_t k = 0; k < n; ++k) {
+        if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
         in_flight_.push_back(std::move(queue_[k]));
-        // Learn the transaction id in the same round trip, for resolving a lost COMMIT.
-        if (xid && k + 1 == last_user)
-          in_flight_.push_back(item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {},
-                                    {}, nullptr});
+        if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
       }
       // Until an answer to the id query comes back, statements sent may have written.
       if (last_user > 0) xid_pending_ = true;
@@ -1972,6 +3287,7 @@ class scope_machine {
     if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
 
     if (!batch.empty() && batch.front().k == item::followup) {
+      end_of_transaction();
       if (br.lost) {
         mark_broken(br.lost_message);
         if (op_.followup) op_.followup_lost = br.lost_message;
@@ -1988,13 +3304,25 @@ class scope_machine {
         end_in_batch = true;
         op_.sent_end = true;
         op_.end_reply = r;
+        end_of_transaction();
       }
       if (r.st == reply::status::error && !failed_at) failed_at = k;
       if (r.st != reply::status::ok) continue;
       switch (it.k) {
-        case item::open:
+        case item::begin:
+        case item::savepoint:
           if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
-          if (it.level > 0) ++stats_.savepoints;
+          if (it.k == item::begin) held_.assign(1, 0);
+          if (it.k == item::savepoint) {
+            ++stats_.savepoints;
+            hold(it.sp);
+          }
+          break;
+        case item::release:
+          fold(it.sp, false);
+          break;
+        case item::rollback_to:
+          fold(it.sp, true);
           break;
         case item::user:
           it.slot->answer(r.res);
@@ -2030,7 +3358,7 @@ class scope_machine {
     if (failed_at) {
       const item& it = batch[*failed_at];
       const reply& r = br.replies[*failed_at];
-      std::exception_ptr first = sql_error_ptr(it.context + r.message, r.sqlstate, r.detail, r.hint);
+      std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
       if (it.k != item::end) {
         doom_here(it.context + r.message, r.sqlstate);
         if (end_in_batch) op_.failure = first;
@@ -2085,13 +3413,14 @@ class scope_machine {
 
  private:
   struct item {
-    enum kind { open, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
+    enum kind { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
     std::uint64_t frame_id;  // the frame that queued it
     std::size_t level;       // the innermost frame whose savepoint undoes it
     std::string sql;
     std::vector<std::string> args;
     std::string context;  // prefix for its error message
     std::shared_ptr<statement_slot> slot;  // user
+    std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
   };
   struct frame {
     std::uint64_t id = 0;
@@ -2144,6 +3473,13 @@ class scope_machine {
   item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
     queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
     return queue_.back();
+  }
+  static item xid_item() {
+    return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
+  }
+  void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
+    queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
+    queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
   }
   void push_followup(const char* sql, bool awaited) {
     followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
@@ -2267,7 +3603,7 @@ class scope_machine {
     const reply& r = br.replies[at];
     void_ = attempt_failure{it.context + r.message, r.sqlstate};
     if (it.k == item::user) {
-      it.slot->fail(sql_error_ptr(r.message, r.sqlstate, r.detail, r.hint));
+      it.slot->fail(sql_error_ptr(r, it.slot->sql));
       try {
         std::rethrow_exception(it.slot->error);
       } catch (const std::exception& x) {
@@ -2286,8 +3622,69 @@ class scope_machine {
     doom_.reset();
     for (frame& f : frames_) f.sent = false;
     if (end_in_batch) op_.replay = true;
-    ++stats_.transactions_rolled_back;
-    if (br.state != server_state::idle) push_followup("ROLLBACK", false);
+    if (br.state != server_state::idle) {
+      ++stats_.transactions_rolled_back;
+      push_followup("ROLLBACK", false);
+    }
+  }
+
+  // ---- the subtransaction budget ----
+  // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
+  // past that every snapshot in the cluster consults pg_subtrans. A released
+  // savepoint keeps its id until the transaction ends; only ROLLBACK TO gives it
+  // back. held_[i]: subtransactions begun under savepoint i (itself included) and
+  // not rolled back; held_[0] those released into the top level. Savepoints that
+  // never write get no id, so this is an upper bound.
+  void hold(std::size_t sp) {
+    if (held_.size() <= sp) held_.resize(sp + 1, 0);
+    held_[sp] += 1;
+    note_held();
+  }
+  void fold(std::size_t sp, bool rolled_back) {
+    if (sp == 0 || held_.size() <= sp) return;
+    std::uint64_t under = 0;
+    for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
+    if (!rolled_back) held_[sp - 1] += under;
+    note_held();
+  }
+  void note_held() {
+    std::uint64_t total = 0;
+    for (auto n : held_) total += n;
+    stats_.savepoints_in_transaction = total;
+    stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
+  }
+  void end_of_transaction() {
+    held_.clear();
+    stats_.savepoints_in_transaction = 0;
+  }
+  // Opening savepoint `i`: past the limit, the observer is told and it is counted;
+  // with refuse_past_savepoint_limit it is a usage_error before anything is queued.
+  void check_savepoint_budget(const transaction_options& root, std::size_t i) {
+    const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
+    if (limit == 0) return;
+    std::uint64_t in_use = stats_.savepoints_in_transaction;
+    for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
+    if (in_use < limit) return;
+    ++stats_.savepoint_limit_exceeded;
+    const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
+                            " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
+                            " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
+    const std::string refusal_text =
+        why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
+    const usage_error refusal(refusal_text);
+    if (observer_) {
+      try {
+        statement_event ev;
+        ev.sql = "SAVEPOINT";
+        ev.depth = depth();
+        ev.warning = why;
+        ev.error = refuse_past_limit_ ? &refusal : nullptr;
+        observer_(ev);
+      } catch (...) {
+        // a logging hook must not change what the transaction does
+      }
+    }
+    if (refuse_past_limit_) throw usage_error(refusal_text);
   }
 
   // The session is gone: nothing queued can be sent, nothing doomed can be undone.
@@ -2308,9 +3705,13 @@ class scope_machine {
     if (frames_.empty() || !began) {
       // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
       push_followup("ROLLBACK", true);
+      // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
       op_.stray = std::make_exception_ptr(usage_error(
-          "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it back. "
-          "Use pqscope::transaction or pqscope::atomic for transactions"));
+          br.diagnostic.empty()
+              ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
+                "back. Use pqscope::transaction or pqscope::atomic for transactions"
+              : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
+                    br.diagnostic));
       return;
     }
     // The transaction ended behind the scopes' back: nothing is left to undo.
@@ -2371,12 +3772,12 @@ class scope_machine {
     // A savepoint not yet sent is not needed: the scope can no longer roll back on
     // its own, and a failure of a waiting statement voids the whole attempt.
     if (f.owning && !f.sent)
-      drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::open; });
+      drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::savepoint; });
     lower_levels(i);
     if (f.owning && f.sent) {
       // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
       while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
     }
     if (timeouts_live) {
       restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
@@ -2408,14 +3809,10 @@ class scope_machine {
         // Its statements still wait: they go out after its SAVEPOINT and are undone
         // by the ROLLBACK TO behind them, so their success is still confirmed.
         lower_levels(i);
-        queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
-        queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+        queue_rollback_to(f.id, i);
       } else {
         drop_queued([&](const item& c) { return c.level >= i; });
-        if (f.sent) {
-          queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
-          queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
-        }
+        if (f.sent) queue_rollback_to(f.id, i);
       }
       if (doom_ && doom_->level >= i) doom_.reset();
     } else {
@@ -2464,12 +3861,59 @@ class scope_machine {
   pid_t pid_ = current_pid();
   connection_stats stats_;
   std::function<void(const statement_event&)> observer_;
+  std::vector<std::uint64_t> held_;  // subtransactions per savepoint level, see hold()
+  std::size_t savepoint_limit_ = 64;
+  bool refuse_past_limit_ = false;
 };
+
+// A token for the calling thread: the address of a thread_local, unique among
+// live threads (cheaper to include than <thread>).
+inline std::uintptr_t this_thread_token() noexcept {
+  static thread_local char tag = 0;
+  return reinterpret_cast<std::uintptr_t>(&tag);
+}
 
 // The blocking front end: the machine, a driver, and the loop between them.
 class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
  public:
   scope_machine machine;
+
+  // Held for the length of every public call: a call from a second thread while
+  // one is in progress is refused before anything is touched or sent. The same
+  // thread may re-enter (an on_commit callback that runs a statement).
+  class call {
+   public:
+    call(sync_session& s, const char* what) : s_(s) {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+        outer_ = true;
+        return;
+      }
+      if (expected == me) return;
+      throw usage_error(std::string(what) +
+                        ": this connection is in use by another thread, whose call is still in progress. A "
+                        "connection and its scopes serve one thread at a time; give each thread its own connection "
+                        "(pqscope::pool), or hand it over between calls");
+    }
+    // For destructors: false when another thread is in a call (nothing may be touched).
+    static bool try_enter(sync_session& s, bool& outer) noexcept {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
+      return outer || expected == me;
+    }
+    static void leave(sync_session& s) noexcept { s.owner_.store(0, std::memory_order_release); }
+    call(const call&) = delete;
+    call& operator=(const call&) = delete;
+    ~call() {
+      if (outer_) leave(s_);
+    }
+
+   private:
+    sync_session& s_;
+    bool outer_ = false;
+  };
 
   // The one loop: every send of every operation goes through here.
   void drive() {
@@ -2486,6 +3930,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
   // Sends what is queued and waits (a batched result is read, connection::flush()).
   void flush() override {
+    call guard(*this, "reading a result");
     machine.request_flush();
     drive();
     machine.finish();
@@ -2513,6 +3958,21 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   // Ends scope `id` and every scope opened inside it, rolling back; never throws.
   // Used by destructors, also when scopes are destroyed out of order.
   void abandon(std::uint64_t id) noexcept {
+    // Another thread in a call: touching the machine now would race with it.
+    bool outer = false;
+    if (!call::try_enter(*this, outer)) return;
+    struct leave_on_exit {
+      sync_session& s;
+      bool outer;
+      leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
+      leave_on_exit(const leave_on_exit&) = delete;
+      leave_on_exit& operator=(const leave_on_exit&) = delete;
+      leave_on_exit(leave_on_exit&&) = delete;
+      leave_on_exit& operator=(leave_on_exit&&) = delete;
+      ~leave_on_exit() {
+        if (outer) call::leave(s);
+      }
+    } leave{*this, outer};
     auto at = machine.index_of(id);
     if (!at) return;
     while (machine.depth() > *at) {
@@ -2534,6 +3994,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
  private:
   bool driving_ = false;
+  std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
 
 // The blocking front end bound to a driver.
@@ -2628,6 +4089,8 @@ class basic_connection {
       : options_(std::move(options)),
         s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
     s_->machine.set_observer(options_.observer);
+    s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+    detail::configure_driver(s_->driver, options_);
     s_->driver.open(s_->conninfo, detail::default_application_name());
   }
   basic_connection(basic_connection&&) noexcept = default;
@@ -2670,7 +4133,11 @@ class basic_connection {
   // (for code that needs a statement to have run before something outside the
   // database happens). Throws batch_failed if one of them failed. Nothing queued:
   // nothing is sent.
-  void flush() { machine_session().flush(); }
+  void flush() {
+    auto& s = machine_session();
+    detail::sync_session::call guard(s, "flush()");
+    s.flush();
+  }
 
   // Open scopes on this connection (0: autocommit).
   [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
@@ -2680,19 +4147,24 @@ class basic_connection {
   // Dropped if the scope that registered it rolls back.
   template <class F>
   void on_commit(F&& fn) {
+    detail::sync_session::call guard(machine_session(), "on_commit()");
     machine().on_commit(std::function<void()>(std::forward<F>(fn)));
   }
   // Runs fn after the outermost transaction rolls back. Dropped if the scope that
   // registered it is a savepoint that rolls back, and outside any scope.
   template <class F>
   void on_rollback(F&& fn) {
+    detail::sync_session::call guard(machine_session(), "on_rollback()");
     machine().on_rollback(std::function<void()>(std::forward<F>(fn)));
   }
 
   // SET LOCAL for the current transaction (set_config(name, value, true)): it ends
   // with the transaction, so nothing leaks to the next client of a pooled server
   // connection. usage_error outside a scope.
-  void set_local(std::string_view name, std::string_view value) { machine().set_local(name, value); }
+  void set_local(std::string_view name, std::string_view value) {
+    detail::sync_session::call guard(machine_session(), "set_local()");
+    machine().set_local(name, value);
+  }
 
   [[nodiscard]] std::string application_name() const { return s_ ? s_->driver.application_name() : std::string(); }
   [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
@@ -2708,6 +4180,7 @@ class basic_connection {
   // Only at depth 0: a scope cannot move to another session.
   void reconnect() {
     auto& s = machine_session();
+    detail::sync_session::call guard(s, "reconnect()");
     if (!s.machine.opened_by_this_process()) s.machine.check_usable();
     if (s.machine.depth() != 0)
       throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
@@ -2731,10 +4204,12 @@ class basic_connection {
   template <class... Params>
   result run(const detail::sql_ref& sql, const Params&... params) {
     auto& s = machine_session();
+    detail::sync_session::call guard(s, "execute()");
     std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
       check_session_state(sql);
+      detail::check_placeholders(sql.view(), sizeof...(Params));
       list.emplace(detail::param_list::of(params...));
       slot = s.machine.queue_statement(sql.c_str(), sql.view(), *list, s.weak_from_this());
     } catch (const std::exception& e) {
@@ -2820,14 +4295,16 @@ class database {
 // Transaction scopes: the transaction object, atomic() and transactional().
 // The logic lives in detail/scope_machine.hpp; these are its faces.
 
+#include <time.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
-#include <random>
-#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -2889,6 +4366,7 @@ class transaction {
               detail::attempt_info attempt)
       : machine_(std::move(s)) {
     if (!machine_) throw usage_error("transaction on a moved-from connection");
+    detail::sync_session::call guard(*machine_, "opening a scope");
     id_ = machine_->machine.open(options, attempt);
     outermost_ = machine_->machine.depth() == 1;
   }
@@ -2928,6 +4406,7 @@ class transaction {
                                             "ended first");
     }
     bool committed = false;
+    detail::sync_session::call guard(*machine_, what);
     try {
       machine_->end(id_, commit, &committed);
       state_ = commit ? state::committed : state::rolled_back;
@@ -2972,14 +4451,33 @@ inline bool is_retryable(const std::exception_ptr& e) {
   }
 }
 
+// Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from
+// the clock, the process and the thread (no <random>, ~47k lines per includer).
+inline std::uint64_t jitter_bits() noexcept {
+  static thread_local std::uint64_t state =
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+      (static_cast<std::uint64_t>(::getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(&state);
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
 // Jittered exponential backoff: spreads out clients that conflicted with each other.
 inline std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
-  thread_local std::minstd_rand rng{std::random_device{}() ^ static_cast<unsigned>(::getpid())};
   const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
   const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
   const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
-  std::uniform_int_distribution<std::int64_t> pick(d / 2, d);
-  return std::chrono::milliseconds(pick(rng));
+  const std::uint64_t span = static_cast<std::uint64_t>(d - d / 2) + 1;  // [d/2, d]
+  return std::chrono::milliseconds(d / 2 + static_cast<std::int64_t>(jitter_bits() % span));
+}
+
+// Sleeps without <thread> (~17k lines per includer).
+inline void pause(std::chrono::milliseconds d) noexcept {
+  if (d.count() <= 0) return;
+  timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>((d.count() % 1000) * 1000000)};
+  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
 }
 
 }  // namespace detail
@@ -2999,8 +4497,11 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   transaction_options scope = options;
   scope.retries = 0;
   scope.batch = false;
-  const bool outermost = c.depth() == 0;
   const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
+  if (!session) throw usage_error("atomic() on a moved-from connection");
+  // One call from start to end: another thread cannot slip a statement into this transaction.
+  detail::sync_session::call guard(*session, "atomic()");
+  const bool outermost = session->machine.depth() == 0;
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {
@@ -3034,7 +4535,7 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
         }
       }
     }  // the failed attempt is rolled back here, before the pause
-    std::this_thread::sleep_for(detail::retry_delay(options, attempt));
+    detail::pause(detail::retry_delay(options, attempt));
     ++attempt;
   }
 }

@@ -24,7 +24,7 @@
 namespace pqtest {
 
 struct target {
-  std::string name;      // "direct" or "pgbouncer"
+  std::string name;      // "direct", "pgbouncer" or "pgpool"
   std::string conninfo;  // what the code under test connects to
   friend std::ostream& operator<<(std::ostream& os, const target& t) { return os << t.name; }
 };
@@ -37,7 +37,11 @@ inline std::string env(const char* name) {
 }
 
 inline std::vector<target> targets() {
-  return {{"direct", env("PQSCOPE_TEST_DIRECT")}, {"pgbouncer", env("PQSCOPE_TEST_PGBOUNCER")}};
+  std::vector<target> all{{"direct", env("PQSCOPE_TEST_DIRECT")}, {"pgbouncer", env("PQSCOPE_TEST_PGBOUNCER")}};
+  // Pgpool-II in streaming_replication mode, when the servers script started it.
+  if (const char* pgpool = std::getenv("PQSCOPE_TEST_PGPOOL"); pgpool != nullptr && *pgpool != '\0')
+    all.push_back({"pgpool", pgpool});
+  return all;
 }
 
 // A name no other test (or concurrent test process) uses.
@@ -53,7 +57,12 @@ inline std::string with_app_name(const target& t, const std::string& app) {
 
 // The observer: a direct connection to PostgreSQL that checks from outside what
 // the code under test did (committed rows, sessions in pg_stat_activity).
-inline pqscope::connection observer() { return pqscope::connection{env("PQSCOPE_TEST_DIRECT")}; }
+// PostgreSQL itself, so the session-state guard is off.
+inline pqscope::connection observer() {
+  pqscope::connection_options o;
+  o.pooling = pqscope::pooling::none;
+  return pqscope::connection{env("PQSCOPE_TEST_DIRECT"), o};
+}
 
 // A table of its own for one test, dropped at the end. Not TEMP: a temporary
 // table is session state and would not survive PgBouncer's transaction pooling.

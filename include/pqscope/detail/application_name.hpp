@@ -2,10 +2,11 @@
 // The default application_name, "program:user@host", so that every client is
 // recognisable in pg_stat_activity, also through PgBouncer.
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <unistd.h>
 
-#include <fstream>
+#include <cstring>
 #include <string>
 
 namespace pqscope::detail {
@@ -19,10 +20,16 @@ inline std::string cut_utf8(std::string s, std::size_t max_bytes) {
   return s;
 }
 
+// argv[0] from /proc (plain read(2): <fstream> would cost every includer ~36k lines).
 inline std::string program_name() {
   std::string cmdline;
-  std::ifstream f("/proc/self/cmdline", std::ios::binary);
-  if (f) std::getline(f, cmdline, '\0');
+  const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[512];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    ::close(fd);
+    if (n > 0) cmdline.assign(buf, ::strnlen(buf, static_cast<std::size_t>(n)));
+  }
   auto slash = cmdline.rfind('/');
   if (slash != std::string::npos) cmdline.erase(0, slash + 1);
   return cmdline.empty() ? "pqscope" : cmdline;

@@ -78,10 +78,12 @@ inline pid_t current_pid() noexcept {
   return pid_slot().load(std::memory_order_relaxed);
 }
 
-inline std::exception_ptr sql_error_ptr(const std::string& message, const std::string& sqlstate,
-                                        const std::string& detail, const std::string& hint) {
+// The error a failed statement raises: the server's fields, the statement's text
+// (for the caret), and `context` before the message (set_local names its setting).
+inline std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {}) {
   try {
-    throw_sql_error(message, sqlstate, detail, hint);
+    throw_sql_error(error_fields{r.sqlstate, context + r.message, r.detail, r.hint, std::string(sql), r.position,
+                                 r.schema, r.table, r.column, r.datatype, r.constraint});
   } catch (...) {
     return std::current_exception();
   }
@@ -182,6 +184,10 @@ class scope_machine {
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
+  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
+    savepoint_limit_ = limit;
+    refuse_past_limit_ = refuse;
+  }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
@@ -210,6 +216,7 @@ class scope_machine {
       attempt = frames_.front().attempt;
     }
     const std::size_t i = frames_.size();
+    if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
     frame f;
     f.id = next_id_++;
     f.opts = o;
@@ -222,9 +229,9 @@ class scope_machine {
       xid_pending_ = false;
       void_.reset();
       if (attempt.batched) ++stats_.batched_attempts;
-      queue(item::open, id, 0, begin_sql(o));
+      queue(item::begin, id, 0, begin_sql(o));
     } else if (o.savepoint) {
-      queue(item::open, id, i, "SAVEPOINT " + savepoint_name(i));
+      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
     }
     if (o.statement_timeout.count() > 0)
       queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
@@ -350,8 +357,7 @@ class scope_machine {
       run_callbacks(f.on_rollback, false);
       if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
       if (op.failure) std::rethrow_exception(op.failure);
-      const reply& r = op.end_reply;
-      throw_sql_error(r.message, r.sqlstate, r.detail, r.hint);
+      std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
     }
     if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
       ++stats_.transactions_rolled_back;
@@ -481,13 +487,15 @@ class scope_machine {
         if (queue_[k].k == item::user) last_user = k + 1;
         if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
       }
-      const bool xid = last_user > 0 && wants_xid();
+      // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
+      // after the last statement, or before the COMMIT if statements went out unanswered.
+      const bool ends = n > 0 && queue_[n - 1].k == item::end;
+      const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+      const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
       for (std::size_t k = 0; k < n; ++k) {
+        if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
         in_flight_.push_back(std::move(queue_[k]));
-        // Learn the transaction id in the same round trip, for resolving a lost COMMIT.
-        if (xid && k + 1 == last_user)
-          in_flight_.push_back(item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {},
-                                    {}, nullptr});
+        if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
       }
       // Until an answer to the id query comes back, statements sent may have written.
       if (last_user > 0) xid_pending_ = true;
@@ -522,6 +530,7 @@ class scope_machine {
     if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
 
     if (!batch.empty() && batch.front().k == item::followup) {
+      end_of_transaction();
       if (br.lost) {
         mark_broken(br.lost_message);
         if (op_.followup) op_.followup_lost = br.lost_message;
@@ -538,13 +547,25 @@ class scope_machine {
         end_in_batch = true;
         op_.sent_end = true;
         op_.end_reply = r;
+        end_of_transaction();
       }
       if (r.st == reply::status::error && !failed_at) failed_at = k;
       if (r.st != reply::status::ok) continue;
       switch (it.k) {
-        case item::open:
+        case item::begin:
+        case item::savepoint:
           if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
-          if (it.level > 0) ++stats_.savepoints;
+          if (it.k == item::begin) held_.assign(1, 0);
+          if (it.k == item::savepoint) {
+            ++stats_.savepoints;
+            hold(it.sp);
+          }
+          break;
+        case item::release:
+          fold(it.sp, false);
+          break;
+        case item::rollback_to:
+          fold(it.sp, true);
           break;
         case item::user:
           it.slot->answer(r.res);
@@ -580,7 +601,7 @@ class scope_machine {
     if (failed_at) {
       const item& it = batch[*failed_at];
       const reply& r = br.replies[*failed_at];
-      std::exception_ptr first = sql_error_ptr(it.context + r.message, r.sqlstate, r.detail, r.hint);
+      std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
       if (it.k != item::end) {
         doom_here(it.context + r.message, r.sqlstate);
         if (end_in_batch) op_.failure = first;
@@ -635,13 +656,14 @@ class scope_machine {
 
  private:
   struct item {
-    enum kind { open, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
+    enum kind { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
     std::uint64_t frame_id;  // the frame that queued it
     std::size_t level;       // the innermost frame whose savepoint undoes it
     std::string sql;
     std::vector<std::string> args;
     std::string context;  // prefix for its error message
     std::shared_ptr<statement_slot> slot;  // user
+    std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
   };
   struct frame {
     std::uint64_t id = 0;
@@ -694,6 +716,13 @@ class scope_machine {
   item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
     queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
     return queue_.back();
+  }
+  static item xid_item() {
+    return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
+  }
+  void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
+    queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
+    queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
   }
   void push_followup(const char* sql, bool awaited) {
     followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
@@ -817,7 +846,7 @@ class scope_machine {
     const reply& r = br.replies[at];
     void_ = attempt_failure{it.context + r.message, r.sqlstate};
     if (it.k == item::user) {
-      it.slot->fail(sql_error_ptr(r.message, r.sqlstate, r.detail, r.hint));
+      it.slot->fail(sql_error_ptr(r, it.slot->sql));
       try {
         std::rethrow_exception(it.slot->error);
       } catch (const std::exception& x) {
@@ -836,8 +865,69 @@ class scope_machine {
     doom_.reset();
     for (frame& f : frames_) f.sent = false;
     if (end_in_batch) op_.replay = true;
-    ++stats_.transactions_rolled_back;
-    if (br.state != server_state::idle) push_followup("ROLLBACK", false);
+    if (br.state != server_state::idle) {
+      ++stats_.transactions_rolled_back;
+      push_followup("ROLLBACK", false);
+    }
+  }
+
+  // ---- the subtransaction budget ----
+  // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
+  // past that every snapshot in the cluster consults pg_subtrans. A released
+  // savepoint keeps its id until the transaction ends; only ROLLBACK TO gives it
+  // back. held_[i]: subtransactions begun under savepoint i (itself included) and
+  // not rolled back; held_[0] those released into the top level. Savepoints that
+  // never write get no id, so this is an upper bound.
+  void hold(std::size_t sp) {
+    if (held_.size() <= sp) held_.resize(sp + 1, 0);
+    held_[sp] += 1;
+    note_held();
+  }
+  void fold(std::size_t sp, bool rolled_back) {
+    if (sp == 0 || held_.size() <= sp) return;
+    std::uint64_t under = 0;
+    for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
+    if (!rolled_back) held_[sp - 1] += under;
+    note_held();
+  }
+  void note_held() {
+    std::uint64_t total = 0;
+    for (auto n : held_) total += n;
+    stats_.savepoints_in_transaction = total;
+    stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
+  }
+  void end_of_transaction() {
+    held_.clear();
+    stats_.savepoints_in_transaction = 0;
+  }
+  // Opening savepoint `i`: past the limit, the observer is told and it is counted;
+  // with refuse_past_savepoint_limit it is a usage_error before anything is queued.
+  void check_savepoint_budget(const transaction_options& root, std::size_t i) {
+    const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
+    if (limit == 0) return;
+    std::uint64_t in_use = stats_.savepoints_in_transaction;
+    for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
+    if (in_use < limit) return;
+    ++stats_.savepoint_limit_exceeded;
+    const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
+                            " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
+                            " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
+    const std::string refusal_text =
+        why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
+    const usage_error refusal(refusal_text);
+    if (observer_) {
+      try {
+        statement_event ev;
+        ev.sql = "SAVEPOINT";
+        ev.depth = depth();
+        ev.warning = why;
+        ev.error = refuse_past_limit_ ? &refusal : nullptr;
+        observer_(ev);
+      } catch (...) {
+        // a logging hook must not change what the transaction does
+      }
+    }
+    if (refuse_past_limit_) throw usage_error(refusal_text);
   }
 
   // The session is gone: nothing queued can be sent, nothing doomed can be undone.
@@ -858,9 +948,13 @@ class scope_machine {
     if (frames_.empty() || !began) {
       // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
       push_followup("ROLLBACK", true);
+      // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
       op_.stray = std::make_exception_ptr(usage_error(
-          "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it back. "
-          "Use pqscope::transaction or pqscope::atomic for transactions"));
+          br.diagnostic.empty()
+              ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
+                "back. Use pqscope::transaction or pqscope::atomic for transactions"
+              : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
+                    br.diagnostic));
       return;
     }
     // The transaction ended behind the scopes' back: nothing is left to undo.
@@ -921,12 +1015,12 @@ class scope_machine {
     // A savepoint not yet sent is not needed: the scope can no longer roll back on
     // its own, and a failure of a waiting statement voids the whole attempt.
     if (f.owning && !f.sent)
-      drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::open; });
+      drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::savepoint; });
     lower_levels(i);
     if (f.owning && f.sent) {
       // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
       while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
     }
     if (timeouts_live) {
       restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
@@ -958,14 +1052,10 @@ class scope_machine {
         // Its statements still wait: they go out after its SAVEPOINT and are undone
         // by the ROLLBACK TO behind them, so their success is still confirmed.
         lower_levels(i);
-        queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
-        queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
+        queue_rollback_to(f.id, i);
       } else {
         drop_queued([&](const item& c) { return c.level >= i; });
-        if (f.sent) {
-          queue(item::rollback_to, f.id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i));
-          queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i));
-        }
+        if (f.sent) queue_rollback_to(f.id, i);
       }
       if (doom_ && doom_->level >= i) doom_.reset();
     } else {
@@ -1014,12 +1104,59 @@ class scope_machine {
   pid_t pid_ = current_pid();
   connection_stats stats_;
   std::function<void(const statement_event&)> observer_;
+  std::vector<std::uint64_t> held_;  // subtransactions per savepoint level, see hold()
+  std::size_t savepoint_limit_ = 64;
+  bool refuse_past_limit_ = false;
 };
+
+// A token for the calling thread: the address of a thread_local, unique among
+// live threads (cheaper to include than <thread>).
+inline std::uintptr_t this_thread_token() noexcept {
+  static thread_local char tag = 0;
+  return reinterpret_cast<std::uintptr_t>(&tag);
+}
 
 // The blocking front end: the machine, a driver, and the loop between them.
 class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
  public:
   scope_machine machine;
+
+  // Held for the length of every public call: a call from a second thread while
+  // one is in progress is refused before anything is touched or sent. The same
+  // thread may re-enter (an on_commit callback that runs a statement).
+  class call {
+   public:
+    call(sync_session& s, const char* what) : s_(s) {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+        outer_ = true;
+        return;
+      }
+      if (expected == me) return;
+      throw usage_error(std::string(what) +
+                        ": this connection is in use by another thread, whose call is still in progress. A "
+                        "connection and its scopes serve one thread at a time; give each thread its own connection "
+                        "(pqscope::pool), or hand it over between calls");
+    }
+    // For destructors: false when another thread is in a call (nothing may be touched).
+    static bool try_enter(sync_session& s, bool& outer) noexcept {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
+      return outer || expected == me;
+    }
+    static void leave(sync_session& s) noexcept { s.owner_.store(0, std::memory_order_release); }
+    call(const call&) = delete;
+    call& operator=(const call&) = delete;
+    ~call() {
+      if (outer_) leave(s_);
+    }
+
+   private:
+    sync_session& s_;
+    bool outer_ = false;
+  };
 
   // The one loop: every send of every operation goes through here.
   void drive() {
@@ -1036,6 +1173,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
   // Sends what is queued and waits (a batched result is read, connection::flush()).
   void flush() override {
+    call guard(*this, "reading a result");
     machine.request_flush();
     drive();
     machine.finish();
@@ -1063,6 +1201,21 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   // Ends scope `id` and every scope opened inside it, rolling back; never throws.
   // Used by destructors, also when scopes are destroyed out of order.
   void abandon(std::uint64_t id) noexcept {
+    // Another thread in a call: touching the machine now would race with it.
+    bool outer = false;
+    if (!call::try_enter(*this, outer)) return;
+    struct leave_on_exit {
+      sync_session& s;
+      bool outer;
+      leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
+      leave_on_exit(const leave_on_exit&) = delete;
+      leave_on_exit& operator=(const leave_on_exit&) = delete;
+      leave_on_exit(leave_on_exit&&) = delete;
+      leave_on_exit& operator=(leave_on_exit&&) = delete;
+      ~leave_on_exit() {
+        if (outer) call::leave(s);
+      }
+    } leave{*this, outer};
     auto at = machine.index_of(id);
     if (!at) return;
     while (machine.depth() > *at) {
@@ -1084,6 +1237,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
  private:
   bool driving_ = false;
+  std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
 
 // The blocking front end bound to a driver.

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Compile cost of pqscope next to libpqxx, side by side in one run (g++, -O2):
+#   1. #include <pqxx/pqxx> alone                     vs the single header + a database object
+#   2. examples/quickstart.cpp (pqscope)              vs the same program against libpqxx
+# Each file is compiled RUNS times (default 5), interleaved; medians in seconds,
+# their ratios, and preprocessed line counts. Needs libpqxx-dev (scripts/dev.sh bench installs it).
+#   scripts/compile_cost.sh [RUNS]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+RUNS=${1:-5}
+CXX=${CXX:-g++}
+PGINC=$(pg_config --includedir)
+DIR="$ROOT/bench/compile_cost"
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+declare -A SRC FLAGS
+SRC[pqxx_include]="$DIR/include_only_pqxx.cpp";  FLAGS[pqxx_include]=""
+SRC[pqscope_include]="$DIR/include_pqscope.cpp"; FLAGS[pqscope_include]="-I$ROOT/single_include -I$PGINC"
+SRC[pqxx_quickstart]="$DIR/quickstart_pqxx.cpp"; FLAGS[pqxx_quickstart]=""
+SRC[pqscope_quickstart]="$ROOT/examples/quickstart.cpp"; FLAGS[pqscope_quickstart]="-I$ROOT/single_include -I$PGINC"
+ORDER=(pqxx_include pqscope_include pqxx_quickstart pqscope_quickstart)
+
+for name in "${ORDER[@]}"; do : > "$OUT/$name.times"; done
+for ((i = 0; i < RUNS; ++i)); do
+  for name in "${ORDER[@]}"; do
+    # shellcheck disable=SC2086
+    s=$(date +%s.%N); $CXX -std=c++17 -O2 ${FLAGS[$name]} -c "${SRC[$name]}" -o "$OUT/$name.o"; e=$(date +%s.%N)
+    echo "$e - $s" | bc >> "$OUT/$name.times"
+  done
+done
+median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+lines() {
+  # shellcheck disable=SC2086
+  $CXX -std=c++17 -E ${FLAGS[$1]} "${SRC[$1]}" | wc -l
+}
+printf "%s, %s, %d runs each, interleaved; %s\n" "$($CXX --version | head -n1)" "-O2" "$RUNS" "$(nproc) CPUs"
+printf "%-20s %10s %12s %10s\n" file "median s" "preproc lines" "object KB"
+for name in "${ORDER[@]}"; do
+  printf "%-20s %10.2f %12d %10d\n" "$name" "$(median "$OUT/$name.times")" "$(lines "$name")" \
+    "$(( $(stat -c %s "$OUT/$name.o") / 1024 ))"
+done
+ratio() { echo "scale=2; $(median "$OUT/$1.times") / $(median "$OUT/$2.times")" | bc; }
+echo "single header + database / pqxx include alone: $(ratio pqscope_include pqxx_include)"
+echo "quickstart pqscope / quickstart libpqxx:        $(ratio pqscope_quickstart pqxx_quickstart)"
