@@ -46,6 +46,7 @@ BOOST_AUTO_TEST_CASE(raw_mode_opens_a_transaction_of_its_own) {
       BOOST_ERROR("the statement was accepted");
     } catch (const pqscope::usage_error& e) {
       BOOST_TEST_MESSAGE("raw mode: " << e.what());
+      BOOST_TEST(std::string(e.what()).find("Pgpool-II") != std::string::npos);  // names the cause
     }
     BOOST_TEST(c.depth() == 0u);
     BOOST_TEST(PQtransactionStatus(c.native_handle()) == PQTRANS_IDLE);

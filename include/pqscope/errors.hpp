@@ -18,6 +18,7 @@
 //      |- transaction_rollback              40xxx
 //      |  |- serialization_failure          40001
 //      |  `- deadlock_detected              40P01
+//      |- read_only_sql_transaction         25006 (a write on a standby or in a READ ONLY transaction)
 //      |- lock_not_available                55P03
 //      `- query_canceled                    57014
 
@@ -168,6 +169,7 @@ PQSCOPE_SQL_ERROR_CLASS(check_violation, integrity_constraint_violation);       
 PQSCOPE_SQL_ERROR_CLASS(transaction_rollback, sql_error);                  // 40xxx
 PQSCOPE_SQL_ERROR_CLASS(serialization_failure, transaction_rollback);      // 40001
 PQSCOPE_SQL_ERROR_CLASS(deadlock_detected, transaction_rollback);          // 40P01
+PQSCOPE_SQL_ERROR_CLASS(read_only_sql_transaction, sql_error);             // 25006
 PQSCOPE_SQL_ERROR_CLASS(lock_not_available, sql_error);                    // 55P03
 PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57014
 
@@ -189,6 +191,7 @@ namespace detail {
   if (is("40P01")) throw deadlock_detected(std::move(f));
   if (in_class("40")) throw transaction_rollback(std::move(f));
   if (in_class("22")) throw data_exception(std::move(f));
+  if (is("25006")) throw read_only_sql_transaction(std::move(f));
   if (is("55P03")) throw lock_not_available(std::move(f));
   if (is("57014")) throw query_canceled(std::move(f));
   throw sql_error(std::move(f));

@@ -28,6 +28,7 @@
 //      |- transaction_rollback              40xxx
 //      |  |- serialization_failure          40001
 //      |  `- deadlock_detected              40P01
+//      |- read_only_sql_transaction         25006 (a write on a standby or in a READ ONLY transaction)
 //      |- lock_not_available                55P03
 //      `- query_canceled                    57014
 
@@ -178,6 +179,7 @@ PQSCOPE_SQL_ERROR_CLASS(check_violation, integrity_constraint_violation);       
 PQSCOPE_SQL_ERROR_CLASS(transaction_rollback, sql_error);                  // 40xxx
 PQSCOPE_SQL_ERROR_CLASS(serialization_failure, transaction_rollback);      // 40001
 PQSCOPE_SQL_ERROR_CLASS(deadlock_detected, transaction_rollback);          // 40P01
+PQSCOPE_SQL_ERROR_CLASS(read_only_sql_transaction, sql_error);             // 25006
 PQSCOPE_SQL_ERROR_CLASS(lock_not_available, sql_error);                    // 55P03
 PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57014
 
@@ -199,6 +201,7 @@ namespace detail {
   if (is("40P01")) throw deadlock_detected(std::move(f));
   if (in_class("40")) throw transaction_rollback(std::move(f));
   if (in_class("22")) throw data_exception(std::move(f));
+  if (is("25006")) throw read_only_sql_transaction(std::move(f));
   if (is("55P03")) throw lock_not_available(std::move(f));
   if (is("57014")) throw query_canceled(std::move(f));
   throw sql_error(std::move(f));
@@ -1753,7 +1756,8 @@ class libpq_driver {
   // cancel request is sent (not while the answer awaited is COMMIT's: see
   // expire()) and the answers are awaited for a grace more; a cancelled
   // statement then answers 57014 like any failed statement. If the answers do
-  // not all arrive by then, the connection is closed and the batch is lost.
+  // not all arrive by then, the connection is closed and the batch is lost. The
+  // next round trip first waits for that cancel request to be handled.
   batch_reply exchange(const std::vector<statement>& batch) {
     batch_reply out;
     out.replies.resize(batch.size());
@@ -1764,6 +1768,7 @@ class libpq_driver {
       rt.bounded = true;
       rt.deadline = clock::now() + net_.timeout;
     }
+    if (!await_pending_cancel(rt)) return give_up_pending(out);
     if (PQenterPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
     for (const statement& s : batch) {
       if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
@@ -1829,7 +1834,6 @@ class libpq_driver {
     if (!sync_ok) return lost(out, trim(PQerrorMessage(conn_)));
     if (PQexitPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
     out.state = state_of(PQtransactionStatus(conn_));
-    settle_cancel(rt, out);
     if (before == server_state::idle && out.state == server_state::in_transaction && !opens_transaction(batch) &&
         is_open())
       out.diagnostic = diagnose_foreign_transaction();
@@ -1980,21 +1984,30 @@ class libpq_driver {
     return io::ok;
   }
 
-  // Every answer came. A statement cancelled in this batch shows the cancel
-  // request has done its work. Otherwise the request may still be on its way and
-  // could hit a later statement of this session: wait for it until the grace
-  // ends, then close the connection.
-  void settle_cancel(round_trip& rt, const batch_reply& out) {
-    if (!cancel_) return;
+  // A cancel request sent during an earlier round trip must have been handled
+  // before anything else is sent: PostgreSQL signals the backend twice (the
+  // process, then its process group), and a second signal that comes late cancels
+  // whatever runs then. PQcancel returns once the server has closed the request's
+  // connection, after both. Waited for until this round trip's deadline; false if
+  // it has not returned by then.
+  bool await_pending_cancel(const round_trip& rt) {
+    if (!cancel_) return true;
     std::shared_ptr<cancel_state> c = std::move(cancel_);
-    for (const reply& r : out.replies)
-      if (r.st == reply::status::error && r.sqlstate == "57014") return;
     std::unique_lock<std::mutex> lock(c->m);
-    if (c->cv.wait_until(lock, rt.deadline, [&] { return c->done; })) return;
-    lock.unlock();
+    if (!rt.bounded) {
+      c->cv.wait(lock, [&] { return c->done; });
+      return true;
+    }
+    return c->cv.wait_until(lock, rt.deadline, [&] { return c->done; });
+  }
+
+  batch_reply& give_up_pending(batch_reply& out) {
+    std::string why = "a cancel request sent after an earlier round trip exceeded network_timeout had not been "
+                      "handled by the server within network_timeout, and it could cancel this statement; the "
+                      "connection was closed before anything was sent";
     close();
-    closed_reason_ = "the connection was closed after a round trip that exceeded network_timeout, because its "
-                     "cancel request could still reach a later statement";
+    closed_reason_ = why;
+    return lost(out, std::move(why));
   }
 
   // Whether a statement of the batch opens a transaction itself (BEGIN, START TRANSACTION).
@@ -2010,7 +2023,6 @@ class libpq_driver {
   // One simple-protocol query (a middleware's own commands are not understood in
   // the extended protocol); the first value, or nothing on error.
   bool simple_query(const char* sql, std::string& value) {
-    if (PQsendQuery(conn_, sql) != 1) return false;
     static const std::vector<statement> none;
     round_trip rt{none};
     if (net_.timeout.count() > 0) {
@@ -2018,6 +2030,11 @@ class libpq_driver {
       rt.in_grace = true;  // no cancel for a probe: its deadline is final
       rt.deadline = clock::now() + net_.timeout;
     }
+    if (!await_pending_cancel(rt)) {
+      give_up_quietly();
+      return false;
+    }
+    if (PQsendQuery(conn_, sql) != 1) return false;
     bool ok = flush(rt) == io::ok;
     while (ok) {
       if (await_result(rt) != io::ok) {
@@ -2091,7 +2108,7 @@ class libpq_driver {
 
   PGconn* conn_ = nullptr;
   network_settings net_;
-  std::shared_ptr<cancel_state> cancel_;  // a cancel request sent during the last round trip
+  std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
   server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
@@ -4012,6 +4029,7 @@ class driver_session final : public sync_session {
   std::string xact_status(const std::string& xid) noexcept override {
     try {
       Driver fresh;
+      copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
       fresh.open(conninfo, "pqscope in-doubt resolver");
       const char* values[] = {xid.c_str()};
       const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};

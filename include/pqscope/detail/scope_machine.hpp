@@ -1255,6 +1255,7 @@ class driver_session final : public sync_session {
   std::string xact_status(const std::string& xid) noexcept override {
     try {
       Driver fresh;
+      copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
       fresh.open(conninfo, "pqscope in-doubt resolver");
       const char* values[] = {xid.c_str()};
       const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
