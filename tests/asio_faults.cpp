@@ -345,6 +345,36 @@ BOOST_AUTO_TEST_CASE(commit_is_never_cancelled) {
   BOOST_TEST(pqtest::committed_count(table) == 0);  // the COMMIT never reached the server
 }
 
+// PostgreSQL signals a backend twice for one cancel request, and a late second
+// signal cancels whatever runs then: the round trip after a cancel waits for the
+// request to be handled. Here it never is (the relay holds new connections, so
+// PQcancel hangs) while the cancelled statement ends normally: the next round trip
+// waits out its own bound, then the connection is closed with nothing sent.
+BOOST_AUTO_TEST_CASE(next_round_trip_waits_for_a_pending_cancel) {
+  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
+  auto relay = std::make_unique<pqtest::asio_stall_relay>(t.conninfo);
+  net::io_context io;
+  heartbeat beat(io);
+  pqtest::run_coro(io, [&]() -> awaitable<void> {
+    pa::connection c = co_await pqtest::connect_async(relay->conninfo());
+    c.set_timeout(300ms);
+    c.set_cancel_wait(2s);
+    relay->hold_new_connections();
+    // Past the bound: a cancel request goes out and hangs; the statement ends in the grace.
+    BOOST_TEST(co_await c.async_query_value<int>("SELECT 1 FROM pg_sleep(0.6)", use_awaitable) == 1);
+    BOOST_TEST(relay->connections() == 2);
+    const auto trips = c.stats().round_trips;
+    const auto start = steady::now();
+    BOOST_CHECK_THROW(co_await c.async_query_value<int>("SELECT 2", use_awaitable), pqscope::connection_error);
+    BOOST_TEST(ms_since(start) >= 250);
+    BOOST_TEST(ms_since(start) < 1500);
+    BOOST_TEST(c.stats().round_trips - trips == 1u);  // counted, never sent
+    BOOST_TEST(!c.is_open());
+  }());
+  beat.stop();
+  BOOST_TEST(beat.worst_ms() < 150);
+}
+
 // COMMIT sent and no answer: in_doubt_error, or with resolve_in_doubt the fresh
 // connection's pg_xact_status verdict, asked without blocking.
 BOOST_AUTO_TEST_CASE(lost_commit_is_in_doubt_or_resolved) {

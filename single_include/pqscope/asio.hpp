@@ -82,9 +82,11 @@
 // standby turns it into a local commit reported as success), and the answers are
 // awaited for a grace more; a cancelled statement answers query_canceled (57014).
 // No answer within the grace: the connection is given up and closed (the batch is
-// lost: connection_error, in_doubt_error at COMMIT). All answers in, but the cancel
-// request not known to be delivered: it could still cancel a later statement, so
-// once the grace is over the connection is closed. libpq 15 has no non-blocking
+// lost: connection_error, in_doubt_error at COMMIT). PostgreSQL signals a backend
+// twice for one cancel request (the process, then its process group), and a late
+// second signal cancels whatever runs then: the next round trip first waits for
+// PQcancel to return (the server closes the request's connection after both), up to
+// its own deadline, and closes the connection unsent if it has not. libpq 15 has no non-blocking
 // cancel, so PQcancel runs on a short-lived detached thread that owns a copy of the
 // cancel key; the executor never waits for it. connection::cancel() and an Asio
 // cancellation slot (Boost 1.77+) ask the same as an expired deadline.
@@ -130,7 +132,7 @@ enum class next_wait { read, write, done };
 
 class link : public std::enable_shared_from_this<link> {
  public:
-  explicit link(const net::any_io_executor& ex) : sock_(ex), timer_(ex), settle_timer_(ex) {}
+  explicit link(const net::any_io_executor& ex) : sock_(ex), timer_(ex), pending_timer_(ex) {}
   link(const link&) = delete;
   link& operator=(const link&) = delete;
   link(link&&) = delete;
@@ -267,28 +269,27 @@ class link : public std::enable_shared_from_this<link> {
     if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
   }
 
-  // After the batch's answers: true when it is over; false while the cancel request
-  // sent during it may still be on its way (wait a little, and ask again).
-  bool settle() {
-    if (cancel_ && !reply_.lost) {
-      bool cancelled = false;
-      for (const reply& r : reply_.replies) cancelled = cancelled || (r.st == reply::status::error && r.sqlstate == "57014");
-      if (!cancelled && !cancel_->load()) {
-        if (clock::now() < grace_end_) return false;
-        // It could still cancel a later statement of this session.
-        close_connection();
-        dead_reason_ = "the connection was closed after a round trip that was cancelled, because its cancel "
-                       "request could still reach a later statement";
-      }
-    }
-    cancel_.reset();
-    disarm();
-    return true;
+  // A cancel request of an earlier round trip that PQcancel has not finished: the
+  // next batch must not be sent before it has (see the top of this file).
+  [[nodiscard]] bool cancel_pending() {
+    if (cancel_ && cancel_->load()) cancel_.reset();
+    return cancel_ != nullptr;
+  }
+  // Waiting for it counts against the next round trip's deadline.
+  void begin_pending_wait() {
+    pending_deadline_ = timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max();
+  }
+  [[nodiscard]] bool pending_expired() const { return clock::now() >= pending_deadline_; }
+  void give_up_pending() {
+    close_connection();
+    dead_reason_ = "a cancel request sent after an earlier round trip was cancelled had not been handled by the "
+                   "server within the timeout, and it could cancel this statement; the connection was closed "
+                   "before anything was sent";
   }
   template <class Handler>
-  void async_settle_wait(Handler&& handler) {
-    settle_timer_.expires_after(std::chrono::milliseconds(2));
-    settle_timer_.async_wait(std::forward<Handler>(handler));
+  void async_pending_wait(Handler&& handler) {
+    pending_timer_.expires_after(std::chrono::milliseconds(2));
+    pending_timer_.async_wait(std::forward<Handler>(handler));
   }
 
   // Sends and reads what can be sent and read now.
@@ -379,7 +380,6 @@ class link : public std::enable_shared_from_this<link> {
     const std::size_t awaiting = flushing_ ? 0 : index_;
     const bool commit = awaiting == commit_at_ && reading_ != reading::sync;
     if (!commit) send_cancel();
-    grace_end_ = clock::now() + cancel_wait;
     arm(cancel_wait, [why, sent = !commit](link& l) {
       l.give_up("no answer from the server within " + std::to_string(l.cancel_wait.count()) + " ms after " +
                 (sent ? "a cancel request" : "its round trip was to end (COMMIT's answer is never cancelled)") +
@@ -507,6 +507,7 @@ class link : public std::enable_shared_from_this<link> {
     sock_.close(ignored);
     if (pg_ != nullptr) PQfinish(pg_);
     pg_ = nullptr;
+    cancel_.reset();  // a cancel request still on its way concerns this session only
     dead_ = true;
     dead_reason_ = "the connection was closed";
     phase_ = phase::idle;
@@ -654,7 +655,7 @@ class link : public std::enable_shared_from_this<link> {
 
   PGconn* pg_ = nullptr;
   net::posix::stream_descriptor sock_;
-  net::steady_timer timer_, settle_timer_;
+  net::steady_timer timer_, pending_timer_;
   ino_t ino_ = 0;
   dev_t dev_ = 0;
   phase phase_ = phase::idle;
@@ -670,8 +671,8 @@ class link : public std::enable_shared_from_this<link> {
   // the deadline, the grace, and a cancel request's thread
   bool cancel_requested_ = false;
   std::string cancel_reason_;
-  std::shared_ptr<std::atomic<bool>> cancel_;  // set when PQcancel has returned
-  clock::time_point grace_end_{};
+  std::shared_ptr<std::atomic<bool>> cancel_;  // a cancel request not yet known handled; set when PQcancel returned
+  clock::time_point pending_deadline_{};
   std::uint64_t generation_ = 0;
   bool timer_set_ = false;
 };
@@ -690,14 +691,22 @@ class exchange_op {
   void operator()(Self& self, error_code ec = {}) {
     switch (state_) {
       case state::start:
-        l_->start_batch(*statements_);
-        statements_ = nullptr;  // libpq holds its own copy now
-        if (l_->batch_step() == next_wait::done) {
-          (void)l_->settle();  // lost at once: nothing to settle
-          state_ = state::deliver;
-          return net::post(std::move(self));
+        if (l_->cancel_pending()) {
+          l_->begin_pending_wait();
+          state_ = state::pending;
+          return l_->async_pending_wait(std::move(self));
         }
-        break;
+        waiting_ = begin();
+        if (waiting_ == next_wait::done) return post_reply(self);
+        return wait(self);
+      case state::pending:
+        if (l_->cancel_pending()) {
+          if (!l_->pending_expired()) return l_->async_pending_wait(std::move(self));
+          l_->give_up_pending();
+        }
+        waiting_ = begin();
+        if (waiting_ == next_wait::done) return finish(self);
+        return wait(self);
       case state::deliver: return self.complete(l_->take_reply());
       case state::wait:
         if (ec) {
@@ -709,23 +718,37 @@ class exchange_op {
           l_->consume_input();
         }
         break;
-      case state::settle: return finish(self);
     }
     waiting_ = l_->batch_step();
     if (waiting_ == next_wait::done) return finish(self);
-    state_ = state::wait;
-    l_->async_wait(waiting_, std::move(self));
+    wait(self);
   }
 
  private:
-  enum class state { start, deliver, wait, settle };
+  enum class state { start, pending, deliver, wait };
 
-  // The answers are in (or lost); a cancel request still on its way is waited for.
+  // Sends the batch (as far as the socket takes it); what to wait for next.
+  next_wait begin() {
+    l_->start_batch(*statements_);
+    statements_ = nullptr;  // libpq holds its own copy now
+    return l_->batch_step();
+  }
+  template <class Self>
+  void wait(Self& self) {
+    state_ = state::wait;
+    l_->async_wait(waiting_, std::move(self));
+  }
   template <class Self>
   void finish(Self& self) {
-    if (l_->settle()) return self.complete(l_->take_reply());
-    state_ = state::settle;
-    l_->async_settle_wait(std::move(self));
+    l_->disarm();
+    self.complete(l_->take_reply());
+  }
+  // Never from inside the call that started the operation.
+  template <class Self>
+  void post_reply(Self& self) {
+    l_->disarm();
+    state_ = state::deliver;
+    net::post(std::move(self));
   }
 
   std::shared_ptr<link> l_;
