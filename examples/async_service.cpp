@@ -71,7 +71,7 @@ int main(int argc, char** argv) try {
     if (e) std::rethrow_exception(e);  // out of io.run(), to main
   };
   long before = 0, after = 0;
-  net::co_spawn(io, total(conninfo, true), [&](std::exception_ptr e, long v) {
+  net::co_spawn(io, total(conninfo, true), [&](const std::exception_ptr& e, long v) {
     rethrow(e);
     before = v;
   });
@@ -80,7 +80,7 @@ int main(int argc, char** argv) try {
   for (int n = 0; n < clients; ++n) net::co_spawn(io, client(conninfo, n, committed, refused), rethrow);
   io.restart();
   io.run();  // every client at once, on this thread
-  net::co_spawn(io, total(conninfo, false), [&](std::exception_ptr e, long v) {
+  net::co_spawn(io, total(conninfo, false), [&](const std::exception_ptr& e, long v) {
     rethrow(e);
     after = v;
   });

@@ -7,6 +7,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <tuple>
@@ -15,6 +16,12 @@
 #include <vector>
 
 #include <boost/asio/detached.hpp>
+#include <boost/asio/version.hpp>
+#if BOOST_ASIO_VERSION >= 101900
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#endif
 
 #include "support/asio_run.hpp"
 #include "support/servers.hpp"
@@ -596,6 +603,69 @@ BOOST_AUTO_TEST_CASE(pooler_guard_observer_and_names) {
   }());
 }
 
+// What the blocking connection took on since: the connect and TCP defaults and
+// network_timeout (driver.hpp), the placeholder count, every error field, the
+// savepoint budget. The same options mean the same here.
+BOOST_AUTO_TEST_CASE(same_options_and_checks_as_the_blocking_connection) {
+  pqtest::scratch_table table("id int PRIMARY KEY, v int CONSTRAINT v_small CHECK (v < 10)");
+  net::io_context io;
+  pqtest::run_coro(io, [&]() -> awaitable<void> {
+    pqscope::connection_options o;
+    o.network_timeout = 300ms;
+    o.savepoint_limit = 2;
+    std::vector<std::string> warnings;
+    o.observer = [&](const pqscope::statement_event& e) {
+      if (!e.warning.empty()) warnings.emplace_back(e.warning);
+    };
+    // A conninfo that sets no time bounds (the test servers' sets connect_timeout).
+    std::string bare = pqtest::env("PQSCOPE_TEST_DIRECT");
+    bare = bare.replace(bare.find("connect_timeout=10"), 18, "");
+    pa::connection c = co_await pqtest::connect_async(bare, o);
+    BOOST_TEST(c.timeout() == 300ms);
+    BOOST_TEST(c.cancel_wait() == 300ms);  // min(network_timeout, 1 s)
+    std::map<std::string, std::string> used;
+    if (PQconninfoOption* opts = PQconninfo(c.native_handle())) {
+      for (PQconninfoOption* p = opts; p->keyword != nullptr; ++p)
+        if (p->val != nullptr) used[p->keyword] = p->val;
+      PQconninfoFree(opts);
+    }
+    BOOST_TEST(used["connect_timeout"] == "2");  // from network_timeout, whole seconds, at least 2
+    BOOST_TEST(used["keepalives_idle"] == "15");
+    BOOST_TEST(used["keepalives_interval"] == "5");
+    BOOST_TEST(used["keepalives_count"] == "3");
+    BOOST_TEST(used["tcp_user_timeout"] == "30000");
+    // The statement's placeholders against the parameters given, before anything is sent.
+    const auto trips = c.stats().round_trips;
+    BOOST_CHECK_THROW(co_await c.async_execute({"SELECT $1::int + $2::int", 1}, use_awaitable), pqscope::usage_error);
+    BOOST_TEST(c.stats().round_trips == trips);
+    // Every field of the server's error, and the statement with a caret.
+    try {
+      co_await c.async_execute({"INSERT INTO " + table.name() + " VALUES ($1, $2)", 1, 20}, use_awaitable);
+      BOOST_ERROR("the CHECK constraint did not fire");
+    } catch (const pqscope::check_violation& e) {
+      BOOST_TEST(e.constraint_name() == "v_small");
+      BOOST_TEST(e.table_name() == table.name());
+    }
+    try {
+      co_await c.async_execute("SELECT no_such_column FROM " + table.name(), use_awaitable);
+      BOOST_ERROR("no error");
+    } catch (const pqscope::sql_error& e) {
+      BOOST_TEST(e.position() == 8u);
+      BOOST_TEST(std::string(e.what()).find('^') != std::string::npos);
+    }
+    // The savepoint budget: the third savepoint of one transaction is reported.
+    co_await pa::async_atomic(c, [&]() -> awaitable<void> {
+      for (int i = 1; i <= 3; ++i)
+        co_await pa::async_atomic(c, [&]() -> awaitable<void> {
+          co_await c.async_execute({"INSERT INTO " + table.name() + " VALUES ($1, 1)", i}, use_awaitable);
+        });
+    });
+    BOOST_TEST(warnings.size() == 1u);
+    BOOST_TEST(c.stats().savepoint_limit_exceeded == 1u);
+    BOOST_TEST(pqtest::committed_count(table) == 3);
+  }());
+}
+
 // A scope object destroyed open, outside async_atomic: nested scopes end at once;
 // the outermost ROLLBACK is sent in the background and the next operation waits
 // for it. No transaction is left idle.
@@ -662,3 +732,36 @@ BOOST_AUTO_TEST_CASE(forked_child_leaves_the_parents_session) {
                co_return co_await c->async_query_value<int>("SELECT 11", use_awaitable);
              }()) == 11);
 }
+
+#if BOOST_ASIO_VERSION >= 101900
+// Boost 1.77 and newer: Asio's per-operation cancellation reaches the server too.
+// (Boost 1.74, which Debian 12 ships and this suite is run with, has no slots; there
+// cancel() and set_timeout() do it, see asio_faults.)
+
+BOOST_AUTO_TEST_CASE(cancellation_slots) {
+  using namespace boost::asio::experimental::awaitable_operators;
+  pqtest::for_each_target([](const pqtest::target& t) {
+    net::io_context io;
+    pqtest::run_coro(io, [&]() -> awaitable<void> {
+      pa::connection c = co_await pqtest::connect_async(t.conninfo);
+      net::steady_timer timer{co_await net::this_coro::executor};
+      timer.expires_after(200ms);
+      auto first = co_await (c.async_execute("SELECT pg_sleep(5)", use_awaitable) || timer.async_wait(use_awaitable));
+      BOOST_TEST(first.index() == 1u);  // the timer won; the statement was cancelled on the server
+      BOOST_TEST(co_await c.async_query_value<int>("SELECT 7", use_awaitable) == 7);
+      net::cancellation_signal signal;
+      timer.expires_after(200ms);
+      timer.async_wait([&](const boost::system::error_code&) { signal.emit(net::cancellation_type::terminal); });
+      BOOST_CHECK_THROW(co_await pa::async_atomic(c,
+                                                  [&]() -> awaitable<void> {
+                                                    co_await c.async_execute(
+                                                        "SELECT pg_sleep(5)",
+                                                        net::bind_cancellation_slot(signal.slot(), use_awaitable));
+                                                  }),
+                        pqscope::query_canceled);
+      BOOST_TEST(c.depth() == 0u);
+      BOOST_TEST(co_await c.async_query_value<int>("SELECT 8", use_awaitable) == 8);
+    }());
+  });
+}
+#endif

@@ -284,12 +284,21 @@ BOOST_AUTO_TEST_CASE(peer_stops_answering) {
       BOOST_TEST(c.depth() == 0u);
       BOOST_TEST(!c.is_open());
 
-      // Connecting through the stalled peer: given up after the timeout.
+      // Connecting through the stalled peer: given up on cancel(), or after connect_timeout.
       pa::connection other{co_await net::this_coro::executor, relay->conninfo()};
-      other.set_timeout(300ms);
+      net::steady_timer later{co_await net::this_coro::executor};
+      later.expires_after(300ms);
+      later.async_wait([&](const boost::system::error_code&) { other.cancel(); });
       start = steady::now();
       BOOST_CHECK_THROW(co_await other.async_connect(use_awaitable), pqscope::connection_error);
-      BOOST_TEST(ms_since(start) < 3000);
+      BOOST_TEST(ms_since(start) < 1500);
+      if (t.name == "direct") {
+        pa::connection bounded{co_await net::this_coro::executor, relay->conninfo() + " connect_timeout=2"};
+        start = steady::now();
+        BOOST_CHECK_THROW(co_await bounded.async_connect(use_awaitable), pqscope::connection_error);
+        BOOST_TEST(ms_since(start) >= 1900);
+        BOOST_TEST(ms_since(start) < 3500);
+      }
     }());
     beat.stop();
     BOOST_TEST(beat.worst_ms() < 150);
@@ -302,6 +311,68 @@ BOOST_AUTO_TEST_CASE(peer_stops_answering) {
     BOOST_TEST(idle);
     BOOST_TEST(pqtest::committed_count(table) == 0);
   });
+}
+
+// The peer stops answering while COMMIT is out: its answer is never cancelled (a
+// cancelled COMMIT that waits for a synchronous standby is reported as done), so the
+// timeout and the grace pass, the connection is given up, and the outcome is in doubt.
+BOOST_AUTO_TEST_CASE(commit_is_never_cancelled) {
+  pqtest::scratch_table table;
+  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
+  auto relay = std::make_unique<pqtest::asio_stall_relay>(t.conninfo);
+  net::io_context io;
+  heartbeat beat(io);
+  pqtest::run_coro(io, [&]() -> awaitable<void> {
+    pa::connection c = co_await pqtest::connect_async(relay->conninfo());
+    c.set_timeout(300ms);
+    c.set_cancel_wait(300ms);
+    auto start = steady::now();
+    const std::string what = co_await pqtest::outcome_of([&]() -> awaitable<void> {
+      pa::transaction tx{c};
+      co_await insert(c, table, 1);
+      relay->stall();
+      start = steady::now();
+      co_await tx.async_commit(use_awaitable);
+    });
+    BOOST_TEST(what == "in_doubt_error");
+    BOOST_TEST(ms_since(start) >= 550);
+    BOOST_TEST(ms_since(start) < 3000);
+    BOOST_TEST(relay->connections() == 1);  // no cancel request was even attempted
+  }());
+  beat.stop();
+  BOOST_TEST(beat.worst_ms() < 150);
+  relay.reset();
+  BOOST_TEST(pqtest::committed_count(table) == 0);  // the COMMIT never reached the server
+}
+
+// PostgreSQL signals a backend twice for one cancel request, and a late second
+// signal cancels whatever runs then: the round trip after a cancel waits for the
+// request to be handled. Here it never is (the relay holds new connections, so
+// PQcancel hangs) while the cancelled statement ends normally: the next round trip
+// waits out its own bound, then the connection is closed with nothing sent.
+BOOST_AUTO_TEST_CASE(next_round_trip_waits_for_a_pending_cancel) {
+  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
+  auto relay = std::make_unique<pqtest::asio_stall_relay>(t.conninfo);
+  net::io_context io;
+  heartbeat beat(io);
+  pqtest::run_coro(io, [&]() -> awaitable<void> {
+    pa::connection c = co_await pqtest::connect_async(relay->conninfo());
+    c.set_timeout(300ms);
+    c.set_cancel_wait(2s);
+    relay->hold_new_connections();
+    // Past the bound: a cancel request goes out and hangs; the statement ends in the grace.
+    BOOST_TEST(co_await c.async_query_value<int>("SELECT 1 FROM pg_sleep(0.6)", use_awaitable) == 1);
+    BOOST_TEST(relay->connections() == 2);
+    const auto trips = c.stats().round_trips;
+    const auto start = steady::now();
+    BOOST_CHECK_THROW(co_await c.async_query_value<int>("SELECT 2", use_awaitable), pqscope::connection_error);
+    BOOST_TEST(ms_since(start) >= 250);
+    BOOST_TEST(ms_since(start) < 1500);
+    BOOST_TEST(c.stats().round_trips - trips == 1u);  // counted, never sent
+    BOOST_TEST(!c.is_open());
+  }());
+  beat.stop();
+  BOOST_TEST(beat.worst_ms() < 150);
 }
 
 // COMMIT sent and no answer: in_doubt_error, or with resolve_in_doubt the fresh

@@ -25,9 +25,10 @@
 
 // Boost 1.74 recognises coroutines under clang only with libc++
 // (<experimental/coroutine>); with libstdc++ it has to be told. Defined only when
-// the compiler has coroutines and Asio's configuration has not been read yet.
+// the compiler has C++20 coroutines and Asio did not find them itself. With clang,
+// include this header before Asio's coroutine headers (co_spawn, use_awaitable).
 #if defined(__clang__) && defined(__cpp_impl_coroutine) && !defined(BOOST_ASIO_HAS_CO_AWAIT) && \
-    !defined(BOOST_ASIO_DETAIL_CONFIG_HPP)
+    !defined(BOOST_ASIO_DISABLE_CO_AWAIT)
 #if __has_include(<coroutine>)
 #define BOOST_ASIO_HAS_CO_AWAIT 1
 #define BOOST_ASIO_HAS_STD_COROUTINE 1

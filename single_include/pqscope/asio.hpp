@@ -30,9 +30,10 @@
 
 // Boost 1.74 recognises coroutines under clang only with libc++
 // (<experimental/coroutine>); with libstdc++ it has to be told. Defined only when
-// the compiler has coroutines and Asio's configuration has not been read yet.
+// the compiler has C++20 coroutines and Asio did not find them itself. With clang,
+// include this header before Asio's coroutine headers (co_spawn, use_awaitable).
 #if defined(__clang__) && defined(__cpp_impl_coroutine) && !defined(BOOST_ASIO_HAS_CO_AWAIT) && \
-    !defined(BOOST_ASIO_DETAIL_CONFIG_HPP)
+    !defined(BOOST_ASIO_DISABLE_CO_AWAIT)
 #if __has_include(<coroutine>)
 #define BOOST_ASIO_HAS_CO_AWAIT 1
 #define BOOST_ASIO_HAS_STD_COROUTINE 1
@@ -72,25 +73,36 @@
 // number may then be reused by another socket at once; a descriptor Asio owns and
 // closes itself can never point at somebody else's socket.
 //
-// Cancellation (a timeout, connection::cancel(), an Asio cancellation slot): while
-// connecting, the attempt is given up at once. While a batch is out, PQcancel asks
-// the server to cancel it, and the batch is read on: the server answers
-// query_canceled (57014) for the statement it was running, or the whole answer if
-// it had finished. libpq 15 has no non-blocking cancel, so PQcancel runs on a
-// short-lived detached thread; the executor never waits for it. If no answer
-// comes within cancel_wait after the request, the connection is given up: it is
-// lost, as if the server had gone away (connection_error, in_doubt_error at COMMIT).
+// Time bounds and cancellation follow libpq_driver (driver.hpp, the README's
+// "Timeouts"): the conninfo gets the same connect and TCP defaults; with a timeout
+// (connection_options::network_timeout, or connection::set_timeout) every round
+// trip has a deadline. Connecting is given up at once when its bound passes or it
+// is cancelled. A batch out: PQcancel asks the server to cancel it (never while the
+// answer awaited is COMMIT's: cancelling a COMMIT that waits for a synchronous
+// standby turns it into a local commit reported as success), and the answers are
+// awaited for a grace more; a cancelled statement answers query_canceled (57014).
+// No answer within the grace: the connection is given up and closed (the batch is
+// lost: connection_error, in_doubt_error at COMMIT). PostgreSQL signals a backend
+// twice for one cancel request (the process, then its process group), and a late
+// second signal cancels whatever runs then: the next round trip first waits for
+// PQcancel to return (the server closes the request's connection after both), up to
+// its own deadline, and closes the connection unsent if it has not. libpq 15 has no non-blocking
+// cancel, so PQcancel runs on a short-lived detached thread that owns a copy of the
+// cancel key; the executor never waits for it. connection::cancel() and an Asio
+// cancellation slot (Boost 1.77+) ask the same as an expired deadline.
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <system_error>
@@ -120,7 +132,7 @@ enum class next_wait { read, write, done };
 
 class link : public std::enable_shared_from_this<link> {
  public:
-  explicit link(const net::any_io_executor& ex) : sock_(ex), timer_(ex) {}
+  explicit link(const net::any_io_executor& ex) : sock_(ex), timer_(ex), pending_timer_(ex) {}
   link(const link&) = delete;
   link& operator=(const link&) = delete;
   link(link&&) = delete;
@@ -131,7 +143,9 @@ class link : public std::enable_shared_from_this<link> {
   [[nodiscard]] PGconn* native_handle() const noexcept { return pg_; }
   [[nodiscard]] bool usable() const noexcept { return pg_ != nullptr && !dead_ && PQstatus(pg_) == CONNECTION_OK; }
 
-  // How long to wait for the server's answer after asking it to cancel.
+  // Each round trip's deadline (0: none), and how long to wait for the answers
+  // after it, or after cancel(): the grace.
+  std::chrono::milliseconds timeout{0};
   std::chrono::milliseconds cancel_wait{5000};
 
   // ---- connecting -----------------------------------------------------------------
@@ -141,9 +155,23 @@ class link : public std::enable_shared_from_this<link> {
   void start_connect(const std::string& conninfo, const std::string& fallback_application_name) {
     close_connection();
     pqscope::detail::check_conninfo(conninfo);
-    const char* keys[] = {"dbname", "fallback_application_name", nullptr};
-    const char* vals[] = {conninfo.c_str(), fallback_application_name.c_str(), nullptr};
-    pg_ = PQconnectStartParams(keys, vals, /*expand_dbname=*/1);
+    // The time bounds libpq_driver::open() adds to a conninfo that sets none of them.
+    std::vector<std::string> owned;
+    std::vector<const char*> keys, vals;
+    owned.reserve(std::size(pqscope::detail::network_defaults));
+    for (const auto& d : pqscope::detail::network_defaults) {
+      if (conninfo_sets(conninfo, d.key)) continue;
+      std::string value = d.value;
+      if (std::strcmp(d.key, "connect_timeout") == 0 && timeout.count() > 0)
+        value = pqscope::detail::connect_timeout_for(timeout);
+      owned.push_back(std::move(value));
+      keys.push_back(d.key);
+      vals.push_back(owned.back().c_str());
+    }
+    // The conninfo comes after the defaults: with expand_dbname, what it sets wins.
+    keys.insert(keys.end(), {"dbname", "fallback_application_name", nullptr});
+    vals.insert(vals.end(), {conninfo.c_str(), fallback_application_name.c_str(), nullptr});
+    pg_ = PQconnectStartParams(keys.data(), vals.data(), /*expand_dbname=*/1);
     if (pg_ == nullptr) throw connection_error("could not connect: out of memory");
     if (PQstatus(pg_) == CONNECTION_BAD) {
       std::string msg = trim(PQerrorMessage(pg_));
@@ -157,7 +185,30 @@ class link : public std::enable_shared_from_this<link> {
     poll_ = PGRES_POLLING_WRITING;  // what libpq says to assume before the first poll
   }
 
-  // connect_timeout of the conninfo (libpq only enforces it in blocking connects).
+  // Whether the conninfo, or the environment variable of `key`, sets it (as
+  // libpq_driver::open() decides).
+  static bool conninfo_sets(const std::string& conninfo, const char* key) {
+    bool set = false;
+    if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), nullptr)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+        if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && *o->val != '\0') set = true;
+      PQconninfoFree(opts);
+    }
+    if (set) return true;
+    if (PQconninfoOption* defs = PQconndefaults()) {
+      for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
+        if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
+        // Read-only, as libpq itself reads the environment while connecting.
+        const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
+        if (v != nullptr && *v != '\0') set = true;
+      }
+      PQconninfoFree(defs);
+    }
+    return set;
+  }
+
+  // connect_timeout of the connection (libpq only enforces it in blocking connects;
+  // here it bounds the whole connect).
   [[nodiscard]] std::chrono::milliseconds connect_timeout() const {
     std::chrono::milliseconds out{0};
     if (pg_ == nullptr) return out;
@@ -212,6 +263,33 @@ class link : public std::enable_shared_from_this<link> {
     if (PQpipelineSync(pg_) != 1) return lose(trim(PQerrorMessage(pg_)));
     flushing_ = true;
     phase_ = phase::exchanging;
+    commit_at_ = statements.size();
+    for (std::size_t k = 0; k < statements.size(); ++k)
+      if (std::strcmp(statements[k].sql, "COMMIT") == 0) commit_at_ = k;
+    if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
+  }
+
+  // A cancel request of an earlier round trip that PQcancel has not finished: the
+  // next batch must not be sent before it has (see the top of this file).
+  [[nodiscard]] bool cancel_pending() {
+    if (cancel_ && cancel_->load()) cancel_.reset();
+    return cancel_ != nullptr;
+  }
+  // Waiting for it counts against the next round trip's deadline.
+  void begin_pending_wait() {
+    pending_deadline_ = timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max();
+  }
+  [[nodiscard]] bool pending_expired() const { return clock::now() >= pending_deadline_; }
+  void give_up_pending() {
+    close_connection();
+    dead_reason_ = "a cancel request sent after an earlier round trip was cancelled had not been handled by the "
+                   "server within the timeout, and it could cancel this statement; the connection was closed "
+                   "before anything was sent";
+  }
+  template <class Handler>
+  void async_pending_wait(Handler&& handler) {
+    pending_timer_.expires_after(std::chrono::milliseconds(2));
+    pending_timer_.async_wait(std::forward<Handler>(handler));
   }
 
   // Sends and reads what can be sent and read now.
@@ -276,55 +354,36 @@ class link : public std::enable_shared_from_this<link> {
     // bytes libpq left unread (one recv() per PQconsumeInput) still wake us.
   }
 
-  // Arms the deadline of the operation that starts now (0: none).
-  void arm_deadline(std::chrono::milliseconds d, std::string what) {
-    ++generation_;
-    cancel_sent_ = false;
-    deadline_armed_ = d.count() > 0;
-    if (!deadline_armed_) return;
-    timer_set_ = true;
-    timer_.expires_after(d);
-    timer_.async_wait([self = shared_from_this(), gen = generation_, what = std::move(what)](const error_code& ec) {
-      if (!ec && gen == self->generation_) self->request_cancel(what);
-    });
+  // Bounds a connect: given up when `d` passes (0: not bounded here).
+  void arm_connect(std::chrono::milliseconds d) {
+    if (d.count() > 0)
+      arm(d, [d](link& l) { l.give_up("could not connect: no connection within " + std::to_string(d.count()) + " ms"); });
   }
-  [[nodiscard]] bool deadline_armed() const noexcept { return deadline_armed_; }
-  // The operation ended: its deadline and any cancel still pending are void.
+  // The round trip (or connect) ended: its deadline and grace are void.
   void disarm() noexcept {
     ++generation_;
-    deadline_armed_ = false;
+    cancel_requested_ = false;
     if (!std::exchange(timer_set_, false)) return;
     error_code ignored;
     timer_.cancel(ignored);
   }
 
-  // Connecting: gives up at once. A batch out: asks the server to cancel it, and
-  // gives up if no answer comes within cancel_wait. Otherwise nothing to cancel.
+  // The deadline passed, or cancel() or a cancellation slot asked. Connecting: given
+  // up at once. A batch out: a cancel request (not while COMMIT's answer is awaited),
+  // then the grace; no answer by its end gives the connection up. Otherwise (between
+  // round trips) there is nothing to cancel.
   void request_cancel(const std::string& why) {
     if (phase_ == phase::connecting) return give_up("could not connect: " + why);
-    if (phase_ != phase::exchanging || cancel_sent_ || pg_ == nullptr) return;
-    cancel_sent_ = true;
+    if (phase_ != phase::exchanging || cancel_requested_ || pg_ == nullptr) return;
+    cancel_requested_ = true;
     cancel_reason_ = why;
-    if (PGcancel* c = PQgetCancel(pg_)) {
-      try {
-        // PQcancel connects, sends the request and waits for the server to close:
-        // a blocking call, so it gets a thread of its own, which owns `c`.
-        std::thread([c] {
-          char err[256];
-          (void)PQcancel(c, err, sizeof err);
-          PQfreeCancel(c);
-        }).detach();
-      } catch (const std::system_error&) {
-        PQfreeCancel(c);  // no thread: the answer will not come, and cancel_wait gives up
-      }
-    }
-    ++generation_;
-    timer_set_ = true;
-    timer_.expires_after(cancel_wait);
-    timer_.async_wait([self = shared_from_this(), gen = generation_, why](const error_code& ec) {
-      if (!ec && gen == self->generation_)
-        self->give_up("no answer from the server within " + std::to_string(self->cancel_wait.count()) +
-                      " ms after asking it to cancel (" + why + ")");
+    const std::size_t awaiting = flushing_ ? 0 : index_;
+    const bool commit = awaiting == commit_at_ && reading_ != reading::sync;
+    if (!commit) send_cancel();
+    arm(cancel_wait, [why, sent = !commit](link& l) {
+      l.give_up("no answer from the server within " + std::to_string(l.cancel_wait.count()) + " ms after " +
+                (sent ? "a cancel request" : "its round trip was to end (COMMIT's answer is never cancelled)") +
+                " (" + why + "); the connection was closed");
     });
   }
 
@@ -395,6 +454,41 @@ class link : public std::enable_shared_from_this<link> {
     }
   }
   static std::string not_connected() { return "the connection is not open (async_connect() first)"; }
+  [[nodiscard]] std::string timed_out() const { return "timed out after " + std::to_string(timeout.count()) + " ms"; }
+
+  using clock = std::chrono::steady_clock;
+
+  // One timer for the round trip's deadline, then its grace: `fire` runs when it
+  // passes, unless the round trip ended or the timer was re-armed first.
+  template <class Fire>
+  void arm(std::chrono::milliseconds d, Fire fire) {
+    ++generation_;
+    timer_set_ = true;
+    timer_.expires_after(d);
+    timer_.async_wait([self = shared_from_this(), gen = generation_, fire](const error_code& ec) {
+      if (!ec && gen == self->generation_) fire(*self);
+    });
+  }
+
+  // PQcancel connects, sends the request and waits for the server to close: a
+  // blocking call, so it gets a thread of its own, which owns its PGcancel and
+  // says when it is done.
+  void send_cancel() {
+    PGcancel* c = PQgetCancel(pg_);
+    if (c == nullptr) return;
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    try {
+      std::thread([c, done] {
+        char err[256];
+        (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
+        PQfreeCancel(c);
+        done->store(true);
+      }).detach();
+      cancel_ = std::move(done);
+    } catch (const std::system_error&) {
+      PQfreeCancel(c);  // no thread: the answer will not come, and the grace gives up
+    }
+  }
 
   [[noreturn]] void fail_connect(const std::string& why) {
     std::string msg = why.rfind("could not connect", 0) == 0 ? why : "could not connect: " + why;
@@ -413,6 +507,7 @@ class link : public std::enable_shared_from_this<link> {
     sock_.close(ignored);
     if (pg_ != nullptr) PQfinish(pg_);
     pg_ = nullptr;
+    cancel_.reset();  // a cancel request still on its way concerns this session only
     dead_ = true;
     dead_reason_ = "the connection was closed";
     phase_ = phase::idle;
@@ -430,7 +525,7 @@ class link : public std::enable_shared_from_this<link> {
     error_code ignored;
     sock_.close(ignored);
     const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) fail_connect(std::string("dup of the socket failed: ") + std::strerror(errno));
+    if (dup < 0) fail_connect("dup of the socket failed: " + std::system_category().message(errno));
     error_code ec;
     sock_.assign(dup, ec);
     if (ec) {
@@ -483,8 +578,15 @@ class link : public std::enable_shared_from_this<link> {
             r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
             r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
             r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+            r.position = static_cast<std::size_t>(
+                std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+            r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+            r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+            r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+            r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+            r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
             if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
-            if (cancel_sent_ && r.sqlstate == "57014") r.message += " (" + cancel_reason_ + ")";
+            if (cancel_requested_ && r.sqlstate == "57014") r.message += " (" + cancel_reason_ + ")";
             break;
           default:
             lose("unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
@@ -553,7 +655,7 @@ class link : public std::enable_shared_from_this<link> {
 
   PGconn* pg_ = nullptr;
   net::posix::stream_descriptor sock_;
-  net::steady_timer timer_;
+  net::steady_timer timer_, pending_timer_;
   ino_t ino_ = 0;
   dev_t dev_ = 0;
   phase phase_ = phase::idle;
@@ -565,11 +667,14 @@ class link : public std::enable_shared_from_this<link> {
   std::size_t index_ = 0;
   reading reading_ = reading::sync;
   bool finished_ = true, flushing_ = false, watching_ = false;
-  bool cancel_sent_ = false;
+  std::size_t commit_at_ = 0;  // the batch's COMMIT, or its size
+  // the deadline, the grace, and a cancel request's thread
+  bool cancel_requested_ = false;
   std::string cancel_reason_;
-  // deadlines
+  std::shared_ptr<std::atomic<bool>> cancel_;  // a cancel request not yet known handled; set when PQcancel returned
+  clock::time_point pending_deadline_{};
   std::uint64_t generation_ = 0;
-  bool deadline_armed_ = false, timer_set_ = false;
+  bool timer_set_ = false;
 };
 
 // ---- operations on a link --------------------------------------------------------
@@ -586,19 +691,28 @@ class exchange_op {
   void operator()(Self& self, error_code ec = {}) {
     switch (state_) {
       case state::start:
-        l_->start_batch(*statements_);
-        statements_ = nullptr;  // libpq holds its own copy now
-        if (l_->batch_step() == next_wait::done) {
-          state_ = state::deliver;
-          return net::post(std::move(self));
+        if (l_->cancel_pending()) {
+          l_->begin_pending_wait();
+          state_ = state::pending;
+          return l_->async_pending_wait(std::move(self));
         }
-        break;
+        waiting_ = begin();
+        if (waiting_ == next_wait::done) return post_reply(self);
+        return wait(self);
+      case state::pending:
+        if (l_->cancel_pending()) {
+          if (!l_->pending_expired()) return l_->async_pending_wait(std::move(self));
+          l_->give_up_pending();
+        }
+        waiting_ = begin();
+        if (waiting_ == next_wait::done) return finish(self);
+        return wait(self);
       case state::deliver: return self.complete(l_->take_reply());
       case state::wait:
         if (ec) {
           if (l_->wait_failed(ec)) {
             l_->settle_failed_batch();
-            return self.complete(l_->take_reply());
+            return finish(self);
           }
         } else if (waiting_ == next_wait::read) {
           l_->consume_input();
@@ -606,13 +720,37 @@ class exchange_op {
         break;
     }
     waiting_ = l_->batch_step();
-    if (waiting_ == next_wait::done) return self.complete(l_->take_reply());
-    state_ = state::wait;
-    l_->async_wait(waiting_, std::move(self));
+    if (waiting_ == next_wait::done) return finish(self);
+    wait(self);
   }
 
  private:
-  enum class state { start, deliver, wait };
+  enum class state { start, pending, deliver, wait };
+
+  // Sends the batch (as far as the socket takes it); what to wait for next.
+  next_wait begin() {
+    l_->start_batch(*statements_);
+    statements_ = nullptr;  // libpq holds its own copy now
+    return l_->batch_step();
+  }
+  template <class Self>
+  void wait(Self& self) {
+    state_ = state::wait;
+    l_->async_wait(waiting_, std::move(self));
+  }
+  template <class Self>
+  void finish(Self& self) {
+    l_->disarm();
+    self.complete(l_->take_reply());
+  }
+  // Never from inside the call that started the operation.
+  template <class Self>
+  void post_reply(Self& self) {
+    l_->disarm();
+    state_ = state::deliver;
+    net::post(std::move(self));
+  }
+
   std::shared_ptr<link> l_;
   const std::vector<statement>* statements_;
   state state_ = state::start;
@@ -639,11 +777,9 @@ class open_op {
         try {
           l_->start_connect(conninfo_, app_);
           // libpq enforces connect_timeout only when it blocks: here it is ours to do.
-          if (!l_->deadline_armed()) l_->arm_deadline(l_->connect_timeout(), "connect_timeout expired");
+          l_->arm_connect(l_->connect_timeout());
         } catch (...) {
-          error_ = std::current_exception();
-          state_ = state::deliver;
-          return net::post(std::move(self));
+          return deliver_later(self, std::current_exception());
         }
         break;
       case state::deliver: return self.complete(error_);
@@ -653,7 +789,7 @@ class open_op {
             (void)l_->connect_step(false);  // throws the reason
             throw connection_error("could not connect: " + ec.message());
           } catch (...) {
-            return self.complete(std::current_exception());
+            return done(self, std::current_exception());
           }
         }
         after_wait = !ec;
@@ -662,26 +798,34 @@ class open_op {
     try {
       const next_wait w = l_->connect_step(after_wait);
       if (w == next_wait::done) {
-        if (state_ == state::start) {
-          state_ = state::deliver;
-          return net::post(std::move(self));
-        }
-        return self.complete(std::exception_ptr());
+        if (state_ == state::start) return deliver_later(self, nullptr);
+        return done(self, nullptr);
       }
       state_ = state::wait;
       l_->async_wait(w, std::move(self));
     } catch (...) {
-      if (state_ == state::start) {
-        error_ = std::current_exception();
-        state_ = state::deliver;
-        return net::post(std::move(self));
-      }
-      self.complete(std::current_exception());
+      if (state_ == state::start) return deliver_later(self, std::current_exception());
+      done(self, std::current_exception());
     }
   }
 
  private:
   enum class state { start, deliver, wait };
+
+  template <class Self>
+  void done(Self& self, std::exception_ptr e) {
+    l_->disarm();
+    self.complete(std::move(e));
+  }
+  // Never from inside the call that started the operation.
+  template <class Self>
+  void deliver_later(Self& self, std::exception_ptr e) {
+    l_->disarm();
+    error_ = std::move(e);
+    state_ = state::deliver;
+    net::post(std::move(self));
+  }
+
   std::shared_ptr<link> l_;
   std::string conninfo_, app_;
   state state_ = state::start;
@@ -851,6 +995,11 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   session(const net::any_io_executor& ex, std::string info, connection_options o)
       : executor(ex), conninfo(std::move(info)), options(std::move(o)), io(std::make_shared<link>(ex)), gate(ex) {
     machine.set_observer(options.observer);
+    machine.set_savepoint_limit(options.savepoint_limit, options.refuse_past_savepoint_limit);
+    if (options.network_timeout.count() > 0) {
+      io->timeout = options.network_timeout;
+      io->cancel_wait = libpq_driver::grace_for(options.network_timeout);
+    }
   }
 
   pqscope::detail::scope_machine machine;
@@ -858,7 +1007,6 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   std::string conninfo;
   connection_options options;
   std::shared_ptr<link> io;
-  std::chrono::milliseconds timeout{0};
   std::weak_ptr<link> resolver;  // the fresh connection asking about a lost COMMIT
 
   // A user operation is running (or waiting for the gate).
@@ -945,9 +1093,6 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
     if (auto r = resolver.lock()) r->request_cancel("canceled");
   }
 
-  [[nodiscard]] std::string timeout_text() const {
-    return "timed out after " + std::to_string(timeout.count()) + " ms";
-  }
 };
 
 // pg_xact_status of a transaction whose COMMIT got no answer, asked on a fresh
@@ -955,11 +1100,11 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
 // driver_session::xact_status says it).
 inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, std::string xid) {
   auto l = std::make_shared<link>(s->executor);
+  l->timeout = s->io->timeout;  // the same time bounds
   l->cancel_wait = s->io->cancel_wait;
   s->resolver = l;
   std::string outcome;
   try {
-    l->arm_deadline(s->timeout, s->timeout_text());
     co_await async_open(l, s->conninfo, "pqscope in-doubt resolver", net::use_awaitable);
     const char* values[] = {xid.c_str()};
     const std::vector<statement> ask{statement{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr}};
@@ -1019,6 +1164,7 @@ struct statement_work : work_base {
     try {
       s.check_session_state(q);
       const char* sql = detail_access::c_str(q);
+      pqscope::detail::check_placeholders(q.text(), q.param_count());
       data->params.emplace(detail_access::params(q));
       slot = s.machine.queue_statement(sql, q.text(), *data->params, s.weak_from_this());
     } catch (const std::exception& e) {
@@ -1123,7 +1269,7 @@ struct abandon_work : work_base {
       }
     return false;
   }
-  void finish(session& s) {
+  void finish(session& s) const {
     if (outermost) s.machine.finish_end();
   }
   std::uint64_t id;
@@ -1248,7 +1394,6 @@ class machine_op {
 
   template <class Self>
   void run(Self& self) {
-    s_->io->arm_deadline(s_->timeout, s_->timeout_text());
     try {
       if (!w_.start(*s_)) return finish(self);
     } catch (...) {
@@ -1433,23 +1578,28 @@ class connection {
     return detail::start(shared(), detail::flush_work{}, std::forward<Token>(token));
   }
 
-  // Cancels the operation in flight: a connect is given up; a statement is
-  // cancelled by the server (PQcancel), and the operation completes with
-  // query_canceled (the scope is doomed, as by any failed statement), or normally
-  // if the answer was already on its way. No answer within cancel_wait(): the
-  // connection is given up (connection_error; in_doubt_error if COMMIT was out).
-  // With Boost 1.77 or newer, an operation's cancellation slot does the same.
+  // Cancels the round trip in flight, as an expired timeout does (see link.hpp and
+  // the README's "Timeouts"): a connect is given up; a statement is cancelled by the
+  // server (PQcancel), and the operation fails with query_canceled (the scope is
+  // doomed, as by any failed statement), or completes normally if the answer was
+  // already on its way. COMMIT's answer is never cancelled. No answer within
+  // cancel_wait(): the connection is given up (connection_error; in_doubt_error if
+  // COMMIT was out). Between round trips there is nothing to cancel. With Boost 1.77
+  // or newer, an operation's cancellation slot does the same.
   void cancel() { session().cancel(); }
 
-  // Every operation started afterwards is cancelled as by cancel() once it has
-  // run this long (0, the default: never). The server-side limits stay in
-  // transaction_options (statement_timeout, lock_timeout).
+  // connection_options::network_timeout, changed: each later round trip that takes
+  // longer is cancelled as by cancel(), and async_connect() is bounded by it (as
+  // connect_timeout, unless the conninfo sets one). 0: no bound per round trip.
+  // The server-side limits stay in transaction_options (statement_timeout, lock_timeout).
   void set_timeout(std::chrono::milliseconds t) {
     if (t.count() < 0) throw usage_error("set_timeout(): the timeout must not be negative");
-    session().timeout = t;
+    session().io->timeout = t;
   }
-  [[nodiscard]] std::chrono::milliseconds timeout() const { return session().timeout; }
-  // How long a cancelled operation waits for the server's answer (default 5 s).
+  [[nodiscard]] std::chrono::milliseconds timeout() const { return session().io->timeout; }
+  // How long a cancelled round trip waits for the server's answers before the
+  // connection is given up: 5 s by default, min(network_timeout, 1 s) with a
+  // network_timeout (as the blocking connection).
   void set_cancel_wait(std::chrono::milliseconds t) {
     if (t.count() <= 0) throw usage_error("set_cancel_wait(): the wait must be positive");
     session().io->cancel_wait = t;
@@ -1561,7 +1711,8 @@ class transaction {
   explicit transaction(connection& c, const transaction_options& options = {})
       : transaction(checked(detail::connection_access::of(c), options), options, {}) {}
   transaction(transaction&& other) noexcept
-      : s_(other.s_),  // kept: a moved-from scope still reports its misuse through the handler
+      // NOLINTNEXTLINE(performance-move-constructor-init): kept, so that a moved-from scope still reports its misuse through the handler
+      : s_(other.s_),
         id_(std::exchange(other.id_, 0)),
         outermost_(other.outermost_),
         record_(std::exchange(other.record_, moved_from())) {}

@@ -92,6 +92,12 @@ class asio_stall_relay {
     cut_after_commit_ = true;
     wake();
   }
+  // Connections accepted from now on are held and never answered (a cancel request
+  // that cannot reach the server); those already open keep working.
+  void hold_new_connections() {
+    hold_new_ = true;
+    wake();
+  }
   [[nodiscard]] int connections() const { return accepted_.load(); }
 
  private:
@@ -165,7 +171,9 @@ class asio_stall_relay {
           }
           timeout_ms = 20;
         }
-        if (stalled) continue;
+        // A held connection (no server: accepted while stalled or holding) is never
+        // read or answered, until the relay closes it.
+        if (stalled || p.server < 0) continue;
         fds.push_back({p.client, POLLIN, 0});
         if (p.server >= 0) fds.push_back({p.server, POLLIN, 0});
       }
@@ -182,8 +190,9 @@ class asio_stall_relay {
           pair p;
           p.client = c;
           // A stalled relay takes the connection and never answers it.
-          if (!stalled_) p.server = connect_upstream();
-          if (!stalled_ && p.server < 0) {
+          const bool hold = stalled_ || hold_new_;
+          if (!hold) p.server = connect_upstream();
+          if (!hold && p.server < 0) {
             ::close(c);
           } else {
             pairs_.push_back(p);
@@ -228,7 +237,7 @@ class asio_stall_relay {
   int listen_ = -1;
   int port_ = 0;
   int wake_[2] = {-1, -1};
-  std::atomic<bool> stop_{false}, stalled_{false}, cut_after_commit_{false};
+  std::atomic<bool> stop_{false}, stalled_{false}, cut_after_commit_{false}, hold_new_{false};
   std::atomic<int> accepted_{0};
   std::vector<pair> pairs_;  // the relay thread's own
   std::thread thread_;

@@ -153,6 +153,11 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   session(const net::any_io_executor& ex, std::string info, connection_options o)
       : executor(ex), conninfo(std::move(info)), options(std::move(o)), io(std::make_shared<link>(ex)), gate(ex) {
     machine.set_observer(options.observer);
+    machine.set_savepoint_limit(options.savepoint_limit, options.refuse_past_savepoint_limit);
+    if (options.network_timeout.count() > 0) {
+      io->timeout = options.network_timeout;
+      io->cancel_wait = libpq_driver::grace_for(options.network_timeout);
+    }
   }
 
   pqscope::detail::scope_machine machine;
@@ -160,7 +165,6 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   std::string conninfo;
   connection_options options;
   std::shared_ptr<link> io;
-  std::chrono::milliseconds timeout{0};
   std::weak_ptr<link> resolver;  // the fresh connection asking about a lost COMMIT
 
   // A user operation is running (or waiting for the gate).
@@ -247,9 +251,6 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
     if (auto r = resolver.lock()) r->request_cancel("canceled");
   }
 
-  [[nodiscard]] std::string timeout_text() const {
-    return "timed out after " + std::to_string(timeout.count()) + " ms";
-  }
 };
 
 // pg_xact_status of a transaction whose COMMIT got no answer, asked on a fresh
@@ -257,11 +258,11 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
 // driver_session::xact_status says it).
 inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, std::string xid) {
   auto l = std::make_shared<link>(s->executor);
+  l->timeout = s->io->timeout;  // the same time bounds
   l->cancel_wait = s->io->cancel_wait;
   s->resolver = l;
   std::string outcome;
   try {
-    l->arm_deadline(s->timeout, s->timeout_text());
     co_await async_open(l, s->conninfo, "pqscope in-doubt resolver", net::use_awaitable);
     const char* values[] = {xid.c_str()};
     const std::vector<statement> ask{statement{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr}};
@@ -321,6 +322,7 @@ struct statement_work : work_base {
     try {
       s.check_session_state(q);
       const char* sql = detail_access::c_str(q);
+      pqscope::detail::check_placeholders(q.text(), q.param_count());
       data->params.emplace(detail_access::params(q));
       slot = s.machine.queue_statement(sql, q.text(), *data->params, s.weak_from_this());
     } catch (const std::exception& e) {
@@ -425,7 +427,7 @@ struct abandon_work : work_base {
       }
     return false;
   }
-  void finish(session& s) {
+  void finish(session& s) const {
     if (outermost) s.machine.finish_end();
   }
   std::uint64_t id;
@@ -550,7 +552,6 @@ class machine_op {
 
   template <class Self>
   void run(Self& self) {
-    s_->io->arm_deadline(s_->timeout, s_->timeout_text());
     try {
       if (!w_.start(*s_)) return finish(self);
     } catch (...) {
@@ -735,23 +736,28 @@ class connection {
     return detail::start(shared(), detail::flush_work{}, std::forward<Token>(token));
   }
 
-  // Cancels the operation in flight: a connect is given up; a statement is
-  // cancelled by the server (PQcancel), and the operation completes with
-  // query_canceled (the scope is doomed, as by any failed statement), or normally
-  // if the answer was already on its way. No answer within cancel_wait(): the
-  // connection is given up (connection_error; in_doubt_error if COMMIT was out).
-  // With Boost 1.77 or newer, an operation's cancellation slot does the same.
+  // Cancels the round trip in flight, as an expired timeout does (see link.hpp and
+  // the README's "Timeouts"): a connect is given up; a statement is cancelled by the
+  // server (PQcancel), and the operation fails with query_canceled (the scope is
+  // doomed, as by any failed statement), or completes normally if the answer was
+  // already on its way. COMMIT's answer is never cancelled. No answer within
+  // cancel_wait(): the connection is given up (connection_error; in_doubt_error if
+  // COMMIT was out). Between round trips there is nothing to cancel. With Boost 1.77
+  // or newer, an operation's cancellation slot does the same.
   void cancel() { session().cancel(); }
 
-  // Every operation started afterwards is cancelled as by cancel() once it has
-  // run this long (0, the default: never). The server-side limits stay in
-  // transaction_options (statement_timeout, lock_timeout).
+  // connection_options::network_timeout, changed: each later round trip that takes
+  // longer is cancelled as by cancel(), and async_connect() is bounded by it (as
+  // connect_timeout, unless the conninfo sets one). 0: no bound per round trip.
+  // The server-side limits stay in transaction_options (statement_timeout, lock_timeout).
   void set_timeout(std::chrono::milliseconds t) {
     if (t.count() < 0) throw usage_error("set_timeout(): the timeout must not be negative");
-    session().timeout = t;
+    session().io->timeout = t;
   }
-  [[nodiscard]] std::chrono::milliseconds timeout() const { return session().timeout; }
-  // How long a cancelled operation waits for the server's answer (default 5 s).
+  [[nodiscard]] std::chrono::milliseconds timeout() const { return session().io->timeout; }
+  // How long a cancelled round trip waits for the server's answers before the
+  // connection is given up: 5 s by default, min(network_timeout, 1 s) with a
+  // network_timeout (as the blocking connection).
   void set_cancel_wait(std::chrono::milliseconds t) {
     if (t.count() <= 0) throw usage_error("set_cancel_wait(): the wait must be positive");
     session().io->cancel_wait = t;

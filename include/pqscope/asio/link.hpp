@@ -19,25 +19,36 @@
 // number may then be reused by another socket at once; a descriptor Asio owns and
 // closes itself can never point at somebody else's socket.
 //
-// Cancellation (a timeout, connection::cancel(), an Asio cancellation slot): while
-// connecting, the attempt is given up at once. While a batch is out, PQcancel asks
-// the server to cancel it, and the batch is read on: the server answers
-// query_canceled (57014) for the statement it was running, or the whole answer if
-// it had finished. libpq 15 has no non-blocking cancel, so PQcancel runs on a
-// short-lived detached thread; the executor never waits for it. If no answer
-// comes within cancel_wait after the request, the connection is given up: it is
-// lost, as if the server had gone away (connection_error, in_doubt_error at COMMIT).
+// Time bounds and cancellation follow libpq_driver (driver.hpp, the README's
+// "Timeouts"): the conninfo gets the same connect and TCP defaults; with a timeout
+// (connection_options::network_timeout, or connection::set_timeout) every round
+// trip has a deadline. Connecting is given up at once when its bound passes or it
+// is cancelled. A batch out: PQcancel asks the server to cancel it (never while the
+// answer awaited is COMMIT's: cancelling a COMMIT that waits for a synchronous
+// standby turns it into a local commit reported as success), and the answers are
+// awaited for a grace more; a cancelled statement answers query_canceled (57014).
+// No answer within the grace: the connection is given up and closed (the batch is
+// lost: connection_error, in_doubt_error at COMMIT). PostgreSQL signals a backend
+// twice for one cancel request (the process, then its process group), and a late
+// second signal cancels whatever runs then: the next round trip first waits for
+// PQcancel to return (the server closes the request's connection after both), up to
+// its own deadline, and closes the connection unsent if it has not. libpq 15 has no non-blocking
+// cancel, so PQcancel runs on a short-lived detached thread that owns a copy of the
+// cancel key; the executor never waits for it. connection::cancel() and an Asio
+// cancellation slot (Boost 1.77+) ask the same as an expired deadline.
 
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <system_error>
@@ -67,7 +78,7 @@ enum class next_wait { read, write, done };
 
 class link : public std::enable_shared_from_this<link> {
  public:
-  explicit link(const net::any_io_executor& ex) : sock_(ex), timer_(ex) {}
+  explicit link(const net::any_io_executor& ex) : sock_(ex), timer_(ex), pending_timer_(ex) {}
   link(const link&) = delete;
   link& operator=(const link&) = delete;
   link(link&&) = delete;
@@ -78,7 +89,9 @@ class link : public std::enable_shared_from_this<link> {
   [[nodiscard]] PGconn* native_handle() const noexcept { return pg_; }
   [[nodiscard]] bool usable() const noexcept { return pg_ != nullptr && !dead_ && PQstatus(pg_) == CONNECTION_OK; }
 
-  // How long to wait for the server's answer after asking it to cancel.
+  // Each round trip's deadline (0: none), and how long to wait for the answers
+  // after it, or after cancel(): the grace.
+  std::chrono::milliseconds timeout{0};
   std::chrono::milliseconds cancel_wait{5000};
 
   // ---- connecting -----------------------------------------------------------------
@@ -88,9 +101,23 @@ class link : public std::enable_shared_from_this<link> {
   void start_connect(const std::string& conninfo, const std::string& fallback_application_name) {
     close_connection();
     pqscope::detail::check_conninfo(conninfo);
-    const char* keys[] = {"dbname", "fallback_application_name", nullptr};
-    const char* vals[] = {conninfo.c_str(), fallback_application_name.c_str(), nullptr};
-    pg_ = PQconnectStartParams(keys, vals, /*expand_dbname=*/1);
+    // The time bounds libpq_driver::open() adds to a conninfo that sets none of them.
+    std::vector<std::string> owned;
+    std::vector<const char*> keys, vals;
+    owned.reserve(std::size(pqscope::detail::network_defaults));
+    for (const auto& d : pqscope::detail::network_defaults) {
+      if (conninfo_sets(conninfo, d.key)) continue;
+      std::string value = d.value;
+      if (std::strcmp(d.key, "connect_timeout") == 0 && timeout.count() > 0)
+        value = pqscope::detail::connect_timeout_for(timeout);
+      owned.push_back(std::move(value));
+      keys.push_back(d.key);
+      vals.push_back(owned.back().c_str());
+    }
+    // The conninfo comes after the defaults: with expand_dbname, what it sets wins.
+    keys.insert(keys.end(), {"dbname", "fallback_application_name", nullptr});
+    vals.insert(vals.end(), {conninfo.c_str(), fallback_application_name.c_str(), nullptr});
+    pg_ = PQconnectStartParams(keys.data(), vals.data(), /*expand_dbname=*/1);
     if (pg_ == nullptr) throw connection_error("could not connect: out of memory");
     if (PQstatus(pg_) == CONNECTION_BAD) {
       std::string msg = trim(PQerrorMessage(pg_));
@@ -104,7 +131,30 @@ class link : public std::enable_shared_from_this<link> {
     poll_ = PGRES_POLLING_WRITING;  // what libpq says to assume before the first poll
   }
 
-  // connect_timeout of the conninfo (libpq only enforces it in blocking connects).
+  // Whether the conninfo, or the environment variable of `key`, sets it (as
+  // libpq_driver::open() decides).
+  static bool conninfo_sets(const std::string& conninfo, const char* key) {
+    bool set = false;
+    if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), nullptr)) {
+      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+        if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && *o->val != '\0') set = true;
+      PQconninfoFree(opts);
+    }
+    if (set) return true;
+    if (PQconninfoOption* defs = PQconndefaults()) {
+      for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
+        if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
+        // Read-only, as libpq itself reads the environment while connecting.
+        const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
+        if (v != nullptr && *v != '\0') set = true;
+      }
+      PQconninfoFree(defs);
+    }
+    return set;
+  }
+
+  // connect_timeout of the connection (libpq only enforces it in blocking connects;
+  // here it bounds the whole connect).
   [[nodiscard]] std::chrono::milliseconds connect_timeout() const {
     std::chrono::milliseconds out{0};
     if (pg_ == nullptr) return out;
@@ -159,6 +209,33 @@ class link : public std::enable_shared_from_this<link> {
     if (PQpipelineSync(pg_) != 1) return lose(trim(PQerrorMessage(pg_)));
     flushing_ = true;
     phase_ = phase::exchanging;
+    commit_at_ = statements.size();
+    for (std::size_t k = 0; k < statements.size(); ++k)
+      if (std::strcmp(statements[k].sql, "COMMIT") == 0) commit_at_ = k;
+    if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
+  }
+
+  // A cancel request of an earlier round trip that PQcancel has not finished: the
+  // next batch must not be sent before it has (see the top of this file).
+  [[nodiscard]] bool cancel_pending() {
+    if (cancel_ && cancel_->load()) cancel_.reset();
+    return cancel_ != nullptr;
+  }
+  // Waiting for it counts against the next round trip's deadline.
+  void begin_pending_wait() {
+    pending_deadline_ = timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max();
+  }
+  [[nodiscard]] bool pending_expired() const { return clock::now() >= pending_deadline_; }
+  void give_up_pending() {
+    close_connection();
+    dead_reason_ = "a cancel request sent after an earlier round trip was cancelled had not been handled by the "
+                   "server within the timeout, and it could cancel this statement; the connection was closed "
+                   "before anything was sent";
+  }
+  template <class Handler>
+  void async_pending_wait(Handler&& handler) {
+    pending_timer_.expires_after(std::chrono::milliseconds(2));
+    pending_timer_.async_wait(std::forward<Handler>(handler));
   }
 
   // Sends and reads what can be sent and read now.
@@ -223,55 +300,36 @@ class link : public std::enable_shared_from_this<link> {
     // bytes libpq left unread (one recv() per PQconsumeInput) still wake us.
   }
 
-  // Arms the deadline of the operation that starts now (0: none).
-  void arm_deadline(std::chrono::milliseconds d, std::string what) {
-    ++generation_;
-    cancel_sent_ = false;
-    deadline_armed_ = d.count() > 0;
-    if (!deadline_armed_) return;
-    timer_set_ = true;
-    timer_.expires_after(d);
-    timer_.async_wait([self = shared_from_this(), gen = generation_, what = std::move(what)](const error_code& ec) {
-      if (!ec && gen == self->generation_) self->request_cancel(what);
-    });
+  // Bounds a connect: given up when `d` passes (0: not bounded here).
+  void arm_connect(std::chrono::milliseconds d) {
+    if (d.count() > 0)
+      arm(d, [d](link& l) { l.give_up("could not connect: no connection within " + std::to_string(d.count()) + " ms"); });
   }
-  [[nodiscard]] bool deadline_armed() const noexcept { return deadline_armed_; }
-  // The operation ended: its deadline and any cancel still pending are void.
+  // The round trip (or connect) ended: its deadline and grace are void.
   void disarm() noexcept {
     ++generation_;
-    deadline_armed_ = false;
+    cancel_requested_ = false;
     if (!std::exchange(timer_set_, false)) return;
     error_code ignored;
     timer_.cancel(ignored);
   }
 
-  // Connecting: gives up at once. A batch out: asks the server to cancel it, and
-  // gives up if no answer comes within cancel_wait. Otherwise nothing to cancel.
+  // The deadline passed, or cancel() or a cancellation slot asked. Connecting: given
+  // up at once. A batch out: a cancel request (not while COMMIT's answer is awaited),
+  // then the grace; no answer by its end gives the connection up. Otherwise (between
+  // round trips) there is nothing to cancel.
   void request_cancel(const std::string& why) {
     if (phase_ == phase::connecting) return give_up("could not connect: " + why);
-    if (phase_ != phase::exchanging || cancel_sent_ || pg_ == nullptr) return;
-    cancel_sent_ = true;
+    if (phase_ != phase::exchanging || cancel_requested_ || pg_ == nullptr) return;
+    cancel_requested_ = true;
     cancel_reason_ = why;
-    if (PGcancel* c = PQgetCancel(pg_)) {
-      try {
-        // PQcancel connects, sends the request and waits for the server to close:
-        // a blocking call, so it gets a thread of its own, which owns `c`.
-        std::thread([c] {
-          char err[256];
-          (void)PQcancel(c, err, sizeof err);
-          PQfreeCancel(c);
-        }).detach();
-      } catch (const std::system_error&) {
-        PQfreeCancel(c);  // no thread: the answer will not come, and cancel_wait gives up
-      }
-    }
-    ++generation_;
-    timer_set_ = true;
-    timer_.expires_after(cancel_wait);
-    timer_.async_wait([self = shared_from_this(), gen = generation_, why](const error_code& ec) {
-      if (!ec && gen == self->generation_)
-        self->give_up("no answer from the server within " + std::to_string(self->cancel_wait.count()) +
-                      " ms after asking it to cancel (" + why + ")");
+    const std::size_t awaiting = flushing_ ? 0 : index_;
+    const bool commit = awaiting == commit_at_ && reading_ != reading::sync;
+    if (!commit) send_cancel();
+    arm(cancel_wait, [why, sent = !commit](link& l) {
+      l.give_up("no answer from the server within " + std::to_string(l.cancel_wait.count()) + " ms after " +
+                (sent ? "a cancel request" : "its round trip was to end (COMMIT's answer is never cancelled)") +
+                " (" + why + "); the connection was closed");
     });
   }
 
@@ -342,6 +400,41 @@ class link : public std::enable_shared_from_this<link> {
     }
   }
   static std::string not_connected() { return "the connection is not open (async_connect() first)"; }
+  [[nodiscard]] std::string timed_out() const { return "timed out after " + std::to_string(timeout.count()) + " ms"; }
+
+  using clock = std::chrono::steady_clock;
+
+  // One timer for the round trip's deadline, then its grace: `fire` runs when it
+  // passes, unless the round trip ended or the timer was re-armed first.
+  template <class Fire>
+  void arm(std::chrono::milliseconds d, Fire fire) {
+    ++generation_;
+    timer_set_ = true;
+    timer_.expires_after(d);
+    timer_.async_wait([self = shared_from_this(), gen = generation_, fire](const error_code& ec) {
+      if (!ec && gen == self->generation_) fire(*self);
+    });
+  }
+
+  // PQcancel connects, sends the request and waits for the server to close: a
+  // blocking call, so it gets a thread of its own, which owns its PGcancel and
+  // says when it is done.
+  void send_cancel() {
+    PGcancel* c = PQgetCancel(pg_);
+    if (c == nullptr) return;
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    try {
+      std::thread([c, done] {
+        char err[256];
+        (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
+        PQfreeCancel(c);
+        done->store(true);
+      }).detach();
+      cancel_ = std::move(done);
+    } catch (const std::system_error&) {
+      PQfreeCancel(c);  // no thread: the answer will not come, and the grace gives up
+    }
+  }
 
   [[noreturn]] void fail_connect(const std::string& why) {
     std::string msg = why.rfind("could not connect", 0) == 0 ? why : "could not connect: " + why;
@@ -360,6 +453,7 @@ class link : public std::enable_shared_from_this<link> {
     sock_.close(ignored);
     if (pg_ != nullptr) PQfinish(pg_);
     pg_ = nullptr;
+    cancel_.reset();  // a cancel request still on its way concerns this session only
     dead_ = true;
     dead_reason_ = "the connection was closed";
     phase_ = phase::idle;
@@ -377,7 +471,7 @@ class link : public std::enable_shared_from_this<link> {
     error_code ignored;
     sock_.close(ignored);
     const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) fail_connect(std::string("dup of the socket failed: ") + std::strerror(errno));
+    if (dup < 0) fail_connect("dup of the socket failed: " + std::system_category().message(errno));
     error_code ec;
     sock_.assign(dup, ec);
     if (ec) {
@@ -430,8 +524,15 @@ class link : public std::enable_shared_from_this<link> {
             r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
             r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
             r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+            r.position = static_cast<std::size_t>(
+                std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+            r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+            r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+            r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+            r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+            r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
             if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
-            if (cancel_sent_ && r.sqlstate == "57014") r.message += " (" + cancel_reason_ + ")";
+            if (cancel_requested_ && r.sqlstate == "57014") r.message += " (" + cancel_reason_ + ")";
             break;
           default:
             lose("unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
@@ -500,7 +601,7 @@ class link : public std::enable_shared_from_this<link> {
 
   PGconn* pg_ = nullptr;
   net::posix::stream_descriptor sock_;
-  net::steady_timer timer_;
+  net::steady_timer timer_, pending_timer_;
   ino_t ino_ = 0;
   dev_t dev_ = 0;
   phase phase_ = phase::idle;
@@ -512,11 +613,14 @@ class link : public std::enable_shared_from_this<link> {
   std::size_t index_ = 0;
   reading reading_ = reading::sync;
   bool finished_ = true, flushing_ = false, watching_ = false;
-  bool cancel_sent_ = false;
+  std::size_t commit_at_ = 0;  // the batch's COMMIT, or its size
+  // the deadline, the grace, and a cancel request's thread
+  bool cancel_requested_ = false;
   std::string cancel_reason_;
-  // deadlines
+  std::shared_ptr<std::atomic<bool>> cancel_;  // a cancel request not yet known handled; set when PQcancel returned
+  clock::time_point pending_deadline_{};
   std::uint64_t generation_ = 0;
-  bool deadline_armed_ = false, timer_set_ = false;
+  bool timer_set_ = false;
 };
 
 // ---- operations on a link --------------------------------------------------------
@@ -533,19 +637,28 @@ class exchange_op {
   void operator()(Self& self, error_code ec = {}) {
     switch (state_) {
       case state::start:
-        l_->start_batch(*statements_);
-        statements_ = nullptr;  // libpq holds its own copy now
-        if (l_->batch_step() == next_wait::done) {
-          state_ = state::deliver;
-          return net::post(std::move(self));
+        if (l_->cancel_pending()) {
+          l_->begin_pending_wait();
+          state_ = state::pending;
+          return l_->async_pending_wait(std::move(self));
         }
-        break;
+        waiting_ = begin();
+        if (waiting_ == next_wait::done) return post_reply(self);
+        return wait(self);
+      case state::pending:
+        if (l_->cancel_pending()) {
+          if (!l_->pending_expired()) return l_->async_pending_wait(std::move(self));
+          l_->give_up_pending();
+        }
+        waiting_ = begin();
+        if (waiting_ == next_wait::done) return finish(self);
+        return wait(self);
       case state::deliver: return self.complete(l_->take_reply());
       case state::wait:
         if (ec) {
           if (l_->wait_failed(ec)) {
             l_->settle_failed_batch();
-            return self.complete(l_->take_reply());
+            return finish(self);
           }
         } else if (waiting_ == next_wait::read) {
           l_->consume_input();
@@ -553,13 +666,37 @@ class exchange_op {
         break;
     }
     waiting_ = l_->batch_step();
-    if (waiting_ == next_wait::done) return self.complete(l_->take_reply());
-    state_ = state::wait;
-    l_->async_wait(waiting_, std::move(self));
+    if (waiting_ == next_wait::done) return finish(self);
+    wait(self);
   }
 
  private:
-  enum class state { start, deliver, wait };
+  enum class state { start, pending, deliver, wait };
+
+  // Sends the batch (as far as the socket takes it); what to wait for next.
+  next_wait begin() {
+    l_->start_batch(*statements_);
+    statements_ = nullptr;  // libpq holds its own copy now
+    return l_->batch_step();
+  }
+  template <class Self>
+  void wait(Self& self) {
+    state_ = state::wait;
+    l_->async_wait(waiting_, std::move(self));
+  }
+  template <class Self>
+  void finish(Self& self) {
+    l_->disarm();
+    self.complete(l_->take_reply());
+  }
+  // Never from inside the call that started the operation.
+  template <class Self>
+  void post_reply(Self& self) {
+    l_->disarm();
+    state_ = state::deliver;
+    net::post(std::move(self));
+  }
+
   std::shared_ptr<link> l_;
   const std::vector<statement>* statements_;
   state state_ = state::start;
@@ -586,11 +723,9 @@ class open_op {
         try {
           l_->start_connect(conninfo_, app_);
           // libpq enforces connect_timeout only when it blocks: here it is ours to do.
-          if (!l_->deadline_armed()) l_->arm_deadline(l_->connect_timeout(), "connect_timeout expired");
+          l_->arm_connect(l_->connect_timeout());
         } catch (...) {
-          error_ = std::current_exception();
-          state_ = state::deliver;
-          return net::post(std::move(self));
+          return deliver_later(self, std::current_exception());
         }
         break;
       case state::deliver: return self.complete(error_);
@@ -600,7 +735,7 @@ class open_op {
             (void)l_->connect_step(false);  // throws the reason
             throw connection_error("could not connect: " + ec.message());
           } catch (...) {
-            return self.complete(std::current_exception());
+            return done(self, std::current_exception());
           }
         }
         after_wait = !ec;
@@ -609,26 +744,34 @@ class open_op {
     try {
       const next_wait w = l_->connect_step(after_wait);
       if (w == next_wait::done) {
-        if (state_ == state::start) {
-          state_ = state::deliver;
-          return net::post(std::move(self));
-        }
-        return self.complete(std::exception_ptr());
+        if (state_ == state::start) return deliver_later(self, nullptr);
+        return done(self, nullptr);
       }
       state_ = state::wait;
       l_->async_wait(w, std::move(self));
     } catch (...) {
-      if (state_ == state::start) {
-        error_ = std::current_exception();
-        state_ = state::deliver;
-        return net::post(std::move(self));
-      }
-      self.complete(std::current_exception());
+      if (state_ == state::start) return deliver_later(self, std::current_exception());
+      done(self, std::current_exception());
     }
   }
 
  private:
   enum class state { start, deliver, wait };
+
+  template <class Self>
+  void done(Self& self, std::exception_ptr e) {
+    l_->disarm();
+    self.complete(std::move(e));
+  }
+  // Never from inside the call that started the operation.
+  template <class Self>
+  void deliver_later(Self& self, std::exception_ptr e) {
+    l_->disarm();
+    error_ = std::move(e);
+    state_ = state::deliver;
+    net::post(std::move(self));
+  }
+
   std::shared_ptr<link> l_;
   std::string conninfo_, app_;
   state state_ = state::start;

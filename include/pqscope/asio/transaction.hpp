@@ -44,7 +44,8 @@ class transaction {
   explicit transaction(connection& c, const transaction_options& options = {})
       : transaction(checked(detail::connection_access::of(c), options), options, {}) {}
   transaction(transaction&& other) noexcept
-      : s_(other.s_),  // kept: a moved-from scope still reports its misuse through the handler
+      // NOLINTNEXTLINE(performance-move-constructor-init): kept, so that a moved-from scope still reports its misuse through the handler
+      : s_(other.s_),
         id_(std::exchange(other.id_, 0)),
         outermost_(other.outermost_),
         record_(std::exchange(other.record_, moved_from())) {}
