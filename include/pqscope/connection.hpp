@@ -238,4 +238,11 @@ class basic_connection {
 
 using connection = basic_connection<libpq_driver>;
 
+// Separate compilation: the connection of the default driver is compiled once, with the rest.
+#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
+template class basic_connection<libpq_driver>;
+#elif defined(PQSCOPE_SEPARATE_COMPILATION)
+extern template class basic_connection<libpq_driver>;
+#endif
+
 }  // namespace pqscope

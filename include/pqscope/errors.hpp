@@ -28,6 +28,8 @@
 #include <string>
 #include <utility>
 
+#include <pqscope/detail/config.hpp>
+
 namespace pqscope {
 
 class error : public std::runtime_error {
@@ -95,7 +97,9 @@ struct error_fields {
 namespace detail {
 // The message as psql shows it: the statement line with a caret under the position,
 // then DETAIL and HINT.
-inline std::string describe(const error_fields& f) {
+PQSCOPE_DECL std::string describe(const error_fields& f);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string describe(const error_fields& f) {
   std::string out = f.message;
   if (f.position > 0 && !f.statement.empty()) {
     // The position counts characters; step over UTF-8 continuation bytes.
@@ -122,6 +126,7 @@ inline std::string describe(const error_fields& f) {
   if (!f.hint.empty()) out += "\nHINT: " + f.hint;
   return out;
 }
+#endif
 }  // namespace detail
 
 class sql_error : public error {
@@ -178,7 +183,9 @@ PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57
 namespace detail {
 
 // Throws the most specific sql_error subclass for the SQLSTATE.
-[[noreturn]] inline void throw_sql_error(error_fields f) {
+[[noreturn]] PQSCOPE_DECL void throw_sql_error(error_fields f);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void throw_sql_error(error_fields f) {
   const std::string state = f.sqlstate;
   auto is = [&](const char* code) { return state == code; };
   auto in_class = [&](const char* cls) { return state.compare(0, 2, cls) == 0; };
@@ -196,6 +203,7 @@ namespace detail {
   if (is("57014")) throw query_canceled(std::move(f));
   throw sql_error(std::move(f));
 }
+#endif
 [[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
                                          const std::string& detail, const std::string& hint) {
   throw_sql_error(error_fields{state, message, detail, hint, {}, 0, {}, {}, {}, {}, {}});

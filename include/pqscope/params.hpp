@@ -29,6 +29,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <pqscope/detail/config.hpp>
 #include <pqscope/detail/text_codecs.hpp>
 #include <pqscope/errors.hpp>
 
@@ -518,37 +519,48 @@ class param_list {
   [[nodiscard]] const unsigned* types() const noexcept { return types_.empty() ? nullptr : types_.data(); }
 
  private:
-  void push_null(unsigned oid) {
-    values_.push_back(nullptr);
-    types_.push_back(oid);
-  }
-  void check_nul(std::string_view s) const {
-    if (std::memchr(s.data(), '\0', s.size()) != nullptr)
-      throw usage_error("parameter $" + std::to_string(values_.size() + 1) +
-                        " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send "
-                        "binary data as hex text into a bytea column (decode($1, 'hex'))");
-  }
-  void push_text(std::string_view s, unsigned oid, bool terminated) {
-    check_nul(s);
-    if (terminated) {
-      values_.push_back(s.data());
-      types_.push_back(oid);
-    } else {
-      push_owned(std::string(s), oid);
-    }
-  }
-  void push_owned(std::string s, unsigned oid) {
-    check_nul(s);
-    if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
-    storage_.push_back(std::move(s));
-    values_.push_back(storage_.back().c_str());
-    types_.push_back(oid);
-  }
+  void push_null(unsigned oid);
+  void check_nul(std::string_view s) const;
+  void push_text(std::string_view s, unsigned oid, bool terminated);
+  void push_owned(std::string s, unsigned oid);
 
   std::vector<std::string> storage_;
   std::vector<const char*> values_;
   std::vector<unsigned> types_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL void param_list::push_null(unsigned oid) {
+  values_.push_back(nullptr);
+  types_.push_back(oid);
+}
+
+PQSCOPE_DECL void param_list::check_nul(std::string_view s) const {
+  if (std::memchr(s.data(), '\0', s.size()) != nullptr)
+    throw usage_error("parameter $" + std::to_string(values_.size() + 1) +
+                      " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send "
+                      "binary data as hex text into a bytea column (decode($1, 'hex'))");
+}
+
+PQSCOPE_DECL void param_list::push_text(std::string_view s, unsigned oid, bool terminated) {
+  check_nul(s);
+  if (terminated) {
+    values_.push_back(s.data());
+    types_.push_back(oid);
+  } else {
+    push_owned(std::string(s), oid);
+  }
+}
+
+PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
+  check_nul(s);
+  if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
+  storage_.push_back(std::move(s));
+  values_.push_back(storage_.back().c_str());
+  types_.push_back(oid);
+}
+#endif
 
 }  // namespace detail
 }  // namespace pqscope

@@ -40,6 +40,7 @@
 #include <pqscope/driver.hpp>
 #include <pqscope/errors.hpp>
 #include <pqscope/options.hpp>
+#include <pqscope/detail/config.hpp>
 #include <pqscope/detail/scope_machine.hpp>
 
 namespace pqscope {
@@ -109,44 +110,53 @@ struct pool_state {
   [[nodiscard]] bool in_creating_process() const noexcept { return pid == current_pid(); }
 
   // Clean enough for the next lease: nothing of this lease's work can reach it.
-  static bool reusable(const connection& c) noexcept {
-    PGconn* h = c.native_handle();
-    return h != nullptr && c.depth() == 0 && PQstatus(h) == CONNECTION_OK &&
-           PQtransactionStatus(h) == PQTRANS_IDLE &&
-           // an exchange cut short leaves pipeline mode on
-           PQpipelineStatus(h) == PQ_PIPELINE_OFF;
-  }
+  static bool reusable(const connection& c) noexcept;
 
-  [[nodiscard]] bool expired(const pool_entry& e, pool_clock::time_point now) const noexcept {
-    return opts.max_lifetime.count() > 0 && now - e.created >= opts.max_lifetime;
-  }
+  [[nodiscard]] bool expired(const pool_entry& e, pool_clock::time_point now) const noexcept;
 
   // Never throws: called from lease destructors. Connections are closed outside the lock.
-  void give_back(pool_entry e) noexcept {
-    // In a forked child the mutex may be held by a parent thread that does not
-    // exist here; the connection's destructor abandons the parent's session.
-    if (!in_creating_process()) return;
-    const bool clean = e.conn && reusable(*e.conn);
-    const auto now = pool_clock::now();
-    std::unique_lock<std::mutex> lock(m);
-    if (!clean) ++stats.closed_dirty;
-    if (clean && !closed && !expired(e, now)) {
-      e.last_used = now;
-      try {
-        idle.push_back(std::move(e));
-        freed.notify_one();
-        return;
-      } catch (...) {  // out of memory: close it instead
-      }
-    } else if (clean && !closed) {
-      ++stats.closed_expired;
-    }
-    --open;
-    freed.notify_one();
-    lock.unlock();
-    e.conn.reset();
-  }
+  void give_back(pool_entry e) noexcept;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL bool pool_state::reusable(const connection& c) noexcept {
+  PGconn* h = c.native_handle();
+  return h != nullptr && c.depth() == 0 && PQstatus(h) == CONNECTION_OK &&
+         PQtransactionStatus(h) == PQTRANS_IDLE &&
+         // an exchange cut short leaves pipeline mode on
+         PQpipelineStatus(h) == PQ_PIPELINE_OFF;
+}
+
+PQSCOPE_DECL bool pool_state::expired(const pool_entry& e, pool_clock::time_point now) const noexcept {
+  return opts.max_lifetime.count() > 0 && now - e.created >= opts.max_lifetime;
+}
+
+PQSCOPE_DECL void pool_state::give_back(pool_entry e) noexcept {
+  // In a forked child the mutex may be held by a parent thread that does not
+  // exist here; the connection's destructor abandons the parent's session.
+  if (!in_creating_process()) return;
+  const bool clean = e.conn && reusable(*e.conn);
+  const auto now = pool_clock::now();
+  std::unique_lock<std::mutex> lock(m);
+  if (!clean) ++stats.closed_dirty;
+  if (clean && !closed && !expired(e, now)) {
+    e.last_used = now;
+    try {
+      idle.push_back(std::move(e));
+      freed.notify_one();
+      return;
+    } catch (...) {  // out of memory: close it instead
+    }
+  } else if (clean && !closed) {
+    ++stats.closed_expired;
+  }
+  --open;
+  freed.notify_one();
+  lock.unlock();
+  e.conn.reset();
+}
+#endif
 
 }  // namespace detail
 
@@ -177,20 +187,13 @@ class lease {
   ~lease() { give_back(); }
 
   // usage_error once released or moved from.
-  [[nodiscard]] connection& get() {
-    check();
-    return *entry_.conn;
-  }
+  [[nodiscard]] connection& get();
   [[nodiscard]] connection& operator*() { return get(); }
   [[nodiscard]] connection* operator->() { return &get(); }
 
   // Returns the connection now rather than at the end of the lease's scope; using
   // the lease afterwards is a usage_error, and so is releasing it twice.
-  void release() {
-    check();
-    give_back();
-    status_ = status::released;
-  }
+  void release();
 
  private:
   friend class pool;
@@ -199,21 +202,39 @@ class lease {
   lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry)
       : state_(std::move(state)), entry_(std::move(entry)) {}
 
-  void check() const {
-    if (status_ == status::released) throw usage_error("this lease was released; acquire() another");
-    if (status_ == status::moved_from) throw usage_error("this lease was moved from");
-  }
+  void check() const;
 
-  void give_back() noexcept {
-    if (entry_.conn && state_) state_->give_back(std::move(entry_));
-    entry_ = detail::pool_entry{};
-    state_.reset();
-  }
+  void give_back() noexcept;
 
   std::shared_ptr<detail::pool_state> state_;
   detail::pool_entry entry_;  // conn == nullptr: none (an optional here trips g++'s maybe-uninitialized)
   status status_ = status::active;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL connection& lease::get() {
+  check();
+  return *entry_.conn;
+}
+
+PQSCOPE_DECL void lease::release() {
+  check();
+  give_back();
+  status_ = status::released;
+}
+
+PQSCOPE_DECL void lease::check() const {
+  if (status_ == status::released) throw usage_error("this lease was released; acquire() another");
+  if (status_ == status::moved_from) throw usage_error("this lease was moved from");
+}
+
+PQSCOPE_DECL void lease::give_back() noexcept {
+  if (entry_.conn && state_) state_->give_back(std::move(entry_));
+  entry_ = detail::pool_entry{};
+  state_.reset();
+}
+#endif
 
 class pool {
  public:
@@ -248,119 +269,136 @@ class pool {
   // An idle connection (checked first if it sat longer than health_check_after),
   // or a new one while fewer than max_size are open; otherwise waits up to
   // acquire_timeout and throws pool_timeout. connection_error if connecting fails.
-  [[nodiscard]] lease acquire() {
-    detail::pool_state& s = *state_;
-    if (!s.in_creating_process())
-      throw usage_error("this pool was created by process " + std::to_string(s.pid) +
-                        "; its connections belong to that process: create the pool after fork()");
-    const auto deadline = detail::pool_clock::now() + s.opts.acquire_timeout;
-    for (;;) {
-      std::vector<detail::pool_entry> doomed;  // closed after the lock is let go
-      std::unique_lock<std::mutex> lock(s.m);
-      for (;;) {
-        sweep(doomed);
-        if (!s.idle.empty() || s.open < s.opts.max_size) break;
-        if (!s.freed.wait_until(lock, deadline, [&] { return !s.idle.empty() || s.open < s.opts.max_size; })) {
-          ++s.stats.timeouts;
-          throw pool_timeout("no connection came free within " + std::to_string(s.opts.acquire_timeout.count()) +
-                             " ms (max_size " + std::to_string(s.opts.max_size) + ", all leased)");
-        }
-      }
-
-      if (s.idle.empty()) {
-        ++s.open;  // reserve the slot, then connect without the lock
-        lock.unlock();
-        doomed.clear();
-        return lease(state_, open_new());
-      }
-
-      detail::pool_entry e = std::move(s.idle.back());
-      s.idle.pop_back();
-      const auto now = detail::pool_clock::now();
-      const bool check = s.opts.health_check_after.count() == 0 || now - e.last_used > s.opts.health_check_after;
-      lock.unlock();
-      doomed.clear();
-      if (!check || healthy(*e.conn)) {
-        lock.lock();
-        ++s.stats.reused;
-        lock.unlock();
-        return lease(state_, std::move(e));
-      }
-      lock.lock();
-      ++s.stats.health_check_failures;
-      --s.open;
-      s.freed.notify_one();
-      lock.unlock();
-      e.conn.reset();
-      // and round again: another idle connection, or a new one in the freed slot
-    }
-  }
+  [[nodiscard]] lease acquire();
 
   // Connections open or being opened, leased or idle.
-  [[nodiscard]] std::size_t size() const {
-    std::lock_guard<std::mutex> lock(state_->m);
-    return state_->open;
-  }
-  [[nodiscard]] std::size_t idle() const {
-    std::lock_guard<std::mutex> lock(state_->m);
-    return state_->idle.size();
-  }
+  [[nodiscard]] std::size_t size() const;
+  [[nodiscard]] std::size_t idle() const;
   [[nodiscard]] std::size_t max_size() const noexcept { return state_->opts.max_size; }
-  [[nodiscard]] pool_stats stats() const {
-    std::lock_guard<std::mutex> lock(state_->m);
-    return state_->stats;
-  }
+  [[nodiscard]] pool_stats stats() const;
 
  private:
   // Under the lock: moves idle connections past idle_timeout or max_lifetime to `doomed`.
-  void sweep(std::vector<detail::pool_entry>& doomed) {
-    detail::pool_state& s = *state_;
-    const auto now = detail::pool_clock::now();
-    std::size_t before = doomed.size();
-    for (auto it = s.idle.begin(); it != s.idle.end();) {
-      const bool idle_too_long = s.opts.idle_timeout.count() > 0 && now - it->last_used >= s.opts.idle_timeout;
-      if (idle_too_long || s.expired(*it, now)) {
-        doomed.push_back(std::move(*it));
-        it = s.idle.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    const std::size_t n = doomed.size() - before;
-    if (n == 0) return;
-    s.open -= n;
-    s.stats.closed_expired += n;
-    s.freed.notify_all();  // more slots than this caller needs may have come free
-  }
+  void sweep(std::vector<detail::pool_entry>& doomed);
 
   // Called with a slot reserved; gives it back if the connect fails.
-  detail::pool_entry open_new() {
-    detail::pool_state& s = *state_;
-    try {
-      detail::pool_entry e;
-      e.conn = std::make_unique<connection>(s.conninfo, s.conn_opts);
-      e.created = e.last_used = detail::pool_clock::now();
-      std::lock_guard<std::mutex> lock(s.m);
-      ++s.stats.created;
-      return e;
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(s.m);
-      --s.open;
-      s.freed.notify_one();
-      throw;
-    }
-  }
+  detail::pool_entry open_new();
 
-  static bool healthy(connection& c) noexcept {
-    try {
-      c.execute("SELECT 1");
-      return detail::pool_state::reusable(c);
-    } catch (...) {
-      return false;
-    }
-  }
+  static bool healthy(connection& c) noexcept;
 
   std::shared_ptr<detail::pool_state> state_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL lease pool::acquire() {
+  detail::pool_state& s = *state_;
+  if (!s.in_creating_process())
+    throw usage_error("this pool was created by process " + std::to_string(s.pid) +
+                      "; its connections belong to that process: create the pool after fork()");
+  const auto deadline = detail::pool_clock::now() + s.opts.acquire_timeout;
+  for (;;) {
+    std::vector<detail::pool_entry> doomed;  // closed after the lock is let go
+    std::unique_lock<std::mutex> lock(s.m);
+    for (;;) {
+      sweep(doomed);
+      if (!s.idle.empty() || s.open < s.opts.max_size) break;
+      if (!s.freed.wait_until(lock, deadline, [&] { return !s.idle.empty() || s.open < s.opts.max_size; })) {
+        ++s.stats.timeouts;
+        throw pool_timeout("no connection came free within " + std::to_string(s.opts.acquire_timeout.count()) +
+                           " ms (max_size " + std::to_string(s.opts.max_size) + ", all leased)");
+      }
+    }
+
+    if (s.idle.empty()) {
+      ++s.open;  // reserve the slot, then connect without the lock
+      lock.unlock();
+      doomed.clear();
+      return lease(state_, open_new());
+    }
+
+    detail::pool_entry e = std::move(s.idle.back());
+    s.idle.pop_back();
+    const auto now = detail::pool_clock::now();
+    const bool check = s.opts.health_check_after.count() == 0 || now - e.last_used > s.opts.health_check_after;
+    lock.unlock();
+    doomed.clear();
+    if (!check || healthy(*e.conn)) {
+      lock.lock();
+      ++s.stats.reused;
+      lock.unlock();
+      return lease(state_, std::move(e));
+    }
+    lock.lock();
+    ++s.stats.health_check_failures;
+    --s.open;
+    s.freed.notify_one();
+    lock.unlock();
+    e.conn.reset();
+    // and round again: another idle connection, or a new one in the freed slot
+  }
+}
+
+PQSCOPE_DECL std::size_t pool::size() const {
+  std::lock_guard<std::mutex> lock(state_->m);
+  return state_->open;
+}
+
+PQSCOPE_DECL std::size_t pool::idle() const {
+  std::lock_guard<std::mutex> lock(state_->m);
+  return state_->idle.size();
+}
+
+PQSCOPE_DECL pool_stats pool::stats() const {
+  std::lock_guard<std::mutex> lock(state_->m);
+  return state_->stats;
+}
+
+PQSCOPE_DECL void pool::sweep(std::vector<detail::pool_entry>& doomed) {
+  detail::pool_state& s = *state_;
+  const auto now = detail::pool_clock::now();
+  std::size_t before = doomed.size();
+  for (auto it = s.idle.begin(); it != s.idle.end();) {
+    const bool idle_too_long = s.opts.idle_timeout.count() > 0 && now - it->last_used >= s.opts.idle_timeout;
+    if (idle_too_long || s.expired(*it, now)) {
+      doomed.push_back(std::move(*it));
+      it = s.idle.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const std::size_t n = doomed.size() - before;
+  if (n == 0) return;
+  s.open -= n;
+  s.stats.closed_expired += n;
+  s.freed.notify_all();  // more slots than this caller needs may have come free
+}
+
+PQSCOPE_DECL detail::pool_entry pool::open_new() {
+  detail::pool_state& s = *state_;
+  try {
+    detail::pool_entry e;
+    e.conn = std::make_unique<connection>(s.conninfo, s.conn_opts);
+    e.created = e.last_used = detail::pool_clock::now();
+    std::lock_guard<std::mutex> lock(s.m);
+    ++s.stats.created;
+    return e;
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(s.m);
+    --s.open;
+    s.freed.notify_one();
+    throw;
+  }
+}
+
+PQSCOPE_DECL bool pool::healthy(connection& c) noexcept {
+  try {
+    c.execute("SELECT 1");
+    return detail::pool_state::reusable(c);
+  } catch (...) {
+    return false;
+  }
+}
+#endif
 
 }  // namespace pqscope

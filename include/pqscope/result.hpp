@@ -16,6 +16,7 @@
 
 #include <pqscope/errors.hpp>
 #include <pqscope/params.hpp>
+#include <pqscope/detail/config.hpp>
 
 namespace pqscope {
 
@@ -99,32 +100,14 @@ class result {
   explicit result(detail::result_handle r) : res_(std::move(r)) {}
   explicit result(std::shared_ptr<detail::deferred_answer> pending) : pending_(std::move(pending)) {}
 
-  [[nodiscard]] std::size_t size() const {
-    return get() != nullptr ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
-  }
+  [[nodiscard]] std::size_t size() const;
   [[nodiscard]] bool empty() const { return size() == 0; }
-  [[nodiscard]] std::size_t columns() const {
-    return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
-  }
-  [[nodiscard]] std::string_view column_name(std::size_t i) const {
-    check_column(i);
-    return PQfname(res_.get(), static_cast<int>(i));
-  }
+  [[nodiscard]] std::size_t columns() const;
+  [[nodiscard]] std::string_view column_name(std::size_t i) const;
   // Exact, case-sensitive match on the name the server sent; usage_error if absent.
-  [[nodiscard]] std::size_t column_index(std::string_view name) const {
-    for (std::size_t i = 0; i < columns(); ++i)
-      if (name == PQfname(res_.get(), static_cast<int>(i))) return i;
-    std::string names;
-    for (std::size_t i = 0; i < columns(); ++i)
-      names += (i ? ", " : "") + std::string(PQfname(res_.get(), static_cast<int>(i)));
-    throw usage_error("no column named \"" + std::string(name) + "\" in the result (columns: " + names + ")");
-  }
+  [[nodiscard]] std::size_t column_index(std::string_view name) const;
   // Rows inserted, updated, deleted, ... by the command; 0 for commands that report none.
-  [[nodiscard]] std::uint64_t affected_rows() const {
-    if (get() == nullptr) return 0;
-    const char* n = PQcmdTuples(res_.get());
-    return *n ? std::stoull(n) : 0;
-  }
+  [[nodiscard]] std::uint64_t affected_rows() const;
   // The command tag, e.g. "INSERT 0 1".
   [[nodiscard]] std::string_view command() const { return get() != nullptr ? PQcmdStatus(res_.get()) : ""; }
 
@@ -137,22 +120,57 @@ class result {
  private:
   friend class row;
   // The answer, once it is here; waits for it first if the statement is queued.
-  PGresult* get() const {
-    if (pending_) {
-      result r = pending_->wait();
-      res_ = std::move(r.res_);
-      pending_.reset();
-    }
-    return res_.get();
-  }
-  void check_column(std::size_t i) const {
-    if (i >= columns())
-      throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
-                        std::to_string(columns()) + " column(s)");
-  }
+  PGresult* get() const;
+  void check_column(std::size_t i) const;
   mutable detail::result_handle res_;
   mutable std::shared_ptr<detail::deferred_answer> pending_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL std::size_t result::size() const {
+  return get() != nullptr ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
+}
+
+PQSCOPE_DECL std::size_t result::columns() const {
+  return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
+}
+
+PQSCOPE_DECL std::string_view result::column_name(std::size_t i) const {
+  check_column(i);
+  return PQfname(res_.get(), static_cast<int>(i));
+}
+
+PQSCOPE_DECL std::size_t result::column_index(std::string_view name) const {
+  for (std::size_t i = 0; i < columns(); ++i)
+    if (name == PQfname(res_.get(), static_cast<int>(i))) return i;
+  std::string names;
+  for (std::size_t i = 0; i < columns(); ++i)
+    names += (i ? ", " : "") + std::string(PQfname(res_.get(), static_cast<int>(i)));
+  throw usage_error("no column named \"" + std::string(name) + "\" in the result (columns: " + names + ")");
+}
+
+PQSCOPE_DECL std::uint64_t result::affected_rows() const {
+  if (get() == nullptr) return 0;
+  const char* n = PQcmdTuples(res_.get());
+  return *n ? std::stoull(n) : 0;
+}
+
+PQSCOPE_DECL PGresult* result::get() const {
+  if (pending_) {
+    result r = pending_->wait();
+    res_ = std::move(r.res_);
+    pending_.reset();
+  }
+  return res_.get();
+}
+
+PQSCOPE_DECL void result::check_column(std::size_t i) const {
+  if (i >= columns())
+    throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
+                      std::to_string(columns()) + " column(s)");
+}
+#endif
 
 class row {
  public:

@@ -18,6 +18,7 @@
 #include <pqscope/connection.hpp>
 #include <pqscope/errors.hpp>
 #include <pqscope/options.hpp>
+#include <pqscope/detail/config.hpp>
 #include <pqscope/detail/scope_machine.hpp>
 
 namespace pqscope {
@@ -79,57 +80,67 @@ class transaction {
   }
 
   static std::shared_ptr<detail::sync_session> checked(std::shared_ptr<detail::sync_session> s,
-                                                       const transaction_options& options) {
-    if (options.retries != 0 || options.batch)
-      throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
-                        " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
-                        "pqscope::transactional");
-    return s;
-  }
+                                                       const transaction_options& options);
 
   // atomic(): ends the attempt if the function left it open (rolling back, after
   // the statements still queued went out), and tells whether a failed batched send
   // voided it. Throws only connection_error.
-  bool end_attempt() {
-    if (state_ == state::open && machine_->machine.index_of(id_)) {
-      state_ = state::rolled_back;
-      machine_->abandon(id_);
-      if (!machine_->machine.voided()) machine_->machine.check_usable();
-    }
-    return machine_->machine.voided().has_value();
-  }
+  bool end_attempt();
 
-  void finish(bool commit) {
-    const char* what = commit ? "commit()" : "rollback()";
-    switch (state_) {
-      case state::open: break;
-      case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
-      case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
-      case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
-    }
-    if (!machine_->machine.index_of(id_)) {
-      state_ = state::rolled_back;
-      throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
-                                            "ended first");
-    }
-    bool committed = false;
-    detail::sync_session::call guard(*machine_, what);
-    try {
-      machine_->end(id_, commit, &committed);
-      state_ = commit ? state::committed : state::rolled_back;
-    } catch (...) {
-      // The scope has ended if it left the stack; an on_commit callback may have
-      // thrown after a successful COMMIT.
-      if (!machine_->machine.index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
-      throw;
-    }
-  }
+  void finish(bool commit);
 
   std::shared_ptr<detail::sync_session> machine_;
   std::uint64_t id_ = 0;
   bool outermost_ = false;
   state state_ = state::open;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL std::shared_ptr<detail::sync_session> transaction::checked(std::shared_ptr<detail::sync_session> s,
+                                                                        const transaction_options& options) {
+  if (options.retries != 0 || options.batch)
+    throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
+                      " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
+                      "pqscope::transactional");
+  return s;
+}
+
+PQSCOPE_DECL bool transaction::end_attempt() {
+  if (state_ == state::open && machine_->machine.index_of(id_)) {
+    state_ = state::rolled_back;
+    machine_->abandon(id_);
+    if (!machine_->machine.voided()) machine_->machine.check_usable();
+  }
+  return machine_->machine.voided().has_value();
+}
+
+PQSCOPE_DECL void transaction::finish(bool commit) {
+  const char* what = commit ? "commit()" : "rollback()";
+  switch (state_) {
+    case state::open: break;
+    case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
+    case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
+    case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
+  }
+  if (!machine_->machine.index_of(id_)) {
+    state_ = state::rolled_back;
+    throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
+                                          "ended first");
+  }
+  bool committed = false;
+  detail::sync_session::call guard(*machine_, what);
+  try {
+    machine_->end(id_, commit, &committed);
+    state_ = commit ? state::committed : state::rolled_back;
+  } catch (...) {
+    // The scope has ended if it left the stack; an on_commit callback may have
+    // thrown after a successful COMMIT.
+    if (!machine_->machine.index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
+    throw;
+  }
+}
+#endif
 
 namespace detail {
 
@@ -144,7 +155,9 @@ decltype(auto) call_with_optional_connection(Fn& fn, Conn& c) {
   }
 }
 
-inline bool is_retryable(const std::exception_ptr& e) {
+PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
   } catch (const serialization_failure&) {
@@ -157,10 +170,13 @@ inline bool is_retryable(const std::exception_ptr& e) {
     return false;
   }
 }
+#endif
 
 // Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from
 // the clock, the process and the thread (no <random>, ~47k lines per includer).
-inline std::uint64_t jitter_bits() noexcept {
+PQSCOPE_DECL std::uint64_t jitter_bits() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::uint64_t jitter_bits() noexcept {
   static thread_local std::uint64_t state =
       static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
       (static_cast<std::uint64_t>(::getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(&state);
@@ -169,23 +185,30 @@ inline std::uint64_t jitter_bits() noexcept {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
+#endif
 
 // Jittered exponential backoff: spreads out clients that conflicted with each other.
-inline std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
+PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
   const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
   const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
   const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
   const std::uint64_t span = static_cast<std::uint64_t>(d - d / 2) + 1;  // [d/2, d]
   return std::chrono::milliseconds(d / 2 + static_cast<std::int64_t>(jitter_bits() % span));
 }
+#endif
 
 // Sleeps without <thread> (~17k lines per includer).
-inline void pause(std::chrono::milliseconds d) noexcept {
+PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept {
   if (d.count() <= 0) return;
   timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>((d.count() % 1000) * 1000000)};
   while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
 }
+#endif
 
 }  // namespace detail
 

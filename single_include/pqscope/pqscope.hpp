@@ -38,6 +38,32 @@
 #include <string>
 #include <utility>
 
+// #include <pqscope/detail/config.hpp>
+// Header-only (the default) or separate compilation.
+//
+// By default every function of pqscope is defined in the headers, inline. A
+// program with several translation units can instead compile the library's
+// non-template code once: define PQSCOPE_SEPARATE_COMPILATION for every
+// translation unit (e.g. on the compiler's command line), and in exactly one of
+// them also define PQSCOPE_IMPLEMENTATION before including pqscope:
+//
+//     // pqscope.cpp
+//     #define PQSCOPE_IMPLEMENTATION
+//     #include <pqscope/pqscope.hpp>
+//
+// The other translation units then see declarations only. CMake users can link
+// pqscope::compiled instead, which does both. The two modes must not be mixed in
+// one program.
+//
+// PQSCOPE_DECL marks the definitions that move to that one translation unit:
+// `inline` in header-only mode, nothing in separate compilation.
+
+#if defined(PQSCOPE_SEPARATE_COMPILATION)
+#define PQSCOPE_DECL
+#else
+#define PQSCOPE_DECL inline
+#endif
+
 namespace pqscope {
 
 class error : public std::runtime_error {
@@ -105,7 +131,9 @@ struct error_fields {
 namespace detail {
 // The message as psql shows it: the statement line with a caret under the position,
 // then DETAIL and HINT.
-inline std::string describe(const error_fields& f) {
+PQSCOPE_DECL std::string describe(const error_fields& f);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string describe(const error_fields& f) {
   std::string out = f.message;
   if (f.position > 0 && !f.statement.empty()) {
     // The position counts characters; step over UTF-8 continuation bytes.
@@ -132,6 +160,7 @@ inline std::string describe(const error_fields& f) {
   if (!f.hint.empty()) out += "\nHINT: " + f.hint;
   return out;
 }
+#endif
 }  // namespace detail
 
 class sql_error : public error {
@@ -188,7 +217,9 @@ PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57
 namespace detail {
 
 // Throws the most specific sql_error subclass for the SQLSTATE.
-[[noreturn]] inline void throw_sql_error(error_fields f) {
+[[noreturn]] PQSCOPE_DECL void throw_sql_error(error_fields f);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void throw_sql_error(error_fields f) {
   const std::string state = f.sqlstate;
   auto is = [&](const char* code) { return state == code; };
   auto in_class = [&](const char* cls) { return state.compare(0, 2, cls) == 0; };
@@ -206,6 +237,7 @@ namespace detail {
   if (is("57014")) throw query_canceled(std::move(f));
   throw sql_error(std::move(f));
 }
+#endif
 [[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
                                          const std::string& detail, const std::string& hint) {
   throw_sql_error(error_fields{state, message, detail, hint, {}, 0, {}, {}, {}, {}, {}});
@@ -378,6 +410,7 @@ struct connection_stats {
 #include <type_traits>
 #include <vector>
 
+// #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/text_codecs.hpp>
 // PostgreSQL text formats that need more than one line: calendar arithmetic and
 // ISO timestamps, bytea (hex and escape), and one-dimensional array literals.
@@ -390,16 +423,20 @@ struct connection_stats {
 #include <vector>
 
 // #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 
 namespace pqscope {
 namespace detail {
 
 // The value as it goes into an error message: quoted, and cut short if long.
-inline std::string quote_value(std::string_view s) {
+PQSCOPE_DECL std::string quote_value(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string quote_value(std::string_view s) {
   constexpr std::size_t limit = 80;
   if (s.size() <= limit) return "\"" + std::string(s) + "\"";
   return "\"" + std::string(s.substr(0, limit)) + "\"... (" + std::to_string(s.size()) + " bytes)";
 }
+#endif
 
 // ---- calendar: the proleptic Gregorian calendar PostgreSQL uses, astronomical years (0 is 1 BC)
 
@@ -451,7 +488,9 @@ constexpr std::int64_t min_timestamp_micros = days_from_civil(-4713, 11, 24) * m
 constexpr std::int64_t min_date_days = days_from_civil(-4713, 11, 24);
 constexpr std::int64_t max_date_days = days_from_civil(5874897, 12, 31);
 
-inline void append_number(std::string& out, std::uint64_t v, int width) {
+PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width) {
   char buf[24];
   int n = 0;
   do {
@@ -461,20 +500,26 @@ inline void append_number(std::string& out, std::uint64_t v, int width) {
   for (int i = n; i < width; ++i) out += '0';
   while (n > 0) out += buf[--n];
 }
+#endif
 
 // "YYYY-MM-DD" with " BC" left to the caller: years before 1 AD are written as PostgreSQL
 // writes them, 1 - y with the suffix.
-inline void append_civil_date(std::string& out, const civil_date& c) {
+PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c) {
   append_number(out, static_cast<std::uint64_t>(c.year > 0 ? c.year : 1 - c.year), 4);
   out += '-';
   append_number(out, c.month, 2);
   out += '-';
   append_number(out, c.day, 2);
 }
+#endif
 
 // ISO 8601 in UTC with an explicit offset, so the server reads the same instant
 // whatever its DateStyle order and TimeZone: "2024-01-02 03:04:05.123456+00".
-inline std::string format_timestamp(std::int64_t micros) {
+PQSCOPE_DECL std::string format_timestamp(std::int64_t micros);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
   std::int64_t days = micros / micros_per_day;
   std::int64_t in_day = micros % micros_per_day;
   if (in_day < 0) {
@@ -501,13 +546,17 @@ inline std::string format_timestamp(std::int64_t micros) {
   if (c.year <= 0) out += " BC";
   return out;
 }
+#endif
 
-inline std::string format_date(const civil_date& c) {
+PQSCOPE_DECL std::string format_date(const civil_date& c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string format_date(const civil_date& c) {
   std::string out;
   append_civil_date(out, c);
   if (c.year <= 0) out += " BC";
   return out;
 }
+#endif
 
 // Reads fixed-format text left to right; every step says whether it matched.
 class text_cursor {
@@ -543,30 +592,41 @@ class text_cursor {
   std::size_t i_ = 0;
 };
 
-inline std::string iso_format_hint(const char* format) {
+PQSCOPE_DECL std::string iso_format_hint(const char* format);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string iso_format_hint(const char* format) {
   return std::string("pqscope reads PostgreSQL's ISO output (") + format +
          "), which the server writes only with DateStyle ISO (the default, 'ISO, MDY'; SET DateStyle = 'ISO')";
 }
+#endif
 
 // "YYYY-MM-DD" at the cursor, years of four or more digits; checked for a real day.
-inline bool read_civil_date(text_cursor& c, civil_date& out) {
+PQSCOPE_DECL bool read_civil_date(text_cursor& c, civil_date& out);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool read_civil_date(text_cursor& c, civil_date& out) {
   std::int64_t y = 0, m = 0, d = 0;
   if (!c.digits(4, 9, y) || !c.eat('-') || !c.digits(2, 2, m) || !c.eat('-') || !c.digits(2, 2, d)) return false;
   if (m < 1 || m > 12 || d < 1) return false;
   out = {y, static_cast<unsigned>(m), static_cast<unsigned>(d)};
   return true;
 }
+#endif
 
 // " BC" turns the year PostgreSQL wrote into an astronomical one; then the day is checked.
-inline bool finish_civil_date(text_cursor& c, civil_date& out) {
+PQSCOPE_DECL bool finish_civil_date(text_cursor& c, civil_date& out);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool finish_civil_date(text_cursor& c, civil_date& out) {
   if (c.eat(" BC")) {
     if (out.year == 0) return false;
     out.year = 1 - out.year;
   }
   return out.day <= days_in_month(out.year, out.month);
 }
+#endif
 
-inline civil_date parse_date(std::string_view s) {
+PQSCOPE_DECL civil_date parse_date(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL civil_date parse_date(std::string_view s) {
   text_cursor c{s};
   civil_date d{};
   if (s == "infinity" || s == "-infinity")
@@ -576,6 +636,7 @@ inline civil_date parse_date(std::string_view s) {
     throw conversion_error("cannot read " + quote_value(s) + " as a date (pqscope::date): " + iso_format_hint("YYYY-MM-DD[ BC]"));
   return d;
 }
+#endif
 
 struct timestamp_text {
   int infinite;         // 0 finite, +1 'infinity', -1 '-infinity'
@@ -585,7 +646,9 @@ struct timestamp_text {
 // Timestamps as PostgreSQL writes them with DateStyle ISO: timestamptz with any UTC
 // offset (+05:30, -08, +00:09:21 for local mean time), timestamp without one (read as UTC),
 // 0 to 6 fractional digits, years before 1 AD with " BC".
-inline timestamp_text parse_timestamp(std::string_view s) {
+PQSCOPE_DECL timestamp_text parse_timestamp(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL timestamp_text parse_timestamp(std::string_view s) {
   if (s == "infinity") return {1, 0};
   if (s == "-infinity") return {-1, 0};
   text_cursor c{s};
@@ -616,10 +679,13 @@ inline timestamp_text parse_timestamp(std::string_view s) {
                            " is beyond what 64-bit microseconds since 1970 can hold (about 292,000 years)");
   return {0, micros};
 }
+#endif
 
 // ---- bytea
 
-inline std::string bytea_to_text(const std::byte* p, std::size_t n) {
+PQSCOPE_DECL std::string bytea_to_text(const std::byte* p, std::size_t n);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string bytea_to_text(const std::byte* p, std::size_t n) {
   constexpr char hex[] = "0123456789abcdef";
   std::string out;
   out.reserve(2 + 2 * n);
@@ -631,17 +697,23 @@ inline std::string bytea_to_text(const std::byte* p, std::size_t n) {
   }
   return out;
 }
+#endif
 
-inline int hex_value(char c) noexcept {
+PQSCOPE_DECL int hex_value(char c) noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
+#endif
 
 // Both of PostgreSQL's output formats: hex ("\x0aff", the default bytea_output) and escape
 // ("\012\377", printable bytes as themselves, a backslash doubled).
-inline std::vector<std::byte> bytea_from_text(std::string_view s) {
+PQSCOPE_DECL std::vector<std::byte> bytea_from_text(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::vector<std::byte> bytea_from_text(std::string_view s) {
   std::vector<std::byte> out;
   auto fail = [&](const char* why) {
     return conversion_error("cannot read " + quote_value(s) + " as bytea (std::vector<std::byte>): " + why);
@@ -673,24 +745,33 @@ inline std::vector<std::byte> bytea_from_text(std::string_view s) {
   }
   return out;
 }
+#endif
 
 // ---- one-dimensional arrays
 
-inline bool is_array_space(char c) noexcept {
+PQSCOPE_DECL bool is_array_space(char c) noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool is_array_space(char c) noexcept {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
+#endif
 
-inline bool is_null_word(std::string_view s) noexcept {
+PQSCOPE_DECL bool is_null_word(std::string_view s) noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool is_null_word(std::string_view s) noexcept {
   if (s.size() != 4) return false;
   for (std::size_t i = 0; i < 4; ++i)
     if ((s[i] | 0x20) != "null"[i]) return false;
   return true;
 }
+#endif
 
 // Appends one element to an array literal, double-quoted when the server would otherwise
 // read it differently: empty, the word NULL in any case, a delimiter, brace, quote,
 // backslash or white space; inside quotes only " and \ need a backslash.
-inline void append_array_element(std::string& out, std::string_view text) {
+PQSCOPE_DECL void append_array_element(std::string& out, std::string_view text);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void append_array_element(std::string& out, std::string_view text) {
   bool quote = text.empty() || is_null_word(text);
   for (const char ch : text)
     if (ch == ',' || ch == '{' || ch == '}' || ch == '"' || ch == '\\' || is_array_space(ch)) quote = true;
@@ -705,6 +786,7 @@ inline void append_array_element(std::string& out, std::string_view text) {
   }
   out += '"';
 }
+#endif
 
 // Splits the server's text for a one-dimensional array into its elements and calls
 // on_element(index, text, is_null) for each, index from 0. More dimensions, or a
@@ -1281,37 +1363,48 @@ class param_list {
   [[nodiscard]] const unsigned* types() const noexcept { return types_.empty() ? nullptr : types_.data(); }
 
  private:
-  void push_null(unsigned oid) {
-    values_.push_back(nullptr);
-    types_.push_back(oid);
-  }
-  void check_nul(std::string_view s) const {
-    if (std::memchr(s.data(), '\0', s.size()) != nullptr)
-      throw usage_error("parameter $" + std::to_string(values_.size() + 1) +
-                        " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send "
-                        "binary data as hex text into a bytea column (decode($1, 'hex'))");
-  }
-  void push_text(std::string_view s, unsigned oid, bool terminated) {
-    check_nul(s);
-    if (terminated) {
-      values_.push_back(s.data());
-      types_.push_back(oid);
-    } else {
-      push_owned(std::string(s), oid);
-    }
-  }
-  void push_owned(std::string s, unsigned oid) {
-    check_nul(s);
-    if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
-    storage_.push_back(std::move(s));
-    values_.push_back(storage_.back().c_str());
-    types_.push_back(oid);
-  }
+  void push_null(unsigned oid);
+  void check_nul(std::string_view s) const;
+  void push_text(std::string_view s, unsigned oid, bool terminated);
+  void push_owned(std::string s, unsigned oid);
 
   std::vector<std::string> storage_;
   std::vector<const char*> values_;
   std::vector<unsigned> types_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL void param_list::push_null(unsigned oid) {
+  values_.push_back(nullptr);
+  types_.push_back(oid);
+}
+
+PQSCOPE_DECL void param_list::check_nul(std::string_view s) const {
+  if (std::memchr(s.data(), '\0', s.size()) != nullptr)
+    throw usage_error("parameter $" + std::to_string(values_.size() + 1) +
+                      " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send "
+                      "binary data as hex text into a bytea column (decode($1, 'hex'))");
+}
+
+PQSCOPE_DECL void param_list::push_text(std::string_view s, unsigned oid, bool terminated) {
+  check_nul(s);
+  if (terminated) {
+    values_.push_back(s.data());
+    types_.push_back(oid);
+  } else {
+    push_owned(std::string(s), oid);
+  }
+}
+
+PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
+  check_nul(s);
+  if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
+  storage_.push_back(std::move(s));
+  values_.push_back(storage_.back().c_str());
+  types_.push_back(oid);
+}
+#endif
 
 }  // namespace detail
 }  // namespace pqscope
@@ -1333,6 +1426,7 @@ class param_list {
 
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 
 namespace pqscope {
 
@@ -1416,32 +1510,14 @@ class result {
   explicit result(detail::result_handle r) : res_(std::move(r)) {}
   explicit result(std::shared_ptr<detail::deferred_answer> pending) : pending_(std::move(pending)) {}
 
-  [[nodiscard]] std::size_t size() const {
-    return get() != nullptr ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
-  }
+  [[nodiscard]] std::size_t size() const;
   [[nodiscard]] bool empty() const { return size() == 0; }
-  [[nodiscard]] std::size_t columns() const {
-    return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
-  }
-  [[nodiscard]] std::string_view column_name(std::size_t i) const {
-    check_column(i);
-    return PQfname(res_.get(), static_cast<int>(i));
-  }
+  [[nodiscard]] std::size_t columns() const;
+  [[nodiscard]] std::string_view column_name(std::size_t i) const;
   // Exact, case-sensitive match on the name the server sent; usage_error if absent.
-  [[nodiscard]] std::size_t column_index(std::string_view name) const {
-    for (std::size_t i = 0; i < columns(); ++i)
-      if (name == PQfname(res_.get(), static_cast<int>(i))) return i;
-    std::string names;
-    for (std::size_t i = 0; i < columns(); ++i)
-      names += (i ? ", " : "") + std::string(PQfname(res_.get(), static_cast<int>(i)));
-    throw usage_error("no column named \"" + std::string(name) + "\" in the result (columns: " + names + ")");
-  }
+  [[nodiscard]] std::size_t column_index(std::string_view name) const;
   // Rows inserted, updated, deleted, ... by the command; 0 for commands that report none.
-  [[nodiscard]] std::uint64_t affected_rows() const {
-    if (get() == nullptr) return 0;
-    const char* n = PQcmdTuples(res_.get());
-    return *n ? std::stoull(n) : 0;
-  }
+  [[nodiscard]] std::uint64_t affected_rows() const;
   // The command tag, e.g. "INSERT 0 1".
   [[nodiscard]] std::string_view command() const { return get() != nullptr ? PQcmdStatus(res_.get()) : ""; }
 
@@ -1454,22 +1530,57 @@ class result {
  private:
   friend class row;
   // The answer, once it is here; waits for it first if the statement is queued.
-  PGresult* get() const {
-    if (pending_) {
-      result r = pending_->wait();
-      res_ = std::move(r.res_);
-      pending_.reset();
-    }
-    return res_.get();
-  }
-  void check_column(std::size_t i) const {
-    if (i >= columns())
-      throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
-                        std::to_string(columns()) + " column(s)");
-  }
+  PGresult* get() const;
+  void check_column(std::size_t i) const;
   mutable detail::result_handle res_;
   mutable std::shared_ptr<detail::deferred_answer> pending_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL std::size_t result::size() const {
+  return get() != nullptr ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
+}
+
+PQSCOPE_DECL std::size_t result::columns() const {
+  return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
+}
+
+PQSCOPE_DECL std::string_view result::column_name(std::size_t i) const {
+  check_column(i);
+  return PQfname(res_.get(), static_cast<int>(i));
+}
+
+PQSCOPE_DECL std::size_t result::column_index(std::string_view name) const {
+  for (std::size_t i = 0; i < columns(); ++i)
+    if (name == PQfname(res_.get(), static_cast<int>(i))) return i;
+  std::string names;
+  for (std::size_t i = 0; i < columns(); ++i)
+    names += (i ? ", " : "") + std::string(PQfname(res_.get(), static_cast<int>(i)));
+  throw usage_error("no column named \"" + std::string(name) + "\" in the result (columns: " + names + ")");
+}
+
+PQSCOPE_DECL std::uint64_t result::affected_rows() const {
+  if (get() == nullptr) return 0;
+  const char* n = PQcmdTuples(res_.get());
+  return *n ? std::stoull(n) : 0;
+}
+
+PQSCOPE_DECL PGresult* result::get() const {
+  if (pending_) {
+    result r = pending_->wait();
+    res_ = std::move(r.res_);
+    pending_.reset();
+  }
+  return res_.get();
+}
+
+PQSCOPE_DECL void result::check_column(std::size_t i) const {
+  if (i >= columns())
+    throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
+                      std::to_string(columns()) + " column(s)");
+}
+#endif
 
 class row {
  public:
@@ -1582,6 +1693,7 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 
 #ifndef LIBPQ_HAS_PIPELINING
 #error "pqscope needs libpq 14 or newer (pipeline mode)"
@@ -1591,7 +1703,9 @@ namespace pqscope {
 
 namespace detail {
 // A malformed connection string is the caller's mistake: say so before connecting.
-inline void check_conninfo(const std::string& conninfo) {
+PQSCOPE_DECL void check_conninfo(const std::string& conninfo);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void check_conninfo(const std::string& conninfo) {
   char* err = nullptr;
   PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
   if (opts != nullptr) {
@@ -1603,6 +1717,7 @@ inline void check_conninfo(const std::string& conninfo) {
   while (!msg.empty() && msg.back() == '\n') msg.pop_back();
   throw usage_error("invalid connection string: " + msg);
 }
+#endif
 
 // What libpq_driver adds to a conninfo that sets none of these (nor their
 // environment variables): a dead peer, a black-holed path or a server that
@@ -1622,10 +1737,13 @@ inline constexpr network_default network_defaults[] = {
 
 // connect_timeout (whole seconds, libpq's unit) for a network_timeout: rounded
 // up, at least 2 (libpq treats 1 as 2).
-inline std::string connect_timeout_for(std::chrono::milliseconds t) {
+PQSCOPE_DECL std::string connect_timeout_for(std::chrono::milliseconds t);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string connect_timeout_for(std::chrono::milliseconds t) {
   const long long s = (t.count() + 999) / 1000;
   return std::to_string(s < 2 ? 2 : s);
 }
+#endif
 }  // namespace detail
 
 // What the server says about the session after a batch (PQtransactionStatus).
@@ -1681,71 +1799,19 @@ class libpq_driver {
 
   // After a round trip's network_timeout expired: how long pqscope waits for the
   // answer to its cancel request before it gives the connection up.
-  [[nodiscard]] static std::chrono::milliseconds grace_for(std::chrono::milliseconds timeout) noexcept {
-    return timeout < std::chrono::milliseconds(1000) ? timeout : std::chrono::milliseconds(1000);
-  }
+  [[nodiscard]] static std::chrono::milliseconds grace_for(std::chrono::milliseconds timeout) noexcept;
 
   // Throws connection_error (usage_error for a malformed conninfo). fallback_application_name applies unless the
   // conninfo or PGAPPNAME names one (libpq's own rule). Time bounds the conninfo (or the environment) leaves unset
   // are added: see detail::network_defaults.
-  void open(const std::string& conninfo, const std::string& fallback_application_name) {
-    close();
-    detail::check_conninfo(conninfo);
-    std::vector<std::string> owned;  // values that must outlive the call
-    std::vector<const char*> keys, vals;
-    owned.reserve(std::size(detail::network_defaults));
-    for (const auto& d : detail::network_defaults) {
-      if (is_set(conninfo, d.key)) continue;
-      std::string value = d.value;
-      if (std::strcmp(d.key, "connect_timeout") == 0 && net_.timeout.count() > 0)
-        value = detail::connect_timeout_for(net_.timeout);
-      owned.push_back(std::move(value));
-      keys.push_back(d.key);
-      vals.push_back(owned.back().c_str());
-    }
-    // The conninfo comes after the defaults: with expand_dbname, what it sets wins.
-    keys.push_back("dbname");
-    vals.push_back(conninfo.c_str());
-    keys.push_back("fallback_application_name");
-    vals.push_back(fallback_application_name.c_str());
-    keys.push_back(nullptr);
-    vals.push_back(nullptr);
-    conn_ = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
-    if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
-    if (PQstatus(conn_) != CONNECTION_OK) {
-      std::string msg = trim(PQerrorMessage(conn_));
-      close();
-      throw connection_error("could not connect: " + msg);
-    }
-    // Every wait is a poll() with a deadline; libpq never blocks on the socket.
-    if (PQsetnonblocking(conn_, 1) != 0) {
-      std::string msg = trim(PQerrorMessage(conn_));
-      close();
-      throw connection_error("could not connect: " + msg);
-    }
-    closed_reason_.clear();
-    last_state_ = server_state::idle;
-  }
+  void open(const std::string& conninfo, const std::string& fallback_application_name);
 
-  void close() noexcept {
-    if (conn_ != nullptr) PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
-    conn_ = nullptr;
-    cancel_.reset();
-  }
+  void close() noexcept;
 
   // Frees the connection without telling the server: used in a child process
   // after fork(), where PQfinish would end the parent's session. The socket is
   // pointed at /dev/null first, so the goodbye message goes nowhere.
-  void abandon() noexcept {
-    if (conn_ == nullptr) return;
-    int sock = PQsocket(conn_);
-    int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (sock >= 0 && devnull >= 0) ::dup2(devnull, sock);
-    if (devnull >= 0) ::close(devnull);
-    PQfinish(conn_);
-    conn_ = nullptr;
-    cancel_.reset();
-  }
+  void abandon() noexcept;
 
   [[nodiscard]] bool is_open() const noexcept { return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK; }
 
@@ -1758,103 +1824,9 @@ class libpq_driver {
   // statement then answers 57014 like any failed statement. If the answers do
   // not all arrive by then, the connection is closed and the batch is lost. The
   // next round trip first waits for that cancel request to be handled.
-  batch_reply exchange(const std::vector<statement>& batch) {
-    batch_reply out;
-    out.replies.resize(batch.size());
-    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
-    const server_state before = std::exchange(last_state_, server_state::unknown);
-    round_trip rt{batch};
-    if (net_.timeout.count() > 0) {
-      rt.bounded = true;
-      rt.deadline = clock::now() + net_.timeout;
-    }
-    if (!await_pending_cancel(rt)) return give_up_pending(out);
-    if (PQenterPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
-    for (const statement& s : batch) {
-      if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-        return lost(out, trim(PQerrorMessage(conn_)));
-    }
-    if (PQpipelineSync(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
-    switch (flush(rt)) {
-      case io::ok: break;
-      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
-      case io::expired: return give_up(out, rt);
-    }
+  batch_reply exchange(const std::vector<statement>& batch);
 
-    for (std::size_t i = 0; i < out.replies.size(); ++i) {
-      reply& r = out.replies[i];
-      rt.awaiting = i;
-      if (await_result(rt) == io::expired) return give_up(out, rt);
-      PGresult* raw = PQgetResult(conn_);
-      if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
-      result res{detail::adopt(raw)};
-      switch (PQresultStatus(raw)) {
-        case PGRES_COMMAND_OK:
-        case PGRES_TUPLES_OK:
-        case PGRES_EMPTY_QUERY:
-          r.st = reply::status::ok;
-          r.command = PQcmdStatus(raw);
-          r.res = std::move(res);
-          break;
-        case PGRES_PIPELINE_ABORTED:
-          r.st = reply::status::skipped;
-          break;
-        case PGRES_FATAL_ERROR:
-          if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
-          r.st = reply::status::error;
-          r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
-          r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
-          r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
-          r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
-          r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-          r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
-          r.table = field_of(raw, PG_DIAG_TABLE_NAME);
-          r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
-          r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
-          r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
-          if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
-          break;
-        default:
-          // COPY and friends cannot run in a pipeline; the session is refused
-          // such statements before they are sent, so this is a broken stream.
-          return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
-      }
-      // Each statement's answers end with a null result.
-      if (await_result(rt) == io::expired) return give_up(out, rt);
-      if (PGresult* extra = PQgetResult(conn_)) {
-        PQclear(extra);
-        return lost(out, "unexpected extra answer from the server");
-      }
-    }
-    rt.awaiting = batch.size();
-    if (await_result(rt) == io::expired) return give_up(out, rt);
-    PGresult* sync = PQgetResult(conn_);
-    bool sync_ok = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
-    if (sync != nullptr) PQclear(sync);
-    if (!sync_ok) return lost(out, trim(PQerrorMessage(conn_)));
-    if (PQexitPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
-    out.state = state_of(PQtransactionStatus(conn_));
-    if (before == server_state::idle && out.state == server_state::in_transaction && !opens_transaction(batch) &&
-        is_open())
-      out.diagnostic = diagnose_foreign_transaction();
-    last_state_ = out.state;
-    return out;
-  }
-
-  [[nodiscard]] std::string application_name() const {
-    if (conn_ == nullptr) return {};
-    if (const char* v = PQparameterStatus(conn_, "application_name")) return v;
-    std::string name, fallback;
-    if (PQconninfoOption* opts = PQconninfo(conn_)) {
-      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
-        if (o->val == nullptr) continue;
-        if (std::string(o->keyword) == "application_name") name = o->val;
-        if (std::string(o->keyword) == "fallback_application_name") fallback = o->val;
-      }
-      PQconninfoFree(opts);
-    }
-    return name.empty() ? fallback : name;
-  }
+  [[nodiscard]] std::string application_name() const;
 
   [[nodiscard]] PGconn* native_handle() const noexcept { return conn_; }
 
@@ -1881,108 +1853,25 @@ class libpq_driver {
     bool done = false;
   };
 
-  static bool is_set(const std::string& conninfo, const char* key) {
-    bool set = false;
-    if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), nullptr)) {
-      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
-        if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && *o->val != '\0') set = true;
-      PQconninfoFree(opts);
-    }
-    if (set) return true;
-    // Its environment variable (PGCONNECT_TIMEOUT, ...), if it has one, counts as set.
-    if (PQconninfoOption* defs = PQconndefaults()) {
-      for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
-        if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
-        // Read-only, as libpq itself reads the environment while connecting.
-        const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
-        if (v != nullptr && *v != '\0') set = true;
-      }
-      PQconninfoFree(defs);
-    }
-    return set;
-  }
+  static bool is_set(const std::string& conninfo, const char* key);
 
   // Waits for the socket; `expired` once the deadline and the grace have passed.
-  io wait(round_trip& rt, short events, short& revents) {
-    for (;;) {
-      int timeout_ms = -1;
-      if (rt.bounded) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(rt.deadline - clock::now()).count();
-        if (left <= 0) {
-          if (!expire(rt)) return io::expired;
-          continue;
-        }
-        timeout_ms = left > 1000000 ? 1000000 : static_cast<int>(left);
-      }
-      pollfd p{PQsocket(conn_), events, 0};
-      if (p.fd < 0) return io::failed;
-      const int r = ::poll(&p, 1, timeout_ms);
-      if (r < 0 && errno != EINTR) return io::failed;
-      if (r > 0) {
-        revents = p.revents;
-        return io::ok;
-      }
-    }
-  }
+  io wait(round_trip& rt, short events, short& revents);
 
   // The deadline passed: the first time, send a cancel request and allow the
   // grace (true); after the grace, give up (false). No cancel while the answer
   // awaited is COMMIT's: a COMMIT cannot be undone, and cancelling one that waits
   // for a synchronous standby turns it into a local commit reported as success.
-  bool expire(round_trip& rt) {
-    if (rt.in_grace) return false;
-    rt.in_grace = true;
-    rt.deadline += grace_for(net_.timeout);
-    const bool commit = rt.awaiting < rt.batch.size() && std::strcmp(rt.batch[rt.awaiting].sql, "COMMIT") == 0;
-    if (!commit) rt.cancel_sent = send_cancel();
-    return true;
-  }
+  bool expire(round_trip& rt);
 
-  bool send_cancel() noexcept {
-    PGcancel* c = PQgetCancel(conn_);
-    if (c == nullptr) return false;
-    try {
-      auto state = std::make_shared<cancel_state>();
-      std::thread([c, state] {
-        char err[256];
-        (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
-        PQfreeCancel(c);
-        std::lock_guard<std::mutex> lock(state->m);
-        state->done = true;
-        state->cv.notify_all();
-      }).detach();
-      cancel_ = std::move(state);
-      return true;
-    } catch (...) {
-      PQfreeCancel(c);
-      return false;
-    }
-  }
+  bool send_cancel() noexcept;
 
   // Sends what libpq still holds; reads meanwhile, so a server that is itself
   // blocked writing to us cannot deadlock the two.
-  io flush(round_trip& rt) {
-    for (;;) {
-      const int f = PQflush(conn_);
-      if (f == 0) return io::ok;
-      if (f < 0) return io::failed;
-      short revents = 0;
-      const io w = wait(rt, POLLIN | POLLOUT, revents);
-      if (w != io::ok) return w;
-      if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1) return io::failed;
-    }
-  }
+  io flush(round_trip& rt);
 
   // Until PQgetResult would not block. A broken connection returns ok: PQgetResult reports it.
-  io await_result(round_trip& rt) {
-    while (PQisBusy(conn_) != 0) {
-      short revents = 0;
-      const io w = wait(rt, POLLIN, revents);
-      if (w == io::expired) return w;
-      if (w == io::failed || PQconsumeInput(conn_) != 1) return io::ok;
-    }
-    return io::ok;
-  }
+  io await_result(round_trip& rt);
 
   // A cancel request sent during an earlier round trip must have been handled
   // before anything else is sent: PostgreSQL signals the backend twice (the
@@ -1990,121 +1879,30 @@ class libpq_driver {
   // whatever runs then. PQcancel returns once the server has closed the request's
   // connection, after both. Waited for until this round trip's deadline; false if
   // it has not returned by then.
-  bool await_pending_cancel(const round_trip& rt) {
-    if (!cancel_) return true;
-    std::shared_ptr<cancel_state> c = std::move(cancel_);
-    std::unique_lock<std::mutex> lock(c->m);
-    if (!rt.bounded) {
-      c->cv.wait(lock, [&] { return c->done; });
-      return true;
-    }
-    return c->cv.wait_until(lock, rt.deadline, [&] { return c->done; });
-  }
+  bool await_pending_cancel(const round_trip& rt);
 
-  batch_reply& give_up_pending(batch_reply& out) {
-    std::string why = "a cancel request sent after an earlier round trip exceeded network_timeout had not been "
-                      "handled by the server within network_timeout, and it could cancel this statement; the "
-                      "connection was closed before anything was sent";
-    close();
-    closed_reason_ = why;
-    return lost(out, std::move(why));
-  }
+  batch_reply& give_up_pending(batch_reply& out);
 
   // Whether a statement of the batch opens a transaction itself (BEGIN, START TRANSACTION).
-  static bool opens_transaction(const std::vector<statement>& batch) {
-    for (const statement& s : batch) {
-      const char* p = s.sql;
-      while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') ++p;
-      if (strncasecmp(p, "BEGIN", 5) == 0 || strncasecmp(p, "START", 5) == 0) return true;
-    }
-    return false;
-  }
+  static bool opens_transaction(const std::vector<statement>& batch);
 
   // One simple-protocol query (a middleware's own commands are not understood in
   // the extended protocol); the first value, or nothing on error.
-  bool simple_query(const char* sql, std::string& value) {
-    static const std::vector<statement> none;
-    round_trip rt{none};
-    if (net_.timeout.count() > 0) {
-      rt.bounded = true;
-      rt.in_grace = true;  // no cancel for a probe: its deadline is final
-      rt.deadline = clock::now() + net_.timeout;
-    }
-    if (!await_pending_cancel(rt)) {
-      give_up_quietly();
-      return false;
-    }
-    if (PQsendQuery(conn_, sql) != 1) return false;
-    bool ok = flush(rt) == io::ok;
-    while (ok) {
-      if (await_result(rt) != io::ok) {
-        give_up_quietly();
-        return false;
-      }
-      PGresult* r = PQgetResult(conn_);
-      if (r == nullptr) break;
-      if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
-      else if (PQresultStatus(r) != PGRES_TUPLES_OK) ok = false;
-      PQclear(r);
-    }
-    return ok && is_open();
-  }
+  bool simple_query(const char* sql, std::string& value);
 
-  void give_up_quietly() {
-    close();
-    closed_reason_ = "no answer from the server to a diagnostic query within network_timeout";
-  }
+  void give_up_quietly();
 
   // A transaction no statement of the batch opened: is a middleware to blame?
   // Only asked on that anomaly (plain PostgreSQL never does it), so an unknown
   // command costs nothing in the common case; the transaction is rolled back after.
-  std::string diagnose_foreign_transaction() {
-    std::string version, mode;
-    if (!simple_query("SHOW pool_version", version) || version.empty()) return {};
-    simple_query("PGPOOL SHOW backend_clustering_mode", mode);
-    std::string why = "Pgpool-II (" + version + ") opened it: ";
-    if (mode == "raw")
-      return why + "in raw mode (backend_clustering_mode = 'raw') it wraps the first write of a session sent with "
-                   "the extended protocol in a BEGIN of its own and never ends that transaction. Run Pgpool-II in "
-                   "streaming_replication mode, or connect to PostgreSQL directly";
-    return why + "backend_clustering_mode = '" + (mode.empty() ? "unknown" : mode) +
-           "'. pqscope is tested with streaming_replication mode";
-  }
+  std::string diagnose_foreign_transaction();
 
-  batch_reply& give_up(batch_reply& out, const round_trip& rt) {
-    const long long ms = net_.timeout.count() + grace_for(net_.timeout).count();
-    std::string why = "no answer from the server within network_timeout (" + std::to_string(net_.timeout.count()) +
-                      " ms) and the grace after " + (rt.cancel_sent ? "a cancel request" : "it") + " (" +
-                      std::to_string(ms) + " ms in all); the connection was closed";
-    close();
-    closed_reason_ = why;
-    return lost(out, std::move(why));
-  }
+  batch_reply& give_up(batch_reply& out, const round_trip& rt);
 
-  static std::string trim(const char* s) {
-    std::string r = s != nullptr ? s : "";
-    while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
-    return r;
-  }
-  static std::string field_of(const PGresult* r, int code) {
-    const char* v = PQresultErrorField(r, code);
-    return v != nullptr ? v : "";
-  }
-  static server_state state_of(PGTransactionStatusType t) {
-    switch (t) {
-      case PQTRANS_IDLE: return server_state::idle;
-      case PQTRANS_INTRANS: return server_state::in_transaction;
-      case PQTRANS_INERROR: return server_state::failed_transaction;
-      default: return server_state::unknown;
-    }
-  }
-  batch_reply& lost(batch_reply& out, std::string why) {
-    out.lost = true;
-    out.lost_message = why.empty() ? "connection lost" : std::move(why);
-    out.state = server_state::unknown;
-    // Answers already read stay as read; the rest never ran as far as we know.
-    return out;
-  }
+  static std::string trim(const char* s);
+  static std::string field_of(const PGresult* r, int code);
+  static server_state state_of(PGTransactionStatusType t);
+  batch_reply& lost(batch_reply& out, std::string why);
 
   PGconn* conn_ = nullptr;
   network_settings net_;
@@ -2112,6 +1910,375 @@ class libpq_driver {
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
   server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL std::chrono::milliseconds libpq_driver::grace_for(std::chrono::milliseconds timeout) noexcept {
+  return timeout < std::chrono::milliseconds(1000) ? timeout : std::chrono::milliseconds(1000);
+}
+
+PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::string& fallback_application_name) {
+  close();
+  detail::check_conninfo(conninfo);
+  std::vector<std::string> owned;  // values that must outlive the call
+  std::vector<const char*> keys, vals;
+  owned.reserve(std::size(detail::network_defaults));
+  for (const auto& d : detail::network_defaults) {
+    if (is_set(conninfo, d.key)) continue;
+    std::string value = d.value;
+    if (std::strcmp(d.key, "connect_timeout") == 0 && net_.timeout.count() > 0)
+      value = detail::connect_timeout_for(net_.timeout);
+    owned.push_back(std::move(value));
+    keys.push_back(d.key);
+    vals.push_back(owned.back().c_str());
+  }
+  // The conninfo comes after the defaults: with expand_dbname, what it sets wins.
+  keys.push_back("dbname");
+  vals.push_back(conninfo.c_str());
+  keys.push_back("fallback_application_name");
+  vals.push_back(fallback_application_name.c_str());
+  keys.push_back(nullptr);
+  vals.push_back(nullptr);
+  conn_ = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
+  if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string msg = trim(PQerrorMessage(conn_));
+    close();
+    throw connection_error("could not connect: " + msg);
+  }
+  // Every wait is a poll() with a deadline; libpq never blocks on the socket.
+  if (PQsetnonblocking(conn_, 1) != 0) {
+    std::string msg = trim(PQerrorMessage(conn_));
+    close();
+    throw connection_error("could not connect: " + msg);
+  }
+  closed_reason_.clear();
+  last_state_ = server_state::idle;
+}
+
+PQSCOPE_DECL void libpq_driver::close() noexcept {
+  if (conn_ != nullptr) PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
+  conn_ = nullptr;
+  cancel_.reset();
+}
+
+PQSCOPE_DECL void libpq_driver::abandon() noexcept {
+  if (conn_ == nullptr) return;
+  int sock = PQsocket(conn_);
+  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (sock >= 0 && devnull >= 0) ::dup2(devnull, sock);
+  if (devnull >= 0) ::close(devnull);
+  PQfinish(conn_);
+  conn_ = nullptr;
+  cancel_.reset();
+}
+
+PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& batch) {
+  batch_reply out;
+  out.replies.resize(batch.size());
+  if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+  const server_state before = std::exchange(last_state_, server_state::unknown);
+  round_trip rt{batch};
+  if (net_.timeout.count() > 0) {
+    rt.bounded = true;
+    rt.deadline = clock::now() + net_.timeout;
+  }
+  if (!await_pending_cancel(rt)) return give_up_pending(out);
+  if (PQenterPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+  for (const statement& s : batch) {
+    if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
+      return lost(out, trim(PQerrorMessage(conn_)));
+  }
+  if (PQpipelineSync(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+  switch (flush(rt)) {
+    case io::ok: break;
+    case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+    case io::expired: return give_up(out, rt);
+  }
+
+  for (std::size_t i = 0; i < out.replies.size(); ++i) {
+    reply& r = out.replies[i];
+    rt.awaiting = i;
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
+    result res{detail::adopt(raw)};
+    switch (PQresultStatus(raw)) {
+      case PGRES_COMMAND_OK:
+      case PGRES_TUPLES_OK:
+      case PGRES_EMPTY_QUERY:
+        r.st = reply::status::ok;
+        r.command = PQcmdStatus(raw);
+        r.res = std::move(res);
+        break;
+      case PGRES_PIPELINE_ABORTED:
+        r.st = reply::status::skipped;
+        break;
+      case PGRES_FATAL_ERROR:
+        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+        r.st = reply::status::error;
+        r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
+        r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
+        r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
+        r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+        r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+        r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+        r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+        r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+        r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+        r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
+        if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+        break;
+      default:
+        // COPY and friends cannot run in a pipeline; the session is refused
+        // such statements before they are sent, so this is a broken stream.
+        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+    }
+    // Each statement's answers end with a null result.
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    if (PGresult* extra = PQgetResult(conn_)) {
+      PQclear(extra);
+      return lost(out, "unexpected extra answer from the server");
+    }
+  }
+  rt.awaiting = batch.size();
+  if (await_result(rt) == io::expired) return give_up(out, rt);
+  PGresult* sync = PQgetResult(conn_);
+  bool sync_ok = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+  if (sync != nullptr) PQclear(sync);
+  if (!sync_ok) return lost(out, trim(PQerrorMessage(conn_)));
+  if (PQexitPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+  out.state = state_of(PQtransactionStatus(conn_));
+  if (before == server_state::idle && out.state == server_state::in_transaction && !opens_transaction(batch) &&
+      is_open())
+    out.diagnostic = diagnose_foreign_transaction();
+  last_state_ = out.state;
+  return out;
+}
+
+PQSCOPE_DECL std::string libpq_driver::application_name() const {
+  if (conn_ == nullptr) return {};
+  if (const char* v = PQparameterStatus(conn_, "application_name")) return v;
+  std::string name, fallback;
+  if (PQconninfoOption* opts = PQconninfo(conn_)) {
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+      if (o->val == nullptr) continue;
+      if (std::string(o->keyword) == "application_name") name = o->val;
+      if (std::string(o->keyword) == "fallback_application_name") fallback = o->val;
+    }
+    PQconninfoFree(opts);
+  }
+  return name.empty() ? fallback : name;
+}
+
+PQSCOPE_DECL bool libpq_driver::is_set(const std::string& conninfo, const char* key) {
+  bool set = false;
+  if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), nullptr)) {
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+      if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && *o->val != '\0') set = true;
+    PQconninfoFree(opts);
+  }
+  if (set) return true;
+  // Its environment variable (PGCONNECT_TIMEOUT, ...), if it has one, counts as set.
+  if (PQconninfoOption* defs = PQconndefaults()) {
+    for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
+      if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
+      // Read-only, as libpq itself reads the environment while connecting.
+      const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
+      if (v != nullptr && *v != '\0') set = true;
+    }
+    PQconninfoFree(defs);
+  }
+  return set;
+}
+
+PQSCOPE_DECL libpq_driver::io libpq_driver::wait(round_trip& rt, short events, short& revents) {
+  for (;;) {
+    int timeout_ms = -1;
+    if (rt.bounded) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(rt.deadline - clock::now()).count();
+      if (left <= 0) {
+        if (!expire(rt)) return io::expired;
+        continue;
+      }
+      timeout_ms = left > 1000000 ? 1000000 : static_cast<int>(left);
+    }
+    pollfd p{PQsocket(conn_), events, 0};
+    if (p.fd < 0) return io::failed;
+    const int r = ::poll(&p, 1, timeout_ms);
+    if (r < 0 && errno != EINTR) return io::failed;
+    if (r > 0) {
+      revents = p.revents;
+      return io::ok;
+    }
+  }
+}
+
+PQSCOPE_DECL bool libpq_driver::expire(round_trip& rt) {
+  if (rt.in_grace) return false;
+  rt.in_grace = true;
+  rt.deadline += grace_for(net_.timeout);
+  const bool commit = rt.awaiting < rt.batch.size() && std::strcmp(rt.batch[rt.awaiting].sql, "COMMIT") == 0;
+  if (!commit) rt.cancel_sent = send_cancel();
+  return true;
+}
+
+PQSCOPE_DECL bool libpq_driver::send_cancel() noexcept {
+  PGcancel* c = PQgetCancel(conn_);
+  if (c == nullptr) return false;
+  try {
+    auto state = std::make_shared<cancel_state>();
+    std::thread([c, state] {
+      char err[256];
+      (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
+      PQfreeCancel(c);
+      std::lock_guard<std::mutex> lock(state->m);
+      state->done = true;
+      state->cv.notify_all();
+    }).detach();
+    cancel_ = std::move(state);
+    return true;
+  } catch (...) {
+    PQfreeCancel(c);
+    return false;
+  }
+}
+
+PQSCOPE_DECL libpq_driver::io libpq_driver::flush(round_trip& rt) {
+  for (;;) {
+    const int f = PQflush(conn_);
+    if (f == 0) return io::ok;
+    if (f < 0) return io::failed;
+    short revents = 0;
+    const io w = wait(rt, POLLIN | POLLOUT, revents);
+    if (w != io::ok) return w;
+    if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1) return io::failed;
+  }
+}
+
+PQSCOPE_DECL libpq_driver::io libpq_driver::await_result(round_trip& rt) {
+  while (PQisBusy(conn_) != 0) {
+    short revents = 0;
+    const io w = wait(rt, POLLIN, revents);
+    if (w == io::expired) return w;
+    if (w == io::failed || PQconsumeInput(conn_) != 1) return io::ok;
+  }
+  return io::ok;
+}
+
+PQSCOPE_DECL bool libpq_driver::await_pending_cancel(const round_trip& rt) {
+  if (!cancel_) return true;
+  std::shared_ptr<cancel_state> c = std::move(cancel_);
+  std::unique_lock<std::mutex> lock(c->m);
+  if (!rt.bounded) {
+    c->cv.wait(lock, [&] { return c->done; });
+    return true;
+  }
+  return c->cv.wait_until(lock, rt.deadline, [&] { return c->done; });
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::give_up_pending(batch_reply& out) {
+  std::string why = "a cancel request sent after an earlier round trip exceeded network_timeout had not been "
+                    "handled by the server within network_timeout, and it could cancel this statement; the "
+                    "connection was closed before anything was sent";
+  close();
+  closed_reason_ = why;
+  return lost(out, std::move(why));
+}
+
+PQSCOPE_DECL bool libpq_driver::opens_transaction(const std::vector<statement>& batch) {
+  for (const statement& s : batch) {
+    const char* p = s.sql;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') ++p;
+    if (strncasecmp(p, "BEGIN", 5) == 0 || strncasecmp(p, "START", 5) == 0) return true;
+  }
+  return false;
+}
+
+PQSCOPE_DECL bool libpq_driver::simple_query(const char* sql, std::string& value) {
+  static const std::vector<statement> none;
+  round_trip rt{none};
+  if (net_.timeout.count() > 0) {
+    rt.bounded = true;
+    rt.in_grace = true;  // no cancel for a probe: its deadline is final
+    rt.deadline = clock::now() + net_.timeout;
+  }
+  if (!await_pending_cancel(rt)) {
+    give_up_quietly();
+    return false;
+  }
+  if (PQsendQuery(conn_, sql) != 1) return false;
+  bool ok = flush(rt) == io::ok;
+  while (ok) {
+    if (await_result(rt) != io::ok) {
+      give_up_quietly();
+      return false;
+    }
+    PGresult* r = PQgetResult(conn_);
+    if (r == nullptr) break;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
+    else if (PQresultStatus(r) != PGRES_TUPLES_OK) ok = false;
+    PQclear(r);
+  }
+  return ok && is_open();
+}
+
+PQSCOPE_DECL void libpq_driver::give_up_quietly() {
+  close();
+  closed_reason_ = "no answer from the server to a diagnostic query within network_timeout";
+}
+
+PQSCOPE_DECL std::string libpq_driver::diagnose_foreign_transaction() {
+  std::string version, mode;
+  if (!simple_query("SHOW pool_version", version) || version.empty()) return {};
+  simple_query("PGPOOL SHOW backend_clustering_mode", mode);
+  std::string why = "Pgpool-II (" + version + ") opened it: ";
+  if (mode == "raw")
+    return why + "in raw mode (backend_clustering_mode = 'raw') it wraps the first write of a session sent with "
+                 "the extended protocol in a BEGIN of its own and never ends that transaction. Run Pgpool-II in "
+                 "streaming_replication mode, or connect to PostgreSQL directly";
+  return why + "backend_clustering_mode = '" + (mode.empty() ? "unknown" : mode) +
+         "'. pqscope is tested with streaming_replication mode";
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::give_up(batch_reply& out, const round_trip& rt) {
+  const long long ms = net_.timeout.count() + grace_for(net_.timeout).count();
+  std::string why = "no answer from the server within network_timeout (" + std::to_string(net_.timeout.count()) +
+                    " ms) and the grace after " + (rt.cancel_sent ? "a cancel request" : "it") + " (" +
+                    std::to_string(ms) + " ms in all); the connection was closed";
+  close();
+  closed_reason_ = why;
+  return lost(out, std::move(why));
+}
+
+PQSCOPE_DECL std::string libpq_driver::trim(const char* s) {
+  std::string r = s != nullptr ? s : "";
+  while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
+  return r;
+}
+
+PQSCOPE_DECL std::string libpq_driver::field_of(const PGresult* r, int code) {
+  const char* v = PQresultErrorField(r, code);
+  return v != nullptr ? v : "";
+}
+
+PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
+  switch (t) {
+    case PQTRANS_IDLE: return server_state::idle;
+    case PQTRANS_INTRANS: return server_state::in_transaction;
+    case PQTRANS_INERROR: return server_state::failed_transaction;
+    default: return server_state::unknown;
+  }
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::lost(batch_reply& out, std::string why) {
+  out.lost = true;
+  out.lost_message = why.empty() ? "connection lost" : std::move(why);
+  out.state = server_state::unknown;
+  // Answers already read stay as read; the rest never ran as far as we know.
+  return out;
+}
+#endif
 
 namespace detail {
 // Hands connection_options to a driver that takes time bounds (libpq_driver and
@@ -2169,19 +2336,26 @@ void copy_driver_settings(D& to, const D& from) {
 #include <cstring>
 #include <string>
 
+// #include <pqscope/detail/config.hpp> (inlined above)
+
 namespace pqscope::detail {
 
 // PostgreSQL keeps NAMEDATALEN - 1 = 63 bytes; cut on a UTF-8 character boundary.
-inline std::string cut_utf8(std::string s, std::size_t max_bytes) {
+PQSCOPE_DECL std::string cut_utf8(std::string s, std::size_t max_bytes);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string cut_utf8(std::string s, std::size_t max_bytes) {
   if (s.size() <= max_bytes) return s;
   std::size_t n = max_bytes;
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   s.resize(n);
   return s;
 }
+#endif
 
 // argv[0] from /proc (plain read(2): <fstream> would cost every includer ~36k lines).
-inline std::string program_name() {
+PQSCOPE_DECL std::string program_name();
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string program_name() {
   std::string cmdline;
   const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
@@ -2194,8 +2368,11 @@ inline std::string program_name() {
   if (slash != std::string::npos) cmdline.erase(0, slash + 1);
   return cmdline.empty() ? "pqscope" : cmdline;
 }
+#endif
 
-inline std::string default_application_name() {
+PQSCOPE_DECL std::string default_application_name();
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string default_application_name() {
   std::string user;
   struct passwd pw {};
   struct passwd* found = nullptr;
@@ -2208,6 +2385,7 @@ inline std::string default_application_name() {
   h = h.substr(0, h.find('.'));
   return cut_utf8(program_name() + ":" + user + "@" + h, 63);
 }
+#endif
 
 }  // namespace pqscope::detail
 // #include <pqscope/detail/session_state.hpp>
@@ -2261,6 +2439,7 @@ inline std::string default_application_name() {
 #include <string>
 #include <string_view>
 
+// #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/sql_text.hpp>
 // Reads only the leading keywords of a statement: enough to refuse transaction
 // control that would go behind the scope machine's back. Best effort by design;
@@ -2272,12 +2451,15 @@ inline std::string default_application_name() {
 #include <string_view>
 
 // #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 
 namespace pqscope::detail {
 
 // Skips white space, empty statements (the server drops them, so ";COMMIT" is a
 // COMMIT) and comments (-- and nested /* */) at the front.
-inline std::string_view skip_blank(std::string_view s) {
+PQSCOPE_DECL std::string_view skip_blank(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string_view skip_blank(std::string_view s) {
   for (;;) {
     while (!s.empty() && (std::isspace(static_cast<unsigned char>(s.front())) || s.front() == ';'))
       s.remove_prefix(1);
@@ -2302,6 +2484,7 @@ inline std::string_view skip_blank(std::string_view s) {
     }
   }
 }
+#endif
 
 // The next word, upper-cased, and the text after it. Only the first 31 letters are
 // kept (every keyword or setting name looked for is shorter); a longer word reads
@@ -2312,7 +2495,9 @@ struct word {
   bool operator==(std::string_view k) const { return std::string_view(text, size) == k; }
   bool operator!=(std::string_view k) const { return !(*this == k); }
 };
-inline word next_word(std::string_view& s) {
+PQSCOPE_DECL word next_word(std::string_view& s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL word next_word(std::string_view& s) {
   s = skip_blank(s);
   word w;
   bool too_long = false;
@@ -2329,10 +2514,13 @@ inline word next_word(std::string_view& s) {
   }
   return w;
 }
+#endif
 
 // Non-empty (the keyword) when the statement starts, commits or rolls back a
 // transaction or a savepoint.
-inline std::string_view transaction_control_keyword(std::string_view sql) {
+PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql) {
   const word first = next_word(sql);
   const word second = next_word(sql);
   if (first == "BEGIN") return "BEGIN";
@@ -2347,15 +2535,19 @@ inline std::string_view transaction_control_keyword(std::string_view sql) {
   if (first == "ABORT") return "ABORT";
   return {};
 }
+#endif
 
 // COPY FROM STDIN / TO STDOUT needs the copy sub-protocol, which a pipeline cannot carry.
-inline bool is_copy_stream(std::string_view sql) {
+PQSCOPE_DECL bool is_copy_stream(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool is_copy_stream(std::string_view sql) {
   std::string_view rest = sql;
   if (next_word(rest) != "COPY") return false;
   std::string upper;
   for (char c : rest) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
 }
+#endif
 
 // The highest $n placeholder in a statement: the number of parameters the server
 // will want. Placeholders inside string literals (standard, E'' escape strings,
@@ -2363,7 +2555,9 @@ inline bool is_copy_stream(std::string_view sql) {
 // inside an identifier (PostgreSQL allows foo$1 as a name). Returns -1 for SQL
 // it cannot read to the end (an unterminated quote or comment): the server will
 // say what is wrong.
-inline int highest_placeholder(std::string_view s) {
+PQSCOPE_DECL int highest_placeholder(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL int highest_placeholder(std::string_view s) {
   auto ident_char = [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
   };
@@ -2442,12 +2636,15 @@ inline int highest_placeholder(std::string_view s) {
   }
   return highest;
 }
+#endif
 
 // The statement's placeholders must match the parameters given, both ways: the
 // server's own message ("bind message supplies 1 parameters, but prepared
 // statement \"\" requires 2") names a prepared statement the caller never made,
 // and too many are accepted silently.
-inline void check_placeholders(std::string_view sql, std::size_t given) {
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given) {
   const int wanted = highest_placeholder(sql);
   if (wanted < 0 || static_cast<std::size_t>(wanted) == given) return;  // < 0: the server will say what is wrong
   if (wanted == 0)
@@ -2456,26 +2653,36 @@ inline void check_placeholders(std::string_view sql, std::size_t given) {
   throw usage_error("the statement uses placeholders up to $" + std::to_string(wanted) + " but " +
                     std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
 }
+#endif
 }  // namespace pqscope::detail
 
 namespace pqscope::detail {
 
 namespace session_scan {
 
-inline bool ident_start(char c) {
+PQSCOPE_DECL bool ident_start(char c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool ident_start(char c) {
   const auto u = static_cast<unsigned char>(c);
   return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
 }
-inline bool ident_char(char c) {
+#endif
+PQSCOPE_DECL bool ident_char(char c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool ident_char(char c) {
   return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
 }
+#endif
 inline char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-inline bool iequals(std::string_view a, std::string_view lower_b) {
+PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b) {
   if (a.size() != lower_b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i)
     if (lower(a[i]) != lower_b[i]) return false;
   return true;
 }
+#endif
 
 // One lexical token of SQL text. Strings, quoted names and comments are skipped
 // whole, so that nothing inside them reads as code.
@@ -2485,7 +2692,9 @@ struct token {
 };
 
 // The text after a $tag$ that starts s, or npos when s does not start one.
-inline std::size_t dollar_tag_size(std::string_view s) {
+PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s) {
   if (s.size() < 2 || s[0] != '$') return std::string_view::npos;
   std::size_t i = 1;
   if (s[i] != '$') {
@@ -2495,10 +2704,13 @@ inline std::size_t dollar_tag_size(std::string_view s) {
   }
   return i + 1;
 }
+#endif
 
 // Reads the next token. code_in_dollar_quotes: a DO body is code, so its $tag$
 // delimiters are stepped over and what they enclose is read as tokens.
-inline token next_token(std::string_view& s, bool code_in_dollar_quotes = false) {
+PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes = false);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes) {
   s = skip_blank(s);
   if (code_in_dollar_quotes) {
     for (std::size_t tag = dollar_tag_size(s); tag != std::string_view::npos; tag = dollar_tag_size(s))
@@ -2564,11 +2776,14 @@ inline token next_token(std::string_view& s, bool code_in_dollar_quotes = false)
   s.remove_prefix(1);
   return t;
 }
+#endif
 
 inline bool is_other(const token& t, char c) { return t.kind == token::other && t.text.front() == c; }
 
 // Session advisory lock functions; the _xact_ ones end with the transaction.
-inline bool session_lock_function(std::string_view name, bool quoted) {
+PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted) {
   constexpr std::string_view names[] = {
       "pg_advisory_lock",   "pg_advisory_lock_shared",   "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
       "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all"};
@@ -2576,9 +2791,12 @@ inline bool session_lock_function(std::string_view name, bool quoted) {
     if (quoted ? name == n : iequals(name, n)) return true;
   return false;
 }
+#endif
 
 // A quoted boolean input that means false ('f', 'fal', 'off', 'no', '0', ...).
-inline bool spells_false(std::string_view v) {
+PQSCOPE_DECL bool spells_false(std::string_view v);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool spells_false(std::string_view v) {
   while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\n' || v.front() == '\r')) v.remove_prefix(1);
   while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
   if (v.empty() || v.size() > 5) return false;
@@ -2587,9 +2805,12 @@ inline bool spells_false(std::string_view v) {
   };
   return prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0";
 }
+#endif
 
 // After "set_config(": true when the third argument is a literal false and the last.
-inline bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
+PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
   int depth = 0;
   int commas = 0;
   for (;;) {
@@ -2616,11 +2837,14 @@ inline bool session_set_config(std::string_view args, bool code_in_dollar_quotes
   }
   return is_other(t, ')');
 }
+#endif
 
 enum class call_hazard { none, advisory_lock, set_config };
 
 // The first session-state function called in the text; name is set to it.
-inline call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
+PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
   for (;;) {
     const token t = next_token(s, code_in_dollar_quotes);
     if (t.kind == token::end) return call_hazard::none;
@@ -2636,12 +2860,15 @@ inline call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std
     if (session_set_config(after, code_in_dollar_quotes)) return call_hazard::set_config;
   }
 }
+#endif
 
 // PgBouncer keeps these per client and sets them on every server connection it
 // lends that client, so a session-level SET of one of them does not leak:
 // client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
 // standard_conforming_strings and application_name. `rest` follows SET or RESET.
-inline bool tracked_by_pgbouncer(std::string_view rest) {
+PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest) {
   word name = next_word(rest);
   const bool dotted = !rest.empty() && rest.front() == '.';
   if (name == "SESSION" && !dotted) name = next_word(rest);
@@ -2650,9 +2877,12 @@ inline bool tracked_by_pgbouncer(std::string_view rest) {
   return name == "NAMES" || name == "TIMEZONE" || name == "DATESTYLE" || name == "CLIENT_ENCODING" ||
          name == "APPLICATION_NAME" || name == "STANDARD_CONFORMING_STRINGS";
 }
+#endif
 
 // "SET search_path ...": the keyword and the setting name as written.
-inline std::string label(std::string_view keyword, std::string_view rest) {
+PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest) {
   std::string m(keyword);
   token t = next_token(rest);
   if (t.kind == token::name && iequals(t.text, "session")) {
@@ -2668,8 +2898,11 @@ inline std::string label(std::string_view keyword, std::string_view rest) {
   m += " ...";
   return m;
 }
+#endif
 
-inline std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
+PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
   std::string m = "execute(\"";
   m += statement;
   m += "\") acts on the server session, which PgBouncer in transaction pooling mode (pooling::transaction) "
@@ -2680,12 +2913,15 @@ inline std::string refuse(std::string_view statement, std::string_view why, std:
   m += ". To send it anyway, wrap the SQL in pqscope::allow_session_state()";
   return m;
 }
+#endif
 
 }  // namespace session_scan
 
 // Empty when the statement is safe behind a transaction-pooling PgBouncer;
 // otherwise why not, and what to use instead. Allocates only to say no.
-inline std::string session_state_hazard(std::string_view sql) {
+PQSCOPE_DECL std::string session_state_hazard(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
   namespace ss = session_scan;
   constexpr std::string_view use_set_local =
       "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
@@ -2770,6 +3006,7 @@ inline std::string session_state_hazard(std::string_view sql) {
   }
   return {};
 }
+#endif
 
 }  // namespace pqscope::detail
 // #include <pqscope/detail/scope_machine.hpp>
@@ -2831,6 +3068,7 @@ inline std::string session_state_hazard(std::string_view sql) {
 // #include <pqscope/params.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
 // #include <pqscope/stats.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/sql_text.hpp> (inlined above)
 
 namespace pqscope::detail {
@@ -2838,11 +3076,16 @@ namespace pqscope::detail {
 // The process id, read once and refreshed in the child by a fork handler: getpid()
 // is a system call (glibc no longer caches it) and the fork check runs on every
 // statement and scope.
-inline std::atomic<pid_t>& pid_slot() noexcept {
+PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept {
   static std::atomic<pid_t> pid{::getpid()};
   return pid;
 }
-inline pid_t current_pid() noexcept {
+#endif
+PQSCOPE_DECL pid_t current_pid() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL pid_t current_pid() noexcept {
   static const bool registered = [] {
     ::pthread_atfork(nullptr, nullptr, [] { pid_slot().store(::getpid(), std::memory_order_relaxed); });
     pid_slot().store(::getpid(), std::memory_order_relaxed);  // in case a fork came before registration
@@ -2851,10 +3094,13 @@ inline pid_t current_pid() noexcept {
   (void)registered;
   return pid_slot().load(std::memory_order_relaxed);
 }
+#endif
 
 // The error a failed statement raises: the server's fields, the statement's text
 // (for the caret), and `context` before the message (set_local names its setting).
-inline std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {}) {
+PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {});
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
   try {
     throw_sql_error(error_fields{r.sqlstate, context + r.message, r.detail, r.hint, std::string(sql), r.position,
                                  r.schema, r.table, r.column, r.datatype, r.constraint});
@@ -2862,6 +3108,7 @@ inline std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, co
     return std::current_exception();
   }
 }
+#endif
 
 // Whatever can send the queue now: the front end that owns the machine.
 class sender {
@@ -2882,41 +3129,13 @@ class statement_slot final : public deferred_answer {
  public:
   enum class state { queued, answered, failed };
 
-  result wait() override {
-    if (st == state::queued) {
-      std::shared_ptr<sender> s = owner.lock();
-      if (!s) throw connection_error("the connection was closed before this statement was sent");
-      s->flush();
-    }
-    if (st == state::failed) std::rethrow_exception(error);
-    if (st == state::queued) throw usage_error("this statement's answer is not available");  // cannot happen
-    return res;
-  }
+  PQSCOPE_DECL result wait() override;  // inline in header-only mode: no key function, no vtable in every TU
 
-  void answer(result r) {
-    st = state::answered;
-    res = std::move(r);
-  }
-  void fail(std::exception_ptr e) {
-    st = state::failed;
-    error = std::move(e);
-  }
+  void answer(result r);
+  void fail(std::exception_ptr e);
 
   // Copies the text and parameters, so the statement can wait past the caller's call.
-  void own() {
-    text_.assign(sql.data(), sql.size());
-    sql = text_;
-    stmt.sql = text_.c_str();
-    values_.clear();
-    values_.reserve(static_cast<std::size_t>(stmt.n_params));
-    pointers_.clear();
-    for (int i = 0; i < stmt.n_params; ++i) values_.emplace_back(stmt.values[i] != nullptr ? stmt.values[i] : "");
-    for (int i = 0; i < stmt.n_params; ++i)
-      pointers_.push_back(stmt.values[i] != nullptr ? values_[static_cast<std::size_t>(i)].c_str() : nullptr);
-    if (stmt.types != nullptr) types_.assign(stmt.types, stmt.types + stmt.n_params);
-    stmt.values = pointers_.empty() ? nullptr : pointers_.data();
-    stmt.types = types_.empty() ? nullptr : types_.data();
-  }
+  void own();
 
   state st = state::queued;
   result res;
@@ -2933,6 +3152,45 @@ class statement_slot final : public deferred_answer {
   std::vector<const char*> pointers_;
   std::vector<unsigned> types_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL result statement_slot::wait() {
+  if (st == state::queued) {
+    std::shared_ptr<sender> s = owner.lock();
+    if (!s) throw connection_error("the connection was closed before this statement was sent");
+    s->flush();
+  }
+  if (st == state::failed) std::rethrow_exception(error);
+  if (st == state::queued) throw usage_error("this statement's answer is not available");  // cannot happen
+  return res;
+}
+
+PQSCOPE_DECL void statement_slot::answer(result r) {
+  st = state::answered;
+  res = std::move(r);
+}
+
+PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
+  st = state::failed;
+  error = std::move(e);
+}
+
+PQSCOPE_DECL void statement_slot::own() {
+  text_.assign(sql.data(), sql.size());
+  sql = text_;
+  stmt.sql = text_.c_str();
+  values_.clear();
+  values_.reserve(static_cast<std::size_t>(stmt.n_params));
+  pointers_.clear();
+  for (int i = 0; i < stmt.n_params; ++i) values_.emplace_back(stmt.values[i] != nullptr ? stmt.values[i] : "");
+  for (int i = 0; i < stmt.n_params; ++i)
+    pointers_.push_back(stmt.values[i] != nullptr ? values_[static_cast<std::size_t>(i)].c_str() : nullptr);
+  if (stmt.types != nullptr) types_.assign(stmt.types, stmt.types + stmt.n_params);
+  stmt.values = pointers_.empty() ? nullptr : pointers_.data();
+  stmt.types = types_.empty() ? nullptr : types_.data();
+}
+#endif
 
 // The first failure of a voided batched attempt.
 struct attempt_failure {
@@ -2953,195 +3211,37 @@ class scope_machine {
   scope_machine() = default;
   scope_machine(const scope_machine&) = delete;
   scope_machine& operator=(const scope_machine&) = delete;
-  ~scope_machine() { fail_queued(closed_error()); }
+  ~scope_machine();
 
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
-  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
-    savepoint_limit_ = limit;
-    refuse_past_limit_ = refuse;
-  }
+  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
 
   // ---- scopes -------------------------------------------------------------
 
-  std::uint64_t open(const transaction_options& o, attempt_info attempt = {}) {
-    check_usable();
-    if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
-      throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
-    if (!frames_.empty()) {
-      const transaction_options& root = frames_.front().opts;
-      if (o.durable)
-        throw usage_error("a durable scope must be the outermost one, but " + std::to_string(depth()) +
-                          " scope(s) are open: a durable scope promises a real COMMIT at its end");
-      if (o.isolation != isolation::server_default && o.isolation != root.isolation)
-        throw usage_error("a nested scope cannot change the isolation level of the transaction it is part of; "
-                          "set it on the outermost scope");
-      if (o.read_only && !root.read_only)
-        throw usage_error("a nested scope cannot make a read-write transaction read-only; set read_only on the "
-                          "outermost scope");
-      if (o.deferrable && !root.deferrable)
-        throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
-      throw_if_void("opening a nested scope");
-      throw_if_doomed("opening a nested scope");
-      attempt = frames_.front().attempt;
-    }
-    const std::size_t i = frames_.size();
-    if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
-    frame f;
-    f.id = next_id_++;
-    f.opts = o;
-    f.owning = i == 0 || o.savepoint;
-    f.attempt = attempt;
-    frames_.push_back(std::move(f));
-    const std::uint64_t id = frames_.back().id;
-    if (i == 0) {
-      xid_.clear();
-      xid_pending_ = false;
-      void_.reset();
-      if (attempt.batched) ++stats_.batched_attempts;
-      queue(item::begin, id, 0, begin_sql(o));
-    } else if (o.savepoint) {
-      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
-    }
-    if (o.statement_timeout.count() > 0)
-      queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
-    if (o.lock_timeout.count() > 0)
-      queue(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
-    return id;
-  }
+  std::uint64_t open(const transaction_options& o, attempt_info attempt = {});
 
-  [[nodiscard]] std::optional<std::size_t> index_of(std::uint64_t id) const noexcept {
-    for (std::size_t i = 0; i < frames_.size(); ++i)
-      if (frames_[i].id == id) return i;
-    return std::nullopt;
-  }
+  [[nodiscard]] std::optional<std::size_t> index_of(std::uint64_t id) const noexcept;
 
   // Ends scope `id` (the innermost) by commit or rollback. A nested scope ends
   // here (false). The outermost one returns true: drive the loop, settle a lost
   // COMMIT if needs_resolution() asks, then finish_end(). `quiet`: the destructor
   // path, which throws nothing later.
-  bool end_scope(std::uint64_t id, bool commit, bool quiet = false) {
-    if (!quiet && !opened_by_this_process()) check_usable();
-    const std::size_t i = innermost_index(id, commit ? "commit()" : "rollback()");
-    op_ = operation{};
-    op_.commit = commit;
-    op_.quiet = quiet;
-    if ((closed_ || broken_) && commit) {
-      if (i == 0) {
-        pop_outermost();
-        if (opened_by_this_process()) run_callbacks(op_.ended.on_rollback, true);
-        op_ = operation{};
-      } else {
-        end_nested_rollback(i);
-      }
-      check_usable();  // throws
-    }
-    if (void_) {  // the attempt is rolled back on the server already; its callbacks never fire
-      frames_.pop_back();
-      if (i == 0) {
-        queue_.clear();
-        op_.replay = true;
-        return true;
-      }
-      if (commit && !quiet) throw_void("commit() refused");
-      return false;
-    }
-    if (commit && doom_) {
-      op_.refused = *doom_;
-      op_.commit = false;
-    }
-    if (i == 0) {
-      start_outermost();
-      return true;
-    }
-    if (op_.commit) {
-      commit_nested(i);
-      return false;
-    }
-    end_nested_rollback(i);
-    if (op_.refused && !quiet) refuse(*op_.refused);
-    return false;
-  }
+  bool end_scope(std::uint64_t id, bool commit, bool quiet = false);
 
   // The transaction id whose fate a lost COMMIT left unknown, when the front end
   // should ask a fresh connection (resolve_in_doubt); then resolve() with the answer.
-  [[nodiscard]] std::optional<std::string> needs_resolution() const {
-    if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && !op_.xid.empty())
-      return op_.xid;
-    return std::nullopt;
-  }
-  void resolve(std::string outcome) {
-    op_.resolved = true;
-    op_.resolution = std::move(outcome);
-  }
+  [[nodiscard]] std::optional<std::string> needs_resolution() const;
+  void resolve(std::string outcome);
 
   // After the loop: settles the outermost COMMIT or ROLLBACK, runs callbacks and
   // throws what the operation must throw. `committed` tells whether the work was
   // committed, also when an on_commit callback throws afterwards.
-  void finish_end(bool* committed = nullptr) {
-    if (committed != nullptr) *committed = false;
-    operation op = std::move(op_);
-    op_ = operation{};
-    frame& f = op.ended;
-    if (op.replay) {
-      if (op.quiet) return;
-      throw_void(op.commit ? "commit() refused" : "rollback()");
-    }
-    if (!op.commit) {
-      if (op.sent_end) ++stats_.transactions_rolled_back;
-      // In a forked child nothing was rolled back: the transaction is the parent's.
-      if (opened_by_this_process()) run_callbacks(f.on_rollback, op.quiet);
-      if (op.lost && !op.quiet) throw connection_error("connection lost during ROLLBACK: " + *op.lost);
-      if (op.refused && !op.quiet) refuse(*op.refused);
-      return;
-    }
-    auto done = [&] {
-      ++stats_.transactions_committed;
-      if (committed != nullptr) *committed = true;
-      run_callbacks(f.on_commit, false);
-    };
-    if (!op.sent_end) {  // nothing ever reached the server: nothing to commit
-      if (committed != nullptr) *committed = true;
-      run_callbacks(f.on_commit, false);
-      return;
-    }
-    if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
-      // Without an xid the transaction wrote nothing: nothing was lost.
-      const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
-      if (outcome == "committed") return done();
-      if (outcome == "aborted") {
-        ++stats_.transactions_rolled_back;
-        run_callbacks(f.on_rollback, false);
-        throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
-                               "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
-      }
-      throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
-                           op.xid + " gave no answer (" + outcome +
-                           "); the transaction may or may not have committed: " + *op.lost);
-    }
-    if (op.lost)
-      throw in_doubt_error("the connection was lost after COMMIT was sent, so the transaction may or may not have "
-                           "committed: " + *op.lost);
-    if (op.failure || op.end_reply.st != reply::status::ok) {
-      ++stats_.transactions_rolled_back;
-      run_callbacks(f.on_rollback, false);
-      if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
-      if (op.failure) std::rethrow_exception(op.failure);
-      std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
-    }
-    if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
-      ++stats_.transactions_rolled_back;
-      run_callbacks(f.on_rollback, false);
-      throw transaction_aborted("COMMIT was answered with " + op.end_reply.command +
-                                    ": the transaction had failed and was rolled back",
-                                "the server rolled the transaction back", "");
-    }
-    done();
-  }
+  void finish_end(bool* committed = nullptr);
 
   // The last outermost attempt was voided by a failed batched send: atomic() runs
   // the function again. Its first failure, or nothing.
@@ -3153,280 +3253,39 @@ class scope_machine {
   // Queues a user statement. Unbatched it is due at once: drive, finish(), then
   // read the slot. In a batched attempt it waits; the slot fills when it is sent.
   std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const param_list& params,
-                                                  std::weak_ptr<sender> owner) {
-    check_usable();
-    if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
-      throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
-                        "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
-    if (is_copy_stream(sql))
-      throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
-    throw_if_void("statement refused");
-    throw_if_doomed("statement refused");
-    auto slot = std::make_shared<statement_slot>();
-    slot->stmt = statement{sql, params.size(), params.values(), params.types()};
-    slot->sql = text;
-    slot->owner = std::move(owner);
-    slot->depth = depth();
-    const bool lazy = batching();
-    if (!frames_.empty()) {
-      slot->attempt = frames_.front().attempt.number;
-      slot->batched = lazy;
-    }
-    if (lazy) slot->own();
-    item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
-    it.slot = slot;
-    if (!lazy) {
-      op_ = operation{};
-      send_requested_ = true;
-    }
-    return slot;
-  }
+                                                  std::weak_ptr<sender> owner);
 
   // Asks for what is queued, up to the last statement, to go out now (a batched
   // result is read, connection::flush()). Then drive and finish().
-  void request_flush() {
-    check_usable();
-    op_ = operation{};
-    send_requested_ = true;
-  }
+  void request_flush();
 
   // After driving a statement or a flush: throws what the loop found.
-  void finish() {
-    operation op = std::move(op_);
-    op_ = operation{};
-    if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
-    if (op.stray) std::rethrow_exception(op.stray);
-    if (void_ && !frames_.empty()) throw_void("flush()");
-  }
+  void finish();
 
-  void set_local(std::string_view name, std::string_view value) {
-    check_usable();
-    if (frames_.empty())
-      throw usage_error("set_local(\"" + std::string(name) +
-                        "\") outside a scope: a session-level setting would leak to other clients of a "
-                        "pooled server connection; open a pqscope::transaction first");
-    if (name.empty()) throw usage_error("set_local(): the setting name is empty");
-    throw_if_void("set_local() refused");
-    throw_if_doomed("set_local() refused");
-    param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
-    (void)check;
-    item& c = queue(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
-    c.args = {std::string(name), std::string(value)};
-    c.context = "set_local(\"" + std::string(name) + "\"): ";
-  }
+  void set_local(std::string_view name, std::string_view value);
 
-  void on_commit(callback fn) {
-    check_usable();
-    if (frames_.empty()) {
-      fn();  // autocommit: what ran before is already durable
-      return;
-    }
-    frames_.back().on_commit.push_back(std::move(fn));
-  }
+  void on_commit(callback fn);
 
-  void on_rollback(callback fn) {
-    check_usable();
-    if (!frames_.empty()) frames_.back().on_rollback.push_back(std::move(fn));
-    // outside a scope there is nothing to roll back: the callback can never run
-  }
+  void on_rollback(callback fn);
 
   // ---- the loop -------------------------------------------------------------
 
-  [[nodiscard]] bool wants_send() noexcept {
-    if (closed_ || broken_ || !opened_by_this_process()) {
-      send_requested_ = false;
-      followup_.clear();
-      return false;
-    }
-    if (!followup_.empty()) return true;
-    if (!send_requested_) return false;
-    for (const item& it : queue_)
-      if (it.k == item::user || it.k == item::end) return true;
-    send_requested_ = false;
-    return false;
-  }
+  [[nodiscard]] bool wants_send() noexcept;
 
   // The next batch: one pipeline, one sync. Valid until apply().
-  const std::vector<statement>& plan() {
-    in_flight_.clear();
-    if (!followup_.empty()) {
-      in_flight_.push_back(std::move(followup_.front()));
-      followup_.erase(followup_.begin());
-    } else {
-      send_requested_ = false;
-      // Up to the last statement or the end of the transaction: controls queued
-      // after it wait, so a scope that runs nothing more costs no savepoint.
-      std::size_t n = 0, last_user = 0;
-      for (std::size_t k = 0; k < queue_.size(); ++k) {
-        if (queue_[k].k == item::user) last_user = k + 1;
-        if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
-      }
-      // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
-      // after the last statement, or before the COMMIT if statements went out unanswered.
-      const bool ends = n > 0 && queue_[n - 1].k == item::end;
-      const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
-      const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
-      for (std::size_t k = 0; k < n; ++k) {
-        if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
-        in_flight_.push_back(std::move(queue_[k]));
-        if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
-      }
-      // Until an answer to the id query comes back, statements sent may have written.
-      if (last_user > 0) xid_pending_ = true;
-      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
-    }
-    out_.clear();
-    out_args_.assign(in_flight_.size(), {});
-    std::size_t users = 0;
-    for (std::size_t k = 0; k < in_flight_.size(); ++k) {
-      const item& it = in_flight_[k];
-      if (it.k == item::user) {
-        ++users;
-        out_.push_back(it.slot->stmt);
-        continue;
-      }
-      for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
-      out_.push_back(statement{it.sql.c_str(), static_cast<int>(out_args_[k].size()),
-                               out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
-    }
-    ++stats_.round_trips;
-    stats_.statements += users;
-    stats_.control_statements += out_.size() - users;
-    sent_at_ = clock::now();
-    return out_;
-  }
+  const std::vector<statement>& plan();
 
   // Applies the answers to the batch from plan(). Throws only if memory runs out.
-  void apply(batch_reply br) {
-    const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
-    std::vector<item> batch = std::move(in_flight_);
-    in_flight_.clear();
-    if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
-
-    if (!batch.empty() && batch.front().k == item::followup) {
-      end_of_transaction();
-      if (br.lost) {
-        mark_broken(br.lost_message);
-        if (op_.followup) op_.followup_lost = br.lost_message;
-      }
-      return;
-    }
-
-    std::optional<std::size_t> failed_at;
-    bool end_in_batch = false;
-    for (std::size_t k = 0; k < batch.size(); ++k) {
-      item& it = batch[k];
-      reply& r = br.replies[k];
-      if (it.k == item::end) {
-        end_in_batch = true;
-        op_.sent_end = true;
-        op_.end_reply = r;
-        end_of_transaction();
-      }
-      if (r.st == reply::status::error && !failed_at) failed_at = k;
-      if (r.st != reply::status::ok) continue;
-      switch (it.k) {
-        case item::begin:
-        case item::savepoint:
-          if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
-          if (it.k == item::begin) held_.assign(1, 0);
-          if (it.k == item::savepoint) {
-            ++stats_.savepoints;
-            hold(it.sp);
-          }
-          break;
-        case item::release:
-          fold(it.sp, false);
-          break;
-        case item::rollback_to:
-          fold(it.sp, true);
-          break;
-        case item::user:
-          it.slot->answer(r.res);
-          notify(*it.slot, elapsed, nullptr, &r.res);
-          break;
-        case item::xid:
-          xid_pending_ = false;
-          if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
-          break;
-        default: break;
-      }
-    }
-
-    if (br.lost) {
-      if (end_in_batch) {
-        op_.lost = br.lost_message;
-        op_.xid = xid_;
-        op_.xid_unknown = xid_.empty() && xid_pending_;
-      }
-      mark_broken(br.lost_message);
-      const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
-      fail_unanswered(batch, e, elapsed);
-      return;
-    }
-
-    // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
-    const bool batched_attempt = batching() || (end_in_batch && op_.ended.attempt.batched);
-    if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
-      void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
-      return;
-    }
-
-    if (failed_at) {
-      const item& it = batch[*failed_at];
-      const reply& r = br.replies[*failed_at];
-      std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
-      if (it.k != item::end) {
-        doom_here(it.context + r.message, r.sqlstate);
-        if (end_in_batch) op_.failure = first;
-      }
-      fail_unanswered(batch, first, elapsed);
-      if (!end_in_batch) {
-        // Skipped controls never ran: back to the queue, to ride with the next batch.
-        std::vector<item> back;
-        for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
-          if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
-        queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
-      }
-    }
-    if (end_in_batch) {
-      // COMMIT was skipped or refused and the transaction is still open: end it now.
-      if (op_.commit && (failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
-        push_followup("ROLLBACK", true);
-      return;
-    }
-    check_state(br, failed_at.has_value());
-  }
+  void apply(batch_reply br);
 
   // ---- connection life --------------------------------------------------------
 
   // The connection object is gone (or reconnecting): scopes still open end quietly.
-  void mark_closed() noexcept {
-    closed_ = true;
-    clear_queue();
-    doom_.reset();
-    observer_ = nullptr;
-  }
-  void mark_open() noexcept {
-    closed_ = false;
-    broken_ = false;
-    broken_reason_.clear();
-    clear_queue();
-    doom_.reset();
-    void_.reset();
-    pid_ = current_pid();
-  }
+  void mark_closed() noexcept;
+  void mark_open() noexcept;
   [[nodiscard]] bool opened_by_this_process() const noexcept { return pid_ == current_pid(); }
 
-  void check_usable() const {
-    if (pid_ != current_pid())
-      throw usage_error("this connection was opened by process " + std::to_string(pid_) +
-                        "; after fork() a child must open its own connection (database::connect())");
-    if (closed_) throw connection_error("the connection was closed while this scope was open");
-    if (broken_)
-      throw connection_error("the connection is broken (" + broken_reason_ +
-                             "); end the open scopes and call reconnect()");
-  }
+  void check_usable() const;
 
  private:
   struct item {
@@ -3469,51 +3328,21 @@ class scope_machine {
 
   static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
 
-  static std::string begin_sql(const transaction_options& o) {
-    std::string modes;
-    auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
-    switch (o.isolation) {
-      case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
-      case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
-      case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
-      case isolation::server_default: break;
-    }
-    if (o.read_only) add("READ ONLY");
-    if (o.deferrable) add("DEFERRABLE");
-    return "BEGIN" + modes;
-  }
+  static std::string begin_sql(const transaction_options& o);
 
-  static std::exception_ptr closed_error() noexcept {
-    return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
-  }
+  static std::exception_ptr closed_error() noexcept;
 
-  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
-    queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
-    return queue_.back();
-  }
-  static item xid_item() {
-    return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
-  }
-  void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
-    queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
-    queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
-  }
-  void push_followup(const char* sql, bool awaited) {
-    followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
-    if (awaited) op_.followup = true;
-  }
+  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
+  static item xid_item();
+  void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
+  void push_followup(const char* sql, bool awaited);
   template <class Pred>
   void drop_queued(Pred pred) {
     queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
   }
-  void lower_levels(std::size_t from) {
-    for (item& c : queue_)
-      if (c.level >= from) c.level = from - 1;
-  }
+  void lower_levels(std::size_t from);
   // A statement waits in the queue at `level` or deeper.
-  [[nodiscard]] bool statement_queued_at(std::size_t level) const {
-    return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
-  }
+  [[nodiscard]] bool statement_queued_at(std::size_t level) const;
   // Drops controls queued after the last statement that `pred` selects.
   template <class Pred>
   void trim_tail(Pred pred) {
@@ -3523,127 +3352,33 @@ class scope_machine {
     queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
                  queue_.end());
   }
-  void clear_queue() noexcept {
-    fail_queued(closed_error());
-    queue_.clear();
-    followup_.clear();
-  }
+  void clear_queue() noexcept;
   // Whether a send with user statements must also ask for the transaction id; the
   // outermost frame has left the stack once its COMMIT is queued.
-  [[nodiscard]] bool wants_xid() const {
-    const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
-                                         : frames_.front().opts.resolve_in_doubt;
-    return resolve && xid_.empty();
-  }
+  [[nodiscard]] bool wants_xid() const;
 
-  std::size_t innermost_index(std::uint64_t id, const char* what) const {
-    auto at = index_of(id);
-    if (!at) throw usage_error(std::string(what) + ": this scope has already ended");
-    if (*at + 1 != frames_.size())
-      throw usage_error(std::string(what) + " on a scope while " + std::to_string(frames_.size() - *at - 1) +
-                        " scope(s) opened inside it are still open; end the inner scopes first");
-    return *at;
-  }
+  std::size_t innermost_index(std::uint64_t id, const char* what) const;
 
-  void throw_if_doomed(const std::string& what) const {
-    if (frames_.empty() || !doom_) return;
-    throw transaction_aborted(what + ": an earlier failure in this scope (" + doom_->message +
-                                  ") means it can only roll back; let the exception leave the scope, or "
-                                  "catch it outside the scope",
-                              doom_->message, doom_->sqlstate);
-  }
-  void throw_if_void(const std::string& what) const {
-    if (void_ && !frames_.empty()) throw_void(what);
-  }
-  [[noreturn]] void throw_void(const std::string& what) const {
-    throw batch_failed(what + ": a statement sent with this batched attempt failed (" + void_->message +
-                           "); the attempt was rolled back and atomic() runs the function again without batching",
-                       void_->message, void_->sqlstate);
-  }
-  [[noreturn]] static void refuse(const doom& d) {
-    throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message, d.message,
-                              d.sqlstate);
-  }
+  void throw_if_doomed(const std::string& what) const;
+  void throw_if_void(const std::string& what) const;
+  [[noreturn]] void throw_void(const std::string& what) const;
+  [[noreturn]] static void refuse(const doom& d);
 
   // The innermost frame whose savepoint (or transaction) can undo a failure.
-  [[nodiscard]] std::size_t undo_level() const noexcept {
-    for (std::size_t i = frames_.size(); i-- > 0;)
-      if (frames_[i].owning && frames_[i].sent) return i;
-    return 0;
-  }
-  void doom_here(const std::string& message, const std::string& sqlstate) {
-    if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
-  }
+  [[nodiscard]] std::size_t undo_level() const noexcept;
+  void doom_here(const std::string& message, const std::string& sqlstate);
 
   void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
-              const result* r) noexcept {
-    if (!observer_) return;
-    try {
-      statement_event ev;
-      ev.sql = s.sql;
-      ev.params = static_cast<std::size_t>(s.stmt.n_params);
-      ev.depth = s.depth;
-      ev.duration = elapsed;
-      ev.error = e;
-      ev.attempt = s.attempt;
-      ev.batched = s.batched;
-      if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
-      observer_(ev);
-    } catch (...) {
-      // a logging hook must not change what the transaction does
-    }
-  }
+              const result* r) noexcept;
   // Statements of the batch that got no answer get `e`.
-  void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
-    for (item& it : batch) {
-      if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
-      it.slot->fail(e);
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        notify(*it.slot, elapsed, &x, nullptr);
-      } catch (...) {
-      }
-    }
-  }
-  void fail_queued(const std::exception_ptr& e) noexcept {
-    for (item& it : queue_)
-      if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
-  }
+  void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
+  void fail_queued(const std::exception_ptr& e) noexcept;
 
   // A send of a batched attempt failed: the whole attempt is rolled back at once
   // (the server refuses everything until then), every waiting statement gets
   // batch_failed, and the frames stay for atomic() to unwind and run again.
   void void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                    std::chrono::microseconds elapsed, bool end_in_batch) {
-    const item& it = batch[at];
-    const reply& r = br.replies[at];
-    void_ = attempt_failure{it.context + r.message, r.sqlstate};
-    if (it.k == item::user) {
-      it.slot->fail(sql_error_ptr(r, it.slot->sql));
-      try {
-        std::rethrow_exception(it.slot->error);
-      } catch (const std::exception& x) {
-        notify(*it.slot, elapsed, &x, nullptr);
-      }
-    }
-    std::exception_ptr e;
-    try {
-      throw_void("not run");
-    } catch (...) {
-      e = std::current_exception();
-    }
-    fail_unanswered(batch, e, elapsed);
-    fail_queued(e);
-    queue_.clear();
-    doom_.reset();
-    for (frame& f : frames_) f.sent = false;
-    if (end_in_batch) op_.replay = true;
-    if (br.state != server_state::idle) {
-      ++stats_.transactions_rolled_back;
-      push_followup("ROLLBACK", false);
-    }
-  }
+                    std::chrono::microseconds elapsed, bool end_in_batch);
 
   // ---- the subtransaction budget ----
   // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
@@ -3652,211 +3387,36 @@ class scope_machine {
   // back. held_[i]: subtransactions begun under savepoint i (itself included) and
   // not rolled back; held_[0] those released into the top level. Savepoints that
   // never write get no id, so this is an upper bound.
-  void hold(std::size_t sp) {
-    if (held_.size() <= sp) held_.resize(sp + 1, 0);
-    held_[sp] += 1;
-    note_held();
-  }
-  void fold(std::size_t sp, bool rolled_back) {
-    if (sp == 0 || held_.size() <= sp) return;
-    std::uint64_t under = 0;
-    for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
-    if (!rolled_back) held_[sp - 1] += under;
-    note_held();
-  }
-  void note_held() {
-    std::uint64_t total = 0;
-    for (auto n : held_) total += n;
-    stats_.savepoints_in_transaction = total;
-    stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
-  }
-  void end_of_transaction() {
-    held_.clear();
-    stats_.savepoints_in_transaction = 0;
-  }
+  void hold(std::size_t sp);
+  void fold(std::size_t sp, bool rolled_back);
+  void note_held();
+  void end_of_transaction();
   // Opening savepoint `i`: past the limit, the observer is told and it is counted;
   // with refuse_past_savepoint_limit it is a usage_error before anything is queued.
-  void check_savepoint_budget(const transaction_options& root, std::size_t i) {
-    const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
-    if (limit == 0) return;
-    std::uint64_t in_use = stats_.savepoints_in_transaction;
-    for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
-    if (in_use < limit) return;
-    ++stats_.savepoint_limit_exceeded;
-    const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
-                            " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
-                            " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
-    const std::string refusal_text =
-        why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
-    const usage_error refusal(refusal_text);
-    if (observer_) {
-      try {
-        statement_event ev;
-        ev.sql = "SAVEPOINT";
-        ev.depth = depth();
-        ev.warning = why;
-        ev.error = refuse_past_limit_ ? &refusal : nullptr;
-        observer_(ev);
-      } catch (...) {
-        // a logging hook must not change what the transaction does
-      }
-    }
-    if (refuse_past_limit_) throw usage_error(refusal_text);
-  }
+  void check_savepoint_budget(const transaction_options& root, std::size_t i);
 
   // The session is gone: nothing queued can be sent, nothing doomed can be undone.
-  void mark_broken(const std::string& why) {
-    broken_ = true;
-    broken_reason_ = why;
-    fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
-    queue_.clear();
-    followup_.clear();
-    doom_.reset();
-  }
+  void mark_broken(const std::string& why);
 
   // The server's own word on the session must match the scope stack.
-  void check_state(const batch_reply& br, bool had_error) {
-    const bool began = !frames_.empty() && frames_.front().sent;
-    if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
-    if (!began && br.state == server_state::idle) return;
-    if (frames_.empty() || !began) {
-      // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
-      push_followup("ROLLBACK", true);
-      // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
-      op_.stray = std::make_exception_ptr(usage_error(
-          br.diagnostic.empty()
-              ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
-                "back. Use pqscope::transaction or pqscope::atomic for transactions"
-              : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
-                    br.diagnostic));
-      return;
-    }
-    // The transaction ended behind the scopes' back: nothing is left to undo.
-    for (frame& f : frames_) f.sent = false;
-    queue_.clear();
-    doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
-    if (!had_error)
-      op_.stray = std::make_exception_ptr(usage_error(
-          "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
-  }
+  void check_state(const batch_reply& br, bool had_error);
 
-  void pop_outermost() {
-    op_.ended = std::move(frames_.front());
-    frames_.pop_back();
-  }
+  void pop_outermost();
 
   // The outermost scope ends: its COMMIT or ROLLBACK is queued behind whatever
   // statements still wait, so they go out together.
-  void start_outermost() {
-    pop_outermost();
-    doom_.reset();
-    const bool statements = statement_queued_at(0);
-    if (op_.commit)
-      // COMMIT releases every savepoint and ends every SET LOCAL: of the controls
-      // after the last statement, only a ROLLBACK TO still matters (it undoes writes).
-      trim_tail([](const item& c) { return c.k != item::rollback_to; });
-    else
-      trim_tail([](const item&) { return true; });
-    if ((!op_.ended.sent && !statements) || closed_ || broken_ || !opened_by_this_process()) {
-      clear_queue();  // nothing reached the server, or nothing can
-      return;
-    }
-    queue(item::end, op_.ended.id, 0, op_.commit ? "COMMIT" : "ROLLBACK");
-    send_requested_ = true;
-  }
+  void start_outermost();
 
-  void commit_nested(std::size_t i) {
-    frame f = std::move(frames_.back());
-    frames_.pop_back();
-    // A SET LOCAL with no statement after it needs no undoing; one that ran, or
-    // that a waiting statement needs, is restored below (SET LOCAL survives RELEASE).
-    bool timeouts_live = false;
-    std::size_t dropped = 0;
-    for (std::size_t k = queue_.size(); k-- > 0;) {
-      if (queue_[k].frame_id != f.id || queue_[k].k != item::timeout) continue;
-      const bool needed = std::any_of(queue_.begin() + static_cast<std::ptrdiff_t>(k) + 1, queue_.end(),
-                                      [](const item& c) { return c.k == item::user; });
-      if (needed) {
-        timeouts_live = true;
-      } else {
-        queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(k));
-        ++dropped;
-      }
-    }
-    const std::size_t timeouts =
-        (f.opts.statement_timeout.count() > 0 ? 1u : 0u) + (f.opts.lock_timeout.count() > 0 ? 1u : 0u);
-    if (dropped < timeouts) timeouts_live = true;
-    // A savepoint not yet sent is not needed: the scope can no longer roll back on
-    // its own, and a failure of a waiting statement voids the whole attempt.
-    if (f.owning && !f.sent)
-      drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::savepoint; });
-    lower_levels(i);
-    if (f.owning && f.sent) {
-      // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
-      while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
-    }
-    if (timeouts_live) {
-      restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
-      restore_timeout(f, i, "lock_timeout", &transaction_options::lock_timeout);
-    }
-    frame& parent = frames_.back();
-    for (auto& cb : f.on_commit) parent.on_commit.push_back(std::move(cb));
-    for (auto& cb : f.on_rollback) parent.on_rollback.push_back(std::move(cb));
-  }
+  void commit_nested(std::size_t i);
 
   void restore_timeout(const frame& f, std::size_t i, const char* name,
-                       std::chrono::milliseconds transaction_options::*member) {
-    if ((f.opts.*member).count() <= 0) return;
-    std::string value = "DEFAULT";
-    for (std::size_t j = frames_.size(); j-- > 0;)
-      if ((frames_[j].opts.*member).count() > 0) {
-        value = std::to_string((frames_[j].opts.*member).count());
-        break;
-      }
-    queue(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
-  }
+                       std::chrono::milliseconds transaction_options::*member);
 
   // Ends nested frame i (the innermost) by rolling back; sends nothing.
-  void end_nested_rollback(std::size_t i) {
-    frame f = std::move(frames_.back());
-    frames_.pop_back();
-    if (f.owning) {
-      if (statement_queued_at(i)) {
-        // Its statements still wait: they go out after its SAVEPOINT and are undone
-        // by the ROLLBACK TO behind them, so their success is still confirmed.
-        lower_levels(i);
-        queue_rollback_to(f.id, i);
-      } else {
-        drop_queued([&](const item& c) { return c.level >= i; });
-        if (f.sent) queue_rollback_to(f.id, i);
-      }
-      if (doom_ && doom_->level >= i) doom_.reset();
-    } else {
-      lower_levels(i);
-      // Its work is undone only with the enclosing scope: its on_rollback callbacks wait for that.
-      for (auto& cb : f.on_rollback) frames_.back().on_rollback.push_back(std::move(cb));
-      // Without a savepoint nothing can be undone on its own: the enclosing scope is doomed.
-      if (!doom_) {
-        std::size_t level = i - 1;
-        while (level > 0 && !frames_[level].owning) --level;
-        doom_ = doom{level, "a nested scope without a savepoint was rolled back", ""};
-      }
-    }
-  }
+  void end_nested_rollback(std::size_t i);
 
   // Runs every callback; the first exception is rethrown after all ran (not when quiet).
-  static void run_callbacks(std::vector<callback>& cbs, bool quiet) {
-    std::exception_ptr first;
-    for (auto& cb : cbs) {
-      try {
-        cb();
-      } catch (...) {
-        if (!first) first = std::current_exception();
-      }
-    }
-    if (first && !quiet) std::rethrow_exception(first);
-  }
+  static void run_callbacks(std::vector<callback>& cbs, bool quiet);
 
   std::vector<frame> frames_;
   std::vector<item> queue_;      // not yet sent, in order
@@ -3883,12 +3443,832 @@ class scope_machine {
   bool refuse_past_limit_ = false;
 };
 
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL scope_machine::~scope_machine() { fail_queued(closed_error()); }
+
+PQSCOPE_DECL void scope_machine::set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
+  savepoint_limit_ = limit;
+  refuse_past_limit_ = refuse;
+}
+
+PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, attempt_info attempt) {
+  check_usable();
+  if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
+    throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
+  if (!frames_.empty()) {
+    const transaction_options& root = frames_.front().opts;
+    if (o.durable)
+      throw usage_error("a durable scope must be the outermost one, but " + std::to_string(depth()) +
+                        " scope(s) are open: a durable scope promises a real COMMIT at its end");
+    if (o.isolation != isolation::server_default && o.isolation != root.isolation)
+      throw usage_error("a nested scope cannot change the isolation level of the transaction it is part of; "
+                        "set it on the outermost scope");
+    if (o.read_only && !root.read_only)
+      throw usage_error("a nested scope cannot make a read-write transaction read-only; set read_only on the "
+                        "outermost scope");
+    if (o.deferrable && !root.deferrable)
+      throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
+    throw_if_void("opening a nested scope");
+    throw_if_doomed("opening a nested scope");
+    attempt = frames_.front().attempt;
+  }
+  const std::size_t i = frames_.size();
+  if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
+  frame f;
+  f.id = next_id_++;
+  f.opts = o;
+  f.owning = i == 0 || o.savepoint;
+  f.attempt = attempt;
+  frames_.push_back(std::move(f));
+  const std::uint64_t id = frames_.back().id;
+  if (i == 0) {
+    xid_.clear();
+    xid_pending_ = false;
+    void_.reset();
+    if (attempt.batched) ++stats_.batched_attempts;
+    queue(item::begin, id, 0, begin_sql(o));
+  } else if (o.savepoint) {
+    queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
+  }
+  if (o.statement_timeout.count() > 0)
+    queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
+  if (o.lock_timeout.count() > 0)
+    queue(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
+  return id;
+}
+
+PQSCOPE_DECL std::optional<std::size_t> scope_machine::index_of(std::uint64_t id) const noexcept {
+  for (std::size_t i = 0; i < frames_.size(); ++i)
+    if (frames_[i].id == id) return i;
+  return std::nullopt;
+}
+
+PQSCOPE_DECL bool scope_machine::end_scope(std::uint64_t id, bool commit, bool quiet) {
+  if (!quiet && !opened_by_this_process()) check_usable();
+  const std::size_t i = innermost_index(id, commit ? "commit()" : "rollback()");
+  op_ = operation{};
+  op_.commit = commit;
+  op_.quiet = quiet;
+  if ((closed_ || broken_) && commit) {
+    if (i == 0) {
+      pop_outermost();
+      if (opened_by_this_process()) run_callbacks(op_.ended.on_rollback, true);
+      op_ = operation{};
+    } else {
+      end_nested_rollback(i);
+    }
+    check_usable();  // throws
+  }
+  if (void_) {  // the attempt is rolled back on the server already; its callbacks never fire
+    frames_.pop_back();
+    if (i == 0) {
+      queue_.clear();
+      op_.replay = true;
+      return true;
+    }
+    if (commit && !quiet) throw_void("commit() refused");
+    return false;
+  }
+  if (commit && doom_) {
+    op_.refused = *doom_;
+    op_.commit = false;
+  }
+  if (i == 0) {
+    start_outermost();
+    return true;
+  }
+  if (op_.commit) {
+    commit_nested(i);
+    return false;
+  }
+  end_nested_rollback(i);
+  if (op_.refused && !quiet) refuse(*op_.refused);
+  return false;
+}
+
+PQSCOPE_DECL std::optional<std::string> scope_machine::needs_resolution() const {
+  if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && !op_.xid.empty())
+    return op_.xid;
+  return std::nullopt;
+}
+
+PQSCOPE_DECL void scope_machine::resolve(std::string outcome) {
+  op_.resolved = true;
+  op_.resolution = std::move(outcome);
+}
+
+PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
+  if (committed != nullptr) *committed = false;
+  operation op = std::move(op_);
+  op_ = operation{};
+  frame& f = op.ended;
+  if (op.replay) {
+    if (op.quiet) return;
+    throw_void(op.commit ? "commit() refused" : "rollback()");
+  }
+  if (!op.commit) {
+    if (op.sent_end) ++stats_.transactions_rolled_back;
+    // In a forked child nothing was rolled back: the transaction is the parent's.
+    if (opened_by_this_process()) run_callbacks(f.on_rollback, op.quiet);
+    if (op.lost && !op.quiet) throw connection_error("connection lost during ROLLBACK: " + *op.lost);
+    if (op.refused && !op.quiet) refuse(*op.refused);
+    return;
+  }
+  auto done = [&] {
+    ++stats_.transactions_committed;
+    if (committed != nullptr) *committed = true;
+    run_callbacks(f.on_commit, false);
+  };
+  if (!op.sent_end) {  // nothing ever reached the server: nothing to commit
+    if (committed != nullptr) *committed = true;
+    run_callbacks(f.on_commit, false);
+    return;
+  }
+  if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
+    // Without an xid the transaction wrote nothing: nothing was lost.
+    const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
+    if (outcome == "committed") return done();
+    if (outcome == "aborted") {
+      ++stats_.transactions_rolled_back;
+      run_callbacks(f.on_rollback, false);
+      throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
+                             "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
+    }
+    throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
+                         op.xid + " gave no answer (" + outcome +
+                         "); the transaction may or may not have committed: " + *op.lost);
+  }
+  if (op.lost)
+    throw in_doubt_error("the connection was lost after COMMIT was sent, so the transaction may or may not have "
+                         "committed: " + *op.lost);
+  if (op.failure || op.end_reply.st != reply::status::ok) {
+    ++stats_.transactions_rolled_back;
+    run_callbacks(f.on_rollback, false);
+    if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+    if (op.failure) std::rethrow_exception(op.failure);
+    std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
+  }
+  if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
+    ++stats_.transactions_rolled_back;
+    run_callbacks(f.on_rollback, false);
+    throw transaction_aborted("COMMIT was answered with " + op.end_reply.command +
+                                  ": the transaction had failed and was rolled back",
+                              "the server rolled the transaction back", "");
+  }
+  done();
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot>
+scope_machine::queue_statement(const char* sql, std::string_view text, const param_list& params,
+                               std::weak_ptr<sender> owner) {
+  check_usable();
+  if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
+    throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
+                      "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
+  if (is_copy_stream(sql))
+    throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
+  throw_if_void("statement refused");
+  throw_if_doomed("statement refused");
+  auto slot = std::make_shared<statement_slot>();
+  slot->stmt = statement{sql, params.size(), params.values(), params.types()};
+  slot->sql = text;
+  slot->owner = std::move(owner);
+  slot->depth = depth();
+  const bool lazy = batching();
+  if (!frames_.empty()) {
+    slot->attempt = frames_.front().attempt.number;
+    slot->batched = lazy;
+  }
+  if (lazy) slot->own();
+  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
+  it.slot = slot;
+  if (!lazy) {
+    op_ = operation{};
+    send_requested_ = true;
+  }
+  return slot;
+}
+
+PQSCOPE_DECL void scope_machine::request_flush() {
+  check_usable();
+  op_ = operation{};
+  send_requested_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::finish() {
+  operation op = std::move(op_);
+  op_ = operation{};
+  if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+  if (op.stray) std::rethrow_exception(op.stray);
+  if (void_ && !frames_.empty()) throw_void("flush()");
+}
+
+PQSCOPE_DECL void scope_machine::set_local(std::string_view name, std::string_view value) {
+  check_usable();
+  if (frames_.empty())
+    throw usage_error("set_local(\"" + std::string(name) +
+                      "\") outside a scope: a session-level setting would leak to other clients of a "
+                      "pooled server connection; open a pqscope::transaction first");
+  if (name.empty()) throw usage_error("set_local(): the setting name is empty");
+  throw_if_void("set_local() refused");
+  throw_if_doomed("set_local() refused");
+  param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
+  (void)check;
+  item& c = queue(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
+  c.args = {std::string(name), std::string(value)};
+  c.context = "set_local(\"" + std::string(name) + "\"): ";
+}
+
+PQSCOPE_DECL void scope_machine::on_commit(callback fn) {
+  check_usable();
+  if (frames_.empty()) {
+    fn();  // autocommit: what ran before is already durable
+    return;
+  }
+  frames_.back().on_commit.push_back(std::move(fn));
+}
+
+PQSCOPE_DECL void scope_machine::on_rollback(callback fn) {
+  check_usable();
+  if (!frames_.empty()) frames_.back().on_rollback.push_back(std::move(fn));
+  // outside a scope there is nothing to roll back: the callback can never run
+}
+
+PQSCOPE_DECL bool scope_machine::wants_send() noexcept {
+  if (closed_ || broken_ || !opened_by_this_process()) {
+    send_requested_ = false;
+    followup_.clear();
+    return false;
+  }
+  if (!followup_.empty()) return true;
+  if (!send_requested_) return false;
+  for (const item& it : queue_)
+    if (it.k == item::user || it.k == item::end) return true;
+  send_requested_ = false;
+  return false;
+}
+
+PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
+  in_flight_.clear();
+  if (!followup_.empty()) {
+    in_flight_.push_back(std::move(followup_.front()));
+    followup_.erase(followup_.begin());
+  } else {
+    send_requested_ = false;
+    // Up to the last statement or the end of the transaction: controls queued
+    // after it wait, so a scope that runs nothing more costs no savepoint.
+    std::size_t n = 0, last_user = 0;
+    for (std::size_t k = 0; k < queue_.size(); ++k) {
+      if (queue_[k].k == item::user) last_user = k + 1;
+      if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
+    }
+    // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
+    // after the last statement, or before the COMMIT if statements went out unanswered.
+    const bool ends = n > 0 && queue_[n - 1].k == item::end;
+    const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+    const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
+    for (std::size_t k = 0; k < n; ++k) {
+      if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
+      in_flight_.push_back(std::move(queue_[k]));
+      if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
+    }
+    // Until an answer to the id query comes back, statements sent may have written.
+    if (last_user > 0) xid_pending_ = true;
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  out_.clear();
+  out_args_.assign(in_flight_.size(), {});
+  std::size_t users = 0;
+  for (std::size_t k = 0; k < in_flight_.size(); ++k) {
+    const item& it = in_flight_[k];
+    if (it.k == item::user) {
+      ++users;
+      out_.push_back(it.slot->stmt);
+      continue;
+    }
+    for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
+    out_.push_back(statement{it.sql.c_str(), static_cast<int>(out_args_[k].size()),
+                             out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
+  }
+  ++stats_.round_trips;
+  stats_.statements += users;
+  stats_.control_statements += out_.size() - users;
+  sent_at_ = clock::now();
+  return out_;
+}
+
+PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
+  const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
+  std::vector<item> batch = std::move(in_flight_);
+  in_flight_.clear();
+  if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
+
+  if (!batch.empty() && batch.front().k == item::followup) {
+    end_of_transaction();
+    if (br.lost) {
+      mark_broken(br.lost_message);
+      if (op_.followup) op_.followup_lost = br.lost_message;
+    }
+    return;
+  }
+
+  std::optional<std::size_t> failed_at;
+  bool end_in_batch = false;
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    item& it = batch[k];
+    reply& r = br.replies[k];
+    if (it.k == item::end) {
+      end_in_batch = true;
+      op_.sent_end = true;
+      op_.end_reply = r;
+      end_of_transaction();
+    }
+    if (r.st == reply::status::error && !failed_at) failed_at = k;
+    if (r.st != reply::status::ok) continue;
+    switch (it.k) {
+      case item::begin:
+      case item::savepoint:
+        if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
+        if (it.k == item::begin) held_.assign(1, 0);
+        if (it.k == item::savepoint) {
+          ++stats_.savepoints;
+          hold(it.sp);
+        }
+        break;
+      case item::release:
+        fold(it.sp, false);
+        break;
+      case item::rollback_to:
+        fold(it.sp, true);
+        break;
+      case item::user:
+        it.slot->answer(r.res);
+        notify(*it.slot, elapsed, nullptr, &r.res);
+        break;
+      case item::xid:
+        xid_pending_ = false;
+        if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
+        break;
+      default: break;
+    }
+  }
+
+  if (br.lost) {
+    if (end_in_batch) {
+      op_.lost = br.lost_message;
+      op_.xid = xid_;
+      op_.xid_unknown = xid_.empty() && xid_pending_;
+    }
+    mark_broken(br.lost_message);
+    const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
+    fail_unanswered(batch, e, elapsed);
+    return;
+  }
+
+  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
+  const bool batched_attempt = batching() || (end_in_batch && op_.ended.attempt.batched);
+  if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
+    void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
+    return;
+  }
+
+  if (failed_at) {
+    const item& it = batch[*failed_at];
+    const reply& r = br.replies[*failed_at];
+    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
+    if (it.k != item::end) {
+      doom_here(it.context + r.message, r.sqlstate);
+      if (end_in_batch) op_.failure = first;
+    }
+    fail_unanswered(batch, first, elapsed);
+    if (!end_in_batch) {
+      // Skipped controls never ran: back to the queue, to ride with the next batch.
+      std::vector<item> back;
+      for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
+        if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
+      queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
+    }
+  }
+  if (end_in_batch) {
+    // COMMIT was skipped or refused and the transaction is still open: end it now.
+    if (op_.commit && (failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
+      push_followup("ROLLBACK", true);
+    return;
+  }
+  check_state(br, failed_at.has_value());
+}
+
+PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
+  closed_ = true;
+  clear_queue();
+  doom_.reset();
+  observer_ = nullptr;
+}
+
+PQSCOPE_DECL void scope_machine::mark_open() noexcept {
+  closed_ = false;
+  broken_ = false;
+  broken_reason_.clear();
+  clear_queue();
+  doom_.reset();
+  void_.reset();
+  pid_ = current_pid();
+}
+
+PQSCOPE_DECL void scope_machine::check_usable() const {
+  if (pid_ != current_pid())
+    throw usage_error("this connection was opened by process " + std::to_string(pid_) +
+                      "; after fork() a child must open its own connection (database::connect())");
+  if (closed_) throw connection_error("the connection was closed while this scope was open");
+  if (broken_)
+    throw connection_error("the connection is broken (" + broken_reason_ +
+                           "); end the open scopes and call reconnect()");
+}
+
+PQSCOPE_DECL std::string scope_machine::begin_sql(const transaction_options& o) {
+  std::string modes;
+  auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
+  switch (o.isolation) {
+    case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
+    case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
+    case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
+    case isolation::server_default: break;
+  }
+  if (o.read_only) add("READ ONLY");
+  if (o.deferrable) add("DEFERRABLE");
+  return "BEGIN" + modes;
+}
+
+PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
+  return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
+}
+
+PQSCOPE_DECL scope_machine::item&
+scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
+  queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
+  return queue_.back();
+}
+
+PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
+  return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
+}
+
+PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
+  queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
+  queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+}
+
+PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
+  followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
+  if (awaited) op_.followup = true;
+}
+
+PQSCOPE_DECL void scope_machine::lower_levels(std::size_t from) {
+  for (item& c : queue_)
+    if (c.level >= from) c.level = from - 1;
+}
+
+PQSCOPE_DECL bool scope_machine::statement_queued_at(std::size_t level) const {
+  return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
+}
+
+PQSCOPE_DECL void scope_machine::clear_queue() noexcept {
+  fail_queued(closed_error());
+  queue_.clear();
+  followup_.clear();
+}
+
+PQSCOPE_DECL bool scope_machine::wants_xid() const {
+  const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
+                                       : frames_.front().opts.resolve_in_doubt;
+  return resolve && xid_.empty();
+}
+
+PQSCOPE_DECL std::size_t scope_machine::innermost_index(std::uint64_t id, const char* what) const {
+  auto at = index_of(id);
+  if (!at) throw usage_error(std::string(what) + ": this scope has already ended");
+  if (*at + 1 != frames_.size())
+    throw usage_error(std::string(what) + " on a scope while " + std::to_string(frames_.size() - *at - 1) +
+                      " scope(s) opened inside it are still open; end the inner scopes first");
+  return *at;
+}
+
+PQSCOPE_DECL void scope_machine::throw_if_doomed(const std::string& what) const {
+  if (frames_.empty() || !doom_) return;
+  throw transaction_aborted(what + ": an earlier failure in this scope (" + doom_->message +
+                                ") means it can only roll back; let the exception leave the scope, or "
+                                "catch it outside the scope",
+                            doom_->message, doom_->sqlstate);
+}
+
+PQSCOPE_DECL void scope_machine::throw_if_void(const std::string& what) const {
+  if (void_ && !frames_.empty()) throw_void(what);
+}
+
+PQSCOPE_DECL void scope_machine::throw_void(const std::string& what) const {
+  throw batch_failed(what + ": a statement sent with this batched attempt failed (" + void_->message +
+                         "); the attempt was rolled back and atomic() runs the function again without batching",
+                     void_->message, void_->sqlstate);
+}
+
+PQSCOPE_DECL void scope_machine::refuse(const doom& d) {
+  throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message, d.message,
+                            d.sqlstate);
+}
+
+PQSCOPE_DECL std::size_t scope_machine::undo_level() const noexcept {
+  for (std::size_t i = frames_.size(); i-- > 0;)
+    if (frames_[i].owning && frames_[i].sent) return i;
+  return 0;
+}
+
+PQSCOPE_DECL void scope_machine::doom_here(const std::string& message, const std::string& sqlstate) {
+  if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
+}
+
+PQSCOPE_DECL void
+scope_machine::notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
+                      const result* r) noexcept {
+  if (!observer_) return;
+  try {
+    statement_event ev;
+    ev.sql = s.sql;
+    ev.params = static_cast<std::size_t>(s.stmt.n_params);
+    ev.depth = s.depth;
+    ev.duration = elapsed;
+    ev.error = e;
+    ev.attempt = s.attempt;
+    ev.batched = s.batched;
+    if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
+    observer_(ev);
+  } catch (...) {
+    // a logging hook must not change what the transaction does
+  }
+}
+
+PQSCOPE_DECL void
+scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
+  for (item& it : batch) {
+    if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
+    it.slot->fail(e);
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    } catch (...) {
+    }
+  }
+}
+
+PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexcept {
+  for (item& it : queue_)
+    if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
+}
+
+PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
+                                              std::chrono::microseconds elapsed, bool end_in_batch) {
+  const item& it = batch[at];
+  const reply& r = br.replies[at];
+  void_ = attempt_failure{it.context + r.message, r.sqlstate};
+  if (it.k == item::user) {
+    it.slot->fail(sql_error_ptr(r, it.slot->sql));
+    try {
+      std::rethrow_exception(it.slot->error);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    }
+  }
+  std::exception_ptr e;
+  try {
+    throw_void("not run");
+  } catch (...) {
+    e = std::current_exception();
+  }
+  fail_unanswered(batch, e, elapsed);
+  fail_queued(e);
+  queue_.clear();
+  doom_.reset();
+  for (frame& f : frames_) f.sent = false;
+  if (end_in_batch) op_.replay = true;
+  if (br.state != server_state::idle) {
+    ++stats_.transactions_rolled_back;
+    push_followup("ROLLBACK", false);
+  }
+}
+
+PQSCOPE_DECL void scope_machine::hold(std::size_t sp) {
+  if (held_.size() <= sp) held_.resize(sp + 1, 0);
+  held_[sp] += 1;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::fold(std::size_t sp, bool rolled_back) {
+  if (sp == 0 || held_.size() <= sp) return;
+  std::uint64_t under = 0;
+  for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
+  if (!rolled_back) held_[sp - 1] += under;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::note_held() {
+  std::uint64_t total = 0;
+  for (auto n : held_) total += n;
+  stats_.savepoints_in_transaction = total;
+  stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
+}
+
+PQSCOPE_DECL void scope_machine::end_of_transaction() {
+  held_.clear();
+  stats_.savepoints_in_transaction = 0;
+}
+
+PQSCOPE_DECL void scope_machine::check_savepoint_budget(const transaction_options& root, std::size_t i) {
+  const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
+  if (limit == 0) return;
+  std::uint64_t in_use = stats_.savepoints_in_transaction;
+  for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
+  if (in_use < limit) return;
+  ++stats_.savepoint_limit_exceeded;
+  const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
+                          " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
+                          " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
+  const std::string refusal_text =
+      why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
+  const usage_error refusal(refusal_text);
+  if (observer_) {
+    try {
+      statement_event ev;
+      ev.sql = "SAVEPOINT";
+      ev.depth = depth();
+      ev.warning = why;
+      ev.error = refuse_past_limit_ ? &refusal : nullptr;
+      observer_(ev);
+    } catch (...) {
+      // a logging hook must not change what the transaction does
+    }
+  }
+  if (refuse_past_limit_) throw usage_error(refusal_text);
+}
+
+PQSCOPE_DECL void scope_machine::mark_broken(const std::string& why) {
+  broken_ = true;
+  broken_reason_ = why;
+  fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
+  queue_.clear();
+  followup_.clear();
+  doom_.reset();
+}
+
+PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_error) {
+  const bool began = !frames_.empty() && frames_.front().sent;
+  if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
+  if (!began && br.state == server_state::idle) return;
+  if (frames_.empty() || !began) {
+    // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
+    push_followup("ROLLBACK", true);
+    // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
+    op_.stray = std::make_exception_ptr(usage_error(
+        br.diagnostic.empty()
+            ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
+              "back. Use pqscope::transaction or pqscope::atomic for transactions"
+            : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
+                  br.diagnostic));
+    return;
+  }
+  // The transaction ended behind the scopes' back: nothing is left to undo.
+  for (frame& f : frames_) f.sent = false;
+  queue_.clear();
+  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
+  if (!had_error)
+    op_.stray = std::make_exception_ptr(usage_error(
+        "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
+}
+
+PQSCOPE_DECL void scope_machine::pop_outermost() {
+  op_.ended = std::move(frames_.front());
+  frames_.pop_back();
+}
+
+PQSCOPE_DECL void scope_machine::start_outermost() {
+  pop_outermost();
+  doom_.reset();
+  const bool statements = statement_queued_at(0);
+  if (op_.commit)
+    // COMMIT releases every savepoint and ends every SET LOCAL: of the controls
+    // after the last statement, only a ROLLBACK TO still matters (it undoes writes).
+    trim_tail([](const item& c) { return c.k != item::rollback_to; });
+  else
+    trim_tail([](const item&) { return true; });
+  if ((!op_.ended.sent && !statements) || closed_ || broken_ || !opened_by_this_process()) {
+    clear_queue();  // nothing reached the server, or nothing can
+    return;
+  }
+  queue(item::end, op_.ended.id, 0, op_.commit ? "COMMIT" : "ROLLBACK");
+  send_requested_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::commit_nested(std::size_t i) {
+  frame f = std::move(frames_.back());
+  frames_.pop_back();
+  // A SET LOCAL with no statement after it needs no undoing; one that ran, or
+  // that a waiting statement needs, is restored below (SET LOCAL survives RELEASE).
+  bool timeouts_live = false;
+  std::size_t dropped = 0;
+  for (std::size_t k = queue_.size(); k-- > 0;) {
+    if (queue_[k].frame_id != f.id || queue_[k].k != item::timeout) continue;
+    const bool needed = std::any_of(queue_.begin() + static_cast<std::ptrdiff_t>(k) + 1, queue_.end(),
+                                    [](const item& c) { return c.k == item::user; });
+    if (needed) {
+      timeouts_live = true;
+    } else {
+      queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(k));
+      ++dropped;
+    }
+  }
+  const std::size_t timeouts =
+      (f.opts.statement_timeout.count() > 0 ? 1u : 0u) + (f.opts.lock_timeout.count() > 0 ? 1u : 0u);
+  if (dropped < timeouts) timeouts_live = true;
+  // A savepoint not yet sent is not needed: the scope can no longer roll back on
+  // its own, and a failure of a waiting statement voids the whole attempt.
+  if (f.owning && !f.sent)
+    drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::savepoint; });
+  lower_levels(i);
+  if (f.owning && f.sent) {
+    // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
+    while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
+    queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+  }
+  if (timeouts_live) {
+    restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
+    restore_timeout(f, i, "lock_timeout", &transaction_options::lock_timeout);
+  }
+  frame& parent = frames_.back();
+  for (auto& cb : f.on_commit) parent.on_commit.push_back(std::move(cb));
+  for (auto& cb : f.on_rollback) parent.on_rollback.push_back(std::move(cb));
+}
+
+PQSCOPE_DECL void scope_machine::restore_timeout(const frame& f, std::size_t i, const char* name,
+                                                 std::chrono::milliseconds transaction_options::*member) {
+  if ((f.opts.*member).count() <= 0) return;
+  std::string value = "DEFAULT";
+  for (std::size_t j = frames_.size(); j-- > 0;)
+    if ((frames_[j].opts.*member).count() > 0) {
+      value = std::to_string((frames_[j].opts.*member).count());
+      break;
+    }
+  queue(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
+}
+
+PQSCOPE_DECL void scope_machine::end_nested_rollback(std::size_t i) {
+  frame f = std::move(frames_.back());
+  frames_.pop_back();
+  if (f.owning) {
+    if (statement_queued_at(i)) {
+      // Its statements still wait: they go out after its SAVEPOINT and are undone
+      // by the ROLLBACK TO behind them, so their success is still confirmed.
+      lower_levels(i);
+      queue_rollback_to(f.id, i);
+    } else {
+      drop_queued([&](const item& c) { return c.level >= i; });
+      if (f.sent) queue_rollback_to(f.id, i);
+    }
+    if (doom_ && doom_->level >= i) doom_.reset();
+  } else {
+    lower_levels(i);
+    // Its work is undone only with the enclosing scope: its on_rollback callbacks wait for that.
+    for (auto& cb : f.on_rollback) frames_.back().on_rollback.push_back(std::move(cb));
+    // Without a savepoint nothing can be undone on its own: the enclosing scope is doomed.
+    if (!doom_) {
+      std::size_t level = i - 1;
+      while (level > 0 && !frames_[level].owning) --level;
+      doom_ = doom{level, "a nested scope without a savepoint was rolled back", ""};
+    }
+  }
+}
+
+PQSCOPE_DECL void scope_machine::run_callbacks(std::vector<callback>& cbs, bool quiet) {
+  std::exception_ptr first;
+  for (auto& cb : cbs) {
+    try {
+      cb();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first && !quiet) std::rethrow_exception(first);
+}
+#endif
+
 // A token for the calling thread: the address of a thread_local, unique among
 // live threads (cheaper to include than <thread>).
-inline std::uintptr_t this_thread_token() noexcept {
+PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept {
   static thread_local char tag = 0;
   return reinterpret_cast<std::uintptr_t>(&tag);
 }
+#endif
 
 // The blocking front end: the machine, a driver, and the loop between them.
 class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
@@ -3933,76 +4313,19 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   };
 
   // The one loop: every send of every operation goes through here.
-  void drive() {
-    if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
-    driving_ = true;
-    try {
-      while (machine.wants_send()) machine.apply(exchange(machine.plan()));
-    } catch (...) {
-      driving_ = false;
-      throw;
-    }
-    driving_ = false;
-  }
+  void drive();
 
   // Sends what is queued and waits (a batched result is read, connection::flush()).
-  void flush() override {
-    call guard(*this, "reading a result");
-    machine.request_flush();
-    drive();
-    machine.finish();
-  }
+  PQSCOPE_DECL void flush() override;  // (see statement_slot::wait)
 
   // A statement from queue_statement(): a batched one waits, any other is sent now.
-  result complete(const std::shared_ptr<statement_slot>& slot) {
-    if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
-    drive();
-    machine.finish();
-    return slot->wait();
-  }
+  result complete(const std::shared_ptr<statement_slot>& slot);
 
-  void end(std::uint64_t id, bool commit, bool* committed = nullptr) {
-    if (committed != nullptr) *committed = false;
-    if (!machine.end_scope(id, commit)) {
-      if (committed != nullptr) *committed = commit;
-      return;
-    }
-    drive();
-    if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
-    machine.finish_end(committed);
-  }
+  void end(std::uint64_t id, bool commit, bool* committed = nullptr);
 
   // Ends scope `id` and every scope opened inside it, rolling back; never throws.
   // Used by destructors, also when scopes are destroyed out of order.
-  void abandon(std::uint64_t id) noexcept {
-    // Another thread in a call: touching the machine now would race with it.
-    bool outer = false;
-    if (!call::try_enter(*this, outer)) return;
-    struct leave_on_exit {
-      sync_session& s;
-      bool outer;
-      leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
-      leave_on_exit(const leave_on_exit&) = delete;
-      leave_on_exit& operator=(const leave_on_exit&) = delete;
-      leave_on_exit(leave_on_exit&&) = delete;
-      leave_on_exit& operator=(leave_on_exit&&) = delete;
-      ~leave_on_exit() {
-        if (outer) call::leave(s);
-      }
-    } leave{*this, outer};
-    auto at = machine.index_of(id);
-    if (!at) return;
-    while (machine.depth() > *at) {
-      try {
-        if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
-          drive();
-          machine.finish_end();
-        }
-      } catch (...) {
-        // quiet endings only throw if memory runs out; the frame is gone either way
-      }
-    }
-  }
+  void abandon(std::uint64_t id) noexcept;
 
  protected:
   virtual batch_reply exchange(const std::vector<statement>& statements) = 0;
@@ -4013,6 +4336,76 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   bool driving_ = false;
   std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL void sync_session::drive() {
+  if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
+  driving_ = true;
+  try {
+    while (machine.wants_send()) machine.apply(exchange(machine.plan()));
+  } catch (...) {
+    driving_ = false;
+    throw;
+  }
+  driving_ = false;
+}
+
+PQSCOPE_DECL void sync_session::flush() {
+  call guard(*this, "reading a result");
+  machine.request_flush();
+  drive();
+  machine.finish();
+}
+
+PQSCOPE_DECL result sync_session::complete(const std::shared_ptr<statement_slot>& slot) {
+  if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
+  drive();
+  machine.finish();
+  return slot->wait();
+}
+
+PQSCOPE_DECL void sync_session::end(std::uint64_t id, bool commit, bool* committed) {
+  if (committed != nullptr) *committed = false;
+  if (!machine.end_scope(id, commit)) {
+    if (committed != nullptr) *committed = commit;
+    return;
+  }
+  drive();
+  if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
+  machine.finish_end(committed);
+}
+
+PQSCOPE_DECL void sync_session::abandon(std::uint64_t id) noexcept {
+  // Another thread in a call: touching the machine now would race with it.
+  bool outer = false;
+  if (!call::try_enter(*this, outer)) return;
+  struct leave_on_exit {
+    sync_session& s;
+    bool outer;
+    leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
+    leave_on_exit(const leave_on_exit&) = delete;
+    leave_on_exit& operator=(const leave_on_exit&) = delete;
+    leave_on_exit(leave_on_exit&&) = delete;
+    leave_on_exit& operator=(leave_on_exit&&) = delete;
+    ~leave_on_exit() {
+      if (outer) call::leave(s);
+    }
+  } leave{*this, outer};
+  auto at = machine.index_of(id);
+  if (!at) return;
+  while (machine.depth() > *at) {
+    try {
+      if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
+        drive();
+        machine.finish_end();
+      }
+    } catch (...) {
+      // quiet endings only throw if memory runs out; the frame is gone either way
+    }
+  }
+}
+#endif
 
 // The blocking front end bound to a driver.
 template <class Driver>
@@ -4052,6 +4445,13 @@ class driver_session final : public sync_session {
     }
   }
 };
+
+// Separate compilation: the session of the default driver is compiled once, with the rest.
+#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
+template class driver_session<libpq_driver>;
+#elif defined(PQSCOPE_SEPARATE_COMPILATION)
+extern template class driver_session<libpq_driver>;
+#endif
 
 }  // namespace pqscope::detail
 
@@ -4272,6 +4672,13 @@ class basic_connection {
 
 using connection = basic_connection<libpq_driver>;
 
+// Separate compilation: the connection of the default driver is compiled once, with the rest.
+#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
+template class basic_connection<libpq_driver>;
+#elif defined(PQSCOPE_SEPARATE_COMPILATION)
+extern template class basic_connection<libpq_driver>;
+#endif
+
 }  // namespace pqscope
 // #include <pqscope/database.hpp>
 // Connection settings. No socket: copy it freely, share it between threads, and
@@ -4329,6 +4736,7 @@ class database {
 // #include <pqscope/connection.hpp> (inlined above)
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
 
 namespace pqscope {
@@ -4390,57 +4798,67 @@ class transaction {
   }
 
   static std::shared_ptr<detail::sync_session> checked(std::shared_ptr<detail::sync_session> s,
-                                                       const transaction_options& options) {
-    if (options.retries != 0 || options.batch)
-      throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
-                        " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
-                        "pqscope::transactional");
-    return s;
-  }
+                                                       const transaction_options& options);
 
   // atomic(): ends the attempt if the function left it open (rolling back, after
   // the statements still queued went out), and tells whether a failed batched send
   // voided it. Throws only connection_error.
-  bool end_attempt() {
-    if (state_ == state::open && machine_->machine.index_of(id_)) {
-      state_ = state::rolled_back;
-      machine_->abandon(id_);
-      if (!machine_->machine.voided()) machine_->machine.check_usable();
-    }
-    return machine_->machine.voided().has_value();
-  }
+  bool end_attempt();
 
-  void finish(bool commit) {
-    const char* what = commit ? "commit()" : "rollback()";
-    switch (state_) {
-      case state::open: break;
-      case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
-      case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
-      case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
-    }
-    if (!machine_->machine.index_of(id_)) {
-      state_ = state::rolled_back;
-      throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
-                                            "ended first");
-    }
-    bool committed = false;
-    detail::sync_session::call guard(*machine_, what);
-    try {
-      machine_->end(id_, commit, &committed);
-      state_ = commit ? state::committed : state::rolled_back;
-    } catch (...) {
-      // The scope has ended if it left the stack; an on_commit callback may have
-      // thrown after a successful COMMIT.
-      if (!machine_->machine.index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
-      throw;
-    }
-  }
+  void finish(bool commit);
 
   std::shared_ptr<detail::sync_session> machine_;
   std::uint64_t id_ = 0;
   bool outermost_ = false;
   state state_ = state::open;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL std::shared_ptr<detail::sync_session> transaction::checked(std::shared_ptr<detail::sync_session> s,
+                                                                        const transaction_options& options) {
+  if (options.retries != 0 || options.batch)
+    throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
+                      " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
+                      "pqscope::transactional");
+  return s;
+}
+
+PQSCOPE_DECL bool transaction::end_attempt() {
+  if (state_ == state::open && machine_->machine.index_of(id_)) {
+    state_ = state::rolled_back;
+    machine_->abandon(id_);
+    if (!machine_->machine.voided()) machine_->machine.check_usable();
+  }
+  return machine_->machine.voided().has_value();
+}
+
+PQSCOPE_DECL void transaction::finish(bool commit) {
+  const char* what = commit ? "commit()" : "rollback()";
+  switch (state_) {
+    case state::open: break;
+    case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
+    case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
+    case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
+  }
+  if (!machine_->machine.index_of(id_)) {
+    state_ = state::rolled_back;
+    throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
+                                          "ended first");
+  }
+  bool committed = false;
+  detail::sync_session::call guard(*machine_, what);
+  try {
+    machine_->end(id_, commit, &committed);
+    state_ = commit ? state::committed : state::rolled_back;
+  } catch (...) {
+    // The scope has ended if it left the stack; an on_commit callback may have
+    // thrown after a successful COMMIT.
+    if (!machine_->machine.index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
+    throw;
+  }
+}
+#endif
 
 namespace detail {
 
@@ -4455,7 +4873,9 @@ decltype(auto) call_with_optional_connection(Fn& fn, Conn& c) {
   }
 }
 
-inline bool is_retryable(const std::exception_ptr& e) {
+PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
   } catch (const serialization_failure&) {
@@ -4468,10 +4888,13 @@ inline bool is_retryable(const std::exception_ptr& e) {
     return false;
   }
 }
+#endif
 
 // Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from
 // the clock, the process and the thread (no <random>, ~47k lines per includer).
-inline std::uint64_t jitter_bits() noexcept {
+PQSCOPE_DECL std::uint64_t jitter_bits() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::uint64_t jitter_bits() noexcept {
   static thread_local std::uint64_t state =
       static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
       (static_cast<std::uint64_t>(::getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(&state);
@@ -4480,23 +4903,30 @@ inline std::uint64_t jitter_bits() noexcept {
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
+#endif
 
 // Jittered exponential backoff: spreads out clients that conflicted with each other.
-inline std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
+PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
   const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
   const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
   const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
   const std::uint64_t span = static_cast<std::uint64_t>(d - d / 2) + 1;  // [d/2, d]
   return std::chrono::milliseconds(d / 2 + static_cast<std::int64_t>(jitter_bits() % span));
 }
+#endif
 
 // Sleeps without <thread> (~17k lines per includer).
-inline void pause(std::chrono::milliseconds d) noexcept {
+PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept {
   if (d.count() <= 0) return;
   timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>((d.count() % 1000) * 1000000)};
   while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
 }
+#endif
 
 }  // namespace detail
 
@@ -4615,6 +5045,7 @@ auto transactional(Fn fn, transaction_options options = {}) {
 // #include <pqscope/driver.hpp> (inlined above)
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
 
 namespace pqscope {
@@ -4684,44 +5115,53 @@ struct pool_state {
   [[nodiscard]] bool in_creating_process() const noexcept { return pid == current_pid(); }
 
   // Clean enough for the next lease: nothing of this lease's work can reach it.
-  static bool reusable(const connection& c) noexcept {
-    PGconn* h = c.native_handle();
-    return h != nullptr && c.depth() == 0 && PQstatus(h) == CONNECTION_OK &&
-           PQtransactionStatus(h) == PQTRANS_IDLE &&
-           // an exchange cut short leaves pipeline mode on
-           PQpipelineStatus(h) == PQ_PIPELINE_OFF;
-  }
+  static bool reusable(const connection& c) noexcept;
 
-  [[nodiscard]] bool expired(const pool_entry& e, pool_clock::time_point now) const noexcept {
-    return opts.max_lifetime.count() > 0 && now - e.created >= opts.max_lifetime;
-  }
+  [[nodiscard]] bool expired(const pool_entry& e, pool_clock::time_point now) const noexcept;
 
   // Never throws: called from lease destructors. Connections are closed outside the lock.
-  void give_back(pool_entry e) noexcept {
-    // In a forked child the mutex may be held by a parent thread that does not
-    // exist here; the connection's destructor abandons the parent's session.
-    if (!in_creating_process()) return;
-    const bool clean = e.conn && reusable(*e.conn);
-    const auto now = pool_clock::now();
-    std::unique_lock<std::mutex> lock(m);
-    if (!clean) ++stats.closed_dirty;
-    if (clean && !closed && !expired(e, now)) {
-      e.last_used = now;
-      try {
-        idle.push_back(std::move(e));
-        freed.notify_one();
-        return;
-      } catch (...) {  // out of memory: close it instead
-      }
-    } else if (clean && !closed) {
-      ++stats.closed_expired;
-    }
-    --open;
-    freed.notify_one();
-    lock.unlock();
-    e.conn.reset();
-  }
+  void give_back(pool_entry e) noexcept;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL bool pool_state::reusable(const connection& c) noexcept {
+  PGconn* h = c.native_handle();
+  return h != nullptr && c.depth() == 0 && PQstatus(h) == CONNECTION_OK &&
+         PQtransactionStatus(h) == PQTRANS_IDLE &&
+         // an exchange cut short leaves pipeline mode on
+         PQpipelineStatus(h) == PQ_PIPELINE_OFF;
+}
+
+PQSCOPE_DECL bool pool_state::expired(const pool_entry& e, pool_clock::time_point now) const noexcept {
+  return opts.max_lifetime.count() > 0 && now - e.created >= opts.max_lifetime;
+}
+
+PQSCOPE_DECL void pool_state::give_back(pool_entry e) noexcept {
+  // In a forked child the mutex may be held by a parent thread that does not
+  // exist here; the connection's destructor abandons the parent's session.
+  if (!in_creating_process()) return;
+  const bool clean = e.conn && reusable(*e.conn);
+  const auto now = pool_clock::now();
+  std::unique_lock<std::mutex> lock(m);
+  if (!clean) ++stats.closed_dirty;
+  if (clean && !closed && !expired(e, now)) {
+    e.last_used = now;
+    try {
+      idle.push_back(std::move(e));
+      freed.notify_one();
+      return;
+    } catch (...) {  // out of memory: close it instead
+    }
+  } else if (clean && !closed) {
+    ++stats.closed_expired;
+  }
+  --open;
+  freed.notify_one();
+  lock.unlock();
+  e.conn.reset();
+}
+#endif
 
 }  // namespace detail
 
@@ -4752,20 +5192,13 @@ class lease {
   ~lease() { give_back(); }
 
   // usage_error once released or moved from.
-  [[nodiscard]] connection& get() {
-    check();
-    return *entry_.conn;
-  }
+  [[nodiscard]] connection& get();
   [[nodiscard]] connection& operator*() { return get(); }
   [[nodiscard]] connection* operator->() { return &get(); }
 
   // Returns the connection now rather than at the end of the lease's scope; using
   // the lease afterwards is a usage_error, and so is releasing it twice.
-  void release() {
-    check();
-    give_back();
-    status_ = status::released;
-  }
+  void release();
 
  private:
   friend class pool;
@@ -4774,21 +5207,39 @@ class lease {
   lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry)
       : state_(std::move(state)), entry_(std::move(entry)) {}
 
-  void check() const {
-    if (status_ == status::released) throw usage_error("this lease was released; acquire() another");
-    if (status_ == status::moved_from) throw usage_error("this lease was moved from");
-  }
+  void check() const;
 
-  void give_back() noexcept {
-    if (entry_.conn && state_) state_->give_back(std::move(entry_));
-    entry_ = detail::pool_entry{};
-    state_.reset();
-  }
+  void give_back() noexcept;
 
   std::shared_ptr<detail::pool_state> state_;
   detail::pool_entry entry_;  // conn == nullptr: none (an optional here trips g++'s maybe-uninitialized)
   status status_ = status::active;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL connection& lease::get() {
+  check();
+  return *entry_.conn;
+}
+
+PQSCOPE_DECL void lease::release() {
+  check();
+  give_back();
+  status_ = status::released;
+}
+
+PQSCOPE_DECL void lease::check() const {
+  if (status_ == status::released) throw usage_error("this lease was released; acquire() another");
+  if (status_ == status::moved_from) throw usage_error("this lease was moved from");
+}
+
+PQSCOPE_DECL void lease::give_back() noexcept {
+  if (entry_.conn && state_) state_->give_back(std::move(entry_));
+  entry_ = detail::pool_entry{};
+  state_.reset();
+}
+#endif
 
 class pool {
  public:
@@ -4823,120 +5274,137 @@ class pool {
   // An idle connection (checked first if it sat longer than health_check_after),
   // or a new one while fewer than max_size are open; otherwise waits up to
   // acquire_timeout and throws pool_timeout. connection_error if connecting fails.
-  [[nodiscard]] lease acquire() {
-    detail::pool_state& s = *state_;
-    if (!s.in_creating_process())
-      throw usage_error("this pool was created by process " + std::to_string(s.pid) +
-                        "; its connections belong to that process: create the pool after fork()");
-    const auto deadline = detail::pool_clock::now() + s.opts.acquire_timeout;
-    for (;;) {
-      std::vector<detail::pool_entry> doomed;  // closed after the lock is let go
-      std::unique_lock<std::mutex> lock(s.m);
-      for (;;) {
-        sweep(doomed);
-        if (!s.idle.empty() || s.open < s.opts.max_size) break;
-        if (!s.freed.wait_until(lock, deadline, [&] { return !s.idle.empty() || s.open < s.opts.max_size; })) {
-          ++s.stats.timeouts;
-          throw pool_timeout("no connection came free within " + std::to_string(s.opts.acquire_timeout.count()) +
-                             " ms (max_size " + std::to_string(s.opts.max_size) + ", all leased)");
-        }
-      }
-
-      if (s.idle.empty()) {
-        ++s.open;  // reserve the slot, then connect without the lock
-        lock.unlock();
-        doomed.clear();
-        return lease(state_, open_new());
-      }
-
-      detail::pool_entry e = std::move(s.idle.back());
-      s.idle.pop_back();
-      const auto now = detail::pool_clock::now();
-      const bool check = s.opts.health_check_after.count() == 0 || now - e.last_used > s.opts.health_check_after;
-      lock.unlock();
-      doomed.clear();
-      if (!check || healthy(*e.conn)) {
-        lock.lock();
-        ++s.stats.reused;
-        lock.unlock();
-        return lease(state_, std::move(e));
-      }
-      lock.lock();
-      ++s.stats.health_check_failures;
-      --s.open;
-      s.freed.notify_one();
-      lock.unlock();
-      e.conn.reset();
-      // and round again: another idle connection, or a new one in the freed slot
-    }
-  }
+  [[nodiscard]] lease acquire();
 
   // Connections open or being opened, leased or idle.
-  [[nodiscard]] std::size_t size() const {
-    std::lock_guard<std::mutex> lock(state_->m);
-    return state_->open;
-  }
-  [[nodiscard]] std::size_t idle() const {
-    std::lock_guard<std::mutex> lock(state_->m);
-    return state_->idle.size();
-  }
+  [[nodiscard]] std::size_t size() const;
+  [[nodiscard]] std::size_t idle() const;
   [[nodiscard]] std::size_t max_size() const noexcept { return state_->opts.max_size; }
-  [[nodiscard]] pool_stats stats() const {
-    std::lock_guard<std::mutex> lock(state_->m);
-    return state_->stats;
-  }
+  [[nodiscard]] pool_stats stats() const;
 
  private:
   // Under the lock: moves idle connections past idle_timeout or max_lifetime to `doomed`.
-  void sweep(std::vector<detail::pool_entry>& doomed) {
-    detail::pool_state& s = *state_;
-    const auto now = detail::pool_clock::now();
-    std::size_t before = doomed.size();
-    for (auto it = s.idle.begin(); it != s.idle.end();) {
-      const bool idle_too_long = s.opts.idle_timeout.count() > 0 && now - it->last_used >= s.opts.idle_timeout;
-      if (idle_too_long || s.expired(*it, now)) {
-        doomed.push_back(std::move(*it));
-        it = s.idle.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    const std::size_t n = doomed.size() - before;
-    if (n == 0) return;
-    s.open -= n;
-    s.stats.closed_expired += n;
-    s.freed.notify_all();  // more slots than this caller needs may have come free
-  }
+  void sweep(std::vector<detail::pool_entry>& doomed);
 
   // Called with a slot reserved; gives it back if the connect fails.
-  detail::pool_entry open_new() {
-    detail::pool_state& s = *state_;
-    try {
-      detail::pool_entry e;
-      e.conn = std::make_unique<connection>(s.conninfo, s.conn_opts);
-      e.created = e.last_used = detail::pool_clock::now();
-      std::lock_guard<std::mutex> lock(s.m);
-      ++s.stats.created;
-      return e;
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(s.m);
-      --s.open;
-      s.freed.notify_one();
-      throw;
-    }
-  }
+  detail::pool_entry open_new();
 
-  static bool healthy(connection& c) noexcept {
-    try {
-      c.execute("SELECT 1");
-      return detail::pool_state::reusable(c);
-    } catch (...) {
-      return false;
-    }
-  }
+  static bool healthy(connection& c) noexcept;
 
   std::shared_ptr<detail::pool_state> state_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL lease pool::acquire() {
+  detail::pool_state& s = *state_;
+  if (!s.in_creating_process())
+    throw usage_error("this pool was created by process " + std::to_string(s.pid) +
+                      "; its connections belong to that process: create the pool after fork()");
+  const auto deadline = detail::pool_clock::now() + s.opts.acquire_timeout;
+  for (;;) {
+    std::vector<detail::pool_entry> doomed;  // closed after the lock is let go
+    std::unique_lock<std::mutex> lock(s.m);
+    for (;;) {
+      sweep(doomed);
+      if (!s.idle.empty() || s.open < s.opts.max_size) break;
+      if (!s.freed.wait_until(lock, deadline, [&] { return !s.idle.empty() || s.open < s.opts.max_size; })) {
+        ++s.stats.timeouts;
+        throw pool_timeout("no connection came free within " + std::to_string(s.opts.acquire_timeout.count()) +
+                           " ms (max_size " + std::to_string(s.opts.max_size) + ", all leased)");
+      }
+    }
+
+    if (s.idle.empty()) {
+      ++s.open;  // reserve the slot, then connect without the lock
+      lock.unlock();
+      doomed.clear();
+      return lease(state_, open_new());
+    }
+
+    detail::pool_entry e = std::move(s.idle.back());
+    s.idle.pop_back();
+    const auto now = detail::pool_clock::now();
+    const bool check = s.opts.health_check_after.count() == 0 || now - e.last_used > s.opts.health_check_after;
+    lock.unlock();
+    doomed.clear();
+    if (!check || healthy(*e.conn)) {
+      lock.lock();
+      ++s.stats.reused;
+      lock.unlock();
+      return lease(state_, std::move(e));
+    }
+    lock.lock();
+    ++s.stats.health_check_failures;
+    --s.open;
+    s.freed.notify_one();
+    lock.unlock();
+    e.conn.reset();
+    // and round again: another idle connection, or a new one in the freed slot
+  }
+}
+
+PQSCOPE_DECL std::size_t pool::size() const {
+  std::lock_guard<std::mutex> lock(state_->m);
+  return state_->open;
+}
+
+PQSCOPE_DECL std::size_t pool::idle() const {
+  std::lock_guard<std::mutex> lock(state_->m);
+  return state_->idle.size();
+}
+
+PQSCOPE_DECL pool_stats pool::stats() const {
+  std::lock_guard<std::mutex> lock(state_->m);
+  return state_->stats;
+}
+
+PQSCOPE_DECL void pool::sweep(std::vector<detail::pool_entry>& doomed) {
+  detail::pool_state& s = *state_;
+  const auto now = detail::pool_clock::now();
+  std::size_t before = doomed.size();
+  for (auto it = s.idle.begin(); it != s.idle.end();) {
+    const bool idle_too_long = s.opts.idle_timeout.count() > 0 && now - it->last_used >= s.opts.idle_timeout;
+    if (idle_too_long || s.expired(*it, now)) {
+      doomed.push_back(std::move(*it));
+      it = s.idle.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const std::size_t n = doomed.size() - before;
+  if (n == 0) return;
+  s.open -= n;
+  s.stats.closed_expired += n;
+  s.freed.notify_all();  // more slots than this caller needs may have come free
+}
+
+PQSCOPE_DECL detail::pool_entry pool::open_new() {
+  detail::pool_state& s = *state_;
+  try {
+    detail::pool_entry e;
+    e.conn = std::make_unique<connection>(s.conninfo, s.conn_opts);
+    e.created = e.last_used = detail::pool_clock::now();
+    std::lock_guard<std::mutex> lock(s.m);
+    ++s.stats.created;
+    return e;
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(s.m);
+    --s.open;
+    s.freed.notify_one();
+    throw;
+  }
+}
+
+PQSCOPE_DECL bool pool::healthy(connection& c) noexcept {
+  try {
+    c.execute("SELECT 1");
+    return detail::pool_state::reusable(c);
+  } catch (...) {
+    return false;
+  }
+}
+#endif
 
 }  // namespace pqscope
 

@@ -9,19 +9,26 @@
 #include <cstring>
 #include <string>
 
+#include <pqscope/detail/config.hpp>
+
 namespace pqscope::detail {
 
 // PostgreSQL keeps NAMEDATALEN - 1 = 63 bytes; cut on a UTF-8 character boundary.
-inline std::string cut_utf8(std::string s, std::size_t max_bytes) {
+PQSCOPE_DECL std::string cut_utf8(std::string s, std::size_t max_bytes);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string cut_utf8(std::string s, std::size_t max_bytes) {
   if (s.size() <= max_bytes) return s;
   std::size_t n = max_bytes;
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   s.resize(n);
   return s;
 }
+#endif
 
 // argv[0] from /proc (plain read(2): <fstream> would cost every includer ~36k lines).
-inline std::string program_name() {
+PQSCOPE_DECL std::string program_name();
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string program_name() {
   std::string cmdline;
   const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
@@ -34,8 +41,11 @@ inline std::string program_name() {
   if (slash != std::string::npos) cmdline.erase(0, slash + 1);
   return cmdline.empty() ? "pqscope" : cmdline;
 }
+#endif
 
-inline std::string default_application_name() {
+PQSCOPE_DECL std::string default_application_name();
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string default_application_name() {
   std::string user;
   struct passwd pw {};
   struct passwd* found = nullptr;
@@ -48,5 +58,6 @@ inline std::string default_application_name() {
   h = h.substr(0, h.find('.'));
   return cut_utf8(program_name() + ":" + user + "@" + h, 63);
 }
+#endif
 
 }  // namespace pqscope::detail

@@ -57,6 +57,7 @@
 #include <pqscope/params.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/stats.hpp>
+#include <pqscope/detail/config.hpp>
 #include <pqscope/detail/sql_text.hpp>
 
 namespace pqscope::detail {
@@ -64,11 +65,16 @@ namespace pqscope::detail {
 // The process id, read once and refreshed in the child by a fork handler: getpid()
 // is a system call (glibc no longer caches it) and the fork check runs on every
 // statement and scope.
-inline std::atomic<pid_t>& pid_slot() noexcept {
+PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept {
   static std::atomic<pid_t> pid{::getpid()};
   return pid;
 }
-inline pid_t current_pid() noexcept {
+#endif
+PQSCOPE_DECL pid_t current_pid() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL pid_t current_pid() noexcept {
   static const bool registered = [] {
     ::pthread_atfork(nullptr, nullptr, [] { pid_slot().store(::getpid(), std::memory_order_relaxed); });
     pid_slot().store(::getpid(), std::memory_order_relaxed);  // in case a fork came before registration
@@ -77,10 +83,13 @@ inline pid_t current_pid() noexcept {
   (void)registered;
   return pid_slot().load(std::memory_order_relaxed);
 }
+#endif
 
 // The error a failed statement raises: the server's fields, the statement's text
 // (for the caret), and `context` before the message (set_local names its setting).
-inline std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {}) {
+PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {});
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
   try {
     throw_sql_error(error_fields{r.sqlstate, context + r.message, r.detail, r.hint, std::string(sql), r.position,
                                  r.schema, r.table, r.column, r.datatype, r.constraint});
@@ -88,6 +97,7 @@ inline std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, co
     return std::current_exception();
   }
 }
+#endif
 
 // Whatever can send the queue now: the front end that owns the machine.
 class sender {
@@ -108,41 +118,13 @@ class statement_slot final : public deferred_answer {
  public:
   enum class state { queued, answered, failed };
 
-  result wait() override {
-    if (st == state::queued) {
-      std::shared_ptr<sender> s = owner.lock();
-      if (!s) throw connection_error("the connection was closed before this statement was sent");
-      s->flush();
-    }
-    if (st == state::failed) std::rethrow_exception(error);
-    if (st == state::queued) throw usage_error("this statement's answer is not available");  // cannot happen
-    return res;
-  }
+  PQSCOPE_DECL result wait() override;  // inline in header-only mode: no key function, no vtable in every TU
 
-  void answer(result r) {
-    st = state::answered;
-    res = std::move(r);
-  }
-  void fail(std::exception_ptr e) {
-    st = state::failed;
-    error = std::move(e);
-  }
+  void answer(result r);
+  void fail(std::exception_ptr e);
 
   // Copies the text and parameters, so the statement can wait past the caller's call.
-  void own() {
-    text_.assign(sql.data(), sql.size());
-    sql = text_;
-    stmt.sql = text_.c_str();
-    values_.clear();
-    values_.reserve(static_cast<std::size_t>(stmt.n_params));
-    pointers_.clear();
-    for (int i = 0; i < stmt.n_params; ++i) values_.emplace_back(stmt.values[i] != nullptr ? stmt.values[i] : "");
-    for (int i = 0; i < stmt.n_params; ++i)
-      pointers_.push_back(stmt.values[i] != nullptr ? values_[static_cast<std::size_t>(i)].c_str() : nullptr);
-    if (stmt.types != nullptr) types_.assign(stmt.types, stmt.types + stmt.n_params);
-    stmt.values = pointers_.empty() ? nullptr : pointers_.data();
-    stmt.types = types_.empty() ? nullptr : types_.data();
-  }
+  void own();
 
   state st = state::queued;
   result res;
@@ -159,6 +141,45 @@ class statement_slot final : public deferred_answer {
   std::vector<const char*> pointers_;
   std::vector<unsigned> types_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL result statement_slot::wait() {
+  if (st == state::queued) {
+    std::shared_ptr<sender> s = owner.lock();
+    if (!s) throw connection_error("the connection was closed before this statement was sent");
+    s->flush();
+  }
+  if (st == state::failed) std::rethrow_exception(error);
+  if (st == state::queued) throw usage_error("this statement's answer is not available");  // cannot happen
+  return res;
+}
+
+PQSCOPE_DECL void statement_slot::answer(result r) {
+  st = state::answered;
+  res = std::move(r);
+}
+
+PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
+  st = state::failed;
+  error = std::move(e);
+}
+
+PQSCOPE_DECL void statement_slot::own() {
+  text_.assign(sql.data(), sql.size());
+  sql = text_;
+  stmt.sql = text_.c_str();
+  values_.clear();
+  values_.reserve(static_cast<std::size_t>(stmt.n_params));
+  pointers_.clear();
+  for (int i = 0; i < stmt.n_params; ++i) values_.emplace_back(stmt.values[i] != nullptr ? stmt.values[i] : "");
+  for (int i = 0; i < stmt.n_params; ++i)
+    pointers_.push_back(stmt.values[i] != nullptr ? values_[static_cast<std::size_t>(i)].c_str() : nullptr);
+  if (stmt.types != nullptr) types_.assign(stmt.types, stmt.types + stmt.n_params);
+  stmt.values = pointers_.empty() ? nullptr : pointers_.data();
+  stmt.types = types_.empty() ? nullptr : types_.data();
+}
+#endif
 
 // The first failure of a voided batched attempt.
 struct attempt_failure {
@@ -179,195 +200,37 @@ class scope_machine {
   scope_machine() = default;
   scope_machine(const scope_machine&) = delete;
   scope_machine& operator=(const scope_machine&) = delete;
-  ~scope_machine() { fail_queued(closed_error()); }
+  ~scope_machine();
 
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
-  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
-    savepoint_limit_ = limit;
-    refuse_past_limit_ = refuse;
-  }
+  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
 
   // ---- scopes -------------------------------------------------------------
 
-  std::uint64_t open(const transaction_options& o, attempt_info attempt = {}) {
-    check_usable();
-    if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
-      throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
-    if (!frames_.empty()) {
-      const transaction_options& root = frames_.front().opts;
-      if (o.durable)
-        throw usage_error("a durable scope must be the outermost one, but " + std::to_string(depth()) +
-                          " scope(s) are open: a durable scope promises a real COMMIT at its end");
-      if (o.isolation != isolation::server_default && o.isolation != root.isolation)
-        throw usage_error("a nested scope cannot change the isolation level of the transaction it is part of; "
-                          "set it on the outermost scope");
-      if (o.read_only && !root.read_only)
-        throw usage_error("a nested scope cannot make a read-write transaction read-only; set read_only on the "
-                          "outermost scope");
-      if (o.deferrable && !root.deferrable)
-        throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
-      throw_if_void("opening a nested scope");
-      throw_if_doomed("opening a nested scope");
-      attempt = frames_.front().attempt;
-    }
-    const std::size_t i = frames_.size();
-    if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
-    frame f;
-    f.id = next_id_++;
-    f.opts = o;
-    f.owning = i == 0 || o.savepoint;
-    f.attempt = attempt;
-    frames_.push_back(std::move(f));
-    const std::uint64_t id = frames_.back().id;
-    if (i == 0) {
-      xid_.clear();
-      xid_pending_ = false;
-      void_.reset();
-      if (attempt.batched) ++stats_.batched_attempts;
-      queue(item::begin, id, 0, begin_sql(o));
-    } else if (o.savepoint) {
-      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
-    }
-    if (o.statement_timeout.count() > 0)
-      queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
-    if (o.lock_timeout.count() > 0)
-      queue(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
-    return id;
-  }
+  std::uint64_t open(const transaction_options& o, attempt_info attempt = {});
 
-  [[nodiscard]] std::optional<std::size_t> index_of(std::uint64_t id) const noexcept {
-    for (std::size_t i = 0; i < frames_.size(); ++i)
-      if (frames_[i].id == id) return i;
-    return std::nullopt;
-  }
+  [[nodiscard]] std::optional<std::size_t> index_of(std::uint64_t id) const noexcept;
 
   // Ends scope `id` (the innermost) by commit or rollback. A nested scope ends
   // here (false). The outermost one returns true: drive the loop, settle a lost
   // COMMIT if needs_resolution() asks, then finish_end(). `quiet`: the destructor
   // path, which throws nothing later.
-  bool end_scope(std::uint64_t id, bool commit, bool quiet = false) {
-    if (!quiet && !opened_by_this_process()) check_usable();
-    const std::size_t i = innermost_index(id, commit ? "commit()" : "rollback()");
-    op_ = operation{};
-    op_.commit = commit;
-    op_.quiet = quiet;
-    if ((closed_ || broken_) && commit) {
-      if (i == 0) {
-        pop_outermost();
-        if (opened_by_this_process()) run_callbacks(op_.ended.on_rollback, true);
-        op_ = operation{};
-      } else {
-        end_nested_rollback(i);
-      }
-      check_usable();  // throws
-    }
-    if (void_) {  // the attempt is rolled back on the server already; its callbacks never fire
-      frames_.pop_back();
-      if (i == 0) {
-        queue_.clear();
-        op_.replay = true;
-        return true;
-      }
-      if (commit && !quiet) throw_void("commit() refused");
-      return false;
-    }
-    if (commit && doom_) {
-      op_.refused = *doom_;
-      op_.commit = false;
-    }
-    if (i == 0) {
-      start_outermost();
-      return true;
-    }
-    if (op_.commit) {
-      commit_nested(i);
-      return false;
-    }
-    end_nested_rollback(i);
-    if (op_.refused && !quiet) refuse(*op_.refused);
-    return false;
-  }
+  bool end_scope(std::uint64_t id, bool commit, bool quiet = false);
 
   // The transaction id whose fate a lost COMMIT left unknown, when the front end
   // should ask a fresh connection (resolve_in_doubt); then resolve() with the answer.
-  [[nodiscard]] std::optional<std::string> needs_resolution() const {
-    if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && !op_.xid.empty())
-      return op_.xid;
-    return std::nullopt;
-  }
-  void resolve(std::string outcome) {
-    op_.resolved = true;
-    op_.resolution = std::move(outcome);
-  }
+  [[nodiscard]] std::optional<std::string> needs_resolution() const;
+  void resolve(std::string outcome);
 
   // After the loop: settles the outermost COMMIT or ROLLBACK, runs callbacks and
   // throws what the operation must throw. `committed` tells whether the work was
   // committed, also when an on_commit callback throws afterwards.
-  void finish_end(bool* committed = nullptr) {
-    if (committed != nullptr) *committed = false;
-    operation op = std::move(op_);
-    op_ = operation{};
-    frame& f = op.ended;
-    if (op.replay) {
-      if (op.quiet) return;
-      throw_void(op.commit ? "commit() refused" : "rollback()");
-    }
-    if (!op.commit) {
-      if (op.sent_end) ++stats_.transactions_rolled_back;
-      // In a forked child nothing was rolled back: the transaction is the parent's.
-      if (opened_by_this_process()) run_callbacks(f.on_rollback, op.quiet);
-      if (op.lost && !op.quiet) throw connection_error("connection lost during ROLLBACK: " + *op.lost);
-      if (op.refused && !op.quiet) refuse(*op.refused);
-      return;
-    }
-    auto done = [&] {
-      ++stats_.transactions_committed;
-      if (committed != nullptr) *committed = true;
-      run_callbacks(f.on_commit, false);
-    };
-    if (!op.sent_end) {  // nothing ever reached the server: nothing to commit
-      if (committed != nullptr) *committed = true;
-      run_callbacks(f.on_commit, false);
-      return;
-    }
-    if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
-      // Without an xid the transaction wrote nothing: nothing was lost.
-      const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
-      if (outcome == "committed") return done();
-      if (outcome == "aborted") {
-        ++stats_.transactions_rolled_back;
-        run_callbacks(f.on_rollback, false);
-        throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
-                               "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
-      }
-      throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
-                           op.xid + " gave no answer (" + outcome +
-                           "); the transaction may or may not have committed: " + *op.lost);
-    }
-    if (op.lost)
-      throw in_doubt_error("the connection was lost after COMMIT was sent, so the transaction may or may not have "
-                           "committed: " + *op.lost);
-    if (op.failure || op.end_reply.st != reply::status::ok) {
-      ++stats_.transactions_rolled_back;
-      run_callbacks(f.on_rollback, false);
-      if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
-      if (op.failure) std::rethrow_exception(op.failure);
-      std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
-    }
-    if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
-      ++stats_.transactions_rolled_back;
-      run_callbacks(f.on_rollback, false);
-      throw transaction_aborted("COMMIT was answered with " + op.end_reply.command +
-                                    ": the transaction had failed and was rolled back",
-                                "the server rolled the transaction back", "");
-    }
-    done();
-  }
+  void finish_end(bool* committed = nullptr);
 
   // The last outermost attempt was voided by a failed batched send: atomic() runs
   // the function again. Its first failure, or nothing.
@@ -379,280 +242,39 @@ class scope_machine {
   // Queues a user statement. Unbatched it is due at once: drive, finish(), then
   // read the slot. In a batched attempt it waits; the slot fills when it is sent.
   std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const param_list& params,
-                                                  std::weak_ptr<sender> owner) {
-    check_usable();
-    if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
-      throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
-                        "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
-    if (is_copy_stream(sql))
-      throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
-    throw_if_void("statement refused");
-    throw_if_doomed("statement refused");
-    auto slot = std::make_shared<statement_slot>();
-    slot->stmt = statement{sql, params.size(), params.values(), params.types()};
-    slot->sql = text;
-    slot->owner = std::move(owner);
-    slot->depth = depth();
-    const bool lazy = batching();
-    if (!frames_.empty()) {
-      slot->attempt = frames_.front().attempt.number;
-      slot->batched = lazy;
-    }
-    if (lazy) slot->own();
-    item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
-    it.slot = slot;
-    if (!lazy) {
-      op_ = operation{};
-      send_requested_ = true;
-    }
-    return slot;
-  }
+                                                  std::weak_ptr<sender> owner);
 
   // Asks for what is queued, up to the last statement, to go out now (a batched
   // result is read, connection::flush()). Then drive and finish().
-  void request_flush() {
-    check_usable();
-    op_ = operation{};
-    send_requested_ = true;
-  }
+  void request_flush();
 
   // After driving a statement or a flush: throws what the loop found.
-  void finish() {
-    operation op = std::move(op_);
-    op_ = operation{};
-    if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
-    if (op.stray) std::rethrow_exception(op.stray);
-    if (void_ && !frames_.empty()) throw_void("flush()");
-  }
+  void finish();
 
-  void set_local(std::string_view name, std::string_view value) {
-    check_usable();
-    if (frames_.empty())
-      throw usage_error("set_local(\"" + std::string(name) +
-                        "\") outside a scope: a session-level setting would leak to other clients of a "
-                        "pooled server connection; open a pqscope::transaction first");
-    if (name.empty()) throw usage_error("set_local(): the setting name is empty");
-    throw_if_void("set_local() refused");
-    throw_if_doomed("set_local() refused");
-    param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
-    (void)check;
-    item& c = queue(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
-    c.args = {std::string(name), std::string(value)};
-    c.context = "set_local(\"" + std::string(name) + "\"): ";
-  }
+  void set_local(std::string_view name, std::string_view value);
 
-  void on_commit(callback fn) {
-    check_usable();
-    if (frames_.empty()) {
-      fn();  // autocommit: what ran before is already durable
-      return;
-    }
-    frames_.back().on_commit.push_back(std::move(fn));
-  }
+  void on_commit(callback fn);
 
-  void on_rollback(callback fn) {
-    check_usable();
-    if (!frames_.empty()) frames_.back().on_rollback.push_back(std::move(fn));
-    // outside a scope there is nothing to roll back: the callback can never run
-  }
+  void on_rollback(callback fn);
 
   // ---- the loop -------------------------------------------------------------
 
-  [[nodiscard]] bool wants_send() noexcept {
-    if (closed_ || broken_ || !opened_by_this_process()) {
-      send_requested_ = false;
-      followup_.clear();
-      return false;
-    }
-    if (!followup_.empty()) return true;
-    if (!send_requested_) return false;
-    for (const item& it : queue_)
-      if (it.k == item::user || it.k == item::end) return true;
-    send_requested_ = false;
-    return false;
-  }
+  [[nodiscard]] bool wants_send() noexcept;
 
   // The next batch: one pipeline, one sync. Valid until apply().
-  const std::vector<statement>& plan() {
-    in_flight_.clear();
-    if (!followup_.empty()) {
-      in_flight_.push_back(std::move(followup_.front()));
-      followup_.erase(followup_.begin());
-    } else {
-      send_requested_ = false;
-      // Up to the last statement or the end of the transaction: controls queued
-      // after it wait, so a scope that runs nothing more costs no savepoint.
-      std::size_t n = 0, last_user = 0;
-      for (std::size_t k = 0; k < queue_.size(); ++k) {
-        if (queue_[k].k == item::user) last_user = k + 1;
-        if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
-      }
-      // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
-      // after the last statement, or before the COMMIT if statements went out unanswered.
-      const bool ends = n > 0 && queue_[n - 1].k == item::end;
-      const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
-      const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
-      for (std::size_t k = 0; k < n; ++k) {
-        if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
-        in_flight_.push_back(std::move(queue_[k]));
-        if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
-      }
-      // Until an answer to the id query comes back, statements sent may have written.
-      if (last_user > 0) xid_pending_ = true;
-      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
-    }
-    out_.clear();
-    out_args_.assign(in_flight_.size(), {});
-    std::size_t users = 0;
-    for (std::size_t k = 0; k < in_flight_.size(); ++k) {
-      const item& it = in_flight_[k];
-      if (it.k == item::user) {
-        ++users;
-        out_.push_back(it.slot->stmt);
-        continue;
-      }
-      for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
-      out_.push_back(statement{it.sql.c_str(), static_cast<int>(out_args_[k].size()),
-                               out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
-    }
-    ++stats_.round_trips;
-    stats_.statements += users;
-    stats_.control_statements += out_.size() - users;
-    sent_at_ = clock::now();
-    return out_;
-  }
+  const std::vector<statement>& plan();
 
   // Applies the answers to the batch from plan(). Throws only if memory runs out.
-  void apply(batch_reply br) {
-    const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
-    std::vector<item> batch = std::move(in_flight_);
-    in_flight_.clear();
-    if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
-
-    if (!batch.empty() && batch.front().k == item::followup) {
-      end_of_transaction();
-      if (br.lost) {
-        mark_broken(br.lost_message);
-        if (op_.followup) op_.followup_lost = br.lost_message;
-      }
-      return;
-    }
-
-    std::optional<std::size_t> failed_at;
-    bool end_in_batch = false;
-    for (std::size_t k = 0; k < batch.size(); ++k) {
-      item& it = batch[k];
-      reply& r = br.replies[k];
-      if (it.k == item::end) {
-        end_in_batch = true;
-        op_.sent_end = true;
-        op_.end_reply = r;
-        end_of_transaction();
-      }
-      if (r.st == reply::status::error && !failed_at) failed_at = k;
-      if (r.st != reply::status::ok) continue;
-      switch (it.k) {
-        case item::begin:
-        case item::savepoint:
-          if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
-          if (it.k == item::begin) held_.assign(1, 0);
-          if (it.k == item::savepoint) {
-            ++stats_.savepoints;
-            hold(it.sp);
-          }
-          break;
-        case item::release:
-          fold(it.sp, false);
-          break;
-        case item::rollback_to:
-          fold(it.sp, true);
-          break;
-        case item::user:
-          it.slot->answer(r.res);
-          notify(*it.slot, elapsed, nullptr, &r.res);
-          break;
-        case item::xid:
-          xid_pending_ = false;
-          if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
-          break;
-        default: break;
-      }
-    }
-
-    if (br.lost) {
-      if (end_in_batch) {
-        op_.lost = br.lost_message;
-        op_.xid = xid_;
-        op_.xid_unknown = xid_.empty() && xid_pending_;
-      }
-      mark_broken(br.lost_message);
-      const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
-      fail_unanswered(batch, e, elapsed);
-      return;
-    }
-
-    // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
-    const bool batched_attempt = batching() || (end_in_batch && op_.ended.attempt.batched);
-    if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
-      void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
-      return;
-    }
-
-    if (failed_at) {
-      const item& it = batch[*failed_at];
-      const reply& r = br.replies[*failed_at];
-      std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
-      if (it.k != item::end) {
-        doom_here(it.context + r.message, r.sqlstate);
-        if (end_in_batch) op_.failure = first;
-      }
-      fail_unanswered(batch, first, elapsed);
-      if (!end_in_batch) {
-        // Skipped controls never ran: back to the queue, to ride with the next batch.
-        std::vector<item> back;
-        for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
-          if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
-        queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
-      }
-    }
-    if (end_in_batch) {
-      // COMMIT was skipped or refused and the transaction is still open: end it now.
-      if (op_.commit && (failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
-        push_followup("ROLLBACK", true);
-      return;
-    }
-    check_state(br, failed_at.has_value());
-  }
+  void apply(batch_reply br);
 
   // ---- connection life --------------------------------------------------------
 
   // The connection object is gone (or reconnecting): scopes still open end quietly.
-  void mark_closed() noexcept {
-    closed_ = true;
-    clear_queue();
-    doom_.reset();
-    observer_ = nullptr;
-  }
-  void mark_open() noexcept {
-    closed_ = false;
-    broken_ = false;
-    broken_reason_.clear();
-    clear_queue();
-    doom_.reset();
-    void_.reset();
-    pid_ = current_pid();
-  }
+  void mark_closed() noexcept;
+  void mark_open() noexcept;
   [[nodiscard]] bool opened_by_this_process() const noexcept { return pid_ == current_pid(); }
 
-  void check_usable() const {
-    if (pid_ != current_pid())
-      throw usage_error("this connection was opened by process " + std::to_string(pid_) +
-                        "; after fork() a child must open its own connection (database::connect())");
-    if (closed_) throw connection_error("the connection was closed while this scope was open");
-    if (broken_)
-      throw connection_error("the connection is broken (" + broken_reason_ +
-                             "); end the open scopes and call reconnect()");
-  }
+  void check_usable() const;
 
  private:
   struct item {
@@ -695,51 +317,21 @@ class scope_machine {
 
   static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
 
-  static std::string begin_sql(const transaction_options& o) {
-    std::string modes;
-    auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
-    switch (o.isolation) {
-      case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
-      case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
-      case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
-      case isolation::server_default: break;
-    }
-    if (o.read_only) add("READ ONLY");
-    if (o.deferrable) add("DEFERRABLE");
-    return "BEGIN" + modes;
-  }
+  static std::string begin_sql(const transaction_options& o);
 
-  static std::exception_ptr closed_error() noexcept {
-    return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
-  }
+  static std::exception_ptr closed_error() noexcept;
 
-  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
-    queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
-    return queue_.back();
-  }
-  static item xid_item() {
-    return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
-  }
-  void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
-    queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
-    queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
-  }
-  void push_followup(const char* sql, bool awaited) {
-    followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
-    if (awaited) op_.followup = true;
-  }
+  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
+  static item xid_item();
+  void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
+  void push_followup(const char* sql, bool awaited);
   template <class Pred>
   void drop_queued(Pred pred) {
     queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
   }
-  void lower_levels(std::size_t from) {
-    for (item& c : queue_)
-      if (c.level >= from) c.level = from - 1;
-  }
+  void lower_levels(std::size_t from);
   // A statement waits in the queue at `level` or deeper.
-  [[nodiscard]] bool statement_queued_at(std::size_t level) const {
-    return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
-  }
+  [[nodiscard]] bool statement_queued_at(std::size_t level) const;
   // Drops controls queued after the last statement that `pred` selects.
   template <class Pred>
   void trim_tail(Pred pred) {
@@ -749,127 +341,33 @@ class scope_machine {
     queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
                  queue_.end());
   }
-  void clear_queue() noexcept {
-    fail_queued(closed_error());
-    queue_.clear();
-    followup_.clear();
-  }
+  void clear_queue() noexcept;
   // Whether a send with user statements must also ask for the transaction id; the
   // outermost frame has left the stack once its COMMIT is queued.
-  [[nodiscard]] bool wants_xid() const {
-    const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
-                                         : frames_.front().opts.resolve_in_doubt;
-    return resolve && xid_.empty();
-  }
+  [[nodiscard]] bool wants_xid() const;
 
-  std::size_t innermost_index(std::uint64_t id, const char* what) const {
-    auto at = index_of(id);
-    if (!at) throw usage_error(std::string(what) + ": this scope has already ended");
-    if (*at + 1 != frames_.size())
-      throw usage_error(std::string(what) + " on a scope while " + std::to_string(frames_.size() - *at - 1) +
-                        " scope(s) opened inside it are still open; end the inner scopes first");
-    return *at;
-  }
+  std::size_t innermost_index(std::uint64_t id, const char* what) const;
 
-  void throw_if_doomed(const std::string& what) const {
-    if (frames_.empty() || !doom_) return;
-    throw transaction_aborted(what + ": an earlier failure in this scope (" + doom_->message +
-                                  ") means it can only roll back; let the exception leave the scope, or "
-                                  "catch it outside the scope",
-                              doom_->message, doom_->sqlstate);
-  }
-  void throw_if_void(const std::string& what) const {
-    if (void_ && !frames_.empty()) throw_void(what);
-  }
-  [[noreturn]] void throw_void(const std::string& what) const {
-    throw batch_failed(what + ": a statement sent with this batched attempt failed (" + void_->message +
-                           "); the attempt was rolled back and atomic() runs the function again without batching",
-                       void_->message, void_->sqlstate);
-  }
-  [[noreturn]] static void refuse(const doom& d) {
-    throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message, d.message,
-                              d.sqlstate);
-  }
+  void throw_if_doomed(const std::string& what) const;
+  void throw_if_void(const std::string& what) const;
+  [[noreturn]] void throw_void(const std::string& what) const;
+  [[noreturn]] static void refuse(const doom& d);
 
   // The innermost frame whose savepoint (or transaction) can undo a failure.
-  [[nodiscard]] std::size_t undo_level() const noexcept {
-    for (std::size_t i = frames_.size(); i-- > 0;)
-      if (frames_[i].owning && frames_[i].sent) return i;
-    return 0;
-  }
-  void doom_here(const std::string& message, const std::string& sqlstate) {
-    if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
-  }
+  [[nodiscard]] std::size_t undo_level() const noexcept;
+  void doom_here(const std::string& message, const std::string& sqlstate);
 
   void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
-              const result* r) noexcept {
-    if (!observer_) return;
-    try {
-      statement_event ev;
-      ev.sql = s.sql;
-      ev.params = static_cast<std::size_t>(s.stmt.n_params);
-      ev.depth = s.depth;
-      ev.duration = elapsed;
-      ev.error = e;
-      ev.attempt = s.attempt;
-      ev.batched = s.batched;
-      if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
-      observer_(ev);
-    } catch (...) {
-      // a logging hook must not change what the transaction does
-    }
-  }
+              const result* r) noexcept;
   // Statements of the batch that got no answer get `e`.
-  void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
-    for (item& it : batch) {
-      if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
-      it.slot->fail(e);
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& x) {
-        notify(*it.slot, elapsed, &x, nullptr);
-      } catch (...) {
-      }
-    }
-  }
-  void fail_queued(const std::exception_ptr& e) noexcept {
-    for (item& it : queue_)
-      if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
-  }
+  void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
+  void fail_queued(const std::exception_ptr& e) noexcept;
 
   // A send of a batched attempt failed: the whole attempt is rolled back at once
   // (the server refuses everything until then), every waiting statement gets
   // batch_failed, and the frames stay for atomic() to unwind and run again.
   void void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                    std::chrono::microseconds elapsed, bool end_in_batch) {
-    const item& it = batch[at];
-    const reply& r = br.replies[at];
-    void_ = attempt_failure{it.context + r.message, r.sqlstate};
-    if (it.k == item::user) {
-      it.slot->fail(sql_error_ptr(r, it.slot->sql));
-      try {
-        std::rethrow_exception(it.slot->error);
-      } catch (const std::exception& x) {
-        notify(*it.slot, elapsed, &x, nullptr);
-      }
-    }
-    std::exception_ptr e;
-    try {
-      throw_void("not run");
-    } catch (...) {
-      e = std::current_exception();
-    }
-    fail_unanswered(batch, e, elapsed);
-    fail_queued(e);
-    queue_.clear();
-    doom_.reset();
-    for (frame& f : frames_) f.sent = false;
-    if (end_in_batch) op_.replay = true;
-    if (br.state != server_state::idle) {
-      ++stats_.transactions_rolled_back;
-      push_followup("ROLLBACK", false);
-    }
-  }
+                    std::chrono::microseconds elapsed, bool end_in_batch);
 
   // ---- the subtransaction budget ----
   // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
@@ -878,211 +376,36 @@ class scope_machine {
   // back. held_[i]: subtransactions begun under savepoint i (itself included) and
   // not rolled back; held_[0] those released into the top level. Savepoints that
   // never write get no id, so this is an upper bound.
-  void hold(std::size_t sp) {
-    if (held_.size() <= sp) held_.resize(sp + 1, 0);
-    held_[sp] += 1;
-    note_held();
-  }
-  void fold(std::size_t sp, bool rolled_back) {
-    if (sp == 0 || held_.size() <= sp) return;
-    std::uint64_t under = 0;
-    for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
-    if (!rolled_back) held_[sp - 1] += under;
-    note_held();
-  }
-  void note_held() {
-    std::uint64_t total = 0;
-    for (auto n : held_) total += n;
-    stats_.savepoints_in_transaction = total;
-    stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
-  }
-  void end_of_transaction() {
-    held_.clear();
-    stats_.savepoints_in_transaction = 0;
-  }
+  void hold(std::size_t sp);
+  void fold(std::size_t sp, bool rolled_back);
+  void note_held();
+  void end_of_transaction();
   // Opening savepoint `i`: past the limit, the observer is told and it is counted;
   // with refuse_past_savepoint_limit it is a usage_error before anything is queued.
-  void check_savepoint_budget(const transaction_options& root, std::size_t i) {
-    const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
-    if (limit == 0) return;
-    std::uint64_t in_use = stats_.savepoints_in_transaction;
-    for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
-    if (in_use < limit) return;
-    ++stats_.savepoint_limit_exceeded;
-    const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
-                            " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
-                            " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
-    const std::string refusal_text =
-        why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
-    const usage_error refusal(refusal_text);
-    if (observer_) {
-      try {
-        statement_event ev;
-        ev.sql = "SAVEPOINT";
-        ev.depth = depth();
-        ev.warning = why;
-        ev.error = refuse_past_limit_ ? &refusal : nullptr;
-        observer_(ev);
-      } catch (...) {
-        // a logging hook must not change what the transaction does
-      }
-    }
-    if (refuse_past_limit_) throw usage_error(refusal_text);
-  }
+  void check_savepoint_budget(const transaction_options& root, std::size_t i);
 
   // The session is gone: nothing queued can be sent, nothing doomed can be undone.
-  void mark_broken(const std::string& why) {
-    broken_ = true;
-    broken_reason_ = why;
-    fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
-    queue_.clear();
-    followup_.clear();
-    doom_.reset();
-  }
+  void mark_broken(const std::string& why);
 
   // The server's own word on the session must match the scope stack.
-  void check_state(const batch_reply& br, bool had_error) {
-    const bool began = !frames_.empty() && frames_.front().sent;
-    if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
-    if (!began && br.state == server_state::idle) return;
-    if (frames_.empty() || !began) {
-      // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
-      push_followup("ROLLBACK", true);
-      // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
-      op_.stray = std::make_exception_ptr(usage_error(
-          br.diagnostic.empty()
-              ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
-                "back. Use pqscope::transaction or pqscope::atomic for transactions"
-              : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
-                    br.diagnostic));
-      return;
-    }
-    // The transaction ended behind the scopes' back: nothing is left to undo.
-    for (frame& f : frames_) f.sent = false;
-    queue_.clear();
-    doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
-    if (!had_error)
-      op_.stray = std::make_exception_ptr(usage_error(
-          "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
-  }
+  void check_state(const batch_reply& br, bool had_error);
 
-  void pop_outermost() {
-    op_.ended = std::move(frames_.front());
-    frames_.pop_back();
-  }
+  void pop_outermost();
 
   // The outermost scope ends: its COMMIT or ROLLBACK is queued behind whatever
   // statements still wait, so they go out together.
-  void start_outermost() {
-    pop_outermost();
-    doom_.reset();
-    const bool statements = statement_queued_at(0);
-    if (op_.commit)
-      // COMMIT releases every savepoint and ends every SET LOCAL: of the controls
-      // after the last statement, only a ROLLBACK TO still matters (it undoes writes).
-      trim_tail([](const item& c) { return c.k != item::rollback_to; });
-    else
-      trim_tail([](const item&) { return true; });
-    if ((!op_.ended.sent && !statements) || closed_ || broken_ || !opened_by_this_process()) {
-      clear_queue();  // nothing reached the server, or nothing can
-      return;
-    }
-    queue(item::end, op_.ended.id, 0, op_.commit ? "COMMIT" : "ROLLBACK");
-    send_requested_ = true;
-  }
+  void start_outermost();
 
-  void commit_nested(std::size_t i) {
-    frame f = std::move(frames_.back());
-    frames_.pop_back();
-    // A SET LOCAL with no statement after it needs no undoing; one that ran, or
-    // that a waiting statement needs, is restored below (SET LOCAL survives RELEASE).
-    bool timeouts_live = false;
-    std::size_t dropped = 0;
-    for (std::size_t k = queue_.size(); k-- > 0;) {
-      if (queue_[k].frame_id != f.id || queue_[k].k != item::timeout) continue;
-      const bool needed = std::any_of(queue_.begin() + static_cast<std::ptrdiff_t>(k) + 1, queue_.end(),
-                                      [](const item& c) { return c.k == item::user; });
-      if (needed) {
-        timeouts_live = true;
-      } else {
-        queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(k));
-        ++dropped;
-      }
-    }
-    const std::size_t timeouts =
-        (f.opts.statement_timeout.count() > 0 ? 1u : 0u) + (f.opts.lock_timeout.count() > 0 ? 1u : 0u);
-    if (dropped < timeouts) timeouts_live = true;
-    // A savepoint not yet sent is not needed: the scope can no longer roll back on
-    // its own, and a failure of a waiting statement voids the whole attempt.
-    if (f.owning && !f.sent)
-      drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::savepoint; });
-    lower_levels(i);
-    if (f.owning && f.sent) {
-      // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
-      while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
-    }
-    if (timeouts_live) {
-      restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
-      restore_timeout(f, i, "lock_timeout", &transaction_options::lock_timeout);
-    }
-    frame& parent = frames_.back();
-    for (auto& cb : f.on_commit) parent.on_commit.push_back(std::move(cb));
-    for (auto& cb : f.on_rollback) parent.on_rollback.push_back(std::move(cb));
-  }
+  void commit_nested(std::size_t i);
 
   void restore_timeout(const frame& f, std::size_t i, const char* name,
-                       std::chrono::milliseconds transaction_options::*member) {
-    if ((f.opts.*member).count() <= 0) return;
-    std::string value = "DEFAULT";
-    for (std::size_t j = frames_.size(); j-- > 0;)
-      if ((frames_[j].opts.*member).count() > 0) {
-        value = std::to_string((frames_[j].opts.*member).count());
-        break;
-      }
-    queue(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
-  }
+                       std::chrono::milliseconds transaction_options::*member);
 
   // Ends nested frame i (the innermost) by rolling back; sends nothing.
-  void end_nested_rollback(std::size_t i) {
-    frame f = std::move(frames_.back());
-    frames_.pop_back();
-    if (f.owning) {
-      if (statement_queued_at(i)) {
-        // Its statements still wait: they go out after its SAVEPOINT and are undone
-        // by the ROLLBACK TO behind them, so their success is still confirmed.
-        lower_levels(i);
-        queue_rollback_to(f.id, i);
-      } else {
-        drop_queued([&](const item& c) { return c.level >= i; });
-        if (f.sent) queue_rollback_to(f.id, i);
-      }
-      if (doom_ && doom_->level >= i) doom_.reset();
-    } else {
-      lower_levels(i);
-      // Its work is undone only with the enclosing scope: its on_rollback callbacks wait for that.
-      for (auto& cb : f.on_rollback) frames_.back().on_rollback.push_back(std::move(cb));
-      // Without a savepoint nothing can be undone on its own: the enclosing scope is doomed.
-      if (!doom_) {
-        std::size_t level = i - 1;
-        while (level > 0 && !frames_[level].owning) --level;
-        doom_ = doom{level, "a nested scope without a savepoint was rolled back", ""};
-      }
-    }
-  }
+  void end_nested_rollback(std::size_t i);
 
   // Runs every callback; the first exception is rethrown after all ran (not when quiet).
-  static void run_callbacks(std::vector<callback>& cbs, bool quiet) {
-    std::exception_ptr first;
-    for (auto& cb : cbs) {
-      try {
-        cb();
-      } catch (...) {
-        if (!first) first = std::current_exception();
-      }
-    }
-    if (first && !quiet) std::rethrow_exception(first);
-  }
+  static void run_callbacks(std::vector<callback>& cbs, bool quiet);
 
   std::vector<frame> frames_;
   std::vector<item> queue_;      // not yet sent, in order
@@ -1109,12 +432,832 @@ class scope_machine {
   bool refuse_past_limit_ = false;
 };
 
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL scope_machine::~scope_machine() { fail_queued(closed_error()); }
+
+PQSCOPE_DECL void scope_machine::set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
+  savepoint_limit_ = limit;
+  refuse_past_limit_ = refuse;
+}
+
+PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, attempt_info attempt) {
+  check_usable();
+  if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
+    throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
+  if (!frames_.empty()) {
+    const transaction_options& root = frames_.front().opts;
+    if (o.durable)
+      throw usage_error("a durable scope must be the outermost one, but " + std::to_string(depth()) +
+                        " scope(s) are open: a durable scope promises a real COMMIT at its end");
+    if (o.isolation != isolation::server_default && o.isolation != root.isolation)
+      throw usage_error("a nested scope cannot change the isolation level of the transaction it is part of; "
+                        "set it on the outermost scope");
+    if (o.read_only && !root.read_only)
+      throw usage_error("a nested scope cannot make a read-write transaction read-only; set read_only on the "
+                        "outermost scope");
+    if (o.deferrable && !root.deferrable)
+      throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
+    throw_if_void("opening a nested scope");
+    throw_if_doomed("opening a nested scope");
+    attempt = frames_.front().attempt;
+  }
+  const std::size_t i = frames_.size();
+  if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
+  frame f;
+  f.id = next_id_++;
+  f.opts = o;
+  f.owning = i == 0 || o.savepoint;
+  f.attempt = attempt;
+  frames_.push_back(std::move(f));
+  const std::uint64_t id = frames_.back().id;
+  if (i == 0) {
+    xid_.clear();
+    xid_pending_ = false;
+    void_.reset();
+    if (attempt.batched) ++stats_.batched_attempts;
+    queue(item::begin, id, 0, begin_sql(o));
+  } else if (o.savepoint) {
+    queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
+  }
+  if (o.statement_timeout.count() > 0)
+    queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
+  if (o.lock_timeout.count() > 0)
+    queue(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
+  return id;
+}
+
+PQSCOPE_DECL std::optional<std::size_t> scope_machine::index_of(std::uint64_t id) const noexcept {
+  for (std::size_t i = 0; i < frames_.size(); ++i)
+    if (frames_[i].id == id) return i;
+  return std::nullopt;
+}
+
+PQSCOPE_DECL bool scope_machine::end_scope(std::uint64_t id, bool commit, bool quiet) {
+  if (!quiet && !opened_by_this_process()) check_usable();
+  const std::size_t i = innermost_index(id, commit ? "commit()" : "rollback()");
+  op_ = operation{};
+  op_.commit = commit;
+  op_.quiet = quiet;
+  if ((closed_ || broken_) && commit) {
+    if (i == 0) {
+      pop_outermost();
+      if (opened_by_this_process()) run_callbacks(op_.ended.on_rollback, true);
+      op_ = operation{};
+    } else {
+      end_nested_rollback(i);
+    }
+    check_usable();  // throws
+  }
+  if (void_) {  // the attempt is rolled back on the server already; its callbacks never fire
+    frames_.pop_back();
+    if (i == 0) {
+      queue_.clear();
+      op_.replay = true;
+      return true;
+    }
+    if (commit && !quiet) throw_void("commit() refused");
+    return false;
+  }
+  if (commit && doom_) {
+    op_.refused = *doom_;
+    op_.commit = false;
+  }
+  if (i == 0) {
+    start_outermost();
+    return true;
+  }
+  if (op_.commit) {
+    commit_nested(i);
+    return false;
+  }
+  end_nested_rollback(i);
+  if (op_.refused && !quiet) refuse(*op_.refused);
+  return false;
+}
+
+PQSCOPE_DECL std::optional<std::string> scope_machine::needs_resolution() const {
+  if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && !op_.xid.empty())
+    return op_.xid;
+  return std::nullopt;
+}
+
+PQSCOPE_DECL void scope_machine::resolve(std::string outcome) {
+  op_.resolved = true;
+  op_.resolution = std::move(outcome);
+}
+
+PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
+  if (committed != nullptr) *committed = false;
+  operation op = std::move(op_);
+  op_ = operation{};
+  frame& f = op.ended;
+  if (op.replay) {
+    if (op.quiet) return;
+    throw_void(op.commit ? "commit() refused" : "rollback()");
+  }
+  if (!op.commit) {
+    if (op.sent_end) ++stats_.transactions_rolled_back;
+    // In a forked child nothing was rolled back: the transaction is the parent's.
+    if (opened_by_this_process()) run_callbacks(f.on_rollback, op.quiet);
+    if (op.lost && !op.quiet) throw connection_error("connection lost during ROLLBACK: " + *op.lost);
+    if (op.refused && !op.quiet) refuse(*op.refused);
+    return;
+  }
+  auto done = [&] {
+    ++stats_.transactions_committed;
+    if (committed != nullptr) *committed = true;
+    run_callbacks(f.on_commit, false);
+  };
+  if (!op.sent_end) {  // nothing ever reached the server: nothing to commit
+    if (committed != nullptr) *committed = true;
+    run_callbacks(f.on_commit, false);
+    return;
+  }
+  if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
+    // Without an xid the transaction wrote nothing: nothing was lost.
+    const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
+    if (outcome == "committed") return done();
+    if (outcome == "aborted") {
+      ++stats_.transactions_rolled_back;
+      run_callbacks(f.on_rollback, false);
+      throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
+                             "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
+    }
+    throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
+                         op.xid + " gave no answer (" + outcome +
+                         "); the transaction may or may not have committed: " + *op.lost);
+  }
+  if (op.lost)
+    throw in_doubt_error("the connection was lost after COMMIT was sent, so the transaction may or may not have "
+                         "committed: " + *op.lost);
+  if (op.failure || op.end_reply.st != reply::status::ok) {
+    ++stats_.transactions_rolled_back;
+    run_callbacks(f.on_rollback, false);
+    if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+    if (op.failure) std::rethrow_exception(op.failure);
+    std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
+  }
+  if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
+    ++stats_.transactions_rolled_back;
+    run_callbacks(f.on_rollback, false);
+    throw transaction_aborted("COMMIT was answered with " + op.end_reply.command +
+                                  ": the transaction had failed and was rolled back",
+                              "the server rolled the transaction back", "");
+  }
+  done();
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot>
+scope_machine::queue_statement(const char* sql, std::string_view text, const param_list& params,
+                               std::weak_ptr<sender> owner) {
+  check_usable();
+  if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
+    throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
+                      "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
+  if (is_copy_stream(sql))
+    throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
+  throw_if_void("statement refused");
+  throw_if_doomed("statement refused");
+  auto slot = std::make_shared<statement_slot>();
+  slot->stmt = statement{sql, params.size(), params.values(), params.types()};
+  slot->sql = text;
+  slot->owner = std::move(owner);
+  slot->depth = depth();
+  const bool lazy = batching();
+  if (!frames_.empty()) {
+    slot->attempt = frames_.front().attempt.number;
+    slot->batched = lazy;
+  }
+  if (lazy) slot->own();
+  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
+  it.slot = slot;
+  if (!lazy) {
+    op_ = operation{};
+    send_requested_ = true;
+  }
+  return slot;
+}
+
+PQSCOPE_DECL void scope_machine::request_flush() {
+  check_usable();
+  op_ = operation{};
+  send_requested_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::finish() {
+  operation op = std::move(op_);
+  op_ = operation{};
+  if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+  if (op.stray) std::rethrow_exception(op.stray);
+  if (void_ && !frames_.empty()) throw_void("flush()");
+}
+
+PQSCOPE_DECL void scope_machine::set_local(std::string_view name, std::string_view value) {
+  check_usable();
+  if (frames_.empty())
+    throw usage_error("set_local(\"" + std::string(name) +
+                      "\") outside a scope: a session-level setting would leak to other clients of a "
+                      "pooled server connection; open a pqscope::transaction first");
+  if (name.empty()) throw usage_error("set_local(): the setting name is empty");
+  throw_if_void("set_local() refused");
+  throw_if_doomed("set_local() refused");
+  param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
+  (void)check;
+  item& c = queue(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
+  c.args = {std::string(name), std::string(value)};
+  c.context = "set_local(\"" + std::string(name) + "\"): ";
+}
+
+PQSCOPE_DECL void scope_machine::on_commit(callback fn) {
+  check_usable();
+  if (frames_.empty()) {
+    fn();  // autocommit: what ran before is already durable
+    return;
+  }
+  frames_.back().on_commit.push_back(std::move(fn));
+}
+
+PQSCOPE_DECL void scope_machine::on_rollback(callback fn) {
+  check_usable();
+  if (!frames_.empty()) frames_.back().on_rollback.push_back(std::move(fn));
+  // outside a scope there is nothing to roll back: the callback can never run
+}
+
+PQSCOPE_DECL bool scope_machine::wants_send() noexcept {
+  if (closed_ || broken_ || !opened_by_this_process()) {
+    send_requested_ = false;
+    followup_.clear();
+    return false;
+  }
+  if (!followup_.empty()) return true;
+  if (!send_requested_) return false;
+  for (const item& it : queue_)
+    if (it.k == item::user || it.k == item::end) return true;
+  send_requested_ = false;
+  return false;
+}
+
+PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
+  in_flight_.clear();
+  if (!followup_.empty()) {
+    in_flight_.push_back(std::move(followup_.front()));
+    followup_.erase(followup_.begin());
+  } else {
+    send_requested_ = false;
+    // Up to the last statement or the end of the transaction: controls queued
+    // after it wait, so a scope that runs nothing more costs no savepoint.
+    std::size_t n = 0, last_user = 0;
+    for (std::size_t k = 0; k < queue_.size(); ++k) {
+      if (queue_[k].k == item::user) last_user = k + 1;
+      if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
+    }
+    // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
+    // after the last statement, or before the COMMIT if statements went out unanswered.
+    const bool ends = n > 0 && queue_[n - 1].k == item::end;
+    const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+    const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
+    for (std::size_t k = 0; k < n; ++k) {
+      if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
+      in_flight_.push_back(std::move(queue_[k]));
+      if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
+    }
+    // Until an answer to the id query comes back, statements sent may have written.
+    if (last_user > 0) xid_pending_ = true;
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  out_.clear();
+  out_args_.assign(in_flight_.size(), {});
+  std::size_t users = 0;
+  for (std::size_t k = 0; k < in_flight_.size(); ++k) {
+    const item& it = in_flight_[k];
+    if (it.k == item::user) {
+      ++users;
+      out_.push_back(it.slot->stmt);
+      continue;
+    }
+    for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
+    out_.push_back(statement{it.sql.c_str(), static_cast<int>(out_args_[k].size()),
+                             out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
+  }
+  ++stats_.round_trips;
+  stats_.statements += users;
+  stats_.control_statements += out_.size() - users;
+  sent_at_ = clock::now();
+  return out_;
+}
+
+PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
+  const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
+  std::vector<item> batch = std::move(in_flight_);
+  in_flight_.clear();
+  if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
+
+  if (!batch.empty() && batch.front().k == item::followup) {
+    end_of_transaction();
+    if (br.lost) {
+      mark_broken(br.lost_message);
+      if (op_.followup) op_.followup_lost = br.lost_message;
+    }
+    return;
+  }
+
+  std::optional<std::size_t> failed_at;
+  bool end_in_batch = false;
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    item& it = batch[k];
+    reply& r = br.replies[k];
+    if (it.k == item::end) {
+      end_in_batch = true;
+      op_.sent_end = true;
+      op_.end_reply = r;
+      end_of_transaction();
+    }
+    if (r.st == reply::status::error && !failed_at) failed_at = k;
+    if (r.st != reply::status::ok) continue;
+    switch (it.k) {
+      case item::begin:
+      case item::savepoint:
+        if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
+        if (it.k == item::begin) held_.assign(1, 0);
+        if (it.k == item::savepoint) {
+          ++stats_.savepoints;
+          hold(it.sp);
+        }
+        break;
+      case item::release:
+        fold(it.sp, false);
+        break;
+      case item::rollback_to:
+        fold(it.sp, true);
+        break;
+      case item::user:
+        it.slot->answer(r.res);
+        notify(*it.slot, elapsed, nullptr, &r.res);
+        break;
+      case item::xid:
+        xid_pending_ = false;
+        if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
+        break;
+      default: break;
+    }
+  }
+
+  if (br.lost) {
+    if (end_in_batch) {
+      op_.lost = br.lost_message;
+      op_.xid = xid_;
+      op_.xid_unknown = xid_.empty() && xid_pending_;
+    }
+    mark_broken(br.lost_message);
+    const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
+    fail_unanswered(batch, e, elapsed);
+    return;
+  }
+
+  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
+  const bool batched_attempt = batching() || (end_in_batch && op_.ended.attempt.batched);
+  if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
+    void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
+    return;
+  }
+
+  if (failed_at) {
+    const item& it = batch[*failed_at];
+    const reply& r = br.replies[*failed_at];
+    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
+    if (it.k != item::end) {
+      doom_here(it.context + r.message, r.sqlstate);
+      if (end_in_batch) op_.failure = first;
+    }
+    fail_unanswered(batch, first, elapsed);
+    if (!end_in_batch) {
+      // Skipped controls never ran: back to the queue, to ride with the next batch.
+      std::vector<item> back;
+      for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
+        if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
+      queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
+    }
+  }
+  if (end_in_batch) {
+    // COMMIT was skipped or refused and the transaction is still open: end it now.
+    if (op_.commit && (failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
+      push_followup("ROLLBACK", true);
+    return;
+  }
+  check_state(br, failed_at.has_value());
+}
+
+PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
+  closed_ = true;
+  clear_queue();
+  doom_.reset();
+  observer_ = nullptr;
+}
+
+PQSCOPE_DECL void scope_machine::mark_open() noexcept {
+  closed_ = false;
+  broken_ = false;
+  broken_reason_.clear();
+  clear_queue();
+  doom_.reset();
+  void_.reset();
+  pid_ = current_pid();
+}
+
+PQSCOPE_DECL void scope_machine::check_usable() const {
+  if (pid_ != current_pid())
+    throw usage_error("this connection was opened by process " + std::to_string(pid_) +
+                      "; after fork() a child must open its own connection (database::connect())");
+  if (closed_) throw connection_error("the connection was closed while this scope was open");
+  if (broken_)
+    throw connection_error("the connection is broken (" + broken_reason_ +
+                           "); end the open scopes and call reconnect()");
+}
+
+PQSCOPE_DECL std::string scope_machine::begin_sql(const transaction_options& o) {
+  std::string modes;
+  auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
+  switch (o.isolation) {
+    case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
+    case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
+    case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
+    case isolation::server_default: break;
+  }
+  if (o.read_only) add("READ ONLY");
+  if (o.deferrable) add("DEFERRABLE");
+  return "BEGIN" + modes;
+}
+
+PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
+  return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
+}
+
+PQSCOPE_DECL scope_machine::item&
+scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
+  queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
+  return queue_.back();
+}
+
+PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
+  return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
+}
+
+PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
+  queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
+  queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+}
+
+PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
+  followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
+  if (awaited) op_.followup = true;
+}
+
+PQSCOPE_DECL void scope_machine::lower_levels(std::size_t from) {
+  for (item& c : queue_)
+    if (c.level >= from) c.level = from - 1;
+}
+
+PQSCOPE_DECL bool scope_machine::statement_queued_at(std::size_t level) const {
+  return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
+}
+
+PQSCOPE_DECL void scope_machine::clear_queue() noexcept {
+  fail_queued(closed_error());
+  queue_.clear();
+  followup_.clear();
+}
+
+PQSCOPE_DECL bool scope_machine::wants_xid() const {
+  const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
+                                       : frames_.front().opts.resolve_in_doubt;
+  return resolve && xid_.empty();
+}
+
+PQSCOPE_DECL std::size_t scope_machine::innermost_index(std::uint64_t id, const char* what) const {
+  auto at = index_of(id);
+  if (!at) throw usage_error(std::string(what) + ": this scope has already ended");
+  if (*at + 1 != frames_.size())
+    throw usage_error(std::string(what) + " on a scope while " + std::to_string(frames_.size() - *at - 1) +
+                      " scope(s) opened inside it are still open; end the inner scopes first");
+  return *at;
+}
+
+PQSCOPE_DECL void scope_machine::throw_if_doomed(const std::string& what) const {
+  if (frames_.empty() || !doom_) return;
+  throw transaction_aborted(what + ": an earlier failure in this scope (" + doom_->message +
+                                ") means it can only roll back; let the exception leave the scope, or "
+                                "catch it outside the scope",
+                            doom_->message, doom_->sqlstate);
+}
+
+PQSCOPE_DECL void scope_machine::throw_if_void(const std::string& what) const {
+  if (void_ && !frames_.empty()) throw_void(what);
+}
+
+PQSCOPE_DECL void scope_machine::throw_void(const std::string& what) const {
+  throw batch_failed(what + ": a statement sent with this batched attempt failed (" + void_->message +
+                         "); the attempt was rolled back and atomic() runs the function again without batching",
+                     void_->message, void_->sqlstate);
+}
+
+PQSCOPE_DECL void scope_machine::refuse(const doom& d) {
+  throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message, d.message,
+                            d.sqlstate);
+}
+
+PQSCOPE_DECL std::size_t scope_machine::undo_level() const noexcept {
+  for (std::size_t i = frames_.size(); i-- > 0;)
+    if (frames_[i].owning && frames_[i].sent) return i;
+  return 0;
+}
+
+PQSCOPE_DECL void scope_machine::doom_here(const std::string& message, const std::string& sqlstate) {
+  if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
+}
+
+PQSCOPE_DECL void
+scope_machine::notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
+                      const result* r) noexcept {
+  if (!observer_) return;
+  try {
+    statement_event ev;
+    ev.sql = s.sql;
+    ev.params = static_cast<std::size_t>(s.stmt.n_params);
+    ev.depth = s.depth;
+    ev.duration = elapsed;
+    ev.error = e;
+    ev.attempt = s.attempt;
+    ev.batched = s.batched;
+    if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
+    observer_(ev);
+  } catch (...) {
+    // a logging hook must not change what the transaction does
+  }
+}
+
+PQSCOPE_DECL void
+scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
+  for (item& it : batch) {
+    if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
+    it.slot->fail(e);
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    } catch (...) {
+    }
+  }
+}
+
+PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexcept {
+  for (item& it : queue_)
+    if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
+}
+
+PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
+                                              std::chrono::microseconds elapsed, bool end_in_batch) {
+  const item& it = batch[at];
+  const reply& r = br.replies[at];
+  void_ = attempt_failure{it.context + r.message, r.sqlstate};
+  if (it.k == item::user) {
+    it.slot->fail(sql_error_ptr(r, it.slot->sql));
+    try {
+      std::rethrow_exception(it.slot->error);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    }
+  }
+  std::exception_ptr e;
+  try {
+    throw_void("not run");
+  } catch (...) {
+    e = std::current_exception();
+  }
+  fail_unanswered(batch, e, elapsed);
+  fail_queued(e);
+  queue_.clear();
+  doom_.reset();
+  for (frame& f : frames_) f.sent = false;
+  if (end_in_batch) op_.replay = true;
+  if (br.state != server_state::idle) {
+    ++stats_.transactions_rolled_back;
+    push_followup("ROLLBACK", false);
+  }
+}
+
+PQSCOPE_DECL void scope_machine::hold(std::size_t sp) {
+  if (held_.size() <= sp) held_.resize(sp + 1, 0);
+  held_[sp] += 1;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::fold(std::size_t sp, bool rolled_back) {
+  if (sp == 0 || held_.size() <= sp) return;
+  std::uint64_t under = 0;
+  for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
+  if (!rolled_back) held_[sp - 1] += under;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::note_held() {
+  std::uint64_t total = 0;
+  for (auto n : held_) total += n;
+  stats_.savepoints_in_transaction = total;
+  stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
+}
+
+PQSCOPE_DECL void scope_machine::end_of_transaction() {
+  held_.clear();
+  stats_.savepoints_in_transaction = 0;
+}
+
+PQSCOPE_DECL void scope_machine::check_savepoint_budget(const transaction_options& root, std::size_t i) {
+  const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
+  if (limit == 0) return;
+  std::uint64_t in_use = stats_.savepoints_in_transaction;
+  for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
+  if (in_use < limit) return;
+  ++stats_.savepoint_limit_exceeded;
+  const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
+                          " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
+                          " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
+  const std::string refusal_text =
+      why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
+  const usage_error refusal(refusal_text);
+  if (observer_) {
+    try {
+      statement_event ev;
+      ev.sql = "SAVEPOINT";
+      ev.depth = depth();
+      ev.warning = why;
+      ev.error = refuse_past_limit_ ? &refusal : nullptr;
+      observer_(ev);
+    } catch (...) {
+      // a logging hook must not change what the transaction does
+    }
+  }
+  if (refuse_past_limit_) throw usage_error(refusal_text);
+}
+
+PQSCOPE_DECL void scope_machine::mark_broken(const std::string& why) {
+  broken_ = true;
+  broken_reason_ = why;
+  fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
+  queue_.clear();
+  followup_.clear();
+  doom_.reset();
+}
+
+PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_error) {
+  const bool began = !frames_.empty() && frames_.front().sent;
+  if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
+  if (!began && br.state == server_state::idle) return;
+  if (frames_.empty() || !began) {
+    // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
+    push_followup("ROLLBACK", true);
+    // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
+    op_.stray = std::make_exception_ptr(usage_error(
+        br.diagnostic.empty()
+            ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
+              "back. Use pqscope::transaction or pqscope::atomic for transactions"
+            : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
+                  br.diagnostic));
+    return;
+  }
+  // The transaction ended behind the scopes' back: nothing is left to undo.
+  for (frame& f : frames_) f.sent = false;
+  queue_.clear();
+  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
+  if (!had_error)
+    op_.stray = std::make_exception_ptr(usage_error(
+        "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
+}
+
+PQSCOPE_DECL void scope_machine::pop_outermost() {
+  op_.ended = std::move(frames_.front());
+  frames_.pop_back();
+}
+
+PQSCOPE_DECL void scope_machine::start_outermost() {
+  pop_outermost();
+  doom_.reset();
+  const bool statements = statement_queued_at(0);
+  if (op_.commit)
+    // COMMIT releases every savepoint and ends every SET LOCAL: of the controls
+    // after the last statement, only a ROLLBACK TO still matters (it undoes writes).
+    trim_tail([](const item& c) { return c.k != item::rollback_to; });
+  else
+    trim_tail([](const item&) { return true; });
+  if ((!op_.ended.sent && !statements) || closed_ || broken_ || !opened_by_this_process()) {
+    clear_queue();  // nothing reached the server, or nothing can
+    return;
+  }
+  queue(item::end, op_.ended.id, 0, op_.commit ? "COMMIT" : "ROLLBACK");
+  send_requested_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::commit_nested(std::size_t i) {
+  frame f = std::move(frames_.back());
+  frames_.pop_back();
+  // A SET LOCAL with no statement after it needs no undoing; one that ran, or
+  // that a waiting statement needs, is restored below (SET LOCAL survives RELEASE).
+  bool timeouts_live = false;
+  std::size_t dropped = 0;
+  for (std::size_t k = queue_.size(); k-- > 0;) {
+    if (queue_[k].frame_id != f.id || queue_[k].k != item::timeout) continue;
+    const bool needed = std::any_of(queue_.begin() + static_cast<std::ptrdiff_t>(k) + 1, queue_.end(),
+                                    [](const item& c) { return c.k == item::user; });
+    if (needed) {
+      timeouts_live = true;
+    } else {
+      queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(k));
+      ++dropped;
+    }
+  }
+  const std::size_t timeouts =
+      (f.opts.statement_timeout.count() > 0 ? 1u : 0u) + (f.opts.lock_timeout.count() > 0 ? 1u : 0u);
+  if (dropped < timeouts) timeouts_live = true;
+  // A savepoint not yet sent is not needed: the scope can no longer roll back on
+  // its own, and a failure of a waiting statement voids the whole attempt.
+  if (f.owning && !f.sent)
+    drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::savepoint; });
+  lower_levels(i);
+  if (f.owning && f.sent) {
+    // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
+    while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
+    queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+  }
+  if (timeouts_live) {
+    restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
+    restore_timeout(f, i, "lock_timeout", &transaction_options::lock_timeout);
+  }
+  frame& parent = frames_.back();
+  for (auto& cb : f.on_commit) parent.on_commit.push_back(std::move(cb));
+  for (auto& cb : f.on_rollback) parent.on_rollback.push_back(std::move(cb));
+}
+
+PQSCOPE_DECL void scope_machine::restore_timeout(const frame& f, std::size_t i, const char* name,
+                                                 std::chrono::milliseconds transaction_options::*member) {
+  if ((f.opts.*member).count() <= 0) return;
+  std::string value = "DEFAULT";
+  for (std::size_t j = frames_.size(); j-- > 0;)
+    if ((frames_[j].opts.*member).count() > 0) {
+      value = std::to_string((frames_[j].opts.*member).count());
+      break;
+    }
+  queue(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
+}
+
+PQSCOPE_DECL void scope_machine::end_nested_rollback(std::size_t i) {
+  frame f = std::move(frames_.back());
+  frames_.pop_back();
+  if (f.owning) {
+    if (statement_queued_at(i)) {
+      // Its statements still wait: they go out after its SAVEPOINT and are undone
+      // by the ROLLBACK TO behind them, so their success is still confirmed.
+      lower_levels(i);
+      queue_rollback_to(f.id, i);
+    } else {
+      drop_queued([&](const item& c) { return c.level >= i; });
+      if (f.sent) queue_rollback_to(f.id, i);
+    }
+    if (doom_ && doom_->level >= i) doom_.reset();
+  } else {
+    lower_levels(i);
+    // Its work is undone only with the enclosing scope: its on_rollback callbacks wait for that.
+    for (auto& cb : f.on_rollback) frames_.back().on_rollback.push_back(std::move(cb));
+    // Without a savepoint nothing can be undone on its own: the enclosing scope is doomed.
+    if (!doom_) {
+      std::size_t level = i - 1;
+      while (level > 0 && !frames_[level].owning) --level;
+      doom_ = doom{level, "a nested scope without a savepoint was rolled back", ""};
+    }
+  }
+}
+
+PQSCOPE_DECL void scope_machine::run_callbacks(std::vector<callback>& cbs, bool quiet) {
+  std::exception_ptr first;
+  for (auto& cb : cbs) {
+    try {
+      cb();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first && !quiet) std::rethrow_exception(first);
+}
+#endif
+
 // A token for the calling thread: the address of a thread_local, unique among
 // live threads (cheaper to include than <thread>).
-inline std::uintptr_t this_thread_token() noexcept {
+PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept {
   static thread_local char tag = 0;
   return reinterpret_cast<std::uintptr_t>(&tag);
 }
+#endif
 
 // The blocking front end: the machine, a driver, and the loop between them.
 class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
@@ -1159,76 +1302,19 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   };
 
   // The one loop: every send of every operation goes through here.
-  void drive() {
-    if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
-    driving_ = true;
-    try {
-      while (machine.wants_send()) machine.apply(exchange(machine.plan()));
-    } catch (...) {
-      driving_ = false;
-      throw;
-    }
-    driving_ = false;
-  }
+  void drive();
 
   // Sends what is queued and waits (a batched result is read, connection::flush()).
-  void flush() override {
-    call guard(*this, "reading a result");
-    machine.request_flush();
-    drive();
-    machine.finish();
-  }
+  PQSCOPE_DECL void flush() override;  // (see statement_slot::wait)
 
   // A statement from queue_statement(): a batched one waits, any other is sent now.
-  result complete(const std::shared_ptr<statement_slot>& slot) {
-    if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
-    drive();
-    machine.finish();
-    return slot->wait();
-  }
+  result complete(const std::shared_ptr<statement_slot>& slot);
 
-  void end(std::uint64_t id, bool commit, bool* committed = nullptr) {
-    if (committed != nullptr) *committed = false;
-    if (!machine.end_scope(id, commit)) {
-      if (committed != nullptr) *committed = commit;
-      return;
-    }
-    drive();
-    if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
-    machine.finish_end(committed);
-  }
+  void end(std::uint64_t id, bool commit, bool* committed = nullptr);
 
   // Ends scope `id` and every scope opened inside it, rolling back; never throws.
   // Used by destructors, also when scopes are destroyed out of order.
-  void abandon(std::uint64_t id) noexcept {
-    // Another thread in a call: touching the machine now would race with it.
-    bool outer = false;
-    if (!call::try_enter(*this, outer)) return;
-    struct leave_on_exit {
-      sync_session& s;
-      bool outer;
-      leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
-      leave_on_exit(const leave_on_exit&) = delete;
-      leave_on_exit& operator=(const leave_on_exit&) = delete;
-      leave_on_exit(leave_on_exit&&) = delete;
-      leave_on_exit& operator=(leave_on_exit&&) = delete;
-      ~leave_on_exit() {
-        if (outer) call::leave(s);
-      }
-    } leave{*this, outer};
-    auto at = machine.index_of(id);
-    if (!at) return;
-    while (machine.depth() > *at) {
-      try {
-        if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
-          drive();
-          machine.finish_end();
-        }
-      } catch (...) {
-        // quiet endings only throw if memory runs out; the frame is gone either way
-      }
-    }
-  }
+  void abandon(std::uint64_t id) noexcept;
 
  protected:
   virtual batch_reply exchange(const std::vector<statement>& statements) = 0;
@@ -1239,6 +1325,76 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   bool driving_ = false;
   std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL void sync_session::drive() {
+  if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
+  driving_ = true;
+  try {
+    while (machine.wants_send()) machine.apply(exchange(machine.plan()));
+  } catch (...) {
+    driving_ = false;
+    throw;
+  }
+  driving_ = false;
+}
+
+PQSCOPE_DECL void sync_session::flush() {
+  call guard(*this, "reading a result");
+  machine.request_flush();
+  drive();
+  machine.finish();
+}
+
+PQSCOPE_DECL result sync_session::complete(const std::shared_ptr<statement_slot>& slot) {
+  if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
+  drive();
+  machine.finish();
+  return slot->wait();
+}
+
+PQSCOPE_DECL void sync_session::end(std::uint64_t id, bool commit, bool* committed) {
+  if (committed != nullptr) *committed = false;
+  if (!machine.end_scope(id, commit)) {
+    if (committed != nullptr) *committed = commit;
+    return;
+  }
+  drive();
+  if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
+  machine.finish_end(committed);
+}
+
+PQSCOPE_DECL void sync_session::abandon(std::uint64_t id) noexcept {
+  // Another thread in a call: touching the machine now would race with it.
+  bool outer = false;
+  if (!call::try_enter(*this, outer)) return;
+  struct leave_on_exit {
+    sync_session& s;
+    bool outer;
+    leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
+    leave_on_exit(const leave_on_exit&) = delete;
+    leave_on_exit& operator=(const leave_on_exit&) = delete;
+    leave_on_exit(leave_on_exit&&) = delete;
+    leave_on_exit& operator=(leave_on_exit&&) = delete;
+    ~leave_on_exit() {
+      if (outer) call::leave(s);
+    }
+  } leave{*this, outer};
+  auto at = machine.index_of(id);
+  if (!at) return;
+  while (machine.depth() > *at) {
+    try {
+      if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
+        drive();
+        machine.finish_end();
+      }
+    } catch (...) {
+      // quiet endings only throw if memory runs out; the frame is gone either way
+    }
+  }
+}
+#endif
 
 // The blocking front end bound to a driver.
 template <class Driver>
@@ -1278,5 +1434,12 @@ class driver_session final : public sync_session {
     }
   }
 };
+
+// Separate compilation: the session of the default driver is compiled once, with the rest.
+#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
+template class driver_session<libpq_driver>;
+#elif defined(PQSCOPE_SEPARATE_COMPILATION)
+extern template class driver_session<libpq_driver>;
+#endif
 
 }  // namespace pqscope::detail

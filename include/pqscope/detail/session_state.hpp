@@ -49,26 +49,36 @@
 #include <string>
 #include <string_view>
 
+#include <pqscope/detail/config.hpp>
 #include <pqscope/detail/sql_text.hpp>
 
 namespace pqscope::detail {
 
 namespace session_scan {
 
-inline bool ident_start(char c) {
+PQSCOPE_DECL bool ident_start(char c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool ident_start(char c) {
   const auto u = static_cast<unsigned char>(c);
   return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
 }
-inline bool ident_char(char c) {
+#endif
+PQSCOPE_DECL bool ident_char(char c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool ident_char(char c) {
   return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
 }
+#endif
 inline char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-inline bool iequals(std::string_view a, std::string_view lower_b) {
+PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b) {
   if (a.size() != lower_b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i)
     if (lower(a[i]) != lower_b[i]) return false;
   return true;
 }
+#endif
 
 // One lexical token of SQL text. Strings, quoted names and comments are skipped
 // whole, so that nothing inside them reads as code.
@@ -78,7 +88,9 @@ struct token {
 };
 
 // The text after a $tag$ that starts s, or npos when s does not start one.
-inline std::size_t dollar_tag_size(std::string_view s) {
+PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s) {
   if (s.size() < 2 || s[0] != '$') return std::string_view::npos;
   std::size_t i = 1;
   if (s[i] != '$') {
@@ -88,10 +100,13 @@ inline std::size_t dollar_tag_size(std::string_view s) {
   }
   return i + 1;
 }
+#endif
 
 // Reads the next token. code_in_dollar_quotes: a DO body is code, so its $tag$
 // delimiters are stepped over and what they enclose is read as tokens.
-inline token next_token(std::string_view& s, bool code_in_dollar_quotes = false) {
+PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes = false);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes) {
   s = skip_blank(s);
   if (code_in_dollar_quotes) {
     for (std::size_t tag = dollar_tag_size(s); tag != std::string_view::npos; tag = dollar_tag_size(s))
@@ -157,11 +172,14 @@ inline token next_token(std::string_view& s, bool code_in_dollar_quotes = false)
   s.remove_prefix(1);
   return t;
 }
+#endif
 
 inline bool is_other(const token& t, char c) { return t.kind == token::other && t.text.front() == c; }
 
 // Session advisory lock functions; the _xact_ ones end with the transaction.
-inline bool session_lock_function(std::string_view name, bool quoted) {
+PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted) {
   constexpr std::string_view names[] = {
       "pg_advisory_lock",   "pg_advisory_lock_shared",   "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
       "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all"};
@@ -169,9 +187,12 @@ inline bool session_lock_function(std::string_view name, bool quoted) {
     if (quoted ? name == n : iequals(name, n)) return true;
   return false;
 }
+#endif
 
 // A quoted boolean input that means false ('f', 'fal', 'off', 'no', '0', ...).
-inline bool spells_false(std::string_view v) {
+PQSCOPE_DECL bool spells_false(std::string_view v);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool spells_false(std::string_view v) {
   while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\n' || v.front() == '\r')) v.remove_prefix(1);
   while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
   if (v.empty() || v.size() > 5) return false;
@@ -180,9 +201,12 @@ inline bool spells_false(std::string_view v) {
   };
   return prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0";
 }
+#endif
 
 // After "set_config(": true when the third argument is a literal false and the last.
-inline bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
+PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
   int depth = 0;
   int commas = 0;
   for (;;) {
@@ -209,11 +233,14 @@ inline bool session_set_config(std::string_view args, bool code_in_dollar_quotes
   }
   return is_other(t, ')');
 }
+#endif
 
 enum class call_hazard { none, advisory_lock, set_config };
 
 // The first session-state function called in the text; name is set to it.
-inline call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
+PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
   for (;;) {
     const token t = next_token(s, code_in_dollar_quotes);
     if (t.kind == token::end) return call_hazard::none;
@@ -229,12 +256,15 @@ inline call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std
     if (session_set_config(after, code_in_dollar_quotes)) return call_hazard::set_config;
   }
 }
+#endif
 
 // PgBouncer keeps these per client and sets them on every server connection it
 // lends that client, so a session-level SET of one of them does not leak:
 // client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
 // standard_conforming_strings and application_name. `rest` follows SET or RESET.
-inline bool tracked_by_pgbouncer(std::string_view rest) {
+PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest) {
   word name = next_word(rest);
   const bool dotted = !rest.empty() && rest.front() == '.';
   if (name == "SESSION" && !dotted) name = next_word(rest);
@@ -243,9 +273,12 @@ inline bool tracked_by_pgbouncer(std::string_view rest) {
   return name == "NAMES" || name == "TIMEZONE" || name == "DATESTYLE" || name == "CLIENT_ENCODING" ||
          name == "APPLICATION_NAME" || name == "STANDARD_CONFORMING_STRINGS";
 }
+#endif
 
 // "SET search_path ...": the keyword and the setting name as written.
-inline std::string label(std::string_view keyword, std::string_view rest) {
+PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest) {
   std::string m(keyword);
   token t = next_token(rest);
   if (t.kind == token::name && iequals(t.text, "session")) {
@@ -261,8 +294,11 @@ inline std::string label(std::string_view keyword, std::string_view rest) {
   m += " ...";
   return m;
 }
+#endif
 
-inline std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
+PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
   std::string m = "execute(\"";
   m += statement;
   m += "\") acts on the server session, which PgBouncer in transaction pooling mode (pooling::transaction) "
@@ -273,12 +309,15 @@ inline std::string refuse(std::string_view statement, std::string_view why, std:
   m += ". To send it anyway, wrap the SQL in pqscope::allow_session_state()";
   return m;
 }
+#endif
 
 }  // namespace session_scan
 
 // Empty when the statement is safe behind a transaction-pooling PgBouncer;
 // otherwise why not, and what to use instead. Allocates only to say no.
-inline std::string session_state_hazard(std::string_view sql) {
+PQSCOPE_DECL std::string session_state_hazard(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
   namespace ss = session_scan;
   constexpr std::string_view use_set_local =
       "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
@@ -363,5 +402,6 @@ inline std::string session_state_hazard(std::string_view sql) {
   }
   return {};
 }
+#endif
 
 }  // namespace pqscope::detail

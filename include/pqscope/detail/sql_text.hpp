@@ -9,12 +9,15 @@
 #include <string_view>
 
 #include <pqscope/errors.hpp>
+#include <pqscope/detail/config.hpp>
 
 namespace pqscope::detail {
 
 // Skips white space, empty statements (the server drops them, so ";COMMIT" is a
 // COMMIT) and comments (-- and nested /* */) at the front.
-inline std::string_view skip_blank(std::string_view s) {
+PQSCOPE_DECL std::string_view skip_blank(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string_view skip_blank(std::string_view s) {
   for (;;) {
     while (!s.empty() && (std::isspace(static_cast<unsigned char>(s.front())) || s.front() == ';'))
       s.remove_prefix(1);
@@ -39,6 +42,7 @@ inline std::string_view skip_blank(std::string_view s) {
     }
   }
 }
+#endif
 
 // The next word, upper-cased, and the text after it. Only the first 31 letters are
 // kept (every keyword or setting name looked for is shorter); a longer word reads
@@ -49,7 +53,9 @@ struct word {
   bool operator==(std::string_view k) const { return std::string_view(text, size) == k; }
   bool operator!=(std::string_view k) const { return !(*this == k); }
 };
-inline word next_word(std::string_view& s) {
+PQSCOPE_DECL word next_word(std::string_view& s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL word next_word(std::string_view& s) {
   s = skip_blank(s);
   word w;
   bool too_long = false;
@@ -66,10 +72,13 @@ inline word next_word(std::string_view& s) {
   }
   return w;
 }
+#endif
 
 // Non-empty (the keyword) when the statement starts, commits or rolls back a
 // transaction or a savepoint.
-inline std::string_view transaction_control_keyword(std::string_view sql) {
+PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql) {
   const word first = next_word(sql);
   const word second = next_word(sql);
   if (first == "BEGIN") return "BEGIN";
@@ -84,15 +93,19 @@ inline std::string_view transaction_control_keyword(std::string_view sql) {
   if (first == "ABORT") return "ABORT";
   return {};
 }
+#endif
 
 // COPY FROM STDIN / TO STDOUT needs the copy sub-protocol, which a pipeline cannot carry.
-inline bool is_copy_stream(std::string_view sql) {
+PQSCOPE_DECL bool is_copy_stream(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool is_copy_stream(std::string_view sql) {
   std::string_view rest = sql;
   if (next_word(rest) != "COPY") return false;
   std::string upper;
   for (char c : rest) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
 }
+#endif
 
 // The highest $n placeholder in a statement: the number of parameters the server
 // will want. Placeholders inside string literals (standard, E'' escape strings,
@@ -100,7 +113,9 @@ inline bool is_copy_stream(std::string_view sql) {
 // inside an identifier (PostgreSQL allows foo$1 as a name). Returns -1 for SQL
 // it cannot read to the end (an unterminated quote or comment): the server will
 // say what is wrong.
-inline int highest_placeholder(std::string_view s) {
+PQSCOPE_DECL int highest_placeholder(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL int highest_placeholder(std::string_view s) {
   auto ident_char = [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
   };
@@ -179,12 +194,15 @@ inline int highest_placeholder(std::string_view s) {
   }
   return highest;
 }
+#endif
 
 // The statement's placeholders must match the parameters given, both ways: the
 // server's own message ("bind message supplies 1 parameters, but prepared
 // statement \"\" requires 2") names a prepared statement the caller never made,
 // and too many are accepted silently.
-inline void check_placeholders(std::string_view sql, std::size_t given) {
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given) {
   const int wanted = highest_placeholder(sql);
   if (wanted < 0 || static_cast<std::size_t>(wanted) == given) return;  // < 0: the server will say what is wrong
   if (wanted == 0)
@@ -193,4 +211,5 @@ inline void check_placeholders(std::string_view sql, std::size_t given) {
   throw usage_error("the statement uses placeholders up to $" + std::to_string(wanted) + " but " +
                     std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
 }
+#endif
 }  // namespace pqscope::detail

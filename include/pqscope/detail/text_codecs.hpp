@@ -10,16 +10,20 @@
 #include <vector>
 
 #include <pqscope/errors.hpp>
+#include <pqscope/detail/config.hpp>
 
 namespace pqscope {
 namespace detail {
 
 // The value as it goes into an error message: quoted, and cut short if long.
-inline std::string quote_value(std::string_view s) {
+PQSCOPE_DECL std::string quote_value(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string quote_value(std::string_view s) {
   constexpr std::size_t limit = 80;
   if (s.size() <= limit) return "\"" + std::string(s) + "\"";
   return "\"" + std::string(s.substr(0, limit)) + "\"... (" + std::to_string(s.size()) + " bytes)";
 }
+#endif
 
 // ---- calendar: the proleptic Gregorian calendar PostgreSQL uses, astronomical years (0 is 1 BC)
 
@@ -71,7 +75,9 @@ constexpr std::int64_t min_timestamp_micros = days_from_civil(-4713, 11, 24) * m
 constexpr std::int64_t min_date_days = days_from_civil(-4713, 11, 24);
 constexpr std::int64_t max_date_days = days_from_civil(5874897, 12, 31);
 
-inline void append_number(std::string& out, std::uint64_t v, int width) {
+PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width) {
   char buf[24];
   int n = 0;
   do {
@@ -81,20 +87,26 @@ inline void append_number(std::string& out, std::uint64_t v, int width) {
   for (int i = n; i < width; ++i) out += '0';
   while (n > 0) out += buf[--n];
 }
+#endif
 
 // "YYYY-MM-DD" with " BC" left to the caller: years before 1 AD are written as PostgreSQL
 // writes them, 1 - y with the suffix.
-inline void append_civil_date(std::string& out, const civil_date& c) {
+PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c) {
   append_number(out, static_cast<std::uint64_t>(c.year > 0 ? c.year : 1 - c.year), 4);
   out += '-';
   append_number(out, c.month, 2);
   out += '-';
   append_number(out, c.day, 2);
 }
+#endif
 
 // ISO 8601 in UTC with an explicit offset, so the server reads the same instant
 // whatever its DateStyle order and TimeZone: "2024-01-02 03:04:05.123456+00".
-inline std::string format_timestamp(std::int64_t micros) {
+PQSCOPE_DECL std::string format_timestamp(std::int64_t micros);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
   std::int64_t days = micros / micros_per_day;
   std::int64_t in_day = micros % micros_per_day;
   if (in_day < 0) {
@@ -121,13 +133,17 @@ inline std::string format_timestamp(std::int64_t micros) {
   if (c.year <= 0) out += " BC";
   return out;
 }
+#endif
 
-inline std::string format_date(const civil_date& c) {
+PQSCOPE_DECL std::string format_date(const civil_date& c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string format_date(const civil_date& c) {
   std::string out;
   append_civil_date(out, c);
   if (c.year <= 0) out += " BC";
   return out;
 }
+#endif
 
 // Reads fixed-format text left to right; every step says whether it matched.
 class text_cursor {
@@ -163,30 +179,41 @@ class text_cursor {
   std::size_t i_ = 0;
 };
 
-inline std::string iso_format_hint(const char* format) {
+PQSCOPE_DECL std::string iso_format_hint(const char* format);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string iso_format_hint(const char* format) {
   return std::string("pqscope reads PostgreSQL's ISO output (") + format +
          "), which the server writes only with DateStyle ISO (the default, 'ISO, MDY'; SET DateStyle = 'ISO')";
 }
+#endif
 
 // "YYYY-MM-DD" at the cursor, years of four or more digits; checked for a real day.
-inline bool read_civil_date(text_cursor& c, civil_date& out) {
+PQSCOPE_DECL bool read_civil_date(text_cursor& c, civil_date& out);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool read_civil_date(text_cursor& c, civil_date& out) {
   std::int64_t y = 0, m = 0, d = 0;
   if (!c.digits(4, 9, y) || !c.eat('-') || !c.digits(2, 2, m) || !c.eat('-') || !c.digits(2, 2, d)) return false;
   if (m < 1 || m > 12 || d < 1) return false;
   out = {y, static_cast<unsigned>(m), static_cast<unsigned>(d)};
   return true;
 }
+#endif
 
 // " BC" turns the year PostgreSQL wrote into an astronomical one; then the day is checked.
-inline bool finish_civil_date(text_cursor& c, civil_date& out) {
+PQSCOPE_DECL bool finish_civil_date(text_cursor& c, civil_date& out);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool finish_civil_date(text_cursor& c, civil_date& out) {
   if (c.eat(" BC")) {
     if (out.year == 0) return false;
     out.year = 1 - out.year;
   }
   return out.day <= days_in_month(out.year, out.month);
 }
+#endif
 
-inline civil_date parse_date(std::string_view s) {
+PQSCOPE_DECL civil_date parse_date(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL civil_date parse_date(std::string_view s) {
   text_cursor c{s};
   civil_date d{};
   if (s == "infinity" || s == "-infinity")
@@ -196,6 +223,7 @@ inline civil_date parse_date(std::string_view s) {
     throw conversion_error("cannot read " + quote_value(s) + " as a date (pqscope::date): " + iso_format_hint("YYYY-MM-DD[ BC]"));
   return d;
 }
+#endif
 
 struct timestamp_text {
   int infinite;         // 0 finite, +1 'infinity', -1 '-infinity'
@@ -205,7 +233,9 @@ struct timestamp_text {
 // Timestamps as PostgreSQL writes them with DateStyle ISO: timestamptz with any UTC
 // offset (+05:30, -08, +00:09:21 for local mean time), timestamp without one (read as UTC),
 // 0 to 6 fractional digits, years before 1 AD with " BC".
-inline timestamp_text parse_timestamp(std::string_view s) {
+PQSCOPE_DECL timestamp_text parse_timestamp(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL timestamp_text parse_timestamp(std::string_view s) {
   if (s == "infinity") return {1, 0};
   if (s == "-infinity") return {-1, 0};
   text_cursor c{s};
@@ -236,10 +266,13 @@ inline timestamp_text parse_timestamp(std::string_view s) {
                            " is beyond what 64-bit microseconds since 1970 can hold (about 292,000 years)");
   return {0, micros};
 }
+#endif
 
 // ---- bytea
 
-inline std::string bytea_to_text(const std::byte* p, std::size_t n) {
+PQSCOPE_DECL std::string bytea_to_text(const std::byte* p, std::size_t n);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string bytea_to_text(const std::byte* p, std::size_t n) {
   constexpr char hex[] = "0123456789abcdef";
   std::string out;
   out.reserve(2 + 2 * n);
@@ -251,17 +284,23 @@ inline std::string bytea_to_text(const std::byte* p, std::size_t n) {
   }
   return out;
 }
+#endif
 
-inline int hex_value(char c) noexcept {
+PQSCOPE_DECL int hex_value(char c) noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL int hex_value(char c) noexcept {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
+#endif
 
 // Both of PostgreSQL's output formats: hex ("\x0aff", the default bytea_output) and escape
 // ("\012\377", printable bytes as themselves, a backslash doubled).
-inline std::vector<std::byte> bytea_from_text(std::string_view s) {
+PQSCOPE_DECL std::vector<std::byte> bytea_from_text(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::vector<std::byte> bytea_from_text(std::string_view s) {
   std::vector<std::byte> out;
   auto fail = [&](const char* why) {
     return conversion_error("cannot read " + quote_value(s) + " as bytea (std::vector<std::byte>): " + why);
@@ -293,24 +332,33 @@ inline std::vector<std::byte> bytea_from_text(std::string_view s) {
   }
   return out;
 }
+#endif
 
 // ---- one-dimensional arrays
 
-inline bool is_array_space(char c) noexcept {
+PQSCOPE_DECL bool is_array_space(char c) noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool is_array_space(char c) noexcept {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
+#endif
 
-inline bool is_null_word(std::string_view s) noexcept {
+PQSCOPE_DECL bool is_null_word(std::string_view s) noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool is_null_word(std::string_view s) noexcept {
   if (s.size() != 4) return false;
   for (std::size_t i = 0; i < 4; ++i)
     if ((s[i] | 0x20) != "null"[i]) return false;
   return true;
 }
+#endif
 
 // Appends one element to an array literal, double-quoted when the server would otherwise
 // read it differently: empty, the word NULL in any case, a delimiter, brace, quote,
 // backslash or white space; inside quotes only " and \ need a backslash.
-inline void append_array_element(std::string& out, std::string_view text) {
+PQSCOPE_DECL void append_array_element(std::string& out, std::string_view text);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void append_array_element(std::string& out, std::string_view text) {
   bool quote = text.empty() || is_null_word(text);
   for (const char ch : text)
     if (ch == ',' || ch == '{' || ch == '}' || ch == '"' || ch == '\\' || is_array_space(ch)) quote = true;
@@ -325,6 +373,7 @@ inline void append_array_element(std::string& out, std::string_view text) {
   }
   out += '"';
 }
+#endif
 
 // Splits the server's text for a one-dimensional array into its elements and calls
 // on_element(index, text, is_null) for each, index from 0. More dimensions, or a
