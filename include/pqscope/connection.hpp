@@ -69,14 +69,7 @@ class basic_connection {
   using driver_type = Driver;
 
   // Connects at once; throws connection_error (usage_error for a malformed conninfo).
-  explicit basic_connection(std::string conninfo, connection_options options = {})
-      : options_(std::move(options)),
-        s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
-    s_->machine.set_observer(options_.observer);
-    s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
-    detail::configure_driver(s_->driver, options_);
-    s_->driver.open(s_->conninfo, detail::default_application_name());
-  }
+  explicit basic_connection(std::string conninfo, connection_options options = {});
   basic_connection(basic_connection&&) noexcept = default;
   basic_connection& operator=(basic_connection&& other) noexcept {
     if (this != &other) {
@@ -117,11 +110,7 @@ class basic_connection {
   // (for code that needs a statement to have run before something outside the
   // database happens). Throws batch_failed if one of them failed. Nothing queued:
   // nothing is sent.
-  void flush() {
-    auto& s = machine_session();
-    detail::sync_session::call guard(s, "flush()");
-    s.flush();
-  }
+  void flush();
 
   // Open scopes on this connection (0: autocommit).
   [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
@@ -162,16 +151,7 @@ class basic_connection {
 
   // Opens a new session with the same settings, e.g. after connection_error.
   // Only at depth 0: a scope cannot move to another session.
-  void reconnect() {
-    auto& s = machine_session();
-    detail::sync_session::call guard(s, "reconnect()");
-    if (!s.machine.opened_by_this_process()) s.machine.check_usable();
-    if (s.machine.depth() != 0)
-      throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
-    s.driver.close();
-    s.machine.mark_open();
-    s.driver.open(s.conninfo, detail::default_application_name());
-  }
+  void reconnect();
 
  private:
   friend class transaction;
@@ -222,19 +202,53 @@ class basic_connection {
     }
   }
 
-  void close() noexcept {
-    if (!s_) return;
-    s_->machine.mark_closed();
-    // In a forked child, closing would end the parent's session.
-    if (s_->machine.opened_by_this_process())
-      s_->driver.close();
-    else
-      s_->driver.abandon();
-  }
+  void close() noexcept;
 
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
 };
+
+// Defined out of the class so that, in separate compilation, the explicit
+// instantiation below is the only one of basic_connection<libpq_driver>.
+template <class Driver>
+PQSCOPE_DECL basic_connection<Driver>::basic_connection(std::string conninfo, connection_options options)
+    : options_(std::move(options)),
+      s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
+  s_->machine.set_observer(options_.observer);
+  s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+  detail::configure_driver(s_->driver, options_);
+  s_->driver.open(s_->conninfo, detail::default_application_name());
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::flush() {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "flush()");
+  s.flush();
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::reconnect() {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "reconnect()");
+  if (!s.machine.opened_by_this_process()) s.machine.check_usable();
+  if (s.machine.depth() != 0)
+    throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
+  s.driver.close();
+  s.machine.mark_open();
+  s.driver.open(s.conninfo, detail::default_application_name());
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::close() noexcept {
+  if (!s_) return;
+  s_->machine.mark_closed();
+  // In a forked child, closing would end the parent's session.
+  if (s_->machine.opened_by_this_process())
+    s_->driver.close();
+  else
+    s_->driver.abandon();
+}
 
 using connection = basic_connection<libpq_driver>;
 

@@ -9,6 +9,7 @@
 #include <pqscope/driver.hpp>
 #include <pqscope/errors.hpp>
 #include <pqscope/options.hpp>
+#include <pqscope/detail/config.hpp>
 
 namespace pqscope {
 
@@ -16,12 +17,9 @@ class database {
  public:
   // conninfo: "postgresql://user@host:port/db?..." or "host=... dbname=...".
   // A malformed string is a usage_error here, before any connection is tried.
-  explicit database(std::string conninfo, connection_options options = {})
-      : settings_(std::make_shared<const settings>(settings{std::move(conninfo), std::move(options)})) {
-    detail::check_conninfo(settings_->conninfo);
-  }
+  explicit database(std::string conninfo, connection_options options = {});
 
-  [[nodiscard]] connection connect() const { return connection{settings_->conninfo, settings_->options}; }
+  [[nodiscard]] connection connect() const;
   [[nodiscard]] const std::string& conninfo() const noexcept { return settings_->conninfo; }
   [[nodiscard]] const connection_options& options() const noexcept { return settings_->options; }
 
@@ -32,5 +30,15 @@ class database {
   };
   std::shared_ptr<const settings> settings_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL database::database(std::string conninfo, connection_options options)
+    : settings_(std::make_shared<const settings>(settings{std::move(conninfo), std::move(options)})) {
+  detail::check_conninfo(settings_->conninfo);
+}
+
+PQSCOPE_DECL connection database::connect() const { return connection{settings_->conninfo, settings_->options}; }
+#endif
 
 }  // namespace pqscope

@@ -71,13 +71,7 @@ class transaction {
   enum class state { open, committed, rolled_back, moved_from };
 
   transaction(std::shared_ptr<detail::sync_session> s, const transaction_options& options,
-              detail::attempt_info attempt)
-      : machine_(std::move(s)) {
-    if (!machine_) throw usage_error("transaction on a moved-from connection");
-    detail::sync_session::call guard(*machine_, "opening a scope");
-    id_ = machine_->machine.open(options, attempt);
-    outermost_ = machine_->machine.depth() == 1;
-  }
+              detail::attempt_info attempt);
 
   static std::shared_ptr<detail::sync_session> checked(std::shared_ptr<detail::sync_session> s,
                                                        const transaction_options& options);
@@ -96,6 +90,15 @@ class transaction {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL transaction::transaction(std::shared_ptr<detail::sync_session> s, const transaction_options& options,
+                                      detail::attempt_info attempt)
+    : machine_(std::move(s)) {
+  if (!machine_) throw usage_error("transaction on a moved-from connection");
+  detail::sync_session::call guard(*machine_, "opening a scope");
+  id_ = machine_->machine.open(options, attempt);
+  outermost_ = machine_->machine.depth() == 1;
+}
 
 PQSCOPE_DECL std::shared_ptr<detail::sync_session> transaction::checked(std::shared_ptr<detail::sync_session> s,
                                                                         const transaction_options& options) {

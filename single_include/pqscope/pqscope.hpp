@@ -4503,14 +4503,7 @@ class basic_connection {
   using driver_type = Driver;
 
   // Connects at once; throws connection_error (usage_error for a malformed conninfo).
-  explicit basic_connection(std::string conninfo, connection_options options = {})
-      : options_(std::move(options)),
-        s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
-    s_->machine.set_observer(options_.observer);
-    s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
-    detail::configure_driver(s_->driver, options_);
-    s_->driver.open(s_->conninfo, detail::default_application_name());
-  }
+  explicit basic_connection(std::string conninfo, connection_options options = {});
   basic_connection(basic_connection&&) noexcept = default;
   basic_connection& operator=(basic_connection&& other) noexcept {
     if (this != &other) {
@@ -4551,11 +4544,7 @@ class basic_connection {
   // (for code that needs a statement to have run before something outside the
   // database happens). Throws batch_failed if one of them failed. Nothing queued:
   // nothing is sent.
-  void flush() {
-    auto& s = machine_session();
-    detail::sync_session::call guard(s, "flush()");
-    s.flush();
-  }
+  void flush();
 
   // Open scopes on this connection (0: autocommit).
   [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
@@ -4596,16 +4585,7 @@ class basic_connection {
 
   // Opens a new session with the same settings, e.g. after connection_error.
   // Only at depth 0: a scope cannot move to another session.
-  void reconnect() {
-    auto& s = machine_session();
-    detail::sync_session::call guard(s, "reconnect()");
-    if (!s.machine.opened_by_this_process()) s.machine.check_usable();
-    if (s.machine.depth() != 0)
-      throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
-    s.driver.close();
-    s.machine.mark_open();
-    s.driver.open(s.conninfo, detail::default_application_name());
-  }
+  void reconnect();
 
  private:
   friend class transaction;
@@ -4656,19 +4636,53 @@ class basic_connection {
     }
   }
 
-  void close() noexcept {
-    if (!s_) return;
-    s_->machine.mark_closed();
-    // In a forked child, closing would end the parent's session.
-    if (s_->machine.opened_by_this_process())
-      s_->driver.close();
-    else
-      s_->driver.abandon();
-  }
+  void close() noexcept;
 
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
 };
+
+// Defined out of the class so that, in separate compilation, the explicit
+// instantiation below is the only one of basic_connection<libpq_driver>.
+template <class Driver>
+PQSCOPE_DECL basic_connection<Driver>::basic_connection(std::string conninfo, connection_options options)
+    : options_(std::move(options)),
+      s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
+  s_->machine.set_observer(options_.observer);
+  s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+  detail::configure_driver(s_->driver, options_);
+  s_->driver.open(s_->conninfo, detail::default_application_name());
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::flush() {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "flush()");
+  s.flush();
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::reconnect() {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "reconnect()");
+  if (!s.machine.opened_by_this_process()) s.machine.check_usable();
+  if (s.machine.depth() != 0)
+    throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
+  s.driver.close();
+  s.machine.mark_open();
+  s.driver.open(s.conninfo, detail::default_application_name());
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::close() noexcept {
+  if (!s_) return;
+  s_->machine.mark_closed();
+  // In a forked child, closing would end the parent's session.
+  if (s_->machine.opened_by_this_process())
+    s_->driver.close();
+  else
+    s_->driver.abandon();
+}
 
 using connection = basic_connection<libpq_driver>;
 
@@ -4691,6 +4705,7 @@ extern template class basic_connection<libpq_driver>;
 // #include <pqscope/driver.hpp> (inlined above)
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 
 namespace pqscope {
 
@@ -4698,12 +4713,9 @@ class database {
  public:
   // conninfo: "postgresql://user@host:port/db?..." or "host=... dbname=...".
   // A malformed string is a usage_error here, before any connection is tried.
-  explicit database(std::string conninfo, connection_options options = {})
-      : settings_(std::make_shared<const settings>(settings{std::move(conninfo), std::move(options)})) {
-    detail::check_conninfo(settings_->conninfo);
-  }
+  explicit database(std::string conninfo, connection_options options = {});
 
-  [[nodiscard]] connection connect() const { return connection{settings_->conninfo, settings_->options}; }
+  [[nodiscard]] connection connect() const;
   [[nodiscard]] const std::string& conninfo() const noexcept { return settings_->conninfo; }
   [[nodiscard]] const connection_options& options() const noexcept { return settings_->options; }
 
@@ -4714,6 +4726,16 @@ class database {
   };
   std::shared_ptr<const settings> settings_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL database::database(std::string conninfo, connection_options options)
+    : settings_(std::make_shared<const settings>(settings{std::move(conninfo), std::move(options)})) {
+  detail::check_conninfo(settings_->conninfo);
+}
+
+PQSCOPE_DECL connection database::connect() const { return connection{settings_->conninfo, settings_->options}; }
+#endif
 
 }  // namespace pqscope
 // #include <pqscope/transaction.hpp>
@@ -4789,13 +4811,7 @@ class transaction {
   enum class state { open, committed, rolled_back, moved_from };
 
   transaction(std::shared_ptr<detail::sync_session> s, const transaction_options& options,
-              detail::attempt_info attempt)
-      : machine_(std::move(s)) {
-    if (!machine_) throw usage_error("transaction on a moved-from connection");
-    detail::sync_session::call guard(*machine_, "opening a scope");
-    id_ = machine_->machine.open(options, attempt);
-    outermost_ = machine_->machine.depth() == 1;
-  }
+              detail::attempt_info attempt);
 
   static std::shared_ptr<detail::sync_session> checked(std::shared_ptr<detail::sync_session> s,
                                                        const transaction_options& options);
@@ -4814,6 +4830,15 @@ class transaction {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL transaction::transaction(std::shared_ptr<detail::sync_session> s, const transaction_options& options,
+                                      detail::attempt_info attempt)
+    : machine_(std::move(s)) {
+  if (!machine_) throw usage_error("transaction on a moved-from connection");
+  detail::sync_session::call guard(*machine_, "opening a scope");
+  id_ = machine_->machine.open(options, attempt);
+  outermost_ = machine_->machine.depth() == 1;
+}
 
 PQSCOPE_DECL std::shared_ptr<detail::sync_session> transaction::checked(std::shared_ptr<detail::sync_session> s,
                                                                         const transaction_options& options) {
