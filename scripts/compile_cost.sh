@@ -2,6 +2,9 @@
 # Compile cost of pqscope next to libpqxx, side by side in one run (g++, -O2):
 #   1. #include <pqxx/pqxx> alone                     vs the single header + a database object
 #   2. examples/quickstart.cpp (pqscope)              vs the same program against libpqxx
+# each pqscope file twice: header-only (the default) and with PQSCOPE_SEPARATE_COMPILATION
+# (the user's translation unit only; the implementation unit, src/pqscope.cpp, is timed
+# in the same loop and reported on its own row: a program compiles it once).
 # Each file is compiled RUNS times (default 5), interleaved; medians in seconds,
 # their ratios, and preprocessed line counts. Needs libpqxx-dev (scripts/dev.sh bench installs it).
 #   scripts/compile_cost.sh [RUNS]
@@ -19,7 +22,12 @@ SRC[pqxx_include]="$DIR/include_only_pqxx.cpp";  FLAGS[pqxx_include]=""
 SRC[pqscope_include]="$DIR/include_pqscope.cpp"; FLAGS[pqscope_include]="-I$ROOT/single_include -I$PGINC"
 SRC[pqxx_quickstart]="$DIR/quickstart_pqxx.cpp"; FLAGS[pqxx_quickstart]=""
 SRC[pqscope_quickstart]="$ROOT/examples/quickstart.cpp"; FLAGS[pqscope_quickstart]="-I$ROOT/single_include -I$PGINC"
-ORDER=(pqxx_include pqscope_include pqxx_quickstart pqscope_quickstart)
+SEP="-DPQSCOPE_SEPARATE_COMPILATION -I$ROOT/single_include -I$PGINC"
+SRC[pqscope_include_sep]="$DIR/include_pqscope.cpp"; FLAGS[pqscope_include_sep]="$SEP"
+SRC[pqscope_quickstart_sep]="$ROOT/examples/quickstart.cpp"; FLAGS[pqscope_quickstart_sep]="$SEP"
+SRC[pqscope_impl_sep]="$ROOT/src/pqscope.cpp"; FLAGS[pqscope_impl_sep]="$SEP"
+ORDER=(pqxx_include pqscope_include pqscope_include_sep pqxx_quickstart pqscope_quickstart pqscope_quickstart_sep
+       pqscope_impl_sep)
 
 for name in "${ORDER[@]}"; do : > "$OUT/$name.times"; done
 for ((i = 0; i < RUNS; ++i)); do
@@ -35,11 +43,14 @@ lines() {
   $CXX -std=c++17 -E ${FLAGS[$1]} "${SRC[$1]}" | wc -l
 }
 printf "%s, %s, %d runs each, interleaved; %s\n" "$($CXX --version | head -n1)" "-O2" "$RUNS" "$(nproc) CPUs"
-printf "%-20s %10s %12s %10s\n" file "median s" "preproc lines" "object KB"
+printf "%-24s %10s %12s %10s\n" file "median s" "preproc lines" "object KB"
 for name in "${ORDER[@]}"; do
-  printf "%-20s %10.2f %12d %10d\n" "$name" "$(median "$OUT/$name.times")" "$(lines "$name")" \
+  printf "%-24s %10.2f %12d %10d\n" "$name" "$(median "$OUT/$name.times")" "$(lines "$name")" \
     "$(( $(stat -c %s "$OUT/$name.o") / 1024 ))"
 done
 ratio() { echo "scale=2; $(median "$OUT/$1.times") / $(median "$OUT/$2.times")" | bc; }
-echo "single header + database / pqxx include alone: $(ratio pqscope_include pqxx_include)"
-echo "quickstart pqscope / quickstart libpqxx:        $(ratio pqscope_quickstart pqxx_quickstart)"
+echo "single header + database / pqxx include alone:   $(ratio pqscope_include pqxx_include) header-only," \
+     "$(ratio pqscope_include_sep pqxx_include) separate compilation"
+echo "quickstart pqscope / quickstart libpqxx:          $(ratio pqscope_quickstart pqxx_quickstart) header-only," \
+     "$(ratio pqscope_quickstart_sep pqxx_quickstart) separate compilation (+ $(printf %.2f "$(median "$OUT/pqscope_impl_sep.times")") s" \
+     "once per program for the implementation unit)"
