@@ -6,7 +6,8 @@
 # (the user's translation unit only; the implementation unit, src/pqscope.cpp, is timed
 # in the same loop and reported on its own row: a program compiles it once).
 # Each file is compiled RUNS times (default 5), interleaved; medians in seconds,
-# their ratios, and preprocessed line counts. Needs libpqxx-dev (scripts/dev.sh bench installs it).
+# their ratios, and preprocessed line counts. pqscope_std_headers is the floor of the include:
+# only the standard and libpq headers that the single header includes. Needs libpqxx-dev (scripts/dev.sh bench installs it).
 #   scripts/compile_cost.sh [RUNS]
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,8 +27,12 @@ SEP="-DPQSCOPE_SEPARATE_COMPILATION -I$ROOT/single_include -I$PGINC"
 SRC[pqscope_include_sep]="$DIR/include_pqscope.cpp"; FLAGS[pqscope_include_sep]="$SEP"
 SRC[pqscope_quickstart_sep]="$ROOT/examples/quickstart.cpp"; FLAGS[pqscope_quickstart_sep]="$SEP"
 SRC[pqscope_impl_sep]="$ROOT/src/pqscope.cpp"; FLAGS[pqscope_impl_sep]="$SEP"
-ORDER=(pqxx_include pqscope_include pqscope_include_sep pqxx_quickstart pqscope_quickstart pqscope_quickstart_sep
-       pqscope_impl_sep)
+# The floor: the standard and libpq headers the single header includes, and nothing of pqscope.
+grep -h '^#include <' "$ROOT/single_include/pqscope/pqscope.hpp" | sort -u > "$OUT/std_headers.cpp"
+echo 'int main() { return 0; }' >> "$OUT/std_headers.cpp"
+SRC[pqscope_std_headers]="$OUT/std_headers.cpp"; FLAGS[pqscope_std_headers]="-I$PGINC"
+ORDER=(pqxx_include pqscope_std_headers pqscope_include pqscope_include_sep pqxx_quickstart pqscope_quickstart
+       pqscope_quickstart_sep pqscope_impl_sep)
 
 for name in "${ORDER[@]}"; do : > "$OUT/$name.times"; done
 for ((i = 0; i < RUNS; ++i)); do
