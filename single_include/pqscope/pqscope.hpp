@@ -1545,7 +1545,9 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 //
 // basic_connection<Driver> works with any type that offers the members of
 // libpq_driver below: open(), close(), abandon(), is_open(), exchange(),
-// application_name() and native_handle(). exchange() is one round trip: it sends
+// application_name() and native_handle(); adopt() (connection::borrow), and the
+// calls outside the pipeline (copy_*, script), only where they are used.
+// exchange() is one round trip: it sends
 // a batch of statements followed by one sync and reads every answer. A driver
 // that wraps libpq_driver can count, log or delay; a scripted driver (see
 // tests/support) replays answers with no server at all.
@@ -1560,6 +1562,7 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 #include <fcntl.h>
 #include <poll.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -1572,6 +1575,7 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -1666,6 +1670,29 @@ struct network_settings {
   std::chrono::milliseconds timeout{0};
 };
 
+namespace detail {
+// A conninfo string that opens another session like `c` (the in-doubt resolver of
+// a borrowed connection).
+inline std::string conninfo_of(PGconn* c) {
+  std::string out;
+  if (PQconninfoOption* opts = PQconninfo(c)) {
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+      if (o->val == nullptr || *o->val == '\0') continue;
+      if (!out.empty()) out += ' ';
+      out += o->keyword;
+      out += "='";
+      for (const char* v = o->val; *v != '\0'; ++v) {
+        if (*v == '\'' || *v == '\\') out += '\\';
+        out += *v;
+      }
+      out += '\'';
+    }
+    PQconninfoFree(opts);
+  }
+  return out;
+}
+}  // namespace detail
+
 class libpq_driver {
  public:
   using clock = std::chrono::steady_clock;
@@ -1728,8 +1755,13 @@ class libpq_driver {
   }
 
   void close() noexcept {
-    if (conn_ != nullptr) PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
+    free_copy_row();
+    if (conn_ != nullptr && borrowed_)
+      hand_back();
+    else if (conn_ != nullptr)
+      PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
     conn_ = nullptr;
+    borrowed_ = false;
     cancel_.reset();
   }
 
@@ -1738,6 +1770,12 @@ class libpq_driver {
   // pointed at /dev/null first, so the goodbye message goes nowhere.
   void abandon() noexcept {
     if (conn_ == nullptr) return;
+    if (borrowed_) {  // the caller's handle: theirs to deal with in the child
+      conn_ = nullptr;
+      borrowed_ = false;
+      cancel_.reset();
+      return;
+    }
     int sock = PQsocket(conn_);
     int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     if (sock >= 0 && devnull >= 0) ::dup2(devnull, sock);
@@ -1801,18 +1839,7 @@ class libpq_driver {
           break;
         case PGRES_FATAL_ERROR:
           if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
-          r.st = reply::status::error;
-          r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
-          r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
-          r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
-          r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
-          r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-          r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
-          r.table = field_of(raw, PG_DIAG_TABLE_NAME);
-          r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
-          r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
-          r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
-          if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+          fill_error(raw, r);
           break;
         default:
           // COPY and friends cannot run in a pipeline; the session is refused
@@ -1857,6 +1884,194 @@ class libpq_driver {
   }
 
   [[nodiscard]] PGconn* native_handle() const noexcept { return conn_; }
+
+  // ---- an existing PGconn* ------------------------------------------------
+
+  // Uses a session the caller opened and keeps: it must be connected, idle (no
+  // transaction, no query in progress) and out of pipeline mode. release() or
+  // the destructor hands it back in that state and never closes it.
+  void adopt(PGconn* c) {
+    close();
+    if (c == nullptr) throw usage_error("borrow(): the PGconn* is null");
+    if (PQstatus(c) != CONNECTION_OK) throw usage_error("borrow(): the PGconn* is not connected (PQstatus is not CONNECTION_OK)");
+    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) throw usage_error("borrow(): the PGconn* is in pipeline mode; leave it first");
+    switch (PQtransactionStatus(c)) {
+      case PQTRANS_IDLE: break;
+      case PQTRANS_ACTIVE: throw usage_error("borrow(): the PGconn* has a query in progress; read its results first");
+      default:
+        throw usage_error("borrow(): the PGconn* is inside a transaction; pqscope's scopes must own the transactions "
+                          "they run in, so end it first");
+    }
+    if (PQisBusy(c) != 0) throw usage_error("borrow(): the PGconn* has results not yet read");
+    was_nonblocking_ = PQisnonblocking(c) != 0;
+    if (!was_nonblocking_ && PQsetnonblocking(c, 1) != 0)
+      throw connection_error("borrow(): " + trim(PQerrorMessage(c)));
+    conn_ = c;
+    borrowed_ = true;
+    closed_reason_.clear();
+    last_state_ = server_state::idle;
+  }
+  [[nodiscard]] bool borrowed() const noexcept { return borrowed_; }
+
+  // ---- outside the pipeline: COPY and scripts ----------------------------
+  // The caller has sent everything queued first. Each call has its own
+  // network_timeout deadline, handled as a round trip's (cancel, grace, give up).
+
+  // Sends `s` (extended protocol, no pipeline) and reads until the server enters
+  // the COPY sub-protocol (PGRES_COPY_IN or PGRES_COPY_OUT) or answers otherwise
+  // (0: `out` holds the answer).
+  int copy_start(const statement& s, batch_reply& out) {
+    out.replies.assign(1, reply{});
+    copy_lost_.clear();
+    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_), 0;
+    last_state_ = server_state::unknown;
+    round_trip rt = trip();
+    if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
+    if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
+      return lost(out, trim(PQerrorMessage(conn_))), 0;
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_))), 0;
+      case io::expired: return give_up(out, rt), 0;
+    }
+    if (await_result(rt) == io::expired) return give_up(out, rt), 0;
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_))), 0;
+    const ExecStatusType st = PQresultStatus(raw);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+      PQclear(raw);
+      return st;
+    }
+    read_final(rt, raw, out);
+    return 0;
+  }
+
+  // Queues COPY FROM STDIN data, sending when libpq's buffer fills. false if the
+  // connection failed or timed out; copy_end() then reports why.
+  bool copy_put(std::string_view data) {
+    if (!copy_lost_.empty() || conn_ == nullptr) return false;
+    round_trip rt = trip();
+    for (;;) {
+      const int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
+      if (r == 1) break;
+      if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+      if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
+    }
+    // Keep the buffer from growing without bound: send what is ready without waiting.
+    if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    return true;
+  }
+
+  // Ends COPY FROM STDIN (abort_reason != nullptr: the server fails the COPY with
+  // it) and reads the answer.
+  batch_reply copy_end(const char* abort_reason) {
+    batch_reply out;
+    out.replies.assign(1, reply{});
+    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+    round_trip rt = trip();
+    for (;;) {
+      const int r = PQputCopyEnd(conn_, abort_reason);
+      if (r == 1) break;
+      if (r < 0) return lost(out, trim(PQerrorMessage(conn_)));
+      if (!copy_drain(rt)) return lost(out, lost_reason());
+    }
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+      case io::expired: return give_up(out, rt);
+    }
+    return finish_copy(rt, out);
+  }
+
+  // The next row of COPY TO STDOUT, its newline included: true; false at the end
+  // or on failure (copy_out_end() tells which). The row is valid until the next call.
+  bool copy_get(std::string_view& row) {
+    free_copy_row();
+    if (!copy_lost_.empty() || conn_ == nullptr) return false;
+    round_trip rt = trip();
+    for (;;) {
+      char* buf = nullptr;
+      const int n = PQgetCopyData(conn_, &buf, /*async=*/1);
+      if (n > 0) {
+        copy_row_ = buf;
+        row = std::string_view(buf, static_cast<std::size_t>(n));
+        return true;
+      }
+      if (n == -1) return false;  // done: the final answer follows
+      if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
+      short revents = 0;
+      const io w = wait(rt, POLLIN, revents);
+      if (w == io::expired) {
+        batch_reply ignored;
+        give_up(ignored, rt);
+        copy_lost_ = closed_reason_;
+        return false;
+      }
+      if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
+    }
+  }
+
+  // After copy_get() returned false: the COPY's answer.
+  batch_reply copy_out_end() {
+    free_copy_row();
+    batch_reply out;
+    out.replies.assign(1, reply{});
+    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+    round_trip rt = trip();
+    return finish_copy(rt, out);
+  }
+
+  // A script of several statements in one simple-protocol query: one reply per
+  // statement that answered; the server runs nothing after the first error.
+  // results: the result of each statement that succeeded, in order.
+  batch_reply script(const char* sql) {
+    batch_reply out;
+    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+    last_state_ = server_state::unknown;
+    round_trip rt = trip();
+    if (!await_pending_cancel(rt)) return give_up_pending(out);
+    if (PQsendQuery(conn_, sql) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+      case io::expired: return give_up(out, rt);
+    }
+    for (;;) {
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      PGresult* raw = PQgetResult(conn_);
+      if (raw == nullptr) break;
+      result res{detail::adopt(raw)};
+      reply r;
+      switch (PQresultStatus(raw)) {
+        case PGRES_EMPTY_QUERY:  // a script of blanks and comments: no statement ran
+          continue;
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+          r.st = reply::status::ok;
+          r.command = PQcmdStatus(raw);
+          r.res = std::move(res);
+          break;
+        case PGRES_FATAL_ERROR:
+          if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+          fill_error(raw, r);
+          break;
+        case PGRES_COPY_IN:
+        case PGRES_COPY_OUT:
+          // Refused before sending; should one slip through, end it so the session stays usable.
+          if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
+          r.st = reply::status::error;
+          r.sqlstate = "0A000";
+          r.message = "COPY FROM STDIN / TO STDOUT is not allowed in a script";
+          break;
+        default:
+          return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+      }
+      out.replies.push_back(std::move(r));
+    }
+    out.state = state_of(PQtransactionStatus(conn_));
+    last_state_ = out.state;
+    return out;
+  }
 
  private:
   enum class io { ok, failed, expired };
@@ -2081,6 +2296,128 @@ class libpq_driver {
     return lost(out, std::move(why));
   }
 
+  // A borrowed session goes back idle and out of pipeline mode, in the blocking
+  // mode it came in. A transaction still open is rolled back; a session that
+  // cannot be brought back (mid-round-trip after a timeout, a lost link) has its
+  // socket shut down, so that the server ends it and rolls back, and its owner
+  // sees CONNECTION_BAD on next use (PQreset() reconnects it).
+  void hand_back() noexcept {
+    PGconn* c = conn_;
+    const bool settled = PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF && PQisBusy(c) == 0;
+    if (settled && (PQtransactionStatus(c) == PQTRANS_INTRANS || PQtransactionStatus(c) == PQTRANS_INERROR)) {
+      try {
+        static const statement rollback{"ROLLBACK", 0, nullptr, nullptr};
+        borrowed_ = false;  // a timeout inside must not come back here
+        (void)exchange({rollback});
+        borrowed_ = true;
+      } catch (...) {
+        borrowed_ = true;  // out of memory: the check below shuts the socket down
+      }
+    }
+    if (conn_ == nullptr || PQstatus(c) != CONNECTION_OK || PQpipelineStatus(c) != PQ_PIPELINE_OFF ||
+        PQtransactionStatus(c) != PQTRANS_IDLE) {
+      const int sock = PQsocket(c);
+      if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
+    }
+    if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
+  }
+
+  static void fill_error(const PGresult* raw, reply& r) {
+    r.st = reply::status::error;
+    r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
+    r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
+    r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
+    r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+    r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+    r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+    r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+    r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+    r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+    r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
+    if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+  }
+
+  // A clock for one call outside the pipeline.
+  round_trip trip() const {
+    static const std::vector<statement> none;
+    round_trip rt{none};
+    if (net_.timeout.count() > 0) {
+      rt.bounded = true;
+      rt.deadline = clock::now() + net_.timeout;
+    }
+    return rt;
+  }
+
+  // libpq's COPY buffer is full: send some of it, reading meanwhile.
+  bool copy_drain(round_trip& rt) {
+    short revents = 0;
+    const io w = wait(rt, POLLIN | POLLOUT, revents);
+    if (w == io::expired) {
+      batch_reply ignored;
+      give_up(ignored, rt);
+      copy_lost_ = closed_reason_;
+      return false;
+    }
+    if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
+    if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
+      return copy_failed(trim(PQerrorMessage(conn_)));
+    if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    return true;
+  }
+  bool copy_failed(std::string why) {
+    copy_lost_ = why.empty() ? "connection lost during COPY" : std::move(why);
+    return false;
+  }
+  std::string lost_reason() const {
+    if (!copy_lost_.empty()) return copy_lost_;
+    return closed_reason_.empty() ? "the connection is closed" : closed_reason_;
+  }
+  void free_copy_row() noexcept {
+    if (copy_row_ != nullptr) PQfreemem(copy_row_);
+    copy_row_ = nullptr;
+  }
+
+  // The answer that ends a COPY.
+  batch_reply& finish_copy(round_trip& rt, batch_reply& out) {
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
+    return read_final(rt, raw, out);
+  }
+
+  // One statement's answer outside the pipeline, then the null result that ends it.
+  batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out) {
+    result res{detail::adopt(raw)};
+    reply& r = out.replies.front();
+    switch (PQresultStatus(raw)) {
+      case PGRES_COMMAND_OK:
+      case PGRES_TUPLES_OK:
+      case PGRES_EMPTY_QUERY:
+        r.st = reply::status::ok;
+        r.command = PQcmdStatus(raw);
+        r.res = std::move(res);
+        break;
+      case PGRES_FATAL_ERROR:
+        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+        fill_error(raw, r);
+        break;
+      default:
+        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+    }
+    for (;;) {
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      PGresult* extra = PQgetResult(conn_);
+      if (extra == nullptr) break;
+      const ExecStatusType st = PQresultStatus(extra);
+      PQclear(extra);
+      // COPY TO STDOUT of a failed COPY FROM: cannot happen; anything else is a broken stream.
+      if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
+    }
+    out.state = state_of(PQtransactionStatus(conn_));
+    last_state_ = out.state;
+    return out;
+  }
+
   static std::string trim(const char* s) {
     std::string r = s != nullptr ? s : "";
     while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
@@ -2107,6 +2444,10 @@ class libpq_driver {
   }
 
   PGconn* conn_ = nullptr;
+  bool borrowed_ = false;         // adopt(): the caller's session, never closed here
+  bool was_nonblocking_ = false;  // adopt(): its mode, restored when it is handed back
+  std::string copy_lost_;         // why the COPY in progress cannot go on
+  char* copy_row_ = nullptr;      // the last row copy_get() returned (libpq's memory)
   network_settings net_;
   std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
@@ -2139,128 +2480,194 @@ void copy_driver_settings(D& to, const D& from) {
 }  // namespace detail
 
 }  // namespace pqscope
-// #include <pqscope/connection.hpp>
-// An autocommit connection that tracks nested transaction scopes.
+// #include <pqscope/copy.hpp>
+// COPY FROM STDIN and COPY TO STDOUT, in autocommit or inside any scope.
+//
+// What the scopes queued goes out first (BEGIN, SAVEPOINT, ...), then the COPY
+// runs outside the pipeline, and its answer reaches the scopes like any
+// statement's: a COPY that fails dooms its scope. Until it ends, the connection
+// refuses every other call. Values are converted as parameters are
+// (value_traits<T>::to_text / from_text), and escaped for COPY's text format here.
 
-#include <chrono>
-#include <cstring>
-#include <exception>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <type_traits>
+#include <tuple>
 #include <utility>
+#include <vector>
 
-// #include <pqscope/driver.hpp> (inlined above)
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/params.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
-// #include <pqscope/options.hpp> (inlined above)
-// #include <pqscope/stats.hpp> (inlined above)
-// #include <pqscope/detail/application_name.hpp>
-// The default application_name, "program:user@host", so that every client is
-// recognisable in pg_stat_activity, also through PgBouncer.
+// #include <pqscope/detail/copy_text.hpp>
+// COPY's text format: one row per line, fields separated by tabs, \N for NULL,
+// and backslash escapes for the characters that would break the line up.
 
-#include <fcntl.h>
-#include <pwd.h>
-#include <unistd.h>
-
-#include <cstring>
+#include <cstddef>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
+
+// #include <pqscope/errors.hpp> (inlined above)
 
 namespace pqscope::detail {
 
-// PostgreSQL keeps NAMEDATALEN - 1 = 63 bytes; cut on a UTF-8 character boundary.
-inline std::string cut_utf8(std::string s, std::size_t max_bytes) {
-  if (s.size() <= max_bytes) return s;
-  std::size_t n = max_bytes;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  s.resize(n);
-  return s;
-}
-
-// argv[0] from /proc (plain read(2): <fstream> would cost every includer ~36k lines).
-inline std::string program_name() {
-  std::string cmdline;
-  const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    char buf[512];
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    ::close(fd);
-    if (n > 0) cmdline.assign(buf, ::strnlen(buf, static_cast<std::size_t>(n)));
+// Appends one field's text, escaped.
+inline void append_copy_field(std::string& out, std::string_view text) {
+  std::size_t plain = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const char* esc = c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : nullptr;
+    if (esc == nullptr) continue;
+    out.append(text.data() + plain, i - plain);
+    out.append(esc, 2);
+    plain = i + 1;
   }
-  auto slash = cmdline.rfind('/');
-  if (slash != std::string::npos) cmdline.erase(0, slash + 1);
-  return cmdline.empty() ? "pqscope" : cmdline;
+  out.append(text.data() + plain, text.size() - plain);
 }
 
-inline std::string default_application_name() {
-  std::string user;
-  struct passwd pw {};
-  struct passwd* found = nullptr;
-  char buf[4096];
-  if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) == 0 && found != nullptr) user = found->pw_name;
-  if (user.empty()) user = std::to_string(geteuid());
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
-  std::string h = host;
-  h = h.substr(0, h.find('.'));
-  return cut_utf8(program_name() + ":" + user + "@" + h, 63);
+inline int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Splits one line of COPY TO STDOUT output (its newline included or not) into
+// fields, undoing the escapes; \N reads as NULL.
+inline void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields) {
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  fields.clear();
+  std::string cur;
+  bool raw_null = false;  // the field so far is exactly \N
+  std::size_t field_start = 0;
+  auto end_field = [&](std::size_t at) {
+    if (raw_null && at - field_start == 2)
+      fields.emplace_back(std::nullopt);
+    else
+      fields.emplace_back(std::move(cur));
+    cur.clear();
+    raw_null = false;
+  };
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == '\t') {
+      end_field(i);
+      field_start = i + 1;
+      continue;
+    }
+    if (c != '\\' || i + 1 == line.size()) {
+      cur += c;
+      continue;
+    }
+    const char e = line[++i];
+    switch (e) {
+      case 'b': cur += '\b'; break;
+      case 'f': cur += '\f'; break;
+      case 'n': cur += '\n'; break;
+      case 'r': cur += '\r'; break;
+      case 't': cur += '\t'; break;
+      case 'v': cur += '\v'; break;
+      case 'N':
+        if (i - 1 == field_start) raw_null = true;
+        cur += 'N';  // kept in case more follows (then it is not a NULL marker)
+        break;
+      case 'x': {
+        int v = 0, n = 0;
+        while (n < 2 && i + 1 < line.size() && hex_digit(line[i + 1]) >= 0) v = v * 16 + hex_digit(line[++i]), ++n;
+        if (n == 0)
+          cur += 'x';
+        else
+          cur += static_cast<char>(v);
+        break;
+      }
+      default:
+        if (e >= '0' && e <= '7') {
+          int v = e - '0', n = 1;
+          while (n < 3 && i + 1 < line.size() && line[i + 1] >= '0' && line[i + 1] <= '7') v = v * 8 + (line[++i] - '0'), ++n;
+          cur += static_cast<char>(v & 0xff);
+        } else {
+          cur += e;
+        }
+    }
+  }
+  end_field(line.size());
+}
+
+// Which way a COPY statement streams: 'i' (FROM STDIN), 'o' (TO STDOUT) or 0.
+// A quick look at the words; the server's answer has the last word.
+inline char copy_direction(std::string_view sql) {
+  std::string upper;
+  upper.reserve(sql.size());
+  for (char c : sql) upper += (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
+  const bool in = upper.find("STDIN") != std::string::npos, out = upper.find("STDOUT") != std::string::npos;
+  return in && !out ? 'i' : out && !in ? 'o' : 0;
 }
 
 }  // namespace pqscope::detail
-// #include <pqscope/detail/session_state.hpp>
-// Statements that leave session state behind, refused on connections with
-// pooling::transaction. Behind PgBouncer in transaction pooling mode the server
-// connection goes back to the pool after every transaction (after every statement
-// in autocommit), so whatever a statement leaves in the server session is
-// inherited by the next client that borrows it.
+// #include <pqscope/detail/scope_machine.hpp>
+// The scope state machine: the whole of pqscope's transaction logic, and no I/O.
 //
-// Best effort, like transaction_control_keyword(): the leading keywords of the
-// statement, plus the function calls in its text. Refused:
-//  - SET, except SET LOCAL, SET TRANSACTION and SET CONSTRAINTS (all of which end
-//    with the transaction). So SET x, SET SESSION x, SET ROLE, SET SESSION
-//    AUTHORIZATION, SET SESSION CHARACTERISTICS, SET search_path.
-//  - RESET (any, RESET ALL included).
-//  Except the five parameters PgBouncer itself tracks per client and restores on
-//  every server connection it lends: SET/RESET of client_encoding (SET NAMES),
-//  DateStyle, TimeZone (SET TIME ZONE), standard_conforming_strings and
-//  application_name are allowed.
-//  - LISTEN, UNLISTEN (NOTIFY is fine).
-//  - PREPARE, EXECUTE, DEALLOCATE (PREPARE TRANSACTION is left to the transaction
-//    control check, which refuses it).
-//  - DECLARE ... WITH HOLD (DECLARE without it is fine).
-//  - DISCARD (any), LOAD.
-//  - A call, anywhere in the text, of pg_advisory_lock, pg_advisory_lock_shared,
-//    pg_try_advisory_lock, pg_try_advisory_lock_shared, pg_advisory_unlock,
-//    pg_advisory_unlock_shared or pg_advisory_unlock_all (case-insensitive, schema
-//    qualified or not, or as a "quoted" lower-case name). The _xact_ variants are fine.
-//  - set_config(name, value, false) whose third argument is written as the literal
-//    false, or as a quoted string that spells false ('f', 'false', 'off', 'no',
-//    '0' and their prefixes), optionally cast with ::bool / ::boolean.
-// Calls are looked for in the code, not in 'string literals', "quoted names" of
-// other things, or comments, and not as part of a longer name. A dollar-quoted
-// string is data, except in a DO statement, where it is the code that runs now.
+// A connection holds a stack of frames, one per open scope. Frame 0 is the
+// transaction; a nested frame owns a savepoint unless it was opened with
+// savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
+// waits in the queue and goes out in the same pipeline batch as the next
+// statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
+// Only the end of the outermost scope is sent at once, so that no transaction is
+// ever left idle behind PgBouncer.
 //
-// Not detected, so sent as written: a set_config() whose third argument
-// is a parameter ($3) or any other expression; a DO body in single quotes; SET,
-// LISTEN, PREPARE and the like inside a DO body, a function, or EXECUTE of a string;
-// functions that take session locks or set session state internally; temporary
-// tables (CREATE TEMP TABLE without ON COMMIT DROP) and other temporary objects;
-// SET inside a string run by another function (dblink and the like). Standard
-// conforming strings are assumed (the default since PostgreSQL 9.1): in a plain
-// 'literal' a backslash does not escape the quote. Only the first statement of the
-// text is read for keywords; the extended query protocol execute() uses refuses a
-// second one anyway.
-// Also refused, though harmless: a definition whose unquoted text calls one of the
-// advisory lock functions (CREATE VIEW, CREATE FUNCTION ... BEGIN ATOMIC). Wrap
-// it in allow_session_state().
+// The machine never sends anything itself. An operation queues what it needs and
+// may ask for a send; the front end then loops
+//     while (m.wants_send()) m.apply(exchange(m.plan()));
+// (plan: the statements of one batch, ending in one sync; apply: their answers)
+// and finally calls the operation's end step, which throws or returns. The
+// blocking connection and any non-blocking front end share this one machine.
+//
+// Every queued item has a `level`: the index of the innermost frame whose
+// savepoint would undo it. Rolling back frame k drops what is queued at level
+// >= k (unless statements wait there, which must still go out); ending frame k
+// moves what it leaves behind down to level k - 1.
+//
+// A failure inside a scope dooms it: `doom_` names the innermost frame that owns
+// a savepoint (or the transaction) and the first error. Until that frame is
+// rolled back, statements and commits throw transaction_aborted without a round
+// trip; committing it rolls it back and throws.
+//
+// Batched attempts (transaction_options::batch, outermost atomic() only): user
+// statements wait in the queue too, and go out when a result is read, on flush(),
+// or with the COMMIT. A failure in such a send voids the whole attempt: it is
+// rolled back at once, its callbacks are dropped, and atomic() runs the function
+// again unbatched, where errors surface where they happen. So a savepoint is only
+// needed where a scope rolls back or stays open across a send.
 
+#include <pthread.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/stats.hpp> (inlined above)
 // #include <pqscope/detail/sql_text.hpp>
 // Reads only the leading keywords of a statement: enough to refuse transaction
 // control that would go behind the scope machine's back. Best effort by design;
@@ -2270,6 +2677,7 @@ inline std::string default_application_name() {
 #include <cctype>
 #include <string>
 #include <string_view>
+#include <vector>
 
 // #include <pqscope/errors.hpp> (inlined above)
 
@@ -2357,17 +2765,18 @@ inline bool is_copy_stream(std::string_view sql) {
   return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
 }
 
-// The highest $n placeholder in a statement: the number of parameters the server
-// will want. Placeholders inside string literals (standard, E'' escape strings,
-// dollar-quoted), quoted identifiers and comments do not count; neither does a $
-// inside an identifier (PostgreSQL allows foo$1 as a name). Returns -1 for SQL
-// it cannot read to the end (an unterminated quote or comment): the server will
-// say what is wrong.
-inline int highest_placeholder(std::string_view s) {
+// Walks SQL text as the server's lexer splits it, as far as pqscope needs:
+// comments, string literals (standard, E'' escape strings, dollar-quoted) and
+// quoted identifiers are skipped whole; on(kind, text) is called for each word
+// (a $ inside one belongs to it: PostgreSQL allows foo$1 as a name), each $n
+// placeholder and each other character but white space. false if the text ends inside a quote
+// or comment.
+enum class sql_token { word, placeholder, symbol };
+template <class F>
+bool scan_sql(std::string_view s, F&& on) {
   auto ident_char = [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
   };
-  int highest = 0;
   std::size_t i = 0;
   const std::size_t n = s.size();
   while (i < n) {
@@ -2386,7 +2795,7 @@ inline int highest_placeholder(std::string_view s) {
           if (--level == 0) break;
         }
       }
-      if (level != 0) return -1;
+      if (level != 0) return false;
       ++i;
     } else if (c == '\'' || c == '"') {  // 'literal', "identifier"; doubled quotes stay inside
       // E'...' (or e'...') allows backslash escapes; a standard literal does not.
@@ -2394,7 +2803,7 @@ inline int highest_placeholder(std::string_view s) {
                            (i < 2 || !ident_char(s[i - 2]));
       ++i;
       for (;;) {
-        if (i >= n) return -1;
+        if (i >= n) return false;
         if (escapes && s[i] == '\\') {
           i += 2;
           continue;
@@ -2412,12 +2821,8 @@ inline int highest_placeholder(std::string_view s) {
     } else if (c == '$' && (i == 0 || !ident_char(s[i - 1]))) {
       if (i + 1 < n && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {  // $n
         std::size_t j = i + 1;
-        long v = 0;
-        while (j < n && std::isdigit(static_cast<unsigned char>(s[j]))) {
-          if (v < 100000) v = v * 10 + (s[j] - '0');
-          ++j;
-        }
-        if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
+        while (j < n && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
+        on(sql_token::placeholder, s.substr(i, j - i));
         i = j;
         continue;
       }
@@ -2429,18 +2834,79 @@ inline int highest_placeholder(std::string_view s) {
       if (j < n && s[j] == '$') {
         const std::string_view tag = s.substr(i, j - i + 1);
         const std::size_t end = s.find(tag, j + 1);
-        if (end == std::string_view::npos) return -1;
+        if (end == std::string_view::npos) return false;
         i = end + tag.size();
       } else {
+        on(sql_token::symbol, s.substr(i, 1));
         i = j;
       }
-    } else if (ident_char(c)) {  // a word: any $ inside belongs to it
+    } else if (ident_char(c)) {
+      const std::size_t start = i;
       while (i < n && ident_char(s[i])) ++i;
+      on(sql_token::word, s.substr(start, i - start));
     } else {
+      if (!std::isspace(static_cast<unsigned char>(c))) on(sql_token::symbol, s.substr(i, 1));
       ++i;
     }
   }
-  return highest;
+  return true;
+}
+
+// The highest $n placeholder in a statement: the number of parameters the server
+// will want. Placeholders inside literals, quoted identifiers and comments do not
+// count. Returns -1 for SQL it cannot read to the end (an unterminated quote or
+// comment): the server will say what is wrong.
+inline int highest_placeholder(std::string_view s) {
+  int highest = 0;
+  const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
+    if (k != sql_token::placeholder) return;
+    long v = 0;
+    for (char d : t.substr(1))
+      if (v < 100000) v = v * 10 + (d - '0');
+    if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
+  });
+  return whole ? highest : -1;
+}
+
+// The statements of a script, split at the semicolons the server splits at (not
+// inside literals, comments, or a BEGIN ATOMIC ... END function body); blank ones
+// dropped. Text it cannot read to the end is one statement: the server will say.
+inline std::vector<std::string_view> split_statements(std::string_view s) {
+  std::vector<std::string_view> out;
+  std::size_t start = 0, atomic = 0;
+  bool after_begin = false;
+  auto is = [](std::string_view w, std::string_view k) {
+    if (w.size() != k.size()) return false;
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (std::toupper(static_cast<unsigned char>(w[i])) != k[i]) return false;
+    return true;
+  };
+  auto add = [&](std::size_t end) {
+    const std::string_view st = s.substr(start, end - start);
+    if (!skip_blank(st).empty()) out.push_back(st);
+  };
+  const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
+    if (k == sql_token::word) {
+      if (after_begin && is(t, "ATOMIC")) ++atomic;
+      else if (atomic > 0 && is(t, "CASE")) ++atomic;
+      else if (atomic > 0 && is(t, "END")) --atomic;
+      after_begin = is(t, "BEGIN");
+      return;
+    }
+    after_begin = false;
+    if (k == sql_token::symbol && t == ";" && atomic == 0) {
+      const auto end = static_cast<std::size_t>(t.data() - s.data());
+      add(end);
+      start = end + 1;
+    }
+  });
+  if (!whole) {
+    out.clear();
+    if (!skip_blank(s).empty()) out.push_back(s);
+    return out;
+  }
+  add(s.size());
+  return out;
 }
 
 // The statement's placeholders must match the parameters given, both ways: the
@@ -2457,381 +2923,6 @@ inline void check_placeholders(std::string_view sql, std::size_t given) {
                     std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
 }
 }  // namespace pqscope::detail
-
-namespace pqscope::detail {
-
-namespace session_scan {
-
-inline bool ident_start(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
-}
-inline bool ident_char(char c) {
-  return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-inline char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-inline bool iequals(std::string_view a, std::string_view lower_b) {
-  if (a.size() != lower_b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower_b[i]) return false;
-  return true;
-}
-
-// One lexical token of SQL text. Strings, quoted names and comments are skipped
-// whole, so that nothing inside them reads as code.
-struct token {
-  enum kind_t { end, name, quoted_name, string, other } kind = end;
-  std::string_view text;  // name: as written; quoted_name/string: between the quotes, escapes as written
-};
-
-// The text after a $tag$ that starts s, or npos when s does not start one.
-inline std::size_t dollar_tag_size(std::string_view s) {
-  if (s.size() < 2 || s[0] != '$') return std::string_view::npos;
-  std::size_t i = 1;
-  if (s[i] != '$') {
-    if (!ident_start(s[i])) return std::string_view::npos;  // $1 is a parameter
-    while (i < s.size() && ident_char(s[i]) && s[i] != '$') ++i;
-    if (i == s.size() || s[i] != '$') return std::string_view::npos;
-  }
-  return i + 1;
-}
-
-// Reads the next token. code_in_dollar_quotes: a DO body is code, so its $tag$
-// delimiters are stepped over and what they enclose is read as tokens.
-inline token next_token(std::string_view& s, bool code_in_dollar_quotes = false) {
-  s = skip_blank(s);
-  if (code_in_dollar_quotes) {
-    for (std::size_t tag = dollar_tag_size(s); tag != std::string_view::npos; tag = dollar_tag_size(s))
-      s = skip_blank(s.substr(tag));
-  }
-  token t;
-  if (s.empty()) return t;
-  const char c = s.front();
-  if (ident_start(c)) {
-    std::size_t i = 1;
-    while (i < s.size() && ident_char(s[i])) ++i;
-    t.kind = token::name;
-    t.text = s.substr(0, i);
-    s.remove_prefix(i);
-    // E'...': the only string in which a backslash escapes the quote.
-    if ((t.text == "e" || t.text == "E") && !s.empty() && s.front() == '\'') {
-      std::size_t j = 1;
-      for (; j < s.size(); ++j) {
-        if (s[j] == '\\') {
-          ++j;
-        } else if (s[j] == '\'') {
-          if (j + 1 < s.size() && s[j + 1] == '\'') {
-            ++j;
-          } else {
-            break;
-          }
-        }
-      }
-      t.kind = token::string;
-      t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
-      s = j < s.size() ? s.substr(j + 1) : std::string_view{};
-    }
-    return t;
-  }
-  if (c == '\'' || c == '"') {
-    std::size_t j = 1;
-    for (; j < s.size(); ++j) {
-      if (s[j] == c) {
-        if (j + 1 < s.size() && s[j + 1] == c) {
-          ++j;  // doubled quote
-        } else {
-          break;
-        }
-      }
-    }
-    t.kind = c == '\'' ? token::string : token::quoted_name;
-    t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
-    s = j < s.size() ? s.substr(j + 1) : std::string_view{};
-    return t;
-  }
-  if (c == '$') {
-    const std::size_t tag = dollar_tag_size(s);
-    if (tag != std::string_view::npos) {
-      const std::size_t close = s.find(s.substr(0, tag), tag);
-      t.kind = token::string;
-      t.text = s.substr(tag, close == std::string_view::npos ? std::string_view::npos : close - tag);
-      s = close == std::string_view::npos ? std::string_view{} : s.substr(close + tag);
-      return t;
-    }
-  }
-  t.kind = token::other;
-  t.text = s.substr(0, 1);
-  s.remove_prefix(1);
-  return t;
-}
-
-inline bool is_other(const token& t, char c) { return t.kind == token::other && t.text.front() == c; }
-
-// Session advisory lock functions; the _xact_ ones end with the transaction.
-inline bool session_lock_function(std::string_view name, bool quoted) {
-  constexpr std::string_view names[] = {
-      "pg_advisory_lock",   "pg_advisory_lock_shared",   "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
-      "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all"};
-  for (std::string_view n : names)
-    if (quoted ? name == n : iequals(name, n)) return true;
-  return false;
-}
-
-// A quoted boolean input that means false ('f', 'fal', 'off', 'no', '0', ...).
-inline bool spells_false(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\n' || v.front() == '\r')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
-  if (v.empty() || v.size() > 5) return false;
-  auto prefix_of = [&](std::string_view word, std::size_t min) {
-    return v.size() >= min && v.size() <= word.size() && iequals(v, word.substr(0, v.size()));
-  };
-  return prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0";
-}
-
-// After "set_config(": true when the third argument is a literal false and the last.
-inline bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
-  int depth = 0;
-  int commas = 0;
-  for (;;) {
-    token t = next_token(args, code_in_dollar_quotes);
-    if (t.kind == token::end) return false;
-    if (is_other(t, '(') || is_other(t, '[')) {
-      ++depth;
-    } else if (is_other(t, ')') || is_other(t, ']')) {
-      if (--depth < 0) return false;
-    } else if (depth == 0 && is_other(t, ',') && ++commas == 2) {
-      break;
-    }
-  }
-  const token value = next_token(args, code_in_dollar_quotes);
-  if (!(value.kind == token::name && iequals(value.text, "false")) &&
-      !(value.kind == token::string && spells_false(value.text)))
-    return false;
-  token t = next_token(args, code_in_dollar_quotes);
-  if (is_other(t, ':')) {
-    if (!is_other(next_token(args, code_in_dollar_quotes), ':')) return false;
-    const token type = next_token(args, code_in_dollar_quotes);
-    if (type.kind != token::name || !(iequals(type.text, "bool") || iequals(type.text, "boolean"))) return false;
-    t = next_token(args, code_in_dollar_quotes);
-  }
-  return is_other(t, ')');
-}
-
-enum class call_hazard { none, advisory_lock, set_config };
-
-// The first session-state function called in the text; name is set to it.
-inline call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
-  for (;;) {
-    const token t = next_token(s, code_in_dollar_quotes);
-    if (t.kind == token::end) return call_hazard::none;
-    if (t.kind != token::name && t.kind != token::quoted_name) continue;
-    const bool quoted = t.kind == token::quoted_name;
-    const bool lock = session_lock_function(t.text, quoted);
-    const bool config = !lock && (quoted ? t.text == "set_config" : iequals(t.text, "set_config"));
-    if (!lock && !config) continue;
-    std::string_view after = s;
-    if (!is_other(next_token(after, code_in_dollar_quotes), '(')) continue;  // a column of that name, not a call
-    name = t.text;
-    if (lock) return call_hazard::advisory_lock;
-    if (session_set_config(after, code_in_dollar_quotes)) return call_hazard::set_config;
-  }
-}
-
-// PgBouncer keeps these per client and sets them on every server connection it
-// lends that client, so a session-level SET of one of them does not leak:
-// client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
-// standard_conforming_strings and application_name. `rest` follows SET or RESET.
-inline bool tracked_by_pgbouncer(std::string_view rest) {
-  word name = next_word(rest);
-  const bool dotted = !rest.empty() && rest.front() == '.';
-  if (name == "SESSION" && !dotted) name = next_word(rest);
-  if (!rest.empty() && rest.front() == '.') return false;  // a custom setting such as app.timezone
-  if (name == "TIME") return next_word(rest) == "ZONE";
-  return name == "NAMES" || name == "TIMEZONE" || name == "DATESTYLE" || name == "CLIENT_ENCODING" ||
-         name == "APPLICATION_NAME" || name == "STANDARD_CONFORMING_STRINGS";
-}
-
-// "SET search_path ...": the keyword and the setting name as written.
-inline std::string label(std::string_view keyword, std::string_view rest) {
-  std::string m(keyword);
-  token t = next_token(rest);
-  if (t.kind == token::name && iequals(t.text, "session")) {
-    m += " SESSION";
-    t = next_token(rest);
-  }
-  for (char sep = ' '; t.kind == token::name && t.text.size() <= 63; sep = '.') {
-    m += sep;
-    m += t.text;
-    if (!is_other(next_token(rest), '.')) break;
-    t = next_token(rest);
-  }
-  m += " ...";
-  return m;
-}
-
-inline std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
-  std::string m = "execute(\"";
-  m += statement;
-  m += "\") acts on the server session, which PgBouncer in transaction pooling mode (pooling::transaction) "
-       "lends to other clients: ";
-  m += why;
-  m += "; ";
-  m += instead;
-  m += ". To send it anyway, wrap the SQL in pqscope::allow_session_state()";
-  return m;
-}
-
-}  // namespace session_scan
-
-// Empty when the statement is safe behind a transaction-pooling PgBouncer;
-// otherwise why not, and what to use instead. Allocates only to say no.
-inline std::string session_state_hazard(std::string_view sql) {
-  namespace ss = session_scan;
-  constexpr std::string_view use_set_local =
-      "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
-  constexpr std::string_view use_xact_lock =
-      "use pg_advisory_xact_lock() inside a scope, which the transaction's end releases";
-
-  std::string_view rest = sql;
-  const word first = next_word(rest);
-  if ((first == "SET" || first == "RESET") && ss::tracked_by_pgbouncer(rest)) return {};
-  if (first == "SET") {
-    std::string_view after = rest;
-    const word second = next_word(after);
-    const bool dotted = !after.empty() && after.front() == '.';  // SET local.x: a setting named like a keyword
-    if (!dotted && (second == "LOCAL" || second == "TRANSACTION" || second == "CONSTRAINTS")) return {};
-    if (second == "SESSION") {
-      const word third = next_word(after);
-      if (third == "CHARACTERISTICS")
-        return ss::refuse("SET SESSION CHARACTERISTICS ...",
-                          "it changes the default transaction modes of the server session",
-                          "set isolation / read_only / deferrable in the outermost scope's transaction_options");
-    }
-    if (second == "TIME") return ss::refuse("SET TIME ZONE ...", "a session-level SET outlives the transaction", use_set_local);
-    return ss::refuse(ss::label("SET", rest), "a session-level SET outlives the transaction", use_set_local);
-  }
-  if (first == "RESET")
-    return ss::refuse(ss::label("RESET", rest), "RESET changes the setting for the whole server session", use_set_local);
-  if (first == "LISTEN" || first == "UNLISTEN")
-    return ss::refuse(first == "LISTEN" ? "LISTEN ..." : "UNLISTEN ...",
-                      "notifications arrive on a server connection the client does not keep",
-                      "use a dedicated direct connection (pooling::none, not through PgBouncer)");
-  if (first == "PREPARE" || first == "EXECUTE" || first == "DEALLOCATE") {
-    std::string_view after = rest;
-    if (first == "PREPARE" && next_word(after) == "TRANSACTION") return {};  // transaction control refuses it
-    const char* statement = first == "PREPARE" ? "PREPARE ..." : first == "EXECUTE" ? "EXECUTE ..." : "DEALLOCATE ...";
-    return ss::refuse(statement, "prepared statements live in the server session",
-                      "pass parameters to execute() instead");
-  }
-  if (first == "DECLARE") {
-    // DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH[OUT] HOLD] FOR query
-    std::string_view after = rest;
-    bool with = false;
-    for (;;) {
-      const ss::token t = ss::next_token(after);
-      if (t.kind == ss::token::end || (t.kind == ss::token::name && ss::iequals(t.text, "for"))) break;
-      const bool is_name = t.kind == ss::token::name;
-      if (with && is_name && ss::iequals(t.text, "hold"))
-        return ss::refuse("DECLARE ... WITH HOLD", "a WITH HOLD cursor outlives the transaction",
-                          "DECLARE it without HOLD inside a scope and FETCH from it before the scope ends");
-      with = is_name && ss::iequals(t.text, "with");
-    }
-  }
-  if (first == "DISCARD")
-    return ss::refuse("DISCARD ...", "it acts on whichever server session the pooler lends, not on this client's",
-                      "leave resetting server sessions to PgBouncer (server_reset_query)");
-  if (first == "LOAD")
-    return ss::refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
-                      "preload it with shared_preload_libraries or session_preload_libraries");
-
-  // The calls looked for all contain one of these words: a text with neither
-  // (most statements) needs no tokenizing. This runs for every statement.
-  auto contains_word = [&](std::string_view w) {
-    for (std::size_t i = 0; i + w.size() <= rest.size(); ++i) {
-      std::size_t k = 0;
-      while (k < w.size() && std::tolower(static_cast<unsigned char>(rest[i + k])) == w[k]) ++k;
-      if (k == w.size()) return true;
-    }
-    return false;
-  };
-  if (!contains_word("advisory") && !contains_word("set_config")) return {};
-
-  std::string_view name;
-  switch (ss::find_call(rest, first == "DO", name)) {
-    case ss::call_hazard::advisory_lock:
-      return ss::refuse(std::string(name) + "(...)",
-                        "a session advisory lock stays with the server connection, not with this client, after "
-                        "the transaction",
-                        use_xact_lock);
-    case ss::call_hazard::set_config:
-      return ss::refuse("set_config(..., false)", "a session-level setting outlives the transaction", use_set_local);
-    case ss::call_hazard::none:
-      break;
-  }
-  return {};
-}
-
-}  // namespace pqscope::detail
-// #include <pqscope/detail/scope_machine.hpp>
-// The scope state machine: the whole of pqscope's transaction logic, and no I/O.
-//
-// A connection holds a stack of frames, one per open scope. Frame 0 is the
-// transaction; a nested frame owns a savepoint unless it was opened with
-// savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
-// waits in the queue and goes out in the same pipeline batch as the next
-// statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
-// Only the end of the outermost scope is sent at once, so that no transaction is
-// ever left idle behind PgBouncer.
-//
-// The machine never sends anything itself. An operation queues what it needs and
-// may ask for a send; the front end then loops
-//     while (m.wants_send()) m.apply(exchange(m.plan()));
-// (plan: the statements of one batch, ending in one sync; apply: their answers)
-// and finally calls the operation's end step, which throws or returns. The
-// blocking connection and any non-blocking front end share this one machine.
-//
-// Every queued item has a `level`: the index of the innermost frame whose
-// savepoint would undo it. Rolling back frame k drops what is queued at level
-// >= k (unless statements wait there, which must still go out); ending frame k
-// moves what it leaves behind down to level k - 1.
-//
-// A failure inside a scope dooms it: `doom_` names the innermost frame that owns
-// a savepoint (or the transaction) and the first error. Until that frame is
-// rolled back, statements and commits throw transaction_aborted without a round
-// trip; committing it rolls it back and throws.
-//
-// Batched attempts (transaction_options::batch, outermost atomic() only): user
-// statements wait in the queue too, and go out when a result is read, on flush(),
-// or with the COMMIT. A failure in such a send voids the whole attempt: it is
-// rolled back at once, its callbacks are dropped, and atomic() runs the function
-// again unbatched, where errors surface where they happen. So a savepoint is only
-// needed where a scope rolls back or stays open across a send.
-
-#include <pthread.h>
-#include <sys/types.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <exception>
-#include <functional>
-#include <memory>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-// #include <pqscope/driver.hpp> (inlined above)
-// #include <pqscope/errors.hpp> (inlined above)
-// #include <pqscope/options.hpp> (inlined above)
-// #include <pqscope/params.hpp> (inlined above)
-// #include <pqscope/result.hpp> (inlined above)
-// #include <pqscope/stats.hpp> (inlined above)
-// #include <pqscope/detail/sql_text.hpp> (inlined above)
 
 namespace pqscope::detail {
 
@@ -3160,18 +3251,9 @@ class scope_machine {
                         "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
     if (is_copy_stream(sql))
       throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
-    throw_if_void("statement refused");
-    throw_if_doomed("statement refused");
-    auto slot = std::make_shared<statement_slot>();
-    slot->stmt = statement{sql, params.size(), params.values(), params.types()};
-    slot->sql = text;
-    slot->owner = std::move(owner);
-    slot->depth = depth();
+    auto slot = make_slot(sql, text, params, std::move(owner));
     const bool lazy = batching();
-    if (!frames_.empty()) {
-      slot->attempt = frames_.front().attempt.number;
-      slot->batched = lazy;
-    }
+    slot->batched = lazy;
     if (lazy) slot->own();
     item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
     it.slot = slot;
@@ -3180,6 +3262,40 @@ class scope_machine {
       send_requested_ = true;
     }
     return slot;
+  }
+
+  // ---- statements outside the pipeline (COPY, scripts) ----
+  // Such a statement must find the server's transaction and savepoints exactly as
+  // the scopes say, so everything queued goes out first, controls included:
+  //   slot = prepare_out_of_band(...); request_sync_point(); drive; finish();
+  //   stage_out_of_band(slot); the driver's own calls; apply() with one reply;
+  //   drive; finish(); then the slot holds the answer.
+  // A failure dooms the scope as an unbatched statement's does, also in a batched
+  // attempt: everything before it was confirmed by the sync point.
+  std::shared_ptr<statement_slot> prepare_out_of_band(const char* sql, std::string_view text,
+                                                      std::weak_ptr<sender> owner) {
+    check_usable();
+    auto slot = make_slot(sql, text, param_list{}, std::move(owner));
+    slot->own();
+    return slot;
+  }
+  void request_sync_point() {
+    check_usable();
+    op_ = operation{};
+    send_requested_ = true;
+    send_all_ = true;
+  }
+  void stage_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+    check_usable();
+    throw_if_void("statement refused");
+    throw_if_doomed("statement refused");
+    in_flight_.clear();
+    in_flight_.push_back(item{item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {}, {}, {}, slot});
+    out_of_band_ = true;
+    ++stats_.round_trips;
+    ++stats_.statements;
+    if (!frames_.empty()) xid_pending_ = true;  // it may write: COMMIT asks for the id
+    sent_at_ = clock::now();
   }
 
   // Asks for what is queued, up to the last statement, to go out now (a batched
@@ -3240,6 +3356,11 @@ class scope_machine {
     }
     if (!followup_.empty()) return true;
     if (!send_requested_) return false;
+    if (send_all_) {
+      if (!queue_.empty()) return true;
+      send_all_ = send_requested_ = false;
+      return false;
+    }
     for (const item& it : queue_)
       if (it.k == item::user || it.k == item::end) return true;
     send_requested_ = false;
@@ -3261,6 +3382,7 @@ class scope_machine {
         if (queue_[k].k == item::user) last_user = k + 1;
         if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
       }
+      if (std::exchange(send_all_, false)) n = queue_.size();
       // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
       // after the last statement, or before the COMMIT if statements went out unanswered.
       const bool ends = n > 0 && queue_[n - 1].k == item::end;
@@ -3301,6 +3423,7 @@ class scope_machine {
     const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
     std::vector<item> batch = std::move(in_flight_);
     in_flight_.clear();
+    const bool out_of_band = std::exchange(out_of_band_, false);
     if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
 
     if (!batch.empty() && batch.front().k == item::followup) {
@@ -3366,7 +3489,7 @@ class scope_machine {
     }
 
     // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
-    const bool batched_attempt = batching() || (end_in_batch && op_.ended.attempt.batched);
+    const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
     if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
       void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
       return;
@@ -3466,6 +3589,19 @@ class scope_machine {
     std::string xid, resolution;
     bool xid_unknown = false, resolved = false;
   };
+
+  std::shared_ptr<statement_slot> make_slot(const char* sql, std::string_view text, const param_list& params,
+                                            std::weak_ptr<sender> owner) {
+    throw_if_void("statement refused");
+    throw_if_doomed("statement refused");
+    auto slot = std::make_shared<statement_slot>();
+    slot->stmt = statement{sql, params.size(), params.values(), params.types()};
+    slot->sql = text;
+    slot->owner = std::move(owner);
+    slot->depth = depth();
+    if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
+    return slot;
+  }
 
   static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
 
@@ -3866,6 +4002,8 @@ class scope_machine {
   std::vector<std::vector<const char*>> out_args_;
   clock::time_point sent_at_{};
   bool send_requested_ = false;
+  bool send_all_ = false;     // request_sync_point(): controls go out too
+  bool out_of_band_ = false;  // in_flight_ is a statement sent outside the pipeline
   operation op_;
   std::optional<doom> doom_;
   std::optional<attempt_failure> void_;
@@ -3900,14 +4038,23 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   // thread may re-enter (an on_commit callback that runs a statement).
   class call {
    public:
-    call(sync_session& s, const char* what) : s_(s) {
+    // `of_stream`: a call of the COPY in progress itself; any other call is
+    // refused while a COPY streams.
+    call(sync_session& s, const char* what, bool of_stream = false) : s_(s) {
       const std::uintptr_t me = this_thread_token();
       std::uintptr_t expected = 0;
       if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
         outer_ = true;
-        return;
+      } else if (expected != me) {
+        throw_busy(what);
       }
-      if (expected == me) return;
+      if (s_.stream_ != nullptr && !of_stream) {
+        if (outer_) leave(s_);
+        throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
+                          "copy_writer, or read the copy_reader to its end, first");
+      }
+    }
+    [[noreturn]] static void throw_busy(const char* what) {
       throw usage_error(std::string(what) +
                         ": this connection is in use by another thread, whose call is still in progress. A "
                         "connection and its scopes serve one thread at a time; give each thread its own connection "
@@ -3927,10 +4074,58 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
       if (outer_) leave(s_);
     }
 
+
    private:
     sync_session& s_;
     bool outer_ = false;
   };
+
+  // A COPY in progress: ended (aborted, or read to its end) before the scopes
+  // around it end or the connection closes.
+  class stream {
+   public:
+    stream() = default;
+    stream(const stream&) = delete;
+    stream& operator=(const stream&) = delete;
+    stream(stream&&) = delete;
+    stream& operator=(stream&&) = delete;
+    virtual void end_quietly() noexcept = 0;
+
+   protected:
+    ~stream() = default;
+  };
+  void open_stream(stream* s) noexcept { stream_ = s; }
+  void close_stream(stream* s) noexcept {
+    if (stream_ == s) stream_ = nullptr;
+  }
+  [[nodiscard]] bool streaming() const noexcept { return stream_ != nullptr; }
+  void end_stream_quietly() noexcept {
+    if (stream_ != nullptr) stream_->end_quietly();  // which calls close_stream()
+    stream_ = nullptr;
+  }
+
+  // ---- statements outside the pipeline (see scope_machine::prepare_out_of_band) ----
+  // Sends what is queued, controls too, then puts `slot` in flight.
+  void begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+    machine.request_sync_point();
+    drive();
+    machine.finish();
+    machine.stage_out_of_band(slot);
+  }
+  // Its answer: the scopes learn it, then the result or the error.
+  result end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
+    machine.apply(std::move(br));
+    drive();
+    machine.finish();
+    return slot->wait();
+  }
+  // The driver's calls (libpq_driver has them; a driver without them refuses).
+  virtual int copy_start(const statement& s, batch_reply& out) = 0;  // PGRES_COPY_IN/OUT if started, else 0
+  virtual bool copy_put(std::string_view data) = 0;
+  virtual batch_reply copy_end(const char* abort_reason) = 0;
+  virtual bool copy_get(std::string_view& row) = 0;
+  virtual batch_reply copy_out_end() = 0;
+  virtual batch_reply script(const char* sql) = 0;
 
   // The one loop: every send of every operation goes through here.
   void drive() {
@@ -3990,6 +4185,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
         if (outer) call::leave(s);
       }
     } leave{*this, outer};
+    end_stream_quietly();  // a COPY still open in this scope fails it first
     auto at = machine.index_of(id);
     if (!at) return;
     while (machine.depth() > *at) {
@@ -4011,8 +4207,19 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
  private:
   bool driving_ = false;
+  stream* stream_ = nullptr;  // the COPY in progress, if any
   std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
+
+// Whether a driver can send statements outside the pipeline (COPY, scripts).
+template <class D, class = void>
+struct has_out_of_band : std::false_type {};
+template <class D>
+struct has_out_of_band<D, std::void_t<decltype(std::declval<D&>().script(""))>> : std::true_type {};
+
+[[noreturn]] inline void unsupported(const char* what) {
+  throw usage_error(std::string(what) + " needs a driver that can send statements outside a pipeline (libpq_driver)");
+}
 
 // The blocking front end bound to a driver.
 template <class Driver>
@@ -4022,6 +4229,31 @@ class driver_session final : public sync_session {
 
   Driver driver;
   std::string conninfo;  // what the session was opened with; also for resolving a lost COMMIT
+
+  int copy_start(const statement& s, batch_reply& out) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_start(s, out);
+    else unsupported("COPY");
+  }
+  bool copy_put(std::string_view data) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_put(data);
+    else unsupported("COPY");
+  }
+  batch_reply copy_end(const char* abort_reason) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_end(abort_reason);
+    else unsupported("COPY");
+  }
+  bool copy_get(std::string_view& row) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_get(row);
+    else unsupported("COPY");
+  }
+  batch_reply copy_out_end() override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_out_end();
+    else unsupported("COPY");
+  }
+  batch_reply script(const char* sql) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.script(sql);
+    else unsupported("execute_script()");
+  }
 
  protected:
   batch_reply exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
@@ -4054,6 +4286,673 @@ class driver_session final : public sync_session {
 };
 
 }  // namespace pqscope::detail
+
+namespace pqscope {
+
+namespace detail {
+// The COPY in progress on a session, shared by copy_writer and copy_reader.
+class copy_stream final : public sync_session::stream {
+ public:
+  copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
+      : s_(std::move(s)), slot_(std::move(slot)), in_(in) {
+    s_->open_stream(this);
+  }
+  copy_stream(const copy_stream&) = delete;
+  copy_stream& operator=(const copy_stream&) = delete;
+  copy_stream(copy_stream&&) = delete;
+  copy_stream& operator=(copy_stream&&) = delete;
+  ~copy_stream() { end_quietly(); }
+
+  [[nodiscard]] bool open() const noexcept { return open_; }
+  [[nodiscard]] sync_session& session() const noexcept { return *s_; }
+
+  void check_open(const char* what) const {
+    if (!open_)
+      throw usage_error(std::string(what) + ": this COPY has already ended" +
+                        (why_.empty() ? std::string() : " (" + why_ + ")"));
+  }
+
+  // COPY FROM STDIN: rows are gathered and sent in chunks.
+  void put(std::string_view data) {
+    if (!s_->copy_put(data)) {
+      // The connection failed: copy_end() reports it, and the scopes learn it.
+      (void)end(s_->copy_end(nullptr));
+    }
+  }
+  // The COPY's answer, applied to the scopes; throws what the statement raised.
+  result end(batch_reply br) {
+    open_ = false;
+    s_->close_stream(this);
+    try {
+      return s_->end_out_of_band(slot_, std::move(br));
+    } catch (const std::exception& e) {
+      why_ = e.what();
+      throw;
+    }
+  }
+
+  // A destructor, or a scope ending around the COPY: a COPY FROM STDIN is
+  // aborted (nothing of it is kept), a COPY TO STDOUT is read to its end.
+  void end_quietly() noexcept override {
+    if (!open_) return;
+    try {
+      if (in_) {
+        (void)end(s_->copy_end("the copy_writer was destroyed (or its scope ended) before finish()"));
+      } else {
+        std::string_view ignored;
+        while (s_->copy_get(ignored)) {
+        }
+        (void)end(s_->copy_out_end());
+      }
+    } catch (...) {
+      // the scopes know: a failed COPY dooms its scope, a lost connection breaks it
+    }
+    open_ = false;
+    s_->close_stream(this);
+  }
+
+ private:
+  std::shared_ptr<sync_session> s_;
+  std::shared_ptr<statement_slot> slot_;
+  bool in_;
+  bool open_ = true;
+  std::string why_;  // why it ended, if by an error
+};
+}  // namespace detail
+
+// Streams rows into COPY ... FROM STDIN (connection::copy_in). finish() ends the
+// COPY and returns the number of rows the server took; a writer destroyed (or
+// whose scope ends) before finish() aborts the COPY, so nothing of it is kept.
+class copy_writer {
+ public:
+  copy_writer(copy_writer&&) noexcept = default;
+  copy_writer& operator=(copy_writer&&) noexcept = default;
+  copy_writer(const copy_writer&) = delete;
+  copy_writer& operator=(const copy_writer&) = delete;
+  ~copy_writer() = default;  // the stream aborts an unfinished COPY
+
+  // One row: one value per column of the COPY's column list, converted as
+  // parameters are; std::nullopt or nullptr is NULL.
+  template <class... Ts>
+  void write_row(const Ts&... values) {
+    check("write_row()");
+    detail::sync_session::call guard(st_->session(), "write_row()", true);
+    const detail::param_list p = detail::param_list::of(values...);
+    for (int i = 0; i < p.size(); ++i) {
+      if (i > 0) buf_ += '\t';
+      const char* v = p.values()[i];
+      if (v == nullptr)
+        buf_ += "\\N";
+      else
+        detail::append_copy_field(buf_, v);
+    }
+    buf_ += '\n';
+    ++rows_;
+    if (buf_.size() >= chunk) send();
+  }
+
+  // Rows already in COPY's text format (tab-separated, escaped, each ending in a
+  // newline), for data that comes that way.
+  void write_raw(std::string_view text) {
+    check("write_raw()");
+    detail::sync_session::call guard(st_->session(), "write_raw()", true);
+    buf_.append(text.data(), text.size());
+    if (buf_.size() >= chunk) send();
+  }
+
+  // Ends the COPY: the rows the server took (its "COPY n"). Throws what the COPY
+  // raised (a constraint, a bad value: the scope is doomed, as for any statement).
+  std::uint64_t finish() {
+    check("finish()");
+    detail::sync_session::call guard(st_->session(), "finish()", true);
+    send();
+    const result r = st_->end(st_->session().copy_end(nullptr));
+    return r.affected_rows();
+  }
+
+  // Rows written so far (write_row() calls).
+  [[nodiscard]] std::uint64_t rows_written() const noexcept { return rows_; }
+
+ private:
+  template <class Driver>
+  friend class basic_connection;
+  explicit copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+  static constexpr std::size_t chunk = 64 * 1024;
+
+  void check(const char* what) const {
+    if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");
+    st_->check_open(what);
+  }
+  void send() {
+    if (buf_.empty()) return;
+    st_->put(buf_);
+    buf_.clear();
+  }
+
+  std::unique_ptr<detail::copy_stream> st_;
+  std::string buf_;
+  std::uint64_t rows_ = 0;
+};
+
+// Reads the rows of COPY ... TO STDOUT (connection::copy_out). The COPY ends
+// when the last row has been read; a reader destroyed before that reads the rest
+// and drops it.
+class copy_reader {
+ public:
+  copy_reader(copy_reader&&) noexcept = default;
+  copy_reader& operator=(copy_reader&&) noexcept = default;
+  copy_reader(const copy_reader&) = delete;
+  copy_reader& operator=(const copy_reader&) = delete;
+  ~copy_reader() = default;
+
+  // The next row's fields as text (std::nullopt for NULL); false after the last
+  // row, once the COPY has ended (throws if it failed).
+  bool read_row(std::vector<std::optional<std::string>>& fields) {
+    std::string_view line;
+    if (!next_line(line)) return false;
+    detail::parse_copy_row(line, fields);
+    return true;
+  }
+
+  // The next row converted to Ts... (std::optional<T> for a column that may be
+  // NULL); std::nullopt after the last row. conversion_error if the row does not
+  // have sizeof...(Ts) columns.
+  template <class... Ts>
+  std::optional<std::tuple<Ts...>> next() {
+    if (!read_row(fields_)) return std::nullopt;
+    if (fields_.size() != sizeof...(Ts))
+      throw conversion_error("COPY row " + std::to_string(rows_) + " has " + std::to_string(fields_.size()) +
+                             " column(s), but next<...>() asks for " + std::to_string(sizeof...(Ts)));
+    return convert<Ts...>(std::index_sequence_for<Ts...>{});
+  }
+
+  // Rows read so far.
+  [[nodiscard]] std::uint64_t rows_read() const noexcept { return rows_; }
+  // Whether the COPY has ended (every row read).
+  [[nodiscard]] bool done() const noexcept { return !st_ || !st_->open(); }
+
+ private:
+  template <class Driver>
+  friend class basic_connection;
+  explicit copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+
+  bool next_line(std::string_view& line) {
+    if (!st_) throw usage_error("reading a moved-from copy_reader");
+    if (!st_->open()) return false;
+    detail::sync_session::call guard(st_->session(), "reading a copy_reader", true);
+    if (st_->session().copy_get(line)) {
+      ++rows_;
+      return true;
+    }
+    (void)st_->end(st_->session().copy_out_end());
+    return false;
+  }
+
+  template <class T>
+  T field_as(std::size_t i) const {
+    const std::optional<std::string>& f = fields_[i];
+    if constexpr (detail::is_optional<T>::value) {
+      if (!f) return std::nullopt;
+      return T(value_traits<typename T::value_type>::from_text(*f));
+    } else {
+      if (!f)
+        throw conversion_error("column " + std::to_string(i) + " of COPY row " + std::to_string(rows_) +
+                               " is NULL; read it as std::optional<T>");
+      return value_traits<T>::from_text(*f);
+    }
+  }
+  template <class... Ts, std::size_t... I>
+  std::tuple<Ts...> convert(std::index_sequence<I...>) const {
+    return std::tuple<Ts...>(field_as<Ts>(I)...);
+  }
+
+  std::unique_ptr<detail::copy_stream> st_;
+  std::vector<std::optional<std::string>> fields_;
+  std::uint64_t rows_ = 0;
+};
+
+}  // namespace pqscope
+// #include <pqscope/connection.hpp>
+// An autocommit connection that tracks nested transaction scopes.
+
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/copy.hpp> (inlined above)
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/stats.hpp> (inlined above)
+// #include <pqscope/detail/application_name.hpp>
+// The default application_name, "program:user@host", so that every client is
+// recognisable in pg_stat_activity, also through PgBouncer.
+
+#include <fcntl.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+namespace pqscope::detail {
+
+// PostgreSQL keeps NAMEDATALEN - 1 = 63 bytes; cut on a UTF-8 character boundary.
+inline std::string cut_utf8(std::string s, std::size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  std::size_t n = max_bytes;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  s.resize(n);
+  return s;
+}
+
+// argv[0] from /proc (plain read(2): <fstream> would cost every includer ~36k lines).
+inline std::string program_name() {
+  std::string cmdline;
+  const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[512];
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    ::close(fd);
+    if (n > 0) cmdline.assign(buf, ::strnlen(buf, static_cast<std::size_t>(n)));
+  }
+  auto slash = cmdline.rfind('/');
+  if (slash != std::string::npos) cmdline.erase(0, slash + 1);
+  return cmdline.empty() ? "pqscope" : cmdline;
+}
+
+inline std::string default_application_name() {
+  std::string user;
+  struct passwd pw {};
+  struct passwd* found = nullptr;
+  char buf[4096];
+  if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) == 0 && found != nullptr) user = found->pw_name;
+  if (user.empty()) user = std::to_string(geteuid());
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  std::string h = host;
+  h = h.substr(0, h.find('.'));
+  return cut_utf8(program_name() + ":" + user + "@" + h, 63);
+}
+
+}  // namespace pqscope::detail
+// #include <pqscope/detail/session_state.hpp>
+// Statements that leave session state behind, refused on connections with
+// pooling::transaction. Behind PgBouncer in transaction pooling mode the server
+// connection goes back to the pool after every transaction (after every statement
+// in autocommit), so whatever a statement leaves in the server session is
+// inherited by the next client that borrows it.
+//
+// Best effort, like transaction_control_keyword(): the leading keywords of the
+// statement, plus the function calls in its text. Refused:
+//  - SET, except SET LOCAL, SET TRANSACTION and SET CONSTRAINTS (all of which end
+//    with the transaction). So SET x, SET SESSION x, SET ROLE, SET SESSION
+//    AUTHORIZATION, SET SESSION CHARACTERISTICS, SET search_path.
+//  - RESET (any, RESET ALL included).
+//  Except the five parameters PgBouncer itself tracks per client and restores on
+//  every server connection it lends: SET/RESET of client_encoding (SET NAMES),
+//  DateStyle, TimeZone (SET TIME ZONE), standard_conforming_strings and
+//  application_name are allowed.
+//  - LISTEN, UNLISTEN (NOTIFY is fine).
+//  - PREPARE, EXECUTE, DEALLOCATE (PREPARE TRANSACTION is left to the transaction
+//    control check, which refuses it).
+//  - DECLARE ... WITH HOLD (DECLARE without it is fine).
+//  - DISCARD (any), LOAD.
+//  - A call, anywhere in the text, of pg_advisory_lock, pg_advisory_lock_shared,
+//    pg_try_advisory_lock, pg_try_advisory_lock_shared, pg_advisory_unlock,
+//    pg_advisory_unlock_shared or pg_advisory_unlock_all (case-insensitive, schema
+//    qualified or not, or as a "quoted" lower-case name). The _xact_ variants are fine.
+//  - set_config(name, value, false) whose third argument is written as the literal
+//    false, or as a quoted string that spells false ('f', 'false', 'off', 'no',
+//    '0' and their prefixes), optionally cast with ::bool / ::boolean.
+// Calls are looked for in the code, not in 'string literals', "quoted names" of
+// other things, or comments, and not as part of a longer name. A dollar-quoted
+// string is data, except in a DO statement, where it is the code that runs now.
+//
+// Not detected, so sent as written: a set_config() whose third argument
+// is a parameter ($3) or any other expression; a DO body in single quotes; SET,
+// LISTEN, PREPARE and the like inside a DO body, a function, or EXECUTE of a string;
+// functions that take session locks or set session state internally; temporary
+// tables (CREATE TEMP TABLE without ON COMMIT DROP) and other temporary objects;
+// SET inside a string run by another function (dblink and the like). Standard
+// conforming strings are assumed (the default since PostgreSQL 9.1): in a plain
+// 'literal' a backslash does not escape the quote. Only the first statement of the
+// text is read for keywords; the extended query protocol execute() uses refuses a
+// second one anyway.
+// Also refused, though harmless: a definition whose unquoted text calls one of the
+// advisory lock functions (CREATE VIEW, CREATE FUNCTION ... BEGIN ATOMIC). Wrap
+// it in allow_session_state().
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+// #include <pqscope/detail/sql_text.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+namespace session_scan {
+
+inline bool ident_start(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
+}
+inline bool ident_char(char c) {
+  return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+inline char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+inline bool iequals(std::string_view a, std::string_view lower_b) {
+  if (a.size() != lower_b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (lower(a[i]) != lower_b[i]) return false;
+  return true;
+}
+
+// One lexical token of SQL text. Strings, quoted names and comments are skipped
+// whole, so that nothing inside them reads as code.
+struct token {
+  enum kind_t { end, name, quoted_name, string, other } kind = end;
+  std::string_view text;  // name: as written; quoted_name/string: between the quotes, escapes as written
+};
+
+// The text after a $tag$ that starts s, or npos when s does not start one.
+inline std::size_t dollar_tag_size(std::string_view s) {
+  if (s.size() < 2 || s[0] != '$') return std::string_view::npos;
+  std::size_t i = 1;
+  if (s[i] != '$') {
+    if (!ident_start(s[i])) return std::string_view::npos;  // $1 is a parameter
+    while (i < s.size() && ident_char(s[i]) && s[i] != '$') ++i;
+    if (i == s.size() || s[i] != '$') return std::string_view::npos;
+  }
+  return i + 1;
+}
+
+// Reads the next token. code_in_dollar_quotes: a DO body is code, so its $tag$
+// delimiters are stepped over and what they enclose is read as tokens.
+inline token next_token(std::string_view& s, bool code_in_dollar_quotes = false) {
+  s = skip_blank(s);
+  if (code_in_dollar_quotes) {
+    for (std::size_t tag = dollar_tag_size(s); tag != std::string_view::npos; tag = dollar_tag_size(s))
+      s = skip_blank(s.substr(tag));
+  }
+  token t;
+  if (s.empty()) return t;
+  const char c = s.front();
+  if (ident_start(c)) {
+    std::size_t i = 1;
+    while (i < s.size() && ident_char(s[i])) ++i;
+    t.kind = token::name;
+    t.text = s.substr(0, i);
+    s.remove_prefix(i);
+    // E'...': the only string in which a backslash escapes the quote.
+    if ((t.text == "e" || t.text == "E") && !s.empty() && s.front() == '\'') {
+      std::size_t j = 1;
+      for (; j < s.size(); ++j) {
+        if (s[j] == '\\') {
+          ++j;
+        } else if (s[j] == '\'') {
+          if (j + 1 < s.size() && s[j + 1] == '\'') {
+            ++j;
+          } else {
+            break;
+          }
+        }
+      }
+      t.kind = token::string;
+      t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
+      s = j < s.size() ? s.substr(j + 1) : std::string_view{};
+    }
+    return t;
+  }
+  if (c == '\'' || c == '"') {
+    std::size_t j = 1;
+    for (; j < s.size(); ++j) {
+      if (s[j] == c) {
+        if (j + 1 < s.size() && s[j + 1] == c) {
+          ++j;  // doubled quote
+        } else {
+          break;
+        }
+      }
+    }
+    t.kind = c == '\'' ? token::string : token::quoted_name;
+    t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
+    s = j < s.size() ? s.substr(j + 1) : std::string_view{};
+    return t;
+  }
+  if (c == '$') {
+    const std::size_t tag = dollar_tag_size(s);
+    if (tag != std::string_view::npos) {
+      const std::size_t close = s.find(s.substr(0, tag), tag);
+      t.kind = token::string;
+      t.text = s.substr(tag, close == std::string_view::npos ? std::string_view::npos : close - tag);
+      s = close == std::string_view::npos ? std::string_view{} : s.substr(close + tag);
+      return t;
+    }
+  }
+  t.kind = token::other;
+  t.text = s.substr(0, 1);
+  s.remove_prefix(1);
+  return t;
+}
+
+inline bool is_other(const token& t, char c) { return t.kind == token::other && t.text.front() == c; }
+
+// Session advisory lock functions; the _xact_ ones end with the transaction.
+inline bool session_lock_function(std::string_view name, bool quoted) {
+  constexpr std::string_view names[] = {
+      "pg_advisory_lock",   "pg_advisory_lock_shared",   "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+      "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all"};
+  for (std::string_view n : names)
+    if (quoted ? name == n : iequals(name, n)) return true;
+  return false;
+}
+
+// A quoted boolean input that means false ('f', 'fal', 'off', 'no', '0', ...).
+inline bool spells_false(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\n' || v.front() == '\r')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
+  if (v.empty() || v.size() > 5) return false;
+  auto prefix_of = [&](std::string_view word, std::size_t min) {
+    return v.size() >= min && v.size() <= word.size() && iequals(v, word.substr(0, v.size()));
+  };
+  return prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0";
+}
+
+// After "set_config(": true when the third argument is a literal false and the last.
+inline bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
+  int depth = 0;
+  int commas = 0;
+  for (;;) {
+    token t = next_token(args, code_in_dollar_quotes);
+    if (t.kind == token::end) return false;
+    if (is_other(t, '(') || is_other(t, '[')) {
+      ++depth;
+    } else if (is_other(t, ')') || is_other(t, ']')) {
+      if (--depth < 0) return false;
+    } else if (depth == 0 && is_other(t, ',') && ++commas == 2) {
+      break;
+    }
+  }
+  const token value = next_token(args, code_in_dollar_quotes);
+  if (!(value.kind == token::name && iequals(value.text, "false")) &&
+      !(value.kind == token::string && spells_false(value.text)))
+    return false;
+  token t = next_token(args, code_in_dollar_quotes);
+  if (is_other(t, ':')) {
+    if (!is_other(next_token(args, code_in_dollar_quotes), ':')) return false;
+    const token type = next_token(args, code_in_dollar_quotes);
+    if (type.kind != token::name || !(iequals(type.text, "bool") || iequals(type.text, "boolean"))) return false;
+    t = next_token(args, code_in_dollar_quotes);
+  }
+  return is_other(t, ')');
+}
+
+enum class call_hazard { none, advisory_lock, set_config };
+
+// The first session-state function called in the text; name is set to it.
+inline call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
+  for (;;) {
+    const token t = next_token(s, code_in_dollar_quotes);
+    if (t.kind == token::end) return call_hazard::none;
+    if (t.kind != token::name && t.kind != token::quoted_name) continue;
+    const bool quoted = t.kind == token::quoted_name;
+    const bool lock = session_lock_function(t.text, quoted);
+    const bool config = !lock && (quoted ? t.text == "set_config" : iequals(t.text, "set_config"));
+    if (!lock && !config) continue;
+    std::string_view after = s;
+    if (!is_other(next_token(after, code_in_dollar_quotes), '(')) continue;  // a column of that name, not a call
+    name = t.text;
+    if (lock) return call_hazard::advisory_lock;
+    if (session_set_config(after, code_in_dollar_quotes)) return call_hazard::set_config;
+  }
+}
+
+// PgBouncer keeps these per client and sets them on every server connection it
+// lends that client, so a session-level SET of one of them does not leak:
+// client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
+// standard_conforming_strings and application_name. `rest` follows SET or RESET.
+inline bool tracked_by_pgbouncer(std::string_view rest) {
+  word name = next_word(rest);
+  const bool dotted = !rest.empty() && rest.front() == '.';
+  if (name == "SESSION" && !dotted) name = next_word(rest);
+  if (!rest.empty() && rest.front() == '.') return false;  // a custom setting such as app.timezone
+  if (name == "TIME") return next_word(rest) == "ZONE";
+  return name == "NAMES" || name == "TIMEZONE" || name == "DATESTYLE" || name == "CLIENT_ENCODING" ||
+         name == "APPLICATION_NAME" || name == "STANDARD_CONFORMING_STRINGS";
+}
+
+// "SET search_path ...": the keyword and the setting name as written.
+inline std::string label(std::string_view keyword, std::string_view rest) {
+  std::string m(keyword);
+  token t = next_token(rest);
+  if (t.kind == token::name && iequals(t.text, "session")) {
+    m += " SESSION";
+    t = next_token(rest);
+  }
+  for (char sep = ' '; t.kind == token::name && t.text.size() <= 63; sep = '.') {
+    m += sep;
+    m += t.text;
+    if (!is_other(next_token(rest), '.')) break;
+    t = next_token(rest);
+  }
+  m += " ...";
+  return m;
+}
+
+inline std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
+  std::string m = "execute(\"";
+  m += statement;
+  m += "\") acts on the server session, which PgBouncer in transaction pooling mode (pooling::transaction) "
+       "lends to other clients: ";
+  m += why;
+  m += "; ";
+  m += instead;
+  m += ". To send it anyway, wrap the SQL in pqscope::allow_session_state()";
+  return m;
+}
+
+}  // namespace session_scan
+
+// Empty when the statement is safe behind a transaction-pooling PgBouncer;
+// otherwise why not, and what to use instead. Allocates only to say no.
+inline std::string session_state_hazard(std::string_view sql) {
+  namespace ss = session_scan;
+  constexpr std::string_view use_set_local =
+      "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
+  constexpr std::string_view use_xact_lock =
+      "use pg_advisory_xact_lock() inside a scope, which the transaction's end releases";
+
+  std::string_view rest = sql;
+  const word first = next_word(rest);
+  if ((first == "SET" || first == "RESET") && ss::tracked_by_pgbouncer(rest)) return {};
+  if (first == "SET") {
+    std::string_view after = rest;
+    const word second = next_word(after);
+    const bool dotted = !after.empty() && after.front() == '.';  // SET local.x: a setting named like a keyword
+    if (!dotted && (second == "LOCAL" || second == "TRANSACTION" || second == "CONSTRAINTS")) return {};
+    if (second == "SESSION") {
+      const word third = next_word(after);
+      if (third == "CHARACTERISTICS")
+        return ss::refuse("SET SESSION CHARACTERISTICS ...",
+                          "it changes the default transaction modes of the server session",
+                          "set isolation / read_only / deferrable in the outermost scope's transaction_options");
+    }
+    if (second == "TIME") return ss::refuse("SET TIME ZONE ...", "a session-level SET outlives the transaction", use_set_local);
+    return ss::refuse(ss::label("SET", rest), "a session-level SET outlives the transaction", use_set_local);
+  }
+  if (first == "RESET")
+    return ss::refuse(ss::label("RESET", rest), "RESET changes the setting for the whole server session", use_set_local);
+  if (first == "LISTEN" || first == "UNLISTEN")
+    return ss::refuse(first == "LISTEN" ? "LISTEN ..." : "UNLISTEN ...",
+                      "notifications arrive on a server connection the client does not keep",
+                      "use a dedicated direct connection (pooling::none, not through PgBouncer)");
+  if (first == "PREPARE" || first == "EXECUTE" || first == "DEALLOCATE") {
+    std::string_view after = rest;
+    if (first == "PREPARE" && next_word(after) == "TRANSACTION") return {};  // transaction control refuses it
+    const char* statement = first == "PREPARE" ? "PREPARE ..." : first == "EXECUTE" ? "EXECUTE ..." : "DEALLOCATE ...";
+    return ss::refuse(statement, "prepared statements live in the server session",
+                      "pass parameters to execute() instead");
+  }
+  if (first == "DECLARE") {
+    // DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH[OUT] HOLD] FOR query
+    std::string_view after = rest;
+    bool with = false;
+    for (;;) {
+      const ss::token t = ss::next_token(after);
+      if (t.kind == ss::token::end || (t.kind == ss::token::name && ss::iequals(t.text, "for"))) break;
+      const bool is_name = t.kind == ss::token::name;
+      if (with && is_name && ss::iequals(t.text, "hold"))
+        return ss::refuse("DECLARE ... WITH HOLD", "a WITH HOLD cursor outlives the transaction",
+                          "DECLARE it without HOLD inside a scope and FETCH from it before the scope ends");
+      with = is_name && ss::iequals(t.text, "with");
+    }
+  }
+  if (first == "DISCARD")
+    return ss::refuse("DISCARD ...", "it acts on whichever server session the pooler lends, not on this client's",
+                      "leave resetting server sessions to PgBouncer (server_reset_query)");
+  if (first == "LOAD")
+    return ss::refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
+                      "preload it with shared_preload_libraries or session_preload_libraries");
+
+  // The calls looked for all contain one of these words: a text with neither
+  // (most statements) needs no tokenizing. This runs for every statement.
+  auto contains_word = [&](std::string_view w) {
+    for (std::size_t i = 0; i + w.size() <= rest.size(); ++i) {
+      std::size_t k = 0;
+      while (k < w.size() && std::tolower(static_cast<unsigned char>(rest[i + k])) == w[k]) ++k;
+      if (k == w.size()) return true;
+    }
+    return false;
+  };
+  if (!contains_word("advisory") && !contains_word("set_config")) return {};
+
+  std::string_view name;
+  switch (ss::find_call(rest, first == "DO", name)) {
+    case ss::call_hazard::advisory_lock:
+      return ss::refuse(std::string(name) + "(...)",
+                        "a session advisory lock stays with the server connection, not with this client, after "
+                        "the transaction",
+                        use_xact_lock);
+    case ss::call_hazard::set_config:
+      return ss::refuse("set_config(..., false)", "a session-level setting outlives the transaction", use_set_local);
+    case ss::call_hazard::none:
+      break;
+  }
+  return {};
+}
+
+}  // namespace pqscope::detail
+// #include <pqscope/detail/scope_machine.hpp> (inlined above)
 
 namespace pqscope {
 
@@ -4111,12 +5010,25 @@ class basic_connection {
     detail::configure_driver(s_->driver, options_);
     s_->driver.open(s_->conninfo, detail::default_application_name());
   }
+  // Wraps a session the caller opened and keeps (raw libpq code, a framework's
+  // pool). It must be connected, idle (no transaction, no query in progress) and
+  // out of pipeline mode, else usage_error. Scopes, batching, the pooler guard and
+  // stats work as on any connection. pqscope never closes it: when the wrapper
+  // ends, the session is handed back idle (a transaction still open is rolled
+  // back), out of pipeline mode, in the blocking mode it came in. One it cannot
+  // bring back (a network_timeout expired mid-round-trip) has its socket shut
+  // down: the server rolls back, and the owner sees CONNECTION_BAD (PQreset).
+  [[nodiscard]] static basic_connection borrow(PGconn* handle, connection_options options = {}) {
+    return basic_connection(handle, std::move(options));
+  }
+
   basic_connection(basic_connection&&) noexcept = default;
   basic_connection& operator=(basic_connection&& other) noexcept {
     if (this != &other) {
       close();
       options_ = std::move(other.options_);
       s_ = std::move(other.s_);
+      borrowed_ = other.borrowed_;
     }
     return *this;
   }
@@ -4155,6 +5067,60 @@ class basic_connection {
     auto& s = machine_session();
     detail::sync_session::call guard(s, "flush()");
     s.flush();
+  }
+
+  // COPY ... FROM STDIN: write rows, then finish(). In autocommit the COPY is its
+  // own transaction (all rows or none); inside a scope it is part of it.
+  [[nodiscard]] copy_writer copy_in(detail::sql_ref sql) { return copy_writer(start_copy(sql, 'i', "copy_in()")); }
+  // COPY ... TO STDOUT: read rows until next() or read_row() says there are no more.
+  [[nodiscard]] copy_reader copy_out(detail::sql_ref sql) { return copy_reader(start_copy(sql, 'o', "copy_out()")); }
+
+  // Runs a script of several statements separated by semicolons (schema set-up, a
+  // migration) in one simple-protocol query: one result per statement. In
+  // autocommit the server runs it as one transaction (all or nothing); inside a
+  // scope it is part of it. Each statement is checked as execute() checks one
+  // (no transaction control, the pooler guard); no parameters.
+  std::vector<result> execute_script(detail::sql_ref sql) {
+    auto& s = machine_session();
+    detail::sync_session::call guard(s, "execute_script()");
+    std::shared_ptr<detail::statement_slot> slot;
+    try {
+      const char* text = sql.c_str();
+      for (std::string_view one : detail::split_statements(sql.view())) {
+        if (std::string_view kw = detail::transaction_control_keyword(one); !kw.empty())
+          throw usage_error("execute_script(): its statement \"" + std::string(one.substr(0, 60)) +
+                            "\" would control the transaction behind pqscope's back; use pqscope::transaction "
+                            "or pqscope::atomic around the script instead");
+        if (detail::is_copy_stream(one))
+          throw usage_error("execute_script(): COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() "
+                            "or copy_out()");
+        check_session_state(one, sql.session_state_allowed());
+      }
+      slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
+    } catch (const std::exception& e) {
+      if (options_.observer) notify_refusal(sql, 0, e);
+      throw;
+    }
+    s.begin_out_of_band(slot);
+    batch_reply all = s.script(slot->stmt.sql);
+    // The scopes see the script as one statement: its first error, or its last answer.
+    batch_reply one;
+    one.lost = all.lost;
+    one.lost_message = all.lost_message;
+    one.state = all.state;
+    one.replies.resize(1);
+    std::vector<result> results;
+    for (reply& r : all.replies) {
+      if (r.st == reply::status::error) {
+        one.replies[0] = r;
+        break;
+      }
+      results.push_back(r.res);
+      one.replies[0] = r;
+    }
+    if (all.replies.empty() && !all.lost) one.replies[0].st = reply::status::ok;  // only blanks and comments
+    (void)s.end_out_of_band(slot, std::move(one));
+    return results;
   }
 
   // Open scopes on this connection (0: autocommit).
@@ -4199,6 +5165,9 @@ class basic_connection {
   void reconnect() {
     auto& s = machine_session();
     detail::sync_session::call guard(s, "reconnect()");
+    if (borrowed_)
+      throw usage_error("reconnect() on a borrowed connection: its PGconn* belongs to the code that lent it "
+                        "(PQreset() it there, then borrow() it again)");
     if (!s.machine.opened_by_this_process()) s.machine.check_usable();
     if (s.machine.depth() != 0)
       throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
@@ -4210,6 +5179,17 @@ class basic_connection {
  private:
   friend class transaction;
   friend struct detail::connection_access;
+
+  basic_connection(PGconn* handle, connection_options options)
+      : options_(std::move(options)),
+        s_(std::make_shared<detail::driver_session<Driver>>(std::string())),
+        borrowed_(true) {
+    s_->machine.set_observer(options_.observer);
+    s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+    detail::configure_driver(s_->driver, options_);
+    s_->driver.adopt(handle);
+    s_->conninfo = detail::conninfo_of(handle);
+  }
 
   detail::driver_session<Driver>& machine_session() const {
     if (!s_) throw usage_error("this connection was moved from");
@@ -4238,9 +5218,45 @@ class basic_connection {
   }
 
   void check_session_state(const detail::sql_ref& sql) const {
-    if (options_.pooling != pooling::transaction || sql.session_state_allowed()) return;
-    std::string hazard = detail::session_state_hazard(sql.view());
+    check_session_state(sql.view(), sql.session_state_allowed());
+  }
+  void check_session_state(std::string_view sql, bool allowed) const {
+    if (options_.pooling != pooling::transaction || allowed) return;
+    std::string hazard = detail::session_state_hazard(sql);
     if (!hazard.empty()) throw usage_error(hazard);
+  }
+
+  // Sends what is queued, then starts the COPY; `dir` 'i' (FROM STDIN) or 'o' (TO STDOUT).
+  std::unique_ptr<detail::copy_stream> start_copy(const detail::sql_ref& sql, char dir, const char* what) {
+    auto& s = machine_session();
+    detail::sync_session::call guard(s, what);
+    std::shared_ptr<detail::statement_slot> slot;
+    try {
+      const char* text = sql.c_str();
+      if (detail::copy_direction(sql.view()) != dir)
+        throw usage_error(std::string(what) + " needs a COPY ... " + (dir == 'i' ? "FROM STDIN" : "TO STDOUT") +
+                          " statement: " + std::string(sql.view().substr(0, 200)));
+      check_session_state(sql);
+      detail::check_placeholders(sql.view(), 0);
+      slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
+    } catch (const std::exception& e) {
+      if (options_.observer) notify_refusal(sql, 0, e);
+      throw;
+    }
+    s.begin_out_of_band(slot);
+    batch_reply br;
+    const int started = s.copy_start(slot->stmt, br);
+    if (started == 0) {
+      (void)s.end_out_of_band(slot, std::move(br));  // throws the server's error
+      throw usage_error(std::string(what) + ": the statement did not start a COPY");
+    }
+    auto st = std::make_unique<detail::copy_stream>(s.shared_from_this(), slot, started == PGRES_COPY_IN);
+    if ((started == PGRES_COPY_IN) != (dir == 'i')) {
+      st->end_quietly();
+      throw usage_error(std::string(what) + ": the server started a COPY in the other direction; use " +
+                        (dir == 'i' ? "copy_out()" : "copy_in()"));
+    }
+    return st;
   }
 
   void notify_refusal(const detail::sql_ref& sql, std::size_t params, const std::exception& e) const noexcept {
@@ -4258,6 +5274,7 @@ class basic_connection {
 
   void close() noexcept {
     if (!s_) return;
+    s_->end_stream_quietly();
     s_->machine.mark_closed();
     // In a forked child, closing would end the parent's session.
     if (s_->machine.opened_by_this_process())
@@ -4268,6 +5285,7 @@ class basic_connection {
 
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
+  bool borrowed_ = false;  // borrow(): the caller's PGconn*, handed back, never closed
 };
 
 using connection = basic_connection<libpq_driver>;
