@@ -231,7 +231,7 @@ class scope_machine {
       if (attempt.batched) ++stats_.batched_attempts;
       queue(item::begin, id, 0, begin_sql(o));
     } else if (o.savepoint) {
-      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
+      queue(item::savepoint, id, i, {}).sp = i;  // its text is written when it is sent (most never are)
     }
     if (o.statement_timeout.count() > 0)
       queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
@@ -536,7 +536,8 @@ class scope_machine {
     out_args_.assign(in_flight_.size(), {});
     std::size_t users = 0;
     for (std::size_t k = 0; k < in_flight_.size(); ++k) {
-      const item& it = in_flight_[k];
+      item& it = in_flight_[k];
+      if (it.sql.empty() && it.k != item::user) it.sql = savepoint_sql(it);
       if (it.k == item::user) {
         ++users;
         out_.push_back(it.slot->stmt);
@@ -739,6 +740,11 @@ class scope_machine {
   }
 
   static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+  static std::string savepoint_sql(const item& it) {
+    const char* verb = it.k == item::savepoint ? "SAVEPOINT " : it.k == item::release ? "RELEASE SAVEPOINT "
+                                                                                      : "ROLLBACK TO SAVEPOINT ";
+    return verb + savepoint_name(it.sp);
+  }
 
   static std::string begin_sql(const transaction_options& o) {
     std::string modes;
@@ -766,8 +772,8 @@ class scope_machine {
     return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
   }
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
-    queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
-    queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+    queue(item::rollback_to, frame_id, i - 1, {}).sp = i;
+    queue(item::release, frame_id, i - 1, {}).sp = i;
   }
   void push_followup(const char* sql, bool awaited) {
     followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
@@ -1065,7 +1071,7 @@ class scope_machine {
     if (f.owning && f.sent) {
       // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
       while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+      queue(item::release, f.id, i - 1, {}).sp = i;
     }
     if (timeouts_live) {
       restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);

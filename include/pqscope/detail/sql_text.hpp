@@ -4,7 +4,6 @@
 // the server-state check after every batch catches what this misses.
 
 #include <algorithm>
-#include <cctype>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,11 +12,18 @@
 
 namespace pqscope::detail {
 
+// ASCII classes, as the server's lexer uses them (the C library's are locale-aware
+// calls, and this runs for every statement).
+constexpr bool ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+constexpr bool ascii_digit(char c) { return c >= '0' && c <= '9'; }
+constexpr bool ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+constexpr char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
+
 // Skips white space, empty statements (the server drops them, so ";COMMIT" is a
 // COMMIT) and comments (-- and nested /* */) at the front.
 inline std::string_view skip_blank(std::string_view s) {
   for (;;) {
-    while (!s.empty() && (std::isspace(static_cast<unsigned char>(s.front())) || s.front() == ';'))
+    while (!s.empty() && (ascii_space(s.front()) || s.front() == ';'))
       s.remove_prefix(1);
     if (s.substr(0, 2) == "--") {
       auto nl = s.find('\n');
@@ -54,9 +60,9 @@ inline word next_word(std::string_view& s) {
   s = skip_blank(s);
   word w;
   bool too_long = false;
-  while (!s.empty() && (std::isalpha(static_cast<unsigned char>(s.front())) || s.front() == '_')) {
+  while (!s.empty() && (ascii_alpha(s.front()) || s.front() == '_')) {
     if (w.size < sizeof w.text - 1)
-      w.text[w.size++] = static_cast<char>(std::toupper(static_cast<unsigned char>(s.front())));
+      w.text[w.size++] = ascii_upper(s.front());
     else
       too_long = true;
     s.remove_prefix(1);
@@ -91,7 +97,7 @@ inline bool is_copy_stream(std::string_view sql) {
   std::string_view rest = sql;
   if (next_word(rest) != "COPY") return false;
   std::string upper;
-  for (char c : rest) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char c : rest) upper += ascii_upper(c);
   return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
 }
 
@@ -105,7 +111,7 @@ enum class sql_token { word, placeholder, symbol };
 template <class F>
 bool scan_sql(std::string_view s, F&& on) {
   auto ident_char = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
+    return (ascii_alpha(c) || ascii_digit(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
   };
   std::size_t i = 0;
   const std::size_t n = s.size();
@@ -149,16 +155,16 @@ bool scan_sql(std::string_view s, F&& on) {
         ++i;
       }
     } else if (c == '$' && (i == 0 || !ident_char(s[i - 1]))) {
-      if (i + 1 < n && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {  // $n
+      if (i + 1 < n && ascii_digit(s[i + 1])) {  // $n
         std::size_t j = i + 1;
-        while (j < n && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
+        while (j < n && ascii_digit(s[j])) ++j;
         on(sql_token::placeholder, s.substr(i, j - i));
         i = j;
         continue;
       }
       // $tag$ ... $tag$: the tag is empty or an identifier that does not start with a digit
       std::size_t j = i + 1;
-      while (j < n && s[j] != '$' && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '_' ||
+      while (j < n && s[j] != '$' && ((ascii_alpha(s[j]) || ascii_digit(s[j])) || s[j] == '_' ||
                                       static_cast<unsigned char>(s[j]) >= 0x80))
         ++j;
       if (j < n && s[j] == '$') {
@@ -175,7 +181,7 @@ bool scan_sql(std::string_view s, F&& on) {
       while (i < n && ident_char(s[i])) ++i;
       on(sql_token::word, s.substr(start, i - start));
     } else {
-      if (!std::isspace(static_cast<unsigned char>(c))) on(sql_token::symbol, s.substr(i, 1));
+      if (!ascii_space(c)) on(sql_token::symbol, s.substr(i, 1));
       ++i;
     }
   }
@@ -208,7 +214,7 @@ inline std::vector<std::string_view> split_statements(std::string_view s) {
   auto is = [](std::string_view w, std::string_view k) {
     if (w.size() != k.size()) return false;
     for (std::size_t i = 0; i < w.size(); ++i)
-      if (std::toupper(static_cast<unsigned char>(w[i])) != k[i]) return false;
+      if (ascii_upper(w[i]) != k[i]) return false;
     return true;
   };
   auto add = [&](std::size_t end) {
