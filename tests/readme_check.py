@@ -71,7 +71,7 @@ PLACEHOLDERS = {
     "name": '"name"', "value": '"value"', "fn": "readme_check::any_fn{}", "conninfo": "std::string()",
     "c": "std::declval<pqscope::connection&>()", "conn": "std::declval<connection&>()",
     "o": "pqscope::transaction_options{}", "options": "pqscope::transaction_options{}",
-    "ms": "std::chrono::milliseconds{1}",
+    "ms": "std::chrono::milliseconds{1}", "values...": "1, std::string()",
 }
 ASIO_PLACEHOLDERS = dict(PLACEHOLDERS, **{
     "executor": "std::declval<boost::asio::any_io_executor>()", "token": "readme_check::signature_token{}",
@@ -80,7 +80,7 @@ ASIO_PLACEHOLDERS = dict(PLACEHOLDERS, **{
 })
 # Names the reference uses as classes (`Name(args)`, `Name{args}`: a constructor) and as
 # free functions (`name(args)`: not a member of the table's class).
-CLASSES = {"database", "connection", "pool", "transaction", "result", "query", "lease"}
+CLASSES = {"database", "connection", "pool", "transaction", "result", "query", "lease", "copy_writer", "copy_reader"}
 FREE_FUNCTIONS = {"atomic", "transactional", "async_atomic"}
 # Objects named in reference items (`row[j]`, `tx.async_commit(token)`): their class.
 OBJECTS = {"result": "result", "row": "row", "field": "field", "tx": "transaction", "lease": "lease"}
@@ -132,22 +132,24 @@ def parse_blocks(lines):
     """Fenced blocks: (info, first content line number, content lines, marker or None)."""
     blocks, i = [], 0
     while i < len(lines):
-        m = re.match(r"^```(\S*)\s*$", lines[i])
+        # A block may be indented (inside a list item): its lines lose that indent.
+        m = re.match(r"^( *)```(\S*)\s*$", lines[i])
         if not m:
             i += 1
             continue
-        info, start = m.group(1), i + 1
+        indent, info, start = m.group(1), m.group(2), i + 1
         marker = None
         prev = lines[i - 1].strip() if i > 0 else ""
         mm = re.match(r"<!--\s*readme-check:\s*(.*?)\s*-->$", prev)
         if mm:
             marker = mm.group(1)
         j = start
-        while j < len(lines) and lines[j].rstrip() != "```":
+        while j < len(lines) and lines[j].rstrip() != indent + "```":
             j += 1
         if j == len(lines):
             raise Failure(f"README.md:{i + 1}: unterminated code block")
-        blocks.append((info, start + 1, lines[start:j], marker))
+        body = [l[len(indent):] if l.startswith(indent) else l.lstrip(" ") for l in lines[start:j]]
+        blocks.append((info, start + 1, body, marker))
         i = j + 1
     return blocks
 
@@ -156,7 +158,7 @@ def outside_blocks(lines):
     """(line number, text) of the lines outside fenced blocks."""
     out, inside = [], False
     for n, line in enumerate(lines, 1):
-        if line.startswith("```"):
+        if line.lstrip(" ").startswith("```"):
             inside = not inside
             continue
         if not inside:

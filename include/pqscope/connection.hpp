@@ -87,7 +87,7 @@ class basic_connection {
   // back), out of pipeline mode, in the blocking mode it came in. One it cannot
   // bring back (a network_timeout expired mid-round-trip) has its socket shut
   // down: the server rolls back, and the owner sees CONNECTION_BAD (PQreset).
-  [[nodiscard]] static basic_connection borrow(PGconn* handle, connection_options options = {}) {
+  [[nodiscard]] static basic_connection<Driver> borrow(PGconn* handle, connection_options options = {}) {
     return basic_connection(handle, std::move(options));
   }
 

@@ -2674,7 +2674,6 @@ inline char copy_direction(std::string_view sql) {
 // the server-state check after every batch catches what this misses.
 
 #include <algorithm>
-#include <cctype>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -2683,11 +2682,18 @@ inline char copy_direction(std::string_view sql) {
 
 namespace pqscope::detail {
 
+// ASCII classes, as the server's lexer uses them (the C library's are locale-aware
+// calls, and this runs for every statement).
+constexpr bool ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+constexpr bool ascii_digit(char c) { return c >= '0' && c <= '9'; }
+constexpr bool ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+constexpr char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
+
 // Skips white space, empty statements (the server drops them, so ";COMMIT" is a
 // COMMIT) and comments (-- and nested /* */) at the front.
 inline std::string_view skip_blank(std::string_view s) {
   for (;;) {
-    while (!s.empty() && (std::isspace(static_cast<unsigned char>(s.front())) || s.front() == ';'))
+    while (!s.empty() && (ascii_space(s.front()) || s.front() == ';'))
       s.remove_prefix(1);
     if (s.substr(0, 2) == "--") {
       auto nl = s.find('\n');
@@ -2724,9 +2730,9 @@ inline word next_word(std::string_view& s) {
   s = skip_blank(s);
   word w;
   bool too_long = false;
-  while (!s.empty() && (std::isalpha(static_cast<unsigned char>(s.front())) || s.front() == '_')) {
+  while (!s.empty() && (ascii_alpha(s.front()) || s.front() == '_')) {
     if (w.size < sizeof w.text - 1)
-      w.text[w.size++] = static_cast<char>(std::toupper(static_cast<unsigned char>(s.front())));
+      w.text[w.size++] = ascii_upper(s.front());
     else
       too_long = true;
     s.remove_prefix(1);
@@ -2761,7 +2767,7 @@ inline bool is_copy_stream(std::string_view sql) {
   std::string_view rest = sql;
   if (next_word(rest) != "COPY") return false;
   std::string upper;
-  for (char c : rest) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char c : rest) upper += ascii_upper(c);
   return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
 }
 
@@ -2775,7 +2781,7 @@ enum class sql_token { word, placeholder, symbol };
 template <class F>
 bool scan_sql(std::string_view s, F&& on) {
   auto ident_char = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
+    return (ascii_alpha(c) || ascii_digit(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
   };
   std::size_t i = 0;
   const std::size_t n = s.size();
@@ -2819,16 +2825,16 @@ bool scan_sql(std::string_view s, F&& on) {
         ++i;
       }
     } else if (c == '$' && (i == 0 || !ident_char(s[i - 1]))) {
-      if (i + 1 < n && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {  // $n
+      if (i + 1 < n && ascii_digit(s[i + 1])) {  // $n
         std::size_t j = i + 1;
-        while (j < n && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
+        while (j < n && ascii_digit(s[j])) ++j;
         on(sql_token::placeholder, s.substr(i, j - i));
         i = j;
         continue;
       }
       // $tag$ ... $tag$: the tag is empty or an identifier that does not start with a digit
       std::size_t j = i + 1;
-      while (j < n && s[j] != '$' && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '_' ||
+      while (j < n && s[j] != '$' && ((ascii_alpha(s[j]) || ascii_digit(s[j])) || s[j] == '_' ||
                                       static_cast<unsigned char>(s[j]) >= 0x80))
         ++j;
       if (j < n && s[j] == '$') {
@@ -2845,7 +2851,7 @@ bool scan_sql(std::string_view s, F&& on) {
       while (i < n && ident_char(s[i])) ++i;
       on(sql_token::word, s.substr(start, i - start));
     } else {
-      if (!std::isspace(static_cast<unsigned char>(c))) on(sql_token::symbol, s.substr(i, 1));
+      if (!ascii_space(c)) on(sql_token::symbol, s.substr(i, 1));
       ++i;
     }
   }
@@ -2878,7 +2884,7 @@ inline std::vector<std::string_view> split_statements(std::string_view s) {
   auto is = [](std::string_view w, std::string_view k) {
     if (w.size() != k.size()) return false;
     for (std::size_t i = 0; i < w.size(); ++i)
-      if (std::toupper(static_cast<unsigned char>(w[i])) != k[i]) return false;
+      if (ascii_upper(w[i]) != k[i]) return false;
     return true;
   };
   auto add = [&](std::size_t end) {
@@ -3096,7 +3102,7 @@ class scope_machine {
       if (attempt.batched) ++stats_.batched_attempts;
       queue(item::begin, id, 0, begin_sql(o));
     } else if (o.savepoint) {
-      queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
+      queue(item::savepoint, id, i, {}).sp = i;  // its text is written when it is sent (most never are)
     }
     if (o.statement_timeout.count() > 0)
       queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
@@ -3401,7 +3407,8 @@ class scope_machine {
     out_args_.assign(in_flight_.size(), {});
     std::size_t users = 0;
     for (std::size_t k = 0; k < in_flight_.size(); ++k) {
-      const item& it = in_flight_[k];
+      item& it = in_flight_[k];
+      if (it.sql.empty() && it.k != item::user) it.sql = savepoint_sql(it);
       if (it.k == item::user) {
         ++users;
         out_.push_back(it.slot->stmt);
@@ -3604,6 +3611,11 @@ class scope_machine {
   }
 
   static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+  static std::string savepoint_sql(const item& it) {
+    const char* verb = it.k == item::savepoint ? "SAVEPOINT " : it.k == item::release ? "RELEASE SAVEPOINT "
+                                                                                      : "ROLLBACK TO SAVEPOINT ";
+    return verb + savepoint_name(it.sp);
+  }
 
   static std::string begin_sql(const transaction_options& o) {
     std::string modes;
@@ -3631,8 +3643,8 @@ class scope_machine {
     return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
   }
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
-    queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
-    queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+    queue(item::rollback_to, frame_id, i - 1, {}).sp = i;
+    queue(item::release, frame_id, i - 1, {}).sp = i;
   }
   void push_followup(const char* sql, bool awaited) {
     followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
@@ -3930,7 +3942,7 @@ class scope_machine {
     if (f.owning && f.sent) {
       // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
       while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-      queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+      queue(item::release, f.id, i - 1, {}).sp = i;
     }
     if (timeouts_live) {
       restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
@@ -5018,7 +5030,7 @@ class basic_connection {
   // back), out of pipeline mode, in the blocking mode it came in. One it cannot
   // bring back (a network_timeout expired mid-round-trip) has its socket shut
   // down: the server rolls back, and the owner sees CONNECTION_BAD (PQreset).
-  [[nodiscard]] static basic_connection borrow(PGconn* handle, connection_options options = {}) {
+  [[nodiscard]] static basic_connection<Driver> borrow(PGconn* handle, connection_options options = {}) {
     return basic_connection(handle, std::move(options));
   }
 
