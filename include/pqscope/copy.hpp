@@ -113,10 +113,10 @@ class copy_writer {
   void write_row(const Ts&... values) {
     check("write_row()");
     detail::sync_session::call guard(st_->session(), "write_row()", true);
-    const detail::param_list p = detail::param_list::of(values...);
-    for (int i = 0; i < p.size(); ++i) {
+    params_.assign(values...);  // the conversions of parameters, without new memory per row
+    for (int i = 0; i < params_.size(); ++i) {
       if (i > 0) buf_ += '\t';
-      const char* v = p.values()[i];
+      const char* v = params_.values()[i];
       if (v == nullptr)
         buf_ += "\\N";
       else
@@ -167,6 +167,7 @@ class copy_writer {
 
   std::unique_ptr<detail::copy_stream> st_;
   std::string buf_;
+  detail::param_list params_;
   std::uint64_t rows_ = 0;
 };
 

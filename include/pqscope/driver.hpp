@@ -415,8 +415,13 @@ class libpq_driver {
       if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
       if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
     }
-    // Keep the buffer from growing without bound: send what is ready without waiting.
-    if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    // In non-blocking mode libpq's buffer grows instead of refusing data: send it
+    // all before taking more, so memory stays at about one chunk.
+    switch (flush(rt)) {
+      case io::ok: return true;
+      case io::failed: return copy_failed(trim(PQerrorMessage(conn_)));
+      case io::expired: return copy_expired(rt);
+    }
     return true;
   }
 
@@ -459,12 +464,7 @@ class libpq_driver {
       if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
       short revents = 0;
       const io w = wait(rt, POLLIN, revents);
-      if (w == io::expired) {
-        batch_reply ignored;
-        give_up(ignored, rt);
-        copy_lost_ = closed_reason_;
-        return false;
-      }
+      if (w == io::expired) return copy_expired(rt);
       if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
     }
   }
@@ -810,17 +810,19 @@ class libpq_driver {
   bool copy_drain(round_trip& rt) {
     short revents = 0;
     const io w = wait(rt, POLLIN | POLLOUT, revents);
-    if (w == io::expired) {
-      batch_reply ignored;
-      give_up(ignored, rt);
-      copy_lost_ = closed_reason_;
-      return false;
-    }
+    if (w == io::expired) return copy_expired(rt);
     if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
     if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
       return copy_failed(trim(PQerrorMessage(conn_)));
     if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
     return true;
+  }
+  // A COPY call's deadline and grace passed: the connection is given up.
+  bool copy_expired(const round_trip& rt) {
+    batch_reply ignored;
+    give_up(ignored, rt);
+    copy_lost_ = closed_reason_;
+    return false;
   }
   bool copy_failed(std::string why) {
     copy_lost_ = why.empty() ? "connection lost during COPY" : std::move(why);

@@ -1238,6 +1238,18 @@ class param_list {
     return p;
   }
 
+  // The same list made again for new values, keeping its memory (COPY rows).
+  template <class... Ts>
+  void assign(const Ts&... vs) {
+    storage_.clear();
+    values_.clear();
+    types_.clear();
+    storage_.reserve(sizeof...(Ts));
+    values_.reserve(sizeof...(Ts));
+    types_.reserve(sizeof...(Ts));
+    (add(vs), ...);
+  }
+
   template <class T>
   void add(const T& v) {
     using U = std::decay_t<T>;
@@ -1269,7 +1281,9 @@ class param_list {
                     "pqscope::value_traits<T> (see params.hpp)");
       decltype(auto) text = value_traits<U>::to_text(v);
       using R = std::decay_t<decltype(text)>;
-      if constexpr (std::is_same_v<R, std::string>)
+      if constexpr (std::is_same_v<R, std::string> && !std::is_reference_v<decltype(text)>)
+        push_owned(std::move(text), traits_oid<U>::value);  // a fresh string: moved, not copied
+      else if constexpr (std::is_same_v<R, std::string>)
         push_owned(std::string(text), traits_oid<U>::value);
       else
         push_text(std::string_view(text), traits_oid<U>::value, false);
@@ -1957,8 +1971,13 @@ class libpq_driver {
       if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
       if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
     }
-    // Keep the buffer from growing without bound: send what is ready without waiting.
-    if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    // In non-blocking mode libpq's buffer grows instead of refusing data: send it
+    // all before taking more, so memory stays at about one chunk.
+    switch (flush(rt)) {
+      case io::ok: return true;
+      case io::failed: return copy_failed(trim(PQerrorMessage(conn_)));
+      case io::expired: return copy_expired(rt);
+    }
     return true;
   }
 
@@ -2001,12 +2020,7 @@ class libpq_driver {
       if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
       short revents = 0;
       const io w = wait(rt, POLLIN, revents);
-      if (w == io::expired) {
-        batch_reply ignored;
-        give_up(ignored, rt);
-        copy_lost_ = closed_reason_;
-        return false;
-      }
+      if (w == io::expired) return copy_expired(rt);
       if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
     }
   }
@@ -2352,17 +2366,19 @@ class libpq_driver {
   bool copy_drain(round_trip& rt) {
     short revents = 0;
     const io w = wait(rt, POLLIN | POLLOUT, revents);
-    if (w == io::expired) {
-      batch_reply ignored;
-      give_up(ignored, rt);
-      copy_lost_ = closed_reason_;
-      return false;
-    }
+    if (w == io::expired) return copy_expired(rt);
     if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
     if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
       return copy_failed(trim(PQerrorMessage(conn_)));
     if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
     return true;
+  }
+  // A COPY call's deadline and grace passed: the connection is given up.
+  bool copy_expired(const round_trip& rt) {
+    batch_reply ignored;
+    give_up(ignored, rt);
+    copy_lost_ = closed_reason_;
+    return false;
   }
   bool copy_failed(std::string why) {
     copy_lost_ = why.empty() ? "connection lost during COPY" : std::move(why);
@@ -4389,10 +4405,10 @@ class copy_writer {
   void write_row(const Ts&... values) {
     check("write_row()");
     detail::sync_session::call guard(st_->session(), "write_row()", true);
-    const detail::param_list p = detail::param_list::of(values...);
-    for (int i = 0; i < p.size(); ++i) {
+    params_.assign(values...);  // the conversions of parameters, without new memory per row
+    for (int i = 0; i < params_.size(); ++i) {
       if (i > 0) buf_ += '\t';
-      const char* v = p.values()[i];
+      const char* v = params_.values()[i];
       if (v == nullptr)
         buf_ += "\\N";
       else
@@ -4443,6 +4459,7 @@ class copy_writer {
 
   std::unique_ptr<detail::copy_stream> st_;
   std::string buf_;
+  detail::param_list params_;
   std::uint64_t rows_ = 0;
 };
 
