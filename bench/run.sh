@@ -33,6 +33,14 @@ if [ -x "$BIN_DIR/pqscope_bench_async" ] && [ -n "${PQSCOPE_TEST_PGBOUNCER:-}" ]
   "$BIN_DIR/pqscope_bench_async" --pgbouncer "$PQSCOPE_TEST_PGBOUNCER" --out "$OUT" || status=$?
 fi
 
+# One million rows loaded in one transaction (COPY writer, libpqxx stream_to, batched
+# INSERTs, raw libpq), through PgBouncer only.
+if [ -x "$BIN_DIR/pqscope_bench_copy" ] && [ -n "${PQSCOPE_TEST_PGBOUNCER:-}" ]; then
+  copy_args=(--pgbouncer "$PQSCOPE_TEST_PGBOUNCER" --out "$OUT")
+  [ -n "${PQSCOPE_TEST_PGBOUNCER_ADMIN:-}" ] && copy_args+=(--pgbouncer-admin "$PQSCOPE_TEST_PGBOUNCER_ADMIN")
+  "$BIN_DIR/pqscope_bench_copy" "${copy_args[@]}" || status=$?
+fi
+
 if [ -s "$OUT/plot.dat" ]; then
   if command -v gnuplot >/dev/null; then
     gnuplot -e "dir='$OUT'" "$HERE/plot.gp"
@@ -41,5 +49,5 @@ if [ -s "$OUT/plot.dat" ]; then
     echo "gnuplot not found: no chart (apt-get install gnuplot-nox)" >&2
   fi
 fi
-echo "results: $OUT/bench.md, $OUT/bench.csv$([ -f "$OUT/bench_async.md" ] && echo ", $OUT/bench_async.md")"
+echo "results: $OUT/bench.md, $OUT/bench.csv$([ -f "$OUT/bench_async.md" ] && echo ", $OUT/bench_async.md")$([ -f "$OUT/bench_copy.md" ] && echo ", $OUT/bench_copy.md")"
 exit "$status"

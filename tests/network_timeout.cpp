@@ -342,6 +342,53 @@ BOOST_AUTO_TEST_CASE(stalled_network_at_every_point) {
   std::cout << "network_timeout: 400 ms + 400 ms grace; slowest stalled call " << slowest_ms << " ms" << std::endl;
 }
 
+// A COPY is bounded the same way: each call that waits on the network (a chunk
+// of rows, the end of the COPY, the next row read) gets network_timeout and the
+// grace. The cancel request reaches a server that is inside the COPY, so the
+// COPY may end cancelled (query_canceled, the scope doomed) rather than with the
+// connection given up; either way the call returns in time and nothing is kept.
+BOOST_AUTO_TEST_CASE(a_stalled_copy_is_bounded) {
+  for (const auto& t : pqtest::targets()) {
+    for (auto dir : {pqtest::stall_relay::to_server, pqtest::stall_relay::to_client}) {
+      for (bool in : {true, false}) {
+        if (!in && dir == pqtest::stall_relay::to_server) continue;  // COPY TO STDOUT sends nothing to the server
+        const char* dname = dir == pqtest::stall_relay::to_server ? "to_server" : "to_client";
+        BOOST_TEST_CONTEXT(t.name << ", stalled " << dname << " during COPY " << (in ? "FROM STDIN" : "TO STDOUT")) {
+          pqtest::scratch_table table;
+          const std::string app = pqtest::unique_name("stall_copy");
+          pqtest::stall_relay relay{t};
+          pqscope::connection c{relay.conninfo() + " application_name=" + app, with_timeout()};
+          {
+            pqscope::transaction tx{c};
+            c.execute("INSERT INTO " + table.name() + " VALUES (0, 'before')");
+            if (in) {
+              auto w = c.copy_in("COPY " + table.name() + " FROM STDIN");
+              for (int i = 1; i <= 1000; ++i) w.write_row(i, "row");
+              relay.stall(dir);
+              throws_within<pqscope::error>([&] { w.finish(); }, "finish()");
+            } else {
+              auto r = c.copy_out("COPY (SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g) TO STDOUT");
+              BOOST_TEST((r.next<int, std::string>().has_value()));
+              relay.stall(dir);
+              throws_within<pqscope::connection_error>(
+                  [&] {
+                    while (r.next<int, std::string>()) {
+                    }
+                  },
+                  "reading rows");
+            }
+            BOOST_CHECK_THROW(c.execute("SELECT 1"), pqscope::error);  // broken, or doomed
+          }
+          BOOST_TEST(c.depth() == 0u);
+          relay.resume();
+          BOOST_TEST(no_transaction_left(app));
+          BOOST_TEST(pqtest::committed_ids(table) == "");
+        }
+      }
+    }
+  }
+}
+
 // A partition that does not heal: the server's idle_in_transaction_session_timeout
 // (here SET LOCAL for this one transaction) ends the session the client gave up.
 BOOST_AUTO_TEST_CASE(server_guard_ends_a_session_cut_off_for_good) {

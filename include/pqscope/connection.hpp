@@ -10,7 +10,9 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
+#include <pqscope/copy.hpp>
 #include <pqscope/driver.hpp>
 #include <pqscope/errors.hpp>
 #include <pqscope/params.hpp>
@@ -70,12 +72,25 @@ class basic_connection {
 
   // Connects at once; throws connection_error (usage_error for a malformed conninfo).
   explicit basic_connection(std::string conninfo, connection_options options = {});
+  // Wraps a session the caller opened and keeps (raw libpq code, a framework's
+  // pool). It must be connected, idle (no transaction, no query in progress) and
+  // out of pipeline mode, else usage_error. Scopes, batching, the pooler guard and
+  // stats work as on any connection. pqscope never closes it: when the wrapper
+  // ends, the session is handed back idle (a transaction still open is rolled
+  // back), out of pipeline mode, in the blocking mode it came in. One it cannot
+  // bring back (a network_timeout expired mid-round-trip) has its socket shut
+  // down: the server rolls back, and the owner sees CONNECTION_BAD (PQreset).
+  [[nodiscard]] static basic_connection<Driver> borrow(PGconn* handle, connection_options options = {}) {
+    return basic_connection(handle, std::move(options));
+  }
+
   basic_connection(basic_connection&&) noexcept = default;
   basic_connection& operator=(basic_connection&& other) noexcept {
     if (this != &other) {
       close();
       options_ = std::move(other.options_);
       s_ = std::move(other.s_);
+      borrowed_ = other.borrowed_;
     }
     return *this;
   }
@@ -111,6 +126,60 @@ class basic_connection {
   // database happens). Throws batch_failed if one of them failed. Nothing queued:
   // nothing is sent.
   void flush();
+
+  // COPY ... FROM STDIN: write rows, then finish(). In autocommit the COPY is its
+  // own transaction (all rows or none); inside a scope it is part of it.
+  [[nodiscard]] copy_writer copy_in(detail::sql_ref sql) { return copy_writer(start_copy(sql, 'i', "copy_in()")); }
+  // COPY ... TO STDOUT: read rows until next() or read_row() says there are no more.
+  [[nodiscard]] copy_reader copy_out(detail::sql_ref sql) { return copy_reader(start_copy(sql, 'o', "copy_out()")); }
+
+  // Runs a script of several statements separated by semicolons (schema set-up, a
+  // migration) in one simple-protocol query: one result per statement. In
+  // autocommit the server runs it as one transaction (all or nothing); inside a
+  // scope it is part of it. Each statement is checked as execute() checks one
+  // (no transaction control, the pooler guard); no parameters.
+  std::vector<result> execute_script(detail::sql_ref sql) {
+    auto& s = machine_session();
+    detail::sync_session::call guard(s, "execute_script()");
+    std::shared_ptr<detail::statement_slot> slot;
+    try {
+      const char* text = sql.c_str();
+      for (std::string_view one : detail::split_statements(sql.view())) {
+        if (std::string_view kw = detail::transaction_control_keyword(one); !kw.empty())
+          throw usage_error("execute_script(): its statement \"" + std::string(one.substr(0, 60)) +
+                            "\" would control the transaction behind pqscope's back; use pqscope::transaction "
+                            "or pqscope::atomic around the script instead");
+        if (detail::is_copy_stream(one))
+          throw usage_error("execute_script(): COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() "
+                            "or copy_out()");
+        check_session_state(one, sql.session_state_allowed());
+      }
+      slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
+    } catch (const std::exception& e) {
+      if (options_.observer) notify_refusal(sql, 0, e);
+      throw;
+    }
+    s.begin_out_of_band(slot);
+    batch_reply all = s.script(slot->stmt.sql);
+    // The scopes see the script as one statement: its first error, or its last answer.
+    batch_reply one;
+    one.lost = all.lost;
+    one.lost_message = all.lost_message;
+    one.state = all.state;
+    one.replies.resize(1);
+    std::vector<result> results;
+    for (reply& r : all.replies) {
+      if (r.st == reply::status::error) {
+        one.replies[0] = r;
+        break;
+      }
+      results.push_back(r.res);
+      one.replies[0] = r;
+    }
+    if (all.replies.empty() && !all.lost) one.replies[0].st = reply::status::ok;  // only blanks and comments
+    (void)s.end_out_of_band(slot, std::move(one));
+    return results;
+  }
 
   // Open scopes on this connection (0: autocommit).
   [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
@@ -157,6 +226,17 @@ class basic_connection {
   friend class transaction;
   friend struct detail::connection_access;
 
+  basic_connection(PGconn* handle, connection_options options)
+      : options_(std::move(options)),
+        s_(std::make_shared<detail::driver_session<Driver>>(std::string())),
+        borrowed_(true) {
+    s_->machine.set_observer(options_.observer);
+    s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+    detail::configure_driver(s_->driver, options_);
+    s_->driver.adopt(handle);
+    s_->conninfo = detail::conninfo_of(handle);
+  }
+
   detail::driver_session<Driver>& machine_session() const {
     if (!s_) throw usage_error("this connection was moved from");
     return *s_;
@@ -184,10 +264,47 @@ class basic_connection {
   }
 
   void check_session_state(const detail::sql_ref& sql) const {
-    if (options_.pooling != pooling::transaction || sql.session_state_allowed()) return;
-    std::string hazard = detail::session_state_hazard(sql.view());
+    check_session_state(sql.view(), sql.session_state_allowed());
+  }
+  void check_session_state(std::string_view sql, bool allowed) const {
+    if (options_.pooling != pooling::transaction || allowed) return;
+    std::string hazard = detail::session_state_hazard(sql);
     if (!hazard.empty()) throw usage_error(hazard);
   }
+
+  // Sends what is queued, then starts the COPY; `dir` 'i' (FROM STDIN) or 'o' (TO STDOUT).
+  std::unique_ptr<detail::copy_stream> start_copy(const detail::sql_ref& sql, char dir, const char* what) {
+    auto& s = machine_session();
+    detail::sync_session::call guard(s, what);
+    std::shared_ptr<detail::statement_slot> slot;
+    try {
+      const char* text = sql.c_str();
+      if (detail::copy_direction(sql.view()) != dir)
+        throw usage_error(std::string(what) + " needs a COPY ... " + (dir == 'i' ? "FROM STDIN" : "TO STDOUT") +
+                          " statement: " + std::string(sql.view().substr(0, 200)));
+      check_session_state(sql);
+      detail::check_placeholders(sql.view(), 0);
+      slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
+    } catch (const std::exception& e) {
+      if (options_.observer) notify_refusal(sql, 0, e);
+      throw;
+    }
+    s.begin_out_of_band(slot);
+    batch_reply br;
+    const int started = s.copy_start(slot->stmt, br);
+    if (started == 0) {
+      (void)s.end_out_of_band(slot, std::move(br));  // throws the server's error
+      throw usage_error(std::string(what) + ": the statement did not start a COPY");
+    }
+    auto st = std::make_unique<detail::copy_stream>(s.shared_from_this(), slot, started == PGRES_COPY_IN);
+    if ((started == PGRES_COPY_IN) != (dir == 'i')) {
+      st->end_quietly();
+      throw usage_error(std::string(what) + ": the server started a COPY in the other direction; use " +
+                        (dir == 'i' ? "copy_out()" : "copy_in()"));
+    }
+    return st;
+  }
+
 
   void notify_refusal(const detail::sql_ref& sql, std::size_t params, const std::exception& e) const noexcept {
     statement_event ev;
@@ -206,6 +323,7 @@ class basic_connection {
 
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
+  bool borrowed_ = false;  // borrow(): the caller's PGconn*, handed back, never closed
 };
 
 // Defined out of the class so that, in separate compilation, the explicit
@@ -231,6 +349,9 @@ template <class Driver>
 PQSCOPE_DECL void basic_connection<Driver>::reconnect() {
   auto& s = machine_session();
   detail::sync_session::call guard(s, "reconnect()");
+  if (borrowed_)
+    throw usage_error("reconnect() on a borrowed connection: its PGconn* belongs to the code that lent it "
+                      "(PQreset() it there, then borrow() it again)");
   if (!s.machine.opened_by_this_process()) s.machine.check_usable();
   if (s.machine.depth() != 0)
     throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
@@ -242,6 +363,7 @@ PQSCOPE_DECL void basic_connection<Driver>::reconnect() {
 template <class Driver>
 PQSCOPE_DECL void basic_connection<Driver>::close() noexcept {
   if (!s_) return;
+  s_->end_stream_quietly();
   s_->machine.mark_closed();
   // In a forked child, closing would end the parent's session.
   if (s_->machine.opened_by_this_process())

@@ -3,7 +3,9 @@
 //
 // basic_connection<Driver> works with any type that offers the members of
 // libpq_driver below: open(), close(), abandon(), is_open(), exchange(),
-// application_name() and native_handle(). exchange() is one round trip: it sends
+// application_name() and native_handle(); adopt() (connection::borrow), and the
+// calls outside the pipeline (copy_*, script), only where they are used.
+// exchange() is one round trip: it sends
 // a batch of statements followed by one sync and reads every answer. A driver
 // that wraps libpq_driver can count, log or delay; a scripted driver (see
 // tests/support) replays answers with no server at all.
@@ -18,6 +20,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -30,6 +33,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -131,6 +135,32 @@ struct network_settings {
   std::chrono::milliseconds timeout{0};
 };
 
+namespace detail {
+// A conninfo string that opens another session like `c` (the in-doubt resolver of
+// a borrowed connection).
+PQSCOPE_DECL std::string conninfo_of(PGconn* c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string conninfo_of(PGconn* c) {
+  std::string out;
+  if (PQconninfoOption* opts = PQconninfo(c)) {
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+      if (o->val == nullptr || *o->val == '\0') continue;
+      if (!out.empty()) out += ' ';
+      out += o->keyword;
+      out += "='";
+      for (const char* v = o->val; *v != '\0'; ++v) {
+        if (*v == '\'' || *v == '\\') out += '\\';
+        out += *v;
+      }
+      out += '\'';
+    }
+    PQconninfoFree(opts);
+  }
+  return out;
+}
+#endif
+}  // namespace detail
+
 class libpq_driver {
  public:
   using clock = std::chrono::steady_clock;
@@ -176,6 +206,195 @@ class libpq_driver {
   [[nodiscard]] std::string application_name() const;
 
   [[nodiscard]] PGconn* native_handle() const noexcept { return conn_; }
+
+  // ---- an existing PGconn* ------------------------------------------------
+
+  // Uses a session the caller opened and keeps: it must be connected, idle (no
+  // transaction, no query in progress) and out of pipeline mode. release() or
+  // the destructor hands it back in that state and never closes it.
+  void adopt(PGconn* c) {
+    close();
+    if (c == nullptr) throw usage_error("borrow(): the PGconn* is null");
+    if (PQstatus(c) != CONNECTION_OK) throw usage_error("borrow(): the PGconn* is not connected (PQstatus is not CONNECTION_OK)");
+    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) throw usage_error("borrow(): the PGconn* is in pipeline mode; leave it first");
+    switch (PQtransactionStatus(c)) {
+      case PQTRANS_IDLE: break;
+      case PQTRANS_ACTIVE: throw usage_error("borrow(): the PGconn* has a query in progress; read its results first");
+      default:
+        throw usage_error("borrow(): the PGconn* is inside a transaction; pqscope's scopes must own the transactions "
+                          "they run in, so end it first");
+    }
+    if (PQisBusy(c) != 0) throw usage_error("borrow(): the PGconn* has results not yet read");
+    was_nonblocking_ = PQisnonblocking(c) != 0;
+    if (!was_nonblocking_ && PQsetnonblocking(c, 1) != 0)
+      throw connection_error("borrow(): " + trim(PQerrorMessage(c)));
+    conn_ = c;
+    borrowed_ = true;
+    closed_reason_.clear();
+    last_state_ = server_state::idle;
+  }
+  [[nodiscard]] bool borrowed() const noexcept { return borrowed_; }
+
+  // ---- outside the pipeline: COPY and scripts ----------------------------
+  // The caller has sent everything queued first. Each call has its own
+  // network_timeout deadline, handled as a round trip's (cancel, grace, give up).
+
+  // Sends `s` (extended protocol, no pipeline) and reads until the server enters
+  // the COPY sub-protocol (PGRES_COPY_IN or PGRES_COPY_OUT) or answers otherwise
+  // (0: `out` holds the answer).
+  int copy_start(const statement& s, batch_reply& out) {
+    out.replies.assign(1, reply{});
+    copy_lost_.clear();
+    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_), 0;
+    last_state_ = server_state::unknown;
+    round_trip rt = trip();
+    if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
+    if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
+      return lost(out, trim(PQerrorMessage(conn_))), 0;
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_))), 0;
+      case io::expired: return give_up(out, rt), 0;
+    }
+    if (await_result(rt) == io::expired) return give_up(out, rt), 0;
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_))), 0;
+    const ExecStatusType st = PQresultStatus(raw);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+      PQclear(raw);
+      return st;
+    }
+    read_final(rt, raw, out);
+    return 0;
+  }
+
+  // Queues COPY FROM STDIN data, sending when libpq's buffer fills. false if the
+  // connection failed or timed out; copy_end() then reports why.
+  bool copy_put(std::string_view data) {
+    if (!copy_lost_.empty() || conn_ == nullptr) return false;
+    round_trip rt = trip();
+    for (;;) {
+      const int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
+      if (r == 1) break;
+      if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+      if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
+    }
+    // In non-blocking mode libpq's buffer grows instead of refusing data: send it
+    // all before taking more, so memory stays at about one chunk.
+    switch (flush(rt)) {
+      case io::ok: return true;
+      case io::failed: return copy_failed(trim(PQerrorMessage(conn_)));
+      case io::expired: return copy_expired(rt);
+    }
+    return true;
+  }
+
+  // Ends COPY FROM STDIN (abort_reason != nullptr: the server fails the COPY with
+  // it) and reads the answer.
+  batch_reply copy_end(const char* abort_reason) {
+    batch_reply out;
+    out.replies.assign(1, reply{});
+    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+    round_trip rt = trip();
+    for (;;) {
+      const int r = PQputCopyEnd(conn_, abort_reason);
+      if (r == 1) break;
+      if (r < 0) return lost(out, trim(PQerrorMessage(conn_)));
+      if (!copy_drain(rt)) return lost(out, lost_reason());
+    }
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+      case io::expired: return give_up(out, rt);
+    }
+    return finish_copy(rt, out);
+  }
+
+  // The next row of COPY TO STDOUT, its newline included: true; false at the end
+  // or on failure (copy_out_end() tells which). The row is valid until the next call.
+  bool copy_get(std::string_view& row) {
+    free_copy_row();
+    if (!copy_lost_.empty() || conn_ == nullptr) return false;
+    round_trip rt = trip();
+    for (;;) {
+      char* buf = nullptr;
+      const int n = PQgetCopyData(conn_, &buf, /*async=*/1);
+      if (n > 0) {
+        copy_row_ = buf;
+        row = std::string_view(buf, static_cast<std::size_t>(n));
+        return true;
+      }
+      if (n == -1) return false;  // done: the final answer follows
+      if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
+      short revents = 0;
+      const io w = wait(rt, POLLIN, revents);
+      if (w == io::expired) return copy_expired(rt);
+      if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
+    }
+  }
+
+  // After copy_get() returned false: the COPY's answer.
+  batch_reply copy_out_end() {
+    free_copy_row();
+    batch_reply out;
+    out.replies.assign(1, reply{});
+    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+    round_trip rt = trip();
+    return finish_copy(rt, out);
+  }
+
+  // A script of several statements in one simple-protocol query: one reply per
+  // statement that answered; the server runs nothing after the first error.
+  // results: the result of each statement that succeeded, in order.
+  batch_reply script(const char* sql) {
+    batch_reply out;
+    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+    last_state_ = server_state::unknown;
+    round_trip rt = trip();
+    if (!await_pending_cancel(rt)) return give_up_pending(out);
+    if (PQsendQuery(conn_, sql) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+      case io::expired: return give_up(out, rt);
+    }
+    for (;;) {
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      PGresult* raw = PQgetResult(conn_);
+      if (raw == nullptr) break;
+      result res{detail::adopt(raw)};
+      reply r;
+      switch (PQresultStatus(raw)) {
+        case PGRES_EMPTY_QUERY:  // a script of blanks and comments: no statement ran
+          continue;
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+          r.st = reply::status::ok;
+          r.command = PQcmdStatus(raw);
+          r.res = std::move(res);
+          break;
+        case PGRES_FATAL_ERROR:
+          if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+          fill_error(raw, r);
+          break;
+        case PGRES_COPY_IN:
+        case PGRES_COPY_OUT:
+          // Refused before sending; should one slip through, end it so the session stays usable.
+          if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
+          r.st = reply::status::error;
+          r.sqlstate = "0A000";
+          r.message = "COPY FROM STDIN / TO STDOUT is not allowed in a script";
+          break;
+        default:
+          return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+      }
+      out.replies.push_back(std::move(r));
+    }
+    out.state = state_of(PQtransactionStatus(conn_));
+    last_state_ = out.state;
+    return out;
+  }
+
 
  private:
   enum class io { ok, failed, expired };
@@ -246,12 +465,140 @@ class libpq_driver {
 
   batch_reply& give_up(batch_reply& out, const round_trip& rt);
 
+  // A borrowed session goes back idle and out of pipeline mode, in the blocking
+  // mode it came in. A transaction still open is rolled back; a session that
+  // cannot be brought back (mid-round-trip after a timeout, a lost link) has its
+  // socket shut down, so that the server ends it and rolls back, and its owner
+  // sees CONNECTION_BAD on next use (PQreset() reconnects it).
+  void hand_back() noexcept {
+    PGconn* c = conn_;
+    const bool settled = PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF && PQisBusy(c) == 0;
+    if (settled && (PQtransactionStatus(c) == PQTRANS_INTRANS || PQtransactionStatus(c) == PQTRANS_INERROR)) {
+      try {
+        static const statement rollback{"ROLLBACK", 0, nullptr, nullptr};
+        borrowed_ = false;  // a timeout inside must not come back here
+        (void)exchange({rollback});
+        borrowed_ = true;
+      } catch (...) {
+        borrowed_ = true;  // out of memory: the check below shuts the socket down
+      }
+    }
+    if (conn_ == nullptr || PQstatus(c) != CONNECTION_OK || PQpipelineStatus(c) != PQ_PIPELINE_OFF ||
+        PQtransactionStatus(c) != PQTRANS_IDLE) {
+      const int sock = PQsocket(c);
+      if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
+    }
+    if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
+  }
+
+  static void fill_error(const PGresult* raw, reply& r) {
+    r.st = reply::status::error;
+    r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
+    r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
+    r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
+    r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+    r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+    r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+    r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+    r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+    r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+    r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
+    if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+  }
+
+  // A clock for one call outside the pipeline.
+  round_trip trip() const {
+    static const std::vector<statement> none;
+    round_trip rt{none};
+    if (net_.timeout.count() > 0) {
+      rt.bounded = true;
+      rt.deadline = clock::now() + net_.timeout;
+    }
+    return rt;
+  }
+
+  // libpq's COPY buffer is full: send some of it, reading meanwhile.
+  bool copy_drain(round_trip& rt) {
+    short revents = 0;
+    const io w = wait(rt, POLLIN | POLLOUT, revents);
+    if (w == io::expired) return copy_expired(rt);
+    if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
+    if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
+      return copy_failed(trim(PQerrorMessage(conn_)));
+    if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    return true;
+  }
+  // A COPY call's deadline and grace passed: the connection is given up.
+  bool copy_expired(const round_trip& rt) {
+    batch_reply ignored;
+    give_up(ignored, rt);
+    copy_lost_ = closed_reason_;
+    return false;
+  }
+  bool copy_failed(std::string why) {
+    copy_lost_ = why.empty() ? "connection lost during COPY" : std::move(why);
+    return false;
+  }
+  std::string lost_reason() const {
+    if (!copy_lost_.empty()) return copy_lost_;
+    return closed_reason_.empty() ? "the connection is closed" : closed_reason_;
+  }
+  void free_copy_row() noexcept {
+    if (copy_row_ != nullptr) PQfreemem(copy_row_);
+    copy_row_ = nullptr;
+  }
+
+  // The answer that ends a COPY.
+  batch_reply& finish_copy(round_trip& rt, batch_reply& out) {
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
+    return read_final(rt, raw, out);
+  }
+
+  // One statement's answer outside the pipeline, then the null result that ends it.
+  batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out) {
+    result res{detail::adopt(raw)};
+    reply& r = out.replies.front();
+    switch (PQresultStatus(raw)) {
+      case PGRES_COMMAND_OK:
+      case PGRES_TUPLES_OK:
+      case PGRES_EMPTY_QUERY:
+        r.st = reply::status::ok;
+        r.command = PQcmdStatus(raw);
+        r.res = std::move(res);
+        break;
+      case PGRES_FATAL_ERROR:
+        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+        fill_error(raw, r);
+        break;
+      default:
+        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+    }
+    for (;;) {
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      PGresult* extra = PQgetResult(conn_);
+      if (extra == nullptr) break;
+      const ExecStatusType st = PQresultStatus(extra);
+      PQclear(extra);
+      // COPY TO STDOUT of a failed COPY FROM: cannot happen; anything else is a broken stream.
+      if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
+    }
+    out.state = state_of(PQtransactionStatus(conn_));
+    last_state_ = out.state;
+    return out;
+  }
+
   static std::string trim(const char* s);
   static std::string field_of(const PGresult* r, int code);
   static server_state state_of(PGTransactionStatusType t);
   batch_reply& lost(batch_reply& out, std::string why);
 
   PGconn* conn_ = nullptr;
+  bool borrowed_ = false;         // adopt(): the caller's session, never closed here
+  bool was_nonblocking_ = false;  // adopt(): its mode, restored when it is handed back
+  std::string copy_lost_;         // why the COPY in progress cannot go on
+  char* copy_row_ = nullptr;      // the last row copy_get() returned (libpq's memory)
   network_settings net_;
   std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
@@ -304,13 +651,24 @@ PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::str
 }
 
 PQSCOPE_DECL void libpq_driver::close() noexcept {
-  if (conn_ != nullptr) PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
+  free_copy_row();
+  if (conn_ != nullptr && borrowed_)
+    hand_back();
+  else if (conn_ != nullptr)
+    PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
   conn_ = nullptr;
+  borrowed_ = false;
   cancel_.reset();
 }
 
 PQSCOPE_DECL void libpq_driver::abandon() noexcept {
   if (conn_ == nullptr) return;
+  if (borrowed_) {  // the caller's handle: theirs to deal with in the child
+    conn_ = nullptr;
+    borrowed_ = false;
+    cancel_.reset();
+    return;
+  }
   int sock = PQsocket(conn_);
   int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (sock >= 0 && devnull >= 0) ::dup2(devnull, sock);
@@ -363,18 +721,7 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
         break;
       case PGRES_FATAL_ERROR:
         if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
-        r.st = reply::status::error;
-        r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
-        r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
-        r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
-        r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
-        r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-        r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
-        r.table = field_of(raw, PG_DIAG_TABLE_NAME);
-        r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
-        r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
-        r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
-        if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+        fill_error(raw, r);
         break;
       default:
         // COPY and friends cannot run in a pipeline; the session is refused

@@ -476,6 +476,18 @@ class param_list {
     return p;
   }
 
+  // The same list made again for new values, keeping its memory (COPY rows).
+  template <class... Ts>
+  void assign(const Ts&... vs) {
+    storage_.clear();
+    values_.clear();
+    types_.clear();
+    storage_.reserve(sizeof...(Ts));
+    values_.reserve(sizeof...(Ts));
+    types_.reserve(sizeof...(Ts));
+    (add(vs), ...);
+  }
+
   template <class T>
   void add(const T& v) {
     using U = std::decay_t<T>;
@@ -507,7 +519,9 @@ class param_list {
                     "pqscope::value_traits<T> (see params.hpp)");
       decltype(auto) text = value_traits<U>::to_text(v);
       using R = std::decay_t<decltype(text)>;
-      if constexpr (std::is_same_v<R, std::string>)
+      if constexpr (std::is_same_v<R, std::string> && !std::is_reference_v<decltype(text)>)
+        push_owned(std::move(text), traits_oid<U>::value);  // a fresh string: moved, not copied
+      else if constexpr (std::is_same_v<R, std::string>)
         push_owned(std::string(text), traits_oid<U>::value);
       else
         push_text(std::string_view(text), traits_oid<U>::value, false);

@@ -9,6 +9,7 @@
 #include <pqscope/params.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/driver.hpp>
+#include <pqscope/copy.hpp>
 #include <pqscope/connection.hpp>
 #include <pqscope/database.hpp>
 #include <pqscope/transaction.hpp>

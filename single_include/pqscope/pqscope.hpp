@@ -1320,6 +1320,18 @@ class param_list {
     return p;
   }
 
+  // The same list made again for new values, keeping its memory (COPY rows).
+  template <class... Ts>
+  void assign(const Ts&... vs) {
+    storage_.clear();
+    values_.clear();
+    types_.clear();
+    storage_.reserve(sizeof...(Ts));
+    values_.reserve(sizeof...(Ts));
+    types_.reserve(sizeof...(Ts));
+    (add(vs), ...);
+  }
+
   template <class T>
   void add(const T& v) {
     using U = std::decay_t<T>;
@@ -1351,7 +1363,9 @@ class param_list {
                     "pqscope::value_traits<T> (see params.hpp)");
       decltype(auto) text = value_traits<U>::to_text(v);
       using R = std::decay_t<decltype(text)>;
-      if constexpr (std::is_same_v<R, std::string>)
+      if constexpr (std::is_same_v<R, std::string> && !std::is_reference_v<decltype(text)>)
+        push_owned(std::move(text), traits_oid<U>::value);  // a fresh string: moved, not copied
+      else if constexpr (std::is_same_v<R, std::string>)
         push_owned(std::string(text), traits_oid<U>::value);
       else
         push_text(std::string_view(text), traits_oid<U>::value, false);
@@ -1656,7 +1670,9 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 //
 // basic_connection<Driver> works with any type that offers the members of
 // libpq_driver below: open(), close(), abandon(), is_open(), exchange(),
-// application_name() and native_handle(). exchange() is one round trip: it sends
+// application_name() and native_handle(); adopt() (connection::borrow), and the
+// calls outside the pipeline (copy_*, script), only where they are used.
+// exchange() is one round trip: it sends
 // a batch of statements followed by one sync and reads every answer. A driver
 // that wraps libpq_driver can count, log or delay; a scripted driver (see
 // tests/support) replays answers with no server at all.
@@ -1671,6 +1687,7 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 #include <fcntl.h>
 #include <poll.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -1683,6 +1700,7 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -1784,6 +1802,32 @@ struct network_settings {
   std::chrono::milliseconds timeout{0};
 };
 
+namespace detail {
+// A conninfo string that opens another session like `c` (the in-doubt resolver of
+// a borrowed connection).
+PQSCOPE_DECL std::string conninfo_of(PGconn* c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string conninfo_of(PGconn* c) {
+  std::string out;
+  if (PQconninfoOption* opts = PQconninfo(c)) {
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+      if (o->val == nullptr || *o->val == '\0') continue;
+      if (!out.empty()) out += ' ';
+      out += o->keyword;
+      out += "='";
+      for (const char* v = o->val; *v != '\0'; ++v) {
+        if (*v == '\'' || *v == '\\') out += '\\';
+        out += *v;
+      }
+      out += '\'';
+    }
+    PQconninfoFree(opts);
+  }
+  return out;
+}
+#endif
+}  // namespace detail
+
 class libpq_driver {
  public:
   using clock = std::chrono::steady_clock;
@@ -1829,6 +1873,195 @@ class libpq_driver {
   [[nodiscard]] std::string application_name() const;
 
   [[nodiscard]] PGconn* native_handle() const noexcept { return conn_; }
+
+  // ---- an existing PGconn* ------------------------------------------------
+
+  // Uses a session the caller opened and keeps: it must be connected, idle (no
+  // transaction, no query in progress) and out of pipeline mode. release() or
+  // the destructor hands it back in that state and never closes it.
+  void adopt(PGconn* c) {
+    close();
+    if (c == nullptr) throw usage_error("borrow(): the PGconn* is null");
+    if (PQstatus(c) != CONNECTION_OK) throw usage_error("borrow(): the PGconn* is not connected (PQstatus is not CONNECTION_OK)");
+    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) throw usage_error("borrow(): the PGconn* is in pipeline mode; leave it first");
+    switch (PQtransactionStatus(c)) {
+      case PQTRANS_IDLE: break;
+      case PQTRANS_ACTIVE: throw usage_error("borrow(): the PGconn* has a query in progress; read its results first");
+      default:
+        throw usage_error("borrow(): the PGconn* is inside a transaction; pqscope's scopes must own the transactions "
+                          "they run in, so end it first");
+    }
+    if (PQisBusy(c) != 0) throw usage_error("borrow(): the PGconn* has results not yet read");
+    was_nonblocking_ = PQisnonblocking(c) != 0;
+    if (!was_nonblocking_ && PQsetnonblocking(c, 1) != 0)
+      throw connection_error("borrow(): " + trim(PQerrorMessage(c)));
+    conn_ = c;
+    borrowed_ = true;
+    closed_reason_.clear();
+    last_state_ = server_state::idle;
+  }
+  [[nodiscard]] bool borrowed() const noexcept { return borrowed_; }
+
+  // ---- outside the pipeline: COPY and scripts ----------------------------
+  // The caller has sent everything queued first. Each call has its own
+  // network_timeout deadline, handled as a round trip's (cancel, grace, give up).
+
+  // Sends `s` (extended protocol, no pipeline) and reads until the server enters
+  // the COPY sub-protocol (PGRES_COPY_IN or PGRES_COPY_OUT) or answers otherwise
+  // (0: `out` holds the answer).
+  int copy_start(const statement& s, batch_reply& out) {
+    out.replies.assign(1, reply{});
+    copy_lost_.clear();
+    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_), 0;
+    last_state_ = server_state::unknown;
+    round_trip rt = trip();
+    if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
+    if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
+      return lost(out, trim(PQerrorMessage(conn_))), 0;
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_))), 0;
+      case io::expired: return give_up(out, rt), 0;
+    }
+    if (await_result(rt) == io::expired) return give_up(out, rt), 0;
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_))), 0;
+    const ExecStatusType st = PQresultStatus(raw);
+    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+      PQclear(raw);
+      return st;
+    }
+    read_final(rt, raw, out);
+    return 0;
+  }
+
+  // Queues COPY FROM STDIN data, sending when libpq's buffer fills. false if the
+  // connection failed or timed out; copy_end() then reports why.
+  bool copy_put(std::string_view data) {
+    if (!copy_lost_.empty() || conn_ == nullptr) return false;
+    round_trip rt = trip();
+    for (;;) {
+      const int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
+      if (r == 1) break;
+      if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+      if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
+    }
+    // In non-blocking mode libpq's buffer grows instead of refusing data: send it
+    // all before taking more, so memory stays at about one chunk.
+    switch (flush(rt)) {
+      case io::ok: return true;
+      case io::failed: return copy_failed(trim(PQerrorMessage(conn_)));
+      case io::expired: return copy_expired(rt);
+    }
+    return true;
+  }
+
+  // Ends COPY FROM STDIN (abort_reason != nullptr: the server fails the COPY with
+  // it) and reads the answer.
+  batch_reply copy_end(const char* abort_reason) {
+    batch_reply out;
+    out.replies.assign(1, reply{});
+    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+    round_trip rt = trip();
+    for (;;) {
+      const int r = PQputCopyEnd(conn_, abort_reason);
+      if (r == 1) break;
+      if (r < 0) return lost(out, trim(PQerrorMessage(conn_)));
+      if (!copy_drain(rt)) return lost(out, lost_reason());
+    }
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+      case io::expired: return give_up(out, rt);
+    }
+    return finish_copy(rt, out);
+  }
+
+  // The next row of COPY TO STDOUT, its newline included: true; false at the end
+  // or on failure (copy_out_end() tells which). The row is valid until the next call.
+  bool copy_get(std::string_view& row) {
+    free_copy_row();
+    if (!copy_lost_.empty() || conn_ == nullptr) return false;
+    round_trip rt = trip();
+    for (;;) {
+      char* buf = nullptr;
+      const int n = PQgetCopyData(conn_, &buf, /*async=*/1);
+      if (n > 0) {
+        copy_row_ = buf;
+        row = std::string_view(buf, static_cast<std::size_t>(n));
+        return true;
+      }
+      if (n == -1) return false;  // done: the final answer follows
+      if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
+      short revents = 0;
+      const io w = wait(rt, POLLIN, revents);
+      if (w == io::expired) return copy_expired(rt);
+      if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
+    }
+  }
+
+  // After copy_get() returned false: the COPY's answer.
+  batch_reply copy_out_end() {
+    free_copy_row();
+    batch_reply out;
+    out.replies.assign(1, reply{});
+    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+    round_trip rt = trip();
+    return finish_copy(rt, out);
+  }
+
+  // A script of several statements in one simple-protocol query: one reply per
+  // statement that answered; the server runs nothing after the first error.
+  // results: the result of each statement that succeeded, in order.
+  batch_reply script(const char* sql) {
+    batch_reply out;
+    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+    last_state_ = server_state::unknown;
+    round_trip rt = trip();
+    if (!await_pending_cancel(rt)) return give_up_pending(out);
+    if (PQsendQuery(conn_, sql) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+    switch (flush(rt)) {
+      case io::ok: break;
+      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+      case io::expired: return give_up(out, rt);
+    }
+    for (;;) {
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      PGresult* raw = PQgetResult(conn_);
+      if (raw == nullptr) break;
+      result res{detail::adopt(raw)};
+      reply r;
+      switch (PQresultStatus(raw)) {
+        case PGRES_EMPTY_QUERY:  // a script of blanks and comments: no statement ran
+          continue;
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+          r.st = reply::status::ok;
+          r.command = PQcmdStatus(raw);
+          r.res = std::move(res);
+          break;
+        case PGRES_FATAL_ERROR:
+          if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+          fill_error(raw, r);
+          break;
+        case PGRES_COPY_IN:
+        case PGRES_COPY_OUT:
+          // Refused before sending; should one slip through, end it so the session stays usable.
+          if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
+          r.st = reply::status::error;
+          r.sqlstate = "0A000";
+          r.message = "COPY FROM STDIN / TO STDOUT is not allowed in a script";
+          break;
+        default:
+          return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+      }
+      out.replies.push_back(std::move(r));
+    }
+    out.state = state_of(PQtransactionStatus(conn_));
+    last_state_ = out.state;
+    return out;
+  }
+
 
  private:
   enum class io { ok, failed, expired };
@@ -1899,12 +2132,140 @@ class libpq_driver {
 
   batch_reply& give_up(batch_reply& out, const round_trip& rt);
 
+  // A borrowed session goes back idle and out of pipeline mode, in the blocking
+  // mode it came in. A transaction still open is rolled back; a session that
+  // cannot be brought back (mid-round-trip after a timeout, a lost link) has its
+  // socket shut down, so that the server ends it and rolls back, and its owner
+  // sees CONNECTION_BAD on next use (PQreset() reconnects it).
+  void hand_back() noexcept {
+    PGconn* c = conn_;
+    const bool settled = PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF && PQisBusy(c) == 0;
+    if (settled && (PQtransactionStatus(c) == PQTRANS_INTRANS || PQtransactionStatus(c) == PQTRANS_INERROR)) {
+      try {
+        static const statement rollback{"ROLLBACK", 0, nullptr, nullptr};
+        borrowed_ = false;  // a timeout inside must not come back here
+        (void)exchange({rollback});
+        borrowed_ = true;
+      } catch (...) {
+        borrowed_ = true;  // out of memory: the check below shuts the socket down
+      }
+    }
+    if (conn_ == nullptr || PQstatus(c) != CONNECTION_OK || PQpipelineStatus(c) != PQ_PIPELINE_OFF ||
+        PQtransactionStatus(c) != PQTRANS_IDLE) {
+      const int sock = PQsocket(c);
+      if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
+    }
+    if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
+  }
+
+  static void fill_error(const PGresult* raw, reply& r) {
+    r.st = reply::status::error;
+    r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
+    r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
+    r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
+    r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+    r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+    r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+    r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+    r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+    r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+    r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
+    if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+  }
+
+  // A clock for one call outside the pipeline.
+  round_trip trip() const {
+    static const std::vector<statement> none;
+    round_trip rt{none};
+    if (net_.timeout.count() > 0) {
+      rt.bounded = true;
+      rt.deadline = clock::now() + net_.timeout;
+    }
+    return rt;
+  }
+
+  // libpq's COPY buffer is full: send some of it, reading meanwhile.
+  bool copy_drain(round_trip& rt) {
+    short revents = 0;
+    const io w = wait(rt, POLLIN | POLLOUT, revents);
+    if (w == io::expired) return copy_expired(rt);
+    if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
+    if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
+      return copy_failed(trim(PQerrorMessage(conn_)));
+    if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    return true;
+  }
+  // A COPY call's deadline and grace passed: the connection is given up.
+  bool copy_expired(const round_trip& rt) {
+    batch_reply ignored;
+    give_up(ignored, rt);
+    copy_lost_ = closed_reason_;
+    return false;
+  }
+  bool copy_failed(std::string why) {
+    copy_lost_ = why.empty() ? "connection lost during COPY" : std::move(why);
+    return false;
+  }
+  std::string lost_reason() const {
+    if (!copy_lost_.empty()) return copy_lost_;
+    return closed_reason_.empty() ? "the connection is closed" : closed_reason_;
+  }
+  void free_copy_row() noexcept {
+    if (copy_row_ != nullptr) PQfreemem(copy_row_);
+    copy_row_ = nullptr;
+  }
+
+  // The answer that ends a COPY.
+  batch_reply& finish_copy(round_trip& rt, batch_reply& out) {
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
+    return read_final(rt, raw, out);
+  }
+
+  // One statement's answer outside the pipeline, then the null result that ends it.
+  batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out) {
+    result res{detail::adopt(raw)};
+    reply& r = out.replies.front();
+    switch (PQresultStatus(raw)) {
+      case PGRES_COMMAND_OK:
+      case PGRES_TUPLES_OK:
+      case PGRES_EMPTY_QUERY:
+        r.st = reply::status::ok;
+        r.command = PQcmdStatus(raw);
+        r.res = std::move(res);
+        break;
+      case PGRES_FATAL_ERROR:
+        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+        fill_error(raw, r);
+        break;
+      default:
+        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+    }
+    for (;;) {
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      PGresult* extra = PQgetResult(conn_);
+      if (extra == nullptr) break;
+      const ExecStatusType st = PQresultStatus(extra);
+      PQclear(extra);
+      // COPY TO STDOUT of a failed COPY FROM: cannot happen; anything else is a broken stream.
+      if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
+    }
+    out.state = state_of(PQtransactionStatus(conn_));
+    last_state_ = out.state;
+    return out;
+  }
+
   static std::string trim(const char* s);
   static std::string field_of(const PGresult* r, int code);
   static server_state state_of(PGTransactionStatusType t);
   batch_reply& lost(batch_reply& out, std::string why);
 
   PGconn* conn_ = nullptr;
+  bool borrowed_ = false;         // adopt(): the caller's session, never closed here
+  bool was_nonblocking_ = false;  // adopt(): its mode, restored when it is handed back
+  std::string copy_lost_;         // why the COPY in progress cannot go on
+  char* copy_row_ = nullptr;      // the last row copy_get() returned (libpq's memory)
   network_settings net_;
   std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
@@ -1957,13 +2318,24 @@ PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::str
 }
 
 PQSCOPE_DECL void libpq_driver::close() noexcept {
-  if (conn_ != nullptr) PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
+  free_copy_row();
+  if (conn_ != nullptr && borrowed_)
+    hand_back();
+  else if (conn_ != nullptr)
+    PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
   conn_ = nullptr;
+  borrowed_ = false;
   cancel_.reset();
 }
 
 PQSCOPE_DECL void libpq_driver::abandon() noexcept {
   if (conn_ == nullptr) return;
+  if (borrowed_) {  // the caller's handle: theirs to deal with in the child
+    conn_ = nullptr;
+    borrowed_ = false;
+    cancel_.reset();
+    return;
+  }
   int sock = PQsocket(conn_);
   int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (sock >= 0 && devnull >= 0) ::dup2(devnull, sock);
@@ -2016,18 +2388,7 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
         break;
       case PGRES_FATAL_ERROR:
         if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
-        r.st = reply::status::error;
-        r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
-        r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
-        r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
-        r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
-        r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-        r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
-        r.table = field_of(raw, PG_DIAG_TABLE_NAME);
-        r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
-        r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
-        r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
-        if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+        fill_error(raw, r);
         break;
       default:
         // COPY and friends cannot run in a pipeline; the session is refused
@@ -2306,6 +2667,2235 @@ void copy_driver_settings(D& to, const D& from) {
 }  // namespace detail
 
 }  // namespace pqscope
+// #include <pqscope/copy.hpp>
+// COPY FROM STDIN and COPY TO STDOUT, in autocommit or inside any scope.
+//
+// What the scopes queued goes out first (BEGIN, SAVEPOINT, ...), then the COPY
+// runs outside the pipeline, and its answer reaches the scopes like any
+// statement's: a COPY that fails dooms its scope. Until it ends, the connection
+// refuses every other call. Values are converted as parameters are
+// (value_traits<T>::to_text / from_text), and escaped for COPY's text format here.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/detail/copy_text.hpp>
+// COPY's text format: one row per line, fields separated by tabs, \N for NULL,
+// and backslash escapes for the characters that would break the line up.
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <pqscope/errors.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+// Appends one field's text, escaped.
+inline void append_copy_field(std::string& out, std::string_view text) {
+  std::size_t plain = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const char* esc = c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : nullptr;
+    if (esc == nullptr) continue;
+    out.append(text.data() + plain, i - plain);
+    out.append(esc, 2);
+    plain = i + 1;
+  }
+  out.append(text.data() + plain, text.size() - plain);
+}
+
+inline int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Splits one line of COPY TO STDOUT output (its newline included or not) into
+// fields, undoing the escapes; \N reads as NULL.
+inline void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields) {
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  fields.clear();
+  std::string cur;
+  bool raw_null = false;  // the field so far is exactly \N
+  std::size_t field_start = 0;
+  auto end_field = [&](std::size_t at) {
+    if (raw_null && at - field_start == 2)
+      fields.emplace_back(std::nullopt);
+    else
+      fields.emplace_back(std::move(cur));
+    cur.clear();
+    raw_null = false;
+  };
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == '\t') {
+      end_field(i);
+      field_start = i + 1;
+      continue;
+    }
+    if (c != '\\' || i + 1 == line.size()) {
+      cur += c;
+      continue;
+    }
+    const char e = line[++i];
+    switch (e) {
+      case 'b': cur += '\b'; break;
+      case 'f': cur += '\f'; break;
+      case 'n': cur += '\n'; break;
+      case 'r': cur += '\r'; break;
+      case 't': cur += '\t'; break;
+      case 'v': cur += '\v'; break;
+      case 'N':
+        if (i - 1 == field_start) raw_null = true;
+        cur += 'N';  // kept in case more follows (then it is not a NULL marker)
+        break;
+      case 'x': {
+        int v = 0, n = 0;
+        while (n < 2 && i + 1 < line.size() && hex_digit(line[i + 1]) >= 0) v = v * 16 + hex_digit(line[++i]), ++n;
+        if (n == 0)
+          cur += 'x';
+        else
+          cur += static_cast<char>(v);
+        break;
+      }
+      default:
+        if (e >= '0' && e <= '7') {
+          int v = e - '0', n = 1;
+          while (n < 3 && i + 1 < line.size() && line[i + 1] >= '0' && line[i + 1] <= '7') v = v * 8 + (line[++i] - '0'), ++n;
+          cur += static_cast<char>(v & 0xff);
+        } else {
+          cur += e;
+        }
+    }
+  }
+  end_field(line.size());
+}
+
+// Which way a COPY statement streams: 'i' (FROM STDIN), 'o' (TO STDOUT) or 0.
+// A quick look at the words; the server's answer has the last word.
+inline char copy_direction(std::string_view sql) {
+  std::string upper;
+  upper.reserve(sql.size());
+  for (char c : sql) upper += (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
+  const bool in = upper.find("STDIN") != std::string::npos, out = upper.find("STDOUT") != std::string::npos;
+  return in && !out ? 'i' : out && !in ? 'o' : 0;
+}
+
+}  // namespace pqscope::detail
+// #include <pqscope/detail/scope_machine.hpp>
+// The scope state machine: the whole of pqscope's transaction logic, and no I/O.
+//
+// A connection holds a stack of frames, one per open scope. Frame 0 is the
+// transaction; a nested frame owns a savepoint unless it was opened with
+// savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
+// waits in the queue and goes out in the same pipeline batch as the next
+// statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
+// Only the end of the outermost scope is sent at once, so that no transaction is
+// ever left idle behind PgBouncer.
+//
+// The machine never sends anything itself. An operation queues what it needs and
+// may ask for a send; the front end then loops
+//     while (m.wants_send()) m.apply(exchange(m.plan()));
+// (plan: the statements of one batch, ending in one sync; apply: their answers)
+// and finally calls the operation's end step, which throws or returns. The
+// blocking connection and any non-blocking front end share this one machine.
+//
+// Every queued item has a `level`: the index of the innermost frame whose
+// savepoint would undo it. Rolling back frame k drops what is queued at level
+// >= k (unless statements wait there, which must still go out); ending frame k
+// moves what it leaves behind down to level k - 1.
+//
+// A failure inside a scope dooms it: `doom_` names the innermost frame that owns
+// a savepoint (or the transaction) and the first error. Until that frame is
+// rolled back, statements and commits throw transaction_aborted without a round
+// trip; committing it rolls it back and throws.
+//
+// Batched attempts (transaction_options::batch, outermost atomic() only): user
+// statements wait in the queue too, and go out when a result is read, on flush(),
+// or with the COMMIT. A failure in such a send voids the whole attempt: it is
+// rolled back at once, its callbacks are dropped, and atomic() runs the function
+// again unbatched, where errors surface where they happen. So a savepoint is only
+// needed where a scope rolls back or stays open across a send.
+
+#include <pthread.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/stats.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/sql_text.hpp>
+// Reads only the leading keywords of a statement: enough to refuse transaction
+// control that would go behind the scope machine's back. Best effort by design;
+// the server-state check after every batch catches what this misses.
+
+#include <algorithm>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+// ASCII classes, as the server's lexer uses them (the C library's are locale-aware
+// calls, and this runs for every statement).
+constexpr bool ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+constexpr bool ascii_digit(char c) { return c >= '0' && c <= '9'; }
+constexpr bool ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+constexpr char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
+
+// Skips white space, empty statements (the server drops them, so ";COMMIT" is a
+// COMMIT) and comments (-- and nested /* */) at the front.
+PQSCOPE_DECL std::string_view skip_blank(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string_view skip_blank(std::string_view s) {
+  for (;;) {
+    while (!s.empty() && (ascii_space(s.front()) || s.front() == ';'))
+      s.remove_prefix(1);
+    if (s.substr(0, 2) == "--") {
+      auto nl = s.find('\n');
+      s = nl == std::string_view::npos ? std::string_view{} : s.substr(nl + 1);
+    } else if (s.substr(0, 2) == "/*") {
+      int level = 0;
+      std::size_t i = 0;
+      for (; i + 1 < s.size(); ++i) {
+        if (s[i] == '/' && s[i + 1] == '*') {
+          ++level;
+          ++i;
+        } else if (s[i] == '*' && s[i + 1] == '/') {
+          ++i;
+          if (--level == 0) break;
+        }
+      }
+      s = i + 1 < s.size() ? s.substr(i + 1) : std::string_view{};
+    } else {
+      return s;
+    }
+  }
+}
+#endif
+
+// The next word, upper-cased, and the text after it. Only the first 31 letters are
+// kept (every keyword or setting name looked for is shorter); a longer word reads
+// as "#". No allocation: this runs for every statement.
+struct word {
+  char text[32] = {};
+  std::size_t size = 0;
+  bool operator==(std::string_view k) const { return std::string_view(text, size) == k; }
+  bool operator!=(std::string_view k) const { return !(*this == k); }
+};
+PQSCOPE_DECL word next_word(std::string_view& s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL word next_word(std::string_view& s) {
+  s = skip_blank(s);
+  word w;
+  bool too_long = false;
+  while (!s.empty() && (ascii_alpha(s.front()) || s.front() == '_')) {
+    if (w.size < sizeof w.text - 1)
+      w.text[w.size++] = ascii_upper(s.front());
+    else
+      too_long = true;
+    s.remove_prefix(1);
+  }
+  if (too_long) {
+    w.text[0] = '#';
+    w.size = 1;
+  }
+  return w;
+}
+#endif
+
+// Non-empty (the keyword) when the statement starts, commits or rolls back a
+// transaction or a savepoint.
+PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql) {
+  const word first = next_word(sql);
+  const word second = next_word(sql);
+  if (first == "BEGIN") return "BEGIN";
+  if (first == "SAVEPOINT") return "SAVEPOINT";
+  if (first == "RELEASE") return "RELEASE";
+  if (first == "START" && second == "TRANSACTION") return "START TRANSACTION";
+  if (first == "PREPARE" && second == "TRANSACTION") return "PREPARE TRANSACTION";
+  // COMMIT PREPARED / ROLLBACK PREPARED finish a two-phase transaction, not this session's.
+  if (first == "COMMIT" && second != "PREPARED") return "COMMIT";
+  if (first == "ROLLBACK" && second != "PREPARED") return "ROLLBACK";
+  if (first == "END") return "END";
+  if (first == "ABORT") return "ABORT";
+  return {};
+}
+#endif
+
+// COPY FROM STDIN / TO STDOUT needs the copy sub-protocol, which a pipeline cannot carry.
+PQSCOPE_DECL bool is_copy_stream(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool is_copy_stream(std::string_view sql) {
+  std::string_view rest = sql;
+  if (next_word(rest) != "COPY") return false;
+  std::string upper;
+  for (char c : rest) upper += ascii_upper(c);
+  return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
+}
+#endif
+
+// Walks SQL text as the server's lexer splits it, as far as pqscope needs:
+// comments, string literals (standard, E'' escape strings, dollar-quoted) and
+// quoted identifiers are skipped whole; on(kind, text) is called for each word
+// (a $ inside one belongs to it: PostgreSQL allows foo$1 as a name), each $n
+// placeholder and each other character but white space. false if the text ends inside a quote
+// or comment.
+enum class sql_token { word, placeholder, symbol };
+template <class F>
+bool scan_sql(std::string_view s, F&& on) {
+  auto ident_char = [](char c) {
+    return (ascii_alpha(c) || ascii_digit(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
+  };
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    const char c = s[i];
+    if (c == '-' && i + 1 < n && s[i + 1] == '-') {  // -- comment
+      const std::size_t nl = s.find('\n', i);
+      i = nl == std::string_view::npos ? n : nl + 1;
+    } else if (c == '/' && i + 1 < n && s[i + 1] == '*') {  // nested /* */ comment
+      int level = 0;
+      for (; i + 1 < n; ++i) {
+        if (s[i] == '/' && s[i + 1] == '*') {
+          ++level;
+          ++i;
+        } else if (s[i] == '*' && s[i + 1] == '/') {
+          ++i;
+          if (--level == 0) break;
+        }
+      }
+      if (level != 0) return false;
+      ++i;
+    } else if (c == '\'' || c == '"') {  // 'literal', "identifier"; doubled quotes stay inside
+      // E'...' (or e'...') allows backslash escapes; a standard literal does not.
+      const bool escapes = c == '\'' && i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
+                           (i < 2 || !ident_char(s[i - 2]));
+      ++i;
+      for (;;) {
+        if (i >= n) return false;
+        if (escapes && s[i] == '\\') {
+          i += 2;
+          continue;
+        }
+        if (s[i] == c) {
+          if (i + 1 < n && s[i + 1] == c) {
+            i += 2;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        ++i;
+      }
+    } else if (c == '$' && (i == 0 || !ident_char(s[i - 1]))) {
+      if (i + 1 < n && ascii_digit(s[i + 1])) {  // $n
+        std::size_t j = i + 1;
+        while (j < n && ascii_digit(s[j])) ++j;
+        on(sql_token::placeholder, s.substr(i, j - i));
+        i = j;
+        continue;
+      }
+      // $tag$ ... $tag$: the tag is empty or an identifier that does not start with a digit
+      std::size_t j = i + 1;
+      while (j < n && s[j] != '$' && ((ascii_alpha(s[j]) || ascii_digit(s[j])) || s[j] == '_' ||
+                                      static_cast<unsigned char>(s[j]) >= 0x80))
+        ++j;
+      if (j < n && s[j] == '$') {
+        const std::string_view tag = s.substr(i, j - i + 1);
+        const std::size_t end = s.find(tag, j + 1);
+        if (end == std::string_view::npos) return false;
+        i = end + tag.size();
+      } else {
+        on(sql_token::symbol, s.substr(i, 1));
+        i = j;
+      }
+    } else if (ident_char(c)) {
+      const std::size_t start = i;
+      while (i < n && ident_char(s[i])) ++i;
+      on(sql_token::word, s.substr(start, i - start));
+    } else {
+      if (!ascii_space(c)) on(sql_token::symbol, s.substr(i, 1));
+      ++i;
+    }
+  }
+  return true;
+}
+
+// The highest $n placeholder in a statement: the number of parameters the server
+// will want. Placeholders inside literals, quoted identifiers and comments do not
+// count. Returns -1 for SQL it cannot read to the end (an unterminated quote or
+// comment): the server will say what is wrong.
+PQSCOPE_DECL int highest_placeholder(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL int highest_placeholder(std::string_view s) {
+  int highest = 0;
+  const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
+    if (k != sql_token::placeholder) return;
+    long v = 0;
+    for (char d : t.substr(1))
+      if (v < 100000) v = v * 10 + (d - '0');
+    if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
+  });
+  return whole ? highest : -1;
+}
+#endif
+
+// The statements of a script, split at the semicolons the server splits at (not
+// inside literals, comments, or a BEGIN ATOMIC ... END function body); blank ones
+// dropped. Text it cannot read to the end is one statement: the server will say.
+PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s) {
+  std::vector<std::string_view> out;
+  std::size_t start = 0, atomic = 0;
+  bool after_begin = false;
+  auto is = [](std::string_view w, std::string_view k) {
+    if (w.size() != k.size()) return false;
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (ascii_upper(w[i]) != k[i]) return false;
+    return true;
+  };
+  auto add = [&](std::size_t end) {
+    const std::string_view st = s.substr(start, end - start);
+    if (!skip_blank(st).empty()) out.push_back(st);
+  };
+  const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
+    if (k == sql_token::word) {
+      if (after_begin && is(t, "ATOMIC")) ++atomic;
+      else if (atomic > 0 && is(t, "CASE")) ++atomic;
+      else if (atomic > 0 && is(t, "END")) --atomic;
+      after_begin = is(t, "BEGIN");
+      return;
+    }
+    after_begin = false;
+    if (k == sql_token::symbol && t == ";" && atomic == 0) {
+      const auto end = static_cast<std::size_t>(t.data() - s.data());
+      add(end);
+      start = end + 1;
+    }
+  });
+  if (!whole) {
+    out.clear();
+    if (!skip_blank(s).empty()) out.push_back(s);
+    return out;
+  }
+  add(s.size());
+  return out;
+}
+#endif
+
+// The statement's placeholders must match the parameters given, both ways: the
+// server's own message ("bind message supplies 1 parameters, but prepared
+// statement \"\" requires 2") names a prepared statement the caller never made,
+// and too many are accepted silently.
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given) {
+  const int wanted = highest_placeholder(sql);
+  if (wanted < 0 || static_cast<std::size_t>(wanted) == given) return;  // < 0: the server will say what is wrong
+  if (wanted == 0)
+    throw usage_error("the statement has no $n placeholder, but " + std::to_string(given) +
+                      " parameter(s) were given: " + std::string(sql.substr(0, 200)));
+  throw usage_error("the statement uses placeholders up to $" + std::to_string(wanted) + " but " +
+                    std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
+}
+#endif
+}  // namespace pqscope::detail
+
+namespace pqscope::detail {
+
+// The process id, read once and refreshed in the child by a fork handler: getpid()
+// is a system call (glibc no longer caches it) and the fork check runs on every
+// statement and scope.
+PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept {
+  static std::atomic<pid_t> pid{::getpid()};
+  return pid;
+}
+#endif
+PQSCOPE_DECL pid_t current_pid() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL pid_t current_pid() noexcept {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { pid_slot().store(::getpid(), std::memory_order_relaxed); });
+    pid_slot().store(::getpid(), std::memory_order_relaxed);  // in case a fork came before registration
+    return true;
+  }();
+  (void)registered;
+  return pid_slot().load(std::memory_order_relaxed);
+}
+#endif
+
+// The error a failed statement raises: the server's fields, the statement's text
+// (for the caret), and `context` before the message (set_local names its setting).
+PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {});
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
+  try {
+    throw_sql_error(error_fields{r.sqlstate, context + r.message, r.detail, r.hint, std::string(sql), r.position,
+                                 r.schema, r.table, r.column, r.datatype, r.constraint});
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+#endif
+
+// Whatever can send the queue now: the front end that owns the machine.
+class sender {
+ public:
+  sender() = default;
+  sender(const sender&) = delete;
+  sender& operator=(const sender&) = delete;
+  sender(sender&&) = delete;
+  sender& operator=(sender&&) = delete;
+  virtual ~sender() = default;
+  virtual void flush() = 0;
+};
+
+// A user statement and, once it is known, its answer. Queued statements of a
+// batched attempt own a copy of their text and parameters; a statement sent at
+// once borrows the caller's.
+class statement_slot final : public deferred_answer {
+ public:
+  enum class state { queued, answered, failed };
+
+  PQSCOPE_DECL result wait() override;  // inline in header-only mode: no key function, no vtable in every TU
+
+  void answer(result r);
+  void fail(std::exception_ptr e);
+
+  // Copies the text and parameters, so the statement can wait past the caller's call.
+  void own();
+
+  state st = state::queued;
+  result res;
+  std::exception_ptr error;
+  std::weak_ptr<sender> owner;
+  statement stmt;        // what is sent
+  std::string_view sql;  // for the observer
+  std::size_t depth = 0, attempt = 0;
+  bool batched = false;
+
+ private:
+  std::string text_;
+  std::vector<std::string> values_;
+  std::vector<const char*> pointers_;
+  std::vector<unsigned> types_;
+};
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL result statement_slot::wait() {
+  if (st == state::queued) {
+    std::shared_ptr<sender> s = owner.lock();
+    if (!s) throw connection_error("the connection was closed before this statement was sent");
+    s->flush();
+  }
+  if (st == state::failed) std::rethrow_exception(error);
+  if (st == state::queued) throw usage_error("this statement's answer is not available");  // cannot happen
+  return res;
+}
+
+PQSCOPE_DECL void statement_slot::answer(result r) {
+  st = state::answered;
+  res = std::move(r);
+}
+
+PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
+  st = state::failed;
+  error = std::move(e);
+}
+
+PQSCOPE_DECL void statement_slot::own() {
+  text_.assign(sql.data(), sql.size());
+  sql = text_;
+  stmt.sql = text_.c_str();
+  values_.clear();
+  values_.reserve(static_cast<std::size_t>(stmt.n_params));
+  pointers_.clear();
+  for (int i = 0; i < stmt.n_params; ++i) values_.emplace_back(stmt.values[i] != nullptr ? stmt.values[i] : "");
+  for (int i = 0; i < stmt.n_params; ++i)
+    pointers_.push_back(stmt.values[i] != nullptr ? values_[static_cast<std::size_t>(i)].c_str() : nullptr);
+  if (stmt.types != nullptr) types_.assign(stmt.types, stmt.types + stmt.n_params);
+  stmt.values = pointers_.empty() ? nullptr : pointers_.data();
+  stmt.types = types_.empty() ? nullptr : types_.data();
+}
+#endif
+
+// The first failure of a voided batched attempt.
+struct attempt_failure {
+  std::string message, sqlstate;
+};
+
+// Which attempt of an outermost atomic() a scope belongs to.
+struct attempt_info {
+  bool batched = false;
+  std::size_t number = 0;
+};
+
+class scope_machine {
+ public:
+  using callback = std::function<void()>;
+  using clock = std::chrono::steady_clock;
+
+  scope_machine() = default;
+  scope_machine(const scope_machine&) = delete;
+  scope_machine& operator=(const scope_machine&) = delete;
+  ~scope_machine();
+
+  [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
+  [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
+  void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
+  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
+  // Statements of a batched attempt wait in the queue instead of going out at once.
+  [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
+  [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
+
+  // ---- scopes -------------------------------------------------------------
+
+  std::uint64_t open(const transaction_options& o, attempt_info attempt = {});
+
+  [[nodiscard]] std::optional<std::size_t> index_of(std::uint64_t id) const noexcept;
+
+  // Ends scope `id` (the innermost) by commit or rollback. A nested scope ends
+  // here (false). The outermost one returns true: drive the loop, settle a lost
+  // COMMIT if needs_resolution() asks, then finish_end(). `quiet`: the destructor
+  // path, which throws nothing later.
+  bool end_scope(std::uint64_t id, bool commit, bool quiet = false);
+
+  // The transaction id whose fate a lost COMMIT left unknown, when the front end
+  // should ask a fresh connection (resolve_in_doubt); then resolve() with the answer.
+  [[nodiscard]] std::optional<std::string> needs_resolution() const;
+  void resolve(std::string outcome);
+
+  // After the loop: settles the outermost COMMIT or ROLLBACK, runs callbacks and
+  // throws what the operation must throw. `committed` tells whether the work was
+  // committed, also when an on_commit callback throws afterwards.
+  void finish_end(bool* committed = nullptr);
+
+  // The last outermost attempt was voided by a failed batched send: atomic() runs
+  // the function again. Its first failure, or nothing.
+  [[nodiscard]] const std::optional<attempt_failure>& voided() const noexcept { return void_; }
+  void count_replay() noexcept { ++stats_.replays; }
+
+  // ---- statements -----------------------------------------------------------
+
+  // Queues a user statement. Unbatched it is due at once: drive, finish(), then
+  // read the slot. In a batched attempt it waits; the slot fills when it is sent.
+  std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const param_list& params,
+                                                  std::weak_ptr<sender> owner);
+
+  // ---- statements outside the pipeline (COPY, scripts) ----
+  // Such a statement must find the server's transaction and savepoints exactly as
+  // the scopes say, so everything queued goes out first, controls included:
+  //   slot = prepare_out_of_band(...); request_sync_point(); drive; finish();
+  //   stage_out_of_band(slot); the driver's own calls; apply() with one reply;
+  //   drive; finish(); then the slot holds the answer.
+  // A failure dooms the scope as an unbatched statement's does, also in a batched
+  // attempt: everything before it was confirmed by the sync point.
+  std::shared_ptr<statement_slot> prepare_out_of_band(const char* sql, std::string_view text,
+                                                      std::weak_ptr<sender> owner) {
+    check_usable();
+    auto slot = make_slot(sql, text, param_list{}, std::move(owner));
+    slot->own();
+    return slot;
+  }
+  void request_sync_point() {
+    check_usable();
+    op_ = operation{};
+    send_requested_ = true;
+    send_all_ = true;
+  }
+  void stage_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+    check_usable();
+    throw_if_void("statement refused");
+    throw_if_doomed("statement refused");
+    in_flight_.clear();
+    in_flight_.push_back(item{item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {}, {}, {}, slot});
+    out_of_band_ = true;
+    ++stats_.round_trips;
+    ++stats_.statements;
+    if (!frames_.empty()) xid_pending_ = true;  // it may write: COMMIT asks for the id
+    sent_at_ = clock::now();
+  }
+
+  // Asks for what is queued, up to the last statement, to go out now (a batched
+  // result is read, connection::flush()). Then drive and finish().
+  void request_flush();
+
+  // After driving a statement or a flush: throws what the loop found.
+  void finish();
+
+  void set_local(std::string_view name, std::string_view value);
+
+  void on_commit(callback fn);
+
+  void on_rollback(callback fn);
+
+  // ---- the loop -------------------------------------------------------------
+
+  [[nodiscard]] bool wants_send() noexcept;
+
+  // The next batch: one pipeline, one sync. Valid until apply().
+  const std::vector<statement>& plan();
+
+  // Applies the answers to the batch from plan(). Throws only if memory runs out.
+  void apply(batch_reply br);
+
+  // ---- connection life --------------------------------------------------------
+
+  // The connection object is gone (or reconnecting): scopes still open end quietly.
+  void mark_closed() noexcept;
+  void mark_open() noexcept;
+  [[nodiscard]] bool opened_by_this_process() const noexcept { return pid_ == current_pid(); }
+
+  void check_usable() const;
+
+ private:
+  struct item {
+    enum kind { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
+    std::uint64_t frame_id;  // the frame that queued it
+    std::size_t level;       // the innermost frame whose savepoint undoes it
+    std::string sql;
+    std::vector<std::string> args;
+    std::string context;  // prefix for its error message
+    std::shared_ptr<statement_slot> slot;  // user
+    std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
+  };
+  struct frame {
+    std::uint64_t id = 0;
+    transaction_options opts;
+    bool owning = true;
+    bool sent = false;  // its BEGIN / SAVEPOINT has run on the server
+    attempt_info attempt;
+    std::vector<callback> on_commit, on_rollback;
+  };
+  struct doom {
+    std::size_t level;
+    std::string message, sqlstate;
+  };
+  // What the operation in progress learned from the loop, for its end step.
+  struct operation {
+    bool commit = false, quiet = false;
+    frame ended;             // the outermost scope being ended
+    bool sent_end = false;   // its COMMIT / ROLLBACK went out
+    bool replay = false;     // the batched attempt was voided
+    bool followup = false;   // a ROLLBACK the operation waits for is due
+    reply end_reply;
+    std::exception_ptr failure;  // a statement or control sent with the COMMIT failed
+    std::exception_ptr stray;    // the server's transaction state disagreed with the scopes
+    std::optional<std::string> lost, followup_lost;
+    std::optional<doom> refused;  // commit() of a doomed scope: rolled back instead
+    std::string xid, resolution;
+    bool xid_unknown = false, resolved = false;
+  };
+
+  std::shared_ptr<statement_slot> make_slot(const char* sql, std::string_view text, const param_list& params,
+                                            std::weak_ptr<sender> owner) {
+    throw_if_void("statement refused");
+    throw_if_doomed("statement refused");
+    auto slot = std::make_shared<statement_slot>();
+    slot->stmt = statement{sql, params.size(), params.values(), params.types()};
+    slot->sql = text;
+    slot->owner = std::move(owner);
+    slot->depth = depth();
+    if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
+    return slot;
+  }
+
+  static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+  static std::string savepoint_sql(const item& it) {
+    const char* verb = it.k == item::savepoint ? "SAVEPOINT " : it.k == item::release ? "RELEASE SAVEPOINT "
+                                                                                      : "ROLLBACK TO SAVEPOINT ";
+    return verb + savepoint_name(it.sp);
+  }
+
+  static std::string begin_sql(const transaction_options& o);
+
+  static std::exception_ptr closed_error() noexcept;
+
+  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
+  static item xid_item();
+  void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
+  void push_followup(const char* sql, bool awaited);
+  template <class Pred>
+  void drop_queued(Pred pred) {
+    queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
+  }
+  void lower_levels(std::size_t from);
+  // A statement waits in the queue at `level` or deeper.
+  [[nodiscard]] bool statement_queued_at(std::size_t level) const;
+  // Drops controls queued after the last statement that `pred` selects.
+  template <class Pred>
+  void trim_tail(Pred pred) {
+    std::size_t last_user = 0;
+    for (std::size_t k = 0; k < queue_.size(); ++k)
+      if (queue_[k].k == item::user) last_user = k + 1;
+    queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
+                 queue_.end());
+  }
+  void clear_queue() noexcept;
+  // Whether a send with user statements must also ask for the transaction id; the
+  // outermost frame has left the stack once its COMMIT is queued.
+  [[nodiscard]] bool wants_xid() const;
+
+  std::size_t innermost_index(std::uint64_t id, const char* what) const;
+
+  void throw_if_doomed(const std::string& what) const;
+  void throw_if_void(const std::string& what) const;
+  [[noreturn]] void throw_void(const std::string& what) const;
+  [[noreturn]] static void refuse(const doom& d);
+
+  // The innermost frame whose savepoint (or transaction) can undo a failure.
+  [[nodiscard]] std::size_t undo_level() const noexcept;
+  void doom_here(const std::string& message, const std::string& sqlstate);
+
+  void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
+              const result* r) noexcept;
+  // Statements of the batch that got no answer get `e`.
+  void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
+  void fail_queued(const std::exception_ptr& e) noexcept;
+
+  // A send of a batched attempt failed: the whole attempt is rolled back at once
+  // (the server refuses everything until then), every waiting statement gets
+  // batch_failed, and the frames stay for atomic() to unwind and run again.
+  void void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
+                    std::chrono::microseconds elapsed, bool end_in_batch);
+
+  // ---- the subtransaction budget ----
+  // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
+  // past that every snapshot in the cluster consults pg_subtrans. A released
+  // savepoint keeps its id until the transaction ends; only ROLLBACK TO gives it
+  // back. held_[i]: subtransactions begun under savepoint i (itself included) and
+  // not rolled back; held_[0] those released into the top level. Savepoints that
+  // never write get no id, so this is an upper bound.
+  void hold(std::size_t sp);
+  void fold(std::size_t sp, bool rolled_back);
+  void note_held();
+  void end_of_transaction();
+  // Opening savepoint `i`: past the limit, the observer is told and it is counted;
+  // with refuse_past_savepoint_limit it is a usage_error before anything is queued.
+  void check_savepoint_budget(const transaction_options& root, std::size_t i);
+
+  // The session is gone: nothing queued can be sent, nothing doomed can be undone.
+  void mark_broken(const std::string& why);
+
+  // The server's own word on the session must match the scope stack.
+  void check_state(const batch_reply& br, bool had_error);
+
+  void pop_outermost();
+
+  // The outermost scope ends: its COMMIT or ROLLBACK is queued behind whatever
+  // statements still wait, so they go out together.
+  void start_outermost();
+
+  void commit_nested(std::size_t i);
+
+  void restore_timeout(const frame& f, std::size_t i, const char* name,
+                       std::chrono::milliseconds transaction_options::*member);
+
+  // Ends nested frame i (the innermost) by rolling back; sends nothing.
+  void end_nested_rollback(std::size_t i);
+
+  // Runs every callback; the first exception is rethrown after all ran (not when quiet).
+  static void run_callbacks(std::vector<callback>& cbs, bool quiet);
+
+  std::vector<frame> frames_;
+  std::vector<item> queue_;      // not yet sent, in order
+  std::vector<item> followup_;   // a ROLLBACK due before anything else
+  std::vector<item> in_flight_;  // the batch from plan(), until apply()
+  std::vector<statement> out_;
+  std::vector<std::vector<const char*>> out_args_;
+  clock::time_point sent_at_{};
+  bool send_requested_ = false;
+  bool send_all_ = false;     // request_sync_point(): controls go out too
+  bool out_of_band_ = false;  // in_flight_ is a statement sent outside the pipeline
+  operation op_;
+  std::optional<doom> doom_;
+  std::optional<attempt_failure> void_;
+  std::uint64_t next_id_ = 1;
+  bool closed_ = false;
+  bool broken_ = false;
+  std::string broken_reason_;
+  std::string xid_;           // the transaction's id once it has one (resolve_in_doubt)
+  bool xid_pending_ = false;  // statements were sent since the last answer to the id query
+  pid_t pid_ = current_pid();
+  connection_stats stats_;
+  std::function<void(const statement_event&)> observer_;
+  std::vector<std::uint64_t> held_;  // subtransactions per savepoint level, see hold()
+  std::size_t savepoint_limit_ = 64;
+  bool refuse_past_limit_ = false;
+};
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL scope_machine::~scope_machine() { fail_queued(closed_error()); }
+
+PQSCOPE_DECL void scope_machine::set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
+  savepoint_limit_ = limit;
+  refuse_past_limit_ = refuse;
+}
+
+PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, attempt_info attempt) {
+  check_usable();
+  if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
+    throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
+  if (!frames_.empty()) {
+    const transaction_options& root = frames_.front().opts;
+    if (o.durable)
+      throw usage_error("a durable scope must be the outermost one, but " + std::to_string(depth()) +
+                        " scope(s) are open: a durable scope promises a real COMMIT at its end");
+    if (o.isolation != isolation::server_default && o.isolation != root.isolation)
+      throw usage_error("a nested scope cannot change the isolation level of the transaction it is part of; "
+                        "set it on the outermost scope");
+    if (o.read_only && !root.read_only)
+      throw usage_error("a nested scope cannot make a read-write transaction read-only; set read_only on the "
+                        "outermost scope");
+    if (o.deferrable && !root.deferrable)
+      throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
+    throw_if_void("opening a nested scope");
+    throw_if_doomed("opening a nested scope");
+    attempt = frames_.front().attempt;
+  }
+  const std::size_t i = frames_.size();
+  if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
+  frame f;
+  f.id = next_id_++;
+  f.opts = o;
+  f.owning = i == 0 || o.savepoint;
+  f.attempt = attempt;
+  frames_.push_back(std::move(f));
+  const std::uint64_t id = frames_.back().id;
+  if (i == 0) {
+    xid_.clear();
+    xid_pending_ = false;
+    void_.reset();
+    if (attempt.batched) ++stats_.batched_attempts;
+    queue(item::begin, id, 0, begin_sql(o));
+  } else if (o.savepoint) {
+    queue(item::savepoint, id, i, {}).sp = i;  // its text is written when it is sent (most never are)
+  }
+  if (o.statement_timeout.count() > 0)
+    queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
+  if (o.lock_timeout.count() > 0)
+    queue(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
+  return id;
+}
+
+PQSCOPE_DECL std::optional<std::size_t> scope_machine::index_of(std::uint64_t id) const noexcept {
+  for (std::size_t i = 0; i < frames_.size(); ++i)
+    if (frames_[i].id == id) return i;
+  return std::nullopt;
+}
+
+PQSCOPE_DECL bool scope_machine::end_scope(std::uint64_t id, bool commit, bool quiet) {
+  if (!quiet && !opened_by_this_process()) check_usable();
+  const std::size_t i = innermost_index(id, commit ? "commit()" : "rollback()");
+  op_ = operation{};
+  op_.commit = commit;
+  op_.quiet = quiet;
+  if ((closed_ || broken_) && commit) {
+    if (i == 0) {
+      pop_outermost();
+      if (opened_by_this_process()) run_callbacks(op_.ended.on_rollback, true);
+      op_ = operation{};
+    } else {
+      end_nested_rollback(i);
+    }
+    check_usable();  // throws
+  }
+  if (void_) {  // the attempt is rolled back on the server already; its callbacks never fire
+    frames_.pop_back();
+    if (i == 0) {
+      queue_.clear();
+      op_.replay = true;
+      return true;
+    }
+    if (commit && !quiet) throw_void("commit() refused");
+    return false;
+  }
+  if (commit && doom_) {
+    op_.refused = *doom_;
+    op_.commit = false;
+  }
+  if (i == 0) {
+    start_outermost();
+    return true;
+  }
+  if (op_.commit) {
+    commit_nested(i);
+    return false;
+  }
+  end_nested_rollback(i);
+  if (op_.refused && !quiet) refuse(*op_.refused);
+  return false;
+}
+
+PQSCOPE_DECL std::optional<std::string> scope_machine::needs_resolution() const {
+  if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && !op_.xid.empty())
+    return op_.xid;
+  return std::nullopt;
+}
+
+PQSCOPE_DECL void scope_machine::resolve(std::string outcome) {
+  op_.resolved = true;
+  op_.resolution = std::move(outcome);
+}
+
+PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
+  if (committed != nullptr) *committed = false;
+  operation op = std::move(op_);
+  op_ = operation{};
+  frame& f = op.ended;
+  if (op.replay) {
+    if (op.quiet) return;
+    throw_void(op.commit ? "commit() refused" : "rollback()");
+  }
+  if (!op.commit) {
+    if (op.sent_end) ++stats_.transactions_rolled_back;
+    // In a forked child nothing was rolled back: the transaction is the parent's.
+    if (opened_by_this_process()) run_callbacks(f.on_rollback, op.quiet);
+    if (op.lost && !op.quiet) throw connection_error("connection lost during ROLLBACK: " + *op.lost);
+    if (op.refused && !op.quiet) refuse(*op.refused);
+    return;
+  }
+  auto done = [&] {
+    ++stats_.transactions_committed;
+    if (committed != nullptr) *committed = true;
+    run_callbacks(f.on_commit, false);
+  };
+  if (!op.sent_end) {  // nothing ever reached the server: nothing to commit
+    if (committed != nullptr) *committed = true;
+    run_callbacks(f.on_commit, false);
+    return;
+  }
+  if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
+    // Without an xid the transaction wrote nothing: nothing was lost.
+    const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
+    if (outcome == "committed") return done();
+    if (outcome == "aborted") {
+      ++stats_.transactions_rolled_back;
+      run_callbacks(f.on_rollback, false);
+      throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
+                             "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
+    }
+    throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
+                         op.xid + " gave no answer (" + outcome +
+                         "); the transaction may or may not have committed: " + *op.lost);
+  }
+  if (op.lost)
+    throw in_doubt_error("the connection was lost after COMMIT was sent, so the transaction may or may not have "
+                         "committed: " + *op.lost);
+  if (op.failure || op.end_reply.st != reply::status::ok) {
+    ++stats_.transactions_rolled_back;
+    run_callbacks(f.on_rollback, false);
+    if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+    if (op.failure) std::rethrow_exception(op.failure);
+    std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
+  }
+  if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
+    ++stats_.transactions_rolled_back;
+    run_callbacks(f.on_rollback, false);
+    throw transaction_aborted("COMMIT was answered with " + op.end_reply.command +
+                                  ": the transaction had failed and was rolled back",
+                              "the server rolled the transaction back", "");
+  }
+  done();
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot>
+scope_machine::queue_statement(const char* sql, std::string_view text, const param_list& params,
+                               std::weak_ptr<sender> owner) {
+  check_usable();
+  if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
+    throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
+                      "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
+  if (is_copy_stream(sql))
+    throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
+  auto slot = make_slot(sql, text, params, std::move(owner));
+  const bool lazy = batching();
+  slot->batched = lazy;
+  if (lazy) slot->own();
+  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
+  it.slot = slot;
+  if (!lazy) {
+    op_ = operation{};
+    send_requested_ = true;
+  }
+  return slot;
+}
+
+PQSCOPE_DECL void scope_machine::request_flush() {
+  check_usable();
+  op_ = operation{};
+  send_requested_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::finish() {
+  operation op = std::move(op_);
+  op_ = operation{};
+  if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+  if (op.stray) std::rethrow_exception(op.stray);
+  if (void_ && !frames_.empty()) throw_void("flush()");
+}
+
+PQSCOPE_DECL void scope_machine::set_local(std::string_view name, std::string_view value) {
+  check_usable();
+  if (frames_.empty())
+    throw usage_error("set_local(\"" + std::string(name) +
+                      "\") outside a scope: a session-level setting would leak to other clients of a "
+                      "pooled server connection; open a pqscope::transaction first");
+  if (name.empty()) throw usage_error("set_local(): the setting name is empty");
+  throw_if_void("set_local() refused");
+  throw_if_doomed("set_local() refused");
+  param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
+  (void)check;
+  item& c = queue(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
+  c.args = {std::string(name), std::string(value)};
+  c.context = "set_local(\"" + std::string(name) + "\"): ";
+}
+
+PQSCOPE_DECL void scope_machine::on_commit(callback fn) {
+  check_usable();
+  if (frames_.empty()) {
+    fn();  // autocommit: what ran before is already durable
+    return;
+  }
+  frames_.back().on_commit.push_back(std::move(fn));
+}
+
+PQSCOPE_DECL void scope_machine::on_rollback(callback fn) {
+  check_usable();
+  if (!frames_.empty()) frames_.back().on_rollback.push_back(std::move(fn));
+  // outside a scope there is nothing to roll back: the callback can never run
+}
+
+PQSCOPE_DECL bool scope_machine::wants_send() noexcept {
+  if (closed_ || broken_ || !opened_by_this_process()) {
+    send_requested_ = false;
+    followup_.clear();
+    return false;
+  }
+  if (!followup_.empty()) return true;
+  if (!send_requested_) return false;
+  if (send_all_) {
+    if (!queue_.empty()) return true;
+    send_all_ = send_requested_ = false;
+    return false;
+  }
+  for (const item& it : queue_)
+    if (it.k == item::user || it.k == item::end) return true;
+  send_requested_ = false;
+  return false;
+}
+
+PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
+  in_flight_.clear();
+  if (!followup_.empty()) {
+    in_flight_.push_back(std::move(followup_.front()));
+    followup_.erase(followup_.begin());
+  } else {
+    send_requested_ = false;
+    // Up to the last statement or the end of the transaction: controls queued
+    // after it wait, so a scope that runs nothing more costs no savepoint.
+    std::size_t n = 0, last_user = 0;
+    for (std::size_t k = 0; k < queue_.size(); ++k) {
+      if (queue_[k].k == item::user) last_user = k + 1;
+      if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
+    }
+    if (std::exchange(send_all_, false)) n = queue_.size();
+    // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
+    // after the last statement, or before the COMMIT if statements went out unanswered.
+    const bool ends = n > 0 && queue_[n - 1].k == item::end;
+    const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+    const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
+    for (std::size_t k = 0; k < n; ++k) {
+      if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
+      in_flight_.push_back(std::move(queue_[k]));
+      if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
+    }
+    // Until an answer to the id query comes back, statements sent may have written.
+    if (last_user > 0) xid_pending_ = true;
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  out_.clear();
+  out_args_.assign(in_flight_.size(), {});
+  std::size_t users = 0;
+  for (std::size_t k = 0; k < in_flight_.size(); ++k) {
+    item& it = in_flight_[k];
+    if (it.sql.empty() && it.k != item::user) it.sql = savepoint_sql(it);
+    if (it.k == item::user) {
+      ++users;
+      out_.push_back(it.slot->stmt);
+      continue;
+    }
+    for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
+    out_.push_back(statement{it.sql.c_str(), static_cast<int>(out_args_[k].size()),
+                             out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
+  }
+  ++stats_.round_trips;
+  stats_.statements += users;
+  stats_.control_statements += out_.size() - users;
+  sent_at_ = clock::now();
+  return out_;
+}
+
+PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
+  const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
+  std::vector<item> batch = std::move(in_flight_);
+  in_flight_.clear();
+  const bool out_of_band = std::exchange(out_of_band_, false);
+  if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
+
+  if (!batch.empty() && batch.front().k == item::followup) {
+    end_of_transaction();
+    if (br.lost) {
+      mark_broken(br.lost_message);
+      if (op_.followup) op_.followup_lost = br.lost_message;
+    }
+    return;
+  }
+
+  std::optional<std::size_t> failed_at;
+  bool end_in_batch = false;
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    item& it = batch[k];
+    reply& r = br.replies[k];
+    if (it.k == item::end) {
+      end_in_batch = true;
+      op_.sent_end = true;
+      op_.end_reply = r;
+      end_of_transaction();
+    }
+    if (r.st == reply::status::error && !failed_at) failed_at = k;
+    if (r.st != reply::status::ok) continue;
+    switch (it.k) {
+      case item::begin:
+      case item::savepoint:
+        if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
+        if (it.k == item::begin) held_.assign(1, 0);
+        if (it.k == item::savepoint) {
+          ++stats_.savepoints;
+          hold(it.sp);
+        }
+        break;
+      case item::release:
+        fold(it.sp, false);
+        break;
+      case item::rollback_to:
+        fold(it.sp, true);
+        break;
+      case item::user:
+        it.slot->answer(r.res);
+        notify(*it.slot, elapsed, nullptr, &r.res);
+        break;
+      case item::xid:
+        xid_pending_ = false;
+        if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
+        break;
+      default: break;
+    }
+  }
+
+  if (br.lost) {
+    if (end_in_batch) {
+      op_.lost = br.lost_message;
+      op_.xid = xid_;
+      op_.xid_unknown = xid_.empty() && xid_pending_;
+    }
+    mark_broken(br.lost_message);
+    const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
+    fail_unanswered(batch, e, elapsed);
+    return;
+  }
+
+  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
+  const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
+  if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
+    void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
+    return;
+  }
+
+  if (failed_at) {
+    const item& it = batch[*failed_at];
+    const reply& r = br.replies[*failed_at];
+    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
+    if (it.k != item::end) {
+      doom_here(it.context + r.message, r.sqlstate);
+      if (end_in_batch) op_.failure = first;
+    }
+    fail_unanswered(batch, first, elapsed);
+    if (!end_in_batch) {
+      // Skipped controls never ran: back to the queue, to ride with the next batch.
+      std::vector<item> back;
+      for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
+        if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
+      queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
+    }
+  }
+  if (end_in_batch) {
+    // COMMIT was skipped or refused and the transaction is still open: end it now.
+    if (op_.commit && (failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
+      push_followup("ROLLBACK", true);
+    return;
+  }
+  check_state(br, failed_at.has_value());
+}
+
+PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
+  closed_ = true;
+  clear_queue();
+  doom_.reset();
+  observer_ = nullptr;
+}
+
+PQSCOPE_DECL void scope_machine::mark_open() noexcept {
+  closed_ = false;
+  broken_ = false;
+  broken_reason_.clear();
+  clear_queue();
+  doom_.reset();
+  void_.reset();
+  pid_ = current_pid();
+}
+
+PQSCOPE_DECL void scope_machine::check_usable() const {
+  if (pid_ != current_pid())
+    throw usage_error("this connection was opened by process " + std::to_string(pid_) +
+                      "; after fork() a child must open its own connection (database::connect())");
+  if (closed_) throw connection_error("the connection was closed while this scope was open");
+  if (broken_)
+    throw connection_error("the connection is broken (" + broken_reason_ +
+                           "); end the open scopes and call reconnect()");
+}
+
+PQSCOPE_DECL std::string scope_machine::begin_sql(const transaction_options& o) {
+  std::string modes;
+  auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
+  switch (o.isolation) {
+    case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
+    case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
+    case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
+    case isolation::server_default: break;
+  }
+  if (o.read_only) add("READ ONLY");
+  if (o.deferrable) add("DEFERRABLE");
+  return "BEGIN" + modes;
+}
+
+PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
+  return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
+}
+
+PQSCOPE_DECL scope_machine::item&
+scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
+  queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
+  return queue_.back();
+}
+
+PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
+  return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
+}
+
+PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
+  queue(item::rollback_to, frame_id, i - 1, {}).sp = i;
+  queue(item::release, frame_id, i - 1, {}).sp = i;
+}
+
+PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
+  followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
+  if (awaited) op_.followup = true;
+}
+
+PQSCOPE_DECL void scope_machine::lower_levels(std::size_t from) {
+  for (item& c : queue_)
+    if (c.level >= from) c.level = from - 1;
+}
+
+PQSCOPE_DECL bool scope_machine::statement_queued_at(std::size_t level) const {
+  return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
+}
+
+PQSCOPE_DECL void scope_machine::clear_queue() noexcept {
+  fail_queued(closed_error());
+  queue_.clear();
+  followup_.clear();
+}
+
+PQSCOPE_DECL bool scope_machine::wants_xid() const {
+  const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
+                                       : frames_.front().opts.resolve_in_doubt;
+  return resolve && xid_.empty();
+}
+
+PQSCOPE_DECL std::size_t scope_machine::innermost_index(std::uint64_t id, const char* what) const {
+  auto at = index_of(id);
+  if (!at) throw usage_error(std::string(what) + ": this scope has already ended");
+  if (*at + 1 != frames_.size())
+    throw usage_error(std::string(what) + " on a scope while " + std::to_string(frames_.size() - *at - 1) +
+                      " scope(s) opened inside it are still open; end the inner scopes first");
+  return *at;
+}
+
+PQSCOPE_DECL void scope_machine::throw_if_doomed(const std::string& what) const {
+  if (frames_.empty() || !doom_) return;
+  throw transaction_aborted(what + ": an earlier failure in this scope (" + doom_->message +
+                                ") means it can only roll back; let the exception leave the scope, or "
+                                "catch it outside the scope",
+                            doom_->message, doom_->sqlstate);
+}
+
+PQSCOPE_DECL void scope_machine::throw_if_void(const std::string& what) const {
+  if (void_ && !frames_.empty()) throw_void(what);
+}
+
+PQSCOPE_DECL void scope_machine::throw_void(const std::string& what) const {
+  throw batch_failed(what + ": a statement sent with this batched attempt failed (" + void_->message +
+                         "); the attempt was rolled back and atomic() runs the function again without batching",
+                     void_->message, void_->sqlstate);
+}
+
+PQSCOPE_DECL void scope_machine::refuse(const doom& d) {
+  throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message, d.message,
+                            d.sqlstate);
+}
+
+PQSCOPE_DECL std::size_t scope_machine::undo_level() const noexcept {
+  for (std::size_t i = frames_.size(); i-- > 0;)
+    if (frames_[i].owning && frames_[i].sent) return i;
+  return 0;
+}
+
+PQSCOPE_DECL void scope_machine::doom_here(const std::string& message, const std::string& sqlstate) {
+  if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
+}
+
+PQSCOPE_DECL void
+scope_machine::notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
+                      const result* r) noexcept {
+  if (!observer_) return;
+  try {
+    statement_event ev;
+    ev.sql = s.sql;
+    ev.params = static_cast<std::size_t>(s.stmt.n_params);
+    ev.depth = s.depth;
+    ev.duration = elapsed;
+    ev.error = e;
+    ev.attempt = s.attempt;
+    ev.batched = s.batched;
+    if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
+    observer_(ev);
+  } catch (...) {
+    // a logging hook must not change what the transaction does
+  }
+}
+
+PQSCOPE_DECL void
+scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
+  for (item& it : batch) {
+    if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
+    it.slot->fail(e);
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    } catch (...) {
+    }
+  }
+}
+
+PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexcept {
+  for (item& it : queue_)
+    if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
+}
+
+PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
+                                              std::chrono::microseconds elapsed, bool end_in_batch) {
+  const item& it = batch[at];
+  const reply& r = br.replies[at];
+  void_ = attempt_failure{it.context + r.message, r.sqlstate};
+  if (it.k == item::user) {
+    it.slot->fail(sql_error_ptr(r, it.slot->sql));
+    try {
+      std::rethrow_exception(it.slot->error);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    }
+  }
+  std::exception_ptr e;
+  try {
+    throw_void("not run");
+  } catch (...) {
+    e = std::current_exception();
+  }
+  fail_unanswered(batch, e, elapsed);
+  fail_queued(e);
+  queue_.clear();
+  doom_.reset();
+  for (frame& f : frames_) f.sent = false;
+  if (end_in_batch) op_.replay = true;
+  if (br.state != server_state::idle) {
+    ++stats_.transactions_rolled_back;
+    push_followup("ROLLBACK", false);
+  }
+}
+
+PQSCOPE_DECL void scope_machine::hold(std::size_t sp) {
+  if (held_.size() <= sp) held_.resize(sp + 1, 0);
+  held_[sp] += 1;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::fold(std::size_t sp, bool rolled_back) {
+  if (sp == 0 || held_.size() <= sp) return;
+  std::uint64_t under = 0;
+  for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
+  if (!rolled_back) held_[sp - 1] += under;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::note_held() {
+  std::uint64_t total = 0;
+  for (auto n : held_) total += n;
+  stats_.savepoints_in_transaction = total;
+  stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
+}
+
+PQSCOPE_DECL void scope_machine::end_of_transaction() {
+  held_.clear();
+  stats_.savepoints_in_transaction = 0;
+}
+
+PQSCOPE_DECL void scope_machine::check_savepoint_budget(const transaction_options& root, std::size_t i) {
+  const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
+  if (limit == 0) return;
+  std::uint64_t in_use = stats_.savepoints_in_transaction;
+  for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
+  if (in_use < limit) return;
+  ++stats_.savepoint_limit_exceeded;
+  const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
+                          " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
+                          " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
+  const std::string refusal_text =
+      why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
+  const usage_error refusal(refusal_text);
+  if (observer_) {
+    try {
+      statement_event ev;
+      ev.sql = "SAVEPOINT";
+      ev.depth = depth();
+      ev.warning = why;
+      ev.error = refuse_past_limit_ ? &refusal : nullptr;
+      observer_(ev);
+    } catch (...) {
+      // a logging hook must not change what the transaction does
+    }
+  }
+  if (refuse_past_limit_) throw usage_error(refusal_text);
+}
+
+PQSCOPE_DECL void scope_machine::mark_broken(const std::string& why) {
+  broken_ = true;
+  broken_reason_ = why;
+  fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
+  queue_.clear();
+  followup_.clear();
+  doom_.reset();
+}
+
+PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_error) {
+  const bool began = !frames_.empty() && frames_.front().sent;
+  if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
+  if (!began && br.state == server_state::idle) return;
+  if (frames_.empty() || !began) {
+    // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
+    push_followup("ROLLBACK", true);
+    // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
+    op_.stray = std::make_exception_ptr(usage_error(
+        br.diagnostic.empty()
+            ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
+              "back. Use pqscope::transaction or pqscope::atomic for transactions"
+            : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
+                  br.diagnostic));
+    return;
+  }
+  // The transaction ended behind the scopes' back: nothing is left to undo.
+  for (frame& f : frames_) f.sent = false;
+  queue_.clear();
+  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
+  if (!had_error)
+    op_.stray = std::make_exception_ptr(usage_error(
+        "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
+}
+
+PQSCOPE_DECL void scope_machine::pop_outermost() {
+  op_.ended = std::move(frames_.front());
+  frames_.pop_back();
+}
+
+PQSCOPE_DECL void scope_machine::start_outermost() {
+  pop_outermost();
+  doom_.reset();
+  const bool statements = statement_queued_at(0);
+  if (op_.commit)
+    // COMMIT releases every savepoint and ends every SET LOCAL: of the controls
+    // after the last statement, only a ROLLBACK TO still matters (it undoes writes).
+    trim_tail([](const item& c) { return c.k != item::rollback_to; });
+  else
+    trim_tail([](const item&) { return true; });
+  if ((!op_.ended.sent && !statements) || closed_ || broken_ || !opened_by_this_process()) {
+    clear_queue();  // nothing reached the server, or nothing can
+    return;
+  }
+  queue(item::end, op_.ended.id, 0, op_.commit ? "COMMIT" : "ROLLBACK");
+  send_requested_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::commit_nested(std::size_t i) {
+  frame f = std::move(frames_.back());
+  frames_.pop_back();
+  // A SET LOCAL with no statement after it needs no undoing; one that ran, or
+  // that a waiting statement needs, is restored below (SET LOCAL survives RELEASE).
+  bool timeouts_live = false;
+  std::size_t dropped = 0;
+  for (std::size_t k = queue_.size(); k-- > 0;) {
+    if (queue_[k].frame_id != f.id || queue_[k].k != item::timeout) continue;
+    const bool needed = std::any_of(queue_.begin() + static_cast<std::ptrdiff_t>(k) + 1, queue_.end(),
+                                    [](const item& c) { return c.k == item::user; });
+    if (needed) {
+      timeouts_live = true;
+    } else {
+      queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(k));
+      ++dropped;
+    }
+  }
+  const std::size_t timeouts =
+      (f.opts.statement_timeout.count() > 0 ? 1u : 0u) + (f.opts.lock_timeout.count() > 0 ? 1u : 0u);
+  if (dropped < timeouts) timeouts_live = true;
+  // A savepoint not yet sent is not needed: the scope can no longer roll back on
+  // its own, and a failure of a waiting statement voids the whole attempt.
+  if (f.owning && !f.sent)
+    drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::savepoint; });
+  lower_levels(i);
+  if (f.owning && f.sent) {
+    // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
+    while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
+    queue(item::release, f.id, i - 1, {}).sp = i;
+  }
+  if (timeouts_live) {
+    restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
+    restore_timeout(f, i, "lock_timeout", &transaction_options::lock_timeout);
+  }
+  frame& parent = frames_.back();
+  for (auto& cb : f.on_commit) parent.on_commit.push_back(std::move(cb));
+  for (auto& cb : f.on_rollback) parent.on_rollback.push_back(std::move(cb));
+}
+
+PQSCOPE_DECL void scope_machine::restore_timeout(const frame& f, std::size_t i, const char* name,
+                                                 std::chrono::milliseconds transaction_options::*member) {
+  if ((f.opts.*member).count() <= 0) return;
+  std::string value = "DEFAULT";
+  for (std::size_t j = frames_.size(); j-- > 0;)
+    if ((frames_[j].opts.*member).count() > 0) {
+      value = std::to_string((frames_[j].opts.*member).count());
+      break;
+    }
+  queue(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
+}
+
+PQSCOPE_DECL void scope_machine::end_nested_rollback(std::size_t i) {
+  frame f = std::move(frames_.back());
+  frames_.pop_back();
+  if (f.owning) {
+    if (statement_queued_at(i)) {
+      // Its statements still wait: they go out after its SAVEPOINT and are undone
+      // by the ROLLBACK TO behind them, so their success is still confirmed.
+      lower_levels(i);
+      queue_rollback_to(f.id, i);
+    } else {
+      drop_queued([&](const item& c) { return c.level >= i; });
+      if (f.sent) queue_rollback_to(f.id, i);
+    }
+    if (doom_ && doom_->level >= i) doom_.reset();
+  } else {
+    lower_levels(i);
+    // Its work is undone only with the enclosing scope: its on_rollback callbacks wait for that.
+    for (auto& cb : f.on_rollback) frames_.back().on_rollback.push_back(std::move(cb));
+    // Without a savepoint nothing can be undone on its own: the enclosing scope is doomed.
+    if (!doom_) {
+      std::size_t level = i - 1;
+      while (level > 0 && !frames_[level].owning) --level;
+      doom_ = doom{level, "a nested scope without a savepoint was rolled back", ""};
+    }
+  }
+}
+
+PQSCOPE_DECL void scope_machine::run_callbacks(std::vector<callback>& cbs, bool quiet) {
+  std::exception_ptr first;
+  for (auto& cb : cbs) {
+    try {
+      cb();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first && !quiet) std::rethrow_exception(first);
+}
+#endif
+
+// A token for the calling thread: the address of a thread_local, unique among
+// live threads (cheaper to include than <thread>).
+PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept;
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept {
+  static thread_local char tag = 0;
+  return reinterpret_cast<std::uintptr_t>(&tag);
+}
+#endif
+
+// The blocking front end: the machine, a driver, and the loop between them.
+class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
+ public:
+  scope_machine machine;
+
+  // Held for the length of every public call: a call from a second thread while
+  // one is in progress is refused before anything is touched or sent. The same
+  // thread may re-enter (an on_commit callback that runs a statement).
+  class call {
+   public:
+    // `of_stream`: a call of the COPY in progress itself; any other call is
+    // refused while a COPY streams.
+    call(sync_session& s, const char* what, bool of_stream = false) : s_(s) {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+        outer_ = true;
+      } else if (expected != me) {
+        throw_busy(what);
+      }
+      if (s_.stream_ != nullptr && !of_stream) {
+        if (outer_) leave(s_);
+        throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
+                          "copy_writer, or read the copy_reader to its end, first");
+      }
+    }
+    [[noreturn]] static void throw_busy(const char* what) {
+      throw usage_error(std::string(what) +
+                        ": this connection is in use by another thread, whose call is still in progress. A "
+                        "connection and its scopes serve one thread at a time; give each thread its own connection "
+                        "(pqscope::pool), or hand it over between calls");
+    }
+    // For destructors: false when another thread is in a call (nothing may be touched).
+    static bool try_enter(sync_session& s, bool& outer) noexcept {
+      const std::uintptr_t me = this_thread_token();
+      std::uintptr_t expected = 0;
+      outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
+      return outer || expected == me;
+    }
+    static void leave(sync_session& s) noexcept { s.owner_.store(0, std::memory_order_release); }
+    call(const call&) = delete;
+    call& operator=(const call&) = delete;
+    ~call() {
+      if (outer_) leave(s_);
+    }
+
+   private:
+    sync_session& s_;
+    bool outer_ = false;
+  };
+
+  // A COPY in progress: ended (aborted, or read to its end) before the scopes
+  // around it end or the connection closes.
+  class stream {
+   public:
+    stream() = default;
+    stream(const stream&) = delete;
+    stream& operator=(const stream&) = delete;
+    stream(stream&&) = delete;
+    stream& operator=(stream&&) = delete;
+    virtual void end_quietly() noexcept = 0;
+
+   protected:
+    ~stream() = default;
+  };
+  void open_stream(stream* s) noexcept { stream_ = s; }
+  void close_stream(stream* s) noexcept {
+    if (stream_ == s) stream_ = nullptr;
+  }
+  [[nodiscard]] bool streaming() const noexcept { return stream_ != nullptr; }
+  void end_stream_quietly() noexcept {
+    if (stream_ != nullptr) stream_->end_quietly();  // which calls close_stream()
+    stream_ = nullptr;
+  }
+
+  // ---- statements outside the pipeline (see scope_machine::prepare_out_of_band) ----
+  // Sends what is queued, controls too, then puts `slot` in flight.
+  void begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+    machine.request_sync_point();
+    drive();
+    machine.finish();
+    machine.stage_out_of_band(slot);
+  }
+  // Its answer: the scopes learn it, then the result or the error.
+  result end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
+    machine.apply(std::move(br));
+    drive();
+    machine.finish();
+    return slot->wait();
+  }
+  // The driver's calls (libpq_driver has them; a driver without them refuses).
+  virtual int copy_start(const statement& s, batch_reply& out) = 0;  // PGRES_COPY_IN/OUT if started, else 0
+  virtual bool copy_put(std::string_view data) = 0;
+  virtual batch_reply copy_end(const char* abort_reason) = 0;
+  virtual bool copy_get(std::string_view& row) = 0;
+  virtual batch_reply copy_out_end() = 0;
+  virtual batch_reply script(const char* sql) = 0;
+
+  // The one loop: every send of every operation goes through here.
+  void drive();
+
+  // Sends what is queued and waits (a batched result is read, connection::flush()).
+  PQSCOPE_DECL void flush() override;  // (see statement_slot::wait)
+
+  // A statement from queue_statement(): a batched one waits, any other is sent now.
+  result complete(const std::shared_ptr<statement_slot>& slot);
+
+  void end(std::uint64_t id, bool commit, bool* committed = nullptr);
+
+  // Ends scope `id` and every scope opened inside it, rolling back; never throws.
+  // Used by destructors, also when scopes are destroyed out of order.
+  void abandon(std::uint64_t id) noexcept;
+
+ protected:
+  virtual batch_reply exchange(const std::vector<statement>& statements) = 0;
+  // "committed", "aborted", or why it could not tell; asked on a fresh connection.
+  virtual std::string xact_status(const std::string& xid) noexcept = 0;
+
+ private:
+  bool driving_ = false;
+  stream* stream_ = nullptr;  // the COPY in progress, if any
+  std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
+};
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL void sync_session::drive() {
+  if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
+  driving_ = true;
+  try {
+    while (machine.wants_send()) machine.apply(exchange(machine.plan()));
+  } catch (...) {
+    driving_ = false;
+    throw;
+  }
+  driving_ = false;
+}
+
+PQSCOPE_DECL void sync_session::flush() {
+  call guard(*this, "reading a result");
+  machine.request_flush();
+  drive();
+  machine.finish();
+}
+
+PQSCOPE_DECL result sync_session::complete(const std::shared_ptr<statement_slot>& slot) {
+  if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
+  drive();
+  machine.finish();
+  return slot->wait();
+}
+
+PQSCOPE_DECL void sync_session::end(std::uint64_t id, bool commit, bool* committed) {
+  if (committed != nullptr) *committed = false;
+  if (!machine.end_scope(id, commit)) {
+    if (committed != nullptr) *committed = commit;
+    return;
+  }
+  drive();
+  if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
+  machine.finish_end(committed);
+}
+
+PQSCOPE_DECL void sync_session::abandon(std::uint64_t id) noexcept {
+  // Another thread in a call: touching the machine now would race with it.
+  bool outer = false;
+  if (!call::try_enter(*this, outer)) return;
+  struct leave_on_exit {
+    sync_session& s;
+    bool outer;
+    leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
+    leave_on_exit(const leave_on_exit&) = delete;
+    leave_on_exit& operator=(const leave_on_exit&) = delete;
+    leave_on_exit(leave_on_exit&&) = delete;
+    leave_on_exit& operator=(leave_on_exit&&) = delete;
+    ~leave_on_exit() {
+      if (outer) call::leave(s);
+    }
+  } leave{*this, outer};
+  end_stream_quietly();  // a COPY still open in this scope fails it first
+  auto at = machine.index_of(id);
+  if (!at) return;
+  while (machine.depth() > *at) {
+    try {
+      if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
+        drive();
+        machine.finish_end();
+      }
+    } catch (...) {
+      // quiet endings only throw if memory runs out; the frame is gone either way
+    }
+  }
+}
+#endif
+
+// Whether a driver can send statements outside the pipeline (COPY, scripts).
+template <class D, class = void>
+struct has_out_of_band : std::false_type {};
+template <class D>
+struct has_out_of_band<D, std::void_t<decltype(std::declval<D&>().script(""))>> : std::true_type {};
+
+[[noreturn]] inline void unsupported(const char* what) {
+  throw usage_error(std::string(what) + " needs a driver that can send statements outside a pipeline (libpq_driver)");
+}
+
+// The blocking front end bound to a driver.
+template <class Driver>
+class driver_session final : public sync_session {
+ public:
+  explicit driver_session(std::string info) : conninfo(std::move(info)) {}
+
+  Driver driver;
+  std::string conninfo;  // what the session was opened with; also for resolving a lost COMMIT
+
+  int copy_start(const statement& s, batch_reply& out) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_start(s, out);
+    else unsupported("COPY");
+  }
+  bool copy_put(std::string_view data) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_put(data);
+    else unsupported("COPY");
+  }
+  batch_reply copy_end(const char* abort_reason) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_end(abort_reason);
+    else unsupported("COPY");
+  }
+  bool copy_get(std::string_view& row) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_get(row);
+    else unsupported("COPY");
+  }
+  batch_reply copy_out_end() override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_out_end();
+    else unsupported("COPY");
+  }
+  batch_reply script(const char* sql) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.script(sql);
+    else unsupported("execute_script()");
+  }
+
+ protected:
+  batch_reply exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
+
+  std::string xact_status(const std::string& xid) noexcept override {
+    try {
+      Driver fresh;
+      copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
+      fresh.open(conninfo, "pqscope in-doubt resolver");
+      const char* values[] = {xid.c_str()};
+      const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
+      // A backend that was cut off may still be finishing: wait for its verdict.
+      for (int attempt = 0; attempt < 100; ++attempt) {
+        batch_reply br = fresh.exchange({ask});
+        if (br.lost) return "connection lost: " + br.lost_message;
+        const reply& r = br.replies.front();
+        if (r.st != reply::status::ok) return "error: " + r.message;
+        if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
+        std::string status(r.res[0][0].text());
+        if (status != "in progress") return status;
+        ::usleep(50 * 1000);
+      }
+      return "still in progress after 5 s";
+    } catch (const std::exception& e) {
+      return e.what();
+    } catch (...) {
+      return "unknown failure";
+    }
+  }
+};
+
+// Separate compilation: the session of the default driver is compiled once, with the rest.
+#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
+template class driver_session<libpq_driver>;
+#elif defined(PQSCOPE_SEPARATE_COMPILATION)
+extern template class driver_session<libpq_driver>;
+#endif
+
+}  // namespace pqscope::detail
+
+namespace pqscope {
+
+namespace detail {
+// The COPY in progress on a session, shared by copy_writer and copy_reader.
+class copy_stream final : public sync_session::stream {
+ public:
+  copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
+      : s_(std::move(s)), slot_(std::move(slot)), in_(in) {
+    s_->open_stream(this);
+  }
+  copy_stream(const copy_stream&) = delete;
+  copy_stream& operator=(const copy_stream&) = delete;
+  copy_stream(copy_stream&&) = delete;
+  copy_stream& operator=(copy_stream&&) = delete;
+  ~copy_stream() { end_quietly(); }
+
+  [[nodiscard]] bool open() const noexcept { return open_; }
+  [[nodiscard]] sync_session& session() const noexcept { return *s_; }
+
+  void check_open(const char* what) const {
+    if (!open_)
+      throw usage_error(std::string(what) + ": this COPY has already ended" +
+                        (why_.empty() ? std::string() : " (" + why_ + ")"));
+  }
+
+  // COPY FROM STDIN: rows are gathered and sent in chunks.
+  void put(std::string_view data) {
+    if (!s_->copy_put(data)) {
+      // The connection failed: copy_end() reports it, and the scopes learn it.
+      (void)end(s_->copy_end(nullptr));
+    }
+  }
+  // The COPY's answer, applied to the scopes; throws what the statement raised.
+  result end(batch_reply br) {
+    open_ = false;
+    s_->close_stream(this);
+    try {
+      return s_->end_out_of_band(slot_, std::move(br));
+    } catch (const std::exception& e) {
+      why_ = e.what();
+      throw;
+    }
+  }
+
+  // A destructor, or a scope ending around the COPY: a COPY FROM STDIN is
+  // aborted (nothing of it is kept), a COPY TO STDOUT is read to its end.
+  void end_quietly() noexcept override {
+    if (!open_) return;
+    try {
+      if (in_) {
+        (void)end(s_->copy_end("the copy_writer was destroyed (or its scope ended) before finish()"));
+      } else {
+        std::string_view ignored;
+        while (s_->copy_get(ignored)) {
+        }
+        (void)end(s_->copy_out_end());
+      }
+    } catch (...) {
+      // the scopes know: a failed COPY dooms its scope, a lost connection breaks it
+    }
+    open_ = false;
+    s_->close_stream(this);
+  }
+
+ private:
+  std::shared_ptr<sync_session> s_;
+  std::shared_ptr<statement_slot> slot_;
+  bool in_;
+  bool open_ = true;
+  std::string why_;  // why it ended, if by an error
+};
+}  // namespace detail
+
+// Streams rows into COPY ... FROM STDIN (connection::copy_in). finish() ends the
+// COPY and returns the number of rows the server took; a writer destroyed (or
+// whose scope ends) before finish() aborts the COPY, so nothing of it is kept.
+class copy_writer {
+ public:
+  copy_writer(copy_writer&&) noexcept = default;
+  copy_writer& operator=(copy_writer&&) noexcept = default;
+  copy_writer(const copy_writer&) = delete;
+  copy_writer& operator=(const copy_writer&) = delete;
+  ~copy_writer() = default;  // the stream aborts an unfinished COPY
+
+  // One row: one value per column of the COPY's column list, converted as
+  // parameters are; std::nullopt or nullptr is NULL.
+  template <class... Ts>
+  void write_row(const Ts&... values) {
+    check("write_row()");
+    detail::sync_session::call guard(st_->session(), "write_row()", true);
+    params_.assign(values...);  // the conversions of parameters, without new memory per row
+    for (int i = 0; i < params_.size(); ++i) {
+      if (i > 0) buf_ += '\t';
+      const char* v = params_.values()[i];
+      if (v == nullptr)
+        buf_ += "\\N";
+      else
+        detail::append_copy_field(buf_, v);
+    }
+    buf_ += '\n';
+    ++rows_;
+    if (buf_.size() >= chunk) send();
+  }
+
+  // Rows already in COPY's text format (tab-separated, escaped, each ending in a
+  // newline), for data that comes that way.
+  void write_raw(std::string_view text) {
+    check("write_raw()");
+    detail::sync_session::call guard(st_->session(), "write_raw()", true);
+    buf_.append(text.data(), text.size());
+    if (buf_.size() >= chunk) send();
+  }
+
+  // Ends the COPY: the rows the server took (its "COPY n"). Throws what the COPY
+  // raised (a constraint, a bad value: the scope is doomed, as for any statement).
+  std::uint64_t finish() {
+    check("finish()");
+    detail::sync_session::call guard(st_->session(), "finish()", true);
+    send();
+    const result r = st_->end(st_->session().copy_end(nullptr));
+    return r.affected_rows();
+  }
+
+  // Rows written so far (write_row() calls).
+  [[nodiscard]] std::uint64_t rows_written() const noexcept { return rows_; }
+
+ private:
+  template <class Driver>
+  friend class basic_connection;
+  explicit copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+  static constexpr std::size_t chunk = 64 * 1024;
+
+  void check(const char* what) const {
+    if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");
+    st_->check_open(what);
+  }
+  void send() {
+    if (buf_.empty()) return;
+    st_->put(buf_);
+    buf_.clear();
+  }
+
+  std::unique_ptr<detail::copy_stream> st_;
+  std::string buf_;
+  detail::param_list params_;
+  std::uint64_t rows_ = 0;
+};
+
+// Reads the rows of COPY ... TO STDOUT (connection::copy_out). The COPY ends
+// when the last row has been read; a reader destroyed before that reads the rest
+// and drops it.
+class copy_reader {
+ public:
+  copy_reader(copy_reader&&) noexcept = default;
+  copy_reader& operator=(copy_reader&&) noexcept = default;
+  copy_reader(const copy_reader&) = delete;
+  copy_reader& operator=(const copy_reader&) = delete;
+  ~copy_reader() = default;
+
+  // The next row's fields as text (std::nullopt for NULL); false after the last
+  // row, once the COPY has ended (throws if it failed).
+  bool read_row(std::vector<std::optional<std::string>>& fields) {
+    std::string_view line;
+    if (!next_line(line)) return false;
+    detail::parse_copy_row(line, fields);
+    return true;
+  }
+
+  // The next row converted to Ts... (std::optional<T> for a column that may be
+  // NULL); std::nullopt after the last row. conversion_error if the row does not
+  // have sizeof...(Ts) columns.
+  template <class... Ts>
+  std::optional<std::tuple<Ts...>> next() {
+    if (!read_row(fields_)) return std::nullopt;
+    if (fields_.size() != sizeof...(Ts))
+      throw conversion_error("COPY row " + std::to_string(rows_) + " has " + std::to_string(fields_.size()) +
+                             " column(s), but next<...>() asks for " + std::to_string(sizeof...(Ts)));
+    return convert<Ts...>(std::index_sequence_for<Ts...>{});
+  }
+
+  // Rows read so far.
+  [[nodiscard]] std::uint64_t rows_read() const noexcept { return rows_; }
+  // Whether the COPY has ended (every row read).
+  [[nodiscard]] bool done() const noexcept { return !st_ || !st_->open(); }
+
+ private:
+  template <class Driver>
+  friend class basic_connection;
+  explicit copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+
+  bool next_line(std::string_view& line) {
+    if (!st_) throw usage_error("reading a moved-from copy_reader");
+    if (!st_->open()) return false;
+    detail::sync_session::call guard(st_->session(), "reading a copy_reader", true);
+    if (st_->session().copy_get(line)) {
+      ++rows_;
+      return true;
+    }
+    (void)st_->end(st_->session().copy_out_end());
+    return false;
+  }
+
+  template <class T>
+  T field_as(std::size_t i) const {
+    const std::optional<std::string>& f = fields_[i];
+    if constexpr (detail::is_optional<T>::value) {
+      if (!f) return std::nullopt;
+      return T(value_traits<typename T::value_type>::from_text(*f));
+    } else {
+      if (!f)
+        throw conversion_error("column " + std::to_string(i) + " of COPY row " + std::to_string(rows_) +
+                               " is NULL; read it as std::optional<T>");
+      return value_traits<T>::from_text(*f);
+    }
+  }
+  template <class... Ts, std::size_t... I>
+  std::tuple<Ts...> convert(std::index_sequence<I...>) const {
+    return std::tuple<Ts...>(field_as<Ts>(I)...);
+  }
+
+  std::unique_ptr<detail::copy_stream> st_;
+  std::vector<std::optional<std::string>> fields_;
+  std::uint64_t rows_ = 0;
+};
+
+}  // namespace pqscope
 // #include <pqscope/connection.hpp>
 // An autocommit connection that tracks nested transaction scopes.
 
@@ -2318,7 +4908,9 @@ void copy_driver_settings(D& to, const D& from) {
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
+// #include <pqscope/copy.hpp> (inlined above)
 // #include <pqscope/driver.hpp> (inlined above)
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/params.hpp> (inlined above)
@@ -2440,221 +5032,7 @@ PQSCOPE_DECL std::string default_application_name() {
 #include <string_view>
 
 // #include <pqscope/detail/config.hpp> (inlined above)
-// #include <pqscope/detail/sql_text.hpp>
-// Reads only the leading keywords of a statement: enough to refuse transaction
-// control that would go behind the scope machine's back. Best effort by design;
-// the server-state check after every batch catches what this misses.
-
-#include <algorithm>
-#include <cctype>
-#include <string>
-#include <string_view>
-
-// #include <pqscope/errors.hpp> (inlined above)
-// #include <pqscope/detail/config.hpp> (inlined above)
-
-namespace pqscope::detail {
-
-// Skips white space, empty statements (the server drops them, so ";COMMIT" is a
-// COMMIT) and comments (-- and nested /* */) at the front.
-PQSCOPE_DECL std::string_view skip_blank(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string_view skip_blank(std::string_view s) {
-  for (;;) {
-    while (!s.empty() && (std::isspace(static_cast<unsigned char>(s.front())) || s.front() == ';'))
-      s.remove_prefix(1);
-    if (s.substr(0, 2) == "--") {
-      auto nl = s.find('\n');
-      s = nl == std::string_view::npos ? std::string_view{} : s.substr(nl + 1);
-    } else if (s.substr(0, 2) == "/*") {
-      int level = 0;
-      std::size_t i = 0;
-      for (; i + 1 < s.size(); ++i) {
-        if (s[i] == '/' && s[i + 1] == '*') {
-          ++level;
-          ++i;
-        } else if (s[i] == '*' && s[i + 1] == '/') {
-          ++i;
-          if (--level == 0) break;
-        }
-      }
-      s = i + 1 < s.size() ? s.substr(i + 1) : std::string_view{};
-    } else {
-      return s;
-    }
-  }
-}
-#endif
-
-// The next word, upper-cased, and the text after it. Only the first 31 letters are
-// kept (every keyword or setting name looked for is shorter); a longer word reads
-// as "#". No allocation: this runs for every statement.
-struct word {
-  char text[32] = {};
-  std::size_t size = 0;
-  bool operator==(std::string_view k) const { return std::string_view(text, size) == k; }
-  bool operator!=(std::string_view k) const { return !(*this == k); }
-};
-PQSCOPE_DECL word next_word(std::string_view& s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL word next_word(std::string_view& s) {
-  s = skip_blank(s);
-  word w;
-  bool too_long = false;
-  while (!s.empty() && (std::isalpha(static_cast<unsigned char>(s.front())) || s.front() == '_')) {
-    if (w.size < sizeof w.text - 1)
-      w.text[w.size++] = static_cast<char>(std::toupper(static_cast<unsigned char>(s.front())));
-    else
-      too_long = true;
-    s.remove_prefix(1);
-  }
-  if (too_long) {
-    w.text[0] = '#';
-    w.size = 1;
-  }
-  return w;
-}
-#endif
-
-// Non-empty (the keyword) when the statement starts, commits or rolls back a
-// transaction or a savepoint.
-PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql) {
-  const word first = next_word(sql);
-  const word second = next_word(sql);
-  if (first == "BEGIN") return "BEGIN";
-  if (first == "SAVEPOINT") return "SAVEPOINT";
-  if (first == "RELEASE") return "RELEASE";
-  if (first == "START" && second == "TRANSACTION") return "START TRANSACTION";
-  if (first == "PREPARE" && second == "TRANSACTION") return "PREPARE TRANSACTION";
-  // COMMIT PREPARED / ROLLBACK PREPARED finish a two-phase transaction, not this session's.
-  if (first == "COMMIT" && second != "PREPARED") return "COMMIT";
-  if (first == "ROLLBACK" && second != "PREPARED") return "ROLLBACK";
-  if (first == "END") return "END";
-  if (first == "ABORT") return "ABORT";
-  return {};
-}
-#endif
-
-// COPY FROM STDIN / TO STDOUT needs the copy sub-protocol, which a pipeline cannot carry.
-PQSCOPE_DECL bool is_copy_stream(std::string_view sql);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool is_copy_stream(std::string_view sql) {
-  std::string_view rest = sql;
-  if (next_word(rest) != "COPY") return false;
-  std::string upper;
-  for (char c : rest) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
-}
-#endif
-
-// The highest $n placeholder in a statement: the number of parameters the server
-// will want. Placeholders inside string literals (standard, E'' escape strings,
-// dollar-quoted), quoted identifiers and comments do not count; neither does a $
-// inside an identifier (PostgreSQL allows foo$1 as a name). Returns -1 for SQL
-// it cannot read to the end (an unterminated quote or comment): the server will
-// say what is wrong.
-PQSCOPE_DECL int highest_placeholder(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL int highest_placeholder(std::string_view s) {
-  auto ident_char = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
-  };
-  int highest = 0;
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    const char c = s[i];
-    if (c == '-' && i + 1 < n && s[i + 1] == '-') {  // -- comment
-      const std::size_t nl = s.find('\n', i);
-      i = nl == std::string_view::npos ? n : nl + 1;
-    } else if (c == '/' && i + 1 < n && s[i + 1] == '*') {  // nested /* */ comment
-      int level = 0;
-      for (; i + 1 < n; ++i) {
-        if (s[i] == '/' && s[i + 1] == '*') {
-          ++level;
-          ++i;
-        } else if (s[i] == '*' && s[i + 1] == '/') {
-          ++i;
-          if (--level == 0) break;
-        }
-      }
-      if (level != 0) return -1;
-      ++i;
-    } else if (c == '\'' || c == '"') {  // 'literal', "identifier"; doubled quotes stay inside
-      // E'...' (or e'...') allows backslash escapes; a standard literal does not.
-      const bool escapes = c == '\'' && i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
-                           (i < 2 || !ident_char(s[i - 2]));
-      ++i;
-      for (;;) {
-        if (i >= n) return -1;
-        if (escapes && s[i] == '\\') {
-          i += 2;
-          continue;
-        }
-        if (s[i] == c) {
-          if (i + 1 < n && s[i + 1] == c) {
-            i += 2;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        ++i;
-      }
-    } else if (c == '$' && (i == 0 || !ident_char(s[i - 1]))) {
-      if (i + 1 < n && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {  // $n
-        std::size_t j = i + 1;
-        long v = 0;
-        while (j < n && std::isdigit(static_cast<unsigned char>(s[j]))) {
-          if (v < 100000) v = v * 10 + (s[j] - '0');
-          ++j;
-        }
-        if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
-        i = j;
-        continue;
-      }
-      // $tag$ ... $tag$: the tag is empty or an identifier that does not start with a digit
-      std::size_t j = i + 1;
-      while (j < n && s[j] != '$' && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '_' ||
-                                      static_cast<unsigned char>(s[j]) >= 0x80))
-        ++j;
-      if (j < n && s[j] == '$') {
-        const std::string_view tag = s.substr(i, j - i + 1);
-        const std::size_t end = s.find(tag, j + 1);
-        if (end == std::string_view::npos) return -1;
-        i = end + tag.size();
-      } else {
-        i = j;
-      }
-    } else if (ident_char(c)) {  // a word: any $ inside belongs to it
-      while (i < n && ident_char(s[i])) ++i;
-    } else {
-      ++i;
-    }
-  }
-  return highest;
-}
-#endif
-
-// The statement's placeholders must match the parameters given, both ways: the
-// server's own message ("bind message supplies 1 parameters, but prepared
-// statement \"\" requires 2") names a prepared statement the caller never made,
-// and too many are accepted silently.
-PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given) {
-  const int wanted = highest_placeholder(sql);
-  if (wanted < 0 || static_cast<std::size_t>(wanted) == given) return;  // < 0: the server will say what is wrong
-  if (wanted == 0)
-    throw usage_error("the statement has no $n placeholder, but " + std::to_string(given) +
-                      " parameter(s) were given: " + std::string(sql.substr(0, 200)));
-  throw usage_error("the statement uses placeholders up to $" + std::to_string(wanted) + " but " +
-                    std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
-}
-#endif
-}  // namespace pqscope::detail
+// #include <pqscope/detail/sql_text.hpp> (inlined above)
 
 namespace pqscope::detail {
 
@@ -3009,1451 +5387,7 @@ PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
 #endif
 
 }  // namespace pqscope::detail
-// #include <pqscope/detail/scope_machine.hpp>
-// The scope state machine: the whole of pqscope's transaction logic, and no I/O.
-//
-// A connection holds a stack of frames, one per open scope. Frame 0 is the
-// transaction; a nested frame owns a savepoint unless it was opened with
-// savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
-// waits in the queue and goes out in the same pipeline batch as the next
-// statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
-// Only the end of the outermost scope is sent at once, so that no transaction is
-// ever left idle behind PgBouncer.
-//
-// The machine never sends anything itself. An operation queues what it needs and
-// may ask for a send; the front end then loops
-//     while (m.wants_send()) m.apply(exchange(m.plan()));
-// (plan: the statements of one batch, ending in one sync; apply: their answers)
-// and finally calls the operation's end step, which throws or returns. The
-// blocking connection and any non-blocking front end share this one machine.
-//
-// Every queued item has a `level`: the index of the innermost frame whose
-// savepoint would undo it. Rolling back frame k drops what is queued at level
-// >= k (unless statements wait there, which must still go out); ending frame k
-// moves what it leaves behind down to level k - 1.
-//
-// A failure inside a scope dooms it: `doom_` names the innermost frame that owns
-// a savepoint (or the transaction) and the first error. Until that frame is
-// rolled back, statements and commits throw transaction_aborted without a round
-// trip; committing it rolls it back and throws.
-//
-// Batched attempts (transaction_options::batch, outermost atomic() only): user
-// statements wait in the queue too, and go out when a result is read, on flush(),
-// or with the COMMIT. A failure in such a send voids the whole attempt: it is
-// rolled back at once, its callbacks are dropped, and atomic() runs the function
-// again unbatched, where errors surface where they happen. So a savepoint is only
-// needed where a scope rolls back or stays open across a send.
-
-#include <pthread.h>
-#include <sys/types.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <exception>
-#include <functional>
-#include <memory>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-// #include <pqscope/driver.hpp> (inlined above)
-// #include <pqscope/errors.hpp> (inlined above)
-// #include <pqscope/options.hpp> (inlined above)
-// #include <pqscope/params.hpp> (inlined above)
-// #include <pqscope/result.hpp> (inlined above)
-// #include <pqscope/stats.hpp> (inlined above)
-// #include <pqscope/detail/config.hpp> (inlined above)
-// #include <pqscope/detail/sql_text.hpp> (inlined above)
-
-namespace pqscope::detail {
-
-// The process id, read once and refreshed in the child by a fork handler: getpid()
-// is a system call (glibc no longer caches it) and the fork check runs on every
-// statement and scope.
-PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept {
-  static std::atomic<pid_t> pid{::getpid()};
-  return pid;
-}
-#endif
-PQSCOPE_DECL pid_t current_pid() noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL pid_t current_pid() noexcept {
-  static const bool registered = [] {
-    ::pthread_atfork(nullptr, nullptr, [] { pid_slot().store(::getpid(), std::memory_order_relaxed); });
-    pid_slot().store(::getpid(), std::memory_order_relaxed);  // in case a fork came before registration
-    return true;
-  }();
-  (void)registered;
-  return pid_slot().load(std::memory_order_relaxed);
-}
-#endif
-
-// The error a failed statement raises: the server's fields, the statement's text
-// (for the caret), and `context` before the message (set_local names its setting).
-PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {});
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
-  try {
-    throw_sql_error(error_fields{r.sqlstate, context + r.message, r.detail, r.hint, std::string(sql), r.position,
-                                 r.schema, r.table, r.column, r.datatype, r.constraint});
-  } catch (...) {
-    return std::current_exception();
-  }
-}
-#endif
-
-// Whatever can send the queue now: the front end that owns the machine.
-class sender {
- public:
-  sender() = default;
-  sender(const sender&) = delete;
-  sender& operator=(const sender&) = delete;
-  sender(sender&&) = delete;
-  sender& operator=(sender&&) = delete;
-  virtual ~sender() = default;
-  virtual void flush() = 0;
-};
-
-// A user statement and, once it is known, its answer. Queued statements of a
-// batched attempt own a copy of their text and parameters; a statement sent at
-// once borrows the caller's.
-class statement_slot final : public deferred_answer {
- public:
-  enum class state { queued, answered, failed };
-
-  PQSCOPE_DECL result wait() override;  // inline in header-only mode: no key function, no vtable in every TU
-
-  void answer(result r);
-  void fail(std::exception_ptr e);
-
-  // Copies the text and parameters, so the statement can wait past the caller's call.
-  void own();
-
-  state st = state::queued;
-  result res;
-  std::exception_ptr error;
-  std::weak_ptr<sender> owner;
-  statement stmt;        // what is sent
-  std::string_view sql;  // for the observer
-  std::size_t depth = 0, attempt = 0;
-  bool batched = false;
-
- private:
-  std::string text_;
-  std::vector<std::string> values_;
-  std::vector<const char*> pointers_;
-  std::vector<unsigned> types_;
-};
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL result statement_slot::wait() {
-  if (st == state::queued) {
-    std::shared_ptr<sender> s = owner.lock();
-    if (!s) throw connection_error("the connection was closed before this statement was sent");
-    s->flush();
-  }
-  if (st == state::failed) std::rethrow_exception(error);
-  if (st == state::queued) throw usage_error("this statement's answer is not available");  // cannot happen
-  return res;
-}
-
-PQSCOPE_DECL void statement_slot::answer(result r) {
-  st = state::answered;
-  res = std::move(r);
-}
-
-PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
-  st = state::failed;
-  error = std::move(e);
-}
-
-PQSCOPE_DECL void statement_slot::own() {
-  text_.assign(sql.data(), sql.size());
-  sql = text_;
-  stmt.sql = text_.c_str();
-  values_.clear();
-  values_.reserve(static_cast<std::size_t>(stmt.n_params));
-  pointers_.clear();
-  for (int i = 0; i < stmt.n_params; ++i) values_.emplace_back(stmt.values[i] != nullptr ? stmt.values[i] : "");
-  for (int i = 0; i < stmt.n_params; ++i)
-    pointers_.push_back(stmt.values[i] != nullptr ? values_[static_cast<std::size_t>(i)].c_str() : nullptr);
-  if (stmt.types != nullptr) types_.assign(stmt.types, stmt.types + stmt.n_params);
-  stmt.values = pointers_.empty() ? nullptr : pointers_.data();
-  stmt.types = types_.empty() ? nullptr : types_.data();
-}
-#endif
-
-// The first failure of a voided batched attempt.
-struct attempt_failure {
-  std::string message, sqlstate;
-};
-
-// Which attempt of an outermost atomic() a scope belongs to.
-struct attempt_info {
-  bool batched = false;
-  std::size_t number = 0;
-};
-
-class scope_machine {
- public:
-  using callback = std::function<void()>;
-  using clock = std::chrono::steady_clock;
-
-  scope_machine() = default;
-  scope_machine(const scope_machine&) = delete;
-  scope_machine& operator=(const scope_machine&) = delete;
-  ~scope_machine();
-
-  [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
-  [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
-  void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
-  void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
-  // Statements of a batched attempt wait in the queue instead of going out at once.
-  [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
-  [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
-
-  // ---- scopes -------------------------------------------------------------
-
-  std::uint64_t open(const transaction_options& o, attempt_info attempt = {});
-
-  [[nodiscard]] std::optional<std::size_t> index_of(std::uint64_t id) const noexcept;
-
-  // Ends scope `id` (the innermost) by commit or rollback. A nested scope ends
-  // here (false). The outermost one returns true: drive the loop, settle a lost
-  // COMMIT if needs_resolution() asks, then finish_end(). `quiet`: the destructor
-  // path, which throws nothing later.
-  bool end_scope(std::uint64_t id, bool commit, bool quiet = false);
-
-  // The transaction id whose fate a lost COMMIT left unknown, when the front end
-  // should ask a fresh connection (resolve_in_doubt); then resolve() with the answer.
-  [[nodiscard]] std::optional<std::string> needs_resolution() const;
-  void resolve(std::string outcome);
-
-  // After the loop: settles the outermost COMMIT or ROLLBACK, runs callbacks and
-  // throws what the operation must throw. `committed` tells whether the work was
-  // committed, also when an on_commit callback throws afterwards.
-  void finish_end(bool* committed = nullptr);
-
-  // The last outermost attempt was voided by a failed batched send: atomic() runs
-  // the function again. Its first failure, or nothing.
-  [[nodiscard]] const std::optional<attempt_failure>& voided() const noexcept { return void_; }
-  void count_replay() noexcept { ++stats_.replays; }
-
-  // ---- statements -----------------------------------------------------------
-
-  // Queues a user statement. Unbatched it is due at once: drive, finish(), then
-  // read the slot. In a batched attempt it waits; the slot fills when it is sent.
-  std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const param_list& params,
-                                                  std::weak_ptr<sender> owner);
-
-  // Asks for what is queued, up to the last statement, to go out now (a batched
-  // result is read, connection::flush()). Then drive and finish().
-  void request_flush();
-
-  // After driving a statement or a flush: throws what the loop found.
-  void finish();
-
-  void set_local(std::string_view name, std::string_view value);
-
-  void on_commit(callback fn);
-
-  void on_rollback(callback fn);
-
-  // ---- the loop -------------------------------------------------------------
-
-  [[nodiscard]] bool wants_send() noexcept;
-
-  // The next batch: one pipeline, one sync. Valid until apply().
-  const std::vector<statement>& plan();
-
-  // Applies the answers to the batch from plan(). Throws only if memory runs out.
-  void apply(batch_reply br);
-
-  // ---- connection life --------------------------------------------------------
-
-  // The connection object is gone (or reconnecting): scopes still open end quietly.
-  void mark_closed() noexcept;
-  void mark_open() noexcept;
-  [[nodiscard]] bool opened_by_this_process() const noexcept { return pid_ == current_pid(); }
-
-  void check_usable() const;
-
- private:
-  struct item {
-    enum kind { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
-    std::uint64_t frame_id;  // the frame that queued it
-    std::size_t level;       // the innermost frame whose savepoint undoes it
-    std::string sql;
-    std::vector<std::string> args;
-    std::string context;  // prefix for its error message
-    std::shared_ptr<statement_slot> slot;  // user
-    std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
-  };
-  struct frame {
-    std::uint64_t id = 0;
-    transaction_options opts;
-    bool owning = true;
-    bool sent = false;  // its BEGIN / SAVEPOINT has run on the server
-    attempt_info attempt;
-    std::vector<callback> on_commit, on_rollback;
-  };
-  struct doom {
-    std::size_t level;
-    std::string message, sqlstate;
-  };
-  // What the operation in progress learned from the loop, for its end step.
-  struct operation {
-    bool commit = false, quiet = false;
-    frame ended;             // the outermost scope being ended
-    bool sent_end = false;   // its COMMIT / ROLLBACK went out
-    bool replay = false;     // the batched attempt was voided
-    bool followup = false;   // a ROLLBACK the operation waits for is due
-    reply end_reply;
-    std::exception_ptr failure;  // a statement or control sent with the COMMIT failed
-    std::exception_ptr stray;    // the server's transaction state disagreed with the scopes
-    std::optional<std::string> lost, followup_lost;
-    std::optional<doom> refused;  // commit() of a doomed scope: rolled back instead
-    std::string xid, resolution;
-    bool xid_unknown = false, resolved = false;
-  };
-
-  static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
-
-  static std::string begin_sql(const transaction_options& o);
-
-  static std::exception_ptr closed_error() noexcept;
-
-  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
-  static item xid_item();
-  void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
-  void push_followup(const char* sql, bool awaited);
-  template <class Pred>
-  void drop_queued(Pred pred) {
-    queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
-  }
-  void lower_levels(std::size_t from);
-  // A statement waits in the queue at `level` or deeper.
-  [[nodiscard]] bool statement_queued_at(std::size_t level) const;
-  // Drops controls queued after the last statement that `pred` selects.
-  template <class Pred>
-  void trim_tail(Pred pred) {
-    std::size_t last_user = 0;
-    for (std::size_t k = 0; k < queue_.size(); ++k)
-      if (queue_[k].k == item::user) last_user = k + 1;
-    queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
-                 queue_.end());
-  }
-  void clear_queue() noexcept;
-  // Whether a send with user statements must also ask for the transaction id; the
-  // outermost frame has left the stack once its COMMIT is queued.
-  [[nodiscard]] bool wants_xid() const;
-
-  std::size_t innermost_index(std::uint64_t id, const char* what) const;
-
-  void throw_if_doomed(const std::string& what) const;
-  void throw_if_void(const std::string& what) const;
-  [[noreturn]] void throw_void(const std::string& what) const;
-  [[noreturn]] static void refuse(const doom& d);
-
-  // The innermost frame whose savepoint (or transaction) can undo a failure.
-  [[nodiscard]] std::size_t undo_level() const noexcept;
-  void doom_here(const std::string& message, const std::string& sqlstate);
-
-  void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
-              const result* r) noexcept;
-  // Statements of the batch that got no answer get `e`.
-  void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
-  void fail_queued(const std::exception_ptr& e) noexcept;
-
-  // A send of a batched attempt failed: the whole attempt is rolled back at once
-  // (the server refuses everything until then), every waiting statement gets
-  // batch_failed, and the frames stay for atomic() to unwind and run again.
-  void void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                    std::chrono::microseconds elapsed, bool end_in_batch);
-
-  // ---- the subtransaction budget ----
-  // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
-  // past that every snapshot in the cluster consults pg_subtrans. A released
-  // savepoint keeps its id until the transaction ends; only ROLLBACK TO gives it
-  // back. held_[i]: subtransactions begun under savepoint i (itself included) and
-  // not rolled back; held_[0] those released into the top level. Savepoints that
-  // never write get no id, so this is an upper bound.
-  void hold(std::size_t sp);
-  void fold(std::size_t sp, bool rolled_back);
-  void note_held();
-  void end_of_transaction();
-  // Opening savepoint `i`: past the limit, the observer is told and it is counted;
-  // with refuse_past_savepoint_limit it is a usage_error before anything is queued.
-  void check_savepoint_budget(const transaction_options& root, std::size_t i);
-
-  // The session is gone: nothing queued can be sent, nothing doomed can be undone.
-  void mark_broken(const std::string& why);
-
-  // The server's own word on the session must match the scope stack.
-  void check_state(const batch_reply& br, bool had_error);
-
-  void pop_outermost();
-
-  // The outermost scope ends: its COMMIT or ROLLBACK is queued behind whatever
-  // statements still wait, so they go out together.
-  void start_outermost();
-
-  void commit_nested(std::size_t i);
-
-  void restore_timeout(const frame& f, std::size_t i, const char* name,
-                       std::chrono::milliseconds transaction_options::*member);
-
-  // Ends nested frame i (the innermost) by rolling back; sends nothing.
-  void end_nested_rollback(std::size_t i);
-
-  // Runs every callback; the first exception is rethrown after all ran (not when quiet).
-  static void run_callbacks(std::vector<callback>& cbs, bool quiet);
-
-  std::vector<frame> frames_;
-  std::vector<item> queue_;      // not yet sent, in order
-  std::vector<item> followup_;   // a ROLLBACK due before anything else
-  std::vector<item> in_flight_;  // the batch from plan(), until apply()
-  std::vector<statement> out_;
-  std::vector<std::vector<const char*>> out_args_;
-  clock::time_point sent_at_{};
-  bool send_requested_ = false;
-  operation op_;
-  std::optional<doom> doom_;
-  std::optional<attempt_failure> void_;
-  std::uint64_t next_id_ = 1;
-  bool closed_ = false;
-  bool broken_ = false;
-  std::string broken_reason_;
-  std::string xid_;           // the transaction's id once it has one (resolve_in_doubt)
-  bool xid_pending_ = false;  // statements were sent since the last answer to the id query
-  pid_t pid_ = current_pid();
-  connection_stats stats_;
-  std::function<void(const statement_event&)> observer_;
-  std::vector<std::uint64_t> held_;  // subtransactions per savepoint level, see hold()
-  std::size_t savepoint_limit_ = 64;
-  bool refuse_past_limit_ = false;
-};
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL scope_machine::~scope_machine() { fail_queued(closed_error()); }
-
-PQSCOPE_DECL void scope_machine::set_savepoint_limit(std::size_t limit, bool refuse) noexcept {
-  savepoint_limit_ = limit;
-  refuse_past_limit_ = refuse;
-}
-
-PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, attempt_info attempt) {
-  check_usable();
-  if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
-    throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
-  if (!frames_.empty()) {
-    const transaction_options& root = frames_.front().opts;
-    if (o.durable)
-      throw usage_error("a durable scope must be the outermost one, but " + std::to_string(depth()) +
-                        " scope(s) are open: a durable scope promises a real COMMIT at its end");
-    if (o.isolation != isolation::server_default && o.isolation != root.isolation)
-      throw usage_error("a nested scope cannot change the isolation level of the transaction it is part of; "
-                        "set it on the outermost scope");
-    if (o.read_only && !root.read_only)
-      throw usage_error("a nested scope cannot make a read-write transaction read-only; set read_only on the "
-                        "outermost scope");
-    if (o.deferrable && !root.deferrable)
-      throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
-    throw_if_void("opening a nested scope");
-    throw_if_doomed("opening a nested scope");
-    attempt = frames_.front().attempt;
-  }
-  const std::size_t i = frames_.size();
-  if (i > 0 && o.savepoint) check_savepoint_budget(frames_.front().opts, i);
-  frame f;
-  f.id = next_id_++;
-  f.opts = o;
-  f.owning = i == 0 || o.savepoint;
-  f.attempt = attempt;
-  frames_.push_back(std::move(f));
-  const std::uint64_t id = frames_.back().id;
-  if (i == 0) {
-    xid_.clear();
-    xid_pending_ = false;
-    void_.reset();
-    if (attempt.batched) ++stats_.batched_attempts;
-    queue(item::begin, id, 0, begin_sql(o));
-  } else if (o.savepoint) {
-    queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
-  }
-  if (o.statement_timeout.count() > 0)
-    queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
-  if (o.lock_timeout.count() > 0)
-    queue(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
-  return id;
-}
-
-PQSCOPE_DECL std::optional<std::size_t> scope_machine::index_of(std::uint64_t id) const noexcept {
-  for (std::size_t i = 0; i < frames_.size(); ++i)
-    if (frames_[i].id == id) return i;
-  return std::nullopt;
-}
-
-PQSCOPE_DECL bool scope_machine::end_scope(std::uint64_t id, bool commit, bool quiet) {
-  if (!quiet && !opened_by_this_process()) check_usable();
-  const std::size_t i = innermost_index(id, commit ? "commit()" : "rollback()");
-  op_ = operation{};
-  op_.commit = commit;
-  op_.quiet = quiet;
-  if ((closed_ || broken_) && commit) {
-    if (i == 0) {
-      pop_outermost();
-      if (opened_by_this_process()) run_callbacks(op_.ended.on_rollback, true);
-      op_ = operation{};
-    } else {
-      end_nested_rollback(i);
-    }
-    check_usable();  // throws
-  }
-  if (void_) {  // the attempt is rolled back on the server already; its callbacks never fire
-    frames_.pop_back();
-    if (i == 0) {
-      queue_.clear();
-      op_.replay = true;
-      return true;
-    }
-    if (commit && !quiet) throw_void("commit() refused");
-    return false;
-  }
-  if (commit && doom_) {
-    op_.refused = *doom_;
-    op_.commit = false;
-  }
-  if (i == 0) {
-    start_outermost();
-    return true;
-  }
-  if (op_.commit) {
-    commit_nested(i);
-    return false;
-  }
-  end_nested_rollback(i);
-  if (op_.refused && !quiet) refuse(*op_.refused);
-  return false;
-}
-
-PQSCOPE_DECL std::optional<std::string> scope_machine::needs_resolution() const {
-  if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && !op_.xid.empty())
-    return op_.xid;
-  return std::nullopt;
-}
-
-PQSCOPE_DECL void scope_machine::resolve(std::string outcome) {
-  op_.resolved = true;
-  op_.resolution = std::move(outcome);
-}
-
-PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
-  if (committed != nullptr) *committed = false;
-  operation op = std::move(op_);
-  op_ = operation{};
-  frame& f = op.ended;
-  if (op.replay) {
-    if (op.quiet) return;
-    throw_void(op.commit ? "commit() refused" : "rollback()");
-  }
-  if (!op.commit) {
-    if (op.sent_end) ++stats_.transactions_rolled_back;
-    // In a forked child nothing was rolled back: the transaction is the parent's.
-    if (opened_by_this_process()) run_callbacks(f.on_rollback, op.quiet);
-    if (op.lost && !op.quiet) throw connection_error("connection lost during ROLLBACK: " + *op.lost);
-    if (op.refused && !op.quiet) refuse(*op.refused);
-    return;
-  }
-  auto done = [&] {
-    ++stats_.transactions_committed;
-    if (committed != nullptr) *committed = true;
-    run_callbacks(f.on_commit, false);
-  };
-  if (!op.sent_end) {  // nothing ever reached the server: nothing to commit
-    if (committed != nullptr) *committed = true;
-    run_callbacks(f.on_commit, false);
-    return;
-  }
-  if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
-    // Without an xid the transaction wrote nothing: nothing was lost.
-    const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
-    if (outcome == "committed") return done();
-    if (outcome == "aborted") {
-      ++stats_.transactions_rolled_back;
-      run_callbacks(f.on_rollback, false);
-      throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
-                             "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
-    }
-    throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
-                         op.xid + " gave no answer (" + outcome +
-                         "); the transaction may or may not have committed: " + *op.lost);
-  }
-  if (op.lost)
-    throw in_doubt_error("the connection was lost after COMMIT was sent, so the transaction may or may not have "
-                         "committed: " + *op.lost);
-  if (op.failure || op.end_reply.st != reply::status::ok) {
-    ++stats_.transactions_rolled_back;
-    run_callbacks(f.on_rollback, false);
-    if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
-    if (op.failure) std::rethrow_exception(op.failure);
-    std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
-  }
-  if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
-    ++stats_.transactions_rolled_back;
-    run_callbacks(f.on_rollback, false);
-    throw transaction_aborted("COMMIT was answered with " + op.end_reply.command +
-                                  ": the transaction had failed and was rolled back",
-                              "the server rolled the transaction back", "");
-  }
-  done();
-}
-
-PQSCOPE_DECL std::shared_ptr<statement_slot>
-scope_machine::queue_statement(const char* sql, std::string_view text, const param_list& params,
-                               std::weak_ptr<sender> owner) {
-  check_usable();
-  if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
-    throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
-                      "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
-  if (is_copy_stream(sql))
-    throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
-  throw_if_void("statement refused");
-  throw_if_doomed("statement refused");
-  auto slot = std::make_shared<statement_slot>();
-  slot->stmt = statement{sql, params.size(), params.values(), params.types()};
-  slot->sql = text;
-  slot->owner = std::move(owner);
-  slot->depth = depth();
-  const bool lazy = batching();
-  if (!frames_.empty()) {
-    slot->attempt = frames_.front().attempt.number;
-    slot->batched = lazy;
-  }
-  if (lazy) slot->own();
-  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
-  it.slot = slot;
-  if (!lazy) {
-    op_ = operation{};
-    send_requested_ = true;
-  }
-  return slot;
-}
-
-PQSCOPE_DECL void scope_machine::request_flush() {
-  check_usable();
-  op_ = operation{};
-  send_requested_ = true;
-}
-
-PQSCOPE_DECL void scope_machine::finish() {
-  operation op = std::move(op_);
-  op_ = operation{};
-  if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
-  if (op.stray) std::rethrow_exception(op.stray);
-  if (void_ && !frames_.empty()) throw_void("flush()");
-}
-
-PQSCOPE_DECL void scope_machine::set_local(std::string_view name, std::string_view value) {
-  check_usable();
-  if (frames_.empty())
-    throw usage_error("set_local(\"" + std::string(name) +
-                      "\") outside a scope: a session-level setting would leak to other clients of a "
-                      "pooled server connection; open a pqscope::transaction first");
-  if (name.empty()) throw usage_error("set_local(): the setting name is empty");
-  throw_if_void("set_local() refused");
-  throw_if_doomed("set_local() refused");
-  param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
-  (void)check;
-  item& c = queue(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
-  c.args = {std::string(name), std::string(value)};
-  c.context = "set_local(\"" + std::string(name) + "\"): ";
-}
-
-PQSCOPE_DECL void scope_machine::on_commit(callback fn) {
-  check_usable();
-  if (frames_.empty()) {
-    fn();  // autocommit: what ran before is already durable
-    return;
-  }
-  frames_.back().on_commit.push_back(std::move(fn));
-}
-
-PQSCOPE_DECL void scope_machine::on_rollback(callback fn) {
-  check_usable();
-  if (!frames_.empty()) frames_.back().on_rollback.push_back(std::move(fn));
-  // outside a scope there is nothing to roll back: the callback can never run
-}
-
-PQSCOPE_DECL bool scope_machine::wants_send() noexcept {
-  if (closed_ || broken_ || !opened_by_this_process()) {
-    send_requested_ = false;
-    followup_.clear();
-    return false;
-  }
-  if (!followup_.empty()) return true;
-  if (!send_requested_) return false;
-  for (const item& it : queue_)
-    if (it.k == item::user || it.k == item::end) return true;
-  send_requested_ = false;
-  return false;
-}
-
-PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
-  in_flight_.clear();
-  if (!followup_.empty()) {
-    in_flight_.push_back(std::move(followup_.front()));
-    followup_.erase(followup_.begin());
-  } else {
-    send_requested_ = false;
-    // Up to the last statement or the end of the transaction: controls queued
-    // after it wait, so a scope that runs nothing more costs no savepoint.
-    std::size_t n = 0, last_user = 0;
-    for (std::size_t k = 0; k < queue_.size(); ++k) {
-      if (queue_[k].k == item::user) last_user = k + 1;
-      if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
-    }
-    // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
-    // after the last statement, or before the COMMIT if statements went out unanswered.
-    const bool ends = n > 0 && queue_[n - 1].k == item::end;
-    const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
-    const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
-    for (std::size_t k = 0; k < n; ++k) {
-      if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
-      in_flight_.push_back(std::move(queue_[k]));
-      if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
-    }
-    // Until an answer to the id query comes back, statements sent may have written.
-    if (last_user > 0) xid_pending_ = true;
-    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
-  }
-  out_.clear();
-  out_args_.assign(in_flight_.size(), {});
-  std::size_t users = 0;
-  for (std::size_t k = 0; k < in_flight_.size(); ++k) {
-    const item& it = in_flight_[k];
-    if (it.k == item::user) {
-      ++users;
-      out_.push_back(it.slot->stmt);
-      continue;
-    }
-    for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
-    out_.push_back(statement{it.sql.c_str(), static_cast<int>(out_args_[k].size()),
-                             out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
-  }
-  ++stats_.round_trips;
-  stats_.statements += users;
-  stats_.control_statements += out_.size() - users;
-  sent_at_ = clock::now();
-  return out_;
-}
-
-PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
-  const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
-  std::vector<item> batch = std::move(in_flight_);
-  in_flight_.clear();
-  if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
-
-  if (!batch.empty() && batch.front().k == item::followup) {
-    end_of_transaction();
-    if (br.lost) {
-      mark_broken(br.lost_message);
-      if (op_.followup) op_.followup_lost = br.lost_message;
-    }
-    return;
-  }
-
-  std::optional<std::size_t> failed_at;
-  bool end_in_batch = false;
-  for (std::size_t k = 0; k < batch.size(); ++k) {
-    item& it = batch[k];
-    reply& r = br.replies[k];
-    if (it.k == item::end) {
-      end_in_batch = true;
-      op_.sent_end = true;
-      op_.end_reply = r;
-      end_of_transaction();
-    }
-    if (r.st == reply::status::error && !failed_at) failed_at = k;
-    if (r.st != reply::status::ok) continue;
-    switch (it.k) {
-      case item::begin:
-      case item::savepoint:
-        if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
-        if (it.k == item::begin) held_.assign(1, 0);
-        if (it.k == item::savepoint) {
-          ++stats_.savepoints;
-          hold(it.sp);
-        }
-        break;
-      case item::release:
-        fold(it.sp, false);
-        break;
-      case item::rollback_to:
-        fold(it.sp, true);
-        break;
-      case item::user:
-        it.slot->answer(r.res);
-        notify(*it.slot, elapsed, nullptr, &r.res);
-        break;
-      case item::xid:
-        xid_pending_ = false;
-        if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
-        break;
-      default: break;
-    }
-  }
-
-  if (br.lost) {
-    if (end_in_batch) {
-      op_.lost = br.lost_message;
-      op_.xid = xid_;
-      op_.xid_unknown = xid_.empty() && xid_pending_;
-    }
-    mark_broken(br.lost_message);
-    const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
-    fail_unanswered(batch, e, elapsed);
-    return;
-  }
-
-  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
-  const bool batched_attempt = batching() || (end_in_batch && op_.ended.attempt.batched);
-  if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
-    void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
-    return;
-  }
-
-  if (failed_at) {
-    const item& it = batch[*failed_at];
-    const reply& r = br.replies[*failed_at];
-    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
-    if (it.k != item::end) {
-      doom_here(it.context + r.message, r.sqlstate);
-      if (end_in_batch) op_.failure = first;
-    }
-    fail_unanswered(batch, first, elapsed);
-    if (!end_in_batch) {
-      // Skipped controls never ran: back to the queue, to ride with the next batch.
-      std::vector<item> back;
-      for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
-        if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
-      queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
-    }
-  }
-  if (end_in_batch) {
-    // COMMIT was skipped or refused and the transaction is still open: end it now.
-    if (op_.commit && (failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
-      push_followup("ROLLBACK", true);
-    return;
-  }
-  check_state(br, failed_at.has_value());
-}
-
-PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
-  closed_ = true;
-  clear_queue();
-  doom_.reset();
-  observer_ = nullptr;
-}
-
-PQSCOPE_DECL void scope_machine::mark_open() noexcept {
-  closed_ = false;
-  broken_ = false;
-  broken_reason_.clear();
-  clear_queue();
-  doom_.reset();
-  void_.reset();
-  pid_ = current_pid();
-}
-
-PQSCOPE_DECL void scope_machine::check_usable() const {
-  if (pid_ != current_pid())
-    throw usage_error("this connection was opened by process " + std::to_string(pid_) +
-                      "; after fork() a child must open its own connection (database::connect())");
-  if (closed_) throw connection_error("the connection was closed while this scope was open");
-  if (broken_)
-    throw connection_error("the connection is broken (" + broken_reason_ +
-                           "); end the open scopes and call reconnect()");
-}
-
-PQSCOPE_DECL std::string scope_machine::begin_sql(const transaction_options& o) {
-  std::string modes;
-  auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
-  switch (o.isolation) {
-    case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
-    case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
-    case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
-    case isolation::server_default: break;
-  }
-  if (o.read_only) add("READ ONLY");
-  if (o.deferrable) add("DEFERRABLE");
-  return "BEGIN" + modes;
-}
-
-PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
-  return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
-}
-
-PQSCOPE_DECL scope_machine::item&
-scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
-  queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
-  return queue_.back();
-}
-
-PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
-  return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
-}
-
-PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
-  queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
-  queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
-}
-
-PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
-  followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
-  if (awaited) op_.followup = true;
-}
-
-PQSCOPE_DECL void scope_machine::lower_levels(std::size_t from) {
-  for (item& c : queue_)
-    if (c.level >= from) c.level = from - 1;
-}
-
-PQSCOPE_DECL bool scope_machine::statement_queued_at(std::size_t level) const {
-  return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
-}
-
-PQSCOPE_DECL void scope_machine::clear_queue() noexcept {
-  fail_queued(closed_error());
-  queue_.clear();
-  followup_.clear();
-}
-
-PQSCOPE_DECL bool scope_machine::wants_xid() const {
-  const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
-                                       : frames_.front().opts.resolve_in_doubt;
-  return resolve && xid_.empty();
-}
-
-PQSCOPE_DECL std::size_t scope_machine::innermost_index(std::uint64_t id, const char* what) const {
-  auto at = index_of(id);
-  if (!at) throw usage_error(std::string(what) + ": this scope has already ended");
-  if (*at + 1 != frames_.size())
-    throw usage_error(std::string(what) + " on a scope while " + std::to_string(frames_.size() - *at - 1) +
-                      " scope(s) opened inside it are still open; end the inner scopes first");
-  return *at;
-}
-
-PQSCOPE_DECL void scope_machine::throw_if_doomed(const std::string& what) const {
-  if (frames_.empty() || !doom_) return;
-  throw transaction_aborted(what + ": an earlier failure in this scope (" + doom_->message +
-                                ") means it can only roll back; let the exception leave the scope, or "
-                                "catch it outside the scope",
-                            doom_->message, doom_->sqlstate);
-}
-
-PQSCOPE_DECL void scope_machine::throw_if_void(const std::string& what) const {
-  if (void_ && !frames_.empty()) throw_void(what);
-}
-
-PQSCOPE_DECL void scope_machine::throw_void(const std::string& what) const {
-  throw batch_failed(what + ": a statement sent with this batched attempt failed (" + void_->message +
-                         "); the attempt was rolled back and atomic() runs the function again without batching",
-                     void_->message, void_->sqlstate);
-}
-
-PQSCOPE_DECL void scope_machine::refuse(const doom& d) {
-  throw transaction_aborted("commit() refused: the scope was rolled back instead, because " + d.message, d.message,
-                            d.sqlstate);
-}
-
-PQSCOPE_DECL std::size_t scope_machine::undo_level() const noexcept {
-  for (std::size_t i = frames_.size(); i-- > 0;)
-    if (frames_[i].owning && frames_[i].sent) return i;
-  return 0;
-}
-
-PQSCOPE_DECL void scope_machine::doom_here(const std::string& message, const std::string& sqlstate) {
-  if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
-}
-
-PQSCOPE_DECL void
-scope_machine::notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
-                      const result* r) noexcept {
-  if (!observer_) return;
-  try {
-    statement_event ev;
-    ev.sql = s.sql;
-    ev.params = static_cast<std::size_t>(s.stmt.n_params);
-    ev.depth = s.depth;
-    ev.duration = elapsed;
-    ev.error = e;
-    ev.attempt = s.attempt;
-    ev.batched = s.batched;
-    if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
-    observer_(ev);
-  } catch (...) {
-    // a logging hook must not change what the transaction does
-  }
-}
-
-PQSCOPE_DECL void
-scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
-  for (item& it : batch) {
-    if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
-    it.slot->fail(e);
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      notify(*it.slot, elapsed, &x, nullptr);
-    } catch (...) {
-    }
-  }
-}
-
-PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexcept {
-  for (item& it : queue_)
-    if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
-}
-
-PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                                              std::chrono::microseconds elapsed, bool end_in_batch) {
-  const item& it = batch[at];
-  const reply& r = br.replies[at];
-  void_ = attempt_failure{it.context + r.message, r.sqlstate};
-  if (it.k == item::user) {
-    it.slot->fail(sql_error_ptr(r, it.slot->sql));
-    try {
-      std::rethrow_exception(it.slot->error);
-    } catch (const std::exception& x) {
-      notify(*it.slot, elapsed, &x, nullptr);
-    }
-  }
-  std::exception_ptr e;
-  try {
-    throw_void("not run");
-  } catch (...) {
-    e = std::current_exception();
-  }
-  fail_unanswered(batch, e, elapsed);
-  fail_queued(e);
-  queue_.clear();
-  doom_.reset();
-  for (frame& f : frames_) f.sent = false;
-  if (end_in_batch) op_.replay = true;
-  if (br.state != server_state::idle) {
-    ++stats_.transactions_rolled_back;
-    push_followup("ROLLBACK", false);
-  }
-}
-
-PQSCOPE_DECL void scope_machine::hold(std::size_t sp) {
-  if (held_.size() <= sp) held_.resize(sp + 1, 0);
-  held_[sp] += 1;
-  note_held();
-}
-
-PQSCOPE_DECL void scope_machine::fold(std::size_t sp, bool rolled_back) {
-  if (sp == 0 || held_.size() <= sp) return;
-  std::uint64_t under = 0;
-  for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
-  if (!rolled_back) held_[sp - 1] += under;
-  note_held();
-}
-
-PQSCOPE_DECL void scope_machine::note_held() {
-  std::uint64_t total = 0;
-  for (auto n : held_) total += n;
-  stats_.savepoints_in_transaction = total;
-  stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
-}
-
-PQSCOPE_DECL void scope_machine::end_of_transaction() {
-  held_.clear();
-  stats_.savepoints_in_transaction = 0;
-}
-
-PQSCOPE_DECL void scope_machine::check_savepoint_budget(const transaction_options& root, std::size_t i) {
-  const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
-  if (limit == 0) return;
-  std::uint64_t in_use = stats_.savepoints_in_transaction;
-  for (const item& c : queue_) in_use += c.k == item::savepoint ? 1 : 0;
-  if (in_use < limit) return;
-  ++stats_.savepoint_limit_exceeded;
-  const std::string why = "opening savepoint " + std::to_string(i) + " would make " + std::to_string(in_use + 1) +
-                          " subtransactions in this transaction, past the limit of " + std::to_string(limit) +
-                          " (PostgreSQL caches 64 per backend; past that every snapshot slows down)";
-  const std::string refusal_text =
-      why + "; raise savepoint_limit, use savepoint = false for inner scopes, or split the transaction";
-  const usage_error refusal(refusal_text);
-  if (observer_) {
-    try {
-      statement_event ev;
-      ev.sql = "SAVEPOINT";
-      ev.depth = depth();
-      ev.warning = why;
-      ev.error = refuse_past_limit_ ? &refusal : nullptr;
-      observer_(ev);
-    } catch (...) {
-      // a logging hook must not change what the transaction does
-    }
-  }
-  if (refuse_past_limit_) throw usage_error(refusal_text);
-}
-
-PQSCOPE_DECL void scope_machine::mark_broken(const std::string& why) {
-  broken_ = true;
-  broken_reason_ = why;
-  fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
-  queue_.clear();
-  followup_.clear();
-  doom_.reset();
-}
-
-PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_error) {
-  const bool began = !frames_.empty() && frames_.front().sent;
-  if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
-  if (!began && br.state == server_state::idle) return;
-  if (frames_.empty() || !began) {
-    // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
-    push_followup("ROLLBACK", true);
-    // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
-    op_.stray = std::make_exception_ptr(usage_error(
-        br.diagnostic.empty()
-            ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
-              "back. Use pqscope::transaction or pqscope::atomic for transactions"
-            : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
-                  br.diagnostic));
-    return;
-  }
-  // The transaction ended behind the scopes' back: nothing is left to undo.
-  for (frame& f : frames_) f.sent = false;
-  queue_.clear();
-  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
-  if (!had_error)
-    op_.stray = std::make_exception_ptr(usage_error(
-        "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
-}
-
-PQSCOPE_DECL void scope_machine::pop_outermost() {
-  op_.ended = std::move(frames_.front());
-  frames_.pop_back();
-}
-
-PQSCOPE_DECL void scope_machine::start_outermost() {
-  pop_outermost();
-  doom_.reset();
-  const bool statements = statement_queued_at(0);
-  if (op_.commit)
-    // COMMIT releases every savepoint and ends every SET LOCAL: of the controls
-    // after the last statement, only a ROLLBACK TO still matters (it undoes writes).
-    trim_tail([](const item& c) { return c.k != item::rollback_to; });
-  else
-    trim_tail([](const item&) { return true; });
-  if ((!op_.ended.sent && !statements) || closed_ || broken_ || !opened_by_this_process()) {
-    clear_queue();  // nothing reached the server, or nothing can
-    return;
-  }
-  queue(item::end, op_.ended.id, 0, op_.commit ? "COMMIT" : "ROLLBACK");
-  send_requested_ = true;
-}
-
-PQSCOPE_DECL void scope_machine::commit_nested(std::size_t i) {
-  frame f = std::move(frames_.back());
-  frames_.pop_back();
-  // A SET LOCAL with no statement after it needs no undoing; one that ran, or
-  // that a waiting statement needs, is restored below (SET LOCAL survives RELEASE).
-  bool timeouts_live = false;
-  std::size_t dropped = 0;
-  for (std::size_t k = queue_.size(); k-- > 0;) {
-    if (queue_[k].frame_id != f.id || queue_[k].k != item::timeout) continue;
-    const bool needed = std::any_of(queue_.begin() + static_cast<std::ptrdiff_t>(k) + 1, queue_.end(),
-                                    [](const item& c) { return c.k == item::user; });
-    if (needed) {
-      timeouts_live = true;
-    } else {
-      queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(k));
-      ++dropped;
-    }
-  }
-  const std::size_t timeouts =
-      (f.opts.statement_timeout.count() > 0 ? 1u : 0u) + (f.opts.lock_timeout.count() > 0 ? 1u : 0u);
-  if (dropped < timeouts) timeouts_live = true;
-  // A savepoint not yet sent is not needed: the scope can no longer roll back on
-  // its own, and a failure of a waiting statement voids the whole attempt.
-  if (f.owning && !f.sent)
-    drop_queued([&](const item& c) { return c.frame_id == f.id && c.k == item::savepoint; });
-  lower_levels(i);
-  if (f.owning && f.sent) {
-    // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
-    while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-    queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
-  }
-  if (timeouts_live) {
-    restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
-    restore_timeout(f, i, "lock_timeout", &transaction_options::lock_timeout);
-  }
-  frame& parent = frames_.back();
-  for (auto& cb : f.on_commit) parent.on_commit.push_back(std::move(cb));
-  for (auto& cb : f.on_rollback) parent.on_rollback.push_back(std::move(cb));
-}
-
-PQSCOPE_DECL void scope_machine::restore_timeout(const frame& f, std::size_t i, const char* name,
-                                                 std::chrono::milliseconds transaction_options::*member) {
-  if ((f.opts.*member).count() <= 0) return;
-  std::string value = "DEFAULT";
-  for (std::size_t j = frames_.size(); j-- > 0;)
-    if ((frames_[j].opts.*member).count() > 0) {
-      value = std::to_string((frames_[j].opts.*member).count());
-      break;
-    }
-  queue(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
-}
-
-PQSCOPE_DECL void scope_machine::end_nested_rollback(std::size_t i) {
-  frame f = std::move(frames_.back());
-  frames_.pop_back();
-  if (f.owning) {
-    if (statement_queued_at(i)) {
-      // Its statements still wait: they go out after its SAVEPOINT and are undone
-      // by the ROLLBACK TO behind them, so their success is still confirmed.
-      lower_levels(i);
-      queue_rollback_to(f.id, i);
-    } else {
-      drop_queued([&](const item& c) { return c.level >= i; });
-      if (f.sent) queue_rollback_to(f.id, i);
-    }
-    if (doom_ && doom_->level >= i) doom_.reset();
-  } else {
-    lower_levels(i);
-    // Its work is undone only with the enclosing scope: its on_rollback callbacks wait for that.
-    for (auto& cb : f.on_rollback) frames_.back().on_rollback.push_back(std::move(cb));
-    // Without a savepoint nothing can be undone on its own: the enclosing scope is doomed.
-    if (!doom_) {
-      std::size_t level = i - 1;
-      while (level > 0 && !frames_[level].owning) --level;
-      doom_ = doom{level, "a nested scope without a savepoint was rolled back", ""};
-    }
-  }
-}
-
-PQSCOPE_DECL void scope_machine::run_callbacks(std::vector<callback>& cbs, bool quiet) {
-  std::exception_ptr first;
-  for (auto& cb : cbs) {
-    try {
-      cb();
-    } catch (...) {
-      if (!first) first = std::current_exception();
-    }
-  }
-  if (first && !quiet) std::rethrow_exception(first);
-}
-#endif
-
-// A token for the calling thread: the address of a thread_local, unique among
-// live threads (cheaper to include than <thread>).
-PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept {
-  static thread_local char tag = 0;
-  return reinterpret_cast<std::uintptr_t>(&tag);
-}
-#endif
-
-// The blocking front end: the machine, a driver, and the loop between them.
-class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
- public:
-  scope_machine machine;
-
-  // Held for the length of every public call: a call from a second thread while
-  // one is in progress is refused before anything is touched or sent. The same
-  // thread may re-enter (an on_commit callback that runs a statement).
-  class call {
-   public:
-    call(sync_session& s, const char* what) : s_(s) {
-      const std::uintptr_t me = this_thread_token();
-      std::uintptr_t expected = 0;
-      if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
-        outer_ = true;
-        return;
-      }
-      if (expected == me) return;
-      throw usage_error(std::string(what) +
-                        ": this connection is in use by another thread, whose call is still in progress. A "
-                        "connection and its scopes serve one thread at a time; give each thread its own connection "
-                        "(pqscope::pool), or hand it over between calls");
-    }
-    // For destructors: false when another thread is in a call (nothing may be touched).
-    static bool try_enter(sync_session& s, bool& outer) noexcept {
-      const std::uintptr_t me = this_thread_token();
-      std::uintptr_t expected = 0;
-      outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
-      return outer || expected == me;
-    }
-    static void leave(sync_session& s) noexcept { s.owner_.store(0, std::memory_order_release); }
-    call(const call&) = delete;
-    call& operator=(const call&) = delete;
-    ~call() {
-      if (outer_) leave(s_);
-    }
-
-   private:
-    sync_session& s_;
-    bool outer_ = false;
-  };
-
-  // The one loop: every send of every operation goes through here.
-  void drive();
-
-  // Sends what is queued and waits (a batched result is read, connection::flush()).
-  PQSCOPE_DECL void flush() override;  // (see statement_slot::wait)
-
-  // A statement from queue_statement(): a batched one waits, any other is sent now.
-  result complete(const std::shared_ptr<statement_slot>& slot);
-
-  void end(std::uint64_t id, bool commit, bool* committed = nullptr);
-
-  // Ends scope `id` and every scope opened inside it, rolling back; never throws.
-  // Used by destructors, also when scopes are destroyed out of order.
-  void abandon(std::uint64_t id) noexcept;
-
- protected:
-  virtual batch_reply exchange(const std::vector<statement>& statements) = 0;
-  // "committed", "aborted", or why it could not tell; asked on a fresh connection.
-  virtual std::string xact_status(const std::string& xid) noexcept = 0;
-
- private:
-  bool driving_ = false;
-  std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
-};
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL void sync_session::drive() {
-  if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
-  driving_ = true;
-  try {
-    while (machine.wants_send()) machine.apply(exchange(machine.plan()));
-  } catch (...) {
-    driving_ = false;
-    throw;
-  }
-  driving_ = false;
-}
-
-PQSCOPE_DECL void sync_session::flush() {
-  call guard(*this, "reading a result");
-  machine.request_flush();
-  drive();
-  machine.finish();
-}
-
-PQSCOPE_DECL result sync_session::complete(const std::shared_ptr<statement_slot>& slot) {
-  if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
-  drive();
-  machine.finish();
-  return slot->wait();
-}
-
-PQSCOPE_DECL void sync_session::end(std::uint64_t id, bool commit, bool* committed) {
-  if (committed != nullptr) *committed = false;
-  if (!machine.end_scope(id, commit)) {
-    if (committed != nullptr) *committed = commit;
-    return;
-  }
-  drive();
-  if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
-  machine.finish_end(committed);
-}
-
-PQSCOPE_DECL void sync_session::abandon(std::uint64_t id) noexcept {
-  // Another thread in a call: touching the machine now would race with it.
-  bool outer = false;
-  if (!call::try_enter(*this, outer)) return;
-  struct leave_on_exit {
-    sync_session& s;
-    bool outer;
-    leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
-    leave_on_exit(const leave_on_exit&) = delete;
-    leave_on_exit& operator=(const leave_on_exit&) = delete;
-    leave_on_exit(leave_on_exit&&) = delete;
-    leave_on_exit& operator=(leave_on_exit&&) = delete;
-    ~leave_on_exit() {
-      if (outer) call::leave(s);
-    }
-  } leave{*this, outer};
-  auto at = machine.index_of(id);
-  if (!at) return;
-  while (machine.depth() > *at) {
-    try {
-      if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
-        drive();
-        machine.finish_end();
-      }
-    } catch (...) {
-      // quiet endings only throw if memory runs out; the frame is gone either way
-    }
-  }
-}
-#endif
-
-// The blocking front end bound to a driver.
-template <class Driver>
-class driver_session final : public sync_session {
- public:
-  explicit driver_session(std::string info) : conninfo(std::move(info)) {}
-
-  Driver driver;
-  std::string conninfo;  // what the session was opened with; also for resolving a lost COMMIT
-
- protected:
-  batch_reply exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
-
-  std::string xact_status(const std::string& xid) noexcept override {
-    try {
-      Driver fresh;
-      copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
-      fresh.open(conninfo, "pqscope in-doubt resolver");
-      const char* values[] = {xid.c_str()};
-      const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
-      // A backend that was cut off may still be finishing: wait for its verdict.
-      for (int attempt = 0; attempt < 100; ++attempt) {
-        batch_reply br = fresh.exchange({ask});
-        if (br.lost) return "connection lost: " + br.lost_message;
-        const reply& r = br.replies.front();
-        if (r.st != reply::status::ok) return "error: " + r.message;
-        if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
-        std::string status(r.res[0][0].text());
-        if (status != "in progress") return status;
-        ::usleep(50 * 1000);
-      }
-      return "still in progress after 5 s";
-    } catch (const std::exception& e) {
-      return e.what();
-    } catch (...) {
-      return "unknown failure";
-    }
-  }
-};
-
-// Separate compilation: the session of the default driver is compiled once, with the rest.
-#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
-template class driver_session<libpq_driver>;
-#elif defined(PQSCOPE_SEPARATE_COMPILATION)
-extern template class driver_session<libpq_driver>;
-#endif
-
-}  // namespace pqscope::detail
+// #include <pqscope/detail/scope_machine.hpp> (inlined above)
 
 namespace pqscope {
 
@@ -4504,12 +5438,25 @@ class basic_connection {
 
   // Connects at once; throws connection_error (usage_error for a malformed conninfo).
   explicit basic_connection(std::string conninfo, connection_options options = {});
+  // Wraps a session the caller opened and keeps (raw libpq code, a framework's
+  // pool). It must be connected, idle (no transaction, no query in progress) and
+  // out of pipeline mode, else usage_error. Scopes, batching, the pooler guard and
+  // stats work as on any connection. pqscope never closes it: when the wrapper
+  // ends, the session is handed back idle (a transaction still open is rolled
+  // back), out of pipeline mode, in the blocking mode it came in. One it cannot
+  // bring back (a network_timeout expired mid-round-trip) has its socket shut
+  // down: the server rolls back, and the owner sees CONNECTION_BAD (PQreset).
+  [[nodiscard]] static basic_connection<Driver> borrow(PGconn* handle, connection_options options = {}) {
+    return basic_connection(handle, std::move(options));
+  }
+
   basic_connection(basic_connection&&) noexcept = default;
   basic_connection& operator=(basic_connection&& other) noexcept {
     if (this != &other) {
       close();
       options_ = std::move(other.options_);
       s_ = std::move(other.s_);
+      borrowed_ = other.borrowed_;
     }
     return *this;
   }
@@ -4545,6 +5492,60 @@ class basic_connection {
   // database happens). Throws batch_failed if one of them failed. Nothing queued:
   // nothing is sent.
   void flush();
+
+  // COPY ... FROM STDIN: write rows, then finish(). In autocommit the COPY is its
+  // own transaction (all rows or none); inside a scope it is part of it.
+  [[nodiscard]] copy_writer copy_in(detail::sql_ref sql) { return copy_writer(start_copy(sql, 'i', "copy_in()")); }
+  // COPY ... TO STDOUT: read rows until next() or read_row() says there are no more.
+  [[nodiscard]] copy_reader copy_out(detail::sql_ref sql) { return copy_reader(start_copy(sql, 'o', "copy_out()")); }
+
+  // Runs a script of several statements separated by semicolons (schema set-up, a
+  // migration) in one simple-protocol query: one result per statement. In
+  // autocommit the server runs it as one transaction (all or nothing); inside a
+  // scope it is part of it. Each statement is checked as execute() checks one
+  // (no transaction control, the pooler guard); no parameters.
+  std::vector<result> execute_script(detail::sql_ref sql) {
+    auto& s = machine_session();
+    detail::sync_session::call guard(s, "execute_script()");
+    std::shared_ptr<detail::statement_slot> slot;
+    try {
+      const char* text = sql.c_str();
+      for (std::string_view one : detail::split_statements(sql.view())) {
+        if (std::string_view kw = detail::transaction_control_keyword(one); !kw.empty())
+          throw usage_error("execute_script(): its statement \"" + std::string(one.substr(0, 60)) +
+                            "\" would control the transaction behind pqscope's back; use pqscope::transaction "
+                            "or pqscope::atomic around the script instead");
+        if (detail::is_copy_stream(one))
+          throw usage_error("execute_script(): COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() "
+                            "or copy_out()");
+        check_session_state(one, sql.session_state_allowed());
+      }
+      slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
+    } catch (const std::exception& e) {
+      if (options_.observer) notify_refusal(sql, 0, e);
+      throw;
+    }
+    s.begin_out_of_band(slot);
+    batch_reply all = s.script(slot->stmt.sql);
+    // The scopes see the script as one statement: its first error, or its last answer.
+    batch_reply one;
+    one.lost = all.lost;
+    one.lost_message = all.lost_message;
+    one.state = all.state;
+    one.replies.resize(1);
+    std::vector<result> results;
+    for (reply& r : all.replies) {
+      if (r.st == reply::status::error) {
+        one.replies[0] = r;
+        break;
+      }
+      results.push_back(r.res);
+      one.replies[0] = r;
+    }
+    if (all.replies.empty() && !all.lost) one.replies[0].st = reply::status::ok;  // only blanks and comments
+    (void)s.end_out_of_band(slot, std::move(one));
+    return results;
+  }
 
   // Open scopes on this connection (0: autocommit).
   [[nodiscard]] std::size_t depth() const noexcept { return s_ ? s_->machine.depth() : 0; }
@@ -4591,6 +5592,17 @@ class basic_connection {
   friend class transaction;
   friend struct detail::connection_access;
 
+  basic_connection(PGconn* handle, connection_options options)
+      : options_(std::move(options)),
+        s_(std::make_shared<detail::driver_session<Driver>>(std::string())),
+        borrowed_(true) {
+    s_->machine.set_observer(options_.observer);
+    s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+    detail::configure_driver(s_->driver, options_);
+    s_->driver.adopt(handle);
+    s_->conninfo = detail::conninfo_of(handle);
+  }
+
   detail::driver_session<Driver>& machine_session() const {
     if (!s_) throw usage_error("this connection was moved from");
     return *s_;
@@ -4618,10 +5630,47 @@ class basic_connection {
   }
 
   void check_session_state(const detail::sql_ref& sql) const {
-    if (options_.pooling != pooling::transaction || sql.session_state_allowed()) return;
-    std::string hazard = detail::session_state_hazard(sql.view());
+    check_session_state(sql.view(), sql.session_state_allowed());
+  }
+  void check_session_state(std::string_view sql, bool allowed) const {
+    if (options_.pooling != pooling::transaction || allowed) return;
+    std::string hazard = detail::session_state_hazard(sql);
     if (!hazard.empty()) throw usage_error(hazard);
   }
+
+  // Sends what is queued, then starts the COPY; `dir` 'i' (FROM STDIN) or 'o' (TO STDOUT).
+  std::unique_ptr<detail::copy_stream> start_copy(const detail::sql_ref& sql, char dir, const char* what) {
+    auto& s = machine_session();
+    detail::sync_session::call guard(s, what);
+    std::shared_ptr<detail::statement_slot> slot;
+    try {
+      const char* text = sql.c_str();
+      if (detail::copy_direction(sql.view()) != dir)
+        throw usage_error(std::string(what) + " needs a COPY ... " + (dir == 'i' ? "FROM STDIN" : "TO STDOUT") +
+                          " statement: " + std::string(sql.view().substr(0, 200)));
+      check_session_state(sql);
+      detail::check_placeholders(sql.view(), 0);
+      slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
+    } catch (const std::exception& e) {
+      if (options_.observer) notify_refusal(sql, 0, e);
+      throw;
+    }
+    s.begin_out_of_band(slot);
+    batch_reply br;
+    const int started = s.copy_start(slot->stmt, br);
+    if (started == 0) {
+      (void)s.end_out_of_band(slot, std::move(br));  // throws the server's error
+      throw usage_error(std::string(what) + ": the statement did not start a COPY");
+    }
+    auto st = std::make_unique<detail::copy_stream>(s.shared_from_this(), slot, started == PGRES_COPY_IN);
+    if ((started == PGRES_COPY_IN) != (dir == 'i')) {
+      st->end_quietly();
+      throw usage_error(std::string(what) + ": the server started a COPY in the other direction; use " +
+                        (dir == 'i' ? "copy_out()" : "copy_in()"));
+    }
+    return st;
+  }
+
 
   void notify_refusal(const detail::sql_ref& sql, std::size_t params, const std::exception& e) const noexcept {
     statement_event ev;
@@ -4640,6 +5689,7 @@ class basic_connection {
 
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
+  bool borrowed_ = false;  // borrow(): the caller's PGconn*, handed back, never closed
 };
 
 // Defined out of the class so that, in separate compilation, the explicit
@@ -4665,6 +5715,9 @@ template <class Driver>
 PQSCOPE_DECL void basic_connection<Driver>::reconnect() {
   auto& s = machine_session();
   detail::sync_session::call guard(s, "reconnect()");
+  if (borrowed_)
+    throw usage_error("reconnect() on a borrowed connection: its PGconn* belongs to the code that lent it "
+                      "(PQreset() it there, then borrow() it again)");
   if (!s.machine.opened_by_this_process()) s.machine.check_usable();
   if (s.machine.depth() != 0)
     throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
@@ -4676,6 +5729,7 @@ PQSCOPE_DECL void basic_connection<Driver>::reconnect() {
 template <class Driver>
 PQSCOPE_DECL void basic_connection<Driver>::close() noexcept {
   if (!s_) return;
+  s_->end_stream_quietly();
   s_->machine.mark_closed();
   // In a forked child, closing would end the parent's session.
   if (s_->machine.opened_by_this_process())

@@ -244,6 +244,40 @@ class scope_machine {
   std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const param_list& params,
                                                   std::weak_ptr<sender> owner);
 
+  // ---- statements outside the pipeline (COPY, scripts) ----
+  // Such a statement must find the server's transaction and savepoints exactly as
+  // the scopes say, so everything queued goes out first, controls included:
+  //   slot = prepare_out_of_band(...); request_sync_point(); drive; finish();
+  //   stage_out_of_band(slot); the driver's own calls; apply() with one reply;
+  //   drive; finish(); then the slot holds the answer.
+  // A failure dooms the scope as an unbatched statement's does, also in a batched
+  // attempt: everything before it was confirmed by the sync point.
+  std::shared_ptr<statement_slot> prepare_out_of_band(const char* sql, std::string_view text,
+                                                      std::weak_ptr<sender> owner) {
+    check_usable();
+    auto slot = make_slot(sql, text, param_list{}, std::move(owner));
+    slot->own();
+    return slot;
+  }
+  void request_sync_point() {
+    check_usable();
+    op_ = operation{};
+    send_requested_ = true;
+    send_all_ = true;
+  }
+  void stage_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+    check_usable();
+    throw_if_void("statement refused");
+    throw_if_doomed("statement refused");
+    in_flight_.clear();
+    in_flight_.push_back(item{item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {}, {}, {}, slot});
+    out_of_band_ = true;
+    ++stats_.round_trips;
+    ++stats_.statements;
+    if (!frames_.empty()) xid_pending_ = true;  // it may write: COMMIT asks for the id
+    sent_at_ = clock::now();
+  }
+
   // Asks for what is queued, up to the last statement, to go out now (a batched
   // result is read, connection::flush()). Then drive and finish().
   void request_flush();
@@ -315,7 +349,25 @@ class scope_machine {
     bool xid_unknown = false, resolved = false;
   };
 
+  std::shared_ptr<statement_slot> make_slot(const char* sql, std::string_view text, const param_list& params,
+                                            std::weak_ptr<sender> owner) {
+    throw_if_void("statement refused");
+    throw_if_doomed("statement refused");
+    auto slot = std::make_shared<statement_slot>();
+    slot->stmt = statement{sql, params.size(), params.values(), params.types()};
+    slot->sql = text;
+    slot->owner = std::move(owner);
+    slot->depth = depth();
+    if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
+    return slot;
+  }
+
   static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+  static std::string savepoint_sql(const item& it) {
+    const char* verb = it.k == item::savepoint ? "SAVEPOINT " : it.k == item::release ? "RELEASE SAVEPOINT "
+                                                                                      : "ROLLBACK TO SAVEPOINT ";
+    return verb + savepoint_name(it.sp);
+  }
 
   static std::string begin_sql(const transaction_options& o);
 
@@ -415,6 +467,8 @@ class scope_machine {
   std::vector<std::vector<const char*>> out_args_;
   clock::time_point sent_at_{};
   bool send_requested_ = false;
+  bool send_all_ = false;     // request_sync_point(): controls go out too
+  bool out_of_band_ = false;  // in_flight_ is a statement sent outside the pipeline
   operation op_;
   std::optional<doom> doom_;
   std::optional<attempt_failure> void_;
@@ -478,7 +532,7 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
     if (attempt.batched) ++stats_.batched_attempts;
     queue(item::begin, id, 0, begin_sql(o));
   } else if (o.savepoint) {
-    queue(item::savepoint, id, i, "SAVEPOINT " + savepoint_name(i)).sp = i;
+    queue(item::savepoint, id, i, {}).sp = i;  // its text is written when it is sent (most never are)
   }
   if (o.statement_timeout.count() > 0)
     queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
@@ -617,18 +671,9 @@ scope_machine::queue_statement(const char* sql, std::string_view text, const par
                       "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
   if (is_copy_stream(sql))
     throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
-  throw_if_void("statement refused");
-  throw_if_doomed("statement refused");
-  auto slot = std::make_shared<statement_slot>();
-  slot->stmt = statement{sql, params.size(), params.values(), params.types()};
-  slot->sql = text;
-  slot->owner = std::move(owner);
-  slot->depth = depth();
+  auto slot = make_slot(sql, text, params, std::move(owner));
   const bool lazy = batching();
-  if (!frames_.empty()) {
-    slot->attempt = frames_.front().attempt.number;
-    slot->batched = lazy;
-  }
+  slot->batched = lazy;
   if (lazy) slot->own();
   item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
   it.slot = slot;
@@ -692,6 +737,11 @@ PQSCOPE_DECL bool scope_machine::wants_send() noexcept {
   }
   if (!followup_.empty()) return true;
   if (!send_requested_) return false;
+  if (send_all_) {
+    if (!queue_.empty()) return true;
+    send_all_ = send_requested_ = false;
+    return false;
+  }
   for (const item& it : queue_)
     if (it.k == item::user || it.k == item::end) return true;
   send_requested_ = false;
@@ -712,6 +762,7 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
       if (queue_[k].k == item::user) last_user = k + 1;
       if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
     }
+    if (std::exchange(send_all_, false)) n = queue_.size();
     // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
     // after the last statement, or before the COMMIT if statements went out unanswered.
     const bool ends = n > 0 && queue_[n - 1].k == item::end;
@@ -730,7 +781,8 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
   out_args_.assign(in_flight_.size(), {});
   std::size_t users = 0;
   for (std::size_t k = 0; k < in_flight_.size(); ++k) {
-    const item& it = in_flight_[k];
+    item& it = in_flight_[k];
+    if (it.sql.empty() && it.k != item::user) it.sql = savepoint_sql(it);
     if (it.k == item::user) {
       ++users;
       out_.push_back(it.slot->stmt);
@@ -751,6 +803,7 @@ PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
   const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
   std::vector<item> batch = std::move(in_flight_);
   in_flight_.clear();
+  const bool out_of_band = std::exchange(out_of_band_, false);
   if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
 
   if (!batch.empty() && batch.front().k == item::followup) {
@@ -816,7 +869,7 @@ PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
   }
 
   // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
-  const bool batched_attempt = batching() || (end_in_batch && op_.ended.attempt.batched);
+  const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
   if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
     void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
     return;
@@ -904,8 +957,8 @@ PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
 }
 
 PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
-  queue(item::rollback_to, frame_id, i - 1, "ROLLBACK TO SAVEPOINT " + savepoint_name(i)).sp = i;
-  queue(item::release, frame_id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+  queue(item::rollback_to, frame_id, i - 1, {}).sp = i;
+  queue(item::release, frame_id, i - 1, {}).sp = i;
 }
 
 PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
@@ -1186,7 +1239,7 @@ PQSCOPE_DECL void scope_machine::commit_nested(std::size_t i) {
   if (f.owning && f.sent) {
     // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
     while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-    queue(item::release, f.id, i - 1, "RELEASE SAVEPOINT " + savepoint_name(i)).sp = i;
+    queue(item::release, f.id, i - 1, {}).sp = i;
   }
   if (timeouts_live) {
     restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
@@ -1269,14 +1322,23 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   // thread may re-enter (an on_commit callback that runs a statement).
   class call {
    public:
-    call(sync_session& s, const char* what) : s_(s) {
+    // `of_stream`: a call of the COPY in progress itself; any other call is
+    // refused while a COPY streams.
+    call(sync_session& s, const char* what, bool of_stream = false) : s_(s) {
       const std::uintptr_t me = this_thread_token();
       std::uintptr_t expected = 0;
       if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
         outer_ = true;
-        return;
+      } else if (expected != me) {
+        throw_busy(what);
       }
-      if (expected == me) return;
+      if (s_.stream_ != nullptr && !of_stream) {
+        if (outer_) leave(s_);
+        throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
+                          "copy_writer, or read the copy_reader to its end, first");
+      }
+    }
+    [[noreturn]] static void throw_busy(const char* what) {
       throw usage_error(std::string(what) +
                         ": this connection is in use by another thread, whose call is still in progress. A "
                         "connection and its scopes serve one thread at a time; give each thread its own connection "
@@ -1301,6 +1363,53 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
     bool outer_ = false;
   };
 
+  // A COPY in progress: ended (aborted, or read to its end) before the scopes
+  // around it end or the connection closes.
+  class stream {
+   public:
+    stream() = default;
+    stream(const stream&) = delete;
+    stream& operator=(const stream&) = delete;
+    stream(stream&&) = delete;
+    stream& operator=(stream&&) = delete;
+    virtual void end_quietly() noexcept = 0;
+
+   protected:
+    ~stream() = default;
+  };
+  void open_stream(stream* s) noexcept { stream_ = s; }
+  void close_stream(stream* s) noexcept {
+    if (stream_ == s) stream_ = nullptr;
+  }
+  [[nodiscard]] bool streaming() const noexcept { return stream_ != nullptr; }
+  void end_stream_quietly() noexcept {
+    if (stream_ != nullptr) stream_->end_quietly();  // which calls close_stream()
+    stream_ = nullptr;
+  }
+
+  // ---- statements outside the pipeline (see scope_machine::prepare_out_of_band) ----
+  // Sends what is queued, controls too, then puts `slot` in flight.
+  void begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+    machine.request_sync_point();
+    drive();
+    machine.finish();
+    machine.stage_out_of_band(slot);
+  }
+  // Its answer: the scopes learn it, then the result or the error.
+  result end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
+    machine.apply(std::move(br));
+    drive();
+    machine.finish();
+    return slot->wait();
+  }
+  // The driver's calls (libpq_driver has them; a driver without them refuses).
+  virtual int copy_start(const statement& s, batch_reply& out) = 0;  // PGRES_COPY_IN/OUT if started, else 0
+  virtual bool copy_put(std::string_view data) = 0;
+  virtual batch_reply copy_end(const char* abort_reason) = 0;
+  virtual bool copy_get(std::string_view& row) = 0;
+  virtual batch_reply copy_out_end() = 0;
+  virtual batch_reply script(const char* sql) = 0;
+
   // The one loop: every send of every operation goes through here.
   void drive();
 
@@ -1323,6 +1432,7 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
  private:
   bool driving_ = false;
+  stream* stream_ = nullptr;  // the COPY in progress, if any
   std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
 
@@ -1381,6 +1491,7 @@ PQSCOPE_DECL void sync_session::abandon(std::uint64_t id) noexcept {
       if (outer) call::leave(s);
     }
   } leave{*this, outer};
+  end_stream_quietly();  // a COPY still open in this scope fails it first
   auto at = machine.index_of(id);
   if (!at) return;
   while (machine.depth() > *at) {
@@ -1396,6 +1507,16 @@ PQSCOPE_DECL void sync_session::abandon(std::uint64_t id) noexcept {
 }
 #endif
 
+// Whether a driver can send statements outside the pipeline (COPY, scripts).
+template <class D, class = void>
+struct has_out_of_band : std::false_type {};
+template <class D>
+struct has_out_of_band<D, std::void_t<decltype(std::declval<D&>().script(""))>> : std::true_type {};
+
+[[noreturn]] inline void unsupported(const char* what) {
+  throw usage_error(std::string(what) + " needs a driver that can send statements outside a pipeline (libpq_driver)");
+}
+
 // The blocking front end bound to a driver.
 template <class Driver>
 class driver_session final : public sync_session {
@@ -1404,6 +1525,31 @@ class driver_session final : public sync_session {
 
   Driver driver;
   std::string conninfo;  // what the session was opened with; also for resolving a lost COMMIT
+
+  int copy_start(const statement& s, batch_reply& out) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_start(s, out);
+    else unsupported("COPY");
+  }
+  bool copy_put(std::string_view data) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_put(data);
+    else unsupported("COPY");
+  }
+  batch_reply copy_end(const char* abort_reason) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_end(abort_reason);
+    else unsupported("COPY");
+  }
+  bool copy_get(std::string_view& row) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_get(row);
+    else unsupported("COPY");
+  }
+  batch_reply copy_out_end() override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.copy_out_end();
+    else unsupported("COPY");
+  }
+  batch_reply script(const char* sql) override {
+    if constexpr (has_out_of_band<Driver>::value) return driver.script(sql);
+    else unsupported("execute_script()");
+  }
 
  protected:
   batch_reply exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }

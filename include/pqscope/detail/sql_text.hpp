@@ -4,14 +4,21 @@
 // the server-state check after every batch catches what this misses.
 
 #include <algorithm>
-#include <cctype>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <pqscope/errors.hpp>
 #include <pqscope/detail/config.hpp>
 
 namespace pqscope::detail {
+
+// ASCII classes, as the server's lexer uses them (the C library's are locale-aware
+// calls, and this runs for every statement).
+constexpr bool ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+constexpr bool ascii_digit(char c) { return c >= '0' && c <= '9'; }
+constexpr bool ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+constexpr char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
 
 // Skips white space, empty statements (the server drops them, so ";COMMIT" is a
 // COMMIT) and comments (-- and nested /* */) at the front.
@@ -19,7 +26,7 @@ PQSCOPE_DECL std::string_view skip_blank(std::string_view s);
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::string_view skip_blank(std::string_view s) {
   for (;;) {
-    while (!s.empty() && (std::isspace(static_cast<unsigned char>(s.front())) || s.front() == ';'))
+    while (!s.empty() && (ascii_space(s.front()) || s.front() == ';'))
       s.remove_prefix(1);
     if (s.substr(0, 2) == "--") {
       auto nl = s.find('\n');
@@ -59,9 +66,9 @@ PQSCOPE_DECL word next_word(std::string_view& s) {
   s = skip_blank(s);
   word w;
   bool too_long = false;
-  while (!s.empty() && (std::isalpha(static_cast<unsigned char>(s.front())) || s.front() == '_')) {
+  while (!s.empty() && (ascii_alpha(s.front()) || s.front() == '_')) {
     if (w.size < sizeof w.text - 1)
-      w.text[w.size++] = static_cast<char>(std::toupper(static_cast<unsigned char>(s.front())));
+      w.text[w.size++] = ascii_upper(s.front());
     else
       too_long = true;
     s.remove_prefix(1);
@@ -102,24 +109,23 @@ PQSCOPE_DECL bool is_copy_stream(std::string_view sql) {
   std::string_view rest = sql;
   if (next_word(rest) != "COPY") return false;
   std::string upper;
-  for (char c : rest) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char c : rest) upper += ascii_upper(c);
   return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
 }
 #endif
 
-// The highest $n placeholder in a statement: the number of parameters the server
-// will want. Placeholders inside string literals (standard, E'' escape strings,
-// dollar-quoted), quoted identifiers and comments do not count; neither does a $
-// inside an identifier (PostgreSQL allows foo$1 as a name). Returns -1 for SQL
-// it cannot read to the end (an unterminated quote or comment): the server will
-// say what is wrong.
-PQSCOPE_DECL int highest_placeholder(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL int highest_placeholder(std::string_view s) {
+// Walks SQL text as the server's lexer splits it, as far as pqscope needs:
+// comments, string literals (standard, E'' escape strings, dollar-quoted) and
+// quoted identifiers are skipped whole; on(kind, text) is called for each word
+// (a $ inside one belongs to it: PostgreSQL allows foo$1 as a name), each $n
+// placeholder and each other character but white space. false if the text ends inside a quote
+// or comment.
+enum class sql_token { word, placeholder, symbol };
+template <class F>
+bool scan_sql(std::string_view s, F&& on) {
   auto ident_char = [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
+    return (ascii_alpha(c) || ascii_digit(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
   };
-  int highest = 0;
   std::size_t i = 0;
   const std::size_t n = s.size();
   while (i < n) {
@@ -138,7 +144,7 @@ PQSCOPE_DECL int highest_placeholder(std::string_view s) {
           if (--level == 0) break;
         }
       }
-      if (level != 0) return -1;
+      if (level != 0) return false;
       ++i;
     } else if (c == '\'' || c == '"') {  // 'literal', "identifier"; doubled quotes stay inside
       // E'...' (or e'...') allows backslash escapes; a standard literal does not.
@@ -146,7 +152,7 @@ PQSCOPE_DECL int highest_placeholder(std::string_view s) {
                            (i < 2 || !ident_char(s[i - 2]));
       ++i;
       for (;;) {
-        if (i >= n) return -1;
+        if (i >= n) return false;
         if (escapes && s[i] == '\\') {
           i += 2;
           continue;
@@ -162,37 +168,99 @@ PQSCOPE_DECL int highest_placeholder(std::string_view s) {
         ++i;
       }
     } else if (c == '$' && (i == 0 || !ident_char(s[i - 1]))) {
-      if (i + 1 < n && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {  // $n
+      if (i + 1 < n && ascii_digit(s[i + 1])) {  // $n
         std::size_t j = i + 1;
-        long v = 0;
-        while (j < n && std::isdigit(static_cast<unsigned char>(s[j]))) {
-          if (v < 100000) v = v * 10 + (s[j] - '0');
-          ++j;
-        }
-        if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
+        while (j < n && ascii_digit(s[j])) ++j;
+        on(sql_token::placeholder, s.substr(i, j - i));
         i = j;
         continue;
       }
       // $tag$ ... $tag$: the tag is empty or an identifier that does not start with a digit
       std::size_t j = i + 1;
-      while (j < n && s[j] != '$' && (std::isalnum(static_cast<unsigned char>(s[j])) || s[j] == '_' ||
+      while (j < n && s[j] != '$' && ((ascii_alpha(s[j]) || ascii_digit(s[j])) || s[j] == '_' ||
                                       static_cast<unsigned char>(s[j]) >= 0x80))
         ++j;
       if (j < n && s[j] == '$') {
         const std::string_view tag = s.substr(i, j - i + 1);
         const std::size_t end = s.find(tag, j + 1);
-        if (end == std::string_view::npos) return -1;
+        if (end == std::string_view::npos) return false;
         i = end + tag.size();
       } else {
+        on(sql_token::symbol, s.substr(i, 1));
         i = j;
       }
-    } else if (ident_char(c)) {  // a word: any $ inside belongs to it
+    } else if (ident_char(c)) {
+      const std::size_t start = i;
       while (i < n && ident_char(s[i])) ++i;
+      on(sql_token::word, s.substr(start, i - start));
     } else {
+      if (!ascii_space(c)) on(sql_token::symbol, s.substr(i, 1));
       ++i;
     }
   }
-  return highest;
+  return true;
+}
+
+// The highest $n placeholder in a statement: the number of parameters the server
+// will want. Placeholders inside literals, quoted identifiers and comments do not
+// count. Returns -1 for SQL it cannot read to the end (an unterminated quote or
+// comment): the server will say what is wrong.
+PQSCOPE_DECL int highest_placeholder(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL int highest_placeholder(std::string_view s) {
+  int highest = 0;
+  const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
+    if (k != sql_token::placeholder) return;
+    long v = 0;
+    for (char d : t.substr(1))
+      if (v < 100000) v = v * 10 + (d - '0');
+    if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
+  });
+  return whole ? highest : -1;
+}
+#endif
+
+// The statements of a script, split at the semicolons the server splits at (not
+// inside literals, comments, or a BEGIN ATOMIC ... END function body); blank ones
+// dropped. Text it cannot read to the end is one statement: the server will say.
+PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s) {
+  std::vector<std::string_view> out;
+  std::size_t start = 0, atomic = 0;
+  bool after_begin = false;
+  auto is = [](std::string_view w, std::string_view k) {
+    if (w.size() != k.size()) return false;
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (ascii_upper(w[i]) != k[i]) return false;
+    return true;
+  };
+  auto add = [&](std::size_t end) {
+    const std::string_view st = s.substr(start, end - start);
+    if (!skip_blank(st).empty()) out.push_back(st);
+  };
+  const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
+    if (k == sql_token::word) {
+      if (after_begin && is(t, "ATOMIC")) ++atomic;
+      else if (atomic > 0 && is(t, "CASE")) ++atomic;
+      else if (atomic > 0 && is(t, "END")) --atomic;
+      after_begin = is(t, "BEGIN");
+      return;
+    }
+    after_begin = false;
+    if (k == sql_token::symbol && t == ";" && atomic == 0) {
+      const auto end = static_cast<std::size_t>(t.data() - s.data());
+      add(end);
+      start = end + 1;
+    }
+  });
+  if (!whole) {
+    out.clear();
+    if (!skip_blank(s).empty()) out.push_back(s);
+    return out;
+  }
+  add(s.size());
+  return out;
 }
 #endif
 

@@ -1,0 +1,251 @@
+#pragma once
+// COPY FROM STDIN and COPY TO STDOUT, in autocommit or inside any scope.
+//
+// What the scopes queued goes out first (BEGIN, SAVEPOINT, ...), then the COPY
+// runs outside the pipeline, and its answer reaches the scopes like any
+// statement's: a COPY that fails dooms its scope. Until it ends, the connection
+// refuses every other call. Values are converted as parameters are
+// (value_traits<T>::to_text / from_text), and escaped for COPY's text format here.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <pqscope/errors.hpp>
+#include <pqscope/params.hpp>
+#include <pqscope/result.hpp>
+#include <pqscope/detail/copy_text.hpp>
+#include <pqscope/detail/scope_machine.hpp>
+
+namespace pqscope {
+
+namespace detail {
+// The COPY in progress on a session, shared by copy_writer and copy_reader.
+class copy_stream final : public sync_session::stream {
+ public:
+  copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
+      : s_(std::move(s)), slot_(std::move(slot)), in_(in) {
+    s_->open_stream(this);
+  }
+  copy_stream(const copy_stream&) = delete;
+  copy_stream& operator=(const copy_stream&) = delete;
+  copy_stream(copy_stream&&) = delete;
+  copy_stream& operator=(copy_stream&&) = delete;
+  ~copy_stream() { end_quietly(); }
+
+  [[nodiscard]] bool open() const noexcept { return open_; }
+  [[nodiscard]] sync_session& session() const noexcept { return *s_; }
+
+  void check_open(const char* what) const {
+    if (!open_)
+      throw usage_error(std::string(what) + ": this COPY has already ended" +
+                        (why_.empty() ? std::string() : " (" + why_ + ")"));
+  }
+
+  // COPY FROM STDIN: rows are gathered and sent in chunks.
+  void put(std::string_view data) {
+    if (!s_->copy_put(data)) {
+      // The connection failed: copy_end() reports it, and the scopes learn it.
+      (void)end(s_->copy_end(nullptr));
+    }
+  }
+  // The COPY's answer, applied to the scopes; throws what the statement raised.
+  result end(batch_reply br) {
+    open_ = false;
+    s_->close_stream(this);
+    try {
+      return s_->end_out_of_band(slot_, std::move(br));
+    } catch (const std::exception& e) {
+      why_ = e.what();
+      throw;
+    }
+  }
+
+  // A destructor, or a scope ending around the COPY: a COPY FROM STDIN is
+  // aborted (nothing of it is kept), a COPY TO STDOUT is read to its end.
+  void end_quietly() noexcept override {
+    if (!open_) return;
+    try {
+      if (in_) {
+        (void)end(s_->copy_end("the copy_writer was destroyed (or its scope ended) before finish()"));
+      } else {
+        std::string_view ignored;
+        while (s_->copy_get(ignored)) {
+        }
+        (void)end(s_->copy_out_end());
+      }
+    } catch (...) {
+      // the scopes know: a failed COPY dooms its scope, a lost connection breaks it
+    }
+    open_ = false;
+    s_->close_stream(this);
+  }
+
+ private:
+  std::shared_ptr<sync_session> s_;
+  std::shared_ptr<statement_slot> slot_;
+  bool in_;
+  bool open_ = true;
+  std::string why_;  // why it ended, if by an error
+};
+}  // namespace detail
+
+// Streams rows into COPY ... FROM STDIN (connection::copy_in). finish() ends the
+// COPY and returns the number of rows the server took; a writer destroyed (or
+// whose scope ends) before finish() aborts the COPY, so nothing of it is kept.
+class copy_writer {
+ public:
+  copy_writer(copy_writer&&) noexcept = default;
+  copy_writer& operator=(copy_writer&&) noexcept = default;
+  copy_writer(const copy_writer&) = delete;
+  copy_writer& operator=(const copy_writer&) = delete;
+  ~copy_writer() = default;  // the stream aborts an unfinished COPY
+
+  // One row: one value per column of the COPY's column list, converted as
+  // parameters are; std::nullopt or nullptr is NULL.
+  template <class... Ts>
+  void write_row(const Ts&... values) {
+    check("write_row()");
+    detail::sync_session::call guard(st_->session(), "write_row()", true);
+    params_.assign(values...);  // the conversions of parameters, without new memory per row
+    for (int i = 0; i < params_.size(); ++i) {
+      if (i > 0) buf_ += '\t';
+      const char* v = params_.values()[i];
+      if (v == nullptr)
+        buf_ += "\\N";
+      else
+        detail::append_copy_field(buf_, v);
+    }
+    buf_ += '\n';
+    ++rows_;
+    if (buf_.size() >= chunk) send();
+  }
+
+  // Rows already in COPY's text format (tab-separated, escaped, each ending in a
+  // newline), for data that comes that way.
+  void write_raw(std::string_view text) {
+    check("write_raw()");
+    detail::sync_session::call guard(st_->session(), "write_raw()", true);
+    buf_.append(text.data(), text.size());
+    if (buf_.size() >= chunk) send();
+  }
+
+  // Ends the COPY: the rows the server took (its "COPY n"). Throws what the COPY
+  // raised (a constraint, a bad value: the scope is doomed, as for any statement).
+  std::uint64_t finish() {
+    check("finish()");
+    detail::sync_session::call guard(st_->session(), "finish()", true);
+    send();
+    const result r = st_->end(st_->session().copy_end(nullptr));
+    return r.affected_rows();
+  }
+
+  // Rows written so far (write_row() calls).
+  [[nodiscard]] std::uint64_t rows_written() const noexcept { return rows_; }
+
+ private:
+  template <class Driver>
+  friend class basic_connection;
+  explicit copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+  static constexpr std::size_t chunk = 64 * 1024;
+
+  void check(const char* what) const {
+    if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");
+    st_->check_open(what);
+  }
+  void send() {
+    if (buf_.empty()) return;
+    st_->put(buf_);
+    buf_.clear();
+  }
+
+  std::unique_ptr<detail::copy_stream> st_;
+  std::string buf_;
+  detail::param_list params_;
+  std::uint64_t rows_ = 0;
+};
+
+// Reads the rows of COPY ... TO STDOUT (connection::copy_out). The COPY ends
+// when the last row has been read; a reader destroyed before that reads the rest
+// and drops it.
+class copy_reader {
+ public:
+  copy_reader(copy_reader&&) noexcept = default;
+  copy_reader& operator=(copy_reader&&) noexcept = default;
+  copy_reader(const copy_reader&) = delete;
+  copy_reader& operator=(const copy_reader&) = delete;
+  ~copy_reader() = default;
+
+  // The next row's fields as text (std::nullopt for NULL); false after the last
+  // row, once the COPY has ended (throws if it failed).
+  bool read_row(std::vector<std::optional<std::string>>& fields) {
+    std::string_view line;
+    if (!next_line(line)) return false;
+    detail::parse_copy_row(line, fields);
+    return true;
+  }
+
+  // The next row converted to Ts... (std::optional<T> for a column that may be
+  // NULL); std::nullopt after the last row. conversion_error if the row does not
+  // have sizeof...(Ts) columns.
+  template <class... Ts>
+  std::optional<std::tuple<Ts...>> next() {
+    if (!read_row(fields_)) return std::nullopt;
+    if (fields_.size() != sizeof...(Ts))
+      throw conversion_error("COPY row " + std::to_string(rows_) + " has " + std::to_string(fields_.size()) +
+                             " column(s), but next<...>() asks for " + std::to_string(sizeof...(Ts)));
+    return convert<Ts...>(std::index_sequence_for<Ts...>{});
+  }
+
+  // Rows read so far.
+  [[nodiscard]] std::uint64_t rows_read() const noexcept { return rows_; }
+  // Whether the COPY has ended (every row read).
+  [[nodiscard]] bool done() const noexcept { return !st_ || !st_->open(); }
+
+ private:
+  template <class Driver>
+  friend class basic_connection;
+  explicit copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+
+  bool next_line(std::string_view& line) {
+    if (!st_) throw usage_error("reading a moved-from copy_reader");
+    if (!st_->open()) return false;
+    detail::sync_session::call guard(st_->session(), "reading a copy_reader", true);
+    if (st_->session().copy_get(line)) {
+      ++rows_;
+      return true;
+    }
+    (void)st_->end(st_->session().copy_out_end());
+    return false;
+  }
+
+  template <class T>
+  T field_as(std::size_t i) const {
+    const std::optional<std::string>& f = fields_[i];
+    if constexpr (detail::is_optional<T>::value) {
+      if (!f) return std::nullopt;
+      return T(value_traits<typename T::value_type>::from_text(*f));
+    } else {
+      if (!f)
+        throw conversion_error("column " + std::to_string(i) + " of COPY row " + std::to_string(rows_) +
+                               " is NULL; read it as std::optional<T>");
+      return value_traits<T>::from_text(*f);
+    }
+  }
+  template <class... Ts, std::size_t... I>
+  std::tuple<Ts...> convert(std::index_sequence<I...>) const {
+    return std::tuple<Ts...>(field_as<Ts>(I)...);
+  }
+
+  std::unique_ptr<detail::copy_stream> st_;
+  std::vector<std::optional<std::string>> fields_;
+  std::uint64_t rows_ = 0;
+};
+
+}  // namespace pqscope
