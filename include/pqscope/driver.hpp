@@ -249,8 +249,11 @@ class libpq_driver {
     last_state_ = server_state::unknown;
     round_trip rt = trip();
     if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
-    if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-      return lost(out, trim(PQerrorMessage(conn_))), 0;
+    // COPY takes no parameters, and goes as a simple query: Pgpool-II never answers
+    // the end of a COPY started with the extended protocol (seen with 4.3).
+    const int sent = s.n_params == 0 ? PQsendQuery(conn_, s.sql)
+                                     : PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0);
+    if (sent != 1) return lost(out, trim(PQerrorMessage(conn_))), 0;
     switch (flush(rt)) {
       case io::ok: break;
       case io::failed: return lost(out, trim(PQerrorMessage(conn_))), 0;
