@@ -37,7 +37,7 @@ class copy_stream final : public sync_session::stream {
   copy_stream& operator=(const copy_stream&) = delete;
   copy_stream(copy_stream&&) = delete;
   copy_stream& operator=(copy_stream&&) = delete;
-  ~copy_stream() { end_quietly(); }
+  ~copy_stream() override { end_quietly(); }
 
   [[nodiscard]] bool open() const noexcept { return open_; }
   [[nodiscard]] sync_session& session() const noexcept { return *s_; }
@@ -153,7 +153,7 @@ class copy_writer {
   template <class Driver>
   friend class basic_connection;
   explicit copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
-  static constexpr std::size_t chunk = 64 * 1024;
+  static constexpr std::size_t chunk = std::size_t{64} * 1024;
 
   void check(const char* what) const {
     if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");

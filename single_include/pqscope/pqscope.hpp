@@ -2703,162 +2703,6 @@ void copy_driver_settings(D& to, const D& from) {
 #include <vector>
 
 // #include <pqscope/errors.hpp> (inlined above)
-
-namespace pqscope::detail {
-
-// Appends one field's text, escaped.
-inline void append_copy_field(std::string& out, std::string_view text) {
-  std::size_t plain = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    const char* esc = c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : nullptr;
-    if (esc == nullptr) continue;
-    out.append(text.data() + plain, i - plain);
-    out.append(esc, 2);
-    plain = i + 1;
-  }
-  out.append(text.data() + plain, text.size() - plain);
-}
-
-inline int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Splits one line of COPY TO STDOUT output (its newline included or not) into
-// fields, undoing the escapes; \N reads as NULL.
-inline void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields) {
-  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
-  fields.clear();
-  std::string cur;
-  bool raw_null = false;  // the field so far is exactly \N
-  std::size_t field_start = 0;
-  auto end_field = [&](std::size_t at) {
-    if (raw_null && at - field_start == 2)
-      fields.emplace_back(std::nullopt);
-    else
-      fields.emplace_back(std::move(cur));
-    cur.clear();
-    raw_null = false;
-  };
-  for (std::size_t i = 0; i < line.size(); ++i) {
-    const char c = line[i];
-    if (c == '\t') {
-      end_field(i);
-      field_start = i + 1;
-      continue;
-    }
-    if (c != '\\' || i + 1 == line.size()) {
-      cur += c;
-      continue;
-    }
-    const char e = line[++i];
-    switch (e) {
-      case 'b': cur += '\b'; break;
-      case 'f': cur += '\f'; break;
-      case 'n': cur += '\n'; break;
-      case 'r': cur += '\r'; break;
-      case 't': cur += '\t'; break;
-      case 'v': cur += '\v'; break;
-      case 'N':
-        if (i - 1 == field_start) raw_null = true;
-        cur += 'N';  // kept in case more follows (then it is not a NULL marker)
-        break;
-      case 'x': {
-        int v = 0, n = 0;
-        while (n < 2 && i + 1 < line.size() && hex_digit(line[i + 1]) >= 0) v = v * 16 + hex_digit(line[++i]), ++n;
-        if (n == 0)
-          cur += 'x';
-        else
-          cur += static_cast<char>(v);
-        break;
-      }
-      default:
-        if (e >= '0' && e <= '7') {
-          int v = e - '0', n = 1;
-          while (n < 3 && i + 1 < line.size() && line[i + 1] >= '0' && line[i + 1] <= '7') v = v * 8 + (line[++i] - '0'), ++n;
-          cur += static_cast<char>(v & 0xff);
-        } else {
-          cur += e;
-        }
-    }
-  }
-  end_field(line.size());
-}
-
-// Which way a COPY statement streams: 'i' (FROM STDIN), 'o' (TO STDOUT) or 0.
-// A quick look at the words; the server's answer has the last word.
-inline char copy_direction(std::string_view sql) {
-  std::string upper;
-  upper.reserve(sql.size());
-  for (char c : sql) upper += (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-  const bool in = upper.find("STDIN") != std::string::npos, out = upper.find("STDOUT") != std::string::npos;
-  return in && !out ? 'i' : out && !in ? 'o' : 0;
-}
-
-}  // namespace pqscope::detail
-// #include <pqscope/detail/scope_machine.hpp>
-// The scope state machine: the whole of pqscope's transaction logic, and no I/O.
-//
-// A connection holds a stack of frames, one per open scope. Frame 0 is the
-// transaction; a nested frame owns a savepoint unless it was opened with
-// savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
-// waits in the queue and goes out in the same pipeline batch as the next
-// statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
-// Only the end of the outermost scope is sent at once, so that no transaction is
-// ever left idle behind PgBouncer.
-//
-// The machine never sends anything itself. An operation queues what it needs and
-// may ask for a send; the front end then loops
-//     while (m.wants_send()) m.apply(exchange(m.plan()));
-// (plan: the statements of one batch, ending in one sync; apply: their answers)
-// and finally calls the operation's end step, which throws or returns. The
-// blocking connection and any non-blocking front end share this one machine.
-//
-// Every queued item has a `level`: the index of the innermost frame whose
-// savepoint would undo it. Rolling back frame k drops what is queued at level
-// >= k (unless statements wait there, which must still go out); ending frame k
-// moves what it leaves behind down to level k - 1.
-//
-// A failure inside a scope dooms it: `doom_` names the innermost frame that owns
-// a savepoint (or the transaction) and the first error. Until that frame is
-// rolled back, statements and commits throw transaction_aborted without a round
-// trip; committing it rolls it back and throws.
-//
-// Batched attempts (transaction_options::batch, outermost atomic() only): user
-// statements wait in the queue too, and go out when a result is read, on flush(),
-// or with the COMMIT. A failure in such a send voids the whole attempt: it is
-// rolled back at once, its callbacks are dropped, and atomic() runs the function
-// again unbatched, where errors surface where they happen. So a savepoint is only
-// needed where a scope rolls back or stays open across a send.
-
-#include <pthread.h>
-#include <sys/types.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cstddef>
-#include <cstdint>
-#include <exception>
-#include <functional>
-#include <memory>
-#include <optional>
-#include <string>
-#include <string_view>
-#include <utility>
-#include <vector>
-
-// #include <pqscope/driver.hpp> (inlined above)
-// #include <pqscope/errors.hpp> (inlined above)
-// #include <pqscope/options.hpp> (inlined above)
-// #include <pqscope/params.hpp> (inlined above)
-// #include <pqscope/result.hpp> (inlined above)
-// #include <pqscope/stats.hpp> (inlined above)
-// #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/sql_text.hpp>
 // Reads only the leading keywords of a statement: enough to refuse transaction
 // control that would go behind the scope machine's back. Best effort by design;
@@ -3102,9 +2946,10 @@ PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s) 
   };
   const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
     if (k == sql_token::word) {
-      if (after_begin && is(t, "ATOMIC")) ++atomic;
-      else if (atomic > 0 && is(t, "CASE")) ++atomic;
-      else if (atomic > 0 && is(t, "END")) --atomic;
+      if ((after_begin && is(t, "ATOMIC")) || (atomic > 0 && is(t, "CASE")))
+        ++atomic;
+      else if (atomic > 0 && is(t, "END"))
+        --atomic;
       after_begin = is(t, "BEGIN");
       return;
     }
@@ -3142,6 +2987,163 @@ PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given) {
 }
 #endif
 }  // namespace pqscope::detail
+
+namespace pqscope::detail {
+
+// Appends one field's text, escaped.
+inline void append_copy_field(std::string& out, std::string_view text) {
+  std::size_t plain = 0;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    const char* esc = c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : nullptr;
+    if (esc == nullptr) continue;
+    out.append(text.data() + plain, i - plain);
+    out.append(esc, 2);
+    plain = i + 1;
+  }
+  out.append(text.data() + plain, text.size() - plain);
+}
+
+inline int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// Splits one line of COPY TO STDOUT output (its newline included or not) into
+// fields, undoing the escapes; \N reads as NULL.
+inline void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields) {
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  fields.clear();
+  std::string cur;
+  bool raw_null = false;  // the field so far is exactly \N
+  std::size_t field_start = 0;
+  auto end_field = [&](std::size_t at) {
+    if (raw_null && at - field_start == 2)
+      fields.emplace_back(std::nullopt);
+    else
+      fields.emplace_back(std::move(cur));
+    cur.clear();
+    raw_null = false;
+  };
+  for (std::size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == '\t') {
+      end_field(i);
+      field_start = i + 1;
+      continue;
+    }
+    if (c != '\\' || i + 1 == line.size()) {
+      cur += c;
+      continue;
+    }
+    const char e = line[++i];
+    switch (e) {
+      case 'b': cur += '\b'; break;
+      case 'f': cur += '\f'; break;
+      case 'n': cur += '\n'; break;
+      case 'r': cur += '\r'; break;
+      case 't': cur += '\t'; break;
+      case 'v': cur += '\v'; break;
+      case 'N':
+        if (i - 1 == field_start) raw_null = true;
+        cur += 'N';  // kept in case more follows (then it is not a NULL marker)
+        break;
+      case 'x': {
+        int v = 0, n = 0;
+        while (n < 2 && i + 1 < line.size() && hex_digit(line[i + 1]) >= 0) v = v * 16 + hex_digit(line[++i]), ++n;
+        if (n == 0)
+          cur += 'x';
+        else
+          cur += static_cast<char>(v);
+        break;
+      }
+      default:
+        if (e >= '0' && e <= '7') {
+          int v = e - '0', n = 1;
+          while (n < 3 && i + 1 < line.size() && line[i + 1] >= '0' && line[i + 1] <= '7') v = v * 8 + (line[++i] - '0'), ++n;
+          cur += static_cast<char>(v & 0xff);
+        } else {
+          cur += e;
+        }
+    }
+  }
+  end_field(line.size());
+}
+
+// Which way a COPY statement streams: 'i' (FROM STDIN), 'o' (TO STDOUT) or 0.
+// A quick look at the words; the server's answer has the last word.
+inline char copy_direction(std::string_view sql) {
+  std::string upper;
+  upper.reserve(sql.size());
+  for (char c : sql) upper += ascii_upper(c);
+  const bool in = upper.find("STDIN") != std::string::npos, out = upper.find("STDOUT") != std::string::npos;
+  return in && !out ? 'i' : out && !in ? 'o' : '\0';
+}
+
+}  // namespace pqscope::detail
+// #include <pqscope/detail/scope_machine.hpp>
+// The scope state machine: the whole of pqscope's transaction logic, and no I/O.
+//
+// A connection holds a stack of frames, one per open scope. Frame 0 is the
+// transaction; a nested frame owns a savepoint unless it was opened with
+// savepoint = false. Nothing is sent when a scope opens: its BEGIN or SAVEPOINT
+// waits in the queue and goes out in the same pipeline batch as the next
+// statement (one round trip), as do RELEASE and ROLLBACK TO of scopes that ended.
+// Only the end of the outermost scope is sent at once, so that no transaction is
+// ever left idle behind PgBouncer.
+//
+// The machine never sends anything itself. An operation queues what it needs and
+// may ask for a send; the front end then loops
+//     while (m.wants_send()) m.apply(exchange(m.plan()));
+// (plan: the statements of one batch, ending in one sync; apply: their answers)
+// and finally calls the operation's end step, which throws or returns. The
+// blocking connection and any non-blocking front end share this one machine.
+//
+// Every queued item has a `level`: the index of the innermost frame whose
+// savepoint would undo it. Rolling back frame k drops what is queued at level
+// >= k (unless statements wait there, which must still go out); ending frame k
+// moves what it leaves behind down to level k - 1.
+//
+// A failure inside a scope dooms it: `doom_` names the innermost frame that owns
+// a savepoint (or the transaction) and the first error. Until that frame is
+// rolled back, statements and commits throw transaction_aborted without a round
+// trip; committing it rolls it back and throws.
+//
+// Batched attempts (transaction_options::batch, outermost atomic() only): user
+// statements wait in the queue too, and go out when a result is read, on flush(),
+// or with the COMMIT. A failure in such a send voids the whole attempt: it is
+// rolled back at once, its callbacks are dropped, and atomic() runs the function
+// again unbatched, where errors surface where they happen. So a savepoint is only
+// needed where a scope rolls back or stays open across a send.
+
+#include <pthread.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/stats.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/sql_text.hpp> (inlined above)
 
 namespace pqscope::detail {
 
@@ -4455,10 +4457,8 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
     stream& operator=(const stream&) = delete;
     stream(stream&&) = delete;
     stream& operator=(stream&&) = delete;
+    virtual ~stream() = default;
     virtual void end_quietly() noexcept = 0;
-
-   protected:
-    ~stream() = default;
   };
   void open_stream(stream* s) noexcept { stream_ = s; }
   void close_stream(stream* s) noexcept {
@@ -4687,7 +4687,7 @@ class copy_stream final : public sync_session::stream {
   copy_stream& operator=(const copy_stream&) = delete;
   copy_stream(copy_stream&&) = delete;
   copy_stream& operator=(copy_stream&&) = delete;
-  ~copy_stream() { end_quietly(); }
+  ~copy_stream() override { end_quietly(); }
 
   [[nodiscard]] bool open() const noexcept { return open_; }
   [[nodiscard]] sync_session& session() const noexcept { return *s_; }
@@ -4803,7 +4803,7 @@ class copy_writer {
   template <class Driver>
   friend class basic_connection;
   explicit copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
-  static constexpr std::size_t chunk = 64 * 1024;
+  static constexpr std::size_t chunk = std::size_t{64} * 1024;
 
   void check(const char* what) const {
     if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");

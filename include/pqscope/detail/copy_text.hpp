@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <pqscope/errors.hpp>
+#include <pqscope/detail/sql_text.hpp>
 
 namespace pqscope::detail {
 
@@ -99,9 +100,9 @@ inline void parse_copy_row(std::string_view line, std::vector<std::optional<std:
 inline char copy_direction(std::string_view sql) {
   std::string upper;
   upper.reserve(sql.size());
-  for (char c : sql) upper += (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
+  for (char c : sql) upper += ascii_upper(c);
   const bool in = upper.find("STDIN") != std::string::npos, out = upper.find("STDOUT") != std::string::npos;
-  return in && !out ? 'i' : out && !in ? 'o' : 0;
+  return in && !out ? 'i' : out && !in ? 'o' : '\0';
 }
 
 }  // namespace pqscope::detail

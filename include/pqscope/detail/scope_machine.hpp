@@ -1372,10 +1372,8 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
     stream& operator=(const stream&) = delete;
     stream(stream&&) = delete;
     stream& operator=(stream&&) = delete;
+    virtual ~stream() = default;
     virtual void end_quietly() noexcept = 0;
-
-   protected:
-    ~stream() = default;
   };
   void open_stream(stream* s) noexcept { stream_ = s; }
   void close_stream(stream* s) noexcept {

@@ -241,9 +241,10 @@ PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s) 
   };
   const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
     if (k == sql_token::word) {
-      if (after_begin && is(t, "ATOMIC")) ++atomic;
-      else if (atomic > 0 && is(t, "CASE")) ++atomic;
-      else if (atomic > 0 && is(t, "END")) --atomic;
+      if ((after_begin && is(t, "ATOMIC")) || (atomic > 0 && is(t, "CASE")))
+        ++atomic;
+      else if (atomic > 0 && is(t, "END"))
+        --atomic;
       after_begin = is(t, "BEGIN");
       return;
     }
