@@ -372,9 +372,7 @@ class libpq_driver {
           continue;
         case PGRES_COMMAND_OK:
         case PGRES_TUPLES_OK:
-          r.st = reply::status::ok;
-          r.command = PQcmdStatus(raw);
-          r.res = std::move(res);
+          fill_ok(raw, std::move(res), r);
           break;
         case PGRES_FATAL_ERROR:
           if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
@@ -494,6 +492,12 @@ class libpq_driver {
     if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
   }
 
+  // A statement's answer that is not an error.
+  static void fill_ok(PGresult* raw, result res, reply& r) {
+    r.st = reply::status::ok;
+    r.command = PQcmdStatus(raw);
+    r.res = std::move(res);
+  }
   static void fill_error(const PGresult* raw, reply& r) {
     r.st = reply::status::error;
     r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
@@ -567,9 +571,7 @@ class libpq_driver {
       case PGRES_COMMAND_OK:
       case PGRES_TUPLES_OK:
       case PGRES_EMPTY_QUERY:
-        r.st = reply::status::ok;
-        r.command = PQcmdStatus(raw);
-        r.res = std::move(res);
+        fill_ok(raw, std::move(res), r);
         break;
       case PGRES_FATAL_ERROR:
         if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
@@ -715,9 +717,7 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
       case PGRES_COMMAND_OK:
       case PGRES_TUPLES_OK:
       case PGRES_EMPTY_QUERY:
-        r.st = reply::status::ok;
-        r.command = PQcmdStatus(raw);
-        r.res = std::move(res);
+        fill_ok(raw, std::move(res), r);
         break;
       case PGRES_PIPELINE_ABORTED:
         r.st = reply::status::skipped;
