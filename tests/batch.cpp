@@ -395,6 +395,47 @@ BOOST_AUTO_TEST_CASE(results_are_filled_on_first_use) {
   });
 }
 
+// A queued statement keeps its own copy of its text and values: the caller's
+// buffers may change before it is sent. Short texts (kept inside the statement),
+// long ones, more parameters than are kept inline, NULLs.
+BOOST_AUTO_TEST_CASE(queued_statements_own_their_text_and_values) {
+  for_each_target([&](const pqtest::target& t) {
+    pqscope::connection c{t.conninfo};
+    for (const bool batch : {false, true}) {
+      BOOST_TEST_CONTEXT("batch " << batch) {
+        pqscope::transaction_options o;
+        o.batch = batch;
+        std::vector<pqscope::result> rs;
+        const auto start = c.stats().round_trips;
+        pqscope::atomic(c, o, [&] {
+          rs.clear();
+          std::string sql = "SELECT $1";
+          std::string v = "a";
+          rs.push_back(c.execute(sql, v));
+          sql.assign("SELECT $1::text || '-' || coalesce($2::text, 'null')");
+          v.assign(40, 'b');
+          std::optional<std::string> none;
+          rs.push_back(c.execute(sql, v, none));
+          sql.assign("SELECT concat_ws(',', $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, "
+                     "$8::text, $9::text, $10::text)");
+          std::vector<std::string> p;
+          for (int i = 1; i <= 10; ++i) p.push_back(std::string(static_cast<std::size_t>(i), 'x') + std::to_string(i));
+          rs.push_back(c.execute(sql, p[0], p[1], none, p[3], 5, p[5], std::string(), p[7], 9.5, p[9]));
+          // Everything the statements pointed into changes before they are sent.
+          sql.assign(sql.size(), '?');
+          v.assign(v.size(), '?');
+          for (std::string& x : p) x.assign(x.size(), '?');
+        });
+        BOOST_TEST(c.stats().round_trips == start + (batch ? 1u : 4u));
+        BOOST_TEST(rs.at(0)[0][0].as<std::string>() == "a");
+        BOOST_TEST(rs.at(1)[0][0].as<std::string>() == std::string(40, 'b') + "-null");
+        BOOST_TEST(rs.at(2)[0][0].as<std::string>() ==
+                   "x1,xx2,xxxx4,5,xxxxxx6,,xxxxxxxx8,9.5,xxxxxxxxxx10");
+      }
+    }
+  });
+}
+
 // A serialization failure in a batched attempt is retried batched; without
 // retries left, the attempt is replayed unbatched.
 BOOST_AUTO_TEST_CASE(conflicts_retry_batched) {

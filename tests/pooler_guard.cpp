@@ -517,3 +517,58 @@ BOOST_AUTO_TEST_CASE(query_value_keeps_allow_session_state) {
     }
   }
 }
+
+// The checks of a statement text are kept per connection (a small cache, since
+// applications run the same few statements again and again). They must follow the
+// text, not the buffer it is in, nor whether an earlier run of it was allowed, and
+// hold past the cache's size and for texts too long to keep.
+BOOST_AUTO_TEST_CASE(checks_follow_the_text) {
+  for (const auto& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT(t.name) {
+      pqscope::connection c{t.conninfo, guarded()};
+      std::string sql;
+      sql.reserve(128);  // one buffer, a new text in it each time
+      const char* const buffer = sql.data();
+      sql = "SELECT 1";
+      BOOST_TEST(c.query_value<int>(sql) == 1);
+      sql = "SET work_mem = '1234kB'";
+      BOOST_REQUIRE(sql.data() == buffer);
+      expect_refused(c, kSetLocal, [&] { c.execute(sql); });
+      sql = "BEGIN";
+      expect_refused(c, "would control the transaction", [&] { c.execute(sql); });
+      sql = "SELECT $1::int";
+      expect_refused(c, "placeholders up to $1 but 0", [&] { c.execute(sql); });
+      BOOST_TEST(c.query_value<int>(sql, 5) == 5);
+      BOOST_REQUIRE(sql.data() == buffer);
+
+      // Allowed once, refused again without the permission, and the other way round.
+      const auto work_mem = c.query_value<std::string>("SHOW work_mem");
+      {
+        pqscope::transaction tx{c};
+        c.execute(pqscope::allow_session_state("RESET work_mem"));
+        {
+          pqscope::transaction sp{c};
+          expect_refused(c, kSetLocal, [&] { c.execute("RESET work_mem"); });
+          sp.rollback();
+        }
+        tx.rollback();
+      }
+      expect_refused(c, kSetLocal, [&] { c.execute("SET work_mem TO DEFAULT"); });
+      {
+        pqscope::transaction tx{c};
+        c.execute(pqscope::allow_session_state("SET work_mem TO DEFAULT"));
+        tx.rollback();
+      }
+      BOOST_TEST(c.query_value<std::string>("SHOW work_mem") == work_mem);
+
+      // Past the cache's size, and past its longest kept text.
+      for (int i = 0; i < 200; ++i) BOOST_TEST(c.query_value<int>("SELECT " + std::to_string(i)) == i);
+      expect_refused(c, kSetLocal, [&] { c.execute("SET work_mem = '1234kB'"); });
+      const std::string pad(5000, ' ');
+      expect_refused(c, kSetLocal, [&] { c.execute("SET work_mem = '1234kB'" + pad); });
+      expect_refused(c, "would control the transaction", [&] { c.execute(pad + "COMMIT"); });
+      expect_refused(c, "placeholders up to $2", [&] { c.execute("SELECT $2::int" + pad, 1); });
+      BOOST_TEST(c.query_value<int>("SELECT $1::int" + pad, 7) == 7);
+    }
+  }
+}

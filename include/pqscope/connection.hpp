@@ -252,10 +252,12 @@ class basic_connection {
     std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
-      check_session_state(sql);
-      detail::check_placeholders(sql.view(), sizeof...(Params));
+      const bool guard = options_.pooling == pooling::transaction && !sql.session_state_allowed();
+      const detail::sql_facts& f = s.machine.facts(sql.view(), guard);
+      if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
+      detail::check_placeholders(sql.view(), sizeof...(Params), f.placeholders);
       list.emplace(detail::param_list::of(params...));
-      slot = s.machine.queue_statement(sql.c_str(), sql.view(), *list, s.weak_from_this());
+      slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, *list, s.weak_from_this());
     } catch (const std::exception& e) {
       if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
       throw;

@@ -469,9 +469,7 @@ class param_list {
   template <class... Ts>
   static param_list of(const Ts&... vs) {
     param_list p;
-    p.storage_.reserve(sizeof...(Ts));
-    p.values_.reserve(sizeof...(Ts));
-    p.types_.reserve(sizeof...(Ts));
+    p.owned_capacity_ = sizeof...(Ts);
     (p.add(vs), ...);
     return p;
   }
@@ -482,9 +480,8 @@ class param_list {
     storage_.clear();
     values_.clear();
     types_.clear();
-    storage_.reserve(sizeof...(Ts));
-    values_.reserve(sizeof...(Ts));
-    types_.reserve(sizeof...(Ts));
+    n_ = 0;
+    owned_capacity_ = sizeof...(Ts);
     (add(vs), ...);
   }
 
@@ -528,31 +525,57 @@ class param_list {
     }
   }
 
-  [[nodiscard]] int size() const noexcept { return static_cast<int>(values_.size()); }
-  [[nodiscard]] const char* const* values() const noexcept { return values_.empty() ? nullptr : values_.data(); }
-  [[nodiscard]] const unsigned* types() const noexcept { return types_.empty() ? nullptr : types_.data(); }
+  [[nodiscard]] int size() const noexcept { return static_cast<int>(n_); }
+  [[nodiscard]] const char* const* values() const noexcept {
+    return n_ == 0 ? nullptr : n_ <= inline_params ? inline_values_ : values_.data();
+  }
+  [[nodiscard]] const unsigned* types() const noexcept {
+    return n_ == 0 ? nullptr : n_ <= inline_params ? inline_types_ : types_.data();
+  }
 
  private:
+  void push(const char* value, unsigned oid);
   void push_null(unsigned oid);
   void check_nul(std::string_view s) const;
   void push_text(std::string_view s, unsigned oid, bool terminated);
   void push_owned(std::string s, unsigned oid);
 
+  // The pointers and types of the first few parameters stay inline: no allocation
+  // for them. Converted values live in storage_, whose buffer stays put when the
+  // list moves, so the pointers into it stay valid; it is reserved once, for every
+  // parameter, before the first one is stored.
+  static constexpr std::size_t inline_params = 8;
+  std::size_t n_ = 0;
+  std::size_t owned_capacity_ = 0;
+  const char* inline_values_[inline_params] = {};
+  unsigned inline_types_[inline_params] = {};
   std::vector<std::string> storage_;
-  std::vector<const char*> values_;
+  std::vector<const char*> values_;  // all of them, past inline_params
   std::vector<unsigned> types_;
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 
-PQSCOPE_DECL void param_list::push_null(unsigned oid) {
-  values_.push_back(nullptr);
-  types_.push_back(oid);
+PQSCOPE_DECL void param_list::push(const char* value, unsigned oid) {
+  if (n_ < inline_params) {
+    inline_values_[n_] = value;
+    inline_types_[n_] = oid;
+  } else {
+    if (n_ == inline_params) {
+      values_.assign(inline_values_, inline_values_ + inline_params);
+      types_.assign(inline_types_, inline_types_ + inline_params);
+    }
+    values_.push_back(value);
+    types_.push_back(oid);
+  }
+  ++n_;
 }
+
+PQSCOPE_DECL void param_list::push_null(unsigned oid) { push(nullptr, oid); }
 
 PQSCOPE_DECL void param_list::check_nul(std::string_view s) const {
   if (std::memchr(s.data(), '\0', s.size()) != nullptr)
-    throw usage_error("parameter $" + std::to_string(values_.size() + 1) +
+    throw usage_error("parameter $" + std::to_string(n_ + 1) +
                       " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send "
                       "binary data as hex text into a bytea column (decode($1, 'hex'))");
 }
@@ -560,8 +583,7 @@ PQSCOPE_DECL void param_list::check_nul(std::string_view s) const {
 PQSCOPE_DECL void param_list::push_text(std::string_view s, unsigned oid, bool terminated) {
   check_nul(s);
   if (terminated) {
-    values_.push_back(s.data());
-    types_.push_back(oid);
+    push(s.data(), oid);
   } else {
     push_owned(std::string(s), oid);
   }
@@ -569,10 +591,10 @@ PQSCOPE_DECL void param_list::push_text(std::string_view s, unsigned oid, bool t
 
 PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
   check_nul(s);
+  if (storage_.empty()) storage_.reserve(owned_capacity_);
   if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
   storage_.push_back(std::move(s));
-  values_.push_back(storage_.back().c_str());
-  types_.push_back(oid);
+  push(storage_.back().c_str(), oid);
 }
 #endif
 

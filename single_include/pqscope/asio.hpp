@@ -1053,12 +1053,6 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   void process_abandoned() noexcept;
   void start_background();
 
-  void check_session_state(const query& q) const {
-    if (options.pooling != pooling::transaction || q.session_state_allowed()) return;
-    std::string hazard = pqscope::detail::session_state_hazard(q.text());
-    if (!hazard.empty()) throw usage_error(hazard);
-  }
-
   void notify_refusal(const query& q, const std::exception& e) const noexcept {
     if (!options.observer) return;
     statement_event ev;
@@ -1162,11 +1156,13 @@ struct statement_work : work_base {
   bool start(session& s) {
     const query& q = data->q;
     try {
-      s.check_session_state(q);
+      const bool guard = s.options.pooling == pooling::transaction && !q.session_state_allowed();
+      const pqscope::detail::sql_facts& f = s.machine.facts(q.text(), guard);
+      if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
       const char* sql = detail_access::c_str(q);
-      pqscope::detail::check_placeholders(q.text(), q.param_count());
+      pqscope::detail::check_placeholders(q.text(), q.param_count(), f.placeholders);
       data->params.emplace(detail_access::params(q));
-      slot = s.machine.queue_statement(sql, q.text(), *data->params, s.weak_from_this());
+      slot = s.machine.queue_statement(sql, q.text(), f, *data->params, s.weak_from_this());
     } catch (const std::exception& e) {
       s.notify_refusal(q, e);
       throw;

@@ -1313,9 +1313,7 @@ class param_list {
   template <class... Ts>
   static param_list of(const Ts&... vs) {
     param_list p;
-    p.storage_.reserve(sizeof...(Ts));
-    p.values_.reserve(sizeof...(Ts));
-    p.types_.reserve(sizeof...(Ts));
+    p.owned_capacity_ = sizeof...(Ts);
     (p.add(vs), ...);
     return p;
   }
@@ -1326,9 +1324,8 @@ class param_list {
     storage_.clear();
     values_.clear();
     types_.clear();
-    storage_.reserve(sizeof...(Ts));
-    values_.reserve(sizeof...(Ts));
-    types_.reserve(sizeof...(Ts));
+    n_ = 0;
+    owned_capacity_ = sizeof...(Ts);
     (add(vs), ...);
   }
 
@@ -1372,31 +1369,57 @@ class param_list {
     }
   }
 
-  [[nodiscard]] int size() const noexcept { return static_cast<int>(values_.size()); }
-  [[nodiscard]] const char* const* values() const noexcept { return values_.empty() ? nullptr : values_.data(); }
-  [[nodiscard]] const unsigned* types() const noexcept { return types_.empty() ? nullptr : types_.data(); }
+  [[nodiscard]] int size() const noexcept { return static_cast<int>(n_); }
+  [[nodiscard]] const char* const* values() const noexcept {
+    return n_ == 0 ? nullptr : n_ <= inline_params ? inline_values_ : values_.data();
+  }
+  [[nodiscard]] const unsigned* types() const noexcept {
+    return n_ == 0 ? nullptr : n_ <= inline_params ? inline_types_ : types_.data();
+  }
 
  private:
+  void push(const char* value, unsigned oid);
   void push_null(unsigned oid);
   void check_nul(std::string_view s) const;
   void push_text(std::string_view s, unsigned oid, bool terminated);
   void push_owned(std::string s, unsigned oid);
 
+  // The pointers and types of the first few parameters stay inline: no allocation
+  // for them. Converted values live in storage_, whose buffer stays put when the
+  // list moves, so the pointers into it stay valid; it is reserved once, for every
+  // parameter, before the first one is stored.
+  static constexpr std::size_t inline_params = 8;
+  std::size_t n_ = 0;
+  std::size_t owned_capacity_ = 0;
+  const char* inline_values_[inline_params] = {};
+  unsigned inline_types_[inline_params] = {};
   std::vector<std::string> storage_;
-  std::vector<const char*> values_;
+  std::vector<const char*> values_;  // all of them, past inline_params
   std::vector<unsigned> types_;
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 
-PQSCOPE_DECL void param_list::push_null(unsigned oid) {
-  values_.push_back(nullptr);
-  types_.push_back(oid);
+PQSCOPE_DECL void param_list::push(const char* value, unsigned oid) {
+  if (n_ < inline_params) {
+    inline_values_[n_] = value;
+    inline_types_[n_] = oid;
+  } else {
+    if (n_ == inline_params) {
+      values_.assign(inline_values_, inline_values_ + inline_params);
+      types_.assign(inline_types_, inline_types_ + inline_params);
+    }
+    values_.push_back(value);
+    types_.push_back(oid);
+  }
+  ++n_;
 }
+
+PQSCOPE_DECL void param_list::push_null(unsigned oid) { push(nullptr, oid); }
 
 PQSCOPE_DECL void param_list::check_nul(std::string_view s) const {
   if (std::memchr(s.data(), '\0', s.size()) != nullptr)
-    throw usage_error("parameter $" + std::to_string(values_.size() + 1) +
+    throw usage_error("parameter $" + std::to_string(n_ + 1) +
                       " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send "
                       "binary data as hex text into a bytea column (decode($1, 'hex'))");
 }
@@ -1404,8 +1427,7 @@ PQSCOPE_DECL void param_list::check_nul(std::string_view s) const {
 PQSCOPE_DECL void param_list::push_text(std::string_view s, unsigned oid, bool terminated) {
   check_nul(s);
   if (terminated) {
-    values_.push_back(s.data());
-    types_.push_back(oid);
+    push(s.data(), oid);
   } else {
     push_owned(std::string(s), oid);
   }
@@ -1413,10 +1435,10 @@ PQSCOPE_DECL void param_list::push_text(std::string_view s, unsigned oid, bool t
 
 PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
   check_nul(s);
+  if (storage_.empty()) storage_.reserve(owned_capacity_);
   if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
   storage_.push_back(std::move(s));
-  values_.push_back(storage_.back().c_str());
-  types_.push_back(oid);
+  push(storage_.back().c_str(), oid);
 }
 #endif
 
@@ -2974,10 +2996,14 @@ PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s) 
 // server's own message ("bind message supplies 1 parameters, but prepared
 // statement \"\" requires 2") names a prepared statement the caller never made,
 // and too many are accepted silently.
+// `wanted` is highest_placeholder(sql), when the caller knows it.
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, int wanted);
 PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given);
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given) {
-  const int wanted = highest_placeholder(sql);
+  check_placeholders(sql, given, highest_placeholder(sql));
+}
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, int wanted) {
   if (wanted < 0 || static_cast<std::size_t>(wanted) == given) return;  // < 0: the server will say what is wrong
   if (wanted == 0)
     throw usage_error("the statement has no $n placeholder, but " + std::to_string(given) +
@@ -3127,6 +3153,7 @@ inline char copy_direction(std::string_view sql) {
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -3143,6 +3170,486 @@ inline char copy_direction(std::string_view sql) {
 // #include <pqscope/result.hpp> (inlined above)
 // #include <pqscope/stats.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/sql_facts.hpp>
+// What pqscope's checks read off a statement's text before it is queued, and a
+// small cache of it: an application runs the same few statements again and again,
+// and reading a text costs more than the rest of queuing it.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/session_state.hpp>
+// Statements that leave session state behind, refused on connections with
+// pooling::transaction. Behind PgBouncer in transaction pooling mode the server
+// connection goes back to the pool after every transaction (after every statement
+// in autocommit), so whatever a statement leaves in the server session is
+// inherited by the next client that borrows it.
+//
+// Best effort, like transaction_control_keyword(): the leading keywords of the
+// statement, plus the function calls in its text. Refused:
+//  - SET, except SET LOCAL, SET TRANSACTION and SET CONSTRAINTS (all of which end
+//    with the transaction). So SET x, SET SESSION x, SET ROLE, SET SESSION
+//    AUTHORIZATION, SET SESSION CHARACTERISTICS, SET search_path.
+//  - RESET (any, RESET ALL included).
+//  Except the five parameters PgBouncer itself tracks per client and restores on
+//  every server connection it lends: SET/RESET of client_encoding (SET NAMES),
+//  DateStyle, TimeZone (SET TIME ZONE), standard_conforming_strings and
+//  application_name are allowed.
+//  - LISTEN, UNLISTEN (NOTIFY is fine).
+//  - PREPARE, EXECUTE, DEALLOCATE (PREPARE TRANSACTION is left to the transaction
+//    control check, which refuses it).
+//  - DECLARE ... WITH HOLD (DECLARE without it is fine).
+//  - DISCARD (any), LOAD.
+//  - A call, anywhere in the text, of pg_advisory_lock, pg_advisory_lock_shared,
+//    pg_try_advisory_lock, pg_try_advisory_lock_shared, pg_advisory_unlock,
+//    pg_advisory_unlock_shared or pg_advisory_unlock_all (case-insensitive, schema
+//    qualified or not, or as a "quoted" lower-case name). The _xact_ variants are fine.
+//  - set_config(name, value, false) whose third argument is written as the literal
+//    false, or as a quoted string that spells false ('f', 'false', 'off', 'no',
+//    '0' and their prefixes), optionally cast with ::bool / ::boolean.
+// Calls are looked for in the code, not in 'string literals', "quoted names" of
+// other things, or comments, and not as part of a longer name. A dollar-quoted
+// string is data, except in a DO statement, where it is the code that runs now.
+//
+// Not detected, so sent as written: a set_config() whose third argument
+// is a parameter ($3) or any other expression; a DO body in single quotes; SET,
+// LISTEN, PREPARE and the like inside a DO body, a function, or EXECUTE of a string;
+// functions that take session locks or set session state internally; temporary
+// tables (CREATE TEMP TABLE without ON COMMIT DROP) and other temporary objects;
+// SET inside a string run by another function (dblink and the like). Standard
+// conforming strings are assumed (the default since PostgreSQL 9.1): in a plain
+// 'literal' a backslash does not escape the quote. Only the first statement of the
+// text is read for keywords; the extended query protocol execute() uses refuses a
+// second one anyway.
+// Also refused, though harmless: a definition whose unquoted text calls one of the
+// advisory lock functions (CREATE VIEW, CREATE FUNCTION ... BEGIN ATOMIC). Wrap
+// it in allow_session_state().
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+// #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/sql_text.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+namespace session_scan {
+
+PQSCOPE_DECL bool ident_start(char c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool ident_start(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
+}
+#endif
+PQSCOPE_DECL bool ident_char(char c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool ident_char(char c) {
+  return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+#endif
+inline char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b) {
+  if (a.size() != lower_b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (lower(a[i]) != lower_b[i]) return false;
+  return true;
+}
+#endif
+
+// One lexical token of SQL text. Strings, quoted names and comments are skipped
+// whole, so that nothing inside them reads as code.
+struct token {
+  enum kind_t { end, name, quoted_name, string, other } kind = end;
+  std::string_view text;  // name: as written; quoted_name/string: between the quotes, escapes as written
+};
+
+// The text after a $tag$ that starts s, or npos when s does not start one.
+PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s) {
+  if (s.size() < 2 || s[0] != '$') return std::string_view::npos;
+  std::size_t i = 1;
+  if (s[i] != '$') {
+    if (!ident_start(s[i])) return std::string_view::npos;  // $1 is a parameter
+    while (i < s.size() && ident_char(s[i]) && s[i] != '$') ++i;
+    if (i == s.size() || s[i] != '$') return std::string_view::npos;
+  }
+  return i + 1;
+}
+#endif
+
+// Reads the next token. code_in_dollar_quotes: a DO body is code, so its $tag$
+// delimiters are stepped over and what they enclose is read as tokens.
+PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes = false);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes) {
+  s = skip_blank(s);
+  if (code_in_dollar_quotes) {
+    for (std::size_t tag = dollar_tag_size(s); tag != std::string_view::npos; tag = dollar_tag_size(s))
+      s = skip_blank(s.substr(tag));
+  }
+  token t;
+  if (s.empty()) return t;
+  const char c = s.front();
+  if (ident_start(c)) {
+    std::size_t i = 1;
+    while (i < s.size() && ident_char(s[i])) ++i;
+    t.kind = token::name;
+    t.text = s.substr(0, i);
+    s.remove_prefix(i);
+    // E'...': the only string in which a backslash escapes the quote.
+    if ((t.text == "e" || t.text == "E") && !s.empty() && s.front() == '\'') {
+      std::size_t j = 1;
+      for (; j < s.size(); ++j) {
+        if (s[j] == '\\') {
+          ++j;
+        } else if (s[j] == '\'') {
+          if (j + 1 < s.size() && s[j + 1] == '\'') {
+            ++j;
+          } else {
+            break;
+          }
+        }
+      }
+      t.kind = token::string;
+      t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
+      s = j < s.size() ? s.substr(j + 1) : std::string_view{};
+    }
+    return t;
+  }
+  if (c == '\'' || c == '"') {
+    std::size_t j = 1;
+    for (; j < s.size(); ++j) {
+      if (s[j] == c) {
+        if (j + 1 < s.size() && s[j + 1] == c) {
+          ++j;  // doubled quote
+        } else {
+          break;
+        }
+      }
+    }
+    t.kind = c == '\'' ? token::string : token::quoted_name;
+    t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
+    s = j < s.size() ? s.substr(j + 1) : std::string_view{};
+    return t;
+  }
+  if (c == '$') {
+    const std::size_t tag = dollar_tag_size(s);
+    if (tag != std::string_view::npos) {
+      const std::size_t close = s.find(s.substr(0, tag), tag);
+      t.kind = token::string;
+      t.text = s.substr(tag, close == std::string_view::npos ? std::string_view::npos : close - tag);
+      s = close == std::string_view::npos ? std::string_view{} : s.substr(close + tag);
+      return t;
+    }
+  }
+  t.kind = token::other;
+  t.text = s.substr(0, 1);
+  s.remove_prefix(1);
+  return t;
+}
+#endif
+
+inline bool is_other(const token& t, char c) { return t.kind == token::other && t.text.front() == c; }
+
+// Session advisory lock functions; the _xact_ ones end with the transaction.
+PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted) {
+  constexpr std::string_view names[] = {
+      "pg_advisory_lock",   "pg_advisory_lock_shared",   "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+      "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all"};
+  for (std::string_view n : names)
+    if (quoted ? name == n : iequals(name, n)) return true;
+  return false;
+}
+#endif
+
+// A quoted boolean input that means false ('f', 'fal', 'off', 'no', '0', ...).
+PQSCOPE_DECL bool spells_false(std::string_view v);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool spells_false(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\n' || v.front() == '\r')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
+  if (v.empty() || v.size() > 5) return false;
+  auto prefix_of = [&](std::string_view word, std::size_t min) {
+    return v.size() >= min && v.size() <= word.size() && iequals(v, word.substr(0, v.size()));
+  };
+  return prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0";
+}
+#endif
+
+// After "set_config(": true when the third argument is a literal false and the last.
+PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
+  int depth = 0;
+  int commas = 0;
+  for (;;) {
+    token t = next_token(args, code_in_dollar_quotes);
+    if (t.kind == token::end) return false;
+    if (is_other(t, '(') || is_other(t, '[')) {
+      ++depth;
+    } else if (is_other(t, ')') || is_other(t, ']')) {
+      if (--depth < 0) return false;
+    } else if (depth == 0 && is_other(t, ',') && ++commas == 2) {
+      break;
+    }
+  }
+  const token value = next_token(args, code_in_dollar_quotes);
+  if (!(value.kind == token::name && iequals(value.text, "false")) &&
+      !(value.kind == token::string && spells_false(value.text)))
+    return false;
+  token t = next_token(args, code_in_dollar_quotes);
+  if (is_other(t, ':')) {
+    if (!is_other(next_token(args, code_in_dollar_quotes), ':')) return false;
+    const token type = next_token(args, code_in_dollar_quotes);
+    if (type.kind != token::name || !(iequals(type.text, "bool") || iequals(type.text, "boolean"))) return false;
+    t = next_token(args, code_in_dollar_quotes);
+  }
+  return is_other(t, ')');
+}
+#endif
+
+enum class call_hazard { none, advisory_lock, set_config };
+
+// The first session-state function called in the text; name is set to it.
+PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
+  for (;;) {
+    const token t = next_token(s, code_in_dollar_quotes);
+    if (t.kind == token::end) return call_hazard::none;
+    if (t.kind != token::name && t.kind != token::quoted_name) continue;
+    const bool quoted = t.kind == token::quoted_name;
+    const bool lock = session_lock_function(t.text, quoted);
+    const bool config = !lock && (quoted ? t.text == "set_config" : iequals(t.text, "set_config"));
+    if (!lock && !config) continue;
+    std::string_view after = s;
+    if (!is_other(next_token(after, code_in_dollar_quotes), '(')) continue;  // a column of that name, not a call
+    name = t.text;
+    if (lock) return call_hazard::advisory_lock;
+    if (session_set_config(after, code_in_dollar_quotes)) return call_hazard::set_config;
+  }
+}
+#endif
+
+// PgBouncer keeps these per client and sets them on every server connection it
+// lends that client, so a session-level SET of one of them does not leak:
+// client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
+// standard_conforming_strings and application_name. `rest` follows SET or RESET.
+PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest) {
+  word name = next_word(rest);
+  const bool dotted = !rest.empty() && rest.front() == '.';
+  if (name == "SESSION" && !dotted) name = next_word(rest);
+  if (!rest.empty() && rest.front() == '.') return false;  // a custom setting such as app.timezone
+  if (name == "TIME") return next_word(rest) == "ZONE";
+  return name == "NAMES" || name == "TIMEZONE" || name == "DATESTYLE" || name == "CLIENT_ENCODING" ||
+         name == "APPLICATION_NAME" || name == "STANDARD_CONFORMING_STRINGS";
+}
+#endif
+
+// "SET search_path ...": the keyword and the setting name as written.
+PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest) {
+  std::string m(keyword);
+  token t = next_token(rest);
+  if (t.kind == token::name && iequals(t.text, "session")) {
+    m += " SESSION";
+    t = next_token(rest);
+  }
+  for (char sep = ' '; t.kind == token::name && t.text.size() <= 63; sep = '.') {
+    m += sep;
+    m += t.text;
+    if (!is_other(next_token(rest), '.')) break;
+    t = next_token(rest);
+  }
+  m += " ...";
+  return m;
+}
+#endif
+
+PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
+  std::string m = "execute(\"";
+  m += statement;
+  m += "\") acts on the server session, which PgBouncer in transaction pooling mode (pooling::transaction) "
+       "lends to other clients: ";
+  m += why;
+  m += "; ";
+  m += instead;
+  m += ". To send it anyway, wrap the SQL in pqscope::allow_session_state()";
+  return m;
+}
+#endif
+
+}  // namespace session_scan
+
+// Empty when the statement is safe behind a transaction-pooling PgBouncer;
+// otherwise why not, and what to use instead. Allocates only to say no.
+PQSCOPE_DECL std::string session_state_hazard(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
+  namespace ss = session_scan;
+  constexpr std::string_view use_set_local =
+      "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
+  constexpr std::string_view use_xact_lock =
+      "use pg_advisory_xact_lock() inside a scope, which the transaction's end releases";
+
+  std::string_view rest = sql;
+  const word first = next_word(rest);
+  if ((first == "SET" || first == "RESET") && ss::tracked_by_pgbouncer(rest)) return {};
+  if (first == "SET") {
+    std::string_view after = rest;
+    const word second = next_word(after);
+    const bool dotted = !after.empty() && after.front() == '.';  // SET local.x: a setting named like a keyword
+    if (!dotted && (second == "LOCAL" || second == "TRANSACTION" || second == "CONSTRAINTS")) return {};
+    if (second == "SESSION") {
+      const word third = next_word(after);
+      if (third == "CHARACTERISTICS")
+        return ss::refuse("SET SESSION CHARACTERISTICS ...",
+                          "it changes the default transaction modes of the server session",
+                          "set isolation / read_only / deferrable in the outermost scope's transaction_options");
+    }
+    if (second == "TIME") return ss::refuse("SET TIME ZONE ...", "a session-level SET outlives the transaction", use_set_local);
+    return ss::refuse(ss::label("SET", rest), "a session-level SET outlives the transaction", use_set_local);
+  }
+  if (first == "RESET")
+    return ss::refuse(ss::label("RESET", rest), "RESET changes the setting for the whole server session", use_set_local);
+  if (first == "LISTEN" || first == "UNLISTEN")
+    return ss::refuse(first == "LISTEN" ? "LISTEN ..." : "UNLISTEN ...",
+                      "notifications arrive on a server connection the client does not keep",
+                      "use a dedicated direct connection (pooling::none, not through PgBouncer)");
+  if (first == "PREPARE" || first == "EXECUTE" || first == "DEALLOCATE") {
+    std::string_view after = rest;
+    if (first == "PREPARE" && next_word(after) == "TRANSACTION") return {};  // transaction control refuses it
+    const char* statement = first == "PREPARE" ? "PREPARE ..." : first == "EXECUTE" ? "EXECUTE ..." : "DEALLOCATE ...";
+    return ss::refuse(statement, "prepared statements live in the server session",
+                      "pass parameters to execute() instead");
+  }
+  if (first == "DECLARE") {
+    // DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH[OUT] HOLD] FOR query
+    std::string_view after = rest;
+    bool with = false;
+    for (;;) {
+      const ss::token t = ss::next_token(after);
+      if (t.kind == ss::token::end || (t.kind == ss::token::name && ss::iequals(t.text, "for"))) break;
+      const bool is_name = t.kind == ss::token::name;
+      if (with && is_name && ss::iequals(t.text, "hold"))
+        return ss::refuse("DECLARE ... WITH HOLD", "a WITH HOLD cursor outlives the transaction",
+                          "DECLARE it without HOLD inside a scope and FETCH from it before the scope ends");
+      with = is_name && ss::iequals(t.text, "with");
+    }
+  }
+  if (first == "DISCARD")
+    return ss::refuse("DISCARD ...", "it acts on whichever server session the pooler lends, not on this client's",
+                      "leave resetting server sessions to PgBouncer (server_reset_query)");
+  if (first == "LOAD")
+    return ss::refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
+                      "preload it with shared_preload_libraries or session_preload_libraries");
+
+  // The calls looked for all contain one of these words: a text with neither
+  // (most statements) needs no tokenizing. This runs for every statement.
+  auto contains_word = [&](std::string_view w) {
+    for (std::size_t i = 0; i + w.size() <= rest.size(); ++i) {
+      std::size_t k = 0;
+      while (k < w.size() && ascii_upper(rest[i + k]) == ascii_upper(w[k])) ++k;
+      if (k == w.size()) return true;
+    }
+    return false;
+  };
+  if (!contains_word("advisory") && !contains_word("set_config")) return {};
+
+  std::string_view name;
+  switch (ss::find_call(rest, first == "DO", name)) {
+    case ss::call_hazard::advisory_lock:
+      return ss::refuse(std::string(name) + "(...)",
+                        "a session advisory lock stays with the server connection, not with this client, after "
+                        "the transaction",
+                        use_xact_lock);
+    case ss::call_hazard::set_config:
+      return ss::refuse("set_config(..., false)", "a session-level setting outlives the transaction", use_set_local);
+    case ss::call_hazard::none:
+      break;
+  }
+  return {};
+}
+#endif
+
+}  // namespace pqscope::detail
+// #include <pqscope/detail/sql_text.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+struct sql_facts {
+  int placeholders = 0;      // highest_placeholder(): -1 when the text cannot be read to its end
+  std::string_view control;  // transaction_control_keyword(): a static text, or empty
+  bool copy_stream = false;  // is_copy_stream()
+  bool hazard_read = false;  // whether `hazard` was looked for (only pooling::transaction needs it)
+  std::string hazard;        // session_state_hazard(): empty when safe
+};
+
+class sql_facts_cache {
+ public:
+  // The facts of `sql`, the session-state hazard included when `hazard` is true.
+  // Valid until the next call. Throws only if memory runs out.
+  const sql_facts& get(std::string_view sql, bool hazard);
+
+ private:
+  struct entry {
+    std::string text;
+    sql_facts facts;
+    bool used = false;
+  };
+  static constexpr std::size_t slots = 64;     // direct-mapped by the text's hash
+  static constexpr std::size_t longest = 4096;  // longer texts are read each time, not kept
+  static void read(std::string_view sql, bool hazard, sql_facts& f);
+
+  std::vector<entry> entries_;
+  sql_facts uncached_;
+};
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void sql_facts_cache::read(std::string_view sql, bool hazard, sql_facts& f) {
+  f.placeholders = highest_placeholder(sql);
+  f.control = transaction_control_keyword(sql);
+  f.copy_stream = is_copy_stream(sql);
+  f.hazard_read = hazard;
+  f.hazard = hazard ? session_state_hazard(sql) : std::string();
+}
+
+PQSCOPE_DECL const sql_facts& sql_facts_cache::get(std::string_view sql, bool hazard) {
+  if (sql.size() > longest) {
+    read(sql, hazard, uncached_);
+    return uncached_;
+  }
+  if (entries_.empty()) entries_.resize(slots);
+  entry& e = entries_[std::hash<std::string_view>{}(sql) % slots];
+  if (!e.used || e.text != sql) {
+    e.used = false;  // stays unused if reading throws
+    read(sql, hazard, e.facts);
+    e.text.assign(sql.data(), sql.size());
+    e.used = true;
+  } else if (hazard && !e.facts.hazard_read) {
+    e.facts.hazard = session_state_hazard(sql);
+    e.facts.hazard_read = true;
+  }
+  return e.facts;
+}
+#endif
+
+}  // namespace pqscope::detail
 // #include <pqscope/detail/sql_text.hpp> (inlined above)
 
 namespace pqscope::detail {
@@ -3221,8 +3728,12 @@ class statement_slot final : public deferred_answer {
   bool batched = false;
 
  private:
+  // own(): the text, then each non-NULL value, each NUL-terminated, in one buffer;
+  // the value pointers and types inline for the few parameters most statements have.
+  static constexpr int inline_params = 4;
   std::string text_;
-  std::vector<std::string> values_;
+  const char* inline_pointers_[inline_params] = {};
+  unsigned inline_types_[inline_params] = {};
   std::vector<const char*> pointers_;
   std::vector<unsigned> types_;
 };
@@ -3251,18 +3762,40 @@ PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
 }
 
 PQSCOPE_DECL void statement_slot::own() {
-  text_.assign(sql.data(), sql.size());
-  sql = text_;
+  if (stmt.sql == text_.c_str()) return;  // already owned
+  const int n = stmt.n_params;
+  const auto count = static_cast<std::size_t>(n);
+  std::size_t total = sql.size() + 1;
+  for (int i = 0; i < n; ++i)
+    if (stmt.values[i] != nullptr) total += std::strlen(stmt.values[i]) + 1;
+  // Built in place (the slot never moves): no reallocation after reserve(), so the
+  // pointers taken stay valid, in the heap or in the string's own small buffer.
+  std::string& text = text_;
+  text.clear();
+  text.reserve(total);
+  text.append(sql.data(), sql.size()).push_back('\0');
+  const char** pointers = inline_pointers_;
+  unsigned* types = inline_types_;
+  if (n > inline_params) {
+    pointers_.assign(count, nullptr);
+    types_.assign(count, 0);
+    pointers = pointers_.data();
+    types = types_.data();
+  }
+  for (int i = 0; i < n; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    pointers[k] = nullptr;
+    if (stmt.values[i] != nullptr) {
+      const std::size_t at = text.size();
+      text.append(stmt.values[i]).push_back('\0');
+      pointers[k] = text.data() + at;
+    }
+    types[k] = stmt.types != nullptr ? stmt.types[i] : 0;
+  }
+  sql = std::string_view(text_.data(), sql.size());
   stmt.sql = text_.c_str();
-  values_.clear();
-  values_.reserve(static_cast<std::size_t>(stmt.n_params));
-  pointers_.clear();
-  for (int i = 0; i < stmt.n_params; ++i) values_.emplace_back(stmt.values[i] != nullptr ? stmt.values[i] : "");
-  for (int i = 0; i < stmt.n_params; ++i)
-    pointers_.push_back(stmt.values[i] != nullptr ? values_[static_cast<std::size_t>(i)].c_str() : nullptr);
-  if (stmt.types != nullptr) types_.assign(stmt.types, stmt.types + stmt.n_params);
-  stmt.values = pointers_.empty() ? nullptr : pointers_.data();
-  stmt.types = types_.empty() ? nullptr : types_.data();
+  stmt.values = n > 0 ? pointers : nullptr;
+  stmt.types = n > 0 && stmt.types != nullptr ? types : nullptr;
 }
 #endif
 
@@ -3324,10 +3857,14 @@ class scope_machine {
 
   // ---- statements -----------------------------------------------------------
 
-  // Queues a user statement. Unbatched it is due at once: drive, finish(), then
-  // read the slot. In a batched attempt it waits; the slot fills when it is sent.
-  std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const param_list& params,
-                                                  std::weak_ptr<sender> owner);
+  // What the checks read off a statement's text (cached); valid until the next call.
+  const sql_facts& facts(std::string_view sql, bool hazard) { return facts_.get(sql, hazard); }
+
+  // Queues a user statement, `f` its facts(). Unbatched it is due at once: drive,
+  // finish(), then read the slot. In a batched attempt it waits; the slot fills
+  // when it is sent.
+  std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const sql_facts& f,
+                                                  const param_list& params, std::weak_ptr<sender> owner);
 
   // ---- statements outside the pipeline (COPY, scripts) ----
   // Such a statement must find the server's transaction and savepoints exactly as
@@ -3405,6 +3942,8 @@ class scope_machine {
     std::string context;  // prefix for its error message
     std::shared_ptr<statement_slot> slot;  // user
     std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
+    const char* fixed = nullptr;           // instead of sql: a static text, or one of savepoint_texts_ (set by plan())
+    [[nodiscard]] const char* text() const noexcept { return fixed != nullptr ? fixed : sql.c_str(); }
   };
   struct frame {
     std::uint64_t id = 0;
@@ -3448,10 +3987,11 @@ class scope_machine {
   }
 
   static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
-  static std::string savepoint_sql(const item& it) {
-    const char* verb = it.k == item::savepoint ? "SAVEPOINT " : it.k == item::release ? "RELEASE SAVEPOINT "
-                                                                                      : "ROLLBACK TO SAVEPOINT ";
-    return verb + savepoint_name(it.sp);
+  // The SAVEPOINT, RELEASE or ROLLBACK TO text of a savepoint item, made once per
+  // savepoint number and connection. Valid until the next call with a higher number.
+  const char* savepoint_text(const item& it);
+  static bool is_savepoint_kind(const item& it) noexcept {
+    return (it.k == item::savepoint || it.k == item::release || it.k == item::rollback_to) && it.sql.empty();
   }
 
   static std::string begin_sql(const transaction_options& o);
@@ -3485,9 +4025,10 @@ class scope_machine {
 
   std::size_t innermost_index(std::uint64_t id, const char* what) const;
 
-  void throw_if_doomed(const std::string& what) const;
-  void throw_if_void(const std::string& what) const;
-  [[noreturn]] void throw_void(const std::string& what) const;
+  // `what`: a static text naming the refused step (a string only when it throws).
+  void throw_if_doomed(const char* what) const;
+  void throw_if_void(const char* what) const;
+  [[noreturn]] void throw_void(const char* what) const;
   [[noreturn]] static void refuse(const doom& d);
 
   // The innermost frame whose savepoint (or transaction) can undo a failure.
@@ -3496,6 +4037,7 @@ class scope_machine {
 
   void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
               const result* r) noexcept;
+  void apply_batch(std::vector<item>& batch, batch_reply& br);
   // Statements of the batch that got no answer get `e`.
   void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
   void fail_queued(const std::exception_ptr& e) noexcept;
@@ -3545,11 +4087,13 @@ class scope_machine {
   static void run_callbacks(std::vector<callback>& cbs, bool quiet);
 
   std::vector<frame> frames_;
+  sql_facts_cache facts_;
   std::vector<item> queue_;      // not yet sent, in order
   std::vector<item> followup_;   // a ROLLBACK due before anything else
   std::vector<item> in_flight_;  // the batch from plan(), until apply()
   std::vector<statement> out_;
   std::vector<std::vector<const char*>> out_args_;
+  std::vector<std::string> savepoint_texts_;  // [3 * number + verb]: SAVEPOINT, RELEASE, ROLLBACK TO
   clock::time_point sent_at_{};
   bool send_requested_ = false;
   bool send_all_ = false;     // request_sync_point(): controls go out too
@@ -3748,13 +4292,14 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
 }
 
 PQSCOPE_DECL std::shared_ptr<statement_slot>
-scope_machine::queue_statement(const char* sql, std::string_view text, const param_list& params,
+scope_machine::queue_statement(const char* sql, std::string_view text, const sql_facts& f, const param_list& params,
                                std::weak_ptr<sender> owner) {
   check_usable();
-  if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
-    throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
+  if (!f.control.empty())
+    throw usage_error("execute(\"" + std::string(f.control) +
+                      " ...\") would control the transaction behind pqscope's back; use "
                       "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
-  if (is_copy_stream(sql))
+  if (f.copy_stream)
     throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
   auto slot = make_slot(sql, text, params, std::move(owner));
   const bool lazy = batching();
@@ -3863,18 +4408,22 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
   }
   out_.clear();
-  out_args_.assign(in_flight_.size(), {});
+  if (out_args_.size() < in_flight_.size()) out_args_.resize(in_flight_.size());
+  // Savepoint texts first: making a higher number's moves the earlier ones.
+  for (const item& it : in_flight_)
+    if (is_savepoint_kind(it)) (void)savepoint_text(it);
   std::size_t users = 0;
   for (std::size_t k = 0; k < in_flight_.size(); ++k) {
     item& it = in_flight_[k];
-    if (it.sql.empty() && it.k != item::user) it.sql = savepoint_sql(it);
+    if (is_savepoint_kind(it)) it.fixed = savepoint_text(it);
     if (it.k == item::user) {
       ++users;
       out_.push_back(it.slot->stmt);
       continue;
     }
+    out_args_[k].clear();
     for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
-    out_.push_back(statement{it.sql.c_str(), static_cast<int>(out_args_[k].size()),
+    out_.push_back(statement{it.text(), static_cast<int>(out_args_[k].size()),
                              out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
   }
   ++stats_.round_trips;
@@ -3885,9 +4434,24 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
 }
 
 PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
+  std::vector<item> batch;
+  batch.swap(in_flight_);
+  // The batch's memory goes back to in_flight_ for the next plan(), however this returns.
+  auto give_back = [&]() noexcept {
+    batch.clear();
+    if (in_flight_.empty() && in_flight_.capacity() < batch.capacity()) in_flight_.swap(batch);
+  };
+  try {
+    apply_batch(batch, br);
+  } catch (...) {
+    give_back();
+    throw;
+  }
+  give_back();
+}
+
+PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_reply& br) {
   const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
-  std::vector<item> batch = std::move(in_flight_);
-  in_flight_.clear();
   const bool out_of_band = std::exchange(out_of_band_, false);
   if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
 
@@ -3963,7 +4527,7 @@ PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
   if (failed_at) {
     const item& it = batch[*failed_at];
     const reply& r = br.replies[*failed_at];
-    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
+    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context);
     if (it.k != item::end) {
       doom_here(it.context + r.message, r.sqlstate);
       if (end_in_batch) op_.failure = first;
@@ -4038,7 +4602,24 @@ scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, st
 }
 
 PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
-  return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
+  item it{item::xid, 0, 0, {}, {}, {}, nullptr, 0};
+  it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
+  return it;
+}
+
+PQSCOPE_DECL const char* scope_machine::savepoint_text(const item& it) {
+  const std::size_t verb = it.k == item::savepoint ? 0 : it.k == item::release ? 1 : 2;
+  if (savepoint_texts_.size() <= 3 * it.sp + verb) {
+    const std::size_t from = savepoint_texts_.size() / 3;
+    savepoint_texts_.resize(3 * (it.sp + 1));
+    for (std::size_t n = from; n <= it.sp; ++n) {
+      const std::string name = savepoint_name(n);
+      savepoint_texts_[3 * n] = "SAVEPOINT " + name;
+      savepoint_texts_[3 * n + 1] = "RELEASE SAVEPOINT " + name;
+      savepoint_texts_[3 * n + 2] = "ROLLBACK TO SAVEPOINT " + name;
+    }
+  }
+  return savepoint_texts_[3 * it.sp + verb].c_str();
 }
 
 PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
@@ -4081,20 +4662,20 @@ PQSCOPE_DECL std::size_t scope_machine::innermost_index(std::uint64_t id, const 
   return *at;
 }
 
-PQSCOPE_DECL void scope_machine::throw_if_doomed(const std::string& what) const {
+PQSCOPE_DECL void scope_machine::throw_if_doomed(const char* what) const {
   if (frames_.empty() || !doom_) return;
-  throw transaction_aborted(what + ": an earlier failure in this scope (" + doom_->message +
+  throw transaction_aborted(std::string(what) + ": an earlier failure in this scope (" + doom_->message +
                                 ") means it can only roll back; let the exception leave the scope, or "
                                 "catch it outside the scope",
                             doom_->message, doom_->sqlstate);
 }
 
-PQSCOPE_DECL void scope_machine::throw_if_void(const std::string& what) const {
+PQSCOPE_DECL void scope_machine::throw_if_void(const char* what) const {
   if (void_ && !frames_.empty()) throw_void(what);
 }
 
-PQSCOPE_DECL void scope_machine::throw_void(const std::string& what) const {
-  throw batch_failed(what + ": a statement sent with this batched attempt failed (" + void_->message +
+PQSCOPE_DECL void scope_machine::throw_void(const char* what) const {
+  throw batch_failed(std::string(what) + ": a statement sent with this batched attempt failed (" + void_->message +
                          "); the attempt was rolled back and atomic() runs the function again without batching",
                      void_->message, void_->sqlstate);
 }
@@ -4983,413 +5564,7 @@ PQSCOPE_DECL std::string default_application_name() {
 #endif
 
 }  // namespace pqscope::detail
-// #include <pqscope/detail/session_state.hpp>
-// Statements that leave session state behind, refused on connections with
-// pooling::transaction. Behind PgBouncer in transaction pooling mode the server
-// connection goes back to the pool after every transaction (after every statement
-// in autocommit), so whatever a statement leaves in the server session is
-// inherited by the next client that borrows it.
-//
-// Best effort, like transaction_control_keyword(): the leading keywords of the
-// statement, plus the function calls in its text. Refused:
-//  - SET, except SET LOCAL, SET TRANSACTION and SET CONSTRAINTS (all of which end
-//    with the transaction). So SET x, SET SESSION x, SET ROLE, SET SESSION
-//    AUTHORIZATION, SET SESSION CHARACTERISTICS, SET search_path.
-//  - RESET (any, RESET ALL included).
-//  Except the five parameters PgBouncer itself tracks per client and restores on
-//  every server connection it lends: SET/RESET of client_encoding (SET NAMES),
-//  DateStyle, TimeZone (SET TIME ZONE), standard_conforming_strings and
-//  application_name are allowed.
-//  - LISTEN, UNLISTEN (NOTIFY is fine).
-//  - PREPARE, EXECUTE, DEALLOCATE (PREPARE TRANSACTION is left to the transaction
-//    control check, which refuses it).
-//  - DECLARE ... WITH HOLD (DECLARE without it is fine).
-//  - DISCARD (any), LOAD.
-//  - A call, anywhere in the text, of pg_advisory_lock, pg_advisory_lock_shared,
-//    pg_try_advisory_lock, pg_try_advisory_lock_shared, pg_advisory_unlock,
-//    pg_advisory_unlock_shared or pg_advisory_unlock_all (case-insensitive, schema
-//    qualified or not, or as a "quoted" lower-case name). The _xact_ variants are fine.
-//  - set_config(name, value, false) whose third argument is written as the literal
-//    false, or as a quoted string that spells false ('f', 'false', 'off', 'no',
-//    '0' and their prefixes), optionally cast with ::bool / ::boolean.
-// Calls are looked for in the code, not in 'string literals', "quoted names" of
-// other things, or comments, and not as part of a longer name. A dollar-quoted
-// string is data, except in a DO statement, where it is the code that runs now.
-//
-// Not detected, so sent as written: a set_config() whose third argument
-// is a parameter ($3) or any other expression; a DO body in single quotes; SET,
-// LISTEN, PREPARE and the like inside a DO body, a function, or EXECUTE of a string;
-// functions that take session locks or set session state internally; temporary
-// tables (CREATE TEMP TABLE without ON COMMIT DROP) and other temporary objects;
-// SET inside a string run by another function (dblink and the like). Standard
-// conforming strings are assumed (the default since PostgreSQL 9.1): in a plain
-// 'literal' a backslash does not escape the quote. Only the first statement of the
-// text is read for keywords; the extended query protocol execute() uses refuses a
-// second one anyway.
-// Also refused, though harmless: a definition whose unquoted text calls one of the
-// advisory lock functions (CREATE VIEW, CREATE FUNCTION ... BEGIN ATOMIC). Wrap
-// it in allow_session_state().
-
-#include <cstddef>
-#include <string>
-#include <string_view>
-
-// #include <pqscope/detail/config.hpp> (inlined above)
-// #include <pqscope/detail/sql_text.hpp> (inlined above)
-
-namespace pqscope::detail {
-
-namespace session_scan {
-
-PQSCOPE_DECL bool ident_start(char c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool ident_start(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
-}
-#endif
-PQSCOPE_DECL bool ident_char(char c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool ident_char(char c) {
-  return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-#endif
-inline char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b) {
-  if (a.size() != lower_b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower_b[i]) return false;
-  return true;
-}
-#endif
-
-// One lexical token of SQL text. Strings, quoted names and comments are skipped
-// whole, so that nothing inside them reads as code.
-struct token {
-  enum kind_t { end, name, quoted_name, string, other } kind = end;
-  std::string_view text;  // name: as written; quoted_name/string: between the quotes, escapes as written
-};
-
-// The text after a $tag$ that starts s, or npos when s does not start one.
-PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s) {
-  if (s.size() < 2 || s[0] != '$') return std::string_view::npos;
-  std::size_t i = 1;
-  if (s[i] != '$') {
-    if (!ident_start(s[i])) return std::string_view::npos;  // $1 is a parameter
-    while (i < s.size() && ident_char(s[i]) && s[i] != '$') ++i;
-    if (i == s.size() || s[i] != '$') return std::string_view::npos;
-  }
-  return i + 1;
-}
-#endif
-
-// Reads the next token. code_in_dollar_quotes: a DO body is code, so its $tag$
-// delimiters are stepped over and what they enclose is read as tokens.
-PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes = false);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes) {
-  s = skip_blank(s);
-  if (code_in_dollar_quotes) {
-    for (std::size_t tag = dollar_tag_size(s); tag != std::string_view::npos; tag = dollar_tag_size(s))
-      s = skip_blank(s.substr(tag));
-  }
-  token t;
-  if (s.empty()) return t;
-  const char c = s.front();
-  if (ident_start(c)) {
-    std::size_t i = 1;
-    while (i < s.size() && ident_char(s[i])) ++i;
-    t.kind = token::name;
-    t.text = s.substr(0, i);
-    s.remove_prefix(i);
-    // E'...': the only string in which a backslash escapes the quote.
-    if ((t.text == "e" || t.text == "E") && !s.empty() && s.front() == '\'') {
-      std::size_t j = 1;
-      for (; j < s.size(); ++j) {
-        if (s[j] == '\\') {
-          ++j;
-        } else if (s[j] == '\'') {
-          if (j + 1 < s.size() && s[j + 1] == '\'') {
-            ++j;
-          } else {
-            break;
-          }
-        }
-      }
-      t.kind = token::string;
-      t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
-      s = j < s.size() ? s.substr(j + 1) : std::string_view{};
-    }
-    return t;
-  }
-  if (c == '\'' || c == '"') {
-    std::size_t j = 1;
-    for (; j < s.size(); ++j) {
-      if (s[j] == c) {
-        if (j + 1 < s.size() && s[j + 1] == c) {
-          ++j;  // doubled quote
-        } else {
-          break;
-        }
-      }
-    }
-    t.kind = c == '\'' ? token::string : token::quoted_name;
-    t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
-    s = j < s.size() ? s.substr(j + 1) : std::string_view{};
-    return t;
-  }
-  if (c == '$') {
-    const std::size_t tag = dollar_tag_size(s);
-    if (tag != std::string_view::npos) {
-      const std::size_t close = s.find(s.substr(0, tag), tag);
-      t.kind = token::string;
-      t.text = s.substr(tag, close == std::string_view::npos ? std::string_view::npos : close - tag);
-      s = close == std::string_view::npos ? std::string_view{} : s.substr(close + tag);
-      return t;
-    }
-  }
-  t.kind = token::other;
-  t.text = s.substr(0, 1);
-  s.remove_prefix(1);
-  return t;
-}
-#endif
-
-inline bool is_other(const token& t, char c) { return t.kind == token::other && t.text.front() == c; }
-
-// Session advisory lock functions; the _xact_ ones end with the transaction.
-PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted) {
-  constexpr std::string_view names[] = {
-      "pg_advisory_lock",   "pg_advisory_lock_shared",   "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
-      "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all"};
-  for (std::string_view n : names)
-    if (quoted ? name == n : iequals(name, n)) return true;
-  return false;
-}
-#endif
-
-// A quoted boolean input that means false ('f', 'fal', 'off', 'no', '0', ...).
-PQSCOPE_DECL bool spells_false(std::string_view v);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool spells_false(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\n' || v.front() == '\r')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
-  if (v.empty() || v.size() > 5) return false;
-  auto prefix_of = [&](std::string_view word, std::size_t min) {
-    return v.size() >= min && v.size() <= word.size() && iequals(v, word.substr(0, v.size()));
-  };
-  return prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0";
-}
-#endif
-
-// After "set_config(": true when the third argument is a literal false and the last.
-PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
-  int depth = 0;
-  int commas = 0;
-  for (;;) {
-    token t = next_token(args, code_in_dollar_quotes);
-    if (t.kind == token::end) return false;
-    if (is_other(t, '(') || is_other(t, '[')) {
-      ++depth;
-    } else if (is_other(t, ')') || is_other(t, ']')) {
-      if (--depth < 0) return false;
-    } else if (depth == 0 && is_other(t, ',') && ++commas == 2) {
-      break;
-    }
-  }
-  const token value = next_token(args, code_in_dollar_quotes);
-  if (!(value.kind == token::name && iequals(value.text, "false")) &&
-      !(value.kind == token::string && spells_false(value.text)))
-    return false;
-  token t = next_token(args, code_in_dollar_quotes);
-  if (is_other(t, ':')) {
-    if (!is_other(next_token(args, code_in_dollar_quotes), ':')) return false;
-    const token type = next_token(args, code_in_dollar_quotes);
-    if (type.kind != token::name || !(iequals(type.text, "bool") || iequals(type.text, "boolean"))) return false;
-    t = next_token(args, code_in_dollar_quotes);
-  }
-  return is_other(t, ')');
-}
-#endif
-
-enum class call_hazard { none, advisory_lock, set_config };
-
-// The first session-state function called in the text; name is set to it.
-PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
-  for (;;) {
-    const token t = next_token(s, code_in_dollar_quotes);
-    if (t.kind == token::end) return call_hazard::none;
-    if (t.kind != token::name && t.kind != token::quoted_name) continue;
-    const bool quoted = t.kind == token::quoted_name;
-    const bool lock = session_lock_function(t.text, quoted);
-    const bool config = !lock && (quoted ? t.text == "set_config" : iequals(t.text, "set_config"));
-    if (!lock && !config) continue;
-    std::string_view after = s;
-    if (!is_other(next_token(after, code_in_dollar_quotes), '(')) continue;  // a column of that name, not a call
-    name = t.text;
-    if (lock) return call_hazard::advisory_lock;
-    if (session_set_config(after, code_in_dollar_quotes)) return call_hazard::set_config;
-  }
-}
-#endif
-
-// PgBouncer keeps these per client and sets them on every server connection it
-// lends that client, so a session-level SET of one of them does not leak:
-// client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
-// standard_conforming_strings and application_name. `rest` follows SET or RESET.
-PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest) {
-  word name = next_word(rest);
-  const bool dotted = !rest.empty() && rest.front() == '.';
-  if (name == "SESSION" && !dotted) name = next_word(rest);
-  if (!rest.empty() && rest.front() == '.') return false;  // a custom setting such as app.timezone
-  if (name == "TIME") return next_word(rest) == "ZONE";
-  return name == "NAMES" || name == "TIMEZONE" || name == "DATESTYLE" || name == "CLIENT_ENCODING" ||
-         name == "APPLICATION_NAME" || name == "STANDARD_CONFORMING_STRINGS";
-}
-#endif
-
-// "SET search_path ...": the keyword and the setting name as written.
-PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest) {
-  std::string m(keyword);
-  token t = next_token(rest);
-  if (t.kind == token::name && iequals(t.text, "session")) {
-    m += " SESSION";
-    t = next_token(rest);
-  }
-  for (char sep = ' '; t.kind == token::name && t.text.size() <= 63; sep = '.') {
-    m += sep;
-    m += t.text;
-    if (!is_other(next_token(rest), '.')) break;
-    t = next_token(rest);
-  }
-  m += " ...";
-  return m;
-}
-#endif
-
-PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
-  std::string m = "execute(\"";
-  m += statement;
-  m += "\") acts on the server session, which PgBouncer in transaction pooling mode (pooling::transaction) "
-       "lends to other clients: ";
-  m += why;
-  m += "; ";
-  m += instead;
-  m += ". To send it anyway, wrap the SQL in pqscope::allow_session_state()";
-  return m;
-}
-#endif
-
-}  // namespace session_scan
-
-// Empty when the statement is safe behind a transaction-pooling PgBouncer;
-// otherwise why not, and what to use instead. Allocates only to say no.
-PQSCOPE_DECL std::string session_state_hazard(std::string_view sql);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
-  namespace ss = session_scan;
-  constexpr std::string_view use_set_local =
-      "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
-  constexpr std::string_view use_xact_lock =
-      "use pg_advisory_xact_lock() inside a scope, which the transaction's end releases";
-
-  std::string_view rest = sql;
-  const word first = next_word(rest);
-  if ((first == "SET" || first == "RESET") && ss::tracked_by_pgbouncer(rest)) return {};
-  if (first == "SET") {
-    std::string_view after = rest;
-    const word second = next_word(after);
-    const bool dotted = !after.empty() && after.front() == '.';  // SET local.x: a setting named like a keyword
-    if (!dotted && (second == "LOCAL" || second == "TRANSACTION" || second == "CONSTRAINTS")) return {};
-    if (second == "SESSION") {
-      const word third = next_word(after);
-      if (third == "CHARACTERISTICS")
-        return ss::refuse("SET SESSION CHARACTERISTICS ...",
-                          "it changes the default transaction modes of the server session",
-                          "set isolation / read_only / deferrable in the outermost scope's transaction_options");
-    }
-    if (second == "TIME") return ss::refuse("SET TIME ZONE ...", "a session-level SET outlives the transaction", use_set_local);
-    return ss::refuse(ss::label("SET", rest), "a session-level SET outlives the transaction", use_set_local);
-  }
-  if (first == "RESET")
-    return ss::refuse(ss::label("RESET", rest), "RESET changes the setting for the whole server session", use_set_local);
-  if (first == "LISTEN" || first == "UNLISTEN")
-    return ss::refuse(first == "LISTEN" ? "LISTEN ..." : "UNLISTEN ...",
-                      "notifications arrive on a server connection the client does not keep",
-                      "use a dedicated direct connection (pooling::none, not through PgBouncer)");
-  if (first == "PREPARE" || first == "EXECUTE" || first == "DEALLOCATE") {
-    std::string_view after = rest;
-    if (first == "PREPARE" && next_word(after) == "TRANSACTION") return {};  // transaction control refuses it
-    const char* statement = first == "PREPARE" ? "PREPARE ..." : first == "EXECUTE" ? "EXECUTE ..." : "DEALLOCATE ...";
-    return ss::refuse(statement, "prepared statements live in the server session",
-                      "pass parameters to execute() instead");
-  }
-  if (first == "DECLARE") {
-    // DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH[OUT] HOLD] FOR query
-    std::string_view after = rest;
-    bool with = false;
-    for (;;) {
-      const ss::token t = ss::next_token(after);
-      if (t.kind == ss::token::end || (t.kind == ss::token::name && ss::iequals(t.text, "for"))) break;
-      const bool is_name = t.kind == ss::token::name;
-      if (with && is_name && ss::iequals(t.text, "hold"))
-        return ss::refuse("DECLARE ... WITH HOLD", "a WITH HOLD cursor outlives the transaction",
-                          "DECLARE it without HOLD inside a scope and FETCH from it before the scope ends");
-      with = is_name && ss::iequals(t.text, "with");
-    }
-  }
-  if (first == "DISCARD")
-    return ss::refuse("DISCARD ...", "it acts on whichever server session the pooler lends, not on this client's",
-                      "leave resetting server sessions to PgBouncer (server_reset_query)");
-  if (first == "LOAD")
-    return ss::refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
-                      "preload it with shared_preload_libraries or session_preload_libraries");
-
-  // The calls looked for all contain one of these words: a text with neither
-  // (most statements) needs no tokenizing. This runs for every statement.
-  auto contains_word = [&](std::string_view w) {
-    for (std::size_t i = 0; i + w.size() <= rest.size(); ++i) {
-      std::size_t k = 0;
-      while (k < w.size() && std::tolower(static_cast<unsigned char>(rest[i + k])) == w[k]) ++k;
-      if (k == w.size()) return true;
-    }
-    return false;
-  };
-  if (!contains_word("advisory") && !contains_word("set_config")) return {};
-
-  std::string_view name;
-  switch (ss::find_call(rest, first == "DO", name)) {
-    case ss::call_hazard::advisory_lock:
-      return ss::refuse(std::string(name) + "(...)",
-                        "a session advisory lock stays with the server connection, not with this client, after "
-                        "the transaction",
-                        use_xact_lock);
-    case ss::call_hazard::set_config:
-      return ss::refuse("set_config(..., false)", "a session-level setting outlives the transaction", use_set_local);
-    case ss::call_hazard::none:
-      break;
-  }
-  return {};
-}
-#endif
-
-}  // namespace pqscope::detail
+// #include <pqscope/detail/session_state.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
 
 namespace pqscope {
@@ -5621,10 +5796,12 @@ class basic_connection {
     std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
-      check_session_state(sql);
-      detail::check_placeholders(sql.view(), sizeof...(Params));
+      const bool guard = options_.pooling == pooling::transaction && !sql.session_state_allowed();
+      const detail::sql_facts& f = s.machine.facts(sql.view(), guard);
+      if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
+      detail::check_placeholders(sql.view(), sizeof...(Params), f.placeholders);
       list.emplace(detail::param_list::of(params...));
-      slot = s.machine.queue_statement(sql.c_str(), sql.view(), *list, s.weak_from_this());
+      slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, *list, s.weak_from_this());
     } catch (const std::exception& e) {
       if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
       throw;

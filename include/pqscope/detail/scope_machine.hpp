@@ -42,6 +42,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -58,6 +59,7 @@
 #include <pqscope/result.hpp>
 #include <pqscope/stats.hpp>
 #include <pqscope/detail/config.hpp>
+#include <pqscope/detail/sql_facts.hpp>
 #include <pqscope/detail/sql_text.hpp>
 
 namespace pqscope::detail {
@@ -136,8 +138,12 @@ class statement_slot final : public deferred_answer {
   bool batched = false;
 
  private:
+  // own(): the text, then each non-NULL value, each NUL-terminated, in one buffer;
+  // the value pointers and types inline for the few parameters most statements have.
+  static constexpr int inline_params = 4;
   std::string text_;
-  std::vector<std::string> values_;
+  const char* inline_pointers_[inline_params] = {};
+  unsigned inline_types_[inline_params] = {};
   std::vector<const char*> pointers_;
   std::vector<unsigned> types_;
 };
@@ -166,18 +172,40 @@ PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
 }
 
 PQSCOPE_DECL void statement_slot::own() {
-  text_.assign(sql.data(), sql.size());
-  sql = text_;
+  if (stmt.sql == text_.c_str()) return;  // already owned
+  const int n = stmt.n_params;
+  const auto count = static_cast<std::size_t>(n);
+  std::size_t total = sql.size() + 1;
+  for (int i = 0; i < n; ++i)
+    if (stmt.values[i] != nullptr) total += std::strlen(stmt.values[i]) + 1;
+  // Built in place (the slot never moves): no reallocation after reserve(), so the
+  // pointers taken stay valid, in the heap or in the string's own small buffer.
+  std::string& text = text_;
+  text.clear();
+  text.reserve(total);
+  text.append(sql.data(), sql.size()).push_back('\0');
+  const char** pointers = inline_pointers_;
+  unsigned* types = inline_types_;
+  if (n > inline_params) {
+    pointers_.assign(count, nullptr);
+    types_.assign(count, 0);
+    pointers = pointers_.data();
+    types = types_.data();
+  }
+  for (int i = 0; i < n; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    pointers[k] = nullptr;
+    if (stmt.values[i] != nullptr) {
+      const std::size_t at = text.size();
+      text.append(stmt.values[i]).push_back('\0');
+      pointers[k] = text.data() + at;
+    }
+    types[k] = stmt.types != nullptr ? stmt.types[i] : 0;
+  }
+  sql = std::string_view(text_.data(), sql.size());
   stmt.sql = text_.c_str();
-  values_.clear();
-  values_.reserve(static_cast<std::size_t>(stmt.n_params));
-  pointers_.clear();
-  for (int i = 0; i < stmt.n_params; ++i) values_.emplace_back(stmt.values[i] != nullptr ? stmt.values[i] : "");
-  for (int i = 0; i < stmt.n_params; ++i)
-    pointers_.push_back(stmt.values[i] != nullptr ? values_[static_cast<std::size_t>(i)].c_str() : nullptr);
-  if (stmt.types != nullptr) types_.assign(stmt.types, stmt.types + stmt.n_params);
-  stmt.values = pointers_.empty() ? nullptr : pointers_.data();
-  stmt.types = types_.empty() ? nullptr : types_.data();
+  stmt.values = n > 0 ? pointers : nullptr;
+  stmt.types = n > 0 && stmt.types != nullptr ? types : nullptr;
 }
 #endif
 
@@ -239,10 +267,14 @@ class scope_machine {
 
   // ---- statements -----------------------------------------------------------
 
-  // Queues a user statement. Unbatched it is due at once: drive, finish(), then
-  // read the slot. In a batched attempt it waits; the slot fills when it is sent.
-  std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const param_list& params,
-                                                  std::weak_ptr<sender> owner);
+  // What the checks read off a statement's text (cached); valid until the next call.
+  const sql_facts& facts(std::string_view sql, bool hazard) { return facts_.get(sql, hazard); }
+
+  // Queues a user statement, `f` its facts(). Unbatched it is due at once: drive,
+  // finish(), then read the slot. In a batched attempt it waits; the slot fills
+  // when it is sent.
+  std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const sql_facts& f,
+                                                  const param_list& params, std::weak_ptr<sender> owner);
 
   // ---- statements outside the pipeline (COPY, scripts) ----
   // Such a statement must find the server's transaction and savepoints exactly as
@@ -320,6 +352,8 @@ class scope_machine {
     std::string context;  // prefix for its error message
     std::shared_ptr<statement_slot> slot;  // user
     std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
+    const char* fixed = nullptr;           // instead of sql: a static text, or one of savepoint_texts_ (set by plan())
+    [[nodiscard]] const char* text() const noexcept { return fixed != nullptr ? fixed : sql.c_str(); }
   };
   struct frame {
     std::uint64_t id = 0;
@@ -363,10 +397,11 @@ class scope_machine {
   }
 
   static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
-  static std::string savepoint_sql(const item& it) {
-    const char* verb = it.k == item::savepoint ? "SAVEPOINT " : it.k == item::release ? "RELEASE SAVEPOINT "
-                                                                                      : "ROLLBACK TO SAVEPOINT ";
-    return verb + savepoint_name(it.sp);
+  // The SAVEPOINT, RELEASE or ROLLBACK TO text of a savepoint item, made once per
+  // savepoint number and connection. Valid until the next call with a higher number.
+  const char* savepoint_text(const item& it);
+  static bool is_savepoint_kind(const item& it) noexcept {
+    return (it.k == item::savepoint || it.k == item::release || it.k == item::rollback_to) && it.sql.empty();
   }
 
   static std::string begin_sql(const transaction_options& o);
@@ -400,9 +435,10 @@ class scope_machine {
 
   std::size_t innermost_index(std::uint64_t id, const char* what) const;
 
-  void throw_if_doomed(const std::string& what) const;
-  void throw_if_void(const std::string& what) const;
-  [[noreturn]] void throw_void(const std::string& what) const;
+  // `what`: a static text naming the refused step (a string only when it throws).
+  void throw_if_doomed(const char* what) const;
+  void throw_if_void(const char* what) const;
+  [[noreturn]] void throw_void(const char* what) const;
   [[noreturn]] static void refuse(const doom& d);
 
   // The innermost frame whose savepoint (or transaction) can undo a failure.
@@ -411,6 +447,7 @@ class scope_machine {
 
   void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
               const result* r) noexcept;
+  void apply_batch(std::vector<item>& batch, batch_reply& br);
   // Statements of the batch that got no answer get `e`.
   void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
   void fail_queued(const std::exception_ptr& e) noexcept;
@@ -460,11 +497,13 @@ class scope_machine {
   static void run_callbacks(std::vector<callback>& cbs, bool quiet);
 
   std::vector<frame> frames_;
+  sql_facts_cache facts_;
   std::vector<item> queue_;      // not yet sent, in order
   std::vector<item> followup_;   // a ROLLBACK due before anything else
   std::vector<item> in_flight_;  // the batch from plan(), until apply()
   std::vector<statement> out_;
   std::vector<std::vector<const char*>> out_args_;
+  std::vector<std::string> savepoint_texts_;  // [3 * number + verb]: SAVEPOINT, RELEASE, ROLLBACK TO
   clock::time_point sent_at_{};
   bool send_requested_ = false;
   bool send_all_ = false;     // request_sync_point(): controls go out too
@@ -663,13 +702,14 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
 }
 
 PQSCOPE_DECL std::shared_ptr<statement_slot>
-scope_machine::queue_statement(const char* sql, std::string_view text, const param_list& params,
+scope_machine::queue_statement(const char* sql, std::string_view text, const sql_facts& f, const param_list& params,
                                std::weak_ptr<sender> owner) {
   check_usable();
-  if (std::string_view kw = transaction_control_keyword(sql); !kw.empty())
-    throw usage_error("execute(\"" + std::string(kw) + " ...\") would control the transaction behind pqscope's back; use "
+  if (!f.control.empty())
+    throw usage_error("execute(\"" + std::string(f.control) +
+                      " ...\") would control the transaction behind pqscope's back; use "
                       "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
-  if (is_copy_stream(sql))
+  if (f.copy_stream)
     throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
   auto slot = make_slot(sql, text, params, std::move(owner));
   const bool lazy = batching();
@@ -778,18 +818,22 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
   }
   out_.clear();
-  out_args_.assign(in_flight_.size(), {});
+  if (out_args_.size() < in_flight_.size()) out_args_.resize(in_flight_.size());
+  // Savepoint texts first: making a higher number's moves the earlier ones.
+  for (const item& it : in_flight_)
+    if (is_savepoint_kind(it)) (void)savepoint_text(it);
   std::size_t users = 0;
   for (std::size_t k = 0; k < in_flight_.size(); ++k) {
     item& it = in_flight_[k];
-    if (it.sql.empty() && it.k != item::user) it.sql = savepoint_sql(it);
+    if (is_savepoint_kind(it)) it.fixed = savepoint_text(it);
     if (it.k == item::user) {
       ++users;
       out_.push_back(it.slot->stmt);
       continue;
     }
+    out_args_[k].clear();
     for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
-    out_.push_back(statement{it.sql.c_str(), static_cast<int>(out_args_[k].size()),
+    out_.push_back(statement{it.text(), static_cast<int>(out_args_[k].size()),
                              out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
   }
   ++stats_.round_trips;
@@ -800,9 +844,24 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
 }
 
 PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
+  std::vector<item> batch;
+  batch.swap(in_flight_);
+  // The batch's memory goes back to in_flight_ for the next plan(), however this returns.
+  auto give_back = [&]() noexcept {
+    batch.clear();
+    if (in_flight_.empty() && in_flight_.capacity() < batch.capacity()) in_flight_.swap(batch);
+  };
+  try {
+    apply_batch(batch, br);
+  } catch (...) {
+    give_back();
+    throw;
+  }
+  give_back();
+}
+
+PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_reply& br) {
   const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
-  std::vector<item> batch = std::move(in_flight_);
-  in_flight_.clear();
   const bool out_of_band = std::exchange(out_of_band_, false);
   if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
 
@@ -878,7 +937,7 @@ PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
   if (failed_at) {
     const item& it = batch[*failed_at];
     const reply& r = br.replies[*failed_at];
-    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.sql), it.context);
+    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context);
     if (it.k != item::end) {
       doom_here(it.context + r.message, r.sqlstate);
       if (end_in_batch) op_.failure = first;
@@ -953,7 +1012,24 @@ scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, st
 }
 
 PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
-  return item{item::xid, 0, 0, "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text", {}, {}, nullptr, 0};
+  item it{item::xid, 0, 0, {}, {}, {}, nullptr, 0};
+  it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
+  return it;
+}
+
+PQSCOPE_DECL const char* scope_machine::savepoint_text(const item& it) {
+  const std::size_t verb = it.k == item::savepoint ? 0 : it.k == item::release ? 1 : 2;
+  if (savepoint_texts_.size() <= 3 * it.sp + verb) {
+    const std::size_t from = savepoint_texts_.size() / 3;
+    savepoint_texts_.resize(3 * (it.sp + 1));
+    for (std::size_t n = from; n <= it.sp; ++n) {
+      const std::string name = savepoint_name(n);
+      savepoint_texts_[3 * n] = "SAVEPOINT " + name;
+      savepoint_texts_[3 * n + 1] = "RELEASE SAVEPOINT " + name;
+      savepoint_texts_[3 * n + 2] = "ROLLBACK TO SAVEPOINT " + name;
+    }
+  }
+  return savepoint_texts_[3 * it.sp + verb].c_str();
 }
 
 PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
@@ -996,20 +1072,20 @@ PQSCOPE_DECL std::size_t scope_machine::innermost_index(std::uint64_t id, const 
   return *at;
 }
 
-PQSCOPE_DECL void scope_machine::throw_if_doomed(const std::string& what) const {
+PQSCOPE_DECL void scope_machine::throw_if_doomed(const char* what) const {
   if (frames_.empty() || !doom_) return;
-  throw transaction_aborted(what + ": an earlier failure in this scope (" + doom_->message +
+  throw transaction_aborted(std::string(what) + ": an earlier failure in this scope (" + doom_->message +
                                 ") means it can only roll back; let the exception leave the scope, or "
                                 "catch it outside the scope",
                             doom_->message, doom_->sqlstate);
 }
 
-PQSCOPE_DECL void scope_machine::throw_if_void(const std::string& what) const {
+PQSCOPE_DECL void scope_machine::throw_if_void(const char* what) const {
   if (void_ && !frames_.empty()) throw_void(what);
 }
 
-PQSCOPE_DECL void scope_machine::throw_void(const std::string& what) const {
-  throw batch_failed(what + ": a statement sent with this batched attempt failed (" + void_->message +
+PQSCOPE_DECL void scope_machine::throw_void(const char* what) const {
+  throw batch_failed(std::string(what) + ": a statement sent with this batched attempt failed (" + void_->message +
                          "); the attempt was rolled back and atomic() runs the function again without batching",
                      void_->message, void_->sqlstate);
 }

@@ -381,7 +381,7 @@ PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
   auto contains_word = [&](std::string_view w) {
     for (std::size_t i = 0; i + w.size() <= rest.size(); ++i) {
       std::size_t k = 0;
-      while (k < w.size() && std::tolower(static_cast<unsigned char>(rest[i + k])) == w[k]) ++k;
+      while (k < w.size() && ascii_upper(rest[i + k]) == ascii_upper(w[k])) ++k;
       if (k == w.size()) return true;
     }
     return false;

@@ -269,10 +269,14 @@ PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s) 
 // server's own message ("bind message supplies 1 parameters, but prepared
 // statement \"\" requires 2") names a prepared statement the caller never made,
 // and too many are accepted silently.
+// `wanted` is highest_placeholder(sql), when the caller knows it.
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, int wanted);
 PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given);
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given) {
-  const int wanted = highest_placeholder(sql);
+  check_placeholders(sql, given, highest_placeholder(sql));
+}
+PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, int wanted) {
   if (wanted < 0 || static_cast<std::size_t>(wanted) == given) return;  // < 0: the server will say what is wrong
   if (wanted == 0)
     throw usage_error("the statement has no $n placeholder, but " + std::to_string(given) +
