@@ -46,9 +46,11 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -293,7 +295,7 @@ class scope_machine {
   }
   void request_sync_point() {
     check_usable();
-    op_ = operation{};
+    reset_operation();
     send_requested_ = true;
     send_all_ = true;
   }
@@ -369,6 +371,9 @@ class scope_machine {
   };
   // What the operation in progress learned from the loop, for its end step.
   struct operation {
+    // Not "= default": the chrono members' defaults are not declared noexcept,
+    // though nothing in them can throw; reset_operation() needs noexcept.
+    operation() noexcept {}  // NOLINT(modernize-use-equals-default)
     bool commit = false, quiet = false;
     frame ended;             // the outermost scope being ended
     bool sent_end = false;   // its COMMIT / ROLLBACK went out
@@ -509,6 +514,12 @@ class scope_machine {
   bool send_all_ = false;     // request_sync_point(): controls go out too
   bool out_of_band_ = false;  // in_flight_ is a statement sent outside the pipeline
   operation op_;
+  // op_ = operation{} without the member-by-member move (it runs several times per scope).
+  void reset_operation() noexcept {
+    static_assert(std::is_nothrow_default_constructible_v<operation>, "reset_operation() rebuilds op_ in place");
+    op_.~operation();
+    ::new (static_cast<void*>(&op_)) operation();
+  }
   std::optional<doom> doom_;
   std::optional<attempt_failure> void_;
   std::uint64_t next_id_ = 1;
@@ -589,14 +600,14 @@ PQSCOPE_DECL std::optional<std::size_t> scope_machine::index_of(std::uint64_t id
 PQSCOPE_DECL bool scope_machine::end_scope(std::uint64_t id, bool commit, bool quiet) {
   if (!quiet && !opened_by_this_process()) check_usable();
   const std::size_t i = innermost_index(id, commit ? "commit()" : "rollback()");
-  op_ = operation{};
+  reset_operation();
   op_.commit = commit;
   op_.quiet = quiet;
   if ((closed_ || broken_) && commit) {
     if (i == 0) {
       pop_outermost();
       if (opened_by_this_process()) run_callbacks(op_.ended.on_rollback, true);
-      op_ = operation{};
+      reset_operation();
     } else {
       end_nested_rollback(i);
     }
@@ -643,7 +654,7 @@ PQSCOPE_DECL void scope_machine::resolve(std::string outcome) {
 PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
   if (committed != nullptr) *committed = false;
   operation op = std::move(op_);
-  op_ = operation{};
+  reset_operation();
   frame& f = op.ended;
   if (op.replay) {
     if (op.quiet) return;
@@ -718,7 +729,7 @@ scope_machine::queue_statement(const char* sql, std::string_view text, const sql
   item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
   it.slot = slot;
   if (!lazy) {
-    op_ = operation{};
+    reset_operation();
     send_requested_ = true;
   }
   return slot;
@@ -726,13 +737,13 @@ scope_machine::queue_statement(const char* sql, std::string_view text, const sql
 
 PQSCOPE_DECL void scope_machine::request_flush() {
   check_usable();
-  op_ = operation{};
+  reset_operation();
   send_requested_ = true;
 }
 
 PQSCOPE_DECL void scope_machine::finish() {
   operation op = std::move(op_);
-  op_ = operation{};
+  reset_operation();
   if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
   if (op.stray) std::rethrow_exception(op.stray);
   if (void_ && !frames_.empty()) throw_void("flush()");
