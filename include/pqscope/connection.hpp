@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include <pqscope/callback.hpp>
 #include <pqscope/copy.hpp>
 #include <pqscope/driver.hpp>
 #include <pqscope/errors.hpp>
@@ -190,14 +191,14 @@ class basic_connection {
   template <class F>
   void on_commit(F&& fn) {
     detail::sync_session::call guard(machine_session(), "on_commit()");
-    machine().on_commit(std::function<void()>(std::forward<F>(fn)));
+    machine().on_commit(callback<void()>(std::forward<F>(fn)));
   }
   // Runs fn after the outermost transaction rolls back. Dropped if the scope that
   // registered it is a savepoint that rolls back, and outside any scope.
   template <class F>
   void on_rollback(F&& fn) {
     detail::sync_session::call guard(machine_session(), "on_rollback()");
-    machine().on_rollback(std::function<void()>(std::forward<F>(fn)));
+    machine().on_rollback(callback<void()>(std::forward<F>(fn)));
   }
 
   // SET LOCAL for the current transaction (set_config(name, value, true)): it ends

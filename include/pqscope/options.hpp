@@ -4,8 +4,9 @@
 #include <chrono>
 #include <cstddef>
 #include <exception>
-#include <functional>
 #include <string_view>
+
+#include <pqscope/callback.hpp>
 
 namespace pqscope {
 
@@ -87,7 +88,8 @@ struct connection_options {
   // batch that carried it), or when it is refused before it was sent (error set).
   // It must not use the connection. Exceptions it
   // throws are swallowed: a logging hook must not change what a transaction does.
-  std::function<void(const statement_event&)> observer;
+  // Any callable: a lambda, a function, a std::function (see callback.hpp).
+  callback<void(const statement_event&)> observer;
   // PostgreSQL caches 64 subtransaction ids per backend; a transaction that holds
   // more (savepoints that wrote; released ones count until the transaction ends)
   // slows every snapshot in the cluster. Opening a savepoint past this many is

@@ -4,6 +4,7 @@
 // name in single_include/) and link libpq.
 
 #include <pqscope/errors.hpp>
+#include <pqscope/callback.hpp>
 #include <pqscope/options.hpp>
 #include <pqscope/stats.hpp>
 #include <pqscope/params.hpp>

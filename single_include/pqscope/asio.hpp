@@ -862,7 +862,6 @@ auto async_open(std::shared_ptr<link> l, std::string conninfo, std::string app, 
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -883,6 +882,7 @@ auto async_open(std::shared_ptr<link> l, std::string conninfo, std::string app, 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+// #include <pqscope/callback.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/connection.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/database.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/driver.hpp> (in <pqscope/pqscope.hpp>)
@@ -1610,11 +1610,11 @@ class connection {
   // once outside any scope); dropped if the scope that registered it rolls back.
   template <class F>
   void on_commit(F&& fn) {
-    session().idle_machine("on_commit()").on_commit(std::function<void()>(std::forward<F>(fn)));
+    session().idle_machine("on_commit()").on_commit(pqscope::callback<void()>(std::forward<F>(fn)));
   }
   template <class F>
   void on_rollback(F&& fn) {
-    session().idle_machine("on_rollback()").on_rollback(std::function<void()>(std::forward<F>(fn)));
+    session().idle_machine("on_rollback()").on_rollback(pqscope::callback<void()>(std::forward<F>(fn)));
   }
   // SET LOCAL for the current transaction (sent with the next statement).
   void set_local(std::string_view name, std::string_view value) {

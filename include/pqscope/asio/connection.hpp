@@ -20,7 +20,6 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,6 +40,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <pqscope/callback.hpp>
 #include <pqscope/connection.hpp>
 #include <pqscope/database.hpp>
 #include <pqscope/driver.hpp>
@@ -768,11 +768,11 @@ class connection {
   // once outside any scope); dropped if the scope that registered it rolls back.
   template <class F>
   void on_commit(F&& fn) {
-    session().idle_machine("on_commit()").on_commit(std::function<void()>(std::forward<F>(fn)));
+    session().idle_machine("on_commit()").on_commit(pqscope::callback<void()>(std::forward<F>(fn)));
   }
   template <class F>
   void on_rollback(F&& fn) {
-    session().idle_machine("on_rollback()").on_rollback(std::function<void()>(std::forward<F>(fn)));
+    session().idle_machine("on_rollback()").on_rollback(pqscope::callback<void()>(std::forward<F>(fn)));
   }
   // SET LOCAL for the current transaction (sent with the next statement).
   void set_local(std::string_view name, std::string_view value) {

@@ -44,7 +44,6 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <new>
 #include <optional>
@@ -54,6 +53,7 @@
 #include <utility>
 #include <vector>
 
+#include <pqscope/callback.hpp>
 #include <pqscope/driver.hpp>
 #include <pqscope/errors.hpp>
 #include <pqscope/options.hpp>
@@ -224,7 +224,7 @@ struct attempt_info {
 
 class scope_machine {
  public:
-  using callback = std::function<void()>;
+  using callback = pqscope::callback<void()>;
   using clock = std::chrono::steady_clock;
 
   scope_machine() = default;
@@ -234,7 +234,7 @@ class scope_machine {
 
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
-  void set_observer(std::function<void(const statement_event&)> o) { observer_ = std::move(o); }
+  void set_observer(pqscope::callback<void(const statement_event&)> o) { observer_ = std::move(o); }
   void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
@@ -530,7 +530,7 @@ class scope_machine {
   bool xid_pending_ = false;  // statements were sent since the last answer to the id query
   pid_t pid_ = current_pid();
   connection_stats stats_;
-  std::function<void(const statement_event&)> observer_;
+  pqscope::callback<void(const statement_event&)> observer_;
   std::vector<std::uint64_t> held_;  // subtransactions per savepoint level, see hold()
   std::size_t savepoint_limit_ = 64;
   bool refuse_past_limit_ = false;
