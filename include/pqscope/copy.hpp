@@ -29,63 +29,26 @@ namespace detail {
 // The COPY in progress on a session, shared by copy_writer and copy_reader.
 class copy_stream final : public sync_session::stream {
  public:
-  copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
-      : s_(std::move(s)), slot_(std::move(slot)), in_(in) {
-    s_->open_stream(this);
-  }
+  copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in);
   copy_stream(const copy_stream&) = delete;
   copy_stream& operator=(const copy_stream&) = delete;
   copy_stream(copy_stream&&) = delete;
   copy_stream& operator=(copy_stream&&) = delete;
-  ~copy_stream() override { end_quietly(); }
+  PQSCOPE_DECL ~copy_stream() override;  // inline in header-only mode: no key function, no vtable in every TU
 
   [[nodiscard]] bool open() const noexcept { return open_; }
   [[nodiscard]] sync_session& session() const noexcept { return *s_; }
 
-  void check_open(const char* what) const {
-    if (!open_)
-      throw usage_error(std::string(what) + ": this COPY has already ended" +
-                        (why_.empty() ? std::string() : " (" + why_ + ")"));
-  }
+  void check_open(const char* what) const;
 
   // COPY FROM STDIN: rows are gathered and sent in chunks.
-  void put(std::string_view data) {
-    if (!s_->copy_put(data)) {
-      // The connection failed: copy_end() reports it, and the scopes learn it.
-      (void)end(s_->copy_end(nullptr));
-    }
-  }
+  void put(std::string_view data);
   // The COPY's answer, applied to the scopes; throws what the statement raised.
-  result end(batch_reply br) {
-    open_ = false;
-    s_->close_stream(this);
-    try {
-      return s_->end_out_of_band(slot_, std::move(br));
-    } catch (const std::exception& e) {
-      why_ = e.what();
-      throw;
-    }
-  }
+  result end(batch_reply br);
 
   // A destructor, or a scope ending around the COPY: a COPY FROM STDIN is
   // aborted (nothing of it is kept), a COPY TO STDOUT is read to its end.
-  void end_quietly() noexcept override {
-    if (!open_) return;
-    try {
-      if (in_) {
-        (void)end(s_->copy_end("the copy_writer was destroyed (or its scope ended) before finish()"));
-      } else {
-        std::string_view ignored;
-        while (s_->copy_get(ignored)) {
-        }
-        (void)end(s_->copy_out_end());
-      }
-    } catch (...) {
-      // the scopes know: a failed COPY dooms its scope, a lost connection breaks it
-    }
-    open_ = false;
-    s_->close_stream(this);
-  }
+  PQSCOPE_DECL void end_quietly() noexcept override;  // (see the destructor)
 
  private:
   std::shared_ptr<sync_session> s_;
@@ -94,6 +57,58 @@ class copy_stream final : public sync_session::stream {
   bool open_ = true;
   std::string why_;  // why it ended, if by an error
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL copy_stream::copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
+    : s_(std::move(s)), slot_(std::move(slot)), in_(in) {
+  s_->open_stream(this);
+}
+
+PQSCOPE_DECL copy_stream::~copy_stream() { end_quietly(); }
+
+PQSCOPE_DECL void copy_stream::check_open(const char* what) const {
+  if (!open_)
+    throw usage_error(std::string(what) + ": this COPY has already ended" +
+                      (why_.empty() ? std::string() : " (" + why_ + ")"));
+}
+
+PQSCOPE_DECL void copy_stream::put(std::string_view data) {
+  if (!s_->copy_put(data)) {
+    // The connection failed: copy_end() reports it, and the scopes learn it.
+    (void)end(s_->copy_end(nullptr));
+  }
+}
+
+PQSCOPE_DECL result copy_stream::end(batch_reply br) {
+  open_ = false;
+  s_->close_stream(this);
+  try {
+    return s_->end_out_of_band(slot_, std::move(br));
+  } catch (const std::exception& e) {
+    why_ = e.what();
+    throw;
+  }
+}
+
+PQSCOPE_DECL void copy_stream::end_quietly() noexcept {
+  if (!open_) return;
+  try {
+    if (in_) {
+      (void)end(s_->copy_end("the copy_writer was destroyed (or its scope ended) before finish()"));
+    } else {
+      std::string_view ignored;
+      while (s_->copy_get(ignored)) {
+      }
+      (void)end(s_->copy_out_end());
+    }
+  } catch (...) {
+    // the scopes know: a failed COPY dooms its scope, a lost connection breaks it
+  }
+  open_ = false;
+  s_->close_stream(this);
+}
+#endif
 }  // namespace detail
 
 // Streams rows into COPY ... FROM STDIN (connection::copy_in). finish() ends the
@@ -129,22 +144,11 @@ class copy_writer {
 
   // Rows already in COPY's text format (tab-separated, escaped, each ending in a
   // newline), for data that comes that way.
-  void write_raw(std::string_view text) {
-    check("write_raw()");
-    detail::sync_session::call guard(st_->session(), "write_raw()", true);
-    buf_.append(text.data(), text.size());
-    if (buf_.size() >= chunk) send();
-  }
+  void write_raw(std::string_view text);
 
   // Ends the COPY: the rows the server took (its "COPY n"). Throws what the COPY
   // raised (a constraint, a bad value: the scope is doomed, as for any statement).
-  std::uint64_t finish() {
-    check("finish()");
-    detail::sync_session::call guard(st_->session(), "finish()", true);
-    send();
-    const result r = st_->end(st_->session().copy_end(nullptr));
-    return r.affected_rows();
-  }
+  std::uint64_t finish();
 
   // Rows written so far (write_row() calls).
   [[nodiscard]] std::uint64_t rows_written() const noexcept { return rows_; }
@@ -152,24 +156,48 @@ class copy_writer {
  private:
   template <class Driver>
   friend class basic_connection;
-  explicit copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+  explicit copy_writer(std::unique_ptr<detail::copy_stream> st);
   static constexpr std::size_t chunk = std::size_t{64} * 1024;
 
-  void check(const char* what) const {
-    if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");
-    st_->check_open(what);
-  }
-  void send() {
-    if (buf_.empty()) return;
-    st_->put(buf_);
-    buf_.clear();
-  }
+  void check(const char* what) const;
+  void send();
 
   std::unique_ptr<detail::copy_stream> st_;
   std::string buf_;
   detail::param_list params_;
   std::uint64_t rows_ = 0;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL copy_writer::copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+
+PQSCOPE_DECL void copy_writer::write_raw(std::string_view text) {
+  check("write_raw()");
+  detail::sync_session::call guard(st_->session(), "write_raw()", true);
+  buf_.append(text.data(), text.size());
+  if (buf_.size() >= chunk) send();
+}
+
+PQSCOPE_DECL std::uint64_t copy_writer::finish() {
+  check("finish()");
+  detail::sync_session::call guard(st_->session(), "finish()", true);
+  send();
+  const result r = st_->end(st_->session().copy_end(nullptr));
+  return r.affected_rows();
+}
+
+PQSCOPE_DECL void copy_writer::check(const char* what) const {
+  if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");
+  st_->check_open(what);
+}
+
+PQSCOPE_DECL void copy_writer::send() {
+  if (buf_.empty()) return;
+  st_->put(buf_);
+  buf_.clear();
+}
+#endif
 
 // Reads the rows of COPY ... TO STDOUT (connection::copy_out). The COPY ends
 // when the last row has been read; a reader destroyed before that reads the rest
@@ -184,12 +212,7 @@ class copy_reader {
 
   // The next row's fields as text (std::nullopt for NULL); false after the last
   // row, once the COPY has ended (throws if it failed).
-  bool read_row(std::vector<std::optional<std::string>>& fields) {
-    std::string_view line;
-    if (!next_line(line)) return false;
-    detail::parse_copy_row(line, fields);
-    return true;
-  }
+  bool read_row(std::vector<std::optional<std::string>>& fields);
 
   // The next row converted to Ts... (std::optional<T> for a column that may be
   // NULL); std::nullopt after the last row. conversion_error if the row does not
@@ -211,19 +234,9 @@ class copy_reader {
  private:
   template <class Driver>
   friend class basic_connection;
-  explicit copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+  explicit copy_reader(std::unique_ptr<detail::copy_stream> st);
 
-  bool next_line(std::string_view& line) {
-    if (!st_) throw usage_error("reading a moved-from copy_reader");
-    if (!st_->open()) return false;
-    detail::sync_session::call guard(st_->session(), "reading a copy_reader", true);
-    if (st_->session().copy_get(line)) {
-      ++rows_;
-      return true;
-    }
-    (void)st_->end(st_->session().copy_out_end());
-    return false;
-  }
+  bool next_line(std::string_view& line);
 
   template <class T>
   T field_as(std::size_t i) const {
@@ -247,5 +260,29 @@ class copy_reader {
   std::vector<std::optional<std::string>> fields_;
   std::uint64_t rows_ = 0;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL copy_reader::copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+
+PQSCOPE_DECL bool copy_reader::read_row(std::vector<std::optional<std::string>>& fields) {
+  std::string_view line;
+  if (!next_line(line)) return false;
+  detail::parse_copy_row(line, fields);
+  return true;
+}
+
+PQSCOPE_DECL bool copy_reader::next_line(std::string_view& line) {
+  if (!st_) throw usage_error("reading a moved-from copy_reader");
+  if (!st_->open()) return false;
+  detail::sync_session::call guard(st_->session(), "reading a copy_reader", true);
+  if (st_->session().copy_get(line)) {
+    ++rows_;
+    return true;
+  }
+  (void)st_->end(st_->session().copy_out_end());
+  return false;
+}
+#endif
 
 }  // namespace pqscope

@@ -17,24 +17,11 @@
 // a cancel request is sent and a grace is waited for the server's answer, after
 // which the connection is closed and the batch reported lost.
 
-#include <fcntl.h>
-#include <poll.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
-#include <cstdlib>
-#include <cstring>
-#include <iterator>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -45,6 +32,23 @@
 #include <pqscope/options.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/detail/config.hpp>
+
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only
+// the implementation unit sees them). std::size comes with <string>.
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <fcntl.h>
+#include <poll.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#endif
 
 #ifndef LIBPQ_HAS_PIPELINING
 #error "pqscope needs libpq 14 or newer (pipeline mode)"
@@ -212,27 +216,7 @@ class libpq_driver {
   // Uses a session the caller opened and keeps: it must be connected, idle (no
   // transaction, no query in progress) and out of pipeline mode. release() or
   // the destructor hands it back in that state and never closes it.
-  void adopt(PGconn* c) {
-    close();
-    if (c == nullptr) throw usage_error("borrow(): the PGconn* is null");
-    if (PQstatus(c) != CONNECTION_OK) throw usage_error("borrow(): the PGconn* is not connected (PQstatus is not CONNECTION_OK)");
-    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) throw usage_error("borrow(): the PGconn* is in pipeline mode; leave it first");
-    switch (PQtransactionStatus(c)) {
-      case PQTRANS_IDLE: break;
-      case PQTRANS_ACTIVE: throw usage_error("borrow(): the PGconn* has a query in progress; read its results first");
-      default:
-        throw usage_error("borrow(): the PGconn* is inside a transaction; pqscope's scopes must own the transactions "
-                          "they run in, so end it first");
-    }
-    if (PQisBusy(c) != 0) throw usage_error("borrow(): the PGconn* has results not yet read");
-    was_nonblocking_ = PQisnonblocking(c) != 0;
-    if (!was_nonblocking_ && PQsetnonblocking(c, 1) != 0)
-      throw connection_error("borrow(): " + trim(PQerrorMessage(c)));
-    conn_ = c;
-    borrowed_ = true;
-    closed_reason_.clear();
-    last_state_ = server_state::idle;
-  }
+  void adopt(PGconn* c);
   [[nodiscard]] bool borrowed() const noexcept { return borrowed_; }
 
   // ---- outside the pipeline: COPY and scripts ----------------------------
@@ -242,159 +226,27 @@ class libpq_driver {
   // Sends `s` (extended protocol, no pipeline) and reads until the server enters
   // the COPY sub-protocol (PGRES_COPY_IN or PGRES_COPY_OUT) or answers otherwise
   // (0: `out` holds the answer).
-  int copy_start(const statement& s, batch_reply& out) {
-    out.replies.assign(1, reply{});
-    copy_lost_.clear();
-    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_), 0;
-    last_state_ = server_state::unknown;
-    round_trip rt = trip();
-    if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
-    // COPY takes no parameters, and goes as a simple query: Pgpool-II never answers
-    // the end of a COPY started with the extended protocol (seen with 4.3).
-    const int sent = s.n_params == 0 ? PQsendQuery(conn_, s.sql)
-                                     : PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0);
-    if (sent != 1) return lost(out, trim(PQerrorMessage(conn_))), 0;
-    switch (flush(rt)) {
-      case io::ok: break;
-      case io::failed: return lost(out, trim(PQerrorMessage(conn_))), 0;
-      case io::expired: return give_up(out, rt), 0;
-    }
-    if (await_result(rt) == io::expired) return give_up(out, rt), 0;
-    PGresult* raw = PQgetResult(conn_);
-    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_))), 0;
-    const ExecStatusType st = PQresultStatus(raw);
-    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
-      PQclear(raw);
-      return st;
-    }
-    read_final(rt, raw, out);
-    return 0;
-  }
+  int copy_start(const statement& s, batch_reply& out);
 
   // Queues COPY FROM STDIN data, sending when libpq's buffer fills. false if the
   // connection failed or timed out; copy_end() then reports why.
-  bool copy_put(std::string_view data) {
-    if (!copy_lost_.empty() || conn_ == nullptr) return false;
-    round_trip rt = trip();
-    for (;;) {
-      const int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
-      if (r == 1) break;
-      if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
-      if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
-    }
-    // In non-blocking mode libpq's buffer grows instead of refusing data: send it
-    // all before taking more, so memory stays at about one chunk.
-    switch (flush(rt)) {
-      case io::ok: return true;
-      case io::failed: return copy_failed(trim(PQerrorMessage(conn_)));
-      case io::expired: return copy_expired(rt);
-    }
-    return true;
-  }
+  bool copy_put(std::string_view data);
 
   // Ends COPY FROM STDIN (abort_reason != nullptr: the server fails the COPY with
   // it) and reads the answer.
-  batch_reply copy_end(const char* abort_reason) {
-    batch_reply out;
-    out.replies.assign(1, reply{});
-    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
-    round_trip rt = trip();
-    for (;;) {
-      const int r = PQputCopyEnd(conn_, abort_reason);
-      if (r == 1) break;
-      if (r < 0) return lost(out, trim(PQerrorMessage(conn_)));
-      if (!copy_drain(rt)) return lost(out, lost_reason());
-    }
-    switch (flush(rt)) {
-      case io::ok: break;
-      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
-      case io::expired: return give_up(out, rt);
-    }
-    return finish_copy(rt, out);
-  }
+  batch_reply copy_end(const char* abort_reason);
 
   // The next row of COPY TO STDOUT, its newline included: true; false at the end
   // or on failure (copy_out_end() tells which). The row is valid until the next call.
-  bool copy_get(std::string_view& row) {
-    free_copy_row();
-    if (!copy_lost_.empty() || conn_ == nullptr) return false;
-    round_trip rt = trip();
-    for (;;) {
-      char* buf = nullptr;
-      const int n = PQgetCopyData(conn_, &buf, /*async=*/1);
-      if (n > 0) {
-        copy_row_ = buf;
-        row = std::string_view(buf, static_cast<std::size_t>(n));
-        return true;
-      }
-      if (n == -1) return false;  // done: the final answer follows
-      if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
-      short revents = 0;
-      const io w = wait(rt, POLLIN, revents);
-      if (w == io::expired) return copy_expired(rt);
-      if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
-    }
-  }
+  bool copy_get(std::string_view& row);
 
   // After copy_get() returned false: the COPY's answer.
-  batch_reply copy_out_end() {
-    free_copy_row();
-    batch_reply out;
-    out.replies.assign(1, reply{});
-    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
-    round_trip rt = trip();
-    return finish_copy(rt, out);
-  }
+  batch_reply copy_out_end();
 
   // A script of several statements in one simple-protocol query: one reply per
   // statement that answered; the server runs nothing after the first error.
   // results: the result of each statement that succeeded, in order.
-  batch_reply script(const char* sql) {
-    batch_reply out;
-    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
-    last_state_ = server_state::unknown;
-    round_trip rt = trip();
-    if (!await_pending_cancel(rt)) return give_up_pending(out);
-    if (PQsendQuery(conn_, sql) != 1) return lost(out, trim(PQerrorMessage(conn_)));
-    switch (flush(rt)) {
-      case io::ok: break;
-      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
-      case io::expired: return give_up(out, rt);
-    }
-    for (;;) {
-      if (await_result(rt) == io::expired) return give_up(out, rt);
-      PGresult* raw = PQgetResult(conn_);
-      if (raw == nullptr) break;
-      result res{detail::adopt(raw)};
-      reply r;
-      switch (PQresultStatus(raw)) {
-        case PGRES_EMPTY_QUERY:  // a script of blanks and comments: no statement ran
-          continue;
-        case PGRES_COMMAND_OK:
-        case PGRES_TUPLES_OK:
-          fill_ok(raw, std::move(res), r);
-          break;
-        case PGRES_FATAL_ERROR:
-          if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
-          fill_error(raw, r);
-          break;
-        case PGRES_COPY_IN:
-        case PGRES_COPY_OUT:
-          // Refused before sending; should one slip through, end it so the session stays usable.
-          if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
-          r.st = reply::status::error;
-          r.sqlstate = "0A000";
-          r.message = "COPY FROM STDIN / TO STDOUT is not allowed in a script";
-          break;
-        default:
-          return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
-      }
-      out.replies.push_back(std::move(r));
-    }
-    out.state = state_of(PQtransactionStatus(conn_));
-    last_state_ = out.state;
-    return out;
-  }
+  batch_reply script(const char* sql);
 
 
  private:
@@ -414,11 +266,8 @@ class libpq_driver {
   // A cancel request on its way. libpq 15's PQcancel blocks (a connect, a send,
   // then it waits for the server to close), so it runs on a thread of its own
   // that owns its PGcancel; the connection only waits for it up to the grace.
-  struct cancel_state {
-    std::mutex m;
-    std::condition_variable cv;
-    bool done = false;
-  };
+  // Defined with the implementation: only it needs <mutex> and <condition_variable>.
+  struct cancel_state;
 
   static bool is_set(const std::string& conninfo, const char* key);
 
@@ -471,128 +320,28 @@ class libpq_driver {
   // cannot be brought back (mid-round-trip after a timeout, a lost link) has its
   // socket shut down, so that the server ends it and rolls back, and its owner
   // sees CONNECTION_BAD on next use (PQreset() reconnects it).
-  void hand_back() noexcept {
-    PGconn* c = conn_;
-    const bool settled = PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF && PQisBusy(c) == 0;
-    if (settled && (PQtransactionStatus(c) == PQTRANS_INTRANS || PQtransactionStatus(c) == PQTRANS_INERROR)) {
-      try {
-        static const statement rollback{"ROLLBACK", 0, nullptr, nullptr};
-        borrowed_ = false;  // a timeout inside must not come back here
-        (void)exchange({rollback});
-        borrowed_ = true;
-      } catch (...) {
-        borrowed_ = true;  // out of memory: the check below shuts the socket down
-      }
-    }
-    if (conn_ == nullptr || PQstatus(c) != CONNECTION_OK || PQpipelineStatus(c) != PQ_PIPELINE_OFF ||
-        PQtransactionStatus(c) != PQTRANS_IDLE) {
-      const int sock = PQsocket(c);
-      if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
-    }
-    if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
-  }
+  void hand_back() noexcept;
 
   // A statement's answer that is not an error.
-  static void fill_ok(PGresult* raw, result res, reply& r) {
-    r.st = reply::status::ok;
-    r.command = PQcmdStatus(raw);
-    r.res = std::move(res);
-  }
-  static void fill_error(const PGresult* raw, reply& r) {
-    r.st = reply::status::error;
-    r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
-    r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
-    r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
-    r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
-    r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-    r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
-    r.table = field_of(raw, PG_DIAG_TABLE_NAME);
-    r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
-    r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
-    r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
-    if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
-  }
+  static void fill_ok(PGresult* raw, result res, reply& r);
+  static void fill_error(const PGresult* raw, reply& r);
 
   // A clock for one call outside the pipeline.
-  round_trip trip() const {
-    static const std::vector<statement> none;
-    round_trip rt{none};
-    if (net_.timeout.count() > 0) {
-      rt.bounded = true;
-      rt.deadline = clock::now() + net_.timeout;
-    }
-    return rt;
-  }
+  round_trip trip() const;
 
   // libpq's COPY buffer is full: send some of it, reading meanwhile.
-  bool copy_drain(round_trip& rt) {
-    short revents = 0;
-    const io w = wait(rt, POLLIN | POLLOUT, revents);
-    if (w == io::expired) return copy_expired(rt);
-    if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
-    if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
-      return copy_failed(trim(PQerrorMessage(conn_)));
-    if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
-    return true;
-  }
+  bool copy_drain(round_trip& rt);
   // A COPY call's deadline and grace passed: the connection is given up.
-  bool copy_expired(const round_trip& rt) {
-    batch_reply ignored;
-    give_up(ignored, rt);
-    copy_lost_ = closed_reason_;
-    return false;
-  }
-  bool copy_failed(std::string why) {
-    copy_lost_ = why.empty() ? "connection lost during COPY" : std::move(why);
-    return false;
-  }
-  std::string lost_reason() const {
-    if (!copy_lost_.empty()) return copy_lost_;
-    return closed_reason_.empty() ? "the connection is closed" : closed_reason_;
-  }
-  void free_copy_row() noexcept {
-    if (copy_row_ != nullptr) PQfreemem(copy_row_);
-    copy_row_ = nullptr;
-  }
+  bool copy_expired(const round_trip& rt);
+  bool copy_failed(std::string why);
+  std::string lost_reason() const;
+  void free_copy_row() noexcept;
 
   // The answer that ends a COPY.
-  batch_reply& finish_copy(round_trip& rt, batch_reply& out) {
-    if (await_result(rt) == io::expired) return give_up(out, rt);
-    PGresult* raw = PQgetResult(conn_);
-    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
-    return read_final(rt, raw, out);
-  }
+  batch_reply& finish_copy(round_trip& rt, batch_reply& out);
 
   // One statement's answer outside the pipeline, then the null result that ends it.
-  batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out) {
-    result res{detail::adopt(raw)};
-    reply& r = out.replies.front();
-    switch (PQresultStatus(raw)) {
-      case PGRES_COMMAND_OK:
-      case PGRES_TUPLES_OK:
-      case PGRES_EMPTY_QUERY:
-        fill_ok(raw, std::move(res), r);
-        break;
-      case PGRES_FATAL_ERROR:
-        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
-        fill_error(raw, r);
-        break;
-      default:
-        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
-    }
-    for (;;) {
-      if (await_result(rt) == io::expired) return give_up(out, rt);
-      PGresult* extra = PQgetResult(conn_);
-      if (extra == nullptr) break;
-      const ExecStatusType st = PQresultStatus(extra);
-      PQclear(extra);
-      // COPY TO STDOUT of a failed COPY FROM: cannot happen; anything else is a broken stream.
-      if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
-    }
-    out.state = state_of(PQtransactionStatus(conn_));
-    last_state_ = out.state;
-    return out;
-  }
+  batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out);
 
   static std::string trim(const char* s);
   static std::string field_of(const PGresult* r, int code);
@@ -611,6 +360,300 @@ class libpq_driver {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+struct libpq_driver::cancel_state {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+};
+
+PQSCOPE_DECL void libpq_driver::adopt(PGconn* c) {
+  close();
+  if (c == nullptr) throw usage_error("borrow(): the PGconn* is null");
+  if (PQstatus(c) != CONNECTION_OK) throw usage_error("borrow(): the PGconn* is not connected (PQstatus is not CONNECTION_OK)");
+  if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) throw usage_error("borrow(): the PGconn* is in pipeline mode; leave it first");
+  switch (PQtransactionStatus(c)) {
+    case PQTRANS_IDLE: break;
+    case PQTRANS_ACTIVE: throw usage_error("borrow(): the PGconn* has a query in progress; read its results first");
+    default:
+      throw usage_error("borrow(): the PGconn* is inside a transaction; pqscope's scopes must own the transactions "
+                        "they run in, so end it first");
+  }
+  if (PQisBusy(c) != 0) throw usage_error("borrow(): the PGconn* has results not yet read");
+  was_nonblocking_ = PQisnonblocking(c) != 0;
+  if (!was_nonblocking_ && PQsetnonblocking(c, 1) != 0)
+    throw connection_error("borrow(): " + trim(PQerrorMessage(c)));
+  conn_ = c;
+  borrowed_ = true;
+  closed_reason_.clear();
+  last_state_ = server_state::idle;
+}
+
+PQSCOPE_DECL int libpq_driver::copy_start(const statement& s, batch_reply& out) {
+  out.replies.assign(1, reply{});
+  copy_lost_.clear();
+  if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_), 0;
+  last_state_ = server_state::unknown;
+  round_trip rt = trip();
+  if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
+  // COPY takes no parameters, and goes as a simple query: Pgpool-II never answers
+  // the end of a COPY started with the extended protocol (seen with 4.3).
+  const int sent = s.n_params == 0 ? PQsendQuery(conn_, s.sql)
+                                   : PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0);
+  if (sent != 1) return lost(out, trim(PQerrorMessage(conn_))), 0;
+  switch (flush(rt)) {
+    case io::ok: break;
+    case io::failed: return lost(out, trim(PQerrorMessage(conn_))), 0;
+    case io::expired: return give_up(out, rt), 0;
+  }
+  if (await_result(rt) == io::expired) return give_up(out, rt), 0;
+  PGresult* raw = PQgetResult(conn_);
+  if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_))), 0;
+  const ExecStatusType st = PQresultStatus(raw);
+  if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+    PQclear(raw);
+    return st;
+  }
+  read_final(rt, raw, out);
+  return 0;
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_put(std::string_view data) {
+  if (!copy_lost_.empty() || conn_ == nullptr) return false;
+  round_trip rt = trip();
+  for (;;) {
+    const int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
+    if (r == 1) break;
+    if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
+  }
+  // In non-blocking mode libpq's buffer grows instead of refusing data: send it
+  // all before taking more, so memory stays at about one chunk.
+  switch (flush(rt)) {
+    case io::ok: return true;
+    case io::failed: return copy_failed(trim(PQerrorMessage(conn_)));
+    case io::expired: return copy_expired(rt);
+  }
+  return true;
+}
+
+PQSCOPE_DECL batch_reply libpq_driver::copy_end(const char* abort_reason) {
+  batch_reply out;
+  out.replies.assign(1, reply{});
+  if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+  round_trip rt = trip();
+  for (;;) {
+    const int r = PQputCopyEnd(conn_, abort_reason);
+    if (r == 1) break;
+    if (r < 0) return lost(out, trim(PQerrorMessage(conn_)));
+    if (!copy_drain(rt)) return lost(out, lost_reason());
+  }
+  switch (flush(rt)) {
+    case io::ok: break;
+    case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+    case io::expired: return give_up(out, rt);
+  }
+  return finish_copy(rt, out);
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_get(std::string_view& row) {
+  free_copy_row();
+  if (!copy_lost_.empty() || conn_ == nullptr) return false;
+  round_trip rt = trip();
+  for (;;) {
+    char* buf = nullptr;
+    const int n = PQgetCopyData(conn_, &buf, /*async=*/1);
+    if (n > 0) {
+      copy_row_ = buf;
+      row = std::string_view(buf, static_cast<std::size_t>(n));
+      return true;
+    }
+    if (n == -1) return false;  // done: the final answer follows
+    if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
+    short revents = 0;
+    const io w = wait(rt, POLLIN, revents);
+    if (w == io::expired) return copy_expired(rt);
+    if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
+  }
+}
+
+PQSCOPE_DECL batch_reply libpq_driver::copy_out_end() {
+  free_copy_row();
+  batch_reply out;
+  out.replies.assign(1, reply{});
+  if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+  round_trip rt = trip();
+  return finish_copy(rt, out);
+}
+
+PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
+  batch_reply out;
+  if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+  last_state_ = server_state::unknown;
+  round_trip rt = trip();
+  if (!await_pending_cancel(rt)) return give_up_pending(out);
+  if (PQsendQuery(conn_, sql) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+  switch (flush(rt)) {
+    case io::ok: break;
+    case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+    case io::expired: return give_up(out, rt);
+  }
+  for (;;) {
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) break;
+    result res{detail::adopt(raw)};
+    reply r;
+    switch (PQresultStatus(raw)) {
+      case PGRES_EMPTY_QUERY:  // a script of blanks and comments: no statement ran
+        continue;
+      case PGRES_COMMAND_OK:
+      case PGRES_TUPLES_OK:
+        fill_ok(raw, std::move(res), r);
+        break;
+      case PGRES_FATAL_ERROR:
+        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+        fill_error(raw, r);
+        break;
+      case PGRES_COPY_IN:
+      case PGRES_COPY_OUT:
+        // Refused before sending; should one slip through, end it so the session stays usable.
+        if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
+        r.st = reply::status::error;
+        r.sqlstate = "0A000";
+        r.message = "COPY FROM STDIN / TO STDOUT is not allowed in a script";
+        break;
+      default:
+        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+    }
+    out.replies.push_back(std::move(r));
+  }
+  out.state = state_of(PQtransactionStatus(conn_));
+  last_state_ = out.state;
+  return out;
+}
+
+PQSCOPE_DECL void libpq_driver::hand_back() noexcept {
+  PGconn* c = conn_;
+  const bool settled = PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF && PQisBusy(c) == 0;
+  if (settled && (PQtransactionStatus(c) == PQTRANS_INTRANS || PQtransactionStatus(c) == PQTRANS_INERROR)) {
+    try {
+      static const statement rollback{"ROLLBACK", 0, nullptr, nullptr};
+      borrowed_ = false;  // a timeout inside must not come back here
+      (void)exchange({rollback});
+      borrowed_ = true;
+    } catch (...) {
+      borrowed_ = true;  // out of memory: the check below shuts the socket down
+    }
+  }
+  if (conn_ == nullptr || PQstatus(c) != CONNECTION_OK || PQpipelineStatus(c) != PQ_PIPELINE_OFF ||
+      PQtransactionStatus(c) != PQTRANS_IDLE) {
+    const int sock = PQsocket(c);
+    if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
+  }
+  if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
+}
+
+PQSCOPE_DECL void libpq_driver::fill_ok(PGresult* raw, result res, reply& r) {
+  r.st = reply::status::ok;
+  r.command = PQcmdStatus(raw);
+  r.res = std::move(res);
+}
+
+PQSCOPE_DECL void libpq_driver::fill_error(const PGresult* raw, reply& r) {
+  r.st = reply::status::error;
+  r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
+  r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
+  r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
+  r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+  r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+  r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+  r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+  r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+  r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+  r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
+  if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+}
+
+PQSCOPE_DECL libpq_driver::round_trip libpq_driver::trip() const {
+  static const std::vector<statement> none;
+  round_trip rt{none};
+  if (net_.timeout.count() > 0) {
+    rt.bounded = true;
+    rt.deadline = clock::now() + net_.timeout;
+  }
+  return rt;
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_drain(round_trip& rt) {
+  short revents = 0;
+  const io w = wait(rt, POLLIN | POLLOUT, revents);
+  if (w == io::expired) return copy_expired(rt);
+  if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
+  if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
+    return copy_failed(trim(PQerrorMessage(conn_)));
+  if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+  return true;
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_expired(const round_trip& rt) {
+  batch_reply ignored;
+  give_up(ignored, rt);
+  copy_lost_ = closed_reason_;
+  return false;
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_failed(std::string why) {
+  copy_lost_ = why.empty() ? "connection lost during COPY" : std::move(why);
+  return false;
+}
+
+PQSCOPE_DECL std::string libpq_driver::lost_reason() const {
+  if (!copy_lost_.empty()) return copy_lost_;
+  return closed_reason_.empty() ? "the connection is closed" : closed_reason_;
+}
+
+PQSCOPE_DECL void libpq_driver::free_copy_row() noexcept {
+  if (copy_row_ != nullptr) PQfreemem(copy_row_);
+  copy_row_ = nullptr;
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::finish_copy(round_trip& rt, batch_reply& out) {
+  if (await_result(rt) == io::expired) return give_up(out, rt);
+  PGresult* raw = PQgetResult(conn_);
+  if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
+  return read_final(rt, raw, out);
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::read_final(round_trip& rt, PGresult* raw, batch_reply& out) {
+  result res{detail::adopt(raw)};
+  reply& r = out.replies.front();
+  switch (PQresultStatus(raw)) {
+    case PGRES_COMMAND_OK:
+    case PGRES_TUPLES_OK:
+    case PGRES_EMPTY_QUERY:
+      fill_ok(raw, std::move(res), r);
+      break;
+    case PGRES_FATAL_ERROR:
+      if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+      fill_error(raw, r);
+      break;
+    default:
+      return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+  }
+  for (;;) {
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    PGresult* extra = PQgetResult(conn_);
+    if (extra == nullptr) break;
+    const ExecStatusType st = PQresultStatus(extra);
+    PQclear(extra);
+    // COPY TO STDOUT of a failed COPY FROM: cannot happen; anything else is a broken stream.
+    if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
+  }
+  out.state = state_of(PQtransactionStatus(conn_));
+  last_state_ = out.state;
+  return out;
+}
 
 PQSCOPE_DECL std::chrono::milliseconds libpq_driver::grace_for(std::chrono::milliseconds timeout) noexcept {
   return timeout < std::chrono::milliseconds(1000) ? timeout : std::chrono::milliseconds(1000);

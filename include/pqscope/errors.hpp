@@ -61,10 +61,7 @@ class in_doubt_error : public connection_error {
 // enclosing scope. No round trip is made. first_error() names that failure.
 class transaction_aborted : public error {
  public:
-  transaction_aborted(const std::string& what, std::string first_error, std::string first_sqlstate)
-      : error(what),
-        first_(std::make_shared<const std::pair<std::string, std::string>>(std::move(first_error),
-                                                                           std::move(first_sqlstate))) {}
+  transaction_aborted(const std::string& what, std::string first_error, std::string first_sqlstate);
   // The message of the failure that doomed the scope.
   [[nodiscard]] const std::string& first_error() const noexcept { return first_->first; }
   // Its SQLSTATE; empty when the scope was doomed by an exception or an inner rollback.
@@ -74,6 +71,15 @@ class transaction_aborted : public error {
   // shared so that copying the exception never throws
   std::shared_ptr<const std::pair<std::string, std::string>> first_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL transaction_aborted::transaction_aborted(const std::string& what, std::string first_error,
+                                                      std::string first_sqlstate)
+    : error(what),
+      first_(std::make_shared<const std::pair<std::string, std::string>>(std::move(first_error),
+                                                                         std::move(first_sqlstate))) {}
+#endif
 
 // Thrown inside a batched attempt (transaction_options::batch) once a statement
 // sent with it has failed: the attempt is already rolled back, every later call in
@@ -132,12 +138,8 @@ PQSCOPE_DECL std::string describe(const error_fields& f) {
 class sql_error : public error {
  public:
   sql_error(const std::string& message, std::string sqlstate, std::string detail = {},
-            std::string hint = {})
-      : error(message),
-        fields_(std::make_shared<const error_fields>(
-            error_fields{std::move(sqlstate), message, std::move(detail), std::move(hint), {}, 0, {}, {}, {}, {}, {}})) {}
-  explicit sql_error(error_fields f)
-      : error(detail::describe(f)), fields_(std::make_shared<const error_fields>(std::move(f))) {}
+            std::string hint = {});
+  explicit sql_error(error_fields f);
 
   // Five-character SQLSTATE code, e.g. "23505".
   [[nodiscard]] const std::string& sqlstate() const noexcept { return fields_->sqlstate; }
@@ -158,6 +160,18 @@ class sql_error : public error {
  private:
   std::shared_ptr<const error_fields> fields_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL sql_error::sql_error(const std::string& message, std::string sqlstate, std::string detail,
+                                  std::string hint)
+    : error(message),
+      fields_(std::make_shared<const error_fields>(
+          error_fields{std::move(sqlstate), message, std::move(detail), std::move(hint), {}, 0, {}, {}, {}, {}, {}})) {}
+
+PQSCOPE_DECL sql_error::sql_error(error_fields f)
+    : error(detail::describe(f)), fields_(std::make_shared<const error_fields>(std::move(f))) {}
+#endif
 
 #define PQSCOPE_SQL_ERROR_CLASS(name, base) \
   class name : public base { /* NOLINT(bugprone-macro-parentheses): names, not expressions */ \

@@ -42,12 +42,16 @@ template <>
 struct value_traits<bool> {
   static constexpr unsigned oid = 16;
   static std::string to_text(bool v) { return v ? "t" : "f"; }
-  static bool from_text(std::string_view s) {
-    if (s == "t" || s == "true") return true;
-    if (s == "f" || s == "false") return false;
-    throw conversion_error("cannot read \"" + std::string(s) + "\" as bool (expected t or f)");
-  }
+  static bool from_text(std::string_view s);
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool value_traits<bool>::from_text(std::string_view s) {
+  if (s == "t" || s == "true") return true;
+  if (s == "f" || s == "false") return false;
+  throw conversion_error("cannot read \"" + std::string(s) + "\" as bool (expected t or f)");
+}
+#endif
 
 // All integer types except plain char (a character, not a number: pass std::string(1, c)
 // or an int) and bool.
@@ -251,18 +255,24 @@ struct date {
 template <>
 struct value_traits<date> {
   static constexpr unsigned oid = 1082;
-  static std::string to_text(const date& d) {
-    const std::int64_t days = d.days_since_epoch();
-    if (days < detail::min_date_days || days > detail::max_date_days)
-      throw conversion_error("date " + detail::format_date({d.year, d.month, d.day}) +
-                             " is outside PostgreSQL's date range (4714-11-24 BC to 5874897-12-31)");
-    return detail::format_date({d.year, d.month, d.day});
-  }
-  static date from_text(std::string_view s) {
-    const detail::civil_date c = detail::parse_date(s);
-    return date{static_cast<int>(c.year), c.month, c.day};
-  }
+  static std::string to_text(const date& d);
+  static date from_text(std::string_view s);
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string value_traits<date>::to_text(const date& d) {
+  const std::int64_t days = d.days_since_epoch();
+  if (days < detail::min_date_days || days > detail::max_date_days)
+    throw conversion_error("date " + detail::format_date({d.year, d.month, d.day}) +
+                           " is outside PostgreSQL's date range (4714-11-24 BC to 5874897-12-31)");
+  return detail::format_date({d.year, d.month, d.day});
+}
+
+PQSCOPE_DECL date value_traits<date>::from_text(std::string_view s) {
+  const detail::civil_date c = detail::parse_date(s);
+  return date{static_cast<int>(c.year), c.month, c.day};
+}
+#endif
 
 // std::chrono::system_clock::time_point (and any system_clock time_point whose duration
 // holds whole microseconds) as timestamptz. Sent in UTC with an explicit offset, so the
@@ -309,12 +319,7 @@ class timestamp_or_infinity {
   [[nodiscard]] constexpr bool is_infinity() const noexcept { return infinite_ > 0; }
   [[nodiscard]] constexpr bool is_minus_infinity() const noexcept { return infinite_ < 0; }
   // The time point; conversion_error when infinite.
-  [[nodiscard]] time_point value() const {
-    if (!is_finite())
-      throw conversion_error(std::string("timestamp_or_infinity::value(): the timestamp is ") +
-                             (is_infinity() ? "'infinity'" : "'-infinity'") + "; check is_finite() first");
-    return time_;
-  }
+  [[nodiscard]] time_point value() const;
 
   friend constexpr bool operator==(const timestamp_or_infinity& a, const timestamp_or_infinity& b) noexcept {
     return a.infinite_ == b.infinite_ && (a.infinite_ != 0 || a.time_ == b.time_);
@@ -335,18 +340,31 @@ class timestamp_or_infinity {
 template <>
 struct value_traits<timestamp_or_infinity> {
   static constexpr unsigned oid = 1184;
-  static std::string to_text(const timestamp_or_infinity& t) {
-    if (t.is_infinity()) return "infinity";
-    if (t.is_minus_infinity()) return "-infinity";
-    return value_traits<timestamp_or_infinity::time_point>::to_text(t.value());
-  }
-  static timestamp_or_infinity from_text(std::string_view s) {
-    const detail::timestamp_text t = detail::parse_timestamp(s);
-    if (t.infinite > 0) return timestamp_or_infinity::infinity();
-    if (t.infinite < 0) return timestamp_or_infinity::minus_infinity();
-    return detail::time_point_from_micros<timestamp_or_infinity::time_point>(t.micros, s);
-  }
+  static std::string to_text(const timestamp_or_infinity& t);
+  static timestamp_or_infinity from_text(std::string_view s);
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL timestamp_or_infinity::time_point timestamp_or_infinity::value() const {
+  if (!is_finite())
+    throw conversion_error(std::string("timestamp_or_infinity::value(): the timestamp is ") +
+                           (is_infinity() ? "'infinity'" : "'-infinity'") + "; check is_finite() first");
+  return time_;
+}
+
+PQSCOPE_DECL std::string value_traits<timestamp_or_infinity>::to_text(const timestamp_or_infinity& t) {
+  if (t.is_infinity()) return "infinity";
+  if (t.is_minus_infinity()) return "-infinity";
+  return value_traits<timestamp_or_infinity::time_point>::to_text(t.value());
+}
+
+PQSCOPE_DECL timestamp_or_infinity value_traits<timestamp_or_infinity>::from_text(std::string_view s) {
+  const detail::timestamp_text t = detail::parse_timestamp(s);
+  if (t.infinite > 0) return timestamp_or_infinity::infinity();
+  if (t.infinite < 0) return timestamp_or_infinity::minus_infinity();
+  return detail::time_point_from_micros<timestamp_or_infinity::time_point>(t.micros, s);
+}
+#endif
 
 // ---- bytea
 
@@ -377,8 +395,14 @@ template <>
 struct value_traits<std::vector<std::byte>> {
   static constexpr unsigned oid = 17;
   static std::string to_text(const std::vector<std::byte>& v) { return detail::bytea_to_text(v.data(), v.size()); }
-  static std::vector<std::byte> from_text(std::string_view s) { return detail::bytea_from_text(s); }
+  static std::vector<std::byte> from_text(std::string_view s);
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::vector<std::byte> value_traits<std::vector<std::byte>>::from_text(std::string_view s) {
+  return detail::bytea_from_text(s);
+}
+#endif
 
 // ---- one-dimensional arrays
 

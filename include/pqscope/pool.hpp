@@ -22,16 +22,10 @@
 // No background thread: idle and expired connections are closed when the pool
 // next looks at them (acquire, return).
 
-#include <libpq-fe.h>
-#include <sys/types.h>
-
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +36,16 @@
 #include <pqscope/options.hpp>
 #include <pqscope/detail/config.hpp>
 #include <pqscope/detail/scope_machine.hpp>
+
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
+// implementation unit sees them).
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <libpq-fe.h>
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <mutex>
+#endif
 
 namespace pqscope {
 
@@ -91,6 +95,11 @@ struct pool_entry {
 };
 
 // Everything a lease needs after the pool object is gone: leases share it.
+// Defined with the implementation: only it needs <mutex> and <condition_variable>.
+struct pool_state;
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
 struct pool_state {
   pool_state(std::string ci, const pool_options& o, connection_options co)
       : conninfo(std::move(ci)), opts(o), conn_opts(std::move(co)) {}
@@ -117,8 +126,6 @@ struct pool_state {
   // Never throws: called from lease destructors. Connections are closed outside the lock.
   void give_back(pool_entry e) noexcept;
 };
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 
 PQSCOPE_DECL bool pool_state::reusable(const connection& c) noexcept {
   PGconn* h = c.native_handle();
@@ -166,22 +173,8 @@ class pool;
 // released. Move-only; use it from one thread at a time, like a connection.
 class lease {
  public:
-  lease(lease&& other) noexcept
-      : state_(std::move(other.state_)), entry_(std::move(other.entry_)), status_(other.status_) {
-    other.entry_ = detail::pool_entry{};
-    other.status_ = status::moved_from;
-  }
-  lease& operator=(lease&& other) noexcept {
-    if (this != &other) {
-      give_back();
-      state_ = std::move(other.state_);
-      entry_ = std::move(other.entry_);
-      status_ = other.status_;
-      other.entry_ = detail::pool_entry{};
-      other.status_ = status::moved_from;
-    }
-    return *this;
-  }
+  lease(lease&& other) noexcept;
+  lease& operator=(lease&& other) noexcept;
   lease(const lease&) = delete;
   lease& operator=(const lease&) = delete;
   ~lease() { give_back(); }
@@ -199,8 +192,7 @@ class lease {
   friend class pool;
   enum class status { active, released, moved_from };
 
-  lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry)
-      : state_(std::move(state)), entry_(std::move(entry)) {}
+  lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry);
 
   void check() const;
 
@@ -212,6 +204,27 @@ class lease {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL lease::lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry)
+    : state_(std::move(state)), entry_(std::move(entry)) {}
+
+PQSCOPE_DECL lease::lease(lease&& other) noexcept
+    : state_(std::move(other.state_)), entry_(std::move(other.entry_)), status_(other.status_) {
+  other.entry_ = detail::pool_entry{};
+  other.status_ = status::moved_from;
+}
+
+PQSCOPE_DECL lease& lease::operator=(lease&& other) noexcept {
+  if (this != &other) {
+    give_back();
+    state_ = std::move(other.state_);
+    entry_ = std::move(other.entry_);
+    status_ = other.status_;
+    other.entry_ = detail::pool_entry{};
+    other.status_ = status::moved_from;
+  }
+  return *this;
+}
 
 PQSCOPE_DECL connection& lease::get() {
   check();
@@ -239,14 +252,7 @@ PQSCOPE_DECL void lease::give_back() noexcept {
 class pool {
  public:
   // No connection is opened here; a malformed conninfo is a usage_error at once.
-  explicit pool(std::string conninfo, pool_options options = {}, connection_options connection = {}) {
-    detail::check_conninfo(conninfo);
-    if (options.max_size == 0) throw usage_error("pool_options::max_size must be at least 1");
-    if (options.acquire_timeout.count() < 0 || options.idle_timeout.count() < 0 ||
-        options.max_lifetime.count() < 0 || options.health_check_after.count() < 0)
-      throw usage_error("pool_options: durations must not be negative");
-    state_ = std::make_shared<detail::pool_state>(std::move(conninfo), options, std::move(connection));
-  }
+  explicit pool(std::string conninfo, pool_options options = {}, connection_options connection = {});
   // Leases point to the pool's state, not to the object, but a pool that moved
   // would still surprise whoever holds a reference to it.
   pool(const pool&) = delete;
@@ -255,16 +261,7 @@ class pool {
   pool& operator=(pool&&) = delete;
   // Closes the idle connections. Leases still out keep working; their connections
   // are closed when they end.
-  ~pool() {
-    if (!state_->in_creating_process()) return;  // the idle connections are abandoned with the state
-    std::vector<detail::pool_entry> doomed;
-    {
-      std::lock_guard<std::mutex> lock(state_->m);
-      state_->closed = true;
-      doomed.swap(state_->idle);
-      state_->open -= doomed.size();
-    }
-  }
+  ~pool();
 
   // An idle connection (checked first if it sat longer than health_check_after),
   // or a new one while fewer than max_size are open; otherwise waits up to
@@ -274,7 +271,7 @@ class pool {
   // Connections open or being opened, leased or idle.
   [[nodiscard]] std::size_t size() const;
   [[nodiscard]] std::size_t idle() const;
-  [[nodiscard]] std::size_t max_size() const noexcept { return state_->opts.max_size; }
+  [[nodiscard]] std::size_t max_size() const noexcept;
   [[nodiscard]] pool_stats stats() const;
 
  private:
@@ -290,6 +287,28 @@ class pool {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL pool::pool(std::string conninfo, pool_options options, connection_options connection) {
+  detail::check_conninfo(conninfo);
+  if (options.max_size == 0) throw usage_error("pool_options::max_size must be at least 1");
+  if (options.acquire_timeout.count() < 0 || options.idle_timeout.count() < 0 ||
+      options.max_lifetime.count() < 0 || options.health_check_after.count() < 0)
+    throw usage_error("pool_options: durations must not be negative");
+  state_ = std::make_shared<detail::pool_state>(std::move(conninfo), options, std::move(connection));
+}
+
+PQSCOPE_DECL pool::~pool() {
+  if (!state_->in_creating_process()) return;  // the idle connections are abandoned with the state
+  std::vector<detail::pool_entry> doomed;
+  {
+    std::lock_guard<std::mutex> lock(state_->m);
+    state_->closed = true;
+    doomed.swap(state_->idle);
+    state_->open -= doomed.size();
+  }
+}
+
+PQSCOPE_DECL std::size_t pool::max_size() const noexcept { return state_->opts.max_size; }
 
 PQSCOPE_DECL lease pool::acquire() {
   detail::pool_state& s = *state_;

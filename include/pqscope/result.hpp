@@ -27,7 +27,10 @@ struct pg_result_deleter {
   void operator()(PGresult* r) const noexcept { PQclear(r); }
 };
 using result_handle = std::shared_ptr<PGresult>;
-inline result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
+PQSCOPE_DECL result_handle adopt(PGresult* r);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
+#endif
 }  // namespace detail
 
 class result;

@@ -2,11 +2,6 @@
 // Transaction scopes: the transaction object, atomic() and transactional().
 // The logic lives in detail/scope_machine.hpp; these are its faces.
 
-#include <time.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -20,6 +15,16 @@
 #include <pqscope/options.hpp>
 #include <pqscope/detail/config.hpp>
 #include <pqscope/detail/scope_machine.hpp>
+
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
+// implementation unit sees them).
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#endif
 
 namespace pqscope {
 

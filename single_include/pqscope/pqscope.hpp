@@ -95,10 +95,7 @@ class in_doubt_error : public connection_error {
 // enclosing scope. No round trip is made. first_error() names that failure.
 class transaction_aborted : public error {
  public:
-  transaction_aborted(const std::string& what, std::string first_error, std::string first_sqlstate)
-      : error(what),
-        first_(std::make_shared<const std::pair<std::string, std::string>>(std::move(first_error),
-                                                                           std::move(first_sqlstate))) {}
+  transaction_aborted(const std::string& what, std::string first_error, std::string first_sqlstate);
   // The message of the failure that doomed the scope.
   [[nodiscard]] const std::string& first_error() const noexcept { return first_->first; }
   // Its SQLSTATE; empty when the scope was doomed by an exception or an inner rollback.
@@ -108,6 +105,15 @@ class transaction_aborted : public error {
   // shared so that copying the exception never throws
   std::shared_ptr<const std::pair<std::string, std::string>> first_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL transaction_aborted::transaction_aborted(const std::string& what, std::string first_error,
+                                                      std::string first_sqlstate)
+    : error(what),
+      first_(std::make_shared<const std::pair<std::string, std::string>>(std::move(first_error),
+                                                                         std::move(first_sqlstate))) {}
+#endif
 
 // Thrown inside a batched attempt (transaction_options::batch) once a statement
 // sent with it has failed: the attempt is already rolled back, every later call in
@@ -166,12 +172,8 @@ PQSCOPE_DECL std::string describe(const error_fields& f) {
 class sql_error : public error {
  public:
   sql_error(const std::string& message, std::string sqlstate, std::string detail = {},
-            std::string hint = {})
-      : error(message),
-        fields_(std::make_shared<const error_fields>(
-            error_fields{std::move(sqlstate), message, std::move(detail), std::move(hint), {}, 0, {}, {}, {}, {}, {}})) {}
-  explicit sql_error(error_fields f)
-      : error(detail::describe(f)), fields_(std::make_shared<const error_fields>(std::move(f))) {}
+            std::string hint = {});
+  explicit sql_error(error_fields f);
 
   // Five-character SQLSTATE code, e.g. "23505".
   [[nodiscard]] const std::string& sqlstate() const noexcept { return fields_->sqlstate; }
@@ -192,6 +194,18 @@ class sql_error : public error {
  private:
   std::shared_ptr<const error_fields> fields_;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL sql_error::sql_error(const std::string& message, std::string sqlstate, std::string detail,
+                                  std::string hint)
+    : error(message),
+      fields_(std::make_shared<const error_fields>(
+          error_fields{std::move(sqlstate), message, std::move(detail), std::move(hint), {}, 0, {}, {}, {}, {}, {}})) {}
+
+PQSCOPE_DECL sql_error::sql_error(error_fields f)
+    : error(detail::describe(f)), fields_(std::make_shared<const error_fields>(std::move(f))) {}
+#endif
 
 #define PQSCOPE_SQL_ERROR_CLASS(name, base) \
   class name : public base { /* NOLINT(bugprone-macro-parentheses): names, not expressions */ \
@@ -1065,12 +1079,16 @@ template <>
 struct value_traits<bool> {
   static constexpr unsigned oid = 16;
   static std::string to_text(bool v) { return v ? "t" : "f"; }
-  static bool from_text(std::string_view s) {
-    if (s == "t" || s == "true") return true;
-    if (s == "f" || s == "false") return false;
-    throw conversion_error("cannot read \"" + std::string(s) + "\" as bool (expected t or f)");
-  }
+  static bool from_text(std::string_view s);
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL bool value_traits<bool>::from_text(std::string_view s) {
+  if (s == "t" || s == "true") return true;
+  if (s == "f" || s == "false") return false;
+  throw conversion_error("cannot read \"" + std::string(s) + "\" as bool (expected t or f)");
+}
+#endif
 
 // All integer types except plain char (a character, not a number: pass std::string(1, c)
 // or an int) and bool.
@@ -1274,18 +1292,24 @@ struct date {
 template <>
 struct value_traits<date> {
   static constexpr unsigned oid = 1082;
-  static std::string to_text(const date& d) {
-    const std::int64_t days = d.days_since_epoch();
-    if (days < detail::min_date_days || days > detail::max_date_days)
-      throw conversion_error("date " + detail::format_date({d.year, d.month, d.day}) +
-                             " is outside PostgreSQL's date range (4714-11-24 BC to 5874897-12-31)");
-    return detail::format_date({d.year, d.month, d.day});
-  }
-  static date from_text(std::string_view s) {
-    const detail::civil_date c = detail::parse_date(s);
-    return date{static_cast<int>(c.year), c.month, c.day};
-  }
+  static std::string to_text(const date& d);
+  static date from_text(std::string_view s);
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::string value_traits<date>::to_text(const date& d) {
+  const std::int64_t days = d.days_since_epoch();
+  if (days < detail::min_date_days || days > detail::max_date_days)
+    throw conversion_error("date " + detail::format_date({d.year, d.month, d.day}) +
+                           " is outside PostgreSQL's date range (4714-11-24 BC to 5874897-12-31)");
+  return detail::format_date({d.year, d.month, d.day});
+}
+
+PQSCOPE_DECL date value_traits<date>::from_text(std::string_view s) {
+  const detail::civil_date c = detail::parse_date(s);
+  return date{static_cast<int>(c.year), c.month, c.day};
+}
+#endif
 
 // std::chrono::system_clock::time_point (and any system_clock time_point whose duration
 // holds whole microseconds) as timestamptz. Sent in UTC with an explicit offset, so the
@@ -1332,12 +1356,7 @@ class timestamp_or_infinity {
   [[nodiscard]] constexpr bool is_infinity() const noexcept { return infinite_ > 0; }
   [[nodiscard]] constexpr bool is_minus_infinity() const noexcept { return infinite_ < 0; }
   // The time point; conversion_error when infinite.
-  [[nodiscard]] time_point value() const {
-    if (!is_finite())
-      throw conversion_error(std::string("timestamp_or_infinity::value(): the timestamp is ") +
-                             (is_infinity() ? "'infinity'" : "'-infinity'") + "; check is_finite() first");
-    return time_;
-  }
+  [[nodiscard]] time_point value() const;
 
   friend constexpr bool operator==(const timestamp_or_infinity& a, const timestamp_or_infinity& b) noexcept {
     return a.infinite_ == b.infinite_ && (a.infinite_ != 0 || a.time_ == b.time_);
@@ -1358,18 +1377,31 @@ class timestamp_or_infinity {
 template <>
 struct value_traits<timestamp_or_infinity> {
   static constexpr unsigned oid = 1184;
-  static std::string to_text(const timestamp_or_infinity& t) {
-    if (t.is_infinity()) return "infinity";
-    if (t.is_minus_infinity()) return "-infinity";
-    return value_traits<timestamp_or_infinity::time_point>::to_text(t.value());
-  }
-  static timestamp_or_infinity from_text(std::string_view s) {
-    const detail::timestamp_text t = detail::parse_timestamp(s);
-    if (t.infinite > 0) return timestamp_or_infinity::infinity();
-    if (t.infinite < 0) return timestamp_or_infinity::minus_infinity();
-    return detail::time_point_from_micros<timestamp_or_infinity::time_point>(t.micros, s);
-  }
+  static std::string to_text(const timestamp_or_infinity& t);
+  static timestamp_or_infinity from_text(std::string_view s);
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL timestamp_or_infinity::time_point timestamp_or_infinity::value() const {
+  if (!is_finite())
+    throw conversion_error(std::string("timestamp_or_infinity::value(): the timestamp is ") +
+                           (is_infinity() ? "'infinity'" : "'-infinity'") + "; check is_finite() first");
+  return time_;
+}
+
+PQSCOPE_DECL std::string value_traits<timestamp_or_infinity>::to_text(const timestamp_or_infinity& t) {
+  if (t.is_infinity()) return "infinity";
+  if (t.is_minus_infinity()) return "-infinity";
+  return value_traits<timestamp_or_infinity::time_point>::to_text(t.value());
+}
+
+PQSCOPE_DECL timestamp_or_infinity value_traits<timestamp_or_infinity>::from_text(std::string_view s) {
+  const detail::timestamp_text t = detail::parse_timestamp(s);
+  if (t.infinite > 0) return timestamp_or_infinity::infinity();
+  if (t.infinite < 0) return timestamp_or_infinity::minus_infinity();
+  return detail::time_point_from_micros<timestamp_or_infinity::time_point>(t.micros, s);
+}
+#endif
 
 // ---- bytea
 
@@ -1400,8 +1432,14 @@ template <>
 struct value_traits<std::vector<std::byte>> {
   static constexpr unsigned oid = 17;
   static std::string to_text(const std::vector<std::byte>& v) { return detail::bytea_to_text(v.data(), v.size()); }
-  static std::vector<std::byte> from_text(std::string_view s) { return detail::bytea_from_text(s); }
+  static std::vector<std::byte> from_text(std::string_view s);
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL std::vector<std::byte> value_traits<std::vector<std::byte>>::from_text(std::string_view s) {
+  return detail::bytea_from_text(s);
+}
+#endif
 
 // ---- one-dimensional arrays
 
@@ -1652,7 +1690,10 @@ struct pg_result_deleter {
   void operator()(PGresult* r) const noexcept { PQclear(r); }
 };
 using result_handle = std::shared_ptr<PGresult>;
-inline result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
+PQSCOPE_DECL result_handle adopt(PGresult* r);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
+#endif
 }  // namespace detail
 
 class result;
@@ -1885,24 +1926,11 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 // a cancel request is sent and a grace is waited for the server's answer, after
 // which the connection is closed and the batch reported lost.
 
-#include <fcntl.h>
-#include <poll.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
-#include <cstdlib>
-#include <cstring>
-#include <iterator>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -1913,6 +1941,23 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 // #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
+
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only
+// the implementation unit sees them). std::size comes with <string>.
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <fcntl.h>
+#include <poll.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#endif
 
 #ifndef LIBPQ_HAS_PIPELINING
 #error "pqscope needs libpq 14 or newer (pipeline mode)"
@@ -2080,27 +2125,7 @@ class libpq_driver {
   // Uses a session the caller opened and keeps: it must be connected, idle (no
   // transaction, no query in progress) and out of pipeline mode. release() or
   // the destructor hands it back in that state and never closes it.
-  void adopt(PGconn* c) {
-    close();
-    if (c == nullptr) throw usage_error("borrow(): the PGconn* is null");
-    if (PQstatus(c) != CONNECTION_OK) throw usage_error("borrow(): the PGconn* is not connected (PQstatus is not CONNECTION_OK)");
-    if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) throw usage_error("borrow(): the PGconn* is in pipeline mode; leave it first");
-    switch (PQtransactionStatus(c)) {
-      case PQTRANS_IDLE: break;
-      case PQTRANS_ACTIVE: throw usage_error("borrow(): the PGconn* has a query in progress; read its results first");
-      default:
-        throw usage_error("borrow(): the PGconn* is inside a transaction; pqscope's scopes must own the transactions "
-                          "they run in, so end it first");
-    }
-    if (PQisBusy(c) != 0) throw usage_error("borrow(): the PGconn* has results not yet read");
-    was_nonblocking_ = PQisnonblocking(c) != 0;
-    if (!was_nonblocking_ && PQsetnonblocking(c, 1) != 0)
-      throw connection_error("borrow(): " + trim(PQerrorMessage(c)));
-    conn_ = c;
-    borrowed_ = true;
-    closed_reason_.clear();
-    last_state_ = server_state::idle;
-  }
+  void adopt(PGconn* c);
   [[nodiscard]] bool borrowed() const noexcept { return borrowed_; }
 
   // ---- outside the pipeline: COPY and scripts ----------------------------
@@ -2110,159 +2135,27 @@ class libpq_driver {
   // Sends `s` (extended protocol, no pipeline) and reads until the server enters
   // the COPY sub-protocol (PGRES_COPY_IN or PGRES_COPY_OUT) or answers otherwise
   // (0: `out` holds the answer).
-  int copy_start(const statement& s, batch_reply& out) {
-    out.replies.assign(1, reply{});
-    copy_lost_.clear();
-    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_), 0;
-    last_state_ = server_state::unknown;
-    round_trip rt = trip();
-    if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
-    // COPY takes no parameters, and goes as a simple query: Pgpool-II never answers
-    // the end of a COPY started with the extended protocol (seen with 4.3).
-    const int sent = s.n_params == 0 ? PQsendQuery(conn_, s.sql)
-                                     : PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0);
-    if (sent != 1) return lost(out, trim(PQerrorMessage(conn_))), 0;
-    switch (flush(rt)) {
-      case io::ok: break;
-      case io::failed: return lost(out, trim(PQerrorMessage(conn_))), 0;
-      case io::expired: return give_up(out, rt), 0;
-    }
-    if (await_result(rt) == io::expired) return give_up(out, rt), 0;
-    PGresult* raw = PQgetResult(conn_);
-    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_))), 0;
-    const ExecStatusType st = PQresultStatus(raw);
-    if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
-      PQclear(raw);
-      return st;
-    }
-    read_final(rt, raw, out);
-    return 0;
-  }
+  int copy_start(const statement& s, batch_reply& out);
 
   // Queues COPY FROM STDIN data, sending when libpq's buffer fills. false if the
   // connection failed or timed out; copy_end() then reports why.
-  bool copy_put(std::string_view data) {
-    if (!copy_lost_.empty() || conn_ == nullptr) return false;
-    round_trip rt = trip();
-    for (;;) {
-      const int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
-      if (r == 1) break;
-      if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
-      if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
-    }
-    // In non-blocking mode libpq's buffer grows instead of refusing data: send it
-    // all before taking more, so memory stays at about one chunk.
-    switch (flush(rt)) {
-      case io::ok: return true;
-      case io::failed: return copy_failed(trim(PQerrorMessage(conn_)));
-      case io::expired: return copy_expired(rt);
-    }
-    return true;
-  }
+  bool copy_put(std::string_view data);
 
   // Ends COPY FROM STDIN (abort_reason != nullptr: the server fails the COPY with
   // it) and reads the answer.
-  batch_reply copy_end(const char* abort_reason) {
-    batch_reply out;
-    out.replies.assign(1, reply{});
-    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
-    round_trip rt = trip();
-    for (;;) {
-      const int r = PQputCopyEnd(conn_, abort_reason);
-      if (r == 1) break;
-      if (r < 0) return lost(out, trim(PQerrorMessage(conn_)));
-      if (!copy_drain(rt)) return lost(out, lost_reason());
-    }
-    switch (flush(rt)) {
-      case io::ok: break;
-      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
-      case io::expired: return give_up(out, rt);
-    }
-    return finish_copy(rt, out);
-  }
+  batch_reply copy_end(const char* abort_reason);
 
   // The next row of COPY TO STDOUT, its newline included: true; false at the end
   // or on failure (copy_out_end() tells which). The row is valid until the next call.
-  bool copy_get(std::string_view& row) {
-    free_copy_row();
-    if (!copy_lost_.empty() || conn_ == nullptr) return false;
-    round_trip rt = trip();
-    for (;;) {
-      char* buf = nullptr;
-      const int n = PQgetCopyData(conn_, &buf, /*async=*/1);
-      if (n > 0) {
-        copy_row_ = buf;
-        row = std::string_view(buf, static_cast<std::size_t>(n));
-        return true;
-      }
-      if (n == -1) return false;  // done: the final answer follows
-      if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
-      short revents = 0;
-      const io w = wait(rt, POLLIN, revents);
-      if (w == io::expired) return copy_expired(rt);
-      if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
-    }
-  }
+  bool copy_get(std::string_view& row);
 
   // After copy_get() returned false: the COPY's answer.
-  batch_reply copy_out_end() {
-    free_copy_row();
-    batch_reply out;
-    out.replies.assign(1, reply{});
-    if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
-    round_trip rt = trip();
-    return finish_copy(rt, out);
-  }
+  batch_reply copy_out_end();
 
   // A script of several statements in one simple-protocol query: one reply per
   // statement that answered; the server runs nothing after the first error.
   // results: the result of each statement that succeeded, in order.
-  batch_reply script(const char* sql) {
-    batch_reply out;
-    if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
-    last_state_ = server_state::unknown;
-    round_trip rt = trip();
-    if (!await_pending_cancel(rt)) return give_up_pending(out);
-    if (PQsendQuery(conn_, sql) != 1) return lost(out, trim(PQerrorMessage(conn_)));
-    switch (flush(rt)) {
-      case io::ok: break;
-      case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
-      case io::expired: return give_up(out, rt);
-    }
-    for (;;) {
-      if (await_result(rt) == io::expired) return give_up(out, rt);
-      PGresult* raw = PQgetResult(conn_);
-      if (raw == nullptr) break;
-      result res{detail::adopt(raw)};
-      reply r;
-      switch (PQresultStatus(raw)) {
-        case PGRES_EMPTY_QUERY:  // a script of blanks and comments: no statement ran
-          continue;
-        case PGRES_COMMAND_OK:
-        case PGRES_TUPLES_OK:
-          fill_ok(raw, std::move(res), r);
-          break;
-        case PGRES_FATAL_ERROR:
-          if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
-          fill_error(raw, r);
-          break;
-        case PGRES_COPY_IN:
-        case PGRES_COPY_OUT:
-          // Refused before sending; should one slip through, end it so the session stays usable.
-          if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
-          r.st = reply::status::error;
-          r.sqlstate = "0A000";
-          r.message = "COPY FROM STDIN / TO STDOUT is not allowed in a script";
-          break;
-        default:
-          return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
-      }
-      out.replies.push_back(std::move(r));
-    }
-    out.state = state_of(PQtransactionStatus(conn_));
-    last_state_ = out.state;
-    return out;
-  }
+  batch_reply script(const char* sql);
 
 
  private:
@@ -2282,11 +2175,8 @@ class libpq_driver {
   // A cancel request on its way. libpq 15's PQcancel blocks (a connect, a send,
   // then it waits for the server to close), so it runs on a thread of its own
   // that owns its PGcancel; the connection only waits for it up to the grace.
-  struct cancel_state {
-    std::mutex m;
-    std::condition_variable cv;
-    bool done = false;
-  };
+  // Defined with the implementation: only it needs <mutex> and <condition_variable>.
+  struct cancel_state;
 
   static bool is_set(const std::string& conninfo, const char* key);
 
@@ -2339,128 +2229,28 @@ class libpq_driver {
   // cannot be brought back (mid-round-trip after a timeout, a lost link) has its
   // socket shut down, so that the server ends it and rolls back, and its owner
   // sees CONNECTION_BAD on next use (PQreset() reconnects it).
-  void hand_back() noexcept {
-    PGconn* c = conn_;
-    const bool settled = PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF && PQisBusy(c) == 0;
-    if (settled && (PQtransactionStatus(c) == PQTRANS_INTRANS || PQtransactionStatus(c) == PQTRANS_INERROR)) {
-      try {
-        static const statement rollback{"ROLLBACK", 0, nullptr, nullptr};
-        borrowed_ = false;  // a timeout inside must not come back here
-        (void)exchange({rollback});
-        borrowed_ = true;
-      } catch (...) {
-        borrowed_ = true;  // out of memory: the check below shuts the socket down
-      }
-    }
-    if (conn_ == nullptr || PQstatus(c) != CONNECTION_OK || PQpipelineStatus(c) != PQ_PIPELINE_OFF ||
-        PQtransactionStatus(c) != PQTRANS_IDLE) {
-      const int sock = PQsocket(c);
-      if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
-    }
-    if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
-  }
+  void hand_back() noexcept;
 
   // A statement's answer that is not an error.
-  static void fill_ok(PGresult* raw, result res, reply& r) {
-    r.st = reply::status::ok;
-    r.command = PQcmdStatus(raw);
-    r.res = std::move(res);
-  }
-  static void fill_error(const PGresult* raw, reply& r) {
-    r.st = reply::status::error;
-    r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
-    r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
-    r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
-    r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
-    r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-    r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
-    r.table = field_of(raw, PG_DIAG_TABLE_NAME);
-    r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
-    r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
-    r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
-    if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
-  }
+  static void fill_ok(PGresult* raw, result res, reply& r);
+  static void fill_error(const PGresult* raw, reply& r);
 
   // A clock for one call outside the pipeline.
-  round_trip trip() const {
-    static const std::vector<statement> none;
-    round_trip rt{none};
-    if (net_.timeout.count() > 0) {
-      rt.bounded = true;
-      rt.deadline = clock::now() + net_.timeout;
-    }
-    return rt;
-  }
+  round_trip trip() const;
 
   // libpq's COPY buffer is full: send some of it, reading meanwhile.
-  bool copy_drain(round_trip& rt) {
-    short revents = 0;
-    const io w = wait(rt, POLLIN | POLLOUT, revents);
-    if (w == io::expired) return copy_expired(rt);
-    if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
-    if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
-      return copy_failed(trim(PQerrorMessage(conn_)));
-    if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
-    return true;
-  }
+  bool copy_drain(round_trip& rt);
   // A COPY call's deadline and grace passed: the connection is given up.
-  bool copy_expired(const round_trip& rt) {
-    batch_reply ignored;
-    give_up(ignored, rt);
-    copy_lost_ = closed_reason_;
-    return false;
-  }
-  bool copy_failed(std::string why) {
-    copy_lost_ = why.empty() ? "connection lost during COPY" : std::move(why);
-    return false;
-  }
-  std::string lost_reason() const {
-    if (!copy_lost_.empty()) return copy_lost_;
-    return closed_reason_.empty() ? "the connection is closed" : closed_reason_;
-  }
-  void free_copy_row() noexcept {
-    if (copy_row_ != nullptr) PQfreemem(copy_row_);
-    copy_row_ = nullptr;
-  }
+  bool copy_expired(const round_trip& rt);
+  bool copy_failed(std::string why);
+  std::string lost_reason() const;
+  void free_copy_row() noexcept;
 
   // The answer that ends a COPY.
-  batch_reply& finish_copy(round_trip& rt, batch_reply& out) {
-    if (await_result(rt) == io::expired) return give_up(out, rt);
-    PGresult* raw = PQgetResult(conn_);
-    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
-    return read_final(rt, raw, out);
-  }
+  batch_reply& finish_copy(round_trip& rt, batch_reply& out);
 
   // One statement's answer outside the pipeline, then the null result that ends it.
-  batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out) {
-    result res{detail::adopt(raw)};
-    reply& r = out.replies.front();
-    switch (PQresultStatus(raw)) {
-      case PGRES_COMMAND_OK:
-      case PGRES_TUPLES_OK:
-      case PGRES_EMPTY_QUERY:
-        fill_ok(raw, std::move(res), r);
-        break;
-      case PGRES_FATAL_ERROR:
-        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
-        fill_error(raw, r);
-        break;
-      default:
-        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
-    }
-    for (;;) {
-      if (await_result(rt) == io::expired) return give_up(out, rt);
-      PGresult* extra = PQgetResult(conn_);
-      if (extra == nullptr) break;
-      const ExecStatusType st = PQresultStatus(extra);
-      PQclear(extra);
-      // COPY TO STDOUT of a failed COPY FROM: cannot happen; anything else is a broken stream.
-      if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
-    }
-    out.state = state_of(PQtransactionStatus(conn_));
-    last_state_ = out.state;
-    return out;
-  }
+  batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out);
 
   static std::string trim(const char* s);
   static std::string field_of(const PGresult* r, int code);
@@ -2479,6 +2269,300 @@ class libpq_driver {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+struct libpq_driver::cancel_state {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+};
+
+PQSCOPE_DECL void libpq_driver::adopt(PGconn* c) {
+  close();
+  if (c == nullptr) throw usage_error("borrow(): the PGconn* is null");
+  if (PQstatus(c) != CONNECTION_OK) throw usage_error("borrow(): the PGconn* is not connected (PQstatus is not CONNECTION_OK)");
+  if (PQpipelineStatus(c) != PQ_PIPELINE_OFF) throw usage_error("borrow(): the PGconn* is in pipeline mode; leave it first");
+  switch (PQtransactionStatus(c)) {
+    case PQTRANS_IDLE: break;
+    case PQTRANS_ACTIVE: throw usage_error("borrow(): the PGconn* has a query in progress; read its results first");
+    default:
+      throw usage_error("borrow(): the PGconn* is inside a transaction; pqscope's scopes must own the transactions "
+                        "they run in, so end it first");
+  }
+  if (PQisBusy(c) != 0) throw usage_error("borrow(): the PGconn* has results not yet read");
+  was_nonblocking_ = PQisnonblocking(c) != 0;
+  if (!was_nonblocking_ && PQsetnonblocking(c, 1) != 0)
+    throw connection_error("borrow(): " + trim(PQerrorMessage(c)));
+  conn_ = c;
+  borrowed_ = true;
+  closed_reason_.clear();
+  last_state_ = server_state::idle;
+}
+
+PQSCOPE_DECL int libpq_driver::copy_start(const statement& s, batch_reply& out) {
+  out.replies.assign(1, reply{});
+  copy_lost_.clear();
+  if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_), 0;
+  last_state_ = server_state::unknown;
+  round_trip rt = trip();
+  if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
+  // COPY takes no parameters, and goes as a simple query: Pgpool-II never answers
+  // the end of a COPY started with the extended protocol (seen with 4.3).
+  const int sent = s.n_params == 0 ? PQsendQuery(conn_, s.sql)
+                                   : PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0);
+  if (sent != 1) return lost(out, trim(PQerrorMessage(conn_))), 0;
+  switch (flush(rt)) {
+    case io::ok: break;
+    case io::failed: return lost(out, trim(PQerrorMessage(conn_))), 0;
+    case io::expired: return give_up(out, rt), 0;
+  }
+  if (await_result(rt) == io::expired) return give_up(out, rt), 0;
+  PGresult* raw = PQgetResult(conn_);
+  if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_))), 0;
+  const ExecStatusType st = PQresultStatus(raw);
+  if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+    PQclear(raw);
+    return st;
+  }
+  read_final(rt, raw, out);
+  return 0;
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_put(std::string_view data) {
+  if (!copy_lost_.empty() || conn_ == nullptr) return false;
+  round_trip rt = trip();
+  for (;;) {
+    const int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
+    if (r == 1) break;
+    if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
+  }
+  // In non-blocking mode libpq's buffer grows instead of refusing data: send it
+  // all before taking more, so memory stays at about one chunk.
+  switch (flush(rt)) {
+    case io::ok: return true;
+    case io::failed: return copy_failed(trim(PQerrorMessage(conn_)));
+    case io::expired: return copy_expired(rt);
+  }
+  return true;
+}
+
+PQSCOPE_DECL batch_reply libpq_driver::copy_end(const char* abort_reason) {
+  batch_reply out;
+  out.replies.assign(1, reply{});
+  if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+  round_trip rt = trip();
+  for (;;) {
+    const int r = PQputCopyEnd(conn_, abort_reason);
+    if (r == 1) break;
+    if (r < 0) return lost(out, trim(PQerrorMessage(conn_)));
+    if (!copy_drain(rt)) return lost(out, lost_reason());
+  }
+  switch (flush(rt)) {
+    case io::ok: break;
+    case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+    case io::expired: return give_up(out, rt);
+  }
+  return finish_copy(rt, out);
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_get(std::string_view& row) {
+  free_copy_row();
+  if (!copy_lost_.empty() || conn_ == nullptr) return false;
+  round_trip rt = trip();
+  for (;;) {
+    char* buf = nullptr;
+    const int n = PQgetCopyData(conn_, &buf, /*async=*/1);
+    if (n > 0) {
+      copy_row_ = buf;
+      row = std::string_view(buf, static_cast<std::size_t>(n));
+      return true;
+    }
+    if (n == -1) return false;  // done: the final answer follows
+    if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
+    short revents = 0;
+    const io w = wait(rt, POLLIN, revents);
+    if (w == io::expired) return copy_expired(rt);
+    if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
+  }
+}
+
+PQSCOPE_DECL batch_reply libpq_driver::copy_out_end() {
+  free_copy_row();
+  batch_reply out;
+  out.replies.assign(1, reply{});
+  if (!copy_lost_.empty() || conn_ == nullptr) return lost(out, lost_reason());
+  round_trip rt = trip();
+  return finish_copy(rt, out);
+}
+
+PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
+  batch_reply out;
+  if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+  last_state_ = server_state::unknown;
+  round_trip rt = trip();
+  if (!await_pending_cancel(rt)) return give_up_pending(out);
+  if (PQsendQuery(conn_, sql) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+  switch (flush(rt)) {
+    case io::ok: break;
+    case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+    case io::expired: return give_up(out, rt);
+  }
+  for (;;) {
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    PGresult* raw = PQgetResult(conn_);
+    if (raw == nullptr) break;
+    result res{detail::adopt(raw)};
+    reply r;
+    switch (PQresultStatus(raw)) {
+      case PGRES_EMPTY_QUERY:  // a script of blanks and comments: no statement ran
+        continue;
+      case PGRES_COMMAND_OK:
+      case PGRES_TUPLES_OK:
+        fill_ok(raw, std::move(res), r);
+        break;
+      case PGRES_FATAL_ERROR:
+        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+        fill_error(raw, r);
+        break;
+      case PGRES_COPY_IN:
+      case PGRES_COPY_OUT:
+        // Refused before sending; should one slip through, end it so the session stays usable.
+        if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
+        r.st = reply::status::error;
+        r.sqlstate = "0A000";
+        r.message = "COPY FROM STDIN / TO STDOUT is not allowed in a script";
+        break;
+      default:
+        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+    }
+    out.replies.push_back(std::move(r));
+  }
+  out.state = state_of(PQtransactionStatus(conn_));
+  last_state_ = out.state;
+  return out;
+}
+
+PQSCOPE_DECL void libpq_driver::hand_back() noexcept {
+  PGconn* c = conn_;
+  const bool settled = PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF && PQisBusy(c) == 0;
+  if (settled && (PQtransactionStatus(c) == PQTRANS_INTRANS || PQtransactionStatus(c) == PQTRANS_INERROR)) {
+    try {
+      static const statement rollback{"ROLLBACK", 0, nullptr, nullptr};
+      borrowed_ = false;  // a timeout inside must not come back here
+      (void)exchange({rollback});
+      borrowed_ = true;
+    } catch (...) {
+      borrowed_ = true;  // out of memory: the check below shuts the socket down
+    }
+  }
+  if (conn_ == nullptr || PQstatus(c) != CONNECTION_OK || PQpipelineStatus(c) != PQ_PIPELINE_OFF ||
+      PQtransactionStatus(c) != PQTRANS_IDLE) {
+    const int sock = PQsocket(c);
+    if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
+  }
+  if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
+}
+
+PQSCOPE_DECL void libpq_driver::fill_ok(PGresult* raw, result res, reply& r) {
+  r.st = reply::status::ok;
+  r.command = PQcmdStatus(raw);
+  r.res = std::move(res);
+}
+
+PQSCOPE_DECL void libpq_driver::fill_error(const PGresult* raw, reply& r) {
+  r.st = reply::status::error;
+  r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
+  r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
+  r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
+  r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
+  r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+  r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
+  r.table = field_of(raw, PG_DIAG_TABLE_NAME);
+  r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
+  r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
+  r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
+  if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+}
+
+PQSCOPE_DECL libpq_driver::round_trip libpq_driver::trip() const {
+  static const std::vector<statement> none;
+  round_trip rt{none};
+  if (net_.timeout.count() > 0) {
+    rt.bounded = true;
+    rt.deadline = clock::now() + net_.timeout;
+  }
+  return rt;
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_drain(round_trip& rt) {
+  short revents = 0;
+  const io w = wait(rt, POLLIN | POLLOUT, revents);
+  if (w == io::expired) return copy_expired(rt);
+  if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
+  if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
+    return copy_failed(trim(PQerrorMessage(conn_)));
+  if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+  return true;
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_expired(const round_trip& rt) {
+  batch_reply ignored;
+  give_up(ignored, rt);
+  copy_lost_ = closed_reason_;
+  return false;
+}
+
+PQSCOPE_DECL bool libpq_driver::copy_failed(std::string why) {
+  copy_lost_ = why.empty() ? "connection lost during COPY" : std::move(why);
+  return false;
+}
+
+PQSCOPE_DECL std::string libpq_driver::lost_reason() const {
+  if (!copy_lost_.empty()) return copy_lost_;
+  return closed_reason_.empty() ? "the connection is closed" : closed_reason_;
+}
+
+PQSCOPE_DECL void libpq_driver::free_copy_row() noexcept {
+  if (copy_row_ != nullptr) PQfreemem(copy_row_);
+  copy_row_ = nullptr;
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::finish_copy(round_trip& rt, batch_reply& out) {
+  if (await_result(rt) == io::expired) return give_up(out, rt);
+  PGresult* raw = PQgetResult(conn_);
+  if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
+  return read_final(rt, raw, out);
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::read_final(round_trip& rt, PGresult* raw, batch_reply& out) {
+  result res{detail::adopt(raw)};
+  reply& r = out.replies.front();
+  switch (PQresultStatus(raw)) {
+    case PGRES_COMMAND_OK:
+    case PGRES_TUPLES_OK:
+    case PGRES_EMPTY_QUERY:
+      fill_ok(raw, std::move(res), r);
+      break;
+    case PGRES_FATAL_ERROR:
+      if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+      fill_error(raw, r);
+      break;
+    default:
+      return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+  }
+  for (;;) {
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    PGresult* extra = PQgetResult(conn_);
+    if (extra == nullptr) break;
+    const ExecStatusType st = PQresultStatus(extra);
+    PQclear(extra);
+    // COPY TO STDOUT of a failed COPY FROM: cannot happen; anything else is a broken stream.
+    if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
+  }
+  out.state = state_of(PQtransactionStatus(conn_));
+  last_state_ = out.state;
+  return out;
+}
 
 PQSCOPE_DECL std::chrono::milliseconds libpq_driver::grace_for(std::chrono::milliseconds timeout) noexcept {
   return timeout < std::chrono::milliseconds(1000) ? timeout : std::chrono::milliseconds(1000);
@@ -2904,18 +2988,22 @@ void copy_driver_settings(D& to, const D& from) {
 #include <vector>
 
 // #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/sql_text.hpp>
 // Reads only the leading keywords of a statement: enough to refuse transaction
 // control that would go behind the scope machine's back. Best effort by design;
 // the server-state check after every batch catches what this misses.
 
-#include <algorithm>
 #include <string>
 #include <string_view>
 #include <vector>
 
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <algorithm>  // the function bodies only
+#endif
 
 namespace pqscope::detail {
 
@@ -3020,6 +3108,7 @@ PQSCOPE_DECL bool is_copy_stream(std::string_view sql) {
 }
 #endif
 
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 // Walks SQL text as the server's lexer splits it, as far as pqscope needs:
 // comments, string literals (standard, E'' escape strings, dollar-quoted) and
 // quoted identifiers are skipped whole; on(kind, text) is called for each word
@@ -3106,6 +3195,7 @@ bool scan_sql(std::string_view s, F&& on) {
   }
   return true;
 }
+#endif
 
 // The highest $n placeholder in a statement: the number of parameters the server
 // will want. Placeholders inside literals, quoted identifiers and comments do not
@@ -3209,16 +3299,21 @@ inline void append_copy_field(std::string& out, std::string_view text) {
   out.append(text.data() + plain, text.size() - plain);
 }
 
-inline int hex_digit(char c) {
+PQSCOPE_DECL int hex_digit(char c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
+#endif
 
 // Splits one line of COPY TO STDOUT output (its newline included or not) into
 // fields, undoing the escapes; \N reads as NULL.
-inline void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields) {
+PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields) {
   if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   fields.clear();
   std::string cur;
@@ -3276,16 +3371,20 @@ inline void parse_copy_row(std::string_view line, std::vector<std::optional<std:
   }
   end_field(line.size());
 }
+#endif
 
 // Which way a COPY statement streams: 'i' (FROM STDIN), 'o' (TO STDOUT) or 0.
 // A quick look at the words; the server's answer has the last word.
-inline char copy_direction(std::string_view sql) {
+PQSCOPE_DECL char copy_direction(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL char copy_direction(std::string_view sql) {
   std::string upper;
   upper.reserve(sql.size());
   for (char c : sql) upper += ascii_upper(c);
   const bool in = upper.find("STDIN") != std::string::npos, out = upper.find("STDOUT") != std::string::npos;
   return in && !out ? 'i' : out && !in ? 'o' : '\0';
 }
+#endif
 
 }  // namespace pqscope::detail
 // #include <pqscope/detail/scope_machine.hpp>
@@ -3323,11 +3422,9 @@ inline char copy_direction(std::string_view sql) {
 // again unbatched, where errors surface where they happen. So a savepoint is only
 // needed where a scope rolls back or stays open across a send.
 
-#include <pthread.h>
 #include <sys/types.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -3833,12 +3930,19 @@ PQSCOPE_DECL const sql_facts& sql_facts_cache::get(std::string_view sql, bool ha
 }  // namespace pqscope::detail
 // #include <pqscope/detail/sql_text.hpp> (inlined above)
 
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
+// implementation unit sees them).
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <pthread.h>
+
+#include <algorithm>
+#endif
+
 namespace pqscope::detail {
 
 // The process id, read once and refreshed in the child by a fork handler: getpid()
 // is a system call (glibc no longer caches it) and the fork check runs on every
 // statement and scope.
-PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept;
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept {
   static std::atomic<pid_t> pid{::getpid()};
@@ -4003,7 +4107,7 @@ class scope_machine {
 
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
-  void set_observer(pqscope::callback<void(const statement_event&)> o) { observer_ = std::move(o); }
+  void set_observer(pqscope::callback<void(const statement_event&)> o);
   void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
@@ -4056,30 +4160,9 @@ class scope_machine {
   // A failure dooms the scope as an unbatched statement's does, also in a batched
   // attempt: everything before it was confirmed by the sync point.
   std::shared_ptr<statement_slot> prepare_out_of_band(const char* sql, std::string_view text,
-                                                      std::weak_ptr<sender> owner) {
-    check_usable();
-    auto slot = make_slot(sql, text, param_list{}, std::move(owner));
-    slot->own();
-    return slot;
-  }
-  void request_sync_point() {
-    check_usable();
-    reset_operation();
-    send_requested_ = true;
-    send_all_ = true;
-  }
-  void stage_out_of_band(const std::shared_ptr<statement_slot>& slot) {
-    check_usable();
-    throw_if_void("statement refused");
-    throw_if_doomed("statement refused");
-    in_flight_.clear();
-    in_flight_.push_back(item{item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {}, {}, {}, slot});
-    out_of_band_ = true;
-    ++stats_.round_trips;
-    ++stats_.statements;
-    if (!frames_.empty()) xid_pending_ = true;  // it may write: COMMIT asks for the id
-    sent_at_ = clock::now();
-  }
+                                                      std::weak_ptr<sender> owner);
+  void request_sync_point();
+  void stage_out_of_band(const std::shared_ptr<statement_slot>& slot);
 
   // Asks for what is queued, up to the last statement, to go out now (a batched
   // result is read, connection::flush()). Then drive and finish().
@@ -4158,19 +4241,9 @@ class scope_machine {
   };
 
   std::shared_ptr<statement_slot> make_slot(const char* sql, std::string_view text, const param_list& params,
-                                            std::weak_ptr<sender> owner) {
-    throw_if_void("statement refused");
-    throw_if_doomed("statement refused");
-    auto slot = std::make_shared<statement_slot>();
-    slot->stmt = statement{sql, params.size(), params.values(), params.types()};
-    slot->sql = text;
-    slot->owner = std::move(owner);
-    slot->depth = depth();
-    if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
-    return slot;
-  }
+                                            std::weak_ptr<sender> owner);
 
-  static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+  static std::string savepoint_name(std::size_t level);
   // The SAVEPOINT, RELEASE or ROLLBACK TO text of a savepoint item, made once per
   // savepoint number and connection. Valid until the next call with a higher number.
   const char* savepoint_text(const item& it);
@@ -4187,21 +4260,13 @@ class scope_machine {
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
   void push_followup(const char* sql, bool awaited);
   template <class Pred>
-  void drop_queued(Pred pred) {
-    queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
-  }
+  void drop_queued(Pred pred);
   void lower_levels(std::size_t from);
   // A statement waits in the queue at `level` or deeper.
   [[nodiscard]] bool statement_queued_at(std::size_t level) const;
   // Drops controls queued after the last statement that `pred` selects.
   template <class Pred>
-  void trim_tail(Pred pred) {
-    std::size_t last_user = 0;
-    for (std::size_t k = 0; k < queue_.size(); ++k)
-      if (queue_[k].k == item::user) last_user = k + 1;
-    queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
-                 queue_.end());
-  }
+  void trim_tail(Pred pred);
   void clear_queue() noexcept;
   // Whether a send with user statements must also ask for the transaction id; the
   // outermost frame has left the stack once its COMMIT is queued.
@@ -4306,6 +4371,70 @@ class scope_machine {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+template <class Pred>
+void scope_machine::drop_queued(Pred pred) {
+  queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
+}
+
+template <class Pred>
+void scope_machine::trim_tail(Pred pred) {
+  std::size_t last_user = 0;
+  for (std::size_t k = 0; k < queue_.size(); ++k)
+    if (queue_[k].k == item::user) last_user = k + 1;
+  queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
+               queue_.end());
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::prepare_out_of_band(const char* sql,
+                                                                               std::string_view text,
+                                                                               std::weak_ptr<sender> owner) {
+  check_usable();
+  auto slot = make_slot(sql, text, param_list{}, std::move(owner));
+  slot->own();
+  return slot;
+}
+
+PQSCOPE_DECL void scope_machine::request_sync_point() {
+  check_usable();
+  reset_operation();
+  send_requested_ = true;
+  send_all_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::stage_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+  check_usable();
+  throw_if_void("statement refused");
+  throw_if_doomed("statement refused");
+  in_flight_.clear();
+  in_flight_.push_back(item{item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {}, {}, {}, slot});
+  out_of_band_ = true;
+  ++stats_.round_trips;
+  ++stats_.statements;
+  if (!frames_.empty()) xid_pending_ = true;  // it may write: COMMIT asks for the id
+  sent_at_ = clock::now();
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::make_slot(const char* sql, std::string_view text,
+                                                                     const param_list& params,
+                                                                     std::weak_ptr<sender> owner) {
+  throw_if_void("statement refused");
+  throw_if_doomed("statement refused");
+  auto slot = std::make_shared<statement_slot>();
+  slot->stmt = statement{sql, params.size(), params.values(), params.types()};
+  slot->sql = text;
+  slot->owner = std::move(owner);
+  slot->depth = depth();
+  if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
+  return slot;
+}
+
+PQSCOPE_DECL std::string scope_machine::savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+
+
+PQSCOPE_DECL void scope_machine::set_observer(pqscope::callback<void(const statement_event&)> o) {
+  observer_ = std::move(o);
+}
 
 PQSCOPE_DECL scope_machine::~scope_machine() { fail_queued(closed_error()); }
 
@@ -5180,33 +5309,10 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
    public:
     // `of_stream`: a call of the COPY in progress itself; any other call is
     // refused while a COPY streams.
-    call(sync_session& s, const char* what, bool of_stream = false) : s_(s) {
-      const std::uintptr_t me = this_thread_token();
-      std::uintptr_t expected = 0;
-      if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
-        outer_ = true;
-      } else if (expected != me) {
-        throw_busy(what);
-      }
-      if (s_.stream_ != nullptr && !of_stream) {
-        if (outer_) leave(s_);
-        throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
-                          "copy_writer, or read the copy_reader to its end, first");
-      }
-    }
-    [[noreturn]] static void throw_busy(const char* what) {
-      throw usage_error(std::string(what) +
-                        ": this connection is in use by another thread, whose call is still in progress. A "
-                        "connection and its scopes serve one thread at a time; give each thread its own connection "
-                        "(pqscope::pool), or hand it over between calls");
-    }
+    call(sync_session& s, const char* what, bool of_stream = false);
+    [[noreturn]] static void throw_busy(const char* what);
     // For destructors: false when another thread is in a call (nothing may be touched).
-    static bool try_enter(sync_session& s, bool& outer) noexcept {
-      const std::uintptr_t me = this_thread_token();
-      std::uintptr_t expected = 0;
-      outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
-      return outer || expected == me;
-    }
+    static bool try_enter(sync_session& s, bool& outer) noexcept;
     static void leave(sync_session& s) noexcept { s.owner_.store(0, std::memory_order_release); }
     call(const call&) = delete;
     call& operator=(const call&) = delete;
@@ -5243,19 +5349,9 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
   // ---- statements outside the pipeline (see scope_machine::prepare_out_of_band) ----
   // Sends what is queued, controls too, then puts `slot` in flight.
-  void begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
-    machine.request_sync_point();
-    drive();
-    machine.finish();
-    machine.stage_out_of_band(slot);
-  }
+  void begin_out_of_band(const std::shared_ptr<statement_slot>& slot);
   // Its answer: the scopes learn it, then the result or the error.
-  result end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
-    machine.apply(std::move(br));
-    drive();
-    machine.finish();
-    return slot->wait();
-  }
+  result end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br);
   // The driver's calls (libpq_driver has them; a driver without them refuses).
   virtual int copy_start(const statement& s, batch_reply& out) = 0;  // PGRES_COPY_IN/OUT if started, else 0
   virtual bool copy_put(std::string_view data) = 0;
@@ -5291,6 +5387,49 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL sync_session::call::call(sync_session& s, const char* what, bool of_stream) : s_(s) {
+  const std::uintptr_t me = this_thread_token();
+  std::uintptr_t expected = 0;
+  if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+    outer_ = true;
+  } else if (expected != me) {
+    throw_busy(what);
+  }
+  if (s_.stream_ != nullptr && !of_stream) {
+    if (outer_) leave(s_);
+    throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
+                      "copy_writer, or read the copy_reader to its end, first");
+  }
+}
+
+PQSCOPE_DECL void sync_session::call::throw_busy(const char* what) {
+  throw usage_error(std::string(what) +
+                    ": this connection is in use by another thread, whose call is still in progress. A "
+                    "connection and its scopes serve one thread at a time; give each thread its own connection "
+                    "(pqscope::pool), or hand it over between calls");
+}
+
+PQSCOPE_DECL bool sync_session::call::try_enter(sync_session& s, bool& outer) noexcept {
+  const std::uintptr_t me = this_thread_token();
+  std::uintptr_t expected = 0;
+  outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
+  return outer || expected == me;
+}
+
+PQSCOPE_DECL void sync_session::begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+  machine.request_sync_point();
+  drive();
+  machine.finish();
+  machine.stage_out_of_band(slot);
+}
+
+PQSCOPE_DECL result sync_session::end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
+  machine.apply(std::move(br));
+  drive();
+  machine.finish();
+  return slot->wait();
+}
 
 PQSCOPE_DECL void sync_session::drive() {
   if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
@@ -5450,63 +5589,26 @@ namespace detail {
 // The COPY in progress on a session, shared by copy_writer and copy_reader.
 class copy_stream final : public sync_session::stream {
  public:
-  copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
-      : s_(std::move(s)), slot_(std::move(slot)), in_(in) {
-    s_->open_stream(this);
-  }
+  copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in);
   copy_stream(const copy_stream&) = delete;
   copy_stream& operator=(const copy_stream&) = delete;
   copy_stream(copy_stream&&) = delete;
   copy_stream& operator=(copy_stream&&) = delete;
-  ~copy_stream() override { end_quietly(); }
+  PQSCOPE_DECL ~copy_stream() override;  // inline in header-only mode: no key function, no vtable in every TU
 
   [[nodiscard]] bool open() const noexcept { return open_; }
   [[nodiscard]] sync_session& session() const noexcept { return *s_; }
 
-  void check_open(const char* what) const {
-    if (!open_)
-      throw usage_error(std::string(what) + ": this COPY has already ended" +
-                        (why_.empty() ? std::string() : " (" + why_ + ")"));
-  }
+  void check_open(const char* what) const;
 
   // COPY FROM STDIN: rows are gathered and sent in chunks.
-  void put(std::string_view data) {
-    if (!s_->copy_put(data)) {
-      // The connection failed: copy_end() reports it, and the scopes learn it.
-      (void)end(s_->copy_end(nullptr));
-    }
-  }
+  void put(std::string_view data);
   // The COPY's answer, applied to the scopes; throws what the statement raised.
-  result end(batch_reply br) {
-    open_ = false;
-    s_->close_stream(this);
-    try {
-      return s_->end_out_of_band(slot_, std::move(br));
-    } catch (const std::exception& e) {
-      why_ = e.what();
-      throw;
-    }
-  }
+  result end(batch_reply br);
 
   // A destructor, or a scope ending around the COPY: a COPY FROM STDIN is
   // aborted (nothing of it is kept), a COPY TO STDOUT is read to its end.
-  void end_quietly() noexcept override {
-    if (!open_) return;
-    try {
-      if (in_) {
-        (void)end(s_->copy_end("the copy_writer was destroyed (or its scope ended) before finish()"));
-      } else {
-        std::string_view ignored;
-        while (s_->copy_get(ignored)) {
-        }
-        (void)end(s_->copy_out_end());
-      }
-    } catch (...) {
-      // the scopes know: a failed COPY dooms its scope, a lost connection breaks it
-    }
-    open_ = false;
-    s_->close_stream(this);
-  }
+  PQSCOPE_DECL void end_quietly() noexcept override;  // (see the destructor)
 
  private:
   std::shared_ptr<sync_session> s_;
@@ -5515,6 +5617,58 @@ class copy_stream final : public sync_session::stream {
   bool open_ = true;
   std::string why_;  // why it ended, if by an error
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL copy_stream::copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
+    : s_(std::move(s)), slot_(std::move(slot)), in_(in) {
+  s_->open_stream(this);
+}
+
+PQSCOPE_DECL copy_stream::~copy_stream() { end_quietly(); }
+
+PQSCOPE_DECL void copy_stream::check_open(const char* what) const {
+  if (!open_)
+    throw usage_error(std::string(what) + ": this COPY has already ended" +
+                      (why_.empty() ? std::string() : " (" + why_ + ")"));
+}
+
+PQSCOPE_DECL void copy_stream::put(std::string_view data) {
+  if (!s_->copy_put(data)) {
+    // The connection failed: copy_end() reports it, and the scopes learn it.
+    (void)end(s_->copy_end(nullptr));
+  }
+}
+
+PQSCOPE_DECL result copy_stream::end(batch_reply br) {
+  open_ = false;
+  s_->close_stream(this);
+  try {
+    return s_->end_out_of_band(slot_, std::move(br));
+  } catch (const std::exception& e) {
+    why_ = e.what();
+    throw;
+  }
+}
+
+PQSCOPE_DECL void copy_stream::end_quietly() noexcept {
+  if (!open_) return;
+  try {
+    if (in_) {
+      (void)end(s_->copy_end("the copy_writer was destroyed (or its scope ended) before finish()"));
+    } else {
+      std::string_view ignored;
+      while (s_->copy_get(ignored)) {
+      }
+      (void)end(s_->copy_out_end());
+    }
+  } catch (...) {
+    // the scopes know: a failed COPY dooms its scope, a lost connection breaks it
+  }
+  open_ = false;
+  s_->close_stream(this);
+}
+#endif
 }  // namespace detail
 
 // Streams rows into COPY ... FROM STDIN (connection::copy_in). finish() ends the
@@ -5550,22 +5704,11 @@ class copy_writer {
 
   // Rows already in COPY's text format (tab-separated, escaped, each ending in a
   // newline), for data that comes that way.
-  void write_raw(std::string_view text) {
-    check("write_raw()");
-    detail::sync_session::call guard(st_->session(), "write_raw()", true);
-    buf_.append(text.data(), text.size());
-    if (buf_.size() >= chunk) send();
-  }
+  void write_raw(std::string_view text);
 
   // Ends the COPY: the rows the server took (its "COPY n"). Throws what the COPY
   // raised (a constraint, a bad value: the scope is doomed, as for any statement).
-  std::uint64_t finish() {
-    check("finish()");
-    detail::sync_session::call guard(st_->session(), "finish()", true);
-    send();
-    const result r = st_->end(st_->session().copy_end(nullptr));
-    return r.affected_rows();
-  }
+  std::uint64_t finish();
 
   // Rows written so far (write_row() calls).
   [[nodiscard]] std::uint64_t rows_written() const noexcept { return rows_; }
@@ -5573,24 +5716,48 @@ class copy_writer {
  private:
   template <class Driver>
   friend class basic_connection;
-  explicit copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+  explicit copy_writer(std::unique_ptr<detail::copy_stream> st);
   static constexpr std::size_t chunk = std::size_t{64} * 1024;
 
-  void check(const char* what) const {
-    if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");
-    st_->check_open(what);
-  }
-  void send() {
-    if (buf_.empty()) return;
-    st_->put(buf_);
-    buf_.clear();
-  }
+  void check(const char* what) const;
+  void send();
 
   std::unique_ptr<detail::copy_stream> st_;
   std::string buf_;
   detail::param_list params_;
   std::uint64_t rows_ = 0;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL copy_writer::copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+
+PQSCOPE_DECL void copy_writer::write_raw(std::string_view text) {
+  check("write_raw()");
+  detail::sync_session::call guard(st_->session(), "write_raw()", true);
+  buf_.append(text.data(), text.size());
+  if (buf_.size() >= chunk) send();
+}
+
+PQSCOPE_DECL std::uint64_t copy_writer::finish() {
+  check("finish()");
+  detail::sync_session::call guard(st_->session(), "finish()", true);
+  send();
+  const result r = st_->end(st_->session().copy_end(nullptr));
+  return r.affected_rows();
+}
+
+PQSCOPE_DECL void copy_writer::check(const char* what) const {
+  if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");
+  st_->check_open(what);
+}
+
+PQSCOPE_DECL void copy_writer::send() {
+  if (buf_.empty()) return;
+  st_->put(buf_);
+  buf_.clear();
+}
+#endif
 
 // Reads the rows of COPY ... TO STDOUT (connection::copy_out). The COPY ends
 // when the last row has been read; a reader destroyed before that reads the rest
@@ -5605,12 +5772,7 @@ class copy_reader {
 
   // The next row's fields as text (std::nullopt for NULL); false after the last
   // row, once the COPY has ended (throws if it failed).
-  bool read_row(std::vector<std::optional<std::string>>& fields) {
-    std::string_view line;
-    if (!next_line(line)) return false;
-    detail::parse_copy_row(line, fields);
-    return true;
-  }
+  bool read_row(std::vector<std::optional<std::string>>& fields);
 
   // The next row converted to Ts... (std::optional<T> for a column that may be
   // NULL); std::nullopt after the last row. conversion_error if the row does not
@@ -5632,19 +5794,9 @@ class copy_reader {
  private:
   template <class Driver>
   friend class basic_connection;
-  explicit copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+  explicit copy_reader(std::unique_ptr<detail::copy_stream> st);
 
-  bool next_line(std::string_view& line) {
-    if (!st_) throw usage_error("reading a moved-from copy_reader");
-    if (!st_->open()) return false;
-    detail::sync_session::call guard(st_->session(), "reading a copy_reader", true);
-    if (st_->session().copy_get(line)) {
-      ++rows_;
-      return true;
-    }
-    (void)st_->end(st_->session().copy_out_end());
-    return false;
-  }
+  bool next_line(std::string_view& line);
 
   template <class T>
   T field_as(std::size_t i) const {
@@ -5668,6 +5820,30 @@ class copy_reader {
   std::vector<std::optional<std::string>> fields_;
   std::uint64_t rows_ = 0;
 };
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL copy_reader::copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+
+PQSCOPE_DECL bool copy_reader::read_row(std::vector<std::optional<std::string>>& fields) {
+  std::string_view line;
+  if (!next_line(line)) return false;
+  detail::parse_copy_row(line, fields);
+  return true;
+}
+
+PQSCOPE_DECL bool copy_reader::next_line(std::string_view& line) {
+  if (!st_) throw usage_error("reading a moved-from copy_reader");
+  if (!st_->open()) return false;
+  detail::sync_session::call guard(st_->session(), "reading a copy_reader", true);
+  if (st_->session().copy_get(line)) {
+    ++rows_;
+    return true;
+  }
+  (void)st_->end(st_->session().copy_out_end());
+  return false;
+}
+#endif
 
 }  // namespace pqscope
 // #include <pqscope/connection.hpp>
@@ -5696,14 +5872,20 @@ class copy_reader {
 // The default application_name, "program:user@host", so that every client is
 // recognisable in pg_stat_activity, also through PgBouncer.
 
+#include <cstddef>
+#include <string>
+
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
+// implementation unit sees them).
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 #include <fcntl.h>
 #include <pwd.h>
 #include <unistd.h>
 
 #include <cstring>
-#include <string>
-
-// #include <pqscope/detail/config.hpp> (inlined above)
+#endif
 
 namespace pqscope::detail {
 
@@ -6167,11 +6349,6 @@ PQSCOPE_DECL connection database::connect() const { return connection{settings_-
 // Transaction scopes: the transaction object, atomic() and transactional().
 // The logic lives in detail/scope_machine.hpp; these are its faces.
 
-#include <time.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -6185,6 +6362,16 @@ PQSCOPE_DECL connection database::connect() const { return connection{settings_-
 // #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
+
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
+// implementation unit sees them).
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#endif
 
 namespace pqscope {
 
@@ -6480,16 +6667,10 @@ auto transactional(Fn fn, transaction_options options = {}) {
 // No background thread: idle and expired connections are closed when the pool
 // next looks at them (acquire, return).
 
-#include <libpq-fe.h>
-#include <sys/types.h>
-
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -6500,6 +6681,16 @@ auto transactional(Fn fn, transaction_options options = {}) {
 // #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
+
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
+// implementation unit sees them).
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <libpq-fe.h>
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <mutex>
+#endif
 
 namespace pqscope {
 
@@ -6549,6 +6740,11 @@ struct pool_entry {
 };
 
 // Everything a lease needs after the pool object is gone: leases share it.
+// Defined with the implementation: only it needs <mutex> and <condition_variable>.
+struct pool_state;
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
 struct pool_state {
   pool_state(std::string ci, const pool_options& o, connection_options co)
       : conninfo(std::move(ci)), opts(o), conn_opts(std::move(co)) {}
@@ -6575,8 +6771,6 @@ struct pool_state {
   // Never throws: called from lease destructors. Connections are closed outside the lock.
   void give_back(pool_entry e) noexcept;
 };
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 
 PQSCOPE_DECL bool pool_state::reusable(const connection& c) noexcept {
   PGconn* h = c.native_handle();
@@ -6624,22 +6818,8 @@ class pool;
 // released. Move-only; use it from one thread at a time, like a connection.
 class lease {
  public:
-  lease(lease&& other) noexcept
-      : state_(std::move(other.state_)), entry_(std::move(other.entry_)), status_(other.status_) {
-    other.entry_ = detail::pool_entry{};
-    other.status_ = status::moved_from;
-  }
-  lease& operator=(lease&& other) noexcept {
-    if (this != &other) {
-      give_back();
-      state_ = std::move(other.state_);
-      entry_ = std::move(other.entry_);
-      status_ = other.status_;
-      other.entry_ = detail::pool_entry{};
-      other.status_ = status::moved_from;
-    }
-    return *this;
-  }
+  lease(lease&& other) noexcept;
+  lease& operator=(lease&& other) noexcept;
   lease(const lease&) = delete;
   lease& operator=(const lease&) = delete;
   ~lease() { give_back(); }
@@ -6657,8 +6837,7 @@ class lease {
   friend class pool;
   enum class status { active, released, moved_from };
 
-  lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry)
-      : state_(std::move(state)), entry_(std::move(entry)) {}
+  lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry);
 
   void check() const;
 
@@ -6670,6 +6849,27 @@ class lease {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL lease::lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry)
+    : state_(std::move(state)), entry_(std::move(entry)) {}
+
+PQSCOPE_DECL lease::lease(lease&& other) noexcept
+    : state_(std::move(other.state_)), entry_(std::move(other.entry_)), status_(other.status_) {
+  other.entry_ = detail::pool_entry{};
+  other.status_ = status::moved_from;
+}
+
+PQSCOPE_DECL lease& lease::operator=(lease&& other) noexcept {
+  if (this != &other) {
+    give_back();
+    state_ = std::move(other.state_);
+    entry_ = std::move(other.entry_);
+    status_ = other.status_;
+    other.entry_ = detail::pool_entry{};
+    other.status_ = status::moved_from;
+  }
+  return *this;
+}
 
 PQSCOPE_DECL connection& lease::get() {
   check();
@@ -6697,14 +6897,7 @@ PQSCOPE_DECL void lease::give_back() noexcept {
 class pool {
  public:
   // No connection is opened here; a malformed conninfo is a usage_error at once.
-  explicit pool(std::string conninfo, pool_options options = {}, connection_options connection = {}) {
-    detail::check_conninfo(conninfo);
-    if (options.max_size == 0) throw usage_error("pool_options::max_size must be at least 1");
-    if (options.acquire_timeout.count() < 0 || options.idle_timeout.count() < 0 ||
-        options.max_lifetime.count() < 0 || options.health_check_after.count() < 0)
-      throw usage_error("pool_options: durations must not be negative");
-    state_ = std::make_shared<detail::pool_state>(std::move(conninfo), options, std::move(connection));
-  }
+  explicit pool(std::string conninfo, pool_options options = {}, connection_options connection = {});
   // Leases point to the pool's state, not to the object, but a pool that moved
   // would still surprise whoever holds a reference to it.
   pool(const pool&) = delete;
@@ -6713,16 +6906,7 @@ class pool {
   pool& operator=(pool&&) = delete;
   // Closes the idle connections. Leases still out keep working; their connections
   // are closed when they end.
-  ~pool() {
-    if (!state_->in_creating_process()) return;  // the idle connections are abandoned with the state
-    std::vector<detail::pool_entry> doomed;
-    {
-      std::lock_guard<std::mutex> lock(state_->m);
-      state_->closed = true;
-      doomed.swap(state_->idle);
-      state_->open -= doomed.size();
-    }
-  }
+  ~pool();
 
   // An idle connection (checked first if it sat longer than health_check_after),
   // or a new one while fewer than max_size are open; otherwise waits up to
@@ -6732,7 +6916,7 @@ class pool {
   // Connections open or being opened, leased or idle.
   [[nodiscard]] std::size_t size() const;
   [[nodiscard]] std::size_t idle() const;
-  [[nodiscard]] std::size_t max_size() const noexcept { return state_->opts.max_size; }
+  [[nodiscard]] std::size_t max_size() const noexcept;
   [[nodiscard]] pool_stats stats() const;
 
  private:
@@ -6748,6 +6932,28 @@ class pool {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL pool::pool(std::string conninfo, pool_options options, connection_options connection) {
+  detail::check_conninfo(conninfo);
+  if (options.max_size == 0) throw usage_error("pool_options::max_size must be at least 1");
+  if (options.acquire_timeout.count() < 0 || options.idle_timeout.count() < 0 ||
+      options.max_lifetime.count() < 0 || options.health_check_after.count() < 0)
+    throw usage_error("pool_options: durations must not be negative");
+  state_ = std::make_shared<detail::pool_state>(std::move(conninfo), options, std::move(connection));
+}
+
+PQSCOPE_DECL pool::~pool() {
+  if (!state_->in_creating_process()) return;  // the idle connections are abandoned with the state
+  std::vector<detail::pool_entry> doomed;
+  {
+    std::lock_guard<std::mutex> lock(state_->m);
+    state_->closed = true;
+    doomed.swap(state_->idle);
+    state_->open -= doomed.size();
+  }
+}
+
+PQSCOPE_DECL std::size_t pool::max_size() const noexcept { return state_->opts.max_size; }
 
 PQSCOPE_DECL lease pool::acquire() {
   detail::pool_state& s = *state_;

@@ -2,14 +2,20 @@
 // The default application_name, "program:user@host", so that every client is
 // recognisable in pg_stat_activity, also through PgBouncer.
 
+#include <cstddef>
+#include <string>
+
+#include <pqscope/detail/config.hpp>
+
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
+// implementation unit sees them).
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 #include <fcntl.h>
 #include <pwd.h>
 #include <unistd.h>
 
 #include <cstring>
-#include <string>
-
-#include <pqscope/detail/config.hpp>
+#endif
 
 namespace pqscope::detail {
 

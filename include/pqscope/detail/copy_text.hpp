@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <pqscope/errors.hpp>
+#include <pqscope/detail/config.hpp>
 #include <pqscope/detail/sql_text.hpp>
 
 namespace pqscope::detail {
@@ -27,16 +28,21 @@ inline void append_copy_field(std::string& out, std::string_view text) {
   out.append(text.data() + plain, text.size() - plain);
 }
 
-inline int hex_digit(char c) {
+PQSCOPE_DECL int hex_digit(char c);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
+#endif
 
 // Splits one line of COPY TO STDOUT output (its newline included or not) into
 // fields, undoing the escapes; \N reads as NULL.
-inline void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields) {
+PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields) {
   if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   fields.clear();
   std::string cur;
@@ -94,15 +100,19 @@ inline void parse_copy_row(std::string_view line, std::vector<std::optional<std:
   }
   end_field(line.size());
 }
+#endif
 
 // Which way a COPY statement streams: 'i' (FROM STDIN), 'o' (TO STDOUT) or 0.
 // A quick look at the words; the server's answer has the last word.
-inline char copy_direction(std::string_view sql) {
+PQSCOPE_DECL char copy_direction(std::string_view sql);
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL char copy_direction(std::string_view sql) {
   std::string upper;
   upper.reserve(sql.size());
   for (char c : sql) upper += ascii_upper(c);
   const bool in = upper.find("STDIN") != std::string::npos, out = upper.find("STDOUT") != std::string::npos;
   return in && !out ? 'i' : out && !in ? 'o' : '\0';
 }
+#endif
 
 }  // namespace pqscope::detail

@@ -33,11 +33,9 @@
 // again unbatched, where errors surface where they happen. So a savepoint is only
 // needed where a scope rolls back or stays open across a send.
 
-#include <pthread.h>
 #include <sys/types.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -64,12 +62,19 @@
 #include <pqscope/detail/sql_facts.hpp>
 #include <pqscope/detail/sql_text.hpp>
 
+// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
+// implementation unit sees them).
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <pthread.h>
+
+#include <algorithm>
+#endif
+
 namespace pqscope::detail {
 
 // The process id, read once and refreshed in the child by a fork handler: getpid()
 // is a system call (glibc no longer caches it) and the fork check runs on every
 // statement and scope.
-PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept;
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept {
   static std::atomic<pid_t> pid{::getpid()};
@@ -234,7 +239,7 @@ class scope_machine {
 
   [[nodiscard]] std::size_t depth() const noexcept { return frames_.size(); }
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
-  void set_observer(pqscope::callback<void(const statement_event&)> o) { observer_ = std::move(o); }
+  void set_observer(pqscope::callback<void(const statement_event&)> o);
   void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
@@ -287,30 +292,9 @@ class scope_machine {
   // A failure dooms the scope as an unbatched statement's does, also in a batched
   // attempt: everything before it was confirmed by the sync point.
   std::shared_ptr<statement_slot> prepare_out_of_band(const char* sql, std::string_view text,
-                                                      std::weak_ptr<sender> owner) {
-    check_usable();
-    auto slot = make_slot(sql, text, param_list{}, std::move(owner));
-    slot->own();
-    return slot;
-  }
-  void request_sync_point() {
-    check_usable();
-    reset_operation();
-    send_requested_ = true;
-    send_all_ = true;
-  }
-  void stage_out_of_band(const std::shared_ptr<statement_slot>& slot) {
-    check_usable();
-    throw_if_void("statement refused");
-    throw_if_doomed("statement refused");
-    in_flight_.clear();
-    in_flight_.push_back(item{item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {}, {}, {}, slot});
-    out_of_band_ = true;
-    ++stats_.round_trips;
-    ++stats_.statements;
-    if (!frames_.empty()) xid_pending_ = true;  // it may write: COMMIT asks for the id
-    sent_at_ = clock::now();
-  }
+                                                      std::weak_ptr<sender> owner);
+  void request_sync_point();
+  void stage_out_of_band(const std::shared_ptr<statement_slot>& slot);
 
   // Asks for what is queued, up to the last statement, to go out now (a batched
   // result is read, connection::flush()). Then drive and finish().
@@ -389,19 +373,9 @@ class scope_machine {
   };
 
   std::shared_ptr<statement_slot> make_slot(const char* sql, std::string_view text, const param_list& params,
-                                            std::weak_ptr<sender> owner) {
-    throw_if_void("statement refused");
-    throw_if_doomed("statement refused");
-    auto slot = std::make_shared<statement_slot>();
-    slot->stmt = statement{sql, params.size(), params.values(), params.types()};
-    slot->sql = text;
-    slot->owner = std::move(owner);
-    slot->depth = depth();
-    if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
-    return slot;
-  }
+                                            std::weak_ptr<sender> owner);
 
-  static std::string savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+  static std::string savepoint_name(std::size_t level);
   // The SAVEPOINT, RELEASE or ROLLBACK TO text of a savepoint item, made once per
   // savepoint number and connection. Valid until the next call with a higher number.
   const char* savepoint_text(const item& it);
@@ -418,21 +392,13 @@ class scope_machine {
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
   void push_followup(const char* sql, bool awaited);
   template <class Pred>
-  void drop_queued(Pred pred) {
-    queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
-  }
+  void drop_queued(Pred pred);
   void lower_levels(std::size_t from);
   // A statement waits in the queue at `level` or deeper.
   [[nodiscard]] bool statement_queued_at(std::size_t level) const;
   // Drops controls queued after the last statement that `pred` selects.
   template <class Pred>
-  void trim_tail(Pred pred) {
-    std::size_t last_user = 0;
-    for (std::size_t k = 0; k < queue_.size(); ++k)
-      if (queue_[k].k == item::user) last_user = k + 1;
-    queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
-                 queue_.end());
-  }
+  void trim_tail(Pred pred);
   void clear_queue() noexcept;
   // Whether a send with user statements must also ask for the transaction id; the
   // outermost frame has left the stack once its COMMIT is queued.
@@ -537,6 +503,70 @@ class scope_machine {
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+template <class Pred>
+void scope_machine::drop_queued(Pred pred) {
+  queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
+}
+
+template <class Pred>
+void scope_machine::trim_tail(Pred pred) {
+  std::size_t last_user = 0;
+  for (std::size_t k = 0; k < queue_.size(); ++k)
+    if (queue_[k].k == item::user) last_user = k + 1;
+  queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
+               queue_.end());
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::prepare_out_of_band(const char* sql,
+                                                                               std::string_view text,
+                                                                               std::weak_ptr<sender> owner) {
+  check_usable();
+  auto slot = make_slot(sql, text, param_list{}, std::move(owner));
+  slot->own();
+  return slot;
+}
+
+PQSCOPE_DECL void scope_machine::request_sync_point() {
+  check_usable();
+  reset_operation();
+  send_requested_ = true;
+  send_all_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::stage_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+  check_usable();
+  throw_if_void("statement refused");
+  throw_if_doomed("statement refused");
+  in_flight_.clear();
+  in_flight_.push_back(item{item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {}, {}, {}, slot});
+  out_of_band_ = true;
+  ++stats_.round_trips;
+  ++stats_.statements;
+  if (!frames_.empty()) xid_pending_ = true;  // it may write: COMMIT asks for the id
+  sent_at_ = clock::now();
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::make_slot(const char* sql, std::string_view text,
+                                                                     const param_list& params,
+                                                                     std::weak_ptr<sender> owner) {
+  throw_if_void("statement refused");
+  throw_if_doomed("statement refused");
+  auto slot = std::make_shared<statement_slot>();
+  slot->stmt = statement{sql, params.size(), params.values(), params.types()};
+  slot->sql = text;
+  slot->owner = std::move(owner);
+  slot->depth = depth();
+  if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
+  return slot;
+}
+
+PQSCOPE_DECL std::string scope_machine::savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+
+
+PQSCOPE_DECL void scope_machine::set_observer(pqscope::callback<void(const statement_event&)> o) {
+  observer_ = std::move(o);
+}
 
 PQSCOPE_DECL scope_machine::~scope_machine() { fail_queued(closed_error()); }
 
@@ -1411,33 +1441,10 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
    public:
     // `of_stream`: a call of the COPY in progress itself; any other call is
     // refused while a COPY streams.
-    call(sync_session& s, const char* what, bool of_stream = false) : s_(s) {
-      const std::uintptr_t me = this_thread_token();
-      std::uintptr_t expected = 0;
-      if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
-        outer_ = true;
-      } else if (expected != me) {
-        throw_busy(what);
-      }
-      if (s_.stream_ != nullptr && !of_stream) {
-        if (outer_) leave(s_);
-        throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
-                          "copy_writer, or read the copy_reader to its end, first");
-      }
-    }
-    [[noreturn]] static void throw_busy(const char* what) {
-      throw usage_error(std::string(what) +
-                        ": this connection is in use by another thread, whose call is still in progress. A "
-                        "connection and its scopes serve one thread at a time; give each thread its own connection "
-                        "(pqscope::pool), or hand it over between calls");
-    }
+    call(sync_session& s, const char* what, bool of_stream = false);
+    [[noreturn]] static void throw_busy(const char* what);
     // For destructors: false when another thread is in a call (nothing may be touched).
-    static bool try_enter(sync_session& s, bool& outer) noexcept {
-      const std::uintptr_t me = this_thread_token();
-      std::uintptr_t expected = 0;
-      outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
-      return outer || expected == me;
-    }
+    static bool try_enter(sync_session& s, bool& outer) noexcept;
     static void leave(sync_session& s) noexcept { s.owner_.store(0, std::memory_order_release); }
     call(const call&) = delete;
     call& operator=(const call&) = delete;
@@ -1474,19 +1481,9 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 
   // ---- statements outside the pipeline (see scope_machine::prepare_out_of_band) ----
   // Sends what is queued, controls too, then puts `slot` in flight.
-  void begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
-    machine.request_sync_point();
-    drive();
-    machine.finish();
-    machine.stage_out_of_band(slot);
-  }
+  void begin_out_of_band(const std::shared_ptr<statement_slot>& slot);
   // Its answer: the scopes learn it, then the result or the error.
-  result end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
-    machine.apply(std::move(br));
-    drive();
-    machine.finish();
-    return slot->wait();
-  }
+  result end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br);
   // The driver's calls (libpq_driver has them; a driver without them refuses).
   virtual int copy_start(const statement& s, batch_reply& out) = 0;  // PGRES_COPY_IN/OUT if started, else 0
   virtual bool copy_put(std::string_view data) = 0;
@@ -1522,6 +1519,49 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
 };
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+PQSCOPE_DECL sync_session::call::call(sync_session& s, const char* what, bool of_stream) : s_(s) {
+  const std::uintptr_t me = this_thread_token();
+  std::uintptr_t expected = 0;
+  if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+    outer_ = true;
+  } else if (expected != me) {
+    throw_busy(what);
+  }
+  if (s_.stream_ != nullptr && !of_stream) {
+    if (outer_) leave(s_);
+    throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
+                      "copy_writer, or read the copy_reader to its end, first");
+  }
+}
+
+PQSCOPE_DECL void sync_session::call::throw_busy(const char* what) {
+  throw usage_error(std::string(what) +
+                    ": this connection is in use by another thread, whose call is still in progress. A "
+                    "connection and its scopes serve one thread at a time; give each thread its own connection "
+                    "(pqscope::pool), or hand it over between calls");
+}
+
+PQSCOPE_DECL bool sync_session::call::try_enter(sync_session& s, bool& outer) noexcept {
+  const std::uintptr_t me = this_thread_token();
+  std::uintptr_t expected = 0;
+  outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
+  return outer || expected == me;
+}
+
+PQSCOPE_DECL void sync_session::begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+  machine.request_sync_point();
+  drive();
+  machine.finish();
+  machine.stage_out_of_band(slot);
+}
+
+PQSCOPE_DECL result sync_session::end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
+  machine.apply(std::move(br));
+  drive();
+  machine.finish();
+  return slot->wait();
+}
 
 PQSCOPE_DECL void sync_session::drive() {
   if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");

@@ -3,13 +3,16 @@
 // control that would go behind the scope machine's back. Best effort by design;
 // the server-state check after every batch catches what this misses.
 
-#include <algorithm>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <pqscope/errors.hpp>
 #include <pqscope/detail/config.hpp>
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <algorithm>  // the function bodies only
+#endif
 
 namespace pqscope::detail {
 
@@ -114,6 +117,7 @@ PQSCOPE_DECL bool is_copy_stream(std::string_view sql) {
 }
 #endif
 
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 // Walks SQL text as the server's lexer splits it, as far as pqscope needs:
 // comments, string literals (standard, E'' escape strings, dollar-quoted) and
 // quoted identifiers are skipped whole; on(kind, text) is called for each word
@@ -200,6 +204,7 @@ bool scan_sql(std::string_view s, F&& on) {
   }
   return true;
 }
+#endif
 
 // The highest $n placeholder in a statement: the number of parameters the server
 // will want. Placeholders inside literals, quoted identifiers and comments do not
