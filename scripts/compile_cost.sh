@@ -5,11 +5,15 @@
 # each pqscope file twice: header-only (the default) and with PQSCOPE_SEPARATE_COMPILATION
 # (the user's translation unit only; the implementation unit, src/pqscope.cpp, is timed
 # in the same loop and reported on its own row: a program compiles it once).
-# Each file is compiled RUNS times (default 5), interleaved; medians in seconds,
-# their ratios, and preprocessed line counts. pqscope_std_headers is the floor of the include:
-# only the standard and libpq headers that the single header includes. Needs libpqxx-dev (scripts/dev.sh bench installs it).
+# Each file is compiled RUNS times (default 5), interleaved; medians of the compiler's CPU
+# time (user + system, in seconds: on a shared machine, wall time also counts the other
+# jobs), their ratios, and preprocessed line counts. pqscope_std_headers is the floor of the
+# include: the standard and libpq headers that the single header's declarations include
+# (what a PQSCOPE_SEPARATE_COMPILATION unit sees), alone. Needs libpqxx-dev (scripts/dev.sh
+# bench installs it).
 #   scripts/compile_cost.sh [RUNS]
 set -euo pipefail
+TIMEFORMAT='%3U %3S'
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${1:-5}
 CXX=${CXX:-g++}
@@ -27,8 +31,14 @@ SEP="-DPQSCOPE_SEPARATE_COMPILATION -I$ROOT/single_include -I$PGINC"
 SRC[pqscope_include_sep]="$DIR/include_pqscope.cpp"; FLAGS[pqscope_include_sep]="$SEP"
 SRC[pqscope_quickstart_sep]="$ROOT/examples/quickstart.cpp"; FLAGS[pqscope_quickstart_sep]="$SEP"
 SRC[pqscope_impl_sep]="$ROOT/src/pqscope.cpp"; FLAGS[pqscope_impl_sep]="$SEP"
-# The floor: the standard and libpq headers the single header includes, and nothing of pqscope.
-grep -h '^#include <' "$ROOT/single_include/pqscope/pqscope.hpp" | sort -u > "$OUT/std_headers.cpp"
+# The floor: the standard and libpq headers the single header's declarations include, and
+# nothing of pqscope. The preprocessor lists them (-dI keeps the #include lines, after the
+# line marker of the file they are in), so that those only the function bodies need, behind
+# PQSCOPE_IMPLEMENTATION, stay out.
+# shellcheck disable=SC2086
+$CXX -std=c++17 -E -dI $SEP "$DIR/include_pqscope.cpp" |
+  awk '/^# [0-9]+ "/ { file = $3; next } /^#include </ && file ~ /single_include\/pqscope\/pqscope\.hpp"$/ { print $1, $2 }' |
+  sort -u > "$OUT/std_headers.cpp"
 echo 'int main() { return 0; }' >> "$OUT/std_headers.cpp"
 SRC[pqscope_std_headers]="$OUT/std_headers.cpp"; FLAGS[pqscope_std_headers]="-I$PGINC"
 ORDER=(pqxx_include pqscope_std_headers pqscope_include pqscope_include_sep pqxx_quickstart pqscope_quickstart
@@ -37,9 +47,10 @@ ORDER=(pqxx_include pqscope_std_headers pqscope_include pqscope_include_sep pqxx
 for name in "${ORDER[@]}"; do : > "$OUT/$name.times"; done
 for ((i = 0; i < RUNS; ++i)); do
   for name in "${ORDER[@]}"; do
+    # CPU time of the compiler (bash's `time`: user + system of the command's processes).
     # shellcheck disable=SC2086
-    s=$(date +%s.%N); $CXX -std=c++17 -O2 ${FLAGS[$name]} -c "${SRC[$name]}" -o "$OUT/$name.o"; e=$(date +%s.%N)
-    echo "$e - $s" | bc >> "$OUT/$name.times"
+    { time $CXX -std=c++17 -O2 ${FLAGS[$name]} -c "${SRC[$name]}" -o "$OUT/$name.o"; } 2> "$OUT/time"
+    tail -n 1 "$OUT/time" | awk '{ print $1 + $2 }' >> "$OUT/$name.times"
   done
 done
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
@@ -48,12 +59,12 @@ lines() {
   $CXX -std=c++17 -E ${FLAGS[$1]} "${SRC[$1]}" | wc -l
 }
 printf "%s, %s, %d runs each, interleaved; %s\n" "$($CXX --version | head -n1)" "-O2" "$RUNS" "$(nproc) CPUs"
-printf "%-24s %10s %12s %10s\n" file "median s" "preproc lines" "object KB"
+printf "%-24s %12s %13s %10s\n" file "median CPU s" "preproc lines" "object KB"
 for name in "${ORDER[@]}"; do
-  printf "%-24s %10.2f %12d %10d\n" "$name" "$(median "$OUT/$name.times")" "$(lines "$name")" \
+  printf "%-24s %12.2f %13d %10d\n" "$name" "$(median "$OUT/$name.times")" "$(lines "$name")" \
     "$(( $(stat -c %s "$OUT/$name.o") / 1024 ))"
 done
-ratio() { echo "scale=2; $(median "$OUT/$1.times") / $(median "$OUT/$2.times")" | bc; }
+ratio() { printf %.2f "$(echo "scale=4; $(median "$OUT/$1.times") / $(median "$OUT/$2.times")" | bc)"; }
 echo "single header + database / pqxx include alone:   $(ratio pqscope_include pqxx_include) header-only," \
      "$(ratio pqscope_include_sep pqxx_include) separate compilation"
 echo "quickstart pqscope / quickstart libpqxx:          $(ratio pqscope_quickstart pqxx_quickstart) header-only," \
