@@ -253,10 +253,8 @@ class basic_connection {
     std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
-      const bool guard = options_.pooling == pooling::transaction && !sql.session_state_allowed();
-      const detail::sql_facts& f = s.machine.facts(sql.view(), guard);
-      if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
-      detail::check_placeholders(sql.view(), sizeof...(Params), f.placeholders);
+      const detail::sql_facts& f =
+          s.machine.check_statement(sql.view(), sizeof...(Params), guards(sql.session_state_allowed()));
       list.emplace(detail::param_list::of(params...));
       slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, *list, s.weak_from_this());
     } catch (const std::exception& e) {
@@ -269,8 +267,10 @@ class basic_connection {
   void check_session_state(const detail::sql_ref& sql) const {
     check_session_state(sql.view(), sql.session_state_allowed());
   }
+  // Whether the pooler guard applies to a statement (allowed: allow_session_state).
+  [[nodiscard]] bool guards(bool allowed) const noexcept { return options_.pooling == pooling::transaction && !allowed; }
   void check_session_state(std::string_view sql, bool allowed) const {
-    if (options_.pooling != pooling::transaction || allowed) return;
+    if (!guards(allowed)) return;
     std::string hazard = detail::session_state_hazard(sql);
     if (!hazard.empty()) throw usage_error(hazard);
   }

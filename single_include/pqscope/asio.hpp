@@ -1156,11 +1156,9 @@ struct statement_work : work_base {
   bool start(session& s) {
     const query& q = data->q;
     try {
-      const bool guard = s.options.pooling == pooling::transaction && !q.session_state_allowed();
-      const pqscope::detail::sql_facts& f = s.machine.facts(q.text(), guard);
-      if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
+      const pqscope::detail::sql_facts& f = s.machine.check_statement(
+          q.text(), q.param_count(), s.options.pooling == pooling::transaction && !q.session_state_allowed());
       const char* sql = detail_access::c_str(q);
-      pqscope::detail::check_placeholders(q.text(), q.param_count(), f.placeholders);
       data->params.emplace(detail_access::params(q));
       slot = s.machine.queue_statement(sql, q.text(), f, *data->params, s.weak_from_this());
     } catch (const std::exception& e) {

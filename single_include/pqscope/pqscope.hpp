@@ -4142,10 +4142,14 @@ class scope_machine {
 
   // ---- statements -----------------------------------------------------------
 
-  // What the checks read off a statement's text (cached); valid until the next call.
-  const sql_facts& facts(std::string_view sql, bool hazard) { return facts_.get(sql, hazard); }
+  // The checks of a user statement's text, before its parameters are converted:
+  // the pooler guard when `guard` (pooling::transaction without
+  // allow_session_state), then the placeholder count against `params`. Returns
+  // what was read off the text (kept per text), for queue_statement(); valid
+  // until the next call.
+  const sql_facts& check_statement(std::string_view sql, std::size_t params, bool guard);
 
-  // Queues a user statement, `f` its facts(). Unbatched it is due at once: drive,
+  // Queues a user statement, `f` from check_statement(). Unbatched it is due at once: drive,
   // finish(), then read the slot. In a batched attempt it waits; the slot fills
   // when it is sent.
   std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const sql_facts& f,
@@ -4631,6 +4635,13 @@ scope_machine::queue_statement(const char* sql, std::string_view text, const sql
     send_requested_ = true;
   }
   return slot;
+}
+
+PQSCOPE_DECL const sql_facts& scope_machine::check_statement(std::string_view sql, std::size_t params, bool guard) {
+  const sql_facts& f = facts_.get(sql, guard);
+  if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
+  check_placeholders(sql, params, f.placeholders);
+  return f;
 }
 
 PQSCOPE_DECL void scope_machine::request_flush() {
@@ -6169,10 +6180,8 @@ class basic_connection {
     std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
-      const bool guard = options_.pooling == pooling::transaction && !sql.session_state_allowed();
-      const detail::sql_facts& f = s.machine.facts(sql.view(), guard);
-      if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
-      detail::check_placeholders(sql.view(), sizeof...(Params), f.placeholders);
+      const detail::sql_facts& f =
+          s.machine.check_statement(sql.view(), sizeof...(Params), guards(sql.session_state_allowed()));
       list.emplace(detail::param_list::of(params...));
       slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, *list, s.weak_from_this());
     } catch (const std::exception& e) {
@@ -6185,8 +6194,10 @@ class basic_connection {
   void check_session_state(const detail::sql_ref& sql) const {
     check_session_state(sql.view(), sql.session_state_allowed());
   }
+  // Whether the pooler guard applies to a statement (allowed: allow_session_state).
+  [[nodiscard]] bool guards(bool allowed) const noexcept { return options_.pooling == pooling::transaction && !allowed; }
   void check_session_state(std::string_view sql, bool allowed) const {
-    if (options_.pooling != pooling::transaction || allowed) return;
+    if (!guards(allowed)) return;
     std::string hazard = detail::session_state_hazard(sql);
     if (!hazard.empty()) throw usage_error(hazard);
   }

@@ -274,10 +274,14 @@ class scope_machine {
 
   // ---- statements -----------------------------------------------------------
 
-  // What the checks read off a statement's text (cached); valid until the next call.
-  const sql_facts& facts(std::string_view sql, bool hazard) { return facts_.get(sql, hazard); }
+  // The checks of a user statement's text, before its parameters are converted:
+  // the pooler guard when `guard` (pooling::transaction without
+  // allow_session_state), then the placeholder count against `params`. Returns
+  // what was read off the text (kept per text), for queue_statement(); valid
+  // until the next call.
+  const sql_facts& check_statement(std::string_view sql, std::size_t params, bool guard);
 
-  // Queues a user statement, `f` its facts(). Unbatched it is due at once: drive,
+  // Queues a user statement, `f` from check_statement(). Unbatched it is due at once: drive,
   // finish(), then read the slot. In a batched attempt it waits; the slot fills
   // when it is sent.
   std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const sql_facts& f,
@@ -763,6 +767,13 @@ scope_machine::queue_statement(const char* sql, std::string_view text, const sql
     send_requested_ = true;
   }
   return slot;
+}
+
+PQSCOPE_DECL const sql_facts& scope_machine::check_statement(std::string_view sql, std::size_t params, bool guard) {
+  const sql_facts& f = facts_.get(sql, guard);
+  if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
+  check_placeholders(sql, params, f.placeholders);
+  return f;
 }
 
 PQSCOPE_DECL void scope_machine::request_flush() {
