@@ -119,12 +119,12 @@ BOOST_AUTO_TEST_CASE(error_skips_rest_of_batch_and_fails_transaction) {
   auto r = d.exchange(stmts(b1));
   BOOST_TEST((r.replies[0].st == st::ok && r.replies[1].st == st::ok));
   BOOST_TEST((r.replies[2].st == st::error && r.replies[3].st == st::skipped));
-  BOOST_TEST(r.replies[2].sqlstate == "23505");
+  BOOST_TEST(r.replies[2].failure().sqlstate == "23505");
   BOOST_TEST((r.state == pqscope::server_state::failed_transaction));
 
   std::vector<std::string> b2{"SELECT 2"};
   r = d.exchange(stmts(b2));
-  BOOST_TEST(r.replies[0].sqlstate == "25P02");
+  BOOST_TEST(r.replies[0].failure().sqlstate == "25P02");
 
   std::vector<std::string> b3{"ROLLBACK TO SAVEPOINT a", "RELEASE SAVEPOINT a", "COMMIT"};
   r = d.exchange(stmts(b3));
@@ -142,7 +142,7 @@ BOOST_AUTO_TEST_CASE(commit_of_failed_transaction_answers_rollback) {
   BOOST_TEST(r.replies[0].command == "ROLLBACK");
   BOOST_TEST((r.state == pqscope::server_state::idle));
   r = d.exchange(stmts(b3));  // outside a transaction block
-  BOOST_TEST(r.replies[0].sqlstate == "25P01");
+  BOOST_TEST(r.replies[0].failure().sqlstate == "25P01");
 }
 
 BOOST_AUTO_TEST_CASE(lost_connection_stays_lost) {

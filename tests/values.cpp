@@ -256,6 +256,66 @@ BOOST_AUTO_TEST_CASE(optional_and_null_parameters) {
   }
 }
 
+// Converted values short enough live in the parameter list's own buffer; a move
+// of the list must carry them and repoint at them, long ones stay on the heap.
+BOOST_AUTO_TEST_CASE(parameter_lists_keep_their_values_when_moved) {
+  using pqscope::detail::param_list;
+  const std::string long_text(150, 'x');
+  const char unterminated[3] = {'a', 'b', 'c'};
+  auto expect = [&](const param_list& p, const std::vector<std::optional<std::string>>& want) {
+    BOOST_TEST_REQUIRE(p.size() == static_cast<int>(want.size()));
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      BOOST_TEST_CONTEXT("parameter " << i + 1) {
+        const char* v = p.values()[i];
+        BOOST_TEST((v == nullptr) == !want[i].has_value());
+        if (v != nullptr && want[i]) BOOST_TEST(std::string(v) == *want[i]);
+      }
+    }
+  };
+  const std::vector<std::optional<std::string>> few{"1", "2.5", "abc", std::nullopt, long_text, "-7"};
+  std::vector<std::optional<std::string>> many = few;
+  for (int i = 0; i < 20; ++i) many.emplace_back(std::to_string(1000000 + i));  // past the inline buffer
+  auto make_many = [&] {
+    return param_list::of(1, 2.5, unterminated, std::nullopt, long_text, -7, 1000000, 1000001, 1000002, 1000003,
+                          1000004, 1000005, 1000006, 1000007, 1000008, 1000009, 1000010, 1000011, 1000012,
+                          1000013, 1000014, 1000015, 1000016, 1000017, 1000018, 1000019);
+  };
+
+  param_list a = param_list::of(1, 2.5, unterminated, std::nullopt, long_text, -7);
+  expect(a, few);
+  param_list b(std::move(a));
+  a = param_list::of(99);  // the moved-from list is reusable, and overwriting it leaves b alone
+  expect(b, few);
+  param_list c;
+  c = std::move(b);
+  b = param_list::of(98);
+  expect(c, few);
+  expect(a, {"99"});
+
+  param_list d = make_many();
+  param_list e(std::move(d));
+  d = param_list::of(97);
+  expect(e, many);
+
+  // And the server sees the same values after the statement's list has moved.
+  for (const auto& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT(t.name) {
+      connection conn{t.conninfo};
+      auto r = conn.execute("SELECT $1::int, $2::float8, $3::text, $4::text, $5::text, $6::int, $26::int", 1, 2.5,
+                            unterminated, std::nullopt, long_text, -7, 1000000, 1000001, 1000002, 1000003, 1000004,
+                            1000005, 1000006, 1000007, 1000008, 1000009, 1000010, 1000011, 1000012, 1000013, 1000014,
+                            1000015, 1000016, 1000017, 1000018, 1000019);
+      BOOST_TEST(r[0][0].as<int>() == 1);
+      BOOST_TEST(r[0][1].as<double>() == 2.5);
+      BOOST_TEST(r[0][2].as<std::string>() == "abc");
+      BOOST_TEST(r[0][3].is_null());
+      BOOST_TEST(r[0][4].as<std::string>() == long_text);
+      BOOST_TEST(r[0][5].as<int>() == -7);
+      BOOST_TEST(r[0][6].as<int>() == 1000019);
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(user_type_through_value_traits) {
   for (const auto& t : pqtest::targets()) {
     BOOST_TEST_CONTEXT(t.name) {

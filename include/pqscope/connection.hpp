@@ -250,13 +250,13 @@ class basic_connection {
   result run(const detail::sql_ref& sql, const Params&... params) {
     auto& s = machine_session();
     detail::sync_session::call guard(s, "execute()");
-    std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
+    detail::param_list list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
       const detail::sql_facts& f =
           s.machine.check_statement(sql.view(), sizeof...(Params), guards(sql.session_state_allowed()));
-      list.emplace(detail::param_list::of(params...));
-      slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, *list, s.weak_from_this());
+      list.assign(params...);
+      slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, list, s.weak_from_this());
     } catch (const std::exception& e) {
       if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
       throw;

@@ -111,15 +111,31 @@ struct statement {
   const unsigned* types = nullptr;      // n_params OIDs or nullptr; 0 lets the server infer
 };
 
+// What the server reported about a failed statement.
+struct reply_error {
+  std::string sqlstate, message, detail, hint;
+  std::size_t position = 0;  // 1-based character, 0 if none
+  std::string schema, table, column, datatype, constraint;
+};
+
 struct reply {
   enum class status { ok, error, skipped };  // skipped: not run because an earlier statement failed
   status st = status::skipped;
   result res;           // status::ok
   std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
-  std::string sqlstate, message, detail, hint;  // status::error
-  std::size_t position = 0;                     // status::error: 1-based character, 0 if none
-  std::string schema, table, column, datatype, constraint;
+  // status::error. Out of line: a batch's replies are made for every statement,
+  // and few statements fail.
+  std::shared_ptr<const reply_error> error;
+  [[nodiscard]] const reply_error& failure() const noexcept {
+    static const reply_error none;
+    return error ? *error : none;
+  }
 };
+
+namespace detail {
+// The fields of a failed statement's answer; `extra` is appended to the message.
+PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, std::string_view extra = {});
+}  // namespace detail
 
 struct batch_reply {
   std::vector<reply> replies;  // one per statement, in order
@@ -344,7 +360,6 @@ class libpq_driver {
   batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out);
 
   static std::string trim(const char* s);
-  static std::string field_of(const PGresult* r, int code);
   static server_state state_of(PGTransactionStatusType t);
   batch_reply& lost(batch_reply& out, std::string why);
 
@@ -520,8 +535,8 @@ PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
         // Refused before sending; should one slip through, end it so the session stays usable.
         if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
         r.st = reply::status::error;
-        r.sqlstate = "0A000";
-        r.message = "COPY FROM STDIN / TO STDOUT is not allowed in a script";
+        r.error = std::make_shared<const reply_error>(
+            reply_error{"0A000", "COPY FROM STDIN / TO STDOUT is not allowed in a script", {}, {}, 0, {}, {}, {}, {}, {}});
         break;
       default:
         return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
@@ -562,17 +577,7 @@ PQSCOPE_DECL void libpq_driver::fill_ok(PGresult* raw, result res, reply& r) {
 
 PQSCOPE_DECL void libpq_driver::fill_error(const PGresult* raw, reply& r) {
   r.st = reply::status::error;
-  r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
-  r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
-  r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
-  r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
-  r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-  r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
-  r.table = field_of(raw, PG_DIAG_TABLE_NAME);
-  r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
-  r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
-  r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
-  if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+  r.error = detail::error_of(raw);
 }
 
 PQSCOPE_DECL libpq_driver::round_trip libpq_driver::trip() const {
@@ -991,15 +996,36 @@ PQSCOPE_DECL batch_reply& libpq_driver::give_up(batch_reply& out, const round_tr
   return lost(out, std::move(why));
 }
 
+namespace detail {
+PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, std::string_view extra) {
+  auto field = [raw](int code) {
+    const char* v = PQresultErrorField(raw, code);
+    return std::string(v != nullptr ? v : "");
+  };
+  auto e = std::make_shared<reply_error>();
+  e->sqlstate = field(PG_DIAG_SQLSTATE);
+  e->message = field(PG_DIAG_MESSAGE_PRIMARY);
+  e->detail = field(PG_DIAG_MESSAGE_DETAIL);
+  e->hint = field(PG_DIAG_MESSAGE_HINT);
+  e->position = static_cast<std::size_t>(std::strtoul(field(PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+  e->schema = field(PG_DIAG_SCHEMA_NAME);
+  e->table = field(PG_DIAG_TABLE_NAME);
+  e->column = field(PG_DIAG_COLUMN_NAME);
+  e->datatype = field(PG_DIAG_DATATYPE_NAME);
+  e->constraint = field(PG_DIAG_CONSTRAINT_NAME);
+  if (e->message.empty()) {
+    e->message = PQresultErrorMessage(raw);
+    while (!e->message.empty() && (e->message.back() == '\n' || e->message.back() == ' ')) e->message.pop_back();
+  }
+  e->message += extra;
+  return e;
+}
+}  // namespace detail
+
 PQSCOPE_DECL std::string libpq_driver::trim(const char* s) {
   std::string r = s != nullptr ? s : "";
   while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
   return r;
-}
-
-PQSCOPE_DECL std::string libpq_driver::field_of(const PGresult* r, int code) {
-  const char* v = PQresultErrorField(r, code);
-  return v != nullptr ? v : "";
 }
 
 PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {

@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <pqscope/detail/config.hpp>
@@ -486,8 +487,12 @@ class param_list {
   param_list() = default;
   param_list(const param_list&) = delete;
   param_list& operator=(const param_list&) = delete;
-  param_list(param_list&&) = default;
-  param_list& operator=(param_list&&) = default;
+  // Moves rebase the values kept in the list's own buffer.
+  param_list(param_list&& o) noexcept { take(o); }
+  param_list& operator=(param_list&& o) noexcept {
+    if (this != &o) take(o);
+    return *this;
+  }
   ~param_list() = default;
 
   template <class... Ts>
@@ -505,6 +510,7 @@ class param_list {
     values_.clear();
     types_.clear();
     n_ = 0;
+    inline_used_ = 0;
     owned_capacity_ = sizeof...(Ts);
     (add(vs), ...);
   }
@@ -563,13 +569,20 @@ class param_list {
   void check_nul(std::string_view s) const;
   void push_text(std::string_view s, unsigned oid, bool terminated);
   void push_owned(std::string s, unsigned oid);
+  // Into the inline buffer if it fits; nullptr if not.
+  const char* copy_inline(std::string_view s) noexcept;
+  void take(param_list& o) noexcept;
 
   // The pointers and types of the first few parameters stay inline: no allocation
   // for them. Converted values live in storage_, whose buffer stays put when the
   // list moves, so the pointers into it stay valid; it is reserved once, for every
-  // parameter, before the first one is stored.
+  // parameter, before the first one is stored. Short converted values (numbers,
+  // mostly) are kept in inline_text_ instead.
   static constexpr std::size_t inline_params = 8;
+  static constexpr std::size_t inline_text = 96;
   std::size_t n_ = 0;
+  std::size_t inline_used_ = 0;
+  char inline_text_[inline_text] = {};
   std::size_t owned_capacity_ = 0;
   const char* inline_values_[inline_params] = {};
   unsigned inline_types_[inline_params] = {};
@@ -598,6 +611,9 @@ PQSCOPE_DECL void param_list::push(const char* value, unsigned oid) {
 PQSCOPE_DECL void param_list::push_null(unsigned oid) { push(nullptr, oid); }
 
 PQSCOPE_DECL void param_list::check_nul(std::string_view s) const {
+  // No string is longer than max_size(); saying so keeps GCC's -Wstringop-overread
+  // from reading a path it cannot rule out as a bound of SIZE_MAX.
+  if (s.size() > s.max_size()) return;
   if (std::memchr(s.data(), '\0', s.size()) != nullptr)
     throw usage_error("parameter $" + std::to_string(n_ + 1) +
                       " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send "
@@ -608,13 +624,50 @@ PQSCOPE_DECL void param_list::push_text(std::string_view s, unsigned oid, bool t
   check_nul(s);
   if (terminated) {
     push(s.data(), oid);
+  } else if (const char* at = copy_inline(s)) {
+    push(at, oid);
   } else {
     push_owned(std::string(s), oid);
   }
 }
 
+PQSCOPE_DECL const char* param_list::copy_inline(std::string_view s) noexcept {
+  if (s.size() >= inline_text - inline_used_) return nullptr;
+  char* at = inline_text_ + inline_used_;
+  std::memcpy(at, s.data(), s.size());
+  at[s.size()] = '\0';
+  inline_used_ += s.size() + 1;
+  return at;
+}
+
+PQSCOPE_DECL void param_list::take(param_list& o) noexcept {
+  n_ = std::exchange(o.n_, 0);
+  owned_capacity_ = o.owned_capacity_;
+  inline_used_ = std::exchange(o.inline_used_, 0);
+  std::memcpy(inline_text_, o.inline_text_, inline_used_);
+  std::memcpy(inline_values_, o.inline_values_, sizeof inline_values_);
+  std::memcpy(inline_types_, o.inline_types_, sizeof inline_types_);
+  storage_ = std::move(o.storage_);
+  values_ = std::move(o.values_);
+  types_ = std::move(o.types_);
+  o.storage_.clear();
+  o.values_.clear();
+  o.types_.clear();
+  // Values in o's inline buffer now live at the same offset in this one.
+  const auto from = reinterpret_cast<std::uintptr_t>(o.inline_text_);
+  const char** v = n_ <= inline_params ? inline_values_ : values_.data();
+  for (std::size_t i = 0; i < n_; ++i) {
+    const auto at = reinterpret_cast<std::uintptr_t>(v[i]);
+    if (v[i] != nullptr && at >= from && at < from + inline_used_) v[i] = inline_text_ + (at - from);
+  }
+}
+
 PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
   check_nul(s);
+  if (const char* at = copy_inline(s)) {
+    push(at, oid);
+    return;
+  }
   if (storage_.empty()) storage_.reserve(owned_capacity_);
   if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
   storage_.push_back(std::move(s));

@@ -601,6 +601,7 @@ struct connection_stats {
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 // #include <pqscope/detail/config.hpp> (inlined above)
@@ -1523,8 +1524,12 @@ class param_list {
   param_list() = default;
   param_list(const param_list&) = delete;
   param_list& operator=(const param_list&) = delete;
-  param_list(param_list&&) = default;
-  param_list& operator=(param_list&&) = default;
+  // Moves rebase the values kept in the list's own buffer.
+  param_list(param_list&& o) noexcept { take(o); }
+  param_list& operator=(param_list&& o) noexcept {
+    if (this != &o) take(o);
+    return *this;
+  }
   ~param_list() = default;
 
   template <class... Ts>
@@ -1542,6 +1547,7 @@ class param_list {
     values_.clear();
     types_.clear();
     n_ = 0;
+    inline_used_ = 0;
     owned_capacity_ = sizeof...(Ts);
     (add(vs), ...);
   }
@@ -1600,13 +1606,20 @@ class param_list {
   void check_nul(std::string_view s) const;
   void push_text(std::string_view s, unsigned oid, bool terminated);
   void push_owned(std::string s, unsigned oid);
+  // Into the inline buffer if it fits; nullptr if not.
+  const char* copy_inline(std::string_view s) noexcept;
+  void take(param_list& o) noexcept;
 
   // The pointers and types of the first few parameters stay inline: no allocation
   // for them. Converted values live in storage_, whose buffer stays put when the
   // list moves, so the pointers into it stay valid; it is reserved once, for every
-  // parameter, before the first one is stored.
+  // parameter, before the first one is stored. Short converted values (numbers,
+  // mostly) are kept in inline_text_ instead.
   static constexpr std::size_t inline_params = 8;
+  static constexpr std::size_t inline_text = 96;
   std::size_t n_ = 0;
+  std::size_t inline_used_ = 0;
+  char inline_text_[inline_text] = {};
   std::size_t owned_capacity_ = 0;
   const char* inline_values_[inline_params] = {};
   unsigned inline_types_[inline_params] = {};
@@ -1635,6 +1648,9 @@ PQSCOPE_DECL void param_list::push(const char* value, unsigned oid) {
 PQSCOPE_DECL void param_list::push_null(unsigned oid) { push(nullptr, oid); }
 
 PQSCOPE_DECL void param_list::check_nul(std::string_view s) const {
+  // No string is longer than max_size(); saying so keeps GCC's -Wstringop-overread
+  // from reading a path it cannot rule out as a bound of SIZE_MAX.
+  if (s.size() > s.max_size()) return;
   if (std::memchr(s.data(), '\0', s.size()) != nullptr)
     throw usage_error("parameter $" + std::to_string(n_ + 1) +
                       " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send "
@@ -1645,13 +1661,50 @@ PQSCOPE_DECL void param_list::push_text(std::string_view s, unsigned oid, bool t
   check_nul(s);
   if (terminated) {
     push(s.data(), oid);
+  } else if (const char* at = copy_inline(s)) {
+    push(at, oid);
   } else {
     push_owned(std::string(s), oid);
   }
 }
 
+PQSCOPE_DECL const char* param_list::copy_inline(std::string_view s) noexcept {
+  if (s.size() >= inline_text - inline_used_) return nullptr;
+  char* at = inline_text_ + inline_used_;
+  std::memcpy(at, s.data(), s.size());
+  at[s.size()] = '\0';
+  inline_used_ += s.size() + 1;
+  return at;
+}
+
+PQSCOPE_DECL void param_list::take(param_list& o) noexcept {
+  n_ = std::exchange(o.n_, 0);
+  owned_capacity_ = o.owned_capacity_;
+  inline_used_ = std::exchange(o.inline_used_, 0);
+  std::memcpy(inline_text_, o.inline_text_, inline_used_);
+  std::memcpy(inline_values_, o.inline_values_, sizeof inline_values_);
+  std::memcpy(inline_types_, o.inline_types_, sizeof inline_types_);
+  storage_ = std::move(o.storage_);
+  values_ = std::move(o.values_);
+  types_ = std::move(o.types_);
+  o.storage_.clear();
+  o.values_.clear();
+  o.types_.clear();
+  // Values in o's inline buffer now live at the same offset in this one.
+  const auto from = reinterpret_cast<std::uintptr_t>(o.inline_text_);
+  const char** v = n_ <= inline_params ? inline_values_ : values_.data();
+  for (std::size_t i = 0; i < n_; ++i) {
+    const auto at = reinterpret_cast<std::uintptr_t>(v[i]);
+    if (v[i] != nullptr && at >= from && at < from + inline_used_) v[i] = inline_text_ + (at - from);
+  }
+}
+
 PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
   check_nul(s);
+  if (const char* at = copy_inline(s)) {
+    push(at, oid);
+    return;
+  }
   if (storage_.empty()) storage_.reserve(owned_capacity_);
   if (storage_.size() == storage_.capacity()) throw usage_error("param_list: storage not reserved");  // never
   storage_.push_back(std::move(s));
@@ -2020,15 +2073,31 @@ struct statement {
   const unsigned* types = nullptr;      // n_params OIDs or nullptr; 0 lets the server infer
 };
 
+// What the server reported about a failed statement.
+struct reply_error {
+  std::string sqlstate, message, detail, hint;
+  std::size_t position = 0;  // 1-based character, 0 if none
+  std::string schema, table, column, datatype, constraint;
+};
+
 struct reply {
   enum class status { ok, error, skipped };  // skipped: not run because an earlier statement failed
   status st = status::skipped;
   result res;           // status::ok
   std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
-  std::string sqlstate, message, detail, hint;  // status::error
-  std::size_t position = 0;                     // status::error: 1-based character, 0 if none
-  std::string schema, table, column, datatype, constraint;
+  // status::error. Out of line: a batch's replies are made for every statement,
+  // and few statements fail.
+  std::shared_ptr<const reply_error> error;
+  [[nodiscard]] const reply_error& failure() const noexcept {
+    static const reply_error none;
+    return error ? *error : none;
+  }
 };
+
+namespace detail {
+// The fields of a failed statement's answer; `extra` is appended to the message.
+PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, std::string_view extra = {});
+}  // namespace detail
 
 struct batch_reply {
   std::vector<reply> replies;  // one per statement, in order
@@ -2253,7 +2322,6 @@ class libpq_driver {
   batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out);
 
   static std::string trim(const char* s);
-  static std::string field_of(const PGresult* r, int code);
   static server_state state_of(PGTransactionStatusType t);
   batch_reply& lost(batch_reply& out, std::string why);
 
@@ -2429,8 +2497,8 @@ PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
         // Refused before sending; should one slip through, end it so the session stays usable.
         if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
         r.st = reply::status::error;
-        r.sqlstate = "0A000";
-        r.message = "COPY FROM STDIN / TO STDOUT is not allowed in a script";
+        r.error = std::make_shared<const reply_error>(
+            reply_error{"0A000", "COPY FROM STDIN / TO STDOUT is not allowed in a script", {}, {}, 0, {}, {}, {}, {}, {}});
         break;
       default:
         return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
@@ -2471,17 +2539,7 @@ PQSCOPE_DECL void libpq_driver::fill_ok(PGresult* raw, result res, reply& r) {
 
 PQSCOPE_DECL void libpq_driver::fill_error(const PGresult* raw, reply& r) {
   r.st = reply::status::error;
-  r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
-  r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
-  r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
-  r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
-  r.position = static_cast<std::size_t>(std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-  r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
-  r.table = field_of(raw, PG_DIAG_TABLE_NAME);
-  r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
-  r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
-  r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
-  if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
+  r.error = detail::error_of(raw);
 }
 
 PQSCOPE_DECL libpq_driver::round_trip libpq_driver::trip() const {
@@ -2900,15 +2958,36 @@ PQSCOPE_DECL batch_reply& libpq_driver::give_up(batch_reply& out, const round_tr
   return lost(out, std::move(why));
 }
 
+namespace detail {
+PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, std::string_view extra) {
+  auto field = [raw](int code) {
+    const char* v = PQresultErrorField(raw, code);
+    return std::string(v != nullptr ? v : "");
+  };
+  auto e = std::make_shared<reply_error>();
+  e->sqlstate = field(PG_DIAG_SQLSTATE);
+  e->message = field(PG_DIAG_MESSAGE_PRIMARY);
+  e->detail = field(PG_DIAG_MESSAGE_DETAIL);
+  e->hint = field(PG_DIAG_MESSAGE_HINT);
+  e->position = static_cast<std::size_t>(std::strtoul(field(PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+  e->schema = field(PG_DIAG_SCHEMA_NAME);
+  e->table = field(PG_DIAG_TABLE_NAME);
+  e->column = field(PG_DIAG_COLUMN_NAME);
+  e->datatype = field(PG_DIAG_DATATYPE_NAME);
+  e->constraint = field(PG_DIAG_CONSTRAINT_NAME);
+  if (e->message.empty()) {
+    e->message = PQresultErrorMessage(raw);
+    while (!e->message.empty() && (e->message.back() == '\n' || e->message.back() == ' ')) e->message.pop_back();
+  }
+  e->message += extra;
+  return e;
+}
+}  // namespace detail
+
 PQSCOPE_DECL std::string libpq_driver::trim(const char* s) {
   std::string r = s != nullptr ? s : "";
   while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
   return r;
-}
-
-PQSCOPE_DECL std::string libpq_driver::field_of(const PGresult* r, int code) {
-  const char* v = PQresultErrorField(r, code);
-  return v != nullptr ? v : "";
 }
 
 PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
@@ -3968,8 +4047,9 @@ PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view s
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
   try {
-    throw_sql_error(error_fields{r.sqlstate, context + r.message, r.detail, r.hint, std::string(sql), r.position,
-                                 r.schema, r.table, r.column, r.datatype, r.constraint});
+    const reply_error& e = r.failure();
+    throw_sql_error(error_fields{e.sqlstate, context + e.message, e.detail, e.hint, std::string(sql), e.position,
+                                 e.schema, e.table, e.column, e.datatype, e.constraint});
   } catch (...) {
     return std::current_exception();
   }
@@ -4016,7 +4096,9 @@ class statement_slot final : public deferred_answer {
   // own(): the text, then each non-NULL value, each NUL-terminated, in one buffer;
   // the value pointers and types inline for the few parameters most statements have.
   static constexpr int inline_params = 4;
-  std::string text_;
+  bool owned_ = false;
+  char inline_text_[120] = {};
+  std::unique_ptr<char[]> heap_text_;
   const char* inline_pointers_[inline_params] = {};
   unsigned inline_types_[inline_params] = {};
   std::vector<const char*> pointers_;
@@ -4047,18 +4129,18 @@ PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
 }
 
 PQSCOPE_DECL void statement_slot::own() {
-  if (stmt.sql == text_.c_str()) return;  // already owned
+  if (owned_) return;
   const int n = stmt.n_params;
   const auto count = static_cast<std::size_t>(n);
   std::size_t total = sql.size() + 1;
   for (int i = 0; i < n; ++i)
     if (stmt.values[i] != nullptr) total += std::strlen(stmt.values[i]) + 1;
-  // Built in place (the slot never moves): no reallocation after reserve(), so the
-  // pointers taken stay valid, in the heap or in the string's own small buffer.
-  std::string& text = text_;
-  text.clear();
-  text.reserve(total);
-  text.append(sql.data(), sql.size()).push_back('\0');
+  // Most statements fit the slot's own buffer: no allocation for them.
+  char* text = inline_text_;
+  if (total > sizeof inline_text_) {
+    heap_text_.reset(new char[total]);
+    text = heap_text_.get();
+  }
   const char** pointers = inline_pointers_;
   unsigned* types = inline_types_;
   if (n > inline_params) {
@@ -4067,20 +4149,25 @@ PQSCOPE_DECL void statement_slot::own() {
     pointers = pointers_.data();
     types = types_.data();
   }
+  std::memcpy(text, sql.data(), sql.size());
+  text[sql.size()] = '\0';
+  std::size_t at = sql.size() + 1;
   for (int i = 0; i < n; ++i) {
     const auto k = static_cast<std::size_t>(i);
     pointers[k] = nullptr;
     if (stmt.values[i] != nullptr) {
-      const std::size_t at = text.size();
-      text.append(stmt.values[i]).push_back('\0');
-      pointers[k] = text.data() + at;
+      const std::size_t size = std::strlen(stmt.values[i]) + 1;
+      std::memcpy(text + at, stmt.values[i], size);
+      pointers[k] = text + at;
+      at += size;
     }
     types[k] = stmt.types != nullptr ? stmt.types[i] : 0;
   }
-  sql = std::string_view(text_.data(), sql.size());
-  stmt.sql = text_.c_str();
+  sql = std::string_view(text, sql.size());
+  stmt.sql = text;
   stmt.values = n > 0 ? pointers : nullptr;
   stmt.types = n > 0 && stmt.types != nullptr ? types : nullptr;
+  owned_ = true;
 }
 #endif
 
@@ -4201,17 +4288,31 @@ class scope_machine {
   void check_usable() const;
 
  private:
-  struct item {
-    enum kind { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
-    std::uint64_t frame_id;  // the frame that queued it
-    std::size_t level;       // the innermost frame whose savepoint undoes it
+  // A text made for one item (BEGIN with modes, SET LOCAL, set_local()), kept
+  // out of line: items move along the queue, and most have a static text.
+  struct owned_text {
     std::string sql;
     std::vector<std::string> args;
     std::string context;  // prefix for its error message
+  };
+  struct item {
+    enum kind : unsigned char { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup };
+    kind k = user;
+    std::uint64_t frame_id = 0;             // the frame that queued it
+    std::size_t level = 0;                  // the innermost frame whose savepoint undoes it
     std::shared_ptr<statement_slot> slot;  // user
     std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
-    const char* fixed = nullptr;           // instead of sql: a static text, or one of savepoint_texts_ (set by plan())
-    [[nodiscard]] const char* text() const noexcept { return fixed != nullptr ? fixed : sql.c_str(); }
+    const char* fixed = nullptr;           // a static text, or one of savepoint_texts_ (set by plan())
+    std::unique_ptr<owned_text> owned;     // instead of fixed
+    [[nodiscard]] const char* text() const noexcept {
+      return fixed != nullptr ? fixed : owned ? owned->sql.c_str() : "";
+    }
+    item() = default;
+    explicit item(kind what, std::uint64_t frame = 0, std::size_t lvl = 0) : k(what), frame_id(frame), level(lvl) {}
+    [[nodiscard]] const std::string& context() const noexcept {
+      static const std::string none;
+      return owned ? owned->context : none;
+    }
   };
   struct frame {
     std::uint64_t id = 0;
@@ -4252,14 +4353,15 @@ class scope_machine {
   // savepoint number and connection. Valid until the next call with a higher number.
   const char* savepoint_text(const item& it);
   static bool is_savepoint_kind(const item& it) noexcept {
-    return (it.k == item::savepoint || it.k == item::release || it.k == item::rollback_to) && it.sql.empty();
+    return (it.k == item::savepoint || it.k == item::release || it.k == item::rollback_to) && !it.owned;
   }
 
   static std::string begin_sql(const transaction_options& o);
 
   static std::exception_ptr closed_error() noexcept;
 
-  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
+  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, const char* fixed = nullptr);
+  item& queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
   static item xid_item();
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
   void push_followup(const char* sql, bool awaited);
@@ -4411,7 +4513,7 @@ PQSCOPE_DECL void scope_machine::stage_out_of_band(const std::shared_ptr<stateme
   throw_if_void("statement refused");
   throw_if_doomed("statement refused");
   in_flight_.clear();
-  in_flight_.push_back(item{item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {}, {}, {}, slot});
+  in_flight_.emplace_back(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1).slot = slot;
   out_of_band_ = true;
   ++stats_.round_trips;
   ++stats_.statements;
@@ -4482,14 +4584,15 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
-    queue(item::begin, id, 0, begin_sql(o));
+    if (o.isolation == isolation::server_default && !o.read_only && !o.deferrable) queue(item::begin, id, 0, "BEGIN");
+    else queue_owned(item::begin, id, 0, begin_sql(o));
   } else if (o.savepoint) {
-    queue(item::savepoint, id, i, {}).sp = i;  // its text is written when it is sent (most never are)
+    queue(item::savepoint, id, i).sp = i;  // its text is written when it is sent (most never are)
   }
   if (o.statement_timeout.count() > 0)
-    queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
+    queue_owned(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
   if (o.lock_timeout.count() > 0)
-    queue(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
+    queue_owned(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
   return id;
 }
 
@@ -4628,7 +4731,7 @@ scope_machine::queue_statement(const char* sql, std::string_view text, const sql
   const bool lazy = batching();
   slot->batched = lazy;
   if (lazy) slot->own();
-  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
+  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1);
   it.slot = slot;
   if (!lazy) {
     reset_operation();
@@ -4669,9 +4772,10 @@ PQSCOPE_DECL void scope_machine::set_local(std::string_view name, std::string_vi
   throw_if_doomed("set_local() refused");
   param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
   (void)check;
-  item& c = queue(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
-  c.args = {std::string(name), std::string(value)};
-  c.context = "set_local(\"" + std::string(name) + "\"): ";
+  item& c =
+      queue_owned(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
+  c.owned->args = {std::string(name), std::string(value)};
+  c.owned->context = "set_local(\"" + std::string(name) + "\"): ";
 }
 
 PQSCOPE_DECL void scope_machine::on_commit(callback fn) {
@@ -4752,7 +4856,8 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
       continue;
     }
     out_args_[k].clear();
-    for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
+    if (it.owned)
+      for (const std::string& a : it.owned->args) out_args_[k].push_back(a.c_str());
     out_.push_back(statement{it.text(), static_cast<int>(out_args_[k].size()),
                              out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
   }
@@ -4857,9 +4962,9 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   if (failed_at) {
     const item& it = batch[*failed_at];
     const reply& r = br.replies[*failed_at];
-    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context);
+    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context());
     if (it.k != item::end) {
-      doom_here(it.context + r.message, r.sqlstate);
+      doom_here(it.context() + r.failure().message, r.failure().sqlstate);
       if (end_in_batch) op_.failure = first;
     }
     fail_unanswered(batch, first, elapsed);
@@ -4926,13 +5031,23 @@ PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
 }
 
 PQSCOPE_DECL scope_machine::item&
-scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
-  queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
-  return queue_.back();
+scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, const char* fixed) {
+  item& it = queue_.emplace_back(k, frame_id, level);
+  it.fixed = fixed;
+  return it;
+}
+
+PQSCOPE_DECL scope_machine::item&
+scope_machine::queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
+  auto text = std::make_unique<owned_text>();
+  text->sql = std::move(sql);
+  item& it = queue(k, frame_id, level);
+  it.owned = std::move(text);
+  return it;
 }
 
 PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
-  item it{item::xid, 0, 0, {}, {}, {}, nullptr, 0};
+  item it(item::xid);
   it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
   return it;
 }
@@ -4953,12 +5068,13 @@ PQSCOPE_DECL const char* scope_machine::savepoint_text(const item& it) {
 }
 
 PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
-  queue(item::rollback_to, frame_id, i - 1, {}).sp = i;
-  queue(item::release, frame_id, i - 1, {}).sp = i;
+  queue(item::rollback_to, frame_id, i - 1).sp = i;
+  queue(item::release, frame_id, i - 1).sp = i;
 }
 
 PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
-  followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
+  followup_.emplace_back(item::followup);
+  followup_.back().fixed = sql;  // a static text
   if (awaited) op_.followup = true;
 }
 
@@ -5068,7 +5184,7 @@ PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::siz
                                               std::chrono::microseconds elapsed, bool end_in_batch) {
   const item& it = batch[at];
   const reply& r = br.replies[at];
-  void_ = attempt_failure{it.context + r.message, r.sqlstate};
+  void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate};
   if (it.k == item::user) {
     it.slot->fail(sql_error_ptr(r, it.slot->sql));
     try {
@@ -5235,7 +5351,7 @@ PQSCOPE_DECL void scope_machine::commit_nested(std::size_t i) {
   if (f.owning && f.sent) {
     // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
     while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-    queue(item::release, f.id, i - 1, {}).sp = i;
+    queue(item::release, f.id, i - 1).sp = i;
   }
   if (timeouts_live) {
     restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
@@ -5255,7 +5371,7 @@ PQSCOPE_DECL void scope_machine::restore_timeout(const frame& f, std::size_t i, 
       value = std::to_string((frames_[j].opts.*member).count());
       break;
     }
-  queue(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
+  queue_owned(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
 }
 
 PQSCOPE_DECL void scope_machine::end_nested_rollback(std::size_t i) {
@@ -5570,7 +5686,7 @@ class driver_session final : public sync_session {
         batch_reply br = fresh.exchange({ask});
         if (br.lost) return "connection lost: " + br.lost_message;
         const reply& r = br.replies.front();
-        if (r.st != reply::status::ok) return "error: " + r.message;
+        if (r.st != reply::status::ok) return "error: " + r.failure().message;
         if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
         std::string status(r.res[0][0].text());
         if (status != "in progress") return status;
@@ -6177,13 +6293,13 @@ class basic_connection {
   result run(const detail::sql_ref& sql, const Params&... params) {
     auto& s = machine_session();
     detail::sync_session::call guard(s, "execute()");
-    std::optional<detail::param_list> list;  // lives until the statement is sent or owns a copy
+    detail::param_list list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
       const detail::sql_facts& f =
           s.machine.check_statement(sql.view(), sizeof...(Params), guards(sql.session_state_allowed()));
-      list.emplace(detail::param_list::of(params...));
-      slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, *list, s.weak_from_this());
+      list.assign(params...);
+      slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, list, s.weak_from_this());
     } catch (const std::exception& e) {
       if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
       throw;

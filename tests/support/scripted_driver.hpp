@@ -235,8 +235,10 @@ class scripted_server {
   // An error: an open transaction is failed by it; COMMIT that fails ends the transaction.
   void fail(pqscope::reply& r, bool ends_transaction, std::string sqlstate, std::string message) {
     r.st = pqscope::reply::status::error;
-    r.sqlstate = std::move(sqlstate);
-    r.message = std::move(message);
+    auto e = std::make_shared<pqscope::reply_error>();
+    e->sqlstate = std::move(sqlstate);
+    e->message = std::move(message);
+    r.error = std::move(e);
     if (ends_transaction) {
       if (tx != tx_state::idle) ++rollbacks;
       end_transaction();

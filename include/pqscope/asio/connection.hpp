@@ -270,7 +270,7 @@ inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, std:
       }
       const reply& r = br.replies.front();
       if (r.st != reply::status::ok) {
-        outcome = "error: " + r.message;
+        outcome = "error: " + r.failure().message;
       } else if (r.res.size() != 1 || r.res[0][0].is_null()) {
         outcome = "unknown xid";
       } else if (std::string status(r.res[0][0].text()); status != "in progress") {

@@ -387,10 +387,6 @@ class link : public std::enable_shared_from_this<link> {
     while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
     return r;
   }
-  static std::string field_of(const PGresult* r, int code) {
-    const char* v = PQresultErrorField(r, code);
-    return v != nullptr ? v : "";
-  }
   static server_state state_of(PGTransactionStatusType t) {
     switch (t) {
       case PQTRANS_IDLE: return server_state::idle;
@@ -520,19 +516,9 @@ class link : public std::enable_shared_from_this<link> {
               return false;
             }
             r.st = reply::status::error;
-            r.sqlstate = field_of(raw, PG_DIAG_SQLSTATE);
-            r.message = field_of(raw, PG_DIAG_MESSAGE_PRIMARY);
-            r.detail = field_of(raw, PG_DIAG_MESSAGE_DETAIL);
-            r.hint = field_of(raw, PG_DIAG_MESSAGE_HINT);
-            r.position = static_cast<std::size_t>(
-                std::strtoul(field_of(raw, PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-            r.schema = field_of(raw, PG_DIAG_SCHEMA_NAME);
-            r.table = field_of(raw, PG_DIAG_TABLE_NAME);
-            r.column = field_of(raw, PG_DIAG_COLUMN_NAME);
-            r.datatype = field_of(raw, PG_DIAG_DATATYPE_NAME);
-            r.constraint = field_of(raw, PG_DIAG_CONSTRAINT_NAME);
-            if (r.message.empty()) r.message = trim(PQresultErrorMessage(raw));
-            if (cancel_requested_ && r.sqlstate == "57014") r.message += " (" + cancel_reason_ + ")";
+            r.error = pqscope::detail::error_of(raw);
+            if (cancel_requested_ && r.error->sqlstate == "57014")
+              r.error = pqscope::detail::error_of(raw, " (" + cancel_reason_ + ")");
             break;
           default:
             lose("unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));

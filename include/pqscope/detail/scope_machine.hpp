@@ -100,8 +100,9 @@ PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view s
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
   try {
-    throw_sql_error(error_fields{r.sqlstate, context + r.message, r.detail, r.hint, std::string(sql), r.position,
-                                 r.schema, r.table, r.column, r.datatype, r.constraint});
+    const reply_error& e = r.failure();
+    throw_sql_error(error_fields{e.sqlstate, context + e.message, e.detail, e.hint, std::string(sql), e.position,
+                                 e.schema, e.table, e.column, e.datatype, e.constraint});
   } catch (...) {
     return std::current_exception();
   }
@@ -148,7 +149,9 @@ class statement_slot final : public deferred_answer {
   // own(): the text, then each non-NULL value, each NUL-terminated, in one buffer;
   // the value pointers and types inline for the few parameters most statements have.
   static constexpr int inline_params = 4;
-  std::string text_;
+  bool owned_ = false;
+  char inline_text_[120] = {};
+  std::unique_ptr<char[]> heap_text_;
   const char* inline_pointers_[inline_params] = {};
   unsigned inline_types_[inline_params] = {};
   std::vector<const char*> pointers_;
@@ -179,18 +182,18 @@ PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
 }
 
 PQSCOPE_DECL void statement_slot::own() {
-  if (stmt.sql == text_.c_str()) return;  // already owned
+  if (owned_) return;
   const int n = stmt.n_params;
   const auto count = static_cast<std::size_t>(n);
   std::size_t total = sql.size() + 1;
   for (int i = 0; i < n; ++i)
     if (stmt.values[i] != nullptr) total += std::strlen(stmt.values[i]) + 1;
-  // Built in place (the slot never moves): no reallocation after reserve(), so the
-  // pointers taken stay valid, in the heap or in the string's own small buffer.
-  std::string& text = text_;
-  text.clear();
-  text.reserve(total);
-  text.append(sql.data(), sql.size()).push_back('\0');
+  // Most statements fit the slot's own buffer: no allocation for them.
+  char* text = inline_text_;
+  if (total > sizeof inline_text_) {
+    heap_text_.reset(new char[total]);
+    text = heap_text_.get();
+  }
   const char** pointers = inline_pointers_;
   unsigned* types = inline_types_;
   if (n > inline_params) {
@@ -199,20 +202,25 @@ PQSCOPE_DECL void statement_slot::own() {
     pointers = pointers_.data();
     types = types_.data();
   }
+  std::memcpy(text, sql.data(), sql.size());
+  text[sql.size()] = '\0';
+  std::size_t at = sql.size() + 1;
   for (int i = 0; i < n; ++i) {
     const auto k = static_cast<std::size_t>(i);
     pointers[k] = nullptr;
     if (stmt.values[i] != nullptr) {
-      const std::size_t at = text.size();
-      text.append(stmt.values[i]).push_back('\0');
-      pointers[k] = text.data() + at;
+      const std::size_t size = std::strlen(stmt.values[i]) + 1;
+      std::memcpy(text + at, stmt.values[i], size);
+      pointers[k] = text + at;
+      at += size;
     }
     types[k] = stmt.types != nullptr ? stmt.types[i] : 0;
   }
-  sql = std::string_view(text_.data(), sql.size());
-  stmt.sql = text_.c_str();
+  sql = std::string_view(text, sql.size());
+  stmt.sql = text;
   stmt.values = n > 0 ? pointers : nullptr;
   stmt.types = n > 0 && stmt.types != nullptr ? types : nullptr;
+  owned_ = true;
 }
 #endif
 
@@ -333,17 +341,31 @@ class scope_machine {
   void check_usable() const;
 
  private:
-  struct item {
-    enum kind { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup } k;
-    std::uint64_t frame_id;  // the frame that queued it
-    std::size_t level;       // the innermost frame whose savepoint undoes it
+  // A text made for one item (BEGIN with modes, SET LOCAL, set_local()), kept
+  // out of line: items move along the queue, and most have a static text.
+  struct owned_text {
     std::string sql;
     std::vector<std::string> args;
     std::string context;  // prefix for its error message
+  };
+  struct item {
+    enum kind : unsigned char { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup };
+    kind k = user;
+    std::uint64_t frame_id = 0;             // the frame that queued it
+    std::size_t level = 0;                  // the innermost frame whose savepoint undoes it
     std::shared_ptr<statement_slot> slot;  // user
     std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
-    const char* fixed = nullptr;           // instead of sql: a static text, or one of savepoint_texts_ (set by plan())
-    [[nodiscard]] const char* text() const noexcept { return fixed != nullptr ? fixed : sql.c_str(); }
+    const char* fixed = nullptr;           // a static text, or one of savepoint_texts_ (set by plan())
+    std::unique_ptr<owned_text> owned;     // instead of fixed
+    [[nodiscard]] const char* text() const noexcept {
+      return fixed != nullptr ? fixed : owned ? owned->sql.c_str() : "";
+    }
+    item() = default;
+    explicit item(kind what, std::uint64_t frame = 0, std::size_t lvl = 0) : k(what), frame_id(frame), level(lvl) {}
+    [[nodiscard]] const std::string& context() const noexcept {
+      static const std::string none;
+      return owned ? owned->context : none;
+    }
   };
   struct frame {
     std::uint64_t id = 0;
@@ -384,14 +406,15 @@ class scope_machine {
   // savepoint number and connection. Valid until the next call with a higher number.
   const char* savepoint_text(const item& it);
   static bool is_savepoint_kind(const item& it) noexcept {
-    return (it.k == item::savepoint || it.k == item::release || it.k == item::rollback_to) && it.sql.empty();
+    return (it.k == item::savepoint || it.k == item::release || it.k == item::rollback_to) && !it.owned;
   }
 
   static std::string begin_sql(const transaction_options& o);
 
   static std::exception_ptr closed_error() noexcept;
 
-  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
+  item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, const char* fixed = nullptr);
+  item& queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
   static item xid_item();
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
   void push_followup(const char* sql, bool awaited);
@@ -543,7 +566,7 @@ PQSCOPE_DECL void scope_machine::stage_out_of_band(const std::shared_ptr<stateme
   throw_if_void("statement refused");
   throw_if_doomed("statement refused");
   in_flight_.clear();
-  in_flight_.push_back(item{item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {}, {}, {}, slot});
+  in_flight_.emplace_back(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1).slot = slot;
   out_of_band_ = true;
   ++stats_.round_trips;
   ++stats_.statements;
@@ -614,14 +637,15 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
-    queue(item::begin, id, 0, begin_sql(o));
+    if (o.isolation == isolation::server_default && !o.read_only && !o.deferrable) queue(item::begin, id, 0, "BEGIN");
+    else queue_owned(item::begin, id, 0, begin_sql(o));
   } else if (o.savepoint) {
-    queue(item::savepoint, id, i, {}).sp = i;  // its text is written when it is sent (most never are)
+    queue(item::savepoint, id, i).sp = i;  // its text is written when it is sent (most never are)
   }
   if (o.statement_timeout.count() > 0)
-    queue(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
+    queue_owned(item::timeout, id, i, "SET LOCAL statement_timeout = " + std::to_string(o.statement_timeout.count()));
   if (o.lock_timeout.count() > 0)
-    queue(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
+    queue_owned(item::timeout, id, i, "SET LOCAL lock_timeout = " + std::to_string(o.lock_timeout.count()));
   return id;
 }
 
@@ -760,7 +784,7 @@ scope_machine::queue_statement(const char* sql, std::string_view text, const sql
   const bool lazy = batching();
   slot->batched = lazy;
   if (lazy) slot->own();
-  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1, {});
+  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1);
   it.slot = slot;
   if (!lazy) {
     reset_operation();
@@ -801,9 +825,10 @@ PQSCOPE_DECL void scope_machine::set_local(std::string_view name, std::string_vi
   throw_if_doomed("set_local() refused");
   param_list check = param_list::of(name, value);  // refuses NUL bytes before anything is queued
   (void)check;
-  item& c = queue(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
-  c.args = {std::string(name), std::string(value)};
-  c.context = "set_local(\"" + std::string(name) + "\"): ";
+  item& c =
+      queue_owned(item::setting, frames_.back().id, frames_.size() - 1, "SELECT pg_catalog.set_config($1, $2, true)");
+  c.owned->args = {std::string(name), std::string(value)};
+  c.owned->context = "set_local(\"" + std::string(name) + "\"): ";
 }
 
 PQSCOPE_DECL void scope_machine::on_commit(callback fn) {
@@ -884,7 +909,8 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
       continue;
     }
     out_args_[k].clear();
-    for (const std::string& a : it.args) out_args_[k].push_back(a.c_str());
+    if (it.owned)
+      for (const std::string& a : it.owned->args) out_args_[k].push_back(a.c_str());
     out_.push_back(statement{it.text(), static_cast<int>(out_args_[k].size()),
                              out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
   }
@@ -989,9 +1015,9 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   if (failed_at) {
     const item& it = batch[*failed_at];
     const reply& r = br.replies[*failed_at];
-    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context);
+    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context());
     if (it.k != item::end) {
-      doom_here(it.context + r.message, r.sqlstate);
+      doom_here(it.context() + r.failure().message, r.failure().sqlstate);
       if (end_in_batch) op_.failure = first;
     }
     fail_unanswered(batch, first, elapsed);
@@ -1058,13 +1084,23 @@ PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
 }
 
 PQSCOPE_DECL scope_machine::item&
-scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
-  queue_.push_back(item{k, frame_id, level, std::move(sql), {}, {}, nullptr});
-  return queue_.back();
+scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, const char* fixed) {
+  item& it = queue_.emplace_back(k, frame_id, level);
+  it.fixed = fixed;
+  return it;
+}
+
+PQSCOPE_DECL scope_machine::item&
+scope_machine::queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
+  auto text = std::make_unique<owned_text>();
+  text->sql = std::move(sql);
+  item& it = queue(k, frame_id, level);
+  it.owned = std::move(text);
+  return it;
 }
 
 PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
-  item it{item::xid, 0, 0, {}, {}, {}, nullptr, 0};
+  item it(item::xid);
   it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
   return it;
 }
@@ -1085,12 +1121,13 @@ PQSCOPE_DECL const char* scope_machine::savepoint_text(const item& it) {
 }
 
 PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
-  queue(item::rollback_to, frame_id, i - 1, {}).sp = i;
-  queue(item::release, frame_id, i - 1, {}).sp = i;
+  queue(item::rollback_to, frame_id, i - 1).sp = i;
+  queue(item::release, frame_id, i - 1).sp = i;
 }
 
 PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
-  followup_.push_back(item{item::followup, 0, 0, sql, {}, {}, nullptr});
+  followup_.emplace_back(item::followup);
+  followup_.back().fixed = sql;  // a static text
   if (awaited) op_.followup = true;
 }
 
@@ -1200,7 +1237,7 @@ PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::siz
                                               std::chrono::microseconds elapsed, bool end_in_batch) {
   const item& it = batch[at];
   const reply& r = br.replies[at];
-  void_ = attempt_failure{it.context + r.message, r.sqlstate};
+  void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate};
   if (it.k == item::user) {
     it.slot->fail(sql_error_ptr(r, it.slot->sql));
     try {
@@ -1367,7 +1404,7 @@ PQSCOPE_DECL void scope_machine::commit_nested(std::size_t i) {
   if (f.owning && f.sent) {
     // RELEASE of savepoint i also releases the deeper ones still waiting at the tail.
     while (!queue_.empty() && queue_.back().k == item::release) queue_.pop_back();
-    queue(item::release, f.id, i - 1, {}).sp = i;
+    queue(item::release, f.id, i - 1).sp = i;
   }
   if (timeouts_live) {
     restore_timeout(f, i, "statement_timeout", &transaction_options::statement_timeout);
@@ -1387,7 +1424,7 @@ PQSCOPE_DECL void scope_machine::restore_timeout(const frame& f, std::size_t i, 
       value = std::to_string((frames_[j].opts.*member).count());
       break;
     }
-  queue(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
+  queue_owned(item::restore, f.id, i - 1, std::string("SET LOCAL ") + name + " TO " + value);
 }
 
 PQSCOPE_DECL void scope_machine::end_nested_rollback(std::size_t i) {
@@ -1702,7 +1739,7 @@ class driver_session final : public sync_session {
         batch_reply br = fresh.exchange({ask});
         if (br.lost) return "connection lost: " + br.lost_message;
         const reply& r = br.replies.front();
-        if (r.st != reply::status::ok) return "error: " + r.message;
+        if (r.st != reply::status::ok) return "error: " + r.failure().message;
         if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
         std::string status(r.res[0][0].text());
         if (status != "in progress") return status;
