@@ -421,16 +421,27 @@ BOOST_AUTO_TEST_CASE(queued_statements_own_their_text_and_values) {
           std::vector<std::string> p;
           for (int i = 1; i <= 10; ++i) p.push_back(std::string(static_cast<std::size_t>(i), 'x') + std::to_string(i));
           rs.push_back(c.execute(sql, p[0], p[1], none, p[3], 5, p[5], std::string(), p[7], 9.5, p[9]));
+          // Text and value filling a queued statement's own buffer (120 bytes with their
+          // NULs) to one byte short of it, exactly, one byte past, and a short text with
+          // a value far past it.
+          sql.assign("SELECT $1::text");
+          for (std::size_t total : {119u, 120u, 121u, 400u}) {
+            v.assign(total - (sql.size() + 1) - 1, 'e');
+            rs.push_back(c.execute(sql, v));
+          }
           // Everything the statements pointed into changes before they are sent.
           sql.assign(sql.size(), '?');
           v.assign(v.size(), '?');
           for (std::string& x : p) x.assign(x.size(), '?');
         });
-        BOOST_TEST(c.stats().round_trips == start + (batch ? 1u : 4u));
+        BOOST_TEST(c.stats().round_trips == start + (batch ? 1u : 8u));
         BOOST_TEST(rs.at(0)[0][0].as<std::string>() == "a");
         BOOST_TEST(rs.at(1)[0][0].as<std::string>() == std::string(40, 'b') + "-null");
         BOOST_TEST(rs.at(2)[0][0].as<std::string>() ==
                    "x1,xx2,xxxx4,5,xxxxxx6,,xxxxxxxx8,9.5,xxxxxxxxxx10");
+        for (std::size_t k = 0; k < 3; ++k)
+          BOOST_TEST(rs.at(3 + k)[0][0].as<std::string>() == std::string(119 + k - 17, 'e'));
+        BOOST_TEST(rs.at(6)[0][0].as<std::string>() == std::string(400 - 17, 'e'));
       }
     }
   });

@@ -133,8 +133,10 @@ struct reply {
 };
 
 namespace detail {
-// The fields of a failed statement's answer; `extra` is appended to the message.
-PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, std::string_view extra = {});
+// The fields of a failed statement's answer.
+PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw);
+// libpq's message without its trailing newline.
+PQSCOPE_DECL std::string trimmed(const char* s);
 }  // namespace detail
 
 struct batch_reply {
@@ -997,7 +999,7 @@ PQSCOPE_DECL batch_reply& libpq_driver::give_up(batch_reply& out, const round_tr
 }
 
 namespace detail {
-PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, std::string_view extra) {
+PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw) {
   auto field = [raw](int code) {
     const char* v = PQresultErrorField(raw, code);
     return std::string(v != nullptr ? v : "");
@@ -1013,20 +1015,18 @@ PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, st
   e->column = field(PG_DIAG_COLUMN_NAME);
   e->datatype = field(PG_DIAG_DATATYPE_NAME);
   e->constraint = field(PG_DIAG_CONSTRAINT_NAME);
-  if (e->message.empty()) {
-    e->message = PQresultErrorMessage(raw);
-    while (!e->message.empty() && (e->message.back() == '\n' || e->message.back() == ' ')) e->message.pop_back();
-  }
-  e->message += extra;
+  if (e->message.empty()) e->message = trimmed(PQresultErrorMessage(raw));
   return e;
 }
-}  // namespace detail
 
-PQSCOPE_DECL std::string libpq_driver::trim(const char* s) {
+PQSCOPE_DECL std::string trimmed(const char* s) {
   std::string r = s != nullptr ? s : "";
   while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
   return r;
 }
+}  // namespace detail
+
+PQSCOPE_DECL std::string libpq_driver::trim(const char* s) { return detail::trimmed(s); }
 
 PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
   switch (t) {

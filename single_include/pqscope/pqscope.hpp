@@ -2095,8 +2095,10 @@ struct reply {
 };
 
 namespace detail {
-// The fields of a failed statement's answer; `extra` is appended to the message.
-PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, std::string_view extra = {});
+// The fields of a failed statement's answer.
+PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw);
+// libpq's message without its trailing newline.
+PQSCOPE_DECL std::string trimmed(const char* s);
 }  // namespace detail
 
 struct batch_reply {
@@ -2959,7 +2961,7 @@ PQSCOPE_DECL batch_reply& libpq_driver::give_up(batch_reply& out, const round_tr
 }
 
 namespace detail {
-PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, std::string_view extra) {
+PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw) {
   auto field = [raw](int code) {
     const char* v = PQresultErrorField(raw, code);
     return std::string(v != nullptr ? v : "");
@@ -2975,20 +2977,18 @@ PQSCOPE_DECL std::shared_ptr<const reply_error> error_of(const PGresult* raw, st
   e->column = field(PG_DIAG_COLUMN_NAME);
   e->datatype = field(PG_DIAG_DATATYPE_NAME);
   e->constraint = field(PG_DIAG_CONSTRAINT_NAME);
-  if (e->message.empty()) {
-    e->message = PQresultErrorMessage(raw);
-    while (!e->message.empty() && (e->message.back() == '\n' || e->message.back() == ' ')) e->message.pop_back();
-  }
-  e->message += extra;
+  if (e->message.empty()) e->message = trimmed(PQresultErrorMessage(raw));
   return e;
 }
-}  // namespace detail
 
-PQSCOPE_DECL std::string libpq_driver::trim(const char* s) {
+PQSCOPE_DECL std::string trimmed(const char* s) {
   std::string r = s != nullptr ? s : "";
   while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
   return r;
 }
+}  // namespace detail
+
+PQSCOPE_DECL std::string libpq_driver::trim(const char* s) { return detail::trimmed(s); }
 
 PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
   switch (t) {
@@ -4096,7 +4096,9 @@ class statement_slot final : public deferred_answer {
   // own(): the text, then each non-NULL value, each NUL-terminated, in one buffer;
   // the value pointers and types inline for the few parameters most statements have.
   static constexpr int inline_params = 4;
-  bool owned_ = false;
+  [[nodiscard]] bool owned() const noexcept {
+    return stmt.sql == inline_text_ || (heap_text_ && stmt.sql == heap_text_.get());
+  }
   char inline_text_[120] = {};
   std::unique_ptr<char[]> heap_text_;
   const char* inline_pointers_[inline_params] = {};
@@ -4129,7 +4131,7 @@ PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
 }
 
 PQSCOPE_DECL void statement_slot::own() {
-  if (owned_) return;
+  if (owned()) return;
   const int n = stmt.n_params;
   const auto count = static_cast<std::size_t>(n);
   std::size_t total = sql.size() + 1;
@@ -4167,7 +4169,6 @@ PQSCOPE_DECL void statement_slot::own() {
   stmt.sql = text;
   stmt.values = n > 0 ? pointers : nullptr;
   stmt.types = n > 0 && stmt.types != nullptr ? types : nullptr;
-  owned_ = true;
 }
 #endif
 
@@ -4584,8 +4585,9 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
-    if (o.isolation == isolation::server_default && !o.read_only && !o.deferrable) queue(item::begin, id, 0, "BEGIN");
-    else queue_owned(item::begin, id, 0, begin_sql(o));
+    std::string begin = begin_sql(o);
+    if (begin == "BEGIN") queue(item::begin, id, 0, "BEGIN");  // the usual case: a static text
+    else queue_owned(item::begin, id, 0, std::move(begin));
   } else if (o.savepoint) {
     queue(item::savepoint, id, i).sp = i;  // its text is written when it is sent (most never are)
   }

@@ -382,11 +382,7 @@ class link : public std::enable_shared_from_this<link> {
   enum class phase { idle, connecting, exchanging };
   enum class reading { answer, terminator, sync };
 
-  static std::string trim(const char* s) {
-    std::string r = s != nullptr ? s : "";
-    while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
-    return r;
-  }
+  static std::string trim(const char* s) { return pqscope::detail::trimmed(s); }
   static server_state state_of(PGTransactionStatusType t) {
     switch (t) {
       case PQTRANS_IDLE: return server_state::idle;
@@ -510,16 +506,17 @@ class link : public std::enable_shared_from_this<link> {
             r.res = std::move(res);
             break;
           case PGRES_PIPELINE_ABORTED: r.st = reply::status::skipped; break;
-          case PGRES_FATAL_ERROR:
+          case PGRES_FATAL_ERROR: {
             if (PQstatus(pg_) == CONNECTION_BAD) {
               lose(trim(PQresultErrorMessage(raw)));
               return false;
             }
             r.st = reply::status::error;
-            r.error = pqscope::detail::error_of(raw);
-            if (cancel_requested_ && r.error->sqlstate == "57014")
-              r.error = pqscope::detail::error_of(raw, " (" + cancel_reason_ + ")");
+            auto e = pqscope::detail::error_of(raw);
+            if (cancel_requested_ && e->sqlstate == "57014") e->message += " (" + cancel_reason_ + ")";
+            r.error = std::move(e);
             break;
+          }
           default:
             lose("unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
             return false;

@@ -149,7 +149,9 @@ class statement_slot final : public deferred_answer {
   // own(): the text, then each non-NULL value, each NUL-terminated, in one buffer;
   // the value pointers and types inline for the few parameters most statements have.
   static constexpr int inline_params = 4;
-  bool owned_ = false;
+  [[nodiscard]] bool owned() const noexcept {
+    return stmt.sql == inline_text_ || (heap_text_ && stmt.sql == heap_text_.get());
+  }
   char inline_text_[120] = {};
   std::unique_ptr<char[]> heap_text_;
   const char* inline_pointers_[inline_params] = {};
@@ -182,7 +184,7 @@ PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
 }
 
 PQSCOPE_DECL void statement_slot::own() {
-  if (owned_) return;
+  if (owned()) return;
   const int n = stmt.n_params;
   const auto count = static_cast<std::size_t>(n);
   std::size_t total = sql.size() + 1;
@@ -220,7 +222,6 @@ PQSCOPE_DECL void statement_slot::own() {
   stmt.sql = text;
   stmt.values = n > 0 ? pointers : nullptr;
   stmt.types = n > 0 && stmt.types != nullptr ? types : nullptr;
-  owned_ = true;
 }
 #endif
 
@@ -637,8 +638,9 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
-    if (o.isolation == isolation::server_default && !o.read_only && !o.deferrable) queue(item::begin, id, 0, "BEGIN");
-    else queue_owned(item::begin, id, 0, begin_sql(o));
+    std::string begin = begin_sql(o);
+    if (begin == "BEGIN") queue(item::begin, id, 0, "BEGIN");  // the usual case: a static text
+    else queue_owned(item::begin, id, 0, std::move(begin));
   } else if (o.savepoint) {
     queue(item::savepoint, id, i).sp = i;  // its text is written when it is sent (most never are)
   }
