@@ -80,12 +80,21 @@ class asio_stall_relay {
     return upstream_ + " host=127.0.0.1 hostaddr=127.0.0.1 port=" + std::to_string(port_) +
            " sslmode=disable gssencmode=disable";
   }
+  // Once stall() returns, nothing more is forwarded: the relay forwards under the same
+  // lock and checks the flag there, so bytes a client sends after stall() stay put even
+  // when the relay's poll already counted the socket as one to forward.
   void stall() {
-    stalled_ = true;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stalled_ = true;
+    }
     wake();
   }
   void resume() {
-    stalled_ = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stalled_ = false;
+    }
     wake();
   }
   void cut_after_commit() {
@@ -199,8 +208,10 @@ class asio_stall_relay {
           }
         }
       }
+      std::lock_guard<std::mutex> lock(mutex_);
       for (std::size_t i = 2; i < fds.size(); ++i) {
         if (fds[i].revents == 0) continue;
+        if (stalled_) break;  // stalled after the poll: leave the bytes where they are
         for (auto& p : pairs_) {
           if (fds[i].fd == p.client && p.client >= 0) {
             if (p.server < 0) {
@@ -239,6 +250,7 @@ class asio_stall_relay {
   int wake_[2] = {-1, -1};
   std::atomic<bool> stop_{false}, stalled_{false}, cut_after_commit_{false}, hold_new_{false};
   std::atomic<int> accepted_{0};
+  std::mutex mutex_;         // held while forwarding; stall() takes it to wait that out
   std::vector<pair> pairs_;  // the relay thread's own
   std::thread thread_;
 };
