@@ -5,11 +5,11 @@
 // mode: serializable transfers with nested scopes that fail on purpose. Checks
 // that money is conserved, that nothing unexpected fails (a transfer that
 // conflicts in all 1 + retries attempts is counted apart: retrying must get more
-// transactions through than it gives up on), that no
-// session is left idle in a transaction, and
-// that every client stays recognisable by its application_name. The workload
-// runs twice, unbatched and with batch = true on the outermost atomic(), and the
-// share of sampled backends idle in transaction is printed for both.
+// transactions through than it gives up on), that no session is left idle in a
+// transaction, and that every client stays recognisable by its application_name.
+// The workload runs twice, unbatched and with batch = true on the outermost
+// atomic(), and the share of sampled backends idle in transaction is printed for
+// both.
 //
 // Worker processes never touch Boost.Test: they report over a pipe and exit with
 // a status, and the parent alone asserts.
@@ -342,9 +342,9 @@ bool write_all(int fd, const std::string& s) {
   for (std::size_t i = 0; i < threads.size(); ++i) {
     const client_result& r = results[i];
     report << "client " << r.name << ' ' << r.self_name << ' ' << r.committed << ' ' << r.rolled_back << ' '
-           << r.expected_failures << ' ' << r.retries << ' ' << r.unexpected << ' ' << r.gave_up << ' ' << r.recovered << ' '
-           << r.batched_attempts << ' '
-           << r.replays << ' ' << r.savepoints << ' ' << r.max_held << '\n'
+           << r.expected_failures << ' ' << r.retries << ' ' << r.unexpected << ' ' << r.gave_up << ' '
+           << r.recovered << ' ' << r.batched_attempts << ' ' << r.replays << ' ' << r.savepoints << ' ' << r.max_held
+           << '\n'
            << "lat";
     for (auto v : r.latencies_us) report << ' ' << v;
     report << '\n';
@@ -754,8 +754,8 @@ run_figures run_transfers(const pqscope::database& db, bool batch, const char* l
           << elapsed << " s, " << committed << " transactions committed ("
           << static_cast<double>(committed) / elapsed << " tx/s), "
           << "latency p50 " << percentile(latencies, 0.50) << " us p99 " << percentile(latencies, 0.99) << " us, "
-          << retries << " retries (" << recovered << " transactions got through, " << gave_up << " out of retries), " << expected << " nested failures caught, "
-          << rolled_back << " rolled back, "
+          << retries << " retries (" << recovered << " transactions got through, " << gave_up << " out of retries), "
+          << expected << " nested failures caught, " << rolled_back << " rolled back, "
           << batched_attempts << " batched attempts, " << replays << " replays, "
           << std::setprecision(2) << static_cast<double>(savepoints) / static_cast<double>(std::max<std::uint64_t>(committed + rolled_back, 1))
           << " savepoints per transaction (most held by one: " << max_held << ")" << std::setprecision(1) << "; "

@@ -126,6 +126,7 @@ namespace pqscope::asio::detail {
 
 namespace net = boost::asio;
 using error_code = boost::system::error_code;
+using pqscope::detail::trimmed;  // libpq's messages end in a newline
 
 // What a step needs before it can go on.
 enum class next_wait { read, write, done };
@@ -174,7 +175,7 @@ class link : public std::enable_shared_from_this<link> {
     pg_ = PQconnectStartParams(keys.data(), vals.data(), /*expand_dbname=*/1);
     if (pg_ == nullptr) throw connection_error("could not connect: out of memory");
     if (PQstatus(pg_) == CONNECTION_BAD) {
-      std::string msg = trim(PQerrorMessage(pg_));
+      std::string msg = trimmed(PQerrorMessage(pg_));
       close_connection();
       throw connection_error("could not connect: " + msg);
     }
@@ -237,10 +238,10 @@ class link : public std::enable_shared_from_this<link> {
         return next_wait::write;
       case PGRES_POLLING_OK:
         watch_socket();
-        if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trim(PQerrorMessage(pg_)));
+        if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trimmed(PQerrorMessage(pg_)));
         phase_ = phase::idle;
         return next_wait::done;
-      default: fail_connect(trim(PQerrorMessage(pg_)));
+      default: fail_connect(trimmed(PQerrorMessage(pg_)));
     }
   }
 
@@ -256,11 +257,11 @@ class link : public std::enable_shared_from_this<link> {
     finished_ = false;
     flushing_ = false;
     if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
-    if (PQenterPipelineMode(pg_) != 1) return lose(trim(PQerrorMessage(pg_)));
+    if (PQenterPipelineMode(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
     for (const statement& s : statements)
       if (PQsendQueryParams(pg_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-        return lose(trim(PQerrorMessage(pg_)));
-    if (PQpipelineSync(pg_) != 1) return lose(trim(PQerrorMessage(pg_)));
+        return lose(trimmed(PQerrorMessage(pg_)));
+    if (PQpipelineSync(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
     flushing_ = true;
     phase_ = phase::exchanging;
     commit_at_ = statements.size();
@@ -298,7 +299,7 @@ class link : public std::enable_shared_from_this<link> {
     if (flushing_) {
       const int r = PQflush(pg_);
       if (r < 0) {
-        lose(trim(PQerrorMessage(pg_)));
+        lose(trimmed(PQerrorMessage(pg_)));
         return next_wait::done;
       }
       if (r == 1) {
@@ -318,7 +319,7 @@ class link : public std::enable_shared_from_this<link> {
     if (finished_ || pg_ == nullptr) return;
     // On failure libpq marks the connection bad (and closes its socket); the next
     // PQgetResult then reports what it still holds, and the loss.
-    if (PQconsumeInput(pg_) == 0 && PQstatus(pg_) != CONNECTION_BAD) lose(trim(PQerrorMessage(pg_)));
+    if (PQconsumeInput(pg_) == 0 && PQstatus(pg_) != CONNECTION_BAD) lose(trimmed(PQerrorMessage(pg_)));
   }
 
   batch_reply take_reply() { return std::move(reply_); }
@@ -436,7 +437,6 @@ class link : public std::enable_shared_from_this<link> {
   enum class phase { idle, connecting, exchanging };
   enum class reading { answer, terminator, sync };
 
-  static std::string trim(const char* s) { return pqscope::detail::trimmed(s); }
   static server_state state_of(PGTransactionStatusType t) {
     switch (t) {
       case PQTRANS_IDLE: return server_state::idle;
@@ -546,7 +546,7 @@ class link : public std::enable_shared_from_this<link> {
     switch (reading_) {
       case reading::answer: {
         if (raw == nullptr) {
-          lose(trim(PQerrorMessage(pg_)));
+          lose(trimmed(PQerrorMessage(pg_)));
           return false;
         }
         result res{pqscope::detail::adopt(raw)};
@@ -562,7 +562,7 @@ class link : public std::enable_shared_from_this<link> {
           case PGRES_PIPELINE_ABORTED: r.st = reply::status::skipped; break;
           case PGRES_FATAL_ERROR: {
             if (PQstatus(pg_) == CONNECTION_BAD) {
-              lose(trim(PQresultErrorMessage(raw)));
+              lose(trimmed(PQresultErrorMessage(raw)));
               return false;
             }
             r.st = reply::status::error;
@@ -590,11 +590,11 @@ class link : public std::enable_shared_from_this<link> {
         const bool ok = raw != nullptr && PQresultStatus(raw) == PGRES_PIPELINE_SYNC;
         if (raw != nullptr) PQclear(raw);
         if (!ok) {
-          lose(trim(PQerrorMessage(pg_)));
+          lose(trimmed(PQerrorMessage(pg_)));
           return false;
         }
         if (PQexitPipelineMode(pg_) != 1) {
-          lose(trim(PQerrorMessage(pg_)));
+          lose(trimmed(PQerrorMessage(pg_)));
           return false;
         }
         reply_.state = state_of(PQtransactionStatus(pg_));

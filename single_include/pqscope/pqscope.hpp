@@ -2323,7 +2323,6 @@ class libpq_driver {
   // One statement's answer outside the pipeline, then the null result that ends it.
   batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out);
 
-  static std::string trim(const char* s);
   static server_state state_of(PGTransactionStatusType t);
   batch_reply& lost(batch_reply& out, std::string why);
 
@@ -2361,7 +2360,7 @@ PQSCOPE_DECL void libpq_driver::adopt(PGconn* c) {
   if (PQisBusy(c) != 0) throw usage_error("borrow(): the PGconn* has results not yet read");
   was_nonblocking_ = PQisnonblocking(c) != 0;
   if (!was_nonblocking_ && PQsetnonblocking(c, 1) != 0)
-    throw connection_error("borrow(): " + trim(PQerrorMessage(c)));
+    throw connection_error("borrow(): " + detail::trimmed(PQerrorMessage(c)));
   conn_ = c;
   borrowed_ = true;
   closed_reason_.clear();
@@ -2379,15 +2378,15 @@ PQSCOPE_DECL int libpq_driver::copy_start(const statement& s, batch_reply& out) 
   // the end of a COPY started with the extended protocol (seen with 4.3).
   const int sent = s.n_params == 0 ? PQsendQuery(conn_, s.sql)
                                    : PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0);
-  if (sent != 1) return lost(out, trim(PQerrorMessage(conn_))), 0;
+  if (sent != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_))), 0;
   switch (flush(rt)) {
     case io::ok: break;
-    case io::failed: return lost(out, trim(PQerrorMessage(conn_))), 0;
+    case io::failed: return lost(out, detail::trimmed(PQerrorMessage(conn_))), 0;
     case io::expired: return give_up(out, rt), 0;
   }
   if (await_result(rt) == io::expired) return give_up(out, rt), 0;
   PGresult* raw = PQgetResult(conn_);
-  if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_))), 0;
+  if (raw == nullptr) return lost(out, detail::trimmed(PQerrorMessage(conn_))), 0;
   const ExecStatusType st = PQresultStatus(raw);
   if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
     PQclear(raw);
@@ -2403,14 +2402,14 @@ PQSCOPE_DECL bool libpq_driver::copy_put(std::string_view data) {
   for (;;) {
     const int r = PQputCopyData(conn_, data.data(), static_cast<int>(data.size()));
     if (r == 1) break;
-    if (r < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    if (r < 0) return copy_failed(detail::trimmed(PQerrorMessage(conn_)));
     if (!copy_drain(rt)) return false;  // 0: libpq's buffer is full; send some and try again
   }
   // In non-blocking mode libpq's buffer grows instead of refusing data: send it
   // all before taking more, so memory stays at about one chunk.
   switch (flush(rt)) {
     case io::ok: return true;
-    case io::failed: return copy_failed(trim(PQerrorMessage(conn_)));
+    case io::failed: return copy_failed(detail::trimmed(PQerrorMessage(conn_)));
     case io::expired: return copy_expired(rt);
   }
   return true;
@@ -2424,12 +2423,12 @@ PQSCOPE_DECL batch_reply libpq_driver::copy_end(const char* abort_reason) {
   for (;;) {
     const int r = PQputCopyEnd(conn_, abort_reason);
     if (r == 1) break;
-    if (r < 0) return lost(out, trim(PQerrorMessage(conn_)));
+    if (r < 0) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
     if (!copy_drain(rt)) return lost(out, lost_reason());
   }
   switch (flush(rt)) {
     case io::ok: break;
-    case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+    case io::failed: return lost(out, detail::trimmed(PQerrorMessage(conn_)));
     case io::expired: return give_up(out, rt);
   }
   return finish_copy(rt, out);
@@ -2448,11 +2447,11 @@ PQSCOPE_DECL bool libpq_driver::copy_get(std::string_view& row) {
       return true;
     }
     if (n == -1) return false;  // done: the final answer follows
-    if (n < -1) return copy_failed(trim(PQerrorMessage(conn_)));
+    if (n < -1) return copy_failed(detail::trimmed(PQerrorMessage(conn_)));
     short revents = 0;
     const io w = wait(rt, POLLIN, revents);
     if (w == io::expired) return copy_expired(rt);
-    if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(trim(PQerrorMessage(conn_)));
+    if (w == io::failed || PQconsumeInput(conn_) != 1) return copy_failed(detail::trimmed(PQerrorMessage(conn_)));
   }
 }
 
@@ -2471,10 +2470,10 @@ PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
   last_state_ = server_state::unknown;
   round_trip rt = trip();
   if (!await_pending_cancel(rt)) return give_up_pending(out);
-  if (PQsendQuery(conn_, sql) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+  if (PQsendQuery(conn_, sql) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   switch (flush(rt)) {
     case io::ok: break;
-    case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+    case io::failed: return lost(out, detail::trimmed(PQerrorMessage(conn_)));
     case io::expired: return give_up(out, rt);
   }
   for (;;) {
@@ -2491,7 +2490,7 @@ PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
         fill_ok(raw, std::move(res), r);
         break;
       case PGRES_FATAL_ERROR:
-        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, detail::trimmed(PQresultErrorMessage(raw)));
         fill_error(raw, r);
         break;
       case PGRES_COPY_IN:
@@ -2558,10 +2557,10 @@ PQSCOPE_DECL bool libpq_driver::copy_drain(round_trip& rt) {
   short revents = 0;
   const io w = wait(rt, POLLIN | POLLOUT, revents);
   if (w == io::expired) return copy_expired(rt);
-  if (w == io::failed) return copy_failed(trim(PQerrorMessage(conn_)));
+  if (w == io::failed) return copy_failed(detail::trimmed(PQerrorMessage(conn_)));
   if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1)
-    return copy_failed(trim(PQerrorMessage(conn_)));
-  if (PQflush(conn_) < 0) return copy_failed(trim(PQerrorMessage(conn_)));
+    return copy_failed(detail::trimmed(PQerrorMessage(conn_)));
+  if (PQflush(conn_) < 0) return copy_failed(detail::trimmed(PQerrorMessage(conn_)));
   return true;
 }
 
@@ -2590,7 +2589,7 @@ PQSCOPE_DECL void libpq_driver::free_copy_row() noexcept {
 PQSCOPE_DECL batch_reply& libpq_driver::finish_copy(round_trip& rt, batch_reply& out) {
   if (await_result(rt) == io::expired) return give_up(out, rt);
   PGresult* raw = PQgetResult(conn_);
-  if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
+  if (raw == nullptr) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   return read_final(rt, raw, out);
 }
 
@@ -2604,7 +2603,7 @@ PQSCOPE_DECL batch_reply& libpq_driver::read_final(round_trip& rt, PGresult* raw
       fill_ok(raw, std::move(res), r);
       break;
     case PGRES_FATAL_ERROR:
-      if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+      if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, detail::trimmed(PQresultErrorMessage(raw)));
       fill_error(raw, r);
       break;
     default:
@@ -2653,13 +2652,13 @@ PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::str
   conn_ = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
   if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
   if (PQstatus(conn_) != CONNECTION_OK) {
-    std::string msg = trim(PQerrorMessage(conn_));
+    std::string msg = detail::trimmed(PQerrorMessage(conn_));
     close();
     throw connection_error("could not connect: " + msg);
   }
   // Every wait is a poll() with a deadline; libpq never blocks on the socket.
   if (PQsetnonblocking(conn_, 1) != 0) {
-    std::string msg = trim(PQerrorMessage(conn_));
+    std::string msg = detail::trimmed(PQerrorMessage(conn_));
     close();
     throw connection_error("could not connect: " + msg);
   }
@@ -2706,15 +2705,15 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
     rt.deadline = clock::now() + net_.timeout;
   }
   if (!await_pending_cancel(rt)) return give_up_pending(out);
-  if (PQenterPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+  if (PQenterPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   for (const statement& s : batch) {
     if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-      return lost(out, trim(PQerrorMessage(conn_)));
+      return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   }
-  if (PQpipelineSync(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+  if (PQpipelineSync(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   switch (flush(rt)) {
     case io::ok: break;
-    case io::failed: return lost(out, trim(PQerrorMessage(conn_)));
+    case io::failed: return lost(out, detail::trimmed(PQerrorMessage(conn_)));
     case io::expired: return give_up(out, rt);
   }
 
@@ -2723,7 +2722,7 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
     rt.awaiting = i;
     if (await_result(rt) == io::expired) return give_up(out, rt);
     PGresult* raw = PQgetResult(conn_);
-    if (raw == nullptr) return lost(out, trim(PQerrorMessage(conn_)));
+    if (raw == nullptr) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
     result res{detail::adopt(raw)};
     switch (PQresultStatus(raw)) {
       case PGRES_COMMAND_OK:
@@ -2735,7 +2734,7 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
         r.st = reply::status::skipped;
         break;
       case PGRES_FATAL_ERROR:
-        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, trim(PQresultErrorMessage(raw)));
+        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, detail::trimmed(PQresultErrorMessage(raw)));
         fill_error(raw, r);
         break;
       default:
@@ -2755,8 +2754,8 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
   PGresult* sync = PQgetResult(conn_);
   bool sync_ok = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
   if (sync != nullptr) PQclear(sync);
-  if (!sync_ok) return lost(out, trim(PQerrorMessage(conn_)));
-  if (PQexitPipelineMode(conn_) != 1) return lost(out, trim(PQerrorMessage(conn_)));
+  if (!sync_ok) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+  if (PQexitPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   out.state = state_of(PQtransactionStatus(conn_));
   if (before == server_state::idle && out.state == server_state::in_transaction && !opens_transaction(batch) &&
       is_open())
@@ -2987,8 +2986,6 @@ PQSCOPE_DECL std::string trimmed(const char* s) {
   return r;
 }
 }  // namespace detail
-
-PQSCOPE_DECL std::string libpq_driver::trim(const char* s) { return detail::trimmed(s); }
 
 PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
   switch (t) {
