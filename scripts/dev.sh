@@ -21,7 +21,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/servers.sh
 . "$ROOT/scripts/lib/servers.sh"
 
-PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 pkg-config libpq-dev postgresql-15 pgbouncer pgpool2 libboost-test-dev libboost-dev)
+PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 pkg-config libpq-dev postgresql-15 pgbouncer pgpool2 libboost-test-dev libboost-dev
+  libpg-query-dev nlohmann-json3-dev)
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 deps() {

@@ -145,16 +145,15 @@ class basic_connection {
     std::shared_ptr<detail::statement_slot> slot;
     try {
       const char* text = sql.c_str();
-      for (std::string_view one : detail::split_statements(sql.view())) {
-        if (std::string_view kw = detail::transaction_control_keyword(one); !kw.empty())
-          throw usage_error("execute_script(): its statement \"" + std::string(one.substr(0, 60)) +
-                            "\" would control the transaction behind pqscope's back; use pqscope::transaction "
-                            "or pqscope::atomic around the script instead");
-        if (detail::is_copy_stream(one))
-          throw usage_error("execute_script(): COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() "
-                            "or copy_out()");
-        check_session_state(one, sql.session_state_allowed());
-      }
+      // Every statement of the script, read as the server reads it.
+      if (const std::string one = detail::script_control_statement(sql.view()); !one.empty())
+        throw usage_error("execute_script(): its statement \"" + one.substr(0, 60) +
+                          "\" would control the transaction behind pqscope's back; use pqscope::transaction "
+                          "or pqscope::atomic around the script instead");
+      if (!detail::script_copy_statement(sql.view()).empty())
+        throw usage_error("execute_script(): COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() "
+                          "or copy_out()");
+      check_session_state(sql.view(), sql.session_state_allowed());
       slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
     } catch (const std::exception& e) {
       if (options_.observer) notify_refusal(sql, 0, e);

@@ -3066,16 +3066,475 @@ void copy_driver_settings(D& to, const D& from) {
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/sql_text.hpp>
-// Reads only the leading keywords of a statement: enough to refuse transaction
-// control that would go behind the scope machine's back. Best effort by design;
-// the server-state check after every batch catches what this misses.
+// What pqscope reads off a statement's text before sending it: transaction
+// control that would go behind the scope machine's back, COPY, the $n
+// placeholders, and where the statements of a script begin and end. All of it
+// from the tokens of sql_lexer.hpp, which follows the server's lexical rules.
+// The server-state check after every batch backs these checks up.
 
+#include <cstddef>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/sql_lexer.hpp>
+// PostgreSQL's lexical rules (src/backend/parser/scan.l in PostgreSQL 15), as
+// far as pqscope's checks need them: where comments, string constants, quoted
+// names and dollar quotes begin and end, and what a name or a string stands for
+// once decoded. The checks that read statements (transaction control, COPY, the
+// pooler guard, placeholders, splitting scripts) all read tokens from here, so
+// that none of them can disagree with the server about where code is.
+//
+// Differences from the server are all on the side of seeing more code, never
+// less: a vertical tab separates tokens (PostgreSQL 15 rejects it), and numbers
+// are read loosely (1x reads as 1 and x; the server rejects it or reads the same).
+// The tests hold this lexer against libpg_query (PostgreSQL's own parser).
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+struct sql_token {
+  enum kind_t : unsigned char {
+    end,        // no more tokens
+    ident,      // an unquoted name or keyword
+    qident,     // "quoted name"
+    uident,     // U&"quoted name" [UESCAPE 'c']
+    string,     // 'standard' or N'national': backslash escapes only without standard_conforming_strings
+    estring,    // E'escape string'
+    ustring,    // U&'unicode string' [UESCAPE 'c']
+    bitstring,  // B'0101' or X'1f': no escapes at all
+    dstring,    // $tag$dollar-quoted$tag$
+    param,      // $1
+    number,
+    symbol,     // one character of punctuation or of an operator; "::" is one
+  };
+  kind_t kind = end;
+  std::string_view text;  // as written, prefix, quotes and any UESCAPE clause included
+  std::string_view body;  // ident: the text; quoted forms: between the quotes, escapes as written
+  char escape = '\\';     // uident, ustring: the Unicode escape character
+
+  [[nodiscard]] bool is(char c) const noexcept { return kind == symbol && text.size() == 1 && text[0] == c; }
+  // An unquoted word equal to `upper` (ASCII letters, compared case-insensitively).
+  [[nodiscard]] bool keyword(std::string_view upper) const noexcept;
+  [[nodiscard]] bool is_name() const noexcept { return kind == ident || kind == qident || kind == uident; }
+  [[nodiscard]] bool is_string() const noexcept {
+    return kind == string || kind == estring || kind == ustring || kind == dstring || kind == bitstring;
+  }
+};
+
+class sql_lexer {
+ public:
+  // standard_strings: the session's standard_conforming_strings (on by default
+  // since PostgreSQL 9.1); off, a backslash in a plain 'literal' escapes the quote.
+  explicit sql_lexer(std::string_view sql, bool standard_strings = true) noexcept
+      : s_(sql), standard_(standard_strings) {}
+
+  // The next token; kind end at the end of the text, and also where the text
+  // ends inside a comment, string or quoted name (then broken() is true: the
+  // server rejects such a text whole).
+  sql_token next() noexcept;
+  [[nodiscard]] bool broken() const noexcept { return broken_; }
+  [[nodiscard]] std::size_t offset() const noexcept { return pos_; }
+  [[nodiscard]] bool standard_strings() const noexcept { return standard_; }
+
+ private:
+  void skip_blank() noexcept;
+  std::size_t quoted_end(std::size_t from, char quote, bool backslash) noexcept;  // npos: unterminated
+  void read_uescape(sql_token& t) noexcept;
+
+  std::string_view s_;
+  std::size_t pos_ = 0;
+  bool standard_;
+  bool broken_ = false;
+};
+
+// White space as the lexer skips it; a vertical tab counts (see the top).
+constexpr bool sql_space(char c) noexcept {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+// The name a name token stands for, as the server resolves it: unquoted names
+// folded to lower case (ASCII letters: the server leaves other bytes alone in
+// UTF-8 databases), quoted ones with "" undoubled, U&"..." decoded to UTF-8.
+// False if `t` is no name or does not decode (the server rejects it then).
+PQSCOPE_DECL bool token_name(const sql_token& t, std::string& out);
+// Whether `t` names exactly `lower` (a lower-case ASCII name). Allocates only
+// for U&"..." names.
+PQSCOPE_DECL bool names(const sql_token& t, std::string_view lower);
+// The value of a string constant, escapes decoded as the server decodes them
+// with the given standard_conforming_strings. False if `t` is no string or an
+// escape is invalid (the server rejects it then).
+PQSCOPE_DECL bool token_string(const sql_token& t, bool standard_strings, std::string& out);
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+namespace lex {
+constexpr bool ident_start(char c) noexcept {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || static_cast<unsigned char>(c) >= 0x80;
+}
+constexpr bool digit(char c) noexcept { return c >= '0' && c <= '9'; }
+constexpr bool ident_cont(char c) noexcept { return ident_start(c) || digit(c) || c == '$'; }
+constexpr char lower(char c) noexcept { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+constexpr bool hex(char c) noexcept { return digit(c) || (lower(c) >= 'a' && lower(c) <= 'f'); }
+constexpr int hex_value(char c) noexcept { return digit(c) ? c - '0' : lower(c) - 'a' + 10; }
+
+inline void put_utf8(std::string& out, unsigned long cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else if (cp < 0x10000) {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (cp >> 18));
+    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+// A code point, joining a surrogate pair as the server does; false if invalid.
+inline bool add_code_point(std::string& out, unsigned long cp, unsigned long& pending_high) {
+  if (pending_high != 0) {
+    if (cp < 0xDC00 || cp > 0xDFFF) return false;
+    cp = 0x10000 + ((pending_high - 0xD800) << 10) + (cp - 0xDC00);
+    pending_high = 0;
+  } else if (cp >= 0xD800 && cp <= 0xDBFF) {
+    pending_high = cp;
+    return true;
+  } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+    return false;
+  }
+  if (cp == 0 || cp > 0x10FFFF) return false;
+  put_utf8(out, cp);
+  return true;
+}
+
+// U&"..." and U&'...' bodies: \XXXX, \+XXXXXX, and the escape doubled.
+inline bool decode_unicode(std::string_view body, char escape, char quote, std::string& out) {
+  unsigned long high = 0;
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (c == quote) {  // doubled quote
+      if (high != 0) return false;
+      out += c;
+      ++i;
+      continue;
+    }
+    if (c != escape) {
+      if (high != 0) return false;
+      out += c;
+      continue;
+    }
+    if (i + 1 < body.size() && body[i + 1] == escape) {
+      if (high != 0) return false;
+      out += escape;
+      ++i;
+      continue;
+    }
+    std::size_t digits = 4, at = i + 1;
+    if (at < body.size() && body[at] == '+') {
+      digits = 6;
+      ++at;
+    }
+    if (at + digits > body.size()) return false;
+    unsigned long cp = 0;
+    for (std::size_t k = 0; k < digits; ++k) {
+      if (!hex(body[at + k])) return false;
+      cp = cp * 16 + static_cast<unsigned long>(hex_value(body[at + k]));
+    }
+    if (!add_code_point(out, cp, high)) return false;
+    i = at + digits - 1;
+  }
+  return high == 0;
+}
+
+// Backslash escapes of E'...' (and of '...' without standard_conforming_strings).
+inline bool decode_backslashes(std::string_view body, std::string& out) {
+  unsigned long high = 0;
+  for (std::size_t i = 0; i < body.size(); ++i) {
+    const char c = body[i];
+    if (c == '\'') {  // doubled quote
+      out += c;
+      ++i;
+      continue;
+    }
+    if (c != '\\' || i + 1 >= body.size()) {
+      if (high != 0) return false;
+      out += c;
+      continue;
+    }
+    const char e = body[++i];
+    if (e == 'u' || e == 'U') {
+      const std::size_t digits = e == 'u' ? 4 : 8;
+      if (i + digits >= body.size()) return false;
+      unsigned long cp = 0;
+      for (std::size_t k = 1; k <= digits; ++k) {
+        if (!hex(body[i + k])) return false;
+        cp = cp * 16 + static_cast<unsigned long>(hex_value(body[i + k]));
+      }
+      if (!add_code_point(out, cp, high)) return false;
+      i += digits;
+      continue;
+    }
+    if (high != 0) return false;
+    if (e >= '0' && e <= '7') {
+      int v = e - '0';
+      for (int k = 0; k < 2 && i + 1 < body.size() && body[i + 1] >= '0' && body[i + 1] <= '7'; ++k)
+        v = v * 8 + (body[++i] - '0');
+      out += static_cast<char>(v & 0xFF);
+    } else if (e == 'x' && i + 1 < body.size() && hex(body[i + 1])) {
+      int v = hex_value(body[++i]);
+      if (i + 1 < body.size() && hex(body[i + 1])) v = v * 16 + hex_value(body[++i]);
+      out += static_cast<char>(v);
+    } else {
+      switch (e) {
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        default: out += e; break;
+      }
+    }
+  }
+  return high == 0;
+}
+}  // namespace lex
+
+PQSCOPE_DECL bool sql_token::keyword(std::string_view upper) const noexcept {
+  if (kind != ident || text.size() != upper.size()) return false;
+  for (std::size_t i = 0; i < text.size(); ++i)
+    if (lex::lower(text[i]) != lex::lower(upper[i])) return false;
+  return true;
+}
+
+PQSCOPE_DECL void sql_lexer::skip_blank() noexcept {
+  while (pos_ < s_.size()) {
+    const char c = s_[pos_];
+    if (sql_space(c)) {
+      ++pos_;
+    } else if (c == '-' && pos_ + 1 < s_.size() && s_[pos_ + 1] == '-') {
+      // A -- comment ends at a newline or a carriage return (scan.l: non_newline [^\n\r]).
+      while (pos_ < s_.size() && s_[pos_] != '\n' && s_[pos_] != '\r') ++pos_;
+    } else if (c == '/' && pos_ + 1 < s_.size() && s_[pos_ + 1] == '*') {
+      int level = 0;
+      std::size_t i = pos_;
+      for (; i + 1 < s_.size(); ++i) {
+        if (s_[i] == '/' && s_[i + 1] == '*') {
+          ++level;
+          ++i;
+        } else if (s_[i] == '*' && s_[i + 1] == '/') {
+          ++i;
+          if (--level == 0) break;
+        }
+      }
+      if (level != 0) {
+        broken_ = true;
+        pos_ = s_.size();
+        return;
+      }
+      pos_ = i + 1;
+    } else {
+      return;
+    }
+  }
+}
+
+// The index just past the closing quote of a body starting at `from`; doubled
+// quotes stay inside, and so does a quote after a backslash when `backslash`.
+PQSCOPE_DECL std::size_t sql_lexer::quoted_end(std::size_t from, char quote, bool backslash) noexcept {
+  for (std::size_t i = from; i < s_.size(); ++i) {
+    if (backslash && s_[i] == '\\') {
+      ++i;
+      continue;
+    }
+    if (s_[i] != quote) continue;
+    if (i + 1 < s_.size() && s_[i + 1] == quote) {
+      ++i;
+      continue;
+    }
+    return i + 1;
+  }
+  return std::string_view::npos;
+}
+
+// U&"..." UESCAPE 'c': the server's grammar reads the clause after the token.
+PQSCOPE_DECL void sql_lexer::read_uescape(sql_token& t) noexcept {
+  const std::size_t start = t.text.data() - s_.data();
+  const std::size_t save = pos_;
+  const bool was_broken = broken_;
+  skip_blank();
+  if (s_.size() - pos_ >= 7) {
+    bool word = true;
+    for (std::size_t k = 0; k < 7; ++k) word = word && lex::lower(s_[pos_ + k]) == "uescape"[k];
+    if (word && (pos_ + 7 == s_.size() || !lex::ident_cont(s_[pos_ + 7]))) {
+      pos_ += 7;
+      skip_blank();
+      if (pos_ + 2 < s_.size() && s_[pos_] == '\'' && s_[pos_ + 2] == '\'') {
+        t.escape = s_[pos_ + 1];
+        pos_ += 3;
+        t.text = s_.substr(start, pos_ - start);
+        return;
+      }
+    }
+  }
+  pos_ = save;
+  broken_ = was_broken;
+}
+
+PQSCOPE_DECL sql_token sql_lexer::next() noexcept {
+  sql_token t;
+  skip_blank();
+  if (broken_ || pos_ >= s_.size()) return t;
+  const std::size_t start = pos_;
+  const char c = s_[pos_];
+  const char c1 = pos_ + 1 < s_.size() ? s_[pos_ + 1] : '\0';
+  const char c2 = pos_ + 2 < s_.size() ? s_[pos_ + 2] : '\0';
+
+  auto quoted = [&](sql_token::kind_t kind, std::size_t prefix, char quote, bool backslash) {
+    const std::size_t end = quoted_end(start + prefix + 1, quote, backslash);
+    if (end == std::string_view::npos) {
+      broken_ = true;
+      pos_ = s_.size();
+      return sql_token{};
+    }
+    t.kind = kind;
+    t.body = s_.substr(start + prefix + 1, end - 1 - (start + prefix + 1));
+    pos_ = end;
+    t.text = s_.substr(start, pos_ - start);
+    if (kind == sql_token::uident || kind == sql_token::ustring) read_uescape(t);
+    return t;
+  };
+
+  if ((c == 'u' || c == 'U') && c1 == '&' && (c2 == '\'' || c2 == '"'))
+    return quoted(c2 == '"' ? sql_token::uident : sql_token::ustring, 2, c2, false);
+  if ((c == 'e' || c == 'E') && c1 == '\'') return quoted(sql_token::estring, 1, '\'', true);
+  if ((c == 'n' || c == 'N') && c1 == '\'') return quoted(sql_token::string, 1, '\'', !standard_);
+  if ((c == 'b' || c == 'B' || c == 'x' || c == 'X') && c1 == '\'') return quoted(sql_token::bitstring, 1, '\'', false);
+  if (c == '\'') return quoted(sql_token::string, 0, '\'', !standard_);
+  if (c == '"') return quoted(sql_token::qident, 0, '"', false);
+
+  if (lex::ident_start(c)) {
+    while (pos_ < s_.size() && lex::ident_cont(s_[pos_])) ++pos_;
+    t.kind = sql_token::ident;
+    t.text = t.body = s_.substr(start, pos_ - start);
+    return t;
+  }
+  if (c == '$') {
+    if (lex::digit(c1)) {
+      ++pos_;
+      while (pos_ < s_.size() && lex::digit(s_[pos_])) ++pos_;
+      t.kind = sql_token::param;
+      t.text = t.body = s_.substr(start, pos_ - start);
+      return t;
+    }
+    // $tag$: the tag is empty or starts with a letter; no $ inside it.
+    std::size_t j = pos_ + 1;
+    if (j < s_.size() && lex::ident_start(s_[j]))
+      while (j < s_.size() && (lex::ident_start(s_[j]) || lex::digit(s_[j]))) ++j;
+    if (j < s_.size() && s_[j] == '$') {
+      const std::string_view tag = s_.substr(start, j + 1 - start);
+      const std::size_t close = s_.find(tag, j + 1);
+      if (close == std::string_view::npos) {
+        broken_ = true;
+        pos_ = s_.size();
+        return sql_token{};
+      }
+      t.kind = sql_token::dstring;
+      t.body = s_.substr(j + 1, close - (j + 1));
+      pos_ = close + tag.size();
+      t.text = s_.substr(start, pos_ - start);
+      return t;
+    }
+  }
+  if (lex::digit(c) || (c == '.' && lex::digit(c1))) {
+    while (pos_ < s_.size() && lex::digit(s_[pos_])) ++pos_;
+    if (pos_ < s_.size() && s_[pos_] == '.' && !(pos_ + 1 < s_.size() && s_[pos_ + 1] == '.')) {
+      ++pos_;
+      while (pos_ < s_.size() && lex::digit(s_[pos_])) ++pos_;
+    }
+    if (pos_ < s_.size() && (s_[pos_] == 'e' || s_[pos_] == 'E')) {
+      std::size_t k = pos_ + 1;
+      if (k < s_.size() && (s_[k] == '+' || s_[k] == '-')) ++k;
+      if (k < s_.size() && lex::digit(s_[k])) {
+        pos_ = k;
+        while (pos_ < s_.size() && lex::digit(s_[pos_])) ++pos_;
+      }
+    }
+    t.kind = sql_token::number;
+    t.text = t.body = s_.substr(start, pos_ - start);
+    return t;
+  }
+  t.kind = sql_token::symbol;
+  pos_ += (c == ':' && c1 == ':') ? 2 : 1;
+  t.text = t.body = s_.substr(start, pos_ - start);
+  return t;
+}
+
+PQSCOPE_DECL bool token_name(const sql_token& t, std::string& out) {
+  out.clear();
+  switch (t.kind) {
+    case sql_token::ident:
+      for (char c : t.text) out += lex::lower(c);
+      break;
+    case sql_token::qident:
+      for (std::size_t i = 0; i < t.body.size(); ++i) {
+        out += t.body[i];
+        if (t.body[i] == '"') ++i;
+      }
+      if (out.empty()) return false;  // zero-length delimited identifier
+      break;
+    case sql_token::uident:
+      if (!lex::decode_unicode(t.body, t.escape, '"', out) || out.empty()) return false;
+      break;
+    default: return false;
+  }
+  if (out.size() > 63) out.resize(63);  // NAMEDATALEN - 1, as the server truncates
+  return true;
+}
+
+PQSCOPE_DECL bool names(const sql_token& t, std::string_view lower) {
+  if (t.kind == sql_token::ident) {
+    if (t.text.size() != lower.size()) return false;
+    for (std::size_t i = 0; i < lower.size(); ++i)
+      if (lex::lower(t.text[i]) != lower[i]) return false;
+    return true;
+  }
+  if (t.kind == sql_token::qident && t.body.find('"') == std::string_view::npos) return t.body == lower;
+  std::string n;
+  return token_name(t, n) && n == lower;
+}
+
+PQSCOPE_DECL bool token_string(const sql_token& t, bool standard_strings, std::string& out) {
+  out.clear();
+  switch (t.kind) {
+    case sql_token::string:
+      if (!standard_strings) return lex::decode_backslashes(t.body, out);
+      for (std::size_t i = 0; i < t.body.size(); ++i) {
+        out += t.body[i];
+        if (t.body[i] == '\'') ++i;
+      }
+      return true;
+    case sql_token::estring: return lex::decode_backslashes(t.body, out);
+    case sql_token::ustring: return lex::decode_unicode(t.body, t.escape, '\'', out);
+    case sql_token::dstring: out.assign(t.body.data(), t.body.size()); return true;
+    default: return false;
+  }
+}
+#endif
+
+}  // namespace pqscope::detail
 
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 #include <algorithm>  // the function bodies only
@@ -3087,255 +3546,43 @@ namespace pqscope::detail {
 // calls, and this runs for every statement).
 constexpr bool ascii_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 constexpr bool ascii_digit(char c) { return c >= '0' && c <= '9'; }
-constexpr bool ascii_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+constexpr bool ascii_space(char c) { return sql_space(c); }
 constexpr char ascii_upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
 
-// Skips white space, empty statements (the server drops them, so ";COMMIT" is a
-// COMMIT) and comments (-- and nested /* */) at the front.
-PQSCOPE_DECL std::string_view skip_blank(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string_view skip_blank(std::string_view s) {
-  for (;;) {
-    while (!s.empty() && (ascii_space(s.front()) || s.front() == ';'))
-      s.remove_prefix(1);
-    if (s.substr(0, 2) == "--") {
-      auto nl = s.find('\n');
-      s = nl == std::string_view::npos ? std::string_view{} : s.substr(nl + 1);
-    } else if (s.substr(0, 2) == "/*") {
-      int level = 0;
-      std::size_t i = 0;
-      for (; i + 1 < s.size(); ++i) {
-        if (s[i] == '/' && s[i + 1] == '*') {
-          ++level;
-          ++i;
-        } else if (s[i] == '*' && s[i + 1] == '/') {
-          ++i;
-          if (--level == 0) break;
-        }
-      }
-      s = i + 1 < s.size() ? s.substr(i + 1) : std::string_view{};
-    } else {
-      return s;
-    }
-  }
-}
-#endif
-
-// The next word, upper-cased, and the text after it. Only the first 31 letters are
-// kept (every keyword or setting name looked for is shorter); a longer word reads
-// as "#". No allocation: this runs for every statement.
-struct word {
-  char text[32] = {};
-  std::size_t size = 0;
-  bool operator==(std::string_view k) const { return std::string_view(text, size) == k; }
-  bool operator!=(std::string_view k) const { return !(*this == k); }
+// The tokens of a text and its statements, as [first, last) token ranges: split
+// at semicolons, except inside a BEGIN ATOMIC ... END function body; empty
+// statements dropped. broken: the text ends inside a comment, string or quoted
+// name (the server rejects all of it).
+struct sql_statements {
+  std::vector<sql_token> tokens;
+  std::vector<std::pair<std::size_t, std::size_t>> ranges;
+  bool broken = false;
 };
-PQSCOPE_DECL word next_word(std::string_view& s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL word next_word(std::string_view& s) {
-  s = skip_blank(s);
-  word w;
-  bool too_long = false;
-  while (!s.empty() && (ascii_alpha(s.front()) || s.front() == '_')) {
-    if (w.size < sizeof w.text - 1)
-      w.text[w.size++] = ascii_upper(s.front());
-    else
-      too_long = true;
-    s.remove_prefix(1);
-  }
-  if (too_long) {
-    w.text[0] = '#';
-    w.size = 1;
-  }
-  return w;
-}
-#endif
+// atomic_bodies false: every semicolon ends a statement (a PL/pgSQL body).
+PQSCOPE_DECL sql_statements read_statements(std::string_view sql, bool standard_strings = true,
+                                            bool atomic_bodies = true);
 
-// Non-empty (the keyword) when the statement starts, commits or rolls back a
-// transaction or a savepoint.
+// Non-empty (the keyword) when the text's first statement starts, commits or
+// rolls back a transaction or a savepoint.
 PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql) {
-  const word first = next_word(sql);
-  const word second = next_word(sql);
-  if (first == "BEGIN") return "BEGIN";
-  if (first == "SAVEPOINT") return "SAVEPOINT";
-  if (first == "RELEASE") return "RELEASE";
-  if (first == "START" && second == "TRANSACTION") return "START TRANSACTION";
-  if (first == "PREPARE" && second == "TRANSACTION") return "PREPARE TRANSACTION";
-  // COMMIT PREPARED / ROLLBACK PREPARED finish a two-phase transaction, not this session's.
-  if (first == "COMMIT" && second != "PREPARED") return "COMMIT";
-  if (first == "ROLLBACK" && second != "PREPARED") return "ROLLBACK";
-  if (first == "END") return "END";
-  if (first == "ABORT") return "ABORT";
-  return {};
-}
-#endif
 
-// COPY FROM STDIN / TO STDOUT needs the copy sub-protocol, which a pipeline cannot carry.
+// 'i' for COPY ... FROM STDIN, 'o' for COPY ... TO STDOUT (the copy sub-protocol,
+// which a pipeline cannot carry), '\0' for anything else.
+PQSCOPE_DECL char copy_stream_direction(std::string_view sql);
 PQSCOPE_DECL bool is_copy_stream(std::string_view sql);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool is_copy_stream(std::string_view sql) {
-  std::string_view rest = sql;
-  if (next_word(rest) != "COPY") return false;
-  std::string upper;
-  for (char c : rest) upper += ascii_upper(c);
-  return upper.find("STDIN") != std::string::npos || upper.find("STDOUT") != std::string::npos;
-}
-#endif
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-// Walks SQL text as the server's lexer splits it, as far as pqscope needs:
-// comments, string literals (standard, E'' escape strings, dollar-quoted) and
-// quoted identifiers are skipped whole; on(kind, text) is called for each word
-// (a $ inside one belongs to it: PostgreSQL allows foo$1 as a name), each $n
-// placeholder and each other character but white space. false if the text ends inside a quote
-// or comment.
-enum class sql_token { word, placeholder, symbol };
-template <class F>
-bool scan_sql(std::string_view s, F&& on) {
-  auto ident_char = [](char c) {
-    return (ascii_alpha(c) || ascii_digit(c)) || c == '_' || c == '$' || static_cast<unsigned char>(c) >= 0x80;
-  };
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    const char c = s[i];
-    if (c == '-' && i + 1 < n && s[i + 1] == '-') {  // -- comment
-      const std::size_t nl = s.find('\n', i);
-      i = nl == std::string_view::npos ? n : nl + 1;
-    } else if (c == '/' && i + 1 < n && s[i + 1] == '*') {  // nested /* */ comment
-      int level = 0;
-      for (; i + 1 < n; ++i) {
-        if (s[i] == '/' && s[i + 1] == '*') {
-          ++level;
-          ++i;
-        } else if (s[i] == '*' && s[i + 1] == '/') {
-          ++i;
-          if (--level == 0) break;
-        }
-      }
-      if (level != 0) return false;
-      ++i;
-    } else if (c == '\'' || c == '"') {  // 'literal', "identifier"; doubled quotes stay inside
-      // E'...' (or e'...') allows backslash escapes; a standard literal does not.
-      const bool escapes = c == '\'' && i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
-                           (i < 2 || !ident_char(s[i - 2]));
-      ++i;
-      for (;;) {
-        if (i >= n) return false;
-        if (escapes && s[i] == '\\') {
-          i += 2;
-          continue;
-        }
-        if (s[i] == c) {
-          if (i + 1 < n && s[i + 1] == c) {
-            i += 2;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        ++i;
-      }
-    } else if (c == '$' && (i == 0 || !ident_char(s[i - 1]))) {
-      if (i + 1 < n && ascii_digit(s[i + 1])) {  // $n
-        std::size_t j = i + 1;
-        while (j < n && ascii_digit(s[j])) ++j;
-        on(sql_token::placeholder, s.substr(i, j - i));
-        i = j;
-        continue;
-      }
-      // $tag$ ... $tag$: the tag is empty or an identifier that does not start with a digit
-      std::size_t j = i + 1;
-      while (j < n && s[j] != '$' && ((ascii_alpha(s[j]) || ascii_digit(s[j])) || s[j] == '_' ||
-                                      static_cast<unsigned char>(s[j]) >= 0x80))
-        ++j;
-      if (j < n && s[j] == '$') {
-        const std::string_view tag = s.substr(i, j - i + 1);
-        const std::size_t end = s.find(tag, j + 1);
-        if (end == std::string_view::npos) return false;
-        i = end + tag.size();
-      } else {
-        on(sql_token::symbol, s.substr(i, 1));
-        i = j;
-      }
-    } else if (ident_char(c)) {
-      const std::size_t start = i;
-      while (i < n && ident_char(s[i])) ++i;
-      on(sql_token::word, s.substr(start, i - start));
-    } else {
-      if (!ascii_space(c)) on(sql_token::symbol, s.substr(i, 1));
-      ++i;
-    }
-  }
-  return true;
-}
-#endif
+// A script (several statements, one simple-protocol query): the first statement
+// that controls the transaction or streams COPY, as written; empty if none. The
+// text is read both with and without standard_conforming_strings, so that a
+// statement is found whichever the session has.
+PQSCOPE_DECL std::string script_control_statement(std::string_view sql);
+PQSCOPE_DECL std::string script_copy_statement(std::string_view sql);
 
 // The highest $n placeholder in a statement: the number of parameters the server
 // will want. Placeholders inside literals, quoted identifiers and comments do not
 // count. Returns -1 for SQL it cannot read to the end (an unterminated quote or
 // comment): the server will say what is wrong.
 PQSCOPE_DECL int highest_placeholder(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL int highest_placeholder(std::string_view s) {
-  int highest = 0;
-  const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
-    if (k != sql_token::placeholder) return;
-    long v = 0;
-    for (char d : t.substr(1))
-      if (v < 100000) v = v * 10 + (d - '0');
-    if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
-  });
-  return whole ? highest : -1;
-}
-#endif
-
-// The statements of a script, split at the semicolons the server splits at (not
-// inside literals, comments, or a BEGIN ATOMIC ... END function body); blank ones
-// dropped. Text it cannot read to the end is one statement: the server will say.
-PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s) {
-  std::vector<std::string_view> out;
-  std::size_t start = 0, atomic = 0;
-  bool after_begin = false;
-  auto is = [](std::string_view w, std::string_view k) {
-    if (w.size() != k.size()) return false;
-    for (std::size_t i = 0; i < w.size(); ++i)
-      if (ascii_upper(w[i]) != k[i]) return false;
-    return true;
-  };
-  auto add = [&](std::size_t end) {
-    const std::string_view st = s.substr(start, end - start);
-    if (!skip_blank(st).empty()) out.push_back(st);
-  };
-  const bool whole = scan_sql(s, [&](sql_token k, std::string_view t) {
-    if (k == sql_token::word) {
-      if ((after_begin && is(t, "ATOMIC")) || (atomic > 0 && is(t, "CASE")))
-        ++atomic;
-      else if (atomic > 0 && is(t, "END"))
-        --atomic;
-      after_begin = is(t, "BEGIN");
-      return;
-    }
-    after_begin = false;
-    if (k == sql_token::symbol && t == ";" && atomic == 0) {
-      const auto end = static_cast<std::size_t>(t.data() - s.data());
-      add(end);
-      start = end + 1;
-    }
-  });
-  if (!whole) {
-    out.clear();
-    if (!skip_blank(s).empty()) out.push_back(s);
-    return out;
-  }
-  add(s.size());
-  return out;
-}
-#endif
 
 // The statement's placeholders must match the parameters given, both ways: the
 // server's own message ("bind message supplies 1 parameters, but prepared
@@ -3344,7 +3591,136 @@ PQSCOPE_DECL std::vector<std::string_view> split_statements(std::string_view s) 
 // `wanted` is highest_placeholder(sql), when the caller knows it.
 PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, int wanted);
 PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given);
+
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL sql_statements read_statements(std::string_view sql, bool standard_strings, bool atomic_bodies) {
+  sql_statements out;
+  sql_lexer lx(sql, standard_strings);
+  for (sql_token t = lx.next(); t.kind != sql_token::end; t = lx.next()) out.tokens.push_back(t);
+  out.broken = lx.broken();
+  std::size_t start = 0, atomic = 0;
+  bool after_begin = false;
+  auto add = [&](std::size_t end) {
+    if (end > start) out.ranges.emplace_back(start, end);
+  };
+  for (std::size_t i = 0; i < out.tokens.size(); ++i) {
+    const sql_token& t = out.tokens[i];
+    if (atomic_bodies && t.kind == sql_token::ident) {
+      // BEGIN ATOMIC ... END, in which CASE ... END nests.
+      if ((after_begin && t.keyword("ATOMIC")) || (atomic > 0 && t.keyword("CASE")))
+        ++atomic;
+      else if (atomic > 0 && t.keyword("END"))
+        --atomic;
+      after_begin = t.keyword("BEGIN");
+      continue;
+    }
+    after_begin = false;
+    if (t.is(';') && atomic == 0) {
+      add(i);
+      start = i + 1;
+    }
+  }
+  add(out.tokens.size());
+  return out;
+}
+
+namespace sql_text {
+// The keyword of a statement given its first two tokens, or empty.
+inline std::string_view control_keyword(const sql_token& first, const sql_token& second) {
+  if (first.keyword("BEGIN")) return "BEGIN";
+  if (first.keyword("SAVEPOINT")) return "SAVEPOINT";
+  if (first.keyword("RELEASE")) return "RELEASE";
+  if (first.keyword("START") && second.keyword("TRANSACTION")) return "START TRANSACTION";
+  if (first.keyword("PREPARE") && second.keyword("TRANSACTION")) return "PREPARE TRANSACTION";
+  // COMMIT PREPARED / ROLLBACK PREPARED finish a two-phase transaction, not this session's.
+  if (first.keyword("COMMIT") && !second.keyword("PREPARED")) return "COMMIT";
+  if (first.keyword("ROLLBACK") && !second.keyword("PREPARED")) return "ROLLBACK";
+  if (first.keyword("END")) return "END";
+  if (first.keyword("ABORT")) return "ABORT";
+  return {};
+}
+
+inline std::string_view text_of(const sql_statements& st, std::size_t b, std::size_t e) {
+  const char* from = st.tokens[b].text.data();
+  const char* to = st.tokens[e - 1].text.data() + st.tokens[e - 1].text.size();
+  return {from, static_cast<std::size_t>(to - from)};
+}
+
+// The first statement of a script for which `hit(tokens, n)` is true, under
+// either setting of standard_conforming_strings.
+template <class Hit>
+std::string find_in_script(std::string_view sql, Hit hit) {
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1 && sql.find('\\') == std::string_view::npos) break;  // both read the same
+    const sql_statements st = read_statements(sql, pass == 0);
+    for (const auto& [b, e] : st.ranges)
+      if (hit(&st.tokens[b], e - b)) return std::string(text_of(st, b, e));
+  }
+  return {};
+}
+}  // namespace sql_text
+
+PQSCOPE_DECL std::string_view transaction_control_keyword(std::string_view sql) {
+  // Only blanks, comments and empty statements can come first: no string, so the
+  // setting of standard_conforming_strings does not matter here.
+  sql_lexer lx(sql);
+  sql_token first = lx.next();
+  while (first.is(';')) first = lx.next();
+  const sql_token second = lx.next();
+  return sql_text::control_keyword(first, second);
+}
+
+PQSCOPE_DECL char copy_stream_direction(std::string_view sql) {
+  sql_lexer lx(sql);
+  sql_token t = lx.next();
+  while (t.is(';')) t = lx.next();
+  if (!t.keyword("COPY")) return '\0';
+  bool in = false, out = false;
+  for (; t.kind != sql_token::end && !t.is(';'); t = lx.next()) {
+    in = in || t.keyword("STDIN");
+    out = out || t.keyword("STDOUT");
+  }
+  return in && !out ? 'i' : out && !in ? 'o' : '\0';
+}
+
+PQSCOPE_DECL bool is_copy_stream(std::string_view sql) {
+  sql_lexer lx(sql);
+  sql_token t = lx.next();
+  while (t.is(';')) t = lx.next();
+  if (!t.keyword("COPY")) return false;
+  for (; t.kind != sql_token::end; t = lx.next())
+    if (t.keyword("STDIN") || t.keyword("STDOUT")) return true;
+  return false;
+}
+
+PQSCOPE_DECL std::string script_control_statement(std::string_view sql) {
+  return sql_text::find_in_script(sql, [](const sql_token* t, std::size_t n) {
+    return !sql_text::control_keyword(t[0], n > 1 ? t[1] : sql_token{}).empty();
+  });
+}
+
+PQSCOPE_DECL std::string script_copy_statement(std::string_view sql) {
+  return sql_text::find_in_script(sql, [](const sql_token* t, std::size_t n) {
+    if (!t[0].keyword("COPY")) return false;
+    for (std::size_t i = 1; i < n; ++i)
+      if (t[i].keyword("STDIN") || t[i].keyword("STDOUT")) return true;
+    return false;
+  });
+}
+
+PQSCOPE_DECL int highest_placeholder(std::string_view s) {
+  int highest = 0;
+  sql_lexer lx(s);
+  for (sql_token t = lx.next(); t.kind != sql_token::end; t = lx.next()) {
+    if (t.kind != sql_token::param) continue;
+    long v = 0;
+    for (char d : t.text.substr(1))
+      if (v < 100000) v = v * 10 + (d - '0');
+    if (v > highest) highest = static_cast<int>(std::min<long>(v, 100000));
+  }
+  return lx.broken() ? -1 : highest;
+}
+
 PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given) {
   check_placeholders(sql, given, highest_placeholder(sql));
 }
@@ -3453,13 +3829,7 @@ PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optiona
 // A quick look at the words; the server's answer has the last word.
 PQSCOPE_DECL char copy_direction(std::string_view sql);
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL char copy_direction(std::string_view sql) {
-  std::string upper;
-  upper.reserve(sql.size());
-  for (char c : sql) upper += ascii_upper(c);
-  const bool in = upper.find("STDIN") != std::string::npos, out = upper.find("STDOUT") != std::string::npos;
-  return in && !out ? 'i' : out && !in ? 'o' : '\0';
-}
+PQSCOPE_DECL char copy_direction(std::string_view sql) { return copy_stream_direction(sql); }
 #endif
 
 }  // namespace pqscope::detail
@@ -3542,300 +3912,54 @@ PQSCOPE_DECL char copy_direction(std::string_view sql) {
 // in autocommit), so whatever a statement leaves in the server session is
 // inherited by the next client that borrows it.
 //
-// Best effort, like transaction_control_keyword(): the leading keywords of the
-// statement, plus the function calls in its text. Refused:
+// The text is read as the server's lexer reads it (sql_lexer.hpp), and twice when
+// it has a backslash: once with standard_conforming_strings on and once off, so
+// that the verdict holds whichever the session has. Every statement of the text
+// is read; what cannot be shown to end with the transaction is refused. Refused:
 //  - SET, except SET LOCAL, SET TRANSACTION and SET CONSTRAINTS (all of which end
-//    with the transaction). So SET x, SET SESSION x, SET ROLE, SET SESSION
-//    AUTHORIZATION, SET SESSION CHARACTERISTICS, SET search_path.
-//  - RESET (any, RESET ALL included).
-//  Except the five parameters PgBouncer itself tracks per client and restores on
-//  every server connection it lends: SET/RESET of client_encoding (SET NAMES),
-//  DateStyle, TimeZone (SET TIME ZONE), standard_conforming_strings and
-//  application_name are allowed.
-//  - LISTEN, UNLISTEN (NOTIFY is fine).
-//  - PREPARE, EXECUTE, DEALLOCATE (PREPARE TRANSACTION is left to the transaction
-//    control check, which refuses it).
-//  - DECLARE ... WITH HOLD (DECLARE without it is fine).
-//  - DISCARD (any), LOAD.
-//  - A call, anywhere in the text, of pg_advisory_lock, pg_advisory_lock_shared,
-//    pg_try_advisory_lock, pg_try_advisory_lock_shared, pg_advisory_unlock,
-//    pg_advisory_unlock_shared or pg_advisory_unlock_all (case-insensitive, schema
-//    qualified or not, or as a "quoted" lower-case name). The _xact_ variants are fine.
-//  - set_config(name, value, false) whose third argument is written as the literal
-//    false, or as a quoted string that spells false ('f', 'false', 'off', 'no',
-//    '0' and their prefixes), optionally cast with ::bool / ::boolean.
-// Calls are looked for in the code, not in 'string literals', "quoted names" of
-// other things, or comments, and not as part of a longer name. A dollar-quoted
-// string is data, except in a DO statement, where it is the code that runs now.
-//
-// Not detected, so sent as written: a set_config() whose third argument
-// is a parameter ($3) or any other expression; a DO body in single quotes; SET,
-// LISTEN, PREPARE and the like inside a DO body, a function, or EXECUTE of a string;
-// functions that take session locks or set session state internally; temporary
-// tables (CREATE TEMP TABLE without ON COMMIT DROP) and other temporary objects;
-// SET inside a string run by another function (dblink and the like). Standard
-// conforming strings are assumed (the default since PostgreSQL 9.1): in a plain
-// 'literal' a backslash does not escape the quote. Only the first statement of the
-// text is read for keywords; the extended query protocol execute() uses refuses a
-// second one anyway.
-// Also refused, though harmless: a definition whose unquoted text calls one of the
-// advisory lock functions (CREATE VIEW, CREATE FUNCTION ... BEGIN ATOMIC). Wrap
-// it in allow_session_state().
+//    with the transaction), and RESET. Except the parameters PgBouncer itself
+//    tracks per client and restores on every server connection it lends:
+//    client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
+//    standard_conforming_strings and application_name.
+//  - LISTEN, UNLISTEN; PREPARE, EXECUTE, DEALLOCATE (PREPARE TRANSACTION is left
+//    to the transaction control check); DECLARE ... WITH HOLD; DISCARD; LOAD.
+//  - UPDATE of pg_settings (a session-level SET by another name).
+//  - Temporary objects, which outlive the transaction: CREATE TEMP TABLE without
+//    ON COMMIT DROP, temporary views and sequences, anything created in pg_temp,
+//    SELECT ... INTO TEMP; also behind EXPLAIN ANALYZE.
+//  - Calls, anywhere in the code, of the session advisory lock functions
+//    (pg_advisory_lock, pg_try_advisory_lock, their _shared forms, pg_advisory_unlock*),
+//    and of set_config() unless its third argument is the literal true ('t', 'on',
+//    ... as a plain string, optionally ::bool). Names are compared as the server
+//    resolves them: case-folded, "quoted", U&"escaped", schema-qualified or not.
+//  - DO blocks whose body (in any string form) does any of the above, runs dynamic
+//    SQL (EXECUTE), or is in a language other than PL/pgSQL.
+// Not seen, so sent as written: what functions, procedures, triggers and rules do
+// when they run (a function may SET or lock internally); SET inside dblink and
+// the like; views that become temporary because they read a temporary table.
 
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 // #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/sql_text.hpp> (inlined above)
 
 namespace pqscope::detail {
 
+// Empty when the statement is safe behind a transaction-pooling PgBouncer;
+// otherwise why not, and what to use instead.
+PQSCOPE_DECL std::string session_state_hazard(std::string_view sql);
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 namespace session_scan {
 
-PQSCOPE_DECL bool ident_start(char c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool ident_start(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
-}
-#endif
-PQSCOPE_DECL bool ident_char(char c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool ident_char(char c) {
-  return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-#endif
-inline char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b) {
-  if (a.size() != lower_b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower_b[i]) return false;
-  return true;
-}
-#endif
+constexpr std::string_view use_set_local =
+    "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
+constexpr std::string_view use_xact_lock = "use pg_advisory_xact_lock() inside a scope, which the transaction's end releases";
 
-// One lexical token of SQL text. Strings, quoted names and comments are skipped
-// whole, so that nothing inside them reads as code.
-struct token {
-  enum kind_t { end, name, quoted_name, string, other } kind = end;
-  std::string_view text;  // name: as written; quoted_name/string: between the quotes, escapes as written
-};
-
-// The text after a $tag$ that starts s, or npos when s does not start one.
-PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s) {
-  if (s.size() < 2 || s[0] != '$') return std::string_view::npos;
-  std::size_t i = 1;
-  if (s[i] != '$') {
-    if (!ident_start(s[i])) return std::string_view::npos;  // $1 is a parameter
-    while (i < s.size() && ident_char(s[i]) && s[i] != '$') ++i;
-    if (i == s.size() || s[i] != '$') return std::string_view::npos;
-  }
-  return i + 1;
-}
-#endif
-
-// Reads the next token. code_in_dollar_quotes: a DO body is code, so its $tag$
-// delimiters are stepped over and what they enclose is read as tokens.
-PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes = false);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes) {
-  s = skip_blank(s);
-  if (code_in_dollar_quotes) {
-    for (std::size_t tag = dollar_tag_size(s); tag != std::string_view::npos; tag = dollar_tag_size(s))
-      s = skip_blank(s.substr(tag));
-  }
-  token t;
-  if (s.empty()) return t;
-  const char c = s.front();
-  if (ident_start(c)) {
-    std::size_t i = 1;
-    while (i < s.size() && ident_char(s[i])) ++i;
-    t.kind = token::name;
-    t.text = s.substr(0, i);
-    s.remove_prefix(i);
-    // E'...': the only string in which a backslash escapes the quote.
-    if ((t.text == "e" || t.text == "E") && !s.empty() && s.front() == '\'') {
-      std::size_t j = 1;
-      for (; j < s.size(); ++j) {
-        if (s[j] == '\\') {
-          ++j;
-        } else if (s[j] == '\'') {
-          if (j + 1 < s.size() && s[j + 1] == '\'') {
-            ++j;
-          } else {
-            break;
-          }
-        }
-      }
-      t.kind = token::string;
-      t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
-      s = j < s.size() ? s.substr(j + 1) : std::string_view{};
-    }
-    return t;
-  }
-  if (c == '\'' || c == '"') {
-    std::size_t j = 1;
-    for (; j < s.size(); ++j) {
-      if (s[j] == c) {
-        if (j + 1 < s.size() && s[j + 1] == c) {
-          ++j;  // doubled quote
-        } else {
-          break;
-        }
-      }
-    }
-    t.kind = c == '\'' ? token::string : token::quoted_name;
-    t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
-    s = j < s.size() ? s.substr(j + 1) : std::string_view{};
-    return t;
-  }
-  if (c == '$') {
-    const std::size_t tag = dollar_tag_size(s);
-    if (tag != std::string_view::npos) {
-      const std::size_t close = s.find(s.substr(0, tag), tag);
-      t.kind = token::string;
-      t.text = s.substr(tag, close == std::string_view::npos ? std::string_view::npos : close - tag);
-      s = close == std::string_view::npos ? std::string_view{} : s.substr(close + tag);
-      return t;
-    }
-  }
-  t.kind = token::other;
-  t.text = s.substr(0, 1);
-  s.remove_prefix(1);
-  return t;
-}
-#endif
-
-inline bool is_other(const token& t, char c) { return t.kind == token::other && t.text.front() == c; }
-
-// Session advisory lock functions; the _xact_ ones end with the transaction.
-PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted) {
-  constexpr std::string_view names[] = {
-      "pg_advisory_lock",   "pg_advisory_lock_shared",   "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
-      "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all"};
-  for (std::string_view n : names)
-    if (quoted ? name == n : iequals(name, n)) return true;
-  return false;
-}
-#endif
-
-// A quoted boolean input that means false ('f', 'fal', 'off', 'no', '0', ...).
-PQSCOPE_DECL bool spells_false(std::string_view v);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool spells_false(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\n' || v.front() == '\r')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
-  if (v.empty() || v.size() > 5) return false;
-  auto prefix_of = [&](std::string_view word, std::size_t min) {
-    return v.size() >= min && v.size() <= word.size() && iequals(v, word.substr(0, v.size()));
-  };
-  return prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0";
-}
-#endif
-
-// After "set_config(": true when the third argument is a literal false and the last.
-PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
-  int depth = 0;
-  int commas = 0;
-  for (;;) {
-    token t = next_token(args, code_in_dollar_quotes);
-    if (t.kind == token::end) return false;
-    if (is_other(t, '(') || is_other(t, '[')) {
-      ++depth;
-    } else if (is_other(t, ')') || is_other(t, ']')) {
-      if (--depth < 0) return false;
-    } else if (depth == 0 && is_other(t, ',') && ++commas == 2) {
-      break;
-    }
-  }
-  const token value = next_token(args, code_in_dollar_quotes);
-  if (!(value.kind == token::name && iequals(value.text, "false")) &&
-      !(value.kind == token::string && spells_false(value.text)))
-    return false;
-  token t = next_token(args, code_in_dollar_quotes);
-  if (is_other(t, ':')) {
-    if (!is_other(next_token(args, code_in_dollar_quotes), ':')) return false;
-    const token type = next_token(args, code_in_dollar_quotes);
-    if (type.kind != token::name || !(iequals(type.text, "bool") || iequals(type.text, "boolean"))) return false;
-    t = next_token(args, code_in_dollar_quotes);
-  }
-  return is_other(t, ')');
-}
-#endif
-
-enum class call_hazard { none, advisory_lock, set_config };
-
-// The first session-state function called in the text; name is set to it.
-PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
-  for (;;) {
-    const token t = next_token(s, code_in_dollar_quotes);
-    if (t.kind == token::end) return call_hazard::none;
-    if (t.kind != token::name && t.kind != token::quoted_name) continue;
-    const bool quoted = t.kind == token::quoted_name;
-    const bool lock = session_lock_function(t.text, quoted);
-    const bool config = !lock && (quoted ? t.text == "set_config" : iequals(t.text, "set_config"));
-    if (!lock && !config) continue;
-    std::string_view after = s;
-    if (!is_other(next_token(after, code_in_dollar_quotes), '(')) continue;  // a column of that name, not a call
-    name = t.text;
-    if (lock) return call_hazard::advisory_lock;
-    if (session_set_config(after, code_in_dollar_quotes)) return call_hazard::set_config;
-  }
-}
-#endif
-
-// PgBouncer keeps these per client and sets them on every server connection it
-// lends that client, so a session-level SET of one of them does not leak:
-// client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
-// standard_conforming_strings and application_name. `rest` follows SET or RESET.
-PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest) {
-  word name = next_word(rest);
-  const bool dotted = !rest.empty() && rest.front() == '.';
-  if (name == "SESSION" && !dotted) name = next_word(rest);
-  if (!rest.empty() && rest.front() == '.') return false;  // a custom setting such as app.timezone
-  if (name == "TIME") return next_word(rest) == "ZONE";
-  return name == "NAMES" || name == "TIMEZONE" || name == "DATESTYLE" || name == "CLIENT_ENCODING" ||
-         name == "APPLICATION_NAME" || name == "STANDARD_CONFORMING_STRINGS";
-}
-#endif
-
-// "SET search_path ...": the keyword and the setting name as written.
-PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest) {
-  std::string m(keyword);
-  token t = next_token(rest);
-  if (t.kind == token::name && iequals(t.text, "session")) {
-    m += " SESSION";
-    t = next_token(rest);
-  }
-  for (char sep = ' '; t.kind == token::name && t.text.size() <= 63; sep = '.') {
-    m += sep;
-    m += t.text;
-    if (!is_other(next_token(rest), '.')) break;
-    t = next_token(rest);
-  }
-  m += " ...";
-  return m;
-}
-#endif
-
-PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
+inline std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
   std::string m = "execute(\"";
   m += statement;
   m += "\") acts on the server session, which PgBouncer in transaction pooling mode (pooling::transaction) "
@@ -3846,98 +3970,318 @@ PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why
   m += ". To send it anyway, wrap the SQL in pqscope::allow_session_state()";
   return m;
 }
-#endif
+
+// A statement's tokens [b, e), read under one setting of standard_conforming_strings.
+struct stmt {
+  const std::vector<sql_token>& tokens;
+  std::size_t b, e;
+  bool standard;
+  [[nodiscard]] const sql_token& at(std::size_t i) const {
+    static const sql_token none;
+    return i < e ? tokens[i] : none;
+  }
+};
+
+// How a name is written in a message: as written, or decoded for U&"...".
+inline std::string shown(const sql_token& t) {
+  if (t.kind == sql_token::ident) return std::string(t.text);
+  std::string n;
+  if (t.kind == sql_token::uident && token_name(t, n)) return n;
+  return std::string(t.body);
+}
+
+// Setting names compare case-insensitively, quoted or not.
+inline bool setting_is(const sql_token& t, std::string_view lower) {
+  std::string n;
+  if (!token_name(t, n) || n.size() != lower.size()) return false;
+  for (std::size_t i = 0; i < n.size(); ++i)
+    if ((n[i] >= 'A' && n[i] <= 'Z' ? static_cast<char>(n[i] - 'A' + 'a') : n[i]) != lower[i]) return false;
+  return true;
+}
+
+// PgBouncer keeps these per client and sets them on every server connection it
+// lends that client, so a session-level SET of one of them does not leak.
+// `i` is the token after SET or RESET.
+inline bool tracked_by_pgbouncer(const stmt& s, std::size_t i) {
+  if (s.at(i).keyword("SESSION") && !s.at(i + 1).is('.')) ++i;
+  const sql_token& name = s.at(i);
+  if (s.at(i + 1).is('.')) return false;  // a custom setting such as app.timezone
+  if (name.keyword("TIME")) return s.at(i + 1).keyword("ZONE");
+  if (name.keyword("NAMES")) return true;
+  for (std::string_view n : {"timezone", "datestyle", "client_encoding", "application_name", "standard_conforming_strings"})
+    if (setting_is(name, n)) return true;
+  return false;
+}
+
+// "SET search_path ...": the keyword and the setting name as written.
+inline std::string label(std::string_view keyword, const stmt& s, std::size_t i) {
+  std::string m(keyword);
+  if (s.at(i).keyword("SESSION")) {
+    m += " SESSION";
+    ++i;
+  }
+  for (char sep = ' '; s.at(i).is_name() && s.at(i).text.size() <= 63; sep = '.') {
+    m += sep;
+    m += shown(s.at(i));
+    if (!s.at(i + 1).is('.')) break;
+    i += 2;
+  }
+  m += " ...";
+  return m;
+}
+
+// pg_temp, or a backend's own pg_temp_N: the schema of temporary objects.
+inline bool temp_schema(const sql_token& t) {
+  std::string n;
+  if (!token_name(t, n) || n.compare(0, 7, "pg_temp") != 0) return false;
+  if (n.size() == 7) return true;
+  if (n[7] != '_' || n.size() == 8) return false;
+  for (std::size_t k = 8; k < n.size(); ++k)
+    if (n[k] < '0' || n[k] > '9') return false;
+  return true;
+}
+
+// A plain string the server reads as boolean true (parse_bool: prefixes of
+// "true" and "yes", "on", "1"). Escape forms are not trusted to be read right.
+inline bool spells_true(const sql_token& t) {
+  if (t.kind != sql_token::string || t.text.front() != '\'' ||
+      t.body.find_first_of("\\'") != std::string_view::npos)
+    return false;
+  std::string_view v = t.body;
+  while (!v.empty() && sql_space(v.front())) v.remove_prefix(1);
+  while (!v.empty() && sql_space(v.back())) v.remove_suffix(1);
+  auto prefix_of = [&](std::string_view word, std::size_t min) {
+    if (v.size() < min || v.size() > word.size()) return false;
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if ((v[i] >= 'A' && v[i] <= 'Z' ? static_cast<char>(v[i] - 'A' + 'a') : v[i]) != word[i]) return false;
+    return true;
+  };
+  return prefix_of("true", 1) || prefix_of("yes", 1) || prefix_of("on", 2) || v == "1";
+}
+
+// set_config(a, b, c) at `open` (its parenthesis): whether c is the literal true,
+// so that the setting ends with the transaction.
+inline bool local_set_config(const stmt& s, std::size_t open) {
+  int depth = 0, commas = 0;
+  std::size_t i = open + 1;
+  for (; i < s.e; ++i) {
+    const sql_token& t = s.tokens[i];
+    if (t.is('(') || t.is('[')) {
+      ++depth;
+    } else if (t.is(')') || t.is(']')) {
+      if (--depth < 0) return false;  // fewer than three arguments
+    } else if (depth == 0 && t.is(',') && ++commas == 2) {
+      break;
+    }
+  }
+  const sql_token& value = s.at(i + 1);
+  if (!value.keyword("TRUE") && !spells_true(value)) return false;
+  std::size_t k = i + 2;
+  if (s.at(k).kind == sql_token::symbol && s.at(k).text == "::") {
+    if (!s.at(k + 1).keyword("BOOL") && !s.at(k + 1).keyword("BOOLEAN")) return false;
+    k += 2;
+  }
+  return s.at(k).is(')');
+}
+
+inline bool session_lock_function(const sql_token& t) {
+  for (std::string_view n : {"pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
+                             "pg_try_advisory_lock_shared", "pg_advisory_unlock", "pg_advisory_unlock_shared",
+                             "pg_advisory_unlock_all"})
+    if (names(t, n)) return true;
+  return false;
+}
+
+// What any statement may do wherever in its text: calls, UPDATE pg_settings,
+// SELECT ... INTO TEMP.
+inline std::string anywhere(const stmt& s) {
+  const bool selects = s.at(s.b).keyword("SELECT") || s.at(s.b).keyword("WITH") || s.at(s.b).is('(');
+  for (std::size_t i = s.b; i < s.e; ++i) {
+    const sql_token& t = s.tokens[i];
+    if (t.is_name() && s.at(i + 1).is('(')) {
+      if (session_lock_function(t))
+        return refuse(shown(t) + "(...)",
+                      "a session advisory lock stays with the server connection, not with this client, after the "
+                      "transaction",
+                      use_xact_lock);
+      if (names(t, "set_config") && !local_set_config(s, i + 1))
+        return refuse("set_config(...)",
+                      "set_config() whose third argument is not the literal true is a session-level setting, which "
+                      "outlives the transaction",
+                      use_set_local);
+    }
+    if (t.keyword("UPDATE")) {
+      std::size_t k = i + 1;
+      if (s.at(k).keyword("ONLY")) ++k;
+      while (s.at(k).is_name() && s.at(k + 1).is('.')) k += 2;
+      if (names(s.at(k), "pg_settings"))
+        return refuse("UPDATE pg_settings ...", "updating pg_settings is a session-level SET, which outlives the transaction",
+                      use_set_local);
+    }
+    if (selects && t.keyword("INTO") && !(i > s.b && s.at(i - 1).keyword("INSERT")) &&
+        !(i > s.b && s.at(i - 1).keyword("MERGE"))) {
+      std::size_t k = i + 1;
+      if (s.at(k).keyword("LOCAL") || s.at(k).keyword("GLOBAL")) ++k;
+      if (s.at(k).keyword("TEMP") || s.at(k).keyword("TEMPORARY") || (temp_schema(s.at(k)) && s.at(k + 1).is('.')))
+        return refuse("SELECT ... INTO TEMP ...",
+                      "a temporary table outlives the transaction, and the next client of the server connection "
+                      "sees it",
+                      "use CREATE TEMP TABLE ... ON COMMIT DROP AS SELECT ... inside a scope");
+    }
+  }
+  return {};
+}
+
+// CREATE of a temporary object: allowed only for a table dropped at commit.
+inline std::string create_temp(const stmt& s) {
+  std::size_t i = s.b + 1;
+  if (s.at(i).keyword("OR") && s.at(i + 1).keyword("REPLACE")) i += 2;
+  bool temp = false;
+  if (s.at(i).keyword("GLOBAL") || s.at(i).keyword("LOCAL")) ++i;
+  if (s.at(i).keyword("TEMP") || s.at(i).keyword("TEMPORARY")) {
+    temp = true;
+    ++i;
+  }
+  if (s.at(i).keyword("UNLOGGED")) ++i;
+  const sql_token& kind = s.at(i);
+  for (std::size_t k = s.b; k < s.e && !temp; ++k) temp = temp_schema(s.tokens[k]) && s.at(k + 1).is('.');
+  if (!temp) return {};
+  if (kind.keyword("TABLE")) {
+    for (std::size_t k = i; k + 2 < s.e; ++k)
+      if (s.tokens[k].keyword("ON") && s.tokens[k + 1].keyword("COMMIT") && s.tokens[k + 2].keyword("DROP")) return {};
+    return refuse("CREATE TEMP TABLE ...",
+                  "a temporary table without ON COMMIT DROP outlives the transaction, and the next client of the "
+                  "server connection sees it",
+                  "add ON COMMIT DROP and create it inside the scope that uses it");
+  }
+  return refuse("CREATE TEMP " + std::string(kind.is_name() ? kind.text : std::string_view("object")) + " ...",
+                "a temporary object outlives the transaction, and the next client of the server connection sees it",
+                "use a temporary table with ON COMMIT DROP inside a scope, or a WITH query");
+}
+
+inline std::string hazard_in(std::string_view sql, bool standard, int depth);
+
+// DO [LANGUAGE l] 'body' [LANGUAGE l]: the body is code that runs now.
+inline std::string do_block(const stmt& s, int depth) {
+  if (depth > 0) return {};  // a DO inside PL/pgSQL is a syntax error
+  std::size_t i = s.b + 1;
+  const sql_token* language = nullptr;
+  if (s.at(i).keyword("LANGUAGE")) {
+    language = &s.at(i + 1);
+    i += 2;
+  }
+  std::string body, piece;
+  // 'a'\n'b' continues a string; several strings in a row are read as one (more
+  // than the server would: without a newline between them it rejects them).
+  for (; i < s.e && s.tokens[i].is_string(); ++i) {
+    if (!token_string(s.tokens[i], s.standard, piece)) return {};  // the server rejects the escape
+    body += piece;
+  }
+  if (s.at(i).keyword("LANGUAGE")) language = &s.at(i + 1);
+  if (language != nullptr) {
+    std::string lang;
+    if (!token_name(*language, lang) && !token_string(*language, s.standard, lang)) lang.clear();
+    for (char& c : lang) c = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+    if (lang != "plpgsql")
+      return refuse("DO ...", "pqscope reads PL/pgSQL bodies only, and cannot tell what this one leaves behind",
+                    "put the code in a function, or check it yourself");
+  }
+  // PL/pgSQL compiles the body with the session's standard_conforming_strings.
+  std::string m = hazard_in(body, true, depth + 1);
+  if (m.empty() && body.find('\\') != std::string::npos) m = hazard_in(body, false, depth + 1);
+  return m;
+}
+
+// The rules read from a statement's first keyword, at token `b`.
+inline std::string leading(const stmt& s, int depth) {
+  const sql_token& first = s.at(s.b);
+  const sql_token& second = s.at(s.b + 1);
+  if (first.keyword("SET") || first.keyword("RESET")) {
+    if (tracked_by_pgbouncer(s, s.b + 1)) return {};
+    if (first.keyword("RESET"))
+      return refuse(label("RESET", s, s.b + 1), "RESET changes the setting for the whole server session", use_set_local);
+    const bool dotted = s.at(s.b + 2).is('.');  // SET local.x: a setting named like a keyword
+    if (!dotted && (second.keyword("LOCAL") || second.keyword("TRANSACTION") || second.keyword("CONSTRAINTS")))
+      return {};
+    if (second.keyword("SESSION") && s.at(s.b + 2).keyword("CHARACTERISTICS"))
+      return refuse("SET SESSION CHARACTERISTICS ...", "it changes the default transaction modes of the server session",
+                    "set isolation / read_only / deferrable in the outermost scope's transaction_options");
+    return refuse(label("SET", s, s.b + 1), "a session-level SET outlives the transaction", use_set_local);
+  }
+  if (first.keyword("LISTEN") || first.keyword("UNLISTEN"))
+    return refuse(first.keyword("LISTEN") ? "LISTEN ..." : "UNLISTEN ...",
+                  "notifications arrive on a server connection the client does not keep",
+                  "use a dedicated direct connection (pooling::none, not through PgBouncer)");
+  if (first.keyword("EXECUTE") && depth > 0)
+    return refuse("DO ... EXECUTE ...", "pqscope cannot see what dynamic SQL in a DO body runs",
+                  "run the statements with execute() instead");
+  if ((first.keyword("PREPARE") && !second.keyword("TRANSACTION")) || first.keyword("EXECUTE") ||
+      first.keyword("DEALLOCATE"))
+    return refuse(first.keyword("PREPARE") ? "PREPARE ..." : first.keyword("EXECUTE") ? "EXECUTE ..." : "DEALLOCATE ...",
+                  "prepared statements live in the server session", "pass parameters to execute() instead");
+  if (first.keyword("DECLARE")) {
+    // DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH[OUT] HOLD] FOR query
+    for (std::size_t i = s.b + 1; i < s.e && !s.tokens[i].keyword("FOR"); ++i)
+      if (s.tokens[i].keyword("WITH") && s.at(i + 1).keyword("HOLD"))
+        return refuse("DECLARE ... WITH HOLD", "a WITH HOLD cursor outlives the transaction",
+                      "DECLARE it without HOLD inside a scope and FETCH from it before the scope ends");
+  }
+  if (first.keyword("DISCARD"))
+    return refuse("DISCARD ...", "it acts on whichever server session the pooler lends, not on this client's",
+                  "leave resetting server sessions to PgBouncer (server_reset_query)");
+  if (first.keyword("LOAD"))
+    return refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
+                  "preload it with shared_preload_libraries or session_preload_libraries");
+  if (first.keyword("CREATE")) return create_temp(s);
+  if (first.keyword("DO")) return do_block(s, depth);
+  if (first.keyword("EXPLAIN")) {
+    // EXPLAIN ANALYZE runs the statement (CREATE TABLE AS among them).
+    std::size_t i = s.b + 1;
+    if (s.at(i).is('(')) {
+      while (i < s.e && !s.tokens[i].is(')')) ++i;
+      ++i;
+    }
+    while (s.at(i).keyword("ANALYZE") || s.at(i).keyword("ANALYSE") || s.at(i).keyword("VERBOSE")) ++i;
+    if (i < s.e && i > s.b) return leading(stmt{s.tokens, i, s.e, s.standard}, depth);
+  }
+  return {};
+}
+
+// Where PL/pgSQL statements start inside one ;-separated piece of a body.
+inline bool starts_after(const sql_token& t) {
+  return t.keyword("BEGIN") || t.keyword("THEN") || t.keyword("ELSE") || t.keyword("LOOP") || t.keyword("DECLARE") ||
+         t.is('>');
+}
+
+inline std::string hazard_in(std::string_view sql, bool standard, int depth) {
+  const sql_statements st = read_statements(sql, standard, depth == 0);
+  if (st.broken) return {};  // the server rejects the whole text read this way
+  for (const auto& [b, e] : st.ranges) {
+    const stmt s{st.tokens, b, e, standard};
+    if (depth > 0) {
+      for (std::size_t i = b; i < e; ++i)
+        if (st.tokens[i].keyword("EXECUTE"))
+          return refuse("DO ... EXECUTE ...", "pqscope cannot see what dynamic SQL in a DO body runs",
+                        "run the statements with execute() instead");
+      for (std::size_t i = b; i < e; ++i) {
+        if (i != b && !starts_after(st.tokens[i - 1])) continue;
+        std::string m = leading(stmt{st.tokens, i, e, standard}, depth);
+        if (!m.empty()) return m;
+      }
+    } else if (std::string m = leading(s, depth); !m.empty()) {
+      return m;
+    }
+    if (std::string m = anywhere(s); !m.empty()) return m;
+  }
+  return {};
+}
 
 }  // namespace session_scan
 
-// Empty when the statement is safe behind a transaction-pooling PgBouncer;
-// otherwise why not, and what to use instead. Allocates only to say no.
-PQSCOPE_DECL std::string session_state_hazard(std::string_view sql);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
-  namespace ss = session_scan;
-  constexpr std::string_view use_set_local =
-      "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
-  constexpr std::string_view use_xact_lock =
-      "use pg_advisory_xact_lock() inside a scope, which the transaction's end releases";
-
-  std::string_view rest = sql;
-  const word first = next_word(rest);
-  if ((first == "SET" || first == "RESET") && ss::tracked_by_pgbouncer(rest)) return {};
-  if (first == "SET") {
-    std::string_view after = rest;
-    const word second = next_word(after);
-    const bool dotted = !after.empty() && after.front() == '.';  // SET local.x: a setting named like a keyword
-    if (!dotted && (second == "LOCAL" || second == "TRANSACTION" || second == "CONSTRAINTS")) return {};
-    if (second == "SESSION") {
-      const word third = next_word(after);
-      if (third == "CHARACTERISTICS")
-        return ss::refuse("SET SESSION CHARACTERISTICS ...",
-                          "it changes the default transaction modes of the server session",
-                          "set isolation / read_only / deferrable in the outermost scope's transaction_options");
-    }
-    if (second == "TIME") return ss::refuse("SET TIME ZONE ...", "a session-level SET outlives the transaction", use_set_local);
-    return ss::refuse(ss::label("SET", rest), "a session-level SET outlives the transaction", use_set_local);
-  }
-  if (first == "RESET")
-    return ss::refuse(ss::label("RESET", rest), "RESET changes the setting for the whole server session", use_set_local);
-  if (first == "LISTEN" || first == "UNLISTEN")
-    return ss::refuse(first == "LISTEN" ? "LISTEN ..." : "UNLISTEN ...",
-                      "notifications arrive on a server connection the client does not keep",
-                      "use a dedicated direct connection (pooling::none, not through PgBouncer)");
-  if (first == "PREPARE" || first == "EXECUTE" || first == "DEALLOCATE") {
-    std::string_view after = rest;
-    if (first == "PREPARE" && next_word(after) == "TRANSACTION") return {};  // transaction control refuses it
-    const char* statement = first == "PREPARE" ? "PREPARE ..." : first == "EXECUTE" ? "EXECUTE ..." : "DEALLOCATE ...";
-    return ss::refuse(statement, "prepared statements live in the server session",
-                      "pass parameters to execute() instead");
-  }
-  if (first == "DECLARE") {
-    // DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH[OUT] HOLD] FOR query
-    std::string_view after = rest;
-    bool with = false;
-    for (;;) {
-      const ss::token t = ss::next_token(after);
-      if (t.kind == ss::token::end || (t.kind == ss::token::name && ss::iequals(t.text, "for"))) break;
-      const bool is_name = t.kind == ss::token::name;
-      if (with && is_name && ss::iequals(t.text, "hold"))
-        return ss::refuse("DECLARE ... WITH HOLD", "a WITH HOLD cursor outlives the transaction",
-                          "DECLARE it without HOLD inside a scope and FETCH from it before the scope ends");
-      with = is_name && ss::iequals(t.text, "with");
-    }
-  }
-  if (first == "DISCARD")
-    return ss::refuse("DISCARD ...", "it acts on whichever server session the pooler lends, not on this client's",
-                      "leave resetting server sessions to PgBouncer (server_reset_query)");
-  if (first == "LOAD")
-    return ss::refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
-                      "preload it with shared_preload_libraries or session_preload_libraries");
-
-  // The calls looked for all contain one of these words: a text with neither
-  // (most statements) needs no tokenizing. This runs for every statement.
-  auto contains_word = [&](std::string_view w) {
-    for (std::size_t i = 0; i + w.size() <= rest.size(); ++i) {
-      std::size_t k = 0;
-      while (k < w.size() && ascii_upper(rest[i + k]) == ascii_upper(w[k])) ++k;
-      if (k == w.size()) return true;
-    }
-    return false;
-  };
-  if (!contains_word("advisory") && !contains_word("set_config")) return {};
-
-  std::string_view name;
-  switch (ss::find_call(rest, first == "DO", name)) {
-    case ss::call_hazard::advisory_lock:
-      return ss::refuse(std::string(name) + "(...)",
-                        "a session advisory lock stays with the server connection, not with this client, after "
-                        "the transaction",
-                        use_xact_lock);
-    case ss::call_hazard::set_config:
-      return ss::refuse("set_config(..., false)", "a session-level setting outlives the transaction", use_set_local);
-    case ss::call_hazard::none:
-      break;
-  }
-  return {};
+  std::string m = session_scan::hazard_in(sql, true, 0);
+  if (m.empty() && sql.find('\\') != std::string_view::npos) m = session_scan::hazard_in(sql, false, 0);
+  return m;
 }
 #endif
 
@@ -6187,16 +6531,15 @@ class basic_connection {
     std::shared_ptr<detail::statement_slot> slot;
     try {
       const char* text = sql.c_str();
-      for (std::string_view one : detail::split_statements(sql.view())) {
-        if (std::string_view kw = detail::transaction_control_keyword(one); !kw.empty())
-          throw usage_error("execute_script(): its statement \"" + std::string(one.substr(0, 60)) +
-                            "\" would control the transaction behind pqscope's back; use pqscope::transaction "
-                            "or pqscope::atomic around the script instead");
-        if (detail::is_copy_stream(one))
-          throw usage_error("execute_script(): COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() "
-                            "or copy_out()");
-        check_session_state(one, sql.session_state_allowed());
-      }
+      // Every statement of the script, read as the server reads it.
+      if (const std::string one = detail::script_control_statement(sql.view()); !one.empty())
+        throw usage_error("execute_script(): its statement \"" + one.substr(0, 60) +
+                          "\" would control the transaction behind pqscope's back; use pqscope::transaction "
+                          "or pqscope::atomic around the script instead");
+      if (!detail::script_copy_statement(sql.view()).empty())
+        throw usage_error("execute_script(): COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() "
+                          "or copy_out()");
+      check_session_state(sql.view(), sql.session_state_allowed());
       slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
     } catch (const std::exception& e) {
       if (options_.observer) notify_refusal(sql, 0, e);

@@ -106,13 +106,7 @@ PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optiona
 // A quick look at the words; the server's answer has the last word.
 PQSCOPE_DECL char copy_direction(std::string_view sql);
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL char copy_direction(std::string_view sql) {
-  std::string upper;
-  upper.reserve(sql.size());
-  for (char c : sql) upper += ascii_upper(c);
-  const bool in = upper.find("STDIN") != std::string::npos, out = upper.find("STDOUT") != std::string::npos;
-  return in && !out ? 'i' : out && !in ? 'o' : '\0';
-}
+PQSCOPE_DECL char copy_direction(std::string_view sql) { return copy_stream_direction(sql); }
 #endif
 
 }  // namespace pqscope::detail

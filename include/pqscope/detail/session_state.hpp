@@ -5,300 +5,54 @@
 // in autocommit), so whatever a statement leaves in the server session is
 // inherited by the next client that borrows it.
 //
-// Best effort, like transaction_control_keyword(): the leading keywords of the
-// statement, plus the function calls in its text. Refused:
+// The text is read as the server's lexer reads it (sql_lexer.hpp), and twice when
+// it has a backslash: once with standard_conforming_strings on and once off, so
+// that the verdict holds whichever the session has. Every statement of the text
+// is read; what cannot be shown to end with the transaction is refused. Refused:
 //  - SET, except SET LOCAL, SET TRANSACTION and SET CONSTRAINTS (all of which end
-//    with the transaction). So SET x, SET SESSION x, SET ROLE, SET SESSION
-//    AUTHORIZATION, SET SESSION CHARACTERISTICS, SET search_path.
-//  - RESET (any, RESET ALL included).
-//  Except the five parameters PgBouncer itself tracks per client and restores on
-//  every server connection it lends: SET/RESET of client_encoding (SET NAMES),
-//  DateStyle, TimeZone (SET TIME ZONE), standard_conforming_strings and
-//  application_name are allowed.
-//  - LISTEN, UNLISTEN (NOTIFY is fine).
-//  - PREPARE, EXECUTE, DEALLOCATE (PREPARE TRANSACTION is left to the transaction
-//    control check, which refuses it).
-//  - DECLARE ... WITH HOLD (DECLARE without it is fine).
-//  - DISCARD (any), LOAD.
-//  - A call, anywhere in the text, of pg_advisory_lock, pg_advisory_lock_shared,
-//    pg_try_advisory_lock, pg_try_advisory_lock_shared, pg_advisory_unlock,
-//    pg_advisory_unlock_shared or pg_advisory_unlock_all (case-insensitive, schema
-//    qualified or not, or as a "quoted" lower-case name). The _xact_ variants are fine.
-//  - set_config(name, value, false) whose third argument is written as the literal
-//    false, or as a quoted string that spells false ('f', 'false', 'off', 'no',
-//    '0' and their prefixes), optionally cast with ::bool / ::boolean.
-// Calls are looked for in the code, not in 'string literals', "quoted names" of
-// other things, or comments, and not as part of a longer name. A dollar-quoted
-// string is data, except in a DO statement, where it is the code that runs now.
-//
-// Not detected, so sent as written: a set_config() whose third argument
-// is a parameter ($3) or any other expression; a DO body in single quotes; SET,
-// LISTEN, PREPARE and the like inside a DO body, a function, or EXECUTE of a string;
-// functions that take session locks or set session state internally; temporary
-// tables (CREATE TEMP TABLE without ON COMMIT DROP) and other temporary objects;
-// SET inside a string run by another function (dblink and the like). Standard
-// conforming strings are assumed (the default since PostgreSQL 9.1): in a plain
-// 'literal' a backslash does not escape the quote. Only the first statement of the
-// text is read for keywords; the extended query protocol execute() uses refuses a
-// second one anyway.
-// Also refused, though harmless: a definition whose unquoted text calls one of the
-// advisory lock functions (CREATE VIEW, CREATE FUNCTION ... BEGIN ATOMIC). Wrap
-// it in allow_session_state().
+//    with the transaction), and RESET. Except the parameters PgBouncer itself
+//    tracks per client and restores on every server connection it lends:
+//    client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
+//    standard_conforming_strings and application_name.
+//  - LISTEN, UNLISTEN; PREPARE, EXECUTE, DEALLOCATE (PREPARE TRANSACTION is left
+//    to the transaction control check); DECLARE ... WITH HOLD; DISCARD; LOAD.
+//  - UPDATE of pg_settings (a session-level SET by another name).
+//  - Temporary objects, which outlive the transaction: CREATE TEMP TABLE without
+//    ON COMMIT DROP, temporary views and sequences, anything created in pg_temp,
+//    SELECT ... INTO TEMP; also behind EXPLAIN ANALYZE.
+//  - Calls, anywhere in the code, of the session advisory lock functions
+//    (pg_advisory_lock, pg_try_advisory_lock, their _shared forms, pg_advisory_unlock*),
+//    and of set_config() unless its third argument is the literal true ('t', 'on',
+//    ... as a plain string, optionally ::bool). Names are compared as the server
+//    resolves them: case-folded, "quoted", U&"escaped", schema-qualified or not.
+//  - DO blocks whose body (in any string form) does any of the above, runs dynamic
+//    SQL (EXECUTE), or is in a language other than PL/pgSQL.
+// Not seen, so sent as written: what functions, procedures, triggers and rules do
+// when they run (a function may SET or lock internally); SET inside dblink and
+// the like; views that become temporary because they read a temporary table.
 
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <pqscope/detail/config.hpp>
 #include <pqscope/detail/sql_text.hpp>
 
 namespace pqscope::detail {
 
+// Empty when the statement is safe behind a transaction-pooling PgBouncer;
+// otherwise why not, and what to use instead.
+PQSCOPE_DECL std::string session_state_hazard(std::string_view sql);
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 namespace session_scan {
 
-PQSCOPE_DECL bool ident_start(char c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool ident_start(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || u == '_' || u >= 0x80;
-}
-#endif
-PQSCOPE_DECL bool ident_char(char c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool ident_char(char c) {
-  return ident_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-#endif
-inline char lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool iequals(std::string_view a, std::string_view lower_b) {
-  if (a.size() != lower_b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower_b[i]) return false;
-  return true;
-}
-#endif
+constexpr std::string_view use_set_local =
+    "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
+constexpr std::string_view use_xact_lock = "use pg_advisory_xact_lock() inside a scope, which the transaction's end releases";
 
-// One lexical token of SQL text. Strings, quoted names and comments are skipped
-// whole, so that nothing inside them reads as code.
-struct token {
-  enum kind_t { end, name, quoted_name, string, other } kind = end;
-  std::string_view text;  // name: as written; quoted_name/string: between the quotes, escapes as written
-};
-
-// The text after a $tag$ that starts s, or npos when s does not start one.
-PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::size_t dollar_tag_size(std::string_view s) {
-  if (s.size() < 2 || s[0] != '$') return std::string_view::npos;
-  std::size_t i = 1;
-  if (s[i] != '$') {
-    if (!ident_start(s[i])) return std::string_view::npos;  // $1 is a parameter
-    while (i < s.size() && ident_char(s[i]) && s[i] != '$') ++i;
-    if (i == s.size() || s[i] != '$') return std::string_view::npos;
-  }
-  return i + 1;
-}
-#endif
-
-// Reads the next token. code_in_dollar_quotes: a DO body is code, so its $tag$
-// delimiters are stepped over and what they enclose is read as tokens.
-PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes = false);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL token next_token(std::string_view& s, bool code_in_dollar_quotes) {
-  s = skip_blank(s);
-  if (code_in_dollar_quotes) {
-    for (std::size_t tag = dollar_tag_size(s); tag != std::string_view::npos; tag = dollar_tag_size(s))
-      s = skip_blank(s.substr(tag));
-  }
-  token t;
-  if (s.empty()) return t;
-  const char c = s.front();
-  if (ident_start(c)) {
-    std::size_t i = 1;
-    while (i < s.size() && ident_char(s[i])) ++i;
-    t.kind = token::name;
-    t.text = s.substr(0, i);
-    s.remove_prefix(i);
-    // E'...': the only string in which a backslash escapes the quote.
-    if ((t.text == "e" || t.text == "E") && !s.empty() && s.front() == '\'') {
-      std::size_t j = 1;
-      for (; j < s.size(); ++j) {
-        if (s[j] == '\\') {
-          ++j;
-        } else if (s[j] == '\'') {
-          if (j + 1 < s.size() && s[j + 1] == '\'') {
-            ++j;
-          } else {
-            break;
-          }
-        }
-      }
-      t.kind = token::string;
-      t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
-      s = j < s.size() ? s.substr(j + 1) : std::string_view{};
-    }
-    return t;
-  }
-  if (c == '\'' || c == '"') {
-    std::size_t j = 1;
-    for (; j < s.size(); ++j) {
-      if (s[j] == c) {
-        if (j + 1 < s.size() && s[j + 1] == c) {
-          ++j;  // doubled quote
-        } else {
-          break;
-        }
-      }
-    }
-    t.kind = c == '\'' ? token::string : token::quoted_name;
-    t.text = s.substr(1, j < s.size() ? j - 1 : s.size() - 1);
-    s = j < s.size() ? s.substr(j + 1) : std::string_view{};
-    return t;
-  }
-  if (c == '$') {
-    const std::size_t tag = dollar_tag_size(s);
-    if (tag != std::string_view::npos) {
-      const std::size_t close = s.find(s.substr(0, tag), tag);
-      t.kind = token::string;
-      t.text = s.substr(tag, close == std::string_view::npos ? std::string_view::npos : close - tag);
-      s = close == std::string_view::npos ? std::string_view{} : s.substr(close + tag);
-      return t;
-    }
-  }
-  t.kind = token::other;
-  t.text = s.substr(0, 1);
-  s.remove_prefix(1);
-  return t;
-}
-#endif
-
-inline bool is_other(const token& t, char c) { return t.kind == token::other && t.text.front() == c; }
-
-// Session advisory lock functions; the _xact_ ones end with the transaction.
-PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool session_lock_function(std::string_view name, bool quoted) {
-  constexpr std::string_view names[] = {
-      "pg_advisory_lock",   "pg_advisory_lock_shared",   "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
-      "pg_advisory_unlock", "pg_advisory_unlock_shared", "pg_advisory_unlock_all"};
-  for (std::string_view n : names)
-    if (quoted ? name == n : iequals(name, n)) return true;
-  return false;
-}
-#endif
-
-// A quoted boolean input that means false ('f', 'fal', 'off', 'no', '0', ...).
-PQSCOPE_DECL bool spells_false(std::string_view v);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool spells_false(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t' || v.front() == '\n' || v.front() == '\r')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\n' || v.back() == '\r')) v.remove_suffix(1);
-  if (v.empty() || v.size() > 5) return false;
-  auto prefix_of = [&](std::string_view word, std::size_t min) {
-    return v.size() >= min && v.size() <= word.size() && iequals(v, word.substr(0, v.size()));
-  };
-  return prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0";
-}
-#endif
-
-// After "set_config(": true when the third argument is a literal false and the last.
-PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool session_set_config(std::string_view args, bool code_in_dollar_quotes) {
-  int depth = 0;
-  int commas = 0;
-  for (;;) {
-    token t = next_token(args, code_in_dollar_quotes);
-    if (t.kind == token::end) return false;
-    if (is_other(t, '(') || is_other(t, '[')) {
-      ++depth;
-    } else if (is_other(t, ')') || is_other(t, ']')) {
-      if (--depth < 0) return false;
-    } else if (depth == 0 && is_other(t, ',') && ++commas == 2) {
-      break;
-    }
-  }
-  const token value = next_token(args, code_in_dollar_quotes);
-  if (!(value.kind == token::name && iequals(value.text, "false")) &&
-      !(value.kind == token::string && spells_false(value.text)))
-    return false;
-  token t = next_token(args, code_in_dollar_quotes);
-  if (is_other(t, ':')) {
-    if (!is_other(next_token(args, code_in_dollar_quotes), ':')) return false;
-    const token type = next_token(args, code_in_dollar_quotes);
-    if (type.kind != token::name || !(iequals(type.text, "bool") || iequals(type.text, "boolean"))) return false;
-    t = next_token(args, code_in_dollar_quotes);
-  }
-  return is_other(t, ')');
-}
-#endif
-
-enum class call_hazard { none, advisory_lock, set_config };
-
-// The first session-state function called in the text; name is set to it.
-PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL call_hazard find_call(std::string_view s, bool code_in_dollar_quotes, std::string_view& name) {
-  for (;;) {
-    const token t = next_token(s, code_in_dollar_quotes);
-    if (t.kind == token::end) return call_hazard::none;
-    if (t.kind != token::name && t.kind != token::quoted_name) continue;
-    const bool quoted = t.kind == token::quoted_name;
-    const bool lock = session_lock_function(t.text, quoted);
-    const bool config = !lock && (quoted ? t.text == "set_config" : iequals(t.text, "set_config"));
-    if (!lock && !config) continue;
-    std::string_view after = s;
-    if (!is_other(next_token(after, code_in_dollar_quotes), '(')) continue;  // a column of that name, not a call
-    name = t.text;
-    if (lock) return call_hazard::advisory_lock;
-    if (session_set_config(after, code_in_dollar_quotes)) return call_hazard::set_config;
-  }
-}
-#endif
-
-// PgBouncer keeps these per client and sets them on every server connection it
-// lends that client, so a session-level SET of one of them does not leak:
-// client_encoding (SET NAMES), DateStyle, TimeZone (SET TIME ZONE),
-// standard_conforming_strings and application_name. `rest` follows SET or RESET.
-PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool tracked_by_pgbouncer(std::string_view rest) {
-  word name = next_word(rest);
-  const bool dotted = !rest.empty() && rest.front() == '.';
-  if (name == "SESSION" && !dotted) name = next_word(rest);
-  if (!rest.empty() && rest.front() == '.') return false;  // a custom setting such as app.timezone
-  if (name == "TIME") return next_word(rest) == "ZONE";
-  return name == "NAMES" || name == "TIMEZONE" || name == "DATESTYLE" || name == "CLIENT_ENCODING" ||
-         name == "APPLICATION_NAME" || name == "STANDARD_CONFORMING_STRINGS";
-}
-#endif
-
-// "SET search_path ...": the keyword and the setting name as written.
-PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string label(std::string_view keyword, std::string_view rest) {
-  std::string m(keyword);
-  token t = next_token(rest);
-  if (t.kind == token::name && iequals(t.text, "session")) {
-    m += " SESSION";
-    t = next_token(rest);
-  }
-  for (char sep = ' '; t.kind == token::name && t.text.size() <= 63; sep = '.') {
-    m += sep;
-    m += t.text;
-    if (!is_other(next_token(rest), '.')) break;
-    t = next_token(rest);
-  }
-  m += " ...";
-  return m;
-}
-#endif
-
-PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
+inline std::string refuse(std::string_view statement, std::string_view why, std::string_view instead) {
   std::string m = "execute(\"";
   m += statement;
   m += "\") acts on the server session, which PgBouncer in transaction pooling mode (pooling::transaction) "
@@ -309,98 +63,318 @@ PQSCOPE_DECL std::string refuse(std::string_view statement, std::string_view why
   m += ". To send it anyway, wrap the SQL in pqscope::allow_session_state()";
   return m;
 }
-#endif
+
+// A statement's tokens [b, e), read under one setting of standard_conforming_strings.
+struct stmt {
+  const std::vector<sql_token>& tokens;
+  std::size_t b, e;
+  bool standard;
+  [[nodiscard]] const sql_token& at(std::size_t i) const {
+    static const sql_token none;
+    return i < e ? tokens[i] : none;
+  }
+};
+
+// How a name is written in a message: as written, or decoded for U&"...".
+inline std::string shown(const sql_token& t) {
+  if (t.kind == sql_token::ident) return std::string(t.text);
+  std::string n;
+  if (t.kind == sql_token::uident && token_name(t, n)) return n;
+  return std::string(t.body);
+}
+
+// Setting names compare case-insensitively, quoted or not.
+inline bool setting_is(const sql_token& t, std::string_view lower) {
+  std::string n;
+  if (!token_name(t, n) || n.size() != lower.size()) return false;
+  for (std::size_t i = 0; i < n.size(); ++i)
+    if ((n[i] >= 'A' && n[i] <= 'Z' ? static_cast<char>(n[i] - 'A' + 'a') : n[i]) != lower[i]) return false;
+  return true;
+}
+
+// PgBouncer keeps these per client and sets them on every server connection it
+// lends that client, so a session-level SET of one of them does not leak.
+// `i` is the token after SET or RESET.
+inline bool tracked_by_pgbouncer(const stmt& s, std::size_t i) {
+  if (s.at(i).keyword("SESSION") && !s.at(i + 1).is('.')) ++i;
+  const sql_token& name = s.at(i);
+  if (s.at(i + 1).is('.')) return false;  // a custom setting such as app.timezone
+  if (name.keyword("TIME")) return s.at(i + 1).keyword("ZONE");
+  if (name.keyword("NAMES")) return true;
+  for (std::string_view n : {"timezone", "datestyle", "client_encoding", "application_name", "standard_conforming_strings"})
+    if (setting_is(name, n)) return true;
+  return false;
+}
+
+// "SET search_path ...": the keyword and the setting name as written.
+inline std::string label(std::string_view keyword, const stmt& s, std::size_t i) {
+  std::string m(keyword);
+  if (s.at(i).keyword("SESSION")) {
+    m += " SESSION";
+    ++i;
+  }
+  for (char sep = ' '; s.at(i).is_name() && s.at(i).text.size() <= 63; sep = '.') {
+    m += sep;
+    m += shown(s.at(i));
+    if (!s.at(i + 1).is('.')) break;
+    i += 2;
+  }
+  m += " ...";
+  return m;
+}
+
+// pg_temp, or a backend's own pg_temp_N: the schema of temporary objects.
+inline bool temp_schema(const sql_token& t) {
+  std::string n;
+  if (!token_name(t, n) || n.compare(0, 7, "pg_temp") != 0) return false;
+  if (n.size() == 7) return true;
+  if (n[7] != '_' || n.size() == 8) return false;
+  for (std::size_t k = 8; k < n.size(); ++k)
+    if (n[k] < '0' || n[k] > '9') return false;
+  return true;
+}
+
+// A plain string the server reads as boolean true (parse_bool: prefixes of
+// "true" and "yes", "on", "1"). Escape forms are not trusted to be read right.
+inline bool spells_true(const sql_token& t) {
+  if (t.kind != sql_token::string || t.text.front() != '\'' ||
+      t.body.find_first_of("\\'") != std::string_view::npos)
+    return false;
+  std::string_view v = t.body;
+  while (!v.empty() && sql_space(v.front())) v.remove_prefix(1);
+  while (!v.empty() && sql_space(v.back())) v.remove_suffix(1);
+  auto prefix_of = [&](std::string_view word, std::size_t min) {
+    if (v.size() < min || v.size() > word.size()) return false;
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if ((v[i] >= 'A' && v[i] <= 'Z' ? static_cast<char>(v[i] - 'A' + 'a') : v[i]) != word[i]) return false;
+    return true;
+  };
+  return prefix_of("true", 1) || prefix_of("yes", 1) || prefix_of("on", 2) || v == "1";
+}
+
+// set_config(a, b, c) at `open` (its parenthesis): whether c is the literal true,
+// so that the setting ends with the transaction.
+inline bool local_set_config(const stmt& s, std::size_t open) {
+  int depth = 0, commas = 0;
+  std::size_t i = open + 1;
+  for (; i < s.e; ++i) {
+    const sql_token& t = s.tokens[i];
+    if (t.is('(') || t.is('[')) {
+      ++depth;
+    } else if (t.is(')') || t.is(']')) {
+      if (--depth < 0) return false;  // fewer than three arguments
+    } else if (depth == 0 && t.is(',') && ++commas == 2) {
+      break;
+    }
+  }
+  const sql_token& value = s.at(i + 1);
+  if (!value.keyword("TRUE") && !spells_true(value)) return false;
+  std::size_t k = i + 2;
+  if (s.at(k).kind == sql_token::symbol && s.at(k).text == "::") {
+    if (!s.at(k + 1).keyword("BOOL") && !s.at(k + 1).keyword("BOOLEAN")) return false;
+    k += 2;
+  }
+  return s.at(k).is(')');
+}
+
+inline bool session_lock_function(const sql_token& t) {
+  for (std::string_view n : {"pg_advisory_lock", "pg_advisory_lock_shared", "pg_try_advisory_lock",
+                             "pg_try_advisory_lock_shared", "pg_advisory_unlock", "pg_advisory_unlock_shared",
+                             "pg_advisory_unlock_all"})
+    if (names(t, n)) return true;
+  return false;
+}
+
+// What any statement may do wherever in its text: calls, UPDATE pg_settings,
+// SELECT ... INTO TEMP.
+inline std::string anywhere(const stmt& s) {
+  const bool selects = s.at(s.b).keyword("SELECT") || s.at(s.b).keyword("WITH") || s.at(s.b).is('(');
+  for (std::size_t i = s.b; i < s.e; ++i) {
+    const sql_token& t = s.tokens[i];
+    if (t.is_name() && s.at(i + 1).is('(')) {
+      if (session_lock_function(t))
+        return refuse(shown(t) + "(...)",
+                      "a session advisory lock stays with the server connection, not with this client, after the "
+                      "transaction",
+                      use_xact_lock);
+      if (names(t, "set_config") && !local_set_config(s, i + 1))
+        return refuse("set_config(...)",
+                      "set_config() whose third argument is not the literal true is a session-level setting, which "
+                      "outlives the transaction",
+                      use_set_local);
+    }
+    if (t.keyword("UPDATE")) {
+      std::size_t k = i + 1;
+      if (s.at(k).keyword("ONLY")) ++k;
+      while (s.at(k).is_name() && s.at(k + 1).is('.')) k += 2;
+      if (names(s.at(k), "pg_settings"))
+        return refuse("UPDATE pg_settings ...", "updating pg_settings is a session-level SET, which outlives the transaction",
+                      use_set_local);
+    }
+    if (selects && t.keyword("INTO") && !(i > s.b && s.at(i - 1).keyword("INSERT")) &&
+        !(i > s.b && s.at(i - 1).keyword("MERGE"))) {
+      std::size_t k = i + 1;
+      if (s.at(k).keyword("LOCAL") || s.at(k).keyword("GLOBAL")) ++k;
+      if (s.at(k).keyword("TEMP") || s.at(k).keyword("TEMPORARY") || (temp_schema(s.at(k)) && s.at(k + 1).is('.')))
+        return refuse("SELECT ... INTO TEMP ...",
+                      "a temporary table outlives the transaction, and the next client of the server connection "
+                      "sees it",
+                      "use CREATE TEMP TABLE ... ON COMMIT DROP AS SELECT ... inside a scope");
+    }
+  }
+  return {};
+}
+
+// CREATE of a temporary object: allowed only for a table dropped at commit.
+inline std::string create_temp(const stmt& s) {
+  std::size_t i = s.b + 1;
+  if (s.at(i).keyword("OR") && s.at(i + 1).keyword("REPLACE")) i += 2;
+  bool temp = false;
+  if (s.at(i).keyword("GLOBAL") || s.at(i).keyword("LOCAL")) ++i;
+  if (s.at(i).keyword("TEMP") || s.at(i).keyword("TEMPORARY")) {
+    temp = true;
+    ++i;
+  }
+  if (s.at(i).keyword("UNLOGGED")) ++i;
+  const sql_token& kind = s.at(i);
+  for (std::size_t k = s.b; k < s.e && !temp; ++k) temp = temp_schema(s.tokens[k]) && s.at(k + 1).is('.');
+  if (!temp) return {};
+  if (kind.keyword("TABLE")) {
+    for (std::size_t k = i; k + 2 < s.e; ++k)
+      if (s.tokens[k].keyword("ON") && s.tokens[k + 1].keyword("COMMIT") && s.tokens[k + 2].keyword("DROP")) return {};
+    return refuse("CREATE TEMP TABLE ...",
+                  "a temporary table without ON COMMIT DROP outlives the transaction, and the next client of the "
+                  "server connection sees it",
+                  "add ON COMMIT DROP and create it inside the scope that uses it");
+  }
+  return refuse("CREATE TEMP " + std::string(kind.is_name() ? kind.text : std::string_view("object")) + " ...",
+                "a temporary object outlives the transaction, and the next client of the server connection sees it",
+                "use a temporary table with ON COMMIT DROP inside a scope, or a WITH query");
+}
+
+inline std::string hazard_in(std::string_view sql, bool standard, int depth);
+
+// DO [LANGUAGE l] 'body' [LANGUAGE l]: the body is code that runs now.
+inline std::string do_block(const stmt& s, int depth) {
+  if (depth > 0) return {};  // a DO inside PL/pgSQL is a syntax error
+  std::size_t i = s.b + 1;
+  const sql_token* language = nullptr;
+  if (s.at(i).keyword("LANGUAGE")) {
+    language = &s.at(i + 1);
+    i += 2;
+  }
+  std::string body, piece;
+  // 'a'\n'b' continues a string; several strings in a row are read as one (more
+  // than the server would: without a newline between them it rejects them).
+  for (; i < s.e && s.tokens[i].is_string(); ++i) {
+    if (!token_string(s.tokens[i], s.standard, piece)) return {};  // the server rejects the escape
+    body += piece;
+  }
+  if (s.at(i).keyword("LANGUAGE")) language = &s.at(i + 1);
+  if (language != nullptr) {
+    std::string lang;
+    if (!token_name(*language, lang) && !token_string(*language, s.standard, lang)) lang.clear();
+    for (char& c : lang) c = c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+    if (lang != "plpgsql")
+      return refuse("DO ...", "pqscope reads PL/pgSQL bodies only, and cannot tell what this one leaves behind",
+                    "put the code in a function, or check it yourself");
+  }
+  // PL/pgSQL compiles the body with the session's standard_conforming_strings.
+  std::string m = hazard_in(body, true, depth + 1);
+  if (m.empty() && body.find('\\') != std::string::npos) m = hazard_in(body, false, depth + 1);
+  return m;
+}
+
+// The rules read from a statement's first keyword, at token `b`.
+inline std::string leading(const stmt& s, int depth) {
+  const sql_token& first = s.at(s.b);
+  const sql_token& second = s.at(s.b + 1);
+  if (first.keyword("SET") || first.keyword("RESET")) {
+    if (tracked_by_pgbouncer(s, s.b + 1)) return {};
+    if (first.keyword("RESET"))
+      return refuse(label("RESET", s, s.b + 1), "RESET changes the setting for the whole server session", use_set_local);
+    const bool dotted = s.at(s.b + 2).is('.');  // SET local.x: a setting named like a keyword
+    if (!dotted && (second.keyword("LOCAL") || second.keyword("TRANSACTION") || second.keyword("CONSTRAINTS")))
+      return {};
+    if (second.keyword("SESSION") && s.at(s.b + 2).keyword("CHARACTERISTICS"))
+      return refuse("SET SESSION CHARACTERISTICS ...", "it changes the default transaction modes of the server session",
+                    "set isolation / read_only / deferrable in the outermost scope's transaction_options");
+    return refuse(label("SET", s, s.b + 1), "a session-level SET outlives the transaction", use_set_local);
+  }
+  if (first.keyword("LISTEN") || first.keyword("UNLISTEN"))
+    return refuse(first.keyword("LISTEN") ? "LISTEN ..." : "UNLISTEN ...",
+                  "notifications arrive on a server connection the client does not keep",
+                  "use a dedicated direct connection (pooling::none, not through PgBouncer)");
+  if (first.keyword("EXECUTE") && depth > 0)
+    return refuse("DO ... EXECUTE ...", "pqscope cannot see what dynamic SQL in a DO body runs",
+                  "run the statements with execute() instead");
+  if ((first.keyword("PREPARE") && !second.keyword("TRANSACTION")) || first.keyword("EXECUTE") ||
+      first.keyword("DEALLOCATE"))
+    return refuse(first.keyword("PREPARE") ? "PREPARE ..." : first.keyword("EXECUTE") ? "EXECUTE ..." : "DEALLOCATE ...",
+                  "prepared statements live in the server session", "pass parameters to execute() instead");
+  if (first.keyword("DECLARE")) {
+    // DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH[OUT] HOLD] FOR query
+    for (std::size_t i = s.b + 1; i < s.e && !s.tokens[i].keyword("FOR"); ++i)
+      if (s.tokens[i].keyword("WITH") && s.at(i + 1).keyword("HOLD"))
+        return refuse("DECLARE ... WITH HOLD", "a WITH HOLD cursor outlives the transaction",
+                      "DECLARE it without HOLD inside a scope and FETCH from it before the scope ends");
+  }
+  if (first.keyword("DISCARD"))
+    return refuse("DISCARD ...", "it acts on whichever server session the pooler lends, not on this client's",
+                  "leave resetting server sessions to PgBouncer (server_reset_query)");
+  if (first.keyword("LOAD"))
+    return refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
+                  "preload it with shared_preload_libraries or session_preload_libraries");
+  if (first.keyword("CREATE")) return create_temp(s);
+  if (first.keyword("DO")) return do_block(s, depth);
+  if (first.keyword("EXPLAIN")) {
+    // EXPLAIN ANALYZE runs the statement (CREATE TABLE AS among them).
+    std::size_t i = s.b + 1;
+    if (s.at(i).is('(')) {
+      while (i < s.e && !s.tokens[i].is(')')) ++i;
+      ++i;
+    }
+    while (s.at(i).keyword("ANALYZE") || s.at(i).keyword("ANALYSE") || s.at(i).keyword("VERBOSE")) ++i;
+    if (i < s.e && i > s.b) return leading(stmt{s.tokens, i, s.e, s.standard}, depth);
+  }
+  return {};
+}
+
+// Where PL/pgSQL statements start inside one ;-separated piece of a body.
+inline bool starts_after(const sql_token& t) {
+  return t.keyword("BEGIN") || t.keyword("THEN") || t.keyword("ELSE") || t.keyword("LOOP") || t.keyword("DECLARE") ||
+         t.is('>');
+}
+
+inline std::string hazard_in(std::string_view sql, bool standard, int depth) {
+  const sql_statements st = read_statements(sql, standard, depth == 0);
+  if (st.broken) return {};  // the server rejects the whole text read this way
+  for (const auto& [b, e] : st.ranges) {
+    const stmt s{st.tokens, b, e, standard};
+    if (depth > 0) {
+      for (std::size_t i = b; i < e; ++i)
+        if (st.tokens[i].keyword("EXECUTE"))
+          return refuse("DO ... EXECUTE ...", "pqscope cannot see what dynamic SQL in a DO body runs",
+                        "run the statements with execute() instead");
+      for (std::size_t i = b; i < e; ++i) {
+        if (i != b && !starts_after(st.tokens[i - 1])) continue;
+        std::string m = leading(stmt{st.tokens, i, e, standard}, depth);
+        if (!m.empty()) return m;
+      }
+    } else if (std::string m = leading(s, depth); !m.empty()) {
+      return m;
+    }
+    if (std::string m = anywhere(s); !m.empty()) return m;
+  }
+  return {};
+}
 
 }  // namespace session_scan
 
-// Empty when the statement is safe behind a transaction-pooling PgBouncer;
-// otherwise why not, and what to use instead. Allocates only to say no.
-PQSCOPE_DECL std::string session_state_hazard(std::string_view sql);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
-  namespace ss = session_scan;
-  constexpr std::string_view use_set_local =
-      "use set_local() inside a scope (SET LOCAL / set_config(..., true)), which ends with the transaction";
-  constexpr std::string_view use_xact_lock =
-      "use pg_advisory_xact_lock() inside a scope, which the transaction's end releases";
-
-  std::string_view rest = sql;
-  const word first = next_word(rest);
-  if ((first == "SET" || first == "RESET") && ss::tracked_by_pgbouncer(rest)) return {};
-  if (first == "SET") {
-    std::string_view after = rest;
-    const word second = next_word(after);
-    const bool dotted = !after.empty() && after.front() == '.';  // SET local.x: a setting named like a keyword
-    if (!dotted && (second == "LOCAL" || second == "TRANSACTION" || second == "CONSTRAINTS")) return {};
-    if (second == "SESSION") {
-      const word third = next_word(after);
-      if (third == "CHARACTERISTICS")
-        return ss::refuse("SET SESSION CHARACTERISTICS ...",
-                          "it changes the default transaction modes of the server session",
-                          "set isolation / read_only / deferrable in the outermost scope's transaction_options");
-    }
-    if (second == "TIME") return ss::refuse("SET TIME ZONE ...", "a session-level SET outlives the transaction", use_set_local);
-    return ss::refuse(ss::label("SET", rest), "a session-level SET outlives the transaction", use_set_local);
-  }
-  if (first == "RESET")
-    return ss::refuse(ss::label("RESET", rest), "RESET changes the setting for the whole server session", use_set_local);
-  if (first == "LISTEN" || first == "UNLISTEN")
-    return ss::refuse(first == "LISTEN" ? "LISTEN ..." : "UNLISTEN ...",
-                      "notifications arrive on a server connection the client does not keep",
-                      "use a dedicated direct connection (pooling::none, not through PgBouncer)");
-  if (first == "PREPARE" || first == "EXECUTE" || first == "DEALLOCATE") {
-    std::string_view after = rest;
-    if (first == "PREPARE" && next_word(after) == "TRANSACTION") return {};  // transaction control refuses it
-    const char* statement = first == "PREPARE" ? "PREPARE ..." : first == "EXECUTE" ? "EXECUTE ..." : "DEALLOCATE ...";
-    return ss::refuse(statement, "prepared statements live in the server session",
-                      "pass parameters to execute() instead");
-  }
-  if (first == "DECLARE") {
-    // DECLARE name [BINARY] [ASENSITIVE | INSENSITIVE] [[NO] SCROLL] CURSOR [WITH[OUT] HOLD] FOR query
-    std::string_view after = rest;
-    bool with = false;
-    for (;;) {
-      const ss::token t = ss::next_token(after);
-      if (t.kind == ss::token::end || (t.kind == ss::token::name && ss::iequals(t.text, "for"))) break;
-      const bool is_name = t.kind == ss::token::name;
-      if (with && is_name && ss::iequals(t.text, "hold"))
-        return ss::refuse("DECLARE ... WITH HOLD", "a WITH HOLD cursor outlives the transaction",
-                          "DECLARE it without HOLD inside a scope and FETCH from it before the scope ends");
-      with = is_name && ss::iequals(t.text, "with");
-    }
-  }
-  if (first == "DISCARD")
-    return ss::refuse("DISCARD ...", "it acts on whichever server session the pooler lends, not on this client's",
-                      "leave resetting server sessions to PgBouncer (server_reset_query)");
-  if (first == "LOAD")
-    return ss::refuse("LOAD ...", "the library stays loaded in the server process the next client gets",
-                      "preload it with shared_preload_libraries or session_preload_libraries");
-
-  // The calls looked for all contain one of these words: a text with neither
-  // (most statements) needs no tokenizing. This runs for every statement.
-  auto contains_word = [&](std::string_view w) {
-    for (std::size_t i = 0; i + w.size() <= rest.size(); ++i) {
-      std::size_t k = 0;
-      while (k < w.size() && ascii_upper(rest[i + k]) == ascii_upper(w[k])) ++k;
-      if (k == w.size()) return true;
-    }
-    return false;
-  };
-  if (!contains_word("advisory") && !contains_word("set_config")) return {};
-
-  std::string_view name;
-  switch (ss::find_call(rest, first == "DO", name)) {
-    case ss::call_hazard::advisory_lock:
-      return ss::refuse(std::string(name) + "(...)",
-                        "a session advisory lock stays with the server connection, not with this client, after "
-                        "the transaction",
-                        use_xact_lock);
-    case ss::call_hazard::set_config:
-      return ss::refuse("set_config(..., false)", "a session-level setting outlives the transaction", use_set_local);
-    case ss::call_hazard::none:
-      break;
-  }
-  return {};
+  std::string m = session_scan::hazard_in(sql, true, 0);
+  if (m.empty() && sql.find('\\') != std::string_view::npos) m = session_scan::hazard_in(sql, false, 0);
+  return m;
 }
 #endif
 
