@@ -25,6 +25,7 @@
 
 #include "support/asio_run.hpp"
 #include "support/servers.hpp"
+#include "support/wire_counter.hpp"
 
 using namespace std::chrono_literals;
 using pqtest::awaitable;
@@ -773,3 +774,89 @@ BOOST_AUTO_TEST_CASE(cancellation_slots) {
   });
 }
 #endif
+
+// The safety net on the asynchronous connection (misuse.cpp has the blocking one):
+// a relay turns a harmless SELECT into transaction control or a COPY, which no
+// statement check can see; usage_error, and the connection goes on in autocommit.
+BOOST_AUTO_TEST_CASE(hidden_control_statements_are_undone) {
+  pqtest::for_each_target([](const pqtest::target& t) {
+    pqtest::scratch_table table;
+    pqtest::wire_counter relay{t};
+    int n = 0;
+    auto hidden = [&](const std::string& real) {
+      std::string marker = "SELECT 'pqscope hidden statement " + std::to_string(n++) + "'";
+      if (marker.size() < real.size()) marker.resize(real.size(), ' ');
+      relay.rewrite(marker, real);
+      return marker;
+    };
+    net::io_context io;
+    pqtest::run_coro(io, [&]() -> awaitable<void> {
+      pa::connection c = co_await pqtest::connect_async(relay.conninfo());
+      int id = 0;
+      auto usable = [&](const std::string& after) -> awaitable<void> {
+        BOOST_TEST_INFO("after " << after);
+        BOOST_TEST(PQtransactionStatus(c.native_handle()) == PQTRANS_IDLE);
+        BOOST_TEST_INFO("after " << after);
+        BOOST_TEST(pqtest::idle_in_transaction(c.application_name()) == 0);
+        co_await c.async_execute({"INSERT INTO " + table.name() + " (id) VALUES ($1)", ++id}, use_awaitable);
+        BOOST_TEST_INFO("after " << after);
+        BOOST_TEST(pqtest::committed_count(table) == id);
+      };
+      auto expect = [&](const std::string& what, const std::string& phrase) {
+        BOOST_TEST(what.find("usage_error: ") == 0u, what);
+        BOOST_TEST(what.find(phrase) != std::string::npos, what);
+      };
+      for (const char* opener : {"BEGIN", "START TRANSACTION"}) {
+        const std::string what = co_await pqtest::outcome_of(
+            [&]() -> awaitable<void> { co_await c.async_execute(hidden(opener), use_awaitable); });
+        expect(what, "inside a transaction that no pqscope scope owns");
+        co_await usable(opener);
+      }
+      for (const char* closer : {"COMMIT", "ROLLBACK"}) {
+        const std::string what = co_await pqtest::outcome_of([&]() -> awaitable<void> {
+          co_await pa::async_atomic(c, [&]() -> awaitable<void> {
+            co_await c.async_execute("SELECT 1", use_awaitable);
+            co_await c.async_execute(hidden(closer), use_awaitable);
+          });
+        });
+        expect(what, "ended the transaction behind pqscope's back");
+        co_await usable(closer);
+      }
+      const std::string copies[] = {"COPY (SELECT 1 UNION ALL SELECT 2) TO STDOUT",
+                                    "COPY " + table.name() + " (id) FROM STDIN"};
+      for (const std::string& copy : copies) {
+        for (bool scoped : {false, true}) {
+          const std::string what = co_await pqtest::outcome_of([&]() -> awaitable<void> {
+            if (!scoped) co_return co_await c.async_execute(hidden(copy), use_awaitable), void();
+            co_await pa::async_atomic(
+                c, [&]() -> awaitable<void> { co_await c.async_execute(hidden(copy), use_awaitable); });
+          });
+          if (t.name == "pgpool" && what.find("connection_error") == 0) {
+            // Pgpool-II 4.3.5's child crashes on such a COPY (see misuse.cpp).
+            BOOST_TEST_MESSAGE("pgpool: " << what);
+            co_return;
+          }
+          expect(what, "started COPY");
+          co_await usable(copy);
+        }
+      }
+    }());
+  });
+}
+
+// PgBouncer in pool_mode = statement (connection.cpp has the blocking twin): the
+// connection_error carries PgBouncer's FATAL message and names the pool mode.
+BOOST_AUTO_TEST_CASE(statement_pooling_is_named) {
+  net::io_context io;
+  pqtest::run_coro(io, [&]() -> awaitable<void> {
+    pa::connection c = co_await pqtest::connect_async(pqtest::env("PQSCOPE_TEST_PGBOUNCER_STATEMENT"));
+    std::string what;
+    try {
+      co_await pa::async_atomic(c, [&]() -> awaitable<void> { co_await c.async_execute("SELECT 1", use_awaitable); });
+    } catch (const pqscope::connection_error& e) {
+      what = e.what();
+    }
+    BOOST_TEST(what.find("transaction blocks not allowed in statement pooling mode") != std::string::npos, what);
+    BOOST_TEST(what.find("pool_mode = statement") != std::string::npos, what);
+  }());
+}

@@ -26,6 +26,7 @@
 #include "support/asio_run.hpp"
 #include "support/servers.hpp"
 #include "support/asio_stall_relay.hpp"
+#include "support/stall_relay.hpp"
 
 using namespace std::chrono_literals;
 using pqtest::awaitable;
@@ -377,6 +378,37 @@ BOOST_AUTO_TEST_CASE(next_round_trip_waits_for_a_pending_cancel) {
   }());
   beat.stop();
   BOOST_TEST(beat.worst_ms() < 150);
+}
+
+// The call's bound holds with resolve_in_doubt (as network_timeout.cpp checks for
+// the blocking connection): COMMIT never reaches the server, its transaction stays
+// in progress, and the resolver gives up after one more network_timeout plus grace.
+BOOST_AUTO_TEST_CASE(in_doubt_resolution_is_bounded) {
+  pqtest::for_each_target([&](const pqtest::target& t) {
+    pqtest::scratch_table table;
+    pqtest::stall_relay relay{t};  // new connections (the resolver's) still pass
+    net::io_context io;
+    pqtest::run_coro(io, [&]() -> awaitable<void> {
+      pqscope::connection_options co;
+      co.network_timeout = 400ms;
+      pa::connection c = co_await pqtest::connect_async(relay.conninfo(), co);
+      pqscope::transaction_options o;
+      o.resolve_in_doubt = true;
+      const auto start = steady::now();
+      const std::string what = co_await pqtest::outcome_of([&]() -> awaitable<void> {
+        pa::transaction tx{c, o};
+        co_await insert(c, table, 1);
+        relay.stall(pqtest::stall_relay::to_server);
+        co_await tx.async_commit(use_awaitable);
+      });
+      const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - start).count();
+      BOOST_TEST_MESSAGE(t.name << ": " << what << " after " << took << " ms");
+      BOOST_TEST(what == "in_doubt_error");
+      // COMMIT's 400 + 400 ms, the resolver's 400 + 400 ms, slack for a loaded machine.
+      BOOST_TEST(took <= 2100, "took " << took);
+      BOOST_TEST(relay.accepted() == 2);  // the session, then the resolver
+    }());
+  });
 }
 
 // COMMIT sent and no answer: in_doubt_error, or with resolve_in_doubt the fresh

@@ -3,7 +3,8 @@
 // on the blocking connection, and in the model of tests/support/model.hpp. All
 // three must agree on the committed rows, the callbacks that fired and every
 // exception caught on the way; the two connections must also have made the same
-// number of round trips (one machine plans both), and end idle at depth 0.
+// number of round trips (one machine plans both), and end idle at depth 0, with no
+// session of the test idle in transaction in pg_stat_activity.
 //
 //   - the nesting matrix (tests/nesting.cpp): an outer scope calling an inner one,
 //     each ending by commit, rollback, destruction, exception or SQL error, with
@@ -11,7 +12,8 @@
 //   - a failure at every position (tests/batch.cpp): six statements over three
 //     nested scopes, statement k fails, caught at each level or not at all;
 //   - depth 1..10, the innermost committing or rolling back;
-//   - random programs from fixed seeds (tests/model.cpp's generator).
+//   - random programs from fixed seeds (tests/model.cpp's generator), with the
+//     transaction_options it draws from each seed.
 // Each family also runs with the outermost scope batched.
 //
 // PQSCOPE_ASIO_MODEL_PROGRAMS sets the random programs per target and mode (default 600).
@@ -53,10 +55,16 @@ class async_runner {
       escaped = std::current_exception();
     }
     out_.trace.push_back(escaped ? "escaped: " + category(escaped) : "escaped: none");
-    const pqscope::result rows =
-        co_await c_.async_execute({"SELECT id FROM " + table_ + " WHERE id > $1", base_}, use_awaitable);
-    for (const auto& row : rows) out_.committed.insert(row[0].as<int>() - base_);
-    co_return out_;
+    // A scope destroyed open is rolled back in the background, and its on_rollback
+    // callbacks fire when that ends: wait for it with an operation that sends nothing.
+    std::exception_ptr after;
+    try {
+      co_await c_.async_flush(use_awaitable);
+    } catch (...) {
+      after = std::current_exception();
+    }
+    if (after) out_.trace.push_back("after the program, async_flush(): " + category(after));
+    co_return out_;  // the committed rows: look(), as for real_runner
   }
 
  private:
@@ -77,9 +85,7 @@ class async_runner {
   }
 
   awaitable<void> scope(const scope_node& s, bool root = false) {
-    pqscope::transaction_options opts;
-    opts.savepoint = s.savepoint;
-    opts.batch = batch_ && root;
+    const pqscope::transaction_options opts = options_of(s, batch_ && root);
     if (s.atomic) {
       const std::size_t mark = out_.trace.size();
       co_await pa::async_atomic(c_, opts, [&]() -> awaitable<void> {
@@ -129,31 +135,60 @@ class async_runner {
 class harness {
  public:
   harness(const pqtest::target& t, bool batch)
-      : batch_(batch), async_table_("id int PRIMARY KEY"), sync_table_("id int PRIMARY KEY"), sync_(t.conninfo) {
-    sync_.execute("INSERT INTO " + sync_table_.name() + " VALUES (0)");
-    async_ = pqtest::run_coro(io_, pqtest::connect_async(t.conninfo));
+      : t_(t),
+        batch_(batch),
+        async_app_(pqtest::unique_name("pqscope_amodel_async")),
+        sync_app_(pqtest::unique_name("pqscope_amodel_sync")),
+        async_table_("id int PRIMARY KEY"),
+        sync_table_("id int PRIMARY KEY") {
+    connect();
+    sync_->execute("INSERT INTO " + sync_table_.name() + " VALUES (0)");
+    // The check after each program must be able to fail: inside a scope, the
+    // observer sees each session idle in transaction (also through the poolers).
+    std::string seen_async, seen_sync;
     pqtest::run_coro(io_, [&]() -> awaitable<void> {
       co_await async_->async_execute("INSERT INTO " + async_table_.name() + " VALUES (0)", use_awaitable);
+      pa::transaction tx{*async_};
+      co_await async_->async_execute("SELECT 1", use_awaitable);
+      seen_async = look(pqtest::shared_observer(), async_app_, async_app_).in_transaction;
+      co_await tx.async_rollback(use_awaitable);
     }());
+    {
+      pqscope::transaction tx{*sync_};
+      sync_->execute("SELECT 1");
+      seen_sync = look(pqtest::shared_observer(), sync_app_, sync_app_).in_transaction;
+    }
+    BOOST_REQUIRE_MESSAGE(!seen_async.empty() && !seen_sync.empty(),
+                          "the observer does not see the sessions inside a transaction on " << t.name);
   }
 
   std::optional<std::string> check(const scope_node& program) {
     base_ += 1000;
-    const auto async_before = async_->stats().round_trips;
-    const observed got = pqtest::run_coro(io_, async_runner(*async_, async_table_.name(), base_, batch_).run(program));
-    const auto async_trips = async_->stats().round_trips - async_before;
-    const auto sync_before = sync_.stats().round_trips;
-    const observed blocking = real_runner(sync_, sync_table_.name(), base_, batch_).run(program);
-    const auto sync_trips = sync_.stats().round_trips - sync_before;
-    const observed expected = model().run(program);
     std::ostringstream why;
-    if (!(got == expected)) why << "asynchronous: " << got << "\n  model:        " << expected << "\n";
-    if (!(got == blocking)) why << "asynchronous: " << got << "\n  blocking:     " << blocking << "\n";
+    const auto async_before = async_->stats().round_trips;
+    observed got = pqtest::run_coro(io_, async_runner(*async_, async_table_.name(), base_, batch_).run(program));
+    const auto async_trips = async_->stats().round_trips - async_before;
+    const auto sync_before = sync_->stats().round_trips;
+    observed blocking = real_runner(*sync_, sync_table_.name(), base_, batch_).run(program);
+    const auto sync_trips = sync_->stats().round_trips - sync_before;
+    // The sessions first, as the program left them.
+    if (async_->depth() != 0) why << "asynchronous depth() is " << async_->depth() << " after the outermost scope\n  ";
+    if (sync_->depth() != 0) why << "blocking depth() is " << sync_->depth() << " after the outermost scope\n  ";
+    if (PQtransactionStatus(async_->native_handle()) != PQTRANS_IDLE) why << "the asynchronous session is not idle\n  ";
+    if (PQtransactionStatus(sync_->native_handle()) != PQTRANS_IDLE) why << "the blocking session is not idle\n  ";
+    seen_from_outside seen =
+        look(pqtest::shared_observer(), async_app_, sync_app_, {async_table_.name(), sync_table_.name()}, base_);
+    if (!seen.in_transaction.empty()) why << "pg_stat_activity: " << seen.in_transaction << "\n  ";
+    got.committed = std::move(seen.committed[0]);
+    blocking.committed = std::move(seen.committed[1]);
+    const observed expected = model().run(program);
+    if (!(got == expected)) why << "asynchronous: " << got << "\n  model:        " << expected << "\n  ";
+    if (!(got == blocking)) why << "asynchronous: " << got << "\n  blocking:     " << blocking << "\n  ";
     if (async_trips != sync_trips)
-      why << "round trips: asynchronous " << async_trips << ", blocking " << sync_trips << "\n";
-    if (async_->depth() != 0) why << "depth() is " << async_->depth() << " after the outermost scope\n";
-    if (PQtransactionStatus(async_->native_handle()) != PQTRANS_IDLE) why << "the session is not idle\n";
+      why << "round trips: asynchronous " << async_trips << ", blocking " << sync_trips << "\n  ";
     if (why.str().empty()) return std::nullopt;
+    // The next program (or shrinking step) starts on fresh sessions, not on what these left.
+    connect();
     return why.str();
   }
 
@@ -176,7 +211,8 @@ class harness {
     if (auto why = check(*program)) {
       auto small = shrink(program);
       std::ostringstream os;
-      os << what << (batch_ ? ", batched" : "") << ": disagreement\n  " << *why << "smallest program that still disagrees:\n";
+      os << what << (batch_ ? ", batched" : "") << ", outermost options {" << describe(options_of(*program, batch_))
+         << "}: disagreement\n  " << *why << "\nsmallest program that still disagrees:\n";
       print(os, *small, 0);
       os << "\n  " << check(*small).value_or("(no longer reproduces)");
       BOOST_FAIL(os.str());
@@ -187,10 +223,19 @@ class harness {
   [[nodiscard]] long checked() const { return checked_; }
 
  private:
+  void connect() {
+    async_.reset();
+    sync_.reset();
+    sync_.emplace(pqtest::with_app_name(t_, sync_app_));
+    async_ = pqtest::run_coro(io_, pqtest::connect_async(pqtest::with_app_name(t_, async_app_)));
+  }
+
+  const pqtest::target& t_;
   bool batch_;
+  std::string async_app_, sync_app_;  // application_name of each session, for pg_stat_activity
   net::io_context io_;
   pqtest::scratch_table async_table_, sync_table_;
-  pqscope::connection sync_;
+  std::optional<pqscope::connection> sync_;
   std::optional<pa::connection> async_;
   int base_ = 0;
   long checked_ = 0;
@@ -360,7 +405,8 @@ BOOST_AUTO_TEST_CASE(random_programs) {
       h.require(program, "seed " + std::to_string(seed));
     }
     std::cout << "model/asio " << t.name << (batch ? " batched: " : ": ") << n.programs << " random programs, " << n.scopes
-              << " scopes, " << n.statements << " statements: asynchronous, blocking and model agreed";
+              << " scopes, " << n.statements << " statements: asynchronous, blocking and model agreed; "
+              << option_summary(n);
     if (batch) std::cout << " (" << h.stats().replays << " replayed)";
     std::cout << "\n";
     if (batch) BOOST_TEST(h.stats().replays > 0u);

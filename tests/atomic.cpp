@@ -809,3 +809,110 @@ BOOST_AUTO_TEST_CASE(nested_timeouts_are_restored) {
     }
   }
 }
+
+// resolve_in_doubt crossed with every kind of failure: the transaction-id query
+// never rides in front of a ROLLBACK (where it would fail with 25P02 and make the
+// server skip the ROLLBACK), so no session is left in a transaction, the rollback
+// costs one round trip as without the option, and the next scope works.
+BOOST_AUTO_TEST_CASE(resolve_in_doubt_never_leaves_a_transaction_open) {
+  pqtest::for_each_target([](const pqtest::target& t) {
+    session s{t, "in_doubt_failures"};
+    pqtest::scratch_table table{"id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED, v text"};
+    pqscope::transaction_options o;
+    o.resolve_in_doubt = true;
+    auto next_scope_works = [&](const char* after) {
+      BOOST_TEST_CONTEXT(after) {
+        BOOST_TEST(pqtest::idle_in_transaction(s.app) == 0);
+        BOOST_TEST(s.conn.depth() == 0u);
+        BOOST_CHECK_NO_THROW(pqscope::atomic(s.conn, o, [&] { BOOST_TEST(s.conn.query_value<int>("SELECT 1") == 1); }));
+        BOOST_CHECK_NO_THROW(pqscope::atomic(s.conn, [&] { s.conn.execute("SELECT 1"); }));
+        BOOST_TEST(pqtest::idle_in_transaction(s.app) == 0);
+      }
+    };
+
+    // A failing statement in the outermost scope: BEGIN + statement + id query, then ROLLBACK alone.
+    auto before = s.conn.stats().round_trips;
+    BOOST_CHECK_THROW(pqscope::atomic(s.conn, o, [&] { s.conn.execute("SELECT 1 / 0"); }), pqscope::data_exception);
+    BOOST_TEST(s.conn.stats().round_trips - before == 2u);
+    next_scope_works("a failing statement in the outermost scope");
+
+    // The same through a transaction object whose commit() is refused after the failure.
+    before = s.conn.stats().round_trips;
+    {
+      pqscope::transaction tx{s.conn, o};
+      insert(s.conn, table, 1);
+      BOOST_CHECK_THROW(s.conn.execute("SELECT 1 / 0"), pqscope::data_exception);
+      BOOST_CHECK_THROW(tx.commit(), pqscope::transaction_aborted);
+    }
+    BOOST_TEST(s.conn.stats().round_trips - before == 3u);
+    next_scope_works("commit() of a doomed transaction");
+
+    // A failing statement in a nested scope, caught inside: the rest commits.
+    pqscope::atomic(s.conn, o, [&] {
+      insert(s.conn, table, 2);
+      BOOST_CHECK_THROW(pqscope::atomic(s.conn, [&] { s.conn.execute("SELECT 1 / 0"); }), pqscope::data_exception);
+      insert(s.conn, table, 3);
+    });
+    BOOST_TEST(committed_ids(table) == "2,3");
+    next_scope_works("a nested failure caught inside");
+
+    // A refused COMMIT: the deferred key check fails at COMMIT.
+    BOOST_CHECK_THROW(pqscope::atomic(s.conn, o,
+                                      [&] {
+                                        insert(s.conn, table, 4);
+                                        insert(s.conn, table, 4);
+                                      }),
+                      pqscope::sql_error);
+    BOOST_TEST(committed_ids(table) == "2,3");
+    next_scope_works("a refused COMMIT");
+
+    // Serialization failure under SERIALIZABLE: still retried by atomic().
+    write_skew w;
+    pqscope::transaction_options so = serializable(3);
+    so.resolve_in_doubt = true;
+    pqscope::atomic(s.conn, so, [&](pqscope::connection& c) { w.run(c, t); });
+    BOOST_TEST(w.runs == 2);
+    BOOST_TEST(w.rows() == "a=2,b=1");
+    next_scope_works("a retried serialization failure");
+  });
+}
+
+// Every isolation level x read_only x deferrable, read back inside the scope (and
+// inside a nested one) from the server itself. Through Pgpool-II 4.3.5 this needs
+// the modes as SET TRANSACTION after BEGIN: it drops them from BEGIN ISOLATION LEVEL.
+BOOST_AUTO_TEST_CASE(transaction_modes_as_the_server_has_them) {
+  pqtest::for_each_target([](const pqtest::target& t) {
+    session s{t};
+    const std::string server_default = show(s.conn, "default_transaction_isolation");
+    const std::pair<pqscope::isolation, std::string> levels[] = {
+        {pqscope::isolation::server_default, server_default},
+        {pqscope::isolation::read_committed, "read committed"},
+        {pqscope::isolation::repeatable_read, "repeatable read"},
+        {pqscope::isolation::serializable, "serializable"},
+    };
+    for (const auto& [level, name] : levels)
+      for (bool read_only : {false, true})
+        for (bool deferrable : {false, true}) BOOST_TEST_CONTEXT(name << " read_only " << read_only << " deferrable "
+                                                                      << deferrable) {
+            pqscope::transaction_options o;
+            o.isolation = level;
+            o.read_only = read_only;
+            o.deferrable = deferrable;
+            const auto trips = s.conn.stats().round_trips;
+            pqscope::atomic(s.conn, o, [&](pqscope::connection& c) {
+              BOOST_TEST(c.query_value<std::string>("SELECT current_setting('transaction_isolation') || ',' || "
+                                                    "current_setting('transaction_read_only') || ',' || "
+                                                    "current_setting('transaction_deferrable')") ==
+                         name + (read_only ? ",on" : ",off") + (deferrable ? ",on" : ",off"));
+              pqscope::atomic(c, [&] {
+                BOOST_TEST(show(c, "transaction_isolation") == name);
+                BOOST_TEST(show(c, "transaction_read_only") == (read_only ? "on" : "off"));
+                BOOST_TEST(show(c, "transaction_deferrable") == (deferrable ? "on" : "off"));
+              });
+            });
+            BOOST_TEST(s.conn.stats().round_trips - trips == 5u);  // one per statement, then COMMIT: none for the modes
+          }
+    BOOST_TEST(show(s.conn, "transaction_isolation") == server_default);
+    BOOST_TEST(pqtest::idle_in_transaction(s.app) == 0);
+  });
+}

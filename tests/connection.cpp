@@ -501,3 +501,22 @@ BOOST_AUTO_TEST_CASE(on_commit_outside_a_scope_runs_at_once) {
     }
   }
 }
+
+// PgBouncer in pool_mode = statement forbids transactions: it answers BEGIN with a
+// FATAL error and closes. The connection_error carries PgBouncer's own message (not
+// libpq's "server closed the connection unexpectedly") and names the pool mode.
+// Autocommit statements work there.
+BOOST_AUTO_TEST_CASE(statement_pooling_is_named) {
+  pqscope::connection c{pqtest::env("PQSCOPE_TEST_PGBOUNCER_STATEMENT")};
+  BOOST_TEST(c.query_value<int>("SELECT 1") == 1);
+  std::string what;
+  try {
+    pqscope::atomic(c, [&] { c.execute("SELECT 1"); });
+  } catch (const pqscope::connection_error& e) {
+    what = e.what();
+  }
+  BOOST_TEST_MESSAGE("statement pooling: " << what);
+  BOOST_TEST(what.find("transaction blocks not allowed in statement pooling mode") != std::string::npos, what);
+  BOOST_TEST(what.find("pool_mode = statement") != std::string::npos, what);
+  BOOST_TEST(c.depth() == 0u);
+}

@@ -5,9 +5,19 @@
 // read the rows the transaction sees, register callbacks, catch or let through
 // exceptions, and end by commit, rollback, destruction or a thrown exception. Each program runs against the library on a real
 // server and against a small in-memory model of the expected semantics (Django's
-// atomic). After every outermost scope the two must agree on the committed rows, the
-// callbacks that fired, every exception caught on the way, and the session must be
-// idle. A failing program is shrunk and printed.
+// atomic). After every outermost scope the two must agree on the committed rows (as
+// another session reads them), the callbacks that fired and every exception caught
+// on the way; depth() must be 0, the session idle, and pg_stat_activity must show no
+// session of the test idle in transaction. A failing program is shrunk (its options
+// too) and printed with its seed and options.
+//
+// The outermost scope's transaction_options are drawn from the seed as well:
+// isolation (all four), read_only (mostly where nothing is written; where something
+// is, every write fails with read_only_sql_transaction, as the model says),
+// deferrable, resolve_in_doubt, statement_timeout / lock_timeout of 5 to 60 s (never
+// reached), durable, savepoint_limit, and for an atomic() batch and retries. Some
+// nested scopes repeat the outermost modes, set timeouts of their own, or ask for
+// batching or retries (ignored inside). None of it may change the outcome.
 //
 // Every program also runs batched: the outermost scope is an atomic() with
 // transaction_options::batch, and must give exactly what the model says an
@@ -43,21 +53,36 @@ using namespace pqtest::programs;  // NOLINT: the program vocabulary
 class harness {
  public:
   harness(const pqtest::target& t, const pqtest::scratch_table& table, bool batch)
-      : t_(t), table_(table), batch_(batch) {
-    conn_.emplace(t.conninfo);
+      : t_(t), table_(table), batch_(batch), app_(pqtest::unique_name("pqscope_model")) {
+    connect();
     conn_->execute("INSERT INTO " + table_.name() + " VALUES (0)");
+    // The check after each program must be able to fail: inside a scope, the
+    // observer sees this session idle in transaction (also through the poolers).
+    pqscope::transaction tx{*conn_};
+    conn_->execute("SELECT 1");
+    const std::string seen = look(pqtest::shared_observer(), app_, app_).in_transaction;
+    tx.rollback();
+    BOOST_REQUIRE_MESSAGE(!seen.empty(), "the observer does not see " << app_ << " inside a transaction on " << t.name);
   }
 
   // Runs one program on both sides; returns a description of the mismatch, if any.
+  // The program's options take no part in the model, except read_only; the committed
+  // rows, depth() and the session's state must not depend on them.
   std::optional<std::string> check(const scope_node& program) {
     base_ += 1000;
-    observed real = real_runner(*conn_, table_.name(), base_, batch_).run(program);
-    observed expected = model().run(program);
     std::ostringstream why;
-    if (!(real == expected)) why << "library: " << real << "\n  model: " << expected;
-    if (conn_->depth() != 0) why << "depth() is " << conn_->depth() << " after the outermost scope";
-    if (PQtransactionStatus(conn_->native_handle()) != PQTRANS_IDLE) why << "the session is not idle";
+    observed real = real_runner(*conn_, table_.name(), base_, batch_).run(program);
+    // The session first, as the program left it.
+    if (conn_->depth() != 0) why << "depth() is " << conn_->depth() << " after the outermost scope\n  ";
+    if (PQtransactionStatus(conn_->native_handle()) != PQTRANS_IDLE) why << "the session is not idle\n  ";
+    seen_from_outside seen = look(pqtest::shared_observer(), app_, app_, {table_.name()}, base_);
+    if (!seen.in_transaction.empty()) why << "pg_stat_activity: " << seen.in_transaction << "\n  ";
+    real.committed = std::move(seen.committed[0]);
+    const observed expected = model().run(program);
+    if (!(real == expected)) why << "library: " << real << "\n  model: " << expected << "\n  ";
     if (why.str().empty()) return std::nullopt;
+    // The next program (or shrinking step) starts on a fresh session, not on what this one left.
+    connect();
     return why.str();
   }
 
@@ -79,9 +104,15 @@ class harness {
   }
 
  private:
+  void connect() {
+    conn_.reset();
+    conn_.emplace(pqtest::with_app_name(t_, app_));
+  }
+
   const pqtest::target& t_;
   const pqtest::scratch_table& table_;
   bool batch_;
+  std::string app_;  // this harness's application_name, for pg_stat_activity
   std::optional<pqscope::connection> conn_;
   int base_ = 0;
 };
@@ -104,8 +135,9 @@ void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs,
     if (auto why = h.check(*program)) {
       auto small = h.shrink(program);
       std::ostringstream os;
-      os << "seed " << seed << " on " << t.name << (batch ? ", batched" : "")
-         << ": library and model disagree\n  " << *why
+      const std::string opts = describe(options_of(*program, batch));
+      os << "seed " << seed << " on " << t.name << (batch ? ", batched" : "") << ", outermost options {"
+         << opts << "}: library and model disagree\n  " << *why
          << "\nsmallest program that still disagrees:\n";
       print(os, *small, 0);
       os << "\n  " << h.check(*small).value_or("(no longer reproduces)");
@@ -115,7 +147,7 @@ void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs,
   BOOST_TEST(n.programs > 0);
   const std::string name = t.name + (batch ? " batched" : "");
   std::cout << "model/" << name << ": " << n.programs << " random programs, " << n.scopes << " scopes, "
-            << n.statements << " statements: all agreed with the model";
+            << n.statements << " statements: all agreed with the model; " << option_summary(n);
   if (batch) {
     // Both paths must really have been taken: attempts that went through batched,
     // and attempts voided by a failed send and run again.

@@ -432,7 +432,8 @@ BOOST_AUTO_TEST_CASE(in_doubt_commit_is_resolved) {
       pqtest::stall_relay relay{t};
       pqscope::connection c{relay.conninfo(), with_timeout()};
       pqscope::transaction tx{c, o};
-      c.set_local("idle_in_transaction_session_timeout", "1500ms");
+      // 1000 ms: past the client's 800, well inside the resolver's next 800.
+      c.set_local("idle_in_transaction_session_timeout", "1000ms");
       c.execute("INSERT INTO " + table.name() + " VALUES (2, 'x')");
       relay.stall(pqtest::stall_relay::to_server);
       bool rolled_back = false;
@@ -448,6 +449,36 @@ BOOST_AUTO_TEST_CASE(in_doubt_commit_is_resolved) {
       BOOST_TEST(pqtest::committed_ids(table) == "1");
       BOOST_TEST(relay.accepted() == 2);  // the session, then the resolver (no cancel while COMMIT is awaited)
     }
+  });
+}
+
+// The call's bound holds with resolve_in_doubt: a COMMIT that never reached the
+// server leaves its transaction in progress, and the resolver stops asking after
+// one more network_timeout plus its grace (it polled for 5 s before), with
+// in_doubt_error. Blocking here; asio_faults.cpp has the coroutine twin.
+BOOST_AUTO_TEST_CASE(in_doubt_resolution_is_bounded) {
+  pqtest::for_each_target([](const pqtest::target& t) {
+    pqtest::scratch_table table;
+    pqscope::transaction_options o;
+    o.resolve_in_doubt = true;
+    pqtest::stall_relay relay{t};
+    pqscope::connection c{relay.conninfo(), with_timeout()};
+    pqscope::transaction tx{c, o};
+    c.execute("INSERT INTO " + table.name() + " VALUES (1, 'x')");
+    relay.stall(pqtest::stall_relay::to_server);
+    std::string what;
+    const long took = elapsed_ms([&] {
+      try {
+        tx.commit();
+      } catch (const pqscope::in_doubt_error& e) {
+        what = e.what();
+      }
+    });
+    BOOST_TEST_MESSAGE(t.name << ": in_doubt_error after " << took << " ms: " << what);
+    BOOST_TEST(what.find("no verdict within 800 ms") != std::string::npos, what);
+    // The COMMIT's round trip and its grace, then as much again for the resolver.
+    BOOST_TEST(took <= (bound + timeout + timeout).count(), "took " << took);
+    BOOST_TEST(relay.accepted() == 2);  // the session, then the resolver
   });
 }
 

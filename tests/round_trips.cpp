@@ -643,8 +643,8 @@ BOOST_AUTO_TEST_CASE(options_ride_with_first_statement) {
                 BOOST_TEST(r[0][3].as<std::string>() == "4321kB");
                 tx.commit();
               }),
-              // BEGIN ISOLATION LEVEL, SET LOCAL x2, set_config, COMMIT
-              expected{2, 1, 5, 0, 1, 0});
+              // BEGIN, SET TRANSACTION ISOLATION LEVEL, SET LOCAL x2, set_config, COMMIT
+              expected{2, 1, 6, 0, 1, 0});
         BOOST_TEST(first_trips == 1u);
       }
       BOOST_TEST_CONTEXT("a nested scope's statement_timeout, restored at its end") {

@@ -116,6 +116,9 @@ struct reply_error {
   std::string sqlstate, message, detail, hint;
   std::size_t position = 0;  // 1-based character, 0 if none
   std::string schema, table, column, datatype, constraint;
+  // Not the server's refusal: the statement broke the protocol pqscope speaks
+  // (a COPY that reached the server through execute()). Raised as usage_error.
+  bool misuse = false;
 };
 
 struct reply {
@@ -137,6 +140,15 @@ namespace detail {
 PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw);
 // libpq's message without its trailing newline.
 PQSCOPE_DECL std::string trimmed(const char* s);
+// For an error of severity FATAL or PANIC (the session ends after it): the lost
+// message, with the cause named where pqscope knows it; else "".
+PQSCOPE_DECL std::string fatal_reason(const PGresult* raw);
+// The answer given to a statement that started the COPY sub-protocol inside a
+// batch (COPY OUT read to its end and dropped, COPY IN failed at once).
+PQSCOPE_DECL std::shared_ptr<reply_error> copy_misuse(bool copy_in);
+// The message of a COPY FROM STDIN with statements behind it in the same batch:
+// the server reads those as broken COPY data and ends the session.
+PQSCOPE_DECL std::string copy_in_kills_session();
 }  // namespace detail
 
 struct batch_reply {
@@ -320,6 +332,10 @@ class libpq_driver {
   // Whether a statement of the batch opens a transaction itself (BEGIN, START TRANSACTION).
   static bool opens_transaction(const std::vector<statement>& batch);
 
+  // A COPY started inside a batch: its rows read and dropped, or COPY FROM STDIN failed.
+  io drain_copy_out(round_trip& rt);
+  io fail_copy_in(round_trip& rt);
+
   // One simple-protocol query (a middleware's own commands are not understood in
   // the extended protocol); the first value, or nothing on error.
   bool simple_query(const char* sql, std::string& value);
@@ -372,6 +388,7 @@ class libpq_driver {
   network_settings net_;
   std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
+  std::string fatal_;  // a FATAL error answered in this batch: why the server is about to close the session
   server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
 
@@ -735,6 +752,7 @@ PQSCOPE_DECL void libpq_driver::abandon() noexcept {
 PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& batch) {
   batch_reply out;
   out.replies.resize(batch.size());
+  fatal_.clear();
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
   const server_state before = std::exchange(last_state_, server_state::unknown);
   round_trip rt{batch};
@@ -774,10 +792,29 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
       case PGRES_FATAL_ERROR:
         if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, detail::trimmed(PQresultErrorMessage(raw)));
         fill_error(raw, r);
+        fatal_ = detail::fatal_reason(raw);
         break;
+      case PGRES_COPY_OUT:
+      case PGRES_COPY_IN: {
+        // A COPY the statement checks did not recognise: end it here so the
+        // session stays usable, and report it (reply_error::misuse).
+        const bool in = PQresultStatus(raw) == PGRES_COPY_IN;
+        if (in && i + 1 < batch.size()) return lost(out, detail::copy_in_kills_session());
+        const io e = in ? fail_copy_in(rt) : drain_copy_out(rt);
+        if (e == io::expired) return give_up(out, rt);
+        if (e == io::failed) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+        if (await_result(rt) == io::expired) return give_up(out, rt);
+        PGresult* end = PQgetResult(conn_);  // the COPY's own answer
+        if (end == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
+          if (end != nullptr) PQclear(end);
+          return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+        }
+        PQclear(end);
+        r.st = reply::status::error;
+        r.error = detail::copy_misuse(in);
+        break;
+      }
       default:
-        // COPY and friends cannot run in a pipeline; the session is refused
-        // such statements before they are sent, so this is a broken stream.
         return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
     }
     // Each statement's answers end with a null result.
@@ -932,6 +969,31 @@ PQSCOPE_DECL batch_reply& libpq_driver::give_up_pending(batch_reply& out) {
   return lost(out, std::move(why));
 }
 
+PQSCOPE_DECL libpq_driver::io libpq_driver::drain_copy_out(round_trip& rt) {
+  for (;;) {
+    char* row = nullptr;
+    const int n = PQgetCopyData(conn_, &row, /*async=*/1);
+    if (row != nullptr) PQfreemem(row);
+    if (n > 0) continue;
+    if (n == -1) return io::ok;  // the end: the COPY's answer follows
+    if (n < -1) return io::failed;
+    short revents = 0;
+    const io w = wait(rt, POLLIN, revents);
+    if (w != io::ok) return w;
+    if (PQconsumeInput(conn_) != 1) return io::failed;
+  }
+}
+
+PQSCOPE_DECL libpq_driver::io libpq_driver::fail_copy_in(round_trip& rt) {
+  for (;;) {
+    const int r = PQputCopyEnd(conn_, "pqscope: COPY FROM STDIN cannot run through execute(); use copy_in()");
+    if (r == 1) return flush(rt);
+    if (r < 0) return io::failed;
+    const io f = flush(rt);  // 0: no room in libpq's buffer yet
+    if (f != io::ok) return f;
+  }
+}
+
 PQSCOPE_DECL bool libpq_driver::opens_transaction(const std::vector<statement>& batch) {
   for (const statement& s : batch) {
     const char* p = s.sql;
@@ -954,17 +1016,26 @@ PQSCOPE_DECL bool libpq_driver::simple_query(const char* sql, std::string& value
     return false;
   }
   if (PQsendQuery(conn_, sql) != 1) return false;
-  bool ok = flush(rt) == io::ok;
-  while (ok) {
+  const io sent = flush(rt);
+  if (sent == io::expired) {
+    give_up_quietly();
+    return false;
+  }
+  // Every answer is read, an error's too: the session must be left idle for the
+  // next batch (a diagnosis must never break the connection).
+  bool ok = sent == io::ok;
+  for (;;) {
     if (await_result(rt) != io::ok) {
       give_up_quietly();
       return false;
     }
     PGresult* r = PQgetResult(conn_);
     if (r == nullptr) break;
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
-    else if (PQresultStatus(r) != PGRES_TUPLES_OK) ok = false;
+    const ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
+    else if (st != PGRES_TUPLES_OK) ok = false;
     PQclear(r);
+    if (PQstatus(conn_) == CONNECTION_BAD) return false;
   }
   return ok && is_open();
 }
@@ -978,13 +1049,12 @@ PQSCOPE_DECL std::string libpq_driver::diagnose_foreign_transaction() {
   std::string version, mode;
   if (!simple_query("SHOW pool_version", version) || version.empty()) return {};
   simple_query("PGPOOL SHOW backend_clustering_mode", mode);
-  std::string why = "Pgpool-II (" + version + ") opened it: ";
-  if (mode == "raw")
-    return why + "in raw mode (backend_clustering_mode = 'raw') it wraps the first write of a session sent with "
-                 "the extended protocol in a BEGIN of its own and never ends that transaction. Run Pgpool-II in "
-                 "streaming_replication mode, or connect to PostgreSQL directly";
-  return why + "backend_clustering_mode = '" + (mode.empty() ? "unknown" : mode) +
-         "'. pqscope is tested with streaming_replication mode";
+  // Only raw mode opens transactions of its own; in any other mode a statement
+  // of the application did, and the generic message says so.
+  if (mode != "raw") return {};
+  return "Pgpool-II (" + version + ") opened it: in raw mode (backend_clustering_mode = 'raw') it wraps the first "
+         "write of a session sent with the extended protocol in a BEGIN of its own and never ends that "
+         "transaction. Run Pgpool-II in streaming_replication mode, or connect to PostgreSQL directly";
 }
 
 PQSCOPE_DECL batch_reply& libpq_driver::give_up(batch_reply& out, const round_trip& rt) {
@@ -1023,6 +1093,31 @@ PQSCOPE_DECL std::string trimmed(const char* s) {
   while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
   return r;
 }
+
+PQSCOPE_DECL std::shared_ptr<reply_error> copy_misuse(bool copy_in) {
+  auto e = std::make_shared<reply_error>();
+  e->misuse = true;
+  e->message = std::string("the statement started COPY ") + (copy_in ? "FROM STDIN" : "TO STDOUT") +
+               ", which execute() cannot carry; pqscope " + (copy_in ? "failed the COPY" : "dropped its rows") +
+               ". Use copy_in() / copy_out()";
+  return e;
+}
+
+PQSCOPE_DECL std::string fatal_reason(const PGresult* raw) {
+  const char* severity = PQresultErrorField(raw, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (severity == nullptr) severity = PQresultErrorField(raw, PG_DIAG_SEVERITY);  // PgBouncer sends only this one
+  if (severity == nullptr || (std::strcmp(severity, "FATAL") != 0 && std::strcmp(severity, "PANIC") != 0)) return {};
+  std::string why = "the server ended the session: " + trimmed(PQresultErrorMessage(raw));
+  if (why.find("statement pooling mode") != std::string::npos)
+    why += " (PgBouncer in pool_mode = statement allows no transaction, so no pqscope scope can run there: use "
+           "pool_mode = transaction or session for this database)";
+  return why;
+}
+
+PQSCOPE_DECL std::string copy_in_kills_session() {
+  return "a statement started COPY FROM STDIN, which execute() cannot carry, with statements queued behind it: the "
+         "server reads them as broken COPY data and ends the session. Use copy_in()";
+}
 }  // namespace detail
 
 PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
@@ -1035,6 +1130,8 @@ PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
 }
 
 PQSCOPE_DECL batch_reply& libpq_driver::lost(batch_reply& out, std::string why) {
+  // The server (or PgBouncer) said why before it closed: that, not libpq's "server closed the connection".
+  if (!fatal_.empty()) why = std::exchange(fatal_, {});
   out.lost = true;
   out.lost_message = why.empty() ? "connection lost" : std::move(why);
   out.state = server_state::unknown;

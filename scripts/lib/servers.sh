@@ -95,6 +95,8 @@ start_pgbouncer() {
 pqscope = host=127.0.0.1 port=$PG_PORT dbname=pqscope
 ; one server connection: shows what one client leaves behind for the next
 pqscope_pool1 = host=127.0.0.1 port=$PG_PORT dbname=pqscope pool_size=1
+; statement pooling, which forbids transactions: how a scope fails there
+pqscope_statement = host=127.0.0.1 port=$PG_PORT dbname=pqscope pool_mode=statement
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -218,6 +220,7 @@ start_servers() {
   export PQSCOPE_TEST_DIRECT="$common port=$PG_PORT dbname=pqscope"
   export PQSCOPE_TEST_PGBOUNCER="$common port=$PGB_PORT dbname=pqscope"
   export PQSCOPE_TEST_PGBOUNCER_POOL1="$common port=$PGB_PORT dbname=pqscope_pool1"
+  export PQSCOPE_TEST_PGBOUNCER_STATEMENT="$common port=$PGB_PORT dbname=pqscope_statement"
   export PQSCOPE_TEST_PGBOUNCER_ADMIN="$common port=$PGB_PORT dbname=pgbouncer"
   export PQSCOPE_TEST_PGBOUNCER_PIDFILE="$SERVERS_DIR/pgbouncer.pid"
 }

@@ -2078,6 +2078,9 @@ struct reply_error {
   std::string sqlstate, message, detail, hint;
   std::size_t position = 0;  // 1-based character, 0 if none
   std::string schema, table, column, datatype, constraint;
+  // Not the server's refusal: the statement broke the protocol pqscope speaks
+  // (a COPY that reached the server through execute()). Raised as usage_error.
+  bool misuse = false;
 };
 
 struct reply {
@@ -2099,6 +2102,15 @@ namespace detail {
 PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw);
 // libpq's message without its trailing newline.
 PQSCOPE_DECL std::string trimmed(const char* s);
+// For an error of severity FATAL or PANIC (the session ends after it): the lost
+// message, with the cause named where pqscope knows it; else "".
+PQSCOPE_DECL std::string fatal_reason(const PGresult* raw);
+// The answer given to a statement that started the COPY sub-protocol inside a
+// batch (COPY OUT read to its end and dropped, COPY IN failed at once).
+PQSCOPE_DECL std::shared_ptr<reply_error> copy_misuse(bool copy_in);
+// The message of a COPY FROM STDIN with statements behind it in the same batch:
+// the server reads those as broken COPY data and ends the session.
+PQSCOPE_DECL std::string copy_in_kills_session();
 }  // namespace detail
 
 struct batch_reply {
@@ -2282,6 +2294,10 @@ class libpq_driver {
   // Whether a statement of the batch opens a transaction itself (BEGIN, START TRANSACTION).
   static bool opens_transaction(const std::vector<statement>& batch);
 
+  // A COPY started inside a batch: its rows read and dropped, or COPY FROM STDIN failed.
+  io drain_copy_out(round_trip& rt);
+  io fail_copy_in(round_trip& rt);
+
   // One simple-protocol query (a middleware's own commands are not understood in
   // the extended protocol); the first value, or nothing on error.
   bool simple_query(const char* sql, std::string& value);
@@ -2334,6 +2350,7 @@ class libpq_driver {
   network_settings net_;
   std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
+  std::string fatal_;  // a FATAL error answered in this batch: why the server is about to close the session
   server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
 
@@ -2697,6 +2714,7 @@ PQSCOPE_DECL void libpq_driver::abandon() noexcept {
 PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& batch) {
   batch_reply out;
   out.replies.resize(batch.size());
+  fatal_.clear();
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
   const server_state before = std::exchange(last_state_, server_state::unknown);
   round_trip rt{batch};
@@ -2736,10 +2754,29 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
       case PGRES_FATAL_ERROR:
         if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, detail::trimmed(PQresultErrorMessage(raw)));
         fill_error(raw, r);
+        fatal_ = detail::fatal_reason(raw);
         break;
+      case PGRES_COPY_OUT:
+      case PGRES_COPY_IN: {
+        // A COPY the statement checks did not recognise: end it here so the
+        // session stays usable, and report it (reply_error::misuse).
+        const bool in = PQresultStatus(raw) == PGRES_COPY_IN;
+        if (in && i + 1 < batch.size()) return lost(out, detail::copy_in_kills_session());
+        const io e = in ? fail_copy_in(rt) : drain_copy_out(rt);
+        if (e == io::expired) return give_up(out, rt);
+        if (e == io::failed) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+        if (await_result(rt) == io::expired) return give_up(out, rt);
+        PGresult* end = PQgetResult(conn_);  // the COPY's own answer
+        if (end == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
+          if (end != nullptr) PQclear(end);
+          return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+        }
+        PQclear(end);
+        r.st = reply::status::error;
+        r.error = detail::copy_misuse(in);
+        break;
+      }
       default:
-        // COPY and friends cannot run in a pipeline; the session is refused
-        // such statements before they are sent, so this is a broken stream.
         return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
     }
     // Each statement's answers end with a null result.
@@ -2894,6 +2931,31 @@ PQSCOPE_DECL batch_reply& libpq_driver::give_up_pending(batch_reply& out) {
   return lost(out, std::move(why));
 }
 
+PQSCOPE_DECL libpq_driver::io libpq_driver::drain_copy_out(round_trip& rt) {
+  for (;;) {
+    char* row = nullptr;
+    const int n = PQgetCopyData(conn_, &row, /*async=*/1);
+    if (row != nullptr) PQfreemem(row);
+    if (n > 0) continue;
+    if (n == -1) return io::ok;  // the end: the COPY's answer follows
+    if (n < -1) return io::failed;
+    short revents = 0;
+    const io w = wait(rt, POLLIN, revents);
+    if (w != io::ok) return w;
+    if (PQconsumeInput(conn_) != 1) return io::failed;
+  }
+}
+
+PQSCOPE_DECL libpq_driver::io libpq_driver::fail_copy_in(round_trip& rt) {
+  for (;;) {
+    const int r = PQputCopyEnd(conn_, "pqscope: COPY FROM STDIN cannot run through execute(); use copy_in()");
+    if (r == 1) return flush(rt);
+    if (r < 0) return io::failed;
+    const io f = flush(rt);  // 0: no room in libpq's buffer yet
+    if (f != io::ok) return f;
+  }
+}
+
 PQSCOPE_DECL bool libpq_driver::opens_transaction(const std::vector<statement>& batch) {
   for (const statement& s : batch) {
     const char* p = s.sql;
@@ -2916,17 +2978,26 @@ PQSCOPE_DECL bool libpq_driver::simple_query(const char* sql, std::string& value
     return false;
   }
   if (PQsendQuery(conn_, sql) != 1) return false;
-  bool ok = flush(rt) == io::ok;
-  while (ok) {
+  const io sent = flush(rt);
+  if (sent == io::expired) {
+    give_up_quietly();
+    return false;
+  }
+  // Every answer is read, an error's too: the session must be left idle for the
+  // next batch (a diagnosis must never break the connection).
+  bool ok = sent == io::ok;
+  for (;;) {
     if (await_result(rt) != io::ok) {
       give_up_quietly();
       return false;
     }
     PGresult* r = PQgetResult(conn_);
     if (r == nullptr) break;
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
-    else if (PQresultStatus(r) != PGRES_TUPLES_OK) ok = false;
+    const ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
+    else if (st != PGRES_TUPLES_OK) ok = false;
     PQclear(r);
+    if (PQstatus(conn_) == CONNECTION_BAD) return false;
   }
   return ok && is_open();
 }
@@ -2940,13 +3011,12 @@ PQSCOPE_DECL std::string libpq_driver::diagnose_foreign_transaction() {
   std::string version, mode;
   if (!simple_query("SHOW pool_version", version) || version.empty()) return {};
   simple_query("PGPOOL SHOW backend_clustering_mode", mode);
-  std::string why = "Pgpool-II (" + version + ") opened it: ";
-  if (mode == "raw")
-    return why + "in raw mode (backend_clustering_mode = 'raw') it wraps the first write of a session sent with "
-                 "the extended protocol in a BEGIN of its own and never ends that transaction. Run Pgpool-II in "
-                 "streaming_replication mode, or connect to PostgreSQL directly";
-  return why + "backend_clustering_mode = '" + (mode.empty() ? "unknown" : mode) +
-         "'. pqscope is tested with streaming_replication mode";
+  // Only raw mode opens transactions of its own; in any other mode a statement
+  // of the application did, and the generic message says so.
+  if (mode != "raw") return {};
+  return "Pgpool-II (" + version + ") opened it: in raw mode (backend_clustering_mode = 'raw') it wraps the first "
+         "write of a session sent with the extended protocol in a BEGIN of its own and never ends that "
+         "transaction. Run Pgpool-II in streaming_replication mode, or connect to PostgreSQL directly";
 }
 
 PQSCOPE_DECL batch_reply& libpq_driver::give_up(batch_reply& out, const round_trip& rt) {
@@ -2985,6 +3055,31 @@ PQSCOPE_DECL std::string trimmed(const char* s) {
   while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
   return r;
 }
+
+PQSCOPE_DECL std::shared_ptr<reply_error> copy_misuse(bool copy_in) {
+  auto e = std::make_shared<reply_error>();
+  e->misuse = true;
+  e->message = std::string("the statement started COPY ") + (copy_in ? "FROM STDIN" : "TO STDOUT") +
+               ", which execute() cannot carry; pqscope " + (copy_in ? "failed the COPY" : "dropped its rows") +
+               ". Use copy_in() / copy_out()";
+  return e;
+}
+
+PQSCOPE_DECL std::string fatal_reason(const PGresult* raw) {
+  const char* severity = PQresultErrorField(raw, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (severity == nullptr) severity = PQresultErrorField(raw, PG_DIAG_SEVERITY);  // PgBouncer sends only this one
+  if (severity == nullptr || (std::strcmp(severity, "FATAL") != 0 && std::strcmp(severity, "PANIC") != 0)) return {};
+  std::string why = "the server ended the session: " + trimmed(PQresultErrorMessage(raw));
+  if (why.find("statement pooling mode") != std::string::npos)
+    why += " (PgBouncer in pool_mode = statement allows no transaction, so no pqscope scope can run there: use "
+           "pool_mode = transaction or session for this database)";
+  return why;
+}
+
+PQSCOPE_DECL std::string copy_in_kills_session() {
+  return "a statement started COPY FROM STDIN, which execute() cannot carry, with statements queued behind it: the "
+         "server reads them as broken COPY data and ends the session. Use copy_in()";
+}
 }  // namespace detail
 
 PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
@@ -2997,6 +3092,8 @@ PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
 }
 
 PQSCOPE_DECL batch_reply& libpq_driver::lost(batch_reply& out, std::string why) {
+  // The server (or PgBouncer) said why before it closed: that, not libpq's "server closed the connection".
+  if (!fatal_.empty()) why = std::exchange(fatal_, {});
   out.lost = true;
   out.lost_message = why.empty() ? "connection lost" : std::move(why);
   out.state = server_state::unknown;
@@ -4389,6 +4486,7 @@ PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view s
 PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
   try {
     const reply_error& e = r.failure();
+    if (e.misuse) throw usage_error(context + e.message);
     throw_sql_error(error_fields{e.sqlstate, context + e.message, e.detail, e.hint, std::string(sql), e.position,
                                  e.schema, e.table, e.column, e.datatype, e.constraint});
   } catch (...) {
@@ -4698,7 +4796,8 @@ class scope_machine {
     return (it.k == item::savepoint || it.k == item::release || it.k == item::rollback_to) && !it.owned;
   }
 
-  static std::string begin_sql(const transaction_options& o);
+  // "SET TRANSACTION <modes>", sent right after a plain BEGIN, or "" without modes.
+  static std::string modes_sql(const transaction_options& o);
 
   static std::exception_ptr closed_error() noexcept;
 
@@ -4926,9 +5025,11 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
-    std::string begin = begin_sql(o);
-    if (begin == "BEGIN") queue(item::begin, id, 0, "BEGIN");  // the usual case: a static text
-    else queue_owned(item::begin, id, 0, std::move(begin));
+    queue(item::begin, id, 0, "BEGIN");
+    // Not BEGIN ISOLATION LEVEL ...: Pgpool-II 4.3 (streaming_replication mode)
+    // drops the modes from BEGIN, and keeps SET TRANSACTION. Same batch: no round trip.
+    std::string modes = modes_sql(o);
+    if (!modes.empty()) queue_owned(item::begin, id, 0, std::move(modes));
   } else if (o.savepoint) {
     queue(item::savepoint, id, i).sp = i;  // its text is written when it is sent (most never are)
   }
@@ -5172,8 +5273,12 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     if (std::exchange(send_all_, false)) n = queue_.size();
     // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
     // after the last statement, or before the COMMIT if statements went out unanswered.
+    // Never in front of a ROLLBACK: the transaction may be aborted there, the query
+    // would fail (25P02) and the server would skip the ROLLBACK behind it; and a
+    // rolled-back transaction has nothing to resolve.
     const bool ends = n > 0 && queue_[n - 1].k == item::end;
-    const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+    const bool rolls_back = ends && std::strcmp(queue_[n - 1].text(), "ROLLBACK") == 0;
+    const bool xid = !rolls_back && (last_user > 0 || (ends && xid_pending_)) && wants_xid();
     const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
     for (std::size_t k = 0; k < n; ++k) {
       if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
@@ -5320,8 +5425,9 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     }
   }
   if (end_in_batch) {
-    // COMMIT was skipped or refused and the transaction is still open: end it now.
-    if (op_.commit && (failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
+    // COMMIT or ROLLBACK was skipped or refused and the transaction is still open:
+    // end it now (whatever skipped it, no transaction is left open).
+    if ((failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
       push_followup("ROLLBACK", true);
     return;
   }
@@ -5355,7 +5461,7 @@ PQSCOPE_DECL void scope_machine::check_usable() const {
                            "); end the open scopes and call reconnect()");
 }
 
-PQSCOPE_DECL std::string scope_machine::begin_sql(const transaction_options& o) {
+PQSCOPE_DECL std::string scope_machine::modes_sql(const transaction_options& o) {
   std::string modes;
   auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
   switch (o.isolation) {
@@ -5366,7 +5472,7 @@ PQSCOPE_DECL std::string scope_machine::begin_sql(const transaction_options& o) 
   }
   if (o.read_only) add("READ ONLY");
   if (o.deferrable) add("DEFERRABLE");
-  return "BEGIN" + modes;
+  return modes.empty() ? modes : "SET TRANSACTION" + modes;
 }
 
 PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
@@ -5980,6 +6086,63 @@ struct has_out_of_band<D, std::void_t<decltype(std::declval<D&>().script(""))>> 
   throw usage_error(std::string(what) + " needs a driver that can send statements outside a pipeline (libpq_driver)");
 }
 
+// How long the in-doubt resolver may take, from the moment the COMMIT was lost:
+// one network_timeout plus its grace (the bound of one more round trip), or 5 s of
+// polling without a network_timeout. Connecting counts, but is bounded only by
+// connect_timeout (whole seconds, at least 2, per host: libpq's rule).
+template <class D>
+std::chrono::milliseconds resolver_budget(const D& d) {
+  if constexpr (takes_network<D>::value) {
+    const std::chrono::milliseconds t = d.network().timeout;
+    if (t.count() > 0) return t + libpq_driver::grace_for(t);
+  }
+  return std::chrono::milliseconds(0);
+}
+
+// The resolver's deadline, shared by both front ends.
+class resolver_clock {
+ public:
+  using clock = std::chrono::steady_clock;
+  // budget 0: no network_timeout; polling stops after 5 s, round trips are unbounded.
+  explicit resolver_clock(std::chrono::milliseconds budget)
+      : bounded_(budget.count() > 0),
+        budget_(bounded_ ? budget : std::chrono::milliseconds(5000)),
+        deadline_(clock::now() + budget_) {}
+  [[nodiscard]] std::chrono::milliseconds left() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - clock::now());
+  }
+  // The next round trip's network_timeout, so that it and its grace end by the
+  // deadline (grace_for(t) <= t); false once nothing is left.
+  [[nodiscard]] std::chrono::milliseconds round_trip_timeout() const {
+    const std::chrono::milliseconds l = left();
+    if (l.count() <= 1) return std::chrono::milliseconds(0);
+    return l > std::chrono::milliseconds(2000) ? l - std::chrono::milliseconds(1000) : l / 2;
+  }
+  template <class D>
+  bool bound_round_trip(D& d) const {
+    if (!bounded_) return left().count() > 0;
+    const std::chrono::milliseconds t = round_trip_timeout();
+    if (t.count() <= 0) return false;
+    if constexpr (takes_network<D>::value) d.set_network(network_settings{t});
+    return true;
+  }
+  // Before asking again: 50 ms, or what is left; 0: stop.
+  [[nodiscard]] std::chrono::milliseconds pause() const {
+    const std::chrono::milliseconds l = left();
+    if (l.count() <= (bounded_ ? 2 : 0)) return std::chrono::milliseconds(0);
+    return l < std::chrono::milliseconds(50) ? l : std::chrono::milliseconds(50);
+  }
+  [[nodiscard]] std::string spent() const {
+    return "no verdict within " + std::to_string(budget_.count()) + " ms" +
+           (bounded_ ? " (network_timeout and its grace)" : "");
+  }
+
+ private:
+  bool bounded_;
+  std::chrono::milliseconds budget_;
+  clock::time_point deadline_;
+};
+
 // The blocking front end bound to a driver.
 template <class Driver>
 class driver_session final : public sync_session {
@@ -6019,13 +6182,17 @@ class driver_session final : public sync_session {
 
   std::string xact_status(const std::string& xid) noexcept override {
     try {
+      using std::chrono::milliseconds;
       Driver fresh;
       copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
+      const resolver_clock clock(resolver_budget(fresh));
       fresh.open(conninfo, "pqscope in-doubt resolver");
       const char* values[] = {xid.c_str()};
       const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
-      // A backend that was cut off may still be finishing: wait for its verdict.
-      for (int attempt = 0; attempt < 100; ++attempt) {
+      // A backend that was cut off may still be finishing: wait for its verdict,
+      // within the budget (the call's bound holds with resolve_in_doubt).
+      for (;;) {
+        if (!clock.bound_round_trip(fresh)) return clock.spent();
         batch_reply br = fresh.exchange({ask});
         if (br.lost) return "connection lost: " + br.lost_message;
         const reply& r = br.replies.front();
@@ -6033,9 +6200,10 @@ class driver_session final : public sync_session {
         if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
         std::string status(r.res[0][0].text());
         if (status != "in progress") return status;
-        ::usleep(50 * 1000);
+        const milliseconds pause = clock.pause();
+        if (pause.count() <= 0) return clock.spent();
+        ::usleep(static_cast<useconds_t>(pause.count() * 1000));
       }
-      return "still in progress after 5 s";
     } catch (const std::exception& e) {
       return e.what();
     } catch (...) {

@@ -304,6 +304,10 @@ class scripted_server {
       return ok(r, failed ? "ROLLBACK" : "COMMIT");  // a failed transaction can only roll back
     }
     if (failed) return aborted(r);
+    if (w2 == "SET TRANSACTION") {  // the modes, right after BEGIN: recorded with it
+      if (tx == tx_state::in_transaction) begin_sql += "; " + sql;
+      return ok(r, "SET");
+    }
     if (w2 == "SET LOCAL") {  // SET LOCAL name = value | SET LOCAL name TO value
       if (tx == tx_state::in_transaction) set(word_at(sql, 2), word_at(sql, 4));
       return ok(r, "SET");  // outside a transaction block it only warns

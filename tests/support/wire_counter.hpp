@@ -37,6 +37,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include <libpq-fe.h>
 
@@ -228,6 +229,16 @@ class wire_counter {
   // The target's conninfo, pointed at the relay.
   [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
 
+  // From now on the client's bytes `from` reach the server as `to` (the same
+  // length, so message lengths stay right): a statement whose text the library
+  // checked arrives as another (the safety net's tests). Matches within one read.
+  void rewrite(const std::string& from, std::string to) {
+    if (from.empty() || to.size() > from.size()) throw std::invalid_argument("wire_counter::rewrite: bad lengths");
+    to.resize(from.size(), ' ');
+    std::lock_guard<std::mutex> lock(mutex_);
+    rewrites_.emplace_back(from, std::move(to));
+  }
+
   [[nodiscard]] std::uint64_t messages(unsigned char type) const noexcept { return counts_[type].load(); }
   [[nodiscard]] std::uint64_t syncs() const noexcept { return messages('S'); }
   [[nodiscard]] std::uint64_t parses() const noexcept { return messages('P'); }
@@ -339,7 +350,14 @@ class wire_counter {
           parser_.feed(chunk, static_cast<std::size_t>(n), [this](unsigned char type) { count(type); });
           if (parser_.malformed()) malformed_.store(true);
         }
+        const std::size_t at = to.data.size();
         to.data.append(reinterpret_cast<const char*>(chunk), static_cast<std::size_t>(n));
+        if (from_client) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          for (const auto& [f, t] : rewrites_)
+            for (std::size_t p = to.data.find(f, at); p != std::string::npos; p = to.data.find(f, p + f.size()))
+              to.data.replace(p, f.size(), t);
+        }
         return true;
       }
       if (n == 0) return false;
@@ -433,6 +451,7 @@ class wire_counter {
   std::condition_variable done_cv_;
   bool done_ = false;
   std::string error_;
+  std::vector<std::pair<std::string, std::string>> rewrites_;  // under mutex_
   std::thread thread_;  // last: starts after every member above exists
 };
 

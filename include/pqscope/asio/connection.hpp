@@ -257,12 +257,25 @@ inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, std:
   s->resolver = l;
   std::string outcome;
   try {
+    // The budget of driver_session::xact_status: network_timeout and its grace from now.
+    const pqscope::detail::resolver_clock budget(s->io->timeout.count() > 0
+                                                     ? s->io->timeout + libpq_driver::grace_for(s->io->timeout)
+                                                     : std::chrono::milliseconds(0));
+    const bool bounded = s->io->timeout.count() > 0;
     co_await async_open(l, s->conninfo, "pqscope in-doubt resolver", net::use_awaitable);
     const char* values[] = {xid.c_str()};
     const std::vector<statement> ask{statement{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr}};
     net::steady_timer pause(s->executor);
-    // A backend that was cut off may still be finishing: wait for its verdict.
-    for (int attempt = 0; attempt < 100 && outcome.empty(); ++attempt) {
+    // A backend that was cut off may still be finishing: wait for its verdict, within the budget.
+    while (outcome.empty()) {
+      if (bounded) {
+        l->timeout = budget.round_trip_timeout();  // it and its grace end by the deadline
+        l->cancel_wait = libpq_driver::grace_for(l->timeout);
+      }
+      if ((bounded && l->timeout.count() <= 0) || (!bounded && budget.left().count() <= 0)) {
+        outcome = budget.spent();
+        break;
+      }
       const batch_reply br = co_await async_exchange(l, ask, net::use_awaitable);
       if (br.lost) {
         outcome = "connection lost: " + br.lost_message;
@@ -275,12 +288,13 @@ inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, std:
         outcome = "unknown xid";
       } else if (std::string status(r.res[0][0].text()); status != "in progress") {
         outcome = status;
+      } else if (const auto wait = budget.pause(); wait.count() <= 0) {
+        outcome = budget.spent();
       } else {
-        pause.expires_after(std::chrono::milliseconds(50));
+        pause.expires_after(wait);
         co_await pause.async_wait(net::use_awaitable);
       }
     }
-    if (outcome.empty()) outcome = "still in progress after 5 s";
   } catch (const std::exception& e) {
     outcome = e.what();
   } catch (...) {

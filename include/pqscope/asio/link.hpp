@@ -202,6 +202,8 @@ class link : public std::enable_shared_from_this<link> {
     reading_ = statements.empty() ? reading::sync : reading::answer;
     finished_ = false;
     flushing_ = false;
+    copy_in_ = false;
+    fatal_.clear();
     if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
     if (PQenterPipelineMode(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
     for (const statement& s : statements)
@@ -255,8 +257,21 @@ class link : public std::enable_shared_from_this<link> {
       flushing_ = false;
     }
     for (;;) {
+      if (reading_ == reading::copy_rows) {
+        char* row = nullptr;
+        const int n = PQgetCopyData(pg_, &row, /*async=*/1);
+        if (row != nullptr) PQfreemem(row);
+        if (n == 0) return next_wait::read;
+        if (n < -1) {
+          lose(trimmed(PQerrorMessage(pg_)));
+          return next_wait::done;
+        }
+        if (n == -1) reading_ = reading::copy_end;
+        continue;
+      }
       if (PQisBusy(pg_) != 0) return next_wait::read;  // PQgetResult would block
       if (!take_result(PQgetResult(pg_))) return next_wait::done;
+      if (flushing_) return batch_step();  // COPY FROM STDIN was failed: send that first
     }
   }
 
@@ -381,7 +396,9 @@ class link : public std::enable_shared_from_this<link> {
 
  private:
   enum class phase { idle, connecting, exchanging };
-  enum class reading { answer, terminator, sync };
+  // copy_rows: a COPY TO STDOUT the statement checks missed, read and dropped;
+  // copy_end: then that COPY's own answer (after COPY FROM STDIN was failed too).
+  enum class reading { answer, terminator, sync, copy_rows, copy_end };
 
   static server_state state_of(PGTransactionStatusType t) {
     switch (t) {
@@ -512,15 +529,47 @@ class link : public std::enable_shared_from_this<link> {
               return false;
             }
             r.st = reply::status::error;
+            fatal_ = pqscope::detail::fatal_reason(raw);  // as libpq_driver: the cause of the close to come
             auto e = pqscope::detail::error_of(raw);
             if (cancel_requested_ && e->sqlstate == "57014") e->message += " (" + cancel_reason_ + ")";
             r.error = std::move(e);
             break;
           }
+          case PGRES_COPY_OUT:
+            reading_ = reading::copy_rows;  // as libpq_driver::exchange: read to its end, dropped
+            return true;
+          case PGRES_COPY_IN:
+            if (index_ + 1 < reply_.replies.size()) {
+              lose(pqscope::detail::copy_in_kills_session());
+              return false;
+            }
+            if (PQputCopyEnd(pg_, "pqscope: COPY FROM STDIN cannot run through execute(); use copy_in()") != 1) {
+              lose(trimmed(PQerrorMessage(pg_)));
+              return false;
+            }
+            copy_in_ = true;
+            flushing_ = true;
+            reading_ = reading::copy_end;
+            return true;
           default:
             lose("unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
             return false;
         }
+        reading_ = reading::terminator;
+        return true;
+      }
+      case reading::copy_rows:  // batch_step() reads the rows
+        return true;
+      case reading::copy_end: {
+        if (raw == nullptr || PQstatus(pg_) == CONNECTION_BAD) {
+          if (raw != nullptr) PQclear(raw);
+          lose(trimmed(PQerrorMessage(pg_)));
+          return false;
+        }
+        PQclear(raw);
+        reply& r = reply_.replies[index_];
+        r.st = reply::status::error;
+        r.error = pqscope::detail::copy_misuse(std::exchange(copy_in_, false));
         reading_ = reading::terminator;
         return true;
       }
@@ -560,6 +609,7 @@ class link : public std::enable_shared_from_this<link> {
   // The batch ends lost: answers already read stay, the rest never ran as far as we
   // know, and the connection is unusable until the next connect.
   void lose(std::string why) {
+    if (!fatal_.empty()) why = std::exchange(fatal_, {});
     if (why.empty()) why = "connection lost";
     reply_.lost = true;
     reply_.lost_message = why;
@@ -591,12 +641,15 @@ class link : public std::enable_shared_from_this<link> {
   PostgresPollingStatusType poll_ = PGRES_POLLING_WRITING;
   bool dead_ = true, gave_up_ = false;
   std::string dead_reason_ = not_connected();
+  std::string connecting_with_;  // the conninfo of the last connection attempt
   // the batch
   batch_reply reply_;
   std::size_t index_ = 0;
   reading reading_ = reading::sync;
   bool finished_ = true, flushing_ = false, watching_ = false;
   std::size_t commit_at_ = 0;  // the batch's COMMIT, or its size
+  bool copy_in_ = false;       // the COPY being ended is a COPY FROM STDIN
+  std::string fatal_;          // a FATAL error answered in this batch (see libpq_driver)
   // the deadline, the grace, and a cancel request's thread
   bool cancel_requested_ = false;
   std::string cancel_reason_;

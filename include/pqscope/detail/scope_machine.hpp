@@ -101,6 +101,7 @@ PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view s
 PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
   try {
     const reply_error& e = r.failure();
+    if (e.misuse) throw usage_error(context + e.message);
     throw_sql_error(error_fields{e.sqlstate, context + e.message, e.detail, e.hint, std::string(sql), e.position,
                                  e.schema, e.table, e.column, e.datatype, e.constraint});
   } catch (...) {
@@ -410,7 +411,8 @@ class scope_machine {
     return (it.k == item::savepoint || it.k == item::release || it.k == item::rollback_to) && !it.owned;
   }
 
-  static std::string begin_sql(const transaction_options& o);
+  // "SET TRANSACTION <modes>", sent right after a plain BEGIN, or "" without modes.
+  static std::string modes_sql(const transaction_options& o);
 
   static std::exception_ptr closed_error() noexcept;
 
@@ -638,9 +640,11 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
-    std::string begin = begin_sql(o);
-    if (begin == "BEGIN") queue(item::begin, id, 0, "BEGIN");  // the usual case: a static text
-    else queue_owned(item::begin, id, 0, std::move(begin));
+    queue(item::begin, id, 0, "BEGIN");
+    // Not BEGIN ISOLATION LEVEL ...: Pgpool-II 4.3 (streaming_replication mode)
+    // drops the modes from BEGIN, and keeps SET TRANSACTION. Same batch: no round trip.
+    std::string modes = modes_sql(o);
+    if (!modes.empty()) queue_owned(item::begin, id, 0, std::move(modes));
   } else if (o.savepoint) {
     queue(item::savepoint, id, i).sp = i;  // its text is written when it is sent (most never are)
   }
@@ -884,8 +888,12 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     if (std::exchange(send_all_, false)) n = queue_.size();
     // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
     // after the last statement, or before the COMMIT if statements went out unanswered.
+    // Never in front of a ROLLBACK: the transaction may be aborted there, the query
+    // would fail (25P02) and the server would skip the ROLLBACK behind it; and a
+    // rolled-back transaction has nothing to resolve.
     const bool ends = n > 0 && queue_[n - 1].k == item::end;
-    const bool xid = (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+    const bool rolls_back = ends && std::strcmp(queue_[n - 1].text(), "ROLLBACK") == 0;
+    const bool xid = !rolls_back && (last_user > 0 || (ends && xid_pending_)) && wants_xid();
     const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
     for (std::size_t k = 0; k < n; ++k) {
       if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
@@ -1032,8 +1040,9 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     }
   }
   if (end_in_batch) {
-    // COMMIT was skipped or refused and the transaction is still open: end it now.
-    if (op_.commit && (failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
+    // COMMIT or ROLLBACK was skipped or refused and the transaction is still open:
+    // end it now (whatever skipped it, no transaction is left open).
+    if ((failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
       push_followup("ROLLBACK", true);
     return;
   }
@@ -1067,7 +1076,7 @@ PQSCOPE_DECL void scope_machine::check_usable() const {
                            "); end the open scopes and call reconnect()");
 }
 
-PQSCOPE_DECL std::string scope_machine::begin_sql(const transaction_options& o) {
+PQSCOPE_DECL std::string scope_machine::modes_sql(const transaction_options& o) {
   std::string modes;
   auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
   switch (o.isolation) {
@@ -1078,7 +1087,7 @@ PQSCOPE_DECL std::string scope_machine::begin_sql(const transaction_options& o) 
   }
   if (o.read_only) add("READ ONLY");
   if (o.deferrable) add("DEFERRABLE");
-  return "BEGIN" + modes;
+  return modes.empty() ? modes : "SET TRANSACTION" + modes;
 }
 
 PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
@@ -1692,6 +1701,63 @@ struct has_out_of_band<D, std::void_t<decltype(std::declval<D&>().script(""))>> 
   throw usage_error(std::string(what) + " needs a driver that can send statements outside a pipeline (libpq_driver)");
 }
 
+// How long the in-doubt resolver may take, from the moment the COMMIT was lost:
+// one network_timeout plus its grace (the bound of one more round trip), or 5 s of
+// polling without a network_timeout. Connecting counts, but is bounded only by
+// connect_timeout (whole seconds, at least 2, per host: libpq's rule).
+template <class D>
+std::chrono::milliseconds resolver_budget(const D& d) {
+  if constexpr (takes_network<D>::value) {
+    const std::chrono::milliseconds t = d.network().timeout;
+    if (t.count() > 0) return t + libpq_driver::grace_for(t);
+  }
+  return std::chrono::milliseconds(0);
+}
+
+// The resolver's deadline, shared by both front ends.
+class resolver_clock {
+ public:
+  using clock = std::chrono::steady_clock;
+  // budget 0: no network_timeout; polling stops after 5 s, round trips are unbounded.
+  explicit resolver_clock(std::chrono::milliseconds budget)
+      : bounded_(budget.count() > 0),
+        budget_(bounded_ ? budget : std::chrono::milliseconds(5000)),
+        deadline_(clock::now() + budget_) {}
+  [[nodiscard]] std::chrono::milliseconds left() const {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - clock::now());
+  }
+  // The next round trip's network_timeout, so that it and its grace end by the
+  // deadline (grace_for(t) <= t); false once nothing is left.
+  [[nodiscard]] std::chrono::milliseconds round_trip_timeout() const {
+    const std::chrono::milliseconds l = left();
+    if (l.count() <= 1) return std::chrono::milliseconds(0);
+    return l > std::chrono::milliseconds(2000) ? l - std::chrono::milliseconds(1000) : l / 2;
+  }
+  template <class D>
+  bool bound_round_trip(D& d) const {
+    if (!bounded_) return left().count() > 0;
+    const std::chrono::milliseconds t = round_trip_timeout();
+    if (t.count() <= 0) return false;
+    if constexpr (takes_network<D>::value) d.set_network(network_settings{t});
+    return true;
+  }
+  // Before asking again: 50 ms, or what is left; 0: stop.
+  [[nodiscard]] std::chrono::milliseconds pause() const {
+    const std::chrono::milliseconds l = left();
+    if (l.count() <= (bounded_ ? 2 : 0)) return std::chrono::milliseconds(0);
+    return l < std::chrono::milliseconds(50) ? l : std::chrono::milliseconds(50);
+  }
+  [[nodiscard]] std::string spent() const {
+    return "no verdict within " + std::to_string(budget_.count()) + " ms" +
+           (bounded_ ? " (network_timeout and its grace)" : "");
+  }
+
+ private:
+  bool bounded_;
+  std::chrono::milliseconds budget_;
+  clock::time_point deadline_;
+};
+
 // The blocking front end bound to a driver.
 template <class Driver>
 class driver_session final : public sync_session {
@@ -1731,13 +1797,17 @@ class driver_session final : public sync_session {
 
   std::string xact_status(const std::string& xid) noexcept override {
     try {
+      using std::chrono::milliseconds;
       Driver fresh;
       copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
+      const resolver_clock clock(resolver_budget(fresh));
       fresh.open(conninfo, "pqscope in-doubt resolver");
       const char* values[] = {xid.c_str()};
       const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
-      // A backend that was cut off may still be finishing: wait for its verdict.
-      for (int attempt = 0; attempt < 100; ++attempt) {
+      // A backend that was cut off may still be finishing: wait for its verdict,
+      // within the budget (the call's bound holds with resolve_in_doubt).
+      for (;;) {
+        if (!clock.bound_round_trip(fresh)) return clock.spent();
         batch_reply br = fresh.exchange({ask});
         if (br.lost) return "connection lost: " + br.lost_message;
         const reply& r = br.replies.front();
@@ -1745,9 +1815,10 @@ class driver_session final : public sync_session {
         if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
         std::string status(r.res[0][0].text());
         if (status != "in progress") return status;
-        ::usleep(50 * 1000);
+        const milliseconds pause = clock.pause();
+        if (pause.count() <= 0) return clock.spent();
+        ::usleep(static_cast<useconds_t>(pause.count() * 1000));
       }
-      return "still in progress after 5 s";
     } catch (const std::exception& e) {
       return e.what();
     } catch (...) {
