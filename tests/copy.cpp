@@ -328,3 +328,22 @@ BOOST_AUTO_TEST_CASE(typed_values_round_trip) {
     }
   });
 }
+
+// Values read from a COPY own their text: a row kept while the next is read keeps
+// what it had (next<std::string_view>() is refused at compile time: tests/compile_fail/).
+// The second row is as long as the first, so reused buffers would show its text.
+BOOST_AUTO_TEST_CASE(a_kept_row_keeps_its_text) {
+  for_each_target([&](const pqtest::target& t) {
+    pqscope::connection c{t.conninfo};
+    auto r = c.copy_out("COPY (VALUES ('first row text', 'a'), ('other row text', NULL)) TO STDOUT");
+    const auto first = r.next<std::string, std::optional<std::string>>();
+    const auto second = r.next<std::string, std::optional<std::string>>();
+    const bool more = r.next<std::string, std::optional<std::string>>().has_value();
+    BOOST_TEST(!more);
+    BOOST_REQUIRE(first && second);
+    BOOST_TEST(std::get<0>(*first) == "first row text");
+    BOOST_TEST(std::get<1>(*first).value_or("NULL") == "a");
+    BOOST_TEST(std::get<0>(*second) == "other row text");
+    BOOST_TEST(!std::get<1>(*second).has_value());
+  });
+}

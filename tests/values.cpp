@@ -538,6 +538,38 @@ BOOST_AUTO_TEST_CASE(query_value_needs_one_row_one_column) {
   }
 }
 
+// A view is taken only from a result something keeps: a named result, row or field.
+// From a temporary result (conn.execute(...)[0][0]) as<std::string_view>() does not
+// compile (tests/compile_fail/), and text() and command() hand out copies. Under
+// ASan a view into a freed result fails here.
+BOOST_AUTO_TEST_CASE(views_only_from_a_result_that_is_kept) {
+  pqtest::for_each_target([&](const pqtest::target& t) {
+    connection c{t.conninfo};
+    const auto r = c.execute("SELECT 'kept' AS v");
+    const std::string_view v = r[0][0].as<std::string_view>();
+    const auto row = c.execute("SELECT 'row'")[0];  // a named row shares its result
+    const std::string_view rv = row[0].as<std::string_view>();
+    const auto f = c.execute("SELECT 'field'")[0][0];
+    const std::string_view fv = f.as<std::string_view>();
+    const auto text = c.execute("SELECT 'copy'")[0][0].text();
+    static_assert(std::is_same_v<decltype(text), const std::string>);
+    const auto tag = c.execute("SELECT 1").command();
+    static_assert(std::is_same_v<decltype(tag), const std::string>);
+    const auto name = c.execute("SELECT 1 AS named").column_name(0);
+    static_assert(std::is_same_v<decltype(name), const std::string>);
+    BOOST_TEST(c.execute("SELECT 'x'")[0][0].as<std::string>() == "x");
+    BOOST_TEST(c.execute("SELECT 5")[0]["?column?"].as<int>() == 5);
+    BOOST_TEST(std::get<1>(c.execute("SELECT 1, 'y'")[0].as<int, std::string>()) == "y");
+    (void)c.execute("SELECT repeat('z', 40)");  // memory freed above may be reused here
+    BOOST_TEST(v == "kept");
+    BOOST_TEST(rv == "row");
+    BOOST_TEST(fv == "field");
+    BOOST_TEST(text == "copy");
+    BOOST_TEST(tag == "SELECT 1");
+    BOOST_TEST(name == "named");
+  });
+}
+
 BOOST_AUTO_TEST_CASE(results_outlive_the_connection) {
   for (const auto& t : pqtest::targets()) {
     BOOST_TEST_CONTEXT(t.name) {

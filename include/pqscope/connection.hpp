@@ -92,6 +92,7 @@ class basic_connection {
       options_ = std::move(other.options_);
       s_ = std::move(other.s_);
       borrowed_ = other.borrowed_;
+      conninfo_shown_ = std::move(other.conninfo_shown_);
     }
     return *this;
   }
@@ -212,9 +213,10 @@ class basic_connection {
   [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
   [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
   [[nodiscard]] Driver& driver() { return machine_session().driver; }
+  // The conninfo with its passwords replaced by *** (the session keeps the original).
   [[nodiscard]] const std::string& conninfo() const noexcept {
     static const std::string none;  // a moved-from connection has no session
-    return s_ ? s_->conninfo : none;
+    return s_ ? conninfo_shown_ : none;
   }
   [[nodiscard]] const connection_options& options() const noexcept { return options_; }
 
@@ -235,6 +237,7 @@ class basic_connection {
     detail::configure_driver(s_->driver, options_);
     s_->driver.adopt(handle);
     s_->conninfo = detail::conninfo_of(handle);
+    conninfo_shown_ = detail::redacted_conninfo(s_->conninfo);
   }
 
   detail::driver_session<Driver>& machine_session() const {
@@ -326,6 +329,7 @@ class basic_connection {
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
   bool borrowed_ = false;  // borrow(): the caller's PGconn*, handed back, never closed
+  std::string conninfo_shown_;  // what conninfo() returns: no password
 };
 
 // Defined out of the class so that, in separate compilation, the explicit
@@ -333,7 +337,8 @@ class basic_connection {
 template <class Driver>
 PQSCOPE_DECL basic_connection<Driver>::basic_connection(std::string conninfo, connection_options options)
     : options_(std::move(options)),
-      s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
+      s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))),
+      conninfo_shown_(detail::redacted_conninfo(s_->conninfo)) {
   s_->machine.set_observer(options_.observer);
   s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
   detail::configure_driver(s_->driver, options_);

@@ -216,9 +216,13 @@ class copy_reader {
 
   // The next row converted to Ts... (std::optional<T> for a column that may be
   // NULL); std::nullopt after the last row. conversion_error if the row does not
-  // have sizeof...(Ts) columns.
+  // have sizeof...(Ts) columns. The values own their text: std::string_view is
+  // refused, since the next row reuses the reader's buffers.
   template <class... Ts>
   std::optional<std::tuple<Ts...>> next() {
+    static_assert(!(detail::is_text_view<Ts>::value || ...),
+                  "pqscope: copy_reader::next<std::string_view>() would point into a buffer the next row "
+                  "overwrites; read std::string (or std::optional<std::string>)");
     if (!read_row(fields_)) return std::nullopt;
     if (fields_.size() != sizeof...(Ts))
       throw conversion_error("COPY row " + std::to_string(rows_) + " has " + std::to_string(fields_.size()) +

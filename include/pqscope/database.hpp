@@ -13,6 +13,10 @@
 
 namespace pqscope {
 
+namespace detail {
+struct database_access;
+}
+
 class database {
  public:
   // conninfo: "postgresql://user@host:port/db?..." or "host=... dbname=...".
@@ -20,11 +24,14 @@ class database {
   explicit database(std::string conninfo, connection_options options = {});
 
   [[nodiscard]] connection connect() const;
-  [[nodiscard]] const std::string& conninfo() const noexcept { return settings_->conninfo; }
+  // The conninfo with its passwords replaced by *** (connect() uses the original).
+  [[nodiscard]] const std::string& conninfo() const noexcept { return settings_->shown; }
   [[nodiscard]] const connection_options& options() const noexcept { return settings_->options; }
 
  private:
+  friend struct detail::database_access;
   struct settings {
+    std::string shown;  // conninfo without its passwords (first: made before conninfo is moved in)
     std::string conninfo;
     connection_options options;
   };
@@ -34,11 +41,19 @@ class database {
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 
 PQSCOPE_DECL database::database(std::string conninfo, connection_options options)
-    : settings_(std::make_shared<const settings>(settings{std::move(conninfo), std::move(options)})) {
+    : settings_(std::make_shared<const settings>(
+          settings{detail::redacted_conninfo(conninfo), std::move(conninfo), std::move(options)})) {
   detail::check_conninfo(settings_->conninfo);
 }
 
 PQSCOPE_DECL connection database::connect() const { return connection{settings_->conninfo, settings_->options}; }
 #endif
+
+namespace detail {
+// The conninfo with its password, for the front ends that connect with a database.
+struct database_access {
+  static const std::string& conninfo(const database& db) noexcept { return db.settings_->conninfo; }
+};
+}  // namespace detail
 
 }  // namespace pqscope

@@ -32,6 +32,7 @@
 #include <pqscope/options.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/detail/config.hpp>
+#include <pqscope/detail/conninfo_redaction.hpp>
 
 // What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only
 // the implementation unit sees them). std::size comes with <string>.
@@ -70,7 +71,7 @@ PQSCOPE_DECL void check_conninfo(const std::string& conninfo) {
   std::string msg = err != nullptr ? err : "out of memory";
   PQfreemem(err);
   while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-  throw usage_error("invalid connection string: " + msg);
+  throw usage_error("invalid connection string: " + redact(msg, conninfo));  // libpq quotes the bad part
 }
 #endif
 
@@ -707,13 +708,13 @@ PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::str
   conn_ = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
   if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
   if (PQstatus(conn_) != CONNECTION_OK) {
-    std::string msg = detail::trimmed(PQerrorMessage(conn_));
+    std::string msg = detail::redact(detail::trimmed(PQerrorMessage(conn_)), conninfo);
     close();
     throw connection_error("could not connect: " + msg);
   }
   // Every wait is a poll() with a deadline; libpq never blocks on the socket.
   if (PQsetnonblocking(conn_, 1) != 0) {
-    std::string msg = detail::trimmed(PQerrorMessage(conn_));
+    std::string msg = detail::redact(detail::trimmed(PQerrorMessage(conn_)), conninfo);
     close();
     throw connection_error("could not connect: " + msg);
   }

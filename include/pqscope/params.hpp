@@ -147,6 +147,13 @@ template <class T>
 struct has_from_text<T, std::void_t<decltype(value_traits<T>::from_text(std::string_view{}))>>
     : std::true_type {};
 
+// Arrays: from_text(text, delimiter) takes the element delimiter of the column's type.
+template <class T, class = void>
+struct has_delimited_from_text : std::false_type {};
+template <class T>
+struct has_delimited_from_text<T, std::void_t<decltype(value_traits<T>::from_text(std::string_view{}, ','))>>
+    : std::true_type {};
+
 template <class T, class = void>
 struct traits_oid : std::integral_constant<unsigned, 0> {};
 template <class T>
@@ -440,7 +447,10 @@ struct value_traits<std::vector<T>, std::enable_if_t<!std::is_same_v<T, std::byt
     return out;
   }
 
-  static std::vector<T> from_text(std::string_view s) {
+  static std::vector<T> from_text(std::string_view s) { return from_text(s, ','); }
+  // `delimiter`: what separates the elements (';' for box[]); field::as<T>() passes the
+  // column type's (detail::array_delimiter).
+  static std::vector<T> from_text(std::string_view s, char delimiter) {
     static_assert(detail::has_from_text<element>::value,
                   "pqscope: no value_traits<T>::from_text for this array's element type");
     static_assert(!std::is_same_v<element, std::string_view>,
@@ -465,7 +475,8 @@ struct value_traits<std::vector<T>, std::enable_if_t<!std::is_same_v<T, std::byt
                           } catch (const conversion_error& e) {
                             throw conversion_error(where + ": " + e.what());
                           }
-                        });
+                        },
+                        delimiter);
     return out;
   }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include <libpq-fe.h>
@@ -23,6 +24,16 @@ namespace pqscope {
 class row;
 
 namespace detail {
+class row_of_temporary;
+class field_of_temporary;
+// Values that point into the text they were read from rather than own a copy.
+template <class T>
+struct is_text_view : std::false_type {};
+template <>
+struct is_text_view<std::string_view> : std::true_type {};
+template <>
+struct is_text_view<std::optional<std::string_view>> : std::true_type {};
+
 struct pg_result_deleter {
   void operator()(PGresult* r) const noexcept { PQclear(r); }
 };
@@ -77,7 +88,10 @@ class field {
         throw conversion_error("column \"" + std::string(name()) + "\" of row " + std::to_string(row_) +
                                " is NULL; read it as std::optional<T>");
       try {
-        return value_traits<T>::from_text(text());
+        if constexpr (detail::has_delimited_from_text<T>::value)  // arrays: box[] separates with ';'
+          return value_traits<T>::from_text(text(), detail::array_delimiter(PQftype(res_.get(), col_)));
+        else
+          return value_traits<T>::from_text(text());
       } catch (const conversion_error& e) {
         throw conversion_error(std::string(e.what()) + " (column \"" + std::string(name()) + "\" of row " +
                                std::to_string(row_) + ")");
@@ -106,17 +120,27 @@ class result {
   [[nodiscard]] std::size_t size() const;
   [[nodiscard]] bool empty() const { return size() == 0; }
   [[nodiscard]] std::size_t columns() const;
-  [[nodiscard]] std::string_view column_name(std::size_t i) const;
+  [[nodiscard]] std::string_view column_name(std::size_t i) const&;
+  [[nodiscard]] std::string column_name(std::size_t i) const&& { return std::string(column_name(i)); }
   // Exact, case-sensitive match on the name the server sent; usage_error if absent.
   [[nodiscard]] std::size_t column_index(std::string_view name) const;
   // Rows inserted, updated, deleted, ... by the command; 0 for commands that report none.
   [[nodiscard]] std::uint64_t affected_rows() const;
   // The command tag, e.g. "INSERT 0 1".
-  [[nodiscard]] std::string_view command() const { return get() != nullptr ? PQcmdStatus(res_.get()) : ""; }
+  [[nodiscard]] std::string_view command() const& { return get() != nullptr ? PQcmdStatus(res_.get()) : ""; }
 
-  [[nodiscard]] row operator[](std::size_t i) const;
-  [[nodiscard]] const_iterator begin() const;
-  [[nodiscard]] const_iterator end() const;
+  [[nodiscard]] row operator[](std::size_t i) const&;
+  [[nodiscard]] const_iterator begin() const&;
+  [[nodiscard]] const_iterator end() const&;
+
+  // A temporary result (conn.execute(...)) is freed at the end of the full expression,
+  // so nothing it hands out may point into it: strings are copies, rows and fields
+  // refuse string_view at compile time (detail::row_of_temporary), and iterators,
+  // which would point to the result object itself, are refused.
+  [[nodiscard]] std::string command() const&& { return std::string(command()); }
+  [[nodiscard]] detail::row_of_temporary operator[](std::size_t i) const&&;
+  const_iterator begin() const&& = delete;
+  const_iterator end() const&& = delete;
 
   [[nodiscard]] PGresult* native_handle() const { return get(); }
 
@@ -139,7 +163,7 @@ PQSCOPE_DECL std::size_t result::columns() const {
   return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
 }
 
-PQSCOPE_DECL std::string_view result::column_name(std::size_t i) const {
+PQSCOPE_DECL std::string_view result::column_name(std::size_t i) const& {
   check_column(i);
   return PQfname(res_.get(), static_cast<int>(i));
 }
@@ -234,13 +258,72 @@ class result::const_iterator {
   std::size_t i_ = 0;
 };
 
-inline row result::operator[](std::size_t i) const {
+inline row result::operator[](std::size_t i) const& {
   if (i >= size())
     throw usage_error("row index " + std::to_string(i) + " is out of range: the result has " + std::to_string(size()) +
                       " row(s)");
   return row(*this, static_cast<int>(i));
 }
-inline result::const_iterator result::begin() const { return const_iterator(this, 0); }
-inline result::const_iterator result::end() const { return const_iterator(this, size()); }
+inline result::const_iterator result::begin() const& { return const_iterator(this, 0); }
+inline result::const_iterator result::end() const& { return const_iterator(this, size()); }
+
+namespace detail {
+// A field reached from a temporary result: conn.execute(...)[0][0]. It shares the
+// result, so kept in a variable it is a field like any other; used as a temporary
+// itself it is the result's last owner, freed at the end of the full expression, so
+// as<std::string_view>() would dangle (a heap use-after-free) and is refused.
+class field_of_temporary : public field {
+ public:
+  explicit field_of_temporary(field f) : field(std::move(f)) {}
+
+  [[nodiscard]] std::string_view text() const& { return field::text(); }
+  [[nodiscard]] std::string text() const&& { return std::string(field::text()); }
+  [[nodiscard]] std::string_view name() const& { return field::name(); }
+  [[nodiscard]] std::string name() const&& { return std::string(field::name()); }
+  template <class T>
+  [[nodiscard]] T as() const& {
+    return field::as<T>();
+  }
+  template <class T>
+  [[nodiscard]] T as() const&& {
+    static_assert(!is_text_view<T>::value,
+                  "pqscope: as<std::string_view>() on a field of a temporary result would point into memory freed "
+                  "at the end of this expression; keep the result in a variable first (auto r = "
+                  "conn.execute(...); r[0][0].as<std::string_view>()), or read a std::string");
+    return field::as<T>();
+  }
+};
+
+// A row of a temporary result: conn.execute(...)[0]. The same rule as field_of_temporary.
+class row_of_temporary : public row {
+ public:
+  explicit row_of_temporary(row r) : row(std::move(r)) {}
+
+  [[nodiscard]] field operator[](std::size_t col) const& { return row::operator[](col); }
+  [[nodiscard]] field operator[](std::string_view name) const& { return row::operator[](name); }
+  [[nodiscard]] field_of_temporary operator[](std::size_t col) const&& {
+    return field_of_temporary(row::operator[](col));
+  }
+  [[nodiscard]] field_of_temporary operator[](std::string_view name) const&& {
+    return field_of_temporary(row::operator[](name));
+  }
+  template <class... Ts>
+  [[nodiscard]] std::tuple<Ts...> as() const& {
+    return row::as<Ts...>();
+  }
+  template <class... Ts>
+  [[nodiscard]] std::tuple<Ts...> as() const&& {
+    static_assert(!(is_text_view<Ts>::value || ...),
+                  "pqscope: as<std::string_view>() on a row of a temporary result would point into memory freed at "
+                  "the end of this expression; keep the result in a variable first (auto r = conn.execute(...); "
+                  "r[0].as<...>()), or read a std::string");
+    return row::as<Ts...>();
+  }
+};
+}  // namespace detail
+
+inline detail::row_of_temporary result::operator[](std::size_t i) const&& {
+  return detail::row_of_temporary((*this)[i]);
+}
 
 }  // namespace pqscope

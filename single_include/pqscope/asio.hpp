@@ -156,6 +156,7 @@ class link : public std::enable_shared_from_this<link> {
   void start_connect(const std::string& conninfo, const std::string& fallback_application_name) {
     close_connection();
     pqscope::detail::check_conninfo(conninfo);
+    connecting_with_ = conninfo;  // for fail_connect(): libpq's text may quote a password
     // The time bounds libpq_driver::open() adds to a conninfo that sets none of them.
     std::vector<std::string> owned;
     std::vector<const char*> keys, vals;
@@ -175,7 +176,7 @@ class link : public std::enable_shared_from_this<link> {
     pg_ = PQconnectStartParams(keys.data(), vals.data(), /*expand_dbname=*/1);
     if (pg_ == nullptr) throw connection_error("could not connect: out of memory");
     if (PQstatus(pg_) == CONNECTION_BAD) {
-      std::string msg = trimmed(PQerrorMessage(pg_));
+      std::string msg = pqscope::detail::redact(trimmed(PQerrorMessage(pg_)), conninfo);
       close_connection();
       throw connection_error("could not connect: " + msg);
     }
@@ -501,6 +502,7 @@ class link : public std::enable_shared_from_this<link> {
 
   [[noreturn]] void fail_connect(const std::string& why) {
     std::string msg = why.rfind("could not connect", 0) == 0 ? why : "could not connect: " + why;
+    msg = pqscope::detail::redact(std::move(msg), connecting_with_);
     close_connection();
     dead_reason_ = msg;
     throw connection_error(msg);
@@ -1041,6 +1043,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   pqscope::detail::scope_machine machine;
   net::any_io_executor executor;
   std::string conninfo;
+  std::string conninfo_shown = pqscope::detail::redacted_conninfo(conninfo);  // after conninfo: made from it
   connection_options options;
   std::shared_ptr<link> io;
   std::weak_ptr<link> resolver;  // the fresh connection asking about a lost COMMIT
@@ -1563,7 +1566,8 @@ class connection {
 
   connection(const executor_type& ex, std::string conninfo, connection_options options = {})
       : s_(std::make_shared<detail::session>(ex, std::move(conninfo), std::move(options))) {}
-  connection(const executor_type& ex, const database& db) : connection(ex, db.conninfo(), db.options()) {}
+  connection(const executor_type& ex, const database& db)
+      : connection(ex, pqscope::detail::database_access::conninfo(db), db.options()) {}
   template <class ExecutionContext,
             std::enable_if_t<std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>, int> = 0>
   connection(ExecutionContext& ctx, std::string conninfo, connection_options options = {})
@@ -1673,9 +1677,10 @@ class connection {
   [[nodiscard]] const connection_stats& stats() const { return session().machine.stats(); }
   [[nodiscard]] PGconn* native_handle() const { return s_ ? s_->io->native_handle() : nullptr; }
   [[nodiscard]] bool is_open() const noexcept { return s_ && s_->io->usable(); }
+  // The conninfo with its passwords replaced by *** (the session keeps the original).
   [[nodiscard]] const std::string& conninfo() const noexcept {
     static const std::string none;
-    return s_ ? s_->conninfo : none;
+    return s_ ? s_->conninfo_shown : none;
   }
   [[nodiscard]] const connection_options& options() const noexcept {
     static const connection_options none;

@@ -982,11 +982,21 @@ PQSCOPE_DECL void append_array_element(std::string& out, std::string_view text) 
 }
 #endif
 
+// The element delimiter in the text of an array type (pg_type.typdelim of its element).
+// Every built-in type has ',' but box, whose text has commas of its own: box[] (OID
+// 1020) uses ';'. A table of OIDs is enough for the built-in types because the server
+// reports a domain-typed column as its base type (a domain over box[] arrives as 1020).
+// It cannot cover array types created later (an array of a domain over box, an extension
+// type declared with another DELIMITER): their OIDs vary per database, so they read
+// with ','; the README says to cast such a column to box[] (or text[]).
+constexpr char array_delimiter(unsigned array_oid) noexcept { return array_oid == 1020 ? ';' : ','; }
+
 // Splits the server's text for a one-dimensional array into its elements and calls
 // on_element(index, text, is_null) for each, index from 0. More dimensions, or a
-// lower bound other than 1 ("[0:2]={...}"), are a conversion_error.
+// lower bound other than 1 ("[0:2]={...}"), are a conversion_error. `delimiter`
+// separates the elements (array_delimiter()).
 template <class OnElement>
-void parse_array(std::string_view s, const char* type_name, OnElement&& on_element) {
+void parse_array(std::string_view s, const char* type_name, OnElement&& on_element, char delimiter = ',') {
   auto fail = [&](const std::string& why) {
     return conversion_error("cannot read " + quote_value(s) + " as " + type_name + ": " + why);
   };
@@ -1040,7 +1050,7 @@ void parse_array(std::string_view s, const char* type_name, OnElement&& on_eleme
       skip_space();
     } else {
       std::size_t kept = 0;  // trailing white space of an unquoted element is not part of it
-      for (; i < s.size() && s[i] != ',' && s[i] != '}'; ++i) {
+      for (; i < s.size() && s[i] != delimiter && s[i] != '}'; ++i) {
         if (s[i] == '{' || s[i] == '"')
           throw fail(s[i] == '{' ? "a nested { (more than one dimension)" : "a quote inside an unquoted element");
         if (s[i] == '\\') {
@@ -1063,7 +1073,9 @@ void parse_array(std::string_view s, const char* type_name, OnElement&& on_eleme
       if (i + 1 != s.size()) throw fail("text after the closing }");
       return;
     }
-    ++i;  // the comma
+    if (s[i] != delimiter) throw fail(std::string("expected '") + delimiter + "' or } after element " +
+                                      std::to_string(index + 1));
+    ++i;  // the delimiter
   }
 }
 
@@ -1182,6 +1194,13 @@ template <class T, class = void>
 struct has_from_text : std::false_type {};
 template <class T>
 struct has_from_text<T, std::void_t<decltype(value_traits<T>::from_text(std::string_view{}))>>
+    : std::true_type {};
+
+// Arrays: from_text(text, delimiter) takes the element delimiter of the column's type.
+template <class T, class = void>
+struct has_delimited_from_text : std::false_type {};
+template <class T>
+struct has_delimited_from_text<T, std::void_t<decltype(value_traits<T>::from_text(std::string_view{}, ','))>>
     : std::true_type {};
 
 template <class T, class = void>
@@ -1477,7 +1496,10 @@ struct value_traits<std::vector<T>, std::enable_if_t<!std::is_same_v<T, std::byt
     return out;
   }
 
-  static std::vector<T> from_text(std::string_view s) {
+  static std::vector<T> from_text(std::string_view s) { return from_text(s, ','); }
+  // `delimiter`: what separates the elements (';' for box[]); field::as<T>() passes the
+  // column type's (detail::array_delimiter).
+  static std::vector<T> from_text(std::string_view s, char delimiter) {
     static_assert(detail::has_from_text<element>::value,
                   "pqscope: no value_traits<T>::from_text for this array's element type");
     static_assert(!std::is_same_v<element, std::string_view>,
@@ -1502,7 +1524,8 @@ struct value_traits<std::vector<T>, std::enable_if_t<!std::is_same_v<T, std::byt
                           } catch (const conversion_error& e) {
                             throw conversion_error(where + ": " + e.what());
                           }
-                        });
+                        },
+                        delimiter);
     return out;
   }
 
@@ -1726,6 +1749,7 @@ PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include <libpq-fe.h>
@@ -1739,6 +1763,16 @@ namespace pqscope {
 class row;
 
 namespace detail {
+class row_of_temporary;
+class field_of_temporary;
+// Values that point into the text they were read from rather than own a copy.
+template <class T>
+struct is_text_view : std::false_type {};
+template <>
+struct is_text_view<std::string_view> : std::true_type {};
+template <>
+struct is_text_view<std::optional<std::string_view>> : std::true_type {};
+
 struct pg_result_deleter {
   void operator()(PGresult* r) const noexcept { PQclear(r); }
 };
@@ -1793,7 +1827,10 @@ class field {
         throw conversion_error("column \"" + std::string(name()) + "\" of row " + std::to_string(row_) +
                                " is NULL; read it as std::optional<T>");
       try {
-        return value_traits<T>::from_text(text());
+        if constexpr (detail::has_delimited_from_text<T>::value)  // arrays: box[] separates with ';'
+          return value_traits<T>::from_text(text(), detail::array_delimiter(PQftype(res_.get(), col_)));
+        else
+          return value_traits<T>::from_text(text());
       } catch (const conversion_error& e) {
         throw conversion_error(std::string(e.what()) + " (column \"" + std::string(name()) + "\" of row " +
                                std::to_string(row_) + ")");
@@ -1822,17 +1859,27 @@ class result {
   [[nodiscard]] std::size_t size() const;
   [[nodiscard]] bool empty() const { return size() == 0; }
   [[nodiscard]] std::size_t columns() const;
-  [[nodiscard]] std::string_view column_name(std::size_t i) const;
+  [[nodiscard]] std::string_view column_name(std::size_t i) const&;
+  [[nodiscard]] std::string column_name(std::size_t i) const&& { return std::string(column_name(i)); }
   // Exact, case-sensitive match on the name the server sent; usage_error if absent.
   [[nodiscard]] std::size_t column_index(std::string_view name) const;
   // Rows inserted, updated, deleted, ... by the command; 0 for commands that report none.
   [[nodiscard]] std::uint64_t affected_rows() const;
   // The command tag, e.g. "INSERT 0 1".
-  [[nodiscard]] std::string_view command() const { return get() != nullptr ? PQcmdStatus(res_.get()) : ""; }
+  [[nodiscard]] std::string_view command() const& { return get() != nullptr ? PQcmdStatus(res_.get()) : ""; }
 
-  [[nodiscard]] row operator[](std::size_t i) const;
-  [[nodiscard]] const_iterator begin() const;
-  [[nodiscard]] const_iterator end() const;
+  [[nodiscard]] row operator[](std::size_t i) const&;
+  [[nodiscard]] const_iterator begin() const&;
+  [[nodiscard]] const_iterator end() const&;
+
+  // A temporary result (conn.execute(...)) is freed at the end of the full expression,
+  // so nothing it hands out may point into it: strings are copies, rows and fields
+  // refuse string_view at compile time (detail::row_of_temporary), and iterators,
+  // which would point to the result object itself, are refused.
+  [[nodiscard]] std::string command() const&& { return std::string(command()); }
+  [[nodiscard]] detail::row_of_temporary operator[](std::size_t i) const&&;
+  const_iterator begin() const&& = delete;
+  const_iterator end() const&& = delete;
 
   [[nodiscard]] PGresult* native_handle() const { return get(); }
 
@@ -1855,7 +1902,7 @@ PQSCOPE_DECL std::size_t result::columns() const {
   return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
 }
 
-PQSCOPE_DECL std::string_view result::column_name(std::size_t i) const {
+PQSCOPE_DECL std::string_view result::column_name(std::size_t i) const& {
   check_column(i);
   return PQfname(res_.get(), static_cast<int>(i));
 }
@@ -1950,14 +1997,73 @@ class result::const_iterator {
   std::size_t i_ = 0;
 };
 
-inline row result::operator[](std::size_t i) const {
+inline row result::operator[](std::size_t i) const& {
   if (i >= size())
     throw usage_error("row index " + std::to_string(i) + " is out of range: the result has " + std::to_string(size()) +
                       " row(s)");
   return row(*this, static_cast<int>(i));
 }
-inline result::const_iterator result::begin() const { return const_iterator(this, 0); }
-inline result::const_iterator result::end() const { return const_iterator(this, size()); }
+inline result::const_iterator result::begin() const& { return const_iterator(this, 0); }
+inline result::const_iterator result::end() const& { return const_iterator(this, size()); }
+
+namespace detail {
+// A field reached from a temporary result: conn.execute(...)[0][0]. It shares the
+// result, so kept in a variable it is a field like any other; used as a temporary
+// itself it is the result's last owner, freed at the end of the full expression, so
+// as<std::string_view>() would dangle (a heap use-after-free) and is refused.
+class field_of_temporary : public field {
+ public:
+  explicit field_of_temporary(field f) : field(std::move(f)) {}
+
+  [[nodiscard]] std::string_view text() const& { return field::text(); }
+  [[nodiscard]] std::string text() const&& { return std::string(field::text()); }
+  [[nodiscard]] std::string_view name() const& { return field::name(); }
+  [[nodiscard]] std::string name() const&& { return std::string(field::name()); }
+  template <class T>
+  [[nodiscard]] T as() const& {
+    return field::as<T>();
+  }
+  template <class T>
+  [[nodiscard]] T as() const&& {
+    static_assert(!is_text_view<T>::value,
+                  "pqscope: as<std::string_view>() on a field of a temporary result would point into memory freed "
+                  "at the end of this expression; keep the result in a variable first (auto r = "
+                  "conn.execute(...); r[0][0].as<std::string_view>()), or read a std::string");
+    return field::as<T>();
+  }
+};
+
+// A row of a temporary result: conn.execute(...)[0]. The same rule as field_of_temporary.
+class row_of_temporary : public row {
+ public:
+  explicit row_of_temporary(row r) : row(std::move(r)) {}
+
+  [[nodiscard]] field operator[](std::size_t col) const& { return row::operator[](col); }
+  [[nodiscard]] field operator[](std::string_view name) const& { return row::operator[](name); }
+  [[nodiscard]] field_of_temporary operator[](std::size_t col) const&& {
+    return field_of_temporary(row::operator[](col));
+  }
+  [[nodiscard]] field_of_temporary operator[](std::string_view name) const&& {
+    return field_of_temporary(row::operator[](name));
+  }
+  template <class... Ts>
+  [[nodiscard]] std::tuple<Ts...> as() const& {
+    return row::as<Ts...>();
+  }
+  template <class... Ts>
+  [[nodiscard]] std::tuple<Ts...> as() const&& {
+    static_assert(!(is_text_view<Ts>::value || ...),
+                  "pqscope: as<std::string_view>() on a row of a temporary result would point into memory freed at "
+                  "the end of this expression; keep the result in a variable first (auto r = conn.execute(...); "
+                  "r[0].as<...>()), or read a std::string");
+    return row::as<Ts...>();
+  }
+};
+}  // namespace detail
+
+inline detail::row_of_temporary result::operator[](std::size_t i) const&& {
+  return detail::row_of_temporary((*this)[i]);
+}
 
 }  // namespace pqscope
 // #include <pqscope/driver.hpp>
@@ -1994,6 +2100,201 @@ inline result::const_iterator result::end() const { return const_iterator(this, 
 // #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/conninfo_redaction.hpp>
+// Passwords never reach a message pqscope makes, nor a conninfo() accessor.
+//
+// libpq quotes the part of a malformed conninfo it could not read (a password with a
+// bad %-escape; a whole URI with an unclosed IPv6 bracket), so every message made
+// while checking a conninfo or connecting with it goes through redact(), and the
+// conninfo() accessors return redacted_conninfo(). Both front ends (the blocking
+// driver and the Asio link) call these; nothing else builds such messages.
+//
+// The scan is lenient on purpose: the strings whose errors quote a password are the
+// malformed ones, which PQconninfoParse refuses to take apart for us.
+
+#include <algorithm>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+// One secret value in a conninfo: where it is written (quotes and escapes included)
+// and the texts a message might show of it.
+struct conninfo_secret {
+  std::size_t begin = 0, end = 0;
+  std::vector<std::string> forms;  // as written, as libpq reads it, and pieces of it
+};
+
+PQSCOPE_DECL std::vector<conninfo_secret> conninfo_secrets(std::string_view conninfo);
+// The conninfo with each password (password, sslpassword) replaced by ***; the same
+// string when it has none.
+PQSCOPE_DECL std::string redacted_conninfo(std::string_view conninfo);
+// The message with the conninfo (whole, as libpq quotes a bad URI) and every form of
+// its passwords replaced. A short password may blank out more than itself: that is
+// the price of never showing it.
+PQSCOPE_DECL std::string redact(std::string message, std::string_view conninfo);
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+namespace redaction {
+inline bool is_secret_key(std::string_view k) noexcept { return k == "password" || k == "sslpassword"; }
+inline bool is_space(char c) noexcept {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+inline int hex(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+// %XX decoded; a malformed escape is kept as it is (libpq would refuse it, and quote it raw).
+inline std::string percent_decoded(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+inline void add_form(conninfo_secret& s, std::string f) {
+  if (!f.empty() && std::find(s.forms.begin(), s.forms.end(), f) == s.forms.end()) s.forms.push_back(std::move(f));
+}
+inline void replace_all(std::string& text, std::string_view what, std::string_view with) {
+  if (what.empty()) return;
+  for (std::size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + with.size()))
+    text.replace(at, what.size(), with);
+}
+}  // namespace redaction
+
+PQSCOPE_DECL std::vector<conninfo_secret> conninfo_secrets(std::string_view s) {
+  std::vector<conninfo_secret> out;
+  std::size_t start = 0;
+  for (std::string_view prefix : {"postgresql://", "postgres://"})
+    if (s.substr(0, prefix.size()) == prefix) start = prefix.size();
+  if (start != 0) {
+    // URI. libpq takes user[:password] up to the first '@' before any '/'; a user who
+    // left an '@' or '/' unescaped in the password meant the last '@' before the query,
+    // and libpq then quotes pieces of it as host, port or database: cover both readings.
+    const std::size_t query = s.find('?', start);
+    const std::size_t at = s.substr(0, query).rfind('@');
+    std::size_t after_userinfo = start;
+    if (at != std::string_view::npos && at >= start) {
+      after_userinfo = at + 1;
+      const std::size_t colon = s.find(':', start);
+      if (colon < at) {
+        conninfo_secret sec;
+        sec.begin = colon + 1;
+        sec.end = at;
+        const std::string_view raw = s.substr(sec.begin, sec.end - sec.begin);
+        redaction::add_form(sec, std::string(raw));
+        redaction::add_form(sec, redaction::percent_decoded(raw));
+        for (std::size_t b = 0, e = 0; b <= raw.size(); b = e + 1) {
+          e = std::min(raw.find_first_of("@/?", b), raw.size());
+          redaction::add_form(sec, std::string(raw.substr(b, e - b)));
+          redaction::add_form(sec, redaction::percent_decoded(raw.substr(b, e - b)));
+        }
+        if (!sec.forms.empty()) out.push_back(std::move(sec));
+      }
+    }
+    // Query parameters: ...?password=pw&sslpassword=pw2
+    const std::size_t q = s.find('?', after_userinfo);
+    for (std::size_t b = q == std::string_view::npos ? s.size() : q + 1; b < s.size();) {
+      const std::size_t e = std::min(s.find('&', b), s.size());
+      const std::string_view param = s.substr(b, e - b);
+      const std::size_t eq = param.find('=');
+      const bool secret = eq != std::string_view::npos &&
+                          redaction::is_secret_key(redaction::percent_decoded(param.substr(0, eq)));
+      if (secret) {
+        conninfo_secret sec;
+        sec.begin = b + eq + 1;
+        sec.end = e;
+        const std::string_view raw = param.substr(eq + 1);
+        redaction::add_form(sec, std::string(raw));
+        redaction::add_form(sec, redaction::percent_decoded(raw));
+        const std::size_t first = raw.find_first_not_of('=');  // password==pw is refused, quoting pieces
+        if (first != std::string_view::npos) {
+          redaction::add_form(sec, std::string(raw.substr(first)));
+          redaction::add_form(sec, redaction::percent_decoded(raw.substr(first)));
+        }
+        if (!sec.forms.empty()) out.push_back(std::move(sec));
+      }
+      b = e + 1;
+    }
+    return out;
+  }
+  // key=value pairs, read as libpq's conninfo_parse reads them: a key ends at '=' or
+  // white space; a value is 'quoted' (backslash escapes anything, an unclosed quote runs
+  // to the end) or runs to white space (backslash escapes the next character).
+  std::size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && redaction::is_space(s[i])) ++i;
+    const std::size_t key_begin = i;
+    while (i < s.size() && s[i] != '=' && !redaction::is_space(s[i])) ++i;
+    const std::string_view key = s.substr(key_begin, i - key_begin);
+    while (i < s.size() && redaction::is_space(s[i])) ++i;
+    if (i >= s.size() || s[i] != '=') continue;  // malformed: libpq names the key only
+    ++i;
+    while (i < s.size() && redaction::is_space(s[i])) ++i;
+    const std::size_t value_begin = i;
+    std::string value;
+    if (i < s.size() && s[i] == '\'') {
+      for (++i; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 1 < s.size()) {
+          value += s[++i];
+        } else if (s[i] == '\'') {
+          ++i;
+          break;
+        } else {
+          value += s[i];
+        }
+      }
+    } else {
+      for (; i < s.size() && !redaction::is_space(s[i]); ++i) {
+        if (s[i] == '\\' && i + 1 < s.size()) ++i;
+        value += s[i];
+      }
+    }
+    if (!redaction::is_secret_key(key)) continue;
+    conninfo_secret sec;
+    sec.begin = value_begin;
+    sec.end = i;
+    redaction::add_form(sec, std::string(s.substr(value_begin, i - value_begin)));
+    redaction::add_form(sec, value);
+    if (!sec.forms.empty()) out.push_back(std::move(sec));
+  }
+  return out;
+}
+
+PQSCOPE_DECL std::string redacted_conninfo(std::string_view conninfo) {
+  std::string out(conninfo);
+  const std::vector<conninfo_secret> secrets = conninfo_secrets(conninfo);
+  // From the last to the first, so that earlier positions stay valid.
+  for (auto it = secrets.rbegin(); it != secrets.rend(); ++it) out.replace(it->begin, it->end - it->begin, "***");
+  return out;
+}
+
+PQSCOPE_DECL std::string redact(std::string message, std::string_view conninfo) {
+  const std::vector<conninfo_secret> secrets = conninfo_secrets(conninfo);
+  if (secrets.empty()) return message;
+  redaction::replace_all(message, conninfo, redacted_conninfo(conninfo));
+  std::vector<std::string> forms;
+  for (const conninfo_secret& sec : secrets) forms.insert(forms.end(), sec.forms.begin(), sec.forms.end());
+  // Longest first: a piece must not break up a longer form before it is replaced.
+  std::sort(forms.begin(), forms.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  for (const std::string& f : forms) redaction::replace_all(message, f, "***");
+  return message;
+}
+#endif
+
+}  // namespace pqscope::detail
 
 // What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only
 // the implementation unit sees them). std::size comes with <string>.
@@ -2032,7 +2333,7 @@ PQSCOPE_DECL void check_conninfo(const std::string& conninfo) {
   std::string msg = err != nullptr ? err : "out of memory";
   PQfreemem(err);
   while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-  throw usage_error("invalid connection string: " + msg);
+  throw usage_error("invalid connection string: " + redact(msg, conninfo));  // libpq quotes the bad part
 }
 #endif
 
@@ -2669,13 +2970,13 @@ PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::str
   conn_ = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
   if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
   if (PQstatus(conn_) != CONNECTION_OK) {
-    std::string msg = detail::trimmed(PQerrorMessage(conn_));
+    std::string msg = detail::redact(detail::trimmed(PQerrorMessage(conn_)), conninfo);
     close();
     throw connection_error("could not connect: " + msg);
   }
   // Every wait is a poll() with a deadline; libpq never blocks on the socket.
   if (PQsetnonblocking(conn_, 1) != 0) {
-    std::string msg = detail::trimmed(PQerrorMessage(conn_));
+    std::string msg = detail::redact(detail::trimmed(PQerrorMessage(conn_)), conninfo);
     close();
     throw connection_error("could not connect: " + msg);
   }
@@ -6414,9 +6715,13 @@ class copy_reader {
 
   // The next row converted to Ts... (std::optional<T> for a column that may be
   // NULL); std::nullopt after the last row. conversion_error if the row does not
-  // have sizeof...(Ts) columns.
+  // have sizeof...(Ts) columns. The values own their text: std::string_view is
+  // refused, since the next row reuses the reader's buffers.
   template <class... Ts>
   std::optional<std::tuple<Ts...>> next() {
+    static_assert(!(detail::is_text_view<Ts>::value || ...),
+                  "pqscope: copy_reader::next<std::string_view>() would point into a buffer the next row "
+                  "overwrites; read std::string (or std::optional<std::string>)");
     if (!read_row(fields_)) return std::nullopt;
     if (fields_.size() != sizeof...(Ts))
       throw conversion_error("COPY row " + std::to_string(rows_) + " has " + std::to_string(fields_.size()) +
@@ -6646,6 +6951,7 @@ class basic_connection {
       options_ = std::move(other.options_);
       s_ = std::move(other.s_);
       borrowed_ = other.borrowed_;
+      conninfo_shown_ = std::move(other.conninfo_shown_);
     }
     return *this;
   }
@@ -6766,9 +7072,10 @@ class basic_connection {
   [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
   [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
   [[nodiscard]] Driver& driver() { return machine_session().driver; }
+  // The conninfo with its passwords replaced by *** (the session keeps the original).
   [[nodiscard]] const std::string& conninfo() const noexcept {
     static const std::string none;  // a moved-from connection has no session
-    return s_ ? s_->conninfo : none;
+    return s_ ? conninfo_shown_ : none;
   }
   [[nodiscard]] const connection_options& options() const noexcept { return options_; }
 
@@ -6789,6 +7096,7 @@ class basic_connection {
     detail::configure_driver(s_->driver, options_);
     s_->driver.adopt(handle);
     s_->conninfo = detail::conninfo_of(handle);
+    conninfo_shown_ = detail::redacted_conninfo(s_->conninfo);
   }
 
   detail::driver_session<Driver>& machine_session() const {
@@ -6880,6 +7188,7 @@ class basic_connection {
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
   bool borrowed_ = false;  // borrow(): the caller's PGconn*, handed back, never closed
+  std::string conninfo_shown_;  // what conninfo() returns: no password
 };
 
 // Defined out of the class so that, in separate compilation, the explicit
@@ -6887,7 +7196,8 @@ class basic_connection {
 template <class Driver>
 PQSCOPE_DECL basic_connection<Driver>::basic_connection(std::string conninfo, connection_options options)
     : options_(std::move(options)),
-      s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))) {
+      s_(std::make_shared<detail::driver_session<Driver>>(std::move(conninfo))),
+      conninfo_shown_(detail::redacted_conninfo(s_->conninfo)) {
   s_->machine.set_observer(options_.observer);
   s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
   detail::configure_driver(s_->driver, options_);
@@ -6953,6 +7263,10 @@ extern template class basic_connection<libpq_driver>;
 
 namespace pqscope {
 
+namespace detail {
+struct database_access;
+}
+
 class database {
  public:
   // conninfo: "postgresql://user@host:port/db?..." or "host=... dbname=...".
@@ -6960,11 +7274,14 @@ class database {
   explicit database(std::string conninfo, connection_options options = {});
 
   [[nodiscard]] connection connect() const;
-  [[nodiscard]] const std::string& conninfo() const noexcept { return settings_->conninfo; }
+  // The conninfo with its passwords replaced by *** (connect() uses the original).
+  [[nodiscard]] const std::string& conninfo() const noexcept { return settings_->shown; }
   [[nodiscard]] const connection_options& options() const noexcept { return settings_->options; }
 
  private:
+  friend struct detail::database_access;
   struct settings {
+    std::string shown;  // conninfo without its passwords (first: made before conninfo is moved in)
     std::string conninfo;
     connection_options options;
   };
@@ -6974,12 +7291,20 @@ class database {
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 
 PQSCOPE_DECL database::database(std::string conninfo, connection_options options)
-    : settings_(std::make_shared<const settings>(settings{std::move(conninfo), std::move(options)})) {
+    : settings_(std::make_shared<const settings>(
+          settings{detail::redacted_conninfo(conninfo), std::move(conninfo), std::move(options)})) {
   detail::check_conninfo(settings_->conninfo);
 }
 
 PQSCOPE_DECL connection database::connect() const { return connection{settings_->conninfo, settings_->options}; }
 #endif
+
+namespace detail {
+// The conninfo with its password, for the front ends that connect with a database.
+struct database_access {
+  static const std::string& conninfo(const database& db) noexcept { return db.settings_->conninfo; }
+};
+}  // namespace detail
 
 }  // namespace pqscope
 // #include <pqscope/transaction.hpp>

@@ -163,6 +163,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   pqscope::detail::scope_machine machine;
   net::any_io_executor executor;
   std::string conninfo;
+  std::string conninfo_shown = pqscope::detail::redacted_conninfo(conninfo);  // after conninfo: made from it
   connection_options options;
   std::shared_ptr<link> io;
   std::weak_ptr<link> resolver;  // the fresh connection asking about a lost COMMIT
@@ -685,7 +686,8 @@ class connection {
 
   connection(const executor_type& ex, std::string conninfo, connection_options options = {})
       : s_(std::make_shared<detail::session>(ex, std::move(conninfo), std::move(options))) {}
-  connection(const executor_type& ex, const database& db) : connection(ex, db.conninfo(), db.options()) {}
+  connection(const executor_type& ex, const database& db)
+      : connection(ex, pqscope::detail::database_access::conninfo(db), db.options()) {}
   template <class ExecutionContext,
             std::enable_if_t<std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>, int> = 0>
   connection(ExecutionContext& ctx, std::string conninfo, connection_options options = {})
@@ -795,9 +797,10 @@ class connection {
   [[nodiscard]] const connection_stats& stats() const { return session().machine.stats(); }
   [[nodiscard]] PGconn* native_handle() const { return s_ ? s_->io->native_handle() : nullptr; }
   [[nodiscard]] bool is_open() const noexcept { return s_ && s_->io->usable(); }
+  // The conninfo with its passwords replaced by *** (the session keeps the original).
   [[nodiscard]] const std::string& conninfo() const noexcept {
     static const std::string none;
-    return s_ ? s_->conninfo : none;
+    return s_ ? s_->conninfo_shown : none;
   }
   [[nodiscard]] const connection_options& options() const noexcept {
     static const connection_options none;

@@ -102,6 +102,7 @@ class link : public std::enable_shared_from_this<link> {
   void start_connect(const std::string& conninfo, const std::string& fallback_application_name) {
     close_connection();
     pqscope::detail::check_conninfo(conninfo);
+    connecting_with_ = conninfo;  // for fail_connect(): libpq's text may quote a password
     // The time bounds libpq_driver::open() adds to a conninfo that sets none of them.
     std::vector<std::string> owned;
     std::vector<const char*> keys, vals;
@@ -121,7 +122,7 @@ class link : public std::enable_shared_from_this<link> {
     pg_ = PQconnectStartParams(keys.data(), vals.data(), /*expand_dbname=*/1);
     if (pg_ == nullptr) throw connection_error("could not connect: out of memory");
     if (PQstatus(pg_) == CONNECTION_BAD) {
-      std::string msg = trimmed(PQerrorMessage(pg_));
+      std::string msg = pqscope::detail::redact(trimmed(PQerrorMessage(pg_)), conninfo);
       close_connection();
       throw connection_error("could not connect: " + msg);
     }
@@ -447,6 +448,7 @@ class link : public std::enable_shared_from_this<link> {
 
   [[noreturn]] void fail_connect(const std::string& why) {
     std::string msg = why.rfind("could not connect", 0) == 0 ? why : "could not connect: " + why;
+    msg = pqscope::detail::redact(std::move(msg), connecting_with_);
     close_connection();
     dead_reason_ = msg;
     throw connection_error(msg);

@@ -375,11 +375,21 @@ PQSCOPE_DECL void append_array_element(std::string& out, std::string_view text) 
 }
 #endif
 
+// The element delimiter in the text of an array type (pg_type.typdelim of its element).
+// Every built-in type has ',' but box, whose text has commas of its own: box[] (OID
+// 1020) uses ';'. A table of OIDs is enough for the built-in types because the server
+// reports a domain-typed column as its base type (a domain over box[] arrives as 1020).
+// It cannot cover array types created later (an array of a domain over box, an extension
+// type declared with another DELIMITER): their OIDs vary per database, so they read
+// with ','; the README says to cast such a column to box[] (or text[]).
+constexpr char array_delimiter(unsigned array_oid) noexcept { return array_oid == 1020 ? ';' : ','; }
+
 // Splits the server's text for a one-dimensional array into its elements and calls
 // on_element(index, text, is_null) for each, index from 0. More dimensions, or a
-// lower bound other than 1 ("[0:2]={...}"), are a conversion_error.
+// lower bound other than 1 ("[0:2]={...}"), are a conversion_error. `delimiter`
+// separates the elements (array_delimiter()).
 template <class OnElement>
-void parse_array(std::string_view s, const char* type_name, OnElement&& on_element) {
+void parse_array(std::string_view s, const char* type_name, OnElement&& on_element, char delimiter = ',') {
   auto fail = [&](const std::string& why) {
     return conversion_error("cannot read " + quote_value(s) + " as " + type_name + ": " + why);
   };
@@ -433,7 +443,7 @@ void parse_array(std::string_view s, const char* type_name, OnElement&& on_eleme
       skip_space();
     } else {
       std::size_t kept = 0;  // trailing white space of an unquoted element is not part of it
-      for (; i < s.size() && s[i] != ',' && s[i] != '}'; ++i) {
+      for (; i < s.size() && s[i] != delimiter && s[i] != '}'; ++i) {
         if (s[i] == '{' || s[i] == '"')
           throw fail(s[i] == '{' ? "a nested { (more than one dimension)" : "a quote inside an unquoted element");
         if (s[i] == '\\') {
@@ -456,7 +466,9 @@ void parse_array(std::string_view s, const char* type_name, OnElement&& on_eleme
       if (i + 1 != s.size()) throw fail("text after the closing }");
       return;
     }
-    ++i;  // the comma
+    if (s[i] != delimiter) throw fail(std::string("expected '") + delimiter + "' or } after element " +
+                                      std::to_string(index + 1));
+    ++i;  // the delimiter
   }
 }
 
