@@ -2112,13 +2112,16 @@ inline detail::row_of_temporary result::operator[](std::size_t i) const&& {
 // The scan is lenient on purpose: the strings whose errors quote a password are the
 // malformed ones, which PQconninfoParse refuses to take apart for us.
 
-#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
 
 // #include <pqscope/detail/config.hpp> (inlined above)
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <algorithm>  // the function bodies only
+#endif
 
 namespace pqscope::detail {
 

@@ -10,13 +10,16 @@
 // The scan is lenient on purpose: the strings whose errors quote a password are the
 // malformed ones, which PQconninfoParse refuses to take apart for us.
 
-#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <pqscope/detail/config.hpp>
+
+#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+#include <algorithm>  // the function bodies only
+#endif
 
 namespace pqscope::detail {
 
