@@ -23,6 +23,7 @@
 #include <pqscope/detail/application_name.hpp>
 #include <pqscope/detail/session_state.hpp>
 #include <pqscope/detail/scope_machine.hpp>
+#include <pqscope/detail/sync_session.hpp>
 
 namespace pqscope {
 

@@ -22,6 +22,7 @@
 #include <pqscope/result.hpp>
 #include <pqscope/detail/copy_text.hpp>
 #include <pqscope/detail/scope_machine.hpp>
+#include <pqscope/detail/sync_session.hpp>
 
 namespace pqscope {
 

@@ -15,6 +15,7 @@
 #include <pqscope/options.hpp>
 #include <pqscope/detail/config.hpp>
 #include <pqscope/detail/scope_machine.hpp>
+#include <pqscope/detail/sync_session.hpp>
 
 // What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
 // implementation unit sees them).

@@ -931,6 +931,7 @@ auto async_open(std::shared_ptr<link> l, std::string conninfo, std::string app, 
 // #include <pqscope/stats.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/application_name.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/scope_machine.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/sync_session.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/session_state.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/asio/link.hpp> (inlined above)
 

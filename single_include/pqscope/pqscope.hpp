@@ -4236,6 +4236,11 @@ PQSCOPE_DECL char copy_direction(std::string_view sql) { return copy_stream_dire
 }  // namespace pqscope::detail
 // #include <pqscope/detail/scope_machine.hpp>
 // The scope state machine: the whole of pqscope's transaction logic, and no I/O.
+// This header declares it; its bodies are in impl/, by what they do:
+// scope_machine_queue.ipp (checking and queuing statements, planning a batch),
+// scope_machine_apply.ipp (applying a batch's answers), scope_machine_scopes.ipp
+// (frames, the doomed state, ending scopes). sync_session.hpp is the blocking loop
+// around it; asio/connection.hpp the coroutine one.
 //
 // A connection holds a stack of frames, one per open scope. Frame 0 is the
 // transaction; a nested frame owns a savepoint unless it was opened with
@@ -5221,7 +5226,28 @@ class scope_machine {
   bool refuse_past_limit_ = false;
 };
 
+}  // namespace pqscope::detail
+
+// The machine's bodies, by what they do (PQSCOPE_SEPARATE_COMPILATION: only in the
+// implementation unit).
 #if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+// #include <pqscope/detail/impl/scope_machine_queue.ipp>
+// The scope machine's queue and the planning of a batch: statements are checked
+// and queued with the controls their scopes need (BEGIN, SAVEPOINT, RELEASE, ROLLBACK
+// TO, SET LOCAL), and plan() picks what goes out in the next batch, with the
+// transaction-id query where resolve_in_doubt wants it. Included by
+// detail/scope_machine.hpp; no I/O.
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pqscope::detail {
 
 template <class Pred>
 void scope_machine::drop_queued(Pred pred) {
@@ -5280,8 +5306,529 @@ PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::make_slot(const char
   return slot;
 }
 
-PQSCOPE_DECL std::string scope_machine::savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
+PQSCOPE_DECL std::shared_ptr<statement_slot>
+scope_machine::queue_statement(const char* sql, std::string_view text, const sql_facts& f, const param_list& params,
+                               std::weak_ptr<sender> owner) {
+  check_usable();
+  if (!f.control.empty())
+    throw usage_error("execute(\"" + std::string(f.control) +
+                      " ...\") would control the transaction behind pqscope's back; use "
+                      "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
+  if (f.copy_stream)
+    throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
+  auto slot = make_slot(sql, text, params, std::move(owner));
+  const bool lazy = batching();
+  slot->batched = lazy;
+  if (lazy) slot->own();
+  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1);
+  it.slot = slot;
+  if (!lazy) {
+    reset_operation();
+    send_requested_ = true;
+  }
+  return slot;
+}
 
+PQSCOPE_DECL const sql_facts& scope_machine::check_statement(std::string_view sql, std::size_t params, bool guard) {
+  const sql_facts& f = facts_.get(sql, guard);
+  if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
+  check_placeholders(sql, params, f.placeholders);
+  return f;
+}
+
+PQSCOPE_DECL void scope_machine::request_flush() {
+  check_usable();
+  reset_operation();
+  send_requested_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::finish() {
+  operation op = std::move(op_);
+  reset_operation();
+  if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+  if (op.stray) std::rethrow_exception(op.stray);
+  if (void_ && !frames_.empty()) throw_void("flush()");
+}
+
+PQSCOPE_DECL bool scope_machine::wants_send() noexcept {
+  if (closed_ || broken_ || !opened_by_this_process()) {
+    send_requested_ = false;
+    followup_.clear();
+    return false;
+  }
+  if (!followup_.empty()) return true;
+  if (!send_requested_) return false;
+  if (send_all_) {
+    if (!queue_.empty()) return true;
+    send_all_ = send_requested_ = false;
+    return false;
+  }
+  for (const item& it : queue_)
+    if (it.k == item::user || it.k == item::end) return true;
+  send_requested_ = false;
+  return false;
+}
+
+PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
+  in_flight_.clear();
+  if (!followup_.empty()) {
+    in_flight_.push_back(std::move(followup_.front()));
+    followup_.erase(followup_.begin());
+  } else {
+    send_requested_ = false;
+    // Up to the last statement or the end of the transaction: controls queued
+    // after it wait, so a scope that runs nothing more costs no savepoint.
+    std::size_t n = 0, last_user = 0;
+    for (std::size_t k = 0; k < queue_.size(); ++k) {
+      if (queue_[k].k == item::user) last_user = k + 1;
+      if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
+    }
+    if (std::exchange(send_all_, false)) n = queue_.size();
+    // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
+    // after the last statement, or before the COMMIT if statements went out unanswered.
+    // Never in front of a ROLLBACK: the transaction may be aborted there, the query
+    // would fail (25P02) and the server would skip the ROLLBACK behind it; and a
+    // rolled-back transaction has nothing to resolve.
+    const bool ends = n > 0 && queue_[n - 1].k == item::end;
+    const bool rolls_back = ends && std::strcmp(queue_[n - 1].text(), "ROLLBACK") == 0;
+    const bool xid = !rolls_back && (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+    const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
+    for (std::size_t k = 0; k < n; ++k) {
+      if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
+      in_flight_.push_back(std::move(queue_[k]));
+      if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
+    }
+    // Until an answer to the id query comes back, statements sent may have written.
+    if (last_user > 0) xid_pending_ = true;
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  out_.clear();
+  if (out_args_.size() < in_flight_.size()) out_args_.resize(in_flight_.size());
+  // Savepoint texts first: making a higher number's moves the earlier ones.
+  for (const item& it : in_flight_)
+    if (is_savepoint_kind(it)) (void)savepoint_text(it);
+  std::size_t users = 0;
+  for (std::size_t k = 0; k < in_flight_.size(); ++k) {
+    item& it = in_flight_[k];
+    if (is_savepoint_kind(it)) it.fixed = savepoint_text(it);
+    if (it.k == item::user) {
+      ++users;
+      out_.push_back(it.slot->stmt);
+      continue;
+    }
+    out_args_[k].clear();
+    if (it.owned)
+      for (const std::string& a : it.owned->args) out_args_[k].push_back(a.c_str());
+    out_.push_back(statement{it.text(), static_cast<int>(out_args_[k].size()),
+                             out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
+  }
+  ++stats_.round_trips;
+  stats_.statements += users;
+  stats_.control_statements += out_.size() - users;
+  sent_at_ = clock::now();
+  return out_;
+}
+
+PQSCOPE_DECL std::string scope_machine::modes_sql(const transaction_options& o) {
+  std::string modes;
+  auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
+  switch (o.isolation) {
+    case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
+    case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
+    case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
+    case isolation::server_default: break;
+  }
+  if (o.read_only) add("READ ONLY");
+  if (o.deferrable) add("DEFERRABLE");
+  return modes.empty() ? modes : "SET TRANSACTION" + modes;
+}
+
+PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
+  return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
+}
+
+PQSCOPE_DECL scope_machine::item&
+scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, const char* fixed) {
+  item& it = queue_.emplace_back(k, frame_id, level);
+  it.fixed = fixed;
+  return it;
+}
+
+PQSCOPE_DECL scope_machine::item&
+scope_machine::queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
+  auto text = std::make_unique<owned_text>();
+  text->sql = std::move(sql);
+  item& it = queue(k, frame_id, level);
+  it.owned = std::move(text);
+  return it;
+}
+
+PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
+  item it(item::xid);
+  it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
+  return it;
+}
+
+PQSCOPE_DECL const char* scope_machine::savepoint_text(const item& it) {
+  const std::size_t verb = it.k == item::savepoint ? 0 : it.k == item::release ? 1 : 2;
+  if (savepoint_texts_.size() <= 3 * it.sp + verb) {
+    const std::size_t from = savepoint_texts_.size() / 3;
+    savepoint_texts_.resize(3 * (it.sp + 1));
+    for (std::size_t n = from; n <= it.sp; ++n) {
+      const std::string name = savepoint_name(n);
+      savepoint_texts_[3 * n] = "SAVEPOINT " + name;
+      savepoint_texts_[3 * n + 1] = "RELEASE SAVEPOINT " + name;
+      savepoint_texts_[3 * n + 2] = "ROLLBACK TO SAVEPOINT " + name;
+    }
+  }
+  return savepoint_texts_[3 * it.sp + verb].c_str();
+}
+
+PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
+  queue(item::rollback_to, frame_id, i - 1).sp = i;
+  queue(item::release, frame_id, i - 1).sp = i;
+}
+
+PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
+  followup_.emplace_back(item::followup);
+  followup_.back().fixed = sql;  // a static text
+  if (awaited) op_.followup = true;
+}
+
+PQSCOPE_DECL void scope_machine::lower_levels(std::size_t from) {
+  for (item& c : queue_)
+    if (c.level >= from) c.level = from - 1;
+}
+
+PQSCOPE_DECL bool scope_machine::statement_queued_at(std::size_t level) const {
+  return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
+}
+
+PQSCOPE_DECL void scope_machine::clear_queue() noexcept {
+  fail_queued(closed_error());
+  queue_.clear();
+  followup_.clear();
+}
+
+PQSCOPE_DECL bool scope_machine::wants_xid() const {
+  const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
+                                       : frames_.front().opts.resolve_in_doubt;
+  return resolve && xid_.empty();
+}
+
+}  // namespace pqscope::detail
+// #include <pqscope/detail/impl/scope_machine_apply.ipp>
+// Applying a batch's answers: each reply settles its item (a frame's BEGIN or
+// SAVEPOINT sent, a statement answered, a savepoint released or rolled back), a
+// failure dooms the scope that can undo it or voids a batched attempt, and the
+// server's transaction state after the batch is checked against the scopes. The
+// observer hears of every statement here. Included by detail/scope_machine.hpp.
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
+  std::vector<item> batch;
+  batch.swap(in_flight_);
+  // The batch's memory goes back to in_flight_ for the next plan(), however this returns.
+  auto give_back = [&]() noexcept {
+    batch.clear();
+    if (in_flight_.empty() && in_flight_.capacity() < batch.capacity()) in_flight_.swap(batch);
+  };
+  try {
+    apply_batch(batch, br);
+  } catch (...) {
+    give_back();
+    throw;
+  }
+  give_back();
+}
+
+PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_reply& br) {
+  const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
+  const bool out_of_band = std::exchange(out_of_band_, false);
+  if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
+
+  if (!batch.empty() && batch.front().k == item::followup) {
+    end_of_transaction();
+    if (br.lost) {
+      mark_broken(br.lost_message);
+      if (op_.followup) op_.followup_lost = br.lost_message;
+    }
+    return;
+  }
+
+  std::optional<std::size_t> failed_at;
+  bool end_in_batch = false;
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    item& it = batch[k];
+    reply& r = br.replies[k];
+    if (it.k == item::end) {
+      end_in_batch = true;
+      op_.sent_end = true;
+      op_.end_reply = r;
+      end_of_transaction();
+    }
+    if (r.st == reply::status::error && !failed_at) failed_at = k;
+    if (r.st != reply::status::ok) continue;
+    switch (it.k) {
+      case item::begin:
+      case item::savepoint:
+        if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
+        if (it.k == item::begin) held_.assign(1, 0);
+        if (it.k == item::savepoint) {
+          ++stats_.savepoints;
+          hold(it.sp);
+        }
+        break;
+      case item::release:
+        fold(it.sp, false);
+        break;
+      case item::rollback_to:
+        fold(it.sp, true);
+        break;
+      case item::user:
+        it.slot->answer(r.res);
+        notify(*it.slot, elapsed, nullptr, &r.res);
+        break;
+      case item::xid:
+        xid_pending_ = false;
+        if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
+        break;
+      default: break;
+    }
+  }
+
+  if (br.lost) {
+    if (end_in_batch) {
+      op_.lost = br.lost_message;
+      op_.xid = xid_;
+      op_.xid_unknown = xid_.empty() && xid_pending_;
+    }
+    mark_broken(br.lost_message);
+    const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
+    fail_unanswered(batch, e, elapsed);
+    return;
+  }
+
+  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
+  const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
+  if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
+    void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
+    return;
+  }
+
+  if (failed_at) {
+    const item& it = batch[*failed_at];
+    const reply& r = br.replies[*failed_at];
+    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context());
+    if (it.k != item::end) {
+      doom_here(it.context() + r.failure().message, r.failure().sqlstate);
+      if (end_in_batch) op_.failure = first;
+    }
+    fail_unanswered(batch, first, elapsed);
+    if (!end_in_batch) {
+      // Skipped controls never ran: back to the queue, to ride with the next batch.
+      std::vector<item> back;
+      for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
+        if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
+      queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
+    }
+  }
+  if (end_in_batch) {
+    // COMMIT or ROLLBACK was skipped or refused and the transaction is still open:
+    // end it now (whatever skipped it, no transaction is left open).
+    if ((failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
+      push_followup("ROLLBACK", true);
+    return;
+  }
+  check_state(br, failed_at.has_value());
+}
+
+PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
+  closed_ = true;
+  clear_queue();
+  doom_.reset();
+  observer_ = nullptr;
+}
+
+PQSCOPE_DECL void scope_machine::mark_open() noexcept {
+  closed_ = false;
+  broken_ = false;
+  broken_reason_.clear();
+  clear_queue();
+  doom_.reset();
+  void_.reset();
+  pid_ = current_pid();
+}
+
+PQSCOPE_DECL void scope_machine::check_usable() const {
+  if (pid_ != current_pid())
+    throw usage_error("this connection was opened by process " + std::to_string(pid_) +
+                      "; after fork() a child must open its own connection (database::connect())");
+  if (closed_) throw connection_error("the connection was closed while this scope was open");
+  if (broken_)
+    throw connection_error("the connection is broken (" + broken_reason_ +
+                           "); end the open scopes and call reconnect()");
+}
+
+PQSCOPE_DECL void
+scope_machine::notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
+                      const result* r) noexcept {
+  if (!observer_) return;
+  try {
+    statement_event ev;
+    ev.sql = s.sql;
+    ev.params = static_cast<std::size_t>(s.stmt.n_params);
+    ev.depth = s.depth;
+    ev.duration = elapsed;
+    ev.error = e;
+    ev.attempt = s.attempt;
+    ev.batched = s.batched;
+    if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
+    observer_(ev);
+  } catch (...) {
+    // a logging hook must not change what the transaction does
+  }
+}
+
+PQSCOPE_DECL void
+scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
+  for (item& it : batch) {
+    if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
+    it.slot->fail(e);
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    } catch (...) {
+    }
+  }
+}
+
+PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexcept {
+  for (item& it : queue_)
+    if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
+}
+
+PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
+                                              std::chrono::microseconds elapsed, bool end_in_batch) {
+  const item& it = batch[at];
+  const reply& r = br.replies[at];
+  void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate};
+  if (it.k == item::user) {
+    it.slot->fail(sql_error_ptr(r, it.slot->sql));
+    try {
+      std::rethrow_exception(it.slot->error);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    }
+  }
+  std::exception_ptr e;
+  try {
+    throw_void("not run");
+  } catch (...) {
+    e = std::current_exception();
+  }
+  fail_unanswered(batch, e, elapsed);
+  fail_queued(e);
+  queue_.clear();
+  doom_.reset();
+  for (frame& f : frames_) f.sent = false;
+  if (end_in_batch) op_.replay = true;
+  if (br.state != server_state::idle) {
+    ++stats_.transactions_rolled_back;
+    push_followup("ROLLBACK", false);
+  }
+}
+
+PQSCOPE_DECL void scope_machine::hold(std::size_t sp) {
+  if (held_.size() <= sp) held_.resize(sp + 1, 0);
+  held_[sp] += 1;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::fold(std::size_t sp, bool rolled_back) {
+  if (sp == 0 || held_.size() <= sp) return;
+  std::uint64_t under = 0;
+  for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
+  if (!rolled_back) held_[sp - 1] += under;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::note_held() {
+  std::uint64_t total = 0;
+  for (auto n : held_) total += n;
+  stats_.savepoints_in_transaction = total;
+  stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
+}
+
+PQSCOPE_DECL void scope_machine::end_of_transaction() {
+  held_.clear();
+  stats_.savepoints_in_transaction = 0;
+}
+
+PQSCOPE_DECL void scope_machine::mark_broken(const std::string& why) {
+  broken_ = true;
+  broken_reason_ = why;
+  fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
+  queue_.clear();
+  followup_.clear();
+  doom_.reset();
+}
+
+PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_error) {
+  const bool began = !frames_.empty() && frames_.front().sent;
+  if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
+  if (!began && br.state == server_state::idle) return;
+  if (frames_.empty() || !began) {
+    // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
+    push_followup("ROLLBACK", true);
+    // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
+    op_.stray = std::make_exception_ptr(usage_error(
+        br.diagnostic.empty()
+            ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
+              "back. Use pqscope::transaction or pqscope::atomic for transactions"
+            : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
+                  br.diagnostic));
+    return;
+  }
+  // The transaction ended behind the scopes' back: nothing is left to undo.
+  for (frame& f : frames_) f.sent = false;
+  queue_.clear();
+  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
+  if (!had_error)
+    op_.stray = std::make_exception_ptr(usage_error(
+        "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
+}
+
+}  // namespace pqscope::detail
+// #include <pqscope/detail/impl/scope_machine_scopes.ipp>
+// Frames and the doomed state: opening and ending scopes (the outermost one's
+// COMMIT or ROLLBACK, a nested one's RELEASE or ROLLBACK TO), the savepoint budget,
+// SET LOCAL and its restoring, on_commit / on_rollback callbacks, and the end step
+// of an operation. Included by detail/scope_machine.hpp.
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL std::string scope_machine::savepoint_name(std::size_t level) { return "pqscope_" + std::to_string(level); }
 
 PQSCOPE_DECL void scope_machine::set_observer(pqscope::callback<void(const statement_event&)> o) {
   observer_ = std::move(o);
@@ -5465,50 +6012,6 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
   done();
 }
 
-PQSCOPE_DECL std::shared_ptr<statement_slot>
-scope_machine::queue_statement(const char* sql, std::string_view text, const sql_facts& f, const param_list& params,
-                               std::weak_ptr<sender> owner) {
-  check_usable();
-  if (!f.control.empty())
-    throw usage_error("execute(\"" + std::string(f.control) +
-                      " ...\") would control the transaction behind pqscope's back; use "
-                      "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
-  if (f.copy_stream)
-    throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
-  auto slot = make_slot(sql, text, params, std::move(owner));
-  const bool lazy = batching();
-  slot->batched = lazy;
-  if (lazy) slot->own();
-  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1);
-  it.slot = slot;
-  if (!lazy) {
-    reset_operation();
-    send_requested_ = true;
-  }
-  return slot;
-}
-
-PQSCOPE_DECL const sql_facts& scope_machine::check_statement(std::string_view sql, std::size_t params, bool guard) {
-  const sql_facts& f = facts_.get(sql, guard);
-  if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
-  check_placeholders(sql, params, f.placeholders);
-  return f;
-}
-
-PQSCOPE_DECL void scope_machine::request_flush() {
-  check_usable();
-  reset_operation();
-  send_requested_ = true;
-}
-
-PQSCOPE_DECL void scope_machine::finish() {
-  operation op = std::move(op_);
-  reset_operation();
-  if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
-  if (op.stray) std::rethrow_exception(op.stray);
-  if (void_ && !frames_.empty()) throw_void("flush()");
-}
-
 PQSCOPE_DECL void scope_machine::set_local(std::string_view name, std::string_view value) {
   check_usable();
   if (frames_.empty())
@@ -5539,317 +6042,6 @@ PQSCOPE_DECL void scope_machine::on_rollback(callback fn) {
   check_usable();
   if (!frames_.empty()) frames_.back().on_rollback.push_back(std::move(fn));
   // outside a scope there is nothing to roll back: the callback can never run
-}
-
-PQSCOPE_DECL bool scope_machine::wants_send() noexcept {
-  if (closed_ || broken_ || !opened_by_this_process()) {
-    send_requested_ = false;
-    followup_.clear();
-    return false;
-  }
-  if (!followup_.empty()) return true;
-  if (!send_requested_) return false;
-  if (send_all_) {
-    if (!queue_.empty()) return true;
-    send_all_ = send_requested_ = false;
-    return false;
-  }
-  for (const item& it : queue_)
-    if (it.k == item::user || it.k == item::end) return true;
-  send_requested_ = false;
-  return false;
-}
-
-PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
-  in_flight_.clear();
-  if (!followup_.empty()) {
-    in_flight_.push_back(std::move(followup_.front()));
-    followup_.erase(followup_.begin());
-  } else {
-    send_requested_ = false;
-    // Up to the last statement or the end of the transaction: controls queued
-    // after it wait, so a scope that runs nothing more costs no savepoint.
-    std::size_t n = 0, last_user = 0;
-    for (std::size_t k = 0; k < queue_.size(); ++k) {
-      if (queue_[k].k == item::user) last_user = k + 1;
-      if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
-    }
-    if (std::exchange(send_all_, false)) n = queue_.size();
-    // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
-    // after the last statement, or before the COMMIT if statements went out unanswered.
-    // Never in front of a ROLLBACK: the transaction may be aborted there, the query
-    // would fail (25P02) and the server would skip the ROLLBACK behind it; and a
-    // rolled-back transaction has nothing to resolve.
-    const bool ends = n > 0 && queue_[n - 1].k == item::end;
-    const bool rolls_back = ends && std::strcmp(queue_[n - 1].text(), "ROLLBACK") == 0;
-    const bool xid = !rolls_back && (last_user > 0 || (ends && xid_pending_)) && wants_xid();
-    const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
-    for (std::size_t k = 0; k < n; ++k) {
-      if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
-      in_flight_.push_back(std::move(queue_[k]));
-      if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
-    }
-    // Until an answer to the id query comes back, statements sent may have written.
-    if (last_user > 0) xid_pending_ = true;
-    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
-  }
-  out_.clear();
-  if (out_args_.size() < in_flight_.size()) out_args_.resize(in_flight_.size());
-  // Savepoint texts first: making a higher number's moves the earlier ones.
-  for (const item& it : in_flight_)
-    if (is_savepoint_kind(it)) (void)savepoint_text(it);
-  std::size_t users = 0;
-  for (std::size_t k = 0; k < in_flight_.size(); ++k) {
-    item& it = in_flight_[k];
-    if (is_savepoint_kind(it)) it.fixed = savepoint_text(it);
-    if (it.k == item::user) {
-      ++users;
-      out_.push_back(it.slot->stmt);
-      continue;
-    }
-    out_args_[k].clear();
-    if (it.owned)
-      for (const std::string& a : it.owned->args) out_args_[k].push_back(a.c_str());
-    out_.push_back(statement{it.text(), static_cast<int>(out_args_[k].size()),
-                             out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
-  }
-  ++stats_.round_trips;
-  stats_.statements += users;
-  stats_.control_statements += out_.size() - users;
-  sent_at_ = clock::now();
-  return out_;
-}
-
-PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
-  std::vector<item> batch;
-  batch.swap(in_flight_);
-  // The batch's memory goes back to in_flight_ for the next plan(), however this returns.
-  auto give_back = [&]() noexcept {
-    batch.clear();
-    if (in_flight_.empty() && in_flight_.capacity() < batch.capacity()) in_flight_.swap(batch);
-  };
-  try {
-    apply_batch(batch, br);
-  } catch (...) {
-    give_back();
-    throw;
-  }
-  give_back();
-}
-
-PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_reply& br) {
-  const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
-  const bool out_of_band = std::exchange(out_of_band_, false);
-  if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
-
-  if (!batch.empty() && batch.front().k == item::followup) {
-    end_of_transaction();
-    if (br.lost) {
-      mark_broken(br.lost_message);
-      if (op_.followup) op_.followup_lost = br.lost_message;
-    }
-    return;
-  }
-
-  std::optional<std::size_t> failed_at;
-  bool end_in_batch = false;
-  for (std::size_t k = 0; k < batch.size(); ++k) {
-    item& it = batch[k];
-    reply& r = br.replies[k];
-    if (it.k == item::end) {
-      end_in_batch = true;
-      op_.sent_end = true;
-      op_.end_reply = r;
-      end_of_transaction();
-    }
-    if (r.st == reply::status::error && !failed_at) failed_at = k;
-    if (r.st != reply::status::ok) continue;
-    switch (it.k) {
-      case item::begin:
-      case item::savepoint:
-        if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
-        if (it.k == item::begin) held_.assign(1, 0);
-        if (it.k == item::savepoint) {
-          ++stats_.savepoints;
-          hold(it.sp);
-        }
-        break;
-      case item::release:
-        fold(it.sp, false);
-        break;
-      case item::rollback_to:
-        fold(it.sp, true);
-        break;
-      case item::user:
-        it.slot->answer(r.res);
-        notify(*it.slot, elapsed, nullptr, &r.res);
-        break;
-      case item::xid:
-        xid_pending_ = false;
-        if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
-        break;
-      default: break;
-    }
-  }
-
-  if (br.lost) {
-    if (end_in_batch) {
-      op_.lost = br.lost_message;
-      op_.xid = xid_;
-      op_.xid_unknown = xid_.empty() && xid_pending_;
-    }
-    mark_broken(br.lost_message);
-    const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
-    fail_unanswered(batch, e, elapsed);
-    return;
-  }
-
-  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
-  const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
-  if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
-    void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
-    return;
-  }
-
-  if (failed_at) {
-    const item& it = batch[*failed_at];
-    const reply& r = br.replies[*failed_at];
-    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context());
-    if (it.k != item::end) {
-      doom_here(it.context() + r.failure().message, r.failure().sqlstate);
-      if (end_in_batch) op_.failure = first;
-    }
-    fail_unanswered(batch, first, elapsed);
-    if (!end_in_batch) {
-      // Skipped controls never ran: back to the queue, to ride with the next batch.
-      std::vector<item> back;
-      for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
-        if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
-      queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
-    }
-  }
-  if (end_in_batch) {
-    // COMMIT or ROLLBACK was skipped or refused and the transaction is still open:
-    // end it now (whatever skipped it, no transaction is left open).
-    if ((failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
-      push_followup("ROLLBACK", true);
-    return;
-  }
-  check_state(br, failed_at.has_value());
-}
-
-PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
-  closed_ = true;
-  clear_queue();
-  doom_.reset();
-  observer_ = nullptr;
-}
-
-PQSCOPE_DECL void scope_machine::mark_open() noexcept {
-  closed_ = false;
-  broken_ = false;
-  broken_reason_.clear();
-  clear_queue();
-  doom_.reset();
-  void_.reset();
-  pid_ = current_pid();
-}
-
-PQSCOPE_DECL void scope_machine::check_usable() const {
-  if (pid_ != current_pid())
-    throw usage_error("this connection was opened by process " + std::to_string(pid_) +
-                      "; after fork() a child must open its own connection (database::connect())");
-  if (closed_) throw connection_error("the connection was closed while this scope was open");
-  if (broken_)
-    throw connection_error("the connection is broken (" + broken_reason_ +
-                           "); end the open scopes and call reconnect()");
-}
-
-PQSCOPE_DECL std::string scope_machine::modes_sql(const transaction_options& o) {
-  std::string modes;
-  auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
-  switch (o.isolation) {
-    case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
-    case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
-    case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
-    case isolation::server_default: break;
-  }
-  if (o.read_only) add("READ ONLY");
-  if (o.deferrable) add("DEFERRABLE");
-  return modes.empty() ? modes : "SET TRANSACTION" + modes;
-}
-
-PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
-  return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
-}
-
-PQSCOPE_DECL scope_machine::item&
-scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, const char* fixed) {
-  item& it = queue_.emplace_back(k, frame_id, level);
-  it.fixed = fixed;
-  return it;
-}
-
-PQSCOPE_DECL scope_machine::item&
-scope_machine::queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
-  auto text = std::make_unique<owned_text>();
-  text->sql = std::move(sql);
-  item& it = queue(k, frame_id, level);
-  it.owned = std::move(text);
-  return it;
-}
-
-PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
-  item it(item::xid);
-  it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
-  return it;
-}
-
-PQSCOPE_DECL const char* scope_machine::savepoint_text(const item& it) {
-  const std::size_t verb = it.k == item::savepoint ? 0 : it.k == item::release ? 1 : 2;
-  if (savepoint_texts_.size() <= 3 * it.sp + verb) {
-    const std::size_t from = savepoint_texts_.size() / 3;
-    savepoint_texts_.resize(3 * (it.sp + 1));
-    for (std::size_t n = from; n <= it.sp; ++n) {
-      const std::string name = savepoint_name(n);
-      savepoint_texts_[3 * n] = "SAVEPOINT " + name;
-      savepoint_texts_[3 * n + 1] = "RELEASE SAVEPOINT " + name;
-      savepoint_texts_[3 * n + 2] = "ROLLBACK TO SAVEPOINT " + name;
-    }
-  }
-  return savepoint_texts_[3 * it.sp + verb].c_str();
-}
-
-PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
-  queue(item::rollback_to, frame_id, i - 1).sp = i;
-  queue(item::release, frame_id, i - 1).sp = i;
-}
-
-PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
-  followup_.emplace_back(item::followup);
-  followup_.back().fixed = sql;  // a static text
-  if (awaited) op_.followup = true;
-}
-
-PQSCOPE_DECL void scope_machine::lower_levels(std::size_t from) {
-  for (item& c : queue_)
-    if (c.level >= from) c.level = from - 1;
-}
-
-PQSCOPE_DECL bool scope_machine::statement_queued_at(std::size_t level) const {
-  return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
-}
-
-PQSCOPE_DECL void scope_machine::clear_queue() noexcept {
-  fail_queued(closed_error());
-  queue_.clear();
-  followup_.clear();
-}
-
-PQSCOPE_DECL bool scope_machine::wants_xid() const {
-  const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
-                                       : frames_.front().opts.resolve_in_doubt;
-  return resolve && xid_.empty();
 }
 
 PQSCOPE_DECL std::size_t scope_machine::innermost_index(std::uint64_t id, const char* what) const {
@@ -5894,102 +6086,6 @@ PQSCOPE_DECL void scope_machine::doom_here(const std::string& message, const std
   if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
 }
 
-PQSCOPE_DECL void
-scope_machine::notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
-                      const result* r) noexcept {
-  if (!observer_) return;
-  try {
-    statement_event ev;
-    ev.sql = s.sql;
-    ev.params = static_cast<std::size_t>(s.stmt.n_params);
-    ev.depth = s.depth;
-    ev.duration = elapsed;
-    ev.error = e;
-    ev.attempt = s.attempt;
-    ev.batched = s.batched;
-    if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
-    observer_(ev);
-  } catch (...) {
-    // a logging hook must not change what the transaction does
-  }
-}
-
-PQSCOPE_DECL void
-scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
-  for (item& it : batch) {
-    if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
-    it.slot->fail(e);
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      notify(*it.slot, elapsed, &x, nullptr);
-    } catch (...) {
-    }
-  }
-}
-
-PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexcept {
-  for (item& it : queue_)
-    if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
-}
-
-PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                                              std::chrono::microseconds elapsed, bool end_in_batch) {
-  const item& it = batch[at];
-  const reply& r = br.replies[at];
-  void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate};
-  if (it.k == item::user) {
-    it.slot->fail(sql_error_ptr(r, it.slot->sql));
-    try {
-      std::rethrow_exception(it.slot->error);
-    } catch (const std::exception& x) {
-      notify(*it.slot, elapsed, &x, nullptr);
-    }
-  }
-  std::exception_ptr e;
-  try {
-    throw_void("not run");
-  } catch (...) {
-    e = std::current_exception();
-  }
-  fail_unanswered(batch, e, elapsed);
-  fail_queued(e);
-  queue_.clear();
-  doom_.reset();
-  for (frame& f : frames_) f.sent = false;
-  if (end_in_batch) op_.replay = true;
-  if (br.state != server_state::idle) {
-    ++stats_.transactions_rolled_back;
-    push_followup("ROLLBACK", false);
-  }
-}
-
-PQSCOPE_DECL void scope_machine::hold(std::size_t sp) {
-  if (held_.size() <= sp) held_.resize(sp + 1, 0);
-  held_[sp] += 1;
-  note_held();
-}
-
-PQSCOPE_DECL void scope_machine::fold(std::size_t sp, bool rolled_back) {
-  if (sp == 0 || held_.size() <= sp) return;
-  std::uint64_t under = 0;
-  for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
-  if (!rolled_back) held_[sp - 1] += under;
-  note_held();
-}
-
-PQSCOPE_DECL void scope_machine::note_held() {
-  std::uint64_t total = 0;
-  for (auto n : held_) total += n;
-  stats_.savepoints_in_transaction = total;
-  stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
-}
-
-PQSCOPE_DECL void scope_machine::end_of_transaction() {
-  held_.clear();
-  stats_.savepoints_in_transaction = 0;
-}
-
 PQSCOPE_DECL void scope_machine::check_savepoint_budget(const transaction_options& root, std::size_t i) {
   const std::size_t limit = root.savepoint_limit != 0 ? root.savepoint_limit : savepoint_limit_;
   if (limit == 0) return;
@@ -6016,40 +6112,6 @@ PQSCOPE_DECL void scope_machine::check_savepoint_budget(const transaction_option
     }
   }
   if (refuse_past_limit_) throw usage_error(refusal_text);
-}
-
-PQSCOPE_DECL void scope_machine::mark_broken(const std::string& why) {
-  broken_ = true;
-  broken_reason_ = why;
-  fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
-  queue_.clear();
-  followup_.clear();
-  doom_.reset();
-}
-
-PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_error) {
-  const bool began = !frames_.empty() && frames_.front().sent;
-  if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
-  if (!began && br.state == server_state::idle) return;
-  if (frames_.empty() || !began) {
-    // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
-    push_followup("ROLLBACK", true);
-    // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
-    op_.stray = std::make_exception_ptr(usage_error(
-        br.diagnostic.empty()
-            ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
-              "back. Use pqscope::transaction or pqscope::atomic for transactions"
-            : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
-                  br.diagnostic));
-    return;
-  }
-  // The transaction ended behind the scopes' back: nothing is left to undo.
-  for (frame& f : frames_) f.sent = false;
-  queue_.clear();
-  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
-  if (!had_error)
-    op_.stray = std::make_exception_ptr(usage_error(
-        "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
 }
 
 PQSCOPE_DECL void scope_machine::pop_outermost() {
@@ -6165,7 +6227,39 @@ PQSCOPE_DECL void scope_machine::run_callbacks(std::vector<callback>& cbs, bool 
   }
   if (first && !quiet) std::rethrow_exception(first);
 }
+
+}  // namespace pqscope::detail
 #endif
+// #include <pqscope/detail/sync_session.hpp>
+// The blocking front end: a scope machine, a driver, and the loop between them
+// (sync_session::drive: plan, exchange, apply), one public call at a time per
+// connection; driver_session binds it to a driver and resolves a lost COMMIT on a
+// fresh connection. The in-doubt resolver's clock is shared with the asio front end.
+
+#include <sys/types.h>
+#include <unistd.h>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/scope_machine.hpp> (inlined above)
+
+namespace pqscope::detail {
 
 // A token for the calling thread: the address of a thread_local, unique among
 // live threads (cheaper to include than <thread>).
@@ -6522,6 +6616,7 @@ template class driver_session<libpq_driver>;
 #elif defined(PQSCOPE_SEPARATE_COMPILATION)
 extern template class driver_session<libpq_driver>;
 #endif
+
 
 }  // namespace pqscope::detail
 
@@ -6885,6 +6980,7 @@ PQSCOPE_DECL std::string default_application_name() {
 }  // namespace pqscope::detail
 // #include <pqscope/detail/session_state.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
+// #include <pqscope/detail/sync_session.hpp> (inlined above)
 
 namespace pqscope {
 
@@ -7327,6 +7423,7 @@ struct database_access {
 // #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
+// #include <pqscope/detail/sync_session.hpp> (inlined above)
 
 // What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
 // implementation unit sees them).

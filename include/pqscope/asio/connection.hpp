@@ -51,6 +51,7 @@
 #include <pqscope/stats.hpp>
 #include <pqscope/detail/application_name.hpp>
 #include <pqscope/detail/scope_machine.hpp>
+#include <pqscope/detail/sync_session.hpp>
 #include <pqscope/detail/session_state.hpp>
 #include <pqscope/asio/link.hpp>
 

@@ -1,0 +1,293 @@
+// Applying a batch's answers: each reply settles its item (a frame's BEGIN or
+// SAVEPOINT sent, a statement answered, a savepoint released or rolled back), a
+// failure dooms the scope that can undo it or voids a batched attempt, and the
+// server's transaction state after the batch is checked against the scopes. The
+// observer hears of every statement here. Included by detail/scope_machine.hpp.
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
+  std::vector<item> batch;
+  batch.swap(in_flight_);
+  // The batch's memory goes back to in_flight_ for the next plan(), however this returns.
+  auto give_back = [&]() noexcept {
+    batch.clear();
+    if (in_flight_.empty() && in_flight_.capacity() < batch.capacity()) in_flight_.swap(batch);
+  };
+  try {
+    apply_batch(batch, br);
+  } catch (...) {
+    give_back();
+    throw;
+  }
+  give_back();
+}
+
+PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_reply& br) {
+  const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - sent_at_);
+  const bool out_of_band = std::exchange(out_of_band_, false);
+  if (br.replies.size() < batch.size()) br.replies.resize(batch.size());
+
+  if (!batch.empty() && batch.front().k == item::followup) {
+    end_of_transaction();
+    if (br.lost) {
+      mark_broken(br.lost_message);
+      if (op_.followup) op_.followup_lost = br.lost_message;
+    }
+    return;
+  }
+
+  std::optional<std::size_t> failed_at;
+  bool end_in_batch = false;
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    item& it = batch[k];
+    reply& r = br.replies[k];
+    if (it.k == item::end) {
+      end_in_batch = true;
+      op_.sent_end = true;
+      op_.end_reply = r;
+      end_of_transaction();
+    }
+    if (r.st == reply::status::error && !failed_at) failed_at = k;
+    if (r.st != reply::status::ok) continue;
+    switch (it.k) {
+      case item::begin:
+      case item::savepoint:
+        if (auto at = index_of(it.frame_id)) frames_[*at].sent = true;
+        if (it.k == item::begin) held_.assign(1, 0);
+        if (it.k == item::savepoint) {
+          ++stats_.savepoints;
+          hold(it.sp);
+        }
+        break;
+      case item::release:
+        fold(it.sp, false);
+        break;
+      case item::rollback_to:
+        fold(it.sp, true);
+        break;
+      case item::user:
+        it.slot->answer(r.res);
+        notify(*it.slot, elapsed, nullptr, &r.res);
+        break;
+      case item::xid:
+        xid_pending_ = false;
+        if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
+        break;
+      default: break;
+    }
+  }
+
+  if (br.lost) {
+    if (end_in_batch) {
+      op_.lost = br.lost_message;
+      op_.xid = xid_;
+      op_.xid_unknown = xid_.empty() && xid_pending_;
+    }
+    mark_broken(br.lost_message);
+    const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
+    fail_unanswered(batch, e, elapsed);
+    return;
+  }
+
+  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
+  const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
+  if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
+    void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
+    return;
+  }
+
+  if (failed_at) {
+    const item& it = batch[*failed_at];
+    const reply& r = br.replies[*failed_at];
+    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context());
+    if (it.k != item::end) {
+      doom_here(it.context() + r.failure().message, r.failure().sqlstate);
+      if (end_in_batch) op_.failure = first;
+    }
+    fail_unanswered(batch, first, elapsed);
+    if (!end_in_batch) {
+      // Skipped controls never ran: back to the queue, to ride with the next batch.
+      std::vector<item> back;
+      for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
+        if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
+      queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
+    }
+  }
+  if (end_in_batch) {
+    // COMMIT or ROLLBACK was skipped or refused and the transaction is still open:
+    // end it now (whatever skipped it, no transaction is left open).
+    if ((failed_at || op_.end_reply.st != reply::status::ok) && br.state != server_state::idle)
+      push_followup("ROLLBACK", true);
+    return;
+  }
+  check_state(br, failed_at.has_value());
+}
+
+PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
+  closed_ = true;
+  clear_queue();
+  doom_.reset();
+  observer_ = nullptr;
+}
+
+PQSCOPE_DECL void scope_machine::mark_open() noexcept {
+  closed_ = false;
+  broken_ = false;
+  broken_reason_.clear();
+  clear_queue();
+  doom_.reset();
+  void_.reset();
+  pid_ = current_pid();
+}
+
+PQSCOPE_DECL void scope_machine::check_usable() const {
+  if (pid_ != current_pid())
+    throw usage_error("this connection was opened by process " + std::to_string(pid_) +
+                      "; after fork() a child must open its own connection (database::connect())");
+  if (closed_) throw connection_error("the connection was closed while this scope was open");
+  if (broken_)
+    throw connection_error("the connection is broken (" + broken_reason_ +
+                           "); end the open scopes and call reconnect()");
+}
+
+PQSCOPE_DECL void
+scope_machine::notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
+                      const result* r) noexcept {
+  if (!observer_) return;
+  try {
+    statement_event ev;
+    ev.sql = s.sql;
+    ev.params = static_cast<std::size_t>(s.stmt.n_params);
+    ev.depth = s.depth;
+    ev.duration = elapsed;
+    ev.error = e;
+    ev.attempt = s.attempt;
+    ev.batched = s.batched;
+    if (r != nullptr) ev.rows = r->columns() > 0 ? r->size() : r->affected_rows();
+    observer_(ev);
+  } catch (...) {
+    // a logging hook must not change what the transaction does
+  }
+}
+
+PQSCOPE_DECL void
+scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
+  for (item& it : batch) {
+    if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
+    it.slot->fail(e);
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    } catch (...) {
+    }
+  }
+}
+
+PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexcept {
+  for (item& it : queue_)
+    if (it.k == item::user && it.slot && it.slot->st == statement_slot::state::queued) it.slot->fail(e);
+}
+
+PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
+                                              std::chrono::microseconds elapsed, bool end_in_batch) {
+  const item& it = batch[at];
+  const reply& r = br.replies[at];
+  void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate};
+  if (it.k == item::user) {
+    it.slot->fail(sql_error_ptr(r, it.slot->sql));
+    try {
+      std::rethrow_exception(it.slot->error);
+    } catch (const std::exception& x) {
+      notify(*it.slot, elapsed, &x, nullptr);
+    }
+  }
+  std::exception_ptr e;
+  try {
+    throw_void("not run");
+  } catch (...) {
+    e = std::current_exception();
+  }
+  fail_unanswered(batch, e, elapsed);
+  fail_queued(e);
+  queue_.clear();
+  doom_.reset();
+  for (frame& f : frames_) f.sent = false;
+  if (end_in_batch) op_.replay = true;
+  if (br.state != server_state::idle) {
+    ++stats_.transactions_rolled_back;
+    push_followup("ROLLBACK", false);
+  }
+}
+
+PQSCOPE_DECL void scope_machine::hold(std::size_t sp) {
+  if (held_.size() <= sp) held_.resize(sp + 1, 0);
+  held_[sp] += 1;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::fold(std::size_t sp, bool rolled_back) {
+  if (sp == 0 || held_.size() <= sp) return;
+  std::uint64_t under = 0;
+  for (std::size_t j = sp; j < held_.size(); ++j) under += std::exchange(held_[j], 0);
+  if (!rolled_back) held_[sp - 1] += under;
+  note_held();
+}
+
+PQSCOPE_DECL void scope_machine::note_held() {
+  std::uint64_t total = 0;
+  for (auto n : held_) total += n;
+  stats_.savepoints_in_transaction = total;
+  stats_.max_savepoints_in_transaction = std::max(stats_.max_savepoints_in_transaction, total);
+}
+
+PQSCOPE_DECL void scope_machine::end_of_transaction() {
+  held_.clear();
+  stats_.savepoints_in_transaction = 0;
+}
+
+PQSCOPE_DECL void scope_machine::mark_broken(const std::string& why) {
+  broken_ = true;
+  broken_reason_ = why;
+  fail_queued(std::make_exception_ptr(connection_error("connection lost: " + why)));
+  queue_.clear();
+  followup_.clear();
+  doom_.reset();
+}
+
+PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_error) {
+  const bool began = !frames_.empty() && frames_.front().sent;
+  if (began && (br.state == server_state::in_transaction || br.state == server_state::failed_transaction)) return;
+  if (!began && br.state == server_state::idle) return;
+  if (frames_.empty() || !began) {
+    // A transaction is open that no scope owns: never leave it idle behind PgBouncer.
+    push_followup("ROLLBACK", true);
+    // The driver may know who opened it (a middleware such as Pgpool-II in raw mode).
+    op_.stray = std::make_exception_ptr(usage_error(
+        br.diagnostic.empty()
+            ? "a statement left the session inside a transaction that no pqscope scope owns; pqscope rolled it "
+              "back. Use pqscope::transaction or pqscope::atomic for transactions"
+            : "the session was left inside a transaction that no pqscope scope owns, and pqscope rolled it back: " +
+                  br.diagnostic));
+    return;
+  }
+  // The transaction ended behind the scopes' back: nothing is left to undo.
+  for (frame& f : frames_) f.sent = false;
+  queue_.clear();
+  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
+  if (!had_error)
+    op_.stray = std::make_exception_ptr(usage_error(
+        "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
+}
+
+}  // namespace pqscope::detail

@@ -1,0 +1,285 @@
+// The scope machine's queue and the planning of a batch: statements are checked
+// and queued with the controls their scopes need (BEGIN, SAVEPOINT, RELEASE, ROLLBACK
+// TO, SET LOCAL), and plan() picks what goes out in the next batch, with the
+// transaction-id query where resolve_in_doubt wants it. Included by
+// detail/scope_machine.hpp; no I/O.
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pqscope::detail {
+
+template <class Pred>
+void scope_machine::drop_queued(Pred pred) {
+  queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
+}
+
+template <class Pred>
+void scope_machine::trim_tail(Pred pred) {
+  std::size_t last_user = 0;
+  for (std::size_t k = 0; k < queue_.size(); ++k)
+    if (queue_[k].k == item::user) last_user = k + 1;
+  queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
+               queue_.end());
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::prepare_out_of_band(const char* sql,
+                                                                               std::string_view text,
+                                                                               std::weak_ptr<sender> owner) {
+  check_usable();
+  auto slot = make_slot(sql, text, param_list{}, std::move(owner));
+  slot->own();
+  return slot;
+}
+
+PQSCOPE_DECL void scope_machine::request_sync_point() {
+  check_usable();
+  reset_operation();
+  send_requested_ = true;
+  send_all_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::stage_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+  check_usable();
+  throw_if_void("statement refused");
+  throw_if_doomed("statement refused");
+  in_flight_.clear();
+  in_flight_.emplace_back(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1).slot = slot;
+  out_of_band_ = true;
+  ++stats_.round_trips;
+  ++stats_.statements;
+  if (!frames_.empty()) xid_pending_ = true;  // it may write: COMMIT asks for the id
+  sent_at_ = clock::now();
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::make_slot(const char* sql, std::string_view text,
+                                                                     const param_list& params,
+                                                                     std::weak_ptr<sender> owner) {
+  throw_if_void("statement refused");
+  throw_if_doomed("statement refused");
+  auto slot = std::make_shared<statement_slot>();
+  slot->stmt = statement{sql, params.size(), params.values(), params.types()};
+  slot->sql = text;
+  slot->owner = std::move(owner);
+  slot->depth = depth();
+  if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
+  return slot;
+}
+
+PQSCOPE_DECL std::shared_ptr<statement_slot>
+scope_machine::queue_statement(const char* sql, std::string_view text, const sql_facts& f, const param_list& params,
+                               std::weak_ptr<sender> owner) {
+  check_usable();
+  if (!f.control.empty())
+    throw usage_error("execute(\"" + std::string(f.control) +
+                      " ...\") would control the transaction behind pqscope's back; use "
+                      "pqscope::transaction (commit()/rollback()) or pqscope::atomic instead");
+  if (f.copy_stream)
+    throw usage_error("COPY FROM STDIN / TO STDOUT is not supported by execute(); use native_handle() at depth 0");
+  auto slot = make_slot(sql, text, params, std::move(owner));
+  const bool lazy = batching();
+  slot->batched = lazy;
+  if (lazy) slot->own();
+  item& it = queue(item::user, innermost_id(), frames_.empty() ? 0 : depth() - 1);
+  it.slot = slot;
+  if (!lazy) {
+    reset_operation();
+    send_requested_ = true;
+  }
+  return slot;
+}
+
+PQSCOPE_DECL const sql_facts& scope_machine::check_statement(std::string_view sql, std::size_t params, bool guard) {
+  const sql_facts& f = facts_.get(sql, guard);
+  if (guard && !f.hazard.empty()) throw usage_error(f.hazard);
+  check_placeholders(sql, params, f.placeholders);
+  return f;
+}
+
+PQSCOPE_DECL void scope_machine::request_flush() {
+  check_usable();
+  reset_operation();
+  send_requested_ = true;
+}
+
+PQSCOPE_DECL void scope_machine::finish() {
+  operation op = std::move(op_);
+  reset_operation();
+  if (op.followup_lost) throw connection_error("connection lost: " + *op.followup_lost);
+  if (op.stray) std::rethrow_exception(op.stray);
+  if (void_ && !frames_.empty()) throw_void("flush()");
+}
+
+PQSCOPE_DECL bool scope_machine::wants_send() noexcept {
+  if (closed_ || broken_ || !opened_by_this_process()) {
+    send_requested_ = false;
+    followup_.clear();
+    return false;
+  }
+  if (!followup_.empty()) return true;
+  if (!send_requested_) return false;
+  if (send_all_) {
+    if (!queue_.empty()) return true;
+    send_all_ = send_requested_ = false;
+    return false;
+  }
+  for (const item& it : queue_)
+    if (it.k == item::user || it.k == item::end) return true;
+  send_requested_ = false;
+  return false;
+}
+
+PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
+  in_flight_.clear();
+  if (!followup_.empty()) {
+    in_flight_.push_back(std::move(followup_.front()));
+    followup_.erase(followup_.begin());
+  } else {
+    send_requested_ = false;
+    // Up to the last statement or the end of the transaction: controls queued
+    // after it wait, so a scope that runs nothing more costs no savepoint.
+    std::size_t n = 0, last_user = 0;
+    for (std::size_t k = 0; k < queue_.size(); ++k) {
+      if (queue_[k].k == item::user) last_user = k + 1;
+      if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
+    }
+    if (std::exchange(send_all_, false)) n = queue_.size();
+    // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
+    // after the last statement, or before the COMMIT if statements went out unanswered.
+    // Never in front of a ROLLBACK: the transaction may be aborted there, the query
+    // would fail (25P02) and the server would skip the ROLLBACK behind it; and a
+    // rolled-back transaction has nothing to resolve.
+    const bool ends = n > 0 && queue_[n - 1].k == item::end;
+    const bool rolls_back = ends && std::strcmp(queue_[n - 1].text(), "ROLLBACK") == 0;
+    const bool xid = !rolls_back && (last_user > 0 || (ends && xid_pending_)) && wants_xid();
+    const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
+    for (std::size_t k = 0; k < n; ++k) {
+      if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
+      in_flight_.push_back(std::move(queue_[k]));
+      if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
+    }
+    // Until an answer to the id query comes back, statements sent may have written.
+    if (last_user > 0) xid_pending_ = true;
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+  }
+  out_.clear();
+  if (out_args_.size() < in_flight_.size()) out_args_.resize(in_flight_.size());
+  // Savepoint texts first: making a higher number's moves the earlier ones.
+  for (const item& it : in_flight_)
+    if (is_savepoint_kind(it)) (void)savepoint_text(it);
+  std::size_t users = 0;
+  for (std::size_t k = 0; k < in_flight_.size(); ++k) {
+    item& it = in_flight_[k];
+    if (is_savepoint_kind(it)) it.fixed = savepoint_text(it);
+    if (it.k == item::user) {
+      ++users;
+      out_.push_back(it.slot->stmt);
+      continue;
+    }
+    out_args_[k].clear();
+    if (it.owned)
+      for (const std::string& a : it.owned->args) out_args_[k].push_back(a.c_str());
+    out_.push_back(statement{it.text(), static_cast<int>(out_args_[k].size()),
+                             out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
+  }
+  ++stats_.round_trips;
+  stats_.statements += users;
+  stats_.control_statements += out_.size() - users;
+  sent_at_ = clock::now();
+  return out_;
+}
+
+PQSCOPE_DECL std::string scope_machine::modes_sql(const transaction_options& o) {
+  std::string modes;
+  auto add = [&](const char* m) { modes += (modes.empty() ? " " : ", ") + std::string(m); };
+  switch (o.isolation) {
+    case isolation::read_committed: add("ISOLATION LEVEL READ COMMITTED"); break;
+    case isolation::repeatable_read: add("ISOLATION LEVEL REPEATABLE READ"); break;
+    case isolation::serializable: add("ISOLATION LEVEL SERIALIZABLE"); break;
+    case isolation::server_default: break;
+  }
+  if (o.read_only) add("READ ONLY");
+  if (o.deferrable) add("DEFERRABLE");
+  return modes.empty() ? modes : "SET TRANSACTION" + modes;
+}
+
+PQSCOPE_DECL std::exception_ptr scope_machine::closed_error() noexcept {
+  return std::make_exception_ptr(connection_error("the connection was closed before this statement was sent"));
+}
+
+PQSCOPE_DECL scope_machine::item&
+scope_machine::queue(item::kind k, std::uint64_t frame_id, std::size_t level, const char* fixed) {
+  item& it = queue_.emplace_back(k, frame_id, level);
+  it.fixed = fixed;
+  return it;
+}
+
+PQSCOPE_DECL scope_machine::item&
+scope_machine::queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql) {
+  auto text = std::make_unique<owned_text>();
+  text->sql = std::move(sql);
+  item& it = queue(k, frame_id, level);
+  it.owned = std::move(text);
+  return it;
+}
+
+PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
+  item it(item::xid);
+  it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
+  return it;
+}
+
+PQSCOPE_DECL const char* scope_machine::savepoint_text(const item& it) {
+  const std::size_t verb = it.k == item::savepoint ? 0 : it.k == item::release ? 1 : 2;
+  if (savepoint_texts_.size() <= 3 * it.sp + verb) {
+    const std::size_t from = savepoint_texts_.size() / 3;
+    savepoint_texts_.resize(3 * (it.sp + 1));
+    for (std::size_t n = from; n <= it.sp; ++n) {
+      const std::string name = savepoint_name(n);
+      savepoint_texts_[3 * n] = "SAVEPOINT " + name;
+      savepoint_texts_[3 * n + 1] = "RELEASE SAVEPOINT " + name;
+      savepoint_texts_[3 * n + 2] = "ROLLBACK TO SAVEPOINT " + name;
+    }
+  }
+  return savepoint_texts_[3 * it.sp + verb].c_str();
+}
+
+PQSCOPE_DECL void scope_machine::queue_rollback_to(std::uint64_t frame_id, std::size_t i) {
+  queue(item::rollback_to, frame_id, i - 1).sp = i;
+  queue(item::release, frame_id, i - 1).sp = i;
+}
+
+PQSCOPE_DECL void scope_machine::push_followup(const char* sql, bool awaited) {
+  followup_.emplace_back(item::followup);
+  followup_.back().fixed = sql;  // a static text
+  if (awaited) op_.followup = true;
+}
+
+PQSCOPE_DECL void scope_machine::lower_levels(std::size_t from) {
+  for (item& c : queue_)
+    if (c.level >= from) c.level = from - 1;
+}
+
+PQSCOPE_DECL bool scope_machine::statement_queued_at(std::size_t level) const {
+  return std::any_of(queue_.begin(), queue_.end(), [&](const item& c) { return c.k == item::user && c.level >= level; });
+}
+
+PQSCOPE_DECL void scope_machine::clear_queue() noexcept {
+  fail_queued(closed_error());
+  queue_.clear();
+  followup_.clear();
+}
+
+PQSCOPE_DECL bool scope_machine::wants_xid() const {
+  const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
+                                       : frames_.front().opts.resolve_in_doubt;
+  return resolve && xid_.empty();
+}
+
+}  // namespace pqscope::detail
