@@ -32,6 +32,8 @@ BOOST_INCLUDE = re.compile(r"^\s*#\s*include\s*[<\"]boost/")
 
 PROJECT_INCLUDE = re.compile(r"^\s*#\s*include\s*<(pqscope/[^>]+)>")
 PRAGMA_ONCE = re.compile(r"^\s*#\s*pragma\s+once\b")
+CONDITIONAL = re.compile(r"^\s*#\s*(if|ifdef|ifndef|endif)\b(.*)")
+BODIES = re.compile(r"^\s*#\s*ifdef\s+PQSCOPE_BODIES\b")
 VERSION = re.compile(r"^\s*#\s*define\s+PQSCOPE_VERSION_(MAJOR|MINOR|PATCH)\s+(\d+)\b")
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RAW_PREFIXES = {"R", "u8R", "uR", "UR", "LR"}
@@ -130,21 +132,37 @@ def inline_headers(include_dir, entry, provided=frozenset()):
     versions = {}
     out = []
 
-    def inline(rel, chain):
+    def inline(rel, chain, in_bodies=False):
         path = include_dir / rel
         if not path.is_file():
             via = " (included from " + " -> ".join(chain) + ")" if chain else ""
             raise AmalgamateError(f"{path}: no such header{via}")
         text = path.read_text(encoding="utf-8")
+        conditionals = []  # one entry per open #if: whether it is `#ifdef PQSCOPE_BODIES`
         for line, at_start in directive_lines(text, rel):
             if not line.endswith("\n"):
                 line += "\n"
             if at_start:
                 if PRAGMA_ONCE.match(line):
                     continue
+                c = CONDITIONAL.match(line)
+                if c:
+                    if c.group(1) == "endif":
+                        if conditionals:
+                            conditionals.pop()
+                    else:
+                        conditionals.append(bool(BODIES.match(line)))
                 m = PROJECT_INCLUDE.match(line)
                 if m:
                     dep = m.group(1)
+                    bodies = in_bodies or any(conditionals)
+                    # Text inlined inside `#ifdef PQSCOPE_BODIES` is skipped by the units of a
+                    # separately compiled program: a header first reached there would be
+                    # missing from them. Only body files (under an impl/ folder) may be.
+                    if bodies and dep not in seen and dep not in provided and "/impl/" not in dep:
+                        raise AmalgamateError(
+                            f"<{dep}> is first reached from the bodies of <{rel}> (inside #ifdef PQSCOPE_BODIES): "
+                            "include it from a header's declarations, or separately compiled units lose it")
                     if dep in provided:
                         if dep == ENTRY and dep not in seen:
                             out.append(f"#include <{dep}>  // the single header beside this one\n")
@@ -156,7 +174,7 @@ def inline_headers(include_dir, entry, provided=frozenset()):
                     else:
                         seen.add(dep)  # before recursing: a cycle ends here, as with #pragma once
                         out.append(f"// #include <{dep}>\n")
-                        inline(dep, chain + [rel])
+                        inline(dep, chain + [rel], bodies)
                     continue
                 v = VERSION.match(line)
                 if v:

@@ -7,6 +7,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -142,6 +143,37 @@ BOOST_AUTO_TEST_CASE(large_statements_results_and_batches) {
       BOOST_TEST(c.stats().round_trips - trips == 2u);  // the batch, then COMMIT
     }());
   });
+}
+
+// Pgpool-II in raw mode opens a transaction of its own on a session's first write
+// (tests/pgpool.cpp). The link probes as libpq_driver does (detail/middleware.hpp),
+// and the error names the cause; the transaction is rolled back, nothing committed.
+BOOST_AUTO_TEST_CASE(pgpool_raw_mode_is_named) {
+  const char* raw = std::getenv("PQSCOPE_TEST_PGPOOL_RAW");
+  if (raw == nullptr || *raw == '\0') {
+    BOOST_TEST_MESSAGE("skipped: no Pgpool-II in raw mode (scripts/dev.sh servers --pgpool)");
+    return;
+  }
+  pqtest::scratch_table table;
+  const std::string insert = "INSERT INTO " + table.name() + " VALUES (1, 'x')";
+  net::io_context io;
+  pqtest::run_coro(io, [&]() -> awaitable<void> {
+    pa::connection c = co_await pqtest::connect_async(raw);
+    std::string what;
+    try {
+      co_await c.async_execute(insert, use_awaitable);
+    } catch (const pqscope::usage_error& e) {
+      what = e.what();
+    }
+    BOOST_TEST(what.find("Pgpool-II") != std::string::npos, what);
+    BOOST_TEST(what.find("backend_clustering_mode = 'raw'") != std::string::npos, what);
+    BOOST_TEST(c.depth() == 0u);
+    BOOST_TEST(PQtransactionStatus(c.native_handle()) == PQTRANS_IDLE);
+    BOOST_TEST(pqtest::committed_count(table) == 0);
+    // Only the first write of a session: after that the session behaves.
+    co_await c.async_execute(insert, use_awaitable);
+    BOOST_TEST(pqtest::committed_count(table) == 1);
+  }());
 }
 
 BOOST_AUTO_TEST_CASE(not_connected_and_bad_conninfo) {

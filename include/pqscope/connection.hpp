@@ -30,7 +30,7 @@ namespace pqscope {
 class transaction;
 namespace detail {
 struct connection_access;
-}
+}  // namespace detail
 
 // A statement that is sent even though it leaves session state behind, on a
 // connection with pooling::transaction: execute(allow_session_state("LISTEN jobs")).
@@ -383,10 +383,6 @@ PQSCOPE_DECL void basic_connection<Driver>::close() noexcept {
 using connection = basic_connection<libpq_driver>;
 
 // Separate compilation: the connection of the default driver is compiled once, with the rest.
-#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
-template class basic_connection<libpq_driver>;
-#elif defined(PQSCOPE_SEPARATE_COMPILATION)
-extern template class basic_connection<libpq_driver>;
-#endif
+PQSCOPE_COMPILED_ONCE(class basic_connection<libpq_driver>)
 
 }  // namespace pqscope

@@ -15,7 +15,7 @@ namespace pqscope {
 
 namespace detail {
 struct database_access;
-}
+}  // namespace detail
 
 class database {
  public:
@@ -38,17 +38,6 @@ class database {
   std::shared_ptr<const settings> settings_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL database::database(std::string conninfo, connection_options options)
-    : settings_(std::make_shared<const settings>(
-          settings{detail::redacted_conninfo(conninfo), std::move(conninfo), std::move(options)})) {
-  detail::check_conninfo(settings_->conninfo);
-}
-
-PQSCOPE_DECL connection database::connect() const { return connection{settings_->conninfo, settings_->options}; }
-#endif
-
 namespace detail {
 // The conninfo with its password, for the front ends that connect with a database.
 struct database_access {
@@ -57,3 +46,7 @@ struct database_access {
 }  // namespace detail
 
 }  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+#include <pqscope/impl/database.ipp>
+#endif

@@ -72,15 +72,6 @@ class transaction_aborted : public error {
   std::shared_ptr<const std::pair<std::string, std::string>> first_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL transaction_aborted::transaction_aborted(const std::string& what, std::string first_error,
-                                                      std::string first_sqlstate)
-    : error(what),
-      first_(std::make_shared<const std::pair<std::string, std::string>>(std::move(first_error),
-                                                                         std::move(first_sqlstate))) {}
-#endif
-
 // Thrown inside a batched attempt (transaction_options::batch) once a statement
 // sent with it has failed: the attempt is already rolled back, every later call in
 // it throws this without a round trip, and atomic() runs the function again
@@ -104,35 +95,6 @@ namespace detail {
 // The message as psql shows it: the statement line with a caret under the position,
 // then DETAIL and HINT.
 PQSCOPE_DECL std::string describe(const error_fields& f);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string describe(const error_fields& f) {
-  std::string out = f.message;
-  if (f.position > 0 && !f.statement.empty()) {
-    // The position counts characters; step over UTF-8 continuation bytes.
-    std::size_t at = 0, chars = 1;
-    while (at < f.statement.size() && chars < f.position) {
-      ++at;
-      while (at < f.statement.size() && (static_cast<unsigned char>(f.statement[at]) & 0xC0) == 0x80) ++at;
-      ++chars;
-    }
-    const std::size_t begin = f.statement.rfind('\n', at == 0 ? 0 : at - 1);
-    const std::size_t line_start = begin == std::string::npos || at == 0 ? 0 : begin + 1;
-    std::size_t line_end = f.statement.find('\n', at);
-    if (line_end == std::string::npos) line_end = f.statement.size();
-    std::size_t line_no = 1;
-    for (std::size_t k = 0; k < line_start; ++k) line_no += f.statement[k] == '\n' ? 1 : 0;
-    const std::string prefix = "LINE " + std::to_string(line_no) + ": ";
-    const std::string line = f.statement.substr(line_start, line_end - line_start);
-    std::size_t column = 0;  // characters before the caret on its line
-    for (std::size_t k = line_start; k < at && k < f.statement.size(); ++k)
-      column += (static_cast<unsigned char>(f.statement[k]) & 0xC0) != 0x80 ? 1 : 0;
-    out += "\n" + prefix + line + "\n" + std::string(prefix.size() + column, ' ') + "^";
-  }
-  if (!f.detail.empty()) out += "\nDETAIL: " + f.detail;
-  if (!f.hint.empty()) out += "\nHINT: " + f.hint;
-  return out;
-}
-#endif
 }  // namespace detail
 
 class sql_error : public error {
@@ -161,18 +123,6 @@ class sql_error : public error {
   std::shared_ptr<const error_fields> fields_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL sql_error::sql_error(const std::string& message, std::string sqlstate, std::string detail,
-                                  std::string hint)
-    : error(message),
-      fields_(std::make_shared<const error_fields>(
-          error_fields{std::move(sqlstate), message, std::move(detail), std::move(hint), {}, 0, {}, {}, {}, {}, {}})) {}
-
-PQSCOPE_DECL sql_error::sql_error(error_fields f)
-    : error(detail::describe(f)), fields_(std::make_shared<const error_fields>(std::move(f))) {}
-#endif
-
 #define PQSCOPE_SQL_ERROR_CLASS(name, base) \
   class name : public base { /* NOLINT(bugprone-macro-parentheses): names, not expressions */ \
    public:                                  \
@@ -198,26 +148,6 @@ namespace detail {
 
 // Throws the most specific sql_error subclass for the SQLSTATE.
 [[noreturn]] PQSCOPE_DECL void throw_sql_error(error_fields f);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL void throw_sql_error(error_fields f) {
-  const std::string state = f.sqlstate;
-  auto is = [&](const char* code) { return state == code; };
-  auto in_class = [&](const char* cls) { return state.compare(0, 2, cls) == 0; };
-  if (is("23502")) throw not_null_violation(std::move(f));
-  if (is("23503")) throw foreign_key_violation(std::move(f));
-  if (is("23505")) throw unique_violation(std::move(f));
-  if (is("23514")) throw check_violation(std::move(f));
-  if (in_class("23")) throw integrity_constraint_violation(std::move(f));
-  if (is("40001")) throw serialization_failure(std::move(f));
-  if (is("40P01")) throw deadlock_detected(std::move(f));
-  if (in_class("40")) throw transaction_rollback(std::move(f));
-  if (in_class("22")) throw data_exception(std::move(f));
-  if (is("25006")) throw read_only_sql_transaction(std::move(f));
-  if (is("55P03")) throw lock_not_available(std::move(f));
-  if (is("57014")) throw query_canceled(std::move(f));
-  throw sql_error(std::move(f));
-}
-#endif
 [[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
                                          const std::string& detail, const std::string& hint) {
   throw_sql_error(error_fields{state, message, detail, hint, {}, 0, {}, {}, {}, {}, {}});
@@ -225,3 +155,7 @@ PQSCOPE_DECL void throw_sql_error(error_fields f) {
 
 }  // namespace detail
 }  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+#include <pqscope/impl/errors.ipp>
+#endif

@@ -17,16 +17,6 @@
 #include <pqscope/detail/scope_machine.hpp>
 #include <pqscope/detail/sync_session.hpp>
 
-// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
-// implementation unit sees them).
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-#include <time.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
-#endif
-
 namespace pqscope {
 
 namespace detail {
@@ -95,62 +85,6 @@ class transaction {
   state state_ = state::open;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL transaction::transaction(std::shared_ptr<detail::sync_session> s, const transaction_options& options,
-                                      detail::attempt_info attempt)
-    : machine_(std::move(s)) {
-  if (!machine_) throw usage_error("transaction on a moved-from connection");
-  detail::sync_session::call guard(*machine_, "opening a scope");
-  id_ = machine_->machine.open(options, attempt);
-  outermost_ = machine_->machine.depth() == 1;
-}
-
-PQSCOPE_DECL std::shared_ptr<detail::sync_session> transaction::checked(std::shared_ptr<detail::sync_session> s,
-                                                                        const transaction_options& options) {
-  if (options.retries != 0 || options.batch)
-    throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
-                      " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
-                      "pqscope::transactional");
-  return s;
-}
-
-PQSCOPE_DECL bool transaction::end_attempt() {
-  if (state_ == state::open && machine_->machine.index_of(id_)) {
-    state_ = state::rolled_back;
-    machine_->abandon(id_);
-    if (!machine_->machine.voided()) machine_->machine.check_usable();
-  }
-  return machine_->machine.voided().has_value();
-}
-
-PQSCOPE_DECL void transaction::finish(bool commit) {
-  const char* what = commit ? "commit()" : "rollback()";
-  switch (state_) {
-    case state::open: break;
-    case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
-    case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
-    case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
-  }
-  if (!machine_->machine.index_of(id_)) {
-    state_ = state::rolled_back;
-    throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
-                                          "ended first");
-  }
-  bool committed = false;
-  detail::sync_session::call guard(*machine_, what);
-  try {
-    machine_->end(id_, commit, &committed);
-    state_ = commit ? state::committed : state::rolled_back;
-  } catch (...) {
-    // The scope has ended if it left the stack; an on_commit callback may have
-    // thrown after a successful COMMIT.
-    if (!machine_->machine.index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
-    throw;
-  }
-}
-#endif
-
 namespace detail {
 
 // std::apply calls as std::invoke does (member pointers too) and is declared in
@@ -167,59 +101,16 @@ decltype(auto) call_with_optional_connection(Fn& fn, Conn& c) {
 }
 
 PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const serialization_failure&) {
-    return true;
-  } catch (const deadlock_detected&) {
-    return true;
-  } catch (const transaction_aborted& t) {  // an inner scope caught it and carried on
-    return t.first_sqlstate() == "40001" || t.first_sqlstate() == "40P01";
-  } catch (...) {
-    return false;
-  }
-}
-#endif
 
 // Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from
 // the clock, the process and the thread (no <random>, ~47k lines per includer).
 PQSCOPE_DECL std::uint64_t jitter_bits() noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::uint64_t jitter_bits() noexcept {
-  static thread_local std::uint64_t state =
-      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-      (static_cast<std::uint64_t>(::getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(&state);
-  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-#endif
 
 // Jittered exponential backoff: spreads out clients that conflicted with each other.
 PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
-  const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
-  const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
-  const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
-  const std::uint64_t span = static_cast<std::uint64_t>(d - d / 2) + 1;  // [d/2, d]
-  return std::chrono::milliseconds(d / 2 + static_cast<std::int64_t>(jitter_bits() % span));
-}
-#endif
 
 // Sleeps without <thread> (~17k lines per includer).
 PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept {
-  if (d.count() <= 0) return;
-  timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>((d.count() % 1000) * 1000000)};
-  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-#endif
 
 }  // namespace detail
 
@@ -297,3 +188,7 @@ auto transactional(Fn fn, transaction_options options = {}) {
 }
 
 }  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+#include <pqscope/impl/transaction.ipp>
+#endif

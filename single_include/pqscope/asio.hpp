@@ -119,6 +119,9 @@
 #include <libpq-fe.h>
 
 // #include <pqscope/driver.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/libpq_connect.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/libpq_reply.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/middleware.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/result.hpp> (in <pqscope/pqscope.hpp>)
 
@@ -153,316 +156,85 @@ class link : public std::enable_shared_from_this<link> {
 
   // Starts a connection attempt (closing any previous one). Throws usage_error for a
   // malformed conninfo, connection_error if libpq refuses at once.
-  void start_connect(const std::string& conninfo, const std::string& fallback_application_name) {
-    close_connection();
-    pqscope::detail::check_conninfo(conninfo);
-    connecting_with_ = conninfo;  // for fail_connect(): libpq's text may quote a password
-    // The time bounds libpq_driver::open() adds to a conninfo that sets none of them.
-    std::vector<std::string> owned;
-    std::vector<const char*> keys, vals;
-    owned.reserve(std::size(pqscope::detail::network_defaults));
-    for (const auto& d : pqscope::detail::network_defaults) {
-      if (conninfo_sets(conninfo, d.key)) continue;
-      std::string value = d.value;
-      if (std::strcmp(d.key, "connect_timeout") == 0 && timeout.count() > 0)
-        value = pqscope::detail::connect_timeout_for(timeout);
-      owned.push_back(std::move(value));
-      keys.push_back(d.key);
-      vals.push_back(owned.back().c_str());
-    }
-    // The conninfo comes after the defaults: with expand_dbname, what it sets wins.
-    keys.insert(keys.end(), {"dbname", "fallback_application_name", nullptr});
-    vals.insert(vals.end(), {conninfo.c_str(), fallback_application_name.c_str(), nullptr});
-    pg_ = PQconnectStartParams(keys.data(), vals.data(), /*expand_dbname=*/1);
-    if (pg_ == nullptr) throw connection_error("could not connect: out of memory");
-    if (PQstatus(pg_) == CONNECTION_BAD) {
-      std::string msg = pqscope::detail::redact(trimmed(PQerrorMessage(pg_)), conninfo);
-      close_connection();
-      throw connection_error("could not connect: " + msg);
-    }
-    dead_ = false;
-    gave_up_ = false;
-    dead_reason_.clear();
-    phase_ = phase::connecting;
-    poll_ = PGRES_POLLING_WRITING;  // what libpq says to assume before the first poll
-  }
-
-  // Whether the conninfo, or the environment variable of `key`, sets it (as
-  // libpq_driver::open() decides).
-  static bool conninfo_sets(const std::string& conninfo, const char* key) {
-    bool set = false;
-    if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), nullptr)) {
-      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
-        if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && *o->val != '\0') set = true;
-      PQconninfoFree(opts);
-    }
-    if (set) return true;
-    if (PQconninfoOption* defs = PQconndefaults()) {
-      for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
-        if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
-        // Read-only, as libpq itself reads the environment while connecting.
-        const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
-        if (v != nullptr && *v != '\0') set = true;
-      }
-      PQconninfoFree(defs);
-    }
-    return set;
-  }
+  void start_connect(const std::string& conninfo, const std::string& fallback_application_name);
 
   // connect_timeout of the connection (libpq only enforces it in blocking connects;
   // here it bounds the whole connect).
-  [[nodiscard]] std::chrono::milliseconds connect_timeout() const {
-    std::chrono::milliseconds out{0};
-    if (pg_ == nullptr) return out;
-    if (PQconninfoOption* opts = PQconninfo(pg_)) {
-      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
-        if (o->val != nullptr && std::strcmp(o->keyword, "connect_timeout") == 0) {
-          const long s = std::strtol(o->val, nullptr, 10);
-          if (s > 0) out = std::chrono::seconds(s < 2 ? 2 : s);  // libpq's own minimum
-        }
-      PQconninfoFree(opts);
-    }
-    return out;
-  }
+  [[nodiscard]] std::chrono::milliseconds connect_timeout() const { return pqscope::detail::connect_timeout_of(pg_); }
 
   // One step of the connection sequence: what to wait for, or done. `after_wait`:
   // the socket is ready as last asked. Throws connection_error.
-  next_wait connect_step(bool after_wait) {
-    if (dead_) fail_connect(dead_reason_);
-    if (after_wait) poll_ = PQconnectPoll(pg_);
-    switch (poll_) {
-      case PGRES_POLLING_READING:
-        watch_socket();
-        return next_wait::read;
-      case PGRES_POLLING_WRITING:
-        watch_socket();
-        return next_wait::write;
-      case PGRES_POLLING_OK:
-        watch_socket();
-        if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trimmed(PQerrorMessage(pg_)));
-        phase_ = phase::idle;
-        return next_wait::done;
-      default: fail_connect(trimmed(PQerrorMessage(pg_)));
-    }
-  }
+  next_wait connect_step(bool after_wait);
 
   // ---- one batch ------------------------------------------------------------------
 
   // Queues the batch and its sync in libpq (nothing waits here). A connection that
   // cannot take it makes the batch lost at once. `statements` is read only here.
-  void start_batch(const std::vector<statement>& statements) {
-    reply_ = batch_reply{};
-    reply_.replies.resize(statements.size());
-    index_ = 0;
-    reading_ = statements.empty() ? reading::sync : reading::answer;
-    finished_ = false;
-    flushing_ = false;
-    copy_in_ = false;
-    fatal_.clear();
-    if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
-    if (PQenterPipelineMode(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
-    for (const statement& s : statements)
-      if (PQsendQueryParams(pg_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-        return lose(trimmed(PQerrorMessage(pg_)));
-    if (PQpipelineSync(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
-    flushing_ = true;
-    phase_ = phase::exchanging;
-    commit_at_ = statements.size();
-    for (std::size_t k = 0; k < statements.size(); ++k)
-      if (std::strcmp(statements[k].sql, "COMMIT") == 0) commit_at_ = k;
-    if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
-  }
+  void start_batch(const std::vector<statement>& statements);
 
   // A cancel request of an earlier round trip that PQcancel has not finished: the
   // next batch must not be sent before it has (see the top of this file).
-  [[nodiscard]] bool cancel_pending() {
-    if (cancel_ && cancel_->load()) cancel_.reset();
-    return cancel_ != nullptr;
-  }
+  [[nodiscard]] bool cancel_pending();
   // Waiting for it counts against the next round trip's deadline.
-  void begin_pending_wait() {
-    pending_deadline_ = timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max();
-  }
+  void begin_pending_wait();
   [[nodiscard]] bool pending_expired() const { return clock::now() >= pending_deadline_; }
-  void give_up_pending() {
-    close_connection();
-    dead_reason_ = "a cancel request sent after an earlier round trip was cancelled had not been handled by the "
-                   "server within the timeout, and it could cancel this statement; the connection was closed "
-                   "before anything was sent";
-  }
+  void give_up_pending();
   template <class Handler>
-  void async_pending_wait(Handler&& handler) {
-    pending_timer_.expires_after(std::chrono::milliseconds(2));
-    pending_timer_.async_wait(std::forward<Handler>(handler));
-  }
+  void async_pending_wait(Handler&& handler);
 
   // Sends and reads what can be sent and read now.
-  next_wait batch_step() {
-    if (finished_) return next_wait::done;
-    if (flushing_) {
-      const int r = PQflush(pg_);
-      if (r < 0) {
-        lose(trimmed(PQerrorMessage(pg_)));
-        return next_wait::done;
-      }
-      if (r == 1) {
-        watch_input_while_flushing();
-        return next_wait::write;
-      }
-      flushing_ = false;
-    }
-    for (;;) {
-      if (reading_ == reading::copy_rows) {
-        char* row = nullptr;
-        const int n = PQgetCopyData(pg_, &row, /*async=*/1);
-        if (row != nullptr) PQfreemem(row);
-        if (n == 0) return next_wait::read;
-        if (n < -1) {
-          lose(trimmed(PQerrorMessage(pg_)));
-          return next_wait::done;
-        }
-        if (n == -1) reading_ = reading::copy_end;
-        continue;
-      }
-      if (PQisBusy(pg_) != 0) return next_wait::read;  // PQgetResult would block
-      if (!take_result(PQgetResult(pg_))) return next_wait::done;
-      if (flushing_) return batch_step();  // COPY FROM STDIN was failed: send that first
-    }
-  }
+  next_wait batch_step();
 
   // The socket is readable.
-  void consume_input() {
-    if (finished_ || pg_ == nullptr) return;
-    // On failure libpq marks the connection bad (and closes its socket); the next
-    // PQgetResult then reports what it still holds, and the loss.
-    if (PQconsumeInput(pg_) == 0 && PQstatus(pg_) != CONNECTION_BAD) lose(trimmed(PQerrorMessage(pg_)));
-  }
+  void consume_input();
 
   batch_reply take_reply() { return std::move(reply_); }
 
   // A wait ended with an error: given up, closed, cancelled by a slot, or a real error.
   // Returns true when the operation is over (the batch or the connect failed).
-  bool wait_failed(const error_code& ec) {
-    if (dead_ || pg_ == nullptr) return true;
-    if (ec == net::error::operation_aborted) {
-      // Nothing in pqscope cancels a wait but give_up() and close(): this is an Asio
-      // cancellation slot of the caller's handler.
-      request_cancel("canceled");
-      return phase_ == phase::idle;
-    }
-    lose_or_fail(ec.message());
-    return true;
-  }
+  bool wait_failed(const error_code& ec);
 
   // After wait_failed() returned true during a batch: the batch's (lost) reply.
-  void settle_failed_batch() {
-    if (!finished_) lose(dead_ ? dead_reason_ : not_connected());
-  }
+  void settle_failed_batch();
 
   // ---- waits, deadlines, cancellation ---------------------------------------------
 
   template <class Handler>
-  void async_wait(next_wait w, Handler&& handler) {
-    sock_.async_wait(w == next_wait::write ? net::posix::stream_descriptor::wait_write
-                                           : net::posix::stream_descriptor::wait_read,
-                     std::forward<Handler>(handler));
-    // No look at the socket first: a wait re-arms Asio's edge-triggered epoll
-    // registration (EPOLL_CTL_MOD), which reports input or room already there, so
-    // bytes libpq left unread (one recv() per PQconsumeInput) still wake us.
-  }
+  void async_wait(next_wait w, Handler&& handler);
 
   // Bounds a connect: given up when `d` passes (0: not bounded here).
-  void arm_connect(std::chrono::milliseconds d) {
-    if (d.count() > 0)
-      arm(d, [d](link& l) { l.give_up("could not connect: no connection within " + std::to_string(d.count()) + " ms"); });
-  }
+  void arm_connect(std::chrono::milliseconds d);
   // The round trip (or connect) ended: its deadline and grace are void.
-  void disarm() noexcept {
-    ++generation_;
-    cancel_requested_ = false;
-    if (!std::exchange(timer_set_, false)) return;
-    error_code ignored;
-    timer_.cancel(ignored);
-  }
+  void disarm() noexcept;
 
   // The deadline passed, or cancel() or a cancellation slot asked. Connecting: given
   // up at once. A batch out: a cancel request (not while COMMIT's answer is awaited),
   // then the grace; no answer by its end gives the connection up. Otherwise (between
   // round trips) there is nothing to cancel.
-  void request_cancel(const std::string& why) {
-    if (phase_ == phase::connecting) return give_up("could not connect: " + why);
-    if (phase_ != phase::exchanging || cancel_requested_ || pg_ == nullptr) return;
-    cancel_requested_ = true;
-    cancel_reason_ = why;
-    const std::size_t awaiting = flushing_ ? 0 : index_;
-    const bool commit = awaiting == commit_at_ && reading_ != reading::sync;
-    if (!commit) send_cancel();
-    arm(cancel_wait, [why, sent = !commit](link& l) {
-      l.give_up("no answer from the server within " + std::to_string(l.cancel_wait.count()) + " ms after " +
-                (sent ? "a cancel request" : "its round trip was to end (COMMIT's answer is never cancelled)") +
-                " (" + why + "); the connection was closed");
-    });
-  }
+  void request_cancel(const std::string& why);
 
   // The connection is lost on purpose: every wait ends, and the operation fails.
-  void give_up(std::string why) {
-    gave_up_ = true;
-    dead_ = true;
-    dead_reason_ = std::move(why);
-    error_code ignored;
-    sock_.cancel(ignored);
-  }
+  void give_up(std::string why);
 
   // Closes the connection (PQfinish); pending waits end with operation_aborted, a
   // batch still out ends lost.
-  void close() noexcept {
-    disarm();
-    close_connection();
-  }
+  void close() noexcept;
 
   // In a child process after fork(): frees the connection without a word to the
   // server, whose session is the parent's (libpq_driver::abandon() does the same).
   // Both descriptors are pointed at /dev/null first, so neither libpq's goodbye nor
   // Asio's deregistration reaches the socket, or the epoll set shared with the parent.
-  void abandon_after_fork() noexcept {
-    const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (devnull >= 0) {
-      if (pg_ != nullptr && PQsocket(pg_) >= 0) ::dup2(devnull, PQsocket(pg_));
-      if (sock_.is_open()) ::dup2(devnull, sock_.native_handle());
-      ::close(devnull);
-    }
-    close();
-  }
+  void abandon_after_fork() noexcept;
 
-  [[nodiscard]] std::string application_name() const {
-    if (pg_ == nullptr) return {};
-    if (const char* v = PQparameterStatus(pg_, "application_name")) return v;
-    std::string name, fallback;
-    if (PQconninfoOption* opts = PQconninfo(pg_)) {
-      for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
-        if (o->val == nullptr) continue;
-        if (std::strcmp(o->keyword, "application_name") == 0) name = o->val;
-        if (std::strcmp(o->keyword, "fallback_application_name") == 0) fallback = o->val;
-      }
-      PQconninfoFree(opts);
-    }
-    return name.empty() ? fallback : name;
-  }
+  [[nodiscard]] std::string application_name() const { return pqscope::detail::application_name_of(pg_); }
 
  private:
   enum class phase { idle, connecting, exchanging };
   // copy_rows: a COPY TO STDOUT the statement checks missed, read and dropped;
-  // copy_end: then that COPY's own answer (after COPY FROM STDIN was failed too).
-  enum class reading { answer, terminator, sync, copy_rows, copy_end };
+  // copy_end: then that COPY's own answer (after COPY FROM STDIN was failed too);
+  // probe: the answers to a middleware probe (send_probe()).
+  enum class reading { answer, terminator, sync, copy_rows, copy_end, probe };
 
-  static server_state state_of(PGTransactionStatusType t) {
-    switch (t) {
-      case PQTRANS_IDLE: return server_state::idle;
-      case PQTRANS_INTRANS: return server_state::in_transaction;
-      case PQTRANS_INERROR: return server_state::failed_transaction;
-      default: return server_state::unknown;
-    }
-  }
   static std::string not_connected() { return "the connection is not open (async_connect() first)"; }
   [[nodiscard]] std::string timed_out() const { return "timed out after " + std::to_string(timeout.count()) + " ms"; }
 
@@ -471,222 +243,36 @@ class link : public std::enable_shared_from_this<link> {
   // One timer for the round trip's deadline, then its grace: `fire` runs when it
   // passes, unless the round trip ended or the timer was re-armed first.
   template <class Fire>
-  void arm(std::chrono::milliseconds d, Fire fire) {
-    ++generation_;
-    timer_set_ = true;
-    timer_.expires_after(d);
-    timer_.async_wait([self = shared_from_this(), gen = generation_, fire](const error_code& ec) {
-      if (!ec && gen == self->generation_) fire(*self);
-    });
-  }
+  void arm(std::chrono::milliseconds d, Fire fire);
 
   // PQcancel connects, sends the request and waits for the server to close: a
   // blocking call, so it gets a thread of its own, which owns its PGcancel and
   // says when it is done.
-  void send_cancel() {
-    PGcancel* c = PQgetCancel(pg_);
-    if (c == nullptr) return;
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    try {
-      std::thread([c, done] {
-        char err[256];
-        (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
-        PQfreeCancel(c);
-        done->store(true);
-      }).detach();
-      cancel_ = std::move(done);
-    } catch (const std::system_error&) {
-      PQfreeCancel(c);  // no thread: the answer will not come, and the grace gives up
-    }
-  }
+  void send_cancel();
 
-  [[noreturn]] void fail_connect(const std::string& why) {
-    std::string msg = why.rfind("could not connect", 0) == 0 ? why : "could not connect: " + why;
-    msg = pqscope::detail::redact(std::move(msg), connecting_with_);
-    close_connection();
-    dead_reason_ = msg;
-    throw connection_error(msg);
-  }
+  [[noreturn]] void fail_connect(const std::string& why);
 
-  void close_connection() noexcept {
-    try {
-      if (!finished_) lose("the connection was closed");
-    } catch (...) {
-      finished_ = true;  // out of memory for the message: the batch still ends
-    }
-    error_code ignored;
-    sock_.close(ignored);
-    if (pg_ != nullptr) PQfinish(pg_);
-    pg_ = nullptr;
-    cancel_.reset();  // a cancel request still on its way concerns this session only
-    dead_ = true;
-    dead_reason_ = "the connection was closed";
-    phase_ = phase::idle;
-    finished_ = true;
-    flushing_ = false;
-    ino_ = 0;
-  }
+  void close_connection() noexcept;
 
   // Asio watches a duplicate of libpq's socket; a new one after libpq switched sockets.
-  void watch_socket() {
-    const int fd = PQsocket(pg_);
-    struct stat st {};
-    if (fd < 0 || ::fstat(fd, &st) != 0) fail_connect("libpq has no socket");
-    if (sock_.is_open() && st.st_ino == ino_ && st.st_dev == dev_) return;
-    error_code ignored;
-    sock_.close(ignored);
-    const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) fail_connect("dup of the socket failed: " + std::system_category().message(errno));
-    error_code ec;
-    sock_.assign(dup, ec);
-    if (ec) {
-      ::close(dup);
-      fail_connect("the socket cannot be watched: " + ec.message());
-    }
-    ino_ = st.st_ino;
-    dev_ = st.st_dev;
-  }
+  void watch_socket();
 
   // While our batch does not fit the socket, keep reading: a server blocked on
   // sending us answers does not read the rest of the batch.
-  void watch_input_while_flushing() {
-    if (watching_) return;
-    watching_ = true;
-    sock_.async_wait(net::posix::stream_descriptor::wait_read, [self = shared_from_this()](const error_code& ec) {
-      self->watching_ = false;
-      if (ec || self->pg_ == nullptr || self->finished_ || !self->flushing_) return;
-      (void)PQconsumeInput(self->pg_);  // a failure shows in the next PQflush
-      self->watch_input_while_flushing();
-    });
-  }
+  void watch_input_while_flushing();
+
+  // After a batch that opened no transaction left the session in one: the probes of
+  // detail/middleware.hpp, each alone in the simple protocol, read by take_result().
+  bool send_probe(std::size_t k);
 
   // One PGresult of the batch; false when the batch is over (complete or lost).
-  bool take_result(PGresult* raw) {
-    switch (reading_) {
-      case reading::answer: {
-        if (raw == nullptr) {
-          lose(trimmed(PQerrorMessage(pg_)));
-          return false;
-        }
-        result res{pqscope::detail::adopt(raw)};
-        reply& r = reply_.replies[index_];
-        switch (PQresultStatus(raw)) {
-          case PGRES_COMMAND_OK:
-          case PGRES_TUPLES_OK:
-          case PGRES_EMPTY_QUERY:
-            r.st = reply::status::ok;
-            r.command = PQcmdStatus(raw);
-            r.res = std::move(res);
-            break;
-          case PGRES_PIPELINE_ABORTED: r.st = reply::status::skipped; break;
-          case PGRES_FATAL_ERROR: {
-            if (PQstatus(pg_) == CONNECTION_BAD) {
-              lose(trimmed(PQresultErrorMessage(raw)));
-              return false;
-            }
-            r.st = reply::status::error;
-            fatal_ = pqscope::detail::fatal_reason(raw);  // as libpq_driver: the cause of the close to come
-            auto e = pqscope::detail::error_of(raw);
-            if (cancel_requested_ && e->sqlstate == "57014") e->message += " (" + cancel_reason_ + ")";
-            r.error = std::move(e);
-            break;
-          }
-          case PGRES_COPY_OUT:
-            reading_ = reading::copy_rows;  // as libpq_driver::exchange: read to its end, dropped
-            return true;
-          case PGRES_COPY_IN:
-            if (index_ + 1 < reply_.replies.size()) {
-              lose(pqscope::detail::copy_in_kills_session());
-              return false;
-            }
-            if (PQputCopyEnd(pg_, "pqscope: COPY FROM STDIN cannot run through execute(); use copy_in()") != 1) {
-              lose(trimmed(PQerrorMessage(pg_)));
-              return false;
-            }
-            copy_in_ = true;
-            flushing_ = true;
-            reading_ = reading::copy_end;
-            return true;
-          default:
-            lose("unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
-            return false;
-        }
-        reading_ = reading::terminator;
-        return true;
-      }
-      case reading::copy_rows:  // batch_step() reads the rows
-        return true;
-      case reading::copy_end: {
-        if (raw == nullptr || PQstatus(pg_) == CONNECTION_BAD) {
-          if (raw != nullptr) PQclear(raw);
-          lose(trimmed(PQerrorMessage(pg_)));
-          return false;
-        }
-        PQclear(raw);
-        reply& r = reply_.replies[index_];
-        r.st = reply::status::error;
-        r.error = pqscope::detail::copy_misuse(std::exchange(copy_in_, false));
-        reading_ = reading::terminator;
-        return true;
-      }
-      case reading::terminator:
-        if (raw != nullptr) {  // each statement's answers end with a null result
-          PQclear(raw);
-          lose("unexpected extra answer from the server");
-          return false;
-        }
-        reading_ = ++index_ < reply_.replies.size() ? reading::answer : reading::sync;
-        return true;
-      case reading::sync: {
-        const bool ok = raw != nullptr && PQresultStatus(raw) == PGRES_PIPELINE_SYNC;
-        if (raw != nullptr) PQclear(raw);
-        if (!ok) {
-          lose(trimmed(PQerrorMessage(pg_)));
-          return false;
-        }
-        if (PQexitPipelineMode(pg_) != 1) {
-          lose(trimmed(PQerrorMessage(pg_)));
-          return false;
-        }
-        reply_.state = state_of(PQtransactionStatus(pg_));
-        finished_ = true;
-        phase_ = phase::idle;
-        return false;
-      }
-    }
-    return false;
-  }
+  bool take_result(PGresult* raw);
 
-  void lose_or_fail(const std::string& why) {
-    if (phase_ == phase::connecting) return give_up("could not connect: " + why);
-    lose(why);
-  }
+  void lose_or_fail(const std::string& why);
 
   // The batch ends lost: answers already read stay, the rest never ran as far as we
   // know, and the connection is unusable until the next connect.
-  void lose(std::string why) {
-    if (!fatal_.empty()) why = std::exchange(fatal_, {});
-    if (why.empty()) why = "connection lost";
-    reply_.lost = true;
-    reply_.lost_message = why;
-    reply_.state = server_state::unknown;
-    finished_ = true;
-    flushing_ = false;
-    phase_ = phase::idle;
-    if (!dead_) {
-      dead_ = true;
-      dead_reason_ = std::move(why);
-    }
-    error_code ignored;
-    sock_.close(ignored);  // our duplicate; libpq's socket goes with PQfinish
-    ino_ = 0;
-    if (gave_up_ && pg_ != nullptr) {
-      // Given up on a peer that does not answer: close our end now, so that if the
-      // server is still there it sees the client go and rolls back.
-      PQfinish(pg_);
-      pg_ = nullptr;
-    }
-  }
+  void lose(std::string why);
 
   PGconn* pg_ = nullptr;
   net::posix::stream_descriptor sock_;
@@ -706,6 +292,10 @@ class link : public std::enable_shared_from_this<link> {
   std::size_t commit_at_ = 0;  // the batch's COMMIT, or its size
   bool copy_in_ = false;       // the COPY being ended is a COPY FROM STDIN
   std::string fatal_;          // a FATAL error answered in this batch (see libpq_driver)
+  server_state last_state_ = server_state::unknown;  // after the last batch (idle after connecting)
+  bool suspect_ = false;        // a transaction after this batch would be no statement's: probe
+  std::size_t probe_ = 0;       // the probe whose answers are read
+  std::string probed_[2];       // their first values
   // the deadline, the grace, and a cancel request's thread
   bool cancel_requested_ = false;
   std::string cancel_reason_;
@@ -878,6 +468,452 @@ auto async_open(std::shared_ptr<link> l, std::string conninfo, std::string app, 
 }
 
 }  // namespace pqscope::asio::detail
+
+// #include <pqscope/asio/impl/link.hpp>
+// The bodies of asio/link.hpp's link: connecting, one batch, and the waits,
+// deadlines and cancel requests around them. Header-only, like all of the asio
+// front end: included at the end of asio/link.hpp.
+
+// #include <pqscope/asio/link.hpp> (inlined above)
+
+namespace pqscope::asio::detail {
+
+inline void link::start_connect(const std::string& conninfo, const std::string& fallback_application_name) {
+  close_connection();
+  pqscope::detail::check_conninfo(conninfo);
+  connecting_with_ = conninfo;  // for fail_connect(): libpq's text may quote a password
+  // The time bounds libpq_driver::open() adds to a conninfo that sets none of them.
+  const pqscope::detail::connect_params params{conninfo, fallback_application_name, timeout};
+  pg_ = PQconnectStartParams(params.keys(), params.values(), /*expand_dbname=*/1);
+  if (pg_ == nullptr) throw connection_error("could not connect: out of memory");
+  if (PQstatus(pg_) == CONNECTION_BAD) {
+    std::string msg = pqscope::detail::connect_failure(pg_, conninfo);
+    close_connection();
+    throw connection_error(msg);
+  }
+  dead_ = false;
+  gave_up_ = false;
+  dead_reason_.clear();
+  phase_ = phase::connecting;
+  poll_ = PGRES_POLLING_WRITING;  // what libpq says to assume before the first poll
+}
+
+inline next_wait link::connect_step(bool after_wait) {
+  if (dead_) fail_connect(dead_reason_);
+  if (after_wait) poll_ = PQconnectPoll(pg_);
+  switch (poll_) {
+    case PGRES_POLLING_READING:
+      watch_socket();
+      return next_wait::read;
+    case PGRES_POLLING_WRITING:
+      watch_socket();
+      return next_wait::write;
+    case PGRES_POLLING_OK:
+      watch_socket();
+      if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trimmed(PQerrorMessage(pg_)));
+      phase_ = phase::idle;
+      last_state_ = server_state::idle;
+      return next_wait::done;
+    default: fail_connect(trimmed(PQerrorMessage(pg_)));
+  }
+}
+
+inline void link::start_batch(const std::vector<statement>& statements) {
+  reply_ = batch_reply{};
+  reply_.replies.resize(statements.size());
+  index_ = 0;
+  reading_ = statements.empty() ? reading::sync : reading::answer;
+  finished_ = false;
+  flushing_ = false;
+  copy_in_ = false;
+  fatal_.clear();
+  suspect_ = std::exchange(last_state_, server_state::unknown) == server_state::idle &&
+             !pqscope::detail::opens_transaction(statements);
+  if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  if (PQenterPipelineMode(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
+  for (const statement& s : statements)
+    if (PQsendQueryParams(pg_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
+      return lose(trimmed(PQerrorMessage(pg_)));
+  if (PQpipelineSync(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
+  flushing_ = true;
+  phase_ = phase::exchanging;
+  commit_at_ = statements.size();
+  for (std::size_t k = 0; k < statements.size(); ++k)
+    if (std::strcmp(statements[k].sql, "COMMIT") == 0) commit_at_ = k;
+  if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
+}
+
+inline bool link::cancel_pending() {
+  if (cancel_ && cancel_->load()) cancel_.reset();
+  return cancel_ != nullptr;
+}
+
+inline void link::begin_pending_wait() {
+  pending_deadline_ = timeout.count() > 0 ? clock::now() + timeout : clock::time_point::max();
+}
+
+inline void link::give_up_pending() {
+  close_connection();
+  dead_reason_ = "a cancel request sent after an earlier round trip was cancelled had not been handled by the "
+                 "server within the timeout, and it could cancel this statement; the connection was closed "
+                 "before anything was sent";
+}
+
+template <class Handler>
+inline void link::async_pending_wait(Handler&& handler) {
+  pending_timer_.expires_after(std::chrono::milliseconds(2));
+  pending_timer_.async_wait(std::forward<Handler>(handler));
+}
+
+inline next_wait link::batch_step() {
+  if (finished_) return next_wait::done;
+  if (flushing_) {
+    const int r = PQflush(pg_);
+    if (r < 0) {
+      lose(trimmed(PQerrorMessage(pg_)));
+      return next_wait::done;
+    }
+    if (r == 1) {
+      watch_input_while_flushing();
+      return next_wait::write;
+    }
+    flushing_ = false;
+  }
+  for (;;) {
+    if (reading_ == reading::copy_rows) {
+      char* row = nullptr;
+      const int n = PQgetCopyData(pg_, &row, /*async=*/1);
+      if (row != nullptr) PQfreemem(row);
+      if (n == 0) return next_wait::read;
+      if (n < -1) {
+        lose(trimmed(PQerrorMessage(pg_)));
+        return next_wait::done;
+      }
+      if (n == -1) reading_ = reading::copy_end;
+      continue;
+    }
+    if (PQisBusy(pg_) != 0) return next_wait::read;  // PQgetResult would block
+    if (!take_result(PQgetResult(pg_))) return next_wait::done;
+    if (flushing_) return batch_step();  // COPY FROM STDIN was failed: send that first
+  }
+}
+
+inline void link::consume_input() {
+  if (finished_ || pg_ == nullptr) return;
+  // On failure libpq marks the connection bad (and closes its socket); the next
+  // PQgetResult then reports what it still holds, and the loss.
+  if (PQconsumeInput(pg_) == 0 && PQstatus(pg_) != CONNECTION_BAD) lose(trimmed(PQerrorMessage(pg_)));
+}
+
+inline bool link::wait_failed(const error_code& ec) {
+  if (dead_ || pg_ == nullptr) return true;
+  if (ec == net::error::operation_aborted) {
+    // Nothing in pqscope cancels a wait but give_up() and close(): this is an Asio
+    // cancellation slot of the caller's handler.
+    request_cancel("canceled");
+    return phase_ == phase::idle;
+  }
+  lose_or_fail(ec.message());
+  return true;
+}
+
+inline void link::settle_failed_batch() {
+  if (!finished_) lose(dead_ ? dead_reason_ : not_connected());
+}
+
+template <class Handler>
+inline void link::async_wait(next_wait w, Handler&& handler) {
+  sock_.async_wait(w == next_wait::write ? net::posix::stream_descriptor::wait_write
+                                         : net::posix::stream_descriptor::wait_read,
+                   std::forward<Handler>(handler));
+  // No look at the socket first: a wait re-arms Asio's edge-triggered epoll
+  // registration (EPOLL_CTL_MOD), which reports input or room already there, so
+  // bytes libpq left unread (one recv() per PQconsumeInput) still wake us.
+}
+
+inline void link::arm_connect(std::chrono::milliseconds d) {
+  if (d.count() > 0)
+    arm(d, [d](link& l) { l.give_up("could not connect: no connection within " + std::to_string(d.count()) + " ms"); });
+}
+
+inline void link::disarm() noexcept {
+  ++generation_;
+  cancel_requested_ = false;
+  if (!std::exchange(timer_set_, false)) return;
+  error_code ignored;
+  timer_.cancel(ignored);
+}
+
+inline void link::request_cancel(const std::string& why) {
+  if (phase_ == phase::connecting) return give_up("could not connect: " + why);
+  if (phase_ != phase::exchanging || cancel_requested_ || pg_ == nullptr) return;
+  cancel_requested_ = true;
+  cancel_reason_ = why;
+  const std::size_t awaiting = flushing_ ? 0 : index_;
+  const bool commit = awaiting == commit_at_ && reading_ != reading::sync && reading_ != reading::probe;
+  if (!commit) send_cancel();
+  arm(cancel_wait, [why, sent = !commit](link& l) {
+    l.give_up("no answer from the server within " + std::to_string(l.cancel_wait.count()) + " ms after " +
+              (sent ? "a cancel request" : "its round trip was to end (COMMIT's answer is never cancelled)") +
+              " (" + why + "); the connection was closed");
+  });
+}
+
+inline void link::give_up(std::string why) {
+  gave_up_ = true;
+  dead_ = true;
+  dead_reason_ = std::move(why);
+  error_code ignored;
+  sock_.cancel(ignored);
+}
+
+inline void link::close() noexcept {
+  disarm();
+  close_connection();
+}
+
+inline void link::abandon_after_fork() noexcept {
+  const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull >= 0) {
+    if (pg_ != nullptr && PQsocket(pg_) >= 0) ::dup2(devnull, PQsocket(pg_));
+    if (sock_.is_open()) ::dup2(devnull, sock_.native_handle());
+    ::close(devnull);
+  }
+  close();
+}
+
+template <class Fire>
+inline void link::arm(std::chrono::milliseconds d, Fire fire) {
+  ++generation_;
+  timer_set_ = true;
+  timer_.expires_after(d);
+  timer_.async_wait([self = shared_from_this(), gen = generation_, fire](const error_code& ec) {
+    if (!ec && gen == self->generation_) fire(*self);
+  });
+}
+
+inline void link::send_cancel() {
+  PGcancel* c = PQgetCancel(pg_);
+  if (c == nullptr) return;
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  try {
+    std::thread([c, done] {
+      char err[256];
+      (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
+      PQfreeCancel(c);
+      done->store(true);
+    }).detach();
+    cancel_ = std::move(done);
+  } catch (const std::system_error&) {
+    PQfreeCancel(c);  // no thread: the answer will not come, and the grace gives up
+  }
+}
+
+inline void link::fail_connect(const std::string& why) {
+  std::string msg = why.rfind("could not connect", 0) == 0 ? why : "could not connect: " + why;
+  msg = pqscope::detail::redact(std::move(msg), connecting_with_);
+  close_connection();
+  dead_reason_ = msg;
+  throw connection_error(msg);
+}
+
+inline void link::close_connection() noexcept {
+  try {
+    if (!finished_) lose("the connection was closed");
+  } catch (...) {
+    finished_ = true;  // out of memory for the message: the batch still ends
+  }
+  error_code ignored;
+  sock_.close(ignored);
+  if (pg_ != nullptr) PQfinish(pg_);
+  pg_ = nullptr;
+  cancel_.reset();  // a cancel request still on its way concerns this session only
+  dead_ = true;
+  dead_reason_ = "the connection was closed";
+  phase_ = phase::idle;
+  finished_ = true;
+  flushing_ = false;
+  ino_ = 0;
+}
+
+inline void link::watch_socket() {
+  const int fd = PQsocket(pg_);
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0) fail_connect("libpq has no socket");
+  if (sock_.is_open() && st.st_ino == ino_ && st.st_dev == dev_) return;
+  error_code ignored;
+  sock_.close(ignored);
+  const int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) fail_connect("dup of the socket failed: " + std::system_category().message(errno));
+  error_code ec;
+  sock_.assign(dup, ec);
+  if (ec) {
+    ::close(dup);
+    fail_connect("the socket cannot be watched: " + ec.message());
+  }
+  ino_ = st.st_ino;
+  dev_ = st.st_dev;
+}
+
+inline void link::watch_input_while_flushing() {
+  if (watching_) return;
+  watching_ = true;
+  sock_.async_wait(net::posix::stream_descriptor::wait_read, [self = shared_from_this()](const error_code& ec) {
+    self->watching_ = false;
+    if (ec || self->pg_ == nullptr || self->finished_ || !self->flushing_) return;
+    (void)PQconsumeInput(self->pg_);  // a failure shows in the next PQflush
+    self->watch_input_while_flushing();
+  });
+}
+
+inline bool link::send_probe(std::size_t k) {
+  probe_ = k;
+  if (k == 0) {
+    probed_[0].clear();
+    probed_[1].clear();
+  }
+  if (PQsendQuery(pg_, pqscope::detail::middleware_probes[k]) != 1) {
+    lose(trimmed(PQerrorMessage(pg_)));
+    return false;
+  }
+  reading_ = reading::probe;
+  flushing_ = true;
+  return true;
+}
+
+inline bool link::take_result(PGresult* raw) {
+  switch (reading_) {
+    case reading::answer: {
+      reply& r = reply_.replies[index_];
+      pqscope::detail::answer a = pqscope::detail::read_answer(pg_, raw, r);
+      switch (a.k) {
+        case pqscope::detail::answer::filled:
+          if (r.st != reply::status::error) break;
+          fatal_ = std::move(a.fatal);  // as libpq_driver: the cause of the close to come
+          if (cancel_requested_ && r.error->sqlstate == "57014") {
+            auto e = std::make_shared<reply_error>(*r.error);
+            e->message += " (" + cancel_reason_ + ")";
+            r.error = std::move(e);
+          }
+          break;
+        case pqscope::detail::answer::skipped: break;
+        case pqscope::detail::answer::copy_out:
+          reading_ = reading::copy_rows;  // as libpq_driver::exchange: read to its end, dropped
+          return true;
+        case pqscope::detail::answer::copy_in:
+          if (index_ + 1 < reply_.replies.size()) {
+            lose(pqscope::detail::copy_in_kills_session());
+            return false;
+          }
+          if (PQputCopyEnd(pg_, pqscope::detail::copy_in_refused) != 1) {
+            lose(trimmed(PQerrorMessage(pg_)));
+            return false;
+          }
+          copy_in_ = true;
+          flushing_ = true;
+          reading_ = reading::copy_end;
+          return true;
+        case pqscope::detail::answer::lost:
+        case pqscope::detail::answer::unexpected: lose(std::move(a.why)); return false;
+      }
+      reading_ = reading::terminator;
+      return true;
+    }
+    case reading::copy_rows:  // batch_step() reads the rows
+      return true;
+    case reading::copy_end: {
+      if (raw == nullptr || PQstatus(pg_) == CONNECTION_BAD) {
+        if (raw != nullptr) PQclear(raw);
+        lose(trimmed(PQerrorMessage(pg_)));
+        return false;
+      }
+      PQclear(raw);
+      reply& r = reply_.replies[index_];
+      r.st = reply::status::error;
+      r.error = pqscope::detail::copy_misuse(std::exchange(copy_in_, false));
+      reading_ = reading::terminator;
+      return true;
+    }
+    case reading::terminator:
+      if (raw != nullptr) {  // each statement's answers end with a null result
+        PQclear(raw);
+        lose("unexpected extra answer from the server");
+        return false;
+      }
+      reading_ = ++index_ < reply_.replies.size() ? reading::answer : reading::sync;
+      return true;
+    case reading::sync: {
+      const bool ok = raw != nullptr && PQresultStatus(raw) == PGRES_PIPELINE_SYNC;
+      if (raw != nullptr) PQclear(raw);
+      if (!ok) {
+        lose(trimmed(PQerrorMessage(pg_)));
+        return false;
+      }
+      if (PQexitPipelineMode(pg_) != 1) {
+        lose(trimmed(PQerrorMessage(pg_)));
+        return false;
+      }
+      reply_.state = pqscope::detail::state_of(PQtransactionStatus(pg_));
+      last_state_ = reply_.state;
+      if (suspect_ && reply_.state == server_state::in_transaction) return send_probe(0);
+      finished_ = true;
+      phase_ = phase::idle;
+      return false;
+    }
+    case reading::probe:
+      if (raw != nullptr) {
+        if (PQresultStatus(raw) == PGRES_TUPLES_OK && PQntuples(raw) > 0 && PQnfields(raw) > 0)
+          probed_[probe_] = PQgetvalue(raw, 0, 0);
+        PQclear(raw);
+        return true;
+      }
+      if (PQstatus(pg_) == CONNECTION_BAD) {
+        lose(trimmed(PQerrorMessage(pg_)));
+        return false;
+      }
+      if (probe_ == 0 && !probed_[0].empty()) return send_probe(1);
+      reply_.diagnostic = pqscope::detail::diagnose_middleware(probed_[0], probed_[1]);
+      finished_ = true;
+      phase_ = phase::idle;
+      return false;
+  }
+  return false;
+}
+
+inline void link::lose_or_fail(const std::string& why) {
+  if (phase_ == phase::connecting) return give_up("could not connect: " + why);
+  lose(why);
+}
+
+inline void link::lose(std::string why) {
+  if (!fatal_.empty()) why = std::exchange(fatal_, {});
+  if (why.empty()) why = "connection lost";
+  // Lost while probing: every statement of the batch was answered, and that stands.
+  if (reading_ != reading::probe) {
+    reply_.lost = true;
+    reply_.lost_message = why;
+    reply_.state = server_state::unknown;
+  }
+  last_state_ = server_state::unknown;
+  finished_ = true;
+  flushing_ = false;
+  phase_ = phase::idle;
+  if (!dead_) {
+    dead_ = true;
+    dead_reason_ = std::move(why);
+  }
+  error_code ignored;
+  sock_.close(ignored);  // our duplicate; libpq's socket goes with PQfinish
+  ino_ = 0;
+  if (gave_up_ && pg_ != nullptr) {
+    // Given up on a peer that does not answer: close our end now, so that if the
+    // server is still there it sees the client go and rolls back.
+    PQfinish(pg_);
+    pg_ = nullptr;
+  }
+}
+
+}  // namespace pqscope::asio::detail
 // #include <pqscope/asio/connection.hpp>
 // pqscope::asio::connection: the asynchronous face of the scope machine.
 //
@@ -889,6 +925,10 @@ auto async_open(std::shared_ptr<link> l, std::string conninfo, std::string app, 
 //   loop       while (machine.wants_send()) machine.apply(co_await exchange(machine.plan()))
 //   resolve    a lost COMMIT with resolve_in_doubt: pg_xact_status on a fresh connection
 //   finish     the machine's end step, which returns the value or throws
+//
+// The parts: asio/query.hpp (a statement and its parameters), asio/detail/session.hpp
+// (what the connection and its operations share), asio/detail/operation.hpp (the
+// work types and the composed loop), asio/link.hpp (the non-blocking libpq link).
 //
 // One operation at a time per connection: a second one started while the first is
 // running fails with usage_error, and sends nothing. Every operation completes with
@@ -934,11 +974,24 @@ auto async_open(std::shared_ptr<link> l, std::string conninfo, std::string app, 
 // #include <pqscope/detail/sync_session.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/session_state.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/asio/link.hpp> (inlined above)
+// #include <pqscope/asio/query.hpp>
+// pqscope::asio::query: one statement and its parameters, owned, as an
+// asynchronous operation takes them.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/connection.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/params.hpp> (in <pqscope/pqscope.hpp>)
 
 namespace pqscope::asio {
 
-class connection;
-class transaction;
 
 // One statement and its parameters, as an operation takes it. The text and the
 // parameters are copied, so the operation may start after the caller's values are
@@ -1023,7 +1076,75 @@ struct detail_access {
   static pqscope::detail::param_list params(const query& q) { return q.params(); }
 };
 
-namespace detail {
+}  // namespace pqscope::asio
+// #include <pqscope/asio/detail/operation.hpp>
+// One asynchronous operation: a work type says what the operation queues and how
+// it ends (one per operation: a statement, a flush, the end of a scope, a connect,
+// the rollback of an abandoned scope), and machine_op runs it as an Asio composed
+// operation, the loop that sync_session runs blocking:
+//     while (machine.wants_send()) machine.apply(co_await exchange(machine.plan()))
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/defer.hpp>
+#include <boost/asio/post.hpp>
+
+// #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/params.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/result.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/application_name.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/scope_machine.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/session_state.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/asio/link.hpp> (inlined above)
+// #include <pqscope/asio/query.hpp> (inlined above)
+// #include <pqscope/asio/detail/session.hpp>
+// What an asio connection and its operations in flight share: the scope machine,
+// the link, the gate that orders operations, and the scopes abandoned while one
+// ran; and resolve_xact(), the asynchronous twin of driver_session::xact_status.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+// #include <pqscope/driver.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/options.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/scope_machine.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/sync_session.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/asio/link.hpp> (inlined above)
+// #include <pqscope/asio/query.hpp> (inlined above)
+
+namespace pqscope::asio::detail {
 
 using clock = std::chrono::steady_clock;
 
@@ -1185,6 +1306,10 @@ inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, std:
   l->close();
   co_return outcome;
 }
+
+}  // namespace pqscope::asio::detail
+
+namespace pqscope::asio::detail {
 
 // ---- what operations do with the machine -----------------------------------------
 // A work type is one operation's part of sync_session:
@@ -1552,8 +1677,13 @@ inline void session::process_abandoned() noexcept {
   }
 }
 
-struct connection_access;
+}  // namespace pqscope::asio::detail
+// #include <pqscope/asio/detail/session.hpp> (inlined above)
 
+namespace pqscope::asio {
+
+namespace detail {
+struct connection_access;
 }  // namespace detail
 
 // An autocommit connection on an Asio executor, with the blocking connection's

@@ -39,7 +39,7 @@
 #include <utility>
 
 // #include <pqscope/detail/config.hpp>
-// Header-only (the default) or separate compilation.
+// Header-only (the default) or separate compilation: the one place that decides.
 //
 // By default every function of pqscope is defined in the headers, inline. A
 // program with several translation units can instead compile the library's
@@ -52,16 +52,32 @@
 //     #include <pqscope/pqscope.hpp>
 //
 // The other translation units then see declarations only. CMake users can link
-// pqscope::compiled instead, which does both. The two modes must not be mixed in
-// one program.
+// pqscope::compiled instead, which does both (src/pqscope.cpp). The two modes must
+// not be mixed in one program.
+//
+// How the headers follow it: `foo.hpp` declares, and the non-template bodies live in
+// `impl/foo.ipp`, which `foo.hpp` includes at its end when PQSCOPE_BODIES is
+// defined (header-only mode, or the implementation unit). Template bodies are
+// in the headers, or in `impl/foo.hpp` when long; the asio front end is header-only.
 //
 // PQSCOPE_DECL marks the definitions that move to that one translation unit:
 // `inline` in header-only mode, nothing in separate compilation.
+// PQSCOPE_COMPILED_ONCE(class x<y>) instantiates a template specialization the
+// library uses itself in the implementation unit only, and keeps every other
+// unit of a separately compiled program from instantiating it again.
 
 #if defined(PQSCOPE_SEPARATE_COMPILATION)
 #define PQSCOPE_DECL
+#if defined(PQSCOPE_IMPLEMENTATION)
+#define PQSCOPE_BODIES
+#define PQSCOPE_COMPILED_ONCE(...) template __VA_ARGS__;
+#else
+#define PQSCOPE_COMPILED_ONCE(...) extern template __VA_ARGS__;
+#endif
 #else
 #define PQSCOPE_DECL inline
+#define PQSCOPE_BODIES
+#define PQSCOPE_COMPILED_ONCE(...)
 #endif
 
 namespace pqscope {
@@ -106,15 +122,6 @@ class transaction_aborted : public error {
   std::shared_ptr<const std::pair<std::string, std::string>> first_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL transaction_aborted::transaction_aborted(const std::string& what, std::string first_error,
-                                                      std::string first_sqlstate)
-    : error(what),
-      first_(std::make_shared<const std::pair<std::string, std::string>>(std::move(first_error),
-                                                                         std::move(first_sqlstate))) {}
-#endif
-
 // Thrown inside a batched attempt (transaction_options::batch) once a statement
 // sent with it has failed: the attempt is already rolled back, every later call in
 // it throws this without a round trip, and atomic() runs the function again
@@ -138,35 +145,6 @@ namespace detail {
 // The message as psql shows it: the statement line with a caret under the position,
 // then DETAIL and HINT.
 PQSCOPE_DECL std::string describe(const error_fields& f);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string describe(const error_fields& f) {
-  std::string out = f.message;
-  if (f.position > 0 && !f.statement.empty()) {
-    // The position counts characters; step over UTF-8 continuation bytes.
-    std::size_t at = 0, chars = 1;
-    while (at < f.statement.size() && chars < f.position) {
-      ++at;
-      while (at < f.statement.size() && (static_cast<unsigned char>(f.statement[at]) & 0xC0) == 0x80) ++at;
-      ++chars;
-    }
-    const std::size_t begin = f.statement.rfind('\n', at == 0 ? 0 : at - 1);
-    const std::size_t line_start = begin == std::string::npos || at == 0 ? 0 : begin + 1;
-    std::size_t line_end = f.statement.find('\n', at);
-    if (line_end == std::string::npos) line_end = f.statement.size();
-    std::size_t line_no = 1;
-    for (std::size_t k = 0; k < line_start; ++k) line_no += f.statement[k] == '\n' ? 1 : 0;
-    const std::string prefix = "LINE " + std::to_string(line_no) + ": ";
-    const std::string line = f.statement.substr(line_start, line_end - line_start);
-    std::size_t column = 0;  // characters before the caret on its line
-    for (std::size_t k = line_start; k < at && k < f.statement.size(); ++k)
-      column += (static_cast<unsigned char>(f.statement[k]) & 0xC0) != 0x80 ? 1 : 0;
-    out += "\n" + prefix + line + "\n" + std::string(prefix.size() + column, ' ') + "^";
-  }
-  if (!f.detail.empty()) out += "\nDETAIL: " + f.detail;
-  if (!f.hint.empty()) out += "\nHINT: " + f.hint;
-  return out;
-}
-#endif
 }  // namespace detail
 
 class sql_error : public error {
@@ -195,18 +173,6 @@ class sql_error : public error {
   std::shared_ptr<const error_fields> fields_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL sql_error::sql_error(const std::string& message, std::string sqlstate, std::string detail,
-                                  std::string hint)
-    : error(message),
-      fields_(std::make_shared<const error_fields>(
-          error_fields{std::move(sqlstate), message, std::move(detail), std::move(hint), {}, 0, {}, {}, {}, {}, {}})) {}
-
-PQSCOPE_DECL sql_error::sql_error(error_fields f)
-    : error(detail::describe(f)), fields_(std::make_shared<const error_fields>(std::move(f))) {}
-#endif
-
 #define PQSCOPE_SQL_ERROR_CLASS(name, base) \
   class name : public base { /* NOLINT(bugprone-macro-parentheses): names, not expressions */ \
    public:                                  \
@@ -232,7 +198,78 @@ namespace detail {
 
 // Throws the most specific sql_error subclass for the SQLSTATE.
 [[noreturn]] PQSCOPE_DECL void throw_sql_error(error_fields f);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+[[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
+                                         const std::string& detail, const std::string& hint) {
+  throw_sql_error(error_fields{state, message, detail, hint, {}, 0, {}, {}, {}, {}, {}});
+}
+
+}  // namespace detail
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/errors.ipp>
+// The bodies of <pqscope/errors.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/errors.hpp> (inlined above)
+
+namespace pqscope {
+
+PQSCOPE_DECL transaction_aborted::transaction_aborted(const std::string& what, std::string first_error,
+                                                      std::string first_sqlstate)
+    : error(what),
+      first_(std::make_shared<const std::pair<std::string, std::string>>(std::move(first_error),
+                                                                         std::move(first_sqlstate))) {}
+
+}  // namespace pqscope
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL std::string describe(const error_fields& f) {
+  std::string out = f.message;
+  if (f.position > 0 && !f.statement.empty()) {
+    // The position counts characters; step over UTF-8 continuation bytes.
+    std::size_t at = 0, chars = 1;
+    while (at < f.statement.size() && chars < f.position) {
+      ++at;
+      while (at < f.statement.size() && (static_cast<unsigned char>(f.statement[at]) & 0xC0) == 0x80) ++at;
+      ++chars;
+    }
+    const std::size_t begin = f.statement.rfind('\n', at == 0 ? 0 : at - 1);
+    const std::size_t line_start = begin == std::string::npos || at == 0 ? 0 : begin + 1;
+    std::size_t line_end = f.statement.find('\n', at);
+    if (line_end == std::string::npos) line_end = f.statement.size();
+    std::size_t line_no = 1;
+    for (std::size_t k = 0; k < line_start; ++k) line_no += f.statement[k] == '\n' ? 1 : 0;
+    const std::string prefix = "LINE " + std::to_string(line_no) + ": ";
+    const std::string line = f.statement.substr(line_start, line_end - line_start);
+    std::size_t column = 0;  // characters before the caret on its line
+    for (std::size_t k = line_start; k < at && k < f.statement.size(); ++k)
+      column += (static_cast<unsigned char>(f.statement[k]) & 0xC0) != 0x80 ? 1 : 0;
+    out += "\n" + prefix + line + "\n" + std::string(prefix.size() + column, ' ') + "^";
+  }
+  if (!f.detail.empty()) out += "\nDETAIL: " + f.detail;
+  if (!f.hint.empty()) out += "\nHINT: " + f.hint;
+  return out;
+}
+
+}  // namespace pqscope::detail
+
+namespace pqscope {
+
+PQSCOPE_DECL sql_error::sql_error(const std::string& message, std::string sqlstate, std::string detail,
+                                  std::string hint)
+    : error(message),
+      fields_(std::make_shared<const error_fields>(
+          error_fields{std::move(sqlstate), message, std::move(detail), std::move(hint), {}, 0, {}, {}, {}, {}, {}})) {}
+
+PQSCOPE_DECL sql_error::sql_error(error_fields f)
+    : error(detail::describe(f)), fields_(std::make_shared<const error_fields>(std::move(f))) {}
+
+}  // namespace pqscope
+
+namespace pqscope::detail {
+
 PQSCOPE_DECL void throw_sql_error(error_fields f) {
   const std::string state = f.sqlstate;
   auto is = [&](const char* code) { return state == code; };
@@ -251,14 +288,9 @@ PQSCOPE_DECL void throw_sql_error(error_fields f) {
   if (is("57014")) throw query_canceled(std::move(f));
   throw sql_error(std::move(f));
 }
-#endif
-[[noreturn]] inline void throw_sql_error(const std::string& message, const std::string& state,
-                                         const std::string& detail, const std::string& hint) {
-  throw_sql_error(error_fields{state, message, detail, hint, {}, 0, {}, {}, {}, {}, {}});
-}
 
-}  // namespace detail
-}  // namespace pqscope
+}  // namespace pqscope::detail
+#endif
 // #include <pqscope/callback.hpp>
 // pqscope::callback<R(Args...)>: a copyable holder of any callable, as
 // std::function is, for connection_options::observer and the on_commit and
@@ -624,13 +656,6 @@ namespace detail {
 
 // The value as it goes into an error message: quoted, and cut short if long.
 PQSCOPE_DECL std::string quote_value(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string quote_value(std::string_view s) {
-  constexpr std::size_t limit = 80;
-  if (s.size() <= limit) return "\"" + std::string(s) + "\"";
-  return "\"" + std::string(s.substr(0, limit)) + "\"... (" + std::to_string(s.size()) + " bytes)";
-}
-#endif
 
 // ---- calendar: the proleptic Gregorian calendar PostgreSQL uses, astronomical years (0 is 1 BC)
 
@@ -683,74 +708,16 @@ constexpr std::int64_t min_date_days = days_from_civil(-4713, 11, 24);
 constexpr std::int64_t max_date_days = days_from_civil(5874897, 12, 31);
 
 PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width) {
-  char buf[24];
-  int n = 0;
-  do {
-    buf[n++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v != 0);
-  for (int i = n; i < width; ++i) out += '0';
-  while (n > 0) out += buf[--n];
-}
-#endif
 
 // "YYYY-MM-DD" with " BC" left to the caller: years before 1 AD are written as PostgreSQL
 // writes them, 1 - y with the suffix.
 PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c) {
-  append_number(out, static_cast<std::uint64_t>(c.year > 0 ? c.year : 1 - c.year), 4);
-  out += '-';
-  append_number(out, c.month, 2);
-  out += '-';
-  append_number(out, c.day, 2);
-}
-#endif
 
 // ISO 8601 in UTC with an explicit offset, so the server reads the same instant
 // whatever its DateStyle order and TimeZone: "2024-01-02 03:04:05.123456+00".
 PQSCOPE_DECL std::string format_timestamp(std::int64_t micros);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
-  std::int64_t days = micros / micros_per_day;
-  std::int64_t in_day = micros % micros_per_day;
-  if (in_day < 0) {
-    in_day += micros_per_day;
-    --days;
-  }
-  const civil_date c = civil_from_days(days);
-  std::string out;
-  out.reserve(40);
-  append_civil_date(out, c);
-  const auto secs = static_cast<std::uint64_t>(in_day / micros_per_second);
-  const auto frac = static_cast<std::uint64_t>(in_day % micros_per_second);
-  out += ' ';
-  append_number(out, secs / 3600, 2);
-  out += ':';
-  append_number(out, secs / 60 % 60, 2);
-  out += ':';
-  append_number(out, secs % 60, 2);
-  if (frac != 0) {
-    out += '.';
-    append_number(out, frac, 6);
-  }
-  out += "+00";
-  if (c.year <= 0) out += " BC";
-  return out;
-}
-#endif
 
 PQSCOPE_DECL std::string format_date(const civil_date& c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string format_date(const civil_date& c) {
-  std::string out;
-  append_civil_date(out, c);
-  if (c.year <= 0) out += " BC";
-  return out;
-}
-#endif
 
 // Reads fixed-format text left to right; every step says whether it matched.
 class text_cursor {
@@ -787,50 +754,14 @@ class text_cursor {
 };
 
 PQSCOPE_DECL std::string iso_format_hint(const char* format);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string iso_format_hint(const char* format) {
-  return std::string("pqscope reads PostgreSQL's ISO output (") + format +
-         "), which the server writes only with DateStyle ISO (the default, 'ISO, MDY'; SET DateStyle = 'ISO')";
-}
-#endif
 
 // "YYYY-MM-DD" at the cursor, years of four or more digits; checked for a real day.
 PQSCOPE_DECL bool read_civil_date(text_cursor& c, civil_date& out);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool read_civil_date(text_cursor& c, civil_date& out) {
-  std::int64_t y = 0, m = 0, d = 0;
-  if (!c.digits(4, 9, y) || !c.eat('-') || !c.digits(2, 2, m) || !c.eat('-') || !c.digits(2, 2, d)) return false;
-  if (m < 1 || m > 12 || d < 1) return false;
-  out = {y, static_cast<unsigned>(m), static_cast<unsigned>(d)};
-  return true;
-}
-#endif
 
 // " BC" turns the year PostgreSQL wrote into an astronomical one; then the day is checked.
 PQSCOPE_DECL bool finish_civil_date(text_cursor& c, civil_date& out);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool finish_civil_date(text_cursor& c, civil_date& out) {
-  if (c.eat(" BC")) {
-    if (out.year == 0) return false;
-    out.year = 1 - out.year;
-  }
-  return out.day <= days_in_month(out.year, out.month);
-}
-#endif
 
 PQSCOPE_DECL civil_date parse_date(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL civil_date parse_date(std::string_view s) {
-  text_cursor c{s};
-  civil_date d{};
-  if (s == "infinity" || s == "-infinity")
-    throw conversion_error("cannot read date " + quote_value(s) +
-                           " as pqscope::date: an infinite date has no calendar day; read it as std::string");
-  if (!read_civil_date(c, d) || !finish_civil_date(c, d) || !c.done())
-    throw conversion_error("cannot read " + quote_value(s) + " as a date (pqscope::date): " + iso_format_hint("YYYY-MM-DD[ BC]"));
-  return d;
-}
-#endif
 
 struct timestamp_text {
   int infinite;         // 0 finite, +1 'infinity', -1 '-infinity'
@@ -841,146 +772,27 @@ struct timestamp_text {
 // offset (+05:30, -08, +00:09:21 for local mean time), timestamp without one (read as UTC),
 // 0 to 6 fractional digits, years before 1 AD with " BC".
 PQSCOPE_DECL timestamp_text parse_timestamp(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL timestamp_text parse_timestamp(std::string_view s) {
-  if (s == "infinity") return {1, 0};
-  if (s == "-infinity") return {-1, 0};
-  text_cursor c{s};
-  civil_date d{};
-  std::int64_t hh = 0, mi = 0, ss = 0, frac = 0;
-  int frac_digits = 0;
-  bool ok = read_civil_date(c, d) && (c.eat(' ') || c.eat('T')) && c.digits(2, 2, hh) && c.eat(':') &&
-            c.digits(2, 2, mi) && c.eat(':') && c.digits(2, 2, ss);
-  if (ok && c.eat('.')) ok = c.digits(1, 6, frac, &frac_digits) && !c.peek_digit();  // 7+ digits: refused
-  for (int i = frac_digits; i < 6; ++i) frac *= 10;
-  std::int64_t offset = 0;  // seconds east of UTC
-  if (ok && (c.peek('+') || c.peek('-'))) {
-    const bool west = c.eat('-');
-    if (!west) c.eat('+');
-    std::int64_t oh = 0, om = 0, os = 0;
-    ok = c.digits(2, 2, oh) && (!c.eat(':') || (c.digits(2, 2, om) && (!c.eat(':') || c.digits(2, 2, os))));
-    ok = ok && om < 60 && os < 60;
-    offset = (oh * 3600 + om * 60 + os) * (west ? -1 : 1);
-  }
-  ok = ok && finish_civil_date(c, d) && c.done() && hh < 24 && mi < 60 && ss < 60;
-  if (!ok) throw conversion_error("cannot read " + quote_value(s) + " as a timestamp: " +
-                           iso_format_hint("YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]][ BC]"));
-  const std::int64_t in_day = ((hh * 60 + mi) * 60 + ss) * micros_per_second + frac;
-  std::int64_t micros = 0;
-  if (__builtin_mul_overflow(days_from_civil(d.year, d.month, d.day), micros_per_day, &micros) ||
-      __builtin_add_overflow(micros, in_day - offset * micros_per_second, &micros))
-    throw conversion_error("timestamp " + quote_value(s) +
-                           " is beyond what 64-bit microseconds since 1970 can hold (about 292,000 years)");
-  return {0, micros};
-}
-#endif
 
 // ---- bytea
 
 PQSCOPE_DECL std::string bytea_to_text(const std::byte* p, std::size_t n);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string bytea_to_text(const std::byte* p, std::size_t n) {
-  constexpr char hex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 + 2 * n);
-  out += "\\x";
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto b = static_cast<unsigned>(p[i]);
-    out += hex[b >> 4];
-    out += hex[b & 15U];
-  }
-  return out;
-}
-#endif
 
 PQSCOPE_DECL int hex_value(char c) noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL int hex_value(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-#endif
 
 // Both of PostgreSQL's output formats: hex ("\x0aff", the default bytea_output) and escape
 // ("\012\377", printable bytes as themselves, a backslash doubled).
 PQSCOPE_DECL std::vector<std::byte> bytea_from_text(std::string_view s);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::vector<std::byte> bytea_from_text(std::string_view s) {
-  std::vector<std::byte> out;
-  auto fail = [&](const char* why) {
-    return conversion_error("cannot read " + quote_value(s) + " as bytea (std::vector<std::byte>): " + why);
-  };
-  if (s.substr(0, 2) == "\\x") {
-    if (s.size() % 2 != 0) throw fail("odd number of hex digits");
-    out.reserve((s.size() - 2) / 2);
-    for (std::size_t i = 2; i < s.size(); i += 2) {
-      const int hi = hex_value(s[i]), lo = hex_value(s[i + 1]);
-      if (hi < 0 || lo < 0) throw fail("not a hex digit");
-      out.push_back(static_cast<std::byte>(hi * 16 + lo));
-    }
-    return out;
-  }
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '\\') {
-      out.push_back(static_cast<std::byte>(s[i]));
-    } else if (i + 1 < s.size() && s[i + 1] == '\\') {
-      out.push_back(std::byte{'\\'});
-      ++i;
-    } else if (i + 3 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' && s[i + 2] <= '7' &&
-               s[i + 3] >= '0' && s[i + 3] <= '7') {
-      out.push_back(static_cast<std::byte>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
-      i += 3;
-    } else {
-      throw fail("a backslash must start \\\\ or a three-digit octal escape");
-    }
-  }
-  return out;
-}
-#endif
 
 // ---- one-dimensional arrays
 
 PQSCOPE_DECL bool is_array_space(char c) noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool is_array_space(char c) noexcept {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-#endif
 
 PQSCOPE_DECL bool is_null_word(std::string_view s) noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool is_null_word(std::string_view s) noexcept {
-  if (s.size() != 4) return false;
-  for (std::size_t i = 0; i < 4; ++i)
-    if ((s[i] | 0x20) != "null"[i]) return false;
-  return true;
-}
-#endif
 
 // Appends one element to an array literal, double-quoted when the server would otherwise
 // read it differently: empty, the word NULL in any case, a delimiter, brace, quote,
 // backslash or white space; inside quotes only " and \ need a backslash.
 PQSCOPE_DECL void append_array_element(std::string& out, std::string_view text);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL void append_array_element(std::string& out, std::string_view text) {
-  bool quote = text.empty() || is_null_word(text);
-  for (const char ch : text)
-    if (ch == ',' || ch == '{' || ch == '}' || ch == '"' || ch == '\\' || is_array_space(ch)) quote = true;
-  if (!quote) {
-    out += text;
-    return;
-  }
-  out += '"';
-  for (const char ch : text) {
-    if (ch == '"' || ch == '\\') out += '\\';
-    out += ch;
-  }
-  out += '"';
-}
-#endif
 
 // The element delimiter in the text of an array type (pg_type.typdelim of its element).
 // Every built-in type has ',' but box, whose text has commas of its own: box[] (OID
@@ -1081,6 +893,222 @@ void parse_array(std::string_view s, const char* type_name, OnElement&& on_eleme
 
 }  // namespace detail
 }  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/text_codecs.ipp>
+// The bodies of <pqscope/detail/text_codecs.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/text_codecs.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL std::string quote_value(std::string_view s) {
+  constexpr std::size_t limit = 80;
+  if (s.size() <= limit) return "\"" + std::string(s) + "\"";
+  return "\"" + std::string(s.substr(0, limit)) + "\"... (" + std::to_string(s.size()) + " bytes)";
+}
+
+PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width) {
+  char buf[24];
+  int n = 0;
+  do {
+    buf[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  for (int i = n; i < width; ++i) out += '0';
+  while (n > 0) out += buf[--n];
+}
+
+PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c) {
+  append_number(out, static_cast<std::uint64_t>(c.year > 0 ? c.year : 1 - c.year), 4);
+  out += '-';
+  append_number(out, c.month, 2);
+  out += '-';
+  append_number(out, c.day, 2);
+}
+
+PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
+  std::int64_t days = micros / micros_per_day;
+  std::int64_t in_day = micros % micros_per_day;
+  if (in_day < 0) {
+    in_day += micros_per_day;
+    --days;
+  }
+  const civil_date c = civil_from_days(days);
+  std::string out;
+  out.reserve(40);
+  append_civil_date(out, c);
+  const auto secs = static_cast<std::uint64_t>(in_day / micros_per_second);
+  const auto frac = static_cast<std::uint64_t>(in_day % micros_per_second);
+  out += ' ';
+  append_number(out, secs / 3600, 2);
+  out += ':';
+  append_number(out, secs / 60 % 60, 2);
+  out += ':';
+  append_number(out, secs % 60, 2);
+  if (frac != 0) {
+    out += '.';
+    append_number(out, frac, 6);
+  }
+  out += "+00";
+  if (c.year <= 0) out += " BC";
+  return out;
+}
+
+PQSCOPE_DECL std::string format_date(const civil_date& c) {
+  std::string out;
+  append_civil_date(out, c);
+  if (c.year <= 0) out += " BC";
+  return out;
+}
+
+PQSCOPE_DECL std::string iso_format_hint(const char* format) {
+  return std::string("pqscope reads PostgreSQL's ISO output (") + format +
+         "), which the server writes only with DateStyle ISO (the default, 'ISO, MDY'; SET DateStyle = 'ISO')";
+}
+
+PQSCOPE_DECL bool read_civil_date(text_cursor& c, civil_date& out) {
+  std::int64_t y = 0, m = 0, d = 0;
+  if (!c.digits(4, 9, y) || !c.eat('-') || !c.digits(2, 2, m) || !c.eat('-') || !c.digits(2, 2, d)) return false;
+  if (m < 1 || m > 12 || d < 1) return false;
+  out = {y, static_cast<unsigned>(m), static_cast<unsigned>(d)};
+  return true;
+}
+
+PQSCOPE_DECL bool finish_civil_date(text_cursor& c, civil_date& out) {
+  if (c.eat(" BC")) {
+    if (out.year == 0) return false;
+    out.year = 1 - out.year;
+  }
+  return out.day <= days_in_month(out.year, out.month);
+}
+
+PQSCOPE_DECL civil_date parse_date(std::string_view s) {
+  text_cursor c{s};
+  civil_date d{};
+  if (s == "infinity" || s == "-infinity")
+    throw conversion_error("cannot read date " + quote_value(s) +
+                           " as pqscope::date: an infinite date has no calendar day; read it as std::string");
+  if (!read_civil_date(c, d) || !finish_civil_date(c, d) || !c.done())
+    throw conversion_error("cannot read " + quote_value(s) + " as a date (pqscope::date): " + iso_format_hint("YYYY-MM-DD[ BC]"));
+  return d;
+}
+
+PQSCOPE_DECL timestamp_text parse_timestamp(std::string_view s) {
+  if (s == "infinity") return {1, 0};
+  if (s == "-infinity") return {-1, 0};
+  text_cursor c{s};
+  civil_date d{};
+  std::int64_t hh = 0, mi = 0, ss = 0, frac = 0;
+  int frac_digits = 0;
+  bool ok = read_civil_date(c, d) && (c.eat(' ') || c.eat('T')) && c.digits(2, 2, hh) && c.eat(':') &&
+            c.digits(2, 2, mi) && c.eat(':') && c.digits(2, 2, ss);
+  if (ok && c.eat('.')) ok = c.digits(1, 6, frac, &frac_digits) && !c.peek_digit();  // 7+ digits: refused
+  for (int i = frac_digits; i < 6; ++i) frac *= 10;
+  std::int64_t offset = 0;  // seconds east of UTC
+  if (ok && (c.peek('+') || c.peek('-'))) {
+    const bool west = c.eat('-');
+    if (!west) c.eat('+');
+    std::int64_t oh = 0, om = 0, os = 0;
+    ok = c.digits(2, 2, oh) && (!c.eat(':') || (c.digits(2, 2, om) && (!c.eat(':') || c.digits(2, 2, os))));
+    ok = ok && om < 60 && os < 60;
+    offset = (oh * 3600 + om * 60 + os) * (west ? -1 : 1);
+  }
+  ok = ok && finish_civil_date(c, d) && c.done() && hh < 24 && mi < 60 && ss < 60;
+  if (!ok) throw conversion_error("cannot read " + quote_value(s) + " as a timestamp: " +
+                           iso_format_hint("YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]][ BC]"));
+  const std::int64_t in_day = ((hh * 60 + mi) * 60 + ss) * micros_per_second + frac;
+  std::int64_t micros = 0;
+  if (__builtin_mul_overflow(days_from_civil(d.year, d.month, d.day), micros_per_day, &micros) ||
+      __builtin_add_overflow(micros, in_day - offset * micros_per_second, &micros))
+    throw conversion_error("timestamp " + quote_value(s) +
+                           " is beyond what 64-bit microseconds since 1970 can hold (about 292,000 years)");
+  return {0, micros};
+}
+
+PQSCOPE_DECL std::string bytea_to_text(const std::byte* p, std::size_t n) {
+  constexpr char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 + 2 * n);
+  out += "\\x";
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto b = static_cast<unsigned>(p[i]);
+    out += hex[b >> 4];
+    out += hex[b & 15U];
+  }
+  return out;
+}
+
+PQSCOPE_DECL int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+PQSCOPE_DECL std::vector<std::byte> bytea_from_text(std::string_view s) {
+  std::vector<std::byte> out;
+  auto fail = [&](const char* why) {
+    return conversion_error("cannot read " + quote_value(s) + " as bytea (std::vector<std::byte>): " + why);
+  };
+  if (s.substr(0, 2) == "\\x") {
+    if (s.size() % 2 != 0) throw fail("odd number of hex digits");
+    out.reserve((s.size() - 2) / 2);
+    for (std::size_t i = 2; i < s.size(); i += 2) {
+      const int hi = hex_value(s[i]), lo = hex_value(s[i + 1]);
+      if (hi < 0 || lo < 0) throw fail("not a hex digit");
+      out.push_back(static_cast<std::byte>(hi * 16 + lo));
+    }
+    return out;
+  }
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\') {
+      out.push_back(static_cast<std::byte>(s[i]));
+    } else if (i + 1 < s.size() && s[i + 1] == '\\') {
+      out.push_back(std::byte{'\\'});
+      ++i;
+    } else if (i + 3 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' && s[i + 2] <= '7' &&
+               s[i + 3] >= '0' && s[i + 3] <= '7') {
+      out.push_back(static_cast<std::byte>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
+      i += 3;
+    } else {
+      throw fail("a backslash must start \\\\ or a three-digit octal escape");
+    }
+  }
+  return out;
+}
+
+PQSCOPE_DECL bool is_array_space(char c) noexcept {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+PQSCOPE_DECL bool is_null_word(std::string_view s) noexcept {
+  if (s.size() != 4) return false;
+  for (std::size_t i = 0; i < 4; ++i)
+    if ((s[i] | 0x20) != "null"[i]) return false;
+  return true;
+}
+
+PQSCOPE_DECL void append_array_element(std::string& out, std::string_view text) {
+  bool quote = text.empty() || is_null_word(text);
+  for (const char ch : text)
+    if (ch == ',' || ch == '{' || ch == '}' || ch == '"' || ch == '\\' || is_array_space(ch)) quote = true;
+  if (!quote) {
+    out += text;
+    return;
+  }
+  out += '"';
+  for (const char ch : text) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  out += '"';
+}
+
+}  // namespace pqscope::detail
+#endif
 // #include <pqscope/errors.hpp> (inlined above)
 
 namespace pqscope {
@@ -1094,14 +1122,6 @@ struct value_traits<bool> {
   static std::string to_text(bool v) { return v ? "t" : "f"; }
   static bool from_text(std::string_view s);
 };
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool value_traits<bool>::from_text(std::string_view s) {
-  if (s == "t" || s == "true") return true;
-  if (s == "f" || s == "false") return false;
-  throw conversion_error("cannot read \"" + std::string(s) + "\" as bool (expected t or f)");
-}
-#endif
 
 // All integer types except plain char (a character, not a number: pass std::string(1, c)
 // or an int) and bool.
@@ -1316,21 +1336,6 @@ struct value_traits<date> {
   static date from_text(std::string_view s);
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::string value_traits<date>::to_text(const date& d) {
-  const std::int64_t days = d.days_since_epoch();
-  if (days < detail::min_date_days || days > detail::max_date_days)
-    throw conversion_error("date " + detail::format_date({d.year, d.month, d.day}) +
-                           " is outside PostgreSQL's date range (4714-11-24 BC to 5874897-12-31)");
-  return detail::format_date({d.year, d.month, d.day});
-}
-
-PQSCOPE_DECL date value_traits<date>::from_text(std::string_view s) {
-  const detail::civil_date c = detail::parse_date(s);
-  return date{static_cast<int>(c.year), c.month, c.day};
-}
-#endif
-
 // std::chrono::system_clock::time_point (and any system_clock time_point whose duration
 // holds whole microseconds) as timestamptz. Sent in UTC with an explicit offset, so the
 // server's TimeZone and DateStyle order do not matter; the part below a microsecond is
@@ -1401,28 +1406,6 @@ struct value_traits<timestamp_or_infinity> {
   static timestamp_or_infinity from_text(std::string_view s);
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL timestamp_or_infinity::time_point timestamp_or_infinity::value() const {
-  if (!is_finite())
-    throw conversion_error(std::string("timestamp_or_infinity::value(): the timestamp is ") +
-                           (is_infinity() ? "'infinity'" : "'-infinity'") + "; check is_finite() first");
-  return time_;
-}
-
-PQSCOPE_DECL std::string value_traits<timestamp_or_infinity>::to_text(const timestamp_or_infinity& t) {
-  if (t.is_infinity()) return "infinity";
-  if (t.is_minus_infinity()) return "-infinity";
-  return value_traits<timestamp_or_infinity::time_point>::to_text(t.value());
-}
-
-PQSCOPE_DECL timestamp_or_infinity value_traits<timestamp_or_infinity>::from_text(std::string_view s) {
-  const detail::timestamp_text t = detail::parse_timestamp(s);
-  if (t.infinite > 0) return timestamp_or_infinity::infinity();
-  if (t.infinite < 0) return timestamp_or_infinity::minus_infinity();
-  return detail::time_point_from_micros<timestamp_or_infinity::time_point>(t.micros, s);
-}
-#endif
-
 // ---- bytea
 
 // Bytes for a bytea parameter, without copying them into a vector first. Holds a pointer:
@@ -1454,12 +1437,6 @@ struct value_traits<std::vector<std::byte>> {
   static std::string to_text(const std::vector<std::byte>& v) { return detail::bytea_to_text(v.data(), v.size()); }
   static std::vector<std::byte> from_text(std::string_view s);
 };
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::vector<std::byte> value_traits<std::vector<std::byte>>::from_text(std::string_view s) {
-  return detail::bytea_from_text(s);
-}
-#endif
 
 // ---- one-dimensional arrays
 
@@ -1651,7 +1628,64 @@ class param_list {
   std::vector<unsigned> types_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+}  // namespace detail
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/params.ipp>
+// The bodies of <pqscope/params.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/params.hpp> (inlined above)
+
+namespace pqscope {
+
+PQSCOPE_DECL bool value_traits<bool>::from_text(std::string_view s) {
+  if (s == "t" || s == "true") return true;
+  if (s == "f" || s == "false") return false;
+  throw conversion_error("cannot read \"" + std::string(s) + "\" as bool (expected t or f)");
+}
+
+PQSCOPE_DECL std::string value_traits<date>::to_text(const date& d) {
+  const std::int64_t days = d.days_since_epoch();
+  if (days < detail::min_date_days || days > detail::max_date_days)
+    throw conversion_error("date " + detail::format_date({d.year, d.month, d.day}) +
+                           " is outside PostgreSQL's date range (4714-11-24 BC to 5874897-12-31)");
+  return detail::format_date({d.year, d.month, d.day});
+}
+
+PQSCOPE_DECL date value_traits<date>::from_text(std::string_view s) {
+  const detail::civil_date c = detail::parse_date(s);
+  return date{static_cast<int>(c.year), c.month, c.day};
+}
+
+PQSCOPE_DECL timestamp_or_infinity::time_point timestamp_or_infinity::value() const {
+  if (!is_finite())
+    throw conversion_error(std::string("timestamp_or_infinity::value(): the timestamp is ") +
+                           (is_infinity() ? "'infinity'" : "'-infinity'") + "; check is_finite() first");
+  return time_;
+}
+
+PQSCOPE_DECL std::string value_traits<timestamp_or_infinity>::to_text(const timestamp_or_infinity& t) {
+  if (t.is_infinity()) return "infinity";
+  if (t.is_minus_infinity()) return "-infinity";
+  return value_traits<timestamp_or_infinity::time_point>::to_text(t.value());
+}
+
+PQSCOPE_DECL timestamp_or_infinity value_traits<timestamp_or_infinity>::from_text(std::string_view s) {
+  const detail::timestamp_text t = detail::parse_timestamp(s);
+  if (t.infinite > 0) return timestamp_or_infinity::infinity();
+  if (t.infinite < 0) return timestamp_or_infinity::minus_infinity();
+  return detail::time_point_from_micros<timestamp_or_infinity::time_point>(t.micros, s);
+}
+
+PQSCOPE_DECL std::vector<std::byte> value_traits<std::vector<std::byte>>::from_text(std::string_view s) {
+  return detail::bytea_from_text(s);
+}
+
+}  // namespace pqscope
+
+namespace pqscope::detail {
 
 PQSCOPE_DECL void param_list::push(const char* value, unsigned oid) {
   if (n_ < inline_params) {
@@ -1733,10 +1767,9 @@ PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
   storage_.push_back(std::move(s));
   push(storage_.back().c_str(), oid);
 }
-#endif
 
-}  // namespace detail
-}  // namespace pqscope
+}  // namespace pqscope::detail
+#endif
 // #include <pqscope/result.hpp>
 // Query results. result, row and field share ownership of the underlying
 // PGresult, so a row or field stays valid after the result object is gone.
@@ -1778,9 +1811,6 @@ struct pg_result_deleter {
 };
 using result_handle = std::shared_ptr<PGresult>;
 PQSCOPE_DECL result_handle adopt(PGresult* r);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
-#endif
 }  // namespace detail
 
 class result;
@@ -1891,52 +1921,6 @@ class result {
   mutable detail::result_handle res_;
   mutable std::shared_ptr<detail::deferred_answer> pending_;
 };
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL std::size_t result::size() const {
-  return get() != nullptr ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
-}
-
-PQSCOPE_DECL std::size_t result::columns() const {
-  return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
-}
-
-PQSCOPE_DECL std::string_view result::column_name(std::size_t i) const& {
-  check_column(i);
-  return PQfname(res_.get(), static_cast<int>(i));
-}
-
-PQSCOPE_DECL std::size_t result::column_index(std::string_view name) const {
-  for (std::size_t i = 0; i < columns(); ++i)
-    if (name == PQfname(res_.get(), static_cast<int>(i))) return i;
-  std::string names;
-  for (std::size_t i = 0; i < columns(); ++i)
-    names += (i ? ", " : "") + std::string(PQfname(res_.get(), static_cast<int>(i)));
-  throw usage_error("no column named \"" + std::string(name) + "\" in the result (columns: " + names + ")");
-}
-
-PQSCOPE_DECL std::uint64_t result::affected_rows() const {
-  if (get() == nullptr) return 0;
-  const char* n = PQcmdTuples(res_.get());
-  return *n ? std::stoull(n) : 0;
-}
-
-PQSCOPE_DECL PGresult* result::get() const {
-  if (pending_) {
-    result r = pending_->wait();
-    res_ = std::move(r.res_);
-    pending_.reset();
-  }
-  return res_.get();
-}
-
-PQSCOPE_DECL void result::check_column(std::size_t i) const {
-  if (i >= columns())
-    throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
-                      std::to_string(columns()) + " column(s)");
-}
-#endif
 
 class row {
  public:
@@ -2066,6 +2050,67 @@ inline detail::row_of_temporary result::operator[](std::size_t i) const&& {
 }
 
 }  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/result.ipp>
+// The bodies of <pqscope/result.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/result.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL result_handle adopt(PGresult* r) { return result_handle(r, pg_result_deleter{}); }
+
+}  // namespace pqscope::detail
+
+namespace pqscope {
+
+PQSCOPE_DECL std::size_t result::size() const {
+  return get() != nullptr ? static_cast<std::size_t>(PQntuples(res_.get())) : 0;
+}
+
+PQSCOPE_DECL std::size_t result::columns() const {
+  return get() != nullptr ? static_cast<std::size_t>(PQnfields(res_.get())) : 0;
+}
+
+PQSCOPE_DECL std::string_view result::column_name(std::size_t i) const& {
+  check_column(i);
+  return PQfname(res_.get(), static_cast<int>(i));
+}
+
+PQSCOPE_DECL std::size_t result::column_index(std::string_view name) const {
+  for (std::size_t i = 0; i < columns(); ++i)
+    if (name == PQfname(res_.get(), static_cast<int>(i))) return i;
+  std::string names;
+  for (std::size_t i = 0; i < columns(); ++i)
+    names += (i ? ", " : "") + std::string(PQfname(res_.get(), static_cast<int>(i)));
+  throw usage_error("no column named \"" + std::string(name) + "\" in the result (columns: " + names + ")");
+}
+
+PQSCOPE_DECL std::uint64_t result::affected_rows() const {
+  if (get() == nullptr) return 0;
+  const char* n = PQcmdTuples(res_.get());
+  return *n ? std::stoull(n) : 0;
+}
+
+PQSCOPE_DECL PGresult* result::get() const {
+  if (pending_) {
+    result r = pending_->wait();
+    res_ = std::move(r.res_);
+    pending_.reset();
+  }
+  return res_.get();
+}
+
+PQSCOPE_DECL void result::check_column(std::size_t i) const {
+  if (i >= columns())
+    throw usage_error("column index " + std::to_string(i) + " is out of range: the result has " +
+                      std::to_string(columns()) + " column(s)");
+}
+
+}  // namespace pqscope
+#endif
 // #include <pqscope/driver.hpp>
 // The driver: the only part of pqscope that talks to the network.
 //
@@ -2077,6 +2122,11 @@ inline detail::row_of_temporary result::operator[](std::size_t i) const&& {
 // a batch of statements followed by one sync and reads every answer. A driver
 // that wraps libpq_driver can count, log or delay; a scripted driver (see
 // tests/support) replays answers with no server at all.
+//
+// The bodies: impl/driver.ipp (connecting, exchange), impl/driver_wait.ipp (waits,
+// deadlines, cancel requests), impl/driver_copy.ipp (COPY and scripts). What the
+// asio front end does the same way lives in detail/libpq_connect.hpp (conninfo,
+// defaults), detail/libpq_reply.hpp (reading answers) and detail/middleware.hpp.
 //
 // Time bounds (see connection_options::network_timeout and the README's
 // "Timeouts" section): connecting is bounded by default (connect_timeout, TCP
@@ -2098,7 +2148,83 @@ inline detail::row_of_temporary result::operator[](std::size_t i) const&& {
 
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/reply.hpp>
+// What a driver is given and what it gives back: a batch of statements goes out
+// in one round trip, and a batch_reply comes back with one reply per statement and
+// the session's state after them. The scope machine plans the batches and applies
+// the replies; a driver (driver.hpp, asio/link.hpp, a test's scripted driver) only
+// carries them.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
 // #include <pqscope/result.hpp> (inlined above)
+
+namespace pqscope {
+
+// What the server says about the session after a batch (PQtransactionStatus).
+enum class server_state { idle, in_transaction, failed_transaction, unknown };
+
+struct statement {
+  const char* sql = nullptr;  // NUL-terminated
+  int n_params = 0;
+  const char* const* values = nullptr;  // n_params entries; nullptr means NULL
+  const unsigned* types = nullptr;      // n_params OIDs or nullptr; 0 lets the server infer
+};
+
+// What the server reported about a failed statement.
+struct reply_error {
+  std::string sqlstate, message, detail, hint;
+  std::size_t position = 0;  // 1-based character, 0 if none
+  std::string schema, table, column, datatype, constraint;
+  // Not the server's refusal: the statement broke the protocol pqscope speaks
+  // (a COPY that reached the server through execute()). Raised as usage_error.
+  bool misuse = false;
+};
+
+struct reply {
+  enum class status { ok, error, skipped };  // skipped: not run because an earlier statement failed
+  status st = status::skipped;
+  result res;           // status::ok
+  std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
+  // status::error. Out of line: a batch's replies are made for every statement,
+  // and few statements fail.
+  std::shared_ptr<const reply_error> error;
+  [[nodiscard]] const reply_error& failure() const noexcept {
+    static const reply_error none;
+    return error ? *error : none;
+  }
+};
+
+struct batch_reply {
+  std::vector<reply> replies;  // one per statement, in order
+  bool lost = false;           // the connection died; replies past the loss are `skipped`
+  std::string lost_message;
+  server_state state = server_state::unknown;
+  // Set when the session was idle before the batch, no statement in it opens a
+  // transaction, and it ended inside one anyway: what opened it, when the driver
+  // can tell (e.g. Pgpool-II in raw mode), else empty. For the error the scope
+  // machine raises about a transaction no scope owns.
+  std::string diagnostic;
+};
+
+}  // namespace pqscope
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/libpq_connect.hpp>
+// Connecting with libpq, as both front ends do it (driver.hpp blocks, asio/link.hpp
+// does not): the conninfo checked before anything is tried, the time bounds added
+// to a conninfo that sets none, and what a connection says about itself after.
+// Passwords never reach a message: see conninfo_redaction.hpp.
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include <libpq-fe.h>
+
 // #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/conninfo_redaction.hpp>
 // Passwords never reach a message pqscope makes, nor a conninfo() accessor.
@@ -2119,10 +2245,6 @@ inline detail::row_of_temporary result::operator[](std::size_t i) const&& {
 
 // #include <pqscope/detail/config.hpp> (inlined above)
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-#include <algorithm>  // the function bodies only
-#endif
-
 namespace pqscope::detail {
 
 // One secret value in a conninfo: where it is written (quotes and escapes included)
@@ -2141,7 +2263,18 @@ PQSCOPE_DECL std::string redacted_conninfo(std::string_view conninfo);
 // the price of never showing it.
 PQSCOPE_DECL std::string redact(std::string message, std::string_view conninfo);
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/conninfo_redaction.ipp>
+// The bodies of <pqscope/detail/conninfo_redaction.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/conninfo_redaction.hpp> (inlined above)
+
+#include <algorithm>  // the function bodies only
+
+namespace pqscope::detail {
 
 namespace redaction {
 inline bool is_secret_key(std::string_view k) noexcept { return k == "password" || k == "sslpassword"; }
@@ -2295,55 +2428,19 @@ PQSCOPE_DECL std::string redact(std::string message, std::string_view conninfo) 
   for (const std::string& f : forms) redaction::replace_all(message, f, "***");
   return message;
 }
-#endif
 
 }  // namespace pqscope::detail
-
-// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only
-// the implementation unit sees them). std::size comes with <string>.
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-#include <fcntl.h>
-#include <poll.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <condition_variable>
-#include <cstdlib>
-#include <cstring>
-#include <mutex>
-#include <thread>
 #endif
 
-#ifndef LIBPQ_HAS_PIPELINING
-#error "pqscope needs libpq 14 or newer (pipeline mode)"
-#endif
+namespace pqscope::detail {
 
-namespace pqscope {
-
-namespace detail {
-// A malformed connection string is the caller's mistake: say so before connecting.
+// A malformed connection string is the caller's mistake: usage_error before connecting.
 PQSCOPE_DECL void check_conninfo(const std::string& conninfo);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL void check_conninfo(const std::string& conninfo) {
-  char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
-  if (opts != nullptr) {
-    PQconninfoFree(opts);
-    return;
-  }
-  std::string msg = err != nullptr ? err : "out of memory";
-  PQfreemem(err);
-  while (!msg.empty() && msg.back() == '\n') msg.pop_back();
-  throw usage_error("invalid connection string: " + redact(msg, conninfo));  // libpq quotes the bad part
-}
-#endif
 
-// What libpq_driver adds to a conninfo that sets none of these (nor their
-// environment variables): a dead peer, a black-holed path or a server that
-// accepts and never answers is noticed in seconds, not after the kernel's
-// minutes (or hours, for an idle connection's keepalive).
+// What pqscope adds to a conninfo that sets none of these (nor their environment
+// variables): a dead peer, a black-holed path or a server that accepts and never
+// answers is noticed in seconds, not after the kernel's minutes (or hours, for an
+// idle connection's keepalive).
 struct network_default {
   const char* key;
   const char* value;
@@ -2359,87 +2456,122 @@ inline constexpr network_default network_defaults[] = {
 // connect_timeout (whole seconds, libpq's unit) for a network_timeout: rounded
 // up, at least 2 (libpq treats 1 as 2).
 PQSCOPE_DECL std::string connect_timeout_for(std::chrono::milliseconds t);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+// Whether the conninfo, or the environment variable of `key` (PGCONNECT_TIMEOUT,
+// ...), sets it.
+PQSCOPE_DECL bool conninfo_sets(const std::string& conninfo, const char* key);
+
+// The keyword and value arrays of PQconnectdbParams / PQconnectStartParams: the
+// network defaults the conninfo leaves unset (connect_timeout from `timeout` when
+// it is not 0), then the conninfo itself (expand_dbname: what it sets wins), then
+// the fallback application name. Pinned in place: the arrays point into it.
+class connect_params {
+ public:
+  PQSCOPE_DECL connect_params(const std::string& conninfo, const std::string& fallback_application_name,
+                              std::chrono::milliseconds timeout);
+  connect_params(const connect_params&) = delete;
+  connect_params& operator=(const connect_params&) = delete;
+  connect_params(connect_params&&) = delete;
+  connect_params& operator=(connect_params&&) = delete;
+  ~connect_params() = default;
+
+  [[nodiscard]] const char* const* keys() const noexcept { return keys_.data(); }
+  [[nodiscard]] const char* const* values() const noexcept { return values_.data(); }
+
+ private:
+  std::vector<std::string> owned_;  // values that must outlive the call
+  std::vector<const char*> keys_, values_;
+};
+
+// "could not connect: " and libpq's message, with any password in it masked.
+PQSCOPE_DECL std::string connect_failure(PGconn* c, const std::string& conninfo);
+
+// A conninfo string that opens another session like `c` (the in-doubt resolver of
+// a borrowed connection).
+PQSCOPE_DECL std::string conninfo_of(PGconn* c);
+
+// The session's application_name: the server's, else the conninfo's, else the fallback.
+PQSCOPE_DECL std::string application_name_of(PGconn* c);
+
+// The connection's connect_timeout as libpq applies it (0: none).
+PQSCOPE_DECL std::chrono::milliseconds connect_timeout_of(PGconn* c);
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/libpq_connect.ipp>
+// The bodies of <pqscope/detail/libpq_connect.hpp>: included at its end in header-only
+// mode, and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/libpq_connect.hpp> (inlined above)
+
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+
+// #include <pqscope/errors.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL void check_conninfo(const std::string& conninfo) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+  if (opts != nullptr) {
+    PQconninfoFree(opts);
+    return;
+  }
+  std::string msg = err != nullptr ? err : "out of memory";
+  PQfreemem(err);
+  while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+  throw usage_error("invalid connection string: " + redact(msg, conninfo));  // libpq quotes the bad part
+}
+
 PQSCOPE_DECL std::string connect_timeout_for(std::chrono::milliseconds t) {
   const long long s = (t.count() + 999) / 1000;
   return std::to_string(s < 2 ? 2 : s);
 }
-#endif
-}  // namespace detail
 
-// What the server says about the session after a batch (PQtransactionStatus).
-enum class server_state { idle, in_transaction, failed_transaction, unknown };
-
-struct statement {
-  const char* sql = nullptr;  // NUL-terminated
-  int n_params = 0;
-  const char* const* values = nullptr;  // n_params entries; nullptr means NULL
-  const unsigned* types = nullptr;      // n_params OIDs or nullptr; 0 lets the server infer
-};
-
-// What the server reported about a failed statement.
-struct reply_error {
-  std::string sqlstate, message, detail, hint;
-  std::size_t position = 0;  // 1-based character, 0 if none
-  std::string schema, table, column, datatype, constraint;
-  // Not the server's refusal: the statement broke the protocol pqscope speaks
-  // (a COPY that reached the server through execute()). Raised as usage_error.
-  bool misuse = false;
-};
-
-struct reply {
-  enum class status { ok, error, skipped };  // skipped: not run because an earlier statement failed
-  status st = status::skipped;
-  result res;           // status::ok
-  std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
-  // status::error. Out of line: a batch's replies are made for every statement,
-  // and few statements fail.
-  std::shared_ptr<const reply_error> error;
-  [[nodiscard]] const reply_error& failure() const noexcept {
-    static const reply_error none;
-    return error ? *error : none;
+PQSCOPE_DECL bool conninfo_sets(const std::string& conninfo, const char* key) {
+  bool set = false;
+  if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), nullptr)) {
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+      if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && *o->val != '\0') set = true;
+    PQconninfoFree(opts);
   }
-};
+  if (set) return true;
+  if (PQconninfoOption* defs = PQconndefaults()) {
+    for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
+      if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
+      // Read-only, as libpq itself reads the environment while connecting.
+      const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
+      if (v != nullptr && *v != '\0') set = true;
+    }
+    PQconninfoFree(defs);
+  }
+  return set;
+}
 
-namespace detail {
-// The fields of a failed statement's answer.
-PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw);
-// libpq's message without its trailing newline.
-PQSCOPE_DECL std::string trimmed(const char* s);
-// For an error of severity FATAL or PANIC (the session ends after it): the lost
-// message, with the cause named where pqscope knows it; else "".
-PQSCOPE_DECL std::string fatal_reason(const PGresult* raw);
-// The answer given to a statement that started the COPY sub-protocol inside a
-// batch (COPY OUT read to its end and dropped, COPY IN failed at once).
-PQSCOPE_DECL std::shared_ptr<reply_error> copy_misuse(bool copy_in);
-// The message of a COPY FROM STDIN with statements behind it in the same batch:
-// the server reads those as broken COPY data and ends the session.
-PQSCOPE_DECL std::string copy_in_kills_session();
-}  // namespace detail
+PQSCOPE_DECL connect_params::connect_params(const std::string& conninfo, const std::string& fallback_application_name,
+                                            std::chrono::milliseconds timeout) {
+  owned_.reserve(std::size(network_defaults));  // no reallocation: keys_ and values_ point into it
+  for (const auto& d : network_defaults) {
+    if (conninfo_sets(conninfo, d.key)) continue;
+    std::string value = d.value;
+    if (std::strcmp(d.key, "connect_timeout") == 0 && timeout.count() > 0) value = connect_timeout_for(timeout);
+    owned_.push_back(std::move(value));
+    keys_.push_back(d.key);
+    values_.push_back(owned_.back().c_str());
+  }
+  keys_.insert(keys_.end(), {"dbname", "fallback_application_name", nullptr});
+  values_.insert(values_.end(), {conninfo.c_str(), fallback_application_name.c_str(), nullptr});
+}
 
-struct batch_reply {
-  std::vector<reply> replies;  // one per statement, in order
-  bool lost = false;           // the connection died; replies past the loss are `skipped`
-  std::string lost_message;
-  server_state state = server_state::unknown;
-  // Set when the session was idle before the batch, no statement in it opens a
-  // transaction, and it ended inside one anyway: what opened it, when the driver
-  // can tell (e.g. Pgpool-II in raw mode), else empty. For the error the scope
-  // machine raises about a transaction no scope owns.
-  std::string diagnostic;
-};
+PQSCOPE_DECL std::string connect_failure(PGconn* c, const std::string& conninfo) {
+  std::string msg = c != nullptr ? PQerrorMessage(c) : "out of memory";
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return "could not connect: " + redact(std::move(msg), conninfo);
+}
 
-// The driver's time bounds, taken from connection_options.
-struct network_settings {
-  // Each round trip (and connecting, as connect_timeout when the conninfo sets none). 0: unbounded.
-  std::chrono::milliseconds timeout{0};
-};
-
-namespace detail {
-// A conninfo string that opens another session like `c` (the in-doubt resolver of
-// a borrowed connection).
-PQSCOPE_DECL std::string conninfo_of(PGconn* c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::string conninfo_of(PGconn* c) {
   std::string out;
   if (PQconninfoOption* opts = PQconninfo(c)) {
@@ -2458,8 +2590,287 @@ PQSCOPE_DECL std::string conninfo_of(PGconn* c) {
   }
   return out;
 }
+
+PQSCOPE_DECL std::string application_name_of(PGconn* c) {
+  if (c == nullptr) return {};
+  if (const char* v = PQparameterStatus(c, "application_name")) return v;
+  std::string name, fallback;
+  if (PQconninfoOption* opts = PQconninfo(c)) {
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+      if (o->val == nullptr) continue;
+      if (std::strcmp(o->keyword, "application_name") == 0) name = o->val;
+      if (std::strcmp(o->keyword, "fallback_application_name") == 0) fallback = o->val;
+    }
+    PQconninfoFree(opts);
+  }
+  return name.empty() ? fallback : name;
+}
+
+PQSCOPE_DECL std::chrono::milliseconds connect_timeout_of(PGconn* c) {
+  std::chrono::milliseconds out{0};
+  if (c == nullptr) return out;
+  if (PQconninfoOption* opts = PQconninfo(c)) {
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
+      if (o->val != nullptr && std::strcmp(o->keyword, "connect_timeout") == 0) {
+        const long s = std::strtol(o->val, nullptr, 10);
+        if (s > 0) out = std::chrono::seconds(s < 2 ? 2 : s);  // libpq's own minimum
+      }
+    PQconninfoFree(opts);
+  }
+  return out;
+}
+
+}  // namespace pqscope::detail
 #endif
-}  // namespace detail
+// #include <pqscope/detail/libpq_reply.hpp>
+// Reading libpq's answers, as both front ends do it: what one PGresult means for a
+// statement's reply, the fields of an error, and the few answers that end a session
+// or break the protocol pqscope speaks. driver.hpp and asio/link.hpp differ only in
+// how they wait for the answers, never in how they read them.
+
+#include <memory>
+#include <string>
+
+#include <libpq-fe.h>
+
+// #include <pqscope/reply.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+// libpq's message without its trailing newline.
+PQSCOPE_DECL std::string trimmed(const char* s);
+
+// The fields of a failed statement's answer.
+PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw);
+
+// For an error of severity FATAL or PANIC (the session ends after it): the lost
+// message, with the cause named where pqscope knows it; else "".
+PQSCOPE_DECL std::string fatal_reason(const PGresult* raw);
+
+// The answer given to a statement that started the COPY sub-protocol inside a
+// batch (COPY OUT read to its end and dropped, COPY IN failed at once).
+PQSCOPE_DECL std::shared_ptr<reply_error> copy_misuse(bool copy_in);
+
+// The message of a COPY FROM STDIN with statements behind it in the same batch:
+// the server reads those as broken COPY data and ends the session.
+PQSCOPE_DECL std::string copy_in_kills_session();
+
+// What the abort message of a COPY FROM STDIN that execute() met tells the server.
+inline constexpr const char* copy_in_refused = "pqscope: COPY FROM STDIN cannot run through execute(); use copy_in()";
+
+PQSCOPE_DECL server_state state_of(PGTransactionStatusType t);
+
+// What the first PGresult of a statement says.
+struct answer {
+  enum kind {
+    filled,      // the reply holds it: ok (with its result and command tag) or error
+    skipped,     // PGRES_PIPELINE_ABORTED: an earlier statement of the pipeline failed
+    copy_in,     // the statement started COPY FROM STDIN / TO STDOUT: the caller ends it
+    copy_out,
+    lost,        // the session is gone (`why`)
+    unexpected,  // no answer a statement can give (`why`)
+  };
+  kind k = lost;
+  std::string why;  // lost: the reason; any other kind but filled: "unexpected answer ..."
+  // filled with an error of severity FATAL: why the server is about to end the
+  // session (a later `lost` should say this rather than libpq's "server closed").
+  std::string fatal;
+};
+
+// Reads `raw` (nullptr: no result, libpq's error is the reason) into `r`; frees it.
+[[nodiscard]] PQSCOPE_DECL answer read_answer(PGconn* c, PGresult* raw, reply& r);
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/libpq_reply.ipp>
+// The bodies of <pqscope/detail/libpq_reply.hpp>: included at its end in header-only
+// mode, and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/libpq_reply.hpp> (inlined above)
+
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL std::string trimmed(const char* s) {
+  std::string r = s != nullptr ? s : "";
+  while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
+  return r;
+}
+
+PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw) {
+  auto field = [raw](int code) {
+    const char* v = PQresultErrorField(raw, code);
+    return std::string(v != nullptr ? v : "");
+  };
+  auto e = std::make_shared<reply_error>();
+  e->sqlstate = field(PG_DIAG_SQLSTATE);
+  e->message = field(PG_DIAG_MESSAGE_PRIMARY);
+  e->detail = field(PG_DIAG_MESSAGE_DETAIL);
+  e->hint = field(PG_DIAG_MESSAGE_HINT);
+  e->position = static_cast<std::size_t>(std::strtoul(field(PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
+  e->schema = field(PG_DIAG_SCHEMA_NAME);
+  e->table = field(PG_DIAG_TABLE_NAME);
+  e->column = field(PG_DIAG_COLUMN_NAME);
+  e->datatype = field(PG_DIAG_DATATYPE_NAME);
+  e->constraint = field(PG_DIAG_CONSTRAINT_NAME);
+  if (e->message.empty()) e->message = trimmed(PQresultErrorMessage(raw));
+  return e;
+}
+
+PQSCOPE_DECL std::string fatal_reason(const PGresult* raw) {
+  const char* severity = PQresultErrorField(raw, PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (severity == nullptr) severity = PQresultErrorField(raw, PG_DIAG_SEVERITY);  // PgBouncer sends only this one
+  if (severity == nullptr || (std::strcmp(severity, "FATAL") != 0 && std::strcmp(severity, "PANIC") != 0)) return {};
+  std::string why = "the server ended the session: " + trimmed(PQresultErrorMessage(raw));
+  if (why.find("statement pooling mode") != std::string::npos)
+    why += " (PgBouncer in pool_mode = statement allows no transaction, so no pqscope scope can run there: use "
+           "pool_mode = transaction or session for this database)";
+  return why;
+}
+
+PQSCOPE_DECL std::shared_ptr<reply_error> copy_misuse(bool copy_in) {
+  auto e = std::make_shared<reply_error>();
+  e->misuse = true;
+  e->message = std::string("the statement started COPY ") + (copy_in ? "FROM STDIN" : "TO STDOUT") +
+               ", which execute() cannot carry; pqscope " + (copy_in ? "failed the COPY" : "dropped its rows") +
+               ". Use copy_in() / copy_out()";
+  return e;
+}
+
+PQSCOPE_DECL std::string copy_in_kills_session() {
+  return "a statement started COPY FROM STDIN, which execute() cannot carry, with statements queued behind it: the "
+         "server reads them as broken COPY data and ends the session. Use copy_in()";
+}
+
+PQSCOPE_DECL server_state state_of(PGTransactionStatusType t) {
+  switch (t) {
+    case PQTRANS_IDLE: return server_state::idle;
+    case PQTRANS_INTRANS: return server_state::in_transaction;
+    case PQTRANS_INERROR: return server_state::failed_transaction;
+    default: return server_state::unknown;
+  }
+}
+
+PQSCOPE_DECL answer read_answer(PGconn* c, PGresult* raw, reply& r) {
+  answer a;
+  if (raw == nullptr) {
+    a.why = trimmed(PQerrorMessage(c));
+    return a;
+  }
+  result res{adopt(raw)};  // frees raw on every path
+  switch (PQresultStatus(raw)) {
+    case PGRES_COMMAND_OK:
+    case PGRES_TUPLES_OK:
+    case PGRES_EMPTY_QUERY:
+      r.st = reply::status::ok;
+      r.command = PQcmdStatus(raw);
+      r.res = std::move(res);
+      a.k = answer::filled;
+      return a;
+    case PGRES_PIPELINE_ABORTED:
+      r.st = reply::status::skipped;
+      a.k = answer::skipped;
+      break;
+    case PGRES_FATAL_ERROR:
+      if (PQstatus(c) == CONNECTION_BAD) {
+        a.why = trimmed(PQresultErrorMessage(raw));
+        return a;
+      }
+      r.st = reply::status::error;
+      r.error = error_of(raw);
+      a.fatal = fatal_reason(raw);
+      a.k = answer::filled;
+      return a;
+    case PGRES_COPY_IN: a.k = answer::copy_in; break;
+    case PGRES_COPY_OUT: a.k = answer::copy_out; break;
+    default: a.k = answer::unexpected; break;
+  }
+  // Where a caller cannot take this kind of answer, this is what it reports.
+  a.why = "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw)));
+  return a;
+}
+
+}  // namespace pqscope::detail
+#endif
+// #include <pqscope/detail/middleware.hpp>
+// Naming a middleware that changes what a session does. The one known case:
+// Pgpool-II in raw mode wraps the first write of a session sent with the extended
+// protocol in a BEGIN of its own and never ends it. A front end sees a batch that
+// opens no transaction end inside one; it then sends the probes below, each alone
+// in the simple protocol (a middleware's own commands are not understood in the
+// extended one), and reads the answers with diagnose_middleware(). Only asked on
+// that anomaly (plain PostgreSQL never does it), so the probes cost nothing in the
+// common case; the transaction is rolled back after, whatever they say.
+
+#include <string>
+#include <vector>
+
+// #include <pqscope/reply.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+// Whether a statement of the batch opens a transaction itself (BEGIN, START TRANSACTION).
+[[nodiscard]] PQSCOPE_DECL bool opens_transaction(const std::vector<statement>& batch);
+
+// Sent in this order; the second only when the first answered with a value.
+inline constexpr const char* middleware_probes[] = {"SHOW pool_version", "PGPOOL SHOW backend_clustering_mode"};
+
+// The diagnostic from the probes' first values ("" where a probe failed or was not
+// sent): what opened the transaction, or "" when that is not known.
+[[nodiscard]] PQSCOPE_DECL std::string diagnose_middleware(const std::string& pool_version,
+                                                           const std::string& clustering_mode);
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/middleware.ipp>
+// The bodies of <pqscope/detail/middleware.hpp>: included at its end in header-only
+// mode, and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/middleware.hpp> (inlined above)
+
+#include <strings.h>
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL bool opens_transaction(const std::vector<statement>& batch) {
+  for (const statement& s : batch) {
+    const char* p = s.sql;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') ++p;
+    if (strncasecmp(p, "BEGIN", 5) == 0 || strncasecmp(p, "START", 5) == 0) return true;
+  }
+  return false;
+}
+
+PQSCOPE_DECL std::string diagnose_middleware(const std::string& pool_version, const std::string& clustering_mode) {
+  // Only raw mode opens transactions of its own; in any other mode a statement
+  // of the application did, and the generic message says so.
+  if (pool_version.empty() || clustering_mode != "raw") return {};
+  return "Pgpool-II (" + pool_version + ") opened it: in raw mode (backend_clustering_mode = 'raw') it wraps the "
+         "first write of a session sent with the extended protocol in a BEGIN of its own and never ends that "
+         "transaction. Run Pgpool-II in streaming_replication mode, or connect to PostgreSQL directly";
+}
+
+}  // namespace pqscope::detail
+#endif
+
+#ifndef LIBPQ_HAS_PIPELINING
+#error "pqscope needs libpq 14 or newer (pipeline mode)"
+#endif
+
+namespace pqscope {
+
+// The driver's time bounds, taken from connection_options.
+struct network_settings {
+  // Each round trip (and connecting, as connect_timeout when the conninfo sets none). 0: unbounded.
+  std::chrono::milliseconds timeout{0};
+};
 
 class libpq_driver {
  public:
@@ -2544,7 +2955,6 @@ class libpq_driver {
   // results: the result of each statement that succeeded, in order.
   batch_reply script(const char* sql);
 
-
  private:
   enum class io { ok, failed, expired };
 
@@ -2564,8 +2974,6 @@ class libpq_driver {
   // that owns its PGcancel; the connection only waits for it up to the grace.
   // Defined with the implementation: only it needs <mutex> and <condition_variable>.
   struct cancel_state;
-
-  static bool is_set(const std::string& conninfo, const char* key);
 
   // Waits for the socket; `expired` once the deadline and the grace have passed.
   io wait(round_trip& rt, short events, short& revents);
@@ -2595,22 +3003,16 @@ class libpq_driver {
 
   batch_reply& give_up_pending(batch_reply& out);
 
-  // Whether a statement of the batch opens a transaction itself (BEGIN, START TRANSACTION).
-  static bool opens_transaction(const std::vector<statement>& batch);
-
   // A COPY started inside a batch: its rows read and dropped, or COPY FROM STDIN failed.
   io drain_copy_out(round_trip& rt);
   io fail_copy_in(round_trip& rt);
 
-  // One simple-protocol query (a middleware's own commands are not understood in
-  // the extended protocol); the first value, or nothing on error.
+  // One simple-protocol query (detail/middleware.hpp); the first value, or nothing on error.
   bool simple_query(const char* sql, std::string& value);
 
   void give_up_quietly();
 
   // A transaction no statement of the batch opened: is a middleware to blame?
-  // Only asked on that anomaly (plain PostgreSQL never does it), so an unknown
-  // command costs nothing in the common case; the transaction is rolled back after.
   std::string diagnose_foreign_transaction();
 
   batch_reply& give_up(batch_reply& out, const round_trip& rt);
@@ -2621,10 +3023,6 @@ class libpq_driver {
   // socket shut down, so that the server ends it and rolls back, and its owner
   // sees CONNECTION_BAD on next use (PQreset() reconnects it).
   void hand_back() noexcept;
-
-  // A statement's answer that is not an error.
-  static void fill_ok(PGresult* raw, result res, reply& r);
-  static void fill_error(const PGresult* raw, reply& r);
 
   // A clock for one call outside the pipeline.
   round_trip trip() const;
@@ -2643,7 +3041,6 @@ class libpq_driver {
   // One statement's answer outside the pipeline, then the null result that ends it.
   batch_reply& read_final(round_trip& rt, PGresult* raw, batch_reply& out);
 
-  static server_state state_of(PGTransactionStatusType t);
   batch_reply& lost(batch_reply& out, std::string why);
 
   PGconn* conn_ = nullptr;
@@ -2658,13 +3055,241 @@ class libpq_driver {
   server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+namespace detail {
+// Hands connection_options to a driver that takes time bounds (libpq_driver and
+// drivers derived from it); other drivers are left alone.
+template <class D, class = void>
+struct takes_network : std::false_type {};
+template <class D>
+struct takes_network<D, std::void_t<decltype(std::declval<D&>().set_network(network_settings{})),
+                                    decltype(std::declval<const D&>().network())>> : std::true_type {};
+
+template <class D>
+void configure_driver(D& d, const connection_options& o) {
+  if constexpr (takes_network<D>::value) {
+    network_settings s;
+    s.timeout = o.network_timeout;
+    d.set_network(s);
+  }
+}
+
+// A second driver with the same time bounds (the in-doubt resolver's fresh connection).
+template <class D>
+void copy_driver_settings(D& to, const D& from) {
+  if constexpr (takes_network<D>::value) to.set_network(from.network());
+}
+}  // namespace detail
+
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/driver_wait.ipp>
+// libpq_driver, its waits: every wait is a poll() with the round trip's deadline, then a cancel
+// request and its grace, then the connection given up (see driver.hpp).
+// Part of the bodies of <pqscope/driver.hpp>: included at its end in header-only mode,
+// and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/driver.hpp> (inlined above)
+
+#include <poll.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace pqscope {
 
 struct libpq_driver::cancel_state {
   std::mutex m;
   std::condition_variable cv;
   bool done = false;
 };
+
+PQSCOPE_DECL std::chrono::milliseconds libpq_driver::grace_for(std::chrono::milliseconds timeout) noexcept {
+  return timeout < std::chrono::milliseconds(1000) ? timeout : std::chrono::milliseconds(1000);
+}
+
+PQSCOPE_DECL libpq_driver::round_trip libpq_driver::trip() const {
+  static const std::vector<statement> none;
+  round_trip rt{none};
+  if (net_.timeout.count() > 0) {
+    rt.bounded = true;
+    rt.deadline = clock::now() + net_.timeout;
+  }
+  return rt;
+}
+
+PQSCOPE_DECL libpq_driver::io libpq_driver::wait(round_trip& rt, short events, short& revents) {
+  for (;;) {
+    int timeout_ms = -1;
+    if (rt.bounded) {
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(rt.deadline - clock::now()).count();
+      if (left <= 0) {
+        if (!expire(rt)) return io::expired;
+        continue;
+      }
+      timeout_ms = left > 1000000 ? 1000000 : static_cast<int>(left);
+    }
+    pollfd p{PQsocket(conn_), events, 0};
+    if (p.fd < 0) return io::failed;
+    const int r = ::poll(&p, 1, timeout_ms);
+    if (r < 0 && errno != EINTR) return io::failed;
+    if (r > 0) {
+      revents = p.revents;
+      return io::ok;
+    }
+  }
+}
+
+PQSCOPE_DECL bool libpq_driver::expire(round_trip& rt) {
+  if (rt.in_grace) return false;
+  rt.in_grace = true;
+  rt.deadline += grace_for(net_.timeout);
+  const bool commit = rt.awaiting < rt.batch.size() && std::strcmp(rt.batch[rt.awaiting].sql, "COMMIT") == 0;
+  if (!commit) rt.cancel_sent = send_cancel();
+  return true;
+}
+
+PQSCOPE_DECL bool libpq_driver::send_cancel() noexcept {
+  PGcancel* c = PQgetCancel(conn_);
+  if (c == nullptr) return false;
+  try {
+    auto state = std::make_shared<cancel_state>();
+    std::thread([c, state] {
+      char err[256];
+      (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
+      PQfreeCancel(c);
+      std::lock_guard<std::mutex> lock(state->m);
+      state->done = true;
+      state->cv.notify_all();
+    }).detach();
+    cancel_ = std::move(state);
+    return true;
+  } catch (...) {
+    PQfreeCancel(c);
+    return false;
+  }
+}
+
+PQSCOPE_DECL libpq_driver::io libpq_driver::flush(round_trip& rt) {
+  for (;;) {
+    const int f = PQflush(conn_);
+    if (f == 0) return io::ok;
+    if (f < 0) return io::failed;
+    short revents = 0;
+    const io w = wait(rt, POLLIN | POLLOUT, revents);
+    if (w != io::ok) return w;
+    if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1) return io::failed;
+  }
+}
+
+PQSCOPE_DECL libpq_driver::io libpq_driver::await_result(round_trip& rt) {
+  while (PQisBusy(conn_) != 0) {
+    short revents = 0;
+    const io w = wait(rt, POLLIN, revents);
+    if (w == io::expired) return w;
+    if (w == io::failed || PQconsumeInput(conn_) != 1) return io::ok;
+  }
+  return io::ok;
+}
+
+PQSCOPE_DECL bool libpq_driver::await_pending_cancel(const round_trip& rt) {
+  if (!cancel_) return true;
+  std::shared_ptr<cancel_state> c = std::move(cancel_);
+  std::unique_lock<std::mutex> lock(c->m);
+  if (!rt.bounded) {
+    c->cv.wait(lock, [&] { return c->done; });
+    return true;
+  }
+  return c->cv.wait_until(lock, rt.deadline, [&] { return c->done; });
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::give_up_pending(batch_reply& out) {
+  std::string why = "a cancel request sent after an earlier round trip exceeded network_timeout had not been "
+                    "handled by the server within network_timeout, and it could cancel this statement; the "
+                    "connection was closed before anything was sent";
+  close();
+  closed_reason_ = why;
+  return lost(out, std::move(why));
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::give_up(batch_reply& out, const round_trip& rt) {
+  const long long ms = net_.timeout.count() + grace_for(net_.timeout).count();
+  std::string why = "no answer from the server within network_timeout (" + std::to_string(net_.timeout.count()) +
+                    " ms) and the grace after " + (rt.cancel_sent ? "a cancel request" : "it") + " (" +
+                    std::to_string(ms) + " ms in all); the connection was closed";
+  close();
+  closed_reason_ = why;
+  return lost(out, std::move(why));
+}
+
+}  // namespace pqscope
+// #include <pqscope/impl/driver.ipp>
+// libpq_driver, the session: connecting, one round trip (exchange), a borrowed PGconn*, and the
+// middleware probes after a transaction no statement opened.
+// Part of the bodies of <pqscope/driver.hpp>: included at its end in header-only mode,
+// and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/driver.hpp> (inlined above)
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <utility>
+
+
+namespace pqscope {
+
+PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::string& fallback_application_name) {
+  close();
+  detail::check_conninfo(conninfo);
+  const detail::connect_params params{conninfo, fallback_application_name, net_.timeout};
+  conn_ = PQconnectdbParams(params.keys(), params.values(), /*expand_dbname=*/1);
+  if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string msg = detail::connect_failure(conn_, conninfo);
+    close();
+    throw connection_error(msg);
+  }
+  // Every wait is a poll() with a deadline; libpq never blocks on the socket.
+  if (PQsetnonblocking(conn_, 1) != 0) {
+    std::string msg = detail::connect_failure(conn_, conninfo);
+    close();
+    throw connection_error(msg);
+  }
+  closed_reason_.clear();
+  last_state_ = server_state::idle;
+}
+
+PQSCOPE_DECL void libpq_driver::close() noexcept {
+  free_copy_row();
+  if (conn_ != nullptr && borrowed_)
+    hand_back();
+  else if (conn_ != nullptr)
+    PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
+  conn_ = nullptr;
+  borrowed_ = false;
+  cancel_.reset();
+}
+
+PQSCOPE_DECL void libpq_driver::abandon() noexcept {
+  if (conn_ == nullptr) return;
+  if (borrowed_) {  // the caller's handle: theirs to deal with in the child
+    conn_ = nullptr;
+    borrowed_ = false;
+    cancel_.reset();
+    return;
+  }
+  int sock = PQsocket(conn_);
+  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (sock >= 0 && devnull >= 0) ::dup2(devnull, sock);
+  if (devnull >= 0) ::close(devnull);
+  PQfinish(conn_);
+  conn_ = nullptr;
+  cancel_.reset();
+}
 
 PQSCOPE_DECL void libpq_driver::adopt(PGconn* c) {
   close();
@@ -2687,6 +3312,184 @@ PQSCOPE_DECL void libpq_driver::adopt(PGconn* c) {
   closed_reason_.clear();
   last_state_ = server_state::idle;
 }
+
+PQSCOPE_DECL void libpq_driver::hand_back() noexcept {
+  PGconn* c = conn_;
+  const bool settled = PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF && PQisBusy(c) == 0;
+  if (settled && (PQtransactionStatus(c) == PQTRANS_INTRANS || PQtransactionStatus(c) == PQTRANS_INERROR)) {
+    try {
+      static const statement rollback{"ROLLBACK", 0, nullptr, nullptr};
+      borrowed_ = false;  // a timeout inside must not come back here
+      (void)exchange({rollback});
+      borrowed_ = true;
+    } catch (...) {
+      borrowed_ = true;  // out of memory: the check below shuts the socket down
+    }
+  }
+  if (conn_ == nullptr || PQstatus(c) != CONNECTION_OK || PQpipelineStatus(c) != PQ_PIPELINE_OFF ||
+      PQtransactionStatus(c) != PQTRANS_IDLE) {
+    const int sock = PQsocket(c);
+    if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
+  }
+  if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
+}
+
+PQSCOPE_DECL std::string libpq_driver::application_name() const { return detail::application_name_of(conn_); }
+
+PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& batch) {
+  batch_reply out;
+  out.replies.resize(batch.size());
+  fatal_.clear();
+  if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
+  const server_state before = std::exchange(last_state_, server_state::unknown);
+  round_trip rt{batch};
+  if (net_.timeout.count() > 0) {
+    rt.bounded = true;
+    rt.deadline = clock::now() + net_.timeout;
+  }
+  if (!await_pending_cancel(rt)) return give_up_pending(out);
+  if (PQenterPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+  for (const statement& s : batch) {
+    if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
+      return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+  }
+  if (PQpipelineSync(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+  switch (flush(rt)) {
+    case io::ok: break;
+    case io::failed: return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+    case io::expired: return give_up(out, rt);
+  }
+
+  for (std::size_t i = 0; i < out.replies.size(); ++i) {
+    reply& r = out.replies[i];
+    rt.awaiting = i;
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    detail::answer a = detail::read_answer(conn_, PQgetResult(conn_), r);
+    switch (a.k) {
+      case detail::answer::filled:
+        if (r.st == reply::status::error) fatal_ = std::move(a.fatal);
+        break;
+      case detail::answer::skipped: break;
+      case detail::answer::copy_in:
+      case detail::answer::copy_out: {
+        // A COPY the statement checks did not recognise: end it here so the
+        // session stays usable, and report it (reply_error::misuse).
+        const bool in = a.k == detail::answer::copy_in;
+        if (in && i + 1 < batch.size()) return lost(out, detail::copy_in_kills_session());
+        const io e = in ? fail_copy_in(rt) : drain_copy_out(rt);
+        if (e == io::expired) return give_up(out, rt);
+        if (e == io::failed) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+        if (await_result(rt) == io::expired) return give_up(out, rt);
+        PGresult* end = PQgetResult(conn_);  // the COPY's own answer
+        if (end == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
+          if (end != nullptr) PQclear(end);
+          return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+        }
+        PQclear(end);
+        r.st = reply::status::error;
+        r.error = detail::copy_misuse(in);
+        break;
+      }
+      case detail::answer::lost:
+      case detail::answer::unexpected: return lost(out, std::move(a.why));
+    }
+    // Each statement's answers end with a null result.
+    if (await_result(rt) == io::expired) return give_up(out, rt);
+    if (PGresult* extra = PQgetResult(conn_)) {
+      PQclear(extra);
+      return lost(out, "unexpected extra answer from the server");
+    }
+  }
+  rt.awaiting = batch.size();
+  if (await_result(rt) == io::expired) return give_up(out, rt);
+  PGresult* sync = PQgetResult(conn_);
+  bool sync_ok = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+  if (sync != nullptr) PQclear(sync);
+  if (!sync_ok) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+  if (PQexitPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
+  out.state = detail::state_of(PQtransactionStatus(conn_));
+  if (before == server_state::idle && out.state == server_state::in_transaction && !detail::opens_transaction(batch) &&
+      is_open())
+    out.diagnostic = diagnose_foreign_transaction();
+  last_state_ = out.state;
+  return out;
+}
+
+PQSCOPE_DECL bool libpq_driver::simple_query(const char* sql, std::string& value) {
+  static const std::vector<statement> none;
+  round_trip rt{none};
+  if (net_.timeout.count() > 0) {
+    rt.bounded = true;
+    rt.in_grace = true;  // no cancel for a probe: its deadline is final
+    rt.deadline = clock::now() + net_.timeout;
+  }
+  if (!await_pending_cancel(rt)) {
+    give_up_quietly();
+    return false;
+  }
+  if (PQsendQuery(conn_, sql) != 1) return false;
+  const io sent = flush(rt);
+  if (sent == io::expired) {
+    give_up_quietly();
+    return false;
+  }
+  // Every answer is read, an error's too: the session must be left idle for the
+  // next batch (a diagnosis must never break the connection).
+  bool ok = sent == io::ok;
+  for (;;) {
+    if (await_result(rt) != io::ok) {
+      give_up_quietly();
+      return false;
+    }
+    PGresult* r = PQgetResult(conn_);
+    if (r == nullptr) break;
+    const ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
+    else if (st != PGRES_TUPLES_OK) ok = false;
+    PQclear(r);
+    if (PQstatus(conn_) == CONNECTION_BAD) return false;
+  }
+  return ok && is_open();
+}
+
+PQSCOPE_DECL void libpq_driver::give_up_quietly() {
+  close();
+  closed_reason_ = "no answer from the server to a diagnostic query within network_timeout";
+}
+
+PQSCOPE_DECL std::string libpq_driver::diagnose_foreign_transaction() {
+  std::string version, mode;
+  if (!simple_query(detail::middleware_probes[0], version) || version.empty()) return {};
+  simple_query(detail::middleware_probes[1], mode);
+  return detail::diagnose_middleware(version, mode);
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::lost(batch_reply& out, std::string why) {
+  // The server (or PgBouncer) said why before it closed: that, not libpq's "server closed the connection".
+  if (!fatal_.empty()) why = std::exchange(fatal_, {});
+  out.lost = true;
+  out.lost_message = why.empty() ? "connection lost" : std::move(why);
+  out.state = server_state::unknown;
+  // Answers already read stay as read; the rest never ran as far as we know.
+  return out;
+}
+
+}  // namespace pqscope
+// #include <pqscope/impl/driver_copy.ipp>
+// libpq_driver, outside the pipeline: COPY FROM STDIN and TO STDOUT, a COPY that reached
+// exchange() unannounced, and scripts in the simple protocol.
+// Part of the bodies of <pqscope/driver.hpp>: included at its end in header-only mode,
+// and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/driver.hpp> (inlined above)
+
+#include <poll.h>
+
+#include <cstring>
+#include <memory>
+#include <utility>
+
+namespace pqscope {
 
 PQSCOPE_DECL int libpq_driver::copy_start(const statement& s, batch_reply& out) {
   out.replies.assign(1, reply{});
@@ -2801,77 +3604,30 @@ PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
     if (await_result(rt) == io::expired) return give_up(out, rt);
     PGresult* raw = PQgetResult(conn_);
     if (raw == nullptr) break;
-    result res{detail::adopt(raw)};
+    if (PQresultStatus(raw) == PGRES_EMPTY_QUERY) {  // a script of blanks and comments: no statement ran
+      PQclear(raw);
+      continue;
+    }
     reply r;
-    switch (PQresultStatus(raw)) {
-      case PGRES_EMPTY_QUERY:  // a script of blanks and comments: no statement ran
-        continue;
-      case PGRES_COMMAND_OK:
-      case PGRES_TUPLES_OK:
-        fill_ok(raw, std::move(res), r);
-        break;
-      case PGRES_FATAL_ERROR:
-        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, detail::trimmed(PQresultErrorMessage(raw)));
-        fill_error(raw, r);
-        break;
-      case PGRES_COPY_IN:
-      case PGRES_COPY_OUT:
+    detail::answer a = detail::read_answer(conn_, raw, r);
+    switch (a.k) {
+      case detail::answer::filled: break;
+      case detail::answer::copy_in:
         // Refused before sending; should one slip through, end it so the session stays usable.
-        if (PQresultStatus(raw) == PGRES_COPY_IN) (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
+        (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
+        [[fallthrough]];
+      case detail::answer::copy_out:
         r.st = reply::status::error;
         r.error = std::make_shared<const reply_error>(
             reply_error{"0A000", "COPY FROM STDIN / TO STDOUT is not allowed in a script", {}, {}, 0, {}, {}, {}, {}, {}});
         break;
-      default:
-        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
+      default: return lost(out, std::move(a.why));  // lost, or an answer no statement gives
     }
     out.replies.push_back(std::move(r));
   }
-  out.state = state_of(PQtransactionStatus(conn_));
+  out.state = detail::state_of(PQtransactionStatus(conn_));
   last_state_ = out.state;
   return out;
-}
-
-PQSCOPE_DECL void libpq_driver::hand_back() noexcept {
-  PGconn* c = conn_;
-  const bool settled = PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF && PQisBusy(c) == 0;
-  if (settled && (PQtransactionStatus(c) == PQTRANS_INTRANS || PQtransactionStatus(c) == PQTRANS_INERROR)) {
-    try {
-      static const statement rollback{"ROLLBACK", 0, nullptr, nullptr};
-      borrowed_ = false;  // a timeout inside must not come back here
-      (void)exchange({rollback});
-      borrowed_ = true;
-    } catch (...) {
-      borrowed_ = true;  // out of memory: the check below shuts the socket down
-    }
-  }
-  if (conn_ == nullptr || PQstatus(c) != CONNECTION_OK || PQpipelineStatus(c) != PQ_PIPELINE_OFF ||
-      PQtransactionStatus(c) != PQTRANS_IDLE) {
-    const int sock = PQsocket(c);
-    if (sock >= 0) ::shutdown(sock, SHUT_RDWR);
-  }
-  if (!was_nonblocking_) (void)PQsetnonblocking(c, 0);
-}
-
-PQSCOPE_DECL void libpq_driver::fill_ok(PGresult* raw, result res, reply& r) {
-  r.st = reply::status::ok;
-  r.command = PQcmdStatus(raw);
-  r.res = std::move(res);
-}
-
-PQSCOPE_DECL void libpq_driver::fill_error(const PGresult* raw, reply& r) {
-  r.st = reply::status::error;
-  r.error = detail::error_of(raw);
-}
-
-PQSCOPE_DECL libpq_driver::round_trip libpq_driver::trip() const {
-  static const std::vector<statement> none;
-  round_trip rt{none};
-  if (net_.timeout.count() > 0) {
-    rt.bounded = true;
-    rt.deadline = clock::now() + net_.timeout;
-  }
-  return rt;
 }
 
 PQSCOPE_DECL bool libpq_driver::copy_drain(round_trip& rt) {
@@ -2915,21 +3671,8 @@ PQSCOPE_DECL batch_reply& libpq_driver::finish_copy(round_trip& rt, batch_reply&
 }
 
 PQSCOPE_DECL batch_reply& libpq_driver::read_final(round_trip& rt, PGresult* raw, batch_reply& out) {
-  result res{detail::adopt(raw)};
-  reply& r = out.replies.front();
-  switch (PQresultStatus(raw)) {
-    case PGRES_COMMAND_OK:
-    case PGRES_TUPLES_OK:
-    case PGRES_EMPTY_QUERY:
-      fill_ok(raw, std::move(res), r);
-      break;
-    case PGRES_FATAL_ERROR:
-      if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, detail::trimmed(PQresultErrorMessage(raw)));
-      fill_error(raw, r);
-      break;
-    default:
-      return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
-  }
+  detail::answer a = detail::read_answer(conn_, raw, out.replies.front());
+  if (a.k != detail::answer::filled) return lost(out, std::move(a.why));
   for (;;) {
     if (await_result(rt) == io::expired) return give_up(out, rt);
     PGresult* extra = PQgetResult(conn_);
@@ -2939,300 +3682,9 @@ PQSCOPE_DECL batch_reply& libpq_driver::read_final(round_trip& rt, PGresult* raw
     // COPY TO STDOUT of a failed COPY FROM: cannot happen; anything else is a broken stream.
     if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
   }
-  out.state = state_of(PQtransactionStatus(conn_));
+  out.state = detail::state_of(PQtransactionStatus(conn_));
   last_state_ = out.state;
   return out;
-}
-
-PQSCOPE_DECL std::chrono::milliseconds libpq_driver::grace_for(std::chrono::milliseconds timeout) noexcept {
-  return timeout < std::chrono::milliseconds(1000) ? timeout : std::chrono::milliseconds(1000);
-}
-
-PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::string& fallback_application_name) {
-  close();
-  detail::check_conninfo(conninfo);
-  std::vector<std::string> owned;  // values that must outlive the call
-  std::vector<const char*> keys, vals;
-  owned.reserve(std::size(detail::network_defaults));
-  for (const auto& d : detail::network_defaults) {
-    if (is_set(conninfo, d.key)) continue;
-    std::string value = d.value;
-    if (std::strcmp(d.key, "connect_timeout") == 0 && net_.timeout.count() > 0)
-      value = detail::connect_timeout_for(net_.timeout);
-    owned.push_back(std::move(value));
-    keys.push_back(d.key);
-    vals.push_back(owned.back().c_str());
-  }
-  // The conninfo comes after the defaults: with expand_dbname, what it sets wins.
-  keys.push_back("dbname");
-  vals.push_back(conninfo.c_str());
-  keys.push_back("fallback_application_name");
-  vals.push_back(fallback_application_name.c_str());
-  keys.push_back(nullptr);
-  vals.push_back(nullptr);
-  conn_ = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
-  if (conn_ == nullptr) throw connection_error("could not connect: out of memory");
-  if (PQstatus(conn_) != CONNECTION_OK) {
-    std::string msg = detail::redact(detail::trimmed(PQerrorMessage(conn_)), conninfo);
-    close();
-    throw connection_error("could not connect: " + msg);
-  }
-  // Every wait is a poll() with a deadline; libpq never blocks on the socket.
-  if (PQsetnonblocking(conn_, 1) != 0) {
-    std::string msg = detail::redact(detail::trimmed(PQerrorMessage(conn_)), conninfo);
-    close();
-    throw connection_error("could not connect: " + msg);
-  }
-  closed_reason_.clear();
-  last_state_ = server_state::idle;
-}
-
-PQSCOPE_DECL void libpq_driver::close() noexcept {
-  free_copy_row();
-  if (conn_ != nullptr && borrowed_)
-    hand_back();
-  else if (conn_ != nullptr)
-    PQfinish(conn_);  // non-blocking: the goodbye never waits on a stalled path
-  conn_ = nullptr;
-  borrowed_ = false;
-  cancel_.reset();
-}
-
-PQSCOPE_DECL void libpq_driver::abandon() noexcept {
-  if (conn_ == nullptr) return;
-  if (borrowed_) {  // the caller's handle: theirs to deal with in the child
-    conn_ = nullptr;
-    borrowed_ = false;
-    cancel_.reset();
-    return;
-  }
-  int sock = PQsocket(conn_);
-  int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (sock >= 0 && devnull >= 0) ::dup2(devnull, sock);
-  if (devnull >= 0) ::close(devnull);
-  PQfinish(conn_);
-  conn_ = nullptr;
-  cancel_.reset();
-}
-
-PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& batch) {
-  batch_reply out;
-  out.replies.resize(batch.size());
-  fatal_.clear();
-  if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
-  const server_state before = std::exchange(last_state_, server_state::unknown);
-  round_trip rt{batch};
-  if (net_.timeout.count() > 0) {
-    rt.bounded = true;
-    rt.deadline = clock::now() + net_.timeout;
-  }
-  if (!await_pending_cancel(rt)) return give_up_pending(out);
-  if (PQenterPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-  for (const statement& s : batch) {
-    if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-      return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-  }
-  if (PQpipelineSync(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-  switch (flush(rt)) {
-    case io::ok: break;
-    case io::failed: return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-    case io::expired: return give_up(out, rt);
-  }
-
-  for (std::size_t i = 0; i < out.replies.size(); ++i) {
-    reply& r = out.replies[i];
-    rt.awaiting = i;
-    if (await_result(rt) == io::expired) return give_up(out, rt);
-    PGresult* raw = PQgetResult(conn_);
-    if (raw == nullptr) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-    result res{detail::adopt(raw)};
-    switch (PQresultStatus(raw)) {
-      case PGRES_COMMAND_OK:
-      case PGRES_TUPLES_OK:
-      case PGRES_EMPTY_QUERY:
-        fill_ok(raw, std::move(res), r);
-        break;
-      case PGRES_PIPELINE_ABORTED:
-        r.st = reply::status::skipped;
-        break;
-      case PGRES_FATAL_ERROR:
-        if (PQstatus(conn_) == CONNECTION_BAD) return lost(out, detail::trimmed(PQresultErrorMessage(raw)));
-        fill_error(raw, r);
-        fatal_ = detail::fatal_reason(raw);
-        break;
-      case PGRES_COPY_OUT:
-      case PGRES_COPY_IN: {
-        // A COPY the statement checks did not recognise: end it here so the
-        // session stays usable, and report it (reply_error::misuse).
-        const bool in = PQresultStatus(raw) == PGRES_COPY_IN;
-        if (in && i + 1 < batch.size()) return lost(out, detail::copy_in_kills_session());
-        const io e = in ? fail_copy_in(rt) : drain_copy_out(rt);
-        if (e == io::expired) return give_up(out, rt);
-        if (e == io::failed) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-        if (await_result(rt) == io::expired) return give_up(out, rt);
-        PGresult* end = PQgetResult(conn_);  // the COPY's own answer
-        if (end == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
-          if (end != nullptr) PQclear(end);
-          return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-        }
-        PQclear(end);
-        r.st = reply::status::error;
-        r.error = detail::copy_misuse(in);
-        break;
-      }
-      default:
-        return lost(out, "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw))));
-    }
-    // Each statement's answers end with a null result.
-    if (await_result(rt) == io::expired) return give_up(out, rt);
-    if (PGresult* extra = PQgetResult(conn_)) {
-      PQclear(extra);
-      return lost(out, "unexpected extra answer from the server");
-    }
-  }
-  rt.awaiting = batch.size();
-  if (await_result(rt) == io::expired) return give_up(out, rt);
-  PGresult* sync = PQgetResult(conn_);
-  bool sync_ok = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
-  if (sync != nullptr) PQclear(sync);
-  if (!sync_ok) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-  if (PQexitPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-  out.state = state_of(PQtransactionStatus(conn_));
-  if (before == server_state::idle && out.state == server_state::in_transaction && !opens_transaction(batch) &&
-      is_open())
-    out.diagnostic = diagnose_foreign_transaction();
-  last_state_ = out.state;
-  return out;
-}
-
-PQSCOPE_DECL std::string libpq_driver::application_name() const {
-  if (conn_ == nullptr) return {};
-  if (const char* v = PQparameterStatus(conn_, "application_name")) return v;
-  std::string name, fallback;
-  if (PQconninfoOption* opts = PQconninfo(conn_)) {
-    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
-      if (o->val == nullptr) continue;
-      if (std::string(o->keyword) == "application_name") name = o->val;
-      if (std::string(o->keyword) == "fallback_application_name") fallback = o->val;
-    }
-    PQconninfoFree(opts);
-  }
-  return name.empty() ? fallback : name;
-}
-
-PQSCOPE_DECL bool libpq_driver::is_set(const std::string& conninfo, const char* key) {
-  bool set = false;
-  if (PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), nullptr)) {
-    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o)
-      if (std::strcmp(o->keyword, key) == 0 && o->val != nullptr && *o->val != '\0') set = true;
-    PQconninfoFree(opts);
-  }
-  if (set) return true;
-  // Its environment variable (PGCONNECT_TIMEOUT, ...), if it has one, counts as set.
-  if (PQconninfoOption* defs = PQconndefaults()) {
-    for (PQconninfoOption* o = defs; o->keyword != nullptr; ++o) {
-      if (std::strcmp(o->keyword, key) != 0 || o->envvar == nullptr) continue;
-      // Read-only, as libpq itself reads the environment while connecting.
-      const char* v = std::getenv(o->envvar);  // NOLINT(concurrency-mt-unsafe)
-      if (v != nullptr && *v != '\0') set = true;
-    }
-    PQconninfoFree(defs);
-  }
-  return set;
-}
-
-PQSCOPE_DECL libpq_driver::io libpq_driver::wait(round_trip& rt, short events, short& revents) {
-  for (;;) {
-    int timeout_ms = -1;
-    if (rt.bounded) {
-      const auto left = std::chrono::ceil<std::chrono::milliseconds>(rt.deadline - clock::now()).count();
-      if (left <= 0) {
-        if (!expire(rt)) return io::expired;
-        continue;
-      }
-      timeout_ms = left > 1000000 ? 1000000 : static_cast<int>(left);
-    }
-    pollfd p{PQsocket(conn_), events, 0};
-    if (p.fd < 0) return io::failed;
-    const int r = ::poll(&p, 1, timeout_ms);
-    if (r < 0 && errno != EINTR) return io::failed;
-    if (r > 0) {
-      revents = p.revents;
-      return io::ok;
-    }
-  }
-}
-
-PQSCOPE_DECL bool libpq_driver::expire(round_trip& rt) {
-  if (rt.in_grace) return false;
-  rt.in_grace = true;
-  rt.deadline += grace_for(net_.timeout);
-  const bool commit = rt.awaiting < rt.batch.size() && std::strcmp(rt.batch[rt.awaiting].sql, "COMMIT") == 0;
-  if (!commit) rt.cancel_sent = send_cancel();
-  return true;
-}
-
-PQSCOPE_DECL bool libpq_driver::send_cancel() noexcept {
-  PGcancel* c = PQgetCancel(conn_);
-  if (c == nullptr) return false;
-  try {
-    auto state = std::make_shared<cancel_state>();
-    std::thread([c, state] {
-      char err[256];
-      (void)PQcancel(c, err, sizeof err);  // a failure leaves the statement running: the grace decides
-      PQfreeCancel(c);
-      std::lock_guard<std::mutex> lock(state->m);
-      state->done = true;
-      state->cv.notify_all();
-    }).detach();
-    cancel_ = std::move(state);
-    return true;
-  } catch (...) {
-    PQfreeCancel(c);
-    return false;
-  }
-}
-
-PQSCOPE_DECL libpq_driver::io libpq_driver::flush(round_trip& rt) {
-  for (;;) {
-    const int f = PQflush(conn_);
-    if (f == 0) return io::ok;
-    if (f < 0) return io::failed;
-    short revents = 0;
-    const io w = wait(rt, POLLIN | POLLOUT, revents);
-    if (w != io::ok) return w;
-    if ((revents & (POLLIN | POLLERR | POLLHUP)) != 0 && PQconsumeInput(conn_) != 1) return io::failed;
-  }
-}
-
-PQSCOPE_DECL libpq_driver::io libpq_driver::await_result(round_trip& rt) {
-  while (PQisBusy(conn_) != 0) {
-    short revents = 0;
-    const io w = wait(rt, POLLIN, revents);
-    if (w == io::expired) return w;
-    if (w == io::failed || PQconsumeInput(conn_) != 1) return io::ok;
-  }
-  return io::ok;
-}
-
-PQSCOPE_DECL bool libpq_driver::await_pending_cancel(const round_trip& rt) {
-  if (!cancel_) return true;
-  std::shared_ptr<cancel_state> c = std::move(cancel_);
-  std::unique_lock<std::mutex> lock(c->m);
-  if (!rt.bounded) {
-    c->cv.wait(lock, [&] { return c->done; });
-    return true;
-  }
-  return c->cv.wait_until(lock, rt.deadline, [&] { return c->done; });
-}
-
-PQSCOPE_DECL batch_reply& libpq_driver::give_up_pending(batch_reply& out) {
-  std::string why = "a cancel request sent after an earlier round trip exceeded network_timeout had not been "
-                    "handled by the server within network_timeout, and it could cancel this statement; the "
-                    "connection was closed before anything was sent";
-  close();
-  closed_reason_ = why;
-  return lost(out, std::move(why));
 }
 
 PQSCOPE_DECL libpq_driver::io libpq_driver::drain_copy_out(round_trip& rt) {
@@ -3252,7 +3704,7 @@ PQSCOPE_DECL libpq_driver::io libpq_driver::drain_copy_out(round_trip& rt) {
 
 PQSCOPE_DECL libpq_driver::io libpq_driver::fail_copy_in(round_trip& rt) {
   for (;;) {
-    const int r = PQputCopyEnd(conn_, "pqscope: COPY FROM STDIN cannot run through execute(); use copy_in()");
+    const int r = PQputCopyEnd(conn_, detail::copy_in_refused);
     if (r == 1) return flush(rt);
     if (r < 0) return io::failed;
     const io f = flush(rt);  // 0: no room in libpq's buffer yet
@@ -3260,178 +3712,8 @@ PQSCOPE_DECL libpq_driver::io libpq_driver::fail_copy_in(round_trip& rt) {
   }
 }
 
-PQSCOPE_DECL bool libpq_driver::opens_transaction(const std::vector<statement>& batch) {
-  for (const statement& s : batch) {
-    const char* p = s.sql;
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '(') ++p;
-    if (strncasecmp(p, "BEGIN", 5) == 0 || strncasecmp(p, "START", 5) == 0) return true;
-  }
-  return false;
-}
-
-PQSCOPE_DECL bool libpq_driver::simple_query(const char* sql, std::string& value) {
-  static const std::vector<statement> none;
-  round_trip rt{none};
-  if (net_.timeout.count() > 0) {
-    rt.bounded = true;
-    rt.in_grace = true;  // no cancel for a probe: its deadline is final
-    rt.deadline = clock::now() + net_.timeout;
-  }
-  if (!await_pending_cancel(rt)) {
-    give_up_quietly();
-    return false;
-  }
-  if (PQsendQuery(conn_, sql) != 1) return false;
-  const io sent = flush(rt);
-  if (sent == io::expired) {
-    give_up_quietly();
-    return false;
-  }
-  // Every answer is read, an error's too: the session must be left idle for the
-  // next batch (a diagnosis must never break the connection).
-  bool ok = sent == io::ok;
-  for (;;) {
-    if (await_result(rt) != io::ok) {
-      give_up_quietly();
-      return false;
-    }
-    PGresult* r = PQgetResult(conn_);
-    if (r == nullptr) break;
-    const ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) value = PQgetvalue(r, 0, 0);
-    else if (st != PGRES_TUPLES_OK) ok = false;
-    PQclear(r);
-    if (PQstatus(conn_) == CONNECTION_BAD) return false;
-  }
-  return ok && is_open();
-}
-
-PQSCOPE_DECL void libpq_driver::give_up_quietly() {
-  close();
-  closed_reason_ = "no answer from the server to a diagnostic query within network_timeout";
-}
-
-PQSCOPE_DECL std::string libpq_driver::diagnose_foreign_transaction() {
-  std::string version, mode;
-  if (!simple_query("SHOW pool_version", version) || version.empty()) return {};
-  simple_query("PGPOOL SHOW backend_clustering_mode", mode);
-  // Only raw mode opens transactions of its own; in any other mode a statement
-  // of the application did, and the generic message says so.
-  if (mode != "raw") return {};
-  return "Pgpool-II (" + version + ") opened it: in raw mode (backend_clustering_mode = 'raw') it wraps the first "
-         "write of a session sent with the extended protocol in a BEGIN of its own and never ends that "
-         "transaction. Run Pgpool-II in streaming_replication mode, or connect to PostgreSQL directly";
-}
-
-PQSCOPE_DECL batch_reply& libpq_driver::give_up(batch_reply& out, const round_trip& rt) {
-  const long long ms = net_.timeout.count() + grace_for(net_.timeout).count();
-  std::string why = "no answer from the server within network_timeout (" + std::to_string(net_.timeout.count()) +
-                    " ms) and the grace after " + (rt.cancel_sent ? "a cancel request" : "it") + " (" +
-                    std::to_string(ms) + " ms in all); the connection was closed";
-  close();
-  closed_reason_ = why;
-  return lost(out, std::move(why));
-}
-
-namespace detail {
-PQSCOPE_DECL std::shared_ptr<reply_error> error_of(const PGresult* raw) {
-  auto field = [raw](int code) {
-    const char* v = PQresultErrorField(raw, code);
-    return std::string(v != nullptr ? v : "");
-  };
-  auto e = std::make_shared<reply_error>();
-  e->sqlstate = field(PG_DIAG_SQLSTATE);
-  e->message = field(PG_DIAG_MESSAGE_PRIMARY);
-  e->detail = field(PG_DIAG_MESSAGE_DETAIL);
-  e->hint = field(PG_DIAG_MESSAGE_HINT);
-  e->position = static_cast<std::size_t>(std::strtoul(field(PG_DIAG_STATEMENT_POSITION).c_str(), nullptr, 10));
-  e->schema = field(PG_DIAG_SCHEMA_NAME);
-  e->table = field(PG_DIAG_TABLE_NAME);
-  e->column = field(PG_DIAG_COLUMN_NAME);
-  e->datatype = field(PG_DIAG_DATATYPE_NAME);
-  e->constraint = field(PG_DIAG_CONSTRAINT_NAME);
-  if (e->message.empty()) e->message = trimmed(PQresultErrorMessage(raw));
-  return e;
-}
-
-PQSCOPE_DECL std::string trimmed(const char* s) {
-  std::string r = s != nullptr ? s : "";
-  while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
-  return r;
-}
-
-PQSCOPE_DECL std::shared_ptr<reply_error> copy_misuse(bool copy_in) {
-  auto e = std::make_shared<reply_error>();
-  e->misuse = true;
-  e->message = std::string("the statement started COPY ") + (copy_in ? "FROM STDIN" : "TO STDOUT") +
-               ", which execute() cannot carry; pqscope " + (copy_in ? "failed the COPY" : "dropped its rows") +
-               ". Use copy_in() / copy_out()";
-  return e;
-}
-
-PQSCOPE_DECL std::string fatal_reason(const PGresult* raw) {
-  const char* severity = PQresultErrorField(raw, PG_DIAG_SEVERITY_NONLOCALIZED);
-  if (severity == nullptr) severity = PQresultErrorField(raw, PG_DIAG_SEVERITY);  // PgBouncer sends only this one
-  if (severity == nullptr || (std::strcmp(severity, "FATAL") != 0 && std::strcmp(severity, "PANIC") != 0)) return {};
-  std::string why = "the server ended the session: " + trimmed(PQresultErrorMessage(raw));
-  if (why.find("statement pooling mode") != std::string::npos)
-    why += " (PgBouncer in pool_mode = statement allows no transaction, so no pqscope scope can run there: use "
-           "pool_mode = transaction or session for this database)";
-  return why;
-}
-
-PQSCOPE_DECL std::string copy_in_kills_session() {
-  return "a statement started COPY FROM STDIN, which execute() cannot carry, with statements queued behind it: the "
-         "server reads them as broken COPY data and ends the session. Use copy_in()";
-}
-}  // namespace detail
-
-PQSCOPE_DECL server_state libpq_driver::state_of(PGTransactionStatusType t) {
-  switch (t) {
-    case PQTRANS_IDLE: return server_state::idle;
-    case PQTRANS_INTRANS: return server_state::in_transaction;
-    case PQTRANS_INERROR: return server_state::failed_transaction;
-    default: return server_state::unknown;
-  }
-}
-
-PQSCOPE_DECL batch_reply& libpq_driver::lost(batch_reply& out, std::string why) {
-  // The server (or PgBouncer) said why before it closed: that, not libpq's "server closed the connection".
-  if (!fatal_.empty()) why = std::exchange(fatal_, {});
-  out.lost = true;
-  out.lost_message = why.empty() ? "connection lost" : std::move(why);
-  out.state = server_state::unknown;
-  // Answers already read stay as read; the rest never ran as far as we know.
-  return out;
-}
-#endif
-
-namespace detail {
-// Hands connection_options to a driver that takes time bounds (libpq_driver and
-// drivers derived from it); other drivers are left alone.
-template <class D, class = void>
-struct takes_network : std::false_type {};
-template <class D>
-struct takes_network<D, std::void_t<decltype(std::declval<D&>().set_network(network_settings{})),
-                                    decltype(std::declval<const D&>().network())>> : std::true_type {};
-
-template <class D>
-void configure_driver(D& d, const connection_options& o) {
-  if constexpr (takes_network<D>::value) {
-    network_settings s;
-    s.timeout = o.network_timeout;
-    d.set_network(s);
-  }
-}
-
-// A second driver with the same time bounds (the in-doubt resolver's fresh connection).
-template <class D>
-void copy_driver_settings(D& to, const D& from) {
-  if constexpr (takes_network<D>::value) to.set_network(from.network());
-}
-}  // namespace detail
-
 }  // namespace pqscope
+#endif
 // #include <pqscope/copy.hpp>
 // COPY FROM STDIN and COPY TO STDOUT, in autocommit or inside any scope.
 //
@@ -3575,7 +3857,17 @@ PQSCOPE_DECL bool names(const sql_token& t, std::string_view lower);
 // escape is invalid (the server rejects it then).
 PQSCOPE_DECL bool token_string(const sql_token& t, bool standard_strings, std::string& out);
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/sql_lexer.ipp>
+// The bodies of <pqscope/detail/sql_lexer.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/sql_lexer.hpp> (inlined above)
+
+namespace pqscope::detail {
+
 namespace lex {
 constexpr bool ident_start(char c) noexcept {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || static_cast<unsigned char>(c) >= 0x80;
@@ -3933,12 +4225,8 @@ PQSCOPE_DECL bool token_string(const sql_token& t, bool standard_strings, std::s
     default: return false;
   }
 }
-#endif
 
 }  // namespace pqscope::detail
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-#include <algorithm>  // the function bodies only
 #endif
 
 namespace pqscope::detail {
@@ -3993,7 +4281,19 @@ PQSCOPE_DECL int highest_placeholder(std::string_view s);
 PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, int wanted);
 PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given);
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/sql_text.ipp>
+// The bodies of <pqscope/detail/sql_text.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/sql_text.hpp> (inlined above)
+
+#include <algorithm>  // the function bodies only
+
+namespace pqscope::detail {
+
 PQSCOPE_DECL sql_statements read_statements(std::string_view sql, bool standard_strings, bool atomic_bodies) {
   sql_statements out;
   sql_lexer lx(sql, standard_strings);
@@ -4133,8 +4433,9 @@ PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, in
   throw usage_error("the statement uses placeholders up to $" + std::to_string(wanted) + " but " +
                     std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
 }
-#endif
+
 }  // namespace pqscope::detail
+#endif
 
 namespace pqscope::detail {
 
@@ -4153,19 +4454,33 @@ inline void append_copy_field(std::string& out, std::string_view text) {
 }
 
 PQSCOPE_DECL int hex_digit(char c);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+
+// Splits one line of COPY TO STDOUT output (its newline included or not) into
+// fields, undoing the escapes; \N reads as NULL.
+PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields);
+
+// Which way a COPY statement streams: 'i' (FROM STDIN), 'o' (TO STDOUT) or 0.
+// A quick look at the words; the server's answer has the last word.
+PQSCOPE_DECL char copy_direction(std::string_view sql);
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/copy_text.ipp>
+// The bodies of <pqscope/detail/copy_text.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/copy_text.hpp> (inlined above)
+
+namespace pqscope::detail {
+
 PQSCOPE_DECL int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
   return -1;
 }
-#endif
 
-// Splits one line of COPY TO STDOUT output (its newline included or not) into
-// fields, undoing the escapes; \N reads as NULL.
-PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optional<std::string>>& fields) {
   if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
   fields.clear();
@@ -4224,16 +4539,11 @@ PQSCOPE_DECL void parse_copy_row(std::string_view line, std::vector<std::optiona
   }
   end_field(line.size());
 }
-#endif
 
-// Which way a COPY statement streams: 'i' (FROM STDIN), 'o' (TO STDOUT) or 0.
-// A quick look at the words; the server's answer has the last word.
-PQSCOPE_DECL char copy_direction(std::string_view sql);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL char copy_direction(std::string_view sql) { return copy_stream_direction(sql); }
-#endif
 
 }  // namespace pqscope::detail
+#endif
 // #include <pqscope/detail/scope_machine.hpp>
 // The scope state machine: the whole of pqscope's transaction logic, and no I/O.
 // This header declares it; its bodies are in impl/, by what they do:
@@ -4358,7 +4668,17 @@ namespace pqscope::detail {
 // otherwise why not, and what to use instead.
 PQSCOPE_DECL std::string session_state_hazard(std::string_view sql);
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/session_state.ipp>
+// The bodies of <pqscope/detail/session_state.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/session_state.hpp> (inlined above)
+
+namespace pqscope::detail {
+
 namespace session_scan {
 
 constexpr std::string_view use_set_local =
@@ -4689,9 +5009,9 @@ PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
   if (m.empty() && sql.find('\\') != std::string_view::npos) m = session_scan::hazard_in(sql, false, 0);
   return m;
 }
-#endif
 
 }  // namespace pqscope::detail
+#endif
 // #include <pqscope/detail/sql_text.hpp> (inlined above)
 
 namespace pqscope::detail {
@@ -4724,7 +5044,17 @@ class sql_facts_cache {
   sql_facts uncached_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/sql_facts.ipp>
+// The bodies of <pqscope/detail/sql_facts.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/sql_facts.hpp> (inlined above)
+
+namespace pqscope::detail {
+
 PQSCOPE_DECL void sql_facts_cache::read(std::string_view sql, bool hazard, sql_facts& f) {
   f.placeholders = highest_placeholder(sql);
   f.control = transaction_control_keyword(sql);
@@ -4751,32 +5081,43 @@ PQSCOPE_DECL const sql_facts& sql_facts_cache::get(std::string_view sql, bool ha
   }
   return e.facts;
 }
-#endif
 
 }  // namespace pqscope::detail
-// #include <pqscope/detail/sql_text.hpp> (inlined above)
-
-// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
-// implementation unit sees them).
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-#include <pthread.h>
-
-#include <algorithm>
 #endif
+// #include <pqscope/detail/process.hpp>
+// Which process this is: a connection opened before a fork belongs to the parent,
+// and the fork check runs on every statement and scope.
+
+#include <sys/types.h>
+
+// #include <pqscope/detail/config.hpp> (inlined above)
 
 namespace pqscope::detail {
 
 // The process id, read once and refreshed in the child by a fork handler: getpid()
 // is a system call (glibc no longer caches it) and the fork check runs on every
 // statement and scope.
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+PQSCOPE_DECL pid_t current_pid() noexcept;
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/process.ipp>
+// Bodies of detail/process.hpp.
+
+// #include <pqscope/detail/process.hpp> (inlined above)
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+
+namespace pqscope::detail {
+
 PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept {
   static std::atomic<pid_t> pid{::getpid()};
   return pid;
 }
-#endif
-PQSCOPE_DECL pid_t current_pid() noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL pid_t current_pid() noexcept {
   static const bool registered = [] {
     ::pthread_atfork(nullptr, nullptr, [] { pid_slot().store(::getpid(), std::memory_order_relaxed); });
@@ -4786,23 +5127,31 @@ PQSCOPE_DECL pid_t current_pid() noexcept {
   (void)registered;
   return pid_slot().load(std::memory_order_relaxed);
 }
+
+}  // namespace pqscope::detail
 #endif
+// #include <pqscope/detail/sql_text.hpp> (inlined above)
+// #include <pqscope/detail/statement_slot.hpp>
+// A user statement on its way: its text and parameters, then its answer or its
+// error. The scope machine queues slots; the front end that owns the machine (a
+// `sender`) sends them when an answer is asked for.
+
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <pqscope/reply.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
 
 // The error a failed statement raises: the server's fields, the statement's text
 // (for the caret), and `context` before the message (set_local names its setting).
 PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {});
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
-  try {
-    const reply_error& e = r.failure();
-    if (e.misuse) throw usage_error(context + e.message);
-    throw_sql_error(error_fields{e.sqlstate, context + e.message, e.detail, e.hint, std::string(sql), e.position,
-                                 e.schema, e.table, e.column, e.datatype, e.constraint});
-  } catch (...) {
-    return std::current_exception();
-  }
-}
-#endif
 
 // Whatever can send the queue now: the front end that owns the machine.
 class sender {
@@ -4855,7 +5204,30 @@ class statement_slot final : public deferred_answer {
   std::vector<unsigned> types_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/statement_slot.ipp>
+// Bodies of detail/statement_slot.hpp.
+
+// #include <pqscope/detail/statement_slot.hpp> (inlined above)
+
+#include <cstring>
+
+// #include <pqscope/errors.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
+  try {
+    const reply_error& e = r.failure();
+    if (e.misuse) throw usage_error(context + e.message);
+    throw_sql_error(error_fields{e.sqlstate, context + e.message, e.detail, e.hint, std::string(sql), e.position,
+                                 e.schema, e.table, e.column, e.datatype, e.constraint});
+  } catch (...) {
+    return std::current_exception();
+  }
+}
 
 PQSCOPE_DECL result statement_slot::wait() {
   if (st == state::queued) {
@@ -4918,7 +5290,11 @@ PQSCOPE_DECL void statement_slot::own() {
   stmt.values = n > 0 ? pointers : nullptr;
   stmt.types = n > 0 && stmt.types != nullptr ? types : nullptr;
 }
+
+}  // namespace pqscope::detail
 #endif
+
+namespace pqscope::detail {
 
 // The first failure of a voided batched attempt.
 struct attempt_failure {
@@ -5228,9 +5604,8 @@ class scope_machine {
 
 }  // namespace pqscope::detail
 
-// The machine's bodies, by what they do (PQSCOPE_SEPARATE_COMPILATION: only in the
-// implementation unit).
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+// The machine's bodies, by what they do.
+#ifdef PQSCOPE_BODIES
 // #include <pqscope/detail/impl/scope_machine_queue.ipp>
 // The scope machine's queue and the planning of a batch: statements are checked
 // and queued with the controls their scopes need (BEGIN, SAVEPOINT, RELEASE, ROLLBACK
@@ -5238,14 +5613,16 @@ class scope_machine {
 // transaction-id query where resolve_in_doubt wants it. Included by
 // detail/scope_machine.hpp; no I/O.
 
+// #include <pqscope/detail/scope_machine.hpp> (inlined above)
+// #include <pqscope/detail/impl/queue_edits.hpp>
+// The two edits of the scope machine's queue that every body file makes: drop
+// what a predicate picks, or only what trails the last user statement. Templates
+// (their predicates are lambdas), included by the scope_machine_*.ipp files.
+
 #include <algorithm>
-#include <chrono>
-#include <cstring>
-#include <exception>
-#include <memory>
-#include <string>
-#include <utility>
-#include <vector>
+#include <cstddef>
+
+// #include <pqscope/detail/scope_machine.hpp> (inlined above)
 
 namespace pqscope::detail {
 
@@ -5262,6 +5639,19 @@ void scope_machine::trim_tail(Pred pred) {
   queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
                queue_.end());
 }
+
+}  // namespace pqscope::detail
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pqscope::detail {
 
 PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::prepare_out_of_band(const char* sql,
                                                                                std::string_view text,
@@ -5523,6 +5913,9 @@ PQSCOPE_DECL bool scope_machine::wants_xid() const {
 // failure dooms the scope that can undo it or voids a batched attempt, and the
 // server's transaction state after the batch is checked against the scopes. The
 // observer hears of every statement here. Included by detail/scope_machine.hpp.
+
+// #include <pqscope/detail/scope_machine.hpp> (inlined above)
+// #include <pqscope/detail/impl/queue_edits.hpp> (inlined above)
 
 #include <algorithm>
 #include <chrono>
@@ -5816,6 +6209,9 @@ PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_err
 // COMMIT or ROLLBACK, a nested one's RELEASE or ROLLBACK TO), the savepoint budget,
 // SET LOCAL and its restoring, on_commit / on_rollback callbacks, and the end step
 // of an operation. Included by detail/scope_machine.hpp.
+
+// #include <pqscope/detail/scope_machine.hpp> (inlined above)
+// #include <pqscope/detail/impl/queue_edits.hpp> (inlined above)
 
 #include <algorithm>
 #include <chrono>
@@ -6264,12 +6660,6 @@ namespace pqscope::detail {
 // A token for the calling thread: the address of a thread_local, unique among
 // live threads (cheaper to include than <thread>).
 PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept {
-  static thread_local char tag = 0;
-  return reinterpret_cast<std::uintptr_t>(&tag);
-}
-#endif
 
 // The blocking front end: the machine, a driver, and the loop between them.
 class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
@@ -6359,120 +6749,6 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   stream* stream_ = nullptr;  // the COPY in progress, if any
   std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL sync_session::call::call(sync_session& s, const char* what, bool of_stream) : s_(s) {
-  const std::uintptr_t me = this_thread_token();
-  std::uintptr_t expected = 0;
-  if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
-    outer_ = true;
-  } else if (expected != me) {
-    throw_busy(what);
-  }
-  if (s_.stream_ != nullptr && !of_stream) {
-    if (outer_) leave(s_);
-    throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
-                      "copy_writer, or read the copy_reader to its end, first");
-  }
-}
-
-PQSCOPE_DECL void sync_session::call::throw_busy(const char* what) {
-  throw usage_error(std::string(what) +
-                    ": this connection is in use by another thread, whose call is still in progress. A "
-                    "connection and its scopes serve one thread at a time; give each thread its own connection "
-                    "(pqscope::pool), or hand it over between calls");
-}
-
-PQSCOPE_DECL bool sync_session::call::try_enter(sync_session& s, bool& outer) noexcept {
-  const std::uintptr_t me = this_thread_token();
-  std::uintptr_t expected = 0;
-  outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
-  return outer || expected == me;
-}
-
-PQSCOPE_DECL void sync_session::begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
-  machine.request_sync_point();
-  drive();
-  machine.finish();
-  machine.stage_out_of_band(slot);
-}
-
-PQSCOPE_DECL result sync_session::end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
-  machine.apply(std::move(br));
-  drive();
-  machine.finish();
-  return slot->wait();
-}
-
-PQSCOPE_DECL void sync_session::drive() {
-  if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
-  driving_ = true;
-  try {
-    while (machine.wants_send()) machine.apply(exchange(machine.plan()));
-  } catch (...) {
-    driving_ = false;
-    throw;
-  }
-  driving_ = false;
-}
-
-PQSCOPE_DECL void sync_session::flush() {
-  call guard(*this, "reading a result");
-  machine.request_flush();
-  drive();
-  machine.finish();
-}
-
-PQSCOPE_DECL result sync_session::complete(const std::shared_ptr<statement_slot>& slot) {
-  if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
-  drive();
-  machine.finish();
-  return slot->wait();
-}
-
-PQSCOPE_DECL void sync_session::end(std::uint64_t id, bool commit, bool* committed) {
-  if (committed != nullptr) *committed = false;
-  if (!machine.end_scope(id, commit)) {
-    if (committed != nullptr) *committed = commit;
-    return;
-  }
-  drive();
-  if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
-  machine.finish_end(committed);
-}
-
-PQSCOPE_DECL void sync_session::abandon(std::uint64_t id) noexcept {
-  // Another thread in a call: touching the machine now would race with it.
-  bool outer = false;
-  if (!call::try_enter(*this, outer)) return;
-  struct leave_on_exit {
-    sync_session& s;
-    bool outer;
-    leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
-    leave_on_exit(const leave_on_exit&) = delete;
-    leave_on_exit& operator=(const leave_on_exit&) = delete;
-    leave_on_exit(leave_on_exit&&) = delete;
-    leave_on_exit& operator=(leave_on_exit&&) = delete;
-    ~leave_on_exit() {
-      if (outer) call::leave(s);
-    }
-  } leave{*this, outer};
-  end_stream_quietly();  // a COPY still open in this scope fails it first
-  auto at = machine.index_of(id);
-  if (!at) return;
-  while (machine.depth() > *at) {
-    try {
-      if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
-        drive();
-        machine.finish_end();
-      }
-    } catch (...) {
-      // quiet endings only throw if memory runs out; the frame is gone either way
-    }
-  }
-}
-#endif
 
 // Whether a driver can send statements outside the pipeline (COPY, scripts).
 template <class D, class = void>
@@ -6611,14 +6887,137 @@ class driver_session final : public sync_session {
 };
 
 // Separate compilation: the session of the default driver is compiled once, with the rest.
-#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
-template class driver_session<libpq_driver>;
-#elif defined(PQSCOPE_SEPARATE_COMPILATION)
-extern template class driver_session<libpq_driver>;
-#endif
-
+PQSCOPE_COMPILED_ONCE(class driver_session<libpq_driver>)
 
 }  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/sync_session.ipp>
+// The bodies of <pqscope/detail/sync_session.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/sync_session.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept {
+  static thread_local char tag = 0;
+  return reinterpret_cast<std::uintptr_t>(&tag);
+}
+
+PQSCOPE_DECL sync_session::call::call(sync_session& s, const char* what, bool of_stream) : s_(s) {
+  const std::uintptr_t me = this_thread_token();
+  std::uintptr_t expected = 0;
+  if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
+    outer_ = true;
+  } else if (expected != me) {
+    throw_busy(what);
+  }
+  if (s_.stream_ != nullptr && !of_stream) {
+    if (outer_) leave(s_);
+    throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
+                      "copy_writer, or read the copy_reader to its end, first");
+  }
+}
+
+PQSCOPE_DECL void sync_session::call::throw_busy(const char* what) {
+  throw usage_error(std::string(what) +
+                    ": this connection is in use by another thread, whose call is still in progress. A "
+                    "connection and its scopes serve one thread at a time; give each thread its own connection "
+                    "(pqscope::pool), or hand it over between calls");
+}
+
+PQSCOPE_DECL bool sync_session::call::try_enter(sync_session& s, bool& outer) noexcept {
+  const std::uintptr_t me = this_thread_token();
+  std::uintptr_t expected = 0;
+  outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
+  return outer || expected == me;
+}
+
+PQSCOPE_DECL void sync_session::begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
+  machine.request_sync_point();
+  drive();
+  machine.finish();
+  machine.stage_out_of_band(slot);
+}
+
+PQSCOPE_DECL result sync_session::end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
+  machine.apply(std::move(br));
+  drive();
+  machine.finish();
+  return slot->wait();
+}
+
+PQSCOPE_DECL void sync_session::drive() {
+  if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
+  driving_ = true;
+  try {
+    while (machine.wants_send()) machine.apply(exchange(machine.plan()));
+  } catch (...) {
+    driving_ = false;
+    throw;
+  }
+  driving_ = false;
+}
+
+PQSCOPE_DECL void sync_session::flush() {
+  call guard(*this, "reading a result");
+  machine.request_flush();
+  drive();
+  machine.finish();
+}
+
+PQSCOPE_DECL result sync_session::complete(const std::shared_ptr<statement_slot>& slot) {
+  if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
+  drive();
+  machine.finish();
+  return slot->wait();
+}
+
+PQSCOPE_DECL void sync_session::end(std::uint64_t id, bool commit, bool* committed) {
+  if (committed != nullptr) *committed = false;
+  if (!machine.end_scope(id, commit)) {
+    if (committed != nullptr) *committed = commit;
+    return;
+  }
+  drive();
+  if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
+  machine.finish_end(committed);
+}
+
+PQSCOPE_DECL void sync_session::abandon(std::uint64_t id) noexcept {
+  // Another thread in a call: touching the machine now would race with it.
+  bool outer = false;
+  if (!call::try_enter(*this, outer)) return;
+  struct leave_on_exit {
+    sync_session& s;
+    bool outer;
+    leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
+    leave_on_exit(const leave_on_exit&) = delete;
+    leave_on_exit& operator=(const leave_on_exit&) = delete;
+    leave_on_exit(leave_on_exit&&) = delete;
+    leave_on_exit& operator=(leave_on_exit&&) = delete;
+    ~leave_on_exit() {
+      if (outer) call::leave(s);
+    }
+  } leave{*this, outer};
+  end_stream_quietly();  // a COPY still open in this scope fails it first
+  auto at = machine.index_of(id);
+  if (!at) return;
+  while (machine.depth() > *at) {
+    try {
+      if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
+        drive();
+        machine.finish_end();
+      }
+    } catch (...) {
+      // quiet endings only throw if memory runs out; the frame is gone either way
+    }
+  }
+}
+
+}  // namespace pqscope::detail
+#endif
 
 namespace pqscope {
 
@@ -6655,57 +7054,6 @@ class copy_stream final : public sync_session::stream {
   std::string why_;  // why it ended, if by an error
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL copy_stream::copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
-    : s_(std::move(s)), slot_(std::move(slot)), in_(in) {
-  s_->open_stream(this);
-}
-
-PQSCOPE_DECL copy_stream::~copy_stream() { end_quietly(); }
-
-PQSCOPE_DECL void copy_stream::check_open(const char* what) const {
-  if (!open_)
-    throw usage_error(std::string(what) + ": this COPY has already ended" +
-                      (why_.empty() ? std::string() : " (" + why_ + ")"));
-}
-
-PQSCOPE_DECL void copy_stream::put(std::string_view data) {
-  if (!s_->copy_put(data)) {
-    // The connection failed: copy_end() reports it, and the scopes learn it.
-    (void)end(s_->copy_end(nullptr));
-  }
-}
-
-PQSCOPE_DECL result copy_stream::end(batch_reply br) {
-  open_ = false;
-  s_->close_stream(this);
-  try {
-    return s_->end_out_of_band(slot_, std::move(br));
-  } catch (const std::exception& e) {
-    why_ = e.what();
-    throw;
-  }
-}
-
-PQSCOPE_DECL void copy_stream::end_quietly() noexcept {
-  if (!open_) return;
-  try {
-    if (in_) {
-      (void)end(s_->copy_end("the copy_writer was destroyed (or its scope ended) before finish()"));
-    } else {
-      std::string_view ignored;
-      while (s_->copy_get(ignored)) {
-      }
-      (void)end(s_->copy_out_end());
-    }
-  } catch (...) {
-    // the scopes know: a failed COPY dooms its scope, a lost connection breaks it
-  }
-  open_ = false;
-  s_->close_stream(this);
-}
-#endif
 }  // namespace detail
 
 // Streams rows into COPY ... FROM STDIN (connection::copy_in). finish() ends the
@@ -6764,37 +7112,6 @@ class copy_writer {
   detail::param_list params_;
   std::uint64_t rows_ = 0;
 };
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL copy_writer::copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
-
-PQSCOPE_DECL void copy_writer::write_raw(std::string_view text) {
-  check("write_raw()");
-  detail::sync_session::call guard(st_->session(), "write_raw()", true);
-  buf_.append(text.data(), text.size());
-  if (buf_.size() >= chunk) send();
-}
-
-PQSCOPE_DECL std::uint64_t copy_writer::finish() {
-  check("finish()");
-  detail::sync_session::call guard(st_->session(), "finish()", true);
-  send();
-  const result r = st_->end(st_->session().copy_end(nullptr));
-  return r.affected_rows();
-}
-
-PQSCOPE_DECL void copy_writer::check(const char* what) const {
-  if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");
-  st_->check_open(what);
-}
-
-PQSCOPE_DECL void copy_writer::send() {
-  if (buf_.empty()) return;
-  st_->put(buf_);
-  buf_.clear();
-}
-#endif
 
 // Reads the rows of COPY ... TO STDOUT (connection::copy_out). The COPY ends
 // when the last row has been read; a reader destroyed before that reads the rest
@@ -6862,7 +7179,97 @@ class copy_reader {
   std::uint64_t rows_ = 0;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/copy.ipp>
+// The bodies of <pqscope/copy.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/copy.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL copy_stream::copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
+    : s_(std::move(s)), slot_(std::move(slot)), in_(in) {
+  s_->open_stream(this);
+}
+
+PQSCOPE_DECL copy_stream::~copy_stream() { end_quietly(); }
+
+PQSCOPE_DECL void copy_stream::check_open(const char* what) const {
+  if (!open_)
+    throw usage_error(std::string(what) + ": this COPY has already ended" +
+                      (why_.empty() ? std::string() : " (" + why_ + ")"));
+}
+
+PQSCOPE_DECL void copy_stream::put(std::string_view data) {
+  if (!s_->copy_put(data)) {
+    // The connection failed: copy_end() reports it, and the scopes learn it.
+    (void)end(s_->copy_end(nullptr));
+  }
+}
+
+PQSCOPE_DECL result copy_stream::end(batch_reply br) {
+  open_ = false;
+  s_->close_stream(this);
+  try {
+    return s_->end_out_of_band(slot_, std::move(br));
+  } catch (const std::exception& e) {
+    why_ = e.what();
+    throw;
+  }
+}
+
+PQSCOPE_DECL void copy_stream::end_quietly() noexcept {
+  if (!open_) return;
+  try {
+    if (in_) {
+      (void)end(s_->copy_end("the copy_writer was destroyed (or its scope ended) before finish()"));
+    } else {
+      std::string_view ignored;
+      while (s_->copy_get(ignored)) {
+      }
+      (void)end(s_->copy_out_end());
+    }
+  } catch (...) {
+    // the scopes know: a failed COPY dooms its scope, a lost connection breaks it
+  }
+  open_ = false;
+  s_->close_stream(this);
+}
+
+}  // namespace pqscope::detail
+
+namespace pqscope {
+
+PQSCOPE_DECL copy_writer::copy_writer(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
+
+PQSCOPE_DECL void copy_writer::write_raw(std::string_view text) {
+  check("write_raw()");
+  detail::sync_session::call guard(st_->session(), "write_raw()", true);
+  buf_.append(text.data(), text.size());
+  if (buf_.size() >= chunk) send();
+}
+
+PQSCOPE_DECL std::uint64_t copy_writer::finish() {
+  check("finish()");
+  detail::sync_session::call guard(st_->session(), "finish()", true);
+  send();
+  const result r = st_->end(st_->session().copy_end(nullptr));
+  return r.affected_rows();
+}
+
+PQSCOPE_DECL void copy_writer::check(const char* what) const {
+  if (!st_) throw usage_error(std::string(what) + " on a moved-from copy_writer");
+  st_->check_open(what);
+}
+
+PQSCOPE_DECL void copy_writer::send() {
+  if (buf_.empty()) return;
+  st_->put(buf_);
+  buf_.clear();
+}
 
 PQSCOPE_DECL copy_reader::copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
 
@@ -6884,9 +7291,9 @@ PQSCOPE_DECL bool copy_reader::next_line(std::string_view& line) {
   (void)st_->end(st_->session().copy_out_end());
   return false;
 }
-#endif
 
 }  // namespace pqscope
+#endif
 // #include <pqscope/connection.hpp>
 // An autocommit connection that tracks nested transaction scopes.
 
@@ -6918,21 +7325,33 @@ PQSCOPE_DECL bool copy_reader::next_line(std::string_view& line) {
 
 // #include <pqscope/detail/config.hpp> (inlined above)
 
-// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
-// implementation unit sees them).
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+namespace pqscope::detail {
+
+// PostgreSQL keeps NAMEDATALEN - 1 = 63 bytes; cut on a UTF-8 character boundary.
+PQSCOPE_DECL std::string cut_utf8(std::string s, std::size_t max_bytes);
+
+// argv[0] from /proc (plain read(2): <fstream> would cost every includer ~36k lines).
+PQSCOPE_DECL std::string program_name();
+
+PQSCOPE_DECL std::string default_application_name();
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/application_name.ipp>
+// The bodies of <pqscope/detail/application_name.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/application_name.hpp> (inlined above)
+
 #include <fcntl.h>
 #include <pwd.h>
 #include <unistd.h>
 
 #include <cstring>
-#endif
 
 namespace pqscope::detail {
 
-// PostgreSQL keeps NAMEDATALEN - 1 = 63 bytes; cut on a UTF-8 character boundary.
-PQSCOPE_DECL std::string cut_utf8(std::string s, std::size_t max_bytes);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::string cut_utf8(std::string s, std::size_t max_bytes) {
   if (s.size() <= max_bytes) return s;
   std::size_t n = max_bytes;
@@ -6940,11 +7359,7 @@ PQSCOPE_DECL std::string cut_utf8(std::string s, std::size_t max_bytes) {
   s.resize(n);
   return s;
 }
-#endif
 
-// argv[0] from /proc (plain read(2): <fstream> would cost every includer ~36k lines).
-PQSCOPE_DECL std::string program_name();
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::string program_name() {
   std::string cmdline;
   const int fd = ::open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
@@ -6958,10 +7373,7 @@ PQSCOPE_DECL std::string program_name() {
   if (slash != std::string::npos) cmdline.erase(0, slash + 1);
   return cmdline.empty() ? "pqscope" : cmdline;
 }
-#endif
 
-PQSCOPE_DECL std::string default_application_name();
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 PQSCOPE_DECL std::string default_application_name() {
   std::string user;
   struct passwd pw {};
@@ -6975,9 +7387,9 @@ PQSCOPE_DECL std::string default_application_name() {
   h = h.substr(0, h.find('.'));
   return cut_utf8(program_name() + ":" + user + "@" + h, 63);
 }
-#endif
 
 }  // namespace pqscope::detail
+#endif
 // #include <pqscope/detail/session_state.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
 // #include <pqscope/detail/sync_session.hpp> (inlined above)
@@ -6987,7 +7399,7 @@ namespace pqscope {
 class transaction;
 namespace detail {
 struct connection_access;
-}
+}  // namespace detail
 
 // A statement that is sent even though it leaves session state behind, on a
 // connection with pooling::transaction: execute(allow_session_state("LISTEN jobs")).
@@ -7340,11 +7752,7 @@ PQSCOPE_DECL void basic_connection<Driver>::close() noexcept {
 using connection = basic_connection<libpq_driver>;
 
 // Separate compilation: the connection of the default driver is compiled once, with the rest.
-#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
-template class basic_connection<libpq_driver>;
-#elif defined(PQSCOPE_SEPARATE_COMPILATION)
-extern template class basic_connection<libpq_driver>;
-#endif
+PQSCOPE_COMPILED_ONCE(class basic_connection<libpq_driver>)
 
 }  // namespace pqscope
 // #include <pqscope/database.hpp>
@@ -7364,7 +7772,7 @@ namespace pqscope {
 
 namespace detail {
 struct database_access;
-}
+}  // namespace detail
 
 class database {
  public:
@@ -7387,17 +7795,6 @@ class database {
   std::shared_ptr<const settings> settings_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL database::database(std::string conninfo, connection_options options)
-    : settings_(std::make_shared<const settings>(
-          settings{detail::redacted_conninfo(conninfo), std::move(conninfo), std::move(options)})) {
-  detail::check_conninfo(settings_->conninfo);
-}
-
-PQSCOPE_DECL connection database::connect() const { return connection{settings_->conninfo, settings_->options}; }
-#endif
-
 namespace detail {
 // The conninfo with its password, for the front ends that connect with a database.
 struct database_access {
@@ -7406,6 +7803,26 @@ struct database_access {
 }  // namespace detail
 
 }  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/database.ipp>
+// The bodies of <pqscope/database.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/database.hpp> (inlined above)
+
+namespace pqscope {
+
+PQSCOPE_DECL database::database(std::string conninfo, connection_options options)
+    : settings_(std::make_shared<const settings>(
+          settings{detail::redacted_conninfo(conninfo), std::move(conninfo), std::move(options)})) {
+  detail::check_conninfo(settings_->conninfo);
+}
+
+PQSCOPE_DECL connection database::connect() const { return connection{settings_->conninfo, settings_->options}; }
+
+}  // namespace pqscope
+#endif
 // #include <pqscope/transaction.hpp>
 // Transaction scopes: the transaction object, atomic() and transactional().
 // The logic lives in detail/scope_machine.hpp; these are its faces.
@@ -7424,16 +7841,6 @@ struct database_access {
 // #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
 // #include <pqscope/detail/sync_session.hpp> (inlined above)
-
-// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
-// implementation unit sees them).
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-#include <time.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <cerrno>
-#endif
 
 namespace pqscope {
 
@@ -7503,62 +7910,6 @@ class transaction {
   state state_ = state::open;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL transaction::transaction(std::shared_ptr<detail::sync_session> s, const transaction_options& options,
-                                      detail::attempt_info attempt)
-    : machine_(std::move(s)) {
-  if (!machine_) throw usage_error("transaction on a moved-from connection");
-  detail::sync_session::call guard(*machine_, "opening a scope");
-  id_ = machine_->machine.open(options, attempt);
-  outermost_ = machine_->machine.depth() == 1;
-}
-
-PQSCOPE_DECL std::shared_ptr<detail::sync_session> transaction::checked(std::shared_ptr<detail::sync_session> s,
-                                                                        const transaction_options& options) {
-  if (options.retries != 0 || options.batch)
-    throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
-                      " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
-                      "pqscope::transactional");
-  return s;
-}
-
-PQSCOPE_DECL bool transaction::end_attempt() {
-  if (state_ == state::open && machine_->machine.index_of(id_)) {
-    state_ = state::rolled_back;
-    machine_->abandon(id_);
-    if (!machine_->machine.voided()) machine_->machine.check_usable();
-  }
-  return machine_->machine.voided().has_value();
-}
-
-PQSCOPE_DECL void transaction::finish(bool commit) {
-  const char* what = commit ? "commit()" : "rollback()";
-  switch (state_) {
-    case state::open: break;
-    case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
-    case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
-    case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
-  }
-  if (!machine_->machine.index_of(id_)) {
-    state_ = state::rolled_back;
-    throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
-                                          "ended first");
-  }
-  bool committed = false;
-  detail::sync_session::call guard(*machine_, what);
-  try {
-    machine_->end(id_, commit, &committed);
-    state_ = commit ? state::committed : state::rolled_back;
-  } catch (...) {
-    // The scope has ended if it left the stack; an on_commit callback may have
-    // thrown after a successful COMMIT.
-    if (!machine_->machine.index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
-    throw;
-  }
-}
-#endif
-
 namespace detail {
 
 // std::apply calls as std::invoke does (member pointers too) and is declared in
@@ -7575,59 +7926,16 @@ decltype(auto) call_with_optional_connection(Fn& fn, Conn& c) {
 }
 
 PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const serialization_failure&) {
-    return true;
-  } catch (const deadlock_detected&) {
-    return true;
-  } catch (const transaction_aborted& t) {  // an inner scope caught it and carried on
-    return t.first_sqlstate() == "40001" || t.first_sqlstate() == "40P01";
-  } catch (...) {
-    return false;
-  }
-}
-#endif
 
 // Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from
 // the clock, the process and the thread (no <random>, ~47k lines per includer).
 PQSCOPE_DECL std::uint64_t jitter_bits() noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::uint64_t jitter_bits() noexcept {
-  static thread_local std::uint64_t state =
-      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-      (static_cast<std::uint64_t>(::getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(&state);
-  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-#endif
 
 // Jittered exponential backoff: spreads out clients that conflicted with each other.
 PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt);
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
-  const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
-  const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
-  const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
-  const std::uint64_t span = static_cast<std::uint64_t>(d - d / 2) + 1;  // [d/2, d]
-  return std::chrono::milliseconds(d / 2 + static_cast<std::int64_t>(jitter_bits() % span));
-}
-#endif
 
 // Sleeps without <thread> (~17k lines per includer).
 PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept {
-  if (d.count() <= 0) return;
-  timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>((d.count() % 1000) * 1000000)};
-  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-}
-#endif
 
 }  // namespace detail
 
@@ -7705,6 +8013,120 @@ auto transactional(Fn fn, transaction_options options = {}) {
 }
 
 }  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/transaction.ipp>
+// The bodies of <pqscope/transaction.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/transaction.hpp> (inlined above)
+
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+
+namespace pqscope {
+
+PQSCOPE_DECL transaction::transaction(std::shared_ptr<detail::sync_session> s, const transaction_options& options,
+                                      detail::attempt_info attempt)
+    : machine_(std::move(s)) {
+  if (!machine_) throw usage_error("transaction on a moved-from connection");
+  detail::sync_session::call guard(*machine_, "opening a scope");
+  id_ = machine_->machine.open(options, attempt);
+  outermost_ = machine_->machine.depth() == 1;
+}
+
+PQSCOPE_DECL std::shared_ptr<detail::sync_session> transaction::checked(std::shared_ptr<detail::sync_session> s,
+                                                                        const transaction_options& options) {
+  if (options.retries != 0 || options.batch)
+    throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
+                      " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
+                      "pqscope::transactional");
+  return s;
+}
+
+PQSCOPE_DECL bool transaction::end_attempt() {
+  if (state_ == state::open && machine_->machine.index_of(id_)) {
+    state_ = state::rolled_back;
+    machine_->abandon(id_);
+    if (!machine_->machine.voided()) machine_->machine.check_usable();
+  }
+  return machine_->machine.voided().has_value();
+}
+
+PQSCOPE_DECL void transaction::finish(bool commit) {
+  const char* what = commit ? "commit()" : "rollback()";
+  switch (state_) {
+    case state::open: break;
+    case state::committed: throw usage_error(std::string(what) + ": this scope has already been committed");
+    case state::rolled_back: throw usage_error(std::string(what) + ": this scope has already been rolled back");
+    case state::moved_from: throw usage_error(std::string(what) + ": this transaction object was moved from");
+  }
+  if (!machine_->machine.index_of(id_)) {
+    state_ = state::rolled_back;
+    throw usage_error(std::string(what) + ": this scope was already rolled back, because a scope enclosing it "
+                                          "ended first");
+  }
+  bool committed = false;
+  detail::sync_session::call guard(*machine_, what);
+  try {
+    machine_->end(id_, commit, &committed);
+    state_ = commit ? state::committed : state::rolled_back;
+  } catch (...) {
+    // The scope has ended if it left the stack; an on_commit callback may have
+    // thrown after a successful COMMIT.
+    if (!machine_->machine.index_of(id_)) state_ = committed ? state::committed : state::rolled_back;
+    throw;
+  }
+}
+
+}  // namespace pqscope
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const serialization_failure&) {
+    return true;
+  } catch (const deadlock_detected&) {
+    return true;
+  } catch (const transaction_aborted& t) {  // an inner scope caught it and carried on
+    return t.first_sqlstate() == "40001" || t.first_sqlstate() == "40P01";
+  } catch (...) {
+    return false;
+  }
+}
+
+PQSCOPE_DECL std::uint64_t jitter_bits() noexcept {
+  static thread_local std::uint64_t state =
+      static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+      (static_cast<std::uint64_t>(::getpid()) << 32) ^ reinterpret_cast<std::uintptr_t>(&state);
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt) {
+  const auto base = std::max<std::int64_t>(o.retry_base_delay.count(), 0);
+  const auto cap = std::max<std::int64_t>(o.retry_max_delay.count(), 0);
+  const std::int64_t d = std::min<std::int64_t>(cap, base << std::min(attempt, 20));
+  const std::uint64_t span = static_cast<std::uint64_t>(d - d / 2) + 1;  // [d/2, d]
+  return std::chrono::milliseconds(d / 2 + static_cast<std::int64_t>(jitter_bits() % span));
+}
+
+PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept {
+  if (d.count() <= 0) return;
+  timespec ts{static_cast<time_t>(d.count() / 1000), static_cast<long>((d.count() % 1000) * 1000000)};
+  while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace pqscope::detail
+#endif
 // #include <pqscope/pool.hpp>
 // A bounded, thread-safe pool of connections to PostgreSQL itself.
 //
@@ -7743,16 +8165,6 @@ auto transactional(Fn fn, transaction_options options = {}) {
 // #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp> (inlined above)
-
-// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
-// implementation unit sees them).
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-#include <libpq-fe.h>
-#include <sys/types.h>
-
-#include <condition_variable>
-#include <mutex>
-#endif
 
 namespace pqscope {
 
@@ -7805,7 +8217,97 @@ struct pool_entry {
 // Defined with the implementation: only it needs <mutex> and <condition_variable>.
 struct pool_state;
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+}  // namespace detail
+
+class pool;
+
+// One connection borrowed from a pool, returned when the lease is destroyed or
+// released. Move-only; use it from one thread at a time, like a connection.
+class lease {
+ public:
+  lease(lease&& other) noexcept;
+  lease& operator=(lease&& other) noexcept;
+  lease(const lease&) = delete;
+  lease& operator=(const lease&) = delete;
+  ~lease() { give_back(); }
+
+  // usage_error once released or moved from.
+  [[nodiscard]] connection& get();
+  [[nodiscard]] connection& operator*() { return get(); }
+  [[nodiscard]] connection* operator->() { return &get(); }
+
+  // Returns the connection now rather than at the end of the lease's scope; using
+  // the lease afterwards is a usage_error, and so is releasing it twice.
+  void release();
+
+ private:
+  friend class pool;
+  enum class status { active, released, moved_from };
+
+  lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry);
+
+  void check() const;
+
+  void give_back() noexcept;
+
+  std::shared_ptr<detail::pool_state> state_;
+  detail::pool_entry entry_;  // conn == nullptr: none (an optional here trips g++'s maybe-uninitialized)
+  status status_ = status::active;
+};
+
+class pool {
+ public:
+  // No connection is opened here; a malformed conninfo is a usage_error at once.
+  explicit pool(std::string conninfo, pool_options options = {}, connection_options connection = {});
+  // Leases point to the pool's state, not to the object, but a pool that moved
+  // would still surprise whoever holds a reference to it.
+  pool(const pool&) = delete;
+  pool& operator=(const pool&) = delete;
+  pool(pool&&) = delete;
+  pool& operator=(pool&&) = delete;
+  // Closes the idle connections. Leases still out keep working; their connections
+  // are closed when they end.
+  ~pool();
+
+  // An idle connection (checked first if it sat longer than health_check_after),
+  // or a new one while fewer than max_size are open; otherwise waits up to
+  // acquire_timeout and throws pool_timeout. connection_error if connecting fails.
+  [[nodiscard]] lease acquire();
+
+  // Connections open or being opened, leased or idle.
+  [[nodiscard]] std::size_t size() const;
+  [[nodiscard]] std::size_t idle() const;
+  [[nodiscard]] std::size_t max_size() const noexcept;
+  [[nodiscard]] pool_stats stats() const;
+
+ private:
+  // Under the lock: moves idle connections past idle_timeout or max_lifetime to `doomed`.
+  void sweep(std::vector<detail::pool_entry>& doomed);
+
+  // Called with a slot reserved; gives it back if the connect fails.
+  detail::pool_entry open_new();
+
+  static bool healthy(connection& c) noexcept;
+
+  std::shared_ptr<detail::pool_state> state_;
+};
+
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/pool.ipp>
+// The bodies of <pqscope/pool.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/pool.hpp> (inlined above)
+
+#include <libpq-fe.h>
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <mutex>
+
+namespace pqscope::detail {
 
 struct pool_state {
   pool_state(std::string ci, const pool_options& o, connection_options co)
@@ -7870,47 +8372,10 @@ PQSCOPE_DECL void pool_state::give_back(pool_entry e) noexcept {
   lock.unlock();
   e.conn.reset();
 }
-#endif
 
-}  // namespace detail
+}  // namespace pqscope::detail
 
-class pool;
-
-// One connection borrowed from a pool, returned when the lease is destroyed or
-// released. Move-only; use it from one thread at a time, like a connection.
-class lease {
- public:
-  lease(lease&& other) noexcept;
-  lease& operator=(lease&& other) noexcept;
-  lease(const lease&) = delete;
-  lease& operator=(const lease&) = delete;
-  ~lease() { give_back(); }
-
-  // usage_error once released or moved from.
-  [[nodiscard]] connection& get();
-  [[nodiscard]] connection& operator*() { return get(); }
-  [[nodiscard]] connection* operator->() { return &get(); }
-
-  // Returns the connection now rather than at the end of the lease's scope; using
-  // the lease afterwards is a usage_error, and so is releasing it twice.
-  void release();
-
- private:
-  friend class pool;
-  enum class status { active, released, moved_from };
-
-  lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry);
-
-  void check() const;
-
-  void give_back() noexcept;
-
-  std::shared_ptr<detail::pool_state> state_;
-  detail::pool_entry entry_;  // conn == nullptr: none (an optional here trips g++'s maybe-uninitialized)
-  status status_ = status::active;
-};
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+namespace pqscope {
 
 PQSCOPE_DECL lease::lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry)
     : state_(std::move(state)), entry_(std::move(entry)) {}
@@ -7954,46 +8419,6 @@ PQSCOPE_DECL void lease::give_back() noexcept {
   entry_ = detail::pool_entry{};
   state_.reset();
 }
-#endif
-
-class pool {
- public:
-  // No connection is opened here; a malformed conninfo is a usage_error at once.
-  explicit pool(std::string conninfo, pool_options options = {}, connection_options connection = {});
-  // Leases point to the pool's state, not to the object, but a pool that moved
-  // would still surprise whoever holds a reference to it.
-  pool(const pool&) = delete;
-  pool& operator=(const pool&) = delete;
-  pool(pool&&) = delete;
-  pool& operator=(pool&&) = delete;
-  // Closes the idle connections. Leases still out keep working; their connections
-  // are closed when they end.
-  ~pool();
-
-  // An idle connection (checked first if it sat longer than health_check_after),
-  // or a new one while fewer than max_size are open; otherwise waits up to
-  // acquire_timeout and throws pool_timeout. connection_error if connecting fails.
-  [[nodiscard]] lease acquire();
-
-  // Connections open or being opened, leased or idle.
-  [[nodiscard]] std::size_t size() const;
-  [[nodiscard]] std::size_t idle() const;
-  [[nodiscard]] std::size_t max_size() const noexcept;
-  [[nodiscard]] pool_stats stats() const;
-
- private:
-  // Under the lock: moves idle connections past idle_timeout or max_lifetime to `doomed`.
-  void sweep(std::vector<detail::pool_entry>& doomed);
-
-  // Called with a slot reserved; gives it back if the connect fails.
-  detail::pool_entry open_new();
-
-  static bool healthy(connection& c) noexcept;
-
-  std::shared_ptr<detail::pool_state> state_;
-};
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
 
 PQSCOPE_DECL pool::pool(std::string conninfo, pool_options options, connection_options connection) {
   detail::check_conninfo(conninfo);
@@ -8125,9 +8550,9 @@ PQSCOPE_DECL bool pool::healthy(connection& c) noexcept {
     return false;
   }
 }
-#endif
 
 }  // namespace pqscope
+#endif
 
 #define PQSCOPE_VERSION_MAJOR 0
 #define PQSCOPE_VERSION_MINOR 1

@@ -65,171 +65,11 @@
 #include <pqscope/stats.hpp>
 #include <pqscope/detail/config.hpp>
 #include <pqscope/detail/sql_facts.hpp>
+#include <pqscope/detail/process.hpp>
 #include <pqscope/detail/sql_text.hpp>
-
-// What only the function bodies need (PQSCOPE_SEPARATE_COMPILATION: only the
-// implementation unit sees them).
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-#include <pthread.h>
-
-#include <algorithm>
-#endif
+#include <pqscope/detail/statement_slot.hpp>
 
 namespace pqscope::detail {
-
-// The process id, read once and refreshed in the child by a fork handler: getpid()
-// is a system call (glibc no longer caches it) and the fork check runs on every
-// statement and scope.
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::atomic<pid_t>& pid_slot() noexcept {
-  static std::atomic<pid_t> pid{::getpid()};
-  return pid;
-}
-#endif
-PQSCOPE_DECL pid_t current_pid() noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL pid_t current_pid() noexcept {
-  static const bool registered = [] {
-    ::pthread_atfork(nullptr, nullptr, [] { pid_slot().store(::getpid(), std::memory_order_relaxed); });
-    pid_slot().store(::getpid(), std::memory_order_relaxed);  // in case a fork came before registration
-    return true;
-  }();
-  (void)registered;
-  return pid_slot().load(std::memory_order_relaxed);
-}
-#endif
-
-// The error a failed statement raises: the server's fields, the statement's text
-// (for the caret), and `context` before the message (set_local names its setting).
-PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context = {});
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::exception_ptr sql_error_ptr(const reply& r, std::string_view sql, const std::string& context) {
-  try {
-    const reply_error& e = r.failure();
-    if (e.misuse) throw usage_error(context + e.message);
-    throw_sql_error(error_fields{e.sqlstate, context + e.message, e.detail, e.hint, std::string(sql), e.position,
-                                 e.schema, e.table, e.column, e.datatype, e.constraint});
-  } catch (...) {
-    return std::current_exception();
-  }
-}
-#endif
-
-// Whatever can send the queue now: the front end that owns the machine.
-class sender {
- public:
-  sender() = default;
-  sender(const sender&) = delete;
-  sender& operator=(const sender&) = delete;
-  sender(sender&&) = delete;
-  sender& operator=(sender&&) = delete;
-  virtual ~sender() = default;
-  virtual void flush() = 0;
-};
-
-// A user statement and, once it is known, its answer. Queued statements of a
-// batched attempt own a copy of their text and parameters; a statement sent at
-// once borrows the caller's.
-class statement_slot final : public deferred_answer {
- public:
-  enum class state { queued, answered, failed };
-
-  PQSCOPE_DECL result wait() override;  // inline in header-only mode: no key function, no vtable in every TU
-
-  void answer(result r);
-  void fail(std::exception_ptr e);
-
-  // Copies the text and parameters, so the statement can wait past the caller's call.
-  void own();
-
-  state st = state::queued;
-  result res;
-  std::exception_ptr error;
-  std::weak_ptr<sender> owner;
-  statement stmt;        // what is sent
-  std::string_view sql;  // for the observer
-  std::size_t depth = 0, attempt = 0;
-  bool batched = false;
-
- private:
-  // own(): the text, then each non-NULL value, each NUL-terminated, in one buffer;
-  // the value pointers and types inline for the few parameters most statements have.
-  static constexpr int inline_params = 4;
-  [[nodiscard]] bool owned() const noexcept {
-    return stmt.sql == inline_text_ || (heap_text_ && stmt.sql == heap_text_.get());
-  }
-  char inline_text_[120] = {};
-  std::unique_ptr<char[]> heap_text_;
-  const char* inline_pointers_[inline_params] = {};
-  unsigned inline_types_[inline_params] = {};
-  std::vector<const char*> pointers_;
-  std::vector<unsigned> types_;
-};
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL result statement_slot::wait() {
-  if (st == state::queued) {
-    std::shared_ptr<sender> s = owner.lock();
-    if (!s) throw connection_error("the connection was closed before this statement was sent");
-    s->flush();
-  }
-  if (st == state::failed) std::rethrow_exception(error);
-  if (st == state::queued) throw usage_error("this statement's answer is not available");  // cannot happen
-  return res;
-}
-
-PQSCOPE_DECL void statement_slot::answer(result r) {
-  st = state::answered;
-  res = std::move(r);
-}
-
-PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
-  st = state::failed;
-  error = std::move(e);
-}
-
-PQSCOPE_DECL void statement_slot::own() {
-  if (owned()) return;
-  const int n = stmt.n_params;
-  const auto count = static_cast<std::size_t>(n);
-  std::size_t total = sql.size() + 1;
-  for (int i = 0; i < n; ++i)
-    if (stmt.values[i] != nullptr) total += std::strlen(stmt.values[i]) + 1;
-  // Most statements fit the slot's own buffer: no allocation for them.
-  char* text = inline_text_;
-  if (total > sizeof inline_text_) {
-    heap_text_.reset(new char[total]);
-    text = heap_text_.get();
-  }
-  const char** pointers = inline_pointers_;
-  unsigned* types = inline_types_;
-  if (n > inline_params) {
-    pointers_.assign(count, nullptr);
-    types_.assign(count, 0);
-    pointers = pointers_.data();
-    types = types_.data();
-  }
-  std::memcpy(text, sql.data(), sql.size());
-  text[sql.size()] = '\0';
-  std::size_t at = sql.size() + 1;
-  for (int i = 0; i < n; ++i) {
-    const auto k = static_cast<std::size_t>(i);
-    pointers[k] = nullptr;
-    if (stmt.values[i] != nullptr) {
-      const std::size_t size = std::strlen(stmt.values[i]) + 1;
-      std::memcpy(text + at, stmt.values[i], size);
-      pointers[k] = text + at;
-      at += size;
-    }
-    types[k] = stmt.types != nullptr ? stmt.types[i] : 0;
-  }
-  sql = std::string_view(text, sql.size());
-  stmt.sql = text;
-  stmt.values = n > 0 ? pointers : nullptr;
-  stmt.types = n > 0 && stmt.types != nullptr ? types : nullptr;
-}
-#endif
 
 // The first failure of a voided batched attempt.
 struct attempt_failure {
@@ -539,9 +379,8 @@ class scope_machine {
 
 }  // namespace pqscope::detail
 
-// The machine's bodies, by what they do (PQSCOPE_SEPARATE_COMPILATION: only in the
-// implementation unit).
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
+// The machine's bodies, by what they do.
+#ifdef PQSCOPE_BODIES
 #include <pqscope/detail/impl/scope_machine_queue.ipp>
 #include <pqscope/detail/impl/scope_machine_apply.ipp>
 #include <pqscope/detail/impl/scope_machine_scopes.ipp>

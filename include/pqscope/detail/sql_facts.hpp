@@ -42,33 +42,8 @@ class sql_facts_cache {
   sql_facts uncached_;
 };
 
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL void sql_facts_cache::read(std::string_view sql, bool hazard, sql_facts& f) {
-  f.placeholders = highest_placeholder(sql);
-  f.control = transaction_control_keyword(sql);
-  f.copy_stream = is_copy_stream(sql);
-  f.hazard_read = hazard;
-  f.hazard = hazard ? session_state_hazard(sql) : std::string();
-}
-
-PQSCOPE_DECL const sql_facts& sql_facts_cache::get(std::string_view sql, bool hazard) {
-  if (sql.size() > longest) {
-    read(sql, hazard, uncached_);
-    return uncached_;
-  }
-  if (entries_.empty()) entries_.resize(slots);
-  entry& e = entries_[std::hash<std::string_view>{}(sql) % slots];
-  if (!e.used || e.text != sql) {
-    e.used = false;  // stays unused if reading throws
-    read(sql, hazard, e.facts);
-    e.text.assign(sql.data(), sql.size());
-    e.used = true;
-  } else if (hazard && !e.facts.hazard_read) {
-    e.facts.hazard = session_state_hazard(sql);
-    e.facts.hazard_read = true;
-  }
-  return e.facts;
-}
-#endif
-
 }  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+#include <pqscope/detail/impl/sql_facts.ipp>
+#endif

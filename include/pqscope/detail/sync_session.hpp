@@ -32,12 +32,6 @@ namespace pqscope::detail {
 // A token for the calling thread: the address of a thread_local, unique among
 // live threads (cheaper to include than <thread>).
 PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept;
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-PQSCOPE_DECL std::uintptr_t this_thread_token() noexcept {
-  static thread_local char tag = 0;
-  return reinterpret_cast<std::uintptr_t>(&tag);
-}
-#endif
 
 // The blocking front end: the machine, a driver, and the loop between them.
 class sync_session : public sender, public std::enable_shared_from_this<sync_session> {
@@ -127,120 +121,6 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   stream* stream_ = nullptr;  // the COPY in progress, if any
   std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
-
-#if !defined(PQSCOPE_SEPARATE_COMPILATION) || defined(PQSCOPE_IMPLEMENTATION)
-
-PQSCOPE_DECL sync_session::call::call(sync_session& s, const char* what, bool of_stream) : s_(s) {
-  const std::uintptr_t me = this_thread_token();
-  std::uintptr_t expected = 0;
-  if (s_.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire)) {
-    outer_ = true;
-  } else if (expected != me) {
-    throw_busy(what);
-  }
-  if (s_.stream_ != nullptr && !of_stream) {
-    if (outer_) leave(s_);
-    throw usage_error(std::string(what) + ": a COPY is in progress on this connection; finish() the "
-                      "copy_writer, or read the copy_reader to its end, first");
-  }
-}
-
-PQSCOPE_DECL void sync_session::call::throw_busy(const char* what) {
-  throw usage_error(std::string(what) +
-                    ": this connection is in use by another thread, whose call is still in progress. A "
-                    "connection and its scopes serve one thread at a time; give each thread its own connection "
-                    "(pqscope::pool), or hand it over between calls");
-}
-
-PQSCOPE_DECL bool sync_session::call::try_enter(sync_session& s, bool& outer) noexcept {
-  const std::uintptr_t me = this_thread_token();
-  std::uintptr_t expected = 0;
-  outer = s.owner_.compare_exchange_strong(expected, me, std::memory_order_acquire);
-  return outer || expected == me;
-}
-
-PQSCOPE_DECL void sync_session::begin_out_of_band(const std::shared_ptr<statement_slot>& slot) {
-  machine.request_sync_point();
-  drive();
-  machine.finish();
-  machine.stage_out_of_band(slot);
-}
-
-PQSCOPE_DECL result sync_session::end_out_of_band(const std::shared_ptr<statement_slot>& slot, batch_reply br) {
-  machine.apply(std::move(br));
-  drive();
-  machine.finish();
-  return slot->wait();
-}
-
-PQSCOPE_DECL void sync_session::drive() {
-  if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
-  driving_ = true;
-  try {
-    while (machine.wants_send()) machine.apply(exchange(machine.plan()));
-  } catch (...) {
-    driving_ = false;
-    throw;
-  }
-  driving_ = false;
-}
-
-PQSCOPE_DECL void sync_session::flush() {
-  call guard(*this, "reading a result");
-  machine.request_flush();
-  drive();
-  machine.finish();
-}
-
-PQSCOPE_DECL result sync_session::complete(const std::shared_ptr<statement_slot>& slot) {
-  if (slot->batched) return result(std::shared_ptr<deferred_answer>(slot));
-  drive();
-  machine.finish();
-  return slot->wait();
-}
-
-PQSCOPE_DECL void sync_session::end(std::uint64_t id, bool commit, bool* committed) {
-  if (committed != nullptr) *committed = false;
-  if (!machine.end_scope(id, commit)) {
-    if (committed != nullptr) *committed = commit;
-    return;
-  }
-  drive();
-  if (auto xid = machine.needs_resolution()) machine.resolve(xact_status(*xid));
-  machine.finish_end(committed);
-}
-
-PQSCOPE_DECL void sync_session::abandon(std::uint64_t id) noexcept {
-  // Another thread in a call: touching the machine now would race with it.
-  bool outer = false;
-  if (!call::try_enter(*this, outer)) return;
-  struct leave_on_exit {
-    sync_session& s;
-    bool outer;
-    leave_on_exit(sync_session& session, bool was_outer) : s(session), outer(was_outer) {}
-    leave_on_exit(const leave_on_exit&) = delete;
-    leave_on_exit& operator=(const leave_on_exit&) = delete;
-    leave_on_exit(leave_on_exit&&) = delete;
-    leave_on_exit& operator=(leave_on_exit&&) = delete;
-    ~leave_on_exit() {
-      if (outer) call::leave(s);
-    }
-  } leave{*this, outer};
-  end_stream_quietly();  // a COPY still open in this scope fails it first
-  auto at = machine.index_of(id);
-  if (!at) return;
-  while (machine.depth() > *at) {
-    try {
-      if (machine.end_scope(machine.innermost_id(), false, /*quiet=*/true)) {
-        drive();
-        machine.finish_end();
-      }
-    } catch (...) {
-      // quiet endings only throw if memory runs out; the frame is gone either way
-    }
-  }
-}
-#endif
 
 // Whether a driver can send statements outside the pipeline (COPY, scripts).
 template <class D, class = void>
@@ -379,11 +259,10 @@ class driver_session final : public sync_session {
 };
 
 // Separate compilation: the session of the default driver is compiled once, with the rest.
-#if defined(PQSCOPE_SEPARATE_COMPILATION) && defined(PQSCOPE_IMPLEMENTATION)
-template class driver_session<libpq_driver>;
-#elif defined(PQSCOPE_SEPARATE_COMPILATION)
-extern template class driver_session<libpq_driver>;
-#endif
-
+PQSCOPE_COMPILED_ONCE(class driver_session<libpq_driver>)
 
 }  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+#include <pqscope/detail/impl/sync_session.ipp>
+#endif

@@ -1,8 +1,12 @@
+#pragma once
 // Applying a batch's answers: each reply settles its item (a frame's BEGIN or
 // SAVEPOINT sent, a statement answered, a savepoint released or rolled back), a
 // failure dooms the scope that can undo it or voids a batched attempt, and the
 // server's transaction state after the batch is checked against the scopes. The
 // observer hears of every statement here. Included by detail/scope_machine.hpp.
+
+#include <pqscope/detail/scope_machine.hpp>
+#include <pqscope/detail/impl/queue_edits.hpp>
 
 #include <algorithm>
 #include <chrono>

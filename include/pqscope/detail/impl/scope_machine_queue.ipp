@@ -1,8 +1,12 @@
+#pragma once
 // The scope machine's queue and the planning of a batch: statements are checked
 // and queued with the controls their scopes need (BEGIN, SAVEPOINT, RELEASE, ROLLBACK
 // TO, SET LOCAL), and plan() picks what goes out in the next batch, with the
 // transaction-id query where resolve_in_doubt wants it. Included by
 // detail/scope_machine.hpp; no I/O.
+
+#include <pqscope/detail/scope_machine.hpp>
+#include <pqscope/detail/impl/queue_edits.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -14,20 +18,6 @@
 #include <vector>
 
 namespace pqscope::detail {
-
-template <class Pred>
-void scope_machine::drop_queued(Pred pred) {
-  queue_.erase(std::remove_if(queue_.begin(), queue_.end(), pred), queue_.end());
-}
-
-template <class Pred>
-void scope_machine::trim_tail(Pred pred) {
-  std::size_t last_user = 0;
-  for (std::size_t k = 0; k < queue_.size(); ++k)
-    if (queue_[k].k == item::user) last_user = k + 1;
-  queue_.erase(std::remove_if(queue_.begin() + static_cast<std::ptrdiff_t>(last_user), queue_.end(), pred),
-               queue_.end());
-}
 
 PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::prepare_out_of_band(const char* sql,
                                                                                std::string_view text,

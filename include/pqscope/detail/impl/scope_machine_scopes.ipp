@@ -1,7 +1,11 @@
+#pragma once
 // Frames and the doomed state: opening and ending scopes (the outermost one's
 // COMMIT or ROLLBACK, a nested one's RELEASE or ROLLBACK TO), the savepoint budget,
 // SET LOCAL and its restoring, on_commit / on_rollback callbacks, and the end step
 // of an operation. Included by detail/scope_machine.hpp.
+
+#include <pqscope/detail/scope_machine.hpp>
+#include <pqscope/detail/impl/queue_edits.hpp>
 
 #include <algorithm>
 #include <chrono>

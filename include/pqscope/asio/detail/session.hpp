@@ -1,0 +1,196 @@
+#pragma once
+// What an asio connection and its operations in flight share: the scope machine,
+// the link, the gate that orders operations, and the scopes abandoned while one
+// ran; and resolve_xact(), the asynchronous twin of driver_session::xact_status.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <pqscope/driver.hpp>
+#include <pqscope/errors.hpp>
+#include <pqscope/options.hpp>
+#include <pqscope/detail/scope_machine.hpp>
+#include <pqscope/detail/sync_session.hpp>
+#include <pqscope/asio/link.hpp>
+#include <pqscope/asio/query.hpp>
+
+namespace pqscope::asio::detail {
+
+using clock = std::chrono::steady_clock;
+
+// The machine, the link, and who is using them. Shared by the connection object
+// and its operations in flight.
+class session final : public pqscope::detail::sender, public std::enable_shared_from_this<session> {
+ public:
+  session(const net::any_io_executor& ex, std::string info, connection_options o)
+      : executor(ex), conninfo(std::move(info)), options(std::move(o)), io(std::make_shared<link>(ex)), gate(ex) {
+    machine.set_observer(options.observer);
+    machine.set_savepoint_limit(options.savepoint_limit, options.refuse_past_savepoint_limit);
+    if (options.network_timeout.count() > 0) {
+      io->timeout = options.network_timeout;
+      io->cancel_wait = libpq_driver::grace_for(options.network_timeout);
+    }
+  }
+
+  pqscope::detail::scope_machine machine;
+  net::any_io_executor executor;
+  std::string conninfo;
+  std::string conninfo_shown = pqscope::detail::redacted_conninfo(conninfo);  // after conninfo: made from it
+  connection_options options;
+  std::shared_ptr<link> io;
+  std::weak_ptr<link> resolver;  // the fresh connection asking about a lost COMMIT
+
+  // A user operation is running (or waiting for the gate).
+  bool user_busy = false;
+  bool closed = false;
+  // A rollback that no one awaits is running: a scope's object was destroyed open.
+  // User operations wait for it at the gate, a timer that never expires by itself.
+  bool background = false;
+  net::steady_timer gate;
+  // Scopes whose objects were destroyed open while an operation was running.
+  std::vector<std::uint64_t> abandoned;
+
+  // statement_slot::wait() calls this for a batched result read before it was sent:
+  // the blocking connection would send the batch here, which a coroutine cannot do.
+  void flush() override {
+    throw usage_error(
+        "a batched statement's result was read before the batch was sent; on an asynchronous connection, "
+        "co_await async_flush() first (or use async_query_value, which sends the batch)");
+  }
+
+  // Machine calls that are not operations (opening a scope, on_commit, set_local)
+  // are refused while an operation runs: it owns the machine until it completes.
+  pqscope::detail::scope_machine& idle_machine(const char* what) {
+    if (user_busy)
+      throw usage_error(std::string(what) + " while an operation is in progress on this connection; "
+                                            "one operation at a time, and await each before the next call");
+    return machine;
+  }
+
+  // A scope's object was destroyed while the scope was open (a coroutine destroyed
+  // mid-scope, an exception past a transaction object). Nested scopes end at once,
+  // as in the blocking connection (nothing is sent for them). The outermost one's
+  // ROLLBACK goes out at once, in the background, and every later operation waits
+  // for it: no transaction is left idle on the server.
+  void abandon(std::uint64_t id) noexcept {
+    try {
+      abandoned.push_back(id);
+    } catch (...) {
+      return;  // out of memory: the connection's close will end the session
+    }
+    process_abandoned();
+  }
+
+  void process_abandoned() noexcept;
+  void start_background();
+
+  void notify_refusal(const query& q, const std::exception& e) const noexcept {
+    if (!options.observer) return;
+    statement_event ev;
+    ev.sql = q.text();
+    ev.params = q.param_count();
+    ev.depth = machine.depth();
+    ev.error = &e;
+    try {
+      options.observer(ev);
+    } catch (...) {
+      // a logging hook must not change what the transaction does
+    }
+  }
+
+  void close() noexcept {
+    closed = true;
+    // In a forked child, closing would end the parent's session.
+    const bool ours = machine.opened_by_this_process();
+    machine.mark_closed();
+    if (ours)
+      io->close();
+    else
+      io->abandon_after_fork();
+    if (auto r = resolver.lock()) r->close();
+    error_code ignored;
+    gate.cancel(ignored);
+  }
+
+  // connection::cancel(): the operation in flight, and a resolution it waits for.
+  void cancel() {
+    io->request_cancel("canceled");
+    if (auto r = resolver.lock()) r->request_cancel("canceled");
+  }
+
+};
+
+// pg_xact_status of a transaction whose COMMIT got no answer, asked on a fresh
+// connection: "committed", "aborted", or why it could not tell (as
+// driver_session::xact_status says it).
+inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, std::string xid) {
+  auto l = std::make_shared<link>(s->executor);
+  l->timeout = s->io->timeout;  // the same time bounds
+  l->cancel_wait = s->io->cancel_wait;
+  s->resolver = l;
+  std::string outcome;
+  try {
+    // The budget of driver_session::xact_status: network_timeout and its grace from now.
+    const pqscope::detail::resolver_clock budget(s->io->timeout.count() > 0
+                                                     ? s->io->timeout + libpq_driver::grace_for(s->io->timeout)
+                                                     : std::chrono::milliseconds(0));
+    const bool bounded = s->io->timeout.count() > 0;
+    co_await async_open(l, s->conninfo, "pqscope in-doubt resolver", net::use_awaitable);
+    const char* values[] = {xid.c_str()};
+    const std::vector<statement> ask{statement{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr}};
+    net::steady_timer pause(s->executor);
+    // A backend that was cut off may still be finishing: wait for its verdict, within the budget.
+    while (outcome.empty()) {
+      if (bounded) {
+        l->timeout = budget.round_trip_timeout();  // it and its grace end by the deadline
+        l->cancel_wait = libpq_driver::grace_for(l->timeout);
+      }
+      if ((bounded && l->timeout.count() <= 0) || (!bounded && budget.left().count() <= 0)) {
+        outcome = budget.spent();
+        break;
+      }
+      const batch_reply br = co_await async_exchange(l, ask, net::use_awaitable);
+      if (br.lost) {
+        outcome = "connection lost: " + br.lost_message;
+        break;
+      }
+      const reply& r = br.replies.front();
+      if (r.st != reply::status::ok) {
+        outcome = "error: " + r.failure().message;
+      } else if (r.res.size() != 1 || r.res[0][0].is_null()) {
+        outcome = "unknown xid";
+      } else if (std::string status(r.res[0][0].text()); status != "in progress") {
+        outcome = status;
+      } else if (const auto wait = budget.pause(); wait.count() <= 0) {
+        outcome = budget.spent();
+      } else {
+        pause.expires_after(wait);
+        co_await pause.async_wait(net::use_awaitable);
+      }
+    }
+  } catch (const std::exception& e) {
+    outcome = e.what();
+  } catch (...) {
+    outcome = "unknown failure";
+  }
+  l->close();
+  co_return outcome;
+}
+
+}  // namespace pqscope::asio::detail

@@ -1,0 +1,63 @@
+#pragma once
+// What a driver is given and what it gives back: a batch of statements goes out
+// in one round trip, and a batch_reply comes back with one reply per statement and
+// the session's state after them. The scope machine plans the batches and applies
+// the replies; a driver (driver.hpp, asio/link.hpp, a test's scripted driver) only
+// carries them.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <pqscope/result.hpp>
+
+namespace pqscope {
+
+// What the server says about the session after a batch (PQtransactionStatus).
+enum class server_state { idle, in_transaction, failed_transaction, unknown };
+
+struct statement {
+  const char* sql = nullptr;  // NUL-terminated
+  int n_params = 0;
+  const char* const* values = nullptr;  // n_params entries; nullptr means NULL
+  const unsigned* types = nullptr;      // n_params OIDs or nullptr; 0 lets the server infer
+};
+
+// What the server reported about a failed statement.
+struct reply_error {
+  std::string sqlstate, message, detail, hint;
+  std::size_t position = 0;  // 1-based character, 0 if none
+  std::string schema, table, column, datatype, constraint;
+  // Not the server's refusal: the statement broke the protocol pqscope speaks
+  // (a COPY that reached the server through execute()). Raised as usage_error.
+  bool misuse = false;
+};
+
+struct reply {
+  enum class status { ok, error, skipped };  // skipped: not run because an earlier statement failed
+  status st = status::skipped;
+  result res;           // status::ok
+  std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
+  // status::error. Out of line: a batch's replies are made for every statement,
+  // and few statements fail.
+  std::shared_ptr<const reply_error> error;
+  [[nodiscard]] const reply_error& failure() const noexcept {
+    static const reply_error none;
+    return error ? *error : none;
+  }
+};
+
+struct batch_reply {
+  std::vector<reply> replies;  // one per statement, in order
+  bool lost = false;           // the connection died; replies past the loss are `skipped`
+  std::string lost_message;
+  server_state state = server_state::unknown;
+  // Set when the session was idle before the batch, no statement in it opens a
+  // transaction, and it ended inside one anyway: what opened it, when the driver
+  // can tell (e.g. Pgpool-II in raw mode), else empty. For the error the scope
+  // machine raises about a transaction no scope owns.
+  std::string diagnostic;
+};
+
+}  // namespace pqscope
