@@ -11,16 +11,27 @@
 # include: the standard and libpq headers that the single header's declarations include
 # (what a PQSCOPE_SEPARATE_COMPILATION unit sees), alone. Needs libpqxx-dev (scripts/dev.sh
 # bench installs it).
-#   scripts/compile_cost.sh [RUNS]
+# With --against REV, each pqscope row is also measured at that revision (a git
+# worktree in a temporary folder), interleaved with the rest: before and after a change.
+#   scripts/compile_cost.sh [--against REV] [RUNS]
 set -euo pipefail
 TIMEFORMAT='%3U %3S'
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+AGAINST=""
+if [ "${1:-}" = --against ]; then
+  AGAINST=${2:?"--against needs a revision"}
+  shift 2
+fi
 RUNS=${1:-5}
 CXX=${CXX:-g++}
 PGINC=$(pg_config --includedir)
 DIR="$ROOT/bench/compile_cost"
 OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
+cleanup() {
+  [ -z "$AGAINST" ] || git -C "$ROOT" worktree remove --force "$OUT/rev" >/dev/null 2>&1 || true
+  rm -rf "$OUT"
+}
+trap cleanup EXIT
 
 declare -A SRC FLAGS
 SRC[pqxx_include]="$DIR/include_only_pqxx.cpp";  FLAGS[pqxx_include]=""
@@ -43,6 +54,14 @@ echo 'int main() { return 0; }' >> "$OUT/std_headers.cpp"
 SRC[pqscope_std_headers]="$OUT/std_headers.cpp"; FLAGS[pqscope_std_headers]="-I$PGINC"
 ORDER=(pqxx_include pqscope_std_headers pqscope_include pqscope_include_sep pqxx_quickstart pqscope_quickstart
        pqscope_quickstart_sep pqscope_impl_sep)
+if [ -n "$AGAINST" ]; then
+  git -C "$ROOT" worktree add --detach "$OUT/rev" "$AGAINST" >/dev/null
+  for name in pqscope_include pqscope_include_sep pqscope_quickstart pqscope_quickstart_sep pqscope_impl_sep; do
+    SRC[$name@rev]=${SRC[$name]/#$ROOT/$OUT/rev}
+    FLAGS[$name@rev]=${FLAGS[$name]//$ROOT/$OUT/rev}
+    ORDER+=("$name@rev")
+  done
+fi
 
 for name in "${ORDER[@]}"; do : > "$OUT/$name.times"; done
 for ((i = 0; i < RUNS; ++i)); do
@@ -59,9 +78,9 @@ lines() {
   $CXX -std=c++17 -E ${FLAGS[$1]} "${SRC[$1]}" | wc -l
 }
 printf "%s, %s, %d runs each, interleaved; %s\n" "$($CXX --version | head -n1)" "-O2" "$RUNS" "$(nproc) CPUs"
-printf "%-24s %12s %13s %10s\n" file "median CPU s" "preproc lines" "object KB"
+printf "%-28s %12s %13s %10s\n" file "median CPU s" "preproc lines" "object KB"
 for name in "${ORDER[@]}"; do
-  printf "%-24s %12.2f %13d %10d\n" "$name" "$(median "$OUT/$name.times")" "$(lines "$name")" \
+  printf "%-28s %12.2f %13d %10d\n" "$name" "$(median "$OUT/$name.times")" "$(lines "$name")" \
     "$(( $(stat -c %s "$OUT/$name.o") / 1024 ))"
 done
 ratio() { printf %.2f "$(echo "scale=4; $(median "$OUT/$1.times") / $(median "$OUT/$2.times")" | bc)"; }
@@ -70,3 +89,8 @@ echo "single header + database / pqxx include alone:   $(ratio pqscope_include p
 echo "quickstart pqscope / quickstart libpqxx:          $(ratio pqscope_quickstart pqxx_quickstart) header-only," \
      "$(ratio pqscope_quickstart_sep pqxx_quickstart) separate compilation (+ $(printf %.2f "$(median "$OUT/pqscope_impl_sep.times")") s" \
      "once per program for the implementation unit)"
+if [ -n "$AGAINST" ]; then
+  for name in pqscope_include pqscope_include_sep pqscope_quickstart pqscope_quickstart_sep pqscope_impl_sep; do
+    printf "%-28s %s of %s at %s\n" "$name" "$(ratio "$name" "$name@rev")" "$name" "$AGAINST"
+  done
+fi

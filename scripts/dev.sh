@@ -6,8 +6,12 @@
 #   scripts/dev.sh test [--sanitize] the same set-up, then the whole suite with CTest
 #   scripts/dev.sh bench             build bench/ and run it directly and through PgBouncer;
 #                                    writes bench/results/ (table, CSV, PNG chart)
+#   scripts/dev.sh bench-compare REV [ROUNDS] [ARGS]
+#                                    the benchmark at REV and in the working tree, side by side
 #   scripts/dev.sh fuzz [SECONDS]    random programs against the semantic model (default 60 s per target)
-#   scripts/dev.sh compile-cost [N]  compile time of the single header and the quick start next to libpqxx
+#   scripts/dev.sh compile-cost [--against REV] [N]
+#                                    compile time of the single header and the quick start next to
+#                                    libpqxx (and next to the same files at REV)
 #   scripts/dev.sh memcheck          the behaviour tests under valgrind memcheck
 #   scripts/dev.sh build [--sanitize]
 #   scripts/dev.sh servers [--standby] [--pgpool] -- CMD...
@@ -175,6 +179,10 @@ case "$cmd" in
     start_servers
     "$ROOT/bench/run.sh" "$BUILD_DIR/bench" "$ROOT/bench/results" "$@"
     ;;
+  bench-compare)
+    deps libpqxx-dev
+    "$ROOT/scripts/bench_compare.sh" "$@"
+    ;;
   fuzz)
     seconds=${1:-60}
     deps
@@ -188,7 +196,7 @@ case "$cmd" in
     deps libpqxx-dev bc
     "$ROOT/scripts/compile_cost.sh" "$@"
     ;;
-  help | -h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help | -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2

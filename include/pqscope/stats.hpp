@@ -1,9 +1,10 @@
 #pragma once
+// connection_stats: counters kept per connection, counted where pqscope talks to libpq.
+
 #include <cstdint>
 
 namespace pqscope {
 
-// Counters kept per connection, counted where pqscope talks to libpq.
 struct connection_stats {
   std::uint64_t round_trips = 0;               // batches sent, each ending in one sync
   std::uint64_t statements = 0;                // user statements sent

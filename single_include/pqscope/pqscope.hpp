@@ -581,11 +581,12 @@ struct connection_options {
 
 }  // namespace pqscope
 // #include <pqscope/stats.hpp>
+// connection_stats: counters kept per connection, counted where pqscope talks to libpq.
+
 #include <cstdint>
 
 namespace pqscope {
 
-// Counters kept per connection, counted where pqscope talks to libpq.
 struct connection_stats {
   std::uint64_t round_trips = 0;               // batches sent, each ending in one sync
   std::uint64_t statements = 0;                // user statements sent
@@ -5103,7 +5104,8 @@ PQSCOPE_DECL pid_t current_pid() noexcept;
 
 #ifdef PQSCOPE_BODIES
 // #include <pqscope/detail/impl/process.ipp>
-// Bodies of detail/process.hpp.
+// The bodies of <pqscope/detail/process.hpp>: included at its end in header-only
+// mode, and compiled once by the implementation unit otherwise (detail/config.hpp).
 
 // #include <pqscope/detail/process.hpp> (inlined above)
 
@@ -5208,7 +5210,8 @@ class statement_slot final : public deferred_answer {
 
 #ifdef PQSCOPE_BODIES
 // #include <pqscope/detail/impl/statement_slot.ipp>
-// Bodies of detail/statement_slot.hpp.
+// The bodies of <pqscope/detail/statement_slot.hpp>: included at its end in header-only
+// mode, and compiled once by the implementation unit otherwise (detail/config.hpp).
 
 // #include <pqscope/detail/statement_slot.hpp> (inlined above)
 

@@ -1,5 +1,6 @@
 #pragma once
-// Bodies of detail/statement_slot.hpp.
+// The bodies of <pqscope/detail/statement_slot.hpp>: included at its end in header-only
+// mode, and compiled once by the implementation unit otherwise (detail/config.hpp).
 
 #include <pqscope/detail/statement_slot.hpp>
 
