@@ -35,6 +35,7 @@ build_bench "$ROOT" "$WORK/build-now"
 start_servers
 for ((r = 1; r <= ROUNDS; r++)); do
   for which in rev now; do
+    mkdir -p "$WORK/out-$which-$r"
     "$WORK/build-$which/bench/pqscope_bench" --direct "$PQSCOPE_TEST_DIRECT" --pgbouncer "$PQSCOPE_TEST_PGBOUNCER" \
       --seconds 0 --out "$WORK/out-$which-$r" "$@" >/dev/null
   done
