@@ -14,9 +14,10 @@
 #                                    libpqxx (and next to the same files at REV)
 #   scripts/dev.sh memcheck          the behaviour tests under valgrind memcheck
 #   scripts/dev.sh build [--sanitize]
-#   scripts/dev.sh servers [--standby] [--pgpool] -- CMD...
+#   scripts/dev.sh servers [--standby] [--pgpool] [--pgbouncer124] -- CMD...
 #                                    run CMD with the PQSCOPE_TEST_* variables set; --standby adds
-#                                    a streaming-replication standby, --pgpool Pgpool-II in front
+#                                    a streaming-replication standby, --pgpool Pgpool-II in front,
+#                                    --pgbouncer124 PgBouncer 1.24 (built once from Debian 13's source)
 #   scripts/dev.sh amalgamate        regenerate single_include/pqscope/pqscope.hpp and asio.hpp
 #   scripts/dev.sh deps              install the Debian packages the scripts need
 set -euo pipefail
@@ -137,8 +138,9 @@ case "$cmd" in
     [ "${1:-}" = "--sanitize" ] && MODE=sanitize
     deps
     build
-    # The suites also run through Pgpool-II (a third target) in a full run.
+    # The suites also run through Pgpool-II and PgBouncer 1.24 (more targets) in a full run.
     export PQSCOPE_SERVERS_PGPOOL=${PQSCOPE_SERVERS_PGPOOL:-1}
+    export PQSCOPE_SERVERS_PGBOUNCER124=${PQSCOPE_SERVERS_PGBOUNCER124:-1}
     run_tests
     ;;
   memcheck)
@@ -158,6 +160,7 @@ case "$cmd" in
       case "$1" in
         --standby) export PQSCOPE_SERVERS_STANDBY=1 ;;
         --pgpool) export PQSCOPE_SERVERS_PGPOOL=1 ;;
+        --pgbouncer124) export PQSCOPE_SERVERS_PGBOUNCER124=1 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
       esac
       shift
@@ -196,7 +199,7 @@ case "$cmd" in
     deps libpqxx-dev bc
     "$ROOT/scripts/compile_cost.sh" "$@"
     ;;
-  help | -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help | -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2

@@ -613,7 +613,7 @@ BOOST_AUTO_TEST_CASE(batched_attempts) {
 }
 
 BOOST_AUTO_TEST_CASE(pooler_guard_observer_and_names) {
-  const pqtest::target t{"pgbouncer", pqtest::env("PQSCOPE_TEST_PGBOUNCER")};
+  const pqtest::target t{"pgbouncer", pqtest::env("PQSCOPE_TEST_PGBOUNCER"), pqtest::env("PQSCOPE_TEST_PGBOUNCER_ADMIN")};
   net::io_context io;
   pqtest::run_coro(io, [&]() -> awaitable<void> {
     std::vector<std::string> events;

@@ -323,7 +323,7 @@ BOOST_AUTO_TEST_CASE(peer_stops_answering) {
 // timeout and the grace pass, the connection is given up, and the outcome is in doubt.
 BOOST_AUTO_TEST_CASE(commit_is_never_cancelled) {
   pqtest::scratch_table table;
-  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
+  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT"), {}};
   auto relay = std::make_unique<pqtest::asio_stall_relay>(t.conninfo);
   net::io_context io;
   heartbeat beat(io);
@@ -356,7 +356,7 @@ BOOST_AUTO_TEST_CASE(commit_is_never_cancelled) {
 // PQcancel hangs) while the cancelled statement ends normally: the next round trip
 // waits out its own bound, then the connection is closed with nothing sent.
 BOOST_AUTO_TEST_CASE(next_round_trip_waits_for_a_pending_cancel) {
-  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
+  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT"), {}};
   auto relay = std::make_unique<pqtest::asio_stall_relay>(t.conninfo);
   net::io_context io;
   heartbeat beat(io);
@@ -444,7 +444,7 @@ BOOST_AUTO_TEST_CASE(lost_commit_is_in_doubt_or_resolved) {
   });
   // The answer to COMMIT is cut off after the server committed (a relay drops it).
   pqtest::empty(table);
-  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
+  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT"), {}};
   for (bool resolve : {false, true}) BOOST_TEST_CONTEXT((resolve ? "resolve_in_doubt" : "plain")) {
       pqtest::asio_stall_relay relay{t.conninfo};
       net::io_context io;

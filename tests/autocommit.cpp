@@ -48,9 +48,8 @@ std::string server_states(const std::string& app) {
 }
 
 // Whether PgBouncer has a server connection assigned to this client.
-bool pgbouncer_holds_server_for(const std::string& app) {
-  std::unique_ptr<PGconn, decltype(&PQfinish)> admin(PQconnectdb(pqtest::env("PQSCOPE_TEST_PGBOUNCER_ADMIN").c_str()),
-                                                     &PQfinish);
+bool pgbouncer_holds_server_for(const pqtest::target& t, const std::string& app) {
+  std::unique_ptr<PGconn, decltype(&PQfinish)> admin(PQconnectdb(t.admin.c_str()), &PQfinish);
   if (PQstatus(admin.get()) != CONNECTION_OK) throw std::runtime_error(PQerrorMessage(admin.get()));
   std::unique_ptr<PGresult, decltype(&PQclear)> r(PQexec(admin.get(), "SHOW CLIENTS"), &PQclear);
   if (PQresultStatus(r.get()) != PGRES_TUPLES_OK) throw std::runtime_error(PQerrorMessage(admin.get()));
@@ -75,14 +74,14 @@ void check_idle(session& s) {
   BOOST_TEST(PQtransactionStatus(s.conn.native_handle()) == PQTRANS_IDLE);
   BOOST_TEST(pqtest::idle_in_transaction(s.app) == 0);
   const std::string states = server_states(s.app);
-  if (s.target.name != "pgbouncer") {  // PostgreSQL, or Pgpool-II's one server session per client
+  if (!s.target.pgbouncer()) {  // PostgreSQL, or Pgpool-II's one server session per client
     BOOST_TEST(states == "idle:1");
   } else {
     // Transaction pooling: between transactions the client holds no server
     // connection. PgBouncer is the one to ask: a server connection this client used
     // last keeps its name, and another test's client (one that sets no
     // application_name) may be running a statement on it right now.
-    BOOST_TEST(!pgbouncer_holds_server_for(s.app), "server sessions of " << s.app << ": " << states);
+    BOOST_TEST(!pgbouncer_holds_server_for(s.target, s.app), "server sessions of " << s.app << ": " << states);
   }
 }
 

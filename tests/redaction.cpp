@@ -212,7 +212,7 @@ BOOST_AUTO_TEST_CASE(refused_logins) {
 }
 
 BOOST_AUTO_TEST_CASE(reconnect_and_asio_connect_again) {
-  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
+  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT"), {}};
   const named_role role;
   const secret_case c{"reconnect", role.conninfo(t.conninfo), {role.name}};
   pqscope::connection conn{c.conninfo};
@@ -230,7 +230,7 @@ BOOST_AUTO_TEST_CASE(reconnect_and_asio_connect_again) {
 // The resolver of a lost COMMIT connects afresh with the same conninfo; its
 // failure is part of the in_doubt_error.
 BOOST_AUTO_TEST_CASE(in_doubt_resolver) {
-  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
+  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT"), {}};
   pqscope::transaction_options o;
   o.resolve_in_doubt = true;
   {
@@ -268,7 +268,7 @@ BOOST_AUTO_TEST_CASE(in_doubt_resolver) {
 
 // conninfo() shows no password; the session still connects with it.
 BOOST_AUTO_TEST_CASE(conninfo_accessors_show_no_password) {
-  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")};
+  const pqtest::target t{"direct", pqtest::env("PQSCOPE_TEST_DIRECT"), {}};
   const std::string ci = t.conninfo + " password='Acc3ssor Secret'";
   const secret_case c{"accessors", ci, {"Acc3ssor"}};
   auto password_of = [](PGconn* pg) {

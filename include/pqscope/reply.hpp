@@ -22,6 +22,12 @@ struct statement {
   int n_params = 0;
   const char* const* values = nullptr;  // n_params entries; nullptr means NULL
   const unsigned* types = nullptr;      // n_params OIDs or nullptr; 0 lets the server infer
+  // nullptr: an unnamed statement (Parse, Bind, Execute every time). Otherwise the
+  // prepared statement of that name is bound and executed; with `parse`, `sql` is
+  // first prepared under it in the same batch (one round trip all the same). A name
+  // is never parsed twice on a session: PgBouncer disconnects a client that does.
+  const char* name = nullptr;
+  bool parse = false;
 };
 
 // What the server reported about a failed statement.
@@ -42,6 +48,9 @@ struct reply {
   // status::error. Out of line: a batch's replies are made for every statement,
   // and few statements fail.
   std::shared_ptr<const reply_error> error;
+  // statement::parse: the server accepted the Parse, so the name now exists on the
+  // session (whatever became of the execution behind it).
+  bool parsed = false;
   [[nodiscard]] const reply_error& failure() const noexcept {
     static const reply_error none;
     return error ? *error : none;

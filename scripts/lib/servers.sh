@@ -1,6 +1,7 @@
 # Throwaway PostgreSQL + PgBouncer (transaction pooling) for tests, demo and bench,
 # and on request a streaming-replication standby (PQSCOPE_SERVERS_STANDBY=1) and
-# Pgpool-II in front (PQSCOPE_SERVERS_PGPOOL=1). Sourced by scripts/dev.sh (and
+# Pgpool-II in front (PQSCOPE_SERVERS_PGPOOL=1) and PgBouncer 1.24 beside 1.18
+# (PQSCOPE_SERVERS_PGBOUNCER124=1). Sourced by scripts/dev.sh (and
 # scripts/lib/replica_pair.sh). All run as the postgres user (they refuse root), in
 # a temporary folder, on loopback ports picked free for this run; stop_servers (set
 # as an EXIT trap by the caller) stops them and removes the folder.
@@ -9,6 +10,8 @@ PG_BIN=${PG_BIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15
 [ -x "$PG_BIN/initdb" ] || PG_BIN=/usr/lib/postgresql/15/bin
 
 SERVERS_DIR=""
+# shellcheck source=pgbouncer_124.sh
+. "$(dirname "${BASH_SOURCE[0]}")/pgbouncer_124.sh"
 
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -85,12 +88,14 @@ start_standby_of() { # primary port, data dir, log file, socket dir
   return 1
 }
 
-start_pgbouncer() {
-  local try
+# A PgBouncer in transaction pooling mode in front of the primary: $1 the binary, $2
+# names its files in $SERVERS_DIR, $3 extra [pgbouncer] settings. Sets PGB_STARTED_PORT.
+start_pgbouncer_as() { # binary, name, extra settings
+  local bin=$1 name=$2 extra=$3 try port
   echo '"postgres" ""' >"$SERVERS_DIR/userlist.txt"
   for try in 1 2 3 4 5; do
-    PGB_PORT=$(free_port)
-    cat >"$SERVERS_DIR/pgbouncer.ini" <<INI
+    port=$(free_port)
+    cat >"$SERVERS_DIR/$name.ini" <<INI
 [databases]
 pqscope = host=127.0.0.1 port=$PG_PORT dbname=pqscope
 ; one server connection: shows what one client leaves behind for the next
@@ -100,7 +105,7 @@ pqscope_statement = host=127.0.0.1 port=$PG_PORT dbname=pqscope pool_mode=statem
 
 [pgbouncer]
 listen_addr = 127.0.0.1
-listen_port = $PGB_PORT
+listen_port = $port
 unix_socket_dir = $SERVERS_DIR
 auth_type = trust
 auth_file = $SERVERS_DIR/userlist.txt
@@ -109,22 +114,24 @@ pool_mode = transaction
 default_pool_size = 4
 max_client_conn = 500
 ignore_startup_parameters = extra_float_digits
-logfile = $SERVERS_DIR/pgbouncer.log
-pidfile = $SERVERS_DIR/pgbouncer.pid
+logfile = $SERVERS_DIR/$name.log
+pidfile = $SERVERS_DIR/$name.pid
+$extra
 INI
-    chown postgres "$SERVERS_DIR/pgbouncer.ini" "$SERVERS_DIR/userlist.txt" 2>/dev/null || true
-    if as_pg pgbouncer -d -q "$SERVERS_DIR/pgbouncer.ini"; then
+    chown postgres "$SERVERS_DIR/$name.ini" "$SERVERS_DIR/userlist.txt" 2>/dev/null || true
+    if as_pg "$bin" -d -q "$SERVERS_DIR/$name.ini"; then
       local i
       for i in $(seq 1 50); do
-        if psql -X -q -h 127.0.0.1 -p "$PGB_PORT" -U postgres -d pqscope -c "SELECT 1" >/dev/null 2>&1; then
+        if psql -X -q -h 127.0.0.1 -p "$port" -U postgres -d pqscope -c "SELECT 1" >/dev/null 2>&1; then
+          PGB_STARTED_PORT=$port
           return 0
         fi
         sleep 0.1
       done
     fi
-    echo "pgbouncer did not start on port $PGB_PORT (try $try); retrying" >&2
-    tail -n 5 "$SERVERS_DIR/pgbouncer.log" >&2 || true
-    [ -f "$SERVERS_DIR/pgbouncer.pid" ] && kill "$(cat "$SERVERS_DIR/pgbouncer.pid")" 2>/dev/null || true
+    echo "$name did not start on port $port (try $try); retrying" >&2
+    tail -n 5 "$SERVERS_DIR/$name.log" >&2 || true
+    [ -f "$SERVERS_DIR/$name.pid" ] && kill "$(cat "$SERVERS_DIR/$name.pid")" 2>/dev/null || true
   done
   return 1
 }
@@ -196,7 +203,9 @@ start_servers() {
   chmod 755 "$SERVERS_DIR"
   [ "$(id -u)" = 0 ] && chown postgres "$SERVERS_DIR"
   start_postgres
-  start_pgbouncer
+  # Debian 12's PgBouncer: no prepared statements in transaction pooling.
+  start_pgbouncer_as pgbouncer pgbouncer ""
+  PGB_PORT=$PGB_STARTED_PORT
   local common="host=127.0.0.1 user=postgres connect_timeout=10"
   echo "servers: PostgreSQL on 127.0.0.1:$PG_PORT, PgBouncer (transaction pooling) on 127.0.0.1:$PGB_PORT, in $SERVERS_DIR"
   # Tests that need a primary/standby pair of their own (they stop and promote
@@ -217,6 +226,16 @@ start_servers() {
     export PQSCOPE_TEST_PGPOOL_RAW="$common port=$PGPOOL_STARTED_PORT dbname=pqscope"
     echo "servers: Pgpool-II on 127.0.0.1:$sr_port (streaming_replication mode) and :$PGPOOL_STARTED_PORT (raw mode)"
   fi
+  if [ "${PQSCOPE_SERVERS_PGBOUNCER124:-0}" = 1 ]; then
+    # PgBouncer 1.24 (built once, see pgbouncer_124.sh): tracks protocol-level prepared
+    # statements in transaction pooling, as 1.24 does by default.
+    ensure_pgbouncer_124
+    start_pgbouncer_as "$PGBOUNCER_124" pgbouncer124 "max_prepared_statements = 200"
+    export PQSCOPE_TEST_PGBOUNCER124="$common port=$PGB_STARTED_PORT dbname=pqscope"
+    export PQSCOPE_TEST_PGBOUNCER124_POOL1="$common port=$PGB_STARTED_PORT dbname=pqscope_pool1"
+    export PQSCOPE_TEST_PGBOUNCER124_ADMIN="$common port=$PGB_STARTED_PORT dbname=pgbouncer"
+    echo "servers: PgBouncer 1.24 (transaction pooling, max_prepared_statements = 200) on 127.0.0.1:$PGB_STARTED_PORT"
+  fi
   export PQSCOPE_TEST_DIRECT="$common port=$PG_PORT dbname=pqscope"
   export PQSCOPE_TEST_PGBOUNCER="$common port=$PGB_PORT dbname=pqscope"
   export PQSCOPE_TEST_PGBOUNCER_POOL1="$common port=$PGB_PORT dbname=pqscope_pool1"
@@ -229,9 +248,10 @@ stop_servers() {
   [ -n "$SERVERS_DIR" ] && [ -d "$SERVERS_DIR" ] || return 0
   stop_pgpool pgpool
   stop_pgpool pgpool_raw
-  if [ -f "$SERVERS_DIR/pgbouncer.pid" ]; then
-    kill "$(cat "$SERVERS_DIR/pgbouncer.pid")" 2>/dev/null || true
-  fi
+  local b
+  for b in pgbouncer pgbouncer124; do
+    [ -f "$SERVERS_DIR/$b.pid" ] && kill "$(cat "$SERVERS_DIR/$b.pid")" 2>/dev/null || true
+  done
   local d
   for d in "$SERVERS_DIR/standby" "$SERVERS_DIR/data"; do
     if [ -f "$d/postmaster.pid" ]; then

@@ -232,8 +232,15 @@ class link : public std::enable_shared_from_this<link> {
   enum class phase { idle, connecting, exchanging };
   // copy_rows: a COPY TO STDOUT the statement checks missed, read and dropped;
   // copy_end: then that COPY's own answer (after COPY FROM STDIN was failed too);
-  // probe: the answers to a middleware probe (send_probe()).
-  enum class reading { answer, terminator, sync, copy_rows, copy_end, probe };
+  // probe: the answers to a middleware probe (send_probe()); parse, parse_end: the
+  // answer to a Parse sent with its statement (statement::parse), then its null result.
+  enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe };
+
+  // Where the answers of statement k start.
+  [[nodiscard]] reading first_reading(std::size_t k) {
+    parse_failed_ = false;
+    return parses_[k] ? reading::parse : reading::answer;
+  }
 
   static std::string not_connected() { return "the connection is not open (async_connect() first)"; }
   [[nodiscard]] std::string timed_out() const { return "timed out after " + std::to_string(timeout.count()) + " ms"; }
@@ -291,6 +298,8 @@ class link : public std::enable_shared_from_this<link> {
   bool finished_ = true, flushing_ = false, watching_ = false;
   std::size_t commit_at_ = 0;  // the batch's COMMIT, or its size
   bool copy_in_ = false;       // the COPY being ended is a COPY FROM STDIN
+  std::vector<bool> parses_;   // which statements of the batch have a Parse sent first
+  bool parse_failed_ = false;  // the statement's Parse failed: its execution is skipped
   std::string fatal_;          // a FATAL error answered in this batch (see libpq_driver)
   server_state last_state_ = server_state::unknown;  // after the last batch (idle after connecting)
   bool suspect_ = false;        // a transaction after this batch would be no statement's: probe
@@ -522,7 +531,9 @@ inline void link::start_batch(const std::vector<statement>& statements) {
   reply_ = batch_reply{};
   reply_.replies.resize(statements.size());
   index_ = 0;
-  reading_ = statements.empty() ? reading::sync : reading::answer;
+  parses_.assign(statements.size(), false);
+  for (std::size_t k = 0; k < statements.size(); ++k) parses_[k] = statements[k].parse;
+  reading_ = statements.empty() ? reading::sync : first_reading(0);
   finished_ = false;
   flushing_ = false;
   copy_in_ = false;
@@ -532,8 +543,7 @@ inline void link::start_batch(const std::vector<statement>& statements) {
   if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
   if (PQenterPipelineMode(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
   for (const statement& s : statements)
-    if (PQsendQueryParams(pg_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-      return lose(trimmed(PQerrorMessage(pg_)));
+    if (!pqscope::detail::send_statement(pg_, s)) return lose(trimmed(PQerrorMessage(pg_)));
   if (PQpipelineSync(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
   flushing_ = true;
   phase_ = phase::exchanging;
@@ -783,8 +793,43 @@ inline bool link::send_probe(std::size_t k) {
 
 inline bool link::take_result(PGresult* raw) {
   switch (reading_) {
+    case reading::parse: {  // a Parse sent with the statement answers first, on its own
+      reply& r = reply_.replies[index_];
+      pqscope::detail::answer a = pqscope::detail::read_answer(pg_, raw, r);
+      switch (a.k) {
+        case pqscope::detail::answer::filled:
+          if (r.st == reply::status::error) {
+            parse_failed_ = true;
+            fatal_ = std::move(a.fatal);
+          }
+          break;
+        case pqscope::detail::answer::skipped: break;
+        default: lose(std::move(a.why)); return false;
+      }
+      r.parsed = r.st == reply::status::ok;
+      reading_ = reading::parse_end;
+      return true;
+    }
+    case reading::parse_end:
+      if (raw != nullptr) {
+        PQclear(raw);
+        lose("unexpected extra answer from the server");
+        return false;
+      }
+      reading_ = reading::answer;
+      return true;
     case reading::answer: {
       reply& r = reply_.replies[index_];
+      if (parse_failed_) {  // skipped by the server: the Parse's error is the answer
+        if (raw == nullptr || PQstatus(pg_) == CONNECTION_BAD) {
+          if (raw != nullptr) PQclear(raw);
+          lose(trimmed(PQerrorMessage(pg_)));
+          return false;
+        }
+        PQclear(raw);
+        reading_ = reading::terminator;
+        return true;
+      }
       pqscope::detail::answer a = pqscope::detail::read_answer(pg_, raw, r);
       switch (a.k) {
         case pqscope::detail::answer::filled:
@@ -840,7 +885,7 @@ inline bool link::take_result(PGresult* raw) {
         lose("unexpected extra answer from the server");
         return false;
       }
-      reading_ = ++index_ < reply_.replies.size() ? reading::answer : reading::sync;
+      reading_ = ++index_ < reply_.replies.size() ? first_reading(index_) : reading::sync;
       return true;
     case reading::sync: {
       const bool ok = raw != nullptr && PQresultStatus(raw) == PGRES_PIPELINE_SYNC;

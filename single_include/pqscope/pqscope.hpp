@@ -2173,6 +2173,12 @@ struct statement {
   int n_params = 0;
   const char* const* values = nullptr;  // n_params entries; nullptr means NULL
   const unsigned* types = nullptr;      // n_params OIDs or nullptr; 0 lets the server infer
+  // nullptr: an unnamed statement (Parse, Bind, Execute every time). Otherwise the
+  // prepared statement of that name is bound and executed; with `parse`, `sql` is
+  // first prepared under it in the same batch (one round trip all the same). A name
+  // is never parsed twice on a session: PgBouncer disconnects a client that does.
+  const char* name = nullptr;
+  bool parse = false;
 };
 
 // What the server reported about a failed statement.
@@ -2193,6 +2199,9 @@ struct reply {
   // status::error. Out of line: a batch's replies are made for every statement,
   // and few statements fail.
   std::shared_ptr<const reply_error> error;
+  // statement::parse: the server accepted the Parse, so the name now exists on the
+  // session (whatever became of the execution behind it).
+  bool parsed = false;
   [[nodiscard]] const reply_error& failure() const noexcept {
     static const reply_error none;
     return error ? *error : none;
@@ -2624,7 +2633,7 @@ PQSCOPE_DECL std::chrono::milliseconds connect_timeout_of(PGconn* c) {
 }  // namespace pqscope::detail
 #endif
 // #include <pqscope/detail/libpq_reply.hpp>
-// Reading libpq's answers, as both front ends do it: what one PGresult means for a
+// Sending a statement and reading libpq's answers, as both front ends do it: what one PGresult means for a
 // statement's reply, the fields of an error, and the few answers that end a session
 // or break the protocol pqscope speaks. driver.hpp and asio/link.hpp differ only in
 // how they wait for the answers, never in how they read them.
@@ -2638,6 +2647,11 @@ PQSCOPE_DECL std::chrono::milliseconds connect_timeout_of(PGconn* c) {
 // #include <pqscope/detail/config.hpp> (inlined above)
 
 namespace pqscope::detail {
+
+// Queues one statement of a batch in libpq (pipeline mode): unnamed, or the named
+// prepared statement, after its Parse when statement::parse. false: libpq refused
+// (PQerrorMessage says why). Each Parse answers on its own before the statement.
+[[nodiscard]] PQSCOPE_DECL bool send_statement(PGconn* c, const statement& s);
 
 // libpq's message without its trailing newline.
 PQSCOPE_DECL std::string trimmed(const char* s);
@@ -2696,6 +2710,12 @@ struct answer {
 #include <utility>
 
 namespace pqscope::detail {
+
+PQSCOPE_DECL bool send_statement(PGconn* c, const statement& s) {
+  if (s.name == nullptr) return PQsendQueryParams(c, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) == 1;
+  if (s.parse && PQsendPrepare(c, s.name, s.sql, s.n_params, s.types) != 1) return false;
+  return PQsendQueryPrepared(c, s.name, s.n_params, s.values, nullptr, nullptr, 0) == 1;
+}
 
 PQSCOPE_DECL std::string trimmed(const char* s) {
   std::string r = s != nullptr ? s : "";
@@ -3350,10 +3370,8 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
   }
   if (!await_pending_cancel(rt)) return give_up_pending(out);
   if (PQenterPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-  for (const statement& s : batch) {
-    if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-      return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-  }
+  for (const statement& s : batch)
+    if (!detail::send_statement(conn_, s)) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   if (PQpipelineSync(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   switch (flush(rt)) {
     case io::ok: break;
@@ -3364,11 +3382,34 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
   for (std::size_t i = 0; i < out.replies.size(); ++i) {
     reply& r = out.replies[i];
     rt.awaiting = i;
+    // A Parse sent with the statement answers first, on its own (then a null result).
+    bool parse_failed = false;
+    if (batch[i].parse) {
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      detail::answer p = detail::read_answer(conn_, PQgetResult(conn_), r);
+      switch (p.k) {
+        case detail::answer::filled:
+          if (r.st == reply::status::error) {
+            parse_failed = true;
+            fatal_ = std::move(p.fatal);
+          }
+          break;
+        case detail::answer::skipped: break;
+        default: return lost(out, std::move(p.why));
+      }
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      if (PGresult* extra = PQgetResult(conn_)) {
+        PQclear(extra);
+        return lost(out, "unexpected extra answer from the server");
+      }
+      r.parsed = r.st == reply::status::ok;
+    }
     if (await_result(rt) == io::expired) return give_up(out, rt);
-    detail::answer a = detail::read_answer(conn_, PQgetResult(conn_), r);
+    reply behind_failed_parse;  // skipped by the server: the Parse's error is the answer
+    detail::answer a = detail::read_answer(conn_, PQgetResult(conn_), parse_failed ? behind_failed_parse : r);
     switch (a.k) {
       case detail::answer::filled:
-        if (r.st == reply::status::error) fatal_ = std::move(a.fatal);
+        if (!parse_failed && r.st == reply::status::error) fatal_ = std::move(a.fatal);
         break;
       case detail::answer::skipped: break;
       case detail::answer::copy_in:

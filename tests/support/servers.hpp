@@ -24,8 +24,10 @@
 namespace pqtest {
 
 struct target {
-  std::string name;      // "direct", "pgbouncer" or "pgpool"
+  std::string name;      // "direct", "pgbouncer", "pgbouncer-1.24" or "pgpool"
   std::string conninfo;  // what the code under test connects to
+  std::string admin;     // a PgBouncer's admin console; empty for the others
+  [[nodiscard]] bool pgbouncer() const { return !admin.empty(); }
   friend std::ostream& operator<<(std::ostream& os, const target& t) { return os << t.name; }
 };
 
@@ -37,10 +39,14 @@ inline std::string env(const char* name) {
 }
 
 inline std::vector<target> targets() {
-  std::vector<target> all{{"direct", env("PQSCOPE_TEST_DIRECT")}, {"pgbouncer", env("PQSCOPE_TEST_PGBOUNCER")}};
+  std::vector<target> all{{"direct", env("PQSCOPE_TEST_DIRECT"), {}},
+                          {"pgbouncer", env("PQSCOPE_TEST_PGBOUNCER"), env("PQSCOPE_TEST_PGBOUNCER_ADMIN")}};
+  // PgBouncer 1.24 (it tracks prepared statements), when the servers script started it.
+  if (const char* b = std::getenv("PQSCOPE_TEST_PGBOUNCER124"); b != nullptr && *b != '\0')
+    all.push_back({"pgbouncer-1.24", b, env("PQSCOPE_TEST_PGBOUNCER124_ADMIN")});
   // Pgpool-II in streaming_replication mode, when the servers script started it.
   if (const char* pgpool = std::getenv("PQSCOPE_TEST_PGPOOL"); pgpool != nullptr && *pgpool != '\0')
-    all.push_back({"pgpool", pgpool});
+    all.push_back({"pgpool", pgpool, {}});
   return all;
 }
 

@@ -178,8 +178,15 @@ class link : public std::enable_shared_from_this<link> {
   enum class phase { idle, connecting, exchanging };
   // copy_rows: a COPY TO STDOUT the statement checks missed, read and dropped;
   // copy_end: then that COPY's own answer (after COPY FROM STDIN was failed too);
-  // probe: the answers to a middleware probe (send_probe()).
-  enum class reading { answer, terminator, sync, copy_rows, copy_end, probe };
+  // probe: the answers to a middleware probe (send_probe()); parse, parse_end: the
+  // answer to a Parse sent with its statement (statement::parse), then its null result.
+  enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe };
+
+  // Where the answers of statement k start.
+  [[nodiscard]] reading first_reading(std::size_t k) {
+    parse_failed_ = false;
+    return parses_[k] ? reading::parse : reading::answer;
+  }
 
   static std::string not_connected() { return "the connection is not open (async_connect() first)"; }
   [[nodiscard]] std::string timed_out() const { return "timed out after " + std::to_string(timeout.count()) + " ms"; }
@@ -237,6 +244,8 @@ class link : public std::enable_shared_from_this<link> {
   bool finished_ = true, flushing_ = false, watching_ = false;
   std::size_t commit_at_ = 0;  // the batch's COMMIT, or its size
   bool copy_in_ = false;       // the COPY being ended is a COPY FROM STDIN
+  std::vector<bool> parses_;   // which statements of the batch have a Parse sent first
+  bool parse_failed_ = false;  // the statement's Parse failed: its execution is skipped
   std::string fatal_;          // a FATAL error answered in this batch (see libpq_driver)
   server_state last_state_ = server_state::unknown;  // after the last batch (idle after connecting)
   bool suspect_ = false;        // a transaction after this batch would be no statement's: probe

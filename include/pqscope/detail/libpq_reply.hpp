@@ -1,5 +1,5 @@
 #pragma once
-// Reading libpq's answers, as both front ends do it: what one PGresult means for a
+// Sending a statement and reading libpq's answers, as both front ends do it: what one PGresult means for a
 // statement's reply, the fields of an error, and the few answers that end a session
 // or break the protocol pqscope speaks. driver.hpp and asio/link.hpp differ only in
 // how they wait for the answers, never in how they read them.
@@ -13,6 +13,11 @@
 #include <pqscope/detail/config.hpp>
 
 namespace pqscope::detail {
+
+// Queues one statement of a batch in libpq (pipeline mode): unnamed, or the named
+// prepared statement, after its Parse when statement::parse. false: libpq refused
+// (PQerrorMessage says why). Each Parse answers on its own before the statement.
+[[nodiscard]] PQSCOPE_DECL bool send_statement(PGconn* c, const statement& s);
 
 // libpq's message without its trailing newline.
 PQSCOPE_DECL std::string trimmed(const char* s);

@@ -122,10 +122,8 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
   }
   if (!await_pending_cancel(rt)) return give_up_pending(out);
   if (PQenterPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-  for (const statement& s : batch) {
-    if (PQsendQueryParams(conn_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-      return lost(out, detail::trimmed(PQerrorMessage(conn_)));
-  }
+  for (const statement& s : batch)
+    if (!detail::send_statement(conn_, s)) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   if (PQpipelineSync(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   switch (flush(rt)) {
     case io::ok: break;
@@ -136,11 +134,34 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
   for (std::size_t i = 0; i < out.replies.size(); ++i) {
     reply& r = out.replies[i];
     rt.awaiting = i;
+    // A Parse sent with the statement answers first, on its own (then a null result).
+    bool parse_failed = false;
+    if (batch[i].parse) {
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      detail::answer p = detail::read_answer(conn_, PQgetResult(conn_), r);
+      switch (p.k) {
+        case detail::answer::filled:
+          if (r.st == reply::status::error) {
+            parse_failed = true;
+            fatal_ = std::move(p.fatal);
+          }
+          break;
+        case detail::answer::skipped: break;
+        default: return lost(out, std::move(p.why));
+      }
+      if (await_result(rt) == io::expired) return give_up(out, rt);
+      if (PGresult* extra = PQgetResult(conn_)) {
+        PQclear(extra);
+        return lost(out, "unexpected extra answer from the server");
+      }
+      r.parsed = r.st == reply::status::ok;
+    }
     if (await_result(rt) == io::expired) return give_up(out, rt);
-    detail::answer a = detail::read_answer(conn_, PQgetResult(conn_), r);
+    reply behind_failed_parse;  // skipped by the server: the Parse's error is the answer
+    detail::answer a = detail::read_answer(conn_, PQgetResult(conn_), parse_failed ? behind_failed_parse : r);
     switch (a.k) {
       case detail::answer::filled:
-        if (r.st == reply::status::error) fatal_ = std::move(a.fatal);
+        if (!parse_failed && r.st == reply::status::error) fatal_ = std::move(a.fatal);
         break;
       case detail::answer::skipped: break;
       case detail::answer::copy_in:

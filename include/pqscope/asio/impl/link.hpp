@@ -51,7 +51,9 @@ inline void link::start_batch(const std::vector<statement>& statements) {
   reply_ = batch_reply{};
   reply_.replies.resize(statements.size());
   index_ = 0;
-  reading_ = statements.empty() ? reading::sync : reading::answer;
+  parses_.assign(statements.size(), false);
+  for (std::size_t k = 0; k < statements.size(); ++k) parses_[k] = statements[k].parse;
+  reading_ = statements.empty() ? reading::sync : first_reading(0);
   finished_ = false;
   flushing_ = false;
   copy_in_ = false;
@@ -61,8 +63,7 @@ inline void link::start_batch(const std::vector<statement>& statements) {
   if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
   if (PQenterPipelineMode(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
   for (const statement& s : statements)
-    if (PQsendQueryParams(pg_, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) != 1)
-      return lose(trimmed(PQerrorMessage(pg_)));
+    if (!pqscope::detail::send_statement(pg_, s)) return lose(trimmed(PQerrorMessage(pg_)));
   if (PQpipelineSync(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
   flushing_ = true;
   phase_ = phase::exchanging;
@@ -312,8 +313,43 @@ inline bool link::send_probe(std::size_t k) {
 
 inline bool link::take_result(PGresult* raw) {
   switch (reading_) {
+    case reading::parse: {  // a Parse sent with the statement answers first, on its own
+      reply& r = reply_.replies[index_];
+      pqscope::detail::answer a = pqscope::detail::read_answer(pg_, raw, r);
+      switch (a.k) {
+        case pqscope::detail::answer::filled:
+          if (r.st == reply::status::error) {
+            parse_failed_ = true;
+            fatal_ = std::move(a.fatal);
+          }
+          break;
+        case pqscope::detail::answer::skipped: break;
+        default: lose(std::move(a.why)); return false;
+      }
+      r.parsed = r.st == reply::status::ok;
+      reading_ = reading::parse_end;
+      return true;
+    }
+    case reading::parse_end:
+      if (raw != nullptr) {
+        PQclear(raw);
+        lose("unexpected extra answer from the server");
+        return false;
+      }
+      reading_ = reading::answer;
+      return true;
     case reading::answer: {
       reply& r = reply_.replies[index_];
+      if (parse_failed_) {  // skipped by the server: the Parse's error is the answer
+        if (raw == nullptr || PQstatus(pg_) == CONNECTION_BAD) {
+          if (raw != nullptr) PQclear(raw);
+          lose(trimmed(PQerrorMessage(pg_)));
+          return false;
+        }
+        PQclear(raw);
+        reading_ = reading::terminator;
+        return true;
+      }
       pqscope::detail::answer a = pqscope::detail::read_answer(pg_, raw, r);
       switch (a.k) {
         case pqscope::detail::answer::filled:
@@ -369,7 +405,7 @@ inline bool link::take_result(PGresult* raw) {
         lose("unexpected extra answer from the server");
         return false;
       }
-      reading_ = ++index_ < reply_.replies.size() ? reading::answer : reading::sync;
+      reading_ = ++index_ < reply_.replies.size() ? first_reading(index_) : reading::sync;
       return true;
     case reading::sync: {
       const bool ok = raw != nullptr && PQresultStatus(raw) == PGRES_PIPELINE_SYNC;

@@ -10,6 +10,12 @@
 
 namespace pqscope::detail {
 
+PQSCOPE_DECL bool send_statement(PGconn* c, const statement& s) {
+  if (s.name == nullptr) return PQsendQueryParams(c, s.sql, s.n_params, s.types, s.values, nullptr, nullptr, 0) == 1;
+  if (s.parse && PQsendPrepare(c, s.name, s.sql, s.n_params, s.types) != 1) return false;
+  return PQsendQueryPrepared(c, s.name, s.n_params, s.values, nullptr, nullptr, 0) == 1;
+}
+
 PQSCOPE_DECL std::string trimmed(const char* s) {
   std::string r = s != nullptr ? s : "";
   while (!r.empty() && (r.back() == '\n' || r.back() == ' ')) r.pop_back();
