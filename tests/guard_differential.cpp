@@ -578,9 +578,12 @@ struct session {
   std::string conninfo;
   pqscope::connection watcher, truth_on, truth_off, guarded_on, guarded_off;
 
+  // pooling::none through PgBouncer's transaction pooling on purpose: the session is
+  // fingerprinted, so pqscope must not leave prepared statements of its own there.
   static pqscope::connection_options opts(pqscope::pooling p) {
     pqscope::connection_options o;
     o.pooling = p;
+    o.prepare = pqscope::prepare::never;
     return o;
   }
   explicit session(const std::string& ci)

@@ -239,10 +239,12 @@ pqscope::connection_options guarded() {
   o.pooling = pqscope::pooling::transaction;
   return o;
 }
-// The opt-out, for showing what the guard prevents.
+// The opt-out, for showing what the guard prevents. Through PgBouncer's transaction
+// pooling on purpose, so nothing of pqscope's own may stay on the shared session.
 pqscope::connection_options unguarded() {
   pqscope::connection_options o;
   o.pooling = pqscope::pooling::none;
+  o.prepare = pqscope::prepare::never;
   return o;
 }
 

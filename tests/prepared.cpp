@@ -199,3 +199,98 @@ BOOST_AUTO_TEST_CASE(pgbouncer_1_18_does_not_track_them) {
   std::vector<stmt> drop{{"DEALLOCATE " + name, "", false, {}}};
   (void)a.exchange(batch_of(drop));
 }
+
+// ---- prepare::automatic: the scope machine names statements ----------------------------
+
+namespace {
+
+pqscope::connection_options direct_options() {
+  pqscope::connection_options o;
+  o.pooling = pqscope::pooling::none;
+  return o;
+}
+
+long prepared_on_server(pqscope::connection& c) {
+  return c.query_value<long>("SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE name LIKE 'pqs%'");
+}
+
+}  // namespace
+
+// Directly, a text is prepared on its second run, in the same round trip; later runs
+// bind it. Results and round trips are those of unnamed statements.
+BOOST_AUTO_TEST_CASE(automatic_on_direct_connections) {
+  pqscope::connection c{pqtest::env("PQSCOPE_TEST_DIRECT"), direct_options()};
+  for (int i = 1; i <= 5; ++i) {
+    const auto before = c.stats().round_trips;
+    BOOST_TEST(c.query_value<int>("SELECT $1::int * 2", i) == 2 * i);
+    BOOST_TEST(c.stats().round_trips - before == 1u);
+  }
+  BOOST_TEST(c.stats().prepared == 1u);
+  BOOST_TEST(prepared_on_server(c) == 1);
+  // Other parameter types are another statement.
+  BOOST_TEST(c.query_value<std::string>("SELECT $1::int * 2", std::string("7")) == "14");
+  BOOST_TEST(c.query_value<std::string>("SELECT $1::int * 2", std::string("8")) == "16");
+  // Batched and nested.
+  pqscope::transaction_options batched;
+  batched.batch = true;
+  pqscope::atomic(c, batched, [&] {
+    pqscope::atomic(c, [&] { BOOST_TEST(c.query_value<int>("SELECT $1::int * 2", 10) == 20); });
+  });
+  // prepare::never: nothing.
+  pqscope::connection_options never = direct_options();
+  never.prepare = pqscope::prepare::never;
+  pqscope::connection n{pqtest::env("PQSCOPE_TEST_DIRECT"), never};
+  for (int i = 0; i < 3; ++i) BOOST_TEST(n.query_value<int>("SELECT $1::int * 2", i) == 2 * i);
+  BOOST_TEST(n.stats().prepared == 0u);
+  BOOST_TEST(prepared_on_server(n) == 0);
+}
+
+// Under pooling::transaction nothing is prepared unless the pooler is said to track
+// prepared statements; through PgBouncer 1.24, 32 clients on one server connection
+// then share it with named statements of the same names and other texts.
+BOOST_AUTO_TEST_CASE(pooled_only_with_the_claim) {
+  const char* pool1 = std::getenv("PQSCOPE_TEST_PGBOUNCER124_POOL1");
+  if (pool1 == nullptr || *pool1 == '\0') {
+    BOOST_TEST_MESSAGE("skipped: PgBouncer 1.24 is not running");
+    return;
+  }
+  {
+    pqscope::connection c{pool1};
+    for (int i = 0; i < 3; ++i) BOOST_TEST(c.query_value<int>("SELECT $1::int + 1", i) == i + 1);
+    BOOST_TEST(c.stats().prepared == 0u);
+  }
+  pqscope::connection_options claim;
+  claim.pooler_max_prepared_statements = 200;
+  std::vector<std::unique_ptr<pqscope::connection>> cs;
+  for (int k = 0; k < 32; ++k) cs.push_back(std::make_unique<pqscope::connection>(pool1, claim));
+  for (int round = 0; round < 4; ++round) {
+    for (int k = 0; k < 32; ++k) {
+      pqscope::connection& c = *cs[static_cast<std::size_t>(k)];
+      const std::string own = "SELECT $1::int * " + std::to_string(k + 1);
+      pqscope::atomic(c, [&] {
+        BOOST_TEST(c.query_value<int>("SELECT $1::int + 1", round) == round + 1);
+        BOOST_TEST(c.query_value<int>(own, round) == round * (k + 1));
+      });
+    }
+  }
+  for (auto& c : cs) BOOST_TEST(c->stats().prepared == 2u);
+}
+
+// After DDL that changes a cached statement's result type the server refuses it once
+// (0A000); the text gets a new name and runs again. After DISCARD ALL the names are
+// gone (26000 once), and preparing starts over.
+BOOST_AUTO_TEST_CASE(ddl_and_discard) {
+  pqtest::scratch_table table;
+  pqscope::connection c{pqtest::env("PQSCOPE_TEST_DIRECT"), direct_options()};
+  c.execute("INSERT INTO " + table.name() + " VALUES (1, 'x')");
+  const std::string all = "SELECT * FROM " + table.name();
+  for (int i = 0; i < 3; ++i) BOOST_TEST(c.execute(all)[0].size() == 2u);
+  c.execute("ALTER TABLE " + table.name() + " ADD COLUMN w int");
+  BOOST_CHECK_THROW(c.execute(all), pqscope::sql_error);
+  BOOST_TEST(c.execute(all)[0].size() == 3u);
+  BOOST_TEST(c.execute(all)[0].size() == 3u);
+  c.execute(pqscope::allow_session_state("DISCARD ALL"));
+  BOOST_CHECK_THROW(c.execute(all), pqscope::sql_error);
+  for (int i = 0; i < 3; ++i) BOOST_TEST(c.execute(all)[0].size() == 3u);
+  BOOST_TEST(prepared_on_server(c) == 1);
+}

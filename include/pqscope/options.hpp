@@ -59,6 +59,13 @@ enum class pooling {
   transaction  // the default; PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
 };
 
+// Whether statements are prepared on the server (named statements), so that the
+// server parses and plans a statement the application runs again once, not each time.
+enum class prepare {
+  never,     // every statement is unnamed: parsed and planned again on each run
+  automatic  // a text run a second time is prepared; its Parse rides in the same batch
+};
+
 // What the statement observer is told after each statement the application runs.
 struct statement_event {
   std::string_view sql;
@@ -83,6 +90,18 @@ struct connection_options {
   // in allow_session_state() to send it anyway, or choose pooling::none for a direct
   // connection that wants session settings.
   pqscope::pooling pooling = pqscope::pooling::transaction;
+  // prepare::automatic (the default) prepares a statement text on its second run on
+  // the connection, at no extra round trip; later runs send only Bind and Execute.
+  // With pooling::transaction nothing is prepared unless pooler_max_prepared_statements
+  // says the pooler tracks prepared statements.
+  pqscope::prepare prepare = pqscope::prepare::automatic;
+  // PgBouncer's max_prepared_statements, copied from its configuration: PgBouncer
+  // 1.21 and later track protocol-level prepared statements in transaction pooling
+  // when it is above 0 (1.24's default: 200). 0 (the default): the pooler is not known
+  // to track them (PgBouncer before 1.21 does not: a statement prepared on one server
+  // connection is missing on the next), and pooling::transaction prepares nothing.
+  // It also bounds the statements one connection prepares.
+  std::size_t pooler_max_prepared_statements = 0;
   // Called once for every statement given to execute()/query_value(), on the
   // calling thread, when its answer arrives (for a batched statement: with the
   // batch that carried it), or when it is refused before it was sent (error set).
@@ -108,5 +127,15 @@ struct connection_options {
   // and tcp_user_timeout defaults. Set it above the longest statement you run.
   std::chrono::milliseconds network_timeout{0};
 };
+
+namespace detail {
+// How many named statements a connection with these options may make (0: none).
+inline std::size_t prepare_limit(const connection_options& o) noexcept {
+  constexpr std::size_t most = 256;
+  if (o.prepare == prepare::never) return 0;
+  if (o.pooling == pooling::none) return most;
+  return o.pooler_max_prepared_statements < most ? o.pooler_max_prepared_statements : most;
+}
+}  // namespace detail
 
 }  // namespace pqscope

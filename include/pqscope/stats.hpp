@@ -14,6 +14,7 @@ struct connection_stats {
   std::uint64_t savepoints = 0;                // SAVEPOINTs the server executed
   std::uint64_t batched_attempts = 0;          // outermost atomic() attempts run with batch = true
   std::uint64_t replays = 0;                   // functions run again unbatched after a batched send failed
+  std::uint64_t prepared = 0;                  // Parses of named statements sent (connection_options::prepare)
   // Subtransactions the current transaction holds (savepoints executed and not
   // rolled back; an upper bound, since one that never writes gets no id), the most
   // any transaction on this connection held, and savepoints opened past the limit.

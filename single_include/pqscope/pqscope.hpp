@@ -529,6 +529,13 @@ enum class pooling {
   transaction  // the default; PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
 };
 
+// Whether statements are prepared on the server (named statements), so that the
+// server parses and plans a statement the application runs again once, not each time.
+enum class prepare {
+  never,     // every statement is unnamed: parsed and planned again on each run
+  automatic  // a text run a second time is prepared; its Parse rides in the same batch
+};
+
 // What the statement observer is told after each statement the application runs.
 struct statement_event {
   std::string_view sql;
@@ -553,6 +560,18 @@ struct connection_options {
   // in allow_session_state() to send it anyway, or choose pooling::none for a direct
   // connection that wants session settings.
   pqscope::pooling pooling = pqscope::pooling::transaction;
+  // prepare::automatic (the default) prepares a statement text on its second run on
+  // the connection, at no extra round trip; later runs send only Bind and Execute.
+  // With pooling::transaction nothing is prepared unless pooler_max_prepared_statements
+  // says the pooler tracks prepared statements.
+  pqscope::prepare prepare = pqscope::prepare::automatic;
+  // PgBouncer's max_prepared_statements, copied from its configuration: PgBouncer
+  // 1.21 and later track protocol-level prepared statements in transaction pooling
+  // when it is above 0 (1.24's default: 200). 0 (the default): the pooler is not known
+  // to track them (PgBouncer before 1.21 does not: a statement prepared on one server
+  // connection is missing on the next), and pooling::transaction prepares nothing.
+  // It also bounds the statements one connection prepares.
+  std::size_t pooler_max_prepared_statements = 0;
   // Called once for every statement given to execute()/query_value(), on the
   // calling thread, when its answer arrives (for a batched statement: with the
   // batch that carried it), or when it is refused before it was sent (error set).
@@ -579,6 +598,16 @@ struct connection_options {
   std::chrono::milliseconds network_timeout{0};
 };
 
+namespace detail {
+// How many named statements a connection with these options may make (0: none).
+inline std::size_t prepare_limit(const connection_options& o) noexcept {
+  constexpr std::size_t most = 256;
+  if (o.prepare == prepare::never) return 0;
+  if (o.pooling == pooling::none) return most;
+  return o.pooler_max_prepared_statements < most ? o.pooler_max_prepared_statements : most;
+}
+}  // namespace detail
+
 }  // namespace pqscope
 // #include <pqscope/stats.hpp>
 // connection_stats: counters kept per connection, counted where pqscope talks to libpq.
@@ -596,6 +625,7 @@ struct connection_stats {
   std::uint64_t savepoints = 0;                // SAVEPOINTs the server executed
   std::uint64_t batched_attempts = 0;          // outermost atomic() attempts run with batch = true
   std::uint64_t replays = 0;                   // functions run again unbatched after a batched send failed
+  std::uint64_t prepared = 0;                  // Parses of named statements sent (connection_options::prepare)
   // Subtransactions the current transaction holds (savepoints executed and not
   // rolled back; an upper bound, since one that never writes gets no id), the most
   // any transaction on this connection held, and savepoints opened past the limit.
@@ -5126,6 +5156,188 @@ PQSCOPE_DECL const sql_facts& sql_facts_cache::get(std::string_view sql, bool ha
 
 }  // namespace pqscope::detail
 #endif
+// #include <pqscope/detail/prepared_statements.hpp>
+// The named statements of one session (connection_options::prepare): which texts
+// have one, under which name, and which to prepare next. The scope machine asks
+// plan() for every user statement it puts in a batch and tells settle() what the
+// Parse sent with it did. No I/O. A name is never parsed twice on a session:
+// PgBouncer disconnects a client that does, so a Parse that did not take burns it.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+class prepared_statements {
+ public:
+  // How a statement goes out: unnamed (name == nullptr), or bound to `name`, after
+  // its Parse when `parse`. `name` is valid until the next call.
+  struct use {
+    const char* name = nullptr;
+    bool parse = false;
+  };
+
+  // How many names a session may make (0: nothing is prepared). Behind a pooler,
+  // its max_prepared_statements; a full cache stops preparing new texts (libpq 15
+  // cannot send Close, and PgBouncer does not track SQL DEALLOCATE).
+  void set_limit(std::size_t limit) noexcept { limit_ = limit; }
+  [[nodiscard]] bool enabled() const noexcept { return limit_ > 0; }
+  [[nodiscard]] std::size_t made() const noexcept { return made_; }
+
+  // A statement of this text and these parameter types goes out in the batch being
+  // planned. Its second use is prepared (the Parse rides with it); later ones bind.
+  PQSCOPE_DECL use plan(std::string_view text, int n_params, const unsigned* types);
+
+  // Its batch answered: whether the Parse sent under `name` took.
+  PQSCOPE_DECL void settle(std::string_view text, int n_params, const unsigned* types, const char* name,
+                           bool parsed) noexcept;
+
+  // The statement under `name` must not be used again (its plan's result type
+  // changed after DDL): its text gets a new name on its next use.
+  PQSCOPE_DECL void forget(std::string_view text, int n_params, const unsigned* types) noexcept;
+
+  // The session has none any more (a new session; DISCARD ALL; a pooler that lost them).
+  PQSCOPE_DECL void forget_all() noexcept;
+
+ private:
+  enum class state : unsigned char { seen, parsing, ready };
+  struct entry {
+    bool used = false;
+    state st = state::seen;
+    unsigned uses = 0;
+    std::string text;
+    std::vector<unsigned> types;  // empty: the server infers every parameter's type
+    std::string name;
+  };
+  static constexpr std::size_t slots = 256;     // direct-mapped by the text's and types' hash
+  static constexpr std::size_t longest = 4096;  // longer texts are not prepared
+  static constexpr unsigned threshold = 2;      // the use on which a text is prepared
+
+  entry* find(std::string_view text, int n_params, const unsigned* types, bool& same) noexcept;
+
+  // Names start with a prefix new for each session, so that statements a session
+  // pooler hands on from another client (or this one's earlier session) never collide.
+  PQSCOPE_DECL void new_prefix();
+
+  std::vector<entry> entries_;
+  std::size_t limit_ = 0, made_ = 0;
+  std::string prefix_;
+  std::uint64_t next_ = 0;  // names are never reused on a session
+};
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/prepared_statements.ipp>
+// The bodies of <pqscope/detail/prepared_statements.hpp>: included at its end in
+// header-only mode, and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/prepared_statements.hpp> (inlined above)
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <string_view>
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL prepared_statements::entry* prepared_statements::find(std::string_view text, int n_params,
+                                                                   const unsigned* types, bool& same) noexcept {
+  std::size_t h = std::hash<std::string_view>{}(text);
+  if (types != nullptr)
+    for (int i = 0; i < n_params; ++i) h = h * 31 + types[i];
+  entry& e = entries_[h % slots];
+  same = e.used && e.text == text;
+  if (same) {
+    if (types == nullptr) {
+      same = e.types.empty();
+    } else {
+      same = e.types.size() == static_cast<std::size_t>(n_params);
+      for (int i = 0; same && i < n_params; ++i) same = e.types[static_cast<std::size_t>(i)] == types[i];
+    }
+  }
+  return &e;
+}
+
+PQSCOPE_DECL prepared_statements::use prepared_statements::plan(std::string_view text, int n_params,
+                                                                const unsigned* types) {
+  if (!enabled() || text.size() > longest) return {};
+  if (entries_.empty()) entries_.resize(slots);
+  bool same = false;
+  entry* e = find(text, n_params, types, same);
+  if (same) {
+    ++e->uses;
+    if (e->st != state::seen) return {e->name.c_str(), false};  // ready, or parsed earlier in this batch
+  } else {
+    if (e->used && e->st == state::parsing) return {};  // another text's Parse is in this batch
+    // Replaced: a name it had stays on the server unused, and counts against the limit.
+    e->used = false;
+    e->text.assign(text.data(), text.size());
+    e->types.assign(types, types == nullptr ? types : types + n_params);
+    e->name.clear();
+    e->st = state::seen;
+    e->uses = 1;
+    e->used = true;
+  }
+  if (e->uses < threshold || made_ >= limit_) return {};
+  if (prefix_.empty()) new_prefix();
+  e->name = prefix_ + std::to_string(++next_);
+  e->st = state::parsing;
+  ++made_;
+  return {e->name.c_str(), true};
+}
+
+PQSCOPE_DECL void prepared_statements::settle(std::string_view text, int n_params, const unsigned* types,
+                                              const char* name, bool parsed) noexcept {
+  if (entries_.empty()) return;
+  bool same = false;
+  entry* e = find(text, n_params, types, same);
+  if (!same || e->st != state::parsing || e->name != name) return;
+  if (parsed) {
+    e->st = state::ready;
+  } else {
+    e->st = state::seen;  // the name is burnt; the next use tries a new one
+    e->name.clear();
+  }
+}
+
+PQSCOPE_DECL void prepared_statements::forget(std::string_view text, int n_params, const unsigned* types) noexcept {
+  if (entries_.empty()) return;
+  bool same = false;
+  entry* e = find(text, n_params, types, same);
+  if (!same) return;
+  e->st = state::seen;
+  e->name.clear();
+}
+
+PQSCOPE_DECL void prepared_statements::forget_all() noexcept {
+  for (entry& e : entries_) {
+    e.st = state::seen;
+    e.name.clear();
+  }
+  made_ = 0;
+  prefix_.clear();  // the next name starts a new prefix
+}
+
+PQSCOPE_DECL void prepared_statements::new_prefix() {
+  static std::atomic<std::uint64_t> sessions{0};
+  std::uint64_t x = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  x ^= (static_cast<std::uint64_t>(::getpid()) << 32) ^ (sessions.fetch_add(1) * 0x9E3779B97F4A7C15ULL);
+  x ^= x >> 29;
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "pqs%08x_", static_cast<unsigned>(x ^ (x >> 32)));
+  prefix_ = buf;
+}
+
+}  // namespace pqscope::detail
+#endif
 // #include <pqscope/detail/process.hpp>
 // Which process this is: a connection opened before a fork belongs to the parent,
 // and the fork check runs on every statement and scope.
@@ -5365,6 +5577,9 @@ class scope_machine {
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(pqscope::callback<void(const statement_event&)> o);
   void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
+  // How many named statements the session may make (0: none); see prepared_statements.hpp.
+  void set_prepare_limit(std::size_t limit) noexcept { prepared_.set_limit(limit); }
+  [[nodiscard]] const prepared_statements& prepared() const noexcept { return prepared_; }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
@@ -5563,6 +5778,8 @@ class scope_machine {
   void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
               const result* r) noexcept;
   void apply_batch(std::vector<item>& batch, batch_reply& br);
+  // What the batch's answers say about its prepared statements.
+  void settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept;
   // Statements of the batch that got no answer get `e`.
   void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
   void fail_queued(const std::exception_ptr& e) noexcept;
@@ -5613,10 +5830,12 @@ class scope_machine {
 
   std::vector<frame> frames_;
   sql_facts_cache facts_;
+  prepared_statements prepared_;
   std::vector<item> queue_;      // not yet sent, in order
   std::vector<item> followup_;   // a ROLLBACK due before anything else
   std::vector<item> in_flight_;  // the batch from plan(), until apply()
   std::vector<statement> out_;
+  std::vector<std::string> out_names_;  // the prepared statements' names of out_
   std::vector<std::vector<const char*>> out_args_;
   std::vector<std::string> savepoint_texts_;  // [3 * number + verb]: SAVEPOINT, RELEASE, ROLLBACK TO
   clock::time_point sent_at_{};
@@ -5838,6 +6057,7 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
   }
   out_.clear();
   if (out_args_.size() < in_flight_.size()) out_args_.resize(in_flight_.size());
+  if (out_names_.size() < in_flight_.size()) out_names_.resize(in_flight_.size());  // never during the loop below
   // Savepoint texts first: making a higher number's moves the earlier ones.
   for (const item& it : in_flight_)
     if (is_savepoint_kind(it)) (void)savepoint_text(it);
@@ -5847,7 +6067,17 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     if (is_savepoint_kind(it)) it.fixed = savepoint_text(it);
     if (it.k == item::user) {
       ++users;
-      out_.push_back(it.slot->stmt);
+      statement st = it.slot->stmt;
+      if (prepared_.enabled()) {
+        const prepared_statements::use u = prepared_.plan(it.slot->sql, st.n_params, st.types);
+        if (u.name != nullptr) {
+          out_names_[k] = u.name;
+          st.name = out_names_[k].c_str();
+          st.parse = u.parse;
+          if (u.parse) ++stats_.prepared;
+        }
+      }
+      out_.push_back(st);
       continue;
     }
     out_args_[k].clear();
@@ -6003,6 +6233,8 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     return;
   }
 
+  if (prepared_.enabled() && !out_of_band) settle_prepared(batch, br);
+
   std::optional<std::size_t> failed_at;
   bool end_in_batch = false;
   for (std::size_t k = 0; k < batch.size(); ++k) {
@@ -6097,7 +6329,25 @@ PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
   observer_ = nullptr;
 }
 
+PQSCOPE_DECL void scope_machine::settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept {
+  for (std::size_t k = 0; k < batch.size() && k < out_.size(); ++k) {
+    const statement& st = out_[k];
+    if (batch[k].k != item::user || st.name == nullptr) continue;
+    const std::string_view text = batch[k].slot->sql;
+    if (st.parse) prepared_.settle(text, st.n_params, st.types, st.name, k < br.replies.size() && br.replies[k].parsed);
+    if (k >= br.replies.size() || br.replies[k].st != reply::status::error) continue;
+    const reply_error& e = br.replies[k].failure();
+    // The session lost its statements (DISCARD ALL, DEALLOCATE ALL, a pooler that
+    // does not track them): start again. A plan whose result type changed after
+    // DDL: that text gets a new name.
+    if (e.sqlstate == "26000") prepared_.forget_all();
+    if (e.sqlstate == "0A000" && e.message.find("cached plan must not change result type") != std::string::npos)
+      prepared_.forget(text, st.n_params, st.types);
+  }
+}
+
 PQSCOPE_DECL void scope_machine::mark_open() noexcept {
+  prepared_.forget_all();  // a new session has none
   closed_ = false;
   broken_ = false;
   broken_reason_.clear();
@@ -7648,6 +7898,7 @@ class basic_connection {
         borrowed_(true) {
     s_->machine.set_observer(options_.observer);
     s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+    s_->machine.set_prepare_limit(detail::prepare_limit(options_));
     detail::configure_driver(s_->driver, options_);
     s_->driver.adopt(handle);
     s_->conninfo = detail::conninfo_of(handle);
@@ -7755,6 +8006,7 @@ PQSCOPE_DECL basic_connection<Driver>::basic_connection(std::string conninfo, co
       conninfo_shown_(detail::redacted_conninfo(s_->conninfo)) {
   s_->machine.set_observer(options_.observer);
   s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+  s_->machine.set_prepare_limit(detail::prepare_limit(options_));
   detail::configure_driver(s_->driver, options_);
   s_->driver.open(s_->conninfo, detail::default_application_name());
 }

@@ -65,6 +65,7 @@
 #include <pqscope/stats.hpp>
 #include <pqscope/detail/config.hpp>
 #include <pqscope/detail/sql_facts.hpp>
+#include <pqscope/detail/prepared_statements.hpp>
 #include <pqscope/detail/process.hpp>
 #include <pqscope/detail/sql_text.hpp>
 #include <pqscope/detail/statement_slot.hpp>
@@ -96,6 +97,9 @@ class scope_machine {
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(pqscope::callback<void(const statement_event&)> o);
   void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
+  // How many named statements the session may make (0: none); see prepared_statements.hpp.
+  void set_prepare_limit(std::size_t limit) noexcept { prepared_.set_limit(limit); }
+  [[nodiscard]] const prepared_statements& prepared() const noexcept { return prepared_; }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
@@ -294,6 +298,8 @@ class scope_machine {
   void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
               const result* r) noexcept;
   void apply_batch(std::vector<item>& batch, batch_reply& br);
+  // What the batch's answers say about its prepared statements.
+  void settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept;
   // Statements of the batch that got no answer get `e`.
   void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
   void fail_queued(const std::exception_ptr& e) noexcept;
@@ -344,10 +350,12 @@ class scope_machine {
 
   std::vector<frame> frames_;
   sql_facts_cache facts_;
+  prepared_statements prepared_;
   std::vector<item> queue_;      // not yet sent, in order
   std::vector<item> followup_;   // a ROLLBACK due before anything else
   std::vector<item> in_flight_;  // the batch from plan(), until apply()
   std::vector<statement> out_;
+  std::vector<std::string> out_names_;  // the prepared statements' names of out_
   std::vector<std::vector<const char*>> out_args_;
   std::vector<std::string> savepoint_texts_;  // [3 * number + verb]: SAVEPOINT, RELEASE, ROLLBACK TO
   clock::time_point sent_at_{};

@@ -50,6 +50,8 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     return;
   }
 
+  if (prepared_.enabled() && !out_of_band) settle_prepared(batch, br);
+
   std::optional<std::size_t> failed_at;
   bool end_in_batch = false;
   for (std::size_t k = 0; k < batch.size(); ++k) {
@@ -144,7 +146,25 @@ PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
   observer_ = nullptr;
 }
 
+PQSCOPE_DECL void scope_machine::settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept {
+  for (std::size_t k = 0; k < batch.size() && k < out_.size(); ++k) {
+    const statement& st = out_[k];
+    if (batch[k].k != item::user || st.name == nullptr) continue;
+    const std::string_view text = batch[k].slot->sql;
+    if (st.parse) prepared_.settle(text, st.n_params, st.types, st.name, k < br.replies.size() && br.replies[k].parsed);
+    if (k >= br.replies.size() || br.replies[k].st != reply::status::error) continue;
+    const reply_error& e = br.replies[k].failure();
+    // The session lost its statements (DISCARD ALL, DEALLOCATE ALL, a pooler that
+    // does not track them): start again. A plan whose result type changed after
+    // DDL: that text gets a new name.
+    if (e.sqlstate == "26000") prepared_.forget_all();
+    if (e.sqlstate == "0A000" && e.message.find("cached plan must not change result type") != std::string::npos)
+      prepared_.forget(text, st.n_params, st.types);
+  }
+}
+
 PQSCOPE_DECL void scope_machine::mark_open() noexcept {
+  prepared_.forget_all();  // a new session has none
   closed_ = false;
   broken_ = false;
   broken_reason_.clear();

@@ -160,6 +160,7 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
   }
   out_.clear();
   if (out_args_.size() < in_flight_.size()) out_args_.resize(in_flight_.size());
+  if (out_names_.size() < in_flight_.size()) out_names_.resize(in_flight_.size());  // never during the loop below
   // Savepoint texts first: making a higher number's moves the earlier ones.
   for (const item& it : in_flight_)
     if (is_savepoint_kind(it)) (void)savepoint_text(it);
@@ -169,7 +170,17 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     if (is_savepoint_kind(it)) it.fixed = savepoint_text(it);
     if (it.k == item::user) {
       ++users;
-      out_.push_back(it.slot->stmt);
+      statement st = it.slot->stmt;
+      if (prepared_.enabled()) {
+        const prepared_statements::use u = prepared_.plan(it.slot->sql, st.n_params, st.types);
+        if (u.name != nullptr) {
+          out_names_[k] = u.name;
+          st.name = out_names_[k].c_str();
+          st.parse = u.parse;
+          if (u.parse) ++stats_.prepared;
+        }
+      }
+      out_.push_back(st);
       continue;
     }
     out_args_[k].clear();

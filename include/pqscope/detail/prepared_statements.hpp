@@ -1,0 +1,79 @@
+#pragma once
+// The named statements of one session (connection_options::prepare): which texts
+// have one, under which name, and which to prepare next. The scope machine asks
+// plan() for every user statement it puts in a batch and tells settle() what the
+// Parse sent with it did. No I/O. A name is never parsed twice on a session:
+// PgBouncer disconnects a client that does, so a Parse that did not take burns it.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pqscope/detail/config.hpp>
+
+namespace pqscope::detail {
+
+class prepared_statements {
+ public:
+  // How a statement goes out: unnamed (name == nullptr), or bound to `name`, after
+  // its Parse when `parse`. `name` is valid until the next call.
+  struct use {
+    const char* name = nullptr;
+    bool parse = false;
+  };
+
+  // How many names a session may make (0: nothing is prepared). Behind a pooler,
+  // its max_prepared_statements; a full cache stops preparing new texts (libpq 15
+  // cannot send Close, and PgBouncer does not track SQL DEALLOCATE).
+  void set_limit(std::size_t limit) noexcept { limit_ = limit; }
+  [[nodiscard]] bool enabled() const noexcept { return limit_ > 0; }
+  [[nodiscard]] std::size_t made() const noexcept { return made_; }
+
+  // A statement of this text and these parameter types goes out in the batch being
+  // planned. Its second use is prepared (the Parse rides with it); later ones bind.
+  PQSCOPE_DECL use plan(std::string_view text, int n_params, const unsigned* types);
+
+  // Its batch answered: whether the Parse sent under `name` took.
+  PQSCOPE_DECL void settle(std::string_view text, int n_params, const unsigned* types, const char* name,
+                           bool parsed) noexcept;
+
+  // The statement under `name` must not be used again (its plan's result type
+  // changed after DDL): its text gets a new name on its next use.
+  PQSCOPE_DECL void forget(std::string_view text, int n_params, const unsigned* types) noexcept;
+
+  // The session has none any more (a new session; DISCARD ALL; a pooler that lost them).
+  PQSCOPE_DECL void forget_all() noexcept;
+
+ private:
+  enum class state : unsigned char { seen, parsing, ready };
+  struct entry {
+    bool used = false;
+    state st = state::seen;
+    unsigned uses = 0;
+    std::string text;
+    std::vector<unsigned> types;  // empty: the server infers every parameter's type
+    std::string name;
+  };
+  static constexpr std::size_t slots = 256;     // direct-mapped by the text's and types' hash
+  static constexpr std::size_t longest = 4096;  // longer texts are not prepared
+  static constexpr unsigned threshold = 2;      // the use on which a text is prepared
+
+  entry* find(std::string_view text, int n_params, const unsigned* types, bool& same) noexcept;
+
+  // Names start with a prefix new for each session, so that statements a session
+  // pooler hands on from another client (or this one's earlier session) never collide.
+  PQSCOPE_DECL void new_prefix();
+
+  std::vector<entry> entries_;
+  std::size_t limit_ = 0, made_ = 0;
+  std::string prefix_;
+  std::uint64_t next_ = 0;  // names are never reused on a session
+};
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+#include <pqscope/detail/impl/prepared_statements.ipp>
+#endif
