@@ -41,6 +41,14 @@ if [ -x "$BIN_DIR/pqscope_bench_copy" ] && [ -n "${PQSCOPE_TEST_PGBOUNCER:-}" ];
   "$BIN_DIR/pqscope_bench_copy" "${copy_args[@]}" || status=$?
 fi
 
+# Prepared statements directly and through PgBouncer 1.24 (pqscope, raw libpq, libpqxx,
+# pgbench), when the servers include PgBouncer 1.24 (scripts/dev.sh servers --pgbouncer124).
+if [ -x "$BIN_DIR/pqscope_bench_prepared" ] && [ -n "${PQSCOPE_TEST_PGBOUNCER124:-}" ]; then
+  prep_args=(--pgbouncer124 "$PQSCOPE_TEST_PGBOUNCER124" --out "$OUT")
+  [ -n "${PQSCOPE_TEST_DIRECT:-}" ] && prep_args+=(--direct "$PQSCOPE_TEST_DIRECT")
+  "$BIN_DIR/pqscope_bench_prepared" "${prep_args[@]}" || status=$?
+fi
+
 if [ -s "$OUT/plot.dat" ]; then
   if command -v gnuplot >/dev/null; then
     gnuplot -e "dir='$OUT'" "$HERE/plot.gp"
@@ -49,5 +57,5 @@ if [ -s "$OUT/plot.dat" ]; then
     echo "gnuplot not found: no chart (apt-get install gnuplot-nox)" >&2
   fi
 fi
-echo "results: $OUT/bench.md, $OUT/bench.csv$([ -f "$OUT/bench_async.md" ] && echo ", $OUT/bench_async.md")$([ -f "$OUT/bench_copy.md" ] && echo ", $OUT/bench_copy.md")"
+echo "results: $OUT/bench.md, $OUT/bench.csv$([ -f "$OUT/bench_async.md" ] && echo ", $OUT/bench_async.md")$([ -f "$OUT/bench_copy.md" ] && echo ", $OUT/bench_copy.md")$([ -f "$OUT/bench_prepared.md" ] && echo ", $OUT/bench_prepared.md")"
 exit "$status"

@@ -8,6 +8,8 @@
 #                                    writes bench/results/ (table, CSV, PNG chart)
 #   scripts/dev.sh bench-compare REV [ROUNDS] [ARGS]
 #                                    the benchmark at REV and in the working tree, side by side
+#   scripts/dev.sh client-cpu [N]    the client's instructions per statement and per COPY row under
+#                                    callgrind, pqscope next to raw libpq (bench/results/client_cpu.md)
 #   scripts/dev.sh fuzz [SECONDS]    random programs against the semantic model (default 60 s per target)
 #   scripts/dev.sh compile-cost [--against REV] [N]
 #                                    compile time of the single header and the quick start next to
@@ -179,8 +181,19 @@ case "$cmd" in
       -DPQSCOPE_BUILD_EXAMPLES=OFF -DPQSCOPE_BUILD_BENCH=ON >/dev/null
     cmake --build "$BUILD_DIR" -j "$JOBS"
     trap stop_servers EXIT
-    start_servers
+    # PgBouncer 1.24 too: the prepared-statement rows run through it.
+    PQSCOPE_SERVERS_PGBOUNCER124=${PQSCOPE_SERVERS_PGBOUNCER124:-1} start_servers
     "$ROOT/bench/run.sh" "$BUILD_DIR/bench" "$ROOT/bench/results" "$@"
+    ;;
+  client-cpu)
+    deps valgrind
+    BUILD_DIR="$ROOT/build-bench"
+    cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPQSCOPE_BUILD_TESTS=OFF \
+      -DPQSCOPE_BUILD_EXAMPLES=OFF -DPQSCOPE_BUILD_BENCH=ON >/dev/null
+    cmake --build "$BUILD_DIR" -j "$JOBS" --target pqscope_client_cpu
+    trap stop_servers EXIT
+    start_servers
+    "$ROOT/scripts/client_cpu.sh" "$BUILD_DIR" "$@"
     ;;
   bench-compare)
     deps libpqxx-dev
@@ -199,7 +212,7 @@ case "$cmd" in
     deps libpqxx-dev bc
     "$ROOT/scripts/compile_cost.sh" "$@"
     ;;
-  help | -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help | -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2

@@ -125,6 +125,28 @@ BOOST_AUTO_TEST_CASE(inside_scopes_at_any_depth) {
   });
 }
 
+// A value write_row() cannot send (a NUL byte, a time before PostgreSQL's earliest)
+// throws before its row is written: no part of that row reaches the server, and the
+// COPY goes on with the next row.
+BOOST_AUTO_TEST_CASE(a_value_that_cannot_be_sent_leaves_no_part_of_its_row) {
+  pqtest::scratch_table table;
+  for_each_target([&](const pqtest::target& t) {
+    pqtest::empty(table);
+    pqscope::connection c{t.conninfo};
+    auto w = c.copy_in(copy_of(table));
+    w.write_row(1, "first");
+    BOOST_CHECK_THROW(w.write_row(2, std::string("a\0b", 3)), pqscope::usage_error);
+    // Microseconds: nanoseconds since 1970 do not reach back that far.
+    const std::chrono::time_point<std::chrono::system_clock, std::chrono::microseconds> too_early{
+        std::chrono::hours(-24LL * 366 * 7000)};
+    BOOST_CHECK_THROW(w.write_row(3, too_early), pqscope::conversion_error);
+    w.write_row(4, std::optional<std::string>("last\tone"));
+    BOOST_TEST(w.finish() == 2u);
+    BOOST_TEST(pqtest::committed_ids(table) == "1,4");
+    BOOST_TEST(c.query_value<std::string>("SELECT v FROM " + table.name() + " WHERE id = 4") == "last\tone");
+  });
+}
+
 // A COPY the server refuses (a duplicate key, text that is not an int) dooms the
 // scope it ran in, as any failed statement does: the savepoint around it undoes
 // it and the transaction goes on. In autocommit nothing of it is kept.

@@ -52,8 +52,9 @@ using namespace pqtest::programs;  // NOLINT: the program vocabulary
 
 class harness {
  public:
-  harness(const pqtest::target& t, const pqtest::scratch_table& table, bool batch)
-      : t_(t), table_(table), batch_(batch), app_(pqtest::unique_name("pqscope_model")) {
+  harness(const pqtest::target& t, const pqtest::scratch_table& table, bool batch,
+          pqscope::connection_options options = {})
+      : t_(t), table_(table), batch_(batch), options_(std::move(options)), app_(pqtest::unique_name("pqscope_model")) {
     connect();
     conn_->execute("INSERT INTO " + table_.name() + " VALUES (0)");
     // The check after each program must be able to fail: inside a scope, the
@@ -106,20 +107,22 @@ class harness {
  private:
   void connect() {
     conn_.reset();
-    conn_.emplace(pqtest::with_app_name(t_, app_));
+    conn_.emplace(pqtest::with_app_name(t_, app_), options_);
   }
 
   const pqtest::target& t_;
   const pqtest::scratch_table& table_;
   bool batch_;
+  pqscope::connection_options options_;
   std::string app_;  // this harness's application_name, for pg_stat_activity
   std::optional<pqscope::connection> conn_;
   int base_ = 0;
 };
 
-void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs, double seconds, bool batch) {
+void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs, double seconds, bool batch,
+               const std::optional<pqscope::connection_options>& preparing = std::nullopt) {
   pqtest::scratch_table table("id int PRIMARY KEY");
-  harness h(t, table, batch);
+  harness h(t, table, batch, preparing.value_or(pqscope::connection_options{}));
   counts n;
   const auto start = std::chrono::steady_clock::now();
   for (std::uint64_t seed = first_seed;; ++seed) {
@@ -145,7 +148,7 @@ void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs,
     }
   }
   BOOST_TEST(n.programs > 0);
-  const std::string name = t.name + (batch ? " batched" : "");
+  const std::string name = t.name + (batch ? " batched" : "") + (preparing ? " prepared" : "");
   std::cout << "model/" << name << ": " << n.programs << " random programs, " << n.scopes << " scopes, "
             << n.statements << " statements: all agreed with the model; " << option_summary(n);
   if (batch) {
@@ -154,6 +157,12 @@ void run_seeds(const pqtest::target& t, std::uint64_t first_seed, long programs,
     BOOST_TEST(h.stats().batched_attempts >= static_cast<std::uint64_t>(n.programs));
     BOOST_TEST(h.stats().replays > 0u);
     std::cout << " (" << h.stats().batched_attempts << " batched attempts, " << h.stats().replays << " replayed)";
+  }
+  if (preparing) {
+    // The statements really were prepared and bound by name (the harness reconnects
+    // only after a mismatch, so its stats cover the whole run).
+    BOOST_TEST(h.stats().prepared > 0u);
+    std::cout << " (" << h.stats().prepared << " statements prepared)";
   }
   std::cout << "\n";
 }
@@ -173,6 +182,21 @@ BOOST_AUTO_TEST_CASE(fixed_seeds_batched_agree_with_the_model) {
   const long programs = env_long("PQSCOPE_MODEL_PROGRAMS", 3000);
   for (const auto& t : pqtest::targets()) {
     BOOST_TEST_CONTEXT(t.name) { run_seeds(t, 1, programs, 0, true); }
+  }
+}
+
+// The same programs with prepare::automatic, where the route keeps prepared
+// statements: directly, through PgBouncer 1.24 and through Pgpool-II. Fewer per
+// target: the texts repeat from the first program on.
+BOOST_AUTO_TEST_CASE(fixed_seeds_prepared_agree_with_the_model) {
+  const long programs = env_long("PQSCOPE_MODEL_PROGRAMS", 3000) / 3;
+  for (const auto& t : pqtest::targets()) {
+    const auto preparing = pqtest::preparing_options(t);
+    if (!preparing) continue;
+    BOOST_TEST_CONTEXT(t.name) {
+      run_seeds(t, 1, programs, 0, false, preparing);
+      run_seeds(t, 1, programs, 0, true, preparing);
+    }
   }
 }
 

@@ -1712,3 +1712,26 @@ BOOST_AUTO_TEST_CASE(transactional_wraps_every_call) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// The statement caches (sql_facts_cache, prepared_statements) are direct-mapped by
+// slot_hash(), which samples a text instead of reading all of it: texts that differ
+// in one character, at the start, the middle or the end, must still spread over the
+// slots, or they would evict each other and never be kept.
+BOOST_AUTO_TEST_CASE(slot_hash_spreads_texts_that_differ_in_one_place) {
+  const std::vector<std::function<std::string(int)>> shapes{
+      [](int k) { return "SELECT $1::int * " + std::to_string(k); },
+      [](int k) { return std::to_string(k) + " | SELECT v FROM accounts WHERE id = $1"; },
+      [](int k) { return "UPDATE accounts_" + std::to_string(k) + " SET balance = balance + $1 WHERE id = $2"; },
+  };
+  for (std::size_t shape = 0; shape < shapes.size(); ++shape) {
+    std::vector<bool> seen(256);
+    std::size_t used = 0;
+    for (int k = 0; k < 1000; ++k) {
+      const std::size_t slot = pqscope::detail::slot_hash(shapes[shape](k)) % 256;
+      if (!seen[slot]) ++used;
+      seen[slot] = true;
+    }
+    // 1,000 texts into 256 slots at random fill about 250 of them.
+    BOOST_TEST(used >= 230u, "shape " << shape << " fills " << used << " of 256 slots");
+  }
+}

@@ -235,7 +235,10 @@ class basic_connection {
         borrowed_(true) {
     s_->machine.set_observer(options_.observer);
     s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
-    s_->machine.set_prepare_limit(detail::prepare_limit(options_));
+    // Behind a pooler a borrowed session prepares nothing: its names would outlive the
+    // wrapper (libpq 15 cannot close a statement, PgBouncer does not track DEALLOCATE).
+    // Directly, the wrapper deallocates its own when it hands the session back.
+    s_->machine.set_prepare_limit(options_.pooling == pooling::none ? detail::prepare_limit(options_) : 0);
     detail::configure_driver(s_->driver, options_);
     s_->driver.adopt(handle);
     s_->conninfo = detail::conninfo_of(handle);
@@ -327,6 +330,8 @@ class basic_connection {
   }
 
   void close() noexcept;
+  // A borrowed session goes back without the statements this wrapper prepared.
+  void deallocate_prepared() noexcept;
 
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
@@ -343,7 +348,7 @@ PQSCOPE_DECL basic_connection<Driver>::basic_connection(std::string conninfo, co
       conninfo_shown_(detail::redacted_conninfo(s_->conninfo)) {
   s_->machine.set_observer(options_.observer);
   s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
-  s_->machine.set_prepare_limit(detail::prepare_limit(options_));
+  s_->machine.set_prepare_limit(detail::prepare_limit(options_), options_.pooling == pooling::transaction);
   detail::configure_driver(s_->driver, options_);
   s_->driver.open(s_->conninfo, detail::default_application_name());
 }
@@ -376,10 +381,29 @@ PQSCOPE_DECL void basic_connection<Driver>::close() noexcept {
   s_->end_stream_quietly();
   s_->machine.mark_closed();
   // In a forked child, closing would end the parent's session.
-  if (s_->machine.opened_by_this_process())
+  if (s_->machine.opened_by_this_process()) {
+    if (borrowed_) deallocate_prepared();
     s_->driver.close();
+  }
   else
     s_->driver.abandon();
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::deallocate_prepared() noexcept {
+  const std::vector<std::string>& names = s_->machine.prepared().names();
+  if (names.empty()) return;
+  try {
+    std::vector<std::string> texts;
+    std::vector<statement> batch;
+    texts.reserve(names.size());
+    batch.reserve(names.size());
+    for (const std::string& n : names) texts.push_back("DEALLOCATE " + n);  // pqscope's names need no quoting
+    for (const std::string& t : texts) batch.push_back(statement{t.c_str(), 0, nullptr, nullptr});
+    (void)s_->driver.exchange(batch);
+  } catch (...) {
+    // the session is handed back as it is; the names stay until it ends
+  }
 }
 
 using connection = basic_connection<libpq_driver>;

@@ -7,6 +7,7 @@
 // refuses every other call. Values are converted as parameters are
 // (value_traits<T>::to_text / from_text), and escaped for COPY's text format here.
 
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -14,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -78,16 +80,15 @@ class copy_writer {
   void write_row(const Ts&... values) {
     check("write_row()");
     detail::sync_session::call guard(st_->session(), "write_row()", true);
-    params_.assign(values...);  // the conversions of parameters, without new memory per row
-    for (int i = 0; i < params_.size(); ++i) {
-      if (i > 0) buf_ += '\t';
-      const char* v = params_.values()[i];
-      if (v == nullptr)
-        buf_ += "\\N";
-      else
-        detail::append_copy_field(buf_, v);
+    const std::size_t start = buf_.size();
+    try {
+      std::size_t column = 0;
+      ((column > 0 ? buf_.put('\t') : void(), put_field(values, column), ++column), ...);
+    } catch (...) {
+      buf_.truncate(start);  // a value that does not convert leaves no part of its row
+      throw;
     }
-    buf_ += '\n';
+    buf_.put('\n');
     ++rows_;
     if (buf_.size() >= chunk) send();
   }
@@ -112,8 +113,55 @@ class copy_writer {
   void check(const char* what) const;
   void send();
 
+  // One value, converted as a parameter is, straight into the row: numbers need no
+  // escaping, strings are escaped from where they are, the rest through to_text().
+  template <class T>
+  void put_field(const T& v, std::size_t column) {
+    using U = std::decay_t<T>;
+    // A char buffer is read up to its end, as a parameter is; so is any other type
+    // without a form of its own here.
+    constexpr bool direct = !std::is_array_v<T> &&
+                            (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t> ||
+                             detail::is_optional<U>::value || detail::is_chars_number<U>::value ||
+                             detail::has_write_unescaped<U>::value || std::is_same_v<U, const char*> ||
+                             std::is_same_v<U, char*> || std::is_same_v<U, std::string> ||
+                             std::is_same_v<U, std::string_view>);
+    if constexpr (!direct) {
+      put_converted(v, column);
+    } else if constexpr (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t>) {
+      buf_.append("\\N", 2);
+    } else if constexpr (detail::is_optional<U>::value) {
+      if (v)
+        put_field(*v, column);
+      else
+        buf_.append("\\N", 2);
+    } else if constexpr (detail::is_chars_number<U>::value) {
+      char* at = buf_.room(24);
+      buf_.commit(std::to_chars(at, at + 24, v).ptr);
+    } else if constexpr (detail::has_write_unescaped<U>::value) {
+      buf_.commit(value_traits<U>::write_unescaped(buf_.room(value_traits<U>::unescaped_size), v));
+    } else if constexpr (std::is_same_v<U, const char*> || std::is_same_v<U, char*>) {
+      if (v == nullptr)
+        buf_.append("\\N", 2);
+      else
+        put_text(std::string_view(v), column);
+    } else {
+      put_text(v, column);  // std::string, std::string_view
+    }
+  }
+  // Through value_traits<T>::to_text, as a parameter is.
+  template <class T>
+  void put_converted(const T& v, std::size_t /*column*/) {
+    params_.assign(v);
+    if (params_.values()[0] == nullptr)
+      buf_.append("\\N", 2);
+    else
+      buf_.append_escaped(params_.values()[0]);
+  }
+  void put_text(std::string_view text, std::size_t column);
+
   std::unique_ptr<detail::copy_stream> st_;
-  std::string buf_;
+  detail::copy_buffer buf_;
   detail::param_list params_;
   std::uint64_t rows_ = 0;
 };

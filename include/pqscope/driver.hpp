@@ -234,7 +234,6 @@ class libpq_driver {
   std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
   std::string fatal_;  // a FATAL error answered in this batch: why the server is about to close the session
-  server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
 
 namespace detail {

@@ -3,6 +3,7 @@
 //
 //   error (std::runtime_error)
 //   |- usage_error            misuse of the API, detected before anything is sent
+//   |  `- configuration_error  the options say something of the server or pooler that is not so
 //   |- conversion_error       a value could not be converted (parameter or field)
 //   |- transaction_aborted    the scope is doomed by an earlier failure; end it
 //   |  `- batch_failed         a statement of a batched attempt failed: atomic() runs it again unbatched
@@ -20,7 +21,8 @@
 //      |  `- deadlock_detected              40P01
 //      |- read_only_sql_transaction         25006 (a write on a standby or in a READ ONLY transaction)
 //      |- lock_not_available                55P03
-//      `- query_canceled                    57014
+//      |- query_canceled                    57014
+//      `- prepared_statement_lost           26000 / 0A000 on a statement pqscope prepared
 
 #include <cstddef>
 #include <memory>
@@ -40,6 +42,15 @@ class error : public std::runtime_error {
 class usage_error : public error {
  public:
   using error::error;
+};
+
+// The connection_options describe the server or the pooler wrongly, and it showed:
+// e.g. pooler_max_prepared_statements says the pooler tracks prepared statements,
+// and a server connection lacked one (PgBouncer before 1.21). The message names
+// the setting; the connection stops doing what the setting allowed.
+class configuration_error : public usage_error {
+ public:
+  using usage_error::usage_error;
 };
 
 class conversion_error : public error {
@@ -141,6 +152,12 @@ PQSCOPE_SQL_ERROR_CLASS(deadlock_detected, transaction_rollback);          // 40
 PQSCOPE_SQL_ERROR_CLASS(read_only_sql_transaction, sql_error);             // 25006
 PQSCOPE_SQL_ERROR_CLASS(lock_not_available, sql_error);                    // 55P03
 PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57014
+// The session lost the statement pqscope had prepared for this text (26000: DISCARD
+// ALL, DEALLOCATE) or can no longer run it (0A000: DDL changed its result type). It
+// did not run; the text is prepared again on its next use. Thrown only where running
+// it again was not pqscope's to decide: inside a transaction that had already done
+// work, outside atomic() (which runs its function again itself).
+PQSCOPE_SQL_ERROR_CLASS(prepared_statement_lost, sql_error);               // 26000, 0A000
 
 #undef PQSCOPE_SQL_ERROR_CLASS
 

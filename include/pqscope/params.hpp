@@ -56,6 +56,8 @@ struct value_traits<T, std::enable_if_t<std::is_integral_v<T> && sizeof(T) <= 8 
                                   : (sizeof(T) < 4 || (sizeof(T) == 4 && std::is_signed_v<T>)) ? 23  // int4
                                   : (sizeof(T) == 8 && std::is_unsigned_v<T>) ? 1700       // numeric
                                                                                : 20;        // int8
+  // A parameter list writes it with std::to_chars into its own buffer: no string made.
+  using to_chars_number = void;
   static std::string to_text(T v) {
     char buf[24];
     auto r = std::to_chars(buf, buf + sizeof buf, v);
@@ -81,20 +83,28 @@ template <class T>
 struct value_traits<T, std::enable_if_t<std::is_floating_point_v<T>>> {
   static constexpr unsigned oid = sizeof(T) == 4 ? 700 : 701;  // float4 / float8
   static std::string to_text(T v) {
+    char buf[unescaped_size];
+    return std::string(buf, write_unescaped(buf, v));
+  }
+  // The text at p (room for unescaped_size bytes), for a COPY row: nothing in it needs escaping.
+  static constexpr std::size_t unescaped_size = 64;
+  static char* write_unescaped(char* p, T v) noexcept {
+    auto put = [&](const char* s, std::size_t n) {
+      std::memcpy(p, s, n);
+      return p + n;
+    };
     // Compared, not std::isnan/isinf: <cmath> would cost every includer ~8k lines.
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wfloat-equal"
 #endif
-    if (v != v) return "NaN";  // NOLINT(misc-redundant-expression): true only for NaN
+    if (v != v) return put("NaN", 3);  // NOLINT(misc-redundant-expression): true only for NaN
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
-    if (v > std::numeric_limits<T>::max()) return "Infinity";
-    if (v < std::numeric_limits<T>::lowest()) return "-Infinity";
-    char buf[64];
-    auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that reads back exactly
-    return std::string(buf, r.ptr);
+    if (v > std::numeric_limits<T>::max()) return put("Infinity", 8);
+    if (v < std::numeric_limits<T>::lowest()) return put("-Infinity", 9);
+    return std::to_chars(p, p + unescaped_size, v).ptr;  // shortest text that reads back exactly
   }
   static T from_text(std::string_view s) {
     if (s == "NaN") return std::numeric_limits<T>::quiet_NaN();
@@ -151,6 +161,20 @@ struct traits_oid : std::integral_constant<unsigned, 0> {};
 template <class T>
 struct traits_oid<T, std::void_t<decltype(value_traits<T>::oid)>>
     : std::integral_constant<unsigned, value_traits<T>::oid> {};
+
+// value_traits<T> is pqscope's own for an integer (a user's specialization is not).
+template <class T, class = void>
+struct is_chars_number : std::false_type {};
+template <class T>
+struct is_chars_number<T, std::void_t<typename value_traits<T>::to_chars_number>> : std::true_type {};
+
+// value_traits<T>::write_unescaped: text written in place that COPY need not escape.
+template <class T, class = void>
+struct has_write_unescaped : std::false_type {};
+template <class T>
+struct has_write_unescaped<T, std::void_t<decltype(value_traits<T>::write_unescaped(std::declval<char*>(),
+                                                                                    std::declval<const T&>()))>>
+    : std::true_type {};
 
 template <class T>
 struct is_optional : std::false_type {};
@@ -271,11 +295,17 @@ struct value_traits<std::chrono::time_point<std::chrono::system_clock, D>,
   using time_point = std::chrono::time_point<std::chrono::system_clock, D>;
   static constexpr unsigned oid = 1184;
   static std::string to_text(const time_point& t) {
+    char out[detail::timestamp_text_size];
+    return std::string(out, write_unescaped(out, t));
+  }
+  // The text at p (room for unescaped_size bytes), for a COPY row: nothing in it needs escaping.
+  static constexpr std::size_t unescaped_size = detail::timestamp_text_size;
+  static char* write_unescaped(char* p, const time_point& t) {
     const auto micros = std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count();
     if (micros < detail::min_timestamp_micros)
       throw conversion_error("time point " + std::to_string(micros) +
                              " us since 1970 is before PostgreSQL's earliest timestamp, 4714-11-24 00:00:00 BC UTC");
-    return detail::format_timestamp(micros);
+    return detail::write_timestamp(p, micros);
   }
   static time_point from_text(std::string_view s) {
     const detail::timestamp_text t = detail::parse_timestamp(s);
@@ -497,6 +527,10 @@ class param_list {
         push_text(std::string_view(v), 0, /*terminated=*/true);
     } else if constexpr (std::is_same_v<U, std::string>) {
       push_text(v, 0, true);
+    } else if constexpr (is_chars_number<U>::value) {
+      char buf[24];
+      const auto r = std::to_chars(buf, buf + sizeof buf, v);
+      push_number(std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)), value_traits<U>::oid);
     } else if constexpr (std::is_same_v<U, char>) {
       static_assert(!std::is_same_v<U, char>,
                     "pqscope: pass a char as std::string(1, c) (text) or as an int (number)");
@@ -529,6 +563,8 @@ class param_list {
   void check_nul(std::string_view s) const;
   void push_text(std::string_view s, unsigned oid, bool terminated);
   void push_owned(std::string s, unsigned oid);
+  // Digits (no NUL to look for), inline if they fit.
+  void push_number(std::string_view digits, unsigned oid);
   // Into the inline buffer if it fits; nullptr if not.
   const char* copy_inline(std::string_view s) noexcept;
   void take(param_list& o) noexcept;

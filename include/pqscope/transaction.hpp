@@ -109,6 +109,11 @@ PQSCOPE_DECL std::uint64_t jitter_bits() noexcept;
 // Jittered exponential backoff: spreads out clients that conflicted with each other.
 PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt);
 
+// How many times one atomic() runs its function again because the session lost a
+// statement pqscope had prepared (prepared_statement_lost): once after DISCARD ALL or
+// DDL; a function that changes its own tables' shape each time would never end.
+inline constexpr int max_reruns = 3;
+
 // Sleeps without <thread> (~17k lines per includer).
 PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
 
@@ -135,6 +140,7 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   detail::sync_session::call guard(*session, "atomic()");
   const bool outermost = session->machine.depth() == 0;
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
+  int reruns = 0;       // attempts run again because the session lost a prepared statement
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {
     const bool batched = outermost && options.batch && !replay;
@@ -157,11 +163,15 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
         if (batched && tx.end_attempt()) {
           // Whatever fn saw or caught, a failed send voids the attempt.
           const auto& failed = *session->machine.voided();
+          if (failed.cause) std::rethrow_exception(failed.cause);
           const bool conflict = failed.sqlstate == "40001" || failed.sqlstate == "40P01";
           if (!(conflict && attempt < options.retries)) {
             replay = true;
             continue;
           }
+        } else if (outermost && reruns < detail::max_reruns && session->machine.take_lost_statement()) {
+          ++reruns;  // prepared anew on the next attempt, at once
+          continue;
         } else if (!outermost || attempt >= options.retries || !detail::is_retryable(std::current_exception())) {
           throw;
         }

@@ -301,7 +301,6 @@ class link : public std::enable_shared_from_this<link> {
   std::vector<bool> parses_;   // which statements of the batch have a Parse sent first
   bool parse_failed_ = false;  // the statement's Parse failed: its execution is skipped
   std::string fatal_;          // a FATAL error answered in this batch (see libpq_driver)
-  server_state last_state_ = server_state::unknown;  // after the last batch (idle after connecting)
   bool suspect_ = false;        // a transaction after this batch would be no statement's: probe
   std::size_t probe_ = 0;       // the probe whose answers are read
   std::string probed_[2];       // their first values
@@ -521,7 +520,6 @@ inline next_wait link::connect_step(bool after_wait) {
       watch_socket();
       if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trimmed(PQerrorMessage(pg_)));
       phase_ = phase::idle;
-      last_state_ = server_state::idle;
       return next_wait::done;
     default: fail_connect(trimmed(PQerrorMessage(pg_)));
   }
@@ -538,9 +536,12 @@ inline void link::start_batch(const std::vector<statement>& statements) {
   flushing_ = false;
   copy_in_ = false;
   fatal_.clear();
-  suspect_ = std::exchange(last_state_, server_state::unknown) == server_state::idle &&
-             !pqscope::detail::opens_transaction(statements);
+  suspect_ = false;
   if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  // Idle before a batch that opens no transaction, in one after it: someone else's
+  // (Pgpool-II raw mode). libpq's word on the state is exact here (nothing in flight).
+  suspect_ = pqscope::detail::state_of(PQtransactionStatus(pg_)) == server_state::idle &&
+             !pqscope::detail::opens_transaction(statements);
   if (PQenterPipelineMode(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
   for (const statement& s : statements)
     if (!pqscope::detail::send_statement(pg_, s)) return lose(trimmed(PQerrorMessage(pg_)));
@@ -899,7 +900,6 @@ inline bool link::take_result(PGresult* raw) {
         return false;
       }
       reply_.state = pqscope::detail::state_of(PQtransactionStatus(pg_));
-      last_state_ = reply_.state;
       if (suspect_ && reply_.state == server_state::in_transaction) return send_probe(0);
       finished_ = true;
       phase_ = phase::idle;
@@ -939,7 +939,6 @@ inline void link::lose(std::string why) {
     reply_.lost_message = why;
     reply_.state = server_state::unknown;
   }
-  last_state_ = server_state::unknown;
   finished_ = true;
   flushing_ = false;
   phase_ = phase::idle;
@@ -1201,7 +1200,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
       : executor(ex), conninfo(std::move(info)), options(std::move(o)), io(std::make_shared<link>(ex)), gate(ex) {
     machine.set_observer(options.observer);
     machine.set_savepoint_limit(options.savepoint_limit, options.refuse_past_savepoint_limit);
-    machine.set_prepare_limit(pqscope::detail::prepare_limit(options));
+    machine.set_prepare_limit(pqscope::detail::prepare_limit(options), options.pooling == pqscope::pooling::transaction);
     if (options.network_timeout.count() > 0) {
       io->timeout = options.network_timeout;
       io->cancel_wait = libpq_driver::grace_for(options.network_timeout);
@@ -2084,6 +2083,7 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
   const bool outermost = c.depth() == 0;
   const std::shared_ptr<detail::session> s = detail::connection_access::of(c);
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
+  int reruns = 0;       // attempts run again because the session lost a prepared statement
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {
     const bool batched = outermost && options.batch && !replay;
@@ -2115,6 +2115,7 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
         if (was_open && !s->machine.voided()) s->machine.check_usable();  // connection_error replaces the failure
         if (const auto& failed = s->machine.voided()) {
           // Whatever fn saw or caught, a failed send voids the attempt.
+          if (failed->cause) std::rethrow_exception(failed->cause);
           const bool conflict = failed->sqlstate == "40001" || failed->sqlstate == "40P01";
           if (!(conflict && attempt < options.retries)) {
             replay = true;
@@ -2123,6 +2124,9 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
         } else if (!outermost || attempt >= options.retries || !pqscope::detail::is_retryable(failure)) {
           std::rethrow_exception(failure);
         }
+      } else if (outermost && reruns < pqscope::detail::max_reruns && s->machine.take_lost_statement()) {
+        ++reruns;  // prepared anew on the next attempt, at once
+        continue;
       } else if (!outermost || attempt >= options.retries || !pqscope::detail::is_retryable(failure)) {
         std::rethrow_exception(failure);
       }

@@ -13,6 +13,7 @@
 //
 //   error (std::runtime_error)
 //   |- usage_error            misuse of the API, detected before anything is sent
+//   |  `- configuration_error  the options say something of the server or pooler that is not so
 //   |- conversion_error       a value could not be converted (parameter or field)
 //   |- transaction_aborted    the scope is doomed by an earlier failure; end it
 //   |  `- batch_failed         a statement of a batched attempt failed: atomic() runs it again unbatched
@@ -30,7 +31,8 @@
 //      |  `- deadlock_detected              40P01
 //      |- read_only_sql_transaction         25006 (a write on a standby or in a READ ONLY transaction)
 //      |- lock_not_available                55P03
-//      `- query_canceled                    57014
+//      |- query_canceled                    57014
+//      `- prepared_statement_lost           26000 / 0A000 on a statement pqscope prepared
 
 #include <cstddef>
 #include <memory>
@@ -90,6 +92,15 @@ class error : public std::runtime_error {
 class usage_error : public error {
  public:
   using error::error;
+};
+
+// The connection_options describe the server or the pooler wrongly, and it showed:
+// e.g. pooler_max_prepared_statements says the pooler tracks prepared statements,
+// and a server connection lacked one (PgBouncer before 1.21). The message names
+// the setting; the connection stops doing what the setting allowed.
+class configuration_error : public usage_error {
+ public:
+  using usage_error::usage_error;
 };
 
 class conversion_error : public error {
@@ -191,6 +202,12 @@ PQSCOPE_SQL_ERROR_CLASS(deadlock_detected, transaction_rollback);          // 40
 PQSCOPE_SQL_ERROR_CLASS(read_only_sql_transaction, sql_error);             // 25006
 PQSCOPE_SQL_ERROR_CLASS(lock_not_available, sql_error);                    // 55P03
 PQSCOPE_SQL_ERROR_CLASS(query_canceled, sql_error);                        // 57014
+// The session lost the statement pqscope had prepared for this text (26000: DISCARD
+// ALL, DEALLOCATE) or can no longer run it (0A000: DDL changed its result type). It
+// did not run; the text is prepared again on its next use. Thrown only where running
+// it again was not pqscope's to decide: inside a transaction that had already done
+// work, outside atomic() (which runs its function again itself).
+PQSCOPE_SQL_ERROR_CLASS(prepared_statement_lost, sql_error);               // 26000, 0A000
 
 #undef PQSCOPE_SQL_ERROR_CLASS
 
@@ -718,15 +735,17 @@ struct civil_date {
 };
 
 constexpr civil_date civil_from_days(std::int64_t days) noexcept {
-  // 146097 days make 400 years; the estimate is off by a year at most, then corrected.
-  const std::int64_t cycles = floor_div(days, 146097);
-  std::int64_t y = 1970 + cycles * 400 + (days - cycles * 146097) * 400 / 146097;
-  while (days_from_civil(y, 1, 1) > days) --y;
-  while (days_from_civil(y + 1, 1, 1) <= days) ++y;
-  auto rest = static_cast<unsigned>(days - days_from_civil(y, 1, 1));
-  unsigned m = 1;
-  while (rest >= days_in_month(y, m)) rest -= days_in_month(y, m++);
-  return {y, m, rest + 1};
+  // H. Hinnant's algorithm: eras of 400 years (146097 days) from 0000-03-01, so that
+  // the leap day ends a year. No loop: this runs for every timestamp a COPY writes.
+  const std::int64_t z = days + 719468;
+  const std::int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(z - era * 146097);                 // [0, 146096]
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;  // [0, 399]
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);             // [0, 365]
+  const unsigned mp = (5 * doy + 2) / 153;                                  // March = 0
+  const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+  return {static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2 ? 1 : 0), m, d};
 }
 
 constexpr std::int64_t micros_per_second = 1'000'000;
@@ -747,6 +766,9 @@ PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c);
 // ISO 8601 in UTC with an explicit offset, so the server reads the same instant
 // whatever its DateStyle order and TimeZone: "2024-01-02 03:04:05.123456+00".
 PQSCOPE_DECL std::string format_timestamp(std::int64_t micros);
+// The same at p, which has room for timestamp_text_size bytes: the end.
+constexpr std::size_t timestamp_text_size = 48;
+PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept;
 
 PQSCOPE_DECL std::string format_date(const civil_date& c);
 
@@ -932,6 +954,8 @@ void parse_array(std::string_view s, const char* type_name, OnElement&& on_eleme
 
 // #include <pqscope/detail/text_codecs.hpp> (inlined above)
 
+#include <cstring>
+
 namespace pqscope::detail {
 
 PQSCOPE_DECL std::string quote_value(std::string_view s) {
@@ -940,15 +964,22 @@ PQSCOPE_DECL std::string quote_value(std::string_view s) {
   return "\"" + std::string(s.substr(0, limit)) + "\"... (" + std::to_string(s.size()) + " bytes)";
 }
 
-PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width) {
-  char buf[24];
+// v's digits at p, at least `width` of them (zeros in front): the end.
+inline char* put_digits(char* p, std::uint64_t v, int width) noexcept {
+  char buf[20];
   int n = 0;
   do {
     buf[n++] = static_cast<char>('0' + v % 10);
     v /= 10;
   } while (v != 0);
-  for (int i = n; i < width; ++i) out += '0';
-  while (n > 0) out += buf[--n];
+  for (int i = n; i < width; ++i) *p++ = '0';
+  while (n > 0) *p++ = buf[--n];
+  return p;
+}
+
+PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width) {
+  char buf[24];
+  out.append(buf, static_cast<std::size_t>(put_digits(buf, v, width) - buf));
 }
 
 PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c) {
@@ -959,7 +990,13 @@ PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c) {
   append_number(out, c.day, 2);
 }
 
-PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
+// Exactly `width` digits of v (v < 10^width), written from the right.
+inline char* put_fixed(char* p, std::uint64_t v, int width) noexcept {
+  for (int i = width - 1; i >= 0; --i, v /= 10) p[i] = static_cast<char>('0' + v % 10);
+  return p + width;
+}
+
+PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept {
   std::int64_t days = micros / micros_per_day;
   std::int64_t in_day = micros % micros_per_day;
   if (in_day < 0) {
@@ -967,24 +1004,38 @@ PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
     --days;
   }
   const civil_date c = civil_from_days(days);
-  std::string out;
-  out.reserve(40);
-  append_civil_date(out, c);
   const auto secs = static_cast<std::uint64_t>(in_day / micros_per_second);
   const auto frac = static_cast<std::uint64_t>(in_day % micros_per_second);
-  out += ' ';
-  append_number(out, secs / 3600, 2);
-  out += ':';
-  append_number(out, secs / 60 % 60, 2);
-  out += ':';
-  append_number(out, secs % 60, 2);
+  const auto year = static_cast<std::uint64_t>(c.year > 0 ? c.year : 1 - c.year);
+  p = year < 10000 ? put_fixed(p, year, 4) : put_digits(p, year, 4);
+  *p++ = '-';
+  p = put_fixed(p, c.month, 2);
+  *p++ = '-';
+  p = put_fixed(p, c.day, 2);
+  *p++ = ' ';
+  p = put_fixed(p, secs / 3600, 2);
+  *p++ = ':';
+  p = put_fixed(p, secs / 60 % 60, 2);
+  *p++ = ':';
+  p = put_fixed(p, secs % 60, 2);
   if (frac != 0) {
-    out += '.';
-    append_number(out, frac, 6);
+    *p++ = '.';
+    p = put_fixed(p, frac, 6);
   }
-  out += "+00";
-  if (c.year <= 0) out += " BC";
-  return out;
+  *p++ = '+';
+  *p++ = '0';
+  *p++ = '0';
+  if (c.year <= 0) {
+    *p++ = ' ';
+    *p++ = 'B';
+    *p++ = 'C';
+  }
+  return p;
+}
+
+PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
+  char out[timestamp_text_size];
+  return std::string(out, write_timestamp(out, micros));
 }
 
 PQSCOPE_DECL std::string format_date(const civil_date& c) {
@@ -1164,6 +1215,8 @@ struct value_traits<T, std::enable_if_t<std::is_integral_v<T> && sizeof(T) <= 8 
                                   : (sizeof(T) < 4 || (sizeof(T) == 4 && std::is_signed_v<T>)) ? 23  // int4
                                   : (sizeof(T) == 8 && std::is_unsigned_v<T>) ? 1700       // numeric
                                                                                : 20;        // int8
+  // A parameter list writes it with std::to_chars into its own buffer: no string made.
+  using to_chars_number = void;
   static std::string to_text(T v) {
     char buf[24];
     auto r = std::to_chars(buf, buf + sizeof buf, v);
@@ -1189,20 +1242,28 @@ template <class T>
 struct value_traits<T, std::enable_if_t<std::is_floating_point_v<T>>> {
   static constexpr unsigned oid = sizeof(T) == 4 ? 700 : 701;  // float4 / float8
   static std::string to_text(T v) {
+    char buf[unescaped_size];
+    return std::string(buf, write_unescaped(buf, v));
+  }
+  // The text at p (room for unescaped_size bytes), for a COPY row: nothing in it needs escaping.
+  static constexpr std::size_t unescaped_size = 64;
+  static char* write_unescaped(char* p, T v) noexcept {
+    auto put = [&](const char* s, std::size_t n) {
+      std::memcpy(p, s, n);
+      return p + n;
+    };
     // Compared, not std::isnan/isinf: <cmath> would cost every includer ~8k lines.
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wfloat-equal"
 #endif
-    if (v != v) return "NaN";  // NOLINT(misc-redundant-expression): true only for NaN
+    if (v != v) return put("NaN", 3);  // NOLINT(misc-redundant-expression): true only for NaN
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
-    if (v > std::numeric_limits<T>::max()) return "Infinity";
-    if (v < std::numeric_limits<T>::lowest()) return "-Infinity";
-    char buf[64];
-    auto r = std::to_chars(buf, buf + sizeof buf, v);  // shortest text that reads back exactly
-    return std::string(buf, r.ptr);
+    if (v > std::numeric_limits<T>::max()) return put("Infinity", 8);
+    if (v < std::numeric_limits<T>::lowest()) return put("-Infinity", 9);
+    return std::to_chars(p, p + unescaped_size, v).ptr;  // shortest text that reads back exactly
   }
   static T from_text(std::string_view s) {
     if (s == "NaN") return std::numeric_limits<T>::quiet_NaN();
@@ -1259,6 +1320,20 @@ struct traits_oid : std::integral_constant<unsigned, 0> {};
 template <class T>
 struct traits_oid<T, std::void_t<decltype(value_traits<T>::oid)>>
     : std::integral_constant<unsigned, value_traits<T>::oid> {};
+
+// value_traits<T> is pqscope's own for an integer (a user's specialization is not).
+template <class T, class = void>
+struct is_chars_number : std::false_type {};
+template <class T>
+struct is_chars_number<T, std::void_t<typename value_traits<T>::to_chars_number>> : std::true_type {};
+
+// value_traits<T>::write_unescaped: text written in place that COPY need not escape.
+template <class T, class = void>
+struct has_write_unescaped : std::false_type {};
+template <class T>
+struct has_write_unescaped<T, std::void_t<decltype(value_traits<T>::write_unescaped(std::declval<char*>(),
+                                                                                    std::declval<const T&>()))>>
+    : std::true_type {};
 
 template <class T>
 struct is_optional : std::false_type {};
@@ -1379,11 +1454,17 @@ struct value_traits<std::chrono::time_point<std::chrono::system_clock, D>,
   using time_point = std::chrono::time_point<std::chrono::system_clock, D>;
   static constexpr unsigned oid = 1184;
   static std::string to_text(const time_point& t) {
+    char out[detail::timestamp_text_size];
+    return std::string(out, write_unescaped(out, t));
+  }
+  // The text at p (room for unescaped_size bytes), for a COPY row: nothing in it needs escaping.
+  static constexpr std::size_t unescaped_size = detail::timestamp_text_size;
+  static char* write_unescaped(char* p, const time_point& t) {
     const auto micros = std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count();
     if (micros < detail::min_timestamp_micros)
       throw conversion_error("time point " + std::to_string(micros) +
                              " us since 1970 is before PostgreSQL's earliest timestamp, 4714-11-24 00:00:00 BC UTC");
-    return detail::format_timestamp(micros);
+    return detail::write_timestamp(p, micros);
   }
   static time_point from_text(std::string_view s) {
     const detail::timestamp_text t = detail::parse_timestamp(s);
@@ -1605,6 +1686,10 @@ class param_list {
         push_text(std::string_view(v), 0, /*terminated=*/true);
     } else if constexpr (std::is_same_v<U, std::string>) {
       push_text(v, 0, true);
+    } else if constexpr (is_chars_number<U>::value) {
+      char buf[24];
+      const auto r = std::to_chars(buf, buf + sizeof buf, v);
+      push_number(std::string_view(buf, static_cast<std::size_t>(r.ptr - buf)), value_traits<U>::oid);
     } else if constexpr (std::is_same_v<U, char>) {
       static_assert(!std::is_same_v<U, char>,
                     "pqscope: pass a char as std::string(1, c) (text) or as an int (number)");
@@ -1637,6 +1722,8 @@ class param_list {
   void check_nul(std::string_view s) const;
   void push_text(std::string_view s, unsigned oid, bool terminated);
   void push_owned(std::string s, unsigned oid);
+  // Digits (no NUL to look for), inline if they fit.
+  void push_number(std::string_view digits, unsigned oid);
   // Into the inline buffer if it fits; nullptr if not.
   const char* copy_inline(std::string_view s) noexcept;
   void take(param_list& o) noexcept;
@@ -1785,6 +1872,13 @@ PQSCOPE_DECL void param_list::take(param_list& o) noexcept {
     const auto at = reinterpret_cast<std::uintptr_t>(v[i]);
     if (v[i] != nullptr && at >= from && at < from + inline_used_) v[i] = inline_text_ + (at - from);
   }
+}
+
+PQSCOPE_DECL void param_list::push_number(std::string_view digits, unsigned oid) {
+  if (const char* at = copy_inline(digits))
+    push(at, oid);
+  else
+    push_owned(std::string(digits), oid);
 }
 
 PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
@@ -3103,7 +3197,6 @@ class libpq_driver {
   std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
   std::string fatal_;  // a FATAL error answered in this batch: why the server is about to close the session
-  server_state last_state_ = server_state::unknown;  // after the last exchange (idle after open())
 };
 
 namespace detail {
@@ -3311,7 +3404,6 @@ PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::str
     throw connection_error(msg);
   }
   closed_reason_.clear();
-  last_state_ = server_state::idle;
 }
 
 PQSCOPE_DECL void libpq_driver::close() noexcept {
@@ -3361,7 +3453,6 @@ PQSCOPE_DECL void libpq_driver::adopt(PGconn* c) {
   conn_ = c;
   borrowed_ = true;
   closed_reason_.clear();
-  last_state_ = server_state::idle;
 }
 
 PQSCOPE_DECL void libpq_driver::hand_back() noexcept {
@@ -3392,13 +3483,15 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
   out.replies.resize(batch.size());
   fatal_.clear();
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
-  const server_state before = std::exchange(last_state_, server_state::unknown);
   round_trip rt{batch};
   if (net_.timeout.count() > 0) {
     rt.bounded = true;
     rt.deadline = clock::now() + net_.timeout;
   }
   if (!await_pending_cancel(rt)) return give_up_pending(out);
+  // The session's state before the batch, for diagnose_foreign_transaction() below;
+  // libpq's word is exact here (nothing in flight).
+  const server_state before = detail::state_of(PQtransactionStatus(conn_));
   if (PQenterPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   for (const statement& s : batch)
     if (!detail::send_statement(conn_, s)) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
@@ -3483,7 +3576,6 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
   if (before == server_state::idle && out.state == server_state::in_transaction && !detail::opens_transaction(batch) &&
       is_open())
     out.diagnostic = diagnose_foreign_transaction();
-  last_state_ = out.state;
   return out;
 }
 
@@ -3567,7 +3659,6 @@ PQSCOPE_DECL int libpq_driver::copy_start(const statement& s, batch_reply& out) 
   out.replies.assign(1, reply{});
   copy_lost_.clear();
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_), 0;
-  last_state_ = server_state::unknown;
   round_trip rt = trip();
   if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
   // COPY takes no parameters, and goes as a simple query: Pgpool-II never answers
@@ -3663,7 +3754,6 @@ PQSCOPE_DECL batch_reply libpq_driver::copy_out_end() {
 PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
   batch_reply out;
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
-  last_state_ = server_state::unknown;
   round_trip rt = trip();
   if (!await_pending_cancel(rt)) return give_up_pending(out);
   if (PQsendQuery(conn_, sql) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
@@ -3698,7 +3788,6 @@ PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
     out.replies.push_back(std::move(r));
   }
   out.state = detail::state_of(PQtransactionStatus(conn_));
-  last_state_ = out.state;
   return out;
 }
 
@@ -3755,7 +3844,6 @@ PQSCOPE_DECL batch_reply& libpq_driver::read_final(round_trip& rt, PGresult* raw
     if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
   }
   out.state = detail::state_of(PQtransactionStatus(conn_));
-  last_state_ = out.state;
   return out;
 }
 
@@ -3795,6 +3883,7 @@ PQSCOPE_DECL libpq_driver::io libpq_driver::fail_copy_in(round_trip& rt) {
 // refuses every other call. Values are converted as parameters are
 // (value_traits<T>::to_text / from_text), and escaped for COPY's text format here.
 
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -3802,6 +3891,7 @@ PQSCOPE_DECL libpq_driver::io libpq_driver::fail_copy_in(round_trip& rt) {
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -3813,6 +3903,8 @@ PQSCOPE_DECL libpq_driver::io libpq_driver::fail_copy_in(round_trip& rt) {
 // and backslash escapes for the characters that would break the line up.
 
 #include <cstddef>
+#include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -4511,19 +4603,46 @@ PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, in
 
 namespace pqscope::detail {
 
-// Appends one field's text, escaped.
-inline void append_copy_field(std::string& out, std::string_view text) {
-  std::size_t plain = 0;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    const char* esc = c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : nullptr;
-    if (esc == nullptr) continue;
-    out.append(text.data() + plain, i - plain);
-    out.append(esc, 2);
-    plain = i + 1;
+// The rows a copy_writer gathers before sending them: appends write in place,
+// without a library call per field or per separator.
+class copy_buffer {
+ public:
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  [[nodiscard]] std::string_view view() const noexcept { return {data_.get(), size_}; }
+  void clear() noexcept { size_ = 0; }
+  void truncate(std::size_t n) noexcept { size_ = n < size_ ? n : size_; }
+  // Room for n more bytes at the end; write them, then commit() where they end.
+  char* room(std::size_t n) {
+    if (cap_ - size_ < n) grow(n);
+    return data_.get() + size_;
   }
-  out.append(text.data() + plain, text.size() - plain);
-}
+  void commit(const char* end) noexcept { size_ = static_cast<std::size_t>(end - data_.get()); }
+  void put(char c) { *room(1) = c, ++size_; }
+  void append(const char* s, std::size_t n) {
+    std::memcpy(room(n), s, n);
+    size_ += n;
+  }
+  // One field's text, escaped for COPY's text format.
+  void append_escaped(std::string_view text) {
+    char* p = room(2 * text.size());
+    for (const char c : text) {
+      switch (c) {
+        case '\\': *p++ = '\\'; *p++ = '\\'; break;
+        case '\n': *p++ = '\\'; *p++ = 'n'; break;
+        case '\r': *p++ = '\\'; *p++ = 'r'; break;
+        case '\t': *p++ = '\\'; *p++ = 't'; break;
+        default: *p++ = c;
+      }
+    }
+    commit(p);
+  }
+
+ private:
+  PQSCOPE_DECL void grow(std::size_t n);
+  std::unique_ptr<char[]> data_;
+  std::size_t size_ = 0, cap_ = 0;
+};
 
 PQSCOPE_DECL int hex_digit(char c);
 
@@ -4545,6 +4664,15 @@ PQSCOPE_DECL char copy_direction(std::string_view sql);
 // #include <pqscope/detail/copy_text.hpp> (inlined above)
 
 namespace pqscope::detail {
+
+PQSCOPE_DECL void copy_buffer::grow(std::size_t n) {
+  std::size_t cap = cap_ == 0 ? std::size_t{1} << 16 : cap_;
+  while (cap - size_ < n) cap *= 2;
+  std::unique_ptr<char[]> bigger(new char[cap]);
+  if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_);
+  data_ = std::move(bigger);
+  cap_ = cap;
+}
 
 PQSCOPE_DECL int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -4688,6 +4816,8 @@ PQSCOPE_DECL char copy_direction(std::string_view sql) { return copy_stream_dire
 // and reading a text costs more than the rest of queuing it.
 
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -5088,6 +5218,29 @@ PQSCOPE_DECL std::string session_state_hazard(std::string_view sql) {
 
 namespace pqscope::detail {
 
+// Where a text goes in a small direct-mapped cache: every byte read 8 at a time,
+// which costs a fraction of std::hash's byte loop on a statement's text.
+inline std::size_t slot_hash(std::string_view s) noexcept {
+  // A multiply carries bits upward only, and the slot is taken from the low bits:
+  // each word is folded in with a shift down, and the end is splitmix64's mixer.
+  std::uint64_t h = s.size() * 0x9E3779B97F4A7C15ULL;
+  std::size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+    h ^= h >> 29;
+  }
+  if (i < s.size()) {
+    std::uint64_t w = 0;
+    std::memcpy(&w, s.data() + i, s.size() - i);
+    h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+  }
+  h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  h = (h ^ (h >> 27)) * 0x94D049BB133111EBULL;
+  return static_cast<std::size_t>(h ^ (h >> 31));
+}
+
 struct sql_facts {
   int placeholders = 0;      // highest_placeholder(): -1 when the text cannot be read to its end
   std::string_view control;  // transaction_control_keyword(): a static text, or empty
@@ -5141,7 +5294,7 @@ PQSCOPE_DECL const sql_facts& sql_facts_cache::get(std::string_view sql, bool ha
     return uncached_;
   }
   if (entries_.empty()) entries_.resize(slots);
-  entry& e = entries_[std::hash<std::string_view>{}(sql) % slots];
+  entry& e = entries_[slot_hash(sql) % slots];
   if (!e.used || e.text != sql) {
     e.used = false;  // stays unused if reading throws
     read(sql, hazard, e.facts);
@@ -5170,24 +5323,32 @@ PQSCOPE_DECL const sql_facts& sql_facts_cache::get(std::string_view sql, bool ha
 #include <vector>
 
 // #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/sql_facts.hpp> (inlined above)
 
 namespace pqscope::detail {
 
 class prepared_statements {
  public:
   // How a statement goes out: unnamed (name == nullptr), or bound to `name`, after
-  // its Parse when `parse`. `name` is valid until the next call.
+  // its Parse when `parse`, of `text` instead of its own when set. Both are valid
+  // until the next call.
   struct use {
     const char* name = nullptr;
     bool parse = false;
+    const char* text = nullptr;
   };
 
-  // How many names a session may make (0: nothing is prepared). Behind a pooler,
-  // its max_prepared_statements; a full cache stops preparing new texts (libpq 15
-  // cannot send Close, and PgBouncer does not track SQL DEALLOCATE).
-  void set_limit(std::size_t limit) noexcept { limit_ = limit; }
+  // How many names a session may make (0: nothing is prepared). Behind a pooler
+  // (`pooled`), its max_prepared_statements; a full cache stops preparing new texts
+  // (libpq 15 cannot send Close, and PgBouncer does not track SQL DEALLOCATE).
+  void set_limit(std::size_t limit, bool pooled = false) noexcept {
+    limit_ = limit;
+    pooled_ = pooled;
+  }
   [[nodiscard]] bool enabled() const noexcept { return limit_ > 0; }
-  [[nodiscard]] std::size_t made() const noexcept { return made_; }
+  [[nodiscard]] std::size_t made() const noexcept { return made_.size(); }
+  // Every name made on this session, for a borrowed session handed back (DEALLOCATE).
+  [[nodiscard]] const std::vector<std::string>& names() const noexcept { return made_; }
 
   // A statement of this text and these parameter types goes out in the batch being
   // planned. Its second use is prepared (the Parse rides with it); later ones bind.
@@ -5198,7 +5359,9 @@ class prepared_statements {
                            bool parsed) noexcept;
 
   // The statement under `name` must not be used again (its plan's result type
-  // changed after DDL): its text gets a new name on its next use.
+  // changed after DDL): its text gets a new name on its next use. Behind a pooler
+  // also a new text (a comment added): PgBouncer shares one server statement among
+  // all clients that prepare the same text, and the old one keeps its old plan.
   PQSCOPE_DECL void forget(std::string_view text, int n_params, const unsigned* types) noexcept;
 
   // The session has none any more (a new session; DISCARD ALL; a pooler that lost them).
@@ -5213,6 +5376,8 @@ class prepared_statements {
     std::string text;
     std::vector<unsigned> types;  // empty: the server infers every parameter's type
     std::string name;
+    unsigned replans = 0;  // forget() behind a pooler
+    std::string replanned;  // the text prepared instead, when replans > 0
   };
   static constexpr std::size_t slots = 256;     // direct-mapped by the text's and types' hash
   static constexpr std::size_t longest = 4096;  // longer texts are not prepared
@@ -5225,7 +5390,9 @@ class prepared_statements {
   PQSCOPE_DECL void new_prefix();
 
   std::vector<entry> entries_;
-  std::size_t limit_ = 0, made_ = 0;
+  std::size_t limit_ = 0;
+  bool pooled_ = false;
+  std::vector<std::string> made_;  // never more than limit_
   std::string prefix_;
   std::uint64_t next_ = 0;  // names are never reused on a session
 };
@@ -5250,7 +5417,7 @@ namespace pqscope::detail {
 
 PQSCOPE_DECL prepared_statements::entry* prepared_statements::find(std::string_view text, int n_params,
                                                                    const unsigned* types, bool& same) noexcept {
-  std::size_t h = std::hash<std::string_view>{}(text);
+  std::size_t h = slot_hash(text);
   if (types != nullptr)
     for (int i = 0; i < n_params; ++i) h = h * 31 + types[i];
   entry& e = entries_[h % slots];
@@ -5274,7 +5441,8 @@ PQSCOPE_DECL prepared_statements::use prepared_statements::plan(std::string_view
   entry* e = find(text, n_params, types, same);
   if (same) {
     ++e->uses;
-    if (e->st != state::seen) return {e->name.c_str(), false};  // ready, or parsed earlier in this batch
+    const char* own = e->replans > 0 ? e->replanned.c_str() : nullptr;
+    if (e->st != state::seen) return {e->name.c_str(), false, own};  // ready, or parsed earlier in this batch
   } else {
     if (e->used && e->st == state::parsing) return {};  // another text's Parse is in this batch
     // Replaced: a name it had stays on the server unused, and counts against the limit.
@@ -5282,16 +5450,18 @@ PQSCOPE_DECL prepared_statements::use prepared_statements::plan(std::string_view
     e->text.assign(text.data(), text.size());
     e->types.assign(types, types == nullptr ? types : types + n_params);
     e->name.clear();
+    e->replans = 0;
+    e->replanned.clear();
     e->st = state::seen;
     e->uses = 1;
     e->used = true;
   }
-  if (e->uses < threshold || made_ >= limit_) return {};
+  if (e->uses < threshold || made_.size() >= limit_) return {};
   if (prefix_.empty()) new_prefix();
   e->name = prefix_ + std::to_string(++next_);
   e->st = state::parsing;
-  ++made_;
-  return {e->name.c_str(), true};
+  made_.push_back(e->name);
+  return {e->name.c_str(), true, e->replans > 0 ? e->replanned.c_str() : nullptr};
 }
 
 PQSCOPE_DECL void prepared_statements::settle(std::string_view text, int n_params, const unsigned* types,
@@ -5315,6 +5485,15 @@ PQSCOPE_DECL void prepared_statements::forget(std::string_view text, int n_param
   if (!same) return;
   e->st = state::seen;
   e->name.clear();
+  if (!pooled_) return;
+  try {
+    // A line comment could swallow what follows; a block comment after a newline cannot.
+    std::string t(text);
+    t += "\n/* pqscope: planned again (" + std::to_string(++e->replans) + ") */";
+    e->replanned = std::move(t);
+  } catch (...) {
+    // out of memory: the text as it was; the server may refuse it once more
+  }
 }
 
 PQSCOPE_DECL void prepared_statements::forget_all() noexcept {
@@ -5322,7 +5501,7 @@ PQSCOPE_DECL void prepared_statements::forget_all() noexcept {
     e.st = state::seen;
     e.name.clear();
   }
-  made_ = 0;
+  made_.clear();
   prefix_.clear();  // the next name starts a new prefix
 }
 
@@ -5443,6 +5622,7 @@ class statement_slot final : public deferred_answer {
   std::string_view sql;  // for the observer
   std::size_t depth = 0, attempt = 0;
   bool batched = false;
+  bool resent = false;  // sent again after the session lost its prepared statement
 
  private:
   // own(): the text, then each non-NULL value, each NUL-terminated, in one buffer;
@@ -5555,6 +5735,7 @@ namespace pqscope::detail {
 // The first failure of a voided batched attempt.
 struct attempt_failure {
   std::string message, sqlstate;
+  std::exception_ptr cause;  // set when running the function again cannot help: atomic() throws it
 };
 
 // Which attempt of an outermost atomic() a scope belongs to.
@@ -5578,7 +5759,12 @@ class scope_machine {
   void set_observer(pqscope::callback<void(const statement_event&)> o);
   void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
   // How many named statements the session may make (0: none); see prepared_statements.hpp.
-  void set_prepare_limit(std::size_t limit) noexcept { prepared_.set_limit(limit); }
+  // `pooled`: the limit comes from the pooler's word (pooler_max_prepared_statements),
+  // which a lost statement proves wrong.
+  void set_prepare_limit(std::size_t limit, bool pooled = false) noexcept {
+    prepared_.set_limit(limit, pooled);
+    prepare_pooled_ = pooled;
+  }
   [[nodiscard]] const prepared_statements& prepared() const noexcept { return prepared_; }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
@@ -5610,6 +5796,10 @@ class scope_machine {
   // the function again. Its first failure, or nothing.
   [[nodiscard]] const std::optional<attempt_failure>& voided() const noexcept { return void_; }
   void count_replay() noexcept { ++stats_.replays; }
+  // A statement of the last outermost attempt failed because the session lost its
+  // prepared statement (prepared_statement_lost): running the attempt again
+  // prepares it anew. True once per loss.
+  [[nodiscard]] bool take_lost_statement() noexcept { return std::exchange(lost_statement_, false); }
 
   // ---- statements -----------------------------------------------------------
 
@@ -5778,8 +5968,18 @@ class scope_machine {
   void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
               const result* r) noexcept;
   void apply_batch(std::vector<item>& batch, batch_reply& br);
-  // What the batch's answers say about its prepared statements.
-  void settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept;
+  // What the batch's answers say about its prepared statements, and whether a
+  // statement failed because the session lost the one pqscope had prepared for it.
+  struct statement_loss {
+    enum kind : unsigned char { none, lost, misconfigured } what = none;
+    std::size_t at = 0;
+  };
+  statement_loss settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept;
+  // Sends the batch again when nothing before the lost statement did anything but
+  // open the transaction it runs in.
+  bool resend_lost(std::vector<item>& batch, const batch_reply& br, std::size_t at);
+  // The error the failed statement at `at` raises.
+  std::exception_ptr failure_of(const item& it, const reply& r, const statement_loss& loss, std::size_t at) const;
   // Statements of the batch that got no answer get `e`.
   void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
   void fail_queued(const std::exception_ptr& e) noexcept;
@@ -5788,7 +5988,7 @@ class scope_machine {
   // (the server refuses everything until then), every waiting statement gets
   // batch_failed, and the frames stay for atomic() to unwind and run again.
   void void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                    std::chrono::microseconds elapsed, bool end_in_batch);
+                    std::chrono::microseconds elapsed, bool end_in_batch, std::exception_ptr failure);
 
   // ---- the subtransaction budget ----
   // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
@@ -5836,12 +6036,16 @@ class scope_machine {
   std::vector<item> in_flight_;  // the batch from plan(), until apply()
   std::vector<statement> out_;
   std::vector<std::string> out_names_;  // the prepared statements' names of out_
+  std::vector<std::string> out_texts_;  // their texts, where not the statement's own (prepared_statements::forget)
   std::vector<std::vector<const char*>> out_args_;
   std::vector<std::string> savepoint_texts_;  // [3 * number + verb]: SAVEPOINT, RELEASE, ROLLBACK TO
   clock::time_point sent_at_{};
   bool send_requested_ = false;
   bool send_all_ = false;     // request_sync_point(): controls go out too
   bool out_of_band_ = false;  // in_flight_ is a statement sent outside the pipeline
+  bool planned_all_ = false;  // in_flight_ was planned after request_sync_point()
+  bool prepare_pooled_ = false;   // see set_prepare_limit()
+  bool lost_statement_ = false;   // see take_lost_statement()
   operation op_;
   // op_ = operation{} without the member-by-member move (it runs several times per scope).
   void reset_operation() noexcept {
@@ -6036,7 +6240,8 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
       if (queue_[k].k == item::user) last_user = k + 1;
       if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
     }
-    if (std::exchange(send_all_, false)) n = queue_.size();
+    planned_all_ = std::exchange(send_all_, false);
+    if (planned_all_) n = queue_.size();
     // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
     // after the last statement, or before the COMMIT if statements went out unanswered.
     // Never in front of a ROLLBACK: the transaction may be aborted there, the query
@@ -6057,7 +6262,10 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
   }
   out_.clear();
   if (out_args_.size() < in_flight_.size()) out_args_.resize(in_flight_.size());
-  if (out_names_.size() < in_flight_.size()) out_names_.resize(in_flight_.size());  // never during the loop below
+  if (out_names_.size() < in_flight_.size()) {  // never during the loop below
+    out_names_.resize(in_flight_.size());
+    out_texts_.resize(in_flight_.size());
+  }
   // Savepoint texts first: making a higher number's moves the earlier ones.
   for (const item& it : in_flight_)
     if (is_savepoint_kind(it)) (void)savepoint_text(it);
@@ -6068,12 +6276,17 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     if (it.k == item::user) {
       ++users;
       statement st = it.slot->stmt;
-      if (prepared_.enabled()) {
+      // Sent again after its statement was lost: unnamed, so that it is planned afresh.
+      if (prepared_.enabled() && !it.slot->resent) {
         const prepared_statements::use u = prepared_.plan(it.slot->sql, st.n_params, st.types);
         if (u.name != nullptr) {
           out_names_[k] = u.name;
           st.name = out_names_[k].c_str();
           st.parse = u.parse;
+          if (u.text != nullptr) {
+            out_texts_[k] = u.text;
+            st.sql = out_texts_[k].c_str();
+          }
           if (u.parse) ++stats_.prepared;
         }
       }
@@ -6233,7 +6446,9 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     return;
   }
 
-  if (prepared_.enabled() && !out_of_band) settle_prepared(batch, br);
+  statement_loss loss;
+  if (prepared_.enabled() && !out_of_band) loss = settle_prepared(batch, br);
+  if (loss.what == statement_loss::lost && !br.lost && resend_lost(batch, br, loss.at)) return;
 
   std::optional<std::size_t> failed_at;
   bool end_in_batch = false;
@@ -6291,14 +6506,16 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
   const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
   if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
-    void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
+    void_attempt(batch, *failed_at, br, elapsed, end_in_batch, failure_of(batch[*failed_at], br.replies[*failed_at], loss, *failed_at));
+    if (loss.what == statement_loss::misconfigured && loss.at == *failed_at) void_->cause = batch[*failed_at].slot->error;
     return;
   }
 
   if (failed_at) {
     const item& it = batch[*failed_at];
     const reply& r = br.replies[*failed_at];
-    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context());
+    std::exception_ptr first = failure_of(it, r, loss, *failed_at);
+    if (loss.what == statement_loss::lost && loss.at == *failed_at && !frames_.empty()) lost_statement_ = true;
     if (it.k != item::end) {
       doom_here(it.context() + r.failure().message, r.failure().sqlstate);
       if (end_in_batch) op_.failure = first;
@@ -6329,7 +6546,9 @@ PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
   observer_ = nullptr;
 }
 
-PQSCOPE_DECL void scope_machine::settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept {
+PQSCOPE_DECL scope_machine::statement_loss scope_machine::settle_prepared(const std::vector<item>& batch,
+                                                                        const batch_reply& br) noexcept {
+  statement_loss loss;
   for (std::size_t k = 0; k < batch.size() && k < out_.size(); ++k) {
     const statement& st = out_[k];
     if (batch[k].k != item::user || st.name == nullptr) continue;
@@ -6337,13 +6556,64 @@ PQSCOPE_DECL void scope_machine::settle_prepared(const std::vector<item>& batch,
     if (st.parse) prepared_.settle(text, st.n_params, st.types, st.name, k < br.replies.size() && br.replies[k].parsed);
     if (k >= br.replies.size() || br.replies[k].st != reply::status::error) continue;
     const reply_error& e = br.replies[k].failure();
-    // The session lost its statements (DISCARD ALL, DEALLOCATE ALL, a pooler that
-    // does not track them): start again. A plan whose result type changed after
-    // DDL: that text gets a new name.
-    if (e.sqlstate == "26000") prepared_.forget_all();
-    if (e.sqlstate == "0A000" && e.message.find("cached plan must not change result type") != std::string::npos)
+    if (e.sqlstate == "26000" && !st.parse) {
+      // The session lost its statements (DISCARD ALL, DEALLOCATE ALL): start again.
+      // Behind a pooler said to track them, it is the pooler that does not.
+      prepared_.forget_all();
+      loss = {prepare_pooled_ ? statement_loss::misconfigured : statement_loss::lost, k};
+      if (prepare_pooled_) prepared_.set_limit(0);
+    } else if (e.sqlstate == "0A000" && e.message.find("cached plan must not change result type") != std::string::npos) {
+      // Its result type changed after DDL: this text gets a new name. Also just after
+      // its Parse: PgBouncer binds a Parse of a text it already holds on that server
+      // connection to the statement it has, old plan and all.
       prepared_.forget(text, st.n_params, st.types);
+      loss = {statement_loss::lost, k};
+    }
   }
+  return loss;
+}
+
+PQSCOPE_DECL bool scope_machine::resend_lost(std::vector<item>& batch, const batch_reply& br, std::size_t at) {
+  if (batch[at].slot->resent) return false;
+  // Sending it again is exact only if what ran before it in this batch runs again
+  // the same: controls of a transaction that began in this batch (rolled back
+  // first), or nothing at all in autocommit.
+  bool began_here = false, ends_here = false;
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    if (k < at && (batch[k].k == item::user || batch[k].k == item::followup)) return false;
+    if (k < at && batch[k].k == item::begin) began_here = true;
+    if (batch[k].k == item::end) ends_here = true;
+  }
+  if (!began_here && (!frames_.empty() || ends_here)) return false;
+  batch[at].slot->resent = true;
+  std::vector<item> again;
+  again.reserve(batch.size());
+  for (item& it : batch)
+    if (it.k != item::xid) again.push_back(std::move(it));  // plan() asks for the id again
+  queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+  for (frame& f : frames_) f.sent = false;
+  if (br.state != server_state::idle) push_followup("ROLLBACK", false);
+  send_requested_ = true;
+  send_all_ = planned_all_;
+  return true;
+}
+
+PQSCOPE_DECL std::exception_ptr scope_machine::failure_of(const item& it, const reply& r, const statement_loss& loss,
+                                                         std::size_t at) const {
+  if (it.k != item::user) return sql_error_ptr(r, it.text(), it.context());
+  if (loss.what == statement_loss::none || loss.at != at) return sql_error_ptr(r, it.slot->sql);
+  const reply_error& e = r.failure();
+  if (loss.what == statement_loss::misconfigured)
+    return std::make_exception_ptr(configuration_error(
+        "the pooler lost a statement pqscope had prepared (" + e.sqlstate + ": " + e.message +
+        "): connection_options::pooler_max_prepared_statements says it tracks prepared statements, but it does "
+        "not (PgBouncer before 1.21, or its max_prepared_statements is 0). Set pooler_max_prepared_statements "
+        "to 0 for this pooler; this connection prepares nothing more"));
+  error_fields f{e.sqlstate, e.message, e.detail, e.hint, std::string(it.slot->sql), e.position,
+                 e.schema, e.table, e.column, e.datatype, e.constraint};
+  f.message = "the session lost the statement pqscope prepared for this text (" + e.message +
+              "); it did not run, and is prepared again on its next use: run it again (atomic() does so itself)";
+  return std::make_exception_ptr(prepared_statement_lost(std::move(f)));
 }
 
 PQSCOPE_DECL void scope_machine::mark_open() noexcept {
@@ -6407,12 +6677,13 @@ PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexce
 }
 
 PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                                              std::chrono::microseconds elapsed, bool end_in_batch) {
+                                              std::chrono::microseconds elapsed, bool end_in_batch,
+                                              std::exception_ptr failure) {
   const item& it = batch[at];
   const reply& r = br.replies[at];
-  void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate};
+  void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate, nullptr};
   if (it.k == item::user) {
-    it.slot->fail(sql_error_ptr(r, it.slot->sql));
+    it.slot->fail(std::move(failure));
     try {
       std::rethrow_exception(it.slot->error);
     } catch (const std::exception& x) {
@@ -6535,6 +6806,7 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
   check_usable();
   if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
     throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
+  if (frames_.empty()) lost_statement_ = false;
   if (!frames_.empty()) {
     const transaction_options& root = frames_.front().opts;
     if (o.durable)
@@ -7367,16 +7639,15 @@ class copy_writer {
   void write_row(const Ts&... values) {
     check("write_row()");
     detail::sync_session::call guard(st_->session(), "write_row()", true);
-    params_.assign(values...);  // the conversions of parameters, without new memory per row
-    for (int i = 0; i < params_.size(); ++i) {
-      if (i > 0) buf_ += '\t';
-      const char* v = params_.values()[i];
-      if (v == nullptr)
-        buf_ += "\\N";
-      else
-        detail::append_copy_field(buf_, v);
+    const std::size_t start = buf_.size();
+    try {
+      std::size_t column = 0;
+      ((column > 0 ? buf_.put('\t') : void(), put_field(values, column), ++column), ...);
+    } catch (...) {
+      buf_.truncate(start);  // a value that does not convert leaves no part of its row
+      throw;
     }
-    buf_ += '\n';
+    buf_.put('\n');
     ++rows_;
     if (buf_.size() >= chunk) send();
   }
@@ -7401,8 +7672,55 @@ class copy_writer {
   void check(const char* what) const;
   void send();
 
+  // One value, converted as a parameter is, straight into the row: numbers need no
+  // escaping, strings are escaped from where they are, the rest through to_text().
+  template <class T>
+  void put_field(const T& v, std::size_t column) {
+    using U = std::decay_t<T>;
+    // A char buffer is read up to its end, as a parameter is; so is any other type
+    // without a form of its own here.
+    constexpr bool direct = !std::is_array_v<T> &&
+                            (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t> ||
+                             detail::is_optional<U>::value || detail::is_chars_number<U>::value ||
+                             detail::has_write_unescaped<U>::value || std::is_same_v<U, const char*> ||
+                             std::is_same_v<U, char*> || std::is_same_v<U, std::string> ||
+                             std::is_same_v<U, std::string_view>);
+    if constexpr (!direct) {
+      put_converted(v, column);
+    } else if constexpr (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t>) {
+      buf_.append("\\N", 2);
+    } else if constexpr (detail::is_optional<U>::value) {
+      if (v)
+        put_field(*v, column);
+      else
+        buf_.append("\\N", 2);
+    } else if constexpr (detail::is_chars_number<U>::value) {
+      char* at = buf_.room(24);
+      buf_.commit(std::to_chars(at, at + 24, v).ptr);
+    } else if constexpr (detail::has_write_unescaped<U>::value) {
+      buf_.commit(value_traits<U>::write_unescaped(buf_.room(value_traits<U>::unescaped_size), v));
+    } else if constexpr (std::is_same_v<U, const char*> || std::is_same_v<U, char*>) {
+      if (v == nullptr)
+        buf_.append("\\N", 2);
+      else
+        put_text(std::string_view(v), column);
+    } else {
+      put_text(v, column);  // std::string, std::string_view
+    }
+  }
+  // Through value_traits<T>::to_text, as a parameter is.
+  template <class T>
+  void put_converted(const T& v, std::size_t /*column*/) {
+    params_.assign(v);
+    if (params_.values()[0] == nullptr)
+      buf_.append("\\N", 2);
+    else
+      buf_.append_escaped(params_.values()[0]);
+  }
+  void put_text(std::string_view text, std::size_t column);
+
   std::unique_ptr<detail::copy_stream> st_;
-  std::string buf_;
+  detail::copy_buffer buf_;
   detail::param_list params_;
   std::uint64_t rows_ = 0;
 };
@@ -7482,6 +7800,8 @@ class copy_reader {
 
 // #include <pqscope/copy.hpp> (inlined above)
 
+#include <cstring>
+
 namespace pqscope::detail {
 
 PQSCOPE_DECL copy_stream::copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
@@ -7559,9 +7879,17 @@ PQSCOPE_DECL void copy_writer::check(const char* what) const {
   st_->check_open(what);
 }
 
+PQSCOPE_DECL void copy_writer::put_text(std::string_view text, std::size_t column) {
+  if (std::memchr(text.data(), '\0', text.size()) != nullptr)
+    throw usage_error("COPY column " + std::to_string(column + 1) +
+                      " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send binary data as "
+                      "hex text into a bytea column");
+  buf_.append_escaped(text);
+}
+
 PQSCOPE_DECL void copy_writer::send() {
   if (buf_.empty()) return;
-  st_->put(buf_);
+  st_->put(buf_.view());
   buf_.clear();
 }
 
@@ -7898,7 +8226,10 @@ class basic_connection {
         borrowed_(true) {
     s_->machine.set_observer(options_.observer);
     s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
-    s_->machine.set_prepare_limit(detail::prepare_limit(options_));
+    // Behind a pooler a borrowed session prepares nothing: its names would outlive the
+    // wrapper (libpq 15 cannot close a statement, PgBouncer does not track DEALLOCATE).
+    // Directly, the wrapper deallocates its own when it hands the session back.
+    s_->machine.set_prepare_limit(options_.pooling == pooling::none ? detail::prepare_limit(options_) : 0);
     detail::configure_driver(s_->driver, options_);
     s_->driver.adopt(handle);
     s_->conninfo = detail::conninfo_of(handle);
@@ -7990,6 +8321,8 @@ class basic_connection {
   }
 
   void close() noexcept;
+  // A borrowed session goes back without the statements this wrapper prepared.
+  void deallocate_prepared() noexcept;
 
   connection_options options_;
   std::shared_ptr<detail::driver_session<Driver>> s_;
@@ -8006,7 +8339,7 @@ PQSCOPE_DECL basic_connection<Driver>::basic_connection(std::string conninfo, co
       conninfo_shown_(detail::redacted_conninfo(s_->conninfo)) {
   s_->machine.set_observer(options_.observer);
   s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
-  s_->machine.set_prepare_limit(detail::prepare_limit(options_));
+  s_->machine.set_prepare_limit(detail::prepare_limit(options_), options_.pooling == pooling::transaction);
   detail::configure_driver(s_->driver, options_);
   s_->driver.open(s_->conninfo, detail::default_application_name());
 }
@@ -8039,10 +8372,29 @@ PQSCOPE_DECL void basic_connection<Driver>::close() noexcept {
   s_->end_stream_quietly();
   s_->machine.mark_closed();
   // In a forked child, closing would end the parent's session.
-  if (s_->machine.opened_by_this_process())
+  if (s_->machine.opened_by_this_process()) {
+    if (borrowed_) deallocate_prepared();
     s_->driver.close();
+  }
   else
     s_->driver.abandon();
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::deallocate_prepared() noexcept {
+  const std::vector<std::string>& names = s_->machine.prepared().names();
+  if (names.empty()) return;
+  try {
+    std::vector<std::string> texts;
+    std::vector<statement> batch;
+    texts.reserve(names.size());
+    batch.reserve(names.size());
+    for (const std::string& n : names) texts.push_back("DEALLOCATE " + n);  // pqscope's names need no quoting
+    for (const std::string& t : texts) batch.push_back(statement{t.c_str(), 0, nullptr, nullptr});
+    (void)s_->driver.exchange(batch);
+  } catch (...) {
+    // the session is handed back as it is; the names stay until it ends
+  }
 }
 
 using connection = basic_connection<libpq_driver>;
@@ -8230,6 +8582,11 @@ PQSCOPE_DECL std::uint64_t jitter_bits() noexcept;
 // Jittered exponential backoff: spreads out clients that conflicted with each other.
 PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o, int attempt);
 
+// How many times one atomic() runs its function again because the session lost a
+// statement pqscope had prepared (prepared_statement_lost): once after DISCARD ALL or
+// DDL; a function that changes its own tables' shape each time would never end.
+inline constexpr int max_reruns = 3;
+
 // Sleeps without <thread> (~17k lines per includer).
 PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
 
@@ -8256,6 +8613,7 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   detail::sync_session::call guard(*session, "atomic()");
   const bool outermost = session->machine.depth() == 0;
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
+  int reruns = 0;       // attempts run again because the session lost a prepared statement
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {
     const bool batched = outermost && options.batch && !replay;
@@ -8278,11 +8636,15 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
         if (batched && tx.end_attempt()) {
           // Whatever fn saw or caught, a failed send voids the attempt.
           const auto& failed = *session->machine.voided();
+          if (failed.cause) std::rethrow_exception(failed.cause);
           const bool conflict = failed.sqlstate == "40001" || failed.sqlstate == "40P01";
           if (!(conflict && attempt < options.retries)) {
             replay = true;
             continue;
           }
+        } else if (outermost && reruns < detail::max_reruns && session->machine.take_lost_statement()) {
+          ++reruns;  // prepared anew on the next attempt, at once
+          continue;
         } else if (!outermost || attempt >= options.retries || !detail::is_retryable(std::current_exception())) {
           throw;
         }

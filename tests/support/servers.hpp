@@ -56,6 +56,21 @@ inline std::string unique_name(const std::string& prefix) {
   return prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
 }
 
+// Options under which a connection to `t` prepares the statements it runs again
+// (prepare::automatic): PostgreSQL itself and Pgpool-II keep the session's statements
+// (pooling::none), PgBouncer 1.24 tracks them (max_prepared_statements = 200 in
+// scripts/lib/servers.sh); PgBouncer 1.18 cannot (nothing).
+inline std::optional<pqscope::connection_options> preparing_options(const target& t) {
+  pqscope::connection_options o;
+  o.prepare = pqscope::prepare::automatic;
+  if (t.name == "pgbouncer") return std::nullopt;
+  if (t.pgbouncer())
+    o.pooler_max_prepared_statements = 200;
+  else
+    o.pooling = pqscope::pooling::none;
+  return o;
+}
+
 // Appends application_name to a conninfo so the session can be found in pg_stat_activity.
 inline std::string with_app_name(const target& t, const std::string& app) {
   return t.conninfo + " application_name=" + app;

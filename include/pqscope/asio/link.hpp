@@ -247,7 +247,6 @@ class link : public std::enable_shared_from_this<link> {
   std::vector<bool> parses_;   // which statements of the batch have a Parse sent first
   bool parse_failed_ = false;  // the statement's Parse failed: its execution is skipped
   std::string fatal_;          // a FATAL error answered in this batch (see libpq_driver)
-  server_state last_state_ = server_state::unknown;  // after the last batch (idle after connecting)
   bool suspect_ = false;        // a transaction after this batch would be no statement's: probe
   std::size_t probe_ = 0;       // the probe whose answers are read
   std::string probed_[2];       // their first values

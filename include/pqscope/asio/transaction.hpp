@@ -191,6 +191,7 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
   const bool outermost = c.depth() == 0;
   const std::shared_ptr<detail::session> s = detail::connection_access::of(c);
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
+  int reruns = 0;       // attempts run again because the session lost a prepared statement
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {
     const bool batched = outermost && options.batch && !replay;
@@ -222,6 +223,7 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
         if (was_open && !s->machine.voided()) s->machine.check_usable();  // connection_error replaces the failure
         if (const auto& failed = s->machine.voided()) {
           // Whatever fn saw or caught, a failed send voids the attempt.
+          if (failed->cause) std::rethrow_exception(failed->cause);
           const bool conflict = failed->sqlstate == "40001" || failed->sqlstate == "40P01";
           if (!(conflict && attempt < options.retries)) {
             replay = true;
@@ -230,6 +232,9 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
         } else if (!outermost || attempt >= options.retries || !pqscope::detail::is_retryable(failure)) {
           std::rethrow_exception(failure);
         }
+      } else if (outermost && reruns < pqscope::detail::max_reruns && s->machine.take_lost_statement()) {
+        ++reruns;  // prepared anew on the next attempt, at once
+        continue;
       } else if (!outermost || attempt >= options.retries || !pqscope::detail::is_retryable(failure)) {
         std::rethrow_exception(failure);
       }

@@ -12,24 +12,32 @@
 #include <vector>
 
 #include <pqscope/detail/config.hpp>
+#include <pqscope/detail/sql_facts.hpp>  // slot_hash
 
 namespace pqscope::detail {
 
 class prepared_statements {
  public:
   // How a statement goes out: unnamed (name == nullptr), or bound to `name`, after
-  // its Parse when `parse`. `name` is valid until the next call.
+  // its Parse when `parse`, of `text` instead of its own when set. Both are valid
+  // until the next call.
   struct use {
     const char* name = nullptr;
     bool parse = false;
+    const char* text = nullptr;
   };
 
-  // How many names a session may make (0: nothing is prepared). Behind a pooler,
-  // its max_prepared_statements; a full cache stops preparing new texts (libpq 15
-  // cannot send Close, and PgBouncer does not track SQL DEALLOCATE).
-  void set_limit(std::size_t limit) noexcept { limit_ = limit; }
+  // How many names a session may make (0: nothing is prepared). Behind a pooler
+  // (`pooled`), its max_prepared_statements; a full cache stops preparing new texts
+  // (libpq 15 cannot send Close, and PgBouncer does not track SQL DEALLOCATE).
+  void set_limit(std::size_t limit, bool pooled = false) noexcept {
+    limit_ = limit;
+    pooled_ = pooled;
+  }
   [[nodiscard]] bool enabled() const noexcept { return limit_ > 0; }
-  [[nodiscard]] std::size_t made() const noexcept { return made_; }
+  [[nodiscard]] std::size_t made() const noexcept { return made_.size(); }
+  // Every name made on this session, for a borrowed session handed back (DEALLOCATE).
+  [[nodiscard]] const std::vector<std::string>& names() const noexcept { return made_; }
 
   // A statement of this text and these parameter types goes out in the batch being
   // planned. Its second use is prepared (the Parse rides with it); later ones bind.
@@ -40,7 +48,9 @@ class prepared_statements {
                            bool parsed) noexcept;
 
   // The statement under `name` must not be used again (its plan's result type
-  // changed after DDL): its text gets a new name on its next use.
+  // changed after DDL): its text gets a new name on its next use. Behind a pooler
+  // also a new text (a comment added): PgBouncer shares one server statement among
+  // all clients that prepare the same text, and the old one keeps its old plan.
   PQSCOPE_DECL void forget(std::string_view text, int n_params, const unsigned* types) noexcept;
 
   // The session has none any more (a new session; DISCARD ALL; a pooler that lost them).
@@ -55,6 +65,8 @@ class prepared_statements {
     std::string text;
     std::vector<unsigned> types;  // empty: the server infers every parameter's type
     std::string name;
+    unsigned replans = 0;  // forget() behind a pooler
+    std::string replanned;  // the text prepared instead, when replans > 0
   };
   static constexpr std::size_t slots = 256;     // direct-mapped by the text's and types' hash
   static constexpr std::size_t longest = 4096;  // longer texts are not prepared
@@ -67,7 +79,9 @@ class prepared_statements {
   PQSCOPE_DECL void new_prefix();
 
   std::vector<entry> entries_;
-  std::size_t limit_ = 0, made_ = 0;
+  std::size_t limit_ = 0;
+  bool pooled_ = false;
+  std::vector<std::string> made_;  // never more than limit_
   std::string prefix_;
   std::uint64_t next_ = 0;  // names are never reused on a session
 };

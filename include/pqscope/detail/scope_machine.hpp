@@ -75,6 +75,7 @@ namespace pqscope::detail {
 // The first failure of a voided batched attempt.
 struct attempt_failure {
   std::string message, sqlstate;
+  std::exception_ptr cause;  // set when running the function again cannot help: atomic() throws it
 };
 
 // Which attempt of an outermost atomic() a scope belongs to.
@@ -98,7 +99,12 @@ class scope_machine {
   void set_observer(pqscope::callback<void(const statement_event&)> o);
   void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
   // How many named statements the session may make (0: none); see prepared_statements.hpp.
-  void set_prepare_limit(std::size_t limit) noexcept { prepared_.set_limit(limit); }
+  // `pooled`: the limit comes from the pooler's word (pooler_max_prepared_statements),
+  // which a lost statement proves wrong.
+  void set_prepare_limit(std::size_t limit, bool pooled = false) noexcept {
+    prepared_.set_limit(limit, pooled);
+    prepare_pooled_ = pooled;
+  }
   [[nodiscard]] const prepared_statements& prepared() const noexcept { return prepared_; }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
@@ -130,6 +136,10 @@ class scope_machine {
   // the function again. Its first failure, or nothing.
   [[nodiscard]] const std::optional<attempt_failure>& voided() const noexcept { return void_; }
   void count_replay() noexcept { ++stats_.replays; }
+  // A statement of the last outermost attempt failed because the session lost its
+  // prepared statement (prepared_statement_lost): running the attempt again
+  // prepares it anew. True once per loss.
+  [[nodiscard]] bool take_lost_statement() noexcept { return std::exchange(lost_statement_, false); }
 
   // ---- statements -----------------------------------------------------------
 
@@ -298,8 +308,18 @@ class scope_machine {
   void notify(const statement_slot& s, std::chrono::microseconds elapsed, const std::exception* e,
               const result* r) noexcept;
   void apply_batch(std::vector<item>& batch, batch_reply& br);
-  // What the batch's answers say about its prepared statements.
-  void settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept;
+  // What the batch's answers say about its prepared statements, and whether a
+  // statement failed because the session lost the one pqscope had prepared for it.
+  struct statement_loss {
+    enum kind : unsigned char { none, lost, misconfigured } what = none;
+    std::size_t at = 0;
+  };
+  statement_loss settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept;
+  // Sends the batch again when nothing before the lost statement did anything but
+  // open the transaction it runs in.
+  bool resend_lost(std::vector<item>& batch, const batch_reply& br, std::size_t at);
+  // The error the failed statement at `at` raises.
+  std::exception_ptr failure_of(const item& it, const reply& r, const statement_loss& loss, std::size_t at) const;
   // Statements of the batch that got no answer get `e`.
   void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
   void fail_queued(const std::exception_ptr& e) noexcept;
@@ -308,7 +328,7 @@ class scope_machine {
   // (the server refuses everything until then), every waiting statement gets
   // batch_failed, and the frames stay for atomic() to unwind and run again.
   void void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                    std::chrono::microseconds elapsed, bool end_in_batch);
+                    std::chrono::microseconds elapsed, bool end_in_batch, std::exception_ptr failure);
 
   // ---- the subtransaction budget ----
   // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
@@ -356,12 +376,16 @@ class scope_machine {
   std::vector<item> in_flight_;  // the batch from plan(), until apply()
   std::vector<statement> out_;
   std::vector<std::string> out_names_;  // the prepared statements' names of out_
+  std::vector<std::string> out_texts_;  // their texts, where not the statement's own (prepared_statements::forget)
   std::vector<std::vector<const char*>> out_args_;
   std::vector<std::string> savepoint_texts_;  // [3 * number + verb]: SAVEPOINT, RELEASE, ROLLBACK TO
   clock::time_point sent_at_{};
   bool send_requested_ = false;
   bool send_all_ = false;     // request_sync_point(): controls go out too
   bool out_of_band_ = false;  // in_flight_ is a statement sent outside the pipeline
+  bool planned_all_ = false;  // in_flight_ was planned after request_sync_point()
+  bool prepare_pooled_ = false;   // see set_prepare_limit()
+  bool lost_statement_ = false;   // see take_lost_statement()
   operation op_;
   // op_ = operation{} without the member-by-member move (it runs several times per scope).
   void reset_operation() noexcept {

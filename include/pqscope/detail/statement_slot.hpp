@@ -55,6 +55,7 @@ class statement_slot final : public deferred_answer {
   std::string_view sql;  // for the observer
   std::size_t depth = 0, attempt = 0;
   bool batched = false;
+  bool resent = false;  // sent again after the session lost its prepared statement
 
  private:
   // own(): the text, then each non-NULL value, each NUL-terminated, in one buffer;

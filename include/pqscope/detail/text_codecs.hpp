@@ -48,15 +48,17 @@ struct civil_date {
 };
 
 constexpr civil_date civil_from_days(std::int64_t days) noexcept {
-  // 146097 days make 400 years; the estimate is off by a year at most, then corrected.
-  const std::int64_t cycles = floor_div(days, 146097);
-  std::int64_t y = 1970 + cycles * 400 + (days - cycles * 146097) * 400 / 146097;
-  while (days_from_civil(y, 1, 1) > days) --y;
-  while (days_from_civil(y + 1, 1, 1) <= days) ++y;
-  auto rest = static_cast<unsigned>(days - days_from_civil(y, 1, 1));
-  unsigned m = 1;
-  while (rest >= days_in_month(y, m)) rest -= days_in_month(y, m++);
-  return {y, m, rest + 1};
+  // H. Hinnant's algorithm: eras of 400 years (146097 days) from 0000-03-01, so that
+  // the leap day ends a year. No loop: this runs for every timestamp a COPY writes.
+  const std::int64_t z = days + 719468;
+  const std::int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(z - era * 146097);                 // [0, 146096]
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;  // [0, 399]
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);             // [0, 365]
+  const unsigned mp = (5 * doy + 2) / 153;                                  // March = 0
+  const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+  return {static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2 ? 1 : 0), m, d};
 }
 
 constexpr std::int64_t micros_per_second = 1'000'000;
@@ -77,6 +79,9 @@ PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c);
 // ISO 8601 in UTC with an explicit offset, so the server reads the same instant
 // whatever its DateStyle order and TimeZone: "2024-01-02 03:04:05.123456+00".
 PQSCOPE_DECL std::string format_timestamp(std::int64_t micros);
+// The same at p, which has room for timestamp_text_size bytes: the end.
+constexpr std::size_t timestamp_text_size = 48;
+PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept;
 
 PQSCOPE_DECL std::string format_date(const civil_date& c);
 

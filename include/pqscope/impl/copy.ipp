@@ -4,6 +4,8 @@
 
 #include <pqscope/copy.hpp>
 
+#include <cstring>
+
 namespace pqscope::detail {
 
 PQSCOPE_DECL copy_stream::copy_stream(std::shared_ptr<sync_session> s, std::shared_ptr<statement_slot> slot, bool in)
@@ -81,9 +83,17 @@ PQSCOPE_DECL void copy_writer::check(const char* what) const {
   st_->check_open(what);
 }
 
+PQSCOPE_DECL void copy_writer::put_text(std::string_view text, std::size_t column) {
+  if (std::memchr(text.data(), '\0', text.size()) != nullptr)
+    throw usage_error("COPY column " + std::to_string(column + 1) +
+                      " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send binary data as "
+                      "hex text into a bytea column");
+  buf_.append_escaped(text);
+}
+
 PQSCOPE_DECL void copy_writer::send() {
   if (buf_.empty()) return;
-  st_->put(buf_);
+  st_->put(buf_.view());
   buf_.clear();
 }
 

@@ -33,7 +33,6 @@ PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::str
     throw connection_error(msg);
   }
   closed_reason_.clear();
-  last_state_ = server_state::idle;
 }
 
 PQSCOPE_DECL void libpq_driver::close() noexcept {
@@ -83,7 +82,6 @@ PQSCOPE_DECL void libpq_driver::adopt(PGconn* c) {
   conn_ = c;
   borrowed_ = true;
   closed_reason_.clear();
-  last_state_ = server_state::idle;
 }
 
 PQSCOPE_DECL void libpq_driver::hand_back() noexcept {
@@ -114,13 +112,15 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
   out.replies.resize(batch.size());
   fatal_.clear();
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
-  const server_state before = std::exchange(last_state_, server_state::unknown);
   round_trip rt{batch};
   if (net_.timeout.count() > 0) {
     rt.bounded = true;
     rt.deadline = clock::now() + net_.timeout;
   }
   if (!await_pending_cancel(rt)) return give_up_pending(out);
+  // The session's state before the batch, for diagnose_foreign_transaction() below;
+  // libpq's word is exact here (nothing in flight).
+  const server_state before = detail::state_of(PQtransactionStatus(conn_));
   if (PQenterPipelineMode(conn_) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
   for (const statement& s : batch)
     if (!detail::send_statement(conn_, s)) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
@@ -205,7 +205,6 @@ PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& ba
   if (before == server_state::idle && out.state == server_state::in_transaction && !detail::opens_transaction(batch) &&
       is_open())
     out.diagnostic = diagnose_foreign_transaction();
-  last_state_ = out.state;
   return out;
 }
 

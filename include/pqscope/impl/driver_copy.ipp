@@ -18,7 +18,6 @@ PQSCOPE_DECL int libpq_driver::copy_start(const statement& s, batch_reply& out) 
   out.replies.assign(1, reply{});
   copy_lost_.clear();
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_), 0;
-  last_state_ = server_state::unknown;
   round_trip rt = trip();
   if (!await_pending_cancel(rt)) return give_up_pending(out), 0;
   // COPY takes no parameters, and goes as a simple query: Pgpool-II never answers
@@ -114,7 +113,6 @@ PQSCOPE_DECL batch_reply libpq_driver::copy_out_end() {
 PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
   batch_reply out;
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
-  last_state_ = server_state::unknown;
   round_trip rt = trip();
   if (!await_pending_cancel(rt)) return give_up_pending(out);
   if (PQsendQuery(conn_, sql) != 1) return lost(out, detail::trimmed(PQerrorMessage(conn_)));
@@ -149,7 +147,6 @@ PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
     out.replies.push_back(std::move(r));
   }
   out.state = detail::state_of(PQtransactionStatus(conn_));
-  last_state_ = out.state;
   return out;
 }
 
@@ -206,7 +203,6 @@ PQSCOPE_DECL batch_reply& libpq_driver::read_final(round_trip& rt, PGresult* raw
     if (st != PGRES_COMMAND_OK) return lost(out, "unexpected extra answer from the server");
   }
   out.state = detail::state_of(PQtransactionStatus(conn_));
-  last_state_ = out.state;
   return out;
 }
 

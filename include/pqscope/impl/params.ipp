@@ -122,6 +122,13 @@ PQSCOPE_DECL void param_list::take(param_list& o) noexcept {
   }
 }
 
+PQSCOPE_DECL void param_list::push_number(std::string_view digits, unsigned oid) {
+  if (const char* at = copy_inline(digits))
+    push(at, oid);
+  else
+    push_owned(std::string(digits), oid);
+}
+
 PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
   check_nul(s);
   if (const char* at = copy_inline(s)) {

@@ -42,7 +42,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
       : executor(ex), conninfo(std::move(info)), options(std::move(o)), io(std::make_shared<link>(ex)), gate(ex) {
     machine.set_observer(options.observer);
     machine.set_savepoint_limit(options.savepoint_limit, options.refuse_past_savepoint_limit);
-    machine.set_prepare_limit(pqscope::detail::prepare_limit(options));
+    machine.set_prepare_limit(pqscope::detail::prepare_limit(options), options.pooling == pqscope::pooling::transaction);
     if (options.network_timeout.count() > 0) {
       io->timeout = options.network_timeout;
       io->cancel_wait = libpq_driver::grace_for(options.network_timeout);

@@ -41,7 +41,6 @@ inline next_wait link::connect_step(bool after_wait) {
       watch_socket();
       if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trimmed(PQerrorMessage(pg_)));
       phase_ = phase::idle;
-      last_state_ = server_state::idle;
       return next_wait::done;
     default: fail_connect(trimmed(PQerrorMessage(pg_)));
   }
@@ -58,9 +57,12 @@ inline void link::start_batch(const std::vector<statement>& statements) {
   flushing_ = false;
   copy_in_ = false;
   fatal_.clear();
-  suspect_ = std::exchange(last_state_, server_state::unknown) == server_state::idle &&
-             !pqscope::detail::opens_transaction(statements);
+  suspect_ = false;
   if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  // Idle before a batch that opens no transaction, in one after it: someone else's
+  // (Pgpool-II raw mode). libpq's word on the state is exact here (nothing in flight).
+  suspect_ = pqscope::detail::state_of(PQtransactionStatus(pg_)) == server_state::idle &&
+             !pqscope::detail::opens_transaction(statements);
   if (PQenterPipelineMode(pg_) != 1) return lose(trimmed(PQerrorMessage(pg_)));
   for (const statement& s : statements)
     if (!pqscope::detail::send_statement(pg_, s)) return lose(trimmed(PQerrorMessage(pg_)));
@@ -419,7 +421,6 @@ inline bool link::take_result(PGresult* raw) {
         return false;
       }
       reply_.state = pqscope::detail::state_of(PQtransactionStatus(pg_));
-      last_state_ = reply_.state;
       if (suspect_ && reply_.state == server_state::in_transaction) return send_probe(0);
       finished_ = true;
       phase_ = phase::idle;
@@ -459,7 +460,6 @@ inline void link::lose(std::string why) {
     reply_.lost_message = why;
     reply_.state = server_state::unknown;
   }
-  last_state_ = server_state::unknown;
   finished_ = true;
   flushing_ = false;
   phase_ = phase::idle;

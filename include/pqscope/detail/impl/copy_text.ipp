@@ -6,6 +6,15 @@
 
 namespace pqscope::detail {
 
+PQSCOPE_DECL void copy_buffer::grow(std::size_t n) {
+  std::size_t cap = cap_ == 0 ? std::size_t{1} << 16 : cap_;
+  while (cap - size_ < n) cap *= 2;
+  std::unique_ptr<char[]> bigger(new char[cap]);
+  if (size_ > 0) std::memcpy(bigger.get(), data_.get(), size_);
+  data_ = std::move(bigger);
+  cap_ = cap;
+}
+
 PQSCOPE_DECL int hex_digit(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;

@@ -15,7 +15,7 @@ namespace pqscope::detail {
 
 PQSCOPE_DECL prepared_statements::entry* prepared_statements::find(std::string_view text, int n_params,
                                                                    const unsigned* types, bool& same) noexcept {
-  std::size_t h = std::hash<std::string_view>{}(text);
+  std::size_t h = slot_hash(text);
   if (types != nullptr)
     for (int i = 0; i < n_params; ++i) h = h * 31 + types[i];
   entry& e = entries_[h % slots];
@@ -39,7 +39,8 @@ PQSCOPE_DECL prepared_statements::use prepared_statements::plan(std::string_view
   entry* e = find(text, n_params, types, same);
   if (same) {
     ++e->uses;
-    if (e->st != state::seen) return {e->name.c_str(), false};  // ready, or parsed earlier in this batch
+    const char* own = e->replans > 0 ? e->replanned.c_str() : nullptr;
+    if (e->st != state::seen) return {e->name.c_str(), false, own};  // ready, or parsed earlier in this batch
   } else {
     if (e->used && e->st == state::parsing) return {};  // another text's Parse is in this batch
     // Replaced: a name it had stays on the server unused, and counts against the limit.
@@ -47,16 +48,18 @@ PQSCOPE_DECL prepared_statements::use prepared_statements::plan(std::string_view
     e->text.assign(text.data(), text.size());
     e->types.assign(types, types == nullptr ? types : types + n_params);
     e->name.clear();
+    e->replans = 0;
+    e->replanned.clear();
     e->st = state::seen;
     e->uses = 1;
     e->used = true;
   }
-  if (e->uses < threshold || made_ >= limit_) return {};
+  if (e->uses < threshold || made_.size() >= limit_) return {};
   if (prefix_.empty()) new_prefix();
   e->name = prefix_ + std::to_string(++next_);
   e->st = state::parsing;
-  ++made_;
-  return {e->name.c_str(), true};
+  made_.push_back(e->name);
+  return {e->name.c_str(), true, e->replans > 0 ? e->replanned.c_str() : nullptr};
 }
 
 PQSCOPE_DECL void prepared_statements::settle(std::string_view text, int n_params, const unsigned* types,
@@ -80,6 +83,15 @@ PQSCOPE_DECL void prepared_statements::forget(std::string_view text, int n_param
   if (!same) return;
   e->st = state::seen;
   e->name.clear();
+  if (!pooled_) return;
+  try {
+    // A line comment could swallow what follows; a block comment after a newline cannot.
+    std::string t(text);
+    t += "\n/* pqscope: planned again (" + std::to_string(++e->replans) + ") */";
+    e->replanned = std::move(t);
+  } catch (...) {
+    // out of memory: the text as it was; the server may refuse it once more
+  }
 }
 
 PQSCOPE_DECL void prepared_statements::forget_all() noexcept {
@@ -87,7 +99,7 @@ PQSCOPE_DECL void prepared_statements::forget_all() noexcept {
     e.st = state::seen;
     e.name.clear();
   }
-  made_ = 0;
+  made_.clear();
   prefix_.clear();  // the next name starts a new prefix
 }
 

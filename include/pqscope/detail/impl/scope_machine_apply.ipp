@@ -50,7 +50,9 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     return;
   }
 
-  if (prepared_.enabled() && !out_of_band) settle_prepared(batch, br);
+  statement_loss loss;
+  if (prepared_.enabled() && !out_of_band) loss = settle_prepared(batch, br);
+  if (loss.what == statement_loss::lost && !br.lost && resend_lost(batch, br, loss.at)) return;
 
   std::optional<std::size_t> failed_at;
   bool end_in_batch = false;
@@ -108,14 +110,16 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
   const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
   if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
-    void_attempt(batch, *failed_at, br, elapsed, end_in_batch);
+    void_attempt(batch, *failed_at, br, elapsed, end_in_batch, failure_of(batch[*failed_at], br.replies[*failed_at], loss, *failed_at));
+    if (loss.what == statement_loss::misconfigured && loss.at == *failed_at) void_->cause = batch[*failed_at].slot->error;
     return;
   }
 
   if (failed_at) {
     const item& it = batch[*failed_at];
     const reply& r = br.replies[*failed_at];
-    std::exception_ptr first = sql_error_ptr(r, it.k == item::user ? it.slot->sql : std::string_view(it.text()), it.context());
+    std::exception_ptr first = failure_of(it, r, loss, *failed_at);
+    if (loss.what == statement_loss::lost && loss.at == *failed_at && !frames_.empty()) lost_statement_ = true;
     if (it.k != item::end) {
       doom_here(it.context() + r.failure().message, r.failure().sqlstate);
       if (end_in_batch) op_.failure = first;
@@ -146,7 +150,9 @@ PQSCOPE_DECL void scope_machine::mark_closed() noexcept {
   observer_ = nullptr;
 }
 
-PQSCOPE_DECL void scope_machine::settle_prepared(const std::vector<item>& batch, const batch_reply& br) noexcept {
+PQSCOPE_DECL scope_machine::statement_loss scope_machine::settle_prepared(const std::vector<item>& batch,
+                                                                        const batch_reply& br) noexcept {
+  statement_loss loss;
   for (std::size_t k = 0; k < batch.size() && k < out_.size(); ++k) {
     const statement& st = out_[k];
     if (batch[k].k != item::user || st.name == nullptr) continue;
@@ -154,13 +160,64 @@ PQSCOPE_DECL void scope_machine::settle_prepared(const std::vector<item>& batch,
     if (st.parse) prepared_.settle(text, st.n_params, st.types, st.name, k < br.replies.size() && br.replies[k].parsed);
     if (k >= br.replies.size() || br.replies[k].st != reply::status::error) continue;
     const reply_error& e = br.replies[k].failure();
-    // The session lost its statements (DISCARD ALL, DEALLOCATE ALL, a pooler that
-    // does not track them): start again. A plan whose result type changed after
-    // DDL: that text gets a new name.
-    if (e.sqlstate == "26000") prepared_.forget_all();
-    if (e.sqlstate == "0A000" && e.message.find("cached plan must not change result type") != std::string::npos)
+    if (e.sqlstate == "26000" && !st.parse) {
+      // The session lost its statements (DISCARD ALL, DEALLOCATE ALL): start again.
+      // Behind a pooler said to track them, it is the pooler that does not.
+      prepared_.forget_all();
+      loss = {prepare_pooled_ ? statement_loss::misconfigured : statement_loss::lost, k};
+      if (prepare_pooled_) prepared_.set_limit(0);
+    } else if (e.sqlstate == "0A000" && e.message.find("cached plan must not change result type") != std::string::npos) {
+      // Its result type changed after DDL: this text gets a new name. Also just after
+      // its Parse: PgBouncer binds a Parse of a text it already holds on that server
+      // connection to the statement it has, old plan and all.
       prepared_.forget(text, st.n_params, st.types);
+      loss = {statement_loss::lost, k};
+    }
   }
+  return loss;
+}
+
+PQSCOPE_DECL bool scope_machine::resend_lost(std::vector<item>& batch, const batch_reply& br, std::size_t at) {
+  if (batch[at].slot->resent) return false;
+  // Sending it again is exact only if what ran before it in this batch runs again
+  // the same: controls of a transaction that began in this batch (rolled back
+  // first), or nothing at all in autocommit.
+  bool began_here = false, ends_here = false;
+  for (std::size_t k = 0; k < batch.size(); ++k) {
+    if (k < at && (batch[k].k == item::user || batch[k].k == item::followup)) return false;
+    if (k < at && batch[k].k == item::begin) began_here = true;
+    if (batch[k].k == item::end) ends_here = true;
+  }
+  if (!began_here && (!frames_.empty() || ends_here)) return false;
+  batch[at].slot->resent = true;
+  std::vector<item> again;
+  again.reserve(batch.size());
+  for (item& it : batch)
+    if (it.k != item::xid) again.push_back(std::move(it));  // plan() asks for the id again
+  queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+  for (frame& f : frames_) f.sent = false;
+  if (br.state != server_state::idle) push_followup("ROLLBACK", false);
+  send_requested_ = true;
+  send_all_ = planned_all_;
+  return true;
+}
+
+PQSCOPE_DECL std::exception_ptr scope_machine::failure_of(const item& it, const reply& r, const statement_loss& loss,
+                                                         std::size_t at) const {
+  if (it.k != item::user) return sql_error_ptr(r, it.text(), it.context());
+  if (loss.what == statement_loss::none || loss.at != at) return sql_error_ptr(r, it.slot->sql);
+  const reply_error& e = r.failure();
+  if (loss.what == statement_loss::misconfigured)
+    return std::make_exception_ptr(configuration_error(
+        "the pooler lost a statement pqscope had prepared (" + e.sqlstate + ": " + e.message +
+        "): connection_options::pooler_max_prepared_statements says it tracks prepared statements, but it does "
+        "not (PgBouncer before 1.21, or its max_prepared_statements is 0). Set pooler_max_prepared_statements "
+        "to 0 for this pooler; this connection prepares nothing more"));
+  error_fields f{e.sqlstate, e.message, e.detail, e.hint, std::string(it.slot->sql), e.position,
+                 e.schema, e.table, e.column, e.datatype, e.constraint};
+  f.message = "the session lost the statement pqscope prepared for this text (" + e.message +
+              "); it did not run, and is prepared again on its next use: run it again (atomic() does so itself)";
+  return std::make_exception_ptr(prepared_statement_lost(std::move(f)));
 }
 
 PQSCOPE_DECL void scope_machine::mark_open() noexcept {
@@ -224,12 +281,13 @@ PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexce
 }
 
 PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                                              std::chrono::microseconds elapsed, bool end_in_batch) {
+                                              std::chrono::microseconds elapsed, bool end_in_batch,
+                                              std::exception_ptr failure) {
   const item& it = batch[at];
   const reply& r = br.replies[at];
-  void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate};
+  void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate, nullptr};
   if (it.k == item::user) {
-    it.slot->fail(sql_error_ptr(r, it.slot->sql));
+    it.slot->fail(std::move(failure));
     try {
       std::rethrow_exception(it.slot->error);
     } catch (const std::exception& x) {

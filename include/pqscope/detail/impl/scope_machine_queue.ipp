@@ -139,7 +139,8 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
       if (queue_[k].k == item::user) last_user = k + 1;
       if (queue_[k].k == item::user || queue_[k].k == item::end) n = k + 1;
     }
-    if (std::exchange(send_all_, false)) n = queue_.size();
+    planned_all_ = std::exchange(send_all_, false);
+    if (planned_all_) n = queue_.size();
     // Learn the transaction id in the same round trip, for resolving a lost COMMIT:
     // after the last statement, or before the COMMIT if statements went out unanswered.
     // Never in front of a ROLLBACK: the transaction may be aborted there, the query
@@ -160,7 +161,10 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
   }
   out_.clear();
   if (out_args_.size() < in_flight_.size()) out_args_.resize(in_flight_.size());
-  if (out_names_.size() < in_flight_.size()) out_names_.resize(in_flight_.size());  // never during the loop below
+  if (out_names_.size() < in_flight_.size()) {  // never during the loop below
+    out_names_.resize(in_flight_.size());
+    out_texts_.resize(in_flight_.size());
+  }
   // Savepoint texts first: making a higher number's moves the earlier ones.
   for (const item& it : in_flight_)
     if (is_savepoint_kind(it)) (void)savepoint_text(it);
@@ -171,12 +175,17 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     if (it.k == item::user) {
       ++users;
       statement st = it.slot->stmt;
-      if (prepared_.enabled()) {
+      // Sent again after its statement was lost: unnamed, so that it is planned afresh.
+      if (prepared_.enabled() && !it.slot->resent) {
         const prepared_statements::use u = prepared_.plan(it.slot->sql, st.n_params, st.types);
         if (u.name != nullptr) {
           out_names_[k] = u.name;
           st.name = out_names_[k].c_str();
           st.parse = u.parse;
+          if (u.text != nullptr) {
+            out_texts_[k] = u.text;
+            st.sql = out_texts_[k].c_str();
+          }
           if (u.parse) ++stats_.prepared;
         }
       }

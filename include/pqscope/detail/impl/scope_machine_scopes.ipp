@@ -35,6 +35,7 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
   check_usable();
   if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
     throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
+  if (frames_.empty()) lost_statement_ = false;
   if (!frames_.empty()) {
     const transaction_options& root = frames_.front().opts;
     if (o.durable)

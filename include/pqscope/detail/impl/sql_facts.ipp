@@ -20,7 +20,7 @@ PQSCOPE_DECL const sql_facts& sql_facts_cache::get(std::string_view sql, bool ha
     return uncached_;
   }
   if (entries_.empty()) entries_.resize(slots);
-  entry& e = entries_[std::hash<std::string_view>{}(sql) % slots];
+  entry& e = entries_[slot_hash(sql) % slots];
   if (!e.used || e.text != sql) {
     e.used = false;  // stays unused if reading throws
     read(sql, hazard, e.facts);

@@ -4,6 +4,8 @@
 
 #include <pqscope/detail/text_codecs.hpp>
 
+#include <cstring>
+
 namespace pqscope::detail {
 
 PQSCOPE_DECL std::string quote_value(std::string_view s) {
@@ -12,15 +14,22 @@ PQSCOPE_DECL std::string quote_value(std::string_view s) {
   return "\"" + std::string(s.substr(0, limit)) + "\"... (" + std::to_string(s.size()) + " bytes)";
 }
 
-PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width) {
-  char buf[24];
+// v's digits at p, at least `width` of them (zeros in front): the end.
+inline char* put_digits(char* p, std::uint64_t v, int width) noexcept {
+  char buf[20];
   int n = 0;
   do {
     buf[n++] = static_cast<char>('0' + v % 10);
     v /= 10;
   } while (v != 0);
-  for (int i = n; i < width; ++i) out += '0';
-  while (n > 0) out += buf[--n];
+  for (int i = n; i < width; ++i) *p++ = '0';
+  while (n > 0) *p++ = buf[--n];
+  return p;
+}
+
+PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width) {
+  char buf[24];
+  out.append(buf, static_cast<std::size_t>(put_digits(buf, v, width) - buf));
 }
 
 PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c) {
@@ -31,7 +40,13 @@ PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c) {
   append_number(out, c.day, 2);
 }
 
-PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
+// Exactly `width` digits of v (v < 10^width), written from the right.
+inline char* put_fixed(char* p, std::uint64_t v, int width) noexcept {
+  for (int i = width - 1; i >= 0; --i, v /= 10) p[i] = static_cast<char>('0' + v % 10);
+  return p + width;
+}
+
+PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept {
   std::int64_t days = micros / micros_per_day;
   std::int64_t in_day = micros % micros_per_day;
   if (in_day < 0) {
@@ -39,24 +54,38 @@ PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
     --days;
   }
   const civil_date c = civil_from_days(days);
-  std::string out;
-  out.reserve(40);
-  append_civil_date(out, c);
   const auto secs = static_cast<std::uint64_t>(in_day / micros_per_second);
   const auto frac = static_cast<std::uint64_t>(in_day % micros_per_second);
-  out += ' ';
-  append_number(out, secs / 3600, 2);
-  out += ':';
-  append_number(out, secs / 60 % 60, 2);
-  out += ':';
-  append_number(out, secs % 60, 2);
+  const auto year = static_cast<std::uint64_t>(c.year > 0 ? c.year : 1 - c.year);
+  p = year < 10000 ? put_fixed(p, year, 4) : put_digits(p, year, 4);
+  *p++ = '-';
+  p = put_fixed(p, c.month, 2);
+  *p++ = '-';
+  p = put_fixed(p, c.day, 2);
+  *p++ = ' ';
+  p = put_fixed(p, secs / 3600, 2);
+  *p++ = ':';
+  p = put_fixed(p, secs / 60 % 60, 2);
+  *p++ = ':';
+  p = put_fixed(p, secs % 60, 2);
   if (frac != 0) {
-    out += '.';
-    append_number(out, frac, 6);
+    *p++ = '.';
+    p = put_fixed(p, frac, 6);
   }
-  out += "+00";
-  if (c.year <= 0) out += " BC";
-  return out;
+  *p++ = '+';
+  *p++ = '0';
+  *p++ = '0';
+  if (c.year <= 0) {
+    *p++ = ' ';
+    *p++ = 'B';
+    *p++ = 'C';
+  }
+  return p;
+}
+
+PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
+  char out[timestamp_text_size];
+  return std::string(out, write_timestamp(out, micros));
 }
 
 PQSCOPE_DECL std::string format_date(const civil_date& c) {
