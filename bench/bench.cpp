@@ -50,6 +50,7 @@
 #include <pqscope/pqscope.hpp>
 
 #include "bench.hpp"
+#include "report.hpp"
 
 namespace bench {
 namespace {
@@ -711,45 +712,6 @@ std::string with_app_name(const std::string& conninfo) {
   if (!uri) return conninfo + " application_name=pqscope_bench";
   return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + "application_name=pqscope_bench";
 }
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("model name", 0) == 0) {
-      auto p = line.find(':');
-      return p == std::string::npos ? line : line.substr(p + 2);
-    }
-  return "unknown";
-}
-
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string one, five, fifteen;
-  in >> one >> five >> fifteen;
-  return one.empty() ? "unknown" : one + " " + five + " " + fifteen;
-}
-
-int cpu_count() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-  return static_cast<int>(std::thread::hardware_concurrency());
-}
-
-std::string now_text() {
-  std::time_t t = std::time(nullptr);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
-  return buf;
-}
-
-std::string fmt(double v, int decimals = 0) {
-  if (std::isnan(v)) return "n/a";
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(decimals) << v;
-  return s.str();
-}
-
-std::string ratio(double a, double b) { return b > 0 ? fmt(a / b, 2) : "n/a"; }
 
 std::string rt_text(const cell& c, int impl) {
   if (!c.present[impl]) return "n/a";

@@ -35,6 +35,8 @@
 #include <pqscope/asio.hpp>
 #include <pqscope/pqscope.hpp>
 
+#include "report.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -43,6 +45,8 @@
 
 namespace {
 
+using bench::cpu_count;
+using bench::fmt;
 namespace net = boost::asio;
 namespace pa = pqscope::asio;
 using net::awaitable;
@@ -188,18 +192,6 @@ double percentile(std::vector<double> v, double p) {
   if (v.empty()) return NAN;
   std::sort(v.begin(), v.end());
   return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
-}
-
-std::string fmt(double v, int decimals = 0) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(decimals) << v;
-  return s.str();
-}
-
-int cpu_count() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-  return static_cast<int>(std::thread::hardware_concurrency());
 }
 
 std::string with_app_name(const std::string& conninfo) {

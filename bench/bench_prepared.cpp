@@ -83,12 +83,20 @@
 
 #include <pqscope/pqscope.hpp>
 
+#include "report.hpp"
+
 #ifdef PQSCOPE_BENCH_HAVE_PQXX
 #include <pqxx/pqxx>
 #endif
 
 namespace {
 
+using bench::cpu_count;
+using bench::cpu_model;
+using bench::fmt;
+using bench::load_average;
+using bench::now_text;
+using bench::ratio;
 using clock_type = std::chrono::steady_clock;
 
 // ---- failures -------------------------------------------------------------------
@@ -767,45 +775,6 @@ void finish_tpcb(PGconn* admin) {
 }
 
 // ---- report ---------------------------------------------------------------------------
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("model name", 0) == 0) {
-      auto p = line.find(':');
-      return p == std::string::npos ? line : line.substr(p + 2);
-    }
-  return "unknown";
-}
-
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string one, five, fifteen;
-  in >> one >> five >> fifteen;
-  return one.empty() ? "unknown" : one + " " + five + " " + fifteen;
-}
-
-int cpu_count() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-  return static_cast<int>(std::thread::hardware_concurrency());
-}
-
-std::string now_text() {
-  std::time_t t = std::time(nullptr);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", std::localtime(&t));
-  return buf;
-}
-
-std::string fmt(double v, int decimals = 0) {
-  if (std::isnan(v)) return "n/a";
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(decimals) << v;
-  return s.str();
-}
-
-std::string ratio(double a, double b) { return std::isnan(a) || std::isnan(b) || b <= 0 ? "n/a" : fmt(a / b, 2); }
 
 std::string pqxx_version() {
 #ifdef PQSCOPE_BENCH_HAVE_PQXX

@@ -19,8 +19,8 @@
 //                    scopes (prepare::never)
 //   pqscope_prepared the same with prepare::automatic
 // or a COPY of N rows (id bigint, name text, qty int, price float8, created timestamptz),
-// rows made before the loop:
-//   copy_floor       std::to_chars and a byte loop into a 64 KiB buffer, PQputCopyData
+// the rows of bench_copy.cpp (copy_rows.hpp), made before the loop:
+//   copy_floor       bench_copy.cpp's floor: its formatting into a 64 KiB buffer, PQputCopyData
 //   copy_pqscope     connection::copy_in + copy_writer::write_row
 
 #if __has_include(<valgrind/callgrind.h>)
@@ -43,6 +43,8 @@
 #include <libpq-fe.h>
 
 #include <pqscope/pqscope.hpp>
+
+#include "copy_rows.hpp"
 
 namespace {
 
@@ -165,80 +167,9 @@ class pqscope_client {
 
 // ---- COPY --------------------------------------------------------------------------
 
-using sys_time = std::chrono::system_clock::time_point;
-
-struct row {
-  std::int64_t id;
-  std::string name;
-  int qty;
-  double price;
-  sys_time created;
-};
-
-std::vector<row> make_rows(int n) {
-  std::vector<row> rows;
-  rows.reserve(static_cast<std::size_t>(n));
-  for (int id = 1; id <= n; ++id) {
-    std::string name = "customer " + std::to_string(id);
-    if (id % 7 == 0) name += "\tnote";
-    if (id % 11 == 0) name += " C:\\data";
-    rows.push_back({id, std::move(name), id % 1000 - 100, (id % 100000) / 100.0,
-                    sys_time{std::chrono::microseconds(1704067200LL * 1000000 + id * 1000003LL)}});
-  }
-  return rows;
-}
-
-char* digits(char* p, unsigned v, int width) {
-  for (int i = width - 1; i >= 0; --i, v /= 10) p[i] = static_cast<char>('0' + v % 10);
-  return p + width;
-}
-
-// COPY's text format with the least work: the floor.
-char* format_row(char* p, const row& r) {
-  p = std::to_chars(p, p + 24, r.id).ptr;
-  *p++ = '\t';
-  for (char c : r.name) {
-    switch (c) {
-      case '\\': *p++ = '\\'; *p++ = '\\'; break;
-      case '\t': *p++ = '\\'; *p++ = 't'; break;
-      case '\n': *p++ = '\\'; *p++ = 'n'; break;
-      case '\r': *p++ = '\\'; *p++ = 'r'; break;
-      default: *p++ = c;
-    }
-  }
-  *p++ = '\t';
-  p = std::to_chars(p, p + 16, r.qty).ptr;
-  *p++ = '\t';
-  p = std::to_chars(p, p + 64, r.price).ptr;
-  *p++ = '\t';
-  const std::int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(r.created.time_since_epoch()).count();
-  std::int64_t z = us / 86400000000LL + 719468;  // days to a civil date (H. Hinnant), dates after 1970
-  const std::int64_t in_day = us % 86400000000LL;
-  const std::int64_t era = z / 146097;
-  const auto doe = static_cast<unsigned>(z - era * 146097);
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  const unsigned mp = (5 * doy + 2) / 153;
-  const unsigned d = doy - (153 * mp + 2) / 5 + 1;
-  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
-  const auto y = static_cast<unsigned>(static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2));
-  const auto secs = static_cast<unsigned>(in_day / 1000000);
-  p = digits(p, y, 4);
-  *p++ = '-';
-  p = digits(p, m, 2);
-  *p++ = '-';
-  p = digits(p, d, 2);
-  *p++ = ' ';
-  p = digits(p, secs / 3600, 2);
-  *p++ = ':';
-  p = digits(p, secs / 60 % 60, 2);
-  *p++ = ':';
-  p = digits(p, secs % 60, 2);
-  *p++ = '.';
-  p = digits(p, static_cast<unsigned>(in_day % 1000000), 6);
-  std::memcpy(p, "+00\n", 4);
-  return p + 4;
-}
+using bench::copy_rows::format_row;
+using bench::copy_rows::make_rows;
+using bench::copy_rows::row;
 
 const char* const copy_sql = "COPY cpu_copy (id, name, qty, price, created) FROM STDIN";
 

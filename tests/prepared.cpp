@@ -288,11 +288,14 @@ BOOST_AUTO_TEST_CASE(pooled_only_with_the_claim) {
 
 namespace {
 
-// Where prepare::automatic prepares: directly, and through PgBouncer 1.24's pool of
-// one with the claim (when it runs).
+// Where prepare::automatic prepares: directly, through Pgpool-II (a session pooler:
+// the session keeps its statements) and through PgBouncer 1.24's pool of one with
+// the claim (when they run).
 std::vector<std::pair<route, pqscope::connection_options>> preparing_routes() {
   std::vector<std::pair<route, pqscope::connection_options>> all{
       {{"direct", pqtest::env("PQSCOPE_TEST_DIRECT")}, direct_options()}};
+  if (const char* p = std::getenv("PQSCOPE_TEST_PGPOOL"); p != nullptr && *p != '\0')
+    all.push_back({{"pgpool", p}, direct_options()});
   if (const char* b = std::getenv("PQSCOPE_TEST_PGBOUNCER124_POOL1"); b != nullptr && *b != '\0') {
     pqscope::connection_options claim;
     claim.pooler_max_prepared_statements = 200;

@@ -1735,3 +1735,23 @@ BOOST_AUTO_TEST_CASE(slot_hash_spreads_texts_that_differ_in_one_place) {
     BOOST_TEST(used >= 230u, "shape " << shape << " fills " << used << " of 256 slots");
   }
 }
+
+// Texts an application runs in turn must all get prepared, however their hashes fall:
+// each may sit in any of a few slots, so two texts do not keep evicting each other
+// (with one slot per hash, 60 texts in 256 slots collide somewhere almost surely).
+BOOST_AUTO_TEST_CASE(prepared_statements_keep_texts_run_in_turn) {
+  pqscope::detail::prepared_statements ps;
+  ps.set_limit(256);
+  std::vector<std::string> texts;
+  for (int k = 0; k < 60; ++k) texts.push_back("SELECT v FROM t" + std::to_string(k) + " WHERE id = $1");
+  for (int round = 0; round < 3; ++round) {
+    for (const std::string& t : texts) {
+      const auto use = ps.plan(t, 1, nullptr);
+      if (round == 0) BOOST_TEST(use.name == nullptr, t << ": unnamed on its first run");
+      if (round == 1) BOOST_TEST((use.name != nullptr && use.parse), t << ": parsed on its second run");
+      if (round == 2) BOOST_TEST((use.name != nullptr && !use.parse), t << ": bound on its third");
+      if (use.parse) ps.settle(t, 1, nullptr, use.name, true);
+    }
+  }
+  BOOST_TEST(ps.made() == texts.size());
+}

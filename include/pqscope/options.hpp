@@ -100,7 +100,9 @@ struct connection_options {
   // when it is above 0 (1.24's default: 200). 0 (the default): the pooler is not known
   // to track them (PgBouncer before 1.21 does not: a statement prepared on one server
   // connection is missing on the next), and pooling::transaction prepares nothing.
-  // It also bounds the statements one connection prepares.
+  // It also bounds the statements one connection prepares. Set for a pooler that does
+  // not track them, the first statement it loses throws configuration_error, and
+  // that connection prepares nothing more.
   std::size_t pooler_max_prepared_statements = 0;
   // Called once for every statement given to execute()/query_value(), on the
   // calling thread, when its answer arrives (for a batched statement: with the

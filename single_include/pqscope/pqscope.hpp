@@ -587,7 +587,9 @@ struct connection_options {
   // when it is above 0 (1.24's default: 200). 0 (the default): the pooler is not known
   // to track them (PgBouncer before 1.21 does not: a statement prepared on one server
   // connection is missing on the next), and pooling::transaction prepares nothing.
-  // It also bounds the statements one connection prepares.
+  // It also bounds the statements one connection prepares. Set for a pooler that does
+  // not track them, the first statement it loses throws configuration_error, and
+  // that connection prepares nothing more.
   std::size_t pooler_max_prepared_statements = 0;
   // Called once for every statement given to execute()/query_value(), on the
   // calling thread, when its answer arrives (for a batched statement: with the
@@ -5346,6 +5348,8 @@ class prepared_statements {
     pooled_ = pooled;
   }
   [[nodiscard]] bool enabled() const noexcept { return limit_ > 0; }
+  // The limit is a pooler's word (pooler_max_prepared_statements), which a lost statement proves wrong.
+  [[nodiscard]] bool pooled() const noexcept { return pooled_; }
   [[nodiscard]] std::size_t made() const noexcept { return made_.size(); }
   // Every name made on this session, for a borrowed session handed back (DEALLOCATE).
   [[nodiscard]] const std::vector<std::string>& names() const noexcept { return made_; }
@@ -5379,10 +5383,13 @@ class prepared_statements {
     unsigned replans = 0;  // forget() behind a pooler
     std::string replanned;  // the text prepared instead, when replans > 0
   };
-  static constexpr std::size_t slots = 256;     // direct-mapped by the text's and types' hash
+  static constexpr std::size_t slots = 256;     // by the text's and types' hash,
+  static constexpr std::size_t ways = 4;        // in any of 4 slots from there: hot texts do not evict each other
   static constexpr std::size_t longest = 4096;  // longer texts are not prepared
   static constexpr unsigned threshold = 2;      // the use on which a text is prepared
 
+  // The entry of this text and types (same = true), or the slot to take for it: a free
+  // one, else the least used that no Parse of this batch waits on; nullptr if none.
   entry* find(std::string_view text, int n_params, const unsigned* types, bool& same) noexcept;
 
   // Names start with a prefix new for each session, so that statements a session
@@ -5419,18 +5426,31 @@ PQSCOPE_DECL prepared_statements::entry* prepared_statements::find(std::string_v
                                                                    const unsigned* types, bool& same) noexcept {
   std::size_t h = slot_hash(text);
   if (types != nullptr)
-    for (int i = 0; i < n_params; ++i) h = h * 31 + types[i];
-  entry& e = entries_[h % slots];
-  same = e.used && e.text == text;
-  if (same) {
-    if (types == nullptr) {
-      same = e.types.empty();
-    } else {
-      same = e.types.size() == static_cast<std::size_t>(n_params);
-      for (int i = 0; same && i < n_params; ++i) same = e.types[static_cast<std::size_t>(i)] == types[i];
+    for (int i = 0; i < n_params; ++i) h = (h ^ types[i]) * 0x9E3779B97F4A7C15ULL;
+  h ^= h >> 32;
+  auto matches = [&](const entry& e) {
+    if (!e.used || e.text != text) return false;
+    if (types == nullptr) return e.types.empty();
+    if (e.types.size() != static_cast<std::size_t>(n_params)) return false;
+    for (int i = 0; i < n_params; ++i)
+      if (e.types[static_cast<std::size_t>(i)] != types[i]) return false;
+    return true;
+  };
+  entry* victim = nullptr;
+  for (std::size_t w = 0; w < ways; ++w) {
+    entry& e = entries_[(h + w) % slots];
+    if (matches(e)) {
+      same = true;
+      return &e;
+    }
+    if (!e.used) {
+      if (victim == nullptr || victim->used) victim = &e;
+    } else if (e.st != state::parsing && (victim == nullptr || (victim->used && e.uses < victim->uses))) {
+      victim = &e;  // the least used, unless a Parse of this batch waits on it
     }
   }
-  return &e;
+  same = false;
+  return victim;
 }
 
 PQSCOPE_DECL prepared_statements::use prepared_statements::plan(std::string_view text, int n_params,
@@ -5444,7 +5464,7 @@ PQSCOPE_DECL prepared_statements::use prepared_statements::plan(std::string_view
     const char* own = e->replans > 0 ? e->replanned.c_str() : nullptr;
     if (e->st != state::seen) return {e->name.c_str(), false, own};  // ready, or parsed earlier in this batch
   } else {
-    if (e->used && e->st == state::parsing) return {};  // another text's Parse is in this batch
+    if (e == nullptr) return {};  // every slot it may use waits on a Parse of this batch
     // Replaced: a name it had stays on the server unused, and counts against the limit.
     e->used = false;
     e->text.assign(text.data(), text.size());
@@ -5758,13 +5778,9 @@ class scope_machine {
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(pqscope::callback<void(const statement_event&)> o);
   void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
-  // How many named statements the session may make (0: none); see prepared_statements.hpp.
-  // `pooled`: the limit comes from the pooler's word (pooler_max_prepared_statements),
-  // which a lost statement proves wrong.
-  void set_prepare_limit(std::size_t limit, bool pooled = false) noexcept {
-    prepared_.set_limit(limit, pooled);
-    prepare_pooled_ = pooled;
-  }
+  // How many named statements the session may make (0: none), and whether the limit is
+  // a pooler's word; see prepared_statements.hpp.
+  void set_prepare_limit(std::size_t limit, bool pooled = false) noexcept { prepared_.set_limit(limit, pooled); }
   [[nodiscard]] const prepared_statements& prepared() const noexcept { return prepared_; }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
@@ -6044,7 +6060,6 @@ class scope_machine {
   bool send_all_ = false;     // request_sync_point(): controls go out too
   bool out_of_band_ = false;  // in_flight_ is a statement sent outside the pipeline
   bool planned_all_ = false;  // in_flight_ was planned after request_sync_point()
-  bool prepare_pooled_ = false;   // see set_prepare_limit()
   bool lost_statement_ = false;   // see take_lost_statement()
   operation op_;
   // op_ = operation{} without the member-by-member move (it runs several times per scope).
@@ -6560,8 +6575,9 @@ PQSCOPE_DECL scope_machine::statement_loss scope_machine::settle_prepared(const 
       // The session lost its statements (DISCARD ALL, DEALLOCATE ALL): start again.
       // Behind a pooler said to track them, it is the pooler that does not.
       prepared_.forget_all();
-      loss = {prepare_pooled_ ? statement_loss::misconfigured : statement_loss::lost, k};
-      if (prepare_pooled_) prepared_.set_limit(0);
+      const bool pooled = prepared_.pooled();
+      loss = {pooled ? statement_loss::misconfigured : statement_loss::lost, k};
+      if (pooled) prepared_.set_limit(0, true);
     } else if (e.sqlstate == "0A000" && e.message.find("cached plan must not change result type") != std::string::npos) {
       // Its result type changed after DDL: this text gets a new name. Also just after
       // its Parse: PgBouncer binds a Parse of a text it already holds on that server

@@ -35,6 +35,8 @@ class prepared_statements {
     pooled_ = pooled;
   }
   [[nodiscard]] bool enabled() const noexcept { return limit_ > 0; }
+  // The limit is a pooler's word (pooler_max_prepared_statements), which a lost statement proves wrong.
+  [[nodiscard]] bool pooled() const noexcept { return pooled_; }
   [[nodiscard]] std::size_t made() const noexcept { return made_.size(); }
   // Every name made on this session, for a borrowed session handed back (DEALLOCATE).
   [[nodiscard]] const std::vector<std::string>& names() const noexcept { return made_; }
@@ -68,10 +70,13 @@ class prepared_statements {
     unsigned replans = 0;  // forget() behind a pooler
     std::string replanned;  // the text prepared instead, when replans > 0
   };
-  static constexpr std::size_t slots = 256;     // direct-mapped by the text's and types' hash
+  static constexpr std::size_t slots = 256;     // by the text's and types' hash,
+  static constexpr std::size_t ways = 4;        // in any of 4 slots from there: hot texts do not evict each other
   static constexpr std::size_t longest = 4096;  // longer texts are not prepared
   static constexpr unsigned threshold = 2;      // the use on which a text is prepared
 
+  // The entry of this text and types (same = true), or the slot to take for it: a free
+  // one, else the least used that no Parse of this batch waits on; nullptr if none.
   entry* find(std::string_view text, int n_params, const unsigned* types, bool& same) noexcept;
 
   // Names start with a prefix new for each session, so that statements a session

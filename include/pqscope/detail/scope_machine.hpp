@@ -98,13 +98,9 @@ class scope_machine {
   [[nodiscard]] const connection_stats& stats() const noexcept { return stats_; }
   void set_observer(pqscope::callback<void(const statement_event&)> o);
   void set_savepoint_limit(std::size_t limit, bool refuse) noexcept;
-  // How many named statements the session may make (0: none); see prepared_statements.hpp.
-  // `pooled`: the limit comes from the pooler's word (pooler_max_prepared_statements),
-  // which a lost statement proves wrong.
-  void set_prepare_limit(std::size_t limit, bool pooled = false) noexcept {
-    prepared_.set_limit(limit, pooled);
-    prepare_pooled_ = pooled;
-  }
+  // How many named statements the session may make (0: none), and whether the limit is
+  // a pooler's word; see prepared_statements.hpp.
+  void set_prepare_limit(std::size_t limit, bool pooled = false) noexcept { prepared_.set_limit(limit, pooled); }
   [[nodiscard]] const prepared_statements& prepared() const noexcept { return prepared_; }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
@@ -384,7 +380,6 @@ class scope_machine {
   bool send_all_ = false;     // request_sync_point(): controls go out too
   bool out_of_band_ = false;  // in_flight_ is a statement sent outside the pipeline
   bool planned_all_ = false;  // in_flight_ was planned after request_sync_point()
-  bool prepare_pooled_ = false;   // see set_prepare_limit()
   bool lost_statement_ = false;   // see take_lost_statement()
   operation op_;
   // op_ = operation{} without the member-by-member move (it runs several times per scope).

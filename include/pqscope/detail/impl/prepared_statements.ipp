@@ -17,18 +17,31 @@ PQSCOPE_DECL prepared_statements::entry* prepared_statements::find(std::string_v
                                                                    const unsigned* types, bool& same) noexcept {
   std::size_t h = slot_hash(text);
   if (types != nullptr)
-    for (int i = 0; i < n_params; ++i) h = h * 31 + types[i];
-  entry& e = entries_[h % slots];
-  same = e.used && e.text == text;
-  if (same) {
-    if (types == nullptr) {
-      same = e.types.empty();
-    } else {
-      same = e.types.size() == static_cast<std::size_t>(n_params);
-      for (int i = 0; same && i < n_params; ++i) same = e.types[static_cast<std::size_t>(i)] == types[i];
+    for (int i = 0; i < n_params; ++i) h = (h ^ types[i]) * 0x9E3779B97F4A7C15ULL;
+  h ^= h >> 32;
+  auto matches = [&](const entry& e) {
+    if (!e.used || e.text != text) return false;
+    if (types == nullptr) return e.types.empty();
+    if (e.types.size() != static_cast<std::size_t>(n_params)) return false;
+    for (int i = 0; i < n_params; ++i)
+      if (e.types[static_cast<std::size_t>(i)] != types[i]) return false;
+    return true;
+  };
+  entry* victim = nullptr;
+  for (std::size_t w = 0; w < ways; ++w) {
+    entry& e = entries_[(h + w) % slots];
+    if (matches(e)) {
+      same = true;
+      return &e;
+    }
+    if (!e.used) {
+      if (victim == nullptr || victim->used) victim = &e;
+    } else if (e.st != state::parsing && (victim == nullptr || (victim->used && e.uses < victim->uses))) {
+      victim = &e;  // the least used, unless a Parse of this batch waits on it
     }
   }
-  return &e;
+  same = false;
+  return victim;
 }
 
 PQSCOPE_DECL prepared_statements::use prepared_statements::plan(std::string_view text, int n_params,
@@ -42,7 +55,7 @@ PQSCOPE_DECL prepared_statements::use prepared_statements::plan(std::string_view
     const char* own = e->replans > 0 ? e->replanned.c_str() : nullptr;
     if (e->st != state::seen) return {e->name.c_str(), false, own};  // ready, or parsed earlier in this batch
   } else {
-    if (e->used && e->st == state::parsing) return {};  // another text's Parse is in this batch
+    if (e == nullptr) return {};  // every slot it may use waits on a Parse of this batch
     // Replaced: a name it had stays on the server unused, and counts against the limit.
     e->used = false;
     e->text.assign(text.data(), text.size());

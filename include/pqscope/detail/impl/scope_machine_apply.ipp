@@ -164,8 +164,9 @@ PQSCOPE_DECL scope_machine::statement_loss scope_machine::settle_prepared(const 
       // The session lost its statements (DISCARD ALL, DEALLOCATE ALL): start again.
       // Behind a pooler said to track them, it is the pooler that does not.
       prepared_.forget_all();
-      loss = {prepare_pooled_ ? statement_loss::misconfigured : statement_loss::lost, k};
-      if (prepare_pooled_) prepared_.set_limit(0);
+      const bool pooled = prepared_.pooled();
+      loss = {pooled ? statement_loss::misconfigured : statement_loss::lost, k};
+      if (pooled) prepared_.set_limit(0, true);
     } else if (e.sqlstate == "0A000" && e.message.find("cached plan must not change result type") != std::string::npos) {
       // Its result type changed after DDL: this text gets a new name. Also just after
       // its Parse: PgBouncer binds a Parse of a text it already holds on that server
