@@ -395,6 +395,41 @@ BOOST_AUTO_TEST_CASE(results_are_filled_on_first_use) {
   });
 }
 
+// The connection uses a statement's slot again once no result refers to it: results
+// kept (read or not, copied or not) across many later statements keep their answers,
+// batched and unbatched, and so do those of statements that failed.
+BOOST_AUTO_TEST_CASE(kept_results_survive_later_statements) {
+  for_each_target([&](const pqtest::target& t) {
+    pqscope::connection c{t.conninfo};
+    for (const bool batch : {false, true}) {
+      BOOST_TEST_CONTEXT("batch " << batch) {
+        pqscope::transaction_options o;
+        o.batch = batch;
+        std::vector<std::pair<int, pqscope::result>> kept;
+        pqscope::atomic(c, o, [&] {
+          kept.clear();
+          for (int i = 0; i < 120; ++i) {
+            pqscope::result r = c.execute("SELECT $1::int", i);
+            if (i % 3 == 0) kept.emplace_back(i, r);
+            if (i % 9 == 0) kept.emplace_back(i, r);  // a second copy of the same answer
+            if (i % 5 == 0) BOOST_TEST(r[0][0].as<int>() == i);  // read now: sends what is queued
+            if (i % 40 == 39) c.flush();
+          }
+        });
+        BOOST_TEST(kept.size() == 54u);
+        for (const auto& [i, r] : kept) BOOST_TEST(r[0][0].as<int>() == i);
+        // Outside any scope, one statement at a time.
+        kept.clear();
+        for (int i = 0; i < 40; ++i) {
+          pqscope::result r = c.execute("SELECT $1::int", i);
+          if (i % 2 == 0) kept.emplace_back(i, std::move(r));
+        }
+        for (const auto& [i, r] : kept) BOOST_TEST(r[0][0].as<int>() == i);
+      }
+    }
+  });
+}
+
 // A queued statement keeps its own copy of its text and values: the caller's
 // buffers may change before it is sent. Short texts (kept inside the statement),
 // long ones, more parameters than are kept inline, NULLs.

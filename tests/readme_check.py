@@ -72,6 +72,7 @@ PLACEHOLDERS = {
     "c": "std::declval<pqscope::connection&>()", "conn": "std::declval<connection&>()",
     "o": "pqscope::transaction_options{}", "options": "pqscope::transaction_options{}",
     "ms": "std::chrono::milliseconds{1}", "values...": "1, std::string()",
+    "channel": '"jobs"', "timeout": "std::chrono::milliseconds{1}",
 }
 ASIO_PLACEHOLDERS = dict(PLACEHOLDERS, **{
     "executor": "std::declval<boost::asio::any_io_executor>()", "token": "readme_check::signature_token{}",

@@ -2,7 +2,9 @@
 // An autocommit connection that tracks nested transaction scopes.
 
 #include <chrono>
+#include <algorithm>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -16,6 +18,7 @@
 #include <pqscope/copy.hpp>
 #include <pqscope/driver.hpp>
 #include <pqscope/errors.hpp>
+#include <pqscope/notification.hpp>
 #include <pqscope/params.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/options.hpp>
@@ -43,7 +46,7 @@ namespace detail {
 // SQL text as libpq wants it: NUL-terminated, with no NUL inside.
 class sql_ref {
  public:
-  sql_ref(const char* s) : ptr_(s != nullptr ? s : ""), size_(std::strlen(ptr_)) {}  // NOLINT: implicit on purpose
+  sql_ref(const char* s) : ptr_(s != nullptr ? s : ""), size_(std::strlen(ptr_)), no_nul_(true) {}  // NOLINT: implicit on purpose
   sql_ref(const std::string& s) : ptr_(s.c_str()), size_(s.size()) {}                // NOLINT
   sql_ref(std::string_view s) : owned_(s), ptr_(owned_.c_str()), size_(s.size()) {}   // NOLINT
   sql_ref(const allow_session_state& s)                                               // NOLINT
@@ -53,7 +56,7 @@ class sql_ref {
   ~sql_ref() = default;
 
   [[nodiscard]] const char* c_str() const {
-    if (std::strlen(ptr_) != size_) throw usage_error("the SQL text contains a NUL byte");
+    if (!no_nul_ && std::strlen(ptr_) != size_) throw usage_error("the SQL text contains a NUL byte");
     return ptr_;
   }
   [[nodiscard]] std::string_view view() const noexcept { return {ptr_, size_}; }
@@ -64,6 +67,7 @@ class sql_ref {
   const char* ptr_;
   std::size_t size_;
   bool session_state_allowed_ = false;
+  bool no_nul_ = false;  // measured up to its NUL: nothing to check
 };
 }  // namespace detail
 
@@ -222,8 +226,27 @@ class basic_connection {
   [[nodiscard]] const connection_options& options() const noexcept { return options_; }
 
   // Opens a new session with the same settings, e.g. after connection_error.
-  // Only at depth 0: a scope cannot move to another session.
+  // Only at depth 0: a scope cannot move to another session. The channels listened
+  // to are listened to again, and the next wait_notification() reports the gap.
   void reconnect();
+
+  // ---- LISTEN / NOTIFY (see notification.hpp) ----
+  // Listens to `channel` (its name quoted: case and characters kept); again is a
+  // no-op. Outside any scope (a LISTEN in a transaction would wait for its COMMIT,
+  // and a rollback would undo it), and only with pooling::none: usage_error otherwise.
+  void listen(std::string_view channel);
+  // Stops listening to `channel`; one not listened to is a no-op. Outside any scope.
+  void unlisten(std::string_view channel);
+  // The channels listened to, in the order they were first listened to.
+  [[nodiscard]] const std::vector<std::string>& channels() const noexcept { return channels_; }
+  // The next notification: one that arrived already (while other statements ran,
+  // say), else the first to arrive within `timeout` (0: none is waited for);
+  // nothing if none came. Outside any scope. If the session is lost meanwhile, what
+  // it had received comes first; then a new session is opened, listens to the
+  // channels again, and one notification with gap = true says that anything sent
+  // in between was missed. connection_error if the new session cannot be opened
+  // (or nothing is listened to): call again to retry.
+  std::optional<notification> wait_notification(std::chrono::milliseconds timeout);
 
  private:
   friend class transaction;
@@ -268,7 +291,9 @@ class basic_connection {
       if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
       throw;
     }
-    return s.complete(slot);
+    result r = s.complete(slot);
+    s.machine.recycle(std::move(slot));
+    return r;
   }
 
   void check_session_state(const detail::sql_ref& sql) const {
@@ -330,6 +355,11 @@ class basic_connection {
   }
 
   void close() noexcept;
+  void check_listen(const char* what) const { detail::check_listen(what, options_.pooling, depth()); }
+  // Notifications the session received and nobody took yet, kept before it closes.
+  void keep_received();
+  // A new session if the last one was lost, then LISTEN for every channel.
+  void restore_listening();
   // A borrowed session goes back without the statements this wrapper prepared.
   void deallocate_prepared() noexcept;
 
@@ -337,6 +367,10 @@ class basic_connection {
   std::shared_ptr<detail::driver_session<Driver>> s_;
   bool borrowed_ = false;  // borrow(): the caller's PGconn*, handed back, never closed
   std::string conninfo_shown_;  // what conninfo() returns: no password
+  std::vector<std::string> channels_;  // listen()
+  std::deque<notification> received_;  // taken from a session before it closed
+  bool relisten_ = false;              // a new session does not listen to channels_ yet
+  bool gap_ = false;                   // a gap to report (wait_notification)
 };
 
 // Defined out of the class so that, in separate compilation, the explicit
@@ -370,9 +404,95 @@ PQSCOPE_DECL void basic_connection<Driver>::reconnect() {
   if (!s.machine.opened_by_this_process()) s.machine.check_usable();
   if (s.machine.depth() != 0)
     throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
+  keep_received();
   s.driver.close();
   s.machine.mark_open();
   s.driver.open(s.conninfo, detail::default_application_name());
+  if (!channels_.empty()) {
+    gap_ = relisten_ = true;
+    restore_listening();
+  }
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::listen(std::string_view channel) {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "listen()");
+  check_listen("listen()");
+  const std::string sql = "LISTEN " + detail::listen_identifier(channel, "listen()");
+  if (std::find(channels_.begin(), channels_.end(), channel) != channels_.end()) return;
+  (void)execute(allow_session_state(sql));
+  channels_.emplace_back(channel);
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::unlisten(std::string_view channel) {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "unlisten()");
+  check_listen("unlisten()");
+  const std::string sql = "UNLISTEN " + detail::listen_identifier(channel, "unlisten()");
+  const auto at = std::find(channels_.begin(), channels_.end(), channel);
+  if (at == channels_.end()) return;
+  (void)execute(allow_session_state(sql));
+  channels_.erase(at);
+}
+
+template <class Driver>
+PQSCOPE_DECL std::optional<notification>
+basic_connection<Driver>::wait_notification(std::chrono::milliseconds timeout) {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "wait_notification()");
+  check_listen("wait_notification()");
+  static_assert(detail::has_notifications<Driver>::value,
+                "pqscope: wait_notification() needs a driver with take_notification() and wait_notification() "
+                "(libpq_driver)");
+  if (timeout.count() < 0) throw usage_error("wait_notification(): the timeout must not be negative");
+  for (;;) {
+    if (!received_.empty()) {
+      notification n = std::move(received_.front());
+      received_.pop_front();
+      return n;
+    }
+    if (relisten_) restore_listening();  // throws connection_error while the server cannot be reached
+    if (std::exchange(gap_, false)) return detail::gap_notification();
+    notification n;
+    switch (s.driver.wait_notification(timeout, n)) {
+      case Driver::notice_wait::received: return n;
+      case Driver::notice_wait::timed_out: return std::nullopt;
+      case Driver::notice_wait::lost: break;
+    }
+    const std::string why = detail::trimmed(PQerrorMessage(s.driver.native_handle()));
+    if (channels_.empty()) throw connection_error("connection lost while waiting for notifications: " + why);
+    gap_ = relisten_ = true;  // and around again: a new session, then the gap
+  }
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::keep_received() {
+  auto& s = machine_session();
+  if constexpr (detail::has_notifications<Driver>::value) {
+    for (;;) {
+      notification n;
+      if (!s.driver.take_notification(n)) return;
+      received_.push_back(std::move(n));
+    }
+  }
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::restore_listening() {
+  auto& s = machine_session();
+  if (!s.driver.is_open()) {
+    if (borrowed_)
+      throw connection_error("the borrowed session was lost; its owner must open a new one and borrow() it again");
+    keep_received();
+    s.driver.close();
+    s.machine.mark_open();
+    s.driver.open(s.conninfo, detail::default_application_name());
+  }
+  for (const std::string& c : channels_)
+    (void)execute(allow_session_state("LISTEN " + detail::listen_identifier(c, "listen()")));
+  relisten_ = false;
 }
 
 template <class Driver>

@@ -34,6 +34,7 @@
 #include <libpq-fe.h>
 
 #include <pqscope/errors.hpp>
+#include <pqscope/notification.hpp>
 #include <pqscope/options.hpp>
 #include <pqscope/reply.hpp>
 #include <pqscope/result.hpp>
@@ -95,6 +96,9 @@ class libpq_driver {
   // not all arrive by then, the connection is closed and the batch is lost. The
   // next round trip first waits for that cancel request to be handled.
   batch_reply exchange(const std::vector<statement>& batch);
+  // The same, filling `out`, whose memory is used again: a front end that keeps
+  // one batch_reply allocates nothing per round trip for it.
+  batch_reply& exchange(const std::vector<statement>& batch, batch_reply& out);
 
   [[nodiscard]] std::string application_name() const;
 
@@ -136,6 +140,17 @@ class libpq_driver {
   // statement that answered; the server runs nothing after the first error.
   // results: the result of each statement that succeeded, in order.
   batch_reply script(const char* sql);
+
+  // ---- notifications (LISTEN), between round trips --------------------------
+  enum class notice_wait { received, timed_out, lost };
+
+  // The oldest notification libpq holds: kept since it arrived, also during other
+  // statements and after the connection was lost, until taken here.
+  bool take_notification(notification& out);
+
+  // take_notification(), or waits up to `timeout` (0: only what has arrived) for one.
+  // lost: the connection failed; every notification it had received was taken first.
+  notice_wait wait_notification(std::chrono::milliseconds timeout, notification& out);
 
  private:
   enum class io { ok, failed, expired };

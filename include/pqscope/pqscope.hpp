@@ -9,6 +9,7 @@
 #include <pqscope/stats.hpp>
 #include <pqscope/params.hpp>
 #include <pqscope/result.hpp>
+#include <pqscope/notification.hpp>
 #include <pqscope/driver.hpp>
 #include <pqscope/copy.hpp>
 #include <pqscope/connection.hpp>

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <pqscope/result.hpp>
@@ -44,7 +45,10 @@ struct reply {
   enum class status { ok, error, skipped };  // skipped: not run because an earlier statement failed
   status st = status::skipped;
   result res;           // status::ok
-  std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
+  // status::ok: the command tag (e.g. "COMMIT" or "INSERT 0 1") where `res` has
+  // none to give, as from a driver without PGresults; libpq's drivers leave it
+  // empty. Read it with tag().
+  std::string command;
   // status::error. Out of line: a batch's replies are made for every statement,
   // and few statements fail.
   std::shared_ptr<const reply_error> error;
@@ -54,6 +58,15 @@ struct reply {
   [[nodiscard]] const reply_error& failure() const noexcept {
     static const reply_error none;
     return error ? *error : none;
+  }
+  // The command tag: `command` if the driver set it, else the result's own.
+  [[nodiscard]] std::string_view tag() const { return command.empty() ? res.command() : std::string_view(command); }
+  void clear() noexcept {
+    st = status::skipped;
+    res = result();
+    command.clear();
+    error.reset();
+    parsed = false;
   }
 };
 
@@ -67,6 +80,16 @@ struct batch_reply {
   // can tell (e.g. Pgpool-II in raw mode), else empty. For the error the scope
   // machine raises about a transaction no scope owns.
   std::string diagnostic;
+
+  // Empty again, for `n` statements, keeping the memory (libpq_driver::exchange).
+  void clear(std::size_t n) {
+    replies.resize(n);
+    for (reply& r : replies) r.clear();
+    lost = false;
+    lost_message.clear();
+    state = server_state::unknown;
+    diagnostic.clear();
+  }
 };
 
 }  // namespace pqscope

@@ -123,6 +123,7 @@
 // #include <pqscope/detail/libpq_reply.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/middleware.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/notification.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/result.hpp> (in <pqscope/pqscope.hpp>)
 
 namespace pqscope::asio::detail {
@@ -227,6 +228,21 @@ class link : public std::enable_shared_from_this<link> {
   void abandon_after_fork() noexcept;
 
   [[nodiscard]] std::string application_name() const { return pqscope::detail::application_name_of(pg_); }
+
+  // ---- notifications (LISTEN), between round trips ----------------------------------
+
+  // The oldest notification libpq holds: kept since it arrived, also during other
+  // statements and after the connection was lost, until taken here.
+  bool take_notification(notification& out) { return pqscope::detail::take_notification(pg_, out); }
+  // What the socket holds now, without waiting; a failure shows in usable().
+  void read_input() noexcept {
+    if (pg_ != nullptr && phase_ == phase::idle) (void)PQconsumeInput(pg_);
+  }
+  // Ends a wait for the socket (async_wait) with operation_aborted.
+  void stop_waiting() noexcept {
+    error_code ignored;
+    sock_.cancel(ignored);
+  }
 
  private:
   enum class phase { idle, connecting, exchanging };
@@ -1011,6 +1027,7 @@ inline void link::lose(std::string why) {
 // #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/options.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/params.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/notification.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/result.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/stats.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/application_name.hpp> (in <pqscope/pqscope.hpp>)
@@ -1165,6 +1182,7 @@ struct detail_access {
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -1182,6 +1200,7 @@ struct detail_access {
 
 // #include <pqscope/driver.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/notification.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/options.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/scope_machine.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/sync_session.hpp> (in <pqscope/pqscope.hpp>)
@@ -1224,6 +1243,21 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   net::steady_timer gate;
   // Scopes whose objects were destroyed open while an operation was running.
   std::vector<std::uint64_t> abandoned;
+
+  // LISTEN (asio/detail/listen.hpp): the channels; notifications taken from a
+  // session before it closed; a new session that does not listen yet, and the gap
+  // the next wait reports.
+  std::vector<std::string> channels;
+  std::deque<notification> received;
+  bool relisten = false, gap = false;
+  // Before the link closes its session: what it received is kept.
+  void keep_received() {
+    for (;;) {
+      notification n;
+      if (!io->take_notification(n)) return;
+      received.push_back(std::move(n));
+    }
+  }
 
   // statement_slot::wait() calls this for a batched result read before it was sent:
   // the blocking connection would send the batch here, which a coroutine cannot do.
@@ -1510,9 +1544,14 @@ struct connect_work : work_base {
     if (s.machine.depth() != 0)
       throw usage_error("async_connect() with " + std::to_string(s.machine.depth()) +
                         " scope(s) open; end them first");
+    s.keep_received();  // the link closes the old session first
     return true;
   }
-  void finish(session& s) { s.machine.mark_open(); }
+  void finish(session& s) {
+    s.machine.mark_open();
+    // The new session listens to nothing yet: the next wait does, then reports the gap.
+    if (!s.channels.empty()) s.relisten = s.gap = true;
+  }
 };
 
 template <class Work, class = void>
@@ -1724,6 +1763,126 @@ inline void session::process_abandoned() noexcept {
 
 }  // namespace pqscope::asio::detail
 // #include <pqscope/asio/detail/session.hpp> (inlined above)
+// #include <pqscope/asio/detail/listen.hpp>
+// LISTEN / NOTIFY on the asio connection: async_listen, async_unlisten and
+// async_wait_notification, as coroutines over the connection's own operations
+// (a LISTEN is a statement; a new session is async_connect's work). Their meaning
+// is the blocking connection's (connection.hpp, notification.hpp).
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+// #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/notification.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/asio/link.hpp> (inlined above)
+// #include <pqscope/asio/query.hpp> (inlined above)
+// #include <pqscope/asio/detail/operation.hpp> (inlined above)
+// #include <pqscope/asio/detail/session.hpp> (inlined above)
+
+namespace pqscope::asio::detail {
+
+// The link's socket is readable (or the wait was stopped): void(error_code).
+template <class Token>
+auto async_readable(const std::shared_ptr<link>& l, Token&& token) {
+  return net::async_initiate<Token, void(error_code)>(
+      [l](auto handler) { l->async_wait(next_wait::read, std::move(handler)); }, token);
+}
+
+inline net::awaitable<void> listen_channel(std::shared_ptr<session> s, std::string channel, bool on) {
+  const char* what = on ? "async_listen()" : "async_unlisten()";
+  pqscope::detail::check_listen(what, s->options.pooling, s->machine.depth());
+  std::string sql = (on ? "LISTEN " : "UNLISTEN ") + pqscope::detail::listen_identifier(channel, what);
+  auto listed = [&] { return std::find(s->channels.begin(), s->channels.end(), channel) != s->channels.end(); };
+  if (on == listed()) co_return;
+  (void)co_await start(s, statement_work{query(allow_session_state(std::move(sql)))}, net::use_awaitable);
+  if (on && !listed()) s->channels.push_back(channel);
+  if (!on) s->channels.erase(std::remove(s->channels.begin(), s->channels.end(), channel), s->channels.end());
+}
+
+// A new session if the last one was lost, then LISTEN for every channel.
+inline net::awaitable<void> restore_listening(std::shared_ptr<session> s) {
+  if (!s->io->usable()) co_await start(s, connect_work{}, net::use_awaitable);
+  for (std::size_t i = 0; i < s->channels.size(); ++i) {
+    std::string sql = "LISTEN " + pqscope::detail::listen_identifier(s->channels[i], "async_listen()");
+    (void)co_await start(s, statement_work{query(allow_session_state(std::move(sql)))}, net::use_awaitable);
+  }
+  s->relisten = false;
+}
+
+// The user operation while the socket is waited on: one at a time, as any other.
+class busy_wait {
+ public:
+  explicit busy_wait(session& s) : s_(s) {
+    if (s_.user_busy || s_.background)
+      throw usage_error("async_wait_notification() while another operation is in progress on this connection; "
+                        "one at a time: await each operation before starting the next");
+    s_.user_busy = true;
+  }
+  busy_wait(const busy_wait&) = delete;
+  busy_wait& operator=(const busy_wait&) = delete;
+  ~busy_wait() { s_.user_busy = false; }
+
+ private:
+  session& s_;
+};
+
+inline net::awaitable<std::optional<notification>> wait_for_notification(std::shared_ptr<session> s,
+                                                                         std::chrono::milliseconds timeout) {
+  pqscope::detail::check_listen("async_wait_notification()", s->options.pooling, s->machine.depth());
+  if (timeout.count() < 0) throw usage_error("async_wait_notification(): the timeout must not be negative");
+  const auto deadline = clock::now() + timeout;
+  bool read = false;
+  for (;;) {
+    if (s->closed) throw connection_error("the connection was closed while waiting for notifications");
+    if (!s->received.empty()) {
+      notification n = std::move(s->received.front());
+      s->received.pop_front();
+      co_return n;
+    }
+    if (s->relisten) co_await restore_listening(s);  // connection_error while the server cannot be reached
+    if (std::exchange(s->gap, false)) co_return pqscope::detail::gap_notification();
+    notification n;
+    if (s->io->take_notification(n)) co_return n;
+    if (!s->io->usable()) {
+      if (s->channels.empty()) throw connection_error("connection lost while waiting for notifications");
+      s->relisten = s->gap = true;  // and around again: a new session, then the gap
+      continue;
+    }
+    if (!read) {  // what the socket holds now, without waiting
+      read = true;
+      s->io->read_input();
+      continue;
+    }
+    if (clock::now() >= deadline) co_return std::nullopt;
+    // Input, or the deadline: the timer ends the socket's wait.
+    const busy_wait busy(*s);
+    auto expired = std::make_shared<bool>(false);
+    net::steady_timer timer(s->executor);
+    timer.expires_at(deadline);
+    timer.async_wait([expired, l = std::weak_ptr<link>(s->io)](const error_code& ec) {
+      if (ec) return;
+      *expired = true;
+      if (auto io = l.lock()) io->stop_waiting();
+    });
+    error_code ec;
+    co_await async_readable(s->io, net::redirect_error(net::use_awaitable, ec));
+    timer.cancel();
+    read = false;  // readable, expired or failed: read, and look again
+  }
+}
+
+}  // namespace pqscope::asio::detail
 
 namespace pqscope::asio {
 
@@ -1800,6 +1959,31 @@ class connection {
   template <class Token>
   auto async_flush(Token&& token) {
     return detail::start(shared(), detail::flush_work{}, std::forward<Token>(token));
+  }
+
+  // ---- LISTEN / NOTIFY (see notification.hpp) ----
+  // As the blocking connection's listen() / unlisten(): outside any scope, and only
+  // with pooling::none. Completion: void(std::exception_ptr).
+  template <class Token>
+  auto async_listen(std::string channel, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), detail::listen_channel(shared(), std::move(channel), true),
+                                 std::forward<Token>(token));
+  }
+  template <class Token>
+  auto async_unlisten(std::string channel, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), detail::listen_channel(shared(), std::move(channel), false),
+                                 std::forward<Token>(token));
+  }
+  [[nodiscard]] const std::vector<std::string>& channels() const { return session().channels; }
+  // As the blocking wait_notification(): a notification that arrived already (kept
+  // while other operations ran), else the first within `timeout`; nothing if none
+  // came. A lost session is replaced by a new one that listens again, then the gap
+  // is reported; after async_connect() too. It is an operation like any other: one
+  // at a time per connection. Completion: void(std::exception_ptr, std::optional<notification>).
+  template <class Token>
+  auto async_wait_notification(std::chrono::milliseconds timeout, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), detail::wait_for_notification(shared(), timeout),
+                                 std::forward<Token>(token));
   }
 
   // Cancels the round trip in flight, as an expired timeout does (see link.hpp and

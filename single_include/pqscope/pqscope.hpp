@@ -2238,6 +2238,91 @@ PQSCOPE_DECL void result::check_column(std::size_t i) const {
 
 }  // namespace pqscope
 #endif
+// #include <pqscope/notification.hpp>
+// LISTEN / NOTIFY: what connection::wait_notification() and the asio connection's
+// async_wait_notification() hand back.
+//
+// A connection listens with listen(channel), outside any scope and only with
+// pooling::none: behind a transaction-mode pooler the LISTEN would stay on a
+// server connection that other clients share. Notifications that arrive while
+// other statements run are kept (libpq queues them) until they are waited for.
+// When the session is lost, the connection opens a new one, listens to its
+// channels again, and reports the gap once: notifications sent in between are
+// gone, so whatever they announce must be read again.
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <libpq-fe.h>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+
+namespace pqscope {
+
+struct notification {
+  std::string channel;
+  std::string payload;
+  int sender_pid = 0;  // the server process of the session that sent it
+  // The session was lost and a new one listens again: notifications sent in
+  // between were not received. channel and payload are empty.
+  bool gap = false;
+};
+
+namespace detail {
+
+// A channel name as LISTEN takes it: quoted, so that its case and characters are kept.
+// PostgreSQL cuts identifiers at 63 bytes and would deliver under the cut name.
+inline std::string listen_identifier(std::string_view channel, const char* what) {
+  if (channel.empty()) throw usage_error(std::string(what) + ": the channel name is empty");
+  if (channel.size() > 63)
+    throw usage_error(std::string(what) + ": the channel name is longer than 63 bytes, which PostgreSQL would cut");
+  std::string quoted = "\"";
+  for (const char ch : channel) {
+    if (ch == '\0') throw usage_error(std::string(what) + ": the channel name contains a NUL byte");
+    quoted += ch;
+    if (ch == '"') quoted += '"';
+  }
+  quoted += '"';
+  return quoted;
+}
+
+// Listening, and waiting, need a session of the connection's own, outside any scope.
+inline void check_listen(const char* what, pooling p, std::size_t depth) {
+  if (p != pooling::none)
+    throw usage_error(std::string(what) +
+                      " needs a session of its own (pooling::none): behind a transaction-mode pooler the LISTEN "
+                      "stays on a server connection other clients share, and its notifications reach them");
+  if (depth != 0)
+    throw usage_error(std::string(what) + " inside a scope: a LISTEN in a transaction waits for its COMMIT (and a "
+                      "rollback undoes it), and a wait would hold the transaction open; call it outside any scope");
+}
+
+// The oldest notification libpq holds for `c` (PQnotifies), if any.
+inline bool take_notification(PGconn* c, notification& out) {
+  if (c == nullptr) return false;
+  struct freer {
+    void operator()(PGnotify* n) const noexcept { PQfreemem(n); }
+  };
+  const std::unique_ptr<PGnotify, freer> n(PQnotifies(c));
+  if (!n) return false;
+  out.channel = n->relname;
+  out.payload = n->extra != nullptr ? n->extra : "";
+  out.sender_pid = n->be_pid;
+  out.gap = false;
+  return true;
+}
+
+inline notification gap_notification() {
+  notification g;
+  g.gap = true;
+  return g;
+}
+
+}  // namespace detail
+}  // namespace pqscope
 // #include <pqscope/driver.hpp>
 // The driver: the only part of pqscope that talks to the network.
 //
@@ -2274,6 +2359,7 @@ PQSCOPE_DECL void result::check_column(std::size_t i) const {
 #include <libpq-fe.h>
 
 // #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/notification.hpp> (inlined above)
 // #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/reply.hpp>
 // What a driver is given and what it gives back: a batch of statements goes out
@@ -2285,6 +2371,7 @@ PQSCOPE_DECL void result::check_column(std::size_t i) const {
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 // #include <pqscope/result.hpp> (inlined above)
@@ -2321,7 +2408,10 @@ struct reply {
   enum class status { ok, error, skipped };  // skipped: not run because an earlier statement failed
   status st = status::skipped;
   result res;           // status::ok
-  std::string command;  // status::ok: the command tag, e.g. "COMMIT" or "INSERT 0 1"
+  // status::ok: the command tag (e.g. "COMMIT" or "INSERT 0 1") where `res` has
+  // none to give, as from a driver without PGresults; libpq's drivers leave it
+  // empty. Read it with tag().
+  std::string command;
   // status::error. Out of line: a batch's replies are made for every statement,
   // and few statements fail.
   std::shared_ptr<const reply_error> error;
@@ -2331,6 +2421,15 @@ struct reply {
   [[nodiscard]] const reply_error& failure() const noexcept {
     static const reply_error none;
     return error ? *error : none;
+  }
+  // The command tag: `command` if the driver set it, else the result's own.
+  [[nodiscard]] std::string_view tag() const { return command.empty() ? res.command() : std::string_view(command); }
+  void clear() noexcept {
+    st = status::skipped;
+    res = result();
+    command.clear();
+    error.reset();
+    parsed = false;
   }
 };
 
@@ -2344,6 +2443,16 @@ struct batch_reply {
   // can tell (e.g. Pgpool-II in raw mode), else empty. For the error the scope
   // machine raises about a transaction no scope owns.
   std::string diagnostic;
+
+  // Empty again, for `n` statements, keeping the memory (libpq_driver::exchange).
+  void clear(std::size_t n) {
+    replies.resize(n);
+    for (reply& r : replies) r.clear();
+    lost = false;
+    lost_message.clear();
+    state = server_state::unknown;
+    diagnostic.clear();
+  }
 };
 
 }  // namespace pqscope
@@ -2915,7 +3024,6 @@ PQSCOPE_DECL answer read_answer(PGconn* c, PGresult* raw, reply& r) {
     case PGRES_TUPLES_OK:
     case PGRES_EMPTY_QUERY:
       r.st = reply::status::ok;
-      r.command = PQcmdStatus(raw);
       r.res = std::move(res);
       a.k = answer::filled;
       return a;
@@ -3060,6 +3168,9 @@ class libpq_driver {
   // not all arrive by then, the connection is closed and the batch is lost. The
   // next round trip first waits for that cancel request to be handled.
   batch_reply exchange(const std::vector<statement>& batch);
+  // The same, filling `out`, whose memory is used again: a front end that keeps
+  // one batch_reply allocates nothing per round trip for it.
+  batch_reply& exchange(const std::vector<statement>& batch, batch_reply& out);
 
   [[nodiscard]] std::string application_name() const;
 
@@ -3101,6 +3212,17 @@ class libpq_driver {
   // statement that answered; the server runs nothing after the first error.
   // results: the result of each statement that succeeded, in order.
   batch_reply script(const char* sql);
+
+  // ---- notifications (LISTEN), between round trips --------------------------
+  enum class notice_wait { received, timed_out, lost };
+
+  // The oldest notification libpq holds: kept since it arrived, also during other
+  // statements and after the connection was lost, until taken here.
+  bool take_notification(notification& out);
+
+  // take_notification(), or waits up to `timeout` (0: only what has arrived) for one.
+  // lost: the connection failed; every notification it had received was taken first.
+  notice_wait wait_notification(std::chrono::milliseconds timeout, notification& out);
 
  private:
   enum class io { ok, failed, expired };
@@ -3243,6 +3365,7 @@ void copy_driver_settings(D& to, const D& from) {
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace pqscope {
 
@@ -3285,6 +3408,34 @@ PQSCOPE_DECL libpq_driver::io libpq_driver::wait(round_trip& rt, short events, s
       revents = p.revents;
       return io::ok;
     }
+  }
+}
+
+PQSCOPE_DECL bool libpq_driver::take_notification(notification& out) {
+  return detail::take_notification(conn_, out);
+}
+
+PQSCOPE_DECL libpq_driver::notice_wait libpq_driver::wait_notification(std::chrono::milliseconds timeout,
+                                                                      notification& out) {
+  static const std::vector<statement> none;
+  round_trip rt{none};
+  rt.bounded = true;
+  rt.in_grace = true;  // a deadline of the caller's: nothing runs that a cancel could stop
+  rt.deadline = clock::now() + timeout;
+  bool read = false;
+  for (;;) {
+    if (take_notification(out)) return notice_wait::received;
+    if (!is_open()) return notice_wait::lost;
+    if (!read) {  // what the socket holds now, without waiting
+      read = true;
+      (void)PQconsumeInput(conn_);  // a failure shows in is_open() once what it read is taken
+      continue;
+    }
+    short revents = 0;
+    const io w = wait(rt, POLLIN, revents);
+    if (w == io::expired) return notice_wait::timed_out;
+    if (w == io::failed) return notice_wait::lost;
+    read = false;
   }
 }
 
@@ -3482,7 +3633,12 @@ PQSCOPE_DECL std::string libpq_driver::application_name() const { return detail:
 
 PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& batch) {
   batch_reply out;
-  out.replies.resize(batch.size());
+  exchange(batch, out);
+  return out;
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::exchange(const std::vector<statement>& batch, batch_reply& out) {
+  out.clear(batch.size());
   fatal_.clear();
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
   round_trip rt{batch};
@@ -5634,6 +5790,9 @@ class statement_slot final : public deferred_answer {
   // Copies the text and parameters, so the statement can wait past the caller's call.
   void own();
 
+  // Back to a fresh slot's state, for the machine to use again (scope_machine::recycle).
+  void recycle() noexcept;
+
   state st = state::queued;
   result res;
   std::exception_ptr error;
@@ -5704,6 +5863,18 @@ PQSCOPE_DECL void statement_slot::answer(result r) {
 PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
   st = state::failed;
   error = std::move(e);
+}
+
+PQSCOPE_DECL void statement_slot::recycle() noexcept {
+  st = state::queued;
+  res = result();
+  error = nullptr;
+  owner.reset();
+  stmt = statement{};
+  sql = {};
+  depth = attempt = 0;
+  batched = resent = false;
+  heap_text_.reset();  // a long text's copy is not kept for the next statement
 }
 
 PQSCOPE_DECL void statement_slot::own() {
@@ -5832,6 +6003,10 @@ class scope_machine {
   std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const sql_facts& f,
                                                   const param_list& params, std::weak_ptr<sender> owner);
 
+  // A slot its caller is done with: kept for the next statement if nothing else
+  // holds it (no result refers to it), so that a statement costs no allocation.
+  void recycle(std::shared_ptr<statement_slot>&& slot) noexcept;
+
   // ---- statements outside the pipeline (COPY, scripts) ----
   // Such a statement must find the server's transaction and savepoints exactly as
   // the scopes say, so everything queued goes out first, controls included:
@@ -5866,7 +6041,9 @@ class scope_machine {
   const std::vector<statement>& plan();
 
   // Applies the answers to the batch from plan(). Throws only if memory runs out.
-  void apply(batch_reply br);
+  // Takes the results out of `br`, whose memory the caller may use again.
+  void apply(batch_reply& br);
+  void apply(batch_reply&& br) { apply(static_cast<batch_reply&>(br)); }
 
   // ---- connection life --------------------------------------------------------
 
@@ -6047,6 +6224,8 @@ class scope_machine {
   std::vector<frame> frames_;
   sql_facts_cache facts_;
   prepared_statements prepared_;
+  std::vector<std::shared_ptr<statement_slot>> spare_;  // see recycle()
+  static constexpr std::size_t spare_slots = 16;
   std::vector<item> queue_;      // not yet sent, in order
   std::vector<item> followup_;   // a ROLLBACK due before anything else
   std::vector<item> in_flight_;  // the batch from plan(), until apply()
@@ -6169,13 +6348,27 @@ PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::make_slot(const char
                                                                      std::weak_ptr<sender> owner) {
   throw_if_void("statement refused");
   throw_if_doomed("statement refused");
-  auto slot = std::make_shared<statement_slot>();
+  std::shared_ptr<statement_slot> slot;
+  if (!spare_.empty()) {
+    slot = std::move(spare_.back());
+    spare_.pop_back();
+  } else {
+    if (spare_.capacity() == 0) spare_.reserve(spare_slots);  // recycle() never allocates
+    slot = std::make_shared<statement_slot>();
+  }
   slot->stmt = statement{sql, params.size(), params.values(), params.types()};
   slot->sql = text;
   slot->owner = std::move(owner);
   slot->depth = depth();
   if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
   return slot;
+}
+
+PQSCOPE_DECL void scope_machine::recycle(std::shared_ptr<statement_slot>&& slot) noexcept {
+  // One owner left, and it is the caller: no result can reach the slot any more.
+  if (!slot || slot.use_count() != 1 || spare_.size() == spare_.capacity()) return;
+  slot->recycle();
+  spare_.push_back(std::move(slot));
 }
 
 PQSCOPE_DECL std::shared_ptr<statement_slot>
@@ -6430,11 +6623,12 @@ PQSCOPE_DECL bool scope_machine::wants_xid() const {
 
 namespace pqscope::detail {
 
-PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
+PQSCOPE_DECL void scope_machine::apply(batch_reply& br) {
   std::vector<item> batch;
   batch.swap(in_flight_);
   // The batch's memory goes back to in_flight_ for the next plan(), however this returns.
   auto give_back = [&]() noexcept {
+    for (item& it : batch) recycle(std::move(it.slot));
     batch.clear();
     if (in_flight_.empty() && in_flight_.capacity() < batch.capacity()) in_flight_.swap(batch);
   };
@@ -6495,8 +6689,8 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
         fold(it.sp, true);
         break;
       case item::user:
-        it.slot->answer(r.res);
         notify(*it.slot, elapsed, nullptr, &r.res);
+        it.slot->answer(std::move(r.res));
         break;
       case item::xid:
         xid_pending_ = false;
@@ -6980,10 +7174,10 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
     if (op.failure) std::rethrow_exception(op.failure);
     std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
   }
-  if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
+  if (op.end_reply.tag() != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
     ++stats_.transactions_rolled_back;
     run_callbacks(f.on_rollback, false);
-    throw transaction_aborted("COMMIT was answered with " + op.end_reply.command +
+    throw transaction_aborted("COMMIT was answered with " + std::string(op.end_reply.tag()) +
                                   ": the transaction had failed and was rolled back",
                               "the server rolled the transaction back", "");
   }
@@ -7232,6 +7426,7 @@ PQSCOPE_DECL void scope_machine::run_callbacks(std::vector<callback>& cbs, bool 
 #include <vector>
 
 // #include <pqscope/driver.hpp> (inlined above)
+// #include <pqscope/notification.hpp> (inlined above)
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
@@ -7322,15 +7517,32 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   void abandon(std::uint64_t id) noexcept;
 
  protected:
-  virtual batch_reply exchange(const std::vector<statement>& statements) = 0;
+  // Fills `out` (its memory is used again from one round trip to the next).
+  virtual void exchange(const std::vector<statement>& statements, batch_reply& out) = 0;
   // "committed", "aborted", or why it could not tell; asked on a fresh connection.
   virtual std::string xact_status(const std::string& xid) noexcept = 0;
 
  private:
   bool driving_ = false;
+  batch_reply reply_;  // drive()'s, kept for its memory
   stream* stream_ = nullptr;  // the COPY in progress, if any
   std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
+
+// Whether a driver can fill a batch_reply it is given (libpq_driver::exchange).
+template <class D, class = void>
+struct fills_reply : std::false_type {};
+template <class D>
+struct fills_reply<D, std::void_t<decltype(std::declval<D&>().exchange(std::declval<const std::vector<statement>&>(),
+                                                                       std::declval<batch_reply&>()))>>
+    : std::true_type {};
+
+// Whether a driver can wait for notifications (LISTEN) between round trips.
+template <class D, class = void>
+struct has_notifications : std::false_type {};
+template <class D>
+struct has_notifications<D, std::void_t<decltype(std::declval<D&>().take_notification(std::declval<notification&>()))>>
+    : std::true_type {};
 
 // Whether a driver can send statements outside the pipeline (COPY, scripts).
 template <class D, class = void>
@@ -7434,7 +7646,12 @@ class driver_session final : public sync_session {
   }
 
  protected:
-  batch_reply exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
+  void exchange(const std::vector<statement>& statements, batch_reply& out) override {
+    if constexpr (fills_reply<Driver>::value)
+      (void)driver.exchange(statements, out);
+    else
+      out = driver.exchange(statements);
+  }
 
   std::string xact_status(const std::string& xid) noexcept override {
     try {
@@ -7534,7 +7751,10 @@ PQSCOPE_DECL void sync_session::drive() {
   if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
   driving_ = true;
   try {
-    while (machine.wants_send()) machine.apply(exchange(machine.plan()));
+    while (machine.wants_send()) {
+      exchange(machine.plan(), reply_);
+      machine.apply(reply_);
+    }
   } catch (...) {
     driving_ = false;
     throw;
@@ -7936,7 +8156,9 @@ PQSCOPE_DECL bool copy_reader::next_line(std::string_view& line) {
 // An autocommit connection that tracks nested transaction scopes.
 
 #include <chrono>
+#include <algorithm>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -7950,6 +8172,7 @@ PQSCOPE_DECL bool copy_reader::next_line(std::string_view& line) {
 // #include <pqscope/copy.hpp> (inlined above)
 // #include <pqscope/driver.hpp> (inlined above)
 // #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/notification.hpp> (inlined above)
 // #include <pqscope/params.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
 // #include <pqscope/options.hpp> (inlined above)
@@ -8050,7 +8273,7 @@ namespace detail {
 // SQL text as libpq wants it: NUL-terminated, with no NUL inside.
 class sql_ref {
  public:
-  sql_ref(const char* s) : ptr_(s != nullptr ? s : ""), size_(std::strlen(ptr_)) {}  // NOLINT: implicit on purpose
+  sql_ref(const char* s) : ptr_(s != nullptr ? s : ""), size_(std::strlen(ptr_)), no_nul_(true) {}  // NOLINT: implicit on purpose
   sql_ref(const std::string& s) : ptr_(s.c_str()), size_(s.size()) {}                // NOLINT
   sql_ref(std::string_view s) : owned_(s), ptr_(owned_.c_str()), size_(s.size()) {}   // NOLINT
   sql_ref(const allow_session_state& s)                                               // NOLINT
@@ -8060,7 +8283,7 @@ class sql_ref {
   ~sql_ref() = default;
 
   [[nodiscard]] const char* c_str() const {
-    if (std::strlen(ptr_) != size_) throw usage_error("the SQL text contains a NUL byte");
+    if (!no_nul_ && std::strlen(ptr_) != size_) throw usage_error("the SQL text contains a NUL byte");
     return ptr_;
   }
   [[nodiscard]] std::string_view view() const noexcept { return {ptr_, size_}; }
@@ -8071,6 +8294,7 @@ class sql_ref {
   const char* ptr_;
   std::size_t size_;
   bool session_state_allowed_ = false;
+  bool no_nul_ = false;  // measured up to its NUL: nothing to check
 };
 }  // namespace detail
 
@@ -8229,8 +8453,27 @@ class basic_connection {
   [[nodiscard]] const connection_options& options() const noexcept { return options_; }
 
   // Opens a new session with the same settings, e.g. after connection_error.
-  // Only at depth 0: a scope cannot move to another session.
+  // Only at depth 0: a scope cannot move to another session. The channels listened
+  // to are listened to again, and the next wait_notification() reports the gap.
   void reconnect();
+
+  // ---- LISTEN / NOTIFY (see notification.hpp) ----
+  // Listens to `channel` (its name quoted: case and characters kept); again is a
+  // no-op. Outside any scope (a LISTEN in a transaction would wait for its COMMIT,
+  // and a rollback would undo it), and only with pooling::none: usage_error otherwise.
+  void listen(std::string_view channel);
+  // Stops listening to `channel`; one not listened to is a no-op. Outside any scope.
+  void unlisten(std::string_view channel);
+  // The channels listened to, in the order they were first listened to.
+  [[nodiscard]] const std::vector<std::string>& channels() const noexcept { return channels_; }
+  // The next notification: one that arrived already (while other statements ran,
+  // say), else the first to arrive within `timeout` (0: none is waited for);
+  // nothing if none came. Outside any scope. If the session is lost meanwhile, what
+  // it had received comes first; then a new session is opened, listens to the
+  // channels again, and one notification with gap = true says that anything sent
+  // in between was missed. connection_error if the new session cannot be opened
+  // (or nothing is listened to): call again to retry.
+  std::optional<notification> wait_notification(std::chrono::milliseconds timeout);
 
  private:
   friend class transaction;
@@ -8275,7 +8518,9 @@ class basic_connection {
       if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
       throw;
     }
-    return s.complete(slot);
+    result r = s.complete(slot);
+    s.machine.recycle(std::move(slot));
+    return r;
   }
 
   void check_session_state(const detail::sql_ref& sql) const {
@@ -8337,6 +8582,11 @@ class basic_connection {
   }
 
   void close() noexcept;
+  void check_listen(const char* what) const { detail::check_listen(what, options_.pooling, depth()); }
+  // Notifications the session received and nobody took yet, kept before it closes.
+  void keep_received();
+  // A new session if the last one was lost, then LISTEN for every channel.
+  void restore_listening();
   // A borrowed session goes back without the statements this wrapper prepared.
   void deallocate_prepared() noexcept;
 
@@ -8344,6 +8594,10 @@ class basic_connection {
   std::shared_ptr<detail::driver_session<Driver>> s_;
   bool borrowed_ = false;  // borrow(): the caller's PGconn*, handed back, never closed
   std::string conninfo_shown_;  // what conninfo() returns: no password
+  std::vector<std::string> channels_;  // listen()
+  std::deque<notification> received_;  // taken from a session before it closed
+  bool relisten_ = false;              // a new session does not listen to channels_ yet
+  bool gap_ = false;                   // a gap to report (wait_notification)
 };
 
 // Defined out of the class so that, in separate compilation, the explicit
@@ -8377,9 +8631,95 @@ PQSCOPE_DECL void basic_connection<Driver>::reconnect() {
   if (!s.machine.opened_by_this_process()) s.machine.check_usable();
   if (s.machine.depth() != 0)
     throw usage_error("reconnect() with " + std::to_string(s.machine.depth()) + " scope(s) open; end them first");
+  keep_received();
   s.driver.close();
   s.machine.mark_open();
   s.driver.open(s.conninfo, detail::default_application_name());
+  if (!channels_.empty()) {
+    gap_ = relisten_ = true;
+    restore_listening();
+  }
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::listen(std::string_view channel) {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "listen()");
+  check_listen("listen()");
+  const std::string sql = "LISTEN " + detail::listen_identifier(channel, "listen()");
+  if (std::find(channels_.begin(), channels_.end(), channel) != channels_.end()) return;
+  (void)execute(allow_session_state(sql));
+  channels_.emplace_back(channel);
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::unlisten(std::string_view channel) {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "unlisten()");
+  check_listen("unlisten()");
+  const std::string sql = "UNLISTEN " + detail::listen_identifier(channel, "unlisten()");
+  const auto at = std::find(channels_.begin(), channels_.end(), channel);
+  if (at == channels_.end()) return;
+  (void)execute(allow_session_state(sql));
+  channels_.erase(at);
+}
+
+template <class Driver>
+PQSCOPE_DECL std::optional<notification>
+basic_connection<Driver>::wait_notification(std::chrono::milliseconds timeout) {
+  auto& s = machine_session();
+  detail::sync_session::call guard(s, "wait_notification()");
+  check_listen("wait_notification()");
+  static_assert(detail::has_notifications<Driver>::value,
+                "pqscope: wait_notification() needs a driver with take_notification() and wait_notification() "
+                "(libpq_driver)");
+  if (timeout.count() < 0) throw usage_error("wait_notification(): the timeout must not be negative");
+  for (;;) {
+    if (!received_.empty()) {
+      notification n = std::move(received_.front());
+      received_.pop_front();
+      return n;
+    }
+    if (relisten_) restore_listening();  // throws connection_error while the server cannot be reached
+    if (std::exchange(gap_, false)) return detail::gap_notification();
+    notification n;
+    switch (s.driver.wait_notification(timeout, n)) {
+      case Driver::notice_wait::received: return n;
+      case Driver::notice_wait::timed_out: return std::nullopt;
+      case Driver::notice_wait::lost: break;
+    }
+    const std::string why = detail::trimmed(PQerrorMessage(s.driver.native_handle()));
+    if (channels_.empty()) throw connection_error("connection lost while waiting for notifications: " + why);
+    gap_ = relisten_ = true;  // and around again: a new session, then the gap
+  }
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::keep_received() {
+  auto& s = machine_session();
+  if constexpr (detail::has_notifications<Driver>::value) {
+    for (;;) {
+      notification n;
+      if (!s.driver.take_notification(n)) return;
+      received_.push_back(std::move(n));
+    }
+  }
+}
+
+template <class Driver>
+PQSCOPE_DECL void basic_connection<Driver>::restore_listening() {
+  auto& s = machine_session();
+  if (!s.driver.is_open()) {
+    if (borrowed_)
+      throw connection_error("the borrowed session was lost; its owner must open a new one and borrow() it again");
+    keep_received();
+    s.driver.close();
+    s.machine.mark_open();
+    s.driver.open(s.conninfo, detail::default_application_name());
+  }
+  for (const std::string& c : channels_)
+    (void)execute(allow_session_state("LISTEN " + detail::listen_identifier(c, "listen()")));
+  relisten_ = false;
 }
 
 template <class Driver>

@@ -51,6 +51,7 @@
 #include <pqscope/errors.hpp>
 #include <pqscope/options.hpp>
 #include <pqscope/params.hpp>
+#include <pqscope/notification.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/stats.hpp>
 #include <pqscope/detail/application_name.hpp>
@@ -61,6 +62,7 @@
 #include <pqscope/asio/query.hpp>
 #include <pqscope/asio/detail/operation.hpp>
 #include <pqscope/asio/detail/session.hpp>
+#include <pqscope/asio/detail/listen.hpp>
 
 namespace pqscope::asio {
 
@@ -137,6 +139,31 @@ class connection {
   template <class Token>
   auto async_flush(Token&& token) {
     return detail::start(shared(), detail::flush_work{}, std::forward<Token>(token));
+  }
+
+  // ---- LISTEN / NOTIFY (see notification.hpp) ----
+  // As the blocking connection's listen() / unlisten(): outside any scope, and only
+  // with pooling::none. Completion: void(std::exception_ptr).
+  template <class Token>
+  auto async_listen(std::string channel, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), detail::listen_channel(shared(), std::move(channel), true),
+                                 std::forward<Token>(token));
+  }
+  template <class Token>
+  auto async_unlisten(std::string channel, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), detail::listen_channel(shared(), std::move(channel), false),
+                                 std::forward<Token>(token));
+  }
+  [[nodiscard]] const std::vector<std::string>& channels() const { return session().channels; }
+  // As the blocking wait_notification(): a notification that arrived already (kept
+  // while other operations ran), else the first within `timeout`; nothing if none
+  // came. A lost session is replaced by a new one that listens again, then the gap
+  // is reported; after async_connect() too. It is an operation like any other: one
+  // at a time per connection. Completion: void(std::exception_ptr, std::optional<notification>).
+  template <class Token>
+  auto async_wait_notification(std::chrono::milliseconds timeout, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), detail::wait_for_notification(shared(), timeout),
+                                 std::forward<Token>(token));
   }
 
   // Cancels the round trip in flight, as an expired timeout does (see link.hpp and

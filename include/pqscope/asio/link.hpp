@@ -69,6 +69,7 @@
 #include <pqscope/detail/libpq_reply.hpp>
 #include <pqscope/detail/middleware.hpp>
 #include <pqscope/errors.hpp>
+#include <pqscope/notification.hpp>
 #include <pqscope/result.hpp>
 
 namespace pqscope::asio::detail {
@@ -173,6 +174,21 @@ class link : public std::enable_shared_from_this<link> {
   void abandon_after_fork() noexcept;
 
   [[nodiscard]] std::string application_name() const { return pqscope::detail::application_name_of(pg_); }
+
+  // ---- notifications (LISTEN), between round trips ----------------------------------
+
+  // The oldest notification libpq holds: kept since it arrived, also during other
+  // statements and after the connection was lost, until taken here.
+  bool take_notification(notification& out) { return pqscope::detail::take_notification(pg_, out); }
+  // What the socket holds now, without waiting; a failure shows in usable().
+  void read_input() noexcept {
+    if (pg_ != nullptr && phase_ == phase::idle) (void)PQconsumeInput(pg_);
+  }
+  // Ends a wait for the socket (async_wait) with operation_aborted.
+  void stop_waiting() noexcept {
+    error_code ignored;
+    sock_.cancel(ignored);
+  }
 
  private:
   enum class phase { idle, connecting, exchanging };

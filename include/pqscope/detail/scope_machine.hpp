@@ -152,6 +152,10 @@ class scope_machine {
   std::shared_ptr<statement_slot> queue_statement(const char* sql, std::string_view text, const sql_facts& f,
                                                   const param_list& params, std::weak_ptr<sender> owner);
 
+  // A slot its caller is done with: kept for the next statement if nothing else
+  // holds it (no result refers to it), so that a statement costs no allocation.
+  void recycle(std::shared_ptr<statement_slot>&& slot) noexcept;
+
   // ---- statements outside the pipeline (COPY, scripts) ----
   // Such a statement must find the server's transaction and savepoints exactly as
   // the scopes say, so everything queued goes out first, controls included:
@@ -186,7 +190,9 @@ class scope_machine {
   const std::vector<statement>& plan();
 
   // Applies the answers to the batch from plan(). Throws only if memory runs out.
-  void apply(batch_reply br);
+  // Takes the results out of `br`, whose memory the caller may use again.
+  void apply(batch_reply& br);
+  void apply(batch_reply&& br) { apply(static_cast<batch_reply&>(br)); }
 
   // ---- connection life --------------------------------------------------------
 
@@ -367,6 +373,8 @@ class scope_machine {
   std::vector<frame> frames_;
   sql_facts_cache facts_;
   prepared_statements prepared_;
+  std::vector<std::shared_ptr<statement_slot>> spare_;  // see recycle()
+  static constexpr std::size_t spare_slots = 16;
   std::vector<item> queue_;      // not yet sent, in order
   std::vector<item> followup_;   // a ROLLBACK due before anything else
   std::vector<item> in_flight_;  // the batch from plan(), until apply()

@@ -47,6 +47,9 @@ class statement_slot final : public deferred_answer {
   // Copies the text and parameters, so the statement can wait past the caller's call.
   void own();
 
+  // Back to a fresh slot's state, for the machine to use again (scope_machine::recycle).
+  void recycle() noexcept;
+
   state st = state::queued;
   result res;
   std::exception_ptr error;

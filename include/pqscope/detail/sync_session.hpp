@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <pqscope/driver.hpp>
+#include <pqscope/notification.hpp>
 #include <pqscope/errors.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/detail/config.hpp>
@@ -112,15 +113,32 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
   void abandon(std::uint64_t id) noexcept;
 
  protected:
-  virtual batch_reply exchange(const std::vector<statement>& statements) = 0;
+  // Fills `out` (its memory is used again from one round trip to the next).
+  virtual void exchange(const std::vector<statement>& statements, batch_reply& out) = 0;
   // "committed", "aborted", or why it could not tell; asked on a fresh connection.
   virtual std::string xact_status(const std::string& xid) noexcept = 0;
 
  private:
   bool driving_ = false;
+  batch_reply reply_;  // drive()'s, kept for its memory
   stream* stream_ = nullptr;  // the COPY in progress, if any
   std::atomic<std::uintptr_t> owner_{0};  // this_thread_token() of the thread in a call, or 0
 };
+
+// Whether a driver can fill a batch_reply it is given (libpq_driver::exchange).
+template <class D, class = void>
+struct fills_reply : std::false_type {};
+template <class D>
+struct fills_reply<D, std::void_t<decltype(std::declval<D&>().exchange(std::declval<const std::vector<statement>&>(),
+                                                                       std::declval<batch_reply&>()))>>
+    : std::true_type {};
+
+// Whether a driver can wait for notifications (LISTEN) between round trips.
+template <class D, class = void>
+struct has_notifications : std::false_type {};
+template <class D>
+struct has_notifications<D, std::void_t<decltype(std::declval<D&>().take_notification(std::declval<notification&>()))>>
+    : std::true_type {};
 
 // Whether a driver can send statements outside the pipeline (COPY, scripts).
 template <class D, class = void>
@@ -224,7 +242,12 @@ class driver_session final : public sync_session {
   }
 
  protected:
-  batch_reply exchange(const std::vector<statement>& statements) override { return driver.exchange(statements); }
+  void exchange(const std::vector<statement>& statements, batch_reply& out) override {
+    if constexpr (fills_reply<Driver>::value)
+      (void)driver.exchange(statements, out);
+    else
+      out = driver.exchange(statements);
+  }
 
   std::string xact_status(const std::string& xid) noexcept override {
     try {

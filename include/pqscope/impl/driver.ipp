@@ -109,7 +109,12 @@ PQSCOPE_DECL std::string libpq_driver::application_name() const { return detail:
 
 PQSCOPE_DECL batch_reply libpq_driver::exchange(const std::vector<statement>& batch) {
   batch_reply out;
-  out.replies.resize(batch.size());
+  exchange(batch, out);
+  return out;
+}
+
+PQSCOPE_DECL batch_reply& libpq_driver::exchange(const std::vector<statement>& batch, batch_reply& out) {
+  out.clear(batch.size());
   fatal_.clear();
   if (!is_open()) return lost(out, closed_reason_.empty() ? "the connection is closed" : closed_reason_);
   round_trip rt{batch};

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace pqscope {
 
@@ -54,6 +55,34 @@ PQSCOPE_DECL libpq_driver::io libpq_driver::wait(round_trip& rt, short events, s
       revents = p.revents;
       return io::ok;
     }
+  }
+}
+
+PQSCOPE_DECL bool libpq_driver::take_notification(notification& out) {
+  return detail::take_notification(conn_, out);
+}
+
+PQSCOPE_DECL libpq_driver::notice_wait libpq_driver::wait_notification(std::chrono::milliseconds timeout,
+                                                                      notification& out) {
+  static const std::vector<statement> none;
+  round_trip rt{none};
+  rt.bounded = true;
+  rt.in_grace = true;  // a deadline of the caller's: nothing runs that a cancel could stop
+  rt.deadline = clock::now() + timeout;
+  bool read = false;
+  for (;;) {
+    if (take_notification(out)) return notice_wait::received;
+    if (!is_open()) return notice_wait::lost;
+    if (!read) {  // what the socket holds now, without waiting
+      read = true;
+      (void)PQconsumeInput(conn_);  // a failure shows in is_open() once what it read is taken
+      continue;
+    }
+    short revents = 0;
+    const io w = wait(rt, POLLIN, revents);
+    if (w == io::expired) return notice_wait::timed_out;
+    if (w == io::failed) return notice_wait::lost;
+    read = false;
   }
 }
 

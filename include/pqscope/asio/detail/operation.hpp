@@ -191,9 +191,14 @@ struct connect_work : work_base {
     if (s.machine.depth() != 0)
       throw usage_error("async_connect() with " + std::to_string(s.machine.depth()) +
                         " scope(s) open; end them first");
+    s.keep_received();  // the link closes the old session first
     return true;
   }
-  void finish(session& s) { s.machine.mark_open(); }
+  void finish(session& s) {
+    s.machine.mark_open();
+    // The new session listens to nothing yet: the next wait does, then reports the gap.
+    if (!s.channels.empty()) s.relisten = s.gap = true;
+  }
 };
 
 template <class Work, class = void>

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -24,6 +25,7 @@
 
 #include <pqscope/driver.hpp>
 #include <pqscope/errors.hpp>
+#include <pqscope/notification.hpp>
 #include <pqscope/options.hpp>
 #include <pqscope/detail/scope_machine.hpp>
 #include <pqscope/detail/sync_session.hpp>
@@ -66,6 +68,21 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   net::steady_timer gate;
   // Scopes whose objects were destroyed open while an operation was running.
   std::vector<std::uint64_t> abandoned;
+
+  // LISTEN (asio/detail/listen.hpp): the channels; notifications taken from a
+  // session before it closed; a new session that does not listen yet, and the gap
+  // the next wait reports.
+  std::vector<std::string> channels;
+  std::deque<notification> received;
+  bool relisten = false, gap = false;
+  // Before the link closes its session: what it received is kept.
+  void keep_received() {
+    for (;;) {
+      notification n;
+      if (!io->take_notification(n)) return;
+      received.push_back(std::move(n));
+    }
+  }
 
   // statement_slot::wait() calls this for a batched result read before it was sent:
   // the blocking connection would send the batch here, which a coroutine cannot do.

@@ -88,7 +88,6 @@ PQSCOPE_DECL answer read_answer(PGconn* c, PGresult* raw, reply& r) {
     case PGRES_TUPLES_OK:
     case PGRES_EMPTY_QUERY:
       r.st = reply::status::ok;
-      r.command = PQcmdStatus(raw);
       r.res = std::move(res);
       a.k = answer::filled;
       return a;

@@ -19,11 +19,12 @@
 
 namespace pqscope::detail {
 
-PQSCOPE_DECL void scope_machine::apply(batch_reply br) {
+PQSCOPE_DECL void scope_machine::apply(batch_reply& br) {
   std::vector<item> batch;
   batch.swap(in_flight_);
   // The batch's memory goes back to in_flight_ for the next plan(), however this returns.
   auto give_back = [&]() noexcept {
+    for (item& it : batch) recycle(std::move(it.slot));
     batch.clear();
     if (in_flight_.empty() && in_flight_.capacity() < batch.capacity()) in_flight_.swap(batch);
   };
@@ -84,8 +85,8 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
         fold(it.sp, true);
         break;
       case item::user:
-        it.slot->answer(r.res);
         notify(*it.slot, elapsed, nullptr, &r.res);
+        it.slot->answer(std::move(r.res));
         break;
       case item::xid:
         xid_pending_ = false;

@@ -53,13 +53,27 @@ PQSCOPE_DECL std::shared_ptr<statement_slot> scope_machine::make_slot(const char
                                                                      std::weak_ptr<sender> owner) {
   throw_if_void("statement refused");
   throw_if_doomed("statement refused");
-  auto slot = std::make_shared<statement_slot>();
+  std::shared_ptr<statement_slot> slot;
+  if (!spare_.empty()) {
+    slot = std::move(spare_.back());
+    spare_.pop_back();
+  } else {
+    if (spare_.capacity() == 0) spare_.reserve(spare_slots);  // recycle() never allocates
+    slot = std::make_shared<statement_slot>();
+  }
   slot->stmt = statement{sql, params.size(), params.values(), params.types()};
   slot->sql = text;
   slot->owner = std::move(owner);
   slot->depth = depth();
   if (!frames_.empty()) slot->attempt = frames_.front().attempt.number;
   return slot;
+}
+
+PQSCOPE_DECL void scope_machine::recycle(std::shared_ptr<statement_slot>&& slot) noexcept {
+  // One owner left, and it is the caller: no result can reach the slot any more.
+  if (!slot || slot.use_count() != 1 || spare_.size() == spare_.capacity()) return;
+  slot->recycle();
+  spare_.push_back(std::move(slot));
 }
 
 PQSCOPE_DECL std::shared_ptr<statement_slot>

@@ -193,10 +193,10 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
     if (op.failure) std::rethrow_exception(op.failure);
     std::rethrow_exception(sql_error_ptr(op.end_reply, "COMMIT"));
   }
-  if (op.end_reply.command != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
+  if (op.end_reply.tag() != "COMMIT") {  // the server answers ROLLBACK for a failed transaction
     ++stats_.transactions_rolled_back;
     run_callbacks(f.on_rollback, false);
-    throw transaction_aborted("COMMIT was answered with " + op.end_reply.command +
+    throw transaction_aborted("COMMIT was answered with " + std::string(op.end_reply.tag()) +
                                   ": the transaction had failed and was rolled back",
                               "the server rolled the transaction back", "");
   }

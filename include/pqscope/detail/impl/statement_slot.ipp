@@ -42,6 +42,18 @@ PQSCOPE_DECL void statement_slot::fail(std::exception_ptr e) {
   error = std::move(e);
 }
 
+PQSCOPE_DECL void statement_slot::recycle() noexcept {
+  st = state::queued;
+  res = result();
+  error = nullptr;
+  owner.reset();
+  stmt = statement{};
+  sql = {};
+  depth = attempt = 0;
+  batched = resent = false;
+  heap_text_.reset();  // a long text's copy is not kept for the next statement
+}
+
 PQSCOPE_DECL void statement_slot::own() {
   if (owned()) return;
   const int n = stmt.n_params;

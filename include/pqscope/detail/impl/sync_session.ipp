@@ -58,7 +58,10 @@ PQSCOPE_DECL void sync_session::drive() {
   if (driving_) throw usage_error("the connection was used while it was busy (from a statement observer?)");
   driving_ = true;
   try {
-    while (machine.wants_send()) machine.apply(exchange(machine.plan()));
+    while (machine.wants_send()) {
+      exchange(machine.plan(), reply_);
+      machine.apply(reply_);
+    }
   } catch (...) {
     driving_ = false;
     throw;
