@@ -6,9 +6,10 @@
 #   -DOUT=<dir>              logs go here
 #
 # Each case is compiled twice with -fsyntax-only: with -DPQSCOPE_CASE_<name> it must
-# fail and print the expected message (so the failure is pqscope's refusal, not some
-# other error); with -DPQSCOPE_OK as well, the correct code next to the misuse must
-# compile (so the snippet itself is sound, and the refusal is no broader than meant).
+# fail with one error that prints the expected message (so the failure is pqscope's
+# refusal, not some other error, and not buried in follow-on errors); with
+# -DPQSCOPE_OK as well, the correct code next to the misuse must compile (so the
+# snippet itself is sound, and the refusal is no broader than meant).
 cmake_minimum_required(VERSION 3.16)
 
 foreach(var SOURCE CXX STD INCLUDE_DIRS OUT)
@@ -47,10 +48,14 @@ foreach(line IN LISTS case_lines)
   execute_process(COMMAND ${cmd} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
   file(WRITE "${OUT}/${stem}-${name}.log" "${out}")
   string(FIND "${out}" "${expected}" at)
+  string(REGEX MATCHALL "error: " errors "${out}")
+  list(LENGTH errors error_count)
   if(rc EQUAL 0)
     string(APPEND failures "\n==== ${name}: the misuse compiles")
   elseif(at EQUAL -1)
     string(APPEND failures "\n==== ${name}: refused, but without \"${expected}\"\n${out}")
+  elseif(NOT error_count EQUAL 1)
+    string(APPEND failures "\n==== ${name}: refused with ${error_count} errors instead of one\n${out}")
   else()
     message(STATUS "ok   ${name}")
   endif()

@@ -244,6 +244,26 @@ BOOST_AUTO_TEST_CASE(acquire_gives_up_after_acquire_timeout) {
   BOOST_TEST(p.pool.stats().timeouts == 1u);
 }
 
+// The longest acquire_timeout there is means no bound: the wait lasts until a
+// connection comes back (the deadline must not overflow into the past).
+BOOST_AUTO_TEST_CASE(the_longest_acquire_timeout_waits_for_a_return) {
+  pqscope::pool_options o = fast_options();
+  o.max_size = 1;
+  o.acquire_timeout = std::chrono::milliseconds::max();
+  app_pool p{direct(), o};
+  auto held = p.pool.acquire();
+  std::thread giver([&] {
+    std::this_thread::sleep_for(300ms);
+    held.release();
+  });
+  const auto start = clock_type::now();
+  auto c = p.pool.acquire();
+  giver.join();
+  BOOST_TEST(seconds_since(start) >= 0.25);
+  BOOST_TEST(c->query_value<int>("SELECT 1") == 1);
+  BOOST_TEST(p.pool.stats().timeouts == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(a_failed_connect_gives_its_slot_back) {
   pqscope::pool_options o = fast_options();
   o.max_size = 1;

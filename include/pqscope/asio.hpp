@@ -50,3 +50,4 @@
 #include <pqscope/asio/link.hpp>
 #include <pqscope/asio/connection.hpp>
 #include <pqscope/asio/transaction.hpp>
+#include <pqscope/asio/pool.hpp>

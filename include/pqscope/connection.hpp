@@ -151,14 +151,7 @@ class basic_connection {
     std::shared_ptr<detail::statement_slot> slot;
     try {
       const char* text = sql.c_str();
-      // Every statement of the script, read as the server reads it.
-      if (const std::string one = detail::script_control_statement(sql.view()); !one.empty())
-        throw usage_error("execute_script(): its statement \"" + one.substr(0, 60) +
-                          "\" would control the transaction behind pqscope's back; use pqscope::transaction "
-                          "or pqscope::atomic around the script instead");
-      if (!detail::script_copy_statement(sql.view()).empty())
-        throw usage_error("execute_script(): COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() "
-                          "or copy_out()");
+      detail::check_script(sql.view(), "execute_script()");
       check_session_state(sql.view(), sql.session_state_allowed());
       slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
     } catch (const std::exception& e) {
@@ -167,23 +160,8 @@ class basic_connection {
     }
     s.begin_out_of_band(slot);
     batch_reply all = s.script(slot->stmt.sql);
-    // The scopes see the script as one statement: its first error, or its last answer.
-    batch_reply one;
-    one.lost = all.lost;
-    one.lost_message = all.lost_message;
-    one.state = all.state;
-    one.replies.resize(1);
     std::vector<result> results;
-    for (reply& r : all.replies) {
-      if (r.st == reply::status::error) {
-        one.replies[0] = r;
-        break;
-      }
-      results.push_back(r.res);
-      one.replies[0] = r;
-    }
-    if (all.replies.empty() && !all.lost) one.replies[0].st = reply::status::ok;  // only blanks and comments
-    (void)s.end_out_of_band(slot, std::move(one));
+    (void)s.end_out_of_band(slot, detail::script_outcome(all, results));
     return results;
   }
 

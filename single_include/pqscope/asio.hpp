@@ -173,6 +173,10 @@ class link : public std::enable_shared_from_this<link> {
   // cannot take it makes the batch lost at once. `statements` is read only here.
   void start_batch(const std::vector<statement>& statements);
 
+  // The same for a script (several statements, one simple-protocol query, no
+  // pipeline): one reply per statement that answered, as libpq_driver::script.
+  void start_script(const char* sql);
+
   // A cancel request of an earlier round trip that PQcancel has not finished: the
   // next batch must not be sent before it has (see the top of this file).
   [[nodiscard]] bool cancel_pending();
@@ -250,7 +254,8 @@ class link : public std::enable_shared_from_this<link> {
   // copy_end: then that COPY's own answer (after COPY FROM STDIN was failed too);
   // probe: the answers to a middleware probe (send_probe()); parse, parse_end: the
   // answer to a Parse sent with its statement (statement::parse), then its null result.
-  enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe };
+  // script: the answers of a script, until its null result.
+  enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe, script };
 
   // Where the answers of statement k start.
   [[nodiscard]] reading first_reading(std::size_t k) {
@@ -333,11 +338,12 @@ class link : public std::enable_shared_from_this<link> {
 // Internal building blocks of the connection's operations. They never complete
 // inside the call that starts them.
 
-// One batch: completes with its batch_reply (lost if the connection failed).
+// One batch (or one script): completes with its batch_reply (lost if the connection failed).
 class exchange_op {
  public:
   exchange_op(std::shared_ptr<link> l, const std::vector<statement>& statements)
       : l_(std::move(l)), statements_(&statements) {}
+  exchange_op(std::shared_ptr<link> l, const char* script) : l_(std::move(l)), script_(script) {}
 
   template <class Self>
   void operator()(Self& self, error_code ec = {}) {
@@ -381,8 +387,12 @@ class exchange_op {
 
   // Sends the batch (as far as the socket takes it); what to wait for next.
   next_wait begin() {
-    l_->start_batch(*statements_);
+    if (script_ != nullptr)
+      l_->start_script(script_);
+    else
+      l_->start_batch(*statements_);
     statements_ = nullptr;  // libpq holds its own copy now
+    script_ = nullptr;
     return l_->batch_step();
   }
   template <class Self>
@@ -404,7 +414,8 @@ class exchange_op {
   }
 
   std::shared_ptr<link> l_;
-  const std::vector<statement>* statements_;
+  const std::vector<statement>* statements_ = nullptr;
+  const char* script_ = nullptr;
   state state_ = state::start;
   next_wait waiting_ = next_wait::done;
 };
@@ -413,6 +424,13 @@ template <class Token>
 auto async_exchange(std::shared_ptr<link> l, const std::vector<statement>& statements, Token&& token) {
   auto ex = l->get_executor();
   return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), statements}, token, ex);
+}
+
+// A script: everything before it went out already (the sync point of scope_machine).
+template <class Token>
+auto async_script(std::shared_ptr<link> l, const char* sql, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), sql}, token, ex);
 }
 
 // Connects a link: completes with nullptr, or the connection_error / usage_error.
@@ -567,6 +585,24 @@ inline void link::start_batch(const std::vector<statement>& statements) {
   commit_at_ = statements.size();
   for (std::size_t k = 0; k < statements.size(); ++k)
     if (std::strcmp(statements[k].sql, "COMMIT") == 0) commit_at_ = k;
+  if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
+}
+
+inline void link::start_script(const char* sql) {
+  reply_ = batch_reply{};
+  index_ = 0;
+  parses_.clear();
+  reading_ = reading::script;
+  finished_ = false;
+  flushing_ = false;
+  copy_in_ = false;
+  fatal_.clear();
+  suspect_ = false;
+  if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  if (PQsendQuery(pg_, sql) != 1) return lose(trimmed(PQerrorMessage(pg_)));
+  flushing_ = true;
+  phase_ = phase::exchanging;
+  commit_at_ = static_cast<std::size_t>(-1);  // a script has no COMMIT (check_script refuses one)
   if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
 }
 
@@ -921,6 +957,28 @@ inline bool link::take_result(PGresult* raw) {
       phase_ = phase::idle;
       return false;
     }
+    case reading::script: {
+      if (raw == nullptr) {  // the script's end
+        if (PQstatus(pg_) == CONNECTION_BAD) {
+          lose(trimmed(PQerrorMessage(pg_)));
+          return false;
+        }
+        reply_.state = pqscope::detail::state_of(PQtransactionStatus(pg_));
+        finished_ = true;
+        phase_ = phase::idle;
+        return false;
+      }
+      reply r;
+      pqscope::detail::answer a = pqscope::detail::read_script_answer(pg_, raw, r);
+      if (a.k == pqscope::detail::answer::skipped) return true;  // blanks and comments
+      if (a.k != pqscope::detail::answer::filled) {
+        lose(std::move(a.why));
+        return false;
+      }
+      if (r.st == reply::status::error) fatal_ = std::move(a.fatal);
+      reply_.replies.push_back(std::move(r));
+      return true;
+    }
     case reading::probe:
       if (raw != nullptr) {
         if (PQresultStatus(raw) == PGRES_TUPLES_OK && PQntuples(raw) > 0 && PQnfields(raw) > 0)
@@ -1040,7 +1098,10 @@ inline void link::lose(std::string why) {
 // asynchronous operation takes them.
 
 #include <cstddef>
+#include <cstring>
+#include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -1137,6 +1198,33 @@ struct detail_access {
   static pqscope::detail::param_list params(const query& q) { return q.params(); }
 };
 
+namespace detail {
+
+// A value that would be a statement's parameter, passed where an operation takes its
+// completion token: the blocking call's shape, async_execute("SELECT $1", 1). Asio
+// would report it from deep inside async_compose; the operation refuses it instead,
+// with one static_assert that says what to write. Asio's tokens are class types
+// (use_awaitable, deferred, a handler, a yield_context) that no parameter is.
+template <class T>
+struct parameter_like
+    : std::disjunction<std::negation<std::is_class<T>>, std::is_same<T, std::string>, std::is_same<T, std::nullopt_t>,
+                       pqscope::detail::is_optional<T>, pqscope::detail::is_vector<T>,
+                       pqscope::detail::has_to_text<T>> {};
+
+// A completion token for an operation that completes with void(std::exception_ptr, Value):
+// anything but a parameter, or a function pointer that takes the completion.
+template <class Token, class Value>
+inline constexpr bool completion_token_v =
+    std::disjunction_v<std::negation<parameter_like<std::decay_t<Token>>>,
+                       std::is_invocable<std::decay_t<Token>&, std::exception_ptr, Value>>;
+template <class Token, class Value>
+using if_completion_token = std::enable_if_t<completion_token_v<Token, Value>, int>;
+
+template <class...>
+inline constexpr bool refused_shape = false;
+
+}  // namespace detail
+
 }  // namespace pqscope::asio
 // #include <pqscope/asio/detail/operation.hpp>
 // One asynchronous operation: a work type says what the operation queues and how
@@ -1171,6 +1259,7 @@ struct detail_access {
 // #include <pqscope/detail/application_name.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/scope_machine.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/session_state.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/sql_text.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/asio/link.hpp> (inlined above)
 // #include <pqscope/asio/query.hpp> (inlined above)
 // #include <pqscope/asio/detail/session.hpp>
@@ -1396,11 +1485,14 @@ namespace pqscope::asio::detail {
 //   value_type finish(session&)               the end step: the value, or throws
 //   optional<string> in_doubt(session&)        (end of a scope) the xid to resolve
 //   void settle(session&)                      (optional) told the outcome, either way
-//   background / connects                      see machine_op
+//   background / connects / out_of_band        see machine_op
 
 struct work_base {
   static constexpr bool background = false;  // a rollback no one awaits (abandoned scope)
   static constexpr bool connects = false;    // opens the link after start()
+  // A statement outside the pipeline (a script): after the loop has sent everything
+  // queued (the sync point), stage() it and send it alone; take() its answers.
+  static constexpr bool out_of_band = false;
   std::optional<std::string> in_doubt(session&) const { return std::nullopt; }
 };
 
@@ -1457,6 +1549,55 @@ struct query_value_work : statement_work {
                              std::to_string(r.size()) + " row(s) of " + std::to_string(r.columns()) + " column(s)");
     return r[0][0].template as<T>();
   }
+};
+
+// execute_script(): several statements in one simple-protocol query. Everything
+// queued goes out first, controls too, so that the script finds the transaction and
+// savepoints the scopes say; the scopes then see it as one statement.
+struct script_work : work_base {
+  using value_type = std::vector<result>;
+  static constexpr bool out_of_band = true;
+  explicit script_work(query text) : q(std::make_unique<query>(std::move(text))) {}
+
+  bool start(session& s) {
+    try {
+      const std::string_view sql = q->text();
+      if (q->param_count() != 0)
+        throw usage_error("async_execute_script(): a script takes no parameters (use async_execute)");
+      pqscope::detail::check_script(sql, "async_execute_script()");
+      if (s.options.pooling == pooling::transaction && !q->session_state_allowed()) {
+        const std::string hazard = pqscope::detail::session_state_hazard(sql);
+        if (!hazard.empty()) throw usage_error(hazard);
+      }
+      slot = s.machine.prepare_out_of_band(detail_access::c_str(*q), sql, s.weak_from_this());
+    } catch (const std::exception& e) {
+      s.notify_refusal(*q, e);
+      throw;
+    }
+    s.machine.request_sync_point();
+    return true;
+  }
+  // The sync point went out: the script's turn. Its text, for the link.
+  const char* stage(session& s) {
+    s.machine.finish();
+    s.machine.stage_out_of_band(slot);
+    staged = true;
+    return slot->stmt.sql;
+  }
+  void take(session& s, batch_reply& all) {
+    taken = true;
+    s.machine.apply(pqscope::detail::script_outcome(all, results));
+  }
+  std::vector<result> finish(session& s) {
+    s.machine.finish();
+    (void)slot->wait();  // the script's error, if it failed
+    return std::move(results);
+  }
+
+  std::unique_ptr<query> q;  // the slot points into it: it stays put while the operation moves
+  std::shared_ptr<pqscope::detail::statement_slot> slot;
+  std::vector<result> results;
+  bool staged = false, taken = false;
 };
 
 struct flush_work : work_base {
@@ -1607,6 +1748,12 @@ class machine_op {
   }
   template <class Self>
   void operator()(Self& self, batch_reply br) {
+    if constexpr (Work::out_of_band) {
+      if (w_.staged && !w_.taken) {
+        w_.take(*s_, br);
+        return drive(self);
+      }
+    }
     s_->machine.apply(std::move(br));
     drive(self);
   }
@@ -1667,6 +1814,18 @@ class machine_op {
   template <class Self>
   void drive(Self& self) {
     if (s_->machine.wants_send()) return async_exchange(s_->io, s_->machine.plan(), park(self));
+    if constexpr (Work::out_of_band) {
+      if (!w_.staged) {
+        const char* sql = nullptr;
+        try {
+          sql = w_.stage(*s_);
+        } catch (...) {
+          error_ = std::current_exception();
+          return done(self);
+        }
+        return async_script(s_->io, sql, park(self));
+      }
+    }
     if (!asked_) {
       asked_ = true;
       if (auto xid = w_.in_doubt(*s_)) return net::co_spawn(s_->executor, resolve_xact(s_, std::move(*xid)), park(self));
@@ -1937,20 +2096,46 @@ class connection {
   // attempt (transaction_options::batch) it is queued and completes at once with
   // a result that is filled when the batch is sent: reading it before
   // co_await async_flush() throws usage_error. Completion: void(std::exception_ptr, result).
-  template <class Token>
+  template <class Token, detail::if_completion_token<Token, result> = 0>
   auto async_execute(query q, Token&& token) {
     return detail::start(shared(), detail::statement_work{std::move(q)}, std::forward<Token>(token));
+  }
+  // Any other shape (see detail::parameter_like): refused here, not deep in Asio.
+  template <class... Args>
+  boost::asio::awaitable<result> async_execute(const query&, Args&&...) {
+    static_assert(detail::refused_shape<Args...>,
+                  "pqscope: async_execute(query, token) takes the parameters in braces with the statement, "
+                  "then a completion token: co_await c.async_execute({\"SELECT $1\", 1}, use_awaitable)");
+    return {};
   }
 
   // One value: the query must return exactly one row of one column. In a batched
   // attempt it sends the batch (it needs the answer). Completion: void(std::exception_ptr, T).
-  template <class T, class Token>
+  template <class T, class Token, detail::if_completion_token<Token, T> = 0>
   auto async_query_value(query q, Token&& token) {
     static_assert(!std::is_same_v<T, std::string_view> && !std::is_same_v<T, std::optional<std::string_view>>,
                   "query_value<std::string_view> would point into a result that is already freed; use std::string");
     static_assert(std::is_default_constructible_v<T>,
                   "async_query_value<T>: T must be default-constructible (the completion passes a T with an error)");
     return detail::start(shared(), detail::query_value_work<T>{std::move(q)}, std::forward<Token>(token));
+  }
+  template <class T, class... Args>
+  boost::asio::awaitable<T> async_query_value(const query&, Args&&...) {
+    static_assert(detail::refused_shape<Args...>,
+                  "pqscope: async_query_value<T>(query, token) takes the parameters in braces with the "
+                  "statement, then a completion token: "
+                  "co_await c.async_query_value<long>({\"SELECT $1::bigint\", 1}, use_awaitable)");
+    return {};
+  }
+
+  // Several statements separated by semicolons (a schema set-up, a migration) in one
+  // simple-protocol query, as connection::execute_script: no parameters; in autocommit
+  // the server runs it as one transaction, inside a scope it is part of it; each
+  // statement checked as async_execute checks one. Everything queued goes out first.
+  // Completion: void(std::exception_ptr, std::vector<result>), one result per statement.
+  template <class Token>
+  auto async_execute_script(query q, Token&& token) {
+    return detail::start(shared(), detail::script_work{std::move(q)}, std::forward<Token>(token));
   }
 
   // Sends every statement a batched attempt has queued and waits for the answers;
@@ -2327,6 +2512,975 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
 template <class Fn>
 auto async_atomic(connection& c, Fn fn) {
   return async_atomic(c, transaction_options{}, std::move(fn));
+}
+
+}  // namespace pqscope::asio
+// #include <pqscope/asio/pool.hpp>
+// pqscope::asio::pool: a bounded pool of asynchronous connections to PostgreSQL
+// itself, with the blocking pool's meaning (pool.hpp) where the two overlap: the
+// same pool_options, pool_stats and pool_timeout, the same rule for what goes back.
+//
+//   pqscope::asio::pool p{io.get_executor(), "host=db dbname=app", {.max_size = 16}};
+//   {
+//     pqscope::asio::lease c = co_await p.async_acquire(use_awaitable);  // waits up to acquire_timeout
+//     co_await pqscope::asio::async_atomic(*c, [&]() -> awaitable<void> { ... });
+//   }                                                                    // back to the pool
+//
+// Waiters are served first come, first served. A connection goes back to the pool
+// only when nothing of the lease's work can reach the next holder (see
+// pool_state::returned in impl/pool.ipp); anything else is closed, which makes the
+// server roll back. No background task: idle and expired connections are closed
+// when the pool next looks at them (an acquire, a return), as in the blocking pool.
+//
+// Threads: the pool's own state sits behind a mutex, and no handler is ever called
+// under it, nor from inside the call that started the operation: every completion
+// is posted to the handler's executor. Each connection the pool opens gets a strand
+// of its own (of the pool's executor): what the pool does with it between leases
+// (connect, health check, waiting out a rollback) runs there. A lease holder uses
+// the connection from its own executor, one operation at a time, as any connection.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/execution_context.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/version.hpp>
+#if BOOST_ASIO_VERSION >= 101900
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/cancellation_type.hpp>
+#endif
+
+// #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/options.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/pool.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/process.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/asio/connection.hpp> (inlined above)
+
+namespace pqscope::asio {
+
+class lease;
+class pool;
+
+namespace detail {
+
+using pool_clock = std::chrono::steady_clock;
+
+struct pool_entry {
+  // On the heap so that a connection& taken from a lease survives moving the lease.
+  std::unique_ptr<connection> conn;
+  pool_clock::time_point created;
+  pool_clock::time_point last_used;
+};
+
+// One async_acquire() or async_shutdown() that has not completed. The queue holds
+// it; a cancellation slot only points at it (weak_ptr).
+class pool_waiter {
+ public:
+  pool_waiter() = default;
+  pool_waiter(const pool_waiter&) = delete;
+  pool_waiter& operator=(const pool_waiter&) = delete;
+  pool_waiter(pool_waiter&&) = delete;
+  pool_waiter& operator=(pool_waiter&&) = delete;
+  virtual ~pool_waiter() = default;
+
+  // Posts the outcome to the handler's executor (never runs it here); called once,
+  // never under the pool's lock. `l` is ignored by async_shutdown's waiters.
+  virtual void deliver(std::exception_ptr e, lease l) = 0;
+
+  // How it ends: decided under the lock, delivered after it (carry_out).
+  enum class ending { none, served, failed, timed_out, canceled, closed, drained };
+
+  pool_clock::time_point deadline;
+  std::list<std::shared_ptr<pool_waiter>>* list = nullptr;  // the queue it waits in, if any
+  std::list<std::shared_ptr<pool_waiter>>::iterator at;     // its place there
+  ending end = ending::none;
+  bool shutdown = false;     // an async_shutdown(), not an acquire
+  std::exception_ptr error;  // failed: the connect's error
+  pool_entry entry;          // served: the connection
+};
+
+using waiter_list = std::list<std::shared_ptr<pool_waiter>>;
+
+// What the lease, the pool object and the operations in flight share: the pool
+// outlives its object while a lease or an operation still needs it.
+class pool_state : public std::enable_shared_from_this<pool_state> {
+ public:
+  pool_state(const boost::asio::any_io_executor& ex, std::string conninfo, const pool_options& options,
+             connection_options connection);
+  pool_state(const pool_state&) = delete;
+  pool_state& operator=(const pool_state&) = delete;
+  pool_state(pool_state&&) = delete;
+  pool_state& operator=(pool_state&&) = delete;
+  ~pool_state() = default;
+
+  // async_acquire(): a connection now (posted), or a place at the end of the queue.
+  void acquire(const std::shared_ptr<pool_waiter>& w);
+  // async_shutdown(): close(), then completes once every connection has been closed.
+  void shutdown(const std::shared_ptr<pool_waiter>& w);
+  // A cancellation slot asked: the waiter leaves the queue (if it is still there).
+  void cancel(const std::weak_ptr<pool_waiter>& w) noexcept;
+  // From a lease, on any thread; the rest happens on the connection's strand.
+  void give_back(pool_entry e) noexcept;
+  // Waiters fail, idle connections are closed, leases close theirs on return.
+  void close() noexcept;
+
+  [[nodiscard]] std::size_t size();
+  [[nodiscard]] std::size_t idle();
+  [[nodiscard]] std::size_t waiting();
+  [[nodiscard]] pool_stats stats();
+
+  const boost::asio::any_io_executor executor;
+  const std::string conninfo;
+  const pool_options opts;
+  const connection_options conn_opts;  // for every connection the pool opens
+  const pid_t pid = pqscope::detail::current_pid();
+
+ private:
+  struct effects;  // what a decision under the lock left to do after it
+
+  [[nodiscard]] std::size_t pending() const noexcept { return connecting_ + checking_; }
+  [[nodiscard]] bool needs_check(const pool_entry& e, pool_clock::time_point now) const noexcept;
+  [[nodiscard]] bool expired(const pool_entry& e, pool_clock::time_point now) const noexcept;
+  [[nodiscard]] bool may_connect(pool_clock::time_point now) const noexcept;
+
+  // Under the lock.
+  void dispatch(effects& fx, pool_clock::time_point now);
+  void sweep(effects& fx, pool_clock::time_point now);
+  void serve_head(effects& fx, pool_entry e);
+  void fail_head(effects& fx, std::exception_ptr e);
+  void expire_waiters(effects& fx, pool_clock::time_point now);
+  void arm_timers(pool_clock::time_point now);
+  void check_drained(effects& fx);
+
+  // After the lock: completions posted, connections closed, connects and checks started.
+  void carry_out(effects& fx) noexcept;
+  void start_connect(unsigned round) noexcept;
+  void start_check(pool_entry e) noexcept;
+
+  // On a connection's strand.
+  void connected(pool_entry e, std::exception_ptr failure, unsigned round);
+  void checked(pool_entry e, bool healthy);
+  void returned(pool_entry e);
+  void take_back(pool_entry e);
+
+  void on_deadline(std::uint64_t generation);
+  void on_retry(std::uint64_t generation);
+
+  std::mutex m_;
+  waiter_list waiters_;               // acquires, oldest first
+  waiter_list drain_;                 // async_shutdown() calls waiting for the last connection
+  std::vector<pool_entry> idle_;      // most recently returned last
+  std::size_t open_ = 0;              // idle + leased + being opened, checked or settled; never above max_size
+  std::size_t connecting_ = 0;        // connects in flight
+  std::size_t checking_ = 0;          // health checks in flight
+  unsigned failures_ = 0;             // connects failed in a row (counted once per round of attempts)
+  pool_clock::time_point retry_at_{};  // no connect before this while failures_ > 0
+  std::string last_failure_;          // why the last connect failed
+  bool closed_ = false;
+  pool_stats stats_;
+  boost::asio::steady_timer deadline_timer_;  // the first waiter that no connection is on its way to
+  boost::asio::steady_timer retry_timer_;     // the next connect after a failure
+  bool deadline_armed_ = false, retry_armed_ = false;
+  pool_clock::time_point deadline_at_{};
+  std::uint64_t deadline_generation_ = 0, retry_generation_ = 0;
+};
+
+template <class Handler>
+using pool_handler_executor = boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
+
+}  // namespace detail
+
+// A connection borrowed from a pqscope::asio::pool, given back when the lease is
+// destroyed or released. Move-only. An empty lease (default-constructed: what a
+// failed acquire completes with, or moved from) holds nothing. Use the connection
+// from one executor at a time, and give the lease back only when no operation of
+// yours is running on it.
+class lease {
+ public:
+  lease() noexcept = default;
+  lease(lease&& other) noexcept;
+  lease& operator=(lease&& other) noexcept;
+  lease(const lease&) = delete;
+  lease& operator=(const lease&) = delete;
+  ~lease() { give_back(); }
+
+  // usage_error when the lease holds no connection (released, moved from, empty).
+  [[nodiscard]] connection& get();
+  [[nodiscard]] connection& operator*() { return get(); }
+  [[nodiscard]] connection* operator->() { return &get(); }
+
+  // Gives the connection back now; using the lease afterwards is a usage_error, and
+  // so is releasing it twice.
+  void release();
+
+ private:
+  friend class detail::pool_state;
+  enum class status { empty, active, released, moved_from };
+
+  lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry) noexcept;
+
+  void check() const;
+  void give_back() noexcept;
+
+  std::shared_ptr<detail::pool_state> state_;
+  detail::pool_entry entry_;
+  status status_ = status::empty;
+};
+
+namespace detail {
+
+// An operation's handler, kept until its outcome is posted to the handler's executor.
+template <class Handler, bool Shutdown>
+class pool_waiter_for final : public pool_waiter {
+ public:
+  pool_waiter_for(Handler h, const boost::asio::any_io_executor& fallback)
+      : work_(boost::asio::get_associated_executor(h, fallback)), handler_(std::move(h)) {}
+
+  void deliver(std::exception_ptr e, lease l) override {
+    auto ex = work_.get_executor();
+    boost::asio::post(ex, [h = std::move(handler_), e = std::move(e), l = std::move(l)]() mutable {
+#if BOOST_ASIO_VERSION >= 101900
+      // The operation is over: a later cancellation must not reach the pool.
+      boost::asio::get_associated_cancellation_slot(h).clear();
+#endif
+      if constexpr (Shutdown) {
+        std::move(h)(std::move(e));
+      } else {
+        std::move(h)(std::move(e), std::move(l));
+      }
+    });
+    work_.reset();
+  }
+
+#if BOOST_ASIO_VERSION >= 101900
+  // Per-operation cancellation (Boost 1.77 and newer): a waiting operation leaves the
+  // queue and completes with query_canceled. Installed before the waiter is queued,
+  // from the starting thread, as Asio wants slots to be handled.
+  static void connect_slot(const std::shared_ptr<pool_waiter_for>& self, const std::shared_ptr<pool_state>& state) {
+    auto slot = boost::asio::get_associated_cancellation_slot(self->handler_);
+    if (!slot.is_connected()) return;
+    slot.assign([w = std::weak_ptr<pool_waiter>(self), s = std::weak_ptr<pool_state>(state)](
+                    boost::asio::cancellation_type type) {
+      if ((type & (boost::asio::cancellation_type::terminal | boost::asio::cancellation_type::partial |
+                   boost::asio::cancellation_type::total)) == boost::asio::cancellation_type::none)
+        return;
+      if (auto p = s.lock()) p->cancel(w);
+    });
+  }
+#endif
+
+ private:
+  // Keeps the handler's executor from running out of work while the operation waits.
+  boost::asio::executor_work_guard<pool_handler_executor<Handler>> work_;
+  Handler handler_;
+};
+
+template <bool Shutdown>
+struct pool_initiation {
+  template <class Handler>
+  void operator()(Handler&& handler, const std::shared_ptr<pool_state>& state) const {
+    using waiter = pool_waiter_for<std::decay_t<Handler>, Shutdown>;
+    auto w = std::make_shared<waiter>(std::forward<Handler>(handler), state->executor);
+#if BOOST_ASIO_VERSION >= 101900
+    waiter::connect_slot(w, state);
+#endif
+    if constexpr (Shutdown)
+      state->shutdown(std::move(w));
+    else
+      state->acquire(std::move(w));
+  }
+};
+
+}  // namespace detail
+
+// A bounded pool for talking to PostgreSQL directly (behind PgBouncer, give each
+// coroutine its own pqscope::asio::connection: PgBouncer is the pool). The
+// executor runs the pool's timers and the connections it opens (a strand of it
+// each); the io_context behind it must outlive the pool and every lease.
+class pool {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+
+  // No connection is opened here; a malformed conninfo, max_size == 0 or a negative
+  // duration is a usage_error at once.
+  pool(const executor_type& ex, std::string conninfo, pool_options options = {}, connection_options connection = {});
+  template <class ExecutionContext,
+            std::enable_if_t<std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&>, int> = 0>
+  pool(ExecutionContext& ctx, std::string conninfo, pool_options options = {}, connection_options connection = {})
+      : pool(executor_type(ctx.get_executor()), std::move(conninfo), options, std::move(connection)) {}
+  // Leases point to the pool's state, not to the object.
+  pool(const pool&) = delete;
+  pool& operator=(const pool&) = delete;
+  pool(pool&&) = delete;
+  pool& operator=(pool&&) = delete;
+  // close(): waiters fail, idle connections are closed, leases still out keep
+  // working and their connections are closed when they come back.
+  ~pool() { close(); }
+
+  [[nodiscard]] executor_type get_executor() const { return state_->executor; }
+
+  // A connection: an idle one (checked with a round trip first if it sat longer
+  // than health_check_after), or a new one while fewer than max_size are open;
+  // otherwise waits, first come first served, up to acquire_timeout, then
+  // pool_timeout (the wait for a connect already started on its behalf is bounded
+  // by connect_timeout, as in the blocking pool). A failed connect fails the oldest
+  // waiter with its connection_error; the next one is tried after a pause that
+  // doubles with each failure in a row (50 ms up to 2 s), and only while someone
+  // waits. usage_error once the pool is closed, and in a forked child. With Boost
+  // 1.77 or newer a cancellation slot ends the wait: query_canceled.
+  // Completion: void(std::exception_ptr, lease).
+  template <class Token>
+  auto async_acquire(Token&& token) {
+    return boost::asio::async_initiate<Token, void(std::exception_ptr, lease)>(detail::pool_initiation<false>{},
+                                                                                 token, state_);
+  }
+
+  // close(), then completes once every connection the pool opened is closed: the
+  // last lease came back, the last connect or check ended. Completion: void(std::exception_ptr).
+  template <class Token>
+  auto async_shutdown(Token&& token) {
+    return boost::asio::async_initiate<Token, void(std::exception_ptr)>(detail::pool_initiation<true>{}, token,
+                                                                         state_);
+  }
+
+  // Stops the pool at once, without waiting: waiting acquires complete with
+  // usage_error, idle connections are closed, later acquires fail with usage_error.
+  void close() noexcept { state_->close(); }
+
+  // Connections open or being opened, leased or idle.
+  [[nodiscard]] std::size_t size() const { return state_->size(); }
+  [[nodiscard]] std::size_t idle() const { return state_->idle(); }
+  // Acquires waiting in the queue.
+  [[nodiscard]] std::size_t waiting() const { return state_->waiting(); }
+  [[nodiscard]] std::size_t max_size() const noexcept { return state_->opts.max_size; }
+  [[nodiscard]] pool_stats stats() const { return state_->stats(); }
+
+ private:
+  std::shared_ptr<detail::pool_state> state_;
+};
+
+}  // namespace pqscope::asio
+
+// #include <pqscope/asio/impl/pool.ipp>
+// The bodies of asio/pool.hpp: the queue of waiters, connects with their pauses,
+// health checks, and what happens to a connection that comes back. Header-only,
+// like all of the asio front end: included at the end of asio/pool.hpp.
+//
+// Every decision is taken under the pool's lock by dispatch(), which only moves
+// things between lists and counts; what it decided (completions to post,
+// connections to close, connects and checks to start) is carried out after the
+// lock is let go (carry_out), so that no handler, no libpq call and no close ever
+// runs under it.
+//
+// First come, first served: waiters queue in arrival order; a connection that
+// becomes ready (returned, connected, checked) goes to the oldest. The first
+// pending() waiters are "covered": a connect or a check is on its way for each,
+// and, as in the blocking pool, acquire_timeout does not cut short a wait for a
+// connect already started (connect_timeout bounds it). All waiters have the same
+// timeout, so deadlines grow along the queue: one timer, for the first waiter not
+// covered, is all the queue needs.
+
+// #include <pqscope/asio/pool.hpp> (inlined above)
+
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <iterator>
+
+// #include <pqscope/detail/libpq_connect.hpp> (in <pqscope/pqscope.hpp>)
+
+namespace pqscope::asio::detail {
+
+// A failed connect is tried again after 50 ms, then 100, 200, ... up to 2 s, and
+// only while someone waits: a server that is down sees one attempt per pause,
+// not one per waiter.
+inline std::chrono::milliseconds pool_pause(unsigned failures) {
+  const unsigned doublings = std::min(failures == 0 ? 0U : failures - 1, 6U);
+  return std::min(std::chrono::milliseconds(50) * (1U << doublings), std::chrono::milliseconds(2000));
+}
+
+// Clean enough for the next lease: nothing of this lease's work can reach it. On
+// the connection's strand (a background rollback writes what is read here).
+inline bool pool_reusable(const connection& c) {
+  PGconn* h = c.native_handle();
+  if (h == nullptr || c.depth() != 0 || !c.is_open()) return false;
+  const std::shared_ptr<session> s = connection_access::of(c);
+  return !s->user_busy && !s->background && s->machine.opened_by_this_process() && PQstatus(h) == CONNECTION_OK &&
+         PQtransactionStatus(h) == PQTRANS_IDLE &&
+         // an exchange cut short leaves pipeline mode on
+         PQpipelineStatus(h) == PQ_PIPELINE_OFF;
+}
+
+struct pool_state::effects {
+  waiter_list done;               // their ending is set: delivered after the lock
+  std::vector<pool_entry> close;  // closed after the lock
+  std::vector<pool_entry> check;  // idle connections to check before a lease
+  std::size_t connects = 0;       // connects to start
+  unsigned round = 0;             // failures_ when they were decided
+  std::string timeout_message;    // for the waiters that timed out
+};
+
+inline pool_state::pool_state(const boost::asio::any_io_executor& ex, std::string info, const pool_options& options,
+                              connection_options connection)
+    : executor(ex),
+      conninfo(std::move(info)),
+      opts(options),
+      conn_opts(std::move(connection)),
+      deadline_timer_(ex),
+      retry_timer_(ex) {
+  idle_.reserve(std::min<std::size_t>(opts.max_size, 64));
+}
+
+inline bool pool_state::needs_check(const pool_entry& e, pool_clock::time_point now) const noexcept {
+  return opts.health_check_after.count() == 0 || now - e.last_used > opts.health_check_after;
+}
+
+inline bool pool_state::expired(const pool_entry& e, pool_clock::time_point now) const noexcept {
+  return opts.max_lifetime.count() > 0 && now - e.created >= opts.max_lifetime;
+}
+
+inline bool pool_state::may_connect(pool_clock::time_point now) const noexcept {
+  // After a failure: one attempt at a time, and not before its pause is over.
+  return failures_ == 0 || (connecting_ == 0 && now >= retry_at_);
+}
+
+// ---- under the lock ----------------------------------------------------------------
+
+inline void pool_state::dispatch(effects& fx, pool_clock::time_point now) {
+  if (closed_) return;
+  sweep(fx, now);
+  while (waiters_.size() > pending() && !idle_.empty()) {
+    pool_entry e = std::move(idle_.back());
+    idle_.pop_back();
+    if (needs_check(e, now)) {
+      ++checking_;
+      fx.check.push_back(std::move(e));
+    } else {
+      ++stats_.reused;
+      serve_head(fx, std::move(e));
+    }
+  }
+  fx.round = failures_;
+  while (waiters_.size() > pending() && open_ < opts.max_size && may_connect(now)) {
+    ++open_;
+    ++connecting_;
+    ++fx.connects;
+  }
+  arm_timers(now);
+}
+
+inline void pool_state::sweep(effects& fx, pool_clock::time_point now) {
+  for (auto it = idle_.begin(); it != idle_.end();) {
+    const bool idle_too_long = opts.idle_timeout.count() > 0 && now - it->last_used >= opts.idle_timeout;
+    if (idle_too_long || expired(*it, now)) {
+      fx.close.push_back(std::move(*it));
+      it = idle_.erase(it);
+      --open_;
+      ++stats_.closed_expired;
+    } else {
+      ++it;
+    }
+  }
+}
+
+inline void pool_state::serve_head(effects& fx, pool_entry e) {
+  pool_waiter& w = *waiters_.front();
+  w.entry = std::move(e);
+  w.end = pool_waiter::ending::served;
+  w.list = nullptr;
+  fx.done.splice(fx.done.end(), waiters_, waiters_.begin());
+}
+
+inline void pool_state::fail_head(effects& fx, std::exception_ptr e) {
+  pool_waiter& w = *waiters_.front();
+  w.error = std::move(e);
+  w.end = pool_waiter::ending::failed;
+  w.list = nullptr;
+  fx.done.splice(fx.done.end(), waiters_, waiters_.begin());
+}
+
+inline void pool_state::expire_waiters(effects& fx, pool_clock::time_point now) {
+  if (waiters_.size() <= pending()) return;
+  auto it = std::next(waiters_.begin(), static_cast<std::ptrdiff_t>(pending()));
+  while (it != waiters_.end() && (*it)->deadline <= now) {
+    const auto next = std::next(it);
+    (*it)->end = pool_waiter::ending::timed_out;
+    (*it)->list = nullptr;
+    ++stats_.timeouts;
+    fx.done.splice(fx.done.end(), waiters_, it);
+    it = next;
+  }
+  if (fx.timeout_message.empty() && !fx.done.empty()) {
+    fx.timeout_message = "no connection came free within " + std::to_string(opts.acquire_timeout.count()) +
+                         " ms (max_size " + std::to_string(opts.max_size) + ", all leased)";
+    if (failures_ > 0) fx.timeout_message += "; the last attempt to connect failed: " + last_failure_;
+  }
+}
+
+inline void pool_state::arm_timers(pool_clock::time_point now) {
+  // The first waiter no connect or check is on its way to is the next to time out.
+  const pool_waiter* first = nullptr;
+  if (waiters_.size() > pending()) first = std::next(waiters_.begin(), static_cast<std::ptrdiff_t>(pending()))->get();
+  if (first != nullptr && (!deadline_armed_ || first->deadline < deadline_at_)) {
+    deadline_armed_ = true;
+    deadline_at_ = first->deadline;
+    deadline_timer_.expires_at(deadline_at_);
+    deadline_timer_.async_wait([s = weak_from_this(), g = ++deadline_generation_](const error_code&) {
+      if (auto p = s.lock()) p->on_deadline(g);
+    });
+  } else if (first == nullptr && deadline_armed_) {
+    // Nobody can time out: a pending wait would keep io_context::run() busy for nothing.
+    deadline_armed_ = false;
+    ++deadline_generation_;
+    deadline_timer_.cancel();
+  }
+  const bool want_retry = failures_ > 0 && first != nullptr && connecting_ == 0 && now < retry_at_;
+  if (want_retry && !retry_armed_) {
+    retry_armed_ = true;
+    retry_timer_.expires_at(retry_at_);
+    retry_timer_.async_wait([s = weak_from_this(), g = ++retry_generation_](const error_code&) {
+      if (auto p = s.lock()) p->on_retry(g);
+    });
+  } else if (!want_retry && retry_armed_) {
+    retry_armed_ = false;
+    ++retry_generation_;
+    retry_timer_.cancel();
+  }
+}
+
+inline void pool_state::check_drained(effects& fx) {
+  if (!closed_ || open_ != 0) return;
+  for (auto& w : drain_) {
+    w->end = pool_waiter::ending::drained;
+    w->list = nullptr;
+  }
+  fx.done.splice(fx.done.end(), drain_);
+}
+
+// ---- after the lock ----------------------------------------------------------------
+
+inline void pool_state::carry_out(effects& fx) noexcept {
+  for (const std::shared_ptr<pool_waiter>& w : fx.done) {
+    try {
+      switch (w->end) {
+        case pool_waiter::ending::served:
+          w->deliver(nullptr, lease(shared_from_this(), std::move(w->entry)));
+          break;
+        case pool_waiter::ending::failed: w->deliver(w->error, lease()); break;
+        case pool_waiter::ending::timed_out:
+          w->deliver(std::make_exception_ptr(pool_timeout(fx.timeout_message)), lease());
+          break;
+        case pool_waiter::ending::canceled:
+          w->deliver(std::make_exception_ptr(query_canceled(
+                         w->shutdown ? "async_shutdown() was canceled while it waited for the last connection"
+                                     : "async_acquire() was canceled while it waited for a connection",
+                         "57014")),
+                     lease());
+          break;
+        case pool_waiter::ending::closed:
+          w->deliver(std::make_exception_ptr(usage_error("the pool was closed while async_acquire() waited")), lease());
+          break;
+        case pool_waiter::ending::drained: w->deliver(nullptr, lease()); break;
+        case pool_waiter::ending::none: break;
+      }
+    } catch (...) {
+      // Out of memory: the handler goes with its waiter; a connection in it goes back.
+    }
+  }
+  fx.done.clear();
+  fx.close.clear();
+  for (pool_entry& e : fx.check) start_check(std::move(e));
+  fx.check.clear();
+  for (std::size_t k = 0; k < fx.connects; ++k) start_connect(fx.round);
+  fx.connects = 0;
+}
+
+// A connect or a check that could not even start (out of memory): its place is given up.
+inline void pool_state::start_connect(unsigned round) noexcept {
+  try {
+    auto strand = boost::asio::make_strand(executor);
+    pool_entry e;
+    e.conn = std::make_unique<connection>(boost::asio::any_io_executor(strand), conninfo, conn_opts);
+    // Started on the connection's strand, where every step of it runs.
+    boost::asio::post(strand, [self = shared_from_this(), e = std::move(e), round]() mutable {
+      connection& c = *e.conn;
+      try {
+        c.async_connect([self, e = std::move(e), round](std::exception_ptr failure) mutable {
+          self->connected(std::move(e), std::move(failure), round);
+        });
+      } catch (...) {
+        self->connected(pool_entry{}, std::current_exception(), round);
+      }
+    });
+  } catch (...) {
+    connected(pool_entry{}, std::current_exception(), round);
+  }
+}
+
+inline void pool_state::start_check(pool_entry e) noexcept {
+  try {
+    const auto strand = e.conn->get_executor();
+    boost::asio::post(strand, [self = shared_from_this(), e = std::move(e)]() mutable {
+      connection& c = *e.conn;
+      try {
+        // As the blocking pool: one round trip; a session the server ended, or that a
+        // restart or an idle-session timeout killed, fails it.
+        c.async_execute("SELECT 1", [self, e = std::move(e)](const std::exception_ptr& failure, const result&) mutable {
+          const bool healthy = !failure && pool_reusable(*e.conn);
+          self->checked(std::move(e), healthy);
+        });
+      } catch (...) {
+        self->checked(pool_entry{}, false);
+      }
+    });
+  } catch (...) {
+    checked(pool_entry{}, false);
+  }
+}
+
+// ---- on a connection's strand ------------------------------------------------------
+
+inline void pool_state::connected(pool_entry e, std::exception_ptr failure, unsigned round) {
+  effects fx;
+  const auto now = pool_clock::now();
+  {
+    const std::lock_guard<std::mutex> lock(m_);
+    --connecting_;
+    if (failure) {
+      --open_;
+      // Attempts started together fail together: one step of the pause for them all.
+      failures_ = std::max(failures_, round + 1);
+      retry_at_ = now + pool_pause(failures_);
+      try {
+        std::rethrow_exception(failure);
+      } catch (const std::exception& x) {
+        last_failure_ = x.what();
+      } catch (...) {
+        last_failure_ = "unknown failure";
+      }
+      // The oldest waiter learns why, as a blocking acquire() would; the others wait
+      // for the next attempt (or their timeout).
+      if (!closed_ && !waiters_.empty()) fail_head(fx, std::move(failure));
+    } else {
+      failures_ = 0;
+      ++stats_.created;
+      e.created = e.last_used = now;
+      if (closed_) {
+        --open_;
+        fx.close.push_back(std::move(e));
+      } else if (!waiters_.empty()) {
+        serve_head(fx, std::move(e));
+      } else {
+        idle_.push_back(std::move(e));
+      }
+    }
+    dispatch(fx, now);
+    check_drained(fx);
+  }
+  carry_out(fx);
+}
+
+inline void pool_state::checked(pool_entry e, bool healthy) {
+  effects fx;
+  const auto now = pool_clock::now();
+  {
+    const std::lock_guard<std::mutex> lock(m_);
+    --checking_;
+    if (!healthy || closed_) {
+      if (!healthy) ++stats_.health_check_failures;
+      --open_;
+      fx.close.push_back(std::move(e));
+    } else {
+      e.last_used = now;
+      if (!waiters_.empty()) {
+        ++stats_.reused;
+        serve_head(fx, std::move(e));
+      } else {
+        idle_.push_back(std::move(e));
+      }
+    }
+    dispatch(fx, now);
+    check_drained(fx);
+  }
+  carry_out(fx);
+}
+
+// What a returned connection needs before the next lease. A session that is idle
+// with no scope open goes back as it is. A scope's ROLLBACK still on its way (its
+// transaction object was destroyed open, before the lease: the connection sent the
+// ROLLBACK at once, in the background) is waited for, and then the connection is
+// as clean as any: waiting costs nothing, closing would cost the next lease a
+// connect. Anything else is closed, as the blocking pool does, and the server rolls
+// back what was open: a scope still open means a transaction object that outlives
+// the lease still points at this session and could act on it later, from another
+// thread, in the middle of the next holder's work; closed, the session is its alone.
+inline void pool_state::returned(pool_entry e) {
+  connection& c = *e.conn;
+  const std::shared_ptr<session> s = connection_access::of(c);
+  if (c.depth() == 0 && c.is_open() && s->background && !s->user_busy) {
+    // Sends nothing: it waits at the connection's gate behind the rollback.
+    c.async_flush([self = shared_from_this(), e = std::move(e)](const std::exception_ptr&) mutable {
+      self->take_back(std::move(e));
+    });
+    return;
+  }
+  take_back(std::move(e));
+}
+
+inline void pool_state::take_back(pool_entry e) {
+  const bool clean = pool_reusable(*e.conn);
+  effects fx;
+  const auto now = pool_clock::now();
+  {
+    const std::lock_guard<std::mutex> lock(m_);
+    if (!clean) ++stats_.closed_dirty;
+    if (clean && !closed_ && !expired(e, now)) {
+      e.last_used = now;
+      idle_.push_back(std::move(e));
+    } else {
+      if (clean && !closed_) ++stats_.closed_expired;
+      --open_;
+      fx.close.push_back(std::move(e));
+    }
+    dispatch(fx, now);
+    check_drained(fx);
+  }
+  carry_out(fx);
+}
+
+// ---- timers ------------------------------------------------------------------------
+
+inline void pool_state::on_deadline(std::uint64_t generation) {
+  effects fx;
+  const auto now = pool_clock::now();
+  {
+    const std::lock_guard<std::mutex> lock(m_);
+    if (generation != deadline_generation_) return;  // re-armed or cancelled since
+    deadline_armed_ = false;
+    expire_waiters(fx, now);
+    dispatch(fx, now);
+  }
+  carry_out(fx);
+}
+
+inline void pool_state::on_retry(std::uint64_t generation) {
+  effects fx;
+  {
+    const std::lock_guard<std::mutex> lock(m_);
+    if (generation != retry_generation_) return;
+    retry_armed_ = false;
+    dispatch(fx, pool_clock::now());
+  }
+  carry_out(fx);
+}
+
+// ---- the public face ---------------------------------------------------------------
+
+inline void pool_state::acquire(const std::shared_ptr<pool_waiter>& w) {
+  if (pid != pqscope::detail::current_pid()) {
+    // The connections belong to the parent; so does the lock, which a parent thread may hold.
+    w->deliver(std::make_exception_ptr(usage_error(
+                   "this pool was created by process " + std::to_string(pid) +
+                   "; its connections belong to that process: create the pool after fork()")),
+               lease());
+    return;
+  }
+  effects fx;
+  const auto now = pool_clock::now();
+  bool refused = false;
+  {
+    const std::lock_guard<std::mutex> lock(m_);
+    if (closed_) {
+      refused = true;
+    } else {
+      // A timeout too long to add (milliseconds::max() for "no bound") waits forever.
+      const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(pool_clock::time_point::max() - now);
+      w->deadline = opts.acquire_timeout < room ? now + opts.acquire_timeout : pool_clock::time_point::max();
+      waiters_.push_back(w);
+      w->list = &waiters_;
+      w->at = std::prev(waiters_.end());
+      dispatch(fx, now);
+    }
+  }
+  if (refused) w->deliver(std::make_exception_ptr(usage_error("async_acquire(): the pool is closed")), lease());
+  carry_out(fx);
+}
+
+inline void pool_state::shutdown(const std::shared_ptr<pool_waiter>& w) {
+  close();
+  effects fx;
+  {
+    const std::lock_guard<std::mutex> lock(m_);
+    w->shutdown = true;
+    drain_.push_back(w);
+    w->list = &drain_;
+    w->at = std::prev(drain_.end());
+    check_drained(fx);
+  }
+  carry_out(fx);
+}
+
+inline void pool_state::cancel(const std::weak_ptr<pool_waiter>& weak) noexcept {
+  const std::shared_ptr<pool_waiter> w = weak.lock();
+  if (!w) return;
+  effects fx;
+  try {
+    const std::lock_guard<std::mutex> lock(m_);
+    if (w->list == nullptr) return;  // its outcome is on its way already
+    fx.done.splice(fx.done.end(), *w->list, w->at);
+    w->list = nullptr;
+    w->end = pool_waiter::ending::canceled;
+    dispatch(fx, pool_clock::now());  // a covered place may have come free, and the timer may move
+  } catch (...) {
+    // dispatch() ran out of memory: the waiter is out of the queue all the same
+  }
+  carry_out(fx);
+}
+
+inline void pool_state::give_back(pool_entry e) noexcept {
+  // In a forked child the lock may be held by a parent thread that does not exist
+  // here; the connection's destructor abandons the parent's session.
+  if (pid != pqscope::detail::current_pid()) return;
+  auto self = shared_from_this();
+  try {
+    const auto strand = e.conn->get_executor();
+    auto back = [self, e = std::move(e)]() mutable { self->returned(std::move(e)); };
+    boost::asio::post(strand, std::move(back));
+  } catch (...) {
+    // Out of memory: the connection is closed with the lambda that held it.
+    const std::lock_guard<std::mutex> lock(m_);
+    --open_;
+    ++stats_.closed_dirty;
+  }
+}
+
+inline void pool_state::close() noexcept {
+  // In a forked child the lock may be held by a parent thread that does not exist
+  // here; the idle connections are abandoned with the state.
+  if (pid != pqscope::detail::current_pid()) return;
+  effects fx;
+  {
+    const std::lock_guard<std::mutex> lock(m_);
+    if (!closed_) {
+      closed_ = true;
+      for (auto& w : waiters_) {
+        w->end = pool_waiter::ending::closed;
+        w->list = nullptr;
+      }
+      fx.done.splice(fx.done.end(), waiters_);
+      open_ -= idle_.size();
+      fx.close.swap(idle_);
+      deadline_armed_ = retry_armed_ = false;
+      ++deadline_generation_;
+      ++retry_generation_;
+      try {
+        deadline_timer_.cancel();
+        retry_timer_.cancel();
+      } catch (...) {
+        // the generations above void whatever fires
+      }
+    }
+    check_drained(fx);
+  }
+  carry_out(fx);
+}
+
+inline std::size_t pool_state::size() {
+  const std::lock_guard<std::mutex> lock(m_);
+  return open_;
+}
+
+inline std::size_t pool_state::idle() {
+  const std::lock_guard<std::mutex> lock(m_);
+  return idle_.size();
+}
+
+inline std::size_t pool_state::waiting() {
+  const std::lock_guard<std::mutex> lock(m_);
+  return waiters_.size();
+}
+
+inline pool_stats pool_state::stats() {
+  const std::lock_guard<std::mutex> lock(m_);
+  return stats_;
+}
+
+}  // namespace pqscope::asio::detail
+
+namespace pqscope::asio {
+
+inline lease::lease(std::shared_ptr<detail::pool_state> state, detail::pool_entry entry) noexcept
+    : state_(std::move(state)), entry_(std::move(entry)), status_(status::active) {}
+
+inline lease::lease(lease&& other) noexcept
+    : state_(std::move(other.state_)), entry_(std::move(other.entry_)), status_(other.status_) {
+  other.entry_ = detail::pool_entry{};
+  other.status_ = status::moved_from;
+}
+
+inline lease& lease::operator=(lease&& other) noexcept {
+  if (this != &other) {
+    give_back();
+    state_ = std::move(other.state_);
+    entry_ = std::move(other.entry_);
+    status_ = other.status_;
+    other.entry_ = detail::pool_entry{};
+    other.status_ = status::moved_from;
+  }
+  return *this;
+}
+
+inline connection& lease::get() {
+  check();
+  return *entry_.conn;
+}
+
+inline void lease::release() {
+  check();
+  give_back();
+  status_ = status::released;
+}
+
+inline void lease::check() const {
+  switch (status_) {
+    case status::active: return;
+    case status::released: throw usage_error("this lease was released; async_acquire() another");
+    case status::moved_from: throw usage_error("this lease was moved from");
+    case status::empty: break;
+  }
+  throw usage_error("this lease holds no connection (an acquire that failed completes with an empty one)");
+}
+
+inline void lease::give_back() noexcept {
+  if (entry_.conn && state_) state_->give_back(std::move(entry_));
+  entry_ = detail::pool_entry{};
+  state_.reset();
+}
+
+inline pool::pool(const executor_type& ex, std::string conninfo, pool_options options, connection_options connection) {
+  pqscope::detail::check_conninfo(conninfo);
+  if (options.max_size == 0) throw usage_error("pool_options::max_size must be at least 1");
+  if (options.acquire_timeout.count() < 0 || options.idle_timeout.count() < 0 || options.max_lifetime.count() < 0 ||
+      options.health_check_after.count() < 0)
+    throw usage_error("pool_options: durations must not be negative");
+  state_ = std::make_shared<detail::pool_state>(ex, std::move(conninfo), options, std::move(connection));
 }
 
 }  // namespace pqscope::asio

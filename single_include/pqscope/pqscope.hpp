@@ -55,7 +55,7 @@
 //
 // The other translation units then see declarations only. CMake users can link
 // pqscope::compiled instead, which does both (src/pqscope.cpp). The two modes must
-// not be mixed in one program.
+// not be mixed in one program: one that does stops at startup (build_mode.hpp).
 //
 // How the headers follow it: `foo.hpp` declares, and the non-template bodies live in
 // `impl/foo.ipp`, which `foo.hpp` includes at its end when PQSCOPE_BODIES is
@@ -81,6 +81,48 @@
 #define PQSCOPE_BODIES
 #define PQSCOPE_COMPILED_ONCE(...)
 #endif
+
+// #include <pqscope/detail/build_mode.hpp>
+// A program must not mix the two build modes of config.hpp. Mixed, the linker keeps
+// one copy of each function, the inline one of a header-only unit or the compiled
+// one, and the program works by chance, until the two were built from different
+// versions or settings. No linker reports it (an inline definition gives way to a
+// strong one silently), so the program says so at startup instead: each mode
+// registers once per program, from the inline variable below, and the second mode
+// to register stops it with a message.
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+
+namespace pqscope::detail::build_mode {
+
+enum : unsigned { header_only = 1U, separate = 2U };
+
+// One object for the whole program, whichever units define it; constant-initialized,
+// so it is ready before any unit's dynamic initialization runs.
+inline std::atomic<unsigned> seen{0U};
+
+inline bool join(unsigned mode) noexcept {
+  if ((seen.fetch_or(mode) | mode) == (header_only | separate)) {
+    std::fputs(
+        "pqscope: this program mixes header-only units with separately compiled ones "
+        "(PQSCOPE_SEPARATE_COMPILATION, pqscope::compiled). Define PQSCOPE_SEPARATE_COMPILATION for "
+        "every translation unit that includes pqscope, or for none (see pqscope/detail/config.hpp).\n",
+        stderr);
+    std::abort();
+  }
+  return true;
+}
+
+// Inline: initialized once per program, not once per unit.
+#if defined(PQSCOPE_SEPARATE_COMPILATION)
+inline const bool joined_separate = join(separate);
+#else
+inline const bool joined_header_only = join(header_only);
+#endif
+
+}  // namespace pqscope::detail::build_mode
 
 namespace pqscope {
 
@@ -2875,6 +2917,7 @@ PQSCOPE_DECL std::chrono::milliseconds connect_timeout_of(PGconn* c) {
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <libpq-fe.h>
 
@@ -2930,6 +2973,17 @@ struct answer {
 
 // Reads `raw` (nullptr: no result, libpq's error is the reason) into `r`; frees it.
 [[nodiscard]] PQSCOPE_DECL answer read_answer(PGconn* c, PGresult* raw, reply& r);
+
+// One answer of a script (several statements, one simple-protocol query), `raw` not
+// null: filled (append `r`), skipped (a script of blanks and comments runs no
+// statement), or the session is gone. A COPY that slipped through is ended here and
+// answered as an error.
+[[nodiscard]] PQSCOPE_DECL answer read_script_answer(PGconn* c, PGresult* raw, reply& r);
+
+// The scopes see a script as one statement: its first error, or its last answer
+// (ok for a script that ran none). `results`: each statement's result, up to the
+// first error. `all` is left moved from.
+[[nodiscard]] PQSCOPE_DECL batch_reply script_outcome(batch_reply& all, std::vector<result>& results);
 
 }  // namespace pqscope::detail
 
@@ -3048,6 +3102,49 @@ PQSCOPE_DECL answer read_answer(PGconn* c, PGresult* raw, reply& r) {
   // Where a caller cannot take this kind of answer, this is what it reports.
   a.why = "unexpected answer from the server: " + std::string(PQresStatus(PQresultStatus(raw)));
   return a;
+}
+
+PQSCOPE_DECL answer read_script_answer(PGconn* c, PGresult* raw, reply& r) {
+  if (PQresultStatus(raw) == PGRES_EMPTY_QUERY) {
+    PQclear(raw);
+    answer a;
+    a.k = answer::skipped;
+    return a;
+  }
+  answer a = read_answer(c, raw, r);
+  switch (a.k) {
+    case answer::copy_in:
+      // Refused before sending; should one slip through, end it so the session stays usable.
+      (void)PQputCopyEnd(c, "COPY is not allowed in a script");
+      [[fallthrough]];
+    case answer::copy_out:
+      r.st = reply::status::error;
+      r.error = std::make_shared<const reply_error>(
+          reply_error{"0A000", "COPY FROM STDIN / TO STDOUT is not allowed in a script", {}, {}, 0, {}, {}, {}, {}, {}});
+      a.k = answer::filled;
+      a.why.clear();
+      break;
+    default: break;
+  }
+  return a;
+}
+
+PQSCOPE_DECL batch_reply script_outcome(batch_reply& all, std::vector<result>& results) {
+  batch_reply one;
+  one.lost = all.lost;
+  one.lost_message = std::move(all.lost_message);
+  one.state = all.state;
+  one.replies.resize(1);
+  for (reply& r : all.replies) {
+    if (r.st == reply::status::error) {
+      one.replies[0] = std::move(r);
+      break;
+    }
+    results.push_back(r.res);
+    one.replies[0] = std::move(r);
+  }
+  if (all.replies.empty() && !all.lost) one.replies[0].st = reply::status::ok;  // only blanks and comments
+  return one;
 }
 
 }  // namespace pqscope::detail
@@ -3924,25 +4021,10 @@ PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
     if (await_result(rt) == io::expired) return give_up(out, rt);
     PGresult* raw = PQgetResult(conn_);
     if (raw == nullptr) break;
-    if (PQresultStatus(raw) == PGRES_EMPTY_QUERY) {  // a script of blanks and comments: no statement ran
-      PQclear(raw);
-      continue;
-    }
     reply r;
-    detail::answer a = detail::read_answer(conn_, raw, r);
-    switch (a.k) {
-      case detail::answer::filled: break;
-      case detail::answer::copy_in:
-        // Refused before sending; should one slip through, end it so the session stays usable.
-        (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
-        [[fallthrough]];
-      case detail::answer::copy_out:
-        r.st = reply::status::error;
-        r.error = std::make_shared<const reply_error>(
-            reply_error{"0A000", "COPY FROM STDIN / TO STDOUT is not allowed in a script", {}, {}, 0, {}, {}, {}, {}, {}});
-        break;
-      default: return lost(out, std::move(a.why));  // lost, or an answer no statement gives
-    }
+    detail::answer a = detail::read_script_answer(conn_, raw, r);
+    if (a.k == detail::answer::skipped) continue;  // a script of blanks and comments: no statement ran
+    if (a.k != detail::answer::filled) return lost(out, std::move(a.why));  // lost, or no statement's answer
     out.replies.push_back(std::move(r));
   }
   out.state = detail::state_of(PQtransactionStatus(conn_));
@@ -4588,6 +4670,8 @@ PQSCOPE_DECL bool is_copy_stream(std::string_view sql);
 // statement is found whichever the session has.
 PQSCOPE_DECL std::string script_control_statement(std::string_view sql);
 PQSCOPE_DECL std::string script_copy_statement(std::string_view sql);
+// usage_error, naming `what`, for a script with such a statement.
+PQSCOPE_DECL void check_script(std::string_view sql, const char* what);
 
 // The highest $n placeholder in a statement: the number of parameters the server
 // will want. Placeholders inside literals, quoted identifiers and comments do not
@@ -4754,6 +4838,17 @@ PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, in
                       " parameter(s) were given: " + std::string(sql.substr(0, 200)));
   throw usage_error("the statement uses placeholders up to $" + std::to_string(wanted) + " but " +
                     std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
+}
+
+PQSCOPE_DECL void check_script(std::string_view sql, const char* what) {
+  // Every statement of the script, read as the server reads it.
+  if (const std::string one = script_control_statement(sql); !one.empty())
+    throw usage_error(std::string(what) + ": its statement \"" + one.substr(0, 60) +
+                      "\" would control the transaction behind pqscope's back; use pqscope::transaction "
+                      "or pqscope::atomic around the script instead");
+  if (!script_copy_statement(sql).empty())
+    throw usage_error(std::string(what) +
+                      ": COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() or copy_out()");
 }
 
 }  // namespace pqscope::detail
@@ -8378,14 +8473,7 @@ class basic_connection {
     std::shared_ptr<detail::statement_slot> slot;
     try {
       const char* text = sql.c_str();
-      // Every statement of the script, read as the server reads it.
-      if (const std::string one = detail::script_control_statement(sql.view()); !one.empty())
-        throw usage_error("execute_script(): its statement \"" + one.substr(0, 60) +
-                          "\" would control the transaction behind pqscope's back; use pqscope::transaction "
-                          "or pqscope::atomic around the script instead");
-      if (!detail::script_copy_statement(sql.view()).empty())
-        throw usage_error("execute_script(): COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() "
-                          "or copy_out()");
+      detail::check_script(sql.view(), "execute_script()");
       check_session_state(sql.view(), sql.session_state_allowed());
       slot = s.machine.prepare_out_of_band(text, sql.view(), s.weak_from_this());
     } catch (const std::exception& e) {
@@ -8394,23 +8482,8 @@ class basic_connection {
     }
     s.begin_out_of_band(slot);
     batch_reply all = s.script(slot->stmt.sql);
-    // The scopes see the script as one statement: its first error, or its last answer.
-    batch_reply one;
-    one.lost = all.lost;
-    one.lost_message = all.lost_message;
-    one.state = all.state;
-    one.replies.resize(1);
     std::vector<result> results;
-    for (reply& r : all.replies) {
-      if (r.st == reply::status::error) {
-        one.replies[0] = r;
-        break;
-      }
-      results.push_back(r.res);
-      one.replies[0] = r;
-    }
-    if (all.replies.empty() && !all.lost) one.replies[0].st = reply::status::ok;  // only blanks and comments
-    (void)s.end_out_of_band(slot, std::move(one));
+    (void)s.end_out_of_band(slot, detail::script_outcome(all, results));
     return results;
   }
 
@@ -9461,7 +9534,11 @@ PQSCOPE_DECL lease pool::acquire() {
   if (!s.in_creating_process())
     throw usage_error("this pool was created by process " + std::to_string(s.pid) +
                       "; its connections belong to that process: create the pool after fork()");
-  const auto deadline = detail::pool_clock::now() + s.opts.acquire_timeout;
+  // A timeout too long to add (milliseconds::max() for "no bound") waits forever.
+  const auto now = detail::pool_clock::now();
+  const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(detail::pool_clock::time_point::max() - now);
+  const auto deadline =
+      s.opts.acquire_timeout < room ? now + s.opts.acquire_timeout : detail::pool_clock::time_point::max();
   for (;;) {
     std::vector<detail::pool_entry> doomed;  // closed after the lock is let go
     std::unique_lock<std::mutex> lock(s.m);

@@ -10,9 +10,10 @@ function(pqscope_check_embedded pqscope_dir)
   if(subdirs)
     message(FATAL_ERROR "pqscope added subdirectories to an embedding project: ${subdirs}")
   endif()
-  # pqscope (header-only) and pqscope_compiled (separate compilation, built only when linked).
+  # pqscope (header-only), pqscope_compiled (separate compilation, built only when
+  # linked) and pqscope_asio (where Boost is found).
   get_property(targets DIRECTORY "${pqscope_dir}" PROPERTY BUILDSYSTEM_TARGETS)
-  if(NOT targets STREQUAL "pqscope;pqscope_compiled")
+  if(NOT targets STREQUAL "pqscope;pqscope_compiled" AND NOT targets STREQUAL "pqscope;pqscope_compiled;pqscope_asio")
     message(FATAL_ERROR "pqscope should define only its library targets here, not: ${targets}")
   endif()
   if(NOT TARGET pqscope::pqscope OR NOT TARGET pqscope::compiled)

@@ -4,8 +4,10 @@
 #   -DSOURCE_DIR= -DBINARY_DIR=       the project and a build directory (wiped first)
 #   -DGENERATOR= -DMAKE_PROGRAM= -DCXX=  the outer build's, so both builds agree
 #   -DOPTIONS=<-Dx=y;...>             extra configure options
-#   -DINSTALL_PREFIX=<dir>            then `cmake --install` there (wiped first)
+#   -DINSTALL_PREFIX=<dir>            then `cmake --install --prefix` there (wiped first); the
+#                                     prefix is given at install time only, as the README does
 #   -DRUN=<program;args...>           then run this program from BINARY_DIR
+#   -DRUN_FAILS=<text>                the program must fail instead, printing this text
 cmake_minimum_required(VERSION 3.16)
 
 foreach(var SOURCE_DIR BINARY_DIR GENERATOR CXX)
@@ -38,9 +40,6 @@ set(configure "${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${BINARY_DIR}" -G "${GEN
 if(MAKE_PROGRAM)
   list(APPEND configure "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
 endif()
-if(INSTALL_PREFIX)
-  list(APPEND configure "-DCMAKE_INSTALL_PREFIX=${INSTALL_PREFIX}")
-endif()
 step("configure" ${configure} ${OPTIONS})
 step("build" "${CMAKE_COMMAND}" --build "${BINARY_DIR}" --config Debug)
 
@@ -54,8 +53,17 @@ if(RUN)
   # Multi-config generators put the program in a per-configuration directory.
   foreach(candidate "${BINARY_DIR}/${program}" "${BINARY_DIR}/Debug/${program}")
     if(EXISTS "${candidate}")
-      step("run ${program}" "${candidate}" ${RUN})
-      message(STATUS "${step_output}")
+      if(NOT RUN_FAILS)
+        step("run ${program}" "${candidate}" ${RUN})
+        message(STATUS "${step_output}")
+        return()
+      endif()
+      execute_process(COMMAND "${candidate}" ${RUN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+      string(FIND "${out}" "${RUN_FAILS}" at)
+      if(rc EQUAL 0 OR at EQUAL -1)
+        message(FATAL_ERROR "${program} should fail with \"${RUN_FAILS}\"; it ended with ${rc}:\n${out}")
+      endif()
+      message(STATUS "run ${program}: failed as expected (${rc})\n${out}")
       return()
     endif()
   endforeach()

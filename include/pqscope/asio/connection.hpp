@@ -117,20 +117,46 @@ class connection {
   // attempt (transaction_options::batch) it is queued and completes at once with
   // a result that is filled when the batch is sent: reading it before
   // co_await async_flush() throws usage_error. Completion: void(std::exception_ptr, result).
-  template <class Token>
+  template <class Token, detail::if_completion_token<Token, result> = 0>
   auto async_execute(query q, Token&& token) {
     return detail::start(shared(), detail::statement_work{std::move(q)}, std::forward<Token>(token));
+  }
+  // Any other shape (see detail::parameter_like): refused here, not deep in Asio.
+  template <class... Args>
+  boost::asio::awaitable<result> async_execute(const query&, Args&&...) {
+    static_assert(detail::refused_shape<Args...>,
+                  "pqscope: async_execute(query, token) takes the parameters in braces with the statement, "
+                  "then a completion token: co_await c.async_execute({\"SELECT $1\", 1}, use_awaitable)");
+    return {};
   }
 
   // One value: the query must return exactly one row of one column. In a batched
   // attempt it sends the batch (it needs the answer). Completion: void(std::exception_ptr, T).
-  template <class T, class Token>
+  template <class T, class Token, detail::if_completion_token<Token, T> = 0>
   auto async_query_value(query q, Token&& token) {
     static_assert(!std::is_same_v<T, std::string_view> && !std::is_same_v<T, std::optional<std::string_view>>,
                   "query_value<std::string_view> would point into a result that is already freed; use std::string");
     static_assert(std::is_default_constructible_v<T>,
                   "async_query_value<T>: T must be default-constructible (the completion passes a T with an error)");
     return detail::start(shared(), detail::query_value_work<T>{std::move(q)}, std::forward<Token>(token));
+  }
+  template <class T, class... Args>
+  boost::asio::awaitable<T> async_query_value(const query&, Args&&...) {
+    static_assert(detail::refused_shape<Args...>,
+                  "pqscope: async_query_value<T>(query, token) takes the parameters in braces with the "
+                  "statement, then a completion token: "
+                  "co_await c.async_query_value<long>({\"SELECT $1::bigint\", 1}, use_awaitable)");
+    return {};
+  }
+
+  // Several statements separated by semicolons (a schema set-up, a migration) in one
+  // simple-protocol query, as connection::execute_script: no parameters; in autocommit
+  // the server runs it as one transaction, inside a scope it is part of it; each
+  // statement checked as async_execute checks one. Everything queued goes out first.
+  // Completion: void(std::exception_ptr, std::vector<result>), one result per statement.
+  template <class Token>
+  auto async_execute_script(query q, Token&& token) {
+    return detail::start(shared(), detail::script_work{std::move(q)}, std::forward<Token>(token));
   }
 
   // Sends every statement a batched attempt has queued and waits for the answers;

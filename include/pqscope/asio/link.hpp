@@ -119,6 +119,10 @@ class link : public std::enable_shared_from_this<link> {
   // cannot take it makes the batch lost at once. `statements` is read only here.
   void start_batch(const std::vector<statement>& statements);
 
+  // The same for a script (several statements, one simple-protocol query, no
+  // pipeline): one reply per statement that answered, as libpq_driver::script.
+  void start_script(const char* sql);
+
   // A cancel request of an earlier round trip that PQcancel has not finished: the
   // next batch must not be sent before it has (see the top of this file).
   [[nodiscard]] bool cancel_pending();
@@ -196,7 +200,8 @@ class link : public std::enable_shared_from_this<link> {
   // copy_end: then that COPY's own answer (after COPY FROM STDIN was failed too);
   // probe: the answers to a middleware probe (send_probe()); parse, parse_end: the
   // answer to a Parse sent with its statement (statement::parse), then its null result.
-  enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe };
+  // script: the answers of a script, until its null result.
+  enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe, script };
 
   // Where the answers of statement k start.
   [[nodiscard]] reading first_reading(std::size_t k) {
@@ -279,11 +284,12 @@ class link : public std::enable_shared_from_this<link> {
 // Internal building blocks of the connection's operations. They never complete
 // inside the call that starts them.
 
-// One batch: completes with its batch_reply (lost if the connection failed).
+// One batch (or one script): completes with its batch_reply (lost if the connection failed).
 class exchange_op {
  public:
   exchange_op(std::shared_ptr<link> l, const std::vector<statement>& statements)
       : l_(std::move(l)), statements_(&statements) {}
+  exchange_op(std::shared_ptr<link> l, const char* script) : l_(std::move(l)), script_(script) {}
 
   template <class Self>
   void operator()(Self& self, error_code ec = {}) {
@@ -327,8 +333,12 @@ class exchange_op {
 
   // Sends the batch (as far as the socket takes it); what to wait for next.
   next_wait begin() {
-    l_->start_batch(*statements_);
+    if (script_ != nullptr)
+      l_->start_script(script_);
+    else
+      l_->start_batch(*statements_);
     statements_ = nullptr;  // libpq holds its own copy now
+    script_ = nullptr;
     return l_->batch_step();
   }
   template <class Self>
@@ -350,7 +360,8 @@ class exchange_op {
   }
 
   std::shared_ptr<link> l_;
-  const std::vector<statement>* statements_;
+  const std::vector<statement>* statements_ = nullptr;
+  const char* script_ = nullptr;
   state state_ = state::start;
   next_wait waiting_ = next_wait::done;
 };
@@ -359,6 +370,13 @@ template <class Token>
 auto async_exchange(std::shared_ptr<link> l, const std::vector<statement>& statements, Token&& token) {
   auto ex = l->get_executor();
   return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), statements}, token, ex);
+}
+
+// A script: everything before it went out already (the sync point of scope_machine).
+template <class Token>
+auto async_script(std::shared_ptr<link> l, const char* sql, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), sql}, token, ex);
 }
 
 // Connects a link: completes with nullptr, or the connection_error / usage_error.

@@ -3,7 +3,10 @@
 // asynchronous operation takes them.
 
 #include <cstddef>
+#include <cstring>
+#include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -99,5 +102,32 @@ struct detail_access {
   static const char* c_str(const query& q) { return q.c_str(); }
   static pqscope::detail::param_list params(const query& q) { return q.params(); }
 };
+
+namespace detail {
+
+// A value that would be a statement's parameter, passed where an operation takes its
+// completion token: the blocking call's shape, async_execute("SELECT $1", 1). Asio
+// would report it from deep inside async_compose; the operation refuses it instead,
+// with one static_assert that says what to write. Asio's tokens are class types
+// (use_awaitable, deferred, a handler, a yield_context) that no parameter is.
+template <class T>
+struct parameter_like
+    : std::disjunction<std::negation<std::is_class<T>>, std::is_same<T, std::string>, std::is_same<T, std::nullopt_t>,
+                       pqscope::detail::is_optional<T>, pqscope::detail::is_vector<T>,
+                       pqscope::detail::has_to_text<T>> {};
+
+// A completion token for an operation that completes with void(std::exception_ptr, Value):
+// anything but a parameter, or a function pointer that takes the completion.
+template <class Token, class Value>
+inline constexpr bool completion_token_v =
+    std::disjunction_v<std::negation<parameter_like<std::decay_t<Token>>>,
+                       std::is_invocable<std::decay_t<Token>&, std::exception_ptr, Value>>;
+template <class Token, class Value>
+using if_completion_token = std::enable_if_t<completion_token_v<Token, Value>, int>;
+
+template <class...>
+inline constexpr bool refused_shape = false;
+
+}  // namespace detail
 
 }  // namespace pqscope::asio

@@ -13,7 +13,7 @@
 //
 // The other translation units then see declarations only. CMake users can link
 // pqscope::compiled instead, which does both (src/pqscope.cpp). The two modes must
-// not be mixed in one program.
+// not be mixed in one program: one that does stops at startup (build_mode.hpp).
 //
 // How the headers follow it: `foo.hpp` declares, and the non-template bodies live in
 // `impl/foo.ipp`, which `foo.hpp` includes at its end when PQSCOPE_BODIES is
@@ -39,3 +39,5 @@
 #define PQSCOPE_BODIES
 #define PQSCOPE_COMPILED_ONCE(...)
 #endif
+
+#include <pqscope/detail/build_mode.hpp>

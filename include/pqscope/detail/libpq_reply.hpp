@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <libpq-fe.h>
 
@@ -61,6 +62,17 @@ struct answer {
 
 // Reads `raw` (nullptr: no result, libpq's error is the reason) into `r`; frees it.
 [[nodiscard]] PQSCOPE_DECL answer read_answer(PGconn* c, PGresult* raw, reply& r);
+
+// One answer of a script (several statements, one simple-protocol query), `raw` not
+// null: filled (append `r`), skipped (a script of blanks and comments runs no
+// statement), or the session is gone. A COPY that slipped through is ended here and
+// answered as an error.
+[[nodiscard]] PQSCOPE_DECL answer read_script_answer(PGconn* c, PGresult* raw, reply& r);
+
+// The scopes see a script as one statement: its first error, or its last answer
+// (ok for a script that ran none). `results`: each statement's result, up to the
+// first error. `all` is left moved from.
+[[nodiscard]] PQSCOPE_DECL batch_reply script_outcome(batch_reply& all, std::vector<result>& results);
 
 }  // namespace pqscope::detail
 

@@ -52,6 +52,8 @@ PQSCOPE_DECL bool is_copy_stream(std::string_view sql);
 // statement is found whichever the session has.
 PQSCOPE_DECL std::string script_control_statement(std::string_view sql);
 PQSCOPE_DECL std::string script_copy_statement(std::string_view sql);
+// usage_error, naming `what`, for a script with such a statement.
+PQSCOPE_DECL void check_script(std::string_view sql, const char* what);
 
 // The highest $n placeholder in a statement: the number of parameters the server
 // will want. Placeholders inside literals, quoted identifiers and comments do not

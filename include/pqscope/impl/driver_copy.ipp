@@ -125,25 +125,10 @@ PQSCOPE_DECL batch_reply libpq_driver::script(const char* sql) {
     if (await_result(rt) == io::expired) return give_up(out, rt);
     PGresult* raw = PQgetResult(conn_);
     if (raw == nullptr) break;
-    if (PQresultStatus(raw) == PGRES_EMPTY_QUERY) {  // a script of blanks and comments: no statement ran
-      PQclear(raw);
-      continue;
-    }
     reply r;
-    detail::answer a = detail::read_answer(conn_, raw, r);
-    switch (a.k) {
-      case detail::answer::filled: break;
-      case detail::answer::copy_in:
-        // Refused before sending; should one slip through, end it so the session stays usable.
-        (void)PQputCopyEnd(conn_, "COPY is not allowed in a script");
-        [[fallthrough]];
-      case detail::answer::copy_out:
-        r.st = reply::status::error;
-        r.error = std::make_shared<const reply_error>(
-            reply_error{"0A000", "COPY FROM STDIN / TO STDOUT is not allowed in a script", {}, {}, 0, {}, {}, {}, {}, {}});
-        break;
-      default: return lost(out, std::move(a.why));  // lost, or an answer no statement gives
-    }
+    detail::answer a = detail::read_script_answer(conn_, raw, r);
+    if (a.k == detail::answer::skipped) continue;  // a script of blanks and comments: no statement ran
+    if (a.k != detail::answer::filled) return lost(out, std::move(a.why));  // lost, or no statement's answer
     out.replies.push_back(std::move(r));
   }
   out.state = detail::state_of(PQtransactionStatus(conn_));

@@ -150,7 +150,11 @@ PQSCOPE_DECL lease pool::acquire() {
   if (!s.in_creating_process())
     throw usage_error("this pool was created by process " + std::to_string(s.pid) +
                       "; its connections belong to that process: create the pool after fork()");
-  const auto deadline = detail::pool_clock::now() + s.opts.acquire_timeout;
+  // A timeout too long to add (milliseconds::max() for "no bound") waits forever.
+  const auto now = detail::pool_clock::now();
+  const auto room = std::chrono::duration_cast<std::chrono::milliseconds>(detail::pool_clock::time_point::max() - now);
+  const auto deadline =
+      s.opts.acquire_timeout < room ? now + s.opts.acquire_timeout : detail::pool_clock::time_point::max();
   for (;;) {
     std::vector<detail::pool_entry> doomed;  // closed after the lock is let go
     std::unique_lock<std::mutex> lock(s.m);

@@ -31,6 +31,7 @@
 #include <pqscope/detail/application_name.hpp>
 #include <pqscope/detail/scope_machine.hpp>
 #include <pqscope/detail/session_state.hpp>
+#include <pqscope/detail/sql_text.hpp>
 #include <pqscope/asio/link.hpp>
 #include <pqscope/asio/query.hpp>
 #include <pqscope/asio/detail/session.hpp>
@@ -43,11 +44,14 @@ namespace pqscope::asio::detail {
 //   value_type finish(session&)               the end step: the value, or throws
 //   optional<string> in_doubt(session&)        (end of a scope) the xid to resolve
 //   void settle(session&)                      (optional) told the outcome, either way
-//   background / connects                      see machine_op
+//   background / connects / out_of_band        see machine_op
 
 struct work_base {
   static constexpr bool background = false;  // a rollback no one awaits (abandoned scope)
   static constexpr bool connects = false;    // opens the link after start()
+  // A statement outside the pipeline (a script): after the loop has sent everything
+  // queued (the sync point), stage() it and send it alone; take() its answers.
+  static constexpr bool out_of_band = false;
   std::optional<std::string> in_doubt(session&) const { return std::nullopt; }
 };
 
@@ -104,6 +108,55 @@ struct query_value_work : statement_work {
                              std::to_string(r.size()) + " row(s) of " + std::to_string(r.columns()) + " column(s)");
     return r[0][0].template as<T>();
   }
+};
+
+// execute_script(): several statements in one simple-protocol query. Everything
+// queued goes out first, controls too, so that the script finds the transaction and
+// savepoints the scopes say; the scopes then see it as one statement.
+struct script_work : work_base {
+  using value_type = std::vector<result>;
+  static constexpr bool out_of_band = true;
+  explicit script_work(query text) : q(std::make_unique<query>(std::move(text))) {}
+
+  bool start(session& s) {
+    try {
+      const std::string_view sql = q->text();
+      if (q->param_count() != 0)
+        throw usage_error("async_execute_script(): a script takes no parameters (use async_execute)");
+      pqscope::detail::check_script(sql, "async_execute_script()");
+      if (s.options.pooling == pooling::transaction && !q->session_state_allowed()) {
+        const std::string hazard = pqscope::detail::session_state_hazard(sql);
+        if (!hazard.empty()) throw usage_error(hazard);
+      }
+      slot = s.machine.prepare_out_of_band(detail_access::c_str(*q), sql, s.weak_from_this());
+    } catch (const std::exception& e) {
+      s.notify_refusal(*q, e);
+      throw;
+    }
+    s.machine.request_sync_point();
+    return true;
+  }
+  // The sync point went out: the script's turn. Its text, for the link.
+  const char* stage(session& s) {
+    s.machine.finish();
+    s.machine.stage_out_of_band(slot);
+    staged = true;
+    return slot->stmt.sql;
+  }
+  void take(session& s, batch_reply& all) {
+    taken = true;
+    s.machine.apply(pqscope::detail::script_outcome(all, results));
+  }
+  std::vector<result> finish(session& s) {
+    s.machine.finish();
+    (void)slot->wait();  // the script's error, if it failed
+    return std::move(results);
+  }
+
+  std::unique_ptr<query> q;  // the slot points into it: it stays put while the operation moves
+  std::shared_ptr<pqscope::detail::statement_slot> slot;
+  std::vector<result> results;
+  bool staged = false, taken = false;
 };
 
 struct flush_work : work_base {
@@ -254,6 +307,12 @@ class machine_op {
   }
   template <class Self>
   void operator()(Self& self, batch_reply br) {
+    if constexpr (Work::out_of_band) {
+      if (w_.staged && !w_.taken) {
+        w_.take(*s_, br);
+        return drive(self);
+      }
+    }
     s_->machine.apply(std::move(br));
     drive(self);
   }
@@ -314,6 +373,18 @@ class machine_op {
   template <class Self>
   void drive(Self& self) {
     if (s_->machine.wants_send()) return async_exchange(s_->io, s_->machine.plan(), park(self));
+    if constexpr (Work::out_of_band) {
+      if (!w_.staged) {
+        const char* sql = nullptr;
+        try {
+          sql = w_.stage(*s_);
+        } catch (...) {
+          error_ = std::current_exception();
+          return done(self);
+        }
+        return async_script(s_->io, sql, park(self));
+      }
+    }
     if (!asked_) {
       asked_ = true;
       if (auto xid = w_.in_doubt(*s_)) return net::co_spawn(s_->executor, resolve_xact(s_, std::move(*xid)), park(self));

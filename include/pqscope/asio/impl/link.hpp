@@ -75,6 +75,24 @@ inline void link::start_batch(const std::vector<statement>& statements) {
   if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
 }
 
+inline void link::start_script(const char* sql) {
+  reply_ = batch_reply{};
+  index_ = 0;
+  parses_.clear();
+  reading_ = reading::script;
+  finished_ = false;
+  flushing_ = false;
+  copy_in_ = false;
+  fatal_.clear();
+  suspect_ = false;
+  if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  if (PQsendQuery(pg_, sql) != 1) return lose(trimmed(PQerrorMessage(pg_)));
+  flushing_ = true;
+  phase_ = phase::exchanging;
+  commit_at_ = static_cast<std::size_t>(-1);  // a script has no COMMIT (check_script refuses one)
+  if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
+}
+
 inline bool link::cancel_pending() {
   if (cancel_ && cancel_->load()) cancel_.reset();
   return cancel_ != nullptr;
@@ -425,6 +443,28 @@ inline bool link::take_result(PGresult* raw) {
       finished_ = true;
       phase_ = phase::idle;
       return false;
+    }
+    case reading::script: {
+      if (raw == nullptr) {  // the script's end
+        if (PQstatus(pg_) == CONNECTION_BAD) {
+          lose(trimmed(PQerrorMessage(pg_)));
+          return false;
+        }
+        reply_.state = pqscope::detail::state_of(PQtransactionStatus(pg_));
+        finished_ = true;
+        phase_ = phase::idle;
+        return false;
+      }
+      reply r;
+      pqscope::detail::answer a = pqscope::detail::read_script_answer(pg_, raw, r);
+      if (a.k == pqscope::detail::answer::skipped) return true;  // blanks and comments
+      if (a.k != pqscope::detail::answer::filled) {
+        lose(std::move(a.why));
+        return false;
+      }
+      if (r.st == reply::status::error) fatal_ = std::move(a.fatal);
+      reply_.replies.push_back(std::move(r));
+      return true;
     }
     case reading::probe:
       if (raw != nullptr) {

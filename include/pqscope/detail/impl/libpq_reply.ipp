@@ -114,4 +114,47 @@ PQSCOPE_DECL answer read_answer(PGconn* c, PGresult* raw, reply& r) {
   return a;
 }
 
+PQSCOPE_DECL answer read_script_answer(PGconn* c, PGresult* raw, reply& r) {
+  if (PQresultStatus(raw) == PGRES_EMPTY_QUERY) {
+    PQclear(raw);
+    answer a;
+    a.k = answer::skipped;
+    return a;
+  }
+  answer a = read_answer(c, raw, r);
+  switch (a.k) {
+    case answer::copy_in:
+      // Refused before sending; should one slip through, end it so the session stays usable.
+      (void)PQputCopyEnd(c, "COPY is not allowed in a script");
+      [[fallthrough]];
+    case answer::copy_out:
+      r.st = reply::status::error;
+      r.error = std::make_shared<const reply_error>(
+          reply_error{"0A000", "COPY FROM STDIN / TO STDOUT is not allowed in a script", {}, {}, 0, {}, {}, {}, {}, {}});
+      a.k = answer::filled;
+      a.why.clear();
+      break;
+    default: break;
+  }
+  return a;
+}
+
+PQSCOPE_DECL batch_reply script_outcome(batch_reply& all, std::vector<result>& results) {
+  batch_reply one;
+  one.lost = all.lost;
+  one.lost_message = std::move(all.lost_message);
+  one.state = all.state;
+  one.replies.resize(1);
+  for (reply& r : all.replies) {
+    if (r.st == reply::status::error) {
+      one.replies[0] = std::move(r);
+      break;
+    }
+    results.push_back(r.res);
+    one.replies[0] = std::move(r);
+  }
+  if (all.replies.empty() && !all.lost) one.replies[0].st = reply::status::ok;  // only blanks and comments
+  return one;
+}
+
 }  // namespace pqscope::detail

@@ -148,4 +148,15 @@ PQSCOPE_DECL void check_placeholders(std::string_view sql, std::size_t given, in
                     std::to_string(given) + " parameter(s) were given: " + std::string(sql.substr(0, 200)));
 }
 
+PQSCOPE_DECL void check_script(std::string_view sql, const char* what) {
+  // Every statement of the script, read as the server reads it.
+  if (const std::string one = script_control_statement(sql); !one.empty())
+    throw usage_error(std::string(what) + ": its statement \"" + one.substr(0, 60) +
+                      "\" would control the transaction behind pqscope's back; use pqscope::transaction "
+                      "or pqscope::atomic around the script instead");
+  if (!script_copy_statement(sql).empty())
+    throw usage_error(std::string(what) +
+                      ": COPY FROM STDIN / TO STDOUT cannot run in a script; use copy_in() or copy_out()");
+}
+
 }  // namespace pqscope::detail
