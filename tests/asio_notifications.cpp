@@ -29,19 +29,8 @@ pqscope::connection_options direct() {
   return o;
 }
 
-void notify(const std::string& channel, const std::string& payload) {
-  pqtest::shared_observer().execute("SELECT pg_notify($1, $2)", channel, payload);
-}
+using pqtest::notify;
 
-void terminate(int pid) {
-  pqtest::shared_observer().execute("SELECT pg_terminate_backend($1)", pid);
-  for (int i = 0; i < 200; ++i) {
-    if (pqtest::shared_observer().query_value<long>("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) == 0)
-      return;
-    std::this_thread::sleep_for(10ms);
-  }
-  BOOST_FAIL("backend " << pid << " did not end");
-}
 
 awaitable<int> backend_pid(pa::connection& c) {
   co_return co_await c.async_query_value<int>({"SELECT pg_backend_pid()"}, use_awaitable);
@@ -124,7 +113,7 @@ BOOST_AUTO_TEST_CASE(a_lost_session_reports_the_gap_and_listens_again) {
     const int old_pid = co_await backend_pid(c);
     notify(ch, "before");
     (void)co_await c.async_execute({"SELECT 1"}, use_awaitable);  // brings the notification in
-    terminate(old_pid);
+    pqtest::terminate_backend(old_pid);
     notify(ch, "missed");
     auto first = co_await c.async_wait_notification(5s, use_awaitable);
     BOOST_REQUIRE(first.has_value());

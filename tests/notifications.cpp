@@ -25,22 +25,9 @@ pqscope::connection listener() {
   return pqscope::connection{pqtest::env("PQSCOPE_TEST_DIRECT"), o};
 }
 
-void notify(const std::string& channel, const std::string& payload) {
-  pqtest::shared_observer().execute("SELECT pg_notify($1, $2)", channel, payload);
-}
+using pqtest::notify;
 
 int backend_pid(pqscope::connection& c) { return c.query_value<int>("SELECT pg_backend_pid()"); }
-
-void terminate(int pid) {
-  pqtest::shared_observer().execute("SELECT pg_terminate_backend($1)", pid);
-  // The backend is gone once pg_stat_activity no longer shows it.
-  for (int i = 0; i < 200; ++i) {
-    if (pqtest::shared_observer().query_value<long>("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) == 0)
-      return;
-    std::this_thread::sleep_for(10ms);
-  }
-  BOOST_FAIL("backend " << pid << " did not end");
-}
 
 }  // namespace
 
@@ -157,7 +144,7 @@ BOOST_AUTO_TEST_CASE(a_lost_session_reports_the_gap_and_listens_again) {
   const int old_pid = backend_pid(c);
   notify(a, "before");
   (void)c.query_value<int>("SELECT 1");  // the notification reaches the client with this answer
-  terminate(old_pid);
+  pqtest::terminate_backend(old_pid);
   notify(a, "missed");  // nobody listens now
 
   auto first = c.wait_notification(5s);
@@ -187,7 +174,7 @@ BOOST_AUTO_TEST_CASE(lost_while_waiting) {
   auto c = listener();
   const std::string ch = pqtest::unique_name("wait_lost");
   c.listen(ch);
-  terminate(backend_pid(c));
+  pqtest::terminate_backend(backend_pid(c));
   auto gap = c.wait_notification(5s);
   BOOST_REQUIRE(gap.has_value());
   BOOST_TEST(gap->gap);
@@ -219,7 +206,7 @@ BOOST_AUTO_TEST_CASE(reconnect_listens_again_and_reports_the_gap) {
 // Nothing listened to: a lost session is an error, as for any other call.
 BOOST_AUTO_TEST_CASE(lost_without_channels_is_a_connection_error) {
   auto c = listener();
-  terminate(backend_pid(c));
+  pqtest::terminate_backend(backend_pid(c));
   BOOST_CHECK_THROW((void)c.wait_notification(1s), pqscope::connection_error);
   c.reconnect();
   BOOST_TEST(c.query_value<int>("SELECT 1") == 1);

@@ -257,6 +257,10 @@ class link : public std::enable_shared_from_this<link> {
   // script: the answers of a script, until its null result.
   enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe, script };
 
+  // A batch or a script starts: the reading state reset; false (and the round trip
+  // lost) if the connection cannot take it.
+  bool begin_round_trip(reading first);
+
   // Where the answers of statement k start.
   [[nodiscard]] reading first_reading(std::size_t k) {
     parse_failed_ = false;
@@ -559,19 +563,25 @@ inline next_wait link::connect_step(bool after_wait) {
   }
 }
 
-inline void link::start_batch(const std::vector<statement>& statements) {
-  reply_ = batch_reply{};
-  reply_.replies.resize(statements.size());
+inline bool link::begin_round_trip(reading first) {
   index_ = 0;
-  parses_.assign(statements.size(), false);
-  for (std::size_t k = 0; k < statements.size(); ++k) parses_[k] = statements[k].parse;
-  reading_ = statements.empty() ? reading::sync : first_reading(0);
+  reading_ = first;
   finished_ = false;
   flushing_ = false;
   copy_in_ = false;
   fatal_.clear();
   suspect_ = false;
-  if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  if (usable()) return true;
+  lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  return false;
+}
+
+inline void link::start_batch(const std::vector<statement>& statements) {
+  reply_ = batch_reply{};
+  reply_.replies.resize(statements.size());
+  parses_.assign(statements.size(), false);
+  for (std::size_t k = 0; k < statements.size(); ++k) parses_[k] = statements[k].parse;
+  if (!begin_round_trip(statements.empty() ? reading::sync : first_reading(0))) return;
   // Idle before a batch that opens no transaction, in one after it: someone else's
   // (Pgpool-II raw mode). libpq's word on the state is exact here (nothing in flight).
   suspect_ = pqscope::detail::state_of(PQtransactionStatus(pg_)) == server_state::idle &&
@@ -590,15 +600,8 @@ inline void link::start_batch(const std::vector<statement>& statements) {
 
 inline void link::start_script(const char* sql) {
   reply_ = batch_reply{};
-  index_ = 0;
   parses_.clear();
-  reading_ = reading::script;
-  finished_ = false;
-  flushing_ = false;
-  copy_in_ = false;
-  fatal_.clear();
-  suspect_ = false;
-  if (!usable()) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  if (!begin_round_trip(reading::script)) return;
   if (PQsendQuery(pg_, sql) != 1) return lose(trimmed(PQerrorMessage(pg_)));
   flushing_ = true;
   phase_ = phase::exchanging;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -15,6 +16,7 @@
 #include <ostream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <boost/test/unit_test.hpp>
@@ -131,6 +133,21 @@ inline std::string committed_ids(const scratch_table& t) {
       .value_or("");
 }
 inline void empty(const scratch_table& t) { shared_observer().execute("DELETE FROM " + t.name()); }
+
+// NOTIFY from another session (the observer's).
+inline void notify(const std::string& channel, const std::string& payload) {
+  shared_observer().execute("SELECT pg_notify($1, $2)", channel, payload);
+}
+
+// Ends a backend from outside, and waits until pg_stat_activity no longer shows it.
+inline void terminate_backend(int pid) {
+  shared_observer().execute("SELECT pg_terminate_backend($1)", pid);
+  for (int i = 0; i < 200; ++i) {
+    if (shared_observer().query_value<long>("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) == 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  BOOST_FAIL("backend " << pid << " did not end");
+}
 
 // Runs body once per target. An exception fails that target only, and the report
 // names the target (Boost shows no context for an uncaught exception).

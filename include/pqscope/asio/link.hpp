@@ -203,6 +203,10 @@ class link : public std::enable_shared_from_this<link> {
   // script: the answers of a script, until its null result.
   enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe, script };
 
+  // A batch or a script starts: the reading state reset; false (and the round trip
+  // lost) if the connection cannot take it.
+  bool begin_round_trip(reading first);
+
   // Where the answers of statement k start.
   [[nodiscard]] reading first_reading(std::size_t k) {
     parse_failed_ = false;
