@@ -37,6 +37,7 @@
 #include <boost/asio/detached.hpp>
 
 #include "support/asio_run.hpp"
+#include "support/asio_transfers.hpp"
 #include "support/servers.hpp"
 
 using namespace std::chrono_literals;
@@ -58,30 +59,6 @@ int load_seconds() {
   return std::clamp(std::atoi(v), 1, 600);
 }
 
-struct app_error : std::runtime_error {
-  app_error() : std::runtime_error("deliberate application error") {}
-};
-struct rollback_request : std::runtime_error {
-  rollback_request() : std::runtime_error("deliberate rollback") {}
-};
-
-// A deposit is a scope of its own; then_fail throws after the UPDATE ran.
-awaitable<void> deposit(pa::connection& c, const std::string& table, int id, long cents, bool then_fail = false) {
-  co_await pa::async_atomic(c, [&]() -> awaitable<void> {
-    co_await c.async_execute({"UPDATE " + table + " SET cents = cents + $2 WHERE id = $1", id, cents},
-                             use_awaitable);
-    if (then_fail) throw app_error{};
-  });
-}
-
-// Credit first: a debit that fails must take the credit back with it.
-awaitable<void> transfer(pa::connection& c, const std::string& table, int from, int to, long cents,
-                         bool then_fail = false) {
-  co_await pa::async_atomic(c, [&]() -> awaitable<void> {
-    co_await deposit(c, table, to, cents);
-    co_await deposit(c, table, from, -cents, then_fail);
-  });
-}
 
 struct totals {
   long committed = 0, rolled_back = 0, nested_failures = 0, retries = 0, unexpected = 0, connected = 0;
@@ -119,48 +96,20 @@ awaitable<void> client(int n, const std::string& table, steady::time_point start
       const bool fail_nested = roll < 10;
       const bool overdraw = roll < 5;  // half on the server (CHECK), half in the application
       const bool rollback_all = percent(rng) < 5;
-      int attempts = 0;
-      bool completed = false;
-      bool failed_as_planned = false;
       const auto t0 = steady::now();
-      std::string unexpected;
-      try {
-        co_await pa::async_atomic(c, opts, [&]() -> awaitable<void> {
-          ++attempts;
-          failed_as_planned = false;
-          co_await transfer(c, table, from, to, cents);
-          if (fail_nested) {
-            try {
-              co_await transfer(c, table, to, from, overdraw ? 1'000'000'000L : cents, /*then_fail=*/!overdraw);
-            } catch (const pqscope::check_violation&) {
-              if (!overdraw) throw;
-              failed_as_planned = true;
-            } catch (const app_error&) {
-              failed_as_planned = true;
-            }
-            if (!failed_as_planned) throw std::logic_error("a transfer meant to fail went through");
-          }
-          if (rollback_all) throw rollback_request{};
-        });
+      const pqtest::unit_result u =
+          co_await pqtest::transfer_unit(c, opts, table, from, to, cents, fail_nested, overdraw, rollback_all);
+      if (u.committed) {
         ++out.committed;
-        completed = true;
-        out.nested_failures += failed_as_planned ? 1 : 0;
+        out.nested_failures += u.nested_failure ? 1 : 0;
         out.latencies_us.push_back(std::chrono::duration_cast<std::chrono::microseconds>(steady::now() - t0).count());
-      } catch (const rollback_request&) {
-        ++out.rolled_back;
-        completed = true;
-      } catch (const std::exception& e) {
-        const bool conflict = dynamic_cast<const pqscope::serialization_failure*>(&e) != nullptr ||
-                              dynamic_cast<const pqscope::deadlock_detected*>(&e) != nullptr;
-        if (conflict && attempts == opts.retries + 1)
-          ++out.gave_up;
-        else
-          unexpected = e.what() + std::string(" (after ") + std::to_string(attempts) + " attempt(s))";
       }
-      out.retries += std::max(attempts - 1, 0);
-      if (completed && attempts > 1) ++out.recovered;
-      if (!unexpected.empty()) {
-        out.unexpected_error(app + ": " + unexpected);
+      if (u.rolled_back) ++out.rolled_back;
+      if (u.gave_up) ++out.gave_up;
+      out.retries += std::max(u.attempts - 1, 0);
+      if (u.completed() && u.attempts > 1) ++out.recovered;
+      if (!u.unexpected.empty()) {
+        out.unexpected_error(app + ": " + u.unexpected);
         if (!c.is_open()) co_await c.async_connect(use_awaitable);
       }
     }

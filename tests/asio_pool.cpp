@@ -57,6 +57,7 @@
 #endif
 
 #include "support/asio_run.hpp"
+#include "support/asio_transfers.hpp"
 #include "support/servers.hpp"
 
 using namespace std::chrono_literals;
@@ -736,30 +737,6 @@ int transfers_each() {
   return std::clamp(std::atoi(v), 1, 100);
 }
 
-struct app_error : std::runtime_error {
-  app_error() : std::runtime_error("deliberate application error") {}
-};
-struct rollback_request : std::runtime_error {
-  rollback_request() : std::runtime_error("deliberate rollback") {}
-};
-
-// As in tests/asio_load.cpp: a deposit is a scope of its own; then_fail throws after the UPDATE ran.
-awaitable<void> deposit(pa::connection& c, const std::string& table, int id, long cents, bool then_fail = false) {
-  co_await pa::async_atomic(c, [&]() -> awaitable<void> {
-    co_await c.async_execute({"UPDATE " + table + " SET cents = cents + $2 WHERE id = $1", id, cents},
-                             use_awaitable);
-    if (then_fail) throw app_error{};
-  });
-}
-
-// Credit first: a debit that fails must take the credit back with it.
-awaitable<void> transfer(pa::connection& c, const std::string& table, int from, int to, long cents,
-                         bool then_fail = false) {
-  co_await pa::async_atomic(c, [&]() -> awaitable<void> {
-    co_await deposit(c, table, to, cents);
-    co_await deposit(c, table, from, -cents, then_fail);
-  });
-}
 
 struct totals {
   std::mutex m;  // the 4-thread run's coroutines report concurrently
@@ -791,7 +768,7 @@ awaitable<void> client(int n, pa::pool& p, const std::string& table, int transfe
     const bool rollback_all = percent(rng) < 5;
     const bool abandon = percent(rng) < 2;
     int attempts = 0;
-    bool completed = false, failed_as_planned = false;
+    bool completed = false;
     try {
       const auto t0 = steady::now();
       pa::lease l = co_await p.async_acquire(use_awaitable);
@@ -805,38 +782,15 @@ awaitable<void> client(int n, pa::pool& p, const std::string& table, int transfe
         ++abandoned;
         continue;
       }
-      try {
-        co_await pa::async_atomic(c, opts, [&]() -> awaitable<void> {
-          ++attempts;
-          failed_as_planned = false;
-          co_await transfer(c, table, from, to, cents);
-          if (fail_nested) {
-            try {
-              co_await transfer(c, table, to, from, overdraw ? 1'000'000'000L : cents, /*then_fail=*/!overdraw);
-            } catch (const pqscope::check_violation&) {
-              if (!overdraw) throw;
-              failed_as_planned = true;
-            } catch (const app_error&) {
-              failed_as_planned = true;
-            }
-            if (!failed_as_planned) throw std::logic_error("a transfer meant to fail went through");
-          }
-          if (rollback_all) throw rollback_request{};
-        });
-        ++committed;
-        completed = true;
-        nested_failures += failed_as_planned ? 1 : 0;
-      } catch (const rollback_request&) {
-        ++rolled_back;
-        completed = true;
-      } catch (const std::exception& e) {
-        const bool conflict = dynamic_cast<const pqscope::serialization_failure*>(&e) != nullptr ||
-                              dynamic_cast<const pqscope::deadlock_detected*>(&e) != nullptr;
-        if (conflict && attempts == opts.retries + 1)
-          ++gave_up;
-        else
-          errors.push_back(e.what() + std::string(" (after ") + std::to_string(attempts) + " attempt(s))");
-      }
+      const pqtest::unit_result u =
+          co_await pqtest::transfer_unit(c, opts, table, from, to, cents, fail_nested, overdraw, rollback_all);
+      attempts = u.attempts;
+      completed = u.completed();
+      if (u.committed) ++committed;
+      if (u.committed && u.nested_failure) ++nested_failures;
+      if (u.rolled_back) ++rolled_back;
+      if (u.gave_up) ++gave_up;
+      if (!u.unexpected.empty()) errors.push_back(u.unexpected);
     } catch (const std::exception& e) {
       errors.push_back(std::string("acquire: ") + e.what());
     }
