@@ -154,6 +154,13 @@ BOOST_AUTO_TEST_CASE(refused_where_it_cannot_work) {
     auto c = co_await pqtest::connect_async(pqtest::env("PQSCOPE_TEST_DIRECT"), direct());
     BOOST_CHECK_THROW(co_await c.async_listen(std::string(64, 'x'), use_awaitable), pqscope::usage_error);
     BOOST_CHECK_THROW((void)co_await c.async_wait_notification(-1ms, use_awaitable), pqscope::usage_error);
+    // A scope object destroyed open: its ROLLBACK runs in the background, and the
+    // wait comes after it instead of being refused.
+    {
+      pa::transaction tx{c};
+      (void)co_await c.async_execute({"SELECT 1"}, use_awaitable);
+    }
+    BOOST_TEST(!(co_await c.async_wait_notification(100ms, use_awaitable)).has_value());
     // One operation at a time: a wait while another wait runs is refused.
     co_await c.async_listen(pqtest::unique_name("busy"), use_awaitable);
     bool refused = false;

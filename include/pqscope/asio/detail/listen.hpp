@@ -59,7 +59,7 @@ inline net::awaitable<void> restore_listening(std::shared_ptr<session> s) {
 class busy_wait {
  public:
   explicit busy_wait(session& s) : s_(s) {
-    if (s_.user_busy || s_.background)
+    if (s_.user_busy)
       throw usage_error("async_wait_notification() while another operation is in progress on this connection; "
                         "one at a time: await each operation before starting the next");
     s_.user_busy = true;
@@ -100,6 +100,14 @@ inline net::awaitable<std::optional<notification>> wait_for_notification(std::sh
       continue;
     }
     if (clock::now() >= deadline) co_return std::nullopt;
+    // A rollback no one awaits (a scope object destroyed open) runs first, as before
+    // any operation (machine_op's gate); then look again.
+    if (s->background) {
+      error_code ignored;
+      co_await s->gate.async_wait(net::redirect_error(net::use_awaitable, ignored));
+      read = false;
+      continue;
+    }
     // Input, or the deadline: the timer ends the socket's wait.
     const busy_wait busy(*s);
     auto expired = std::make_shared<bool>(false);
