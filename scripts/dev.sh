@@ -27,6 +27,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=lib/servers.sh
 . "$ROOT/scripts/lib/servers.sh"
+# shellcheck source=lib/boost_new.sh
+. "$ROOT/scripts/lib/boost_new.sh"
 
 PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 pkg-config libpq-dev postgresql-15 pgbouncer pgpool2 libboost-test-dev libboost-dev
   libpg-query-dev nlohmann-json3-dev)
@@ -65,6 +67,9 @@ build() {
     dir=build-sanitize type=Debug extra=(-DPQSCOPE_SANITIZE=ON)
   fi
   BUILD_DIR="$ROOT/$dir"
+  # Asio's per-operation cancellation is tested against a newer Boost (boost_new.sh).
+  ensure_boost_new
+  extra+=(-DPQSCOPE_BOOST_NEW_INCLUDE="$BOOST_NEW_INCLUDE")
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=$type "${extra[@]}" >/dev/null
   [ $# -gt 0 ] && targets=(--target "$@")
   cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}"
@@ -110,10 +115,11 @@ run_memcheck() {
   local t failed=0 passed=0
   # Fewer random programs: valgrind runs them about thirty times slower. (asio_faults
   # is left out: its timeouts and heartbeat bounds are real-time.)
-  export PQSCOPE_MODEL_PROGRAMS=300 PQSCOPE_ASIO_MODEL_PROGRAMS=60 PQSCOPE_GUARD_TEXTS=150 PQSCOPE_GUARD_ORACLE_TEXTS=2000
+  export PQSCOPE_MODEL_PROGRAMS=300 PQSCOPE_ASIO_MODEL_PROGRAMS=60 PQSCOPE_GUARD_TEXTS=150 PQSCOPE_GUARD_ORACLE_TEXTS=2000 \
+    PQSCOPE_ASIO_COPY_ROWS=20000
   for t in scope_machine nesting autocommit misuse values types atomic connection round_trips faults model observer pool \
       pooler_guard guard_differential redaction batch subtransactions errors copy scripts borrow notifications asio_api \
-      asio_model asio_scripts; do
+      asio_model asio_scripts asio_copy; do
     if valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
         --track-origins=yes "$BUILD_DIR/tests/test_$t" --report_level=no >"$BUILD_DIR/memcheck_$t.log" 2>&1; then
       passed=$((passed + 1))

@@ -23,8 +23,9 @@ is an HTML comment on the line right before the opening fence.
     fragment that compiles.
 
 Reference tables: the first column of a table whose header cell is empty or `member`,
-under a heading that names the class first, in backticks (### `result`), and the
-table headed `pqscope::asio::`. Each backticked item must be one of these forms:
+under a heading that names the class first, in backticks (### `result`), the table
+headed `pqscope::asio::` (the asio connection), and tables headed with another asio
+class (`pqscope::asio::copy_writer`). Each backticked item must be one of these forms:
   `RET name(args) [const]`   the call has type RET (called on a const object with
                              `const`), and the class declares it returning RET as
                              spelled (std::size_t and std::uint64_t are one type on LP64)
@@ -352,6 +353,7 @@ def struct_members(headers, name):
 
 def class_body(headers, cls, asio):
     """The text of the class's definition in the headers (asio: under asio/), or None."""
+    cls = cls.split("::")[-1]
     name = "basic_connection" if cls == "connection" and not asio else cls
     for path, text in headers.items():
         if asio != (os.sep + "asio" + os.sep in path):
@@ -395,8 +397,11 @@ def generate_reference(lines, headers, errors):
         if i > 0 and lines[i - 1].startswith("|"):
             continue
         header = re.findall(r"\|([^|]*)", line)[0].strip()
+        asio_class = re.fullmatch(r"`pqscope::asio::(\w+)`", header)
         if header == "`pqscope::asio::`":
             out, placeholders, cls = asio, ASIO_PLACEHOLDERS, "connection"
+        elif asio_class:  # a table of another asio class: `pqscope::asio::copy_writer`
+            out, placeholders, cls = asio, ASIO_PLACEHOLDERS, "pqscope::asio::" + asio_class.group(1)
         elif header in ("", "member") and heading_class:
             out, placeholders, cls = plain, PLACEHOLDERS, heading_class
         else:
@@ -430,8 +435,8 @@ def generate_reference(lines, headers, errors):
                 checks, previous, spelling = r
                 out.append(line_directive(n) + " ".join(checks))
                 if spelling:
-                    check_spelling(headers, spelling, header == "`pqscope::asio::`", f"README.md:{n}: `{item}`",
-                                   errors)
+                    check_spelling(headers, spelling, header.startswith("`pqscope::asio::"),
+                                   f"README.md:{n}: `{item}`", errors)
         if header == "member":
             members = struct_members(headers, cls)
             if members is None:

@@ -49,5 +49,6 @@
 
 #include <pqscope/asio/link.hpp>
 #include <pqscope/asio/connection.hpp>
+#include <pqscope/asio/copy.hpp>
 #include <pqscope/asio/transaction.hpp>
 #include <pqscope/asio/pool.hpp>

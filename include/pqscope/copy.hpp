@@ -22,6 +22,7 @@
 #include <pqscope/errors.hpp>
 #include <pqscope/params.hpp>
 #include <pqscope/result.hpp>
+#include <pqscope/detail/copy_rows.hpp>
 #include <pqscope/detail/copy_text.hpp>
 #include <pqscope/detail/scope_machine.hpp>
 #include <pqscope/detail/sync_session.hpp>
@@ -80,17 +81,9 @@ class copy_writer {
   void write_row(const Ts&... values) {
     check("write_row()");
     detail::sync_session::call guard(st_->session(), "write_row()", true);
-    const std::size_t start = buf_.size();
-    try {
-      std::size_t column = 0;
-      ((column > 0 ? buf_.put('\t') : void(), put_field(values, column), ++column), ...);
-    } catch (...) {
-      buf_.truncate(start);  // a value that does not convert leaves no part of its row
-      throw;
-    }
-    buf_.put('\n');
-    ++rows_;
-    if (buf_.size() >= chunk) send();
+    rows_.write_row(values...);
+    ++written_;
+    if (rows_.buffer().size() >= chunk) send();
   }
 
   // Rows already in COPY's text format (tab-separated, escaped, each ending in a
@@ -102,7 +95,7 @@ class copy_writer {
   std::uint64_t finish();
 
   // Rows written so far (write_row() calls).
-  [[nodiscard]] std::uint64_t rows_written() const noexcept { return rows_; }
+  [[nodiscard]] std::uint64_t rows_written() const noexcept { return written_; }
 
  private:
   template <class Driver>
@@ -113,57 +106,9 @@ class copy_writer {
   void check(const char* what) const;
   void send();
 
-  // One value, converted as a parameter is, straight into the row: numbers need no
-  // escaping, strings are escaped from where they are, the rest through to_text().
-  template <class T>
-  void put_field(const T& v, std::size_t column) {
-    using U = std::decay_t<T>;
-    // A char buffer is read up to its end, as a parameter is; so is any other type
-    // without a form of its own here.
-    constexpr bool direct = !std::is_array_v<T> &&
-                            (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t> ||
-                             detail::is_optional<U>::value || detail::is_chars_number<U>::value ||
-                             detail::has_write_unescaped<U>::value || std::is_same_v<U, const char*> ||
-                             std::is_same_v<U, char*> || std::is_same_v<U, std::string> ||
-                             std::is_same_v<U, std::string_view>);
-    if constexpr (!direct) {
-      put_converted(v, column);
-    } else if constexpr (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t>) {
-      buf_.append("\\N", 2);
-    } else if constexpr (detail::is_optional<U>::value) {
-      if (v)
-        put_field(*v, column);
-      else
-        buf_.append("\\N", 2);
-    } else if constexpr (detail::is_chars_number<U>::value) {
-      char* at = buf_.room(24);
-      buf_.commit(std::to_chars(at, at + 24, v).ptr);
-    } else if constexpr (detail::has_write_unescaped<U>::value) {
-      buf_.commit(value_traits<U>::write_unescaped(buf_.room(value_traits<U>::unescaped_size), v));
-    } else if constexpr (std::is_same_v<U, const char*> || std::is_same_v<U, char*>) {
-      if (v == nullptr)
-        buf_.append("\\N", 2);
-      else
-        put_text(std::string_view(v), column);
-    } else {
-      put_text(v, column);  // std::string, std::string_view
-    }
-  }
-  // Through value_traits<T>::to_text, as a parameter is.
-  template <class T>
-  void put_converted(const T& v, std::size_t /*column*/) {
-    params_.assign(v);
-    if (params_.values()[0] == nullptr)
-      buf_.append("\\N", 2);
-    else
-      buf_.append_escaped(params_.values()[0]);
-  }
-  void put_text(std::string_view text, std::size_t column);
-
   std::unique_ptr<detail::copy_stream> st_;
-  detail::copy_buffer buf_;
-  detail::param_list params_;
-  std::uint64_t rows_ = 0;
+  detail::copy_row_encoder rows_;
+  std::uint64_t written_ = 0;
 };
 
 // Reads the rows of COPY ... TO STDOUT (connection::copy_out). The COPY ends
@@ -187,18 +132,13 @@ class copy_reader {
   // refused, since the next row reuses the reader's buffers.
   template <class... Ts>
   std::optional<std::tuple<Ts...>> next() {
-    static_assert(!(detail::is_text_view<Ts>::value || ...),
-                  "pqscope: copy_reader::next<std::string_view>() would point into a buffer the next row "
-                  "overwrites; read std::string (or std::optional<std::string>)");
-    if (!read_row(fields_)) return std::nullopt;
-    if (fields_.size() != sizeof...(Ts))
-      throw conversion_error("COPY row " + std::to_string(rows_) + " has " + std::to_string(fields_.size()) +
-                             " column(s), but next<...>() asks for " + std::to_string(sizeof...(Ts)));
-    return convert<Ts...>(std::index_sequence_for<Ts...>{});
+    std::string_view line;
+    if (!next_line(line)) return std::nullopt;
+    return rows_.row<Ts...>(line, read_);
   }
 
   // Rows read so far.
-  [[nodiscard]] std::uint64_t rows_read() const noexcept { return rows_; }
+  [[nodiscard]] std::uint64_t rows_read() const noexcept { return read_; }
   // Whether the COPY has ended (every row read).
   [[nodiscard]] bool done() const noexcept { return !st_ || !st_->open(); }
 
@@ -209,27 +149,9 @@ class copy_reader {
 
   bool next_line(std::string_view& line);
 
-  template <class T>
-  T field_as(std::size_t i) const {
-    const std::optional<std::string>& f = fields_[i];
-    if constexpr (detail::is_optional<T>::value) {
-      if (!f) return std::nullopt;
-      return T(value_traits<typename T::value_type>::from_text(*f));
-    } else {
-      if (!f)
-        throw conversion_error("column " + std::to_string(i) + " of COPY row " + std::to_string(rows_) +
-                               " is NULL; read it as std::optional<T>");
-      return value_traits<T>::from_text(*f);
-    }
-  }
-  template <class... Ts, std::size_t... I>
-  std::tuple<Ts...> convert(std::index_sequence<I...>) const {
-    return std::tuple<Ts...>(field_as<Ts>(I)...);
-  }
-
   std::unique_ptr<detail::copy_stream> st_;
-  std::vector<std::optional<std::string>> fields_;
-  std::uint64_t rows_ = 0;
+  detail::copy_row_decoder rows_;
+  std::uint64_t read_ = 0;
 };
 
 }  // namespace pqscope

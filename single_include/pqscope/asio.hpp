@@ -95,6 +95,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -233,6 +234,29 @@ class link : public std::enable_shared_from_this<link> {
 
   [[nodiscard]] std::string application_name() const { return pqscope::detail::application_name_of(pg_); }
 
+  // ---- COPY (asio/copy.hpp) --------------------------------------------------------
+  // A COPY runs outside the pipeline, as libpq_driver's does: its statement alone in
+  // the simple protocol, then its data, then its answer.
+
+  // The COPY statement: a round trip (batch_step() until done, then take_reply())
+  // that ends when the COPY has started (copy_mode() 'i' or 'o', no reply) or with
+  // the statement's answer (an error).
+  void start_copy(const char* sql);
+  [[nodiscard]] char copy_mode() const noexcept { return copy_mode_; }
+
+  // One step of the COPY in progress; copy_step() until done, then take_reply().
+  //   put: `data` (read until done) into libpq, and all of it onto the socket before
+  //     done (flush-before-more, as libpq_driver::copy_put); with `end`, then the end
+  //     (CopyFail with `abort_reason`, else CopyDone) and the COPY's answer.
+  //   get: the next row (copy_row(), no reply), or at the end the COPY's answer;
+  //     with `drop`, rows are read and dropped until the answer.
+  // The reply of a COPY that ended holds its one answer; lost as a batch is.
+  void begin_copy_put(std::string_view data, bool end, const char* abort_reason);
+  void begin_copy_get(bool drop);
+  next_wait copy_step();
+  // The row the last get step read, valid until the next step.
+  [[nodiscard]] std::string_view copy_row() const noexcept { return {copy_row_, copy_row_size_}; }
+
   // ---- notifications (LISTEN), between round trips ----------------------------------
 
   // The oldest notification libpq holds: kept since it arrived, also during other
@@ -249,13 +273,19 @@ class link : public std::enable_shared_from_this<link> {
   }
 
  private:
-  enum class phase { idle, connecting, exchanging };
+  // copying: between the steps of a COPY; a step is exchanging.
+  enum class phase { idle, connecting, exchanging, copying };
   // copy_rows: a COPY TO STDOUT the statement checks missed, read and dropped;
   // copy_end: then that COPY's own answer (after COPY FROM STDIN was failed too);
   // probe: the answers to a middleware probe (send_probe()); parse, parse_end: the
   // answer to a Parse sent with its statement (statement::parse), then its null result.
   // script: the answers of a script, until its null result.
-  enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe, script };
+  // copy_begin: a COPY statement's first answer (the COPY started, or an error);
+  // copy_put, copy_get: a COPY step; copy_final, copy_final_end: the COPY's answer.
+  enum class reading {
+    parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe, script,
+    copy_begin, copy_put, copy_get, copy_final, copy_final_end
+  };
 
   // A batch or a script starts: the reading state reset; false (and the round trip
   // lost) if the connection cannot take it.
@@ -299,6 +329,14 @@ class link : public std::enable_shared_from_this<link> {
 
   // One PGresult of the batch; false when the batch is over (complete or lost).
   bool take_result(PGresult* raw);
+  // The answers until the round trip is over (or libpq must wait for input).
+  next_wait read_results();
+
+  // A COPY step begins: a deadline, as for a round trip; past it the connection is
+  // given up (as libpq_driver's copy calls do): a COPY cannot be cut short otherwise.
+  void begin_copy_step(reading r);
+  bool copy_queue();  // put: data, then the end, into libpq; false if lost
+  void free_copy_row() noexcept;
 
   void lose_or_fail(const std::string& why);
 
@@ -323,6 +361,13 @@ class link : public std::enable_shared_from_this<link> {
   bool finished_ = true, flushing_ = false, watching_ = false;
   std::size_t commit_at_ = 0;  // the batch's COMMIT, or its size
   bool copy_in_ = false;       // the COPY being ended is a COPY FROM STDIN
+  // the COPY in progress (copy_mode_ 'i' or 'o', else 0) and its step
+  char copy_mode_ = 0;
+  std::string_view copy_data_;  // put: not yet in libpq
+  bool copy_ending_ = false, copy_end_sent_ = false, copy_drop_ = false;
+  const char* copy_abort_ = nullptr;
+  char* copy_row_ = nullptr;  // get: libpq's memory
+  std::size_t copy_row_size_ = 0;
   std::vector<bool> parses_;   // which statements of the batch have a Parse sent first
   bool parse_failed_ = false;  // the statement's Parse failed: its execution is skipped
   std::string fatal_;          // a FATAL error answered in this batch (see libpq_driver)
@@ -342,17 +387,26 @@ class link : public std::enable_shared_from_this<link> {
 // Internal building blocks of the connection's operations. They never complete
 // inside the call that starts them.
 
-// One batch (or one script): completes with its batch_reply (lost if the connection failed).
+// One round trip (a batch, a script, a COPY's statement or one of its steps):
+// completes with its batch_reply (lost if the connection failed).
 class exchange_op {
  public:
+  // What the round trip is: a batch, a script, a COPY statement, or one step of the
+  // COPY in progress (begun by link::begin_copy_put / begin_copy_get).
+  enum class kind { batch, script, copy_begin, copy_step };
   exchange_op(std::shared_ptr<link> l, const std::vector<statement>& statements)
       : l_(std::move(l)), statements_(&statements) {}
-  exchange_op(std::shared_ptr<link> l, const char* script) : l_(std::move(l)), script_(script) {}
+  exchange_op(std::shared_ptr<link> l, const char* sql, kind k) : l_(std::move(l)), script_(sql), kind_(k) {}
 
   template <class Self>
   void operator()(Self& self, error_code ec = {}) {
     switch (state_) {
       case state::start:
+        if (kind_ == kind::copy_step) {  // the COPY's round trip goes on: a cancel request concerns it
+          waiting_ = l_->copy_step();
+          if (waiting_ == next_wait::done) return post_reply(self);
+          return wait(self);
+        }
         if (l_->cancel_pending()) {
           l_->begin_pending_wait();
           state_ = state::pending;
@@ -381,7 +435,7 @@ class exchange_op {
         }
         break;
     }
-    waiting_ = l_->batch_step();
+    waiting_ = kind_ == kind::copy_step ? l_->copy_step() : l_->batch_step();
     if (waiting_ == next_wait::done) return finish(self);
     wait(self);
   }
@@ -391,7 +445,9 @@ class exchange_op {
 
   // Sends the batch (as far as the socket takes it); what to wait for next.
   next_wait begin() {
-    if (script_ != nullptr)
+    if (kind_ == kind::copy_begin)
+      l_->start_copy(script_);
+    else if (kind_ == kind::script)
       l_->start_script(script_);
     else
       l_->start_batch(*statements_);
@@ -420,6 +476,7 @@ class exchange_op {
   std::shared_ptr<link> l_;
   const std::vector<statement>* statements_ = nullptr;
   const char* script_ = nullptr;
+  kind kind_ = kind::batch;
   state state_ = state::start;
   next_wait waiting_ = next_wait::done;
 };
@@ -434,7 +491,26 @@ auto async_exchange(std::shared_ptr<link> l, const std::vector<statement>& state
 template <class Token>
 auto async_script(std::shared_ptr<link> l, const char* sql, Token&& token) {
   auto ex = l->get_executor();
-  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), sql}, token, ex);
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), sql, exchange_op::kind::script}, token,
+                                                      ex);
+}
+
+// A COPY statement, alone: completes when the COPY has started (the link's
+// copy_mode(), no reply) or with the statement's error.
+template <class Token>
+auto async_copy_begin(std::shared_ptr<link> l, const char* sql, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), sql, exchange_op::kind::copy_begin},
+                                                      token, ex);
+}
+
+// One step of the COPY in progress, begun by link::begin_copy_put() or
+// begin_copy_get(): completes with its batch_reply (see there).
+template <class Token>
+auto async_copy_step(std::shared_ptr<link> l, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), nullptr, exchange_op::kind::copy_step},
+                                                      token, ex);
 }
 
 // Connects a link: completes with nullptr, or the connection_error / usage_error.
@@ -609,6 +685,133 @@ inline void link::start_script(const char* sql) {
   if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
 }
 
+inline void link::start_copy(const char* sql) {
+  reply_ = batch_reply{};
+  reply_.replies.resize(1);
+  parses_.clear();
+  if (!begin_round_trip(reading::copy_begin)) return;
+  // The simple protocol, as libpq_driver::copy_start (Pgpool-II never answers the end
+  // of a COPY started with the extended one).
+  if (PQsendQuery(pg_, sql) != 1) return lose(trimmed(PQerrorMessage(pg_)));
+  flushing_ = true;
+  phase_ = phase::exchanging;
+  commit_at_ = static_cast<std::size_t>(-1);  // no COMMIT here
+  if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
+}
+
+inline void link::begin_copy_step(reading r) {
+  reply_ = batch_reply{};
+  reply_.replies.resize(1);  // the COPY's answer, if this step ends it (or loses it)
+  index_ = 0;
+  reading_ = r;
+  finished_ = false;
+  flushing_ = false;
+  copy_end_sent_ = false;
+  fatal_.clear();
+  suspect_ = false;
+  free_copy_row();
+  if (!usable() || copy_mode_ == 0) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  phase_ = phase::exchanging;
+  commit_at_ = static_cast<std::size_t>(-1);
+  // Past the deadline, a cancel request: the server ends the COPY with 57014 (or
+  // the grace gives the connection up), as for any round trip.
+  if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
+}
+
+inline void link::begin_copy_put(std::string_view data, bool end, const char* abort_reason) {
+  begin_copy_step(reading::copy_put);
+  copy_data_ = data;
+  copy_ending_ = end;
+  copy_abort_ = abort_reason;
+}
+
+inline void link::begin_copy_get(bool drop) {
+  begin_copy_step(reading::copy_get);
+  copy_drop_ = drop;
+}
+
+inline bool link::copy_queue() {
+  if (!copy_data_.empty()) {
+    // libpq takes an int: a huge write_raw() goes in pieces.
+    const std::size_t n = std::min<std::size_t>(copy_data_.size(), std::size_t{1} << 20);
+    const int r = PQputCopyData(pg_, copy_data_.data(), static_cast<int>(n));
+    if (r < 0) return lose(trimmed(PQerrorMessage(pg_))), false;
+    if (r == 1) copy_data_.remove_prefix(n);
+    return true;  // 0: no room until libpq has sent some
+  }
+  if (copy_ending_ && !copy_end_sent_) {
+    const int r = PQputCopyEnd(pg_, copy_abort_);
+    if (r < 0) return lose(trimmed(PQerrorMessage(pg_))), false;
+    copy_end_sent_ = r == 1;
+  }
+  return true;
+}
+
+inline next_wait link::copy_step() {
+  if (finished_) return next_wait::done;
+  if (dead_ || pg_ == nullptr) {
+    lose(pg_ == nullptr ? not_connected() : dead_reason_);
+    return next_wait::done;
+  }
+  switch (reading_) {
+    case reading::copy_put:
+      for (;;) {
+        if (!copy_queue()) return next_wait::done;
+        const int f = PQflush(pg_);
+        if (f < 0) {
+          lose(trimmed(PQerrorMessage(pg_)));
+          return next_wait::done;
+        }
+        if (f == 1) {  // all of it onto the socket before more: memory stays at about one chunk
+          flushing_ = true;
+          watch_input_while_flushing();
+          return next_wait::write;
+        }
+        flushing_ = false;
+        if (!copy_data_.empty() || (copy_ending_ && !copy_end_sent_)) continue;
+        if (!copy_ending_) {
+          reply_.replies.clear();
+          finished_ = true;
+          phase_ = phase::copying;
+          return next_wait::done;
+        }
+        reading_ = reading::copy_final;
+        return read_results();
+      }
+    case reading::copy_get:
+      for (;;) {
+        char* row = nullptr;
+        const int n = PQgetCopyData(pg_, &row, /*async=*/1);
+        if (n > 0) {
+          if (copy_drop_) {
+            PQfreemem(row);
+            continue;
+          }
+          copy_row_ = row;
+          copy_row_size_ = static_cast<std::size_t>(n);
+          reply_.replies.clear();
+          finished_ = true;
+          phase_ = phase::copying;
+          return next_wait::done;
+        }
+        if (n == 0) return next_wait::read;
+        if (n < -1) {
+          lose(trimmed(PQerrorMessage(pg_)));
+          return next_wait::done;
+        }
+        reading_ = reading::copy_final;  // -1: the end; the COPY's answer follows
+        return read_results();
+      }
+    default: return read_results();
+  }
+}
+
+inline void link::free_copy_row() noexcept {
+  if (copy_row_ != nullptr) PQfreemem(copy_row_);
+  copy_row_ = nullptr;
+  copy_row_size_ = 0;
+}
+
 inline bool link::cancel_pending() {
   if (cancel_ && cancel_->load()) cancel_.reset();
   return cancel_ != nullptr;
@@ -645,6 +848,10 @@ inline next_wait link::batch_step() {
     }
     flushing_ = false;
   }
+  return read_results();
+}
+
+inline next_wait link::read_results() {
   for (;;) {
     if (reading_ == reading::copy_rows) {
       char* row = nullptr;
@@ -789,6 +996,8 @@ inline void link::close_connection() noexcept {
   } catch (...) {
     finished_ = true;  // out of memory for the message: the batch still ends
   }
+  free_copy_row();
+  copy_mode_ = 0;
   error_code ignored;
   sock_.close(ignored);
   if (pg_ != nullptr) PQfinish(pg_);
@@ -982,6 +1191,47 @@ inline bool link::take_result(PGresult* raw) {
       reply_.replies.push_back(std::move(r));
       return true;
     }
+    case reading::copy_begin:
+      if (raw != nullptr && (PQresultStatus(raw) == PGRES_COPY_IN || PQresultStatus(raw) == PGRES_COPY_OUT)) {
+        copy_mode_ = PQresultStatus(raw) == PGRES_COPY_IN ? 'i' : 'o';
+        PQclear(raw);
+        reply_.replies.clear();
+        finished_ = true;
+        phase_ = phase::copying;
+        return false;
+      }
+      [[fallthrough]];  // the statement's answer: an error
+    case reading::copy_final: {
+      reply& r = reply_.replies.front();
+      pqscope::detail::answer a = pqscope::detail::read_answer(pg_, raw, r);
+      if (a.k != pqscope::detail::answer::filled) {
+        lose(std::move(a.why));
+        return false;
+      }
+      if (r.st == reply::status::error) fatal_ = std::move(a.fatal);
+      reading_ = reading::copy_final_end;
+      return true;
+    }
+    case reading::copy_final_end:
+      if (raw != nullptr) {  // as libpq_driver::read_final: an empty command answer may follow
+        const bool ok = PQresultStatus(raw) == PGRES_COMMAND_OK;
+        PQclear(raw);
+        if (ok) return true;
+        lose("unexpected extra answer from the server");
+        return false;
+      }
+      if (PQstatus(pg_) == CONNECTION_BAD) {
+        lose(trimmed(PQerrorMessage(pg_)));
+        return false;
+      }
+      reply_.state = pqscope::detail::state_of(PQtransactionStatus(pg_));
+      copy_mode_ = 0;
+      finished_ = true;
+      phase_ = phase::idle;
+      return false;
+    case reading::copy_put:
+    case reading::copy_get:  // copy_step() reads these
+      return true;
     case reading::probe:
       if (raw != nullptr) {
         if (PQresultStatus(raw) == PGRES_TUPLES_OK && PQntuples(raw) > 0 && PQnfields(raw) > 0)
@@ -1019,6 +1269,7 @@ inline void link::lose(std::string why) {
   finished_ = true;
   flushing_ = false;
   phase_ = phase::idle;
+  copy_mode_ = 0;  // a lost COPY is over
   if (!dead_) {
     dead_ = true;
     dead_reason_ = std::move(why);
@@ -1095,6 +1346,68 @@ inline void link::lose(std::string why) {
 // #include <pqscope/detail/scope_machine.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/sync_session.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/session_state.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/asio/copy.hpp>
+// COPY FROM STDIN and COPY TO STDOUT on the asio connection, without blocking:
+// connection::async_copy_in() gives a copy_writer, async_copy_out() a copy_reader.
+// The meaning is the blocking COPY's (<pqscope/copy.hpp>), in autocommit or inside
+// any scope; until the COPY ends, the connection refuses every other operation.
+//
+//   auto w = co_await c.async_copy_in("COPY item (id, name) FROM STDIN", use_awaitable);
+//   for (const item& i : items) {
+//     w.write_row(i.id, i.name);                            // into the writer's buffer
+//     if (w.full()) co_await w.async_send(use_awaitable);   // backpressure
+//   }
+//   std::uint64_t n = co_await w.async_finish(use_awaitable);
+//
+//   auto r = co_await c.async_copy_out("COPY item (id, name) TO STDOUT", use_awaitable);
+//   while (auto row = co_await r.async_next<int, std::string>(use_awaitable)) ...
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/co_spawn.hpp>
+
+// #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/copy_rows.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/asio/detail/copy.hpp>
+// The COPY of the asio connection: the state a writer or reader shares with its
+// operations, and the operations. Their meaning is the blocking COPY's (copy.hpp):
+// what the scopes queued goes out first, the COPY runs outside the pipeline, its
+// answer reaches the scopes like any statement's. Until it ends the COPY holds the
+// session (session::user_busy, session::copying): every other operation is refused.
+// One that is abandoned (its writer or reader destroyed first) is ended in the
+// background, as an abandoned scope's rollback is, and the next operation waits
+// for that at the session's gate.
+
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+// #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/result.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/copy_rows.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/copy_text.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/session_state.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/sql_text.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/asio/link.hpp> (inlined above)
 // #include <pqscope/asio/query.hpp>
 // pqscope::asio::query: one statement and its parameters, owned, as an
@@ -1326,8 +1639,9 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   std::shared_ptr<link> io;
   std::weak_ptr<link> resolver;  // the fresh connection asking about a lost COMMIT
 
-  // A user operation is running (or waiting for the gate).
+  // A user operation is running (or waiting for the gate), or a COPY holds the session.
   bool user_busy = false;
+  bool copying = false;  // a COPY's writer or reader holds it (asio/copy.hpp)
   bool closed = false;
   // A rollback that no one awaits is running: a scope's object was destroyed open.
   // User operations wait for it at the gate, a timer that never expires by itself.
@@ -1362,10 +1676,16 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   // Machine calls that are not operations (opening a scope, on_commit, set_local)
   // are refused while an operation runs: it owns the machine until it completes.
   pqscope::detail::scope_machine& idle_machine(const char* what) {
+    if (copying) throw usage_error(copy_in_progress(what));
     if (user_busy)
       throw usage_error(std::string(what) + " while an operation is in progress on this connection; "
                                             "one operation at a time, and await each before the next call");
     return machine;
+  }
+  // Why `what` cannot run while a COPY holds the session.
+  [[nodiscard]] static std::string copy_in_progress(const char* what) {
+    return std::string(what) + " while a COPY is in progress on this connection; end it first (async_finish(), "
+                               "or read its rows to the end), or destroy its copy_writer or copy_reader";
   }
 
   // A scope's object was destroyed while the scope was open (a coroutine destroyed
@@ -1489,6 +1809,7 @@ namespace pqscope::asio::detail {
 //   optional<string> in_doubt(session&)        (end of a scope) the xid to resolve
 //   void settle(session&)                      (optional) told the outcome, either way
 //   background / connects / out_of_band        see machine_op
+//   copies / continues / holds_session()       a COPY's (asio/detail/copy.hpp)
 
 struct work_base {
   static constexpr bool background = false;  // a rollback no one awaits (abandoned scope)
@@ -1496,6 +1817,12 @@ struct work_base {
   // A statement outside the pipeline (a script): after the loop has sent everything
   // queued (the sync point), stage() it and send it alone; take() its answers.
   static constexpr bool out_of_band = false;
+  // out_of_band, a COPY: the statement starts a COPY instead of running as a script.
+  static constexpr bool copies = false;
+  // A step of the COPY that holds the session: it is this operation's already.
+  static constexpr bool continues = false;
+  // Whether the session stays busy after the operation (a COPY started).
+  bool holds_session() const { return false; }
   std::optional<std::string> in_doubt(session&) const { return std::nullopt; }
 };
 
@@ -1554,20 +1881,21 @@ struct query_value_work : statement_work {
   }
 };
 
-// execute_script(): several statements in one simple-protocol query. Everything
-// queued goes out first, controls too, so that the script finds the transaction and
-// savepoints the scopes say; the scopes then see it as one statement.
-struct script_work : work_base {
-  using value_type = std::vector<result>;
+// A statement sent alone, outside the pipeline (a script, a COPY): checked, then
+// everything queued goes out first, controls too, so that it finds the transaction
+// and savepoints the scopes say; the scopes then see it as one statement.
+struct out_of_band_work : work_base {
   static constexpr bool out_of_band = true;
-  explicit script_work(query text) : q(std::make_unique<query>(std::move(text))) {}
+  explicit out_of_band_work(query text) : q(std::make_unique<query>(std::move(text))) {}
 
-  bool start(session& s) {
+  // `check(sql)` throws for a statement the operation refuses; then the pooler guard.
+  template <class Check>
+  bool start_with(session& s, const char* what, Check&& check) {
     try {
       const std::string_view sql = q->text();
       if (q->param_count() != 0)
-        throw usage_error("async_execute_script(): a script takes no parameters (use async_execute)");
-      pqscope::detail::check_script(sql, "async_execute_script()");
+        throw usage_error(std::string(what) + " takes no parameters: the statement goes in the simple protocol");
+      check(sql);
       if (s.options.pooling == pooling::transaction && !q->session_state_allowed()) {
         const std::string hazard = pqscope::detail::session_state_hazard(sql);
         if (!hazard.empty()) throw usage_error(hazard);
@@ -1580,12 +1908,27 @@ struct script_work : work_base {
     s.machine.request_sync_point();
     return true;
   }
-  // The sync point went out: the script's turn. Its text, for the link.
+  // The sync point went out: the statement's turn. Its text, for the link.
   const char* stage(session& s) {
     s.machine.finish();
     s.machine.stage_out_of_band(slot);
     staged = true;
     return slot->stmt.sql;
+  }
+
+  std::unique_ptr<query> q;  // the slot points into it: it stays put while the operation moves
+  std::shared_ptr<pqscope::detail::statement_slot> slot;
+  bool staged = false, taken = false;
+};
+
+// execute_script(): several statements in one simple-protocol query.
+struct script_work : out_of_band_work {
+  using value_type = std::vector<result>;
+  using out_of_band_work::out_of_band_work;
+
+  bool start(session& s) {
+    return start_with(s, "async_execute_script()",
+                      [](std::string_view sql) { pqscope::detail::check_script(sql, "async_execute_script()"); });
   }
   void take(session& s, batch_reply& all) {
     taken = true;
@@ -1597,10 +1940,7 @@ struct script_work : work_base {
     return std::move(results);
   }
 
-  std::unique_ptr<query> q;  // the slot points into it: it stays put while the operation moves
-  std::shared_ptr<pqscope::detail::statement_slot> slot;
   std::vector<result> results;
-  bool staged = false, taken = false;
 };
 
 struct flush_work : work_base {
@@ -1785,11 +2125,15 @@ class machine_op {
       s_->gate.expires_at(net::steady_timer::time_point::max());
       owns_ = true;
       run(self);
+    } else if constexpr (Work::continues) {
+      owns_ = true;
+      run(self);
     } else {
       if (s_->user_busy) {
         error_ = std::make_exception_ptr(usage_error(
-            "an operation was started while another one is in progress on this connection; one at a time: "
-            "await each operation before starting the next"));
+            s_->copying ? detail::session::copy_in_progress("an operation was started")
+                        : "an operation was started while another one is in progress on this connection; one at a "
+                          "time: await each operation before starting the next"));
         return done(self);
       }
       s_->user_busy = true;
@@ -1826,6 +2170,7 @@ class machine_op {
           error_ = std::current_exception();
           return done(self);
         }
+        if constexpr (Work::copies) return async_copy_begin(s_->io, sql, park(self));
         return async_script(s_->io, sql, park(self));
       }
     }
@@ -1860,7 +2205,7 @@ class machine_op {
         s_->process_abandoned();
         error_code ignored;
         if (!s_->background) s_->gate.cancel(ignored);
-      } else {
+      } else if (!w_.holds_session()) {
         s_->user_busy = false;
         s_->process_abandoned();
       }
@@ -1924,6 +2269,375 @@ inline void session::process_abandoned() noexcept {
 }
 
 }  // namespace pqscope::asio::detail
+// #include <pqscope/asio/detail/session.hpp> (inlined above)
+
+namespace pqscope::asio::detail {
+
+// A COPY in progress, shared by its writer or reader and the operation in flight.
+// The last owner of one still open ends it in the background.
+struct copy_state {
+  copy_state(std::shared_ptr<session> sess, std::shared_ptr<pqscope::detail::statement_slot> st, bool copy_in)
+      : s(std::move(sess)), slot(std::move(st)), in(copy_in) {}
+  copy_state(const copy_state&) = delete;
+  copy_state& operator=(const copy_state&) = delete;
+  copy_state(copy_state&&) = delete;
+  copy_state& operator=(copy_state&&) = delete;
+  ~copy_state();
+
+  // An operation of this COPY starts: nullptr, or why it cannot (it is given to the
+  // operation, which fails with it). `ended_ok`: a COPY that has ended is no error.
+  std::exception_ptr claim(const char* what, bool ended_ok) {
+    if (busy)
+      return std::make_exception_ptr(usage_error(
+          std::string(what) + " while another operation of this COPY is in progress; await each one first"));
+    if (!open && !ended_ok)
+      return std::make_exception_ptr(usage_error(std::string(what) + ": this COPY has already ended" +
+                                                 (why.empty() ? std::string() : " (" + why + ")")));
+    busy = true;
+    return nullptr;
+  }
+
+  std::shared_ptr<session> s;
+  std::shared_ptr<pqscope::detail::statement_slot> slot;
+  bool in;             // COPY FROM STDIN
+  bool open = true;    // not ended
+  bool busy = false;   // an operation of it is in flight
+  std::string why;     // why it ended, if by an error
+  pqscope::detail::copy_buffer sending;   // a writer's rows on their way
+  pqscope::detail::copy_row_decoder rows;  // a reader's last row
+  std::uint64_t read = 0;                 // rows read
+};
+
+// The operation's claim on its COPY, released when the operation ends.
+class copy_claim {
+ public:
+  copy_claim(std::shared_ptr<copy_state> st, const std::exception_ptr& refused) : st_(std::move(st)) {
+    if (refused) {
+      st_.reset();  // claimed by someone else
+      std::rethrow_exception(refused);
+    }
+  }
+  copy_claim(const copy_claim&) = delete;
+  copy_claim& operator=(const copy_claim&) = delete;
+  ~copy_claim() {
+    if (st_) st_->busy = false;
+  }
+
+ private:
+  std::shared_ptr<copy_state> st_;
+};
+
+// async_copy_in / async_copy_out: the COPY statement, sent alone after everything
+// queued (as a script is). Completes once the COPY has started; the session is then
+// the COPY's until copy_end_work.
+struct copy_start_work : out_of_band_work {
+  using value_type = std::shared_ptr<copy_state>;
+  static constexpr bool copies = true;
+  copy_start_work(query text, char direction) : out_of_band_work(std::move(text)), dir(direction) {}
+
+  [[nodiscard]] const char* what() const { return dir == 'i' ? "async_copy_in()" : "async_copy_out()"; }
+
+  bool start(session& s) {
+    return start_with(s, what(), [&](std::string_view sql) {
+      if (pqscope::detail::copy_direction(sql) != dir)
+        throw usage_error(std::string(what()) + " needs a COPY ... " + (dir == 'i' ? "FROM STDIN" : "TO STDOUT") +
+                          " statement: " + std::string(sql.substr(0, 200)));
+      pqscope::detail::check_placeholders(sql, 0);
+    });
+  }
+  void take(session& s, batch_reply& br) {
+    taken = true;
+    if (s.io->copy_mode() != 0) {  // started: its answer comes at its end
+      state = std::make_shared<copy_state>(s.shared_from_this(), slot, s.io->copy_mode() == 'i');
+      s.copying = started = true;
+      return;
+    }
+    s.machine.apply(std::move(br));
+  }
+  std::shared_ptr<copy_state> finish(session& s) {
+    // Moved out: the operation object may outlive its completion for a while, and
+    // the last owner of the state is the one whose end aborts the COPY.
+    if (started) return std::move(state);
+    s.machine.finish();
+    (void)slot->wait();  // the server's error
+    throw usage_error(std::string(what()) + ": the statement did not start a COPY");
+  }
+  [[nodiscard]] bool holds_session() const { return started; }
+
+  char dir;
+  std::shared_ptr<copy_state> state;
+  bool started = false;
+};
+
+// The COPY has ended (or was lost): its answer goes to the scopes, and the session
+// is free again. Background: the end of an abandoned COPY, which no one awaits.
+template <bool Background>
+struct copy_end_work : work_base {
+  using value_type = result;
+  static constexpr bool background = Background;
+  static constexpr bool continues = !Background;
+  copy_end_work(std::shared_ptr<pqscope::detail::statement_slot> st, batch_reply reply)
+      : slot(std::move(st)), br(std::move(reply)) {}
+
+  bool start(session& s) {
+    s.copying = false;
+    s.machine.apply(std::move(br));
+    return true;
+  }
+  result finish(session& s) {
+    s.machine.finish();
+    return slot->wait();  // throws what the COPY raised
+  }
+
+  std::shared_ptr<pqscope::detail::statement_slot> slot;
+  batch_reply br;
+};
+
+// The COPY has ended: the scopes learn its answer; throws its error.
+inline net::awaitable<result> end_copy(std::shared_ptr<copy_state> st, batch_reply br) {
+  st->open = false;
+  try {
+    co_return co_await start(st->s, copy_end_work<false>{st->slot, std::move(br)}, net::use_awaitable);
+  } catch (const std::exception& e) {
+    st->why = e.what();
+    throw;
+  }
+}
+
+// A writer's rows (st->sending) onto the socket; with `end`, then the end of the
+// COPY: the rows the server took.
+inline net::awaitable<std::uint64_t> put_rows(std::shared_ptr<copy_state> st, std::exception_ptr refused, bool end) {
+  const copy_claim claim(st, refused);
+  st->s->io->begin_copy_put(st->sending.view(), end, nullptr);
+  batch_reply br = co_await async_copy_step(st->s->io, net::use_awaitable);
+  st->sending.clear();
+  if (!end && !br.lost) co_return 0;
+  const result r = co_await end_copy(st, std::move(br));
+  co_return r.affected_rows();
+}
+
+// A reader's next line (in the link, copy_row()); false at the COPY's end.
+inline net::awaitable<bool> next_line(std::shared_ptr<copy_state> st) {
+  if (!st->open) co_return false;
+  st->s->io->begin_copy_get(/*drop=*/false);
+  batch_reply br = co_await async_copy_step(st->s->io, net::use_awaitable);
+  if (!br.lost && br.replies.empty()) {
+    ++st->read;
+    co_return true;
+  }
+  (void)co_await end_copy(st, std::move(br));
+  co_return false;
+}
+
+template <class... Ts>
+net::awaitable<std::optional<std::tuple<Ts...>>> next_row(std::shared_ptr<copy_state> st, std::exception_ptr refused) {
+  const copy_claim claim(st, refused);
+  if (!co_await next_line(st)) co_return std::nullopt;
+  co_return st->rows.template row<Ts...>(st->s->io->copy_row(), st->read);
+}
+
+inline net::awaitable<std::optional<std::vector<std::optional<std::string>>>> next_fields(
+    std::shared_ptr<copy_state> st, std::exception_ptr refused) {
+  const copy_claim claim(st, refused);
+  if (!co_await next_line(st)) co_return std::nullopt;
+  std::vector<std::optional<std::string>> fields;
+  pqscope::detail::parse_copy_row(st->s->io->copy_row(), fields);
+  co_return fields;
+}
+
+// An abandoned COPY: a COPY FROM STDIN is failed (nothing of it is kept), a COPY TO
+// STDOUT read to its end; then its answer goes to the scopes.
+inline net::awaitable<void> end_abandoned(std::shared_ptr<session> s,
+                                          std::shared_ptr<pqscope::detail::statement_slot> slot, bool in) {
+  bool handed = false;  // to the end work, which opens the gate when done
+  try {
+    if (in)
+      s->io->begin_copy_put({}, true, "the copy_writer was destroyed before async_finish()");
+    else
+      s->io->begin_copy_get(/*drop=*/true);
+    batch_reply br = co_await async_copy_step(s->io, net::use_awaitable);
+    handed = true;
+    (void)co_await start(s, copy_end_work<true>{std::move(slot), std::move(br)}, net::use_awaitable);
+  } catch (...) {
+    // the scopes know: an aborted COPY dooms its scope, a lost connection breaks it
+  }
+  if (!handed) {
+    s->background = false;
+    error_code ignored;
+    s->gate.cancel(ignored);
+    s->process_abandoned();
+  }
+}
+
+inline copy_state::~copy_state() {
+  if (!open) return;
+  // Until it has ended, the next operation waits at the gate, as behind an
+  // abandoned scope's rollback.
+  s->user_busy = false;
+  s->copying = false;
+  s->background = true;
+  try {
+    s->gate.expires_at(net::steady_timer::time_point::max());
+    net::co_spawn(s->executor, end_abandoned(s, slot, in), net::detached);
+  } catch (...) {
+    // out of memory: closing the connection ends the session
+    s->background = false;
+    s->user_busy = true;
+  }
+}
+
+}  // namespace pqscope::asio::detail
+
+namespace pqscope::asio {
+
+// Streams rows into COPY ... FROM STDIN. write_row() only encodes the row into the
+// writer's buffer; async_send() puts the buffer on the wire and completes once all
+// of it is on the socket, so a writer that sends whenever full() holds about one
+// chunk (64 KiB) in memory, as the blocking writer does. async_finish() sends the
+// rest and ends the COPY. A writer destroyed before async_finish() aborts the COPY
+// (nothing of it is kept), in the background: the connection's next operation waits
+// for that.
+class copy_writer {
+ public:
+  copy_writer() = default;  // no COPY: every call throws usage_error
+  copy_writer(copy_writer&&) noexcept = default;
+  copy_writer& operator=(copy_writer&&) noexcept = default;
+  copy_writer(const copy_writer&) = delete;
+  copy_writer& operator=(const copy_writer&) = delete;
+  ~copy_writer() = default;  // the state aborts an unfinished COPY
+
+  // One row, as the blocking writer's write_row(): one value per column, converted
+  // as parameters are; std::nullopt or nullptr is NULL. A value that does not
+  // convert throws and leaves no part of its row. No I/O.
+  template <class... Ts>
+  void write_row(const Ts&... values) {
+    check("write_row()");
+    rows_.write_row(values...);
+    ++written_;
+  }
+  // Rows already in COPY's text format (each ending in a newline). No I/O.
+  void write_raw(std::string_view text) {
+    check("write_raw()");
+    rows_.write_raw(text);
+  }
+
+  // Bytes written and not yet sent; full(): as many as the blocking writer sends at once.
+  [[nodiscard]] std::size_t buffered() const noexcept { return rows_.buffer().size(); }
+  [[nodiscard]] bool full() const noexcept { return buffered() >= chunk; }
+
+  // Sends what is buffered; completes when all of it is on the socket (write_row()
+  // may go on meanwhile, into a fresh buffer). Completion: void(std::exception_ptr).
+  // A connection lost ends the COPY: connection_error, as for any statement.
+  template <class Token>
+  auto async_send(Token&& token) {
+    std::exception_ptr refused = hand_over("async_send()");
+    return boost::asio::co_spawn(executor(), send_only(st_, std::move(refused)), std::forward<Token>(token));
+  }
+
+  // Sends the rest and ends the COPY. Completion: void(std::exception_ptr,
+  // std::uint64_t), the rows the server took; the error is what the COPY raised (a
+  // constraint, a bad value: its scope is doomed, as by any failed statement).
+  template <class Token>
+  auto async_finish(Token&& token) {
+    std::exception_ptr refused = hand_over("async_finish()");
+    return boost::asio::co_spawn(executor(), detail::put_rows(st_, std::move(refused), true),
+                                 std::forward<Token>(token));
+  }
+
+  // Rows written so far (write_row() calls).
+  [[nodiscard]] std::uint64_t rows_written() const noexcept { return written_; }
+
+ private:
+  friend class connection;
+  explicit copy_writer(std::shared_ptr<detail::copy_state> st) : st_(std::move(st)) {}
+  static constexpr std::size_t chunk = std::size_t{64} * 1024;
+
+  void check(const char* what) const {
+    if (!st_) throw usage_error(std::string(what) + " on a copy_writer with no COPY (moved from, or default)");
+    if (!st_->open)
+      throw usage_error(std::string(what) + ": this COPY has already ended" +
+                        (st_->why.empty() ? std::string() : " (" + st_->why + ")"));
+  }
+  [[nodiscard]] boost::asio::any_io_executor executor() const {
+    if (!st_) throw usage_error("a copy_writer with no COPY (moved from, or default)");
+    return st_->s->executor;
+  }
+  // The operation's claim; the buffer becomes the one on its way (the last one sent,
+  // emptied, is written into next).
+  std::exception_ptr hand_over(const char* what) {
+    (void)executor();  // no COPY: throws
+    std::exception_ptr refused = st_->claim(what, /*ended_ok=*/false);
+    if (!refused) std::swap(st_->sending, rows_.buffer());
+    return refused;
+  }
+  static boost::asio::awaitable<void> send_only(std::shared_ptr<detail::copy_state> st, std::exception_ptr refused) {
+    (void)co_await detail::put_rows(std::move(st), std::move(refused), false);
+  }
+
+  std::shared_ptr<detail::copy_state> st_;
+  pqscope::detail::copy_row_encoder rows_;
+  std::uint64_t written_ = 0;
+};
+
+// Reads the rows of COPY ... TO STDOUT. The COPY ends when the last row has been
+// read; a reader destroyed before that has the rest read and dropped in the
+// background (the connection's next operation waits for that).
+class copy_reader {
+ public:
+  copy_reader() = default;  // no COPY: every call throws usage_error
+  copy_reader(copy_reader&&) noexcept = default;
+  copy_reader& operator=(copy_reader&&) noexcept = default;
+  copy_reader(const copy_reader&) = delete;
+  copy_reader& operator=(const copy_reader&) = delete;
+  ~copy_reader() = default;
+
+  // The next row converted to Ts..., as the blocking reader's next<Ts...>();
+  // std::nullopt after the last row. Completion:
+  // void(std::exception_ptr, std::optional<std::tuple<Ts...>>).
+  template <class... Ts, class Token>
+  auto async_next(Token&& token) {
+    static_assert(!(pqscope::detail::is_text_view<Ts>::value || ...),
+                  "pqscope: copy_reader::async_next<std::string_view>() would point into a buffer the next row "
+                  "overwrites; read std::string (or std::optional<std::string>)");
+    std::exception_ptr refused = claim("async_next()");
+    return boost::asio::co_spawn(executor(), detail::next_row<Ts...>(st_, std::move(refused)),
+                                 std::forward<Token>(token));
+  }
+  // The next row's fields as text (std::nullopt for NULL); std::nullopt after the
+  // last row. Completion: void(std::exception_ptr,
+  // std::optional<std::vector<std::optional<std::string>>>).
+  template <class Token>
+  auto async_read_row(Token&& token) {
+    std::exception_ptr refused = claim("async_read_row()");
+    return boost::asio::co_spawn(executor(), detail::next_fields(st_, std::move(refused)),
+                                 std::forward<Token>(token));
+  }
+
+  // Rows read so far.
+  [[nodiscard]] std::uint64_t rows_read() const noexcept { return st_ ? st_->read : 0; }
+  // Whether the COPY has ended (every row read).
+  [[nodiscard]] bool done() const noexcept { return !st_ || !st_->open; }
+
+ private:
+  friend class connection;
+  explicit copy_reader(std::shared_ptr<detail::copy_state> st) : st_(std::move(st)) {}
+
+  [[nodiscard]] boost::asio::any_io_executor executor() const {
+    if (!st_) throw usage_error("a copy_reader with no COPY (moved from, or default)");
+    return st_->s->executor;
+  }
+  std::exception_ptr claim(const char* what) {
+    (void)executor();  // no COPY: throws
+    return st_->claim(what, /*ended_ok=*/true);
+  }
+
+  std::shared_ptr<detail::copy_state> st_;
+};
+
+}  // namespace pqscope::asio
+// #include <pqscope/asio/link.hpp> (inlined above)
+// #include <pqscope/asio/query.hpp> (inlined above)
+// #include <pqscope/asio/detail/operation.hpp> (inlined above)
 // #include <pqscope/asio/detail/session.hpp> (inlined above)
 // #include <pqscope/asio/detail/listen.hpp>
 // LISTEN / NOTIFY on the asio connection: async_listen, async_unlisten and
@@ -2149,6 +2863,23 @@ class connection {
     return detail::start(shared(), detail::script_work{std::move(q)}, std::forward<Token>(token));
   }
 
+  // ---- COPY (see asio/copy.hpp) ----
+  // COPY ... FROM STDIN: what is queued goes out first, then the COPY statement
+  // alone; completes once the COPY has started (or with the statement's error).
+  // Until the writer finishes (or is destroyed) the connection refuses every other
+  // operation. Completion: void(std::exception_ptr, copy_writer).
+  template <class Token>
+  auto async_copy_in(query q, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), open_copy<copy_writer>(shared(), std::move(q), 'i'),
+                                 std::forward<Token>(token));
+  }
+  // COPY ... TO STDOUT, the same way. Completion: void(std::exception_ptr, copy_reader).
+  template <class Token>
+  auto async_copy_out(query q, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), open_copy<copy_reader>(shared(), std::move(q), 'o'),
+                                 std::forward<Token>(token));
+  }
+
   // Sends every statement a batched attempt has queued and waits for the answers;
   // afterwards their results can be read. batch_failed if one of them failed.
   // Nothing queued: nothing is sent. Completion: void(std::exception_ptr).
@@ -2260,6 +2991,17 @@ class connection {
     if (s_) s_->close();
   }
 
+  template <class Stream>
+  static boost::asio::awaitable<Stream> open_copy(std::shared_ptr<detail::session> s, query q, char dir) {
+    std::shared_ptr<detail::copy_state> st =
+        co_await detail::start(s, detail::copy_start_work{std::move(q), dir}, boost::asio::use_awaitable);
+    if (st->in != (dir == 'i'))  // the state, dropped, ends that COPY in the background
+      throw usage_error(std::string(dir == 'i' ? "async_copy_in()" : "async_copy_out()") +
+                        ": the server started a COPY in the other direction; use " +
+                        (dir == 'i' ? "async_copy_out()" : "async_copy_in()"));
+    co_return Stream(std::move(st));
+  }
+
   std::shared_ptr<detail::session> s_;
 };
 
@@ -2270,6 +3012,7 @@ struct connection_access {
 }  // namespace detail
 
 }  // namespace pqscope::asio
+// #include <pqscope/asio/copy.hpp> (inlined above)
 // #include <pqscope/asio/transaction.hpp>
 // Scopes on an asynchronous connection: the transaction object and async_atomic().
 // As in transaction.hpp, these are faces of the scope machine: the outermost scope

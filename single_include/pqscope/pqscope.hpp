@@ -4138,6 +4138,27 @@ PQSCOPE_DECL libpq_driver::io libpq_driver::fail_copy_in(round_trip& rt) {
 // #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/params.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/detail/copy_rows.hpp>
+// COPY rows in the text format, one at a time, without I/O: what write_row() does
+// with values and what next<Ts...>() does with a line. Shared by the blocking COPY
+// (copy.hpp) and the asio one (asio/copy.hpp), which only differ in how the bytes
+// move.
+
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/copy_text.hpp>
 // COPY's text format: one row per line, fields separated by tabs, \N for NULL,
 // and backslash escapes for the characters that would break the line up.
@@ -4997,6 +5018,147 @@ PQSCOPE_DECL char copy_direction(std::string_view sql) { return copy_stream_dire
 
 }  // namespace pqscope::detail
 #endif
+
+namespace pqscope::detail {
+
+// Rows into COPY's text format, gathered in a buffer the front end sends.
+class copy_row_encoder {
+ public:
+  // One row: one value per column, converted as parameters are; std::nullopt or
+  // nullptr is NULL. A value that does not convert leaves no part of its row.
+  template <class... Ts>
+  void write_row(const Ts&... values) {
+    const std::size_t start = buf_.size();
+    try {
+      std::size_t column = 0;
+      ((column > 0 ? buf_.put('\t') : void(), put_field(values, column), ++column), ...);
+    } catch (...) {
+      buf_.truncate(start);
+      throw;
+    }
+    buf_.put('\n');
+  }
+  void write_raw(std::string_view text) { buf_.append(text.data(), text.size()); }
+
+  [[nodiscard]] copy_buffer& buffer() noexcept { return buf_; }
+  [[nodiscard]] const copy_buffer& buffer() const noexcept { return buf_; }
+
+ private:
+  // One value, converted as a parameter is, straight into the row: numbers need no
+  // escaping, strings are escaped from where they are, the rest through to_text().
+  template <class T>
+  void put_field(const T& v, std::size_t column) {
+    using U = std::decay_t<T>;
+    // A char buffer is read up to its end, as a parameter is; so is any other type
+    // without a form of its own here.
+    constexpr bool direct = !std::is_array_v<T> &&
+                            (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t> ||
+                             is_optional<U>::value || is_chars_number<U>::value || has_write_unescaped<U>::value ||
+                             std::is_same_v<U, const char*> || std::is_same_v<U, char*> ||
+                             std::is_same_v<U, std::string> || std::is_same_v<U, std::string_view>);
+    if constexpr (!direct) {
+      put_converted(v);
+    } else if constexpr (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t>) {
+      buf_.append("\\N", 2);
+    } else if constexpr (is_optional<U>::value) {
+      if (v)
+        put_field(*v, column);
+      else
+        buf_.append("\\N", 2);
+    } else if constexpr (is_chars_number<U>::value) {
+      char* at = buf_.room(24);
+      buf_.commit(std::to_chars(at, at + 24, v).ptr);
+    } else if constexpr (has_write_unescaped<U>::value) {
+      buf_.commit(value_traits<U>::write_unescaped(buf_.room(value_traits<U>::unescaped_size), v));
+    } else if constexpr (std::is_same_v<U, const char*> || std::is_same_v<U, char*>) {
+      if (v == nullptr)
+        buf_.append("\\N", 2);
+      else
+        put_text(std::string_view(v), column);
+    } else {
+      put_text(v, column);  // std::string, std::string_view
+    }
+  }
+  // Through value_traits<T>::to_text, as a parameter is.
+  template <class T>
+  void put_converted(const T& v) {
+    params_.assign(v);
+    if (params_.values()[0] == nullptr)
+      buf_.append("\\N", 2);
+    else
+      buf_.append_escaped(params_.values()[0]);
+  }
+  PQSCOPE_DECL void put_text(std::string_view text, std::size_t column);
+
+  copy_buffer buf_;
+  param_list params_;
+};
+
+// Lines of COPY TO STDOUT into fields, and fields into typed values.
+class copy_row_decoder {
+ public:
+  // Line `number` (from 1) of the COPY, as Ts... (std::optional<T> for a column
+  // that may be NULL). The values own their text: the next line reuses the fields.
+  template <class... Ts>
+  std::tuple<Ts...> row(std::string_view line, std::uint64_t number) {
+    static_assert(!(is_text_view<Ts>::value || ...),
+                  "pqscope: copy_reader::next<std::string_view>() would point into a buffer the next row "
+                  "overwrites; read std::string (or std::optional<std::string>)");
+    number_ = number;
+    parse_copy_row(line, fields_);
+    if (fields_.size() != sizeof...(Ts))
+      throw conversion_error("COPY row " + std::to_string(number_) + " has " + std::to_string(fields_.size()) +
+                             " column(s), but next<...>() asks for " + std::to_string(sizeof...(Ts)));
+    return convert<Ts...>(std::index_sequence_for<Ts...>{});
+  }
+
+ private:
+  template <class T>
+  T field_as(std::size_t i) const {
+    const std::optional<std::string>& f = fields_[i];
+    if constexpr (is_optional<T>::value) {
+      if (!f) return std::nullopt;
+      return T(value_traits<typename T::value_type>::from_text(*f));
+    } else {
+      if (!f)
+        throw conversion_error("column " + std::to_string(i) + " of COPY row " + std::to_string(number_) +
+                               " is NULL; read it as std::optional<T>");
+      return value_traits<T>::from_text(*f);
+    }
+  }
+  template <class... Ts, std::size_t... I>
+  std::tuple<Ts...> convert(std::index_sequence<I...>) const {
+    return std::tuple<Ts...>(field_as<Ts>(I)...);
+  }
+
+  std::vector<std::optional<std::string>> fields_;
+  std::uint64_t number_ = 0;
+};
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/copy_rows.ipp>
+// The bodies of <pqscope/detail/copy_rows.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/copy_rows.hpp> (inlined above)
+
+#include <cstring>
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL void copy_row_encoder::put_text(std::string_view text, std::size_t column) {
+  if (std::memchr(text.data(), '\0', text.size()) != nullptr)
+    throw usage_error("COPY column " + std::to_string(column + 1) +
+                      " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send binary data as "
+                      "hex text into a bytea column");
+  buf_.append_escaped(text);
+}
+
+}  // namespace pqscope::detail
+#endif
+// #include <pqscope/detail/copy_text.hpp> (inlined above)
 // #include <pqscope/detail/scope_machine.hpp>
 // The scope state machine: the whole of pqscope's transaction logic, and no I/O.
 // This header declares it; its bodies are in impl/, by what they do:
@@ -7970,17 +8132,9 @@ class copy_writer {
   void write_row(const Ts&... values) {
     check("write_row()");
     detail::sync_session::call guard(st_->session(), "write_row()", true);
-    const std::size_t start = buf_.size();
-    try {
-      std::size_t column = 0;
-      ((column > 0 ? buf_.put('\t') : void(), put_field(values, column), ++column), ...);
-    } catch (...) {
-      buf_.truncate(start);  // a value that does not convert leaves no part of its row
-      throw;
-    }
-    buf_.put('\n');
-    ++rows_;
-    if (buf_.size() >= chunk) send();
+    rows_.write_row(values...);
+    ++written_;
+    if (rows_.buffer().size() >= chunk) send();
   }
 
   // Rows already in COPY's text format (tab-separated, escaped, each ending in a
@@ -7992,7 +8146,7 @@ class copy_writer {
   std::uint64_t finish();
 
   // Rows written so far (write_row() calls).
-  [[nodiscard]] std::uint64_t rows_written() const noexcept { return rows_; }
+  [[nodiscard]] std::uint64_t rows_written() const noexcept { return written_; }
 
  private:
   template <class Driver>
@@ -8003,57 +8157,9 @@ class copy_writer {
   void check(const char* what) const;
   void send();
 
-  // One value, converted as a parameter is, straight into the row: numbers need no
-  // escaping, strings are escaped from where they are, the rest through to_text().
-  template <class T>
-  void put_field(const T& v, std::size_t column) {
-    using U = std::decay_t<T>;
-    // A char buffer is read up to its end, as a parameter is; so is any other type
-    // without a form of its own here.
-    constexpr bool direct = !std::is_array_v<T> &&
-                            (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t> ||
-                             detail::is_optional<U>::value || detail::is_chars_number<U>::value ||
-                             detail::has_write_unescaped<U>::value || std::is_same_v<U, const char*> ||
-                             std::is_same_v<U, char*> || std::is_same_v<U, std::string> ||
-                             std::is_same_v<U, std::string_view>);
-    if constexpr (!direct) {
-      put_converted(v, column);
-    } else if constexpr (std::is_same_v<U, std::nullptr_t> || std::is_same_v<U, std::nullopt_t>) {
-      buf_.append("\\N", 2);
-    } else if constexpr (detail::is_optional<U>::value) {
-      if (v)
-        put_field(*v, column);
-      else
-        buf_.append("\\N", 2);
-    } else if constexpr (detail::is_chars_number<U>::value) {
-      char* at = buf_.room(24);
-      buf_.commit(std::to_chars(at, at + 24, v).ptr);
-    } else if constexpr (detail::has_write_unescaped<U>::value) {
-      buf_.commit(value_traits<U>::write_unescaped(buf_.room(value_traits<U>::unescaped_size), v));
-    } else if constexpr (std::is_same_v<U, const char*> || std::is_same_v<U, char*>) {
-      if (v == nullptr)
-        buf_.append("\\N", 2);
-      else
-        put_text(std::string_view(v), column);
-    } else {
-      put_text(v, column);  // std::string, std::string_view
-    }
-  }
-  // Through value_traits<T>::to_text, as a parameter is.
-  template <class T>
-  void put_converted(const T& v, std::size_t /*column*/) {
-    params_.assign(v);
-    if (params_.values()[0] == nullptr)
-      buf_.append("\\N", 2);
-    else
-      buf_.append_escaped(params_.values()[0]);
-  }
-  void put_text(std::string_view text, std::size_t column);
-
   std::unique_ptr<detail::copy_stream> st_;
-  detail::copy_buffer buf_;
-  detail::param_list params_;
-  std::uint64_t rows_ = 0;
+  detail::copy_row_encoder rows_;
+  std::uint64_t written_ = 0;
 };
 
 // Reads the rows of COPY ... TO STDOUT (connection::copy_out). The COPY ends
@@ -8077,18 +8183,13 @@ class copy_reader {
   // refused, since the next row reuses the reader's buffers.
   template <class... Ts>
   std::optional<std::tuple<Ts...>> next() {
-    static_assert(!(detail::is_text_view<Ts>::value || ...),
-                  "pqscope: copy_reader::next<std::string_view>() would point into a buffer the next row "
-                  "overwrites; read std::string (or std::optional<std::string>)");
-    if (!read_row(fields_)) return std::nullopt;
-    if (fields_.size() != sizeof...(Ts))
-      throw conversion_error("COPY row " + std::to_string(rows_) + " has " + std::to_string(fields_.size()) +
-                             " column(s), but next<...>() asks for " + std::to_string(sizeof...(Ts)));
-    return convert<Ts...>(std::index_sequence_for<Ts...>{});
+    std::string_view line;
+    if (!next_line(line)) return std::nullopt;
+    return rows_.row<Ts...>(line, read_);
   }
 
   // Rows read so far.
-  [[nodiscard]] std::uint64_t rows_read() const noexcept { return rows_; }
+  [[nodiscard]] std::uint64_t rows_read() const noexcept { return read_; }
   // Whether the COPY has ended (every row read).
   [[nodiscard]] bool done() const noexcept { return !st_ || !st_->open(); }
 
@@ -8099,27 +8200,9 @@ class copy_reader {
 
   bool next_line(std::string_view& line);
 
-  template <class T>
-  T field_as(std::size_t i) const {
-    const std::optional<std::string>& f = fields_[i];
-    if constexpr (detail::is_optional<T>::value) {
-      if (!f) return std::nullopt;
-      return T(value_traits<typename T::value_type>::from_text(*f));
-    } else {
-      if (!f)
-        throw conversion_error("column " + std::to_string(i) + " of COPY row " + std::to_string(rows_) +
-                               " is NULL; read it as std::optional<T>");
-      return value_traits<T>::from_text(*f);
-    }
-  }
-  template <class... Ts, std::size_t... I>
-  std::tuple<Ts...> convert(std::index_sequence<I...>) const {
-    return std::tuple<Ts...>(field_as<Ts>(I)...);
-  }
-
   std::unique_ptr<detail::copy_stream> st_;
-  std::vector<std::optional<std::string>> fields_;
-  std::uint64_t rows_ = 0;
+  detail::copy_row_decoder rows_;
+  std::uint64_t read_ = 0;
 };
 
 }  // namespace pqscope
@@ -8193,8 +8276,8 @@ PQSCOPE_DECL copy_writer::copy_writer(std::unique_ptr<detail::copy_stream> st) :
 PQSCOPE_DECL void copy_writer::write_raw(std::string_view text) {
   check("write_raw()");
   detail::sync_session::call guard(st_->session(), "write_raw()", true);
-  buf_.append(text.data(), text.size());
-  if (buf_.size() >= chunk) send();
+  rows_.write_raw(text);
+  if (rows_.buffer().size() >= chunk) send();
 }
 
 PQSCOPE_DECL std::uint64_t copy_writer::finish() {
@@ -8210,18 +8293,11 @@ PQSCOPE_DECL void copy_writer::check(const char* what) const {
   st_->check_open(what);
 }
 
-PQSCOPE_DECL void copy_writer::put_text(std::string_view text, std::size_t column) {
-  if (std::memchr(text.data(), '\0', text.size()) != nullptr)
-    throw usage_error("COPY column " + std::to_string(column + 1) +
-                      " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send binary data as "
-                      "hex text into a bytea column");
-  buf_.append_escaped(text);
-}
-
 PQSCOPE_DECL void copy_writer::send() {
-  if (buf_.empty()) return;
-  st_->put(buf_.view());
-  buf_.clear();
+  detail::copy_buffer& buf = rows_.buffer();
+  if (buf.empty()) return;
+  st_->put(buf.view());
+  buf.clear();
 }
 
 PQSCOPE_DECL copy_reader::copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
@@ -8238,7 +8314,7 @@ PQSCOPE_DECL bool copy_reader::next_line(std::string_view& line) {
   if (!st_->open()) return false;
   detail::sync_session::call guard(st_->session(), "reading a copy_reader", true);
   if (st_->session().copy_get(line)) {
-    ++rows_;
+    ++read_;
     return true;
   }
   (void)st_->end(st_->session().copy_out_end());

@@ -58,6 +58,7 @@
 #include <pqscope/detail/scope_machine.hpp>
 #include <pqscope/detail/sync_session.hpp>
 #include <pqscope/detail/session_state.hpp>
+#include <pqscope/asio/copy.hpp>
 #include <pqscope/asio/link.hpp>
 #include <pqscope/asio/query.hpp>
 #include <pqscope/asio/detail/operation.hpp>
@@ -157,6 +158,23 @@ class connection {
   template <class Token>
   auto async_execute_script(query q, Token&& token) {
     return detail::start(shared(), detail::script_work{std::move(q)}, std::forward<Token>(token));
+  }
+
+  // ---- COPY (see asio/copy.hpp) ----
+  // COPY ... FROM STDIN: what is queued goes out first, then the COPY statement
+  // alone; completes once the COPY has started (or with the statement's error).
+  // Until the writer finishes (or is destroyed) the connection refuses every other
+  // operation. Completion: void(std::exception_ptr, copy_writer).
+  template <class Token>
+  auto async_copy_in(query q, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), open_copy<copy_writer>(shared(), std::move(q), 'i'),
+                                 std::forward<Token>(token));
+  }
+  // COPY ... TO STDOUT, the same way. Completion: void(std::exception_ptr, copy_reader).
+  template <class Token>
+  auto async_copy_out(query q, Token&& token) {
+    return boost::asio::co_spawn(get_executor(), open_copy<copy_reader>(shared(), std::move(q), 'o'),
+                                 std::forward<Token>(token));
   }
 
   // Sends every statement a batched attempt has queued and waits for the answers;
@@ -268,6 +286,17 @@ class connection {
 
   void close() noexcept {
     if (s_) s_->close();
+  }
+
+  template <class Stream>
+  static boost::asio::awaitable<Stream> open_copy(std::shared_ptr<detail::session> s, query q, char dir) {
+    std::shared_ptr<detail::copy_state> st =
+        co_await detail::start(s, detail::copy_start_work{std::move(q), dir}, boost::asio::use_awaitable);
+    if (st->in != (dir == 'i'))  // the state, dropped, ends that COPY in the background
+      throw usage_error(std::string(dir == 'i' ? "async_copy_in()" : "async_copy_out()") +
+                        ": the server started a COPY in the other direction; use " +
+                        (dir == 'i' ? "async_copy_out()" : "async_copy_in()"));
+    co_return Stream(std::move(st));
   }
 
   std::shared_ptr<detail::session> s_;

@@ -41,6 +41,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -179,6 +180,29 @@ class link : public std::enable_shared_from_this<link> {
 
   [[nodiscard]] std::string application_name() const { return pqscope::detail::application_name_of(pg_); }
 
+  // ---- COPY (asio/copy.hpp) --------------------------------------------------------
+  // A COPY runs outside the pipeline, as libpq_driver's does: its statement alone in
+  // the simple protocol, then its data, then its answer.
+
+  // The COPY statement: a round trip (batch_step() until done, then take_reply())
+  // that ends when the COPY has started (copy_mode() 'i' or 'o', no reply) or with
+  // the statement's answer (an error).
+  void start_copy(const char* sql);
+  [[nodiscard]] char copy_mode() const noexcept { return copy_mode_; }
+
+  // One step of the COPY in progress; copy_step() until done, then take_reply().
+  //   put: `data` (read until done) into libpq, and all of it onto the socket before
+  //     done (flush-before-more, as libpq_driver::copy_put); with `end`, then the end
+  //     (CopyFail with `abort_reason`, else CopyDone) and the COPY's answer.
+  //   get: the next row (copy_row(), no reply), or at the end the COPY's answer;
+  //     with `drop`, rows are read and dropped until the answer.
+  // The reply of a COPY that ended holds its one answer; lost as a batch is.
+  void begin_copy_put(std::string_view data, bool end, const char* abort_reason);
+  void begin_copy_get(bool drop);
+  next_wait copy_step();
+  // The row the last get step read, valid until the next step.
+  [[nodiscard]] std::string_view copy_row() const noexcept { return {copy_row_, copy_row_size_}; }
+
   // ---- notifications (LISTEN), between round trips ----------------------------------
 
   // The oldest notification libpq holds: kept since it arrived, also during other
@@ -195,13 +219,19 @@ class link : public std::enable_shared_from_this<link> {
   }
 
  private:
-  enum class phase { idle, connecting, exchanging };
+  // copying: between the steps of a COPY; a step is exchanging.
+  enum class phase { idle, connecting, exchanging, copying };
   // copy_rows: a COPY TO STDOUT the statement checks missed, read and dropped;
   // copy_end: then that COPY's own answer (after COPY FROM STDIN was failed too);
   // probe: the answers to a middleware probe (send_probe()); parse, parse_end: the
   // answer to a Parse sent with its statement (statement::parse), then its null result.
   // script: the answers of a script, until its null result.
-  enum class reading { parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe, script };
+  // copy_begin: a COPY statement's first answer (the COPY started, or an error);
+  // copy_put, copy_get: a COPY step; copy_final, copy_final_end: the COPY's answer.
+  enum class reading {
+    parse, parse_end, answer, terminator, sync, copy_rows, copy_end, probe, script,
+    copy_begin, copy_put, copy_get, copy_final, copy_final_end
+  };
 
   // A batch or a script starts: the reading state reset; false (and the round trip
   // lost) if the connection cannot take it.
@@ -245,6 +275,14 @@ class link : public std::enable_shared_from_this<link> {
 
   // One PGresult of the batch; false when the batch is over (complete or lost).
   bool take_result(PGresult* raw);
+  // The answers until the round trip is over (or libpq must wait for input).
+  next_wait read_results();
+
+  // A COPY step begins: a deadline, as for a round trip; past it the connection is
+  // given up (as libpq_driver's copy calls do): a COPY cannot be cut short otherwise.
+  void begin_copy_step(reading r);
+  bool copy_queue();  // put: data, then the end, into libpq; false if lost
+  void free_copy_row() noexcept;
 
   void lose_or_fail(const std::string& why);
 
@@ -269,6 +307,13 @@ class link : public std::enable_shared_from_this<link> {
   bool finished_ = true, flushing_ = false, watching_ = false;
   std::size_t commit_at_ = 0;  // the batch's COMMIT, or its size
   bool copy_in_ = false;       // the COPY being ended is a COPY FROM STDIN
+  // the COPY in progress (copy_mode_ 'i' or 'o', else 0) and its step
+  char copy_mode_ = 0;
+  std::string_view copy_data_;  // put: not yet in libpq
+  bool copy_ending_ = false, copy_end_sent_ = false, copy_drop_ = false;
+  const char* copy_abort_ = nullptr;
+  char* copy_row_ = nullptr;  // get: libpq's memory
+  std::size_t copy_row_size_ = 0;
   std::vector<bool> parses_;   // which statements of the batch have a Parse sent first
   bool parse_failed_ = false;  // the statement's Parse failed: its execution is skipped
   std::string fatal_;          // a FATAL error answered in this batch (see libpq_driver)
@@ -288,17 +333,26 @@ class link : public std::enable_shared_from_this<link> {
 // Internal building blocks of the connection's operations. They never complete
 // inside the call that starts them.
 
-// One batch (or one script): completes with its batch_reply (lost if the connection failed).
+// One round trip (a batch, a script, a COPY's statement or one of its steps):
+// completes with its batch_reply (lost if the connection failed).
 class exchange_op {
  public:
+  // What the round trip is: a batch, a script, a COPY statement, or one step of the
+  // COPY in progress (begun by link::begin_copy_put / begin_copy_get).
+  enum class kind { batch, script, copy_begin, copy_step };
   exchange_op(std::shared_ptr<link> l, const std::vector<statement>& statements)
       : l_(std::move(l)), statements_(&statements) {}
-  exchange_op(std::shared_ptr<link> l, const char* script) : l_(std::move(l)), script_(script) {}
+  exchange_op(std::shared_ptr<link> l, const char* sql, kind k) : l_(std::move(l)), script_(sql), kind_(k) {}
 
   template <class Self>
   void operator()(Self& self, error_code ec = {}) {
     switch (state_) {
       case state::start:
+        if (kind_ == kind::copy_step) {  // the COPY's round trip goes on: a cancel request concerns it
+          waiting_ = l_->copy_step();
+          if (waiting_ == next_wait::done) return post_reply(self);
+          return wait(self);
+        }
         if (l_->cancel_pending()) {
           l_->begin_pending_wait();
           state_ = state::pending;
@@ -327,7 +381,7 @@ class exchange_op {
         }
         break;
     }
-    waiting_ = l_->batch_step();
+    waiting_ = kind_ == kind::copy_step ? l_->copy_step() : l_->batch_step();
     if (waiting_ == next_wait::done) return finish(self);
     wait(self);
   }
@@ -337,7 +391,9 @@ class exchange_op {
 
   // Sends the batch (as far as the socket takes it); what to wait for next.
   next_wait begin() {
-    if (script_ != nullptr)
+    if (kind_ == kind::copy_begin)
+      l_->start_copy(script_);
+    else if (kind_ == kind::script)
       l_->start_script(script_);
     else
       l_->start_batch(*statements_);
@@ -366,6 +422,7 @@ class exchange_op {
   std::shared_ptr<link> l_;
   const std::vector<statement>* statements_ = nullptr;
   const char* script_ = nullptr;
+  kind kind_ = kind::batch;
   state state_ = state::start;
   next_wait waiting_ = next_wait::done;
 };
@@ -380,7 +437,26 @@ auto async_exchange(std::shared_ptr<link> l, const std::vector<statement>& state
 template <class Token>
 auto async_script(std::shared_ptr<link> l, const char* sql, Token&& token) {
   auto ex = l->get_executor();
-  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), sql}, token, ex);
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), sql, exchange_op::kind::script}, token,
+                                                      ex);
+}
+
+// A COPY statement, alone: completes when the COPY has started (the link's
+// copy_mode(), no reply) or with the statement's error.
+template <class Token>
+auto async_copy_begin(std::shared_ptr<link> l, const char* sql, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), sql, exchange_op::kind::copy_begin},
+                                                      token, ex);
+}
+
+// One step of the COPY in progress, begun by link::begin_copy_put() or
+// begin_copy_get(): completes with its batch_reply (see there).
+template <class Token>
+auto async_copy_step(std::shared_ptr<link> l, Token&& token) {
+  auto ex = l->get_executor();
+  return net::async_compose<Token, void(batch_reply)>(exchange_op{std::move(l), nullptr, exchange_op::kind::copy_step},
+                                                      token, ex);
 }
 
 // Connects a link: completes with nullptr, or the connection_error / usage_error.

@@ -66,8 +66,8 @@ PQSCOPE_DECL copy_writer::copy_writer(std::unique_ptr<detail::copy_stream> st) :
 PQSCOPE_DECL void copy_writer::write_raw(std::string_view text) {
   check("write_raw()");
   detail::sync_session::call guard(st_->session(), "write_raw()", true);
-  buf_.append(text.data(), text.size());
-  if (buf_.size() >= chunk) send();
+  rows_.write_raw(text);
+  if (rows_.buffer().size() >= chunk) send();
 }
 
 PQSCOPE_DECL std::uint64_t copy_writer::finish() {
@@ -83,18 +83,11 @@ PQSCOPE_DECL void copy_writer::check(const char* what) const {
   st_->check_open(what);
 }
 
-PQSCOPE_DECL void copy_writer::put_text(std::string_view text, std::size_t column) {
-  if (std::memchr(text.data(), '\0', text.size()) != nullptr)
-    throw usage_error("COPY column " + std::to_string(column + 1) +
-                      " contains a NUL byte, which PostgreSQL text cannot hold; strip it, or send binary data as "
-                      "hex text into a bytea column");
-  buf_.append_escaped(text);
-}
-
 PQSCOPE_DECL void copy_writer::send() {
-  if (buf_.empty()) return;
-  st_->put(buf_.view());
-  buf_.clear();
+  detail::copy_buffer& buf = rows_.buffer();
+  if (buf.empty()) return;
+  st_->put(buf.view());
+  buf.clear();
 }
 
 PQSCOPE_DECL copy_reader::copy_reader(std::unique_ptr<detail::copy_stream> st) : st_(std::move(st)) {}
@@ -111,7 +104,7 @@ PQSCOPE_DECL bool copy_reader::next_line(std::string_view& line) {
   if (!st_->open()) return false;
   detail::sync_session::call guard(st_->session(), "reading a copy_reader", true);
   if (st_->session().copy_get(line)) {
-    ++rows_;
+    ++read_;
     return true;
   }
   (void)st_->end(st_->session().copy_out_end());

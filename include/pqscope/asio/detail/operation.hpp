@@ -45,6 +45,7 @@ namespace pqscope::asio::detail {
 //   optional<string> in_doubt(session&)        (end of a scope) the xid to resolve
 //   void settle(session&)                      (optional) told the outcome, either way
 //   background / connects / out_of_band        see machine_op
+//   copies / continues / holds_session()       a COPY's (asio/detail/copy.hpp)
 
 struct work_base {
   static constexpr bool background = false;  // a rollback no one awaits (abandoned scope)
@@ -52,6 +53,12 @@ struct work_base {
   // A statement outside the pipeline (a script): after the loop has sent everything
   // queued (the sync point), stage() it and send it alone; take() its answers.
   static constexpr bool out_of_band = false;
+  // out_of_band, a COPY: the statement starts a COPY instead of running as a script.
+  static constexpr bool copies = false;
+  // A step of the COPY that holds the session: it is this operation's already.
+  static constexpr bool continues = false;
+  // Whether the session stays busy after the operation (a COPY started).
+  bool holds_session() const { return false; }
   std::optional<std::string> in_doubt(session&) const { return std::nullopt; }
 };
 
@@ -110,20 +117,21 @@ struct query_value_work : statement_work {
   }
 };
 
-// execute_script(): several statements in one simple-protocol query. Everything
-// queued goes out first, controls too, so that the script finds the transaction and
-// savepoints the scopes say; the scopes then see it as one statement.
-struct script_work : work_base {
-  using value_type = std::vector<result>;
+// A statement sent alone, outside the pipeline (a script, a COPY): checked, then
+// everything queued goes out first, controls too, so that it finds the transaction
+// and savepoints the scopes say; the scopes then see it as one statement.
+struct out_of_band_work : work_base {
   static constexpr bool out_of_band = true;
-  explicit script_work(query text) : q(std::make_unique<query>(std::move(text))) {}
+  explicit out_of_band_work(query text) : q(std::make_unique<query>(std::move(text))) {}
 
-  bool start(session& s) {
+  // `check(sql)` throws for a statement the operation refuses; then the pooler guard.
+  template <class Check>
+  bool start_with(session& s, const char* what, Check&& check) {
     try {
       const std::string_view sql = q->text();
       if (q->param_count() != 0)
-        throw usage_error("async_execute_script(): a script takes no parameters (use async_execute)");
-      pqscope::detail::check_script(sql, "async_execute_script()");
+        throw usage_error(std::string(what) + " takes no parameters: the statement goes in the simple protocol");
+      check(sql);
       if (s.options.pooling == pooling::transaction && !q->session_state_allowed()) {
         const std::string hazard = pqscope::detail::session_state_hazard(sql);
         if (!hazard.empty()) throw usage_error(hazard);
@@ -136,12 +144,27 @@ struct script_work : work_base {
     s.machine.request_sync_point();
     return true;
   }
-  // The sync point went out: the script's turn. Its text, for the link.
+  // The sync point went out: the statement's turn. Its text, for the link.
   const char* stage(session& s) {
     s.machine.finish();
     s.machine.stage_out_of_band(slot);
     staged = true;
     return slot->stmt.sql;
+  }
+
+  std::unique_ptr<query> q;  // the slot points into it: it stays put while the operation moves
+  std::shared_ptr<pqscope::detail::statement_slot> slot;
+  bool staged = false, taken = false;
+};
+
+// execute_script(): several statements in one simple-protocol query.
+struct script_work : out_of_band_work {
+  using value_type = std::vector<result>;
+  using out_of_band_work::out_of_band_work;
+
+  bool start(session& s) {
+    return start_with(s, "async_execute_script()",
+                      [](std::string_view sql) { pqscope::detail::check_script(sql, "async_execute_script()"); });
   }
   void take(session& s, batch_reply& all) {
     taken = true;
@@ -153,10 +176,7 @@ struct script_work : work_base {
     return std::move(results);
   }
 
-  std::unique_ptr<query> q;  // the slot points into it: it stays put while the operation moves
-  std::shared_ptr<pqscope::detail::statement_slot> slot;
   std::vector<result> results;
-  bool staged = false, taken = false;
 };
 
 struct flush_work : work_base {
@@ -341,11 +361,15 @@ class machine_op {
       s_->gate.expires_at(net::steady_timer::time_point::max());
       owns_ = true;
       run(self);
+    } else if constexpr (Work::continues) {
+      owns_ = true;
+      run(self);
     } else {
       if (s_->user_busy) {
         error_ = std::make_exception_ptr(usage_error(
-            "an operation was started while another one is in progress on this connection; one at a time: "
-            "await each operation before starting the next"));
+            s_->copying ? detail::session::copy_in_progress("an operation was started")
+                        : "an operation was started while another one is in progress on this connection; one at a "
+                          "time: await each operation before starting the next"));
         return done(self);
       }
       s_->user_busy = true;
@@ -382,6 +406,7 @@ class machine_op {
           error_ = std::current_exception();
           return done(self);
         }
+        if constexpr (Work::copies) return async_copy_begin(s_->io, sql, park(self));
         return async_script(s_->io, sql, park(self));
       }
     }
@@ -416,7 +441,7 @@ class machine_op {
         s_->process_abandoned();
         error_code ignored;
         if (!s_->background) s_->gate.cancel(ignored);
-      } else {
+      } else if (!w_.holds_session()) {
         s_->user_busy = false;
         s_->process_abandoned();
       }

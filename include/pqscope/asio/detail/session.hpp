@@ -59,8 +59,9 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   std::shared_ptr<link> io;
   std::weak_ptr<link> resolver;  // the fresh connection asking about a lost COMMIT
 
-  // A user operation is running (or waiting for the gate).
+  // A user operation is running (or waiting for the gate), or a COPY holds the session.
   bool user_busy = false;
+  bool copying = false;  // a COPY's writer or reader holds it (asio/copy.hpp)
   bool closed = false;
   // A rollback that no one awaits is running: a scope's object was destroyed open.
   // User operations wait for it at the gate, a timer that never expires by itself.
@@ -95,10 +96,16 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   // Machine calls that are not operations (opening a scope, on_commit, set_local)
   // are refused while an operation runs: it owns the machine until it completes.
   pqscope::detail::scope_machine& idle_machine(const char* what) {
+    if (copying) throw usage_error(copy_in_progress(what));
     if (user_busy)
       throw usage_error(std::string(what) + " while an operation is in progress on this connection; "
                                             "one operation at a time, and await each before the next call");
     return machine;
+  }
+  // Why `what` cannot run while a COPY holds the session.
+  [[nodiscard]] static std::string copy_in_progress(const char* what) {
+    return std::string(what) + " while a COPY is in progress on this connection; end it first (async_finish(), "
+                               "or read its rows to the end), or destroy its copy_writer or copy_reader";
   }
 
   // A scope's object was destroyed while the scope was open (a coroutine destroyed

@@ -92,6 +92,133 @@ inline void link::start_script(const char* sql) {
   if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
 }
 
+inline void link::start_copy(const char* sql) {
+  reply_ = batch_reply{};
+  reply_.replies.resize(1);
+  parses_.clear();
+  if (!begin_round_trip(reading::copy_begin)) return;
+  // The simple protocol, as libpq_driver::copy_start (Pgpool-II never answers the end
+  // of a COPY started with the extended one).
+  if (PQsendQuery(pg_, sql) != 1) return lose(trimmed(PQerrorMessage(pg_)));
+  flushing_ = true;
+  phase_ = phase::exchanging;
+  commit_at_ = static_cast<std::size_t>(-1);  // no COMMIT here
+  if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
+}
+
+inline void link::begin_copy_step(reading r) {
+  reply_ = batch_reply{};
+  reply_.replies.resize(1);  // the COPY's answer, if this step ends it (or loses it)
+  index_ = 0;
+  reading_ = r;
+  finished_ = false;
+  flushing_ = false;
+  copy_end_sent_ = false;
+  fatal_.clear();
+  suspect_ = false;
+  free_copy_row();
+  if (!usable() || copy_mode_ == 0) return lose(pg_ == nullptr ? not_connected() : dead_ ? dead_reason_ : "the connection is closed");
+  phase_ = phase::exchanging;
+  commit_at_ = static_cast<std::size_t>(-1);
+  // Past the deadline, a cancel request: the server ends the COPY with 57014 (or
+  // the grace gives the connection up), as for any round trip.
+  if (timeout.count() > 0) arm(timeout, [](link& l) { l.request_cancel(l.timed_out()); });
+}
+
+inline void link::begin_copy_put(std::string_view data, bool end, const char* abort_reason) {
+  begin_copy_step(reading::copy_put);
+  copy_data_ = data;
+  copy_ending_ = end;
+  copy_abort_ = abort_reason;
+}
+
+inline void link::begin_copy_get(bool drop) {
+  begin_copy_step(reading::copy_get);
+  copy_drop_ = drop;
+}
+
+inline bool link::copy_queue() {
+  if (!copy_data_.empty()) {
+    // libpq takes an int: a huge write_raw() goes in pieces.
+    const std::size_t n = std::min<std::size_t>(copy_data_.size(), std::size_t{1} << 20);
+    const int r = PQputCopyData(pg_, copy_data_.data(), static_cast<int>(n));
+    if (r < 0) return lose(trimmed(PQerrorMessage(pg_))), false;
+    if (r == 1) copy_data_.remove_prefix(n);
+    return true;  // 0: no room until libpq has sent some
+  }
+  if (copy_ending_ && !copy_end_sent_) {
+    const int r = PQputCopyEnd(pg_, copy_abort_);
+    if (r < 0) return lose(trimmed(PQerrorMessage(pg_))), false;
+    copy_end_sent_ = r == 1;
+  }
+  return true;
+}
+
+inline next_wait link::copy_step() {
+  if (finished_) return next_wait::done;
+  if (dead_ || pg_ == nullptr) {
+    lose(pg_ == nullptr ? not_connected() : dead_reason_);
+    return next_wait::done;
+  }
+  switch (reading_) {
+    case reading::copy_put:
+      for (;;) {
+        if (!copy_queue()) return next_wait::done;
+        const int f = PQflush(pg_);
+        if (f < 0) {
+          lose(trimmed(PQerrorMessage(pg_)));
+          return next_wait::done;
+        }
+        if (f == 1) {  // all of it onto the socket before more: memory stays at about one chunk
+          flushing_ = true;
+          watch_input_while_flushing();
+          return next_wait::write;
+        }
+        flushing_ = false;
+        if (!copy_data_.empty() || (copy_ending_ && !copy_end_sent_)) continue;
+        if (!copy_ending_) {
+          reply_.replies.clear();
+          finished_ = true;
+          phase_ = phase::copying;
+          return next_wait::done;
+        }
+        reading_ = reading::copy_final;
+        return read_results();
+      }
+    case reading::copy_get:
+      for (;;) {
+        char* row = nullptr;
+        const int n = PQgetCopyData(pg_, &row, /*async=*/1);
+        if (n > 0) {
+          if (copy_drop_) {
+            PQfreemem(row);
+            continue;
+          }
+          copy_row_ = row;
+          copy_row_size_ = static_cast<std::size_t>(n);
+          reply_.replies.clear();
+          finished_ = true;
+          phase_ = phase::copying;
+          return next_wait::done;
+        }
+        if (n == 0) return next_wait::read;
+        if (n < -1) {
+          lose(trimmed(PQerrorMessage(pg_)));
+          return next_wait::done;
+        }
+        reading_ = reading::copy_final;  // -1: the end; the COPY's answer follows
+        return read_results();
+      }
+    default: return read_results();
+  }
+}
+
+inline void link::free_copy_row() noexcept {
+  if (copy_row_ != nullptr) PQfreemem(copy_row_);
+  copy_row_ = nullptr;
+  copy_row_size_ = 0;
+}
+
 inline bool link::cancel_pending() {
   if (cancel_ && cancel_->load()) cancel_.reset();
   return cancel_ != nullptr;
@@ -128,6 +255,10 @@ inline next_wait link::batch_step() {
     }
     flushing_ = false;
   }
+  return read_results();
+}
+
+inline next_wait link::read_results() {
   for (;;) {
     if (reading_ == reading::copy_rows) {
       char* row = nullptr;
@@ -272,6 +403,8 @@ inline void link::close_connection() noexcept {
   } catch (...) {
     finished_ = true;  // out of memory for the message: the batch still ends
   }
+  free_copy_row();
+  copy_mode_ = 0;
   error_code ignored;
   sock_.close(ignored);
   if (pg_ != nullptr) PQfinish(pg_);
@@ -465,6 +598,47 @@ inline bool link::take_result(PGresult* raw) {
       reply_.replies.push_back(std::move(r));
       return true;
     }
+    case reading::copy_begin:
+      if (raw != nullptr && (PQresultStatus(raw) == PGRES_COPY_IN || PQresultStatus(raw) == PGRES_COPY_OUT)) {
+        copy_mode_ = PQresultStatus(raw) == PGRES_COPY_IN ? 'i' : 'o';
+        PQclear(raw);
+        reply_.replies.clear();
+        finished_ = true;
+        phase_ = phase::copying;
+        return false;
+      }
+      [[fallthrough]];  // the statement's answer: an error
+    case reading::copy_final: {
+      reply& r = reply_.replies.front();
+      pqscope::detail::answer a = pqscope::detail::read_answer(pg_, raw, r);
+      if (a.k != pqscope::detail::answer::filled) {
+        lose(std::move(a.why));
+        return false;
+      }
+      if (r.st == reply::status::error) fatal_ = std::move(a.fatal);
+      reading_ = reading::copy_final_end;
+      return true;
+    }
+    case reading::copy_final_end:
+      if (raw != nullptr) {  // as libpq_driver::read_final: an empty command answer may follow
+        const bool ok = PQresultStatus(raw) == PGRES_COMMAND_OK;
+        PQclear(raw);
+        if (ok) return true;
+        lose("unexpected extra answer from the server");
+        return false;
+      }
+      if (PQstatus(pg_) == CONNECTION_BAD) {
+        lose(trimmed(PQerrorMessage(pg_)));
+        return false;
+      }
+      reply_.state = pqscope::detail::state_of(PQtransactionStatus(pg_));
+      copy_mode_ = 0;
+      finished_ = true;
+      phase_ = phase::idle;
+      return false;
+    case reading::copy_put:
+    case reading::copy_get:  // copy_step() reads these
+      return true;
     case reading::probe:
       if (raw != nullptr) {
         if (PQresultStatus(raw) == PGRES_TUPLES_OK && PQntuples(raw) > 0 && PQnfields(raw) > 0)
@@ -502,6 +676,7 @@ inline void link::lose(std::string why) {
   finished_ = true;
   flushing_ = false;
   phase_ = phase::idle;
+  copy_mode_ = 0;  // a lost COPY is over
   if (!dead_) {
     dead_ = true;
     dead_reason_ = std::move(why);
