@@ -18,11 +18,6 @@
 
 #include <boost/asio/detached.hpp>
 #include <boost/asio/version.hpp>
-#if BOOST_ASIO_VERSION >= 101900
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#endif
 
 #include "support/asio_run.hpp"
 #include "support/servers.hpp"
@@ -774,38 +769,6 @@ BOOST_AUTO_TEST_CASE(forked_child_leaves_the_parents_session) {
              }()) == 11);
 }
 
-#if BOOST_ASIO_VERSION >= 101900
-// Boost 1.77 and newer: Asio's per-operation cancellation reaches the server too.
-// (Boost 1.74, which Debian 12 ships and this suite is run with, has no slots; there
-// cancel() and set_timeout() do it, see asio_faults.)
-
-BOOST_AUTO_TEST_CASE(cancellation_slots) {
-  using namespace boost::asio::experimental::awaitable_operators;
-  pqtest::for_each_target([](const pqtest::target& t) {
-    net::io_context io;
-    pqtest::run_coro(io, [&]() -> awaitable<void> {
-      pa::connection c = co_await pqtest::connect_async(t.conninfo);
-      net::steady_timer timer{co_await net::this_coro::executor};
-      timer.expires_after(200ms);
-      auto first = co_await (c.async_execute("SELECT pg_sleep(5)", use_awaitable) || timer.async_wait(use_awaitable));
-      BOOST_TEST(first.index() == 1u);  // the timer won; the statement was cancelled on the server
-      BOOST_TEST(co_await c.async_query_value<int>("SELECT 7", use_awaitable) == 7);
-      net::cancellation_signal signal;
-      timer.expires_after(200ms);
-      timer.async_wait([&](const boost::system::error_code&) { signal.emit(net::cancellation_type::terminal); });
-      BOOST_CHECK_THROW(co_await pa::async_atomic(c,
-                                                  [&]() -> awaitable<void> {
-                                                    co_await c.async_execute(
-                                                        "SELECT pg_sleep(5)",
-                                                        net::bind_cancellation_slot(signal.slot(), use_awaitable));
-                                                  }),
-                        pqscope::query_canceled);
-      BOOST_TEST(c.depth() == 0u);
-      BOOST_TEST(co_await c.async_query_value<int>("SELECT 8", use_awaitable) == 8);
-    }());
-  });
-}
-#endif
 
 // The safety net on the asynchronous connection (misuse.cpp has the blocking one):
 // a relay turns a harmless SELECT into transaction control or a COPY, which no

@@ -177,7 +177,7 @@ class harness {
     if (PQtransactionStatus(async_->native_handle()) != PQTRANS_IDLE) why << "the asynchronous session is not idle\n  ";
     if (PQtransactionStatus(sync_->native_handle()) != PQTRANS_IDLE) why << "the blocking session is not idle\n  ";
     seen_from_outside seen =
-        look(pqtest::shared_observer(), async_app_, sync_app_, {async_table_.name(), sync_table_.name()}, base_);
+        look_after(pqtest::shared_observer(), async_app_, sync_app_, {async_table_.name(), sync_table_.name()}, base_);
     if (!seen.in_transaction.empty()) why << "pg_stat_activity: " << seen.in_transaction << "\n  ";
     got.committed = std::move(seen.committed[0]);
     blocking.committed = std::move(seen.committed[1]);

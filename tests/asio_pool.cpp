@@ -4,8 +4,8 @@
 // Each behaviour of the blocking pool (tests/pool.cpp) the asynchronous one shares
 // is checked the same way: reuse, the cap, acquire_timeout and its pool_timeout,
 // dirty and broken connections, the health check, expiry; then what only it has:
-// first come first served among waiters, cancellation of a waiting acquire (Boost
-// 1.77 and newer), connects with pauses after failures, and shutdown.
+// first come first served among waiters, connects with pauses after failures, and
+// shutdown (cancellation of a waiting acquire: asio_cancellation.cpp).
 //
 // Then the load proof: 10,000 coroutines on one thread share 16 direct connections
 // and run the transfer workload of tests/asio_load.cpp (serializable transfers of
@@ -49,13 +49,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/version.hpp>
-#if BOOST_ASIO_VERSION >= 101900
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#endif
 
+#include "support/asio_pool_helpers.hpp"
 #include "support/asio_run.hpp"
 #include "support/asio_transfers.hpp"
 #include "support/servers.hpp"
@@ -69,66 +64,7 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-pqtest::target direct() { return pqtest::targets().front(); }
-
-pqscope::pool_options fast_options() {
-  pqscope::pool_options o;
-  o.acquire_timeout = 2s;
-  return o;
-}
-
-// A pool whose sessions can be found by name in pg_stat_activity.
-struct app_pool {
-  std::string app = pqtest::unique_name("apool");
-  pa::pool pool;
-  app_pool(net::io_context& io, const pqscope::pool_options& o = fast_options())
-      : pool(io, pqtest::with_app_name(direct(), app), o) {}
-};
-
-long backends(const std::string& app) {
-  return pqtest::shared_observer().query_value<long>(
-      "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", app);
-}
-
-bool backend_alive(int pid) {
-  return pqtest::shared_observer().query_value<long>("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid) > 0;
-}
-
-awaitable<int> backend_pid(pa::connection& c) {
-  co_return co_await c.async_query_value<int>("SELECT pg_backend_pid()", use_awaitable);
-}
-
-// A lease comes back asynchronously (on its connection's strand): wait for the pool to see it.
-template <class Pred>
-awaitable<bool> eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
-  const auto until = steady::now() + limit;
-  while (!pred()) {
-    if (steady::now() > until) co_return false;
-    co_await pqtest::sleep_for(5ms);
-  }
-  co_return true;
-}
-
-// How an acquire ended; a lease it got is handed to `keep` when given, else returned at once.
-awaitable<std::string> try_acquire(pa::pool& p, std::optional<pa::lease>* keep = nullptr) {
-  try {
-    pa::lease l = co_await p.async_acquire(use_awaitable);
-    if (keep != nullptr) keep->emplace(std::move(l));
-    co_return "leased";
-  } catch (const pqscope::pool_timeout&) {
-    co_return "pool_timeout";
-  } catch (const pqscope::usage_error&) {
-    co_return "usage_error";
-  } catch (const pqscope::query_canceled&) {
-    co_return "query_canceled";
-  } catch (const pqscope::connection_error&) {
-    co_return "connection_error";
-  } catch (const std::exception& e) {
-    co_return std::string("other: ") + e.what();
-  }
-}
-
-double seconds_since(steady::time_point t) { return std::chrono::duration<double>(steady::now() - t).count(); }
+using namespace pqtest::pool_helpers;
 
 }  // namespace
 
@@ -512,69 +448,6 @@ BOOST_AUTO_TEST_CASE(waiters_are_served_first_come_first_served) {
   BOOST_TEST(p.pool.stats().created == 2u);
 }
 
-#if BOOST_ASIO_VERSION >= 101900
-// Boost 1.77 and newer: a waiting acquire leaves the queue when its cancellation
-// slot is signalled (bind_cancellation_slot, or the losing side of the awaitable
-// operators' ||). Boost 1.74, which Debian 12 ships and this suite is run with,
-// has no slots; there acquire_timeout bounds the wait.
-BOOST_AUTO_TEST_CASE(a_waiting_acquire_can_be_cancelled) {
-  using namespace boost::asio::experimental::awaitable_operators;
-  pqscope::pool_options o = fast_options();
-  o.max_size = 1;
-  o.acquire_timeout = 5s;
-  net::io_context io;
-  app_pool p{io, o};
-  pqtest::run_coro(io, [&]() -> awaitable<void> {
-    std::optional<pa::lease> held;
-    BOOST_TEST(co_await try_acquire(p.pool, &held) == "leased");
-    net::steady_timer timer{co_await net::this_coro::executor};
-    timer.expires_after(100ms);
-    const auto start = steady::now();
-    auto first = co_await (p.pool.async_acquire(use_awaitable) || timer.async_wait(use_awaitable));
-    BOOST_TEST(first.index() == 1u);  // the timer won, and the acquire did not wait on
-    BOOST_TEST(seconds_since(start) < 1.0);
-    BOOST_TEST(p.pool.waiting() == 0u);
-
-    // Three waiters; the middle one is cancelled: the connection goes to the first, then the third.
-    net::cancellation_signal signal;
-    std::vector<std::string> outcome(3);
-    std::vector<int> order;
-    for (int n = 0; n < 3; ++n) {
-      net::co_spawn(
-          io,
-          [&, n]() -> awaitable<void> {
-            try {
-              // (Not `n == 1 ? co_await ... : co_await ...`: g++ 12 destroys such a result twice.)
-              pa::lease c;
-              if (n == 1)
-                c = co_await p.pool.async_acquire(net::bind_cancellation_slot(signal.slot(), use_awaitable));
-              else
-                c = co_await p.pool.async_acquire(use_awaitable);
-              order.push_back(n);
-              outcome[static_cast<std::size_t>(n)] = "leased";
-            } catch (const pqscope::query_canceled&) {
-              outcome[static_cast<std::size_t>(n)] = "query_canceled";
-            } catch (const std::exception& e) {
-              outcome[static_cast<std::size_t>(n)] = e.what();
-            }
-          },
-          net::detached);
-      co_await pqtest::sleep_for(2ms);
-    }
-    BOOST_TEST(p.pool.waiting() == 3u);
-    signal.emit(net::cancellation_type::terminal);
-    BOOST_TEST(co_await eventually([&] { return outcome[1] != ""; }));
-    BOOST_TEST(outcome[1] == "query_canceled");
-    BOOST_TEST(p.pool.waiting() == 2u);
-    held.reset();
-    BOOST_TEST(co_await eventually([&] { return outcome[0] != "" && outcome[2] != ""; }));
-    BOOST_TEST(outcome[0] == "leased");
-    BOOST_TEST(outcome[2] == "leased");
-    BOOST_TEST((order == std::vector<int>{0, 2}));
-  }());
-  BOOST_TEST(p.pool.stats().timeouts == 0u);
-}
-#endif
 
 // A server that accepts and hangs up at once, counting the attempts: a pool that
 // cannot connect tries again after pauses, not once per waiter.

@@ -76,7 +76,7 @@ class harness {
     // The session first, as the program left it.
     if (conn_->depth() != 0) why << "depth() is " << conn_->depth() << " after the outermost scope\n  ";
     if (PQtransactionStatus(conn_->native_handle()) != PQTRANS_IDLE) why << "the session is not idle\n  ";
-    seen_from_outside seen = look(pqtest::shared_observer(), app_, app_, {table_.name()}, base_);
+    seen_from_outside seen = look_after(pqtest::shared_observer(), app_, app_, {table_.name()}, base_);
     if (!seen.in_transaction.empty()) why << "pg_stat_activity: " << seen.in_transaction << "\n  ";
     real.committed = std::move(seen.committed[0]);
     const observed expected = model().run(program);

@@ -82,8 +82,9 @@ ASIO_PLACEHOLDERS = dict(PLACEHOLDERS, **{
 })
 # Names the reference uses as classes (`Name(args)`, `Name{args}`: a constructor) and as
 # free functions (`name(args)`: not a member of the table's class).
-CLASSES = {"database", "connection", "pool", "transaction", "result", "query", "lease", "copy_writer", "copy_reader"}
-FREE_FUNCTIONS = {"atomic", "transactional", "async_atomic"}
+CLASSES = {"database", "connection", "pool", "transaction", "result", "query", "lease", "copy_writer", "copy_reader",
+           "params", "numeric", "uuid"}
+FREE_FUNCTIONS = {"atomic", "transactional", "async_atomic", "values_list"}
 # Objects named in reference items (`row[j]`, `tx.async_commit(token)`): their class.
 OBJECTS = {"result": "result", "row": "row", "field": "field", "tx": "transaction", "lease": "lease"}
 

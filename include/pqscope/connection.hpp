@@ -261,12 +261,12 @@ class basic_connection {
     detail::param_list list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
-      const detail::sql_facts& f =
-          s.machine.check_statement(sql.view(), sizeof...(Params), guards(sql.session_state_allowed()));
+      const detail::sql_facts& f = s.machine.check_statement(sql.view(), detail::param_count(params...),
+                                                             guards(sql.session_state_allowed()));
       list.assign(params...);
       slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, list, s.weak_from_this());
     } catch (const std::exception& e) {
-      if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
+      if (options_.observer) notify_refusal(sql, detail::param_count(params...), e);
       throw;
     }
     result r = s.complete(slot);

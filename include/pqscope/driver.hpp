@@ -42,6 +42,7 @@
 #include <pqscope/detail/libpq_connect.hpp>
 #include <pqscope/detail/libpq_reply.hpp>
 #include <pqscope/detail/middleware.hpp>
+#include <pqscope/detail/notices.hpp>
 
 #ifndef LIBPQ_HAS_PIPELINING
 #error "pqscope needs libpq 14 or newer (pipeline mode)"
@@ -66,6 +67,11 @@ class libpq_driver {
 
   // Before open(): the time bounds (connection_options::network_timeout).
   void set_network(const network_settings& s) noexcept { net_ = s; }
+  // Where the server's notices go on the sessions this driver opens (notices.hpp).
+  void set_notices(detail::notice_callback h) {
+    notices_ = std::move(h);
+    if (!borrowed_) detail::install_notices(conn_, &notices_);
+  }
   [[nodiscard]] const network_settings& network() const noexcept { return net_; }
 
   // After a round trip's network_timeout expired: how long pqscope waits for the
@@ -246,6 +252,7 @@ class libpq_driver {
   std::string copy_lost_;         // why the COPY in progress cannot go on
   char* copy_row_ = nullptr;      // the last row copy_get() returned (libpq's memory)
   network_settings net_;
+  detail::notice_callback notices_;  // its address is given to libpq: the driver does not move once open
   std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
   std::string fatal_;  // a FATAL error answered in this batch: why the server is about to close the session
@@ -267,6 +274,7 @@ void configure_driver(D& d, const connection_options& o) {
     s.timeout = o.network_timeout;
     d.set_network(s);
   }
+  if constexpr (std::is_same_v<D, libpq_driver>) d.set_notices(notice_route(o));
 }
 
 // A second driver with the same time bounds (the in-doubt resolver's fresh connection).

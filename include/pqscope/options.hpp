@@ -66,6 +66,16 @@ enum class prepare {
   automatic  // a text run a second time is prepared; its Parse rides in the same batch
 };
 
+// A message from the server that is not an error: a NOTICE (DROP TABLE IF EXISTS of
+// a missing table, RAISE NOTICE in a function), a WARNING, INFO, LOG or DEBUG. The
+// views are valid during the call only.
+struct notice {
+  std::string_view severity;  // NOTICE, WARNING, INFO, LOG or DEBUG, never translated
+  std::string_view sqlstate;  // 00000 for a NOTICE, 01000 for a WARNING, or what RAISE set
+  std::string_view message;   // the primary message
+  std::string_view detail, hint;  // empty when the server sent none
+};
+
 // What the statement observer is told after each statement the application runs.
 struct statement_event {
   std::string_view sql;
@@ -80,6 +90,9 @@ struct statement_event {
   bool batched = false;
   // Set, with sql "SAVEPOINT", when a scope opens past the savepoint limit.
   std::string_view warning;
+  // Set, with sql empty, for a server notice when connection_options has no
+  // notice_handler: the notice, in the order the server sent it.
+  const pqscope::notice* server_notice = nullptr;
 };
 
 struct connection_options {
@@ -111,6 +124,11 @@ struct connection_options {
   // throws are swallowed: a logging hook must not change what a transaction does.
   // Any callable: a lambda, a function, a std::function (see callback.hpp).
   callback<void(const statement_event&)> observer;
+  // Where the server's notices go, in the order it sends them, on the thread that
+  // reads the answers: this handler; without one, the observer (a statement_event
+  // with server_notice set); without either, libpq's default (standard error).
+  // Exceptions it throws are swallowed. A borrowed PGconn* keeps its own receiver.
+  callback<void(const notice&)> notice_handler;
   // PostgreSQL caches 64 subtransaction ids per backend; a transaction that holds
   // more (savepoints that wrote; released ones count until the transaction ends)
   // slows every snapshot in the cluster. Opening a savepoint past this many is

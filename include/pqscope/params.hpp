@@ -466,7 +466,12 @@ struct value_traits<std::vector<T>, std::enable_if_t<!std::is_same_v<T, std::byt
   }
 };
 
+class params;
+
 namespace detail {
+
+// PostgreSQL's limit on the parameters of one statement (the protocol counts them in 16 bits).
+inline constexpr std::size_t max_params = 65535;
 
 // Parameters of one statement, in the form libpq takes them. Values that are not
 // already NUL-terminated strings are copied into `storage_`, which of() reserves
@@ -527,6 +532,8 @@ class param_list {
         push_text(std::string_view(v), 0, /*terminated=*/true);
     } else if constexpr (std::is_same_v<U, std::string>) {
       push_text(v, 0, true);
+    } else if constexpr (std::is_same_v<U, params>) {
+      splice(v);
     } else if constexpr (is_chars_number<U>::value) {
       char buf[24];
       const auto r = std::to_chars(buf, buf + sizeof buf, v);
@@ -568,6 +575,8 @@ class param_list {
   // Into the inline buffer if it fits; nullptr if not.
   const char* copy_inline(std::string_view s) noexcept;
   void take(param_list& o) noexcept;
+  // Every value of a params list, pointing into it (it lives as long as the call).
+  void splice(const params& p);
 
   // The pointers and types of the first few parameters stay inline: no allocation
   // for them. Converted values live in storage_, whose buffer stays put when the
@@ -587,7 +596,72 @@ class param_list {
   std::vector<unsigned> types_;
 };
 
+// How many parameters values... make: one each, a params list its size.
+template <class T>
+std::size_t param_count_of(const T& v) noexcept;
+template <class... Ts>
+std::size_t param_count(const Ts&... vs) noexcept {
+  return (std::size_t{0} + ... + param_count_of(vs));
+}
+
 }  // namespace detail
+
+// Parameters built at run time, for a statement whose parameter count is known only
+// then: a VALUES list of N rows, an IN list of N values. add() converts a value as
+// execute() would (any parameter type, NULL included), and the list goes wherever a
+// statement takes parameters, alone or among others:
+//   pqscope::params p;
+//   for (const auto& [id, name] : rows) p.add(id).add(name);
+//   c.execute("INSERT INTO t (id, name) VALUES " + pqscope::values_list(rows.size(), 2), p);
+// The placeholder count is checked as for any statement, against the whole count.
+// PostgreSQL takes 65,535 parameters at the most: past that, add() throws usage_error.
+class params {
+ public:
+  params() = default;
+
+  template <class T>
+  params& add(const T& v) {
+    static_assert(!std::is_same_v<T, params>, "pqscope: params::add(params): pass both to execute() instead");
+    detail::param_list one;
+    one.assign(v);
+    push(one.values()[0], one.types()[0]);
+    return *this;
+  }
+
+  [[nodiscard]] std::size_t size() const noexcept { return types_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return types_.empty(); }
+  void clear() noexcept {
+    text_.clear();
+    null_.clear();
+    types_.clear();
+  }
+  void reserve(std::size_t n) {
+    text_.reserve(n);
+    null_.reserve(n);
+    types_.reserve(n);
+  }
+
+ private:
+  friend class detail::param_list;
+  void push(const char* value, unsigned oid);
+
+  std::vector<std::string> text_;  // "" for NULL
+  std::vector<bool> null_;
+  std::vector<unsigned> types_;
+};
+
+// "($1, $2), ($3, $4), ..." : `rows` groups of `columns` placeholders, numbered from
+// `first`, for a VALUES list whose values are a params list.
+PQSCOPE_DECL std::string values_list(std::size_t rows, std::size_t columns, std::size_t first = 1);
+
+template <class T>
+std::size_t detail::param_count_of(const T& v) noexcept {
+  if constexpr (std::is_same_v<T, params>)
+    return v.size();
+  else
+    return 1;
+}
+
 }  // namespace pqscope
 
 #ifdef PQSCOPE_BODIES

@@ -8,6 +8,8 @@
 #include <pqscope/options.hpp>
 #include <pqscope/stats.hpp>
 #include <pqscope/params.hpp>
+#include <pqscope/numeric.hpp>
+#include <pqscope/uuid.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/notification.hpp>
 #include <pqscope/driver.hpp>

@@ -123,6 +123,7 @@
 // #include <pqscope/detail/libpq_connect.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/libpq_reply.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/detail/middleware.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/detail/notices.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/notification.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/result.hpp> (in <pqscope/pqscope.hpp>)
@@ -153,6 +154,8 @@ class link : public std::enable_shared_from_this<link> {
   // after it, or after cancel(): the grace.
   std::chrono::milliseconds timeout{0};
   std::chrono::milliseconds cancel_wait{5000};
+  // Where the server's notices go on each session it opens (detail/notices.hpp).
+  pqscope::detail::notice_callback notices;
 
   // ---- connecting -----------------------------------------------------------------
 
@@ -633,6 +636,7 @@ inline next_wait link::connect_step(bool after_wait) {
     case PGRES_POLLING_OK:
       watch_socket();
       if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trimmed(PQerrorMessage(pg_)));
+      pqscope::detail::install_notices(pg_, &notices);
       phase_ = phase::idle;
       return next_wait::done;
     default: fail_connect(trimmed(PQerrorMessage(pg_)));
@@ -1448,7 +1452,7 @@ class query {
   query(Sql&& sql, const P& p, const Ps&... ps)  // NOLINT: implicit, so that {sql, params...} works
       : query(std::forward<Sql>(sql)) {
     params_ = std::make_shared<const params_of<stored_t<P>, stored_t<Ps>...>>(store(p), store(ps)...);
-    count_ = 1 + sizeof...(Ps);
+    count_ = pqscope::detail::param_count(p, ps...);
   }
 
   [[nodiscard]] std::string_view text() const noexcept { return sql_; }
@@ -1524,7 +1528,7 @@ namespace detail {
 template <class T>
 struct parameter_like
     : std::disjunction<std::negation<std::is_class<T>>, std::is_same<T, std::string>, std::is_same<T, std::nullopt_t>,
-                       pqscope::detail::is_optional<T>, pqscope::detail::is_vector<T>,
+                       std::is_same<T, pqscope::params>, pqscope::detail::is_optional<T>, pqscope::detail::is_vector<T>,
                        pqscope::detail::has_to_text<T>> {};
 
 // A completion token for an operation that completes with void(std::exception_ptr, Value):
@@ -1623,6 +1627,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   session(const net::any_io_executor& ex, std::string info, connection_options o)
       : executor(ex), conninfo(std::move(info)), options(std::move(o)), io(std::make_shared<link>(ex)), gate(ex) {
     machine.set_observer(options.observer);
+    io->notices = pqscope::detail::notice_route(options);
     machine.set_savepoint_limit(options.savepoint_limit, options.refuse_past_savepoint_limit);
     machine.set_prepare_limit(pqscope::detail::prepare_limit(options), options.pooling == pqscope::pooling::transaction);
     if (options.network_timeout.count() > 0) {

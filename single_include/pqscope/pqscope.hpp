@@ -595,6 +595,16 @@ enum class prepare {
   automatic  // a text run a second time is prepared; its Parse rides in the same batch
 };
 
+// A message from the server that is not an error: a NOTICE (DROP TABLE IF EXISTS of
+// a missing table, RAISE NOTICE in a function), a WARNING, INFO, LOG or DEBUG. The
+// views are valid during the call only.
+struct notice {
+  std::string_view severity;  // NOTICE, WARNING, INFO, LOG or DEBUG, never translated
+  std::string_view sqlstate;  // 00000 for a NOTICE, 01000 for a WARNING, or what RAISE set
+  std::string_view message;   // the primary message
+  std::string_view detail, hint;  // empty when the server sent none
+};
+
 // What the statement observer is told after each statement the application runs.
 struct statement_event {
   std::string_view sql;
@@ -609,6 +619,9 @@ struct statement_event {
   bool batched = false;
   // Set, with sql "SAVEPOINT", when a scope opens past the savepoint limit.
   std::string_view warning;
+  // Set, with sql empty, for a server notice when connection_options has no
+  // notice_handler: the notice, in the order the server sent it.
+  const pqscope::notice* server_notice = nullptr;
 };
 
 struct connection_options {
@@ -640,6 +653,11 @@ struct connection_options {
   // throws are swallowed: a logging hook must not change what a transaction does.
   // Any callable: a lambda, a function, a std::function (see callback.hpp).
   callback<void(const statement_event&)> observer;
+  // Where the server's notices go, in the order it sends them, on the thread that
+  // reads the answers: this handler; without one, the observer (a statement_event
+  // with server_notice set); without either, libpq's default (standard error).
+  // Exceptions it throws are swallowed. A borrowed PGconn* keeps its own receiver.
+  callback<void(const notice&)> notice_handler;
   // PostgreSQL caches 64 subtransaction ids per backend; a transaction that holds
   // more (savepoints that wrote; released ones count until the transaction ends)
   // slows every snapshot in the cluster. Opening a savepoint past this many is
@@ -1669,7 +1687,12 @@ struct value_traits<std::vector<T>, std::enable_if_t<!std::is_same_v<T, std::byt
   }
 };
 
+class params;
+
 namespace detail {
+
+// PostgreSQL's limit on the parameters of one statement (the protocol counts them in 16 bits).
+inline constexpr std::size_t max_params = 65535;
 
 // Parameters of one statement, in the form libpq takes them. Values that are not
 // already NUL-terminated strings are copied into `storage_`, which of() reserves
@@ -1730,6 +1753,8 @@ class param_list {
         push_text(std::string_view(v), 0, /*terminated=*/true);
     } else if constexpr (std::is_same_v<U, std::string>) {
       push_text(v, 0, true);
+    } else if constexpr (std::is_same_v<U, params>) {
+      splice(v);
     } else if constexpr (is_chars_number<U>::value) {
       char buf[24];
       const auto r = std::to_chars(buf, buf + sizeof buf, v);
@@ -1771,6 +1796,8 @@ class param_list {
   // Into the inline buffer if it fits; nullptr if not.
   const char* copy_inline(std::string_view s) noexcept;
   void take(param_list& o) noexcept;
+  // Every value of a params list, pointing into it (it lives as long as the call).
+  void splice(const params& p);
 
   // The pointers and types of the first few parameters stay inline: no allocation
   // for them. Converted values live in storage_, whose buffer stays put when the
@@ -1790,7 +1817,72 @@ class param_list {
   std::vector<unsigned> types_;
 };
 
+// How many parameters values... make: one each, a params list its size.
+template <class T>
+std::size_t param_count_of(const T& v) noexcept;
+template <class... Ts>
+std::size_t param_count(const Ts&... vs) noexcept {
+  return (std::size_t{0} + ... + param_count_of(vs));
+}
+
 }  // namespace detail
+
+// Parameters built at run time, for a statement whose parameter count is known only
+// then: a VALUES list of N rows, an IN list of N values. add() converts a value as
+// execute() would (any parameter type, NULL included), and the list goes wherever a
+// statement takes parameters, alone or among others:
+//   pqscope::params p;
+//   for (const auto& [id, name] : rows) p.add(id).add(name);
+//   c.execute("INSERT INTO t (id, name) VALUES " + pqscope::values_list(rows.size(), 2), p);
+// The placeholder count is checked as for any statement, against the whole count.
+// PostgreSQL takes 65,535 parameters at the most: past that, add() throws usage_error.
+class params {
+ public:
+  params() = default;
+
+  template <class T>
+  params& add(const T& v) {
+    static_assert(!std::is_same_v<T, params>, "pqscope: params::add(params): pass both to execute() instead");
+    detail::param_list one;
+    one.assign(v);
+    push(one.values()[0], one.types()[0]);
+    return *this;
+  }
+
+  [[nodiscard]] std::size_t size() const noexcept { return types_.size(); }
+  [[nodiscard]] bool empty() const noexcept { return types_.empty(); }
+  void clear() noexcept {
+    text_.clear();
+    null_.clear();
+    types_.clear();
+  }
+  void reserve(std::size_t n) {
+    text_.reserve(n);
+    null_.reserve(n);
+    types_.reserve(n);
+  }
+
+ private:
+  friend class detail::param_list;
+  void push(const char* value, unsigned oid);
+
+  std::vector<std::string> text_;  // "" for NULL
+  std::vector<bool> null_;
+  std::vector<unsigned> types_;
+};
+
+// "($1, $2), ($3, $4), ..." : `rows` groups of `columns` placeholders, numbered from
+// `first`, for a VALUES list whose values are a params list.
+PQSCOPE_DECL std::string values_list(std::size_t rows, std::size_t columns, std::size_t first = 1);
+
+template <class T>
+std::size_t detail::param_count_of(const T& v) noexcept {
+  if constexpr (std::is_same_v<T, params>)
+    return v.size();
+  else
+    return 1;
+}
+
 }  // namespace pqscope
 
 #ifdef PQSCOPE_BODIES
@@ -1845,11 +1937,43 @@ PQSCOPE_DECL std::vector<std::byte> value_traits<std::vector<std::byte>>::from_t
   return detail::bytea_from_text(s);
 }
 
+PQSCOPE_DECL void params::push(const char* value, unsigned oid) {
+  if (types_.size() >= detail::max_params)
+    throw usage_error("params: more than 65,535 parameters, PostgreSQL's limit for one statement; split the rows "
+                      "over several statements, or send them as arrays or with COPY");
+  text_.emplace_back(value != nullptr ? value : "");
+  null_.push_back(value == nullptr);
+  types_.push_back(oid);
+}
+
+PQSCOPE_DECL std::string values_list(std::size_t rows, std::size_t columns, std::size_t first) {
+  if (columns == 0 && rows > 0) throw usage_error("values_list(): a row needs at least one column");
+  std::string out;
+  out.reserve(rows * columns * 8);
+  std::size_t n = first;
+  for (std::size_t r = 0; r < rows; ++r) {
+    out += r == 0 ? "(" : ", (";
+    for (std::size_t c = 0; c < columns; ++c) {
+      if (c > 0) out += ", ";
+      out += '$';
+      out += std::to_string(n++);
+    }
+    out += ')';
+  }
+  return out;
+}
+
 }  // namespace pqscope
 
 namespace pqscope::detail {
 
+PQSCOPE_DECL void param_list::splice(const params& p) {
+  for (std::size_t i = 0; i < p.size(); ++i) push(p.null_[i] ? nullptr : p.text_[i].c_str(), p.types_[i]);
+}
+
 PQSCOPE_DECL void param_list::push(const char* value, unsigned oid) {
+  if (n_ >= max_params)
+    throw usage_error("more than 65,535 parameters, PostgreSQL's limit for one statement");
   if (n_ < inline_params) {
     inline_values_[n_] = value;
     inline_types_[n_] = oid;
@@ -1938,6 +2062,366 @@ PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
 }
 
 }  // namespace pqscope::detail
+#endif
+// #include <pqscope/numeric.hpp>
+// pqscope::numeric: PostgreSQL's numeric, kept as its exact decimal text, so that
+// no value is rounded on its way through (money, quantities). Exact conversions to
+// and from the integer types, a checked one to double. std::string keeps working
+// for numeric columns as well.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope {
+
+class numeric {
+ public:
+  numeric() = default;  // 0
+  // Exact: every integer type but bool and char.
+  template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool> &&
+                                            !std::is_same_v<Int, char>,
+                                        int> = 0>
+  numeric(Int v) : text_(value_traits<Int>::to_text(v)) {}  // NOLINT: implicit, as the integer is exact
+  // PostgreSQL's numeric input: an optional sign, digits with an optional decimal
+  // point, an optional exponent (1.5e-3), or NaN, Infinity, -Infinity (any case;
+  // inf for Infinity); spaces around it are dropped. The text is kept as written;
+  // anything else is a conversion_error.
+  explicit numeric(std::string_view text);
+
+  [[nodiscard]] const std::string& str() const noexcept { return text_; }
+  [[nodiscard]] bool is_nan() const noexcept;
+  [[nodiscard]] bool is_infinite() const noexcept;
+
+  // The exact integer: conversion_error if the value has a fraction, is NaN or
+  // infinite, or does not fit in T (an integer type).
+  template <class T>
+  [[nodiscard]] T to() const {
+    static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>, "numeric::to<T>(): T is an integer type");
+    return value_traits<T>::from_text(integer_text());
+  }
+  // The nearest double: conversion_error if the value is beyond double's range (or
+  // so small that it would read as 0). NaN and the infinities convert as such.
+  [[nodiscard]] double to_double() const;
+
+  // Equal values: 1.50 == 1.5, 0 == -0.0, NaN == NaN (as PostgreSQL compares them).
+  friend bool operator==(const numeric& a, const numeric& b) { return a.canonical() == b.canonical(); }
+  friend bool operator!=(const numeric& a, const numeric& b) { return !(a == b); }
+
+ private:
+  // The value as "-ddd" (digits without leading or trailing zeros) and an exponent,
+  // "d...eN": equal values have equal forms.
+  [[nodiscard]] std::string canonical() const;
+  // The integer's digits, for value_traits<Int>::from_text; conversion_error if none.
+  [[nodiscard]] std::string integer_text() const;
+
+  std::string text_ = "0";
+};
+
+template <>
+struct value_traits<numeric> {
+  static constexpr unsigned oid = 1700;
+  static const std::string& to_text(const numeric& n) { return n.str(); }
+  static numeric from_text(std::string_view s) { return numeric(s); }
+};
+
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/numeric.ipp>
+// The bodies of <pqscope/numeric.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/numeric.hpp> (inlined above)
+
+#include <charconv>
+#include <limits>
+#include <system_error>
+
+namespace pqscope {
+
+namespace detail {
+
+inline bool same_word(std::string_view a, std::string_view word) noexcept {
+  if (a.size() != word.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char c = a[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != word[i]) return false;
+  }
+  return true;
+}
+
+// The parts of a finite numeric's text: its sign, its digits (the point removed)
+// and the power of ten of the last one.
+struct decimal_parts {
+  bool negative = false;
+  std::string digits;
+  long long exponent = 0;
+};
+
+// false for text that is not a finite number in PostgreSQL 15's numeric syntax.
+inline bool split_decimal(std::string_view s, decimal_parts& out) {
+  std::size_t i = 0;
+  if (i < s.size() && (s[i] == '+' || s[i] == '-')) out.negative = s[i++] == '-';
+  bool point = false, any = false;
+  long long after_point = 0;
+  for (; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c >= '0' && c <= '9') {
+      out.digits += c;
+      any = true;
+      if (point) ++after_point;
+    } else if (c == '.' && !point) {
+      point = true;
+    } else {
+      break;
+    }
+  }
+  if (!any) return false;
+  long long exp = 0;
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    // The server reads the exponent with strtol(), which skips white space first.
+    while (i < s.size() && (s[i] == ' ' || (s[i] >= '\t' && s[i] <= '\r'))) ++i;
+    bool neg = false;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
+    const std::size_t start = i;
+    for (; i < s.size() && s[i] >= '0' && s[i] <= '9'; ++i) {
+      if (exp > 1000000000) return false;  // far beyond numeric's range: the server refuses it too
+      exp = exp * 10 + (s[i] - '0');
+    }
+    if (i == start) return false;
+    if (neg) exp = -exp;
+  }
+  if (i != s.size()) return false;
+  out.exponent = exp - after_point;
+  return true;
+}
+
+// What the server stores: a display scale (digits after the point, as written,
+// less the exponent) of at most 16,383, and a first non-zero digit at most 131,071
+// places before the point (its weight in base 10,000 fits a 16-bit field).
+inline bool within_numeric_range(const decimal_parts& p) noexcept {
+  const long long scale = -p.exponent;  // digits after the point
+  if (scale > 16383) return false;
+  const std::size_t first = p.digits.find_first_not_of('0');
+  if (first == std::string::npos) return true;  // zero
+  const long long msd = p.exponent + static_cast<long long>(p.digits.size() - 1 - first);
+  const long long weight = msd >= 0 ? msd / 4 : -((-msd + 3) / 4);
+  return weight <= 32767;
+}
+
+inline std::string_view trim_spaces(std::string_view s) noexcept {
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; };
+  while (!s.empty() && space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace detail
+
+PQSCOPE_DECL numeric::numeric(std::string_view text) {
+  const std::string_view s = detail::trim_spaces(text);
+  std::string_view word = s;
+  if (!word.empty() && (word[0] == '+' || word[0] == '-')) word.remove_prefix(1);
+  detail::decimal_parts parts;
+  const bool special = detail::same_word(s, "nan") || detail::same_word(word, "infinity") ||
+                       detail::same_word(word, "inf");
+  if (!special && !detail::split_decimal(s, parts))
+    throw conversion_error("cannot read \"" + std::string(text.substr(0, 80)) + "\" as a numeric");
+  if (!special && !detail::within_numeric_range(parts))
+    throw conversion_error("numeric \"" + std::string(text.substr(0, 80)) +
+                           "\" is beyond PostgreSQL's numeric range (131,072 digits before the point, 16,383 after)");
+  text_ = std::string(s);
+}
+
+PQSCOPE_DECL bool numeric::is_nan() const noexcept { return detail::same_word(text_, "nan"); }
+
+PQSCOPE_DECL bool numeric::is_infinite() const noexcept {
+  std::string_view word = text_;
+  if (!word.empty() && (word[0] == '+' || word[0] == '-')) word.remove_prefix(1);
+  return detail::same_word(word, "infinity") || detail::same_word(word, "inf");
+}
+
+PQSCOPE_DECL std::string numeric::canonical() const {
+  if (is_nan()) return "NaN";
+  if (is_infinite()) return text_[0] == '-' ? "-Infinity" : "Infinity";
+  detail::decimal_parts p;
+  (void)detail::split_decimal(text_, p);
+  std::size_t first = p.digits.find_first_not_of('0');
+  if (first == std::string::npos) return "0";
+  std::size_t last = p.digits.find_last_not_of('0');
+  const long long exponent = p.exponent + static_cast<long long>(p.digits.size() - 1 - last);
+  return (p.negative ? "-" : "") + p.digits.substr(first, last - first + 1) + "e" + std::to_string(exponent);
+}
+
+PQSCOPE_DECL std::string numeric::integer_text() const {
+  auto refuse = [&](const char* why) -> std::string {
+    throw conversion_error("numeric " + text_.substr(0, 80) + " " + why);
+  };
+  if (is_nan() || is_infinite()) return refuse("is not a number an integer can hold");
+  detail::decimal_parts p;
+  (void)detail::split_decimal(text_, p);
+  const std::size_t first = p.digits.find_first_not_of('0');
+  if (first == std::string::npos) return "0";
+  const std::size_t last = p.digits.find_last_not_of('0');
+  const long long exponent = p.exponent + static_cast<long long>(p.digits.size() - 1 - last);
+  if (exponent < 0) return refuse("has a fraction; read it as numeric or double");
+  const std::string digits = p.digits.substr(first, last - first + 1);
+  if (static_cast<long long>(digits.size()) + exponent > 40) return refuse("does not fit in any integer type");
+  return (p.negative ? "-" : "") + digits + std::string(static_cast<std::size_t>(exponent), '0');
+}
+
+PQSCOPE_DECL double numeric::to_double() const {
+  if (is_nan()) return std::numeric_limits<double>::quiet_NaN();
+  if (is_infinite())
+    return text_[0] == '-' ? -std::numeric_limits<double>::infinity() : std::numeric_limits<double>::infinity();
+  // From its parts: the text may have spaces around or inside the exponent, which
+  // the server reads and from_chars does not.
+  detail::decimal_parts p;
+  (void)detail::split_decimal(text_, p);
+  const std::string plain = (p.negative ? "-" : "") + p.digits + "e" + std::to_string(p.exponent);
+  double v = 0;
+  const auto r = std::from_chars(plain.data(), plain.data() + plain.size(), v);
+  if (r.ec == std::errc::result_out_of_range)
+    throw conversion_error("numeric " + text_.substr(0, 80) + " is beyond the range of a double");
+  if (r.ec != std::errc() || r.ptr != plain.data() + plain.size())
+    throw conversion_error("cannot read numeric " + text_.substr(0, 80) + " as a double");
+  return v;
+}
+
+}  // namespace pqscope
+#endif
+// #include <pqscope/uuid.hpp>
+// pqscope::uuid: PostgreSQL's uuid, 16 bytes held by value, for parameters, results,
+// arrays (uuid[]) and COPY.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope {
+
+class uuid {
+ public:
+  using bytes_type = std::array<std::uint8_t, 16>;
+
+  constexpr uuid() noexcept = default;  // the nil uuid, 00000000-0000-0000-0000-000000000000
+  explicit constexpr uuid(const bytes_type& b) noexcept : bytes_(b) {}
+
+  // The text forms PostgreSQL reads: 32 hex digits in either case, a hyphen allowed
+  // after any group of four but the last, the whole optionally in braces
+  // ("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "{A0EEBC999C0B4EF8BB6D6BB9BD380A11}").
+  // Anything else is a conversion_error.
+  static uuid parse(std::string_view text);
+
+  // Lowercase, 8-4-4-4-12: as the server writes it.
+  [[nodiscard]] std::string to_string() const;
+  // The same into p (room for 36 bytes); returns where it ends.
+  char* write(char* p) const noexcept;
+
+  [[nodiscard]] constexpr const bytes_type& bytes() const noexcept { return bytes_; }
+  [[nodiscard]] constexpr bool is_nil() const noexcept {
+    for (const std::uint8_t b : bytes_)
+      if (b != 0) return false;
+    return true;
+  }
+
+  friend constexpr bool operator==(const uuid& a, const uuid& b) noexcept { return compare(a, b) == 0; }
+  friend constexpr bool operator!=(const uuid& a, const uuid& b) noexcept { return compare(a, b) != 0; }
+  // Byte order, as PostgreSQL orders uuids.
+  friend constexpr bool operator<(const uuid& a, const uuid& b) noexcept { return compare(a, b) < 0; }
+
+ private:
+  static constexpr int compare(const uuid& a, const uuid& b) noexcept {
+    for (std::size_t i = 0; i < 16; ++i)
+      if (a.bytes_[i] != b.bytes_[i]) return a.bytes_[i] < b.bytes_[i] ? -1 : 1;
+    return 0;
+  }
+  bytes_type bytes_{};
+};
+
+template <>
+struct value_traits<uuid> {
+  static constexpr unsigned oid = 2950;
+  static std::string to_text(const uuid& u) { return u.to_string(); }
+  static uuid from_text(std::string_view s) { return uuid::parse(s); }
+  // COPY rows: nothing in it needs escaping.
+  static constexpr std::size_t unescaped_size = 36;
+  static char* write_unescaped(char* p, const uuid& u) noexcept { return u.write(p); }
+};
+
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/uuid.ipp>
+// The bodies of <pqscope/uuid.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/uuid.hpp> (inlined above)
+
+namespace pqscope {
+
+PQSCOPE_DECL uuid uuid::parse(std::string_view text) {
+  // PostgreSQL's string_to_uuid (src/backend/utils/adt/uuid.c), rule for rule.
+  auto refuse = [&]() -> uuid {
+    throw conversion_error("cannot read \"" + std::string(text.substr(0, 80)) + "\" as a uuid");
+  };
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::size_t at = 0;
+  const bool braces = !text.empty() && text[0] == '{';
+  if (braces) ++at;
+  bytes_type b{};
+  for (std::size_t i = 0; i < 16; ++i) {
+    if (text.size() - at < 2) return refuse();
+    const int hi = hex(text[at]), lo = hex(text[at + 1]);
+    if (hi < 0 || lo < 0) return refuse();
+    b[i] = static_cast<std::uint8_t>(hi * 16 + lo);
+    at += 2;
+    if (at < text.size() && text[at] == '-' && i % 2 == 1 && i < 15) ++at;
+  }
+  if (braces) {
+    if (at >= text.size() || text[at] != '}') return refuse();
+    ++at;
+  }
+  if (at != text.size()) return refuse();
+  return uuid(b);
+}
+
+PQSCOPE_DECL char* uuid::write(char* p) const noexcept {
+  static constexpr char digits[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+    *p++ = digits[bytes_[i] >> 4];
+    *p++ = digits[bytes_[i] & 0xf];
+  }
+  return p;
+}
+
+PQSCOPE_DECL std::string uuid::to_string() const {
+  char out[36];
+  return std::string(out, write(out));
+}
+
+}  // namespace pqscope
 #endif
 // #include <pqscope/result.hpp>
 // Query results. result, row and field share ownership of the underlying
@@ -3211,6 +3695,75 @@ PQSCOPE_DECL std::string diagnose_middleware(const std::string& pool_version, co
 
 }  // namespace pqscope::detail
 #endif
+// #include <pqscope/detail/notices.hpp>
+// The server's notices (connection_options::notice_handler), as both front ends
+// route them: libpq calls a receiver while it reads the answers, in the order the
+// server sent them; the receiver hands each to the handler, or else to the observer.
+
+#include <libpq-fe.h>
+
+// #include <pqscope/callback.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+using notice_callback = callback<void(const notice&)>;
+
+// Where the options send notices: the handler, else the observer, else nowhere of
+// pqscope's (an empty callback: libpq's default receiver stays).
+PQSCOPE_DECL notice_callback notice_route(const connection_options& o);
+
+// libpq's notice receiver; `arg` is a notice_callback that outlives the PGconn.
+PQSCOPE_DECL void receive_notice(void* arg, const PGresult* r) noexcept;
+
+// On a connection pqscope opened: its notices to `h` (nothing if `h` is empty).
+inline void install_notices(PGconn* c, notice_callback* h) noexcept {
+  if (c != nullptr && *h) (void)PQsetNoticeReceiver(c, &receive_notice, h);
+}
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/notices.ipp>
+// The bodies of <pqscope/detail/notices.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/notices.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL notice_callback notice_route(const connection_options& o) {
+  if (o.notice_handler) return o.notice_handler;
+  if (!o.observer) return {};
+  return notice_callback([observer = o.observer](const notice& n) mutable {
+    statement_event ev;
+    ev.server_notice = &n;
+    observer(ev);
+  });
+}
+
+PQSCOPE_DECL void receive_notice(void* arg, const PGresult* r) noexcept {
+  auto field = [r](int code) {
+    const char* v = PQresultErrorField(r, code);
+    return v != nullptr ? std::string_view(v) : std::string_view();
+  };
+  notice n;
+  n.severity = field(PG_DIAG_SEVERITY_NONLOCALIZED);
+  if (n.severity.empty()) n.severity = field(PG_DIAG_SEVERITY);  // servers before 9.6
+  n.sqlstate = field(PG_DIAG_SQLSTATE);
+  n.message = field(PG_DIAG_MESSAGE_PRIMARY);
+  n.detail = field(PG_DIAG_MESSAGE_DETAIL);
+  n.hint = field(PG_DIAG_MESSAGE_HINT);
+  try {
+    (*static_cast<notice_callback*>(arg))(n);
+  } catch (...) {
+    // a handler's exception must not cross libpq, nor change what a statement does
+  }
+}
+
+}  // namespace pqscope::detail
+#endif
 
 #ifndef LIBPQ_HAS_PIPELINING
 #error "pqscope needs libpq 14 or newer (pipeline mode)"
@@ -3235,6 +3788,11 @@ class libpq_driver {
 
   // Before open(): the time bounds (connection_options::network_timeout).
   void set_network(const network_settings& s) noexcept { net_ = s; }
+  // Where the server's notices go on the sessions this driver opens (notices.hpp).
+  void set_notices(detail::notice_callback h) {
+    notices_ = std::move(h);
+    if (!borrowed_) detail::install_notices(conn_, &notices_);
+  }
   [[nodiscard]] const network_settings& network() const noexcept { return net_; }
 
   // After a round trip's network_timeout expired: how long pqscope waits for the
@@ -3415,6 +3973,7 @@ class libpq_driver {
   std::string copy_lost_;         // why the COPY in progress cannot go on
   char* copy_row_ = nullptr;      // the last row copy_get() returned (libpq's memory)
   network_settings net_;
+  detail::notice_callback notices_;  // its address is given to libpq: the driver does not move once open
   std::shared_ptr<cancel_state> cancel_;  // a cancel request not yet known to be handled
   std::string closed_reason_;             // why exchange() finds the connection closed, if pqscope closed it
   std::string fatal_;  // a FATAL error answered in this batch: why the server is about to close the session
@@ -3436,6 +3995,7 @@ void configure_driver(D& d, const connection_options& o) {
     s.timeout = o.network_timeout;
     d.set_network(s);
   }
+  if constexpr (std::is_same_v<D, libpq_driver>) d.set_notices(notice_route(o));
 }
 
 // A second driver with the same time bounds (the in-doubt resolver's fresh connection).
@@ -3653,6 +4213,7 @@ PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::str
     close();
     throw connection_error(msg);
   }
+  detail::install_notices(conn_, &notices_);
   closed_reason_.clear();
 }
 
@@ -8659,12 +9220,12 @@ class basic_connection {
     detail::param_list list;  // lives until the statement is sent or owns a copy
     std::shared_ptr<detail::statement_slot> slot;
     try {
-      const detail::sql_facts& f =
-          s.machine.check_statement(sql.view(), sizeof...(Params), guards(sql.session_state_allowed()));
+      const detail::sql_facts& f = s.machine.check_statement(sql.view(), detail::param_count(params...),
+                                                             guards(sql.session_state_allowed()));
       list.assign(params...);
       slot = s.machine.queue_statement(sql.c_str(), sql.view(), f, list, s.weak_from_this());
     } catch (const std::exception& e) {
-      if (options_.observer) notify_refusal(sql, sizeof...(Params), e);
+      if (options_.observer) notify_refusal(sql, detail::param_count(params...), e);
       throw;
     }
     result r = s.complete(slot);

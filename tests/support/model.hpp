@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <pqscope/pqscope.hpp>
@@ -615,6 +616,21 @@ inline seen_from_outside look(pqscope::connection& observer, const std::string& 
     out.committed.push_back(std::move(ids));
   }
   return out;
+}
+
+// look() after a program, when its session is idle: a session it left inside a
+// transaction stays there (no one else can end it), so one seen is looked at again
+// for half a second before it counts. Through a pooler, another test's client may be
+// using the server connection this session used last, shown for a moment under this
+// session's application_name.
+inline seen_from_outside look_after(pqscope::connection& observer, const std::string& app_a, const std::string& app_b,
+                                    const std::vector<std::string>& tables = {}, int base = 0) {
+  seen_from_outside seen = look(observer, app_a, app_b, tables, base);
+  for (int i = 0; i < 5 && !seen.in_transaction.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    seen = look(observer, app_a, app_b, tables, base);
+  }
+  return seen;
 }
 
 inline long env_long(const char* name, long fallback) {

@@ -69,6 +69,7 @@
 #include <pqscope/detail/libpq_connect.hpp>
 #include <pqscope/detail/libpq_reply.hpp>
 #include <pqscope/detail/middleware.hpp>
+#include <pqscope/detail/notices.hpp>
 #include <pqscope/errors.hpp>
 #include <pqscope/notification.hpp>
 #include <pqscope/result.hpp>
@@ -99,6 +100,8 @@ class link : public std::enable_shared_from_this<link> {
   // after it, or after cancel(): the grace.
   std::chrono::milliseconds timeout{0};
   std::chrono::milliseconds cancel_wait{5000};
+  // Where the server's notices go on each session it opens (detail/notices.hpp).
+  pqscope::detail::notice_callback notices;
 
   // ---- connecting -----------------------------------------------------------------
 

@@ -37,7 +37,7 @@ class query {
   query(Sql&& sql, const P& p, const Ps&... ps)  // NOLINT: implicit, so that {sql, params...} works
       : query(std::forward<Sql>(sql)) {
     params_ = std::make_shared<const params_of<stored_t<P>, stored_t<Ps>...>>(store(p), store(ps)...);
-    count_ = 1 + sizeof...(Ps);
+    count_ = pqscope::detail::param_count(p, ps...);
   }
 
   [[nodiscard]] std::string_view text() const noexcept { return sql_; }
@@ -113,7 +113,7 @@ namespace detail {
 template <class T>
 struct parameter_like
     : std::disjunction<std::negation<std::is_class<T>>, std::is_same<T, std::string>, std::is_same<T, std::nullopt_t>,
-                       pqscope::detail::is_optional<T>, pqscope::detail::is_vector<T>,
+                       std::is_same<T, pqscope::params>, pqscope::detail::is_optional<T>, pqscope::detail::is_vector<T>,
                        pqscope::detail::has_to_text<T>> {};
 
 // A completion token for an operation that completes with void(std::exception_ptr, Value):

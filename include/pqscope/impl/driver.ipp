@@ -32,6 +32,7 @@ PQSCOPE_DECL void libpq_driver::open(const std::string& conninfo, const std::str
     close();
     throw connection_error(msg);
   }
+  detail::install_notices(conn_, &notices_);
   closed_reason_.clear();
 }
 

@@ -49,11 +49,43 @@ PQSCOPE_DECL std::vector<std::byte> value_traits<std::vector<std::byte>>::from_t
   return detail::bytea_from_text(s);
 }
 
+PQSCOPE_DECL void params::push(const char* value, unsigned oid) {
+  if (types_.size() >= detail::max_params)
+    throw usage_error("params: more than 65,535 parameters, PostgreSQL's limit for one statement; split the rows "
+                      "over several statements, or send them as arrays or with COPY");
+  text_.emplace_back(value != nullptr ? value : "");
+  null_.push_back(value == nullptr);
+  types_.push_back(oid);
+}
+
+PQSCOPE_DECL std::string values_list(std::size_t rows, std::size_t columns, std::size_t first) {
+  if (columns == 0 && rows > 0) throw usage_error("values_list(): a row needs at least one column");
+  std::string out;
+  out.reserve(rows * columns * 8);
+  std::size_t n = first;
+  for (std::size_t r = 0; r < rows; ++r) {
+    out += r == 0 ? "(" : ", (";
+    for (std::size_t c = 0; c < columns; ++c) {
+      if (c > 0) out += ", ";
+      out += '$';
+      out += std::to_string(n++);
+    }
+    out += ')';
+  }
+  return out;
+}
+
 }  // namespace pqscope
 
 namespace pqscope::detail {
 
+PQSCOPE_DECL void param_list::splice(const params& p) {
+  for (std::size_t i = 0; i < p.size(); ++i) push(p.null_[i] ? nullptr : p.text_[i].c_str(), p.types_[i]);
+}
+
 PQSCOPE_DECL void param_list::push(const char* value, unsigned oid) {
+  if (n_ >= max_params)
+    throw usage_error("more than 65,535 parameters, PostgreSQL's limit for one statement");
   if (n_ < inline_params) {
     inline_values_[n_] = value;
     inline_types_[n_] = oid;

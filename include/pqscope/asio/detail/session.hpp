@@ -43,6 +43,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   session(const net::any_io_executor& ex, std::string info, connection_options o)
       : executor(ex), conninfo(std::move(info)), options(std::move(o)), io(std::make_shared<link>(ex)), gate(ex) {
     machine.set_observer(options.observer);
+    io->notices = pqscope::detail::notice_route(options);
     machine.set_savepoint_limit(options.savepoint_limit, options.refuse_past_savepoint_limit);
     machine.set_prepare_limit(pqscope::detail::prepare_limit(options), options.pooling == pqscope::pooling::transaction);
     if (options.network_timeout.count() > 0) {

@@ -40,6 +40,7 @@ inline next_wait link::connect_step(bool after_wait) {
     case PGRES_POLLING_OK:
       watch_socket();
       if (PQsetnonblocking(pg_, 1) != 0) fail_connect(trimmed(PQerrorMessage(pg_)));
+      pqscope::detail::install_notices(pg_, &notices);
       phase_ = phase::idle;
       return next_wait::done;
     default: fail_connect(trimmed(PQerrorMessage(pg_)));
