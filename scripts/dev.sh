@@ -68,8 +68,15 @@ build() {
   fi
   BUILD_DIR="$ROOT/$dir"
   # Asio's per-operation cancellation is tested against a newer Boost (boost_new.sh).
-  ensure_boost_new
-  extra+=(-DPQSCOPE_BOOST_NEW_INCLUDE="$BOOST_NEW_INCLUDE")
+  # Fetching it needs root once: without it (and not yet cached) those cases are
+  # left out of this build, and the script says so; as root a failure stops the run.
+  if ensure_boost_new; then
+    extra+=(-DPQSCOPE_BOOST_NEW_INCLUDE="$BOOST_NEW_INCLUDE")
+  elif [ "$(id -u)" = 0 ]; then
+    exit 1
+  else
+    echo "the asio cancellation tests are left out of this build (run once as root to fetch Boost 1.81's headers)" >&2
+  fi
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=$type "${extra[@]}" >/dev/null
   [ $# -gt 0 ] && targets=(--target "$@")
   cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}"
