@@ -5,10 +5,12 @@
     scripts/amalgamate.py --check    exit 1 if a file on disk differs from a fresh build
     scripts/amalgamate.py --root DIR work on another tree (DIR/include -> DIR/single_include)
 
-Two single headers, each with the same spelling as in include/:
+Three single headers, each with the same spelling as in include/:
   pqscope/pqscope.hpp  the library (C++17, libpq only: it must not include Boost)
   pqscope/asio.hpp     the Boost.Asio front end (C++20); it includes pqscope/pqscope.hpp
                        from the same folder and inlines only its own headers
+  pqscope/nlohmann_json.hpp
+                       the nlohmann/json adapter, the same way
 
 Starting from the entry header, every `#include <pqscope/...>` is replaced by
 that header's text the first time it is seen (later ones become a comment), as
@@ -27,6 +29,8 @@ ENTRY = "pqscope/pqscope.hpp"
 OUTPUT = Path("single_include") / "pqscope" / "pqscope.hpp"
 ASIO_ENTRY = "pqscope/asio.hpp"
 ASIO_OUTPUT = Path("single_include") / "pqscope" / "asio.hpp"
+JSON_ENTRY = "pqscope/nlohmann_json.hpp"
+JSON_OUTPUT = Path("single_include") / "pqscope" / "nlohmann_json.hpp"
 REGEN = "scripts/dev.sh amalgamate"
 BOOST_INCLUDE = re.compile(r"^\s*#\s*include\s*[<\"]boost/")
 
@@ -212,6 +216,10 @@ def amalgamate(include_dir):
     asio_out, _, _ = inline_headers(include_dir, ASIO_ENTRY, frozenset(inlined))
     what = ": the Boost.Asio front end (C++20); needs pqscope/pqscope.hpp beside it"
     results[ASIO_OUTPUT] = "".join(banner(version, what) + asio_out)
+
+    json_out, _, _ = inline_headers(include_dir, JSON_ENTRY, frozenset(inlined))
+    what = ": the nlohmann/json adapter; needs pqscope/pqscope.hpp beside it"
+    results[JSON_OUTPUT] = "".join(banner(version, what) + json_out)
     return results
 
 

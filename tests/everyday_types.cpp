@@ -4,7 +4,8 @@
 // uuid and numeric against the server's own reading and rendering, seeded and
 // random: every text form the server accepts is accepted with the same value and
 // every other refused (conversion_error); values go through parameters, results,
-// arrays and COPY unchanged, blocking and asio, on every target.
+// arrays and COPY unchanged, blocking and asio, on every target. timestamptz over
+// the server's whole range, with the server counting the microseconds.
 //
 // PQSCOPE_TYPES_SEED sets the seed (printed); PQSCOPE_TYPES_TEXTS the texts per type (default 1500).
 
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include <pqscope/numeric.hpp>
+#include <pqscope/timestamptz.hpp>
 #include <pqscope/uuid.hpp>
 
 #include "support/asio_run.hpp"
@@ -316,6 +318,128 @@ BOOST_AUTO_TEST_CASE(numerics_round_trip_exactly) {
         BOOST_TEST((co_await a.async_query_value<pqscope::numeric>({"SELECT $1", pqscope::numeric(s)},
                                                                    pqtest::use_awaitable))
                        .str() == s);
+    }());
+  });
+}
+
+// ---- timestamptz ------------------------------------------------------------------
+
+namespace {
+
+// Microseconds since 2000: the ends of PostgreSQL's range, the ends of what the
+// time_point durations hold, and seeded random values everywhere between.
+std::vector<std::int64_t> timestamp_values(std::mt19937_64& rng, int random) {
+  using pqscope::timestamptz;
+  const std::int64_t lo = -211813488000000000, hi = 9223371331199999999;  // 4714-11-24 BC, 294276-12-31 AD
+  const std::int64_t epoch_1970 = -946684800000000;
+  const std::int64_t ns_max = std::numeric_limits<std::int64_t>::max() / 1000 + epoch_1970;  // 2262 AD
+  const std::int64_t us_max = std::numeric_limits<std::int64_t>::max() + epoch_1970;         // 294247 AD
+  std::vector<std::int64_t> v{lo, lo + 1, hi, hi - 1, 0, -1, 1, epoch_1970, ns_max, ns_max + 1,
+                              us_max, us_max + 1, -62135596800000000 /* 0001-01-01 */,
+                              -62135596800000001 /* 1 BC */, 252423993600000000 /* 10000-01-01 */};
+  std::uniform_int_distribution<std::int64_t> any(lo, hi), near(-4'000'000'000'000'000, 4'000'000'000'000'000);
+  for (int i = 0; i < random; ++i) {
+    std::int64_t m = i % 2 == 0 ? any(rng) : near(rng);
+    if (i % 5 == 0) m -= m % 1'000'000;  // whole seconds: no fraction written
+    v.push_back(m);
+  }
+  return v;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(timestamptz_spans_the_servers_range) {
+  std::mt19937_64 rng(seed() + 4);
+  pqscope::connection& c = pqtest::shared_observer();
+  using pqscope::timestamptz;
+  const std::vector<std::int64_t> values = timestamp_values(rng, texts() / 3);
+  // Zones with offsets in minutes and, for old dates, local mean time in seconds.
+  const char* zones[] = {"UTC", "Asia/Kolkata", "America/St_Johns", "Europe/Amsterdam", "Pacific/Chatham"};
+  int n = 0;
+  for (const std::int64_t m : values) {
+    const timestamptz t = timestamptz::from_micros_since_2000(m);
+    // Our text, as the server reads it: its own count of microseconds since 2000.
+    // (Through an interval: PostgreSQL 15's extract(epoch) from a timestamptz keeps
+    // only four decimals beyond 294247 AD.)
+    const std::string server_micros = c.query_value<std::string>(
+        "SELECT (extract(epoch FROM $1::timestamptz - '2000-01-01 00:00:00+00') * 1000000)::numeric(40, 0)::text", t);
+    BOOST_TEST(server_micros == std::to_string(m), t.to_string() << ": the server counts " << server_micros);
+    // The server's text in a zone of its choosing, as we read it.
+    pqscope::transaction tx{c};
+    c.set_local("TimeZone", zones[n++ % 5]);
+    BOOST_TEST((c.query_value<timestamptz>("SELECT $1::timestamptz", t) == t), t.to_string());
+    // timestamp without time zone, read as UTC.
+    BOOST_TEST((c.query_value<timestamptz>("SELECT $1::timestamptz AT TIME ZONE 'UTC'", t) == t), t.to_string());
+    tx.commit();
+  }
+  // One microsecond beyond either end: refused by both.
+  BOOST_CHECK_THROW((void)timestamptz::from_micros_since_2000(-211813488000000001), pqscope::conversion_error);
+  BOOST_CHECK_THROW((void)timestamptz::from_micros_since_2000(9223371331200000000), pqscope::conversion_error);
+  BOOST_CHECK_THROW((void)c.query_value<std::string>("SELECT '294277-01-01 00:00:00+00'::timestamptz::text"),
+                    pqscope::sql_error);
+  BOOST_CHECK_THROW((void)pqscope::value_traits<timestamptz>::from_text("294277-01-01 00:00:00+00"),
+                    pqscope::conversion_error);
+  // The infinities, ordered around everything.
+  BOOST_TEST(c.query_value<std::string>("SELECT $1::timestamptz::text", timestamptz::infinity()) == "infinity");
+  BOOST_TEST((c.query_value<timestamptz>("SELECT '-infinity'::timestamptz") == timestamptz::minus_infinity()));
+  BOOST_TEST((timestamptz::minus_infinity() < timestamptz::from_micros_since_2000(-211813488000000000)));
+  BOOST_TEST((timestamptz::from_micros_since_2000(9223371331199999999) < timestamptz::infinity()));
+  // The time points: the nanosecond one ends in 2262, the microsecond one in 294247.
+  const auto ns_last = timestamptz::from_micros_since_2000(std::numeric_limits<std::int64_t>::max() / 1000 -
+                                                          946684800000000);
+  BOOST_TEST((timestamptz(ns_last.to_time_point()) == ns_last));
+  BOOST_CHECK_THROW((void)timestamptz::from_micros_since_2000(ns_last.micros_since_2000() + 1).to_time_point(),
+                    pqscope::conversion_error);
+  BOOST_CHECK_THROW(
+      (void)c.query_value<std::chrono::system_clock::time_point>("SELECT '2263-01-01 00:00:00+00'::timestamptz"),
+      pqscope::conversion_error);
+  using micro_point = std::chrono::time_point<std::chrono::system_clock, std::chrono::microseconds>;
+  BOOST_TEST(c.query_value<timestamptz>("SELECT '294247-01-10 04:00:54.775807+00'::timestamptz")
+                 .to_time_point<std::chrono::microseconds>()
+                 .time_since_epoch()
+                 .count() == std::numeric_limits<std::int64_t>::max());
+  BOOST_CHECK_THROW((void)c.query_value<micro_point>("SELECT '294247-01-10 04:00:54.775808+00'::timestamptz"),
+                    pqscope::conversion_error);
+  BOOST_CHECK_THROW((void)timestamptz::infinity().to_time_point(), pqscope::conversion_error);
+}
+
+BOOST_AUTO_TEST_CASE(timestamptz_round_trips_everywhere) {
+  pqtest::scratch_table table{"id int PRIMARY KEY, t timestamptz, ts timestamptz[]"};
+  std::mt19937_64 rng(seed() + 5);
+  std::vector<pqscope::timestamptz> values{pqscope::timestamptz::infinity(), pqscope::timestamptz::minus_infinity()};
+  for (const std::int64_t m : timestamp_values(rng, 40)) values.push_back(pqscope::timestamptz::from_micros_since_2000(m));
+  for_each_target([&](const pqtest::target& t) {
+    pqtest::empty(table);
+    pqscope::connection c{t.conninfo};
+    for (std::size_t i = 0; i < values.size(); ++i)
+      c.execute("INSERT INTO " + table.name() + " (id, t, ts) VALUES ($1, $2, $3)", static_cast<int>(i), values[i],
+                std::vector<std::optional<pqscope::timestamptz>>{values[i], std::nullopt});
+    const pqscope::result r = c.execute("SELECT id, t, ts FROM " + table.name());
+    for (const pqscope::row row : r) {
+      const auto& want = values[row[0].as<std::size_t>()];
+      BOOST_TEST((row[1].as<pqscope::timestamptz>() == want));
+      const auto arr = row[2].as<std::vector<std::optional<pqscope::timestamptz>>>();
+      BOOST_TEST((arr.size() == 2 && arr[0] == want && !arr[1]));
+    }
+    pqtest::empty(table);
+    {
+      auto w = c.copy_in("COPY " + table.name() + " (id, t) FROM STDIN");
+      for (std::size_t i = 0; i < values.size(); ++i) w.write_row(static_cast<int>(i), values[i]);
+      BOOST_TEST(w.finish() == values.size());
+    }
+    auto reader = c.copy_out("COPY (SELECT id, t FROM " + table.name() + ") TO STDOUT");
+    std::size_t read = 0;
+    while (auto row = reader.next<int, pqscope::timestamptz>()) {
+      BOOST_TEST((std::get<1>(*row) == values[static_cast<std::size_t>(std::get<0>(*row))]));
+      ++read;
+    }
+    BOOST_TEST(read == values.size());
+    boost::asio::io_context io;
+    pqtest::run_coro(io, [&]() -> pqtest::awaitable<void> {
+      auto a = co_await pqtest::connect_async(t.conninfo);
+      for (const pqscope::timestamptz& v : values)
+        BOOST_TEST(((co_await a.async_query_value<pqscope::timestamptz>({"SELECT $1", v}, pqtest::use_awaitable)) ==
+                    v));
     }());
   });
 }

@@ -66,6 +66,7 @@ void audit(pqscope::connection& c, const std::string& what);
 
 # Stand-ins for the placeholder types and argument names of the reference.
 TYPES = {"D": "pqscope::libpq_driver", "Driver": "pqscope::libpq_driver", "T": "long", "R": "long",
+         "Struct": "readme_check::listed_row",
          "A": "int", "B": "long", "io_context": "boost::asio::io_context"}
 PLACEHOLDERS = {
     "sql": '"SELECT $1, $2"', "params...": "1, std::string()", "i": "std::size_t{0}", "j": "std::size_t{0}",
@@ -73,7 +74,7 @@ PLACEHOLDERS = {
     "c": "std::declval<pqscope::connection&>()", "conn": "std::declval<connection&>()",
     "o": "pqscope::transaction_options{}", "options": "pqscope::transaction_options{}",
     "ms": "std::chrono::milliseconds{1}", "values...": "1, std::string()",
-    "channel": '"jobs"', "timeout": "std::chrono::milliseconds{1}",
+    "channel": '"jobs"', "timeout": "std::chrono::milliseconds{1}", "by_position": "pqscope::by_position",
 }
 ASIO_PLACEHOLDERS = dict(PLACEHOLDERS, **{
     "executor": "std::declval<boost::asio::any_io_executor>()", "token": "readme_check::signature_token{}",
@@ -100,6 +101,11 @@ template <class T, class... A> constexpr bool implicitly_constructible = decltyp
 struct any_fn {
   template <class... A> long operator()(A&&...) const { return 0; }
 };
+// A struct listed for row.to<T>().
+struct listed_row {
+  long id = 0;
+};
+PQSCOPE_FIELDS(listed_row, id)
 }  // namespace readme_check
 """
 ASIO_HELPERS = """\

@@ -217,6 +217,7 @@ constexpr unsigned array_oid(unsigned element_oid) noexcept {
     case 1082: return 1182;  // date
     case 1114: return 1115;  // timestamp
     case 1184: return 1185;  // timestamptz
+    case 1186: return 1187;  // interval
     case 1700: return 1231;  // numeric
     case 2950: return 2951;  // uuid
     case 3802: return 3807;  // jsonb
@@ -224,19 +225,22 @@ constexpr unsigned array_oid(unsigned element_oid) noexcept {
   }
 }
 
-// Microseconds since 1970 as a time_point of duration D; conversion_error if D cannot hold them.
+// Microseconds since 2000 (PostgreSQL's epoch) as a time_point of duration D;
+// conversion_error if D cannot hold them.
 template <class TimePoint>
-TimePoint time_point_from_micros(std::int64_t micros, std::string_view text) {
+TimePoint time_point_from_micros(std::int64_t pg_micros, std::string_view text) {
   using duration = typename TimePoint::duration;
   using rep = typename duration::rep;
   constexpr auto ticks_per_micro = std::ratio_divide<std::micro, typename duration::period>::num;
-  std::int64_t ticks = 0;
-  if (__builtin_mul_overflow(micros, static_cast<std::int64_t>(ticks_per_micro), &ticks) ||
+  std::int64_t micros = 0, ticks = 0;
+  if (__builtin_add_overflow(pg_micros, pg_epoch_micros, &micros) ||
+      __builtin_mul_overflow(micros, static_cast<std::int64_t>(ticks_per_micro), &ticks) ||
       ticks < static_cast<std::int64_t>(std::numeric_limits<rep>::min()) ||
       (ticks > 0 && static_cast<std::uint64_t>(ticks) > static_cast<std::uint64_t>(std::numeric_limits<rep>::max())))
     throw conversion_error("timestamp " + quote_value(text) +
                            " is outside the range of the time_point's duration (with nanoseconds, as "
-                           "std::chrono::system_clock has on libstdc++, the years 1677 to 2262)");
+                           "std::chrono::system_clock has on libstdc++, the years 1677 to 2262); "
+                           "pqscope::timestamptz holds PostgreSQL's whole range");
   return TimePoint(duration(static_cast<rep>(ticks)));
 }
 
@@ -305,7 +309,7 @@ struct value_traits<std::chrono::time_point<std::chrono::system_clock, D>,
     if (micros < detail::min_timestamp_micros)
       throw conversion_error("time point " + std::to_string(micros) +
                              " us since 1970 is before PostgreSQL's earliest timestamp, 4714-11-24 00:00:00 BC UTC");
-    return detail::write_timestamp(p, micros);
+    return detail::write_timestamp(p, micros - detail::pg_epoch_micros);
   }
   static time_point from_text(std::string_view s) {
     const detail::timestamp_text t = detail::parse_timestamp(s);

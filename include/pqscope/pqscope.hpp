@@ -9,7 +9,10 @@
 #include <pqscope/stats.hpp>
 #include <pqscope/params.hpp>
 #include <pqscope/numeric.hpp>
+#include <pqscope/interval.hpp>
 #include <pqscope/uuid.hpp>
+#include <pqscope/timestamptz.hpp>
+#include <pqscope/enums.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/notification.hpp>
 #include <pqscope/driver.hpp>

@@ -3,6 +3,7 @@
 // PGresult, so a row or field stays valid after the result object is gone.
 
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <iterator>
 #include <memory>
@@ -12,10 +13,12 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <libpq-fe.h>
 
 #include <pqscope/errors.hpp>
+#include <pqscope/fields.hpp>
 #include <pqscope/params.hpp>
 #include <pqscope/detail/config.hpp>
 
@@ -130,6 +133,32 @@ class result {
   [[nodiscard]] const_iterator begin() const&;
   [[nodiscard]] const_iterator end() const&;
 
+  // Every row as a T listed with PQSCOPE_FIELDS (fields.hpp): by column name, or by
+  // position. The columns are matched and their types checked once, before any row.
+  template <class T>
+  [[nodiscard]] std::vector<T> to_vector() const& {
+    return collect<T>(false);
+  }
+  template <class T>
+  [[nodiscard]] std::vector<T> to_vector(by_position_t) const& {
+    return collect<T>(true);
+  }
+  // From a temporary result, members that view its memory would dangle: refused.
+  template <class T>
+  [[nodiscard]] std::vector<T> to_vector() const&& {
+    static_assert(!detail::fields_hold_view<T>::value,
+                  "pqscope: to_vector<T>() of a temporary result, where T has a std::string_view member, would "
+                  "point into memory freed at the end of this expression; keep the result in a variable first");
+    return collect<T>(false);
+  }
+  template <class T>
+  [[nodiscard]] std::vector<T> to_vector(by_position_t) const&& {
+    static_assert(!detail::fields_hold_view<T>::value,
+                  "pqscope: to_vector<T>() of a temporary result, where T has a std::string_view member, would "
+                  "point into memory freed at the end of this expression; keep the result in a variable first");
+    return collect<T>(true);
+  }
+
   // A temporary result (conn.execute(...)) is freed at the end of the full expression,
   // so nothing it hands out may point into it: strings are copies, rows and fields
   // refuse string_view at compile time (detail::row_of_temporary), and iterators,
@@ -143,6 +172,8 @@ class result {
 
  private:
   friend class row;
+  template <class T>
+  std::vector<T> collect(bool by_position) const;
   // The answer, once it is here; waits for it first if the statement is queued.
   PGresult* get() const;
   void check_column(std::size_t i) const;
@@ -169,9 +200,19 @@ class row {
     return as_impl<Ts...>(std::index_sequence_for<Ts...>{});
   }
 
+  // The row as a T listed with PQSCOPE_FIELDS (fields.hpp): each member from the column
+  // of its name (every column filling one member), or by position. Column types are
+  // checked against the members' first; errors name the column.
+  template <class T>
+  [[nodiscard]] T to() const;
+  template <class T>
+  [[nodiscard]] T to(by_position_t) const;
+
  private:
   friend class result;
   row(result r, int i) : res_(std::move(r)), row_(i) {}
+  template <class T, std::size_t N>
+  T fill(const std::array<int, N>& columns) const;
   template <class... Ts, std::size_t... I>
   std::tuple<Ts...> as_impl(std::index_sequence<I...>) const {
     return std::tuple<Ts...>((*this)[I].template as<Ts>()...);
@@ -270,6 +311,28 @@ class row_of_temporary : public row {
                   "r[0].as<...>()), or read a std::string");
     return row::as<Ts...>();
   }
+  template <class T>
+  [[nodiscard]] T to() const& {
+    return row::to<T>();
+  }
+  template <class T>
+  [[nodiscard]] T to(by_position_t p) const& {
+    return row::to<T>(p);
+  }
+  template <class T>
+  [[nodiscard]] T to() const&& {
+    static_assert(!fields_hold_view<T>::value, "pqscope: to<T>() of a row of a temporary result, where T has a std::string_view member, would point "
+                  "into memory freed at the end of this expression; keep the result in a variable first, or make "
+                  "the member a std::string");
+    return row::to<T>();
+  }
+  template <class T>
+  [[nodiscard]] T to(by_position_t p) const&& {
+    static_assert(!fields_hold_view<T>::value, "pqscope: to<T>() of a row of a temporary result, where T has a std::string_view member, would point "
+                  "into memory freed at the end of this expression; keep the result in a variable first, or make "
+                  "the member a std::string");
+    return row::to<T>(p);
+  }
 };
 }  // namespace detail
 
@@ -278,6 +341,8 @@ inline detail::row_of_temporary result::operator[](std::size_t i) const&& {
 }
 
 }  // namespace pqscope
+
+#include <pqscope/impl/row_to.hpp>
 
 #ifdef PQSCOPE_BODIES
 #include <pqscope/impl/result.ipp>

@@ -815,6 +815,12 @@ constexpr std::int64_t micros_per_day = 86'400 * micros_per_second;
 // PostgreSQL's earliest timestamp, 4714-11-24 BC 00:00 UTC; its latest (294276 AD) lies
 // beyond what int64 microseconds since 1970 can hold, so no time_point reaches it.
 constexpr std::int64_t min_timestamp_micros = days_from_civil(-4713, 11, 24) * micros_per_day;
+// The server counts microseconds from 2000-01-01 (its epoch), which is how its whole range
+// fits in 64 bits; the text codecs count from there too. [min, end) is that range.
+constexpr std::int64_t pg_epoch_days = days_from_civil(2000, 1, 1);
+constexpr std::int64_t pg_epoch_micros = pg_epoch_days * micros_per_day;
+constexpr std::int64_t pg_min_timestamp = min_timestamp_micros - pg_epoch_micros;
+constexpr std::int64_t pg_end_timestamp = (days_from_civil(294277, 1, 1) - pg_epoch_days) * micros_per_day;
 // PostgreSQL's date range: 4714-11-24 BC to 5874897-12-31.
 constexpr std::int64_t min_date_days = days_from_civil(-4713, 11, 24);
 constexpr std::int64_t max_date_days = days_from_civil(5874897, 12, 31);
@@ -825,12 +831,12 @@ PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width);
 // writes them, 1 - y with the suffix.
 PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c);
 
-// ISO 8601 in UTC with an explicit offset, so the server reads the same instant
-// whatever its DateStyle order and TimeZone: "2024-01-02 03:04:05.123456+00".
-PQSCOPE_DECL std::string format_timestamp(std::int64_t micros);
-// The same at p, which has room for timestamp_text_size bytes: the end.
+// Microseconds since 2000 (finite, in PostgreSQL's range) in ISO 8601, in UTC with an
+// explicit offset, so the server reads the same instant whatever its DateStyle order and
+// TimeZone: "2024-01-02 03:04:05.123456+00", at p, which has room for
+// timestamp_text_size bytes. Returns the end.
 constexpr std::size_t timestamp_text_size = 48;
-PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept;
+PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t pg_micros) noexcept;
 
 PQSCOPE_DECL std::string format_date(const civil_date& c);
 
@@ -880,7 +886,7 @@ PQSCOPE_DECL civil_date parse_date(std::string_view s);
 
 struct timestamp_text {
   int infinite;         // 0 finite, +1 'infinity', -1 '-infinity'
-  std::int64_t micros;  // since 1970-01-01 00:00 UTC, when finite
+  std::int64_t micros;  // since 2000-01-01 00:00 UTC (PostgreSQL's epoch), when finite
 };
 
 // Timestamps as PostgreSQL writes them with DateStyle ISO: timestamptz with any UTC
@@ -1058,14 +1064,14 @@ inline char* put_fixed(char* p, std::uint64_t v, int width) noexcept {
   return p + width;
 }
 
-PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept {
-  std::int64_t days = micros / micros_per_day;
-  std::int64_t in_day = micros % micros_per_day;
+PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t pg_micros) noexcept {
+  std::int64_t days = pg_micros / micros_per_day;
+  std::int64_t in_day = pg_micros % micros_per_day;
   if (in_day < 0) {
     in_day += micros_per_day;
     --days;
   }
-  const civil_date c = civil_from_days(days);
+  const civil_date c = civil_from_days(days + pg_epoch_days);
   const auto secs = static_cast<std::uint64_t>(in_day / micros_per_second);
   const auto frac = static_cast<std::uint64_t>(in_day % micros_per_second);
   const auto year = static_cast<std::uint64_t>(c.year > 0 ? c.year : 1 - c.year);
@@ -1093,11 +1099,6 @@ PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept {
     *p++ = 'C';
   }
   return p;
-}
-
-PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
-  char out[timestamp_text_size];
-  return std::string(out, write_timestamp(out, micros));
 }
 
 PQSCOPE_DECL std::string format_date(const civil_date& c) {
@@ -1164,10 +1165,11 @@ PQSCOPE_DECL timestamp_text parse_timestamp(std::string_view s) {
                            iso_format_hint("YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]][ BC]"));
   const std::int64_t in_day = ((hh * 60 + mi) * 60 + ss) * micros_per_second + frac;
   std::int64_t micros = 0;
-  if (__builtin_mul_overflow(days_from_civil(d.year, d.month, d.day), micros_per_day, &micros) ||
-      __builtin_add_overflow(micros, in_day - offset * micros_per_second, &micros))
+  if (__builtin_mul_overflow(days_from_civil(d.year, d.month, d.day) - pg_epoch_days, micros_per_day, &micros) ||
+      __builtin_add_overflow(micros, in_day - offset * micros_per_second, &micros) || micros < pg_min_timestamp ||
+      micros >= pg_end_timestamp)
     throw conversion_error("timestamp " + quote_value(s) +
-                           " is beyond what 64-bit microseconds since 1970 can hold (about 292,000 years)");
+                           " is outside PostgreSQL's range (4714-11-24 00:00:00 BC to 294276-12-31 23:59:59.999999 UTC)");
   return {0, micros};
 }
 
@@ -1438,6 +1440,7 @@ constexpr unsigned array_oid(unsigned element_oid) noexcept {
     case 1082: return 1182;  // date
     case 1114: return 1115;  // timestamp
     case 1184: return 1185;  // timestamptz
+    case 1186: return 1187;  // interval
     case 1700: return 1231;  // numeric
     case 2950: return 2951;  // uuid
     case 3802: return 3807;  // jsonb
@@ -1445,19 +1448,22 @@ constexpr unsigned array_oid(unsigned element_oid) noexcept {
   }
 }
 
-// Microseconds since 1970 as a time_point of duration D; conversion_error if D cannot hold them.
+// Microseconds since 2000 (PostgreSQL's epoch) as a time_point of duration D;
+// conversion_error if D cannot hold them.
 template <class TimePoint>
-TimePoint time_point_from_micros(std::int64_t micros, std::string_view text) {
+TimePoint time_point_from_micros(std::int64_t pg_micros, std::string_view text) {
   using duration = typename TimePoint::duration;
   using rep = typename duration::rep;
   constexpr auto ticks_per_micro = std::ratio_divide<std::micro, typename duration::period>::num;
-  std::int64_t ticks = 0;
-  if (__builtin_mul_overflow(micros, static_cast<std::int64_t>(ticks_per_micro), &ticks) ||
+  std::int64_t micros = 0, ticks = 0;
+  if (__builtin_add_overflow(pg_micros, pg_epoch_micros, &micros) ||
+      __builtin_mul_overflow(micros, static_cast<std::int64_t>(ticks_per_micro), &ticks) ||
       ticks < static_cast<std::int64_t>(std::numeric_limits<rep>::min()) ||
       (ticks > 0 && static_cast<std::uint64_t>(ticks) > static_cast<std::uint64_t>(std::numeric_limits<rep>::max())))
     throw conversion_error("timestamp " + quote_value(text) +
                            " is outside the range of the time_point's duration (with nanoseconds, as "
-                           "std::chrono::system_clock has on libstdc++, the years 1677 to 2262)");
+                           "std::chrono::system_clock has on libstdc++, the years 1677 to 2262); "
+                           "pqscope::timestamptz holds PostgreSQL's whole range");
   return TimePoint(duration(static_cast<rep>(ticks)));
 }
 
@@ -1526,7 +1532,7 @@ struct value_traits<std::chrono::time_point<std::chrono::system_clock, D>,
     if (micros < detail::min_timestamp_micros)
       throw conversion_error("time point " + std::to_string(micros) +
                              " us since 1970 is before PostgreSQL's earliest timestamp, 4714-11-24 00:00:00 BC UTC");
-    return detail::write_timestamp(p, micros);
+    return detail::write_timestamp(p, micros - detail::pg_epoch_micros);
   }
   static time_point from_text(std::string_view s) {
     const detail::timestamp_text t = detail::parse_timestamp(s);
@@ -2299,6 +2305,462 @@ PQSCOPE_DECL double numeric::to_double() const {
 
 }  // namespace pqscope
 #endif
+// #include <pqscope/interval.hpp>
+// pqscope::interval: PostgreSQL's interval, its three fields kept apart as the server
+// keeps them, for parameters, results, arrays (interval[]) and COPY. std::chrono
+// durations with an integer count go in and out as interval too, exactly or not at all.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <ratio>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope {
+
+namespace detail {
+
+// Wide enough for days * 86,400,000,000 + microseconds, scaled to any std::ratio
+// (GCC and Clang, as the overflow builtins pqscope uses elsewhere).
+__extension__ typedef __int128 int128;
+
+// conversion_error("interval of 1 months, 2 days and 3 microseconds cannot be a std::chrono duration: <why>").
+[[noreturn]] PQSCOPE_DECL void throw_interval_conversion(std::int32_t months, std::int32_t days,
+                                                         std::int64_t microseconds, const char* why);
+
+}  // namespace detail
+
+// The fields are not normalized into one another: a month is not 30 days (it is 28
+// to 31 of them) and a day is not 24 hours (it is 23 or 25 across a daylight-saving
+// change when added to a timestamptz), so PostgreSQL keeps all three.
+struct interval {
+  std::int32_t months = 0;
+  std::int32_t days = 0;
+  std::int64_t microseconds = 0;
+
+  // What the server writes under each IntervalStyle: postgres (the default,
+  // "1 year 2 mons -3 days +04:05:06.789"), postgres_verbose ("@ 1 year 2 mons ..."),
+  // sql_standard ("+1-2 -3 +4:05:06.789") and iso_8601 ("P1Y2M-3DT4H5M6.789S"); and
+  // what to_string() writes. Anything else, a fraction below a microsecond, or a
+  // value beyond the fields is a conversion_error.
+  [[nodiscard]] static interval parse(std::string_view text);
+
+  // "+14 mons -3 days +04:05:06.789000": every field signed, so that the server reads
+  // the same three fields whatever its IntervalStyle. (The lowest microseconds, which
+  // the server reads in no time field, go as "-2562047788 hours -54.775808 secs".)
+  [[nodiscard]] std::string to_string() const;
+  // The same into p (room for max_text_size bytes); returns where it ends. The longest
+  // is "-2147483648 mons -2147483648 days -2562047788 hours -54.775808 secs" (67).
+  char* write(char* p) const noexcept;
+  static constexpr std::size_t max_text_size = 72;
+
+  // The length, with a day as 24 hours (as PostgreSQL's extract(epoch) counts it).
+  // conversion_error when months is not 0 (a month has no fixed length), when D
+  // cannot hold the value, or when D's unit cannot hold it exactly (1.5 s as
+  // std::chrono::seconds): nothing is rounded.
+  template <class D = std::chrono::microseconds>
+  [[nodiscard]] D to_duration() const;
+
+  // The duration as microseconds (months and days 0: a duration has a fixed length).
+  // conversion_error for a part below a microsecond or beyond int64 microseconds
+  // (about 292,000 years).
+  template <class Rep, class Period>
+  [[nodiscard]] static interval from_duration(std::chrono::duration<Rep, Period> d);
+
+  // Field by field. PostgreSQL's own `=` normalizes first (30 days = 1 month, 24 hours
+  // = 1 day), so '1 mon' = '30 days' there; here they differ.
+  friend constexpr bool operator==(const interval& a, const interval& b) noexcept {
+    return a.months == b.months && a.days == b.days && a.microseconds == b.microseconds;
+  }
+  friend constexpr bool operator!=(const interval& a, const interval& b) noexcept { return !(a == b); }
+};
+
+template <class D>
+D interval::to_duration() const {
+  using rep = typename D::rep;
+  static_assert(std::is_integral_v<rep> && std::is_same_v<D, std::chrono::duration<rep, typename D::period>>,
+                "pqscope: interval::to_duration<D>(): D is a std::chrono::duration with an integer count");
+  if (months != 0) detail::throw_interval_conversion(months, days, microseconds, "a month has no fixed length");
+  using ticks_per_micro = std::ratio_divide<std::micro, typename D::period>;
+  // Below 2^68 in magnitude: no overflow here.
+  const detail::int128 total = detail::int128{days} * 86'400'000'000 + microseconds;
+  detail::int128 scaled = 0;
+  if (__builtin_mul_overflow(total, detail::int128{ticks_per_micro::num}, &scaled) ||
+      scaled / ticks_per_micro::den < static_cast<detail::int128>(std::numeric_limits<rep>::min()) ||
+      scaled / ticks_per_micro::den > static_cast<detail::int128>(std::numeric_limits<rep>::max()))
+    detail::throw_interval_conversion(months, days, microseconds, "it is beyond the range of the duration type");
+  if (scaled % ticks_per_micro::den != 0)
+    detail::throw_interval_conversion(months, days, microseconds,
+                                      "it is not a whole number of the duration type's units");
+  return D(static_cast<rep>(scaled / ticks_per_micro::den));
+}
+
+template <class Rep, class Period>
+interval interval::from_duration(std::chrono::duration<Rep, Period> d) {
+  static_assert(std::is_integral_v<Rep>,
+                "pqscope: interval::from_duration(): a duration with an integer count (convert a floating-point one "
+                "with std::chrono::round first)");
+  using micros_per_tick = std::ratio_divide<Period, std::micro>;
+  const auto refuse = [&](const char* why) -> interval {
+    throw conversion_error("std::chrono duration of " + std::to_string(d.count()) + " ticks of " +
+                           std::to_string(Period::num) + "/" + std::to_string(Period::den) +
+                           " s cannot be an interval: " + why);
+  };
+  detail::int128 scaled = 0;
+  if (__builtin_mul_overflow(detail::int128{d.count()}, detail::int128{micros_per_tick::num}, &scaled) ||
+      scaled / micros_per_tick::den < std::numeric_limits<std::int64_t>::min() ||
+      scaled / micros_per_tick::den > std::numeric_limits<std::int64_t>::max())
+    return refuse("it is beyond an interval's 64-bit microseconds");
+  if (scaled % micros_per_tick::den != 0) return refuse("it has a part below a microsecond");
+  return interval{0, 0, static_cast<std::int64_t>(scaled / micros_per_tick::den)};
+}
+
+template <>
+struct value_traits<interval> {
+  static constexpr unsigned oid = 1186;
+  static std::string to_text(const interval& v) { return v.to_string(); }
+  static interval from_text(std::string_view s) { return interval::parse(s); }
+  // COPY rows: nothing in it needs escaping.
+  static constexpr std::size_t unescaped_size = interval::max_text_size;
+  static char* write_unescaped(char* p, const interval& v) noexcept { return v.write(p); }
+};
+
+// std::chrono::duration with an integer count as interval, through interval::from_duration
+// and interval::to_duration: a result with months, or one the duration cannot hold
+// exactly, is a conversion_error.
+template <class Rep, class Period>
+struct value_traits<std::chrono::duration<Rep, Period>, std::enable_if_t<std::is_integral_v<Rep>>> {
+  using duration = std::chrono::duration<Rep, Period>;
+  static constexpr unsigned oid = 1186;
+  static std::string to_text(const duration& d) { return interval::from_duration(d).to_string(); }
+  static duration from_text(std::string_view s) { return interval::parse(s).to_duration<duration>(); }
+  static constexpr std::size_t unescaped_size = interval::max_text_size;
+  static char* write_unescaped(char* p, const duration& d) { return interval::from_duration(d).write(p); }
+};
+
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/interval.ipp>
+// The bodies of <pqscope/interval.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/interval.hpp> (inlined above)
+
+#include <cstring>
+
+namespace pqscope {
+
+// detail::put_digits is text_codecs.ipp's, compiled wherever these bodies are.
+namespace detail {
+
+PQSCOPE_DECL void throw_interval_conversion(std::int32_t months, std::int32_t days, std::int64_t microseconds,
+                                            const char* why) {
+  throw conversion_error("interval of " + std::to_string(months) + " months, " + std::to_string(days) + " days and " +
+                         std::to_string(microseconds) + " microseconds cannot be a std::chrono duration: " + why);
+}
+
+inline std::uint64_t interval_magnitude(std::int64_t v) noexcept {
+  return v < 0 ? 0 - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v);
+}
+
+// "+N unit " or "-N unit ".
+inline char* put_interval_field(char* p, std::int64_t v, std::string_view unit) noexcept {
+  *p++ = v < 0 ? '-' : '+';
+  p = put_digits(p, interval_magnitude(v), 1);
+  *p++ = ' ';
+  std::memcpy(p, unit.data(), unit.size());
+  return p + unit.size();
+}
+
+// The fields read so far, wider than interval's: the range is checked once, at the end.
+struct interval_sum {
+  int128 months = 0, days = 0, micros = 0;
+};
+
+constexpr std::int64_t micros_per_minute = 60 * micros_per_second;
+constexpr std::int64_t micros_per_hour = 60 * micros_per_minute;
+
+// Reads interval text left to right; every step says whether it matched.
+class interval_reader {
+ public:
+  explicit interval_reader(std::string_view s) noexcept : s_(s) {}
+  [[nodiscard]] bool done() const noexcept { return i_ == s_.size(); }
+  [[nodiscard]] bool peek(char c) const noexcept { return i_ < s_.size() && s_[i_] == c; }
+  [[nodiscard]] bool peek_digit() const noexcept { return i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9'; }
+  bool eat(char c) noexcept {
+    if (!peek(c)) return false;
+    ++i_;
+    return true;
+  }
+  // -1 for '-', +1 for '+', 0 for neither (nothing eaten).
+  int sign() noexcept { return eat('-') ? -1 : eat('+') ? 1 : 0; }
+  // 1 to 18 digits: more than any field the server writes, less than int64 overflows at.
+  bool number(std::int64_t& out) noexcept {
+    int n = 0;
+    out = 0;
+    while (n < 18 && peek_digit()) {
+      out = out * 10 + (s_[i_++] - '0');
+      ++n;
+    }
+    return n > 0 && !peek_digit();
+  }
+  // Digits after a decimal point, 1 to 6 of them, as microseconds: a seventh would be
+  // below a microsecond, which the server never writes.
+  bool fraction(std::int64_t& micros) noexcept {
+    std::int64_t v = 0;
+    int n = 0;
+    while (n < 6 && peek_digit()) {
+      v = v * 10 + (s_[i_++] - '0');
+      ++n;
+    }
+    if (n == 0 || peek_digit()) return false;
+    for (; n < 6; ++n) v *= 10;
+    micros = v;
+    return true;
+  }
+  // Exactly two digits below `limit` (minutes and seconds of a time field).
+  bool two_digits(std::int64_t limit, std::int64_t& out) noexcept {
+    if (s_.size() - i_ < 2 || !peek_digit() || s_[i_ + 1] < '0' || s_[i_ + 1] > '9') return false;
+    out = (s_[i_] - '0') * 10 + (s_[i_ + 1] - '0');
+    i_ += 2;
+    return out < limit;
+  }
+  // A lowercase word, up to a space or the end.
+  std::string_view word() noexcept {
+    const std::size_t start = i_;
+    while (i_ < s_.size() && s_[i_] >= 'a' && s_[i_] <= 'z') ++i_;
+    return s_.substr(start, i_ - start);
+  }
+  // H:MM:SS[.ffffff], hours of any length, without its sign: microseconds.
+  bool time(int128& micros) noexcept {
+    std::int64_t h = 0, m = 0, sec = 0, f = 0;
+    if (!number(h) || !eat(':') || !two_digits(60, m) || !eat(':') || !two_digits(60, sec)) return false;
+    if (eat('.') && !fraction(f)) return false;
+    micros = int128{h} * micros_per_hour + int128{m} * micros_per_minute + int128{sec} * micros_per_second + f;
+    return true;
+  }
+  // Whether a time field (digits then ':') starts here, past any sign.
+  [[nodiscard]] bool at_time() const noexcept {
+    std::size_t j = i_;
+    if (j < s_.size() && (s_[j] == '-' || s_[j] == '+')) ++j;
+    while (j < s_.size() && s_[j] >= '0' && s_[j] <= '9') ++j;
+    return j < s_.size() && s_[j] == ':';
+  }
+
+ private:
+  std::string_view s_;
+  std::size_t i_ = 0;
+};
+
+// Adds n[.fraction] of unit u (0 years, 1 months, 2 days, 3 hours, 4 minutes, 5 seconds).
+inline void add_interval_unit(interval_sum& out, int u, int sign, std::int64_t n, std::int64_t fraction) {
+  int128 v = n;
+  switch (u) {
+    case 0: v *= 12; break;
+    case 3: v *= micros_per_hour; break;
+    case 4: v *= micros_per_minute; break;
+    case 5: v = v * micros_per_second + fraction; break;
+    default: break;
+  }
+  if (sign < 0) v = -v;
+  (u <= 1 ? out.months : u == 2 ? out.days : out.micros) += v;
+}
+
+// "mon" or "mons" for unit "mon".
+inline bool is_unit(std::string_view word, std::string_view unit) noexcept {
+  return word == unit || (word.size() == unit.size() + 1 && word.back() == 's' && word.substr(0, unit.size()) == unit);
+}
+
+// IntervalStyle postgres, postgres_verbose and interval::to_string(): signed numbers
+// with units, in order from years to seconds, each unit once, then (not in the
+// verbose "@" form) an optional signed time field. Every field carries its own sign;
+// a trailing " ago" (verbose form) negates them all.
+inline bool read_interval_units(interval_reader& r, interval_sum& out) {
+  const bool verbose = r.eat('@');
+  if (verbose && !r.eat(' ')) return false;
+  int rank = -1;  // the unit read last
+  bool any = false;
+  while (!r.done()) {
+    if (any && !r.eat(' ')) return false;
+    if (verbose && any && r.peek('a')) {
+      if (r.word() != "ago" || !r.done()) return false;
+      out.months = -out.months;
+      out.days = -out.days;
+      out.micros = -out.micros;
+      return true;
+    }
+    if (!verbose && r.at_time()) {
+      const int sign = r.sign();
+      int128 micros = 0;
+      if (rank >= 3 || !r.time(micros)) return false;
+      out.micros += sign < 0 ? -micros : micros;
+      rank = 5;
+      any = true;
+      continue;
+    }
+    const int sign = r.sign();
+    std::int64_t n = 0, fraction = 0;
+    if (!r.number(n)) return false;
+    const bool has_fraction = r.eat('.');
+    if (has_fraction && !r.fraction(fraction)) return false;
+    if (verbose && !any && n == 0 && !has_fraction && sign == 0 && r.done()) return true;  // "@ 0"
+    if (!r.eat(' ')) return false;
+    const std::string_view word = r.word();
+    static constexpr std::string_view units[] = {"year", "mon", "day", "hour", "min", "sec"};
+    int u = 0;
+    while (u < 6 && !is_unit(word, units[u])) ++u;
+    if (u == 6 || u <= rank || (has_fraction && u != 5)) return false;
+    rank = u;
+    add_interval_unit(out, u, sign, n, fraction);
+    any = true;
+  }
+  return any;
+}
+
+// IntervalStyle sql_standard: "0", or year-month "Y-M", days "D" (a time follows) and
+// a time "H:MM:SS[.ffffff]", in that order, separated by spaces. As PostgreSQL reads
+// it, a field without a sign takes a leading '-' of the first ("-1 2:03:04" is -1 day
+// -2:03:04); the server signs every field when their signs differ.
+inline bool read_interval_sql(interval_reader& r, interval_sum& out) {
+  int first_sign = 0;
+  int rank = -1;  // 0 year-month, 1 days, 2 time
+  for (;;) {
+    const bool time = r.at_time();
+    int sign = r.sign();
+    if (rank == -1) first_sign = sign;
+    if (sign == 0) sign = first_sign;
+    if (time) {
+      int128 micros = 0;
+      if (rank >= 2 || !r.time(micros)) return false;
+      out.micros = sign < 0 ? -micros : micros;
+      rank = 2;
+    } else {
+      std::int64_t n = 0;
+      if (!r.number(n)) return false;
+      if (r.eat('-')) {  // Y-M, M below 12
+        std::int64_t m = 0;
+        if (rank >= 0 || !r.number(m) || m >= 12) return false;
+        out.months = (int128{n} * 12 + m) * (sign < 0 ? -1 : 1);
+        rank = 0;
+      } else if (rank == -1 && n == 0 && sign == 0 && r.done()) {
+        return true;  // "0"
+      } else {  // days: a time must follow, which the rank checks of the next field see to
+        if (rank >= 1 || r.done()) return false;
+        out.days = int128{n} * (sign < 0 ? -1 : 1);
+        rank = 1;
+      }
+    }
+    if (r.done()) return true;
+    if (!r.eat(' ')) return false;
+  }
+}
+
+// IntervalStyle iso_8601: P[nY][nM][nD][T[nH][nM][n[.f]S]], every number signed on
+// its own; a negative fraction of a second is written "-0.5S".
+inline bool read_interval_iso(interval_reader& r, interval_sum& out) {
+  if (!r.eat('P')) return false;
+  bool any = false, time = false;
+  int rank = -1;  // 0 Y, 1 M, 2 D, then after T: 3 H, 4 M, 5 S
+  while (!r.done()) {
+    if (!time && r.eat('T')) {
+      time = true;
+      rank = 2;
+      if (r.done()) return false;
+      continue;
+    }
+    const int sign = r.sign();
+    std::int64_t n = 0, fraction = 0;
+    if (!r.number(n)) return false;
+    const bool has_fraction = r.eat('.');
+    if (has_fraction && !r.fraction(fraction)) return false;
+    const char* designators = time ? "HMS" : "YMD";
+    int u = 0;
+    while (u < 3 && !r.eat(designators[u])) ++u;
+    if (u == 3) return false;
+    u += time ? 3 : 0;
+    if (u <= rank || (has_fraction && u != 5)) return false;
+    rank = u;
+    add_interval_unit(out, u, sign, n, fraction);
+    any = true;
+  }
+  return any;
+}
+
+}  // namespace detail
+
+PQSCOPE_DECL interval interval::parse(std::string_view text) {
+  if (text == "infinity" || text == "-infinity")
+    throw conversion_error("cannot read interval " + detail::quote_value(text) +
+                           " as pqscope::interval: an infinite interval (PostgreSQL 17) has no value here");
+  detail::interval_reader r(text);
+  detail::interval_sum sum;
+  bool ok = false;
+  if (!text.empty() && text[0] == 'P')
+    ok = detail::read_interval_iso(r, sum);
+  else if (text.find_first_of("@abcdefghijklmnopqrstuvwxyz") != std::string_view::npos)
+    ok = detail::read_interval_units(r, sum);
+  else
+    ok = detail::read_interval_sql(r, sum);
+  if (!ok)
+    throw conversion_error("cannot read " + detail::quote_value(text) +
+                           " as an interval: not in a form the server writes under IntervalStyle postgres, "
+                           "postgres_verbose, sql_standard or iso_8601");
+  constexpr auto i32_min = std::numeric_limits<std::int32_t>::min(), i32_max = std::numeric_limits<std::int32_t>::max();
+  constexpr auto i64_min = std::numeric_limits<std::int64_t>::min(), i64_max = std::numeric_limits<std::int64_t>::max();
+  if (sum.months < i32_min || sum.months > i32_max || sum.days < i32_min || sum.days > i32_max ||
+      sum.micros < i64_min || sum.micros > i64_max)
+    throw conversion_error("interval " + detail::quote_value(text) +
+                           " is beyond PostgreSQL's range (32-bit months and days, 64-bit microseconds)");
+  return interval{static_cast<std::int32_t>(sum.months), static_cast<std::int32_t>(sum.days),
+                  static_cast<std::int64_t>(sum.micros)};
+}
+
+PQSCOPE_DECL char* interval::write(char* p) const noexcept {
+  // Every field signed: under IntervalStyle sql_standard the server gives a field
+  // without a sign the sign of a leading '-'.
+  p = detail::put_interval_field(p, months, "mons ");
+  p = detail::put_interval_field(p, days, "days ");
+  std::uint64_t us = detail::interval_magnitude(microseconds);
+  if (microseconds == std::numeric_limits<std::int64_t>::min()) {
+    // The server reads a time field's magnitude into int64 before the sign, so it
+    // refuses -2562047788:00:54.775808 (which it writes itself); in units it reads it.
+    static constexpr char lowest[] = "-2562047788 hours -54.775808 secs";
+    std::memcpy(p, lowest, sizeof lowest - 1);
+    return p + sizeof lowest - 1;
+  }
+  *p++ = microseconds < 0 ? '-' : '+';
+  const std::uint64_t per_hour = detail::micros_per_hour, per_minute = detail::micros_per_minute,
+                      per_second = detail::micros_per_second;
+  p = detail::put_digits(p, us / per_hour, 2);
+  us %= per_hour;
+  *p++ = ':';
+  p = detail::put_digits(p, us / per_minute, 2);
+  us %= per_minute;
+  *p++ = ':';
+  p = detail::put_digits(p, us / per_second, 2);
+  us %= per_second;
+  if (us != 0) {
+    *p++ = '.';
+    p = detail::put_digits(p, us, 6);
+  }
+  return p;
+}
+
+PQSCOPE_DECL std::string interval::to_string() const {
+  char out[max_text_size];
+  return std::string(out, write(out));
+}
+
+}  // namespace pqscope
+#endif
 // #include <pqscope/uuid.hpp>
 // pqscope::uuid: PostgreSQL's uuid, 16 bytes held by value, for parameters, results,
 // arrays (uuid[]) and COPY.
@@ -2423,11 +2885,253 @@ PQSCOPE_DECL std::string uuid::to_string() const {
 
 }  // namespace pqscope
 #endif
+// #include <pqscope/timestamptz.hpp>
+// pqscope::timestamptz: PostgreSQL's timestamptz as the server keeps it, 64-bit
+// microseconds since 2000-01-01 00:00 UTC. That spans the server's whole range,
+// 4714-11-24 BC to 294276-12-31 AD, and its two infinities; a system_clock time_point
+// does not (nanoseconds end in 2262, microseconds since 1970 in 294247).
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <string_view>
+
+// #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/text_codecs.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+
+namespace pqscope {
+
+class timestamptz {
+ public:
+  constexpr timestamptz() noexcept = default;  // 2000-01-01 00:00:00 UTC, PostgreSQL's epoch
+
+  // From a system_clock time point; the part below a microsecond is dropped (rounded
+  // toward the past), as for time point parameters. conversion_error before 4714 BC.
+  template <class D>
+  timestamptz(std::chrono::time_point<std::chrono::system_clock, D> t)  // NOLINT(google-explicit-constructor)
+      : timestamptz(from_unix_micros(std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count())) {}
+
+  // conversion_error outside PostgreSQL's range.
+  [[nodiscard]] static timestamptz from_micros_since_2000(std::int64_t micros);
+  [[nodiscard]] static timestamptz from_unix_micros(std::int64_t micros_since_1970);
+  [[nodiscard]] static constexpr timestamptz infinity() noexcept { return timestamptz(plus_infinity_); }
+  [[nodiscard]] static constexpr timestamptz minus_infinity() noexcept { return timestamptz(minus_infinity_); }
+
+  [[nodiscard]] constexpr bool is_finite() const noexcept { return !is_infinity() && !is_minus_infinity(); }
+  [[nodiscard]] constexpr bool is_infinity() const noexcept { return micros_ == plus_infinity_; }
+  [[nodiscard]] constexpr bool is_minus_infinity() const noexcept { return micros_ == minus_infinity_; }
+
+  // PostgreSQL's own value: microseconds since 2000-01-01 00:00 UTC; for the
+  // infinities, the int64 limits, as the server stores them.
+  [[nodiscard]] constexpr std::int64_t micros_since_2000() const noexcept { return micros_; }
+
+  // The time point; conversion_error when infinite or when its duration cannot hold
+  // the value (nanoseconds: the years 1677 to 2262; microseconds: up to 294247 AD).
+  template <class D = std::chrono::system_clock::duration>
+  [[nodiscard]] std::chrono::time_point<std::chrono::system_clock, D> to_time_point() const {
+    static_assert(detail::divides_micro<D>::value,
+                  "pqscope: timestamptz::to_time_point needs a duration that holds whole microseconds");
+    if (!is_finite()) throw conversion_error(std::string("timestamptz::to_time_point(): the timestamp is ") +
+                                             (is_infinity() ? "'infinity'" : "'-infinity'"));
+    return detail::time_point_from_micros<std::chrono::time_point<std::chrono::system_clock, D>>(micros_,
+                                                                                                to_string());
+  }
+
+  // As the server writes it with DateStyle ISO, in UTC: "294276-12-31 23:59:59.999999+00".
+  [[nodiscard]] std::string to_string() const;
+  // The same into p (room for detail::timestamp_text_size bytes); returns where it ends.
+  char* write(char* p) const noexcept;
+
+  // Ordered as the server orders them: -infinity first, infinity last.
+  friend constexpr bool operator==(timestamptz a, timestamptz b) noexcept { return a.micros_ == b.micros_; }
+  friend constexpr bool operator!=(timestamptz a, timestamptz b) noexcept { return a.micros_ != b.micros_; }
+  friend constexpr bool operator<(timestamptz a, timestamptz b) noexcept { return a.micros_ < b.micros_; }
+  friend constexpr bool operator<=(timestamptz a, timestamptz b) noexcept { return a.micros_ <= b.micros_; }
+  friend constexpr bool operator>(timestamptz a, timestamptz b) noexcept { return a.micros_ > b.micros_; }
+  friend constexpr bool operator>=(timestamptz a, timestamptz b) noexcept { return a.micros_ >= b.micros_; }
+
+ private:
+  // PostgreSQL's DT_NOBEGIN and DT_NOEND.
+  static constexpr std::int64_t minus_infinity_ = std::numeric_limits<std::int64_t>::min();
+  static constexpr std::int64_t plus_infinity_ = std::numeric_limits<std::int64_t>::max();
+  explicit constexpr timestamptz(std::int64_t micros) noexcept : micros_(micros) {}
+  std::int64_t micros_ = 0;
+};
+
+// Sent as timestamptz in UTC with an explicit offset; read from timestamptz in any
+// TimeZone or from timestamp without time zone taken as UTC (DateStyle ISO), as the
+// time point parameters are.
+template <>
+struct value_traits<timestamptz> {
+  static constexpr unsigned oid = 1184;
+  static std::string to_text(const timestamptz& t) { return t.to_string(); }
+  static timestamptz from_text(std::string_view s);
+  // COPY rows: nothing in it needs escaping.
+  static constexpr std::size_t unescaped_size = detail::timestamp_text_size;
+  static char* write_unescaped(char* p, const timestamptz& t) noexcept { return t.write(p); }
+};
+
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/timestamptz.ipp>
+// The bodies of <pqscope/timestamptz.hpp>: included at its end in header-only mode, and
+// compiled once by the implementation unit otherwise (detail/config.hpp).
+
+#include <algorithm>
+
+// #include <pqscope/timestamptz.hpp> (inlined above)
+
+namespace pqscope {
+
+PQSCOPE_DECL timestamptz timestamptz::from_micros_since_2000(std::int64_t micros) {
+  // The infinities are values of their own, not the ends of the range.
+  if (micros < detail::pg_min_timestamp || micros >= detail::pg_end_timestamp)
+    throw conversion_error("timestamptz: " + std::to_string(micros) +
+                           " microseconds since 2000 is outside PostgreSQL's range (4714-11-24 00:00:00 BC to "
+                           "294276-12-31 23:59:59.999999 UTC); use infinity() or minus_infinity() for those");
+  return timestamptz(micros);
+}
+
+PQSCOPE_DECL timestamptz timestamptz::from_unix_micros(std::int64_t micros_since_1970) {
+  if (micros_since_1970 < detail::min_timestamp_micros)
+    throw conversion_error("timestamptz: " + std::to_string(micros_since_1970) +
+                           " microseconds since 1970 is before PostgreSQL's earliest timestamp, 4714-11-24 00:00:00 "
+                           "BC UTC");
+  // No overflow: the subtraction only moves the value toward zero here.
+  return from_micros_since_2000(micros_since_1970 - detail::pg_epoch_micros);
+}
+
+PQSCOPE_DECL char* timestamptz::write(char* p) const noexcept {
+  if (is_finite()) return detail::write_timestamp(p, micros_);
+  const std::string_view word = is_infinity() ? "infinity" : "-infinity";
+  return std::copy(word.begin(), word.end(), p);
+}
+
+PQSCOPE_DECL std::string timestamptz::to_string() const {
+  char out[detail::timestamp_text_size];
+  return std::string(out, write(out));
+}
+
+PQSCOPE_DECL timestamptz value_traits<timestamptz>::from_text(std::string_view s) {
+  const detail::timestamp_text t = detail::parse_timestamp(s);
+  if (t.infinite > 0) return timestamptz::infinity();
+  if (t.infinite < 0) return timestamptz::minus_infinity();
+  return timestamptz::from_micros_since_2000(t.micros);
+}
+
+}  // namespace pqscope
+#endif
+// #include <pqscope/enums.hpp>
+// A C++ enum mapped to a PostgreSQL enum type in one declaration, beside the enum (in
+// its namespace, where argument-dependent lookup finds it):
+//
+//   enum class mood { sad, ok, happy };
+//   constexpr auto pqscope_enum(mood) {
+//     return pqscope::enum_labels<mood>({{mood::sad, "sad"}, {mood::ok, "ok"}, {mood::happy, "happy"}});
+//   }
+//
+// The enum then goes wherever a value does (parameters, results, arrays, COPY) as its
+// label. Labels are checked when the program is compiled: each 1 to 63 bytes (the
+// server's limit), no label or value twice. A label the mapping lacks, read from the
+// server, is a conversion_error naming it; a value it lacks, sent, is one too.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+
+namespace pqscope {
+
+template <class E>
+struct enum_label {
+  E value;
+  std::string_view label;
+};
+
+template <class E, std::size_t N>
+struct enum_mapping {
+  enum_label<E> entries[N];
+
+  [[nodiscard]] constexpr const std::string_view* find(E v) const noexcept {
+    for (const auto& e : entries)
+      if (e.value == v) return &e.label;
+    return nullptr;
+  }
+  [[nodiscard]] constexpr const E* find(std::string_view label) const noexcept {
+    for (const auto& e : entries)
+      if (e.label == label) return &e.value;
+    return nullptr;
+  }
+};
+
+namespace detail {
+// Not constexpr on purpose: reaching it while a mapping is evaluated at compile time
+// makes the program ill-formed, with this name in the compiler's message.
+inline void enum_mapping_is_invalid(const char* /*why*/) {}
+}  // namespace detail
+
+template <class E, std::size_t N>
+constexpr enum_mapping<E, N> enum_labels(const enum_label<E> (&entries)[N]) {
+  static_assert(std::is_enum_v<E>, "pqscope: enum_labels<E> maps an enum type");
+  enum_mapping<E, N> m{};
+  for (std::size_t i = 0; i < N; ++i) {
+    const std::string_view l = entries[i].label;
+    // PostgreSQL's names end at NAMEDATALEN - 1 = 63 bytes.
+    if (l.empty() || l.size() > 63) detail::enum_mapping_is_invalid("a label must have 1 to 63 bytes");
+    for (std::size_t j = 0; j < i; ++j) {
+      if (entries[j].label == l) detail::enum_mapping_is_invalid("a label is mapped twice");
+      if (entries[j].value == entries[i].value) detail::enum_mapping_is_invalid("a value is mapped twice");
+    }
+    m.entries[i] = entries[i];
+  }
+  return m;
+}
+
+namespace detail {
+template <class E, class = void>
+struct has_enum_mapping : std::false_type {};
+template <class E>
+struct has_enum_mapping<E, std::void_t<decltype(pqscope_enum(std::declval<E>()))>> : std::true_type {};
+}  // namespace detail
+
+template <class E>
+struct value_traits<E, std::enable_if_t<std::is_enum_v<E> && detail::has_enum_mapping<E>::value>> {
+  // Evaluated once, at compile time: an invalid mapping does not compile.
+  static constexpr auto mapping = pqscope_enum(E{});
+  // An enum type of the user's has no fixed oid: the server takes the type from the
+  // context (a column, a cast such as $1::mood, or $1::mood[] for an array).
+  static constexpr unsigned oid = 0;
+
+  static std::string_view to_text(E v) {
+    if (const std::string_view* l = mapping.find(v)) return *l;
+    throw conversion_error("the enum value " + std::to_string(static_cast<std::underlying_type_t<E>>(v)) +
+                           " has no label in its pqscope_enum mapping");
+  }
+  static E from_text(std::string_view s) {
+    if (const E* v = mapping.find(s)) return *v;
+    std::string known;
+    for (const auto& e : mapping.entries) known += (known.empty() ? "" : ", ") + std::string(e.label);
+    throw conversion_error("the label " + detail::quote_value(s) + " is not in the enum's pqscope_enum mapping (" +
+                           known + ")");
+  }
+};
+
+}  // namespace pqscope
 // #include <pqscope/result.hpp>
 // Query results. result, row and field share ownership of the underlying
 // PGresult, so a row or field stays valid after the result object is gone.
 
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <iterator>
 #include <memory>
@@ -2437,10 +3141,178 @@ PQSCOPE_DECL std::string uuid::to_string() const {
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <libpq-fe.h>
 
 // #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/fields.hpp>
+// Rows into structs. One declaration beside a struct (in its namespace, where
+// argument-dependent lookup finds it) lists the members a row fills:
+//
+//   struct order { std::int64_t id; std::string customer; pqscope::numeric total; };
+//   PQSCOPE_FIELDS(order, id, customer, total)
+//
+// Then row.to<order>() fills each member from the column of the same name, and
+// row.to<order>(pqscope::by_position) from the columns in the listed order;
+// result.to_vector<order>() does every row. Each column's type is checked against the
+// member's before a value is read (an int member does not read a text column), and
+// every error names the column. Members are read as field::as reads them: a NULL
+// needs a std::optional member.
+
+#include <cstddef>
+#include <optional>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+// #include <pqscope/detail/for_each_macro.hpp>
+// PQSCOPE_DETAIL_FOR_EACH(m, a, x1, ..., xn) expands to m(a, x1), m(a, x2), ..., m(a, xn):
+// the macro behind PQSCOPE_FIELDS, for up to 64 names. (The count passes one argument
+// more than it needs: C++17 wants at least one for the "..." of PQSCOPE_DETAIL_NTH.)
+
+#define PQSCOPE_DETAIL_EXPAND(x) x
+#define PQSCOPE_DETAIL_NTH(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, _21, _22, _23, _24, _25, _26, _27, _28, _29, _30, _31, _32, _33, _34, _35, _36, _37, _38, _39, _40, _41, _42, _43, _44, _45, _46, _47, _48, _49, _50, _51, _52, _53, _54, _55, _56, _57, _58, _59, _60, _61, _62, _63, _64, n, ...) n
+#define PQSCOPE_DETAIL_COUNT(...) PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_NTH(__VA_ARGS__, 64, 63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41, 40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0))
+#define PQSCOPE_DETAIL_CAT(a, b) PQSCOPE_DETAIL_CAT_(a, b)
+#define PQSCOPE_DETAIL_CAT_(a, b) a##b
+#define PQSCOPE_DETAIL_FOR_EACH(m, a, ...) \
+  PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_CAT(PQSCOPE_DETAIL_FE_, PQSCOPE_DETAIL_COUNT(__VA_ARGS__))(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_1(m, a, x) m(a, x)
+#define PQSCOPE_DETAIL_FE_2(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_1(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_3(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_2(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_4(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_3(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_5(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_4(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_6(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_5(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_7(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_6(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_8(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_7(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_9(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_8(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_10(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_9(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_11(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_10(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_12(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_11(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_13(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_12(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_14(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_13(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_15(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_14(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_16(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_15(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_17(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_16(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_18(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_17(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_19(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_18(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_20(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_19(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_21(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_20(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_22(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_21(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_23(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_22(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_24(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_23(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_25(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_24(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_26(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_25(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_27(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_26(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_28(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_27(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_29(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_28(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_30(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_29(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_31(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_30(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_32(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_31(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_33(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_32(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_34(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_33(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_35(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_34(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_36(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_35(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_37(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_36(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_38(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_37(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_39(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_38(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_40(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_39(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_41(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_40(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_42(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_41(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_43(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_42(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_44(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_43(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_45(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_44(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_46(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_45(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_47(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_46(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_48(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_47(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_49(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_48(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_50(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_49(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_51(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_50(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_52(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_51(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_53(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_52(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_54(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_53(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_55(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_54(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_56(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_55(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_57(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_56(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_58(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_57(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_59(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_58(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_60(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_59(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_61(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_60(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_62(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_61(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_63(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_62(m, a, __VA_ARGS__))
+#define PQSCOPE_DETAIL_FE_64(m, a, x, ...) m(a, x), PQSCOPE_DETAIL_EXPAND(PQSCOPE_DETAIL_FE_63(m, a, __VA_ARGS__))
+
+namespace pqscope {
+
+// Selects the positional mapping: row.to<T>(pqscope::by_position).
+struct by_position_t {
+  explicit constexpr by_position_t() = default;
+};
+inline constexpr by_position_t by_position{};
+
+namespace detail {
+
+template <class T, class M>
+struct member_field {
+  using type = M;
+  std::string_view name;
+  M T::*member;
+};
+
+template <class T, class M>
+constexpr member_field<T, M> make_member_field(std::string_view name, M T::*member) noexcept {
+  return {name, member};
+}
+
+template <class... Fields>
+struct field_list {
+  std::string_view type_name;
+  std::tuple<Fields...> members;
+};
+
+template <class... Fields>
+constexpr field_list<Fields...> make_field_list(std::string_view type_name, Fields... f) noexcept {
+  return {type_name, std::tuple<Fields...>(f...)};
+}
+
+template <class T, class = void>
+struct has_fields : std::false_type {};
+template <class T>
+struct has_fields<T, std::void_t<decltype(pqscope_fields(static_cast<const T*>(nullptr)))>> : std::true_type {};
+
+// Whether a listed member is a view into the result (row_of_temporary refuses those).
+template <class M>
+constexpr bool is_view_member = std::is_same_v<M, std::string_view> || std::is_same_v<M, std::optional<std::string_view>>;
+template <class List>
+struct list_holds_view : std::false_type {};
+template <class... Fields>
+struct list_holds_view<field_list<Fields...>> : std::bool_constant<(is_view_member<typename Fields::type> || ...)> {};
+template <class T, class = void>
+struct fields_hold_view : std::false_type {};
+template <class T>
+struct fields_hold_view<T, std::enable_if_t<has_fields<T>::value>>
+    : list_holds_view<decltype(pqscope_fields(static_cast<const T*>(nullptr)))> {};
+
+template <class T>
+constexpr auto fields_of() {
+  static_assert(has_fields<T>::value,
+                "pqscope: row.to<T>() needs the members of T listed beside it: PQSCOPE_FIELDS(T, member, ...)");
+  return pqscope_fields(static_cast<const T*>(nullptr));
+}
+
+}  // namespace detail
+}  // namespace pqscope
+
+#define PQSCOPE_DETAIL_MEMBER_FIELD(Type, member) ::pqscope::detail::make_member_field(#member, &Type::member)
+
+// Lists Type's members for row.to<Type>(), in the order by_position reads them.
+#define PQSCOPE_FIELDS(Type, ...)                                                                            \
+  [[maybe_unused]] constexpr auto pqscope_fields(const Type*) noexcept {                                     \
+    return ::pqscope::detail::make_field_list(                                                               \
+        #Type, PQSCOPE_DETAIL_FOR_EACH(PQSCOPE_DETAIL_MEMBER_FIELD, Type, __VA_ARGS__));                     \
+  }
 // #include <pqscope/params.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
 
@@ -2555,6 +3427,32 @@ class result {
   [[nodiscard]] const_iterator begin() const&;
   [[nodiscard]] const_iterator end() const&;
 
+  // Every row as a T listed with PQSCOPE_FIELDS (fields.hpp): by column name, or by
+  // position. The columns are matched and their types checked once, before any row.
+  template <class T>
+  [[nodiscard]] std::vector<T> to_vector() const& {
+    return collect<T>(false);
+  }
+  template <class T>
+  [[nodiscard]] std::vector<T> to_vector(by_position_t) const& {
+    return collect<T>(true);
+  }
+  // From a temporary result, members that view its memory would dangle: refused.
+  template <class T>
+  [[nodiscard]] std::vector<T> to_vector() const&& {
+    static_assert(!detail::fields_hold_view<T>::value,
+                  "pqscope: to_vector<T>() of a temporary result, where T has a std::string_view member, would "
+                  "point into memory freed at the end of this expression; keep the result in a variable first");
+    return collect<T>(false);
+  }
+  template <class T>
+  [[nodiscard]] std::vector<T> to_vector(by_position_t) const&& {
+    static_assert(!detail::fields_hold_view<T>::value,
+                  "pqscope: to_vector<T>() of a temporary result, where T has a std::string_view member, would "
+                  "point into memory freed at the end of this expression; keep the result in a variable first");
+    return collect<T>(true);
+  }
+
   // A temporary result (conn.execute(...)) is freed at the end of the full expression,
   // so nothing it hands out may point into it: strings are copies, rows and fields
   // refuse string_view at compile time (detail::row_of_temporary), and iterators,
@@ -2568,6 +3466,8 @@ class result {
 
  private:
   friend class row;
+  template <class T>
+  std::vector<T> collect(bool by_position) const;
   // The answer, once it is here; waits for it first if the statement is queued.
   PGresult* get() const;
   void check_column(std::size_t i) const;
@@ -2594,9 +3494,19 @@ class row {
     return as_impl<Ts...>(std::index_sequence_for<Ts...>{});
   }
 
+  // The row as a T listed with PQSCOPE_FIELDS (fields.hpp): each member from the column
+  // of its name (every column filling one member), or by position. Column types are
+  // checked against the members' first; errors name the column.
+  template <class T>
+  [[nodiscard]] T to() const;
+  template <class T>
+  [[nodiscard]] T to(by_position_t) const;
+
  private:
   friend class result;
   row(result r, int i) : res_(std::move(r)), row_(i) {}
+  template <class T, std::size_t N>
+  T fill(const std::array<int, N>& columns) const;
   template <class... Ts, std::size_t... I>
   std::tuple<Ts...> as_impl(std::index_sequence<I...>) const {
     return std::tuple<Ts...>((*this)[I].template as<Ts>()...);
@@ -2695,11 +3605,286 @@ class row_of_temporary : public row {
                   "r[0].as<...>()), or read a std::string");
     return row::as<Ts...>();
   }
+  template <class T>
+  [[nodiscard]] T to() const& {
+    return row::to<T>();
+  }
+  template <class T>
+  [[nodiscard]] T to(by_position_t p) const& {
+    return row::to<T>(p);
+  }
+  template <class T>
+  [[nodiscard]] T to() const&& {
+    static_assert(!fields_hold_view<T>::value, "pqscope: to<T>() of a row of a temporary result, where T has a std::string_view member, would point "
+                  "into memory freed at the end of this expression; keep the result in a variable first, or make "
+                  "the member a std::string");
+    return row::to<T>();
+  }
+  template <class T>
+  [[nodiscard]] T to(by_position_t p) const&& {
+    static_assert(!fields_hold_view<T>::value, "pqscope: to<T>() of a row of a temporary result, where T has a std::string_view member, would point "
+                  "into memory freed at the end of this expression; keep the result in a variable first, or make "
+                  "the member a std::string");
+    return row::to<T>(p);
+  }
 };
 }  // namespace detail
 
 inline detail::row_of_temporary result::operator[](std::size_t i) const&& {
   return detail::row_of_temporary((*this)[i]);
+}
+
+}  // namespace pqscope
+
+// #include <pqscope/impl/row_to.hpp>
+// The template bodies of row.to<T>() and result.to_vector<T>() (result.hpp): members
+// listed with PQSCOPE_FIELDS (fields.hpp) filled from a row.
+
+#include <array>
+#include <cstddef>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+// #include <pqscope/detail/column_types.hpp>
+// Whether a column's type can fill a member of a given type (row.to<T>()), and the
+// names that an error about it shows.
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include <libpq-fe.h>
+
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+// member_oid is value_traits<M>::oid (0: the member reads any column's text, as
+// std::string and enums do). Integers read any integer column (the value is
+// range-checked when read), floating point and numeric any number column, a time point
+// timestamp as well as timestamptz, json and jsonb each other; arrays by their elements.
+PQSCOPE_DECL bool column_type_fits(unsigned member_oid, unsigned column_oid) noexcept;
+
+// "integer", "text", ... for the built-in types pqscope knows; "type oid N" otherwise.
+PQSCOPE_DECL std::string type_name(unsigned oid);
+
+// conversion_error unless column_type_fits: names the column, its type, the member and its type.
+PQSCOPE_DECL void check_column_type(unsigned member_oid, unsigned column_oid, std::string_view column,
+                                    std::string_view type, std::string_view member);
+
+// For each of the n members (names and oids), the column that fills it, into out:
+// the column of the same name, or the i-th with by_position. usage_error when a member
+// has no column, a column no member or two columns one name (or the counts differ,
+// by position); then check_column_type for each.
+PQSCOPE_DECL void map_columns(const PGresult* r, std::string_view type, const std::string_view* members,
+                              const unsigned* member_oids, std::size_t n, bool by_position, int* out);
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/column_types.ipp>
+// The bodies of <pqscope/detail/column_types.hpp>: included at its end in header-only
+// mode, and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/detail/column_types.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+constexpr bool is_integer_type(unsigned oid) noexcept { return oid == 20 || oid == 21 || oid == 23; }
+constexpr bool is_number_type(unsigned oid) noexcept {
+  return is_integer_type(oid) || oid == 700 || oid == 701 || oid == 1700;
+}
+
+// The element type of the array types pqscope sends (params.hpp's array_oid, reversed).
+constexpr unsigned array_element_oid(unsigned array) noexcept {
+  switch (array) {
+    case 1000: return 16;
+    case 1001: return 17;
+    case 1016: return 20;
+    case 1005: return 21;
+    case 1007: return 23;
+    case 1009: return 25;
+    case 199: return 114;
+    case 1021: return 700;
+    case 1022: return 701;
+    case 1015: return 1043;
+    case 1182: return 1082;
+    case 1115: return 1114;
+    case 1185: return 1184;
+    case 1187: return 1186;
+    case 1231: return 1700;
+    case 2951: return 2950;
+    case 3807: return 3802;
+    default: return 0;
+  }
+}
+
+PQSCOPE_DECL bool column_type_fits(unsigned member_oid, unsigned column_oid) noexcept {
+  if (member_oid == 0 || member_oid == column_oid) return true;
+  if (const unsigned m = array_element_oid(member_oid); m != 0) {
+    const unsigned c = array_element_oid(column_oid);
+    return c != 0 && column_type_fits(m, c);
+  }
+  switch (member_oid) {
+    case 20:
+    case 21:
+    case 23: return is_integer_type(column_oid);
+    case 700:
+    case 701:
+    case 1700: return is_number_type(column_oid);
+    case 1184: return column_oid == 1114;
+    case 114: return column_oid == 3802;
+    case 3802: return column_oid == 114;
+    default: return false;
+  }
+}
+
+PQSCOPE_DECL std::string type_name(unsigned oid) {
+  if (const unsigned e = array_element_oid(oid); e != 0) return type_name(e) + "[]";
+  switch (oid) {
+    case 16: return "boolean";
+    case 17: return "bytea";
+    case 20: return "bigint";
+    case 21: return "smallint";
+    case 23: return "integer";
+    case 25: return "text";
+    case 114: return "json";
+    case 700: return "real";
+    case 701: return "double precision";
+    case 1042: return "character";
+    case 1043: return "character varying";
+    case 1082: return "date";
+    case 1114: return "timestamp without time zone";
+    case 1184: return "timestamp with time zone";
+    case 1186: return "interval";
+    case 1700: return "numeric";
+    case 2950: return "uuid";
+    case 3802: return "jsonb";
+    default: return "type oid " + std::to_string(oid);
+  }
+}
+
+PQSCOPE_DECL void check_column_type(unsigned member_oid, unsigned column_oid, std::string_view column,
+                                    std::string_view type, std::string_view member) {
+  if (column_type_fits(member_oid, column_oid)) return;
+  throw conversion_error("column \"" + std::string(column) + "\" is " + type_name(column_oid) + ", which " +
+                         std::string(type) + "::" + std::string(member) + " (sent as " + type_name(member_oid) +
+                         ") does not read; cast the column in the query or change the member's type");
+}
+
+
+PQSCOPE_DECL void map_columns(const PGresult* r, std::string_view type, const std::string_view* members,
+                              const unsigned* member_oids, std::size_t n, bool by_position, int* out) {
+  const int columns = r != nullptr ? PQnfields(r) : 0;
+  std::string listed;
+  for (std::size_t i = 0; i < n; ++i) listed += (i ? ", " : "") + std::string(members[i]);
+  const auto column_list = [&] {
+    std::string names;
+    for (int c = 0; c < columns; ++c) names += (c ? ", " : "") + std::string(PQfname(r, c));
+    return names;
+  };
+  const std::string who = "row.to<" + std::string(type) + ">()";
+  if (by_position) {
+    if (static_cast<std::size_t>(columns) != n)
+      throw usage_error(who + " by position reads " + std::to_string(n) + " column(s) (" + listed +
+                        ") but the result has " + std::to_string(columns) + " (" + column_list() + ")");
+    for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<int>(i);
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      out[i] = -1;
+      for (int c = 0; c < columns; ++c) {
+        if (members[i] != PQfname(r, c)) continue;
+        if (out[i] >= 0)
+          throw usage_error(who + ": the result has two columns named \"" + std::string(members[i]) +
+                            "\"; give them distinct names (AS) or read by position");
+        out[i] = c;
+      }
+      if (out[i] < 0)
+        throw usage_error(who + ": no column named \"" + std::string(members[i]) + "\" for " + std::string(type) +
+                          "::" + std::string(members[i]) + " (columns: " + column_list() + ")");
+    }
+    const auto unused = [&](int c) {
+      return usage_error(who + ": the column \"" + std::string(PQfname(r, c)) + "\" fills no member (" +
+                         std::string(type) + " lists " + listed + "); leave it out of the query, or read by position");
+    };
+    for (int c = 0; c < columns; ++c) {
+      bool used = false;
+      for (std::size_t i = 0; i < n && !used; ++i) used = out[i] == c;
+      if (!used) throw unused(c);
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i)
+    check_column_type(member_oids[i], PQftype(r, out[i]), PQfname(r, out[i]), type, members[i]);
+}
+
+}  // namespace pqscope::detail
+#endif
+// #include <pqscope/fields.hpp> (inlined above)
+// #include <pqscope/result.hpp> (inlined above)
+
+namespace pqscope {
+namespace detail {
+
+// What the check compares a column's type with: the member's parameter type.
+template <class M>
+constexpr unsigned member_oid() noexcept {
+  return traits_oid<typename optional_inner<M>::type>::value;
+}
+
+// The column of each listed member of T in r, matched and type-checked (map_columns).
+template <class T>
+auto plan_columns(const PGresult* r, bool by_position) {
+  static_assert(std::is_default_constructible_v<T>,
+                "pqscope: row.to<T>() fills the members of a default-constructed T");
+  constexpr auto list = fields_of<T>();
+  constexpr std::size_t n = std::tuple_size_v<decltype(list.members)>;
+  const auto names = std::apply([](const auto&... f) { return std::array<std::string_view, n>{f.name...}; },
+                                list.members);
+  const auto oids = std::apply(
+      [](const auto&... f) { return std::array<unsigned, n>{member_oid<typename std::decay_t<decltype(f)>::type>()...}; },
+      list.members);
+  std::array<int, n> columns{};
+  map_columns(r, list.type_name, names.data(), oids.data(), n, by_position, columns.data());
+  return columns;
+}
+
+}  // namespace detail
+
+template <class T, std::size_t N>
+T row::fill(const std::array<int, N>& columns) const {
+  constexpr auto list = detail::fields_of<T>();
+  T out{};
+  std::size_t i = 0;
+  std::apply(
+      [&](const auto&... f) {
+        ((out.*(f.member) =
+              (*this)[static_cast<std::size_t>(columns[i++])].template as<typename std::decay_t<decltype(f)>::type>()),
+         ...);
+      },
+      list.members);
+  return out;
+}
+
+template <class T>
+T row::to() const {
+  return fill<T>(detail::plan_columns<T>(res_.get(), false));
+}
+
+template <class T>
+T row::to(by_position_t) const {
+  return fill<T>(detail::plan_columns<T>(res_.get(), true));
+}
+
+template <class T>
+std::vector<T> result::collect(bool by_position) const {
+  const auto columns = detail::plan_columns<T>(get(), by_position);
+  std::vector<T> out;
+  out.reserve(size());
+  for (std::size_t i = 0; i < size(); ++i) out.push_back((*this)[i].template fill<T>(columns));
+  return out;
 }
 
 }  // namespace pqscope

@@ -9,12 +9,35 @@
 // case temporary_row_field_view: as<std::string_view>() on a field of a temporary result
 // case temporary_result_iterator: deleted function
 // case copy_reader_view: copy_reader::next<std::string_view>() would point into a buffer
+// case temporary_struct_view: to<T>() of a row of a temporary result, where T has a std::string_view member
+// case temporary_vector_view: to_vector<T>() of a temporary result, where T has a std::string_view member
+// case enum_label_twice: enum_mapping_is_invalid
 #include <pqscope/pqscope.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
+
+namespace shop {
+struct named {
+  std::int64_t id = 0;
+  std::string name;
+};
+PQSCOPE_FIELDS(named, id, name)
+struct viewed {
+  std::int64_t id = 0;
+  std::string_view name;
+};
+PQSCOPE_FIELDS(viewed, id, name)
+enum class mood { sad, happy };
+#if defined(PQSCOPE_CASE_enum_label_twice) && !defined(PQSCOPE_OK)
+constexpr auto pqscope_enum(mood) { return pqscope::enum_labels<mood>({{mood::sad, "sad"}, {mood::happy, "sad"}}); }
+#else
+constexpr auto pqscope_enum(mood) { return pqscope::enum_labels<mood>({{mood::sad, "sad"}, {mood::happy, "happy"}}); }
+#endif
+}  // namespace shop
 
 std::size_t use(pqscope::connection& conn, pqscope::copy_reader& reader);
 std::size_t use(pqscope::connection& conn, pqscope::copy_reader& reader) {
@@ -65,6 +88,22 @@ std::size_t use(pqscope::connection& conn, pqscope::copy_reader& reader) {
 #else
   if (auto row = reader.next<std::string_view>()) n += std::get<0>(*row).size();
 #endif
+#elif defined(PQSCOPE_CASE_temporary_struct_view)
+#ifdef PQSCOPE_OK
+  n += conn.execute("SELECT 1 AS id, 'x' AS name")[0].to<shop::named>().name.size();
+  auto r = conn.execute("SELECT 1 AS id, 'x' AS name");
+  n += r[0].to<shop::viewed>().name.size();  // the result is named: views stay valid
+#else
+  n += conn.execute("SELECT 1 AS id, 'x' AS name")[0].to<shop::viewed>().name.size();
+#endif
+#elif defined(PQSCOPE_CASE_temporary_vector_view)
+#ifdef PQSCOPE_OK
+  n += conn.execute("SELECT 1 AS id, 'x' AS name").to_vector<shop::named>(pqscope::by_position).size();
+#else
+  n += conn.execute("SELECT 1 AS id, 'x' AS name").to_vector<shop::viewed>(pqscope::by_position).size();
+#endif
+#elif defined(PQSCOPE_CASE_enum_label_twice)
+  n += conn.query_value<shop::mood>("SELECT $1::text", shop::mood::happy) == shop::mood::happy ? 1 : 0;
 #else
 #error "compile with -DPQSCOPE_CASE_<name>"
 #endif

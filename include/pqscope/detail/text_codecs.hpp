@@ -66,6 +66,12 @@ constexpr std::int64_t micros_per_day = 86'400 * micros_per_second;
 // PostgreSQL's earliest timestamp, 4714-11-24 BC 00:00 UTC; its latest (294276 AD) lies
 // beyond what int64 microseconds since 1970 can hold, so no time_point reaches it.
 constexpr std::int64_t min_timestamp_micros = days_from_civil(-4713, 11, 24) * micros_per_day;
+// The server counts microseconds from 2000-01-01 (its epoch), which is how its whole range
+// fits in 64 bits; the text codecs count from there too. [min, end) is that range.
+constexpr std::int64_t pg_epoch_days = days_from_civil(2000, 1, 1);
+constexpr std::int64_t pg_epoch_micros = pg_epoch_days * micros_per_day;
+constexpr std::int64_t pg_min_timestamp = min_timestamp_micros - pg_epoch_micros;
+constexpr std::int64_t pg_end_timestamp = (days_from_civil(294277, 1, 1) - pg_epoch_days) * micros_per_day;
 // PostgreSQL's date range: 4714-11-24 BC to 5874897-12-31.
 constexpr std::int64_t min_date_days = days_from_civil(-4713, 11, 24);
 constexpr std::int64_t max_date_days = days_from_civil(5874897, 12, 31);
@@ -76,12 +82,12 @@ PQSCOPE_DECL void append_number(std::string& out, std::uint64_t v, int width);
 // writes them, 1 - y with the suffix.
 PQSCOPE_DECL void append_civil_date(std::string& out, const civil_date& c);
 
-// ISO 8601 in UTC with an explicit offset, so the server reads the same instant
-// whatever its DateStyle order and TimeZone: "2024-01-02 03:04:05.123456+00".
-PQSCOPE_DECL std::string format_timestamp(std::int64_t micros);
-// The same at p, which has room for timestamp_text_size bytes: the end.
+// Microseconds since 2000 (finite, in PostgreSQL's range) in ISO 8601, in UTC with an
+// explicit offset, so the server reads the same instant whatever its DateStyle order and
+// TimeZone: "2024-01-02 03:04:05.123456+00", at p, which has room for
+// timestamp_text_size bytes. Returns the end.
 constexpr std::size_t timestamp_text_size = 48;
-PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept;
+PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t pg_micros) noexcept;
 
 PQSCOPE_DECL std::string format_date(const civil_date& c);
 
@@ -131,7 +137,7 @@ PQSCOPE_DECL civil_date parse_date(std::string_view s);
 
 struct timestamp_text {
   int infinite;         // 0 finite, +1 'infinity', -1 '-infinity'
-  std::int64_t micros;  // since 1970-01-01 00:00 UTC, when finite
+  std::int64_t micros;  // since 2000-01-01 00:00 UTC (PostgreSQL's epoch), when finite
 };
 
 // Timestamps as PostgreSQL writes them with DateStyle ISO: timestamptz with any UTC

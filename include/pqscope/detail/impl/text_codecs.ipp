@@ -46,14 +46,14 @@ inline char* put_fixed(char* p, std::uint64_t v, int width) noexcept {
   return p + width;
 }
 
-PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept {
-  std::int64_t days = micros / micros_per_day;
-  std::int64_t in_day = micros % micros_per_day;
+PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t pg_micros) noexcept {
+  std::int64_t days = pg_micros / micros_per_day;
+  std::int64_t in_day = pg_micros % micros_per_day;
   if (in_day < 0) {
     in_day += micros_per_day;
     --days;
   }
-  const civil_date c = civil_from_days(days);
+  const civil_date c = civil_from_days(days + pg_epoch_days);
   const auto secs = static_cast<std::uint64_t>(in_day / micros_per_second);
   const auto frac = static_cast<std::uint64_t>(in_day % micros_per_second);
   const auto year = static_cast<std::uint64_t>(c.year > 0 ? c.year : 1 - c.year);
@@ -81,11 +81,6 @@ PQSCOPE_DECL char* write_timestamp(char* p, std::int64_t micros) noexcept {
     *p++ = 'C';
   }
   return p;
-}
-
-PQSCOPE_DECL std::string format_timestamp(std::int64_t micros) {
-  char out[timestamp_text_size];
-  return std::string(out, write_timestamp(out, micros));
 }
 
 PQSCOPE_DECL std::string format_date(const civil_date& c) {
@@ -152,10 +147,11 @@ PQSCOPE_DECL timestamp_text parse_timestamp(std::string_view s) {
                            iso_format_hint("YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]][ BC]"));
   const std::int64_t in_day = ((hh * 60 + mi) * 60 + ss) * micros_per_second + frac;
   std::int64_t micros = 0;
-  if (__builtin_mul_overflow(days_from_civil(d.year, d.month, d.day), micros_per_day, &micros) ||
-      __builtin_add_overflow(micros, in_day - offset * micros_per_second, &micros))
+  if (__builtin_mul_overflow(days_from_civil(d.year, d.month, d.day) - pg_epoch_days, micros_per_day, &micros) ||
+      __builtin_add_overflow(micros, in_day - offset * micros_per_second, &micros) || micros < pg_min_timestamp ||
+      micros >= pg_end_timestamp)
     throw conversion_error("timestamp " + quote_value(s) +
-                           " is beyond what 64-bit microseconds since 1970 can hold (about 292,000 years)");
+                           " is outside PostgreSQL's range (4714-11-24 00:00:00 BC to 294276-12-31 23:59:59.999999 UTC)");
   return {0, micros};
 }
 
