@@ -16,11 +16,15 @@
 #                                    libpqxx (and next to the same files at REV)
 #   scripts/dev.sh memcheck          the behaviour tests under valgrind memcheck
 #   scripts/dev.sh build [--sanitize]
-#   scripts/dev.sh servers [--standby] [--pgpool] [--pgbouncer124] -- CMD...
+#   scripts/dev.sh servers [--standby] [--pgpool] [--pgbouncer124] [--ha] -- CMD...
 #                                    run CMD with the PQSCOPE_TEST_* variables set; --standby adds
 #                                    a streaming-replication standby, --pgpool Pgpool-II in front,
-#                                    --pgbouncer124 PgBouncer 1.24 (built once from Debian 13's source)
-#   scripts/dev.sh amalgamate        regenerate single_include/pqscope/pqscope.hpp and asio.hpp
+#                                    --pgbouncer124 PgBouncer 1.24 (built once from Debian 13's source),
+#                                    --ha a pg_auto_failover formation (monitor, primary, synchronous
+#                                    standby: PQSCOPE_TEST_HA_*, see scripts/lib/ha.sh)
+#   scripts/dev.sh ha-demo [ROUNDS]  a pg_auto_failover formation: commits in a loop while the primary
+#                                    is killed; times the failover and checks no acknowledged row is lost
+#   scripts/dev.sh amalgamate        regenerate the single headers in single_include/pqscope/
 #   scripts/dev.sh deps              install the Debian packages the scripts need
 set -euo pipefail
 
@@ -29,6 +33,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$ROOT/scripts/lib/servers.sh"
 # shellcheck source=lib/boost_new.sh
 . "$ROOT/scripts/lib/boost_new.sh"
+# shellcheck source=lib/ha.sh
+. "$ROOT/scripts/lib/ha.sh"
 
 PACKAGES=(cmake ninja-build g++ clang clang-tidy python3 pkg-config libpq-dev postgresql-15 pgbouncer pgpool2 libboost-test-dev libboost-dev
   libpg-query-dev nlohmann-json3-dev)
@@ -180,16 +186,32 @@ case "$cmd" in
         --standby) export PQSCOPE_SERVERS_STANDBY=1 ;;
         --pgpool) export PQSCOPE_SERVERS_PGPOOL=1 ;;
         --pgbouncer124) export PQSCOPE_SERVERS_PGBOUNCER124=1 ;;
+        --ha) ha=1 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
       esac
       shift
     done
     [ "${1:-}" = "--" ] && shift
     [ $# -gt 0 ] || { echo "usage: scripts/dev.sh servers -- COMMAND [ARGS...]" >&2; exit 2; }
-    deps
-    trap stop_servers EXIT
-    start_servers
+    if [ "${ha:-0}" = 1 ]; then
+      deps postgresql-15-auto-failover
+      # The formation's processes run in sessions of their own: on INT or TERM, exit
+      # through the EXIT trap so that they are stopped too.
+      trap 'stop_ha_formation; stop_servers' EXIT
+      trap 'exit 130' INT
+      trap 'exit 143' TERM
+      start_servers
+      start_ha_formation
+    else
+      deps
+      trap stop_servers EXIT
+      start_servers
+    fi
     "$@"
+    ;;
+  ha-demo)
+    deps postgresql-15-auto-failover
+    bash "$ROOT/scripts/lib/ha.sh" demo "$@"
     ;;
   bench)
     deps libpqxx-dev gnuplot-nox
