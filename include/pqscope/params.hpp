@@ -202,6 +202,7 @@ template <class T, class A>
 struct is_vector<std::vector<T, A>> : std::true_type {};
 
 // The array type of an element type; 0 (let the server infer) for the ones not listed.
+// Element oids stay below 4000: detail/column_types reverses this table by scanning them.
 constexpr unsigned array_oid(unsigned element_oid) noexcept {
   switch (element_oid) {
     case 16: return 1000;    // bool

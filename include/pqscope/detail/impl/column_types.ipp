@@ -2,8 +2,12 @@
 // The bodies of <pqscope/detail/column_types.hpp>: included at its end in header-only
 // mode, and compiled once by the implementation unit otherwise (detail/config.hpp).
 
+#include <array>
+#include <cstddef>
+
 #include <pqscope/detail/column_types.hpp>
 #include <pqscope/errors.hpp>
+#include <pqscope/params.hpp>
 
 namespace pqscope::detail {
 
@@ -12,28 +16,29 @@ constexpr bool is_number_type(unsigned oid) noexcept {
   return is_integer_type(oid) || oid == 700 || oid == 701 || oid == 1700;
 }
 
-// The element type of the array types pqscope sends (params.hpp's array_oid, reversed).
+// The element type of each array type array_oid() knows (params.hpp), found once at
+// compile time by running array_oid() over every element oid below 4000.
+constexpr unsigned oid_scan_end = 4000;
+constexpr std::size_t known_array_types() noexcept {
+  std::size_t n = 0;
+  for (unsigned e = 1; e < oid_scan_end; ++e) n += array_oid(e) != 0 ? 1 : 0;
+  return n;
+}
+struct array_and_element {
+  unsigned array, element;
+};
+constexpr std::array<array_and_element, known_array_types()> array_types = [] {
+  std::array<array_and_element, known_array_types()> t{};
+  std::size_t n = 0;
+  for (unsigned e = 1; e < oid_scan_end; ++e)
+    if (const unsigned a = array_oid(e); a != 0) t[n++] = {a, e};
+  return t;
+}();
+
 constexpr unsigned array_element_oid(unsigned array) noexcept {
-  switch (array) {
-    case 1000: return 16;
-    case 1001: return 17;
-    case 1016: return 20;
-    case 1005: return 21;
-    case 1007: return 23;
-    case 1009: return 25;
-    case 199: return 114;
-    case 1021: return 700;
-    case 1022: return 701;
-    case 1015: return 1043;
-    case 1182: return 1082;
-    case 1115: return 1114;
-    case 1185: return 1184;
-    case 1187: return 1186;
-    case 1231: return 1700;
-    case 2951: return 2950;
-    case 3807: return 3802;
-    default: return 0;
-  }
+  for (const array_and_element& t : array_types)
+    if (t.array == array) return t.element;
+  return 0;
 }
 
 PQSCOPE_DECL bool column_type_fits(unsigned member_oid, unsigned column_oid) noexcept {
