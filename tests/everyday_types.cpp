@@ -24,26 +24,15 @@
 #include <pqscope/uuid.hpp>
 
 #include "support/asio_run.hpp"
+#include "support/seeded.hpp"
 #include "support/servers.hpp"
 
 using pqtest::for_each_target;
 
 namespace {
 
-std::uint64_t seed() {
-  static const std::uint64_t s = [] {
-    const char* v = std::getenv("PQSCOPE_TYPES_SEED");
-    const std::uint64_t chosen = v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : std::random_device{}();
-    std::cout << "everyday_types: PQSCOPE_TYPES_SEED=" << chosen << std::endl;
-    return chosen;
-  }();
-  return s;
-}
-
-int texts() {
-  const char* v = std::getenv("PQSCOPE_TYPES_TEXTS");
-  return v != nullptr && *v != '\0' ? std::atoi(v) : 1500;
-}
+std::uint64_t seed() { return pqtest::types_seed("everyday_types"); }
+int texts() { return pqtest::types_count(1500); }
 
 // What the server makes of a text as `type`: its rendering, or nothing if it refuses it.
 std::optional<std::string> server_reads(pqscope::connection& c, const std::string& text, const std::string& type) {

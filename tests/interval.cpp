@@ -24,6 +24,7 @@
 #include <pqscope/interval.hpp>
 
 #include "support/asio_run.hpp"
+#include "support/seeded.hpp"
 #include "support/servers.hpp"
 
 using pqscope::interval;
@@ -32,20 +33,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::uint64_t seed() {
-  static const std::uint64_t s = [] {
-    const char* v = std::getenv("PQSCOPE_TYPES_SEED");
-    const std::uint64_t chosen = v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : std::random_device{}();
-    std::cout << "interval: PQSCOPE_TYPES_SEED=" << chosen << std::endl;
-    return chosen;
-  }();
-  return s;
-}
-
-int texts() {
-  const char* v = std::getenv("PQSCOPE_TYPES_TEXTS");
-  return v != nullptr && *v != '\0' ? std::atoi(v) : 1000;
-}
+std::uint64_t seed() { return pqtest::types_seed("interval"); }
+int texts() { return pqtest::types_count(1000); }
 
 constexpr std::int32_t i32_min = std::numeric_limits<std::int32_t>::min();
 constexpr std::int32_t i32_max = std::numeric_limits<std::int32_t>::max();

@@ -31,6 +31,7 @@
 #include <pqscope/nlohmann_json.hpp>
 
 #include "support/asio_run.hpp"
+#include "support/seeded.hpp"
 #include "support/servers.hpp"
 
 using pqtest::awaitable;
@@ -41,20 +42,8 @@ using ordered_json = nlohmann::ordered_json;
 
 namespace {
 
-std::uint64_t seed() {
-  static const std::uint64_t s = [] {
-    const char* v = std::getenv("PQSCOPE_TYPES_SEED");
-    const std::uint64_t chosen = v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 10) : std::random_device{}();
-    std::cout << "json: PQSCOPE_TYPES_SEED=" << chosen << std::endl;
-    return chosen;
-  }();
-  return s;
-}
-
-int documents() {
-  const char* v = std::getenv("PQSCOPE_TYPES_TEXTS");
-  return v != nullptr && *v != '\0' ? std::atoi(v) : 1000;
-}
+std::uint64_t seed() { return pqtest::types_seed("json"); }
+int documents() { return pqtest::types_count(1000); }
 
 // A document in a failure message: its start.
 template <class Json>

@@ -869,7 +869,7 @@ class text_cursor {
     return n >= min;
   }
 
- private:
+ protected:  // readers of other formats extend it (impl/interval.ipp)
   std::string_view s_;
   std::size_t i_ = 0;
 };
@@ -2454,6 +2454,7 @@ struct value_traits<std::chrono::duration<Rep, Period>, std::enable_if_t<std::is
 // compiled once by the implementation unit otherwise (detail/config.hpp).
 
 // #include <pqscope/interval.hpp> (inlined above)
+// #include <pqscope/detail/text_codecs.hpp> (inlined above)
 
 #include <cstring>
 
@@ -2490,17 +2491,9 @@ constexpr std::int64_t micros_per_minute = 60 * micros_per_second;
 constexpr std::int64_t micros_per_hour = 60 * micros_per_minute;
 
 // Reads interval text left to right; every step says whether it matched.
-class interval_reader {
+class interval_reader : public text_cursor {
  public:
-  explicit interval_reader(std::string_view s) noexcept : s_(s) {}
-  [[nodiscard]] bool done() const noexcept { return i_ == s_.size(); }
-  [[nodiscard]] bool peek(char c) const noexcept { return i_ < s_.size() && s_[i_] == c; }
-  [[nodiscard]] bool peek_digit() const noexcept { return i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9'; }
-  bool eat(char c) noexcept {
-    if (!peek(c)) return false;
-    ++i_;
-    return true;
-  }
+  using text_cursor::text_cursor;
   // -1 for '-', +1 for '+', 0 for neither (nothing eaten).
   int sign() noexcept { return eat('-') ? -1 : eat('+') ? 1 : 0; }
   // 1 to 18 digits: more than any field the server writes, less than int64 overflows at.
@@ -2555,10 +2548,6 @@ class interval_reader {
     while (j < s_.size() && s_[j] >= '0' && s_[j] <= '9') ++j;
     return j < s_.size() && s_[j] == ':';
   }
-
- private:
-  std::string_view s_;
-  std::size_t i_ = 0;
 };
 
 // Adds n[.fraction] of unit u (0 years, 1 months, 2 days, 3 hours, 4 minutes, 5 seconds).

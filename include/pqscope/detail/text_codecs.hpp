@@ -120,7 +120,7 @@ class text_cursor {
     return n >= min;
   }
 
- private:
+ protected:  // readers of other formats extend it (impl/interval.ipp)
   std::string_view s_;
   std::size_t i_ = 0;
 };
