@@ -1,12 +1,14 @@
 // Pgpool-II 4.3 in front of PostgreSQL. The semantic suites run through it in
 // streaming_replication mode (the "pgpool" target of support/servers.hpp); this
 // file checks what Pgpool-II changes and how pqscope reports what it cannot work
-// around. scripts/dev.sh starts both Pgpool-II instances when PQSCOPE_SERVERS_PGPOOL=1
+// around, and that notifications pass through it. scripts/dev.sh starts both Pgpool-II instances when PQSCOPE_SERVERS_PGPOOL=1
 // (scripts/dev.sh test does).
 
 #define BOOST_TEST_MODULE pgpool
 #include <boost/test/unit_test.hpp>
 
+#include <chrono>
+#include <optional>
 #include <string>
 
 #include "support/servers.hpp"
@@ -81,4 +83,30 @@ BOOST_AUTO_TEST_CASE(streaming_replication_mode_keeps_autocommit) {
       BOOST_TEST(br.diagnostic.empty());
     }
   }
+}
+
+// LISTEN through Pgpool-II: it pools sessions, so a listening client keeps its server
+// connection, and a notification sent by another session reaches it while it waits
+// and while it runs statements, as it would directly.
+BOOST_AUTO_TEST_CASE(notifications_arrive_through_pgpool) {
+  using namespace std::chrono_literals;
+  pqscope::connection_options o;
+  o.pooling = pqscope::pooling::none;  // Pgpool-II keeps the session: LISTEN is safe
+  pqscope::connection c{replication_mode(), o};
+  const std::string ch = pqtest::unique_name("pgpool_jobs");
+  c.listen(ch);
+  BOOST_TEST(!c.wait_notification(0ms).has_value());
+  // While the listener waits.
+  pqtest::shared_observer().execute("SELECT pg_notify($1, 'while waiting')", ch);
+  std::optional<pqscope::notification> n = c.wait_notification(5s);
+  BOOST_REQUIRE(n.has_value());
+  BOOST_TEST(n->channel == ch);
+  BOOST_TEST(n->payload == "while waiting");
+  // Sent while the listener was busy: delivered with its next statement's answer, or after.
+  pqtest::shared_observer().execute("SELECT pg_notify($1, 'while busy')", ch);
+  BOOST_TEST(c.query_value<int>("SELECT 1") == 1);
+  n = c.wait_notification(5s);
+  BOOST_REQUIRE(n.has_value());
+  BOOST_TEST(n->payload == "while busy");
+  BOOST_TEST(!c.wait_notification(200ms).has_value());
 }
