@@ -1713,6 +1713,320 @@ BOOST_AUTO_TEST_CASE(transactional_wraps_every_call) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
+// ---------------------------------------------------------------------------
+// connection_options::commit_positions: the WAL position query rides right behind
+// an outermost COMMIT, and nothing it answers can undo the commit.
+BOOST_AUTO_TEST_SUITE(commit_positions)
+
+pqscope::connection_options positions(bool on = true) {
+  pqscope::connection_options o;
+  o.commit_positions = on;
+  return o;
+}
+
+bool is_position(const std::string& sql) { return sql.rfind("SELECT pg_catalog.pg_current_wal_insert_lsn()", 0) == 0; }
+
+// Batches sent since the last call, the position query shown as POSITION.
+std::string shown(pqtest::scripted_server& srv) {
+  auto batches = srv.take_batches();
+  for (auto& b : batches)
+    for (auto& sql : b)
+      if (is_position(sql)) sql = "POSITION";
+  return show(batches);
+}
+
+opts batched(bool on = true) {
+  opts o;
+  o.batch = on;
+  return o;
+}
+
+BOOST_AUTO_TEST_CASE(the_position_rides_with_the_outermost_commit_only) {
+  conn_t c{"x", positions()};
+  auto& srv = c.driver().server();
+  BOOST_TEST(c.last_commit_position().empty());
+  c.execute("INSERT 0");  // autocommit: never a position
+  std::string in_callback;
+  {
+    transaction t1{c};
+    c.execute("INSERT 1");
+    {
+      transaction t2{c};
+      c.execute("INSERT 2");
+      t2.commit();  // a savepoint: nothing
+    }
+    BOOST_TEST(c.last_commit_position().empty());
+    c.on_commit([&] { in_callback = c.last_commit_position().to_string(); });
+    t1.commit();
+  }
+  BOOST_TEST(shown(srv) == "[INSERT 0] [BEGIN | INSERT 1] [SAVEPOINT pqscope_1 | INSERT 2] [COMMIT | POSITION]");
+  BOOST_TEST(c.last_commit_position().to_string() == "0/1000100");
+  BOOST_TEST(in_callback == "0/1000100");  // published before on_commit runs
+  // The position query is a control statement, and costs no round trip.
+  BOOST_TEST(stats_of(c) == "round_trips=4 statements=3 control=4 committed=1 rolled_back=0 savepoints=1");
+
+  // Neither a rollback, nor a read-only or an empty transaction, nor a statement in
+  // autocommit moves the token, though the (scripted) server's insert position moved on.
+  {
+    transaction t{c};
+    c.execute("INSERT 3");
+    t.rollback();
+  }
+  {
+    opts ro;
+    ro.read_only = true;
+    transaction t{c, ro};
+    c.execute("SELECT 1");
+    t.commit();
+  }
+  {
+    transaction t{c};
+    t.commit();
+  }
+  BOOST_CHECK_THROW(pqscope::atomic(c,
+                                    [&] {
+                                      c.execute("INSERT 4");
+                                      throw user_abort{};
+                                    }),
+                    user_abort);
+  c.execute("INSERT 5");
+  BOOST_TEST(shown(srv) ==
+             "[BEGIN | INSERT 3] [ROLLBACK] [BEGIN | SET TRANSACTION READ ONLY | SELECT 1] [COMMIT] "
+             "[BEGIN | INSERT 4] [ROLLBACK] [INSERT 5]");
+  BOOST_TEST(srv.position_queries == 1);
+  BOOST_TEST(c.last_commit_position().to_string() == "0/1000100");
+
+  // The next commit gets the server's new position.
+  pqscope::atomic(c, [&] { c.execute("INSERT 6"); });
+  BOOST_TEST(shown(srv) == "[BEGIN | INSERT 6] [COMMIT | POSITION]");
+  BOOST_TEST(c.last_commit_position().to_string() == "0/1000300");
+}
+
+BOOST_AUTO_TEST_CASE(a_batched_write_only_transaction_is_still_one_round_trip) {
+  conn_t c{"x", positions()};
+  auto& srv = c.driver().server();
+  pqscope::atomic(c, batched(), [&] {
+    c.execute("INSERT A");
+    pqscope::atomic(c, [&] { c.execute("INSERT B"); });
+  });
+  BOOST_TEST(shown(srv) == "[BEGIN | INSERT A | INSERT B | COMMIT | POSITION]");
+  BOOST_TEST(c.stats().round_trips == 1u);
+  BOOST_TEST(c.last_commit_position().to_string() == "0/1000100");
+}
+
+// Positions off, the batches are exactly today's; on, they differ only by the
+// position query, and it comes right after a COMMIT, never anywhere else.
+BOOST_AUTO_TEST_CASE(positions_add_one_statement_after_commit_and_nothing_else) {
+  for (bool batch : {false, true}) {
+    BOOST_TEST_CONTEXT("batched " << batch) {
+      conn_t off{"x"}, on{"x", positions()};
+      for (conn_t* k : {&off, &on}) {
+        failure_at_every_position::program(*k, batch);
+        transaction t{*k};
+        k->execute("INSERT F");
+        t.rollback();
+        k->execute("INSERT G");
+      }
+      const auto plain = off.driver().server().batches;
+      if (!batch)
+        BOOST_TEST(show(plain) ==
+                   "[BEGIN | INSERT A] [SAVEPOINT pqscope_1 | SELECT pg_catalog.set_config($1, $2, true) | INSERT B] "
+                   "[INSERT C] [RELEASE SAVEPOINT pqscope_1 | SAVEPOINT pqscope_1 | INSERT D] "
+                   "[ROLLBACK TO SAVEPOINT pqscope_1 | RELEASE SAVEPOINT pqscope_1 | INSERT E] "
+                   "[COMMIT] [BEGIN | INSERT F] [ROLLBACK] [INSERT G]");
+      auto with = on.driver().server().batches;
+      std::size_t found = 0;
+      for (auto& b : with)
+        for (std::size_t i = 0; i < b.size(); ++i)
+          if (is_position(b[i])) {
+            ++found;
+            BOOST_TEST(i > 0);
+            if (i > 0) BOOST_TEST(b[i - 1] == "COMMIT");
+            BOOST_TEST(i + 1 == b.size());
+            b.erase(b.begin() + static_cast<std::ptrdiff_t>(i--));
+          }
+      BOOST_TEST(found == 1u);
+      BOOST_TEST(with == plain);
+      BOOST_TEST(on.stats().round_trips == off.stats().round_trips);
+      BOOST_TEST(on.stats().statements == off.stats().statements);
+    }
+  }
+}
+
+// The COMMIT stands whatever the position query meets: its error neither voids a
+// batched attempt (no replay) nor turns the commit into a rollback or an exception.
+BOOST_AUTO_TEST_CASE(a_failed_position_query_leaves_the_commit_standing) {
+  for (const char* sqlstate : {"57014", "40001", "XX000", "55000"}) {
+    for (bool batch : {false, true}) {
+      BOOST_TEST_CONTEXT("SQLSTATE " << sqlstate << ", batched " << batch) {
+        conn_t c{"x", positions()};
+        auto& srv = c.driver().server();
+        pqscope::atomic(c, [&] { c.execute("INSERT 0"); });
+        BOOST_TEST(c.last_commit_position().to_string() == "0/1000100");
+        (void)shown(srv);
+        srv.fail_matching("pg_current_wal_insert_lsn", sqlstate);
+        int runs = 0;
+        bool committed = false, rolled_back = false;
+        opts o = batched(batch);
+        o.retries = 3;  // a 40001 taken for the transaction's would run it again
+        BOOST_CHECK_NO_THROW(pqscope::atomic(c, o, [&] {
+          ++runs;
+          c.on_commit([&] { committed = true; });
+          c.on_rollback([&] { rolled_back = true; });
+          c.execute("INSERT 1");
+        }));
+        BOOST_TEST(runs == 1);
+        BOOST_TEST(committed);
+        BOOST_TEST(!rolled_back);
+        BOOST_TEST(c.stats().replays == 0u);
+        BOOST_TEST(c.stats().transactions_committed == 2u);
+        BOOST_TEST(c.stats().transactions_rolled_back == 0u);
+        BOOST_TEST(srv.commits == 2);
+        BOOST_TEST(srv.tx == tx_state::idle);
+        BOOST_TEST(shown(srv) == (batch ? "[BEGIN | INSERT 1 | COMMIT | POSITION]"
+                                        : "[BEGIN | INSERT 1] [COMMIT | POSITION]"));  // no ROLLBACK after it
+        // Unknown, rather than the older position this commit is past.
+        BOOST_TEST(c.last_commit_position().empty());
+
+        // The same through a transaction object; the connection goes on as before.
+        srv.fail_matching("pg_current_wal_insert_lsn", sqlstate);
+        {
+          transaction t{c};
+          c.execute("INSERT 2");
+          BOOST_CHECK_NO_THROW(t.commit());
+        }
+        BOOST_TEST(c.last_commit_position().empty());
+        pqscope::atomic(c, o, [&] { c.execute("INSERT 3"); });
+        BOOST_TEST(c.last_commit_position().to_string() == "0/1000400");
+        BOOST_TEST(c.stats().transactions_committed == 4u);
+        BOOST_TEST(c.stats().transactions_rolled_back == 0u);
+      }
+    }
+  }
+}
+
+// An answer that is no position is taken as none: the commit stands.
+BOOST_AUTO_TEST_CASE(an_unreadable_position_is_no_position) {
+  conn_t c{"x", positions()};
+  auto& srv = c.driver().server();
+  pqscope::atomic(c, [&] { c.execute("INSERT 0"); });
+  srv.wal_insert = "not a position";
+  BOOST_CHECK_NO_THROW(pqscope::atomic(c, [&] { c.execute("INSERT 1"); }));
+  BOOST_TEST(c.last_commit_position().empty());
+  BOOST_TEST(c.stats().transactions_committed == 2u);
+}
+
+// A COMMIT that fails (a deferred constraint) skips the position query: the failure
+// is the COMMIT's, and the token stays.
+BOOST_AUTO_TEST_CASE(a_failed_commit_sets_no_position) {
+  conn_t c{"x", positions()};
+  auto& srv = c.driver().server();
+  pqscope::atomic(c, [&] { c.execute("INSERT 0"); });
+  transaction t{c};
+  c.execute("INSERT 1");
+  srv.fail_in_next_batch(0, "23505");
+  BOOST_CHECK_THROW(t.commit(), pqscope::unique_violation);
+  BOOST_TEST(c.last_commit_position().to_string() == "0/1000100");
+  BOOST_TEST(srv.position_queries == 1);
+}
+
+// The connection dies after COMMIT's answer, before the position's: the outcome is
+// what a loss after COMMIT was sent always gives (in doubt), and no position.
+BOOST_AUTO_TEST_CASE(a_loss_after_the_commit_answer_is_in_doubt_as_before) {
+  conn_t c{"x", positions()};
+  auto& srv = c.driver().server();
+  pqscope::atomic(c, [&] { c.execute("INSERT 0"); });
+  transaction t{c};
+  c.execute("INSERT 1");
+  srv.lose_in_next_batch(1);  // [COMMIT | POSITION]: after COMMIT ran
+  BOOST_CHECK_THROW(t.commit(), pqscope::in_doubt_error);
+  BOOST_TEST(srv.commits == 2);
+  BOOST_TEST(c.last_commit_position().empty());
+}
+
+// A batched attempt whose statement the session lost (26000) is sent again at once:
+// the position query is planned anew for it, and none is left over for later.
+BOOST_AUTO_TEST_CASE(a_resent_attempt_asks_for_the_position_once) {
+  pqscope::connection_options o = positions();
+  o.pooling = pqscope::pooling::none;  // prepare::automatic prepares a text run twice
+  conn_t c{"x", o};
+  auto& srv = c.driver().server();
+  c.execute("INSERT X");
+  c.execute("INSERT X");  // prepared here
+  (void)shown(srv);
+  srv.fail_matching("INSERT X", "26000");
+  pqscope::atomic(c, batched(), [&] { c.execute("INSERT X"); });
+  BOOST_TEST(shown(srv) == "[BEGIN | INSERT X | COMMIT | POSITION] [ROLLBACK] [BEGIN | INSERT X | COMMIT | POSITION]");
+  BOOST_TEST(c.last_commit_position().to_string() == "0/1000100");
+  {
+    transaction t{c};
+    c.execute("INSERT Y");
+    t.commit();
+  }
+  BOOST_TEST(shown(srv) == "[BEGIN | INSERT Y] [COMMIT | POSITION]");
+  BOOST_TEST(c.last_commit_position().to_string() == "0/1000200");
+}
+
+// The token type: pg_lsn's text both ways, its order, and the page-header rule.
+BOOST_AUTO_TEST_CASE(wal_position_text_order_and_page_headers) {
+  using pqscope::wal_position;
+  BOOST_TEST(wal_position::parse("16/B374D848").value() == 0x16B374D848ull);
+  BOOST_TEST(wal_position::parse("16/b374d848").to_string() == "16/B374D848");
+  BOOST_TEST(wal_position::parse("0/0").empty());
+  BOOST_TEST(wal_position().to_string() == "0/0");
+  BOOST_TEST(wal_position(0xFFFFFFFFFFFFFFFFull).to_string() == "FFFFFFFF/FFFFFFFF");
+  BOOST_TEST(wal_position::parse("00000001/00000010").to_string() == "1/10");
+  for (const char* bad : {"", "/", "1/", "/1", "1", "1/2/3", "123456789/0", "0/123456789", "g/1", " 1/1", "1/1 ",
+                          "-1/1", "+1/1", "1 /1"})
+    BOOST_CHECK_THROW(wal_position::parse(bad), pqscope::conversion_error);
+  const wal_position a = wal_position::parse("1/10"), b = wal_position::parse("1/20");
+  BOOST_TEST((a < b && b > a && a <= a && b >= a && a != b && a == wal_position(0x100000010ull)));
+  BOOST_TEST(wal_position::latest(a, b).value() == b.value());
+  BOOST_TEST(wal_position::latest(b, a).value() == b.value());
+  wal_position m;
+  m.merge(b);
+  m.merge(a);
+  BOOST_TEST(m.value() == b.value());
+  // record_end(): a position just past a page header is the boundary before it.
+  const std::uint64_t page = 8192, segment = 16ull << 20;
+  BOOST_TEST(wal_position(5 * page + 24).record_end().value() == 5 * page);        // short header
+  BOOST_TEST(wal_position(3 * segment + 40).record_end().value() == 3 * segment);  // long header
+  BOOST_TEST(wal_position(3 * segment + 24).record_end().value() == 3 * segment + 24);  // inside a long header
+  BOOST_TEST(wal_position(5 * page + 40).record_end().value() == 5 * page + 40);        // mid-page
+  BOOST_TEST(wal_position(5 * page + 48).record_end().value() == 5 * page + 48);
+  BOOST_TEST(wal_position(5 * page).record_end().value() == 5 * page);
+  BOOST_TEST(wal_position(5 * page + 23).record_end().value() == 5 * page + 23);
+  BOOST_TEST(wal_position(5 * page + 25).record_end().value() == 5 * page + 25);
+  // Other block and segment sizes, as the server reports them.
+  BOOST_TEST(wal_position(3 * 32768 + 24).record_end(32768, 64ull << 20).value() == 3 * 32768u);
+  BOOST_TEST(wal_position(page + 24).record_end(32768, 64ull << 20).value() == page + 24);  // no 32 kB boundary
+  BOOST_TEST(wal_position((64ull << 20) + 40).record_end(8192, 64ull << 20).value() == (64ull << 20));
+  BOOST_TEST(wal_position((16ull << 20) + 40).record_end(8192, 64ull << 20).value() == (16ull << 20) + 40);
+  BOOST_TEST(pqscope::value_traits<wal_position>::oid == 3220u);
+}
+
+// The machine takes the header off with the sizes the server reports.
+BOOST_AUTO_TEST_CASE(the_position_is_the_record_end) {
+  conn_t c{"x", positions()};
+  auto& srv = c.driver().server();
+  srv.wal_insert = "0/1FFF00";  // the COMMIT moves it to 0/200000 (a segment of 2 MB) ...
+  srv.wal_segment_size = "2097152";
+  pqscope::atomic(c, [&] { c.execute("INSERT 1"); });
+  BOOST_TEST(c.last_commit_position().to_string() == "0/200000");  // ... which is not a boundary + 40: as is
+  srv.wal_insert = "0/1FFF28";  // + 0x100 = 0/200028: a segment's start + 40
+  pqscope::atomic(c, [&] { c.execute("INSERT 2"); });
+  BOOST_TEST(c.last_commit_position().to_string() == "0/200000");
+  srv.wal_insert = "0/201F18";  // + 0x100 = 0/202018: a page's start + 24
+  pqscope::atomic(c, [&] { c.execute("INSERT 3"); });
+  BOOST_TEST(c.last_commit_position().to_string() == "0/202000");
+  srv.wal_block_size = "32768";  // not a 32 kB page's start: as is
+  srv.wal_insert = "0/201F18";
+  pqscope::atomic(c, [&] { c.execute("INSERT 4"); });
+  BOOST_TEST(c.last_commit_position().to_string() == "0/202018");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
 // The statement caches (sql_facts_cache, prepared_statements) are direct-mapped by
 // slot_hash(), which samples a text instead of reading all of it: texts that differ
 // in one character, at the start, the middle or the end, must still spread over the

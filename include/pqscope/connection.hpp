@@ -23,6 +23,7 @@
 #include <pqscope/result.hpp>
 #include <pqscope/options.hpp>
 #include <pqscope/stats.hpp>
+#include <pqscope/wal_position.hpp>
 #include <pqscope/detail/application_name.hpp>
 #include <pqscope/detail/session_state.hpp>
 #include <pqscope/detail/scope_machine.hpp>
@@ -194,6 +195,11 @@ class basic_connection {
 
   [[nodiscard]] std::string application_name() const { return s_ ? s_->driver.application_name() : std::string(); }
   [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
+  // With connection_options::commit_positions: where the last committed outermost
+  // scope's COMMIT ended in the WAL (see wal_position.hpp), set before its on_commit
+  // callbacks run. Empty until one committed, or when the last one's is unknown;
+  // statements in autocommit leave it as it is.
+  [[nodiscard]] wal_position last_commit_position() const { return machine().last_commit_position(); }
   [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
   [[nodiscard]] Driver& driver() { return machine_session().driver; }
   // The conninfo with its passwords replaced by *** (the session keeps the original).
@@ -236,6 +242,7 @@ class basic_connection {
         borrowed_(true) {
     s_->machine.set_observer(options_.observer);
     s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+    s_->machine.set_commit_positions(options_.commit_positions);
     // Behind a pooler a borrowed session prepares nothing: its names would outlive the
     // wrapper (libpq 15 cannot close a statement, PgBouncer does not track DEALLOCATE).
     // Directly, the wrapper deallocates its own when it hands the session back.
@@ -361,6 +368,7 @@ PQSCOPE_DECL basic_connection<Driver>::basic_connection(std::string conninfo, co
   s_->machine.set_observer(options_.observer);
   s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
   s_->machine.set_prepare_limit(detail::prepare_limit(options_), options_.pooling == pooling::transaction);
+  s_->machine.set_commit_positions(options_.commit_positions);
   detail::configure_driver(s_->driver, options_);
   s_->driver.open(s_->conninfo, detail::default_application_name());
 }

@@ -146,6 +146,15 @@ struct connection_options {
   // bounded (connect_timeout=10) and a dead peer is still noticed by TCP keepalives
   // and tcp_user_timeout defaults. Set it above the longest statement you run.
   std::chrono::milliseconds network_timeout{0};
+  // Read-your-writes: the COMMIT of a read-write outermost scope carries, in the same
+  // batch (no round trip), a query for the WAL position the server reached, and
+  // last_commit_position() returns it once the COMMIT succeeded (also inside
+  // on_commit callbacks). A standby that has replayed up to it sees the transaction.
+  // Statements in autocommit (whose commit a query in their batch would precede),
+  // savepoints, read-only and rolled-back scopes leave it as it was. If only the
+  // position query fails (a cancel, say), the commit stands and the position is left
+  // empty (unknown), as after a COMMIT in doubt. Off by default.
+  bool commit_positions = false;
 };
 
 namespace detail {

@@ -221,6 +221,7 @@ constexpr unsigned array_oid(unsigned element_oid) noexcept {
     case 1186: return 1187;  // interval
     case 1700: return 1231;  // numeric
     case 2950: return 2951;  // uuid
+    case 3220: return 3221;  // pg_lsn
     case 3802: return 3807;  // jsonb
     default: return 0;
   }

@@ -11,6 +11,7 @@
 #include <pqscope/numeric.hpp>
 #include <pqscope/interval.hpp>
 #include <pqscope/uuid.hpp>
+#include <pqscope/wal_position.hpp>
 #include <pqscope/timestamptz.hpp>
 #include <pqscope/enums.hpp>
 #include <pqscope/result.hpp>

@@ -26,6 +26,7 @@
 
 #include <pqscope/driver.hpp>
 #include <pqscope/result.hpp>
+#include <pqscope/wal_position.hpp>
 
 namespace pqtest {
 
@@ -70,6 +71,11 @@ class scripted_server {
   }
   // The connection dies at a COMMIT, after the server received it.
   bool lose_on_commit = false;
+  // What the WAL position query (connection_options::commit_positions) answers:
+  // pg_current_wal_insert_lsn(), wal_block_size, wal_segment_size. Each COMMIT of a
+  // transaction moves the insert position on by 0x100.
+  std::string wal_insert = "0/1000000", wal_block_size = "8192", wal_segment_size = "16777216";
+  int position_queries = 0;
 
   // Batches sent since the previous call.
   std::vector<std::vector<std::string>> take_batches() {
@@ -103,6 +109,7 @@ class scripted_server {
         fail(r, words(sql, 1) == "COMMIT", f->sqlstate, "scripted error " + f->sqlstate + " at: " + sql);
       else
         run(r, sql, params_of(batch[i]));
+      r.parsed = batch[i].parse && !f;  // a Parse is accepted unless a fault is scripted there
       if (r.st == pqscope::reply::status::error) break;  // the pipeline is aborted: the rest stays `skipped`
     }
     out.state = tx == tx_state::idle             ? pqscope::server_state::idle
@@ -232,6 +239,27 @@ class scripted_server {
     r.command = "SELECT 1";
   }
 
+  // One row of text columns.
+  static void ok_row(pqscope::reply& r, const std::vector<std::string>& values) {
+    PGresult* res = PQmakeEmptyPGresult(nullptr, PGRES_TUPLES_OK);
+    std::vector<PGresAttDesc> cols(values.size());
+    char name[] = "?column?";
+    for (auto& col : cols) {
+      col.name = name;
+      col.typid = 25;
+      col.typlen = -1;
+      col.atttypmod = -1;
+    }
+    PQsetResultAttrs(res, static_cast<int>(cols.size()), cols.data());
+    for (std::size_t c = 0; c < values.size(); ++c) {
+      std::string v = values[c];
+      PQsetvalue(res, 0, static_cast<int>(c), v.data(), static_cast<int>(v.size()));
+    }
+    r.st = pqscope::reply::status::ok;
+    r.res = pqscope::result{pqscope::detail::adopt(res)};
+    r.command = "SELECT 1";
+  }
+
   // An error: an open transaction is failed by it; COMMIT that fails ends the transaction.
   void fail(pqscope::reply& r, bool ends_transaction, std::string sqlstate, std::string message) {
     r.st = pqscope::reply::status::error;
@@ -298,7 +326,13 @@ class scripted_server {
       return ok(r, "ROLLBACK");
     }
     if (w1 == "COMMIT") {
-      if (tx == tx_state::in_transaction) ++commits;
+      if (tx == tx_state::in_transaction) {
+        ++commits;
+        try {
+          wal_insert = pqscope::wal_position(pqscope::wal_position::parse(wal_insert).value() + 0x100).to_string();
+        } catch (const pqscope::conversion_error&) {  // a test made it unreadable: it stays so
+        }
+      }
       if (failed) ++rollbacks;
       end_transaction();
       return ok(r, failed ? "ROLLBACK" : "COMMIT");  // a failed transaction can only roll back
@@ -322,6 +356,10 @@ class scripted_server {
     if (sql.find("ENDS_TX") != std::string::npos) {
       ++commits;
       end_transaction();
+    }
+    if (sql.rfind("SELECT pg_catalog.pg_current_wal_insert_lsn()", 0) == 0) {
+      ++position_queries;
+      return ok_row(r, {wal_insert, wal_block_size, wal_segment_size});
     }
     if (w1 == "SELECT") {
       const std::string v = word_at(sql, 1);

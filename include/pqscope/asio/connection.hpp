@@ -51,6 +51,7 @@
 #include <pqscope/errors.hpp>
 #include <pqscope/options.hpp>
 #include <pqscope/params.hpp>
+#include <pqscope/wal_position.hpp>
 #include <pqscope/notification.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/stats.hpp>
@@ -259,6 +260,9 @@ class connection {
 
   [[nodiscard]] std::string application_name() const { return s_ ? s_->io->application_name() : std::string(); }
   [[nodiscard]] const connection_stats& stats() const { return session().machine.stats(); }
+  // With connection_options::commit_positions: where the last committed outermost
+  // scope's COMMIT ended in the WAL, as on pqscope::connection.
+  [[nodiscard]] wal_position last_commit_position() const { return session().machine.last_commit_position(); }
   [[nodiscard]] PGconn* native_handle() const { return s_ ? s_->io->native_handle() : nullptr; }
   [[nodiscard]] bool is_open() const noexcept { return s_ && s_->io->usable(); }
   // The conninfo with its passwords replaced by *** (the session keeps the original).

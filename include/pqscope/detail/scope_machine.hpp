@@ -63,6 +63,7 @@
 #include <pqscope/params.hpp>
 #include <pqscope/result.hpp>
 #include <pqscope/stats.hpp>
+#include <pqscope/wal_position.hpp>
 #include <pqscope/detail/config.hpp>
 #include <pqscope/detail/sql_facts.hpp>
 #include <pqscope/detail/prepared_statements.hpp>
@@ -102,6 +103,13 @@ class scope_machine {
   // a pooler's word; see prepared_statements.hpp.
   void set_prepare_limit(std::size_t limit, bool pooled = false) noexcept { prepared_.set_limit(limit, pooled); }
   [[nodiscard]] const prepared_statements& prepared() const noexcept { return prepared_; }
+  // connection_options::commit_positions: a read-write outermost COMMIT carries the
+  // WAL position query in its batch.
+  void set_commit_positions(bool on) noexcept { commit_positions_ = on; }
+  // Where the last outermost COMMIT with commit_positions ended in the WAL; empty
+  // until one succeeded, or when its position is unknown (the query failed, the
+  // COMMIT is in doubt). Set before that scope's on_commit callbacks run.
+  [[nodiscard]] wal_position last_commit_position() const noexcept { return last_commit_position_; }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
@@ -212,7 +220,10 @@ class scope_machine {
     std::string context;  // prefix for its error message
   };
   struct item {
-    enum kind : unsigned char { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup };
+    enum kind : unsigned char {
+      begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup,
+      position  // the WAL position right after a COMMIT (commit_positions); see position_item()
+    };
     kind k = user;
     std::uint64_t frame_id = 0;             // the frame that queued it
     std::size_t level = 0;                  // the innermost frame whose savepoint undoes it
@@ -259,6 +270,8 @@ class scope_machine {
     std::optional<doom> refused;  // commit() of a doomed scope: rolled back instead
     std::string xid, resolution;
     bool xid_unknown = false, resolved = false;
+    bool position_asked = false;  // the COMMIT's batch carried the position query
+    wal_position position;        // what it answered, or empty
   };
 
   std::shared_ptr<statement_slot> make_slot(const char* sql, std::string_view text, const param_list& params,
@@ -280,6 +293,9 @@ class scope_machine {
   item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, const char* fixed = nullptr);
   item& queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
   static item xid_item();
+  static item position_item();
+  // Reads the position query's answer; empty for anything unexpected (never throws).
+  static wal_position read_position(const reply& r) noexcept;
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
   void push_followup(const char* sql, bool awaited);
   template <class Pred>
@@ -355,6 +371,11 @@ class scope_machine {
 
   void pop_outermost();
 
+  // A COMMIT in doubt may have committed past the last position: none is known then.
+  void forget_position(const operation& op) noexcept {
+    if (op.position_asked) last_commit_position_ = wal_position();
+  }
+
   // The outermost scope ends: its COMMIT or ROLLBACK is queued behind whatever
   // statements still wait, so they go out together.
   void start_outermost();
@@ -410,6 +431,8 @@ class scope_machine {
   std::vector<std::uint64_t> held_;  // subtransactions per savepoint level, see hold()
   std::size_t savepoint_limit_ = 64;
   bool refuse_past_limit_ = false;
+  bool commit_positions_ = false;
+  wal_position last_commit_position_;
 };
 
 }  // namespace pqscope::detail

@@ -46,6 +46,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
     io->notices = pqscope::detail::notice_route(options);
     machine.set_savepoint_limit(options.savepoint_limit, options.refuse_past_savepoint_limit);
     machine.set_prepare_limit(pqscope::detail::prepare_limit(options), options.pooling == pqscope::pooling::transaction);
+    machine.set_commit_positions(options.commit_positions);
     if (options.network_timeout.count() > 0) {
       io->timeout = options.network_timeout;
       io->cancel_wait = libpq_driver::grace_for(options.network_timeout);

@@ -66,6 +66,13 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
       op_.end_reply = r;
       end_of_transaction();
     }
+    if (it.k == item::position) {
+      op_.position_asked = true;
+      // Never a failure of the batch: the COMMIT before it stands, whatever this
+      // query answers (a cancel, an error, nothing); the position is then left empty.
+      if (op_.end_reply.st == reply::status::ok && op_.end_reply.tag() == "COMMIT") op_.position = read_position(r);
+      continue;
+    }
     if (r.st == reply::status::error && !failed_at) failed_at = k;
     if (r.st != reply::status::ok) continue;
     switch (it.k) {
@@ -130,7 +137,8 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
       // Skipped controls never ran: back to the queue, to ride with the next batch.
       std::vector<item> back;
       for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
-        if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
+        if (batch[k].k != item::user && batch[k].k != item::xid && batch[k].k != item::position)
+          back.push_back(std::move(batch[k]));
       queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
     }
   }
@@ -195,7 +203,7 @@ PQSCOPE_DECL bool scope_machine::resend_lost(std::vector<item>& batch, const bat
   std::vector<item> again;
   again.reserve(batch.size());
   for (item& it : batch)
-    if (it.k != item::xid) again.push_back(std::move(it));  // plan() asks for the id again
+    if (it.k != item::xid && it.k != item::position) again.push_back(std::move(it));  // plan() adds them again
   queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
   for (frame& f : frames_) f.sent = false;
   if (br.state != server_state::idle) push_followup("ROLLBACK", false);

@@ -9,11 +9,14 @@
 #include <pqscope/detail/impl/queue_edits.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -164,11 +167,16 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     const bool rolls_back = ends && std::strcmp(queue_[n - 1].text(), "ROLLBACK") == 0;
     const bool xid = !rolls_back && (last_user > 0 || (ends && xid_pending_)) && wants_xid();
     const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
+    // Read-your-writes: the WAL position right behind the COMMIT, in the same batch.
+    // Not for a read-only transaction, which writes no commit record.
+    const bool position = commit_positions_ && ends && !rolls_back &&
+                          !(op_.ended.id == queue_[n - 1].frame_id && op_.ended.opts.read_only);
     for (std::size_t k = 0; k < n; ++k) {
       if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
       in_flight_.push_back(std::move(queue_[k]));
       if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
     }
+    if (position) in_flight_.push_back(position_item());
     // Until an answer to the id query comes back, statements sent may have written.
     if (last_user > 0) xid_pending_ = true;
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
@@ -257,6 +265,42 @@ PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
   item it(item::xid);
   it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
   return it;
+}
+
+// After the COMMIT, before the batch's sync. The insert position, not
+// pg_current_wal_lsn(): with synchronous_commit = off the write position may still
+// be before the commit record; the insert position is past it once COMMIT has
+// answered. It is the whole server's and only grows, so whatever ran in between
+// only moves it further; and behind PgBouncer's transaction pooling a statement in
+// the COMMIT's batch (before its sync) runs on the COMMIT's server connection. The
+// function is volatile, so Pgpool-II sends it to the primary. The block and segment
+// sizes ride along (no round trip) to take a page header off the position
+// (wal_position::record_end); where they cannot be read, PostgreSQL's defaults
+// (8 kB, 16 MB) are assumed.
+PQSCOPE_DECL scope_machine::item scope_machine::position_item() {
+  item it(item::position);
+  it.fixed =
+      "SELECT pg_catalog.pg_current_wal_insert_lsn(), pg_catalog.current_setting('wal_block_size')::int8, "
+      "pg_catalog.pg_size_bytes(pg_catalog.current_setting('wal_segment_size'))";
+  return it;
+}
+
+PQSCOPE_DECL wal_position scope_machine::read_position(const reply& r) noexcept {
+  try {
+    if (r.st != reply::status::ok || r.res.size() != 1 || r.res.columns() < 1 || r.res[0][0].is_null()) return {};
+    const wal_position at = wal_position::parse(r.res[0][0].text());
+    std::uint64_t sizes[2] = {wal_position::default_block_size, wal_position::default_segment_size};
+    for (std::size_t c = 1; c < 3 && c < r.res.columns(); ++c) {
+      if (r.res[0][c].is_null()) continue;
+      const std::string_view t = r.res[0][c].text();
+      std::uint64_t v = 0;
+      const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+      if (ec == std::errc() && end == t.data() + t.size() && v > 0) sizes[c - 1] = v;
+    }
+    return at.record_end(sizes[0], sizes[1]);
+  } catch (...) {
+    return {};  // the commit stands without a position
+  }
 }
 
 PQSCOPE_DECL const char* scope_machine::savepoint_text(const item& it) {

@@ -162,6 +162,10 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
   auto done = [&] {
     ++stats_.transactions_committed;
     if (committed != nullptr) *committed = true;
+    // Before on_commit, which may read it. A commit whose position is unknown (its
+    // query failed, or the answer was lost) leaves no position rather than an older
+    // one that this transaction's writes are past.
+    if (op.position_asked) last_commit_position_ = op.position;
     run_callbacks(f.on_commit, false);
   };
   if (!op.sent_end) {  // nothing ever reached the server: nothing to commit
@@ -179,13 +183,16 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
       throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
                              "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
     }
+    forget_position(op);
     throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
                          op.xid + " gave no answer (" + outcome +
                          "); the transaction may or may not have committed: " + *op.lost);
   }
-  if (op.lost)
+  if (op.lost) {
+    forget_position(op);
     throw in_doubt_error("the connection was lost after COMMIT was sent, so the transaction may or may not have "
                          "committed: " + *op.lost);
+  }
   if (op.failure || op.end_reply.st != reply::status::ok) {
     ++stats_.transactions_rolled_back;
     run_callbacks(f.on_rollback, false);
