@@ -135,7 +135,7 @@ run_memcheck() {
     PQSCOPE_ASIO_COPY_ROWS=20000 PQSCOPE_TYPES_TEXTS=300
   for t in scope_machine nesting autocommit misuse values types atomic connection round_trips faults model observer pool \
       pooler_guard guard_differential redaction batch subtransactions errors copy scripts borrow notifications asio_api \
-      asio_model asio_scripts asio_copy notices runtime_params everyday_types interval json mapping; do
+      asio_model asio_scripts asio_copy notices runtime_params everyday_types interval json mapping commit_positions; do
     if valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
         --track-origins=yes "$BUILD_DIR/tests/test_$t" --report_level=no >"$BUILD_DIR/memcheck_$t.log" 2>&1; then
       passed=$((passed + 1))

@@ -1343,6 +1343,7 @@ inline void link::lose(std::string why) {
 // #include <pqscope/errors.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/options.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/params.hpp> (in <pqscope/pqscope.hpp>)
+// #include <pqscope/wal_position.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/notification.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/result.hpp> (in <pqscope/pqscope.hpp>)
 // #include <pqscope/stats.hpp> (in <pqscope/pqscope.hpp>)
@@ -1630,6 +1631,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
     io->notices = pqscope::detail::notice_route(options);
     machine.set_savepoint_limit(options.savepoint_limit, options.refuse_past_savepoint_limit);
     machine.set_prepare_limit(pqscope::detail::prepare_limit(options), options.pooling == pqscope::pooling::transaction);
+    machine.set_commit_positions(options.commit_positions);
     if (options.network_timeout.count() > 0) {
       io->timeout = options.network_timeout;
       io->cancel_wait = libpq_driver::grace_for(options.network_timeout);
@@ -2967,6 +2969,9 @@ class connection {
 
   [[nodiscard]] std::string application_name() const { return s_ ? s_->io->application_name() : std::string(); }
   [[nodiscard]] const connection_stats& stats() const { return session().machine.stats(); }
+  // With connection_options::commit_positions: where the last committed outermost
+  // scope's COMMIT ended in the WAL, as on pqscope::connection.
+  [[nodiscard]] wal_position last_commit_position() const { return session().machine.last_commit_position(); }
   [[nodiscard]] PGconn* native_handle() const { return s_ ? s_->io->native_handle() : nullptr; }
   [[nodiscard]] bool is_open() const noexcept { return s_ && s_->io->usable(); }
   // The conninfo with its passwords replaced by *** (the session keeps the original).

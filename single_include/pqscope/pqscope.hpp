@@ -675,6 +675,15 @@ struct connection_options {
   // bounded (connect_timeout=10) and a dead peer is still noticed by TCP keepalives
   // and tcp_user_timeout defaults. Set it above the longest statement you run.
   std::chrono::milliseconds network_timeout{0};
+  // Read-your-writes: the COMMIT of a read-write outermost scope carries, in the same
+  // batch (no round trip), a query for the WAL position the server reached, and
+  // last_commit_position() returns it once the COMMIT succeeded (also inside
+  // on_commit callbacks). A standby that has replayed up to it sees the transaction.
+  // Statements in autocommit (whose commit a query in their batch would precede),
+  // savepoints, read-only and rolled-back scopes leave it as it was. If only the
+  // position query fails (a cancel, say), the commit stands and the position is left
+  // empty (unknown), as after a COMMIT in doubt. Off by default.
+  bool commit_positions = false;
 };
 
 namespace detail {
@@ -1444,6 +1453,7 @@ constexpr unsigned array_oid(unsigned element_oid) noexcept {
     case 1186: return 1187;  // interval
     case 1700: return 1231;  // numeric
     case 2950: return 2951;  // uuid
+    case 3220: return 3221;  // pg_lsn
     case 3802: return 3807;  // jsonb
     default: return 0;
   }
@@ -2870,6 +2880,153 @@ PQSCOPE_DECL char* uuid::write(char* p) const noexcept {
 
 PQSCOPE_DECL std::string uuid::to_string() const {
   char out[36];
+  return std::string(out, write(out));
+}
+
+}  // namespace pqscope
+#endif
+// #include <pqscope/wal_position.hpp>
+// pqscope::wal_position: a position in the server's write-ahead log (PostgreSQL's
+// pg_lsn), for parameters and results, and the token of read-your-writes: with
+// connection_options::commit_positions, basic_connection::last_commit_position()
+// (and the Asio connection's) is where the last COMMIT's record ends in the WAL.
+// A standby that has replayed up to it sees that transaction.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/params.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope {
+
+class wal_position {
+ public:
+  // PostgreSQL's defaults (XLOG_BLCKSZ, wal_segment_size) and its page header sizes
+  // (SizeOfXLogShortPHD, SizeOfXLogLongPHD on 64-bit builds).
+  static constexpr std::uint64_t default_block_size = 8192;
+  static constexpr std::uint64_t default_segment_size = 16u * 1024 * 1024;
+  static constexpr std::uint64_t short_page_header = 24;
+  static constexpr std::uint64_t long_page_header = 40;
+
+  constexpr wal_position() noexcept = default;  // 0/0: no position
+  explicit constexpr wal_position(std::uint64_t v) noexcept : value_(v) {}
+
+  // pg_lsn's text: 1 to 8 hex digits, '/', 1 to 8 hex digits ("16/B374D848"), either
+  // case. Anything else is a conversion_error.
+  static wal_position parse(std::string_view text);
+  // As the server writes it: uppercase hex, no leading zeros ("16/B374D848", "0/0").
+  [[nodiscard]] std::string to_string() const;
+  // The same into p (room for max_text_size bytes); returns where it ends.
+  static constexpr std::size_t max_text_size = 17;
+  char* write(char* p) const noexcept;
+
+  [[nodiscard]] constexpr std::uint64_t value() const noexcept { return value_; }
+  [[nodiscard]] constexpr bool empty() const noexcept { return value_ == 0; }
+
+  // The later of two tokens (positions only grow on a server and its standbys, across
+  // a promotion too): what a client that read through both must wait for.
+  [[nodiscard]] static constexpr wal_position latest(wal_position a, wal_position b) noexcept {
+    return a.value_ < b.value_ ? b : a;
+  }
+  void merge(wal_position other) noexcept { *this = latest(*this, other); }
+
+  // pg_current_wal_insert_lsn() gives where the next record will start. When the
+  // last record ended exactly at a page boundary that is past the next page's
+  // header: the boundary + 24, or + 40 at the start of a segment. A standby that
+  // replayed that record reports the boundary itself (PostgreSQL's
+  // XLogBytePosToRecPtr against XLogBytePosToEndRecPtr). This is the end form: the
+  // header taken off, so that the position compares with a replay position.
+  // `block_size` and `segment_size` are the server's wal_block_size and
+  // wal_segment_size (wrong ones could move a position that is not on a boundary).
+  [[nodiscard]] constexpr wal_position record_end(std::uint64_t block_size = default_block_size,
+                                                  std::uint64_t segment_size = default_segment_size) const noexcept {
+    if (segment_size != 0 && value_ % segment_size == long_page_header)
+      return wal_position(value_ - long_page_header);
+    // A segment's first page has the long header: 24 bytes into it is no boundary.
+    const bool segment_start = segment_size != 0 && value_ % segment_size == short_page_header;
+    if (block_size != 0 && value_ % block_size == short_page_header && !segment_start)
+      return wal_position(value_ - short_page_header);
+    return *this;
+  }
+
+  friend constexpr bool operator==(wal_position a, wal_position b) noexcept { return a.value_ == b.value_; }
+  friend constexpr bool operator!=(wal_position a, wal_position b) noexcept { return a.value_ != b.value_; }
+  friend constexpr bool operator<(wal_position a, wal_position b) noexcept { return a.value_ < b.value_; }
+  friend constexpr bool operator>(wal_position a, wal_position b) noexcept { return a.value_ > b.value_; }
+  friend constexpr bool operator<=(wal_position a, wal_position b) noexcept { return a.value_ <= b.value_; }
+  friend constexpr bool operator>=(wal_position a, wal_position b) noexcept { return a.value_ >= b.value_; }
+
+ private:
+  std::uint64_t value_ = 0;
+};
+
+template <>
+struct value_traits<wal_position> {
+  static constexpr unsigned oid = 3220;  // pg_lsn
+  static std::string to_text(const wal_position& p) { return p.to_string(); }
+  static wal_position from_text(std::string_view s) { return wal_position::parse(s); }
+  // COPY rows: nothing in it needs escaping.
+  static constexpr std::size_t unescaped_size = wal_position::max_text_size;
+  static char* write_unescaped(char* p, const wal_position& v) noexcept { return v.write(p); }
+};
+
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/wal_position.ipp>
+// The bodies of <pqscope/wal_position.hpp>: included at its end in header-only mode,
+// and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/wal_position.hpp> (inlined above)
+
+namespace pqscope {
+
+PQSCOPE_DECL wal_position wal_position::parse(std::string_view text) {
+  // PostgreSQL's pg_lsn_in_internal (src/backend/utils/adt/pg_lsn.c).
+  auto refuse = [&]() -> wal_position {
+    throw conversion_error("cannot read \"" + std::string(text.substr(0, 80)) + "\" as a WAL position (pg_lsn)");
+  };
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::uint64_t halves[2] = {0, 0};
+  std::size_t at = 0;
+  for (int half = 0; half < 2; ++half) {
+    std::size_t digits = 0;
+    for (; at < text.size() && hex(text[at]) >= 0; ++at, ++digits)
+      halves[half] = halves[half] * 16 + static_cast<std::uint64_t>(hex(text[at]));
+    if (digits < 1 || digits > 8) return refuse();
+    if (half == 0) {
+      if (at >= text.size() || text[at] != '/') return refuse();
+      ++at;
+    }
+  }
+  if (at != text.size()) return refuse();
+  return wal_position((halves[0] << 32) | halves[1]);
+}
+
+PQSCOPE_DECL char* wal_position::write(char* p) const noexcept {
+  static constexpr char digits[] = "0123456789ABCDEF";
+  auto put = [&](std::uint32_t v) {
+    int shift = 28;
+    while (shift > 0 && ((v >> shift) & 0xf) == 0) shift -= 4;
+    for (; shift >= 0; shift -= 4) *p++ = digits[(v >> shift) & 0xf];
+  };
+  put(static_cast<std::uint32_t>(value_ >> 32));
+  *p++ = '/';
+  put(static_cast<std::uint32_t>(value_));
+  return p;
+}
+
+PQSCOPE_DECL std::string wal_position::to_string() const {
+  char out[max_text_size];
   return std::string(out, write(out));
 }
 
@@ -6965,6 +7122,7 @@ PQSCOPE_DECL void copy_row_encoder::put_text(std::string_view text, std::size_t 
 // #include <pqscope/params.hpp> (inlined above)
 // #include <pqscope/result.hpp> (inlined above)
 // #include <pqscope/stats.hpp> (inlined above)
+// #include <pqscope/wal_position.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
 // #include <pqscope/detail/sql_facts.hpp>
 // What pqscope's checks read off a statement's text before it is queued, and a
@@ -7951,6 +8109,13 @@ class scope_machine {
   // a pooler's word; see prepared_statements.hpp.
   void set_prepare_limit(std::size_t limit, bool pooled = false) noexcept { prepared_.set_limit(limit, pooled); }
   [[nodiscard]] const prepared_statements& prepared() const noexcept { return prepared_; }
+  // connection_options::commit_positions: a read-write outermost COMMIT carries the
+  // WAL position query in its batch.
+  void set_commit_positions(bool on) noexcept { commit_positions_ = on; }
+  // Where the last outermost COMMIT with commit_positions ended in the WAL; empty
+  // until one succeeded, or when its position is unknown (the query failed, the
+  // COMMIT is in doubt). Set before that scope's on_commit callbacks run.
+  [[nodiscard]] wal_position last_commit_position() const noexcept { return last_commit_position_; }
   // Statements of a batched attempt wait in the queue instead of going out at once.
   [[nodiscard]] bool batching() const noexcept { return !frames_.empty() && frames_.front().attempt.batched; }
   [[nodiscard]] std::uint64_t innermost_id() const noexcept { return frames_.empty() ? 0 : frames_.back().id; }
@@ -8061,7 +8226,10 @@ class scope_machine {
     std::string context;  // prefix for its error message
   };
   struct item {
-    enum kind : unsigned char { begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup };
+    enum kind : unsigned char {
+      begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup,
+      position  // the WAL position right after a COMMIT (commit_positions); see position_item()
+    };
     kind k = user;
     std::uint64_t frame_id = 0;             // the frame that queued it
     std::size_t level = 0;                  // the innermost frame whose savepoint undoes it
@@ -8108,6 +8276,8 @@ class scope_machine {
     std::optional<doom> refused;  // commit() of a doomed scope: rolled back instead
     std::string xid, resolution;
     bool xid_unknown = false, resolved = false;
+    bool position_asked = false;  // the COMMIT's batch carried the position query
+    wal_position position;        // what it answered, or empty
   };
 
   std::shared_ptr<statement_slot> make_slot(const char* sql, std::string_view text, const param_list& params,
@@ -8129,6 +8299,9 @@ class scope_machine {
   item& queue(item::kind k, std::uint64_t frame_id, std::size_t level, const char* fixed = nullptr);
   item& queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
   static item xid_item();
+  static item position_item();
+  // Reads the position query's answer; empty for anything unexpected (never throws).
+  static wal_position read_position(const reply& r) noexcept;
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
   void push_followup(const char* sql, bool awaited);
   template <class Pred>
@@ -8204,6 +8377,11 @@ class scope_machine {
 
   void pop_outermost();
 
+  // A COMMIT in doubt may have committed past the last position: none is known then.
+  void forget_position(const operation& op) noexcept {
+    if (op.position_asked) last_commit_position_ = wal_position();
+  }
+
   // The outermost scope ends: its COMMIT or ROLLBACK is queued behind whatever
   // statements still wait, so they go out together.
   void start_outermost();
@@ -8259,6 +8437,8 @@ class scope_machine {
   std::vector<std::uint64_t> held_;  // subtransactions per savepoint level, see hold()
   std::size_t savepoint_limit_ = 64;
   bool refuse_past_limit_ = false;
+  bool commit_positions_ = false;
+  wal_position last_commit_position_;
 };
 
 }  // namespace pqscope::detail
@@ -8302,11 +8482,14 @@ void scope_machine::trim_tail(Pred pred) {
 }  // namespace pqscope::detail
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -8457,11 +8640,16 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     const bool rolls_back = ends && std::strcmp(queue_[n - 1].text(), "ROLLBACK") == 0;
     const bool xid = !rolls_back && (last_user > 0 || (ends && xid_pending_)) && wants_xid();
     const std::size_t xid_after = last_user > 0 ? last_user : n - 1;
+    // Read-your-writes: the WAL position right behind the COMMIT, in the same batch.
+    // Not for a read-only transaction, which writes no commit record.
+    const bool position = commit_positions_ && ends && !rolls_back &&
+                          !(op_.ended.id == queue_[n - 1].frame_id && op_.ended.opts.read_only);
     for (std::size_t k = 0; k < n; ++k) {
       if (xid && last_user == 0 && k == xid_after) in_flight_.push_back(xid_item());
       in_flight_.push_back(std::move(queue_[k]));
       if (xid && last_user > 0 && k + 1 == xid_after) in_flight_.push_back(xid_item());
     }
+    if (position) in_flight_.push_back(position_item());
     // Until an answer to the id query comes back, statements sent may have written.
     if (last_user > 0) xid_pending_ = true;
     queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
@@ -8550,6 +8738,42 @@ PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
   item it(item::xid);
   it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
   return it;
+}
+
+// After the COMMIT, before the batch's sync. The insert position, not
+// pg_current_wal_lsn(): with synchronous_commit = off the write position may still
+// be before the commit record; the insert position is past it once COMMIT has
+// answered. It is the whole server's and only grows, so whatever ran in between
+// only moves it further; and behind PgBouncer's transaction pooling a statement in
+// the COMMIT's batch (before its sync) runs on the COMMIT's server connection. The
+// function is volatile, so Pgpool-II sends it to the primary. The block and segment
+// sizes ride along (no round trip) to take a page header off the position
+// (wal_position::record_end); where they cannot be read, PostgreSQL's defaults
+// (8 kB, 16 MB) are assumed.
+PQSCOPE_DECL scope_machine::item scope_machine::position_item() {
+  item it(item::position);
+  it.fixed =
+      "SELECT pg_catalog.pg_current_wal_insert_lsn(), pg_catalog.current_setting('wal_block_size')::int8, "
+      "pg_catalog.pg_size_bytes(pg_catalog.current_setting('wal_segment_size'))";
+  return it;
+}
+
+PQSCOPE_DECL wal_position scope_machine::read_position(const reply& r) noexcept {
+  try {
+    if (r.st != reply::status::ok || r.res.size() != 1 || r.res.columns() < 1 || r.res[0][0].is_null()) return {};
+    const wal_position at = wal_position::parse(r.res[0][0].text());
+    std::uint64_t sizes[2] = {wal_position::default_block_size, wal_position::default_segment_size};
+    for (std::size_t c = 1; c < 3 && c < r.res.columns(); ++c) {
+      if (r.res[0][c].is_null()) continue;
+      const std::string_view t = r.res[0][c].text();
+      std::uint64_t v = 0;
+      const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+      if (ec == std::errc() && end == t.data() + t.size() && v > 0) sizes[c - 1] = v;
+    }
+    return at.record_end(sizes[0], sizes[1]);
+  } catch (...) {
+    return {};  // the commit stands without a position
+  }
 }
 
 PQSCOPE_DECL const char* scope_machine::savepoint_text(const item& it) {
@@ -8668,6 +8892,13 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
       op_.end_reply = r;
       end_of_transaction();
     }
+    if (it.k == item::position) {
+      op_.position_asked = true;
+      // Never a failure of the batch: the COMMIT before it stands, whatever this
+      // query answers (a cancel, an error, nothing); the position is then left empty.
+      if (op_.end_reply.st == reply::status::ok && op_.end_reply.tag() == "COMMIT") op_.position = read_position(r);
+      continue;
+    }
     if (r.st == reply::status::error && !failed_at) failed_at = k;
     if (r.st != reply::status::ok) continue;
     switch (it.k) {
@@ -8732,7 +8963,8 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
       // Skipped controls never ran: back to the queue, to ride with the next batch.
       std::vector<item> back;
       for (std::size_t k = *failed_at + 1; k < batch.size(); ++k)
-        if (batch[k].k != item::user && batch[k].k != item::xid) back.push_back(std::move(batch[k]));
+        if (batch[k].k != item::user && batch[k].k != item::xid && batch[k].k != item::position)
+          back.push_back(std::move(batch[k]));
       queue_.insert(queue_.begin(), std::make_move_iterator(back.begin()), std::make_move_iterator(back.end()));
     }
   }
@@ -8797,7 +9029,7 @@ PQSCOPE_DECL bool scope_machine::resend_lost(std::vector<item>& batch, const bat
   std::vector<item> again;
   again.reserve(batch.size());
   for (item& it : batch)
-    if (it.k != item::xid) again.push_back(std::move(it));  // plan() asks for the id again
+    if (it.k != item::xid && it.k != item::position) again.push_back(std::move(it));  // plan() adds them again
   queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
   for (frame& f : frames_) f.sent = false;
   if (br.state != server_state::idle) push_followup("ROLLBACK", false);
@@ -9141,6 +9373,10 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
   auto done = [&] {
     ++stats_.transactions_committed;
     if (committed != nullptr) *committed = true;
+    // Before on_commit, which may read it. A commit whose position is unknown (its
+    // query failed, or the answer was lost) leaves no position rather than an older
+    // one that this transaction's writes are past.
+    if (op.position_asked) last_commit_position_ = op.position;
     run_callbacks(f.on_commit, false);
   };
   if (!op.sent_end) {  // nothing ever reached the server: nothing to commit
@@ -9158,13 +9394,16 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
       throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
                              "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
     }
+    forget_position(op);
     throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
                          op.xid + " gave no answer (" + outcome +
                          "); the transaction may or may not have committed: " + *op.lost);
   }
-  if (op.lost)
+  if (op.lost) {
+    forget_position(op);
     throw in_doubt_error("the connection was lost after COMMIT was sent, so the transaction may or may not have "
                          "committed: " + *op.lost);
+  }
   if (op.failure || op.end_reply.st != reply::status::ok) {
     ++stats_.transactions_rolled_back;
     run_callbacks(f.on_rollback, false);
@@ -10089,6 +10328,7 @@ PQSCOPE_DECL bool copy_reader::next_line(std::string_view& line) {
 // #include <pqscope/result.hpp> (inlined above)
 // #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/stats.hpp> (inlined above)
+// #include <pqscope/wal_position.hpp> (inlined above)
 // #include <pqscope/detail/application_name.hpp>
 // The default application_name, "program:user@host", so that every client is
 // recognisable in pg_stat_activity, also through PgBouncer.
@@ -10333,6 +10573,11 @@ class basic_connection {
 
   [[nodiscard]] std::string application_name() const { return s_ ? s_->driver.application_name() : std::string(); }
   [[nodiscard]] const connection_stats& stats() const { return machine().stats(); }
+  // With connection_options::commit_positions: where the last committed outermost
+  // scope's COMMIT ended in the WAL (see wal_position.hpp), set before its on_commit
+  // callbacks run. Empty until one committed, or when the last one's is unknown;
+  // statements in autocommit leave it as it is.
+  [[nodiscard]] wal_position last_commit_position() const { return machine().last_commit_position(); }
   [[nodiscard]] auto native_handle() const { return s_ ? s_->driver.native_handle() : decltype(s_->driver.native_handle()){}; }
   [[nodiscard]] Driver& driver() { return machine_session().driver; }
   // The conninfo with its passwords replaced by *** (the session keeps the original).
@@ -10375,6 +10620,7 @@ class basic_connection {
         borrowed_(true) {
     s_->machine.set_observer(options_.observer);
     s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
+    s_->machine.set_commit_positions(options_.commit_positions);
     // Behind a pooler a borrowed session prepares nothing: its names would outlive the
     // wrapper (libpq 15 cannot close a statement, PgBouncer does not track DEALLOCATE).
     // Directly, the wrapper deallocates its own when it hands the session back.
@@ -10500,6 +10746,7 @@ PQSCOPE_DECL basic_connection<Driver>::basic_connection(std::string conninfo, co
   s_->machine.set_observer(options_.observer);
   s_->machine.set_savepoint_limit(options_.savepoint_limit, options_.refuse_past_savepoint_limit);
   s_->machine.set_prepare_limit(detail::prepare_limit(options_), options_.pooling == pooling::transaction);
+  s_->machine.set_commit_positions(options_.commit_positions);
   detail::configure_driver(s_->driver, options_);
   s_->driver.open(s_->conninfo, detail::default_application_name());
 }
