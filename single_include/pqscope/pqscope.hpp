@@ -2908,7 +2908,7 @@ class wal_position {
   // PostgreSQL's defaults (XLOG_BLCKSZ, wal_segment_size) and its page header sizes
   // (SizeOfXLogShortPHD, SizeOfXLogLongPHD on 64-bit builds).
   static constexpr std::uint64_t default_block_size = 8192;
-  static constexpr std::uint64_t default_segment_size = 16u * 1024 * 1024;
+  static constexpr std::uint64_t default_segment_size = std::uint64_t{16} * 1024 * 1024;
   static constexpr std::uint64_t short_page_header = 24;
   static constexpr std::uint64_t long_page_header = 40;
 
