@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include <pqscope/callback.hpp>
+#include <pqscope/wal_position.hpp>
 
 namespace pqscope {
 
@@ -51,6 +52,22 @@ struct transaction_options {
   // Backoff before retry n (0-based): a random delay in [d/2, d], d = min(max, base * 2^n).
   std::chrono::milliseconds retry_base_delay{5};
   std::chrono::milliseconds retry_max_delay{200};
+  // Read-your-writes, outermost scope: the transaction must see every commit up to
+  // this position (a last_commit_position(), or the latest of several). On a standby
+  // that has not replayed that far its first statement throws replica_behind and
+  // nothing else runs; the check rides in the batch of the BEGIN (read committed or
+  // the server's default isolation when that is read committed), or goes just before
+  // it, alone, for repeatable read and serializable: checked inside the transaction
+  // it would run after that transaction's snapshot was taken. On a primary the check
+  // always passes. Empty (the default): no check. A nested scope may only repeat a
+  // position its outermost scope already covers.
+  wal_position at_least{};
+  // atomic()/async_atomic() only, outermost scope only, with at_least: how long to
+  // wait for a standby that is behind. The function runs again after short pauses
+  // (each attempt's check is the poll, in the round trip the attempt makes anyway)
+  // until the standby caught up or this passed; then replica_behind is thrown.
+  // Zero: thrown at once.
+  std::chrono::milliseconds replica_wait{0};
 };
 
 // What sits between the application and PostgreSQL.

@@ -22,6 +22,7 @@
 #include <pqscope/database.hpp>
 #include <pqscope/transaction.hpp>
 #include <pqscope/pool.hpp>
+#include <pqscope/replica_set.hpp>
 
 #define PQSCOPE_VERSION_MAJOR 0
 #define PQSCOPE_VERSION_MINOR 1

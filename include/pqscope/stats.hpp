@@ -15,6 +15,11 @@ struct connection_stats {
   std::uint64_t batched_attempts = 0;          // outermost atomic() attempts run with batch = true
   std::uint64_t replays = 0;                   // functions run again unbatched after a batched send failed
   std::uint64_t prepared = 0;                  // Parses of named statements sent (connection_options::prepare)
+  // transaction_options::at_least: checks of a standby's replay position sent, how
+  // many found it behind, and how many went alone (repeatable read, serializable).
+  std::uint64_t replica_checks = 0;
+  std::uint64_t replica_behind = 0;
+  std::uint64_t replica_checks_alone = 0;
   // Subtransactions the current transaction holds (savepoints executed and not
   // rolled back; an upper bound, since one that never writes gets no id), the most
   // any transaction on this connection held, and savepoints opened past the limit.

@@ -114,6 +114,16 @@ PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o,
 // DDL; a function that changes its own tables' shape each time would never end.
 inline constexpr int max_reruns = 3;
 
+// transaction_options::replica_wait for one atomic() call.
+struct replica_waiter {
+  std::chrono::steady_clock::time_point deadline{};
+  int pauses = 0;
+  // After a failure: the pause before running the function again when it is
+  // replica_behind and the wait is not spent (short ones: the next attempt's check
+  // is the poll); zero otherwise.
+  std::chrono::milliseconds next(const transaction_options& o, const std::exception_ptr& e);
+};
+
 // Sleeps without <thread> (~17k lines per includer).
 PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
 
@@ -131,9 +141,11 @@ PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
 template <class Driver, class Fn>
 auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&& fn) {
   if (options.retries < 0) throw usage_error("transaction_options::retries must not be negative");
+  if (options.replica_wait.count() < 0) throw usage_error("transaction_options::replica_wait must not be negative");
   transaction_options scope = options;
   scope.retries = 0;
   scope.batch = false;
+  scope.replica_wait = std::chrono::milliseconds{0};
   const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
   if (!session) throw usage_error("atomic() on a moved-from connection");
   // One call from start to end: another thread cannot slip a statement into this transaction.
@@ -141,6 +153,8 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   const bool outermost = session->machine.depth() == 0;
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
   int reruns = 0;       // attempts run again because the session lost a prepared statement
+  detail::replica_waiter waiter;
+  std::chrono::milliseconds behind{0};  // the standby was behind: pause this long, then run again
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {
     const bool batched = outermost && options.batch && !replay;
@@ -163,12 +177,15 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
         if (batched && tx.end_attempt()) {
           // Whatever fn saw or caught, a failed send voids the attempt.
           const auto& failed = *session->machine.voided();
-          if (failed.cause) std::rethrow_exception(failed.cause);
-          const bool conflict = failed.sqlstate == "40001" || failed.sqlstate == "40P01";
-          if (!(conflict && attempt < options.retries)) {
+          if (failed.cause) {
+            behind = waiter.next(options, failed.cause);
+            if (behind.count() == 0) std::rethrow_exception(failed.cause);
+          } else if (!((failed.sqlstate == "40001" || failed.sqlstate == "40P01") && attempt < options.retries)) {
             replay = true;
             continue;
           }
+        } else if (outermost && (behind = waiter.next(options, std::current_exception())).count() > 0) {
+          // paused below, once the scope has ended
         } else if (outermost && reruns < detail::max_reruns && session->machine.take_lost_statement()) {
           ++reruns;  // prepared anew on the next attempt, at once
           continue;
@@ -177,6 +194,10 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
         }
       }
     }  // the failed attempt is rolled back here, before the pause
+    if (behind.count() > 0) {
+      detail::pause(std::exchange(behind, std::chrono::milliseconds{0}));
+      continue;
+    }
     detail::pause(detail::retry_delay(options, attempt));
     ++attempt;
   }

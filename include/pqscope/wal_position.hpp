@@ -77,6 +77,20 @@ class wal_position {
   std::uint64_t value_ = 0;
 };
 
+// transaction_options::at_least: the standby has not replayed up to the position the
+// transaction must see. Nothing of the transaction ran (the check comes before it)
+// and the scope is doomed: end it, wait, or run the work elsewhere (replica_set does).
+class replica_behind : public error {
+ public:
+  replica_behind(wal_position replayed, wal_position required);
+  // Where the standby's replay stood when it was checked, and what was asked for.
+  [[nodiscard]] wal_position replayed() const noexcept { return replayed_; }
+  [[nodiscard]] wal_position required() const noexcept { return required_; }
+
+ private:
+  wal_position replayed_, required_;
+};
+
 template <>
 struct value_traits<wal_position> {
   static constexpr unsigned oid = 3220;  // pg_lsn

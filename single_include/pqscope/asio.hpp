@@ -3112,8 +3112,9 @@ class transaction {
 
   static std::shared_ptr<detail::session> checked(std::shared_ptr<detail::session> s,
                                                   const transaction_options& options) {
-    if (options.retries != 0 || options.batch)
-      throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
+    if (options.retries != 0 || options.batch || options.replica_wait.count() != 0)
+      throw usage_error(std::string("transaction_options::") +
+                        (options.batch ? "batch" : options.retries != 0 ? "retries" : "replica_wait") +
                         " may run a function again, which a transaction object cannot do: use "
                         "pqscope::asio::async_atomic");
     return s;
@@ -3210,13 +3211,17 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
   const boost::asio::use_awaitable_t<Ex> awaited{};
 
   if (options.retries < 0) throw usage_error("transaction_options::retries must not be negative");
+  if (options.replica_wait.count() < 0) throw usage_error("transaction_options::replica_wait must not be negative");
   transaction_options scope = options;
   scope.retries = 0;
   scope.batch = false;
+  scope.replica_wait = std::chrono::milliseconds{0};
   const bool outermost = c.depth() == 0;
   const std::shared_ptr<detail::session> s = detail::connection_access::of(c);
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
   int reruns = 0;       // attempts run again because the session lost a prepared statement
+  pqscope::detail::replica_waiter waiter;
+  std::chrono::milliseconds behind{0};  // the standby was behind: pause this long, then run again
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {
     const bool batched = outermost && options.batch && !replay;
@@ -3248,15 +3253,20 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
         if (was_open && !s->machine.voided()) s->machine.check_usable();  // connection_error replaces the failure
         if (const auto& failed = s->machine.voided()) {
           // Whatever fn saw or caught, a failed send voids the attempt.
-          if (failed->cause) std::rethrow_exception(failed->cause);
-          const bool conflict = failed->sqlstate == "40001" || failed->sqlstate == "40P01";
-          if (!(conflict && attempt < options.retries)) {
+          if (failed->cause) {
+            behind = waiter.next(options, failed->cause);
+            if (behind.count() == 0) std::rethrow_exception(failed->cause);
+          } else if (!((failed->sqlstate == "40001" || failed->sqlstate == "40P01") && attempt < options.retries)) {
             replay = true;
             continue;
           }
+        } else if (outermost && (behind = waiter.next(options, failure)).count() > 0) {
+          // paused below
         } else if (!outermost || attempt >= options.retries || !pqscope::detail::is_retryable(failure)) {
           std::rethrow_exception(failure);
         }
+      } else if (outermost && (behind = waiter.next(options, failure)).count() > 0) {
+        // paused below
       } else if (outermost && reruns < pqscope::detail::max_reruns && s->machine.take_lost_statement()) {
         ++reruns;  // prepared anew on the next attempt, at once
         continue;
@@ -3267,9 +3277,11 @@ auto async_atomic(connection& c, transaction_options options, Fn fn)
     boost::asio::basic_waitable_timer<std::chrono::steady_clock, boost::asio::wait_traits<std::chrono::steady_clock>,
                                       Ex>
         pause(co_await boost::asio::this_coro::executor);
-    pause.expires_after(pqscope::detail::retry_delay(options, attempt));
+    const bool waiting = behind.count() > 0;
+    pause.expires_after(waiting ? std::exchange(behind, std::chrono::milliseconds{0})
+                                : pqscope::detail::retry_delay(options, attempt));
     co_await pause.async_wait(awaited);
-    ++attempt;
+    if (!waiting) ++attempt;
   }
 }
 

@@ -536,193 +536,19 @@ void swap(callback<R(Args...)>& a, callback<R(Args...)>& b) noexcept {
 #include <string_view>
 
 // #include <pqscope/callback.hpp> (inlined above)
+// #include <pqscope/wal_position.hpp>
+// pqscope::wal_position: a position in the server's write-ahead log (PostgreSQL's
+// pg_lsn), for parameters and results, and the token of read-your-writes: with
+// connection_options::commit_positions, basic_connection::last_commit_position()
+// (and the Asio connection's) is where the last COMMIT's record ends in the WAL.
+// A standby that has replayed up to it sees that transaction.
 
-namespace pqscope {
-
-enum class isolation { server_default, read_committed, repeatable_read, serializable };
-
-// Options of one transaction scope. Isolation, read_only and deferrable take
-// effect on the outermost scope; a nested scope may only repeat them.
-struct transaction_options {
-  // Qualified on purpose: inside the struct an unqualified `isolation` would name the member.
-  pqscope::isolation isolation = pqscope::isolation::server_default;
-  bool read_only = false;
-  bool deferrable = false;  // PostgreSQL honours it only for serializable read-only transactions
-  // false: a nested scope joins its enclosing scope without a savepoint. A failure
-  // inside it then dooms the enclosing scope, whose commit() rolls back and throws
-  // transaction_aborted.
-  bool savepoint = true;
-  bool durable = false;  // must be the outermost scope: guarantees a real COMMIT at its end
-  // Sent as SET LOCAL (never a session SET, which would leak to other PgBouncer
-  // clients); a nested scope's values are restored when it ends. Zero: the server's.
-  std::chrono::milliseconds statement_timeout{0};
-  std::chrono::milliseconds lock_timeout{0};
-  // Outermost scope only. The transaction id (pg_current_xact_id_if_assigned())
-  // rides with each statement until it is known, so that if the connection dies
-  // after COMMIT was sent, a fresh connection asks pg_xact_status() and commit()
-  // reports what happened instead of in_doubt_error. Costs no round trip.
-  bool resolve_in_doubt = false;
-  // atomic()/transactional() only, outermost scope only: re-run the whole function
-  // after serialization_failure (40001) or deadlock_detected (40P01).
-  int retries = 0;
-  // Outermost scope only: subtransactions this transaction may hold before
-  // opening another savepoint is reported (and refused, if the connection says so);
-  // 0: the connection's savepoint_limit.
-  std::size_t savepoint_limit = 0;
-  // atomic()/transactional() only, outermost scope only: statements are queued
-  // and sent together, with BEGIN, savepoints and COMMIT, when a result is read,
-  // on connection::flush(), or at the end (one round trip for a transaction that
-  // reads nothing). If any statement of a send fails, the attempt is rolled back,
-  // its callbacks are dropped and the function runs again without batching, where
-  // every error surfaces where it happened. Ignored on a nested scope;
-  // usage_error on a transaction object, which cannot run code again.
-  bool batch = false;
-  // Backoff before retry n (0-based): a random delay in [d/2, d], d = min(max, base * 2^n).
-  std::chrono::milliseconds retry_base_delay{5};
-  std::chrono::milliseconds retry_max_delay{200};
-};
-
-// What sits between the application and PostgreSQL.
-enum class pooling {
-  none,        // PostgreSQL itself, or a session-pooling PgBouncer: session state is allowed
-  transaction  // the default; PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
-};
-
-// Whether statements are prepared on the server (named statements), so that the
-// server parses and plans a statement the application runs again once, not each time.
-enum class prepare {
-  never,     // every statement is unnamed: parsed and planned again on each run
-  automatic  // a text run a second time is prepared; its Parse rides in the same batch
-};
-
-// A message from the server that is not an error: a NOTICE (DROP TABLE IF EXISTS of
-// a missing table, RAISE NOTICE in a function), a WARNING, INFO, LOG or DEBUG. The
-// views are valid during the call only.
-struct notice {
-  std::string_view severity;  // NOTICE, WARNING, INFO, LOG or DEBUG, never translated
-  std::string_view sqlstate;  // 00000 for a NOTICE, 01000 for a WARNING, or what RAISE set
-  std::string_view message;   // the primary message
-  std::string_view detail, hint;  // empty when the server sent none
-};
-
-// What the statement observer is told after each statement the application runs.
-struct statement_event {
-  std::string_view sql;
-  std::size_t params = 0;
-  std::size_t depth = 0;                   // open scopes when it ran
-  std::chrono::microseconds duration{0};   // its round trip, control statements that rode with it included
-  std::size_t rows = 0;                    // rows returned, or affected by INSERT/UPDATE/DELETE
-  const std::exception* error = nullptr;   // what the statement throws (or threw), or nullptr
-  // The attempt of the outermost atomic() it belonged to (0: the first), and
-  // whether that attempt was batched: a replayed statement is reported twice.
-  std::size_t attempt = 0;
-  bool batched = false;
-  // Set, with sql "SAVEPOINT", when a scope opens past the savepoint limit.
-  std::string_view warning;
-  // Set, with sql empty, for a server notice when connection_options has no
-  // notice_handler: the notice, in the order the server sent it.
-  const pqscope::notice* server_notice = nullptr;
-};
-
-struct connection_options {
-  // pooling::transaction (the default): statements that would leave session state
-  // behind (a session SET, LISTEN, PREPARE, session advisory locks, ...) are refused
-  // with usage_error before anything is sent; behind PgBouncer's transaction pooling
-  // the next client of the server connection would inherit them. Wrap one statement
-  // in allow_session_state() to send it anyway, or choose pooling::none for a direct
-  // connection that wants session settings.
-  pqscope::pooling pooling = pqscope::pooling::transaction;
-  // prepare::automatic (the default) prepares a statement text on its second run on
-  // the connection, at no extra round trip; later runs send only Bind and Execute.
-  // With pooling::transaction nothing is prepared unless pooler_max_prepared_statements
-  // says the pooler tracks prepared statements.
-  pqscope::prepare prepare = pqscope::prepare::automatic;
-  // PgBouncer's max_prepared_statements, copied from its configuration: PgBouncer
-  // 1.21 and later track protocol-level prepared statements in transaction pooling
-  // when it is above 0 (1.24's default: 200). 0 (the default): the pooler is not known
-  // to track them (PgBouncer before 1.21 does not: a statement prepared on one server
-  // connection is missing on the next), and pooling::transaction prepares nothing.
-  // It also bounds the statements one connection prepares. Set for a pooler that does
-  // not track them, the first statement it loses throws configuration_error, and
-  // that connection prepares nothing more.
-  std::size_t pooler_max_prepared_statements = 0;
-  // Called once for every statement given to execute()/query_value(), on the
-  // calling thread, when its answer arrives (for a batched statement: with the
-  // batch that carried it), or when it is refused before it was sent (error set).
-  // It must not use the connection. Exceptions it
-  // throws are swallowed: a logging hook must not change what a transaction does.
-  // Any callable: a lambda, a function, a std::function (see callback.hpp).
-  callback<void(const statement_event&)> observer;
-  // Where the server's notices go, in the order it sends them, on the thread that
-  // reads the answers: this handler; without one, the observer (a statement_event
-  // with server_notice set); without either, libpq's default (standard error).
-  // Exceptions it throws are swallowed. A borrowed PGconn* keeps its own receiver.
-  callback<void(const notice&)> notice_handler;
-  // PostgreSQL caches 64 subtransaction ids per backend; a transaction that holds
-  // more (savepoints that wrote; released ones count until the transaction ends)
-  // slows every snapshot in the cluster. Opening a savepoint past this many is
-  // counted (connection_stats::savepoint_limit_exceeded) and reported to the
-  // observer, and refused with usage_error if refuse_past_savepoint_limit. 0: no limit.
-  std::size_t savepoint_limit = 64;
-  bool refuse_past_savepoint_limit = false;
-  // A client-side bound on each round trip. When it passes, a cancel request is
-  // sent and the answer is awaited for a grace of min(network_timeout, 1 s): a
-  // cancelled statement throws query_canceled (dooming its scope, as any failed
-  // statement does); no answer closes the connection and throws connection_error,
-  // or in_doubt_error when COMMIT was awaited (never cancelled). Also bounds
-  // connecting (connect_timeout, whole seconds, at least 2, unless the conninfo
-  // sets one). Zero (default): no bound per round trip; connecting is still
-  // bounded (connect_timeout=10) and a dead peer is still noticed by TCP keepalives
-  // and tcp_user_timeout defaults. Set it above the longest statement you run.
-  std::chrono::milliseconds network_timeout{0};
-  // Read-your-writes: the COMMIT of a read-write outermost scope carries, in the same
-  // batch (no round trip), a query for the WAL position the server reached, and
-  // last_commit_position() returns it once the COMMIT succeeded (also inside
-  // on_commit callbacks). A standby that has replayed up to it sees the transaction.
-  // Statements in autocommit (whose commit a query in their batch would precede),
-  // savepoints, read-only and rolled-back scopes leave it as it was. If only the
-  // position query fails (a cancel, say), the commit stands and the position is left
-  // empty (unknown), as after a COMMIT in doubt. Off by default.
-  bool commit_positions = false;
-};
-
-namespace detail {
-// How many named statements a connection with these options may make (0: none).
-inline std::size_t prepare_limit(const connection_options& o) noexcept {
-  constexpr std::size_t most = 256;
-  if (o.prepare == prepare::never) return 0;
-  if (o.pooling == pooling::none) return most;
-  return o.pooler_max_prepared_statements < most ? o.pooler_max_prepared_statements : most;
-}
-}  // namespace detail
-
-}  // namespace pqscope
-// #include <pqscope/stats.hpp>
-// connection_stats: counters kept per connection, counted where pqscope talks to libpq.
-
+#include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
 
-namespace pqscope {
-
-struct connection_stats {
-  std::uint64_t round_trips = 0;               // batches sent, each ending in one sync
-  std::uint64_t statements = 0;                // user statements sent
-  std::uint64_t control_statements = 0;        // BEGIN, SAVEPOINT, RELEASE, SET LOCAL, COMMIT, ...
-  std::uint64_t transactions_committed = 0;    // outermost scopes whose COMMIT succeeded
-  std::uint64_t transactions_rolled_back = 0;  // outermost scopes that reached the server and rolled back
-  std::uint64_t savepoints = 0;                // SAVEPOINTs the server executed
-  std::uint64_t batched_attempts = 0;          // outermost atomic() attempts run with batch = true
-  std::uint64_t replays = 0;                   // functions run again unbatched after a batched send failed
-  std::uint64_t prepared = 0;                  // Parses of named statements sent (connection_options::prepare)
-  // Subtransactions the current transaction holds (savepoints executed and not
-  // rolled back; an upper bound, since one that never writes gets no id), the most
-  // any transaction on this connection held, and savepoints opened past the limit.
-  std::uint64_t savepoints_in_transaction = 0;
-  std::uint64_t max_savepoints_in_transaction = 0;
-  std::uint64_t savepoint_limit_exceeded = 0;
-};
-
-}  // namespace pqscope
+// #include <pqscope/errors.hpp> (inlined above)
 // #include <pqscope/params.hpp>
 // Values in and out of PostgreSQL's text format, and the customization point.
 // Built in: bool, integers, floating point, std::string(_view), system_clock time
@@ -2080,6 +1906,368 @@ PQSCOPE_DECL void param_list::push_owned(std::string s, unsigned oid) {
 
 }  // namespace pqscope::detail
 #endif
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope {
+
+class wal_position {
+ public:
+  // PostgreSQL's defaults (XLOG_BLCKSZ, wal_segment_size) and its page header sizes
+  // (SizeOfXLogShortPHD, SizeOfXLogLongPHD on 64-bit builds).
+  static constexpr std::uint64_t default_block_size = 8192;
+  static constexpr std::uint64_t default_segment_size = std::uint64_t{16} * 1024 * 1024;
+  static constexpr std::uint64_t short_page_header = 24;
+  static constexpr std::uint64_t long_page_header = 40;
+
+  constexpr wal_position() noexcept = default;  // 0/0: no position
+  explicit constexpr wal_position(std::uint64_t v) noexcept : value_(v) {}
+
+  // pg_lsn's text: 1 to 8 hex digits, '/', 1 to 8 hex digits ("16/B374D848"), either
+  // case. Anything else is a conversion_error.
+  static wal_position parse(std::string_view text);
+  // As the server writes it: uppercase hex, no leading zeros ("16/B374D848", "0/0").
+  [[nodiscard]] std::string to_string() const;
+  // The same into p (room for max_text_size bytes); returns where it ends.
+  static constexpr std::size_t max_text_size = 17;
+  char* write(char* p) const noexcept;
+
+  [[nodiscard]] constexpr std::uint64_t value() const noexcept { return value_; }
+  [[nodiscard]] constexpr bool empty() const noexcept { return value_ == 0; }
+
+  // The later of two tokens (positions only grow on a server and its standbys, across
+  // a promotion too): what a client that read through both must wait for.
+  [[nodiscard]] static constexpr wal_position latest(wal_position a, wal_position b) noexcept {
+    return a.value_ < b.value_ ? b : a;
+  }
+  void merge(wal_position other) noexcept { *this = latest(*this, other); }
+
+  // pg_current_wal_insert_lsn() gives where the next record will start. When the
+  // last record ended exactly at a page boundary that is past the next page's
+  // header: the boundary + 24, or + 40 at the start of a segment. A standby that
+  // replayed that record reports the boundary itself (PostgreSQL's
+  // XLogBytePosToRecPtr against XLogBytePosToEndRecPtr). This is the end form: the
+  // header taken off, so that the position compares with a replay position.
+  // `block_size` and `segment_size` are the server's wal_block_size and
+  // wal_segment_size (wrong ones could move a position that is not on a boundary).
+  [[nodiscard]] constexpr wal_position record_end(std::uint64_t block_size = default_block_size,
+                                                  std::uint64_t segment_size = default_segment_size) const noexcept {
+    if (segment_size != 0 && value_ % segment_size == long_page_header)
+      return wal_position(value_ - long_page_header);
+    // A segment's first page has the long header: 24 bytes into it is no boundary.
+    const bool segment_start = segment_size != 0 && value_ % segment_size == short_page_header;
+    if (block_size != 0 && value_ % block_size == short_page_header && !segment_start)
+      return wal_position(value_ - short_page_header);
+    return *this;
+  }
+
+  friend constexpr bool operator==(wal_position a, wal_position b) noexcept { return a.value_ == b.value_; }
+  friend constexpr bool operator!=(wal_position a, wal_position b) noexcept { return a.value_ != b.value_; }
+  friend constexpr bool operator<(wal_position a, wal_position b) noexcept { return a.value_ < b.value_; }
+  friend constexpr bool operator>(wal_position a, wal_position b) noexcept { return a.value_ > b.value_; }
+  friend constexpr bool operator<=(wal_position a, wal_position b) noexcept { return a.value_ <= b.value_; }
+  friend constexpr bool operator>=(wal_position a, wal_position b) noexcept { return a.value_ >= b.value_; }
+
+ private:
+  std::uint64_t value_ = 0;
+};
+
+// transaction_options::at_least: the standby has not replayed up to the position the
+// transaction must see. Nothing of the transaction ran (the check comes before it)
+// and the scope is doomed: end it, wait, or run the work elsewhere (replica_set does).
+class replica_behind : public error {
+ public:
+  replica_behind(wal_position replayed, wal_position required);
+  // Where the standby's replay stood when it was checked, and what was asked for.
+  [[nodiscard]] wal_position replayed() const noexcept { return replayed_; }
+  [[nodiscard]] wal_position required() const noexcept { return required_; }
+
+ private:
+  wal_position replayed_, required_;
+};
+
+template <>
+struct value_traits<wal_position> {
+  static constexpr unsigned oid = 3220;  // pg_lsn
+  static std::string to_text(const wal_position& p) { return p.to_string(); }
+  static wal_position from_text(std::string_view s) { return wal_position::parse(s); }
+  // COPY rows: nothing in it needs escaping.
+  static constexpr std::size_t unescaped_size = wal_position::max_text_size;
+  static char* write_unescaped(char* p, const wal_position& v) noexcept { return v.write(p); }
+};
+
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/wal_position.ipp>
+// The bodies of <pqscope/wal_position.hpp>: included at its end in header-only mode,
+// and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/wal_position.hpp> (inlined above)
+
+namespace pqscope {
+
+PQSCOPE_DECL replica_behind::replica_behind(wal_position replayed, wal_position required)
+    : error("the standby has replayed the WAL up to " + replayed.to_string() + ", and this transaction must see " +
+            required.to_string() + " (transaction_options::at_least): it is behind; nothing ran"),
+      replayed_(replayed),
+      required_(required) {}
+
+PQSCOPE_DECL wal_position wal_position::parse(std::string_view text) {
+  // PostgreSQL's pg_lsn_in_internal (src/backend/utils/adt/pg_lsn.c).
+  auto refuse = [&]() -> wal_position {
+    throw conversion_error("cannot read \"" + std::string(text.substr(0, 80)) + "\" as a WAL position (pg_lsn)");
+  };
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::uint64_t halves[2] = {0, 0};
+  std::size_t at = 0;
+  for (int half = 0; half < 2; ++half) {
+    std::size_t digits = 0;
+    for (; at < text.size() && hex(text[at]) >= 0; ++at, ++digits)
+      halves[half] = halves[half] * 16 + static_cast<std::uint64_t>(hex(text[at]));
+    if (digits < 1 || digits > 8) return refuse();
+    if (half == 0) {
+      if (at >= text.size() || text[at] != '/') return refuse();
+      ++at;
+    }
+  }
+  if (at != text.size()) return refuse();
+  return wal_position((halves[0] << 32) | halves[1]);
+}
+
+PQSCOPE_DECL char* wal_position::write(char* p) const noexcept {
+  static constexpr char digits[] = "0123456789ABCDEF";
+  auto put = [&](std::uint32_t v) {
+    int shift = 28;
+    while (shift > 0 && ((v >> shift) & 0xf) == 0) shift -= 4;
+    for (; shift >= 0; shift -= 4) *p++ = digits[(v >> shift) & 0xf];
+  };
+  put(static_cast<std::uint32_t>(value_ >> 32));
+  *p++ = '/';
+  put(static_cast<std::uint32_t>(value_));
+  return p;
+}
+
+PQSCOPE_DECL std::string wal_position::to_string() const {
+  char out[max_text_size];
+  return std::string(out, write(out));
+}
+
+}  // namespace pqscope
+#endif
+
+namespace pqscope {
+
+enum class isolation { server_default, read_committed, repeatable_read, serializable };
+
+// Options of one transaction scope. Isolation, read_only and deferrable take
+// effect on the outermost scope; a nested scope may only repeat them.
+struct transaction_options {
+  // Qualified on purpose: inside the struct an unqualified `isolation` would name the member.
+  pqscope::isolation isolation = pqscope::isolation::server_default;
+  bool read_only = false;
+  bool deferrable = false;  // PostgreSQL honours it only for serializable read-only transactions
+  // false: a nested scope joins its enclosing scope without a savepoint. A failure
+  // inside it then dooms the enclosing scope, whose commit() rolls back and throws
+  // transaction_aborted.
+  bool savepoint = true;
+  bool durable = false;  // must be the outermost scope: guarantees a real COMMIT at its end
+  // Sent as SET LOCAL (never a session SET, which would leak to other PgBouncer
+  // clients); a nested scope's values are restored when it ends. Zero: the server's.
+  std::chrono::milliseconds statement_timeout{0};
+  std::chrono::milliseconds lock_timeout{0};
+  // Outermost scope only. The transaction id (pg_current_xact_id_if_assigned())
+  // rides with each statement until it is known, so that if the connection dies
+  // after COMMIT was sent, a fresh connection asks pg_xact_status() and commit()
+  // reports what happened instead of in_doubt_error. Costs no round trip.
+  bool resolve_in_doubt = false;
+  // atomic()/transactional() only, outermost scope only: re-run the whole function
+  // after serialization_failure (40001) or deadlock_detected (40P01).
+  int retries = 0;
+  // Outermost scope only: subtransactions this transaction may hold before
+  // opening another savepoint is reported (and refused, if the connection says so);
+  // 0: the connection's savepoint_limit.
+  std::size_t savepoint_limit = 0;
+  // atomic()/transactional() only, outermost scope only: statements are queued
+  // and sent together, with BEGIN, savepoints and COMMIT, when a result is read,
+  // on connection::flush(), or at the end (one round trip for a transaction that
+  // reads nothing). If any statement of a send fails, the attempt is rolled back,
+  // its callbacks are dropped and the function runs again without batching, where
+  // every error surfaces where it happened. Ignored on a nested scope;
+  // usage_error on a transaction object, which cannot run code again.
+  bool batch = false;
+  // Backoff before retry n (0-based): a random delay in [d/2, d], d = min(max, base * 2^n).
+  std::chrono::milliseconds retry_base_delay{5};
+  std::chrono::milliseconds retry_max_delay{200};
+  // Read-your-writes, outermost scope: the transaction must see every commit up to
+  // this position (a last_commit_position(), or the latest of several). On a standby
+  // that has not replayed that far its first statement throws replica_behind and
+  // nothing else runs; the check rides in the batch of the BEGIN (read committed or
+  // the server's default isolation when that is read committed), or goes just before
+  // it, alone, for repeatable read and serializable: checked inside the transaction
+  // it would run after that transaction's snapshot was taken. On a primary the check
+  // always passes. Empty (the default): no check. A nested scope may only repeat a
+  // position its outermost scope already covers.
+  wal_position at_least{};
+  // atomic()/async_atomic() only, outermost scope only, with at_least: how long to
+  // wait for a standby that is behind. The function runs again after short pauses
+  // (each attempt's check is the poll, in the round trip the attempt makes anyway)
+  // until the standby caught up or this passed; then replica_behind is thrown.
+  // Zero: thrown at once.
+  std::chrono::milliseconds replica_wait{0};
+};
+
+// What sits between the application and PostgreSQL.
+enum class pooling {
+  none,        // PostgreSQL itself, or a session-pooling PgBouncer: session state is allowed
+  transaction  // the default; PgBouncer in pool_mode = transaction: session state is refused (see connection_options)
+};
+
+// Whether statements are prepared on the server (named statements), so that the
+// server parses and plans a statement the application runs again once, not each time.
+enum class prepare {
+  never,     // every statement is unnamed: parsed and planned again on each run
+  automatic  // a text run a second time is prepared; its Parse rides in the same batch
+};
+
+// A message from the server that is not an error: a NOTICE (DROP TABLE IF EXISTS of
+// a missing table, RAISE NOTICE in a function), a WARNING, INFO, LOG or DEBUG. The
+// views are valid during the call only.
+struct notice {
+  std::string_view severity;  // NOTICE, WARNING, INFO, LOG or DEBUG, never translated
+  std::string_view sqlstate;  // 00000 for a NOTICE, 01000 for a WARNING, or what RAISE set
+  std::string_view message;   // the primary message
+  std::string_view detail, hint;  // empty when the server sent none
+};
+
+// What the statement observer is told after each statement the application runs.
+struct statement_event {
+  std::string_view sql;
+  std::size_t params = 0;
+  std::size_t depth = 0;                   // open scopes when it ran
+  std::chrono::microseconds duration{0};   // its round trip, control statements that rode with it included
+  std::size_t rows = 0;                    // rows returned, or affected by INSERT/UPDATE/DELETE
+  const std::exception* error = nullptr;   // what the statement throws (or threw), or nullptr
+  // The attempt of the outermost atomic() it belonged to (0: the first), and
+  // whether that attempt was batched: a replayed statement is reported twice.
+  std::size_t attempt = 0;
+  bool batched = false;
+  // Set, with sql "SAVEPOINT", when a scope opens past the savepoint limit.
+  std::string_view warning;
+  // Set, with sql empty, for a server notice when connection_options has no
+  // notice_handler: the notice, in the order the server sent it.
+  const pqscope::notice* server_notice = nullptr;
+};
+
+struct connection_options {
+  // pooling::transaction (the default): statements that would leave session state
+  // behind (a session SET, LISTEN, PREPARE, session advisory locks, ...) are refused
+  // with usage_error before anything is sent; behind PgBouncer's transaction pooling
+  // the next client of the server connection would inherit them. Wrap one statement
+  // in allow_session_state() to send it anyway, or choose pooling::none for a direct
+  // connection that wants session settings.
+  pqscope::pooling pooling = pqscope::pooling::transaction;
+  // prepare::automatic (the default) prepares a statement text on its second run on
+  // the connection, at no extra round trip; later runs send only Bind and Execute.
+  // With pooling::transaction nothing is prepared unless pooler_max_prepared_statements
+  // says the pooler tracks prepared statements.
+  pqscope::prepare prepare = pqscope::prepare::automatic;
+  // PgBouncer's max_prepared_statements, copied from its configuration: PgBouncer
+  // 1.21 and later track protocol-level prepared statements in transaction pooling
+  // when it is above 0 (1.24's default: 200). 0 (the default): the pooler is not known
+  // to track them (PgBouncer before 1.21 does not: a statement prepared on one server
+  // connection is missing on the next), and pooling::transaction prepares nothing.
+  // It also bounds the statements one connection prepares. Set for a pooler that does
+  // not track them, the first statement it loses throws configuration_error, and
+  // that connection prepares nothing more.
+  std::size_t pooler_max_prepared_statements = 0;
+  // Called once for every statement given to execute()/query_value(), on the
+  // calling thread, when its answer arrives (for a batched statement: with the
+  // batch that carried it), or when it is refused before it was sent (error set).
+  // It must not use the connection. Exceptions it
+  // throws are swallowed: a logging hook must not change what a transaction does.
+  // Any callable: a lambda, a function, a std::function (see callback.hpp).
+  callback<void(const statement_event&)> observer;
+  // Where the server's notices go, in the order it sends them, on the thread that
+  // reads the answers: this handler; without one, the observer (a statement_event
+  // with server_notice set); without either, libpq's default (standard error).
+  // Exceptions it throws are swallowed. A borrowed PGconn* keeps its own receiver.
+  callback<void(const notice&)> notice_handler;
+  // PostgreSQL caches 64 subtransaction ids per backend; a transaction that holds
+  // more (savepoints that wrote; released ones count until the transaction ends)
+  // slows every snapshot in the cluster. Opening a savepoint past this many is
+  // counted (connection_stats::savepoint_limit_exceeded) and reported to the
+  // observer, and refused with usage_error if refuse_past_savepoint_limit. 0: no limit.
+  std::size_t savepoint_limit = 64;
+  bool refuse_past_savepoint_limit = false;
+  // A client-side bound on each round trip. When it passes, a cancel request is
+  // sent and the answer is awaited for a grace of min(network_timeout, 1 s): a
+  // cancelled statement throws query_canceled (dooming its scope, as any failed
+  // statement does); no answer closes the connection and throws connection_error,
+  // or in_doubt_error when COMMIT was awaited (never cancelled). Also bounds
+  // connecting (connect_timeout, whole seconds, at least 2, unless the conninfo
+  // sets one). Zero (default): no bound per round trip; connecting is still
+  // bounded (connect_timeout=10) and a dead peer is still noticed by TCP keepalives
+  // and tcp_user_timeout defaults. Set it above the longest statement you run.
+  std::chrono::milliseconds network_timeout{0};
+  // Read-your-writes: the COMMIT of a read-write outermost scope carries, in the same
+  // batch (no round trip), a query for the WAL position the server reached, and
+  // last_commit_position() returns it once the COMMIT succeeded (also inside
+  // on_commit callbacks). A standby that has replayed up to it sees the transaction.
+  // Statements in autocommit (whose commit a query in their batch would precede),
+  // savepoints, read-only and rolled-back scopes leave it as it was. If only the
+  // position query fails (a cancel, say), the commit stands and the position is left
+  // empty (unknown), as after a COMMIT in doubt. Off by default.
+  bool commit_positions = false;
+};
+
+namespace detail {
+// How many named statements a connection with these options may make (0: none).
+inline std::size_t prepare_limit(const connection_options& o) noexcept {
+  constexpr std::size_t most = 256;
+  if (o.prepare == prepare::never) return 0;
+  if (o.pooling == pooling::none) return most;
+  return o.pooler_max_prepared_statements < most ? o.pooler_max_prepared_statements : most;
+}
+}  // namespace detail
+
+}  // namespace pqscope
+// #include <pqscope/stats.hpp>
+// connection_stats: counters kept per connection, counted where pqscope talks to libpq.
+
+#include <cstdint>
+
+namespace pqscope {
+
+struct connection_stats {
+  std::uint64_t round_trips = 0;               // batches sent, each ending in one sync
+  std::uint64_t statements = 0;                // user statements sent
+  std::uint64_t control_statements = 0;        // BEGIN, SAVEPOINT, RELEASE, SET LOCAL, COMMIT, ...
+  std::uint64_t transactions_committed = 0;    // outermost scopes whose COMMIT succeeded
+  std::uint64_t transactions_rolled_back = 0;  // outermost scopes that reached the server and rolled back
+  std::uint64_t savepoints = 0;                // SAVEPOINTs the server executed
+  std::uint64_t batched_attempts = 0;          // outermost atomic() attempts run with batch = true
+  std::uint64_t replays = 0;                   // functions run again unbatched after a batched send failed
+  std::uint64_t prepared = 0;                  // Parses of named statements sent (connection_options::prepare)
+  // transaction_options::at_least: checks of a standby's replay position sent, how
+  // many found it behind, and how many went alone (repeatable read, serializable).
+  std::uint64_t replica_checks = 0;
+  std::uint64_t replica_behind = 0;
+  std::uint64_t replica_checks_alone = 0;
+  // Subtransactions the current transaction holds (savepoints executed and not
+  // rolled back; an upper bound, since one that never writes gets no id), the most
+  // any transaction on this connection held, and savepoints opened past the limit.
+  std::uint64_t savepoints_in_transaction = 0;
+  std::uint64_t max_savepoints_in_transaction = 0;
+  std::uint64_t savepoint_limit_exceeded = 0;
+};
+
+}  // namespace pqscope
+// #include <pqscope/params.hpp> (inlined above)
 // #include <pqscope/numeric.hpp>
 // pqscope::numeric: PostgreSQL's numeric, kept as its exact decimal text, so that
 // no value is rounded on its way through (money, quantities). Exact conversions to
@@ -2885,153 +3073,7 @@ PQSCOPE_DECL std::string uuid::to_string() const {
 
 }  // namespace pqscope
 #endif
-// #include <pqscope/wal_position.hpp>
-// pqscope::wal_position: a position in the server's write-ahead log (PostgreSQL's
-// pg_lsn), for parameters and results, and the token of read-your-writes: with
-// connection_options::commit_positions, basic_connection::last_commit_position()
-// (and the Asio connection's) is where the last COMMIT's record ends in the WAL.
-// A standby that has replayed up to it sees that transaction.
-
-#include <cstddef>
-#include <cstdint>
-#include <string>
-#include <string_view>
-
-// #include <pqscope/errors.hpp> (inlined above)
-// #include <pqscope/params.hpp> (inlined above)
-// #include <pqscope/detail/config.hpp> (inlined above)
-
-namespace pqscope {
-
-class wal_position {
- public:
-  // PostgreSQL's defaults (XLOG_BLCKSZ, wal_segment_size) and its page header sizes
-  // (SizeOfXLogShortPHD, SizeOfXLogLongPHD on 64-bit builds).
-  static constexpr std::uint64_t default_block_size = 8192;
-  static constexpr std::uint64_t default_segment_size = std::uint64_t{16} * 1024 * 1024;
-  static constexpr std::uint64_t short_page_header = 24;
-  static constexpr std::uint64_t long_page_header = 40;
-
-  constexpr wal_position() noexcept = default;  // 0/0: no position
-  explicit constexpr wal_position(std::uint64_t v) noexcept : value_(v) {}
-
-  // pg_lsn's text: 1 to 8 hex digits, '/', 1 to 8 hex digits ("16/B374D848"), either
-  // case. Anything else is a conversion_error.
-  static wal_position parse(std::string_view text);
-  // As the server writes it: uppercase hex, no leading zeros ("16/B374D848", "0/0").
-  [[nodiscard]] std::string to_string() const;
-  // The same into p (room for max_text_size bytes); returns where it ends.
-  static constexpr std::size_t max_text_size = 17;
-  char* write(char* p) const noexcept;
-
-  [[nodiscard]] constexpr std::uint64_t value() const noexcept { return value_; }
-  [[nodiscard]] constexpr bool empty() const noexcept { return value_ == 0; }
-
-  // The later of two tokens (positions only grow on a server and its standbys, across
-  // a promotion too): what a client that read through both must wait for.
-  [[nodiscard]] static constexpr wal_position latest(wal_position a, wal_position b) noexcept {
-    return a.value_ < b.value_ ? b : a;
-  }
-  void merge(wal_position other) noexcept { *this = latest(*this, other); }
-
-  // pg_current_wal_insert_lsn() gives where the next record will start. When the
-  // last record ended exactly at a page boundary that is past the next page's
-  // header: the boundary + 24, or + 40 at the start of a segment. A standby that
-  // replayed that record reports the boundary itself (PostgreSQL's
-  // XLogBytePosToRecPtr against XLogBytePosToEndRecPtr). This is the end form: the
-  // header taken off, so that the position compares with a replay position.
-  // `block_size` and `segment_size` are the server's wal_block_size and
-  // wal_segment_size (wrong ones could move a position that is not on a boundary).
-  [[nodiscard]] constexpr wal_position record_end(std::uint64_t block_size = default_block_size,
-                                                  std::uint64_t segment_size = default_segment_size) const noexcept {
-    if (segment_size != 0 && value_ % segment_size == long_page_header)
-      return wal_position(value_ - long_page_header);
-    // A segment's first page has the long header: 24 bytes into it is no boundary.
-    const bool segment_start = segment_size != 0 && value_ % segment_size == short_page_header;
-    if (block_size != 0 && value_ % block_size == short_page_header && !segment_start)
-      return wal_position(value_ - short_page_header);
-    return *this;
-  }
-
-  friend constexpr bool operator==(wal_position a, wal_position b) noexcept { return a.value_ == b.value_; }
-  friend constexpr bool operator!=(wal_position a, wal_position b) noexcept { return a.value_ != b.value_; }
-  friend constexpr bool operator<(wal_position a, wal_position b) noexcept { return a.value_ < b.value_; }
-  friend constexpr bool operator>(wal_position a, wal_position b) noexcept { return a.value_ > b.value_; }
-  friend constexpr bool operator<=(wal_position a, wal_position b) noexcept { return a.value_ <= b.value_; }
-  friend constexpr bool operator>=(wal_position a, wal_position b) noexcept { return a.value_ >= b.value_; }
-
- private:
-  std::uint64_t value_ = 0;
-};
-
-template <>
-struct value_traits<wal_position> {
-  static constexpr unsigned oid = 3220;  // pg_lsn
-  static std::string to_text(const wal_position& p) { return p.to_string(); }
-  static wal_position from_text(std::string_view s) { return wal_position::parse(s); }
-  // COPY rows: nothing in it needs escaping.
-  static constexpr std::size_t unescaped_size = wal_position::max_text_size;
-  static char* write_unescaped(char* p, const wal_position& v) noexcept { return v.write(p); }
-};
-
-}  // namespace pqscope
-
-#ifdef PQSCOPE_BODIES
-// #include <pqscope/impl/wal_position.ipp>
-// The bodies of <pqscope/wal_position.hpp>: included at its end in header-only mode,
-// and compiled once by the implementation unit otherwise (detail/config.hpp).
-
 // #include <pqscope/wal_position.hpp> (inlined above)
-
-namespace pqscope {
-
-PQSCOPE_DECL wal_position wal_position::parse(std::string_view text) {
-  // PostgreSQL's pg_lsn_in_internal (src/backend/utils/adt/pg_lsn.c).
-  auto refuse = [&]() -> wal_position {
-    throw conversion_error("cannot read \"" + std::string(text.substr(0, 80)) + "\" as a WAL position (pg_lsn)");
-  };
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::uint64_t halves[2] = {0, 0};
-  std::size_t at = 0;
-  for (int half = 0; half < 2; ++half) {
-    std::size_t digits = 0;
-    for (; at < text.size() && hex(text[at]) >= 0; ++at, ++digits)
-      halves[half] = halves[half] * 16 + static_cast<std::uint64_t>(hex(text[at]));
-    if (digits < 1 || digits > 8) return refuse();
-    if (half == 0) {
-      if (at >= text.size() || text[at] != '/') return refuse();
-      ++at;
-    }
-  }
-  if (at != text.size()) return refuse();
-  return wal_position((halves[0] << 32) | halves[1]);
-}
-
-PQSCOPE_DECL char* wal_position::write(char* p) const noexcept {
-  static constexpr char digits[] = "0123456789ABCDEF";
-  auto put = [&](std::uint32_t v) {
-    int shift = 28;
-    while (shift > 0 && ((v >> shift) & 0xf) == 0) shift -= 4;
-    for (; shift >= 0; shift -= 4) *p++ = digits[(v >> shift) & 0xf];
-  };
-  put(static_cast<std::uint32_t>(value_ >> 32));
-  *p++ = '/';
-  put(static_cast<std::uint32_t>(value_));
-  return p;
-}
-
-PQSCOPE_DECL std::string wal_position::to_string() const {
-  char out[max_text_size];
-  return std::string(out, write(out));
-}
-
-}  // namespace pqscope
-#endif
 // #include <pqscope/timestamptz.hpp>
 // pqscope::timestamptz: PostgreSQL's timestamptz as the server keeps it, 64-bit
 // microseconds since 2000-01-01 00:00 UTC. That spans the server's whole range,
@@ -8228,7 +8270,8 @@ class scope_machine {
   struct item {
     enum kind : unsigned char {
       begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup,
-      position  // the WAL position right after a COMMIT (commit_positions); see position_item()
+      position,  // the WAL position right after a COMMIT (commit_positions); see position_item()
+      check      // a standby's replay position against transaction_options::at_least; see queue_check()
     };
     kind k = user;
     std::uint64_t frame_id = 0;             // the frame that queued it
@@ -8237,6 +8280,7 @@ class scope_machine {
     std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
     const char* fixed = nullptr;           // a static text, or one of savepoint_texts_ (set by plan())
     std::unique_ptr<owned_text> owned;     // instead of fixed
+    bool alone = false;                    // check: goes out in a batch of its own
     [[nodiscard]] const char* text() const noexcept {
       return fixed != nullptr ? fixed : owned ? owned->sql.c_str() : "";
     }
@@ -8300,6 +8344,16 @@ class scope_machine {
   item& queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
   static item xid_item();
   static item position_item();
+  // Queues the read-your-writes check of an outermost scope with at_least, ahead
+  // of its BEGIN.
+  void queue_check(std::uint64_t frame_id, const transaction_options& o);
+  // The check found the session's default isolation is not read committed: its
+  // snapshot would be the transaction's. The batch goes again, the check alone.
+  void resend_check_alone(std::vector<item>& batch, const batch_reply& br);
+  static constexpr const char* behind_marker = "pqscope: replica behind, replayed ";
+  [[nodiscard]] static bool is_behind(const reply& r) {
+    return r.st == reply::status::error && r.failure().message.find(behind_marker) != std::string::npos;
+  }
   // Reads the position query's answer; empty for anything unexpected (never throws).
   static wal_position read_position(const reply& r) noexcept;
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
@@ -8439,6 +8493,7 @@ class scope_machine {
   bool refuse_past_limit_ = false;
   bool commit_positions_ = false;
   wal_position last_commit_position_;
+  bool check_alone_ = false;  // the session's default isolation is not read committed (see queue_check())
 };
 
 }  // namespace pqscope::detail
@@ -8636,6 +8691,14 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     // Never in front of a ROLLBACK: the transaction may be aborted there, the query
     // would fail (25P02) and the server would skip the ROLLBACK behind it; and a
     // rolled-back transaction has nothing to resolve.
+    // A check that must run before the transaction's snapshot exists goes alone;
+    // the rest follows in the next batch.
+    if (n > 0 && queue_.front().k == item::check && queue_.front().alone) {
+      n = 1;
+      last_user = 0;
+      send_requested_ = true;
+      send_all_ = planned_all_;
+    }
     const bool ends = n > 0 && queue_[n - 1].k == item::end;
     const bool rolls_back = ends && std::strcmp(queue_[n - 1].text(), "ROLLBACK") == 0;
     const bool xid = !rolls_back && (last_user > 0 || (ends && xid_pending_)) && wants_xid();
@@ -8667,6 +8730,10 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
   for (std::size_t k = 0; k < in_flight_.size(); ++k) {
     item& it = in_flight_[k];
     if (is_savepoint_kind(it)) it.fixed = savepoint_text(it);
+    if (it.k == item::check) {
+      ++stats_.replica_checks;
+      if (it.alone) ++stats_.replica_checks_alone;
+    }
     if (it.k == item::user) {
       ++users;
       statement st = it.slot->stmt;
@@ -8756,6 +8823,37 @@ PQSCOPE_DECL scope_machine::item scope_machine::position_item() {
       "SELECT pg_catalog.pg_current_wal_insert_lsn(), pg_catalog.current_setting('wal_block_size')::int8, "
       "pg_catalog.pg_size_bytes(pg_catalog.current_setting('wal_segment_size'))";
   return it;
+}
+
+// Read-your-writes on a standby. pg_last_wal_replay_lsn() only grows, and a standby
+// marks a transaction committed when it replays its commit record, before it moves
+// the replay position past it: a snapshot taken after the check sees every
+// transaction the position covers. On a primary the function is NULL: the check
+// passes. Behind, the check fails (a cast of a text that no pg_lsn reads; the CASE
+// arm is not constant, so the planner does not fold it) and the server skips the
+// rest of the batch: BEGIN never runs and the session stays idle.
+//
+// In the batch of the BEGIN, the check runs before it, in the implicit transaction
+// of the batch, whose isolation is the session's default. Under read committed
+// each later statement takes a new snapshot, after the check. Under repeatable read
+// the check's own snapshot (taken before it reads the position) would become the
+// transaction's, and SET TRANSACTION ISOLATION fails after it (25001); so the check
+// refuses to pass there, and the batch goes again with the check alone, before it.
+inline constexpr const char* check_in_batch_sql =
+    "SELECT CASE WHEN s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica behind, replayed ' || s.r::text)::"
+    "pg_catalog.pg_lsn WHEN pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN "
+    "('pqscope: isolation ' || pg_catalog.current_setting('transaction_isolation'))::pg_catalog.pg_lsn END "
+    "FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
+inline constexpr const char* check_alone_sql =
+    "SELECT CASE WHEN s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica behind, replayed ' || s.r::text)::"
+    "pg_catalog.pg_lsn END FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
+
+PQSCOPE_DECL void scope_machine::queue_check(std::uint64_t frame_id, const transaction_options& o) {
+  const bool alone =
+      check_alone_ || o.isolation == isolation::repeatable_read || o.isolation == isolation::serializable;
+  item& it = queue_owned(item::check, frame_id, 0, alone ? check_alone_sql : check_in_batch_sql);
+  it.owned->args.push_back(o.at_least.to_string());
+  it.alone = alone;
 }
 
 PQSCOPE_DECL wal_position scope_machine::read_position(const reply& r) noexcept {
@@ -8881,6 +8979,12 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   if (prepared_.enabled() && !out_of_band) loss = settle_prepared(batch, br);
   if (loss.what == statement_loss::lost && !br.lost && resend_lost(batch, br, loss.at)) return;
 
+  if (!batch.empty() && batch.front().k == item::check && !br.lost && br.replies[0].st == reply::status::error &&
+      br.replies[0].failure().message.find("pqscope: isolation") != std::string::npos) {
+    resend_check_alone(batch, br);
+    return;
+  }
+
   std::optional<std::size_t> failed_at;
   bool end_in_batch = false;
   for (std::size_t k = 0; k < batch.size(); ++k) {
@@ -8941,10 +9045,12 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     return;
   }
 
+  if (failed_at && batch[*failed_at].k == item::check && is_behind(br.replies[*failed_at])) ++stats_.replica_behind;
   // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
   const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
   if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
-    void_attempt(batch, *failed_at, br, elapsed, end_in_batch, failure_of(batch[*failed_at], br.replies[*failed_at], loss, *failed_at));
+    std::exception_ptr first = failure_of(batch[*failed_at], br.replies[*failed_at], loss, *failed_at);
+    void_attempt(batch, *failed_at, br, elapsed, end_in_batch, first);
     if (loss.what == statement_loss::misconfigured && loss.at == *failed_at) void_->cause = batch[*failed_at].slot->error;
     return;
   }
@@ -8954,11 +9060,23 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     const reply& r = br.replies[*failed_at];
     std::exception_ptr first = failure_of(it, r, loss, *failed_at);
     if (loss.what == statement_loss::lost && loss.at == *failed_at && !frames_.empty()) lost_statement_ = true;
-    if (it.k != item::end) {
+    if (it.k == item::check) {
+      try {
+        std::rethrow_exception(first);
+      } catch (const std::exception& e) {
+        doom_here(e.what(), is_behind(r) ? std::string() : r.failure().sqlstate);
+      }
+    } else if (it.k != item::end) {
       doom_here(it.context() + r.failure().message, r.failure().sqlstate);
       if (end_in_batch) op_.failure = first;
     }
     fail_unanswered(batch, first, elapsed);
+    if (it.k == item::check && it.alone) {
+      // The statements that waited for it fail with it, unsent.
+      fail_unanswered(queue_, first, elapsed);
+      drop_queued([](const item& c) { return c.k == item::user; });
+      send_requested_ = send_all_ = false;
+    }
     if (!end_in_batch) {
       // Skipped controls never ran: back to the queue, to ride with the next batch.
       std::vector<item> back;
@@ -9040,6 +9158,19 @@ PQSCOPE_DECL bool scope_machine::resend_lost(std::vector<item>& batch, const bat
 
 PQSCOPE_DECL std::exception_ptr scope_machine::failure_of(const item& it, const reply& r, const statement_loss& loss,
                                                          std::size_t at) const {
+  if (it.k == item::check && is_behind(r)) {
+    // The message carries the replay position: "... pg_lsn: "pqscope: replica behind, replayed 0/3000060"".
+    const std::string& m = r.failure().message;
+    const std::size_t from = m.find(behind_marker) + std::strlen(behind_marker);
+    const std::size_t to = m.find('"', from);
+    wal_position replayed;
+    try {
+      replayed = wal_position::parse(std::string_view(m).substr(from, to == std::string::npos ? to : to - from));
+    } catch (const conversion_error&) {
+      // an unexpected message: the position stays unknown, the error is still this one
+    }
+    return std::make_exception_ptr(replica_behind(replayed, wal_position::parse(it.owned->args.at(0))));
+  }
   if (it.k != item::user) return sql_error_ptr(r, it.text(), it.context());
   if (loss.what == statement_loss::none || loss.at != at) return sql_error_ptr(r, it.slot->sql);
   const reply_error& e = r.failure();
@@ -9054,6 +9185,21 @@ PQSCOPE_DECL std::exception_ptr scope_machine::failure_of(const item& it, const 
   f.message = "the session lost the statement pqscope prepared for this text (" + e.message +
               "); it did not run, and is prepared again on its next use: run it again (atomic() does so itself)";
   return std::make_exception_ptr(prepared_statement_lost(std::move(f)));
+}
+
+PQSCOPE_DECL void scope_machine::resend_check_alone(std::vector<item>& batch, const batch_reply& br) {
+  check_alone_ = true;
+  std::vector<item> again;
+  again.reserve(batch.size());
+  for (item& it : batch)
+    if (it.k != item::xid && it.k != item::position) again.push_back(std::move(it));  // plan() adds them again
+  again.front().owned->sql = check_alone_sql;
+  again.front().alone = true;
+  queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+  // The check came first: the server skipped the rest, nothing began.
+  if (br.state != server_state::idle) push_followup("ROLLBACK", false);
+  send_requested_ = true;
+  send_all_ = planned_all_;
 }
 
 PQSCOPE_DECL void scope_machine::mark_open() noexcept {
@@ -9122,6 +9268,13 @@ PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::siz
   const item& it = batch[at];
   const reply& r = br.replies[at];
   void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate, nullptr};
+  if (it.k == item::check && is_behind(r)) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      void_ = attempt_failure{e.what(), "", failure};
+    }
+  }
   if (it.k == item::user) {
     it.slot->fail(std::move(failure));
     try {
@@ -9260,6 +9413,10 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
                         "outermost scope");
     if (o.deferrable && !root.deferrable)
       throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
+    if (root.at_least < o.at_least)
+      throw usage_error("a nested scope cannot ask to see a later WAL position (at_least " + o.at_least.to_string() +
+                        ") than its transaction does (" + root.at_least.to_string() +
+                        "): set at_least on the outermost scope");
     throw_if_void("opening a nested scope");
     throw_if_doomed("opening a nested scope");
     attempt = frames_.front().attempt;
@@ -9278,6 +9435,7 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
+    if (!o.at_least.empty()) queue_check(id, o);
     queue(item::begin, id, 0, "BEGIN");
     // Not BEGIN ISOLATION LEVEL ...: Pgpool-II 4.3 (streaming_replication mode)
     // drops the modes from BEGIN, and keeps SET TRANSACTION. Same batch: no round trip.
@@ -11080,6 +11238,16 @@ PQSCOPE_DECL std::chrono::milliseconds retry_delay(const transaction_options& o,
 // DDL; a function that changes its own tables' shape each time would never end.
 inline constexpr int max_reruns = 3;
 
+// transaction_options::replica_wait for one atomic() call.
+struct replica_waiter {
+  std::chrono::steady_clock::time_point deadline{};
+  int pauses = 0;
+  // After a failure: the pause before running the function again when it is
+  // replica_behind and the wait is not spent (short ones: the next attempt's check
+  // is the poll); zero otherwise.
+  std::chrono::milliseconds next(const transaction_options& o, const std::exception_ptr& e);
+};
+
 // Sleeps without <thread> (~17k lines per includer).
 PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
 
@@ -11097,9 +11265,11 @@ PQSCOPE_DECL void pause(std::chrono::milliseconds d) noexcept;
 template <class Driver, class Fn>
 auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&& fn) {
   if (options.retries < 0) throw usage_error("transaction_options::retries must not be negative");
+  if (options.replica_wait.count() < 0) throw usage_error("transaction_options::replica_wait must not be negative");
   transaction_options scope = options;
   scope.retries = 0;
   scope.batch = false;
+  scope.replica_wait = std::chrono::milliseconds{0};
   const std::shared_ptr<detail::sync_session> session = detail::connection_access::session(c);
   if (!session) throw usage_error("atomic() on a moved-from connection");
   // One call from start to end: another thread cannot slip a statement into this transaction.
@@ -11107,6 +11277,8 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
   const bool outermost = session->machine.depth() == 0;
   bool replay = false;  // the previous attempt was voided: run unbatched, where errors surface in place
   int reruns = 0;       // attempts run again because the session lost a prepared statement
+  detail::replica_waiter waiter;
+  std::chrono::milliseconds behind{0};  // the standby was behind: pause this long, then run again
   std::size_t number = 0;
   for (int attempt = 0;; ++number) {
     const bool batched = outermost && options.batch && !replay;
@@ -11129,12 +11301,15 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
         if (batched && tx.end_attempt()) {
           // Whatever fn saw or caught, a failed send voids the attempt.
           const auto& failed = *session->machine.voided();
-          if (failed.cause) std::rethrow_exception(failed.cause);
-          const bool conflict = failed.sqlstate == "40001" || failed.sqlstate == "40P01";
-          if (!(conflict && attempt < options.retries)) {
+          if (failed.cause) {
+            behind = waiter.next(options, failed.cause);
+            if (behind.count() == 0) std::rethrow_exception(failed.cause);
+          } else if (!((failed.sqlstate == "40001" || failed.sqlstate == "40P01") && attempt < options.retries)) {
             replay = true;
             continue;
           }
+        } else if (outermost && (behind = waiter.next(options, std::current_exception())).count() > 0) {
+          // paused below, once the scope has ended
         } else if (outermost && reruns < detail::max_reruns && session->machine.take_lost_statement()) {
           ++reruns;  // prepared anew on the next attempt, at once
           continue;
@@ -11143,6 +11318,10 @@ auto atomic(basic_connection<Driver>& c, const transaction_options& options, Fn&
         }
       }
     }  // the failed attempt is rolled back here, before the pause
+    if (behind.count() > 0) {
+      detail::pause(std::exchange(behind, std::chrono::milliseconds{0}));
+      continue;
+    }
     detail::pause(detail::retry_delay(options, attempt));
     ++attempt;
   }
@@ -11191,8 +11370,9 @@ PQSCOPE_DECL transaction::transaction(std::shared_ptr<detail::sync_session> s, c
 
 PQSCOPE_DECL std::shared_ptr<detail::sync_session> transaction::checked(std::shared_ptr<detail::sync_session> s,
                                                                         const transaction_options& options) {
-  if (options.retries != 0 || options.batch)
-    throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
+  if (options.retries != 0 || options.batch || options.replica_wait.count() != 0)
+    throw usage_error(std::string("transaction_options::") +
+                      (options.batch ? "batch" : options.retries != 0 ? "retries" : "replica_wait") +
                       " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
                       "pqscope::transactional");
   return s;
@@ -11249,6 +11429,24 @@ PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e) {
   } catch (...) {
     return false;
   }
+}
+
+PQSCOPE_DECL std::chrono::milliseconds replica_waiter::next(const transaction_options& o, const std::exception_ptr& e) {
+  using std::chrono::milliseconds;
+  if (o.replica_wait.count() <= 0 || o.at_least.empty()) return milliseconds{0};
+  try {
+    std::rethrow_exception(e);
+  } catch (const replica_behind&) {
+  } catch (...) {
+    return milliseconds{0};
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (pauses++ == 0) deadline = now + o.replica_wait;
+  if (now >= deadline) return milliseconds{0};
+  // 1, 2, 4, 8, then 10 ms: a standby that streams catches up within milliseconds.
+  const milliseconds step{std::min(10, 1 << std::min(pauses - 1, 4))};
+  const auto left = std::chrono::ceil<milliseconds>(deadline - now);
+  return std::min(step, left);
 }
 
 PQSCOPE_DECL std::uint64_t jitter_bits() noexcept {
@@ -11704,6 +11902,418 @@ PQSCOPE_DECL bool pool::healthy(connection& c) noexcept {
   } catch (...) {
     return false;
   }
+}
+
+}  // namespace pqscope
+#endif
+// #include <pqscope/replica_set.hpp>
+// A primary and its streaming standbys, each with a pool: writes go to the primary,
+// reads to a standby that has replayed what the caller must see (read-your-writes).
+//
+//   pqscope::replica_set db{"host=db1,db2 target_session_attrs=read-write dbname=app",
+//                           {"host=db2 dbname=app", "host=db3 dbname=app"}};
+//   pqscope::wal_position seen;   // carry it along: a cookie, a header, a job's payload
+//   db.write(seen, [](pqscope::connection& c) { c.execute("UPDATE ..."); });
+//   auto n = db.read(seen, [](pqscope::connection& c) { return c.query_value<long>("SELECT ..."); });
+//
+// write() runs atomic() on the primary with connection_options::commit_positions,
+// and merges the commit's WAL position into `seen`. read() runs a read-only
+// atomic() with at_least = seen on a standby, whose BEGIN batch checks the
+// standby's replay position (no extra round trip, see transaction_options::at_least).
+// Standbys are tried round robin; one that is down or behind is passed over and
+// tried again after recheck_after. When none can serve, the read waits up to
+// replica_wait on the closest one, then runs on the primary (fallback_to_primary)
+// or throws replica_behind.
+//
+// A read's function may run more than once, on several nodes (a standby behind, or
+// failing under it): keep what it does outside the database idempotent.
+// Each node may sit behind its own PgBouncer (pool_mode = transaction): its conninfo
+// then names the PgBouncer. Not for Pgpool-II with load balancing, which would send
+// the check and the reads to nodes of its own choosing.
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// #include <pqscope/connection.hpp> (inlined above)
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
+// #include <pqscope/pool.hpp> (inlined above)
+// #include <pqscope/transaction.hpp> (inlined above)
+// #include <pqscope/wal_position.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/replica_router.hpp>
+// Which node of a replica set serves a read: the routing of pqscope::replica_set and
+// pqscope::asio::replica_set, without I/O, shared by both. Thread-safe.
+//
+// Standbys are tried round robin. A standby that failed to connect (or failed under
+// a read) is passed over for recheck_after; one that was behind a read's position
+// is passed over, for reads that need more than it had replayed, for as long. The
+// first read after that tries it again: no background thread watches the nodes.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+// #include <pqscope/wal_position.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope {
+
+// Counters since the replica set was created.
+struct replica_set_stats {
+  std::uint64_t writes = 0;             // write() calls that committed
+  std::uint64_t reads_on_standby = 0;   // read() calls served by a standby
+  std::uint64_t reads_on_primary = 0;   // read() calls no standby could serve (fallback_to_primary)
+  std::uint64_t standby_behind = 0;     // standbys found behind a read's position
+  std::uint64_t standby_down = 0;       // standbys found unreachable or failing
+};
+
+namespace detail {
+
+struct replica_router_state;
+
+class replica_router {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  replica_router(std::size_t standbys, std::chrono::milliseconds recheck_after);
+
+  [[nodiscard]] std::size_t standbys() const noexcept { return n_; }
+
+  // The standbys to try for a read that must see `at_least`, in order.
+  [[nodiscard]] std::vector<std::size_t> plan(wal_position at_least) const;
+  // The standby to wait on when none could serve: of those not down, the one known
+  // to have replayed the most.
+  [[nodiscard]] std::optional<std::size_t> closest() const;
+
+  void served(std::size_t i, wal_position at_least) noexcept;
+  void behind(std::size_t i, wal_position replayed) noexcept;
+  void down(std::size_t i) noexcept;
+  void on_primary() noexcept;
+  void wrote() noexcept;
+
+  [[nodiscard]] replica_set_stats stats() const;
+
+ private:
+  std::size_t n_;
+  std::shared_ptr<replica_router_state> state_;  // behind a pointer: <mutex> stays in the .ipp
+};
+
+}  // namespace detail
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/replica_router.ipp>
+// The bodies of <pqscope/detail/replica_router.hpp>.
+
+// #include <pqscope/detail/replica_router.hpp> (inlined above)
+
+#include <mutex>
+
+namespace pqscope::detail {
+
+struct replica_router_state {
+  struct node {
+    replica_router::clock::time_point down_until{};
+    replica_router::clock::time_point behind_until{};
+    wal_position replayed;  // the most this standby is known to have replayed
+  };
+  std::chrono::milliseconds recheck_after;
+  mutable std::mutex m;
+  std::vector<node> nodes;
+  std::size_t next = 0;  // round robin
+  replica_set_stats stats;
+};
+
+PQSCOPE_DECL replica_router::replica_router(std::size_t standbys, std::chrono::milliseconds recheck_after)
+    : n_(standbys), state_(std::make_shared<replica_router_state>()) {
+  state_->recheck_after = recheck_after;
+  state_->nodes.resize(standbys);
+}
+
+PQSCOPE_DECL std::vector<std::size_t> replica_router::plan(wal_position at_least) const {
+  std::vector<std::size_t> order;
+  if (n_ == 0) return order;
+  const auto now = clock::now();
+  std::lock_guard<std::mutex> lock(state_->m);
+  const std::size_t first = state_->next++ % n_;
+  for (std::size_t k = 0; k < n_; ++k) {
+    const std::size_t i = (first + k) % n_;
+    const auto& nd = state_->nodes[i];
+    if (now < nd.down_until) continue;
+    if (now < nd.behind_until && nd.replayed < at_least) continue;
+    order.push_back(i);
+  }
+  return order;
+}
+
+PQSCOPE_DECL std::optional<std::size_t> replica_router::closest() const {
+  const auto now = clock::now();
+  std::lock_guard<std::mutex> lock(state_->m);
+  std::optional<std::size_t> best;
+  for (std::size_t i = 0; i < n_; ++i) {
+    const auto& nd = state_->nodes[i];
+    if (now < nd.down_until) continue;
+    if (!best || state_->nodes[*best].replayed < nd.replayed) best = i;
+  }
+  return best;
+}
+
+PQSCOPE_DECL void replica_router::served(std::size_t i, wal_position at_least) noexcept {
+  std::lock_guard<std::mutex> lock(state_->m);
+  auto& nd = state_->nodes[i];
+  nd.replayed.merge(at_least);
+  nd.down_until = nd.behind_until = clock::time_point{};
+  ++state_->stats.reads_on_standby;
+}
+
+PQSCOPE_DECL void replica_router::behind(std::size_t i, wal_position replayed) noexcept {
+  std::lock_guard<std::mutex> lock(state_->m);
+  auto& nd = state_->nodes[i];
+  nd.replayed.merge(replayed);
+  nd.behind_until = clock::now() + state_->recheck_after;
+  ++state_->stats.standby_behind;
+}
+
+PQSCOPE_DECL void replica_router::down(std::size_t i) noexcept {
+  std::lock_guard<std::mutex> lock(state_->m);
+  state_->nodes[i].down_until = clock::now() + state_->recheck_after;
+  ++state_->stats.standby_down;
+}
+
+PQSCOPE_DECL void replica_router::on_primary() noexcept {
+  std::lock_guard<std::mutex> lock(state_->m);
+  ++state_->stats.reads_on_primary;
+}
+
+PQSCOPE_DECL void replica_router::wrote() noexcept {
+  std::lock_guard<std::mutex> lock(state_->m);
+  ++state_->stats.writes;
+}
+
+PQSCOPE_DECL replica_set_stats replica_router::stats() const {
+  std::lock_guard<std::mutex> lock(state_->m);
+  return state_->stats;
+}
+
+}  // namespace pqscope::detail
+#endif
+
+namespace pqscope {
+
+struct replica_set_options {
+  // For each node's pool, and each connection (commit_positions is turned on for the
+  // primary's whatever this says).
+  pool_options pool;
+  connection_options connection;
+  // A read that no standby could serve at once waits this long on the closest one
+  // (see transaction_options::replica_wait) before falling back. transaction_options
+  // given to read() may set their own.
+  std::chrono::milliseconds replica_wait{0};
+  // Then it runs on the primary; false: replica_behind is thrown.
+  bool fallback_to_primary = true;
+  // A standby found down, or behind a read's position, is passed over this long.
+  std::chrono::milliseconds recheck_after{1000};
+};
+
+class replica_set {
+ public:
+  // No connection is opened here. standbys may be empty: every read goes to the primary.
+  replica_set(std::string primary, std::vector<std::string> standbys, replica_set_options options = {});
+
+  // atomic(primary, options, fn); the commit's WAL position is merged into `seen`.
+  template <class Fn>
+  auto write(wal_position& seen, Fn&& fn, transaction_options options = {});
+  template <class Fn>
+  auto write(Fn&& fn, transaction_options options = {}) {
+    wal_position ignored;
+    return write(ignored, std::forward<Fn>(fn), options);
+  }
+
+  // A read-only atomic(standby, options, fn) on a standby that has replayed `seen`
+  // (merged with options.at_least), or on the primary (see the top of this file).
+  template <class Fn>
+  auto read(wal_position seen, Fn&& fn, transaction_options options = {});
+  template <class Fn>
+  auto read(Fn&& fn, transaction_options options = {}) {
+    return read(wal_position{}, std::forward<Fn>(fn), options);
+  }
+
+  // Leases for work of one's own: the primary's, and a standby's (round robin,
+  // passing over those found down; the primary's when none answers). No position
+  // is checked: pass transaction_options::at_least to its scopes for that.
+  [[nodiscard]] lease primary();
+  [[nodiscard]] lease standby();
+
+  [[nodiscard]] std::size_t standbys() const noexcept { return standbys_.size(); }
+  [[nodiscard]] pool& primary_pool() noexcept { return *primary_; }
+  [[nodiscard]] pool& standby_pool(std::size_t i) { return *standbys_.at(i); }
+  [[nodiscard]] replica_set_stats stats() const { return router_.stats(); }
+
+ private:
+  // What a read on standby i did: served (result set), behind, or the standby failed.
+  template <class R>
+  struct outcome {
+    std::optional<R> value;
+    bool behind = false;
+  };
+  template <class Fn>
+  using result_of = decltype(detail::call_with_optional_connection(std::declval<Fn&>(), std::declval<connection&>()));
+
+  // Leases standby i, or nothing when it cannot connect (it is marked down).
+  std::optional<lease> lease_standby(std::size_t i);
+
+  replica_set_options options_;
+  std::unique_ptr<pool> primary_;
+  std::vector<std::unique_ptr<pool>> standbys_;
+  detail::replica_router router_;
+};
+
+namespace detail {
+// void results travel as this through the router's loop.
+struct no_value {};
+template <class R>
+using stored_t = std::conditional_t<std::is_void_v<R>, no_value, std::decay_t<R>>;
+
+template <class Fn>
+auto run_stored(Fn& fn) {
+  using R = decltype(fn());
+  if constexpr (std::is_void_v<R>) {
+    fn();
+    return no_value{};
+  } else {
+    return fn();
+  }
+}
+}  // namespace detail
+
+template <class Fn>
+auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options) {
+  lease l = primary_->acquire();
+  connection& c = *l;
+  using R = result_of<Fn>;
+  if constexpr (std::is_void_v<R>) {
+    atomic(c, options, fn);
+    seen.merge(c.last_commit_position());
+    router_.wrote();
+  } else {
+    R value = atomic(c, options, fn);
+    seen.merge(c.last_commit_position());
+    router_.wrote();
+    return value;
+  }
+}
+
+template <class Fn>
+auto replica_set::read(wal_position seen, Fn&& fn, transaction_options options) {
+  using R = result_of<Fn>;
+  options.read_only = true;
+  options.at_least.merge(seen);
+  const std::chrono::milliseconds wait =
+      options.replica_wait.count() != 0 ? options.replica_wait : options_.replica_wait;
+  options.replica_wait = std::chrono::milliseconds{0};
+  const wal_position need = options.at_least;
+  std::optional<replica_behind> last_behind;
+
+  // One try on standby i: a value, or nothing (behind, down, or failing under the read).
+  auto attempt = [&](std::size_t i, const transaction_options& o) -> std::optional<detail::stored_t<R>> {
+    std::optional<lease> l = lease_standby(i);
+    if (!l) return std::nullopt;
+    connection& c = **l;
+    try {
+      auto run = [&]() -> decltype(auto) { return atomic(c, o, fn); };
+      detail::stored_t<R> v = detail::run_stored(run);
+      router_.served(i, need);
+      return v;
+    } catch (const replica_behind& e) {
+      router_.behind(i, e.replayed());
+      last_behind = e;
+    } catch (const in_doubt_error&) {
+      throw;  // a read-only COMMIT cannot be in doubt; never hide one
+    } catch (const connection_error&) {
+      router_.down(i);  // its work was read-only: run it elsewhere
+    }
+    return std::nullopt;
+  };
+  auto unwrap = [](detail::stored_t<R>&& v) -> R {
+    if constexpr (!std::is_void_v<R>) return std::move(v);
+  };
+
+  for (std::size_t i : router_.plan(need))
+    if (auto v = attempt(i, options)) return unwrap(std::move(*v));
+  if (wait.count() > 0 && !need.empty()) {
+    if (const auto i = router_.closest()) {
+      transaction_options waiting = options;
+      waiting.replica_wait = wait;
+      if (auto v = attempt(*i, waiting)) return unwrap(std::move(*v));
+    }
+  }
+  if (!options_.fallback_to_primary && standbys_.size() > 0) {
+    if (last_behind) throw *last_behind;
+    throw connection_error("replica_set: no standby could serve the read, and fallback_to_primary is off");
+  }
+  router_.on_primary();
+  options.at_least = wal_position{};  // the primary has every commit it acknowledged
+  lease l = primary_->acquire();
+  return atomic(*l, options, fn);
+}
+
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/impl/replica_set.ipp>
+// The bodies of <pqscope/replica_set.hpp>: included at its end in header-only mode,
+// and compiled once by the implementation unit otherwise (detail/config.hpp).
+
+// #include <pqscope/replica_set.hpp> (inlined above)
+
+namespace pqscope {
+
+namespace detail {
+// The primary's connections report where each commit ended (write() passes it on).
+inline connection_options with_commit_positions(connection_options o) {
+  o.commit_positions = true;
+  return o;
+}
+}  // namespace detail
+
+PQSCOPE_DECL replica_set::replica_set(std::string primary, std::vector<std::string> standbys,
+                                      replica_set_options options)
+    : options_(std::move(options)),
+      primary_(std::make_unique<pool>(std::move(primary), options_.pool, detail::with_commit_positions(options_.connection))),
+      router_(standbys.size(), options_.recheck_after) {
+  if (options_.replica_wait.count() < 0 || options_.recheck_after.count() < 0)
+    throw usage_error("replica_set_options: replica_wait and recheck_after must not be negative");
+  standbys_.reserve(standbys.size());
+  for (std::string& s : standbys)
+    standbys_.push_back(std::make_unique<pool>(std::move(s), options_.pool, options_.connection));
+}
+
+PQSCOPE_DECL std::optional<lease> replica_set::lease_standby(std::size_t i) {
+  try {
+    return standbys_[i]->acquire();
+  } catch (const connection_error&) {
+    router_.down(i);
+  } catch (const pool_timeout&) {
+    // busy, not down: the next one may have room
+  }
+  return std::nullopt;
+}
+
+PQSCOPE_DECL lease replica_set::primary() { return primary_->acquire(); }
+
+PQSCOPE_DECL lease replica_set::standby() {
+  for (std::size_t i : router_.plan(wal_position{}))
+    if (std::optional<lease> l = lease_standby(i)) return std::move(*l);
+  return primary_->acquire();
 }
 
 }  // namespace pqscope

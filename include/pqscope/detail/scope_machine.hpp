@@ -222,7 +222,8 @@ class scope_machine {
   struct item {
     enum kind : unsigned char {
       begin, savepoint, timeout, setting, release, rollback_to, restore, user, xid, end, followup,
-      position  // the WAL position right after a COMMIT (commit_positions); see position_item()
+      position,  // the WAL position right after a COMMIT (commit_positions); see position_item()
+      check      // a standby's replay position against transaction_options::at_least; see queue_check()
     };
     kind k = user;
     std::uint64_t frame_id = 0;             // the frame that queued it
@@ -231,6 +232,7 @@ class scope_machine {
     std::size_t sp = 0;                    // savepoint, release, rollback_to: the savepoint's number
     const char* fixed = nullptr;           // a static text, or one of savepoint_texts_ (set by plan())
     std::unique_ptr<owned_text> owned;     // instead of fixed
+    bool alone = false;                    // check: goes out in a batch of its own
     [[nodiscard]] const char* text() const noexcept {
       return fixed != nullptr ? fixed : owned ? owned->sql.c_str() : "";
     }
@@ -294,6 +296,16 @@ class scope_machine {
   item& queue_owned(item::kind k, std::uint64_t frame_id, std::size_t level, std::string sql);
   static item xid_item();
   static item position_item();
+  // Queues the read-your-writes check of an outermost scope with at_least, ahead
+  // of its BEGIN.
+  void queue_check(std::uint64_t frame_id, const transaction_options& o);
+  // The check found the session's default isolation is not read committed: its
+  // snapshot would be the transaction's. The batch goes again, the check alone.
+  void resend_check_alone(std::vector<item>& batch, const batch_reply& br);
+  static constexpr const char* behind_marker = "pqscope: replica behind, replayed ";
+  [[nodiscard]] static bool is_behind(const reply& r) {
+    return r.st == reply::status::error && r.failure().message.find(behind_marker) != std::string::npos;
+  }
   // Reads the position query's answer; empty for anything unexpected (never throws).
   static wal_position read_position(const reply& r) noexcept;
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
@@ -433,6 +445,7 @@ class scope_machine {
   bool refuse_past_limit_ = false;
   bool commit_positions_ = false;
   wal_position last_commit_position_;
+  bool check_alone_ = false;  // the session's default isolation is not read committed (see queue_check())
 };
 
 }  // namespace pqscope::detail

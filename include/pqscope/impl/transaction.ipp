@@ -23,8 +23,9 @@ PQSCOPE_DECL transaction::transaction(std::shared_ptr<detail::sync_session> s, c
 
 PQSCOPE_DECL std::shared_ptr<detail::sync_session> transaction::checked(std::shared_ptr<detail::sync_session> s,
                                                                         const transaction_options& options) {
-  if (options.retries != 0 || options.batch)
-    throw usage_error(std::string("transaction_options::") + (options.batch ? "batch" : "retries") +
+  if (options.retries != 0 || options.batch || options.replica_wait.count() != 0)
+    throw usage_error(std::string("transaction_options::") +
+                      (options.batch ? "batch" : options.retries != 0 ? "retries" : "replica_wait") +
                       " may run a function again, which a transaction object cannot do: use pqscope::atomic or "
                       "pqscope::transactional");
   return s;
@@ -81,6 +82,24 @@ PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e) {
   } catch (...) {
     return false;
   }
+}
+
+PQSCOPE_DECL std::chrono::milliseconds replica_waiter::next(const transaction_options& o, const std::exception_ptr& e) {
+  using std::chrono::milliseconds;
+  if (o.replica_wait.count() <= 0 || o.at_least.empty()) return milliseconds{0};
+  try {
+    std::rethrow_exception(e);
+  } catch (const replica_behind&) {
+  } catch (...) {
+    return milliseconds{0};
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (pauses++ == 0) deadline = now + o.replica_wait;
+  if (now >= deadline) return milliseconds{0};
+  // 1, 2, 4, 8, then 10 ms: a standby that streams catches up within milliseconds.
+  const milliseconds step{std::min(10, 1 << std::min(pauses - 1, 4))};
+  const auto left = std::chrono::ceil<milliseconds>(deadline - now);
+  return std::min(step, left);
 }
 
 PQSCOPE_DECL std::uint64_t jitter_bits() noexcept {

@@ -6,6 +6,12 @@
 
 namespace pqscope {
 
+PQSCOPE_DECL replica_behind::replica_behind(wal_position replayed, wal_position required)
+    : error("the standby has replayed the WAL up to " + replayed.to_string() + ", and this transaction must see " +
+            required.to_string() + " (transaction_options::at_least): it is behind; nothing ran"),
+      replayed_(replayed),
+      required_(required) {}
+
 PQSCOPE_DECL wal_position wal_position::parse(std::string_view text) {
   // PostgreSQL's pg_lsn_in_internal (src/backend/utils/adt/pg_lsn.c).
   auto refuse = [&]() -> wal_position {

@@ -55,6 +55,12 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   if (prepared_.enabled() && !out_of_band) loss = settle_prepared(batch, br);
   if (loss.what == statement_loss::lost && !br.lost && resend_lost(batch, br, loss.at)) return;
 
+  if (!batch.empty() && batch.front().k == item::check && !br.lost && br.replies[0].st == reply::status::error &&
+      br.replies[0].failure().message.find("pqscope: isolation") != std::string::npos) {
+    resend_check_alone(batch, br);
+    return;
+  }
+
   std::optional<std::size_t> failed_at;
   bool end_in_batch = false;
   for (std::size_t k = 0; k < batch.size(); ++k) {
@@ -115,10 +121,12 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     return;
   }
 
+  if (failed_at && batch[*failed_at].k == item::check && is_behind(br.replies[*failed_at])) ++stats_.replica_behind;
   // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
   const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
   if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
-    void_attempt(batch, *failed_at, br, elapsed, end_in_batch, failure_of(batch[*failed_at], br.replies[*failed_at], loss, *failed_at));
+    std::exception_ptr first = failure_of(batch[*failed_at], br.replies[*failed_at], loss, *failed_at);
+    void_attempt(batch, *failed_at, br, elapsed, end_in_batch, first);
     if (loss.what == statement_loss::misconfigured && loss.at == *failed_at) void_->cause = batch[*failed_at].slot->error;
     return;
   }
@@ -128,11 +136,23 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     const reply& r = br.replies[*failed_at];
     std::exception_ptr first = failure_of(it, r, loss, *failed_at);
     if (loss.what == statement_loss::lost && loss.at == *failed_at && !frames_.empty()) lost_statement_ = true;
-    if (it.k != item::end) {
+    if (it.k == item::check) {
+      try {
+        std::rethrow_exception(first);
+      } catch (const std::exception& e) {
+        doom_here(e.what(), is_behind(r) ? std::string() : r.failure().sqlstate);
+      }
+    } else if (it.k != item::end) {
       doom_here(it.context() + r.failure().message, r.failure().sqlstate);
       if (end_in_batch) op_.failure = first;
     }
     fail_unanswered(batch, first, elapsed);
+    if (it.k == item::check && it.alone) {
+      // The statements that waited for it fail with it, unsent.
+      fail_unanswered(queue_, first, elapsed);
+      drop_queued([](const item& c) { return c.k == item::user; });
+      send_requested_ = send_all_ = false;
+    }
     if (!end_in_batch) {
       // Skipped controls never ran: back to the queue, to ride with the next batch.
       std::vector<item> back;
@@ -214,6 +234,19 @@ PQSCOPE_DECL bool scope_machine::resend_lost(std::vector<item>& batch, const bat
 
 PQSCOPE_DECL std::exception_ptr scope_machine::failure_of(const item& it, const reply& r, const statement_loss& loss,
                                                          std::size_t at) const {
+  if (it.k == item::check && is_behind(r)) {
+    // The message carries the replay position: "... pg_lsn: "pqscope: replica behind, replayed 0/3000060"".
+    const std::string& m = r.failure().message;
+    const std::size_t from = m.find(behind_marker) + std::strlen(behind_marker);
+    const std::size_t to = m.find('"', from);
+    wal_position replayed;
+    try {
+      replayed = wal_position::parse(std::string_view(m).substr(from, to == std::string::npos ? to : to - from));
+    } catch (const conversion_error&) {
+      // an unexpected message: the position stays unknown, the error is still this one
+    }
+    return std::make_exception_ptr(replica_behind(replayed, wal_position::parse(it.owned->args.at(0))));
+  }
   if (it.k != item::user) return sql_error_ptr(r, it.text(), it.context());
   if (loss.what == statement_loss::none || loss.at != at) return sql_error_ptr(r, it.slot->sql);
   const reply_error& e = r.failure();
@@ -228,6 +261,21 @@ PQSCOPE_DECL std::exception_ptr scope_machine::failure_of(const item& it, const 
   f.message = "the session lost the statement pqscope prepared for this text (" + e.message +
               "); it did not run, and is prepared again on its next use: run it again (atomic() does so itself)";
   return std::make_exception_ptr(prepared_statement_lost(std::move(f)));
+}
+
+PQSCOPE_DECL void scope_machine::resend_check_alone(std::vector<item>& batch, const batch_reply& br) {
+  check_alone_ = true;
+  std::vector<item> again;
+  again.reserve(batch.size());
+  for (item& it : batch)
+    if (it.k != item::xid && it.k != item::position) again.push_back(std::move(it));  // plan() adds them again
+  again.front().owned->sql = check_alone_sql;
+  again.front().alone = true;
+  queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+  // The check came first: the server skipped the rest, nothing began.
+  if (br.state != server_state::idle) push_followup("ROLLBACK", false);
+  send_requested_ = true;
+  send_all_ = planned_all_;
 }
 
 PQSCOPE_DECL void scope_machine::mark_open() noexcept {
@@ -296,6 +344,13 @@ PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::siz
   const item& it = batch[at];
   const reply& r = br.replies[at];
   void_ = attempt_failure{it.context() + r.failure().message, r.failure().sqlstate, nullptr};
+  if (it.k == item::check && is_behind(r)) {
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      void_ = attempt_failure{e.what(), "", failure};
+    }
+  }
   if (it.k == item::user) {
     it.slot->fail(std::move(failure));
     try {

@@ -163,6 +163,14 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
     // Never in front of a ROLLBACK: the transaction may be aborted there, the query
     // would fail (25P02) and the server would skip the ROLLBACK behind it; and a
     // rolled-back transaction has nothing to resolve.
+    // A check that must run before the transaction's snapshot exists goes alone;
+    // the rest follows in the next batch.
+    if (n > 0 && queue_.front().k == item::check && queue_.front().alone) {
+      n = 1;
+      last_user = 0;
+      send_requested_ = true;
+      send_all_ = planned_all_;
+    }
     const bool ends = n > 0 && queue_[n - 1].k == item::end;
     const bool rolls_back = ends && std::strcmp(queue_[n - 1].text(), "ROLLBACK") == 0;
     const bool xid = !rolls_back && (last_user > 0 || (ends && xid_pending_)) && wants_xid();
@@ -194,6 +202,10 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
   for (std::size_t k = 0; k < in_flight_.size(); ++k) {
     item& it = in_flight_[k];
     if (is_savepoint_kind(it)) it.fixed = savepoint_text(it);
+    if (it.k == item::check) {
+      ++stats_.replica_checks;
+      if (it.alone) ++stats_.replica_checks_alone;
+    }
     if (it.k == item::user) {
       ++users;
       statement st = it.slot->stmt;
@@ -283,6 +295,37 @@ PQSCOPE_DECL scope_machine::item scope_machine::position_item() {
       "SELECT pg_catalog.pg_current_wal_insert_lsn(), pg_catalog.current_setting('wal_block_size')::int8, "
       "pg_catalog.pg_size_bytes(pg_catalog.current_setting('wal_segment_size'))";
   return it;
+}
+
+// Read-your-writes on a standby. pg_last_wal_replay_lsn() only grows, and a standby
+// marks a transaction committed when it replays its commit record, before it moves
+// the replay position past it: a snapshot taken after the check sees every
+// transaction the position covers. On a primary the function is NULL: the check
+// passes. Behind, the check fails (a cast of a text that no pg_lsn reads; the CASE
+// arm is not constant, so the planner does not fold it) and the server skips the
+// rest of the batch: BEGIN never runs and the session stays idle.
+//
+// In the batch of the BEGIN, the check runs before it, in the implicit transaction
+// of the batch, whose isolation is the session's default. Under read committed
+// each later statement takes a new snapshot, after the check. Under repeatable read
+// the check's own snapshot (taken before it reads the position) would become the
+// transaction's, and SET TRANSACTION ISOLATION fails after it (25001); so the check
+// refuses to pass there, and the batch goes again with the check alone, before it.
+inline constexpr const char* check_in_batch_sql =
+    "SELECT CASE WHEN s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica behind, replayed ' || s.r::text)::"
+    "pg_catalog.pg_lsn WHEN pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN "
+    "('pqscope: isolation ' || pg_catalog.current_setting('transaction_isolation'))::pg_catalog.pg_lsn END "
+    "FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
+inline constexpr const char* check_alone_sql =
+    "SELECT CASE WHEN s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica behind, replayed ' || s.r::text)::"
+    "pg_catalog.pg_lsn END FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
+
+PQSCOPE_DECL void scope_machine::queue_check(std::uint64_t frame_id, const transaction_options& o) {
+  const bool alone =
+      check_alone_ || o.isolation == isolation::repeatable_read || o.isolation == isolation::serializable;
+  item& it = queue_owned(item::check, frame_id, 0, alone ? check_alone_sql : check_in_batch_sql);
+  it.owned->args.push_back(o.at_least.to_string());
+  it.alone = alone;
 }
 
 PQSCOPE_DECL wal_position scope_machine::read_position(const reply& r) noexcept {

@@ -49,6 +49,10 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
                         "outermost scope");
     if (o.deferrable && !root.deferrable)
       throw usage_error("a nested scope cannot make the transaction deferrable; set it on the outermost scope");
+    if (root.at_least < o.at_least)
+      throw usage_error("a nested scope cannot ask to see a later WAL position (at_least " + o.at_least.to_string() +
+                        ") than its transaction does (" + root.at_least.to_string() +
+                        "): set at_least on the outermost scope");
     throw_if_void("opening a nested scope");
     throw_if_doomed("opening a nested scope");
     attempt = frames_.front().attempt;
@@ -67,6 +71,7 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
+    if (!o.at_least.empty()) queue_check(id, o);
     queue(item::begin, id, 0, "BEGIN");
     // Not BEGIN ISOLATION LEVEL ...: Pgpool-II 4.3 (streaming_replication mode)
     // drops the modes from BEGIN, and keeps SET TRANSACTION. Same batch: no round trip.

@@ -1,0 +1,67 @@
+#pragma once
+// Which node of a replica set serves a read: the routing of pqscope::replica_set and
+// pqscope::asio::replica_set, without I/O, shared by both. Thread-safe.
+//
+// Standbys are tried round robin. A standby that failed to connect (or failed under
+// a read) is passed over for recheck_after; one that was behind a read's position
+// is passed over, for reads that need more than it had replayed, for as long. The
+// first read after that tries it again: no background thread watches the nodes.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include <pqscope/wal_position.hpp>
+#include <pqscope/detail/config.hpp>
+
+namespace pqscope {
+
+// Counters since the replica set was created.
+struct replica_set_stats {
+  std::uint64_t writes = 0;             // write() calls that committed
+  std::uint64_t reads_on_standby = 0;   // read() calls served by a standby
+  std::uint64_t reads_on_primary = 0;   // read() calls no standby could serve (fallback_to_primary)
+  std::uint64_t standby_behind = 0;     // standbys found behind a read's position
+  std::uint64_t standby_down = 0;       // standbys found unreachable or failing
+};
+
+namespace detail {
+
+struct replica_router_state;
+
+class replica_router {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  replica_router(std::size_t standbys, std::chrono::milliseconds recheck_after);
+
+  [[nodiscard]] std::size_t standbys() const noexcept { return n_; }
+
+  // The standbys to try for a read that must see `at_least`, in order.
+  [[nodiscard]] std::vector<std::size_t> plan(wal_position at_least) const;
+  // The standby to wait on when none could serve: of those not down, the one known
+  // to have replayed the most.
+  [[nodiscard]] std::optional<std::size_t> closest() const;
+
+  void served(std::size_t i, wal_position at_least) noexcept;
+  void behind(std::size_t i, wal_position replayed) noexcept;
+  void down(std::size_t i) noexcept;
+  void on_primary() noexcept;
+  void wrote() noexcept;
+
+  [[nodiscard]] replica_set_stats stats() const;
+
+ private:
+  std::size_t n_;
+  std::shared_ptr<replica_router_state> state_;  // behind a pointer: <mutex> stays in the .ipp
+};
+
+}  // namespace detail
+}  // namespace pqscope
+
+#ifdef PQSCOPE_BODIES
+#include <pqscope/detail/impl/replica_router.ipp>
+#endif
