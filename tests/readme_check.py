@@ -75,6 +75,7 @@ PLACEHOLDERS = {
     "o": "pqscope::transaction_options{}", "options": "pqscope::transaction_options{}",
     "ms": "std::chrono::milliseconds{1}", "values...": "1, std::string()",
     "channel": '"jobs"', "timeout": "std::chrono::milliseconds{1}", "by_position": "pqscope::by_position",
+    "seen": "std::declval<pqscope::wal_position&>()",
 }
 ASIO_PLACEHOLDERS = dict(PLACEHOLDERS, **{
     "executor": "std::declval<boost::asio::any_io_executor>()", "token": "readme_check::signature_token{}",
@@ -84,7 +85,7 @@ ASIO_PLACEHOLDERS = dict(PLACEHOLDERS, **{
 # Names the reference uses as classes (`Name(args)`, `Name{args}`: a constructor) and as
 # free functions (`name(args)`: not a member of the table's class).
 CLASSES = {"database", "connection", "pool", "transaction", "result", "query", "lease", "copy_writer", "copy_reader",
-           "params", "numeric", "uuid"}
+           "params", "numeric", "uuid", "replica_set"}
 FREE_FUNCTIONS = {"atomic", "transactional", "async_atomic", "values_list"}
 # Objects named in reference items (`row[j]`, `tx.async_commit(token)`): their class.
 OBJECTS = {"result": "result", "row": "row", "field": "field", "tx": "transaction", "lease": "lease"}
@@ -244,7 +245,8 @@ def arg_expr(arg, placeholders):
     if not re.match(r"^[\w:<>,&*\s]+$", t):
         raise Failure(f"cannot read the argument `{arg}`")
     if re.match(rf"^{IDENT}$", t) and t[0].islower() and "::" not in t and t not in (
-            "connection_options", "transaction_options", "pool_options", "database", "connection", "result"):
+            "connection_options", "transaction_options", "pool_options", "replica_set_options", "database",
+            "connection", "result"):
         raise Failure(f"unknown placeholder `{arg}`: add it to PLACEHOLDERS in tests/readme_check.py")
     return f"std::declval<{subst_types(t)}>()", optional
 

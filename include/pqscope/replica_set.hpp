@@ -60,7 +60,7 @@ struct replica_set_options {
 class replica_set {
  public:
   // No connection is opened here. standbys may be empty: every read goes to the primary.
-  replica_set(std::string primary, std::vector<std::string> standbys, replica_set_options options = {});
+  explicit replica_set(std::string primary, std::vector<std::string> standbys, replica_set_options options = {});
 
   // atomic(primary, options, fn); the commit's WAL position is merged into `seen`.
   template <class Fn>
@@ -98,9 +98,6 @@ class replica_set {
     std::optional<R> value;
     bool behind = false;
   };
-  template <class Fn>
-  using result_of = decltype(detail::call_with_optional_connection(std::declval<Fn&>(), std::declval<connection&>()));
-
   // Leases standby i, or nothing when it cannot connect (it is marked down).
   std::optional<lease> lease_standby(std::size_t i);
 
@@ -132,7 +129,9 @@ template <class Fn>
 auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options) {
   lease l = primary_->acquire();
   connection& c = *l;
-  using R = result_of<Fn>;
+  // Spelled from fn, not from a declval<Fn&>() alias: g++ 12 took such an alias for
+  // the Asio front end's look-alike over asio::connection.
+  using R = decltype(detail::call_with_optional_connection(fn, c));
   if constexpr (std::is_void_v<R>) {
     atomic(c, options, fn);
     seen.merge(c.last_commit_position());
@@ -147,7 +146,7 @@ auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options
 
 template <class Fn>
 auto replica_set::read(wal_position seen, Fn&& fn, transaction_options options) {
-  using R = result_of<Fn>;
+  using R = decltype(detail::call_with_optional_connection(fn, std::declval<connection&>()));
   options.read_only = true;
   options.at_least.merge(seen);
   const std::chrono::milliseconds wait =

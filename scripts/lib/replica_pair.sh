@@ -5,9 +5,13 @@
 # pair lives in its own folder and on its own free loopback ports, as the
 # postgres user, apart from the shared servers of scripts/dev.sh.
 #
-#   replica_pair.sh start DIR          DIR must not exist; writes DIR/env (shell
+#   replica_pair.sh start DIR [--apply-delay VALUE]
+#                                      DIR must not exist; writes DIR/env (shell
 #                                      assignments: PRIMARY_PORT, STANDBY_PORT,
-#                                      PGB_PRIMARY_PORT, PGB_STANDBY_PORT, PGPOOL_PORT)
+#                                      PGB_PRIMARY_PORT, PGB_STANDBY_PORT, PGPOOL_PORT).
+#                                      --apply-delay: the standby's recovery_min_apply_delay,
+#                                      as SHOW writes it (500ms, 2s): it replays each commit
+#                                      that long after the primary wrote it
 #   replica_pair.sh stop-primary DIR   the primary stops at once (as a crash would)
 #   replica_pair.sh promote DIR        the standby becomes a primary, and waits for it
 #   replica_pair.sh pgbouncer-reconnect DIR   RECONNECT on the standby's PgBouncer: it
@@ -123,7 +127,22 @@ CONF
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { sed -n '2,/^set /{/^#/p}' "$0" >&2; exit 2; }
+shift 2
+apply_delay=""
+while [ $# -gt 0 ]; do
+  case "$cmd $1" in
+    "start --apply-delay")
+      [ $# -ge 2 ] || { echo "--apply-delay needs a value" >&2; exit 2; }
+      apply_delay=$2
+      shift 2
+      ;;
+    *)
+      echo "unknown argument for $cmd: $1" >&2
+      exit 2
+      ;;
+  esac
+done
 
 case "$cmd" in
   start)
@@ -137,6 +156,22 @@ case "$cmd" in
     pair_psql "$primary" "CREATE DATABASE pqscope"
     start_standby_of "$primary" "$dir/standby" "$dir/standby.log" "$dir"
     standby=$PG_STARTED_PORT
+    if [ -n "$apply_delay" ]; then
+      # Reloadable: set on the running standby. A reload reaches new sessions a moment
+      # later: wait until one shows the value.
+      echo "ALTER SYSTEM SET recovery_min_apply_delay = :'v'" |
+        as_pg psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$standby" -U postgres -d postgres -v v="$apply_delay" >/dev/null
+      pair_psql "$standby" "SELECT pg_reload_conf()" >/dev/null
+      for i in $(seq 1 100); do
+        shown=$(pair_psql "$standby" "SHOW recovery_min_apply_delay")
+        [ "$shown" = "$apply_delay" ] && break
+        sleep 0.1
+      done
+      if [ "$shown" != "$apply_delay" ]; then
+        echo "the standby shows recovery_min_apply_delay = $shown, not $apply_delay (give it as SHOW writes it)" >&2
+        exit 1
+      fi
+    fi
     echo '"postgres" ""' >"$dir/userlist.txt"
     start_pair_pgbouncer "$dir" pgbouncer_primary "$primary"
     pgb_primary=$PGB_STARTED_PORT

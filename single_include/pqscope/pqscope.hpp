@@ -8759,6 +8759,21 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
       for (const std::string& a : it.owned->args) out_args_[k].push_back(a.c_str());
     out_.push_back(statement{it.text(), static_cast<int>(out_args_[k].size()),
                              out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
+    // The read-your-writes check is the same text on every read: prepared like a
+    // statement run again (its parse and plan cost more than the check itself).
+    if (it.k == item::check && prepared_.enabled()) {
+      const prepared_statements::use u = prepared_.plan(it.text(), 1, nullptr);
+      if (u.name != nullptr) {
+        out_names_[k] = u.name;
+        out_.back().name = out_names_[k].c_str();
+        out_.back().parse = u.parse;
+        if (u.text != nullptr) {
+          out_texts_[k] = u.text;
+          out_.back().sql = out_texts_[k].c_str();
+        }
+        if (u.parse) ++stats_.prepared;
+      }
+    }
   }
   ++stats_.round_trips;
   stats_.statements += users;
@@ -9108,8 +9123,9 @@ PQSCOPE_DECL scope_machine::statement_loss scope_machine::settle_prepared(const 
   statement_loss loss;
   for (std::size_t k = 0; k < batch.size() && k < out_.size(); ++k) {
     const statement& st = out_[k];
-    if (batch[k].k != item::user || st.name == nullptr) continue;
-    const std::string_view text = batch[k].slot->sql;
+    if ((batch[k].k != item::user && batch[k].k != item::check) || st.name == nullptr) continue;
+    const std::string_view text = batch[k].k == item::user ? std::string_view(batch[k].slot->sql)
+                                                           : std::string_view(batch[k].text());
     if (st.parse) prepared_.settle(text, st.n_params, st.types, st.name, k < br.replies.size() && br.replies[k].parsed);
     if (k >= br.replies.size() || br.replies[k].st != reply::status::error) continue;
     const reply_error& e = br.replies[k].failure();
@@ -9132,7 +9148,8 @@ PQSCOPE_DECL scope_machine::statement_loss scope_machine::settle_prepared(const 
 }
 
 PQSCOPE_DECL bool scope_machine::resend_lost(std::vector<item>& batch, const batch_reply& br, std::size_t at) {
-  if (batch[at].slot->resent) return false;
+  // A lost check fails its scope, which atomic() runs again (take_lost_statement()).
+  if (batch[at].k != item::user || batch[at].slot->resent) return false;
   // Sending it again is exact only if what ran before it in this batch runs again
   // the same: controls of a transaction that began in this batch (rolled back
   // first), or nothing at all in autocommit.
@@ -9542,6 +9559,9 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
     run_callbacks(f.on_commit, false);
     return;
   }
+  // The COMMIT's own answer arrived before the connection went (only the position
+  // query behind it was lost): it committed.
+  if (op.lost && op.end_reply.st == reply::status::ok && op.end_reply.tag() == "COMMIT") return done();
   if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
     // Without an xid the transaction wrote nothing: nothing was lost.
     const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
@@ -12127,7 +12147,7 @@ struct replica_set_options {
 class replica_set {
  public:
   // No connection is opened here. standbys may be empty: every read goes to the primary.
-  replica_set(std::string primary, std::vector<std::string> standbys, replica_set_options options = {});
+  explicit replica_set(std::string primary, std::vector<std::string> standbys, replica_set_options options = {});
 
   // atomic(primary, options, fn); the commit's WAL position is merged into `seen`.
   template <class Fn>
@@ -12165,9 +12185,6 @@ class replica_set {
     std::optional<R> value;
     bool behind = false;
   };
-  template <class Fn>
-  using result_of = decltype(detail::call_with_optional_connection(std::declval<Fn&>(), std::declval<connection&>()));
-
   // Leases standby i, or nothing when it cannot connect (it is marked down).
   std::optional<lease> lease_standby(std::size_t i);
 
@@ -12199,7 +12216,9 @@ template <class Fn>
 auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options) {
   lease l = primary_->acquire();
   connection& c = *l;
-  using R = result_of<Fn>;
+  // Spelled from fn, not from a declval<Fn&>() alias: g++ 12 took such an alias for
+  // the Asio front end's look-alike over asio::connection.
+  using R = decltype(detail::call_with_optional_connection(fn, c));
   if constexpr (std::is_void_v<R>) {
     atomic(c, options, fn);
     seen.merge(c.last_commit_position());
@@ -12214,7 +12233,7 @@ auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options
 
 template <class Fn>
 auto replica_set::read(wal_position seen, Fn&& fn, transaction_options options) {
-  using R = result_of<Fn>;
+  using R = decltype(detail::call_with_optional_connection(fn, std::declval<connection&>()));
   options.read_only = true;
   options.at_least.merge(seen);
   const std::chrono::milliseconds wait =

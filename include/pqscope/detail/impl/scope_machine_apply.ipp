@@ -184,8 +184,9 @@ PQSCOPE_DECL scope_machine::statement_loss scope_machine::settle_prepared(const 
   statement_loss loss;
   for (std::size_t k = 0; k < batch.size() && k < out_.size(); ++k) {
     const statement& st = out_[k];
-    if (batch[k].k != item::user || st.name == nullptr) continue;
-    const std::string_view text = batch[k].slot->sql;
+    if ((batch[k].k != item::user && batch[k].k != item::check) || st.name == nullptr) continue;
+    const std::string_view text = batch[k].k == item::user ? std::string_view(batch[k].slot->sql)
+                                                           : std::string_view(batch[k].text());
     if (st.parse) prepared_.settle(text, st.n_params, st.types, st.name, k < br.replies.size() && br.replies[k].parsed);
     if (k >= br.replies.size() || br.replies[k].st != reply::status::error) continue;
     const reply_error& e = br.replies[k].failure();
@@ -208,7 +209,8 @@ PQSCOPE_DECL scope_machine::statement_loss scope_machine::settle_prepared(const 
 }
 
 PQSCOPE_DECL bool scope_machine::resend_lost(std::vector<item>& batch, const batch_reply& br, std::size_t at) {
-  if (batch[at].slot->resent) return false;
+  // A lost check fails its scope, which atomic() runs again (take_lost_statement()).
+  if (batch[at].k != item::user || batch[at].slot->resent) return false;
   // Sending it again is exact only if what ran before it in this batch runs again
   // the same: controls of a transaction that began in this batch (rolled back
   // first), or nothing at all in autocommit.

@@ -231,6 +231,21 @@ PQSCOPE_DECL const std::vector<statement>& scope_machine::plan() {
       for (const std::string& a : it.owned->args) out_args_[k].push_back(a.c_str());
     out_.push_back(statement{it.text(), static_cast<int>(out_args_[k].size()),
                              out_args_[k].empty() ? nullptr : out_args_[k].data(), nullptr});
+    // The read-your-writes check is the same text on every read: prepared like a
+    // statement run again (its parse and plan cost more than the check itself).
+    if (it.k == item::check && prepared_.enabled()) {
+      const prepared_statements::use u = prepared_.plan(it.text(), 1, nullptr);
+      if (u.name != nullptr) {
+        out_names_[k] = u.name;
+        out_.back().name = out_names_[k].c_str();
+        out_.back().parse = u.parse;
+        if (u.text != nullptr) {
+          out_texts_[k] = u.text;
+          out_.back().sql = out_texts_[k].c_str();
+        }
+        if (u.parse) ++stats_.prepared;
+      }
+    }
   }
   ++stats_.round_trips;
   stats_.statements += users;

@@ -178,6 +178,9 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
     run_callbacks(f.on_commit, false);
     return;
   }
+  // The COMMIT's own answer arrived before the connection went (only the position
+  // query behind it was lost): it committed.
+  if (op.lost && op.end_reply.st == reply::status::ok && op.end_reply.tag() == "COMMIT") return done();
   if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
     // Without an xid the transaction wrote nothing: nothing was lost.
     const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
