@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE misuse
 #include <boost/test/unit_test.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -534,6 +535,81 @@ BOOST_AUTO_TEST_CASE(retries_on_a_transaction_object) {
       }
       expect_idle(s);
     }
+  }
+}
+
+// replica_wait runs the function again while a standby catches up: a transaction
+// object cannot, at any depth.
+BOOST_AUTO_TEST_CASE(replica_wait_on_a_transaction_object) {
+  for (const auto& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT(t.name) {
+      session s{t};
+      pqscope::transaction_options o;
+      o.replica_wait = std::chrono::milliseconds(100);
+      expect_usage_error(s.conn, "replica_wait may run a function again", [&] { pqscope::transaction tx{s.conn, o}; });
+      o.at_least = s.conn.query_value<pqscope::wal_position>("SELECT pg_catalog.pg_current_wal_lsn()");
+      expect_usage_error(s.conn, "use pqscope::atomic", [&] { pqscope::transaction tx{s.conn, o}; });
+      BOOST_TEST(s.conn.depth() == 0u);
+      {
+        pqscope::transaction outer{s.conn};
+        expect_usage_error(s.conn, "use pqscope::atomic", [&] { pqscope::transaction tx{s.conn, o}; });
+        BOOST_TEST(s.conn.depth() == 1u);
+        outer.commit();
+      }
+      BOOST_TEST(s.conn.stats().replica_checks == 0u);
+      expect_idle(s);
+    }
+  }
+}
+
+// A negative wait is refused before anything runs, with at_least or without.
+BOOST_AUTO_TEST_CASE(negative_replica_wait) {
+  for (const auto& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT(t.name) {
+      session s{t};
+      int runs = 0;
+      auto fn = [&] { ++runs; };
+      pqscope::transaction_options o;
+      o.replica_wait = std::chrono::milliseconds(-1);
+      for (bool with_position : {false, true}) {
+        if (with_position)
+          o.at_least = s.conn.query_value<pqscope::wal_position>("SELECT pg_catalog.pg_current_wal_lsn()");
+        expect_usage_error(s.conn, "replica_wait must not be negative", [&] { pqscope::atomic(s.conn, o, fn); });
+        expect_usage_error(s.conn, "replica_wait must not be negative",
+                           [&] { pqscope::transactional([](pqscope::connection&) {}, o)(s.conn); });
+        {
+          pqscope::transaction outer{s.conn};
+          expect_usage_error(s.conn, "replica_wait must not be negative", [&] { pqscope::atomic(s.conn, o, fn); });
+          BOOST_TEST(s.conn.depth() == 1u);
+          outer.commit();
+        }
+      }
+      BOOST_TEST(runs == 0);
+      BOOST_TEST(s.conn.stats().replica_checks == 0u);
+      expect_idle(s);
+    }
+  }
+}
+
+// replica_set_options are checked when the set is made, which opens no connection:
+// nothing listens where these conninfos point.
+BOOST_AUTO_TEST_CASE(negative_replica_set_durations) {
+  const std::string nowhere = "host=/nonexistent-pqscope-socket-dir port=1 dbname=none connect_timeout=1";
+  pqscope::replica_set_options fine;
+  fine.replica_wait = std::chrono::milliseconds(0);
+  BOOST_CHECK_NO_THROW(pqscope::replica_set(nowhere, {nowhere, nowhere}, fine));
+  pqscope::replica_set_options wait;
+  wait.replica_wait = std::chrono::milliseconds(-1);
+  pqscope::replica_set_options recheck;
+  recheck.recheck_after = std::chrono::milliseconds(-1);
+  for (const auto* o : {&wait, &recheck}) {
+    try {
+      pqscope::replica_set rs(nowhere, {nowhere}, *o);
+      BOOST_ERROR("no usage_error for a negative replica_set_options duration");
+    } catch (const pqscope::usage_error& e) {
+      BOOST_TEST(contains(e.what(), "must not be negative"), e.what());
+    }
+    BOOST_CHECK_THROW(pqscope::replica_set(nowhere, {}, *o), pqscope::usage_error);
   }
 }
 

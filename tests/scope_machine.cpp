@@ -2042,6 +2042,585 @@ BOOST_AUTO_TEST_CASE(the_position_is_the_record_end) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
+// ---------------------------------------------------------------------------
+// transaction_options::at_least: the standby's replay position is checked before
+// the transaction begins, in the BEGIN batch (read committed) or alone before it
+// (repeatable read, serializable, or a session whose default isolation is not read
+// committed). Behind, nothing of the scope runs and it throws replica_behind.
+// The scripted server answers the check as PostgreSQL does (see scripted_driver.hpp).
+BOOST_AUTO_TEST_SUITE(read_your_writes)
+
+using pqscope::isolation;
+using pqscope::wal_position;
+
+const wal_position token = wal_position::parse("0/30000A8");
+
+opts at_least(isolation i = isolation::server_default, wal_position p = token) {
+  opts o{i};
+  o.at_least = p;
+  return o;
+}
+
+bool is_check(const std::string& sql) { return contains(sql, "pg_catalog.pg_last_wal_replay_lsn()"); }
+
+// Batches sent since the last call; the check in the BEGIN batch (the one that also
+// refuses an isolation other than read committed) as CHECK, the one sent alone as ALONE.
+std::string shown(pqtest::scripted_server& srv) {
+  auto batches = srv.take_batches();
+  for (auto& b : batches)
+    for (auto& sql : b)
+      if (is_check(sql)) sql = contains(sql, "current_setting('transaction_isolation')") ? "CHECK" : "ALONE";
+  return show(batches);
+}
+
+// The parameters of every check sent, in order.
+std::vector<std::vector<std::string>> check_params(const pqtest::scripted_server& srv) {
+  std::vector<std::vector<std::string>> out;
+  for (std::size_t b = 0; b < srv.batches.size(); ++b)
+    for (std::size_t k = 0; k < srv.batches[b].size(); ++k)
+      if (is_check(srv.batches[b][k])) out.push_back(srv.batch_params[b][k]);
+  return out;
+}
+
+std::string rw_stats(const conn_t& c) {
+  const auto& s = c.stats();
+  return "checks=" + std::to_string(s.replica_checks) + " alone=" + std::to_string(s.replica_checks_alone) +
+         " behind=" + std::to_string(s.replica_behind);
+}
+
+const std::string& isolation_sql(isolation i) {
+  static const std::vector<std::string> texts{"", "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                                              "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                                              "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"};
+  switch (i) {
+    case isolation::server_default: return texts[0];
+    case isolation::read_committed: return texts[1];
+    case isolation::repeatable_read: return texts[2];
+    case isolation::serializable: return texts[3];
+  }
+  return texts[0];
+}
+// "BEGIN" or "BEGIN | SET TRANSACTION ...".
+std::string begin_of(isolation i) { return isolation_sql(i).empty() ? "BEGIN" : "BEGIN | " + isolation_sql(i); }
+
+bool alone_for(isolation i) { return i == isolation::repeatable_read || i == isolation::serializable; }
+
+const std::vector<isolation> every_isolation{isolation::server_default, isolation::read_committed,
+                                             isolation::repeatable_read, isolation::serializable};
+
+BOOST_FIXTURE_TEST_CASE(no_check_without_at_least, fx) {
+  srv.replayed = "0/1";  // far behind: a check would fail
+  for (isolation i : every_isolation) {
+    transaction t{c, opts{i}};
+    c.execute("SELECT 1");
+    t.commit();
+    BOOST_TEST(shown(srv) == "[" + begin_of(i) + " | SELECT 1] [COMMIT]");
+  }
+  opts batched;
+  batched.batch = true;
+  pqscope::atomic(c, batched, [&] { c.execute("INSERT 1"); });
+  pqscope::atomic(c, at_least(isolation::server_default, wal_position{}), [&] { c.execute("INSERT 2"); });
+  {
+    transaction t1{c};
+    transaction t2{c, at_least(isolation::server_default, wal_position{})};  // empty: no check, nested or not
+    c.execute("INSERT 3");
+    t2.commit();
+    t1.commit();
+  }
+  BOOST_TEST(shown(srv) ==
+             "[BEGIN | INSERT 1 | COMMIT] [BEGIN | INSERT 2] [COMMIT] [BEGIN | SAVEPOINT pqscope_1 | INSERT 3] "
+             "[COMMIT]");
+  BOOST_TEST(srv.replica_checks == 0);
+  BOOST_TEST(rw_stats(c) == "checks=0 alone=0 behind=0");
+}
+
+// Read committed (or the server's default, read committed): one batch, the check first.
+BOOST_AUTO_TEST_CASE(the_check_rides_ahead_of_begin_under_read_committed) {
+  for (const char* replayed : {"", "0/30000A8", "1/0"}) {  // a primary (NULL), a standby just there, one past it
+    for (isolation i : {isolation::server_default, isolation::read_committed}) {
+      for (bool read_only : {false, true}) {
+        BOOST_TEST_CONTEXT("replayed '" << replayed << "', isolation " << static_cast<int>(i) << ", read_only "
+                                        << read_only) {
+          conn_t c{"x"};
+          auto& srv = c.driver().server();
+          srv.replayed = replayed;
+          opts o = at_least(i);
+          o.read_only = read_only;
+          transaction t{c, o};
+          BOOST_TEST(c.query_value<int>("SELECT 1") == 1);
+          c.execute("SELECT 2");
+          t.commit();
+          std::string begin = begin_of(i);
+          if (read_only)
+            begin = i == isolation::server_default ? "BEGIN | SET TRANSACTION READ ONLY" : begin + ", READ ONLY";
+          BOOST_TEST(shown(srv) == "[CHECK | " + begin + " | SELECT 1] [SELECT 2] [COMMIT]");
+          BOOST_TEST(check_params(srv) == (std::vector<std::vector<std::string>>{{"0/30000A8"}}));
+          BOOST_TEST(srv.replica_checks == 1);
+          BOOST_TEST(rw_stats(c) == "checks=1 alone=0 behind=0");
+          // The check costs no round trip, and is a control statement.
+          const int controls = i == isolation::server_default && !read_only ? 3 : 4;  // CHECK, BEGIN, (SET), COMMIT
+          BOOST_TEST(stats_of(c) == "round_trips=3 statements=2 control=" + std::to_string(controls) +
+                                        " committed=1 rolled_back=0 savepoints=0");
+          BOOST_TEST(srv.commits == 1);
+        }
+      }
+    }
+  }
+}
+
+// Repeatable read and serializable: the check's snapshot would be the transaction's,
+// so it goes alone, before the BEGIN batch; once per transaction.
+BOOST_AUTO_TEST_CASE(the_check_goes_alone_under_repeatable_read_and_serializable) {
+  for (const char* replayed : {"", "0/30000A8", "1/0"}) {
+    for (isolation i : {isolation::repeatable_read, isolation::serializable}) {
+      for (bool batch : {false, true}) {
+        BOOST_TEST_CONTEXT("replayed '" << replayed << "', isolation " << static_cast<int>(i) << ", batched "
+                                        << batch) {
+          conn_t c{"x"};
+          auto& srv = c.driver().server();
+          srv.replayed = replayed;
+          srv.default_isolation = "serializable";  // the alone check runs under the session's default: it passes
+          opts o = at_least(i);
+          o.batch = batch;
+          pqscope::atomic(c, o, [&] {
+            c.execute("INSERT 1");
+            c.execute("INSERT 2");
+          });
+          BOOST_TEST(shown(srv) == (batch ? "[ALONE] [" + begin_of(i) + " | INSERT 1 | INSERT 2 | COMMIT]"
+                                          : "[ALONE] [" + begin_of(i) + " | INSERT 1] [INSERT 2] [COMMIT]"));
+          BOOST_TEST(check_params(srv) == (std::vector<std::vector<std::string>>{{"0/30000A8"}}));
+          BOOST_TEST(rw_stats(c) == "checks=1 alone=1 behind=0");
+          BOOST_TEST(c.stats().round_trips == (batch ? 2u : 4u));
+          BOOST_TEST(srv.commits == 1);
+          BOOST_TEST(c.stats().replays == 0u);
+        }
+      }
+    }
+  }
+}
+
+// The session's default isolation is not read committed: the check in the BEGIN
+// batch refuses to pass ("pqscope: isolation ..."), the batch goes again with the
+// check alone first, and the connection sends every later check alone.
+BOOST_AUTO_TEST_CASE(another_default_isolation_sends_the_check_alone_from_then_on) {
+  for (isolation i : {isolation::server_default, isolation::read_committed}) {
+    for (bool batch : {false, true}) {
+      BOOST_TEST_CONTEXT("isolation " << static_cast<int>(i) << ", batched " << batch) {
+        conn_t c{"x"};
+        auto& srv = c.driver().server();
+        srv.replayed = "0/4000000";
+        srv.default_isolation = "repeatable read";
+        opts o = at_least(i);
+        o.batch = batch;
+        int runs = 0;
+        pqscope::atomic(c, o, [&] {
+          ++runs;
+          BOOST_TEST(c.query_value<int>("SELECT 1") == 1);
+          c.execute("INSERT 1");
+        });
+        const std::string begin = begin_of(i);
+        BOOST_TEST(shown(srv) == (batch ? "[CHECK | " + begin + " | SELECT 1] [ALONE] [" + begin +
+                                              " | SELECT 1] [INSERT 1 | COMMIT]"
+                                        : "[CHECK | " + begin + " | SELECT 1] [ALONE] [" + begin +
+                                              " | SELECT 1] [INSERT 1] [COMMIT]"));
+        BOOST_TEST(runs == 1);  // the resend is the machine's: the function ran once
+        BOOST_TEST(c.stats().replays == 0u);
+        BOOST_TEST(rw_stats(c) == "checks=2 alone=1 behind=0");
+        BOOST_TEST(check_params(srv) == (std::vector<std::vector<std::string>>{{"0/30000A8"}, {"0/30000A8"}}));
+        BOOST_TEST(srv.commits == 1);
+        BOOST_TEST(srv.rollbacks == 0);
+
+        // From now on this connection sends the check alone, whatever the scope's isolation ...
+        for (isolation later : every_isolation) {
+          transaction t{c, at_least(later)};
+          c.execute("SELECT 1");
+          t.commit();
+          BOOST_TEST(shown(srv) == "[ALONE] [" + begin_of(later) + " | SELECT 1] [COMMIT]");
+        }
+        // ... and when the whole transaction goes in one send.
+        opts whole = at_least();
+        whole.batch = true;
+        pqscope::atomic(c, whole, [&] { c.execute("INSERT 2"); });
+        BOOST_TEST(shown(srv) == "[ALONE] [BEGIN | INSERT 2 | COMMIT]");
+        // Scopes without at_least are as before.
+        pqscope::atomic(c, [&] { c.execute("INSERT 3"); });
+        BOOST_TEST(shown(srv) == "[BEGIN | INSERT 3] [COMMIT]");
+        BOOST_TEST(rw_stats(c) == "checks=7 alone=6 behind=0");
+
+        // Another connection learns it for itself.
+        conn_t other{"x"};
+        other.driver().server().default_isolation = "repeatable read";
+        pqscope::atomic(other, at_least(), [&] { other.execute("SELECT 1"); });
+        BOOST_TEST(shown(other.driver().server()) == "[CHECK | BEGIN | SELECT 1] [ALONE] [BEGIN | SELECT 1] [COMMIT]");
+      }
+    }
+  }
+}
+
+// How a scope whose check found the standby behind can end: all send nothing.
+enum class ending { commit, rollback, destructor };
+const std::vector<ending> every_ending{ending::commit, ending::rollback, ending::destructor};
+
+// The check failed: the statement in the batch (or, alone, the one waiting for it)
+// throws replica_behind; nothing more reaches the server for this scope.
+BOOST_AUTO_TEST_CASE(behind_the_statement_throws_replica_behind_and_nothing_runs) {
+  for (isolation i : every_isolation) {
+    for (ending how : every_ending) {
+      BOOST_TEST_CONTEXT("isolation " << static_cast<int>(i) << ", ending " << static_cast<int>(how)) {
+        conn_t c{"x"};
+        auto& srv = c.driver().server();
+        srv.replayed = "0/3000060";
+        bool committed = false, rolled_back = false;
+        {
+          std::optional<transaction> t;
+          t.emplace(c, at_least(i));
+          c.on_commit([&] { committed = true; });
+          c.on_rollback([&] { rolled_back = true; });
+          auto e = thrown<pqscope::replica_behind>([&] { c.execute("INSERT 1"); });
+          BOOST_TEST(e.has_value());
+          if (e) {
+            BOOST_TEST(e->replayed().to_string() == "0/3000060");
+            BOOST_TEST(e->required().to_string() == token.to_string());
+            BOOST_TEST(contains(e->what(), "0/3000060"));
+          }
+          // Alone, the statement waited for the check and was never sent.
+          BOOST_TEST(shown(srv) == (alone_for(i) ? "[ALONE]" : "[CHECK | " + begin_of(i) + " | INSERT 1]"));
+          BOOST_TEST(rw_stats(c) ==
+                     (alone_for(i) ? "checks=1 alone=1 behind=1" : "checks=1 alone=0 behind=1"));
+          BOOST_TEST(srv.tx == tx_state::idle);
+          const auto trips = c.stats().round_trips;
+          // The scope is doomed: the next statement is refused without a round trip.
+          auto a = thrown<pqscope::transaction_aborted>([&] { c.execute("INSERT 2"); });
+          BOOST_TEST(a.has_value());
+          if (a) BOOST_TEST(a->first_sqlstate().empty());  // not a retryable error
+          BOOST_CHECK_THROW(c.set_local("x", "1"), pqscope::transaction_aborted);
+          BOOST_TEST(c.stats().round_trips == trips);
+          BOOST_TEST(c.depth() == 1u);
+          switch (how) {
+            case ending::commit: BOOST_CHECK_THROW(t->commit(), pqscope::transaction_aborted); break;
+            case ending::rollback: t->rollback(); break;
+            case ending::destructor: break;
+          }
+          t.reset();
+          // Nothing began: no ROLLBACK.
+          BOOST_TEST(shown(srv) == "");
+          BOOST_TEST(c.stats().round_trips == trips);
+          BOOST_TEST(c.depth() == 0u);
+        }
+        BOOST_TEST(!committed);
+        BOOST_TEST(rolled_back);
+        BOOST_TEST(srv.rollbacks == 0);
+        BOOST_TEST(c.stats().transactions_rolled_back == 0u);
+
+        // The connection goes on: nothing of the failed scope is left queued.
+        srv.replayed = "0/30000A8";
+        pqscope::atomic(c, at_least(i), [&] { c.execute("INSERT 3"); });
+        BOOST_TEST(shown(srv) == std::string(alone_for(i) ? "[ALONE] [" : "[CHECK | ") + begin_of(i) +
+                                     " | INSERT 3] [COMMIT]");
+        c.execute("INSERT 4");
+        BOOST_TEST(shown(srv) == "[INSERT 4]");
+        BOOST_TEST(srv.commits == 1);
+        BOOST_TEST(c.stats().replica_behind == 1u);
+      }
+    }
+  }
+}
+
+// Scopes opened inside the doomed transaction before its first statement: they end
+// as doomed scopes do, and still nothing is sent.
+BOOST_AUTO_TEST_CASE(behind_with_nested_scopes_sends_nothing_more) {
+  for (isolation i : every_isolation) {
+    BOOST_TEST_CONTEXT("isolation " << static_cast<int>(i)) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      srv.replayed = "0/3000060";
+      {
+        transaction t1{c, at_least(i)};
+        {
+          transaction t2{c};
+          transaction t3{c, with_savepoint(false)};
+          BOOST_CHECK_THROW(c.execute("INSERT 1"), pqscope::replica_behind);
+          BOOST_CHECK_THROW(t3.commit(), pqscope::transaction_aborted);
+          BOOST_CHECK_THROW(t2.commit(), pqscope::transaction_aborted);
+        }
+        BOOST_CHECK_THROW(pqscope::atomic(c, [&] {}), pqscope::transaction_aborted);
+        BOOST_CHECK_THROW(t1.commit(), pqscope::transaction_aborted);
+      }
+      BOOST_TEST(shown(srv) == (alone_for(i) ? "[ALONE]"
+                                             : "[CHECK | " + begin_of(i) +
+                                                   " | SAVEPOINT pqscope_1 | INSERT 1]"));
+      BOOST_TEST(c.depth() == 0u);
+      srv.replayed.clear();
+      c.execute("INSERT 2");
+      BOOST_TEST(shown(srv) == "[INSERT 2]");
+    }
+  }
+}
+
+// A batched attempt: the failed check voids it, and its cause is the
+// replica_behind, which atomic() throws (running the function again cannot help).
+BOOST_AUTO_TEST_CASE(behind_in_a_batched_attempt_voids_it_with_replica_behind) {
+  for (isolation i : every_isolation) {
+    for (bool reads : {false, true}) {
+      BOOST_TEST_CONTEXT("isolation " << static_cast<int>(i) << ", reads " << reads) {
+        conn_t c{"x"};
+        auto& srv = c.driver().server();
+        srv.replayed = "0/3000060";
+        opts o = at_least(i);
+        o.batch = true;
+        int runs = 0;
+        bool committed = false, rolled_back = false;
+        auto e = thrown<pqscope::replica_behind>([&] {
+          pqscope::atomic(c, o, [&] {
+            ++runs;
+            c.on_commit([&] { committed = true; });
+            c.on_rollback([&] { rolled_back = true; });
+            c.execute("INSERT 1");
+            if (reads) (void)c.query_value<int>("SELECT 1");
+          });
+        });
+        BOOST_TEST(e.has_value());
+        if (e) {
+          BOOST_TEST(e->replayed().to_string() == "0/3000060");
+          BOOST_TEST(e->required().to_string() == token.to_string());
+        }
+        const auto& voided = pqscope::detail::connection_access::session(c)->machine.voided();
+        BOOST_TEST(voided.has_value());
+        if (voided) {
+          BOOST_TEST(voided->sqlstate.empty());
+          BOOST_TEST(contains(voided->message, "0/3000060"));
+          auto cause = thrown<pqscope::replica_behind>([&] {
+            if (voided->cause) std::rethrow_exception(voided->cause);
+          });
+          BOOST_TEST(cause.has_value());
+          if (cause) BOOST_TEST(cause->replayed().to_string() == "0/3000060");
+        }
+        const std::string rest = reads ? " | INSERT 1 | SELECT 1]" : " | INSERT 1 | COMMIT]";
+        BOOST_TEST(shown(srv) == (alone_for(i) ? "[ALONE]" : "[CHECK | " + begin_of(i) + rest));
+        BOOST_TEST(runs == 1);
+        BOOST_TEST(!committed);
+        BOOST_TEST(c.stats().replays == 0u);
+        BOOST_TEST(c.stats().transactions_committed == 0u);
+        BOOST_TEST(c.stats().replica_behind == 1u);
+        BOOST_TEST(c.depth() == 0u);
+        BOOST_TEST(srv.tx == tx_state::idle);
+        BOOST_TEST(srv.rollbacks == 0);
+        (void)rolled_back;  // a voided attempt's callbacks are dropped
+
+        // Nothing of the attempt is left queued for the next transaction.
+        srv.replayed.clear();
+        pqscope::atomic(c, [&] { c.execute("INSERT 2"); });
+        BOOST_TEST(shown(srv) == "[BEGIN | INSERT 2] [COMMIT]");
+        BOOST_TEST(srv.commits == 1);
+      }
+    }
+  }
+}
+
+// The function throws with its statements still queued: they go out before the
+// ROLLBACK, behind the check, which fails; the attempt is voided by it (as by any
+// failed send) and nothing of it is left queued.
+BOOST_AUTO_TEST_CASE(behind_when_a_batched_attempt_rolls_back) {
+  for (isolation i : every_isolation) {
+    BOOST_TEST_CONTEXT("isolation " << static_cast<int>(i)) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      srv.replayed = "0/3000060";
+      opts o = at_least(i);
+      o.batch = true;
+      int runs = 0;
+      std::string outcome;
+      try {
+        pqscope::atomic(c, o, [&] {
+          ++runs;
+          c.execute("INSERT 1");
+          throw user_abort{};
+        });
+      } catch (const pqscope::replica_behind&) {
+        outcome = "replica_behind";
+      } catch (const user_abort&) {
+        outcome = "user_abort";
+      }
+      BOOST_TEST(outcome == "replica_behind");
+      BOOST_TEST(runs == 1);
+      BOOST_TEST(shown(srv) == (alone_for(i) ? "[ALONE]" : "[CHECK | " + begin_of(i) + " | INSERT 1 | ROLLBACK]"));
+      BOOST_TEST(c.depth() == 0u);
+      srv.replayed.clear();
+      pqscope::atomic(c, [&] { c.execute("INSERT 2"); });
+      BOOST_TEST(shown(srv) == "[BEGIN | INSERT 2] [COMMIT]");
+      BOOST_TEST(srv.commits == 1);
+      BOOST_TEST(srv.rollbacks == 0);
+    }
+  }
+}
+
+// replica_wait: atomic() runs the function again until the standby caught up.
+BOOST_AUTO_TEST_CASE(replica_wait_runs_the_function_again_until_the_standby_caught_up) {
+  for (isolation i : every_isolation) {
+    for (bool batch : {false, true}) {
+      BOOST_TEST_CONTEXT("isolation " << static_cast<int>(i) << ", batched " << batch) {
+        conn_t c{"x"};
+        auto& srv = c.driver().server();
+        srv.replayed = "0/3000060";
+        opts o = at_least(i);
+        o.batch = batch;
+        o.replica_wait = 10s;
+        int runs = 0;
+        const int value = pqscope::atomic(c, o, [&] {
+          if (++runs == 3) srv.replayed = "0/30000A8";
+          c.execute("INSERT 1");
+          return runs;
+        });
+        BOOST_TEST(value == 3);
+        BOOST_TEST(c.stats().replica_behind == 2u);
+        BOOST_TEST(srv.commits == 1);
+        const std::string first = alone_for(i) ? "[ALONE]" : "[CHECK | " + begin_of(i) + " | INSERT 1" +
+                                                                  (batch ? " | COMMIT]" : "]");
+        const std::string last = std::string(alone_for(i) ? "[ALONE] [" : "[CHECK | ") + begin_of(i) +
+                                 (batch ? " | INSERT 1 | COMMIT]" : " | INSERT 1] [COMMIT]");
+        BOOST_TEST(shown(srv) == first + " " + first + " " + last);
+      }
+    }
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(replica_wait_runs_out, fx) {
+  srv.replayed = "0/3000060";
+  opts o = at_least();
+  o.replica_wait = 30ms;
+  int runs = 0;
+  const auto start = std::chrono::steady_clock::now();
+  BOOST_CHECK_THROW(pqscope::atomic(c, o, [&] {
+                      ++runs;
+                      c.execute("INSERT 1");
+                    }),
+                    pqscope::replica_behind);
+  BOOST_TEST((std::chrono::steady_clock::now() - start >= 30ms));
+  BOOST_TEST(runs > 1);
+  BOOST_TEST(c.stats().replica_behind == static_cast<std::uint64_t>(runs));
+  // Without it, at once.
+  runs = 0;
+  o.replica_wait = 0ms;
+  BOOST_CHECK_THROW(pqscope::atomic(c, o, [&] {
+                      ++runs;
+                      c.execute("INSERT 1");
+                    }),
+                    pqscope::replica_behind);
+  BOOST_TEST(runs == 1);
+}
+
+// A nested scope may repeat what its transaction sees, never ask for more.
+BOOST_FIXTURE_TEST_CASE(nested_scopes_cannot_ask_for_a_later_position, fx) {
+  const wal_position later(token.value() + 1), earlier(token.value() - 1);
+  {
+    transaction t1{c, at_least()};
+    BOOST_CHECK_THROW(transaction(c, at_least(isolation::server_default, later)), pqscope::usage_error);
+    BOOST_TEST(c.depth() == 1u);
+    BOOST_TEST(srv.batches.empty());
+    transaction t2{c, at_least(isolation::server_default, token)};
+    transaction t3{c, at_least(isolation::server_default, earlier)};
+    transaction t4{c, at_least(isolation::server_default, wal_position{})};
+    BOOST_CHECK_THROW(pqscope::atomic(c, at_least(isolation::server_default, later), [] {}), pqscope::usage_error);
+    BOOST_TEST(c.depth() == 4u);
+    c.execute("SELECT 1");  // not doomed; one check, the transaction's
+    t4.commit();
+    t3.commit();
+    t2.commit();
+    t1.commit();
+  }
+  BOOST_TEST(shown(srv) ==
+             "[CHECK | BEGIN | SAVEPOINT pqscope_1 | SAVEPOINT pqscope_2 | SAVEPOINT pqscope_3 | SELECT 1] [COMMIT]");
+  BOOST_TEST(check_params(srv) == (std::vector<std::vector<std::string>>{{"0/30000A8"}}));
+  // A transaction without at_least: no nested scope may set one.
+  {
+    transaction t1{c};
+    BOOST_CHECK_THROW(transaction(c, at_least()), pqscope::usage_error);
+    c.execute("SELECT 1");
+    t1.commit();
+  }
+  BOOST_TEST(shown(srv) == "[BEGIN | SELECT 1] [COMMIT]");
+  BOOST_TEST(rw_stats(c) == "checks=1 alone=0 behind=0");
+}
+
+// The check fails for another reason (a middleware without the function, say):
+// an sql_error, not replica_behind; the scope is doomed and nothing more is sent.
+BOOST_AUTO_TEST_CASE(another_failure_of_the_check_is_an_sql_error) {
+  for (isolation i : every_isolation) {
+    BOOST_TEST_CONTEXT("isolation " << static_cast<int>(i)) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      const std::string missing = "function pg_catalog.pg_last_wal_replay_lsn() does not exist";
+      srv.fail_matching("pg_last_wal_replay_lsn", "42883", 1, missing);
+      {
+        transaction t{c, at_least(i)};
+        bool behind = false;
+        std::optional<caught_sql> e;
+        try {
+          e = sql_error_of([&] { c.execute("INSERT 1"); });
+        } catch (const pqscope::replica_behind&) {
+          behind = true;
+        }
+        BOOST_TEST(!behind);
+        BOOST_TEST(e.has_value());
+        if (e) BOOST_TEST(e->sqlstate == "42883");
+        auto a = thrown<pqscope::transaction_aborted>([&] { c.execute("INSERT 2"); });
+        BOOST_TEST(a.has_value());
+        if (a) BOOST_TEST(a->first_sqlstate() == "42883");
+        BOOST_CHECK_THROW(t.commit(), pqscope::transaction_aborted);
+      }
+      BOOST_TEST(shown(srv) == (alone_for(i) ? "[ALONE]" : "[CHECK | " + begin_of(i) + " | INSERT 1]"));
+      BOOST_TEST(rw_stats(c) == (alone_for(i) ? "checks=1 alone=1 behind=0" : "checks=1 alone=0 behind=0"));
+      BOOST_TEST(srv.rollbacks == 0);
+      // Not waited on: replica_wait is for a standby behind.
+      srv.fail_matching("pg_last_wal_replay_lsn", "42883", 1, missing);
+      opts o = at_least(i);
+      o.replica_wait = 10s;
+      int runs = 0;
+      BOOST_CHECK_THROW(pqscope::atomic(c, o, [&] {
+                          ++runs;
+                          c.execute("INSERT 3");
+                        }),
+                        pqscope::sql_error);
+      BOOST_TEST(runs == 1);
+      (void)shown(srv);
+      pqscope::atomic(c, at_least(i), [&] { c.execute("INSERT 4"); });
+      BOOST_TEST(shown(srv) == std::string(alone_for(i) ? "[ALONE] [" : "[CHECK | ") + begin_of(i) +
+                                   " | INSERT 4] [COMMIT]");
+    }
+  }
+}
+
+// Only the server's refusal to read the marker as a pg_lsn (22P02) is the check's
+// verdict: an error whose message quotes the check's text (a middleware that cannot
+// parse it, say) is that error, neither "behind" nor "isolation".
+BOOST_AUTO_TEST_CASE(a_message_quoting_the_check_is_no_verdict) {
+  for (isolation i : every_isolation) {
+    BOOST_TEST_CONTEXT("isolation " << static_cast<int>(i)) {
+      conn_t c{"x"};
+      auto& srv = c.driver().server();
+      srv.fail_matching("pg_last_wal_replay_lsn", "42601");  // "scripted error 42601 at: <the check's text>"
+      transaction t{c, at_least(i)};
+      auto e = sql_error_of([&] { c.execute("INSERT 1"); });
+      BOOST_TEST(e.has_value());
+      if (e) BOOST_TEST(e->sqlstate == "42601");
+      BOOST_TEST(shown(srv) == (alone_for(i) ? "[ALONE]" : "[CHECK | " + begin_of(i) + " | INSERT 1]"));
+      BOOST_TEST(c.stats().replica_behind == 0u);
+    }
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(replica_wait_on_a_transaction_object_is_refused, fx) {
+  opts o = at_least();
+  o.replica_wait = 10ms;
+  BOOST_CHECK_THROW(transaction(c, o), pqscope::usage_error);
+  o.replica_wait = -1ms;
+  BOOST_CHECK_THROW(pqscope::atomic(c, o, [] {}), pqscope::usage_error);
+  BOOST_TEST(c.depth() == 0u);
+  BOOST_TEST(srv.batches.empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
 // The statement caches (sql_facts_cache, prepared_statements) are direct-mapped by
 // slot_hash(), which samples a text instead of reading all of it: texts that differ
 // in one character, at the start, the middle or the end, must still spread over the

@@ -8351,9 +8351,14 @@ class scope_machine {
   // snapshot would be the transaction's. The batch goes again, the check alone.
   void resend_check_alone(std::vector<item>& batch, const batch_reply& br);
   static constexpr const char* behind_marker = "pqscope: replica behind, replayed ";
-  [[nodiscard]] static bool is_behind(const reply& r) {
-    return r.st == reply::status::error && r.failure().message.find(behind_marker) != std::string::npos;
+  static constexpr const char* isolation_marker = "pqscope: isolation ";
+  // The check's own verdict: pg_lsn refused to read the marker (22P02). Any other
+  // error is just that, even when its message quotes the check's text.
+  [[nodiscard]] static bool check_says(const reply& r, const char* marker) {
+    return r.st == reply::status::error && r.failure().sqlstate == "22P02" &&
+           r.failure().message.find(marker) != std::string::npos;
   }
+  [[nodiscard]] static bool is_behind(const reply& r) { return check_says(r, behind_marker); }
   // Reads the position query's answer; empty for anything unexpected (never throws).
   static wal_position read_position(const reply& r) noexcept;
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
@@ -8406,7 +8411,7 @@ class scope_machine {
   // (the server refuses everything until then), every waiting statement gets
   // batch_failed, and the frames stay for atomic() to unwind and run again.
   void void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                    std::chrono::microseconds elapsed, bool end_in_batch, std::exception_ptr failure);
+                    std::chrono::microseconds elapsed, bool ending, std::exception_ptr failure);
 
   // ---- the subtransaction budget ----
   // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);
@@ -8994,8 +8999,7 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   if (prepared_.enabled() && !out_of_band) loss = settle_prepared(batch, br);
   if (loss.what == statement_loss::lost && !br.lost && resend_lost(batch, br, loss.at)) return;
 
-  if (!batch.empty() && batch.front().k == item::check && !br.lost && br.replies[0].st == reply::status::error &&
-      br.replies[0].failure().message.find("pqscope: isolation") != std::string::npos) {
+  if (!batch.empty() && batch.front().k == item::check && !br.lost && check_says(br.replies[0], isolation_marker)) {
     resend_check_alone(batch, br);
     return;
   }
@@ -9061,11 +9065,13 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   }
 
   if (failed_at && batch[*failed_at].k == item::check && is_behind(br.replies[*failed_at])) ++stats_.replica_behind;
-  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
-  const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
+  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued:
+  // in this batch, or still waiting behind a check that went alone.
+  const bool ending = frames_.empty() && op_.ended.id != 0;
+  const bool batched_attempt = !out_of_band && (batching() || (ending && op_.ended.attempt.batched));
   if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
     std::exception_ptr first = failure_of(batch[*failed_at], br.replies[*failed_at], loss, *failed_at);
-    void_attempt(batch, *failed_at, br, elapsed, end_in_batch, first);
+    void_attempt(batch, *failed_at, br, elapsed, ending, first);
     if (loss.what == statement_loss::misconfigured && loss.at == *failed_at) void_->cause = batch[*failed_at].slot->error;
     return;
   }
@@ -9280,7 +9286,7 @@ PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexce
 }
 
 PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                                              std::chrono::microseconds elapsed, bool end_in_batch,
+                                              std::chrono::microseconds elapsed, bool ending,
                                               std::exception_ptr failure) {
   const item& it = batch[at];
   const reply& r = br.replies[at];
@@ -9311,7 +9317,7 @@ PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::siz
   queue_.clear();
   doom_.reset();
   for (frame& f : frames_) f.sent = false;
-  if (end_in_batch) op_.replay = true;
+  if (ending) op_.replay = true;  // the outermost scope's end step throws batch_failed
   if (br.state != server_state::idle) {
     ++stats_.transactions_rolled_back;
     push_followup("ROLLBACK", false);

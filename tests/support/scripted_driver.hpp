@@ -65,9 +65,10 @@ class scripted_server {
     next_batch_ = std::make_pair(k, fault{false, std::move(sqlstate)});
   }
   void lose_in_next_batch(std::size_t k) { next_batch_ = std::make_pair(k, fault{true, {}}); }
-  // The next `times` statements whose text contains `needle` fail.
-  void fail_matching(std::string needle, std::string sqlstate, int times = 1) {
-    matching_.push_back(match{std::move(needle), std::move(sqlstate), times});
+  // The next `times` statements whose text contains `needle` fail, with `message`
+  // when given (else one that quotes the statement).
+  void fail_matching(std::string needle, std::string sqlstate, int times = 1, std::string message = {}) {
+    matching_.push_back(match{std::move(needle), std::move(sqlstate), times, std::move(message)});
   }
   // The connection dies at a COMMIT, after the server received it.
   bool lose_on_commit = false;
@@ -76,6 +77,14 @@ class scripted_server {
   // transaction moves the insert position on by 0x100.
   std::string wal_insert = "0/1000000", wal_block_size = "8192", wal_segment_size = "16777216";
   int position_queries = 0;
+  // What the read-your-writes check (transaction_options::at_least) finds, the way
+  // PostgreSQL answers it: pg_last_wal_replay_lsn() (empty: a primary, where it is
+  // NULL), and the session's default_transaction_isolation. A check that finds the
+  // replay behind its parameter, or (its in-batch form, which reads
+  // transaction_isolation) an isolation other than read committed, fails as the
+  // server's pg_lsn input does: 22P02 and the text it could not read.
+  std::string replayed, default_isolation = "read committed";
+  int replica_checks = 0;
 
   // Batches sent since the previous call.
   std::vector<std::vector<std::string>> take_batches() {
@@ -106,7 +115,8 @@ class scripted_server {
       }
       pqscope::reply& r = out.replies[i];
       if (f)
-        fail(r, words(sql, 1) == "COMMIT", f->sqlstate, "scripted error " + f->sqlstate + " at: " + sql);
+        fail(r, words(sql, 1) == "COMMIT", f->sqlstate,
+             f->message.empty() ? "scripted error " + f->sqlstate + " at: " + sql : f->message);
       else
         run(r, sql, params_of(batch[i]));
       r.parsed = batch[i].parse && !f;  // a Parse is accepted unless a fault is scripted there
@@ -134,10 +144,12 @@ class scripted_server {
   struct fault {
     bool lose = false;
     std::string sqlstate;
+    std::string message{};  // empty: "scripted error ... at: <the statement>"
   };
   struct match {
     std::string needle, sqlstate;
     int times;
+    std::string message;
   };
 
   std::map<std::size_t, fault> by_index_;
@@ -171,7 +183,7 @@ class scripted_server {
     for (match& m : matching_)
       if (m.times > 0 && sql.find(m.needle) != std::string::npos) {
         --m.times;
-        return fault{false, m.sqlstate};
+        return fault{false, m.sqlstate, m.message};
       }
     return std::nullopt;
   }
@@ -361,6 +373,7 @@ class scripted_server {
       ++position_queries;
       return ok_row(r, {wal_insert, wal_block_size, wal_segment_size});
     }
+    if (sql.find("pg_catalog.pg_last_wal_replay_lsn()") != std::string::npos) return check(r, sql, params);
     if (w1 == "SELECT") {
       const std::string v = word_at(sql, 1);
       if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos) return ok_value(r, v);
@@ -369,6 +382,26 @@ class scripted_server {
     if (w1 == "INSERT") return ok(r, "INSERT 0 1");
     if (w1 == "UPDATE" || w1 == "DELETE") return ok(r, w1 + " 1");
     return ok(r, w1);
+  }
+
+  void check(pqscope::reply& r, const std::string& sql, const std::vector<std::string>& params) {
+    ++replica_checks;
+    if (params.size() != 1) return fail(r, false, "42P02", "the check takes one parameter");
+    auto refuse = [&](const std::string& text) {
+      fail(r, false, "22P02", "invalid input syntax for type pg_lsn: \"" + text + "\"");
+    };
+    const auto required = pqscope::wal_position::parse(params[0]);
+    if (!replayed.empty() && pqscope::wal_position::parse(replayed) < required)
+      return refuse("pqscope: replica behind, replayed " + replayed);
+    std::string isolation = default_isolation;  // in a transaction: its own
+    for (const char* level : {"READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"})
+      if (tx != tx_state::idle && begin_sql.find(std::string("ISOLATION LEVEL ") + level) != std::string::npos) {
+        isolation = level;
+        for (char& ch : isolation) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      }
+    if (sql.find("current_setting('transaction_isolation')") != std::string::npos && isolation != "read committed")
+      return refuse("pqscope: isolation " + isolation);
+    ok(r, "SELECT 1");
   }
 
   void set(const std::string& name, const std::string& value) {

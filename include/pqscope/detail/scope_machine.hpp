@@ -303,9 +303,14 @@ class scope_machine {
   // snapshot would be the transaction's. The batch goes again, the check alone.
   void resend_check_alone(std::vector<item>& batch, const batch_reply& br);
   static constexpr const char* behind_marker = "pqscope: replica behind, replayed ";
-  [[nodiscard]] static bool is_behind(const reply& r) {
-    return r.st == reply::status::error && r.failure().message.find(behind_marker) != std::string::npos;
+  static constexpr const char* isolation_marker = "pqscope: isolation ";
+  // The check's own verdict: pg_lsn refused to read the marker (22P02). Any other
+  // error is just that, even when its message quotes the check's text.
+  [[nodiscard]] static bool check_says(const reply& r, const char* marker) {
+    return r.st == reply::status::error && r.failure().sqlstate == "22P02" &&
+           r.failure().message.find(marker) != std::string::npos;
   }
+  [[nodiscard]] static bool is_behind(const reply& r) { return check_says(r, behind_marker); }
   // Reads the position query's answer; empty for anything unexpected (never throws).
   static wal_position read_position(const reply& r) noexcept;
   void queue_rollback_to(std::uint64_t frame_id, std::size_t i);
@@ -358,7 +363,7 @@ class scope_machine {
   // (the server refuses everything until then), every waiting statement gets
   // batch_failed, and the frames stay for atomic() to unwind and run again.
   void void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                    std::chrono::microseconds elapsed, bool end_in_batch, std::exception_ptr failure);
+                    std::chrono::microseconds elapsed, bool ending, std::exception_ptr failure);
 
   // ---- the subtransaction budget ----
   // PostgreSQL caches 64 subtransaction ids per backend (PGPROC_MAX_CACHED_SUBXIDS);

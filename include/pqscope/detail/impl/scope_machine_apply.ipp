@@ -55,8 +55,7 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   if (prepared_.enabled() && !out_of_band) loss = settle_prepared(batch, br);
   if (loss.what == statement_loss::lost && !br.lost && resend_lost(batch, br, loss.at)) return;
 
-  if (!batch.empty() && batch.front().k == item::check && !br.lost && br.replies[0].st == reply::status::error &&
-      br.replies[0].failure().message.find("pqscope: isolation") != std::string::npos) {
+  if (!batch.empty() && batch.front().k == item::check && !br.lost && check_says(br.replies[0], isolation_marker)) {
     resend_check_alone(batch, br);
     return;
   }
@@ -122,11 +121,13 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
   }
 
   if (failed_at && batch[*failed_at].k == item::check && is_behind(br.replies[*failed_at])) ++stats_.replica_behind;
-  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued.
-  const bool batched_attempt = !out_of_band && (batching() || (end_in_batch && op_.ended.attempt.batched));
+  // The outermost frame has left the stack once its COMMIT or ROLLBACK is queued:
+  // in this batch, or still waiting behind a check that went alone.
+  const bool ending = frames_.empty() && op_.ended.id != 0;
+  const bool batched_attempt = !out_of_band && (batching() || (ending && op_.ended.attempt.batched));
   if (failed_at && batched_attempt && batch[*failed_at].k != item::end) {
     std::exception_ptr first = failure_of(batch[*failed_at], br.replies[*failed_at], loss, *failed_at);
-    void_attempt(batch, *failed_at, br, elapsed, end_in_batch, first);
+    void_attempt(batch, *failed_at, br, elapsed, ending, first);
     if (loss.what == statement_loss::misconfigured && loss.at == *failed_at) void_->cause = batch[*failed_at].slot->error;
     return;
   }
@@ -341,7 +342,7 @@ PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexce
 }
 
 PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::size_t at, const batch_reply& br,
-                                              std::chrono::microseconds elapsed, bool end_in_batch,
+                                              std::chrono::microseconds elapsed, bool ending,
                                               std::exception_ptr failure) {
   const item& it = batch[at];
   const reply& r = br.replies[at];
@@ -372,7 +373,7 @@ PQSCOPE_DECL void scope_machine::void_attempt(std::vector<item>& batch, std::siz
   queue_.clear();
   doom_.reset();
   for (frame& f : frames_) f.sent = false;
-  if (end_in_batch) op_.replay = true;
+  if (ending) op_.replay = true;  // the outermost scope's end step throws batch_failed
   if (br.state != server_state::idle) {
     ++stats_.transactions_rolled_back;
     push_followup("ROLLBACK", false);
