@@ -58,8 +58,8 @@ struct transaction_options {
   // nothing else runs; the check rides in the batch of the BEGIN (read committed or
   // the server's default isolation when that is read committed), or goes just before
   // it, alone, for repeatable read and serializable: checked inside the transaction
-  // it would run after that transaction's snapshot was taken. On a primary the check
-  // always passes. Empty (the default): no check. A nested scope may only repeat a
+  // it would run after that transaction's snapshot was taken. On a primary (a
+  // promoted standby too) the check always passes. Empty (the default): no check. A nested scope may only repeat a
   // position its outermost scope already covers.
   wal_position at_least{};
   // atomic()/async_atomic() only, outermost scope only, with at_least: how long to

@@ -315,8 +315,8 @@ PQSCOPE_DECL scope_machine::item scope_machine::position_item() {
 // Read-your-writes on a standby. pg_last_wal_replay_lsn() only grows, and a standby
 // marks a transaction committed when it replays its commit record, before it moves
 // the replay position past it: a snapshot taken after the check sees every
-// transaction the position covers. On a primary the function is NULL: the check
-// passes. Behind, the check fails (a cast of a text that no pg_lsn reads; the CASE
+// transaction the position covers. A primary passes: pg_is_in_recovery() is false
+// there (a promoted standby keeps reporting its last replay position, frozen). Behind, the check fails (a cast of a text that no pg_lsn reads; the CASE
 // arm is not constant, so the planner does not fold it) and the server skips the
 // rest of the batch: BEGIN never runs and the session stays idle.
 //
@@ -327,13 +327,13 @@ PQSCOPE_DECL scope_machine::item scope_machine::position_item() {
 // transaction's, and SET TRANSACTION ISOLATION fails after it (25001); so the check
 // refuses to pass there, and the batch goes again with the check alone, before it.
 inline constexpr const char* check_in_batch_sql =
-    "SELECT CASE WHEN s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica behind, replayed ' || s.r::text)::"
-    "pg_catalog.pg_lsn WHEN pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN "
+    "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() AND s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica "
+    "behind, replayed ' || s.r::text)::pg_catalog.pg_lsn WHEN pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN "
     "('pqscope: isolation ' || pg_catalog.current_setting('transaction_isolation'))::pg_catalog.pg_lsn END "
     "FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
 inline constexpr const char* check_alone_sql =
-    "SELECT CASE WHEN s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica behind, replayed ' || s.r::text)::"
-    "pg_catalog.pg_lsn END FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
+    "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() AND s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica "
+    "behind, replayed ' || s.r::text)::pg_catalog.pg_lsn END FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
 
 PQSCOPE_DECL void scope_machine::queue_check(std::uint64_t frame_id, const transaction_options& o) {
   const bool alone =
