@@ -24,6 +24,9 @@
 #                                    standby: PQSCOPE_TEST_HA_*, see scripts/lib/ha.sh)
 #   scripts/dev.sh ha-demo [ROUNDS]  a pg_auto_failover formation: commits in a loop while the primary
 #                                    is killed; times the failover and checks no acknowledged row is lost
+#   scripts/dev.sh test-ha [RUNS]    build tests/ha_failover and run it RUNS times (default 1) against one
+#                                    pg_auto_failover formation: transfers in several processes through a
+#                                    replica_set while the primary is killed; nothing acknowledged is lost
 #   scripts/dev.sh amalgamate        regenerate the single headers in single_include/pqscope/
 #   scripts/dev.sh deps              install the Debian packages the scripts need
 set -euo pipefail
@@ -213,6 +216,23 @@ case "$cmd" in
     deps postgresql-15-auto-failover
     bash "$ROOT/scripts/lib/ha.sh" demo "$@"
     ;;
+  test-ha)
+    runs=${1:-1}
+    deps postgresql-15-auto-failover
+    build test_ha_failover
+    # The formation alone (the test needs no other server); its processes run in
+    # sessions of their own, so INT and TERM exit through the EXIT trap.
+    trap stop_ha_formation EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    start_ha_formation
+    # Each run leaves the formation whole (the killed node rejoins), so the next one
+    # kills the other node.
+    for run in $(seq 1 "$runs"); do
+      echo "test-ha: run $run of $runs"
+      "$BUILD_DIR/tests/test_ha_failover" --report_level=short
+    done
+    ;;
   bench)
     deps libpqxx-dev gnuplot-nox
     BUILD_DIR="$ROOT/build-bench"
@@ -251,7 +271,7 @@ case "$cmd" in
     deps libpqxx-dev bc
     "$ROOT/scripts/compile_cost.sh" "$@"
     ;;
-  help | -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help | -h | --help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2
