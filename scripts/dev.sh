@@ -4,8 +4,12 @@
 #   scripts/dev.sh demo              install what is missing, build, start a throwaway
 #                                    PostgreSQL + PgBouncer, run the showcase example
 #   scripts/dev.sh test [--sanitize] the same set-up, then the whole suite with CTest
-#   scripts/dev.sh bench             build bench/ and run it directly and through PgBouncer;
-#                                    writes bench/results/ (table, CSV, PNG chart)
+#   scripts/dev.sh bench [SECTIONS] [ARGS]
+#                                    build bench/ and run it directly and through PgBouncer;
+#                                    writes bench/results/ (table, CSV, PNG chart). SECTIONS, comma-
+#                                    separated, of main, async, copy, prepared, replicas (default all):
+#                                    only those are built and run, ARGS go to the one named
+#                                    (e.g. scripts/dev.sh bench replicas)
 #   scripts/dev.sh bench-compare REV [ROUNDS] [ARGS]
 #                                    the benchmark at REV and in the working tree, side by side
 #   scripts/dev.sh client-cpu [N]    the client's instructions per statement and per COPY row under
@@ -238,11 +242,31 @@ case "$cmd" in
     BUILD_DIR="$ROOT/build-bench"
     cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPQSCOPE_BUILD_TESTS=OFF \
       -DPQSCOPE_BUILD_EXAMPLES=OFF -DPQSCOPE_BUILD_BENCH=ON >/dev/null
-    cmake --build "$BUILD_DIR" -j "$JOBS"
+    # A first argument of section names: only those (bench/run.sh, PQSCOPE_BENCH_ONLY).
+    sections=""
+    if [[ "${1:-}" =~ ^(main|async|copy|prepared|replicas)(,(main|async|copy|prepared|replicas))*$ ]]; then
+      sections=$1
+      shift
+    fi
+    bench_targets=()
+    for s in ${sections//,/ }; do
+      case "$s" in
+        main) bench_targets+=(pqscope_bench) ;;
+        *) bench_targets+=("pqscope_bench_$s") ;;
+      esac
+    done
+    [ ${#bench_targets[@]} -gt 0 ] && bench_targets=(--target "${bench_targets[@]}")
+    cmake --build "$BUILD_DIR" -j "$JOBS" "${bench_targets[@]}"
     trap stop_servers EXIT
-    # PgBouncer 1.24 too: the prepared-statement rows run through it.
-    PQSCOPE_SERVERS_PGBOUNCER124=${PQSCOPE_SERVERS_PGBOUNCER124:-1} start_servers
-    "$ROOT/bench/run.sh" "$BUILD_DIR/bench" "$ROOT/bench/results" "$@"
+    # PgBouncer 1.24 too: the prepared-statement rows run through it. A standby for
+    # the read-your-writes rows (PgBouncer lists it as database pqscope_standby).
+    want_section() { [ -z "$sections" ] || [[ ",$sections," == *",$1,"* ]]; }
+    pgb124=0 standby=0
+    want_section prepared && pgb124=1
+    want_section replicas && standby=1
+    PQSCOPE_SERVERS_PGBOUNCER124=${PQSCOPE_SERVERS_PGBOUNCER124:-$pgb124} \
+      PQSCOPE_SERVERS_STANDBY=${PQSCOPE_SERVERS_STANDBY:-$standby} start_servers
+    PQSCOPE_BENCH_ONLY=$sections "$ROOT/bench/run.sh" "$BUILD_DIR/bench" "$ROOT/bench/results" "$@"
     ;;
   client-cpu)
     deps valgrind
@@ -271,7 +295,7 @@ case "$cmd" in
     deps libpqxx-dev bc
     "$ROOT/scripts/compile_cost.sh" "$@"
     ;;
-  help | -h | --help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' ;;
+  help | -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     echo "unknown command: $cmd (try scripts/dev.sh help)" >&2
     exit 2

@@ -1,6 +1,7 @@
 # Throwaway PostgreSQL + PgBouncer (transaction pooling) for tests, demo and bench,
-# and on request a streaming-replication standby (PQSCOPE_SERVERS_STANDBY=1) and
-# Pgpool-II in front (PQSCOPE_SERVERS_PGPOOL=1) and PgBouncer 1.24 beside 1.18
+# and on request a streaming-replication standby (PQSCOPE_SERVERS_STANDBY=1; the
+# PgBouncers reach it as database pqscope_standby) and Pgpool-II in front
+# (PQSCOPE_SERVERS_PGPOOL=1) and PgBouncer 1.24 beside 1.18
 # (PQSCOPE_SERVERS_PGBOUNCER124=1). Sourced by scripts/dev.sh (and
 # scripts/lib/replica_pair.sh). All run as the postgres user (they refuse root), in
 # a temporary folder, on loopback ports picked free for this run; stop_servers (set
@@ -89,7 +90,8 @@ start_standby_of() { # primary port, data dir, log file, socket dir
 }
 
 # A PgBouncer in transaction pooling mode in front of the primary: $1 the binary, $2
-# names its files in $SERVERS_DIR, $3 extra [pgbouncer] settings. Sets PGB_STARTED_PORT.
+# names its files in $SERVERS_DIR, $3 extra [pgbouncer] settings. PGB_EXTRA_DATABASES,
+# when set, adds [databases] lines (the standby's). Sets PGB_STARTED_PORT.
 start_pgbouncer_as() { # binary, name, extra settings
   local bin=$1 name=$2 extra=$3 try port
   echo '"postgres" ""' >"$SERVERS_DIR/userlist.txt"
@@ -102,6 +104,7 @@ pqscope = host=127.0.0.1 port=$PG_PORT dbname=pqscope
 pqscope_pool1 = host=127.0.0.1 port=$PG_PORT dbname=pqscope pool_size=1
 ; statement pooling, which forbids transactions: how a scope fails there
 pqscope_statement = host=127.0.0.1 port=$PG_PORT dbname=pqscope pool_mode=statement
+${PGB_EXTRA_DATABASES:-}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -203,18 +206,25 @@ start_servers() {
   chmod 755 "$SERVERS_DIR"
   [ "$(id -u)" = 0 ] && chown postgres "$SERVERS_DIR"
   start_postgres
+  local common="host=127.0.0.1 user=postgres connect_timeout=10" standby_port=""
+  # The standby first, so that the PgBouncers can list it (database pqscope_standby).
+  PGB_EXTRA_DATABASES=""
+  if [ "${PQSCOPE_SERVERS_STANDBY:-0}" = 1 ]; then
+    start_standby_of "$PG_PORT" "$SERVERS_DIR/standby" "$SERVERS_DIR/standby.log" "$SERVERS_DIR"
+    standby_port=$PG_STARTED_PORT
+    PGB_EXTRA_DATABASES="pqscope_standby = host=127.0.0.1 port=$standby_port dbname=pqscope"
+  fi
   # Debian 12's PgBouncer: no prepared statements in transaction pooling.
   start_pgbouncer_as pgbouncer pgbouncer ""
   PGB_PORT=$PGB_STARTED_PORT
-  local common="host=127.0.0.1 user=postgres connect_timeout=10"
   echo "servers: PostgreSQL on 127.0.0.1:$PG_PORT, PgBouncer (transaction pooling) on 127.0.0.1:$PGB_PORT, in $SERVERS_DIR"
   # Tests that need a primary/standby pair of their own (they stop and promote
   # nodes) start one with this script; see scripts/lib/replica_pair.sh.
   export PQSCOPE_TEST_REPLICA_PAIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/replica_pair.sh"
-  if [ "${PQSCOPE_SERVERS_STANDBY:-0}" = 1 ]; then
-    start_standby_of "$PG_PORT" "$SERVERS_DIR/standby" "$SERVERS_DIR/standby.log" "$SERVERS_DIR"
-    export PQSCOPE_TEST_STANDBY="$common port=$PG_STARTED_PORT dbname=pqscope"
-    echo "servers: streaming-replication standby on 127.0.0.1:$PG_STARTED_PORT"
+  if [ -n "$standby_port" ]; then
+    export PQSCOPE_TEST_STANDBY="$common port=$standby_port dbname=pqscope"
+    export PQSCOPE_TEST_PGBOUNCER_STANDBY="$common port=$PGB_PORT dbname=pqscope_standby"
+    echo "servers: streaming-replication standby on 127.0.0.1:$standby_port (through PgBouncer: database pqscope_standby)"
   fi
   if [ "${PQSCOPE_SERVERS_PGPOOL:-0}" = 1 ]; then
     # Enough children for two test processes at once, each with a few sessions.
