@@ -99,7 +99,7 @@ class replica_set {
     bool behind = false;
   };
   template <class Fn>
-  using result_of = decltype(detail::call_with_optional_connection(std::declval<Fn&>(), std::declval<connection&>()));
+  using result_of = detail::call_result_t<Fn, connection>;
 
   // Leases standby i, or nothing when it cannot connect (it is marked down).
   std::optional<lease> lease_standby(std::size_t i);

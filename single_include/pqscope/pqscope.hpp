@@ -11224,6 +11224,12 @@ decltype(auto) call_with_optional_connection(Fn& fn, Conn& c) {
   }
 }
 
+// What fn returns, called as atomic() calls it on a Conn. One alias for every
+// caller: g++ 12 took two decltypes of this call, spelled alike but naming
+// different connection types, for one type (async_atomic then failed to compile).
+template <class Fn, class Conn>
+using call_result_t = decltype(call_with_optional_connection(std::declval<Fn&>(), std::declval<Conn&>()));
+
 PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e);
 
 // Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from
@@ -12166,7 +12172,7 @@ class replica_set {
     bool behind = false;
   };
   template <class Fn>
-  using result_of = decltype(detail::call_with_optional_connection(std::declval<Fn&>(), std::declval<connection&>()));
+  using result_of = detail::call_result_t<Fn, connection>;
 
   // Leases standby i, or nothing when it cannot connect (it is marked down).
   std::optional<lease> lease_standby(std::size_t i);
