@@ -170,8 +170,10 @@ case "$cmd" in
     [ "${1:-}" = "--sanitize" ] && MODE=sanitize
     deps
     build
-    # The suites also run through Pgpool-II and PgBouncer 1.24 (more targets) in a full run.
+    # The suites also run through Pgpool-II and PgBouncer 1.24 (more targets) in a full run,
+    # and the replica set tests against a streaming standby.
     export PQSCOPE_SERVERS_PGPOOL=${PQSCOPE_SERVERS_PGPOOL:-1}
+    export PQSCOPE_SERVERS_STANDBY=${PQSCOPE_SERVERS_STANDBY:-1}
     export PQSCOPE_SERVERS_PGBOUNCER124=${PQSCOPE_SERVERS_PGBOUNCER124:-1}
     run_tests
     ;;

@@ -144,6 +144,36 @@ awaitable<void> everything(pa::connection& c) {
   (void)sum;
 }
 
+awaitable<void> replicas(pa::replica_set& rs) {
+  pqscope::wal_position seen;
+  co_await rs.async_write(seen, [](pa::connection& c) -> awaitable<void> {
+    co_await c.async_execute("SELECT 1", use_awaitable);
+  });
+  pqscope::transaction_options o;
+  o.replica_wait = std::chrono::milliseconds(100);
+  const int w = co_await rs.async_write([]() -> awaitable<int> { co_return 1; }, o);
+  const long r = co_await rs.async_read(
+      seen,
+      [](pa::connection& c) -> awaitable<long> {
+        co_return co_await c.async_query_value<long>("SELECT 1", use_awaitable);
+      },
+      o);
+  co_await rs.async_read([]() -> awaitable<void> { co_return; });
+  const std::string s = co_await rs.async_read(pqscope::wal_position{}, [&](pa::connection& c) -> awaitable<std::string> {
+    co_return co_await c.async_query_value<std::string>("SELECT 'x'", use_awaitable);
+  });
+  pa::lease p = co_await rs.async_primary(use_awaitable);
+  pa::lease st = co_await rs.async_standby(use_awaitable);
+  rs.async_standby([](std::exception_ptr, pa::lease) {});
+  const pqscope::replica_set_stats stats = rs.stats();
+  (void)(w + r + static_cast<long>(s.size() + stats.reads_on_standby + rs.standbys() + rs.primary_pool().size() +
+                                   rs.standby_pool(0).size()));
+  (void)rs.get_executor();
+  co_await rs.async_shutdown(use_awaitable);
+  rs.async_shutdown([](const std::exception_ptr&) {});
+  rs.close();
+}
+
 // Plain callbacks.
 void callbacks(pa::connection& c) {
   c.async_connect([&c](std::exception_ptr e) {
@@ -168,6 +198,10 @@ int main(int argc, char** argv) {
   pa::connection e{io.get_executor(), db};
   d = std::move(e);
   net::co_spawn(io, everything(c), net::detached);
+  pqscope::replica_set_options ro;
+  ro.fallback_to_primary = false;
+  pa::replica_set rs{io, db.conninfo(), {db.conninfo()}, ro};
+  net::co_spawn(io, replicas(rs), net::detached);
   callbacks(d);
   io.run();
   return 0;

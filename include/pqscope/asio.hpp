@@ -52,3 +52,4 @@
 #include <pqscope/asio/copy.hpp>
 #include <pqscope/asio/transaction.hpp>
 #include <pqscope/asio/pool.hpp>
+#include <pqscope/asio/replica_set.hpp>

@@ -23,6 +23,7 @@
 // then names the PgBouncer. Not for Pgpool-II with load balancing, which would send
 // the check and the reads to nodes of its own choosing.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -98,6 +99,9 @@ class replica_set {
     std::optional<R> value;
     bool behind = false;
   };
+  template <class Fn>
+  using result_of = detail::call_result_t<Fn, connection>;
+
   // Leases standby i, or nothing when it cannot connect (it is marked down).
   std::optional<lease> lease_standby(std::size_t i);
 
@@ -129,9 +133,7 @@ template <class Fn>
 auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options) {
   lease l = primary_->acquire();
   connection& c = *l;
-  // Spelled from fn, not from a declval<Fn&>() alias: g++ 12 took such an alias for
-  // the Asio front end's look-alike over asio::connection.
-  using R = decltype(detail::call_with_optional_connection(fn, c));
+  using R = result_of<Fn>;
   if constexpr (std::is_void_v<R>) {
     atomic(c, options, fn);
     seen.merge(c.last_commit_position());
@@ -146,7 +148,8 @@ auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options
 
 template <class Fn>
 auto replica_set::read(wal_position seen, Fn&& fn, transaction_options options) {
-  using R = decltype(detail::call_with_optional_connection(fn, std::declval<connection&>()));
+  using R = result_of<Fn>;
+  if (options.replica_wait.count() < 0) throw usage_error("transaction_options::replica_wait must not be negative");
   options.read_only = true;
   options.at_least.merge(seen);
   const std::chrono::milliseconds wait =
@@ -179,17 +182,21 @@ auto replica_set::read(wal_position seen, Fn&& fn, transaction_options options) 
     if constexpr (!std::is_void_v<R>) return std::move(v);
   };
 
-  for (std::size_t i : router_.plan(need))
+  const std::vector<std::size_t> plan = router_.plan(need);
+  for (std::size_t i : plan)
     if (auto v = attempt(i, options)) return unwrap(std::move(*v));
-  if (wait.count() > 0 && !need.empty()) {
-    if (const auto i = router_.closest()) {
+  // Wait on the closest standby; without fallback, ask it at least once (the plan may
+  // have passed over every standby as behind).
+  if (!need.empty() && (wait.count() > 0 || !options_.fallback_to_primary)) {
+    const auto i = router_.closest();
+    if (i && (wait.count() > 0 || std::find(plan.begin(), plan.end(), *i) == plan.end())) {
       transaction_options waiting = options;
       waiting.replica_wait = wait;
       if (auto v = attempt(*i, waiting)) return unwrap(std::move(*v));
     }
   }
-  if (!options_.fallback_to_primary && standbys_.size() > 0) {
-    if (last_behind) throw *last_behind;
+  if (!options_.fallback_to_primary && !standbys_.empty()) {
+    if (last_behind) throw replica_behind(last_behind->replayed(), last_behind->required());
     throw connection_error("replica_set: no standby could serve the read, and fallback_to_primary is off");
   }
   router_.on_primary();

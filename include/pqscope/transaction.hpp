@@ -100,6 +100,12 @@ decltype(auto) call_with_optional_connection(Fn& fn, Conn& c) {
   }
 }
 
+// What fn returns, called as atomic() calls it on a Conn. One alias for every
+// caller: g++ 12 took two decltypes of this call, spelled alike but naming
+// different connection types, for one type (async_atomic then failed to compile).
+template <class Fn, class Conn>
+using call_result_t = decltype(call_with_optional_connection(std::declval<Fn&>(), std::declval<Conn&>()));
+
 PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e);
 
 // Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from

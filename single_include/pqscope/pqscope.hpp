@@ -2109,8 +2109,8 @@ struct transaction_options {
   // nothing else runs; the check rides in the batch of the BEGIN (read committed or
   // the server's default isolation when that is read committed), or goes just before
   // it, alone, for repeatable read and serializable: checked inside the transaction
-  // it would run after that transaction's snapshot was taken. On a primary the check
-  // always passes. Empty (the default): no check. A nested scope may only repeat a
+  // it would run after that transaction's snapshot was taken. On a primary (a
+  // promoted standby too) the check always passes. Empty (the default): no check. A nested scope may only repeat a
   // position its outermost scope already covers.
   wal_position at_least{};
   // atomic()/async_atomic() only, outermost scope only, with at_least: how long to
@@ -8350,6 +8350,17 @@ class scope_machine {
   // The check found the session's default isolation is not read committed: its
   // snapshot would be the transaction's. The batch goes again, the check alone.
   void resend_check_alone(std::vector<item>& batch, const batch_reply& br);
+  // The check's two texts (why they read so: queue_check() in impl/scope_machine_queue.ipp).
+  static constexpr const char* check_in_batch_sql =
+      "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() AND s.r < $1::pg_catalog.pg_lsn "
+      "THEN ('pqscope: replica behind, replayed ' || s.r::text)::pg_catalog.pg_lsn "
+      "WHEN pg_catalog.current_setting('transaction_isolation') <> 'read committed' "
+      "THEN ('pqscope: isolation ' || pg_catalog.current_setting('transaction_isolation'))::pg_catalog.pg_lsn END "
+      "FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
+  static constexpr const char* check_alone_sql =
+      "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() AND s.r < $1::pg_catalog.pg_lsn "
+      "THEN ('pqscope: replica behind, replayed ' || s.r::text)::pg_catalog.pg_lsn END "
+      "FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
   static constexpr const char* behind_marker = "pqscope: replica behind, replayed ";
   static constexpr const char* isolation_marker = "pqscope: isolation ";
   // The check's own verdict: pg_lsn refused to read the marker (22P02). Any other
@@ -8848,8 +8859,8 @@ PQSCOPE_DECL scope_machine::item scope_machine::position_item() {
 // Read-your-writes on a standby. pg_last_wal_replay_lsn() only grows, and a standby
 // marks a transaction committed when it replays its commit record, before it moves
 // the replay position past it: a snapshot taken after the check sees every
-// transaction the position covers. On a primary the function is NULL: the check
-// passes. Behind, the check fails (a cast of a text that no pg_lsn reads; the CASE
+// transaction the position covers. A primary passes: pg_is_in_recovery() is false
+// there (a promoted standby keeps reporting its last replay position, frozen). Behind, the check fails (a cast of a text that no pg_lsn reads; the CASE
 // arm is not constant, so the planner does not fold it) and the server skips the
 // rest of the batch: BEGIN never runs and the session stays idle.
 //
@@ -8859,15 +8870,6 @@ PQSCOPE_DECL scope_machine::item scope_machine::position_item() {
 // the check's own snapshot (taken before it reads the position) would become the
 // transaction's, and SET TRANSACTION ISOLATION fails after it (25001); so the check
 // refuses to pass there, and the batch goes again with the check alone, before it.
-inline constexpr const char* check_in_batch_sql =
-    "SELECT CASE WHEN s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica behind, replayed ' || s.r::text)::"
-    "pg_catalog.pg_lsn WHEN pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN "
-    "('pqscope: isolation ' || pg_catalog.current_setting('transaction_isolation'))::pg_catalog.pg_lsn END "
-    "FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
-inline constexpr const char* check_alone_sql =
-    "SELECT CASE WHEN s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica behind, replayed ' || s.r::text)::"
-    "pg_catalog.pg_lsn END FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
-
 PQSCOPE_DECL void scope_machine::queue_check(std::uint64_t frame_id, const transaction_options& o) {
   const bool alone =
       check_alone_ || o.isolation == isolation::repeatable_read || o.isolation == isolation::serializable;
@@ -11250,6 +11252,12 @@ decltype(auto) call_with_optional_connection(Fn& fn, Conn& c) {
   }
 }
 
+// What fn returns, called as atomic() calls it on a Conn. One alias for every
+// caller: g++ 12 took two decltypes of this call, spelled alike but naming
+// different connection types, for one type (async_atomic then failed to compile).
+template <class Fn, class Conn>
+using call_result_t = decltype(call_with_optional_connection(std::declval<Fn&>(), std::declval<Conn&>()));
+
 PQSCOPE_DECL bool is_retryable(const std::exception_ptr& e);
 
 // Jitter needs spread, not quality: splitmix64 over a per-thread state seeded from
@@ -11957,6 +11965,7 @@ PQSCOPE_DECL bool pool::healthy(connection& c) noexcept {
 // then names the PgBouncer. Not for Pgpool-II with load balancing, which would send
 // the check and the reads to nodes of its own choosing.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -12052,7 +12061,7 @@ struct replica_router_state {
     replica_router::clock::time_point behind_until{};
     wal_position replayed;  // the most this standby is known to have replayed
   };
-  std::chrono::milliseconds recheck_after;
+  std::chrono::milliseconds recheck_after{0};
   mutable std::mutex m;
   std::vector<node> nodes;
   std::size_t next = 0;  // round robin
@@ -12191,6 +12200,9 @@ class replica_set {
     std::optional<R> value;
     bool behind = false;
   };
+  template <class Fn>
+  using result_of = detail::call_result_t<Fn, connection>;
+
   // Leases standby i, or nothing when it cannot connect (it is marked down).
   std::optional<lease> lease_standby(std::size_t i);
 
@@ -12222,9 +12234,7 @@ template <class Fn>
 auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options) {
   lease l = primary_->acquire();
   connection& c = *l;
-  // Spelled from fn, not from a declval<Fn&>() alias: g++ 12 took such an alias for
-  // the Asio front end's look-alike over asio::connection.
-  using R = decltype(detail::call_with_optional_connection(fn, c));
+  using R = result_of<Fn>;
   if constexpr (std::is_void_v<R>) {
     atomic(c, options, fn);
     seen.merge(c.last_commit_position());
@@ -12239,7 +12249,8 @@ auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options
 
 template <class Fn>
 auto replica_set::read(wal_position seen, Fn&& fn, transaction_options options) {
-  using R = decltype(detail::call_with_optional_connection(fn, std::declval<connection&>()));
+  using R = result_of<Fn>;
+  if (options.replica_wait.count() < 0) throw usage_error("transaction_options::replica_wait must not be negative");
   options.read_only = true;
   options.at_least.merge(seen);
   const std::chrono::milliseconds wait =
@@ -12272,17 +12283,21 @@ auto replica_set::read(wal_position seen, Fn&& fn, transaction_options options) 
     if constexpr (!std::is_void_v<R>) return std::move(v);
   };
 
-  for (std::size_t i : router_.plan(need))
+  const std::vector<std::size_t> plan = router_.plan(need);
+  for (std::size_t i : plan)
     if (auto v = attempt(i, options)) return unwrap(std::move(*v));
-  if (wait.count() > 0 && !need.empty()) {
-    if (const auto i = router_.closest()) {
+  // Wait on the closest standby; without fallback, ask it at least once (the plan may
+  // have passed over every standby as behind).
+  if (!need.empty() && (wait.count() > 0 || !options_.fallback_to_primary)) {
+    const auto i = router_.closest();
+    if (i && (wait.count() > 0 || std::find(plan.begin(), plan.end(), *i) == plan.end())) {
       transaction_options waiting = options;
       waiting.replica_wait = wait;
       if (auto v = attempt(*i, waiting)) return unwrap(std::move(*v));
     }
   }
-  if (!options_.fallback_to_primary && standbys_.size() > 0) {
-    if (last_behind) throw *last_behind;
+  if (!options_.fallback_to_primary && !standbys_.empty()) {
+    if (last_behind) throw replica_behind(last_behind->replayed(), last_behind->required());
     throw connection_error("replica_set: no standby could serve the read, and fallback_to_primary is off");
   }
   router_.on_primary();

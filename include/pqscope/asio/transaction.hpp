@@ -162,8 +162,7 @@ struct awaitable_parts<boost::asio::awaitable<T, Ex>> {
 };
 
 template <class Fn>
-using returned_awaitable_t = std::decay_t<decltype(pqscope::detail::call_with_optional_connection(
-    std::declval<Fn&>(), std::declval<connection&>()))>;
+using returned_awaitable_t = std::decay_t<pqscope::detail::call_result_t<Fn, connection>>;
 
 }  // namespace detail
 

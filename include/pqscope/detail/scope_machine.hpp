@@ -302,6 +302,17 @@ class scope_machine {
   // The check found the session's default isolation is not read committed: its
   // snapshot would be the transaction's. The batch goes again, the check alone.
   void resend_check_alone(std::vector<item>& batch, const batch_reply& br);
+  // The check's two texts (why they read so: queue_check() in impl/scope_machine_queue.ipp).
+  static constexpr const char* check_in_batch_sql =
+      "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() AND s.r < $1::pg_catalog.pg_lsn "
+      "THEN ('pqscope: replica behind, replayed ' || s.r::text)::pg_catalog.pg_lsn "
+      "WHEN pg_catalog.current_setting('transaction_isolation') <> 'read committed' "
+      "THEN ('pqscope: isolation ' || pg_catalog.current_setting('transaction_isolation'))::pg_catalog.pg_lsn END "
+      "FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
+  static constexpr const char* check_alone_sql =
+      "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() AND s.r < $1::pg_catalog.pg_lsn "
+      "THEN ('pqscope: replica behind, replayed ' || s.r::text)::pg_catalog.pg_lsn END "
+      "FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
   static constexpr const char* behind_marker = "pqscope: replica behind, replayed ";
   static constexpr const char* isolation_marker = "pqscope: isolation ";
   // The check's own verdict: pg_lsn refused to read the marker (22P02). Any other

@@ -13,7 +13,7 @@ struct replica_router_state {
     replica_router::clock::time_point behind_until{};
     wal_position replayed;  // the most this standby is known to have replayed
   };
-  std::chrono::milliseconds recheck_after;
+  std::chrono::milliseconds recheck_after{0};
   mutable std::mutex m;
   std::vector<node> nodes;
   std::size_t next = 0;  // round robin

@@ -326,15 +326,6 @@ PQSCOPE_DECL scope_machine::item scope_machine::position_item() {
 // the check's own snapshot (taken before it reads the position) would become the
 // transaction's, and SET TRANSACTION ISOLATION fails after it (25001); so the check
 // refuses to pass there, and the batch goes again with the check alone, before it.
-inline constexpr const char* check_in_batch_sql =
-    "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() AND s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica "
-    "behind, replayed ' || s.r::text)::pg_catalog.pg_lsn WHEN pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN "
-    "('pqscope: isolation ' || pg_catalog.current_setting('transaction_isolation'))::pg_catalog.pg_lsn END "
-    "FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
-inline constexpr const char* check_alone_sql =
-    "SELECT CASE WHEN pg_catalog.pg_is_in_recovery() AND s.r < $1::pg_catalog.pg_lsn THEN ('pqscope: replica "
-    "behind, replayed ' || s.r::text)::pg_catalog.pg_lsn END FROM (SELECT pg_catalog.pg_last_wal_replay_lsn() AS r) AS s";
-
 PQSCOPE_DECL void scope_machine::queue_check(std::uint64_t frame_id, const transaction_options& o) {
   const bool alone =
       check_alone_ || o.isolation == isolation::repeatable_read || o.isolation == isolation::serializable;
