@@ -59,25 +59,10 @@ using clock_type = std::chrono::steady_clock;
 
 // ---- failures -------------------------------------------------------------
 
-std::mutex fail_mutex;
-int fail_count = 0;
-
-void fail(const std::string& what) {
-  std::lock_guard<std::mutex> lock(fail_mutex);
-  if (++fail_count <= 20) std::cout << "FAIL " << what << std::endl;
-}
+// This benchmark shows the first 20 failures (bench::fail's default is 30).
+void fail(const std::string& what) { bench::fail(what, 20); }
 
 // ---- raw libpq helpers --------------------------------------------------------
-
-PGconn* connect_raw(const std::string& conninfo) {
-  PGconn* c = PQconnectdb(conninfo.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(c);
-    PQfinish(c);
-    throw std::runtime_error("connect: " + msg);
-  }
-  return c;
-}
 
 void check(PGconn* c, PGresult* r, const char* sql) {
   const auto st = PQresultStatus(r);
@@ -91,14 +76,6 @@ void check(PGconn* c, PGresult* r, const char* sql) {
 }
 
 void exec_raw(PGconn* c, const char* sql) { check(c, PQexec(c, sql), sql); }
-
-std::string query_text(PGconn* c, const char* sql) {
-  PGresult* r = PQexec(c, sql);
-  std::string out;
-  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) out = PQgetvalue(r, 0, 0);
-  PQclear(r);
-  return out;
-}
 
 constexpr Oid int4_oid = 23;
 const Oid int4_types[2] = {int4_oid, int4_oid};
@@ -488,14 +465,6 @@ struct contended {
 std::atomic<int> value_seq{1};
 std::atomic<long> rows_expected{0};
 
-// CPU time of the calling thread: the client-side cost of a transaction, which,
-// unlike wall time, machine load and the network do not inflate much.
-double thread_cpu_us() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
-}
-
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return NAN;
   std::sort(v.begin(), v.end());
@@ -704,15 +673,6 @@ contended measure_contended(const target& t, const options& o, bool have_pqxx) {
 
 // ---- report ----------------------------------------------------------------------
 
-std::string with_app_name(const std::string& conninfo) {
-  // One application_name for every connection: PgBouncer 1.18 sends a hidden SET to
-  // the server whenever the next client's name differs from the last one's, which
-  // would tax whichever implementation happens to follow another.
-  const bool uri = conninfo.rfind("postgres://", 0) == 0 || conninfo.rfind("postgresql://", 0) == 0;
-  if (!uri) return conninfo + " application_name=pqscope_bench";
-  return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + "application_name=pqscope_bench";
-}
-
 std::string rt_text(const cell& c, int impl) {
   if (!c.present[impl]) return "n/a";
   const double v = c.round_trips[impl];
@@ -758,7 +718,7 @@ int run(int argc, char** argv) {
   }
   std::vector<target> targets;
   for (target* t : {&o.pgbouncer, &o.direct})
-    if (!t->conninfo.empty()) targets.push_back({t->name, with_app_name(t->conninfo)});
+    if (!t->conninfo.empty()) targets.push_back({t->name, with_app_name(t->conninfo, "pqscope_bench")});
 
   const std::string pqxx = pqxx_version();
   const bool have_pqxx = pqxx != "not built";
@@ -923,8 +883,8 @@ int run(int argc, char** argv) {
   }
   md << "\nThe contended ratios are of throughput: above 1 favours the first named.\n";
   {
-    std::lock_guard<std::mutex> lock(fail_mutex);
-    md << "\n" << (fail_count == 0 ? "All checks passed." : std::to_string(fail_count) + " check(s) FAILED.") << "\n";
+    const int fails = failures();
+    md << "\n" << (fails == 0 ? "All checks passed." : std::to_string(fails) + " check(s) FAILED.") << "\n";
   }
 
   std::cout << "\n" << md.str();
@@ -970,8 +930,7 @@ int run(int argc, char** argv) {
     cdat << "\n";
   }
 
-  std::lock_guard<std::mutex> lock(fail_mutex);
-  return fail_count == 0 ? 0 : 1;
+  return failures() == 0 ? 0 : 1;
 }
 
 }  // namespace

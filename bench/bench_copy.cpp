@@ -68,11 +68,14 @@
 
 namespace {
 
+using bench::connect_raw;
 using bench::cpu_count;
 using bench::cpu_model;
 using bench::fmt;
 using bench::load_average;
+using bench::median;
 using bench::now_text;
+using bench::with_app_name;
 using clock_type = std::chrono::steady_clock;
 using namespace bench::copy_rows;  // the rows and the floor's formatting
 
@@ -102,16 +105,6 @@ std::string expected_check(const std::vector<row>& rows) {
 }
 
 // ---- raw libpq ----------------------------------------------------------------------
-
-PGconn* connect_raw(const std::string& conninfo) {
-  PGconn* c = PQconnectdb(conninfo.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(c);
-    PQfinish(c);
-    throw std::runtime_error("connect: " + msg);
-  }
-  return c;
-}
 
 void expect(PGconn* c, PGresult* r, ExecStatusType want, const char* what) {
   if (PQresultStatus(r) == want) {
@@ -186,13 +179,6 @@ double process_cpu_ns() {
   return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 // Thousands separated by commas, for the table.
 std::string grouped(double v) {
   if (std::isnan(v)) return "n/a";
@@ -204,14 +190,6 @@ std::string grouped(double v) {
     if ((n - 1 - i) % 3 == 0 && i + 1 < n) out += ',';
   }
   return out;
-}
-
-std::string with_app_name(const std::string& conninfo) {
-  // One application_name for every connection (see bench.cpp: PgBouncer 1.18 sends a
-  // hidden SET whenever the next client's name differs from the last one's).
-  const bool uri = conninfo.rfind("postgres://", 0) == 0 || conninfo.rfind("postgresql://", 0) == 0;
-  if (!uri) return conninfo + " application_name=pqscope_bench";
-  return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + "application_name=pqscope_bench";
 }
 
 std::string pqxx_version() {
@@ -430,8 +408,8 @@ int main(int argc, char** argv) try {
     return 2;
   }
   if (insert_rounds < 0 || insert_rounds > rounds) insert_rounds = rounds;
-  std::vector<target> targets{{"PgBouncer", with_app_name(pgbouncer)}};
-  if (!direct.empty()) targets.push_back({"direct", with_app_name(direct)});
+  std::vector<target> targets{{"PgBouncer", with_app_name(pgbouncer, "pqscope_bench")}};
+  if (!direct.empty()) targets.push_back({"direct", with_app_name(direct, "pqscope_bench")});
 
   const std::string load_before = load_average();
   const auto started = clock_type::now();

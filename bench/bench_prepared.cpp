@@ -91,41 +91,12 @@
 
 namespace {
 
-using bench::cpu_count;
-using bench::cpu_model;
-using bench::fmt;
-using bench::load_average;
-using bench::now_text;
-using bench::ratio;
+using namespace bench;  // report.hpp: the machine, the numbers, failures, libpq and timing helpers
 using clock_type = std::chrono::steady_clock;
 
-// ---- failures -------------------------------------------------------------------
-
-std::mutex fail_mutex;
-int fail_count = 0;
-
-void fail(const std::string& what) {
-  std::lock_guard<std::mutex> lock(fail_mutex);
-  if (++fail_count <= 30) std::cout << "FAIL " << what << std::endl;
-}
-
-int failures() {
-  std::lock_guard<std::mutex> lock(fail_mutex);
-  return fail_count;
-}
+const char* const app_name = "pqscope_bench_prepared";
 
 // ---- raw libpq helpers ----------------------------------------------------------
-
-PGconn* connect_raw(const std::string& conninfo) {
-  PGconn* c = PQconnectdb(conninfo.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(c);
-    PQfinish(c);
-    throw std::runtime_error("connect: " + msg);
-  }
-  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);  // "table does not exist, skipping"
-  return c;
-}
 
 void check(PGconn* c, PGresult* r, const std::string& what) {
   const auto st = PQresultStatus(r);
@@ -139,14 +110,6 @@ void check(PGconn* c, PGresult* r, const std::string& what) {
 }
 
 void exec_raw(PGconn* c, const std::string& sql) { check(c, PQexec(c, sql.c_str()), sql); }
-
-std::string query_text(PGconn* c, const char* sql) {
-  PGresult* r = PQexec(c, sql);
-  std::string out;
-  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) out = PQgetvalue(r, 0, 0);
-  PQclear(r);
-  return out;
-}
 
 struct int_text {
   char buf[16] = {};
@@ -288,7 +251,7 @@ class worker {
 class floor_worker final : public worker {
  public:
   floor_worker(const std::string& conninfo, shape s, bool prepared) : s_(s), prepared_(prepared) {
-    c_ = connect_raw(conninfo);
+    c_ = connect_raw_quiet(conninfo);
     try {
       if (prepared_) {
         switch (s_) {
@@ -536,15 +499,6 @@ struct options {
   std::string pgbench = "pgbench";
 };
 
-std::string with_app_name(const std::string& conninfo) {
-  // One application_name for every connection, pgbench's included: PgBouncer sends a
-  // SET to the server whenever a client's name differs from the previous one's, which
-  // would tax whichever implementation follows another.
-  const bool uri = conninfo.rfind("postgres://", 0) == 0 || conninfo.rfind("postgresql://", 0) == 0;
-  if (!uri) return conninfo + " application_name=pqscope_bench_prepared";
-  return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + "application_name=pqscope_bench_prepared";
-}
-
 std::string shell_quote(const std::string& s) {
   std::string out = "'";
   for (char ch : s) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
@@ -580,19 +534,6 @@ struct measurement {
   std::vector<double> cpu_us;            // client CPU per transaction (NaN: pgbench)
   std::vector<long> errors;
 };
-
-double thread_cpu_us() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 constexpr int warmup_transactions = 5;
 
@@ -857,11 +798,11 @@ int run(int argc, char** argv) {
   auto wanted = [&](const char* part) { return o.only.empty() || std::find(o.only.begin(), o.only.end(), part) != o.only.end(); };
 
   std::vector<route> routes;
-  if (!o.direct.empty()) routes.push_back({"direct", with_app_name(o.direct), false});
-  if (!o.pgbouncer124.empty()) routes.push_back({"PgBouncer 1.24", with_app_name(o.pgbouncer124), true});
+  if (!o.direct.empty()) routes.push_back({"direct", with_app_name(o.direct, app_name), false});
+  if (!o.pgbouncer124.empty()) routes.push_back({"PgBouncer 1.24", with_app_name(o.pgbouncer124, app_name), true});
   // Set-up and checks go directly to the server when it is given.
   const std::string admin_conninfo = routes.front().conninfo;
-  PGconn* admin = connect_raw(admin_conninfo);
+  PGconn* admin = connect_raw_quiet(admin_conninfo);
   const std::string load_before = load_average();
   const std::string pg_version = query_text(admin, "SHOW server_version");
   std::string pgbench_version;

@@ -69,28 +69,10 @@
 
 namespace {
 
-using bench::cpu_count;
-using bench::cpu_model;
-using bench::fmt;
-using bench::load_average;
-using bench::now_text;
-using bench::ratio;
+using namespace bench;  // report.hpp: the machine, the numbers, failures, libpq and timing helpers
 using clock_type = std::chrono::steady_clock;
 
-// ---- failures -------------------------------------------------------------------
-
-std::mutex fail_mutex;
-int fail_count = 0;
-
-void fail(const std::string& what) {
-  std::lock_guard<std::mutex> lock(fail_mutex);
-  if (++fail_count <= 30) std::cout << "FAIL " << what << std::endl;
-}
-
-int failures() {
-  std::lock_guard<std::mutex> lock(fail_mutex);
-  return fail_count;
-}
+const char* const app_name = "pqscope_bench_replicas";
 
 // ---- the table and the statements ---------------------------------------------------
 
@@ -113,17 +95,6 @@ const char* const check_sql =
 
 // ---- raw libpq --------------------------------------------------------------------
 
-PGconn* connect_raw(const std::string& conninfo) {
-  PGconn* c = PQconnectdb(conninfo.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(c);
-    PQfinish(c);
-    throw std::runtime_error("connect: " + msg);
-  }
-  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr);  // "table does not exist, skipping"
-  return c;
-}
-
 void exec_raw(PGconn* c, const std::string& sql) {
   PGresult* r = PQexec(c, sql.c_str());
   const auto st = PQresultStatus(r);
@@ -132,21 +103,13 @@ void exec_raw(PGconn* c, const std::string& sql) {
   if (!msg.empty()) throw std::runtime_error(sql.substr(0, 60) + ": " + msg);
 }
 
-std::string query_text(PGconn* c, const char* sql) {
-  PGresult* r = PQexec(c, sql);
-  std::string out;
-  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) out = PQgetvalue(r, 0, 0);
-  PQclear(r);
-  return out;
-}
-
 // One session in pipeline mode: statements queued, then one sync and its answers.
 // The SELECT and the check are prepared once (named) or sent unnamed each time.
 class raw_pipeline {
  public:
   raw_pipeline(const std::string& conninfo, bool prepare_select, bool prepare_check)
       : prepare_select_(prepare_select), prepare_check_(prepare_check) {
-    c_ = connect_raw(conninfo);
+    c_ = connect_raw_quiet(conninfo);
     try {
       // PQprepare cannot run in pipeline mode.
       if (prepare_select_) prepare("br_select", select_sql);
@@ -234,30 +197,9 @@ class raw_pipeline {
 
 // ---- shared helpers ------------------------------------------------------------------
 
-double thread_cpu_us() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 std::string min_max(const std::vector<double>& v, int decimals) {
   if (v.empty()) return "n/a";
   return fmt(*std::min_element(v.begin(), v.end()), decimals) + "–" + fmt(*std::max_element(v.begin(), v.end()), decimals);
-}
-
-std::string with_app_name(const std::string& conninfo) {
-  // One application_name for every session: PgBouncer sends a SET to the server
-  // whenever a client's name differs from the previous one's on that server connection.
-  const bool uri = conninfo.rfind("postgres://", 0) == 0 || conninfo.rfind("postgresql://", 0) == 0;
-  if (!uri) return conninfo + " application_name=pqscope_bench_replicas";
-  return conninfo + (conninfo.find('?') == std::string::npos ? "?" : "&") + "application_name=pqscope_bench_replicas";
 }
 
 void check_row(const pqscope::result& r, int id, const std::string& who) {
@@ -754,7 +696,7 @@ pqscope::wal_position commit_and_wait(const options& o, PGconn* standby) {
 }
 
 void require_standby(const std::string& name, const std::string& conninfo) {
-  PGconn* c = connect_raw(conninfo);
+  PGconn* c = connect_raw_quiet(conninfo);
   const std::string in_recovery = query_text(c, "SELECT pg_catalog.pg_is_in_recovery()");
   const std::string rows = query_text(c, "SELECT count(*) FROM br_items");
   PQfinish(c);
@@ -829,12 +771,12 @@ int run(int argc, char** argv) {
       usage();
       return 2;
     }
-  o.primary = with_app_name(o.primary);
-  o.standby = with_app_name(o.standby);
-  if (!o.pgbouncer_standby.empty()) o.pgbouncer_standby = with_app_name(o.pgbouncer_standby);
+  o.primary = with_app_name(o.primary, app_name);
+  o.standby = with_app_name(o.standby, app_name);
+  if (!o.pgbouncer_standby.empty()) o.pgbouncer_standby = with_app_name(o.pgbouncer_standby, app_name);
 
-  PGconn* admin = connect_raw(o.primary);
-  PGconn* standby_admin = connect_raw(o.standby);
+  PGconn* admin = connect_raw_quiet(o.primary);
+  PGconn* standby_admin = connect_raw_quiet(o.standby);
   const std::string load_before = load_average();
   const std::string pg_version = query_text(admin, "SHOW server_version");
   const std::string sync_commit = query_text(admin, "SHOW synchronous_commit");

@@ -8,19 +8,16 @@
 #include <boost/test/unit_test.hpp>
 
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
-#include <fstream>
 #include <functional>
-#include <map>
 #include <optional>
 #include <string>
 #include <thread>
 
 #include <pqscope/pool.hpp>
 
+#include "support/replica_pair.hpp"
 #include "support/servers.hpp"
 
 namespace {
@@ -28,65 +25,8 @@ namespace {
 using ms = std::chrono::milliseconds;
 
 // The pair, started once for this process and stopped at its end.
-class replica_pair {
- public:
-  replica_pair()
-      : script_(pqtest::env("PQSCOPE_TEST_REPLICA_PAIR")),
-        dir_("/tmp/pqscope-pair-" + std::to_string(::getpid())) {
-    run("stop");  // a leftover of an earlier run with the same pid
-    run("start");
-    std::ifstream in(dir_ + "/env");
-    std::string line;
-    while (std::getline(in, line)) {
-      const auto eq = line.find('=');
-      if (eq != std::string::npos) port_[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    if (port_.size() != 5) throw std::runtime_error("replica_pair: no ports in " + dir_ + "/env");
-  }
-  ~replica_pair() {
-    try {
-      run("stop");
-    } catch (...) {
-    }
-  }
-  replica_pair(const replica_pair&) = delete;
-  replica_pair& operator=(const replica_pair&) = delete;
-
-  void run(const std::string& cmd) const {
-    const std::string line = script_ + " " + cmd + " " + dir_;
-    if (std::system(line.c_str()) != 0) throw std::runtime_error("failed: " + line);
-  }
-
-  static std::string node(const std::string& port) {
-    return "host=127.0.0.1 user=postgres dbname=pqscope connect_timeout=5 port=" + port;
-  }
-  [[nodiscard]] std::string primary() const { return node(port_.at("PRIMARY_PORT")); }
-  [[nodiscard]] std::string standby() const { return node(port_.at("STANDBY_PORT")); }
-  [[nodiscard]] std::string pgbouncer_primary() const { return node(port_.at("PGB_PRIMARY_PORT")); }
-  [[nodiscard]] std::string pgbouncer_standby() const { return node(port_.at("PGB_STANDBY_PORT")); }
-  // Pgpool-II in front of both: reads to the standby, unless application_name starts with on_primary.
-  [[nodiscard]] std::string pgpool() const { return node(port_.at("PGPOOL_PORT")); }
-  // Both nodes; libpq tries them in order and keeps the first that suits.
-  [[nodiscard]] std::string both(const std::string& attrs, bool through_pgbouncer = false) const {
-    const std::string a = through_pgbouncer ? "PGB_STANDBY_PORT" : "STANDBY_PORT";
-    const std::string b = through_pgbouncer ? "PGB_PRIMARY_PORT" : "PRIMARY_PORT";
-    // The standby first, so that finding the primary is not luck.
-    return "host=127.0.0.1,127.0.0.1 user=postgres dbname=pqscope connect_timeout=5 port=" + port_.at(a) + "," +
-           port_.at(b) + " target_session_attrs=" + attrs;
-  }
-  [[nodiscard]] std::string after_failover(const std::string& attrs) const {
-    // The old primary first: it is down, so libpq moves on.
-    return "host=127.0.0.1,127.0.0.1 user=postgres dbname=pqscope connect_timeout=5 port=" +
-           port_.at("PRIMARY_PORT") + "," + port_.at("STANDBY_PORT") + " target_session_attrs=" + attrs;
-  }
-
- private:
-  std::string script_, dir_;
-  std::map<std::string, std::string> port_;
-};
-
-replica_pair& pair() {
-  static replica_pair p;
+pqtest::replica_pair& pair() {
+  static pqtest::replica_pair p{"pqscope-pair"};
   return p;
 }
 

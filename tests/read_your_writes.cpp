@@ -18,10 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <deque>
-#include <fstream>
-#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -30,6 +27,7 @@
 
 #include <pqscope/replica_set.hpp>
 
+#include "support/replica_pair.hpp"
 #include "support/servers.hpp"
 
 using pqscope::wal_position;
@@ -40,46 +38,9 @@ namespace {
 
 constexpr const char* apply_delay = "500ms";
 
-// The pair, started once for this process and stopped at its end (as in tests/failover.cpp).
-class replica_pair {
- public:
-  replica_pair()
-      : script_(pqtest::env("PQSCOPE_TEST_REPLICA_PAIR")),
-        dir_("/tmp/pqscope-rw-pair-" + std::to_string(::getpid())) {
-    run("stop");  // a leftover of an earlier run with the same pid
-    run("start", std::string(" --apply-delay ") + apply_delay);
-    std::ifstream in(dir_ + "/env");
-    std::string line;
-    while (std::getline(in, line)) {
-      const auto eq = line.find('=');
-      if (eq != std::string::npos) port_[line.substr(0, eq)] = line.substr(eq + 1);
-    }
-    if (port_.size() != 5) throw std::runtime_error("replica_pair: no ports in " + dir_ + "/env");
-  }
-  ~replica_pair() {
-    try {
-      run("stop");
-    } catch (...) {
-    }
-  }
-  replica_pair(const replica_pair&) = delete;
-  replica_pair& operator=(const replica_pair&) = delete;
-
-  void run(const std::string& cmd, const std::string& args = "") const {
-    const std::string line = script_ + " " + cmd + " " + dir_ + args;
-    if (std::system(line.c_str()) != 0) throw std::runtime_error("failed: " + line);
-  }
-  [[nodiscard]] std::string node(const std::string& key) const {
-    return "host=127.0.0.1 user=postgres dbname=pqscope connect_timeout=5 port=" + port_.at(key);
-  }
-
- private:
-  std::string script_, dir_;
-  std::map<std::string, std::string> port_;
-};
-
-replica_pair& pair() {
-  static replica_pair p;
+// The pair, started once for this process and stopped at its end.
+pqtest::replica_pair& pair() {
+  static pqtest::replica_pair p{"pqscope-rw-pair", std::string("--apply-delay ") + apply_delay};
   return p;
 }
 
@@ -99,8 +60,8 @@ struct route {
 };
 
 std::vector<route> routes() {
-  return {{"direct", pair().node("PRIMARY_PORT"), pair().node("STANDBY_PORT"), pqscope::pooling::none},
-          {"pgbouncer", pair().node("PGB_PRIMARY_PORT"), pair().node("PGB_STANDBY_PORT"),
+  return {{"direct", pair().primary(), pair().standby(), pqscope::pooling::none},
+          {"pgbouncer", pair().pgbouncer_primary(), pair().pgbouncer_standby(),
            pqscope::pooling::transaction}};
 }
 
@@ -139,7 +100,7 @@ written write_row(pqscope::connection& p) {
 
 // Until the standby has replayed everything the primary has logged.
 void wait_for_replay() {
-  pqscope::connection p{pair().node("PRIMARY_PORT")}, s{pair().node("STANDBY_PORT")};
+  pqscope::connection p{pair().primary()}, s{pair().standby()};
   const auto lsn = p.query_value<wal_position>("SELECT pg_current_wal_insert_lsn()");
   for (int i = 0; i < 300; ++i) {
     if (s.query_value<bool>("SELECT pg_last_wal_replay_lsn() >= $1", lsn.record_end())) return;
@@ -154,9 +115,9 @@ double millis(steady::duration d) { return std::chrono::duration<double, std::mi
 
 struct pair_fixture {
   pair_fixture() {
-    pqscope::connection p{pair().node("PRIMARY_PORT")};
+    pqscope::connection p{pair().primary()};
     p.execute("CREATE TABLE IF NOT EXISTS rw (id bigint PRIMARY KEY, v text)");
-    pqscope::connection s{pair().node("STANDBY_PORT")};
+    pqscope::connection s{pair().standby()};
     BOOST_TEST_REQUIRE(s.query_value<std::string>("SHOW recovery_min_apply_delay") == apply_delay);
     wait_for_replay();
   }
