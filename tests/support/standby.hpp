@@ -49,9 +49,12 @@ inline pqscope::wal_position replayed() {
   return observer().query_value<pqscope::wal_position>("SELECT pg_last_wal_replay_lsn()");
 }
 
-// Until the standby has replayed all the primary has written so far.
-inline void wait_for_replay() {
-  const auto target = pqtest::shared_observer().query_value<pqscope::wal_position>("SELECT pg_current_wal_lsn()");
+// Until the standby has replayed all the primary has written so far, and `also`
+// (a commit position: with synchronous_commit = off the write position can still be
+// before the commit record).
+inline void wait_for_replay(pqscope::wal_position also = {}) {
+  auto target = pqtest::shared_observer().query_value<pqscope::wal_position>("SELECT pg_current_wal_lsn()");
+  target.merge(also);
   for (int i = 0; i < 1000; ++i) {
     if (replayed() >= target) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
