@@ -49,11 +49,13 @@ inline pqscope::wal_position replayed() {
   return observer().query_value<pqscope::wal_position>("SELECT pg_last_wal_replay_lsn()");
 }
 
-// Until the standby has replayed all the primary has written so far, and `also`
-// (a commit position: with synchronous_commit = off the write position can still be
-// before the commit record).
+// Until the standby has replayed all the primary has logged so far, and `also`.
+// The insert position, not the write position: with synchronous_commit = off a
+// commit record can still be unwritten when the commit is answered. record_end():
+// at a page boundary the insert position counts the next page's header.
 inline void wait_for_replay(pqscope::wal_position also = {}) {
-  auto target = pqtest::shared_observer().query_value<pqscope::wal_position>("SELECT pg_current_wal_lsn()");
+  auto target =
+      pqtest::shared_observer().query_value<pqscope::wal_position>("SELECT pg_current_wal_insert_lsn()").record_end();
   target.merge(also);
   for (int i = 0; i < 1000; ++i) {
     if (replayed() >= target) return;
