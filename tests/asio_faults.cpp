@@ -34,6 +34,7 @@ using pqtest::use_awaitable;
 namespace net = boost::asio;
 namespace pa = pqscope::asio;
 using steady = std::chrono::steady_clock;
+using ms = std::chrono::milliseconds;
 
 namespace {
 
@@ -471,6 +472,48 @@ BOOST_AUTO_TEST_CASE(lost_commit_is_in_doubt_or_resolved) {
       BOOST_TEST(beat.worst_ms() < 150);
     }
   BOOST_TEST(pqtest::committed_ids(table) == "3,4");  // in doubt meant committed, both times
+}
+
+// The answer to COMMIT is cut off, and for a while no server can be reached (as in
+// a failover): the resolver connects again until one answers, within resolve_wait;
+// past it, in_doubt_error says what it last saw.
+BOOST_AUTO_TEST_CASE(the_resolver_connects_again_within_resolve_wait) {
+  pqtest::scratch_table table;
+  const std::string direct = pqtest::env("PQSCOPE_TEST_DIRECT");
+  for (const auto wait : {ms(5000), ms(300)}) BOOST_TEST_CONTEXT("resolve_wait " << wait.count() << " ms") {
+      pqtest::asio_stall_relay relay{direct};
+      net::io_context io;
+      std::thread reopen;
+      pqtest::run_coro(io, [&]() -> awaitable<void> {
+        pa::connection c = co_await pqtest::connect_async(relay.conninfo());
+        pqscope::transaction_options o;
+        o.resolve_in_doubt = true;
+        o.resolve_wait = wait;
+        bool committed = false;
+        const int id = wait > ms(1000) ? 1 : 2;
+        const auto t0 = std::chrono::steady_clock::now();
+        const std::string what = co_await pqtest::outcome_of([&]() -> awaitable<void> {
+          co_await pa::async_atomic(c, o, [&]() -> awaitable<void> {
+            c.on_commit([&] { committed = true; });
+            co_await insert(c, table, id);
+            relay.cut_after_commit();
+            relay.refuse_new_connections(true);
+            reopen = std::thread([&] {
+              std::this_thread::sleep_for(ms(800));
+              relay.refuse_new_connections(false);
+            });
+          });
+        });
+        const auto took = std::chrono::duration_cast<ms>(std::chrono::steady_clock::now() - t0).count();
+        BOOST_TEST_MESSAGE(what << " after " << took << " ms, " << relay.connections() << " connections");
+        BOOST_TEST(what == (id == 1 ? "returned" : "in_doubt_error"));
+        BOOST_TEST(committed == (id == 1));
+        BOOST_TEST(relay.connections() > 2);  // the session, then the resolver's attempts
+        if (id == 1) BOOST_TEST(took >= 800);
+      }());
+      reopen.join();
+    }
+  BOOST_TEST(pqtest::committed_ids(table) == "1,2");  // in doubt meant committed, both times
 }
 
 // A coroutine destroyed while its scope is open: it runs on a second io_context,

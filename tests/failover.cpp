@@ -32,17 +32,7 @@ pqtest::replica_pair& pair() {
 
 bool in_recovery(pqscope::connection& c) { return c.query_value<bool>("SELECT pg_is_in_recovery()"); }
 
-// Until the standby has replayed everything the primary has logged (the insert
-// position: with synchronous_commit off, a commit record may not be written yet).
-void wait_for_replay() {
-  pqscope::connection p{pair().primary()}, s{pair().standby()};
-  const auto lsn = p.query_value<std::string>("SELECT pg_current_wal_insert_lsn()::text");
-  for (int i = 0; i < 200; ++i) {
-    if (s.query_value<bool>("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", lsn)) return;
-    std::this_thread::sleep_for(ms(25));
-  }
-  BOOST_FAIL("the standby did not catch up");
-}
+void wait_for_replay() { pair().wait_for_replay(); }
 
 // libpq_driver with a hook that runs once COMMIT has been answered, before the
 // answer reaches the library, which is then told the connection was lost.
@@ -294,4 +284,125 @@ BOOST_AUTO_TEST_CASE(failover_mid_transaction) {
   BOOST_TEST(!in_recovery(e));
   BOOST_TEST(e.query_value<long>("SELECT count(*) FROM t WHERE id = 6") == 1);
   pqscope::atomic(e, [&] { e.execute("INSERT INTO t VALUES (7, 'e')"); });
+}
+
+// The cases below fail over a pair of their own each.
+
+// The COMMIT's answer is lost while there is no primary: the resolver keeps asking
+// until the standby is promoted (resolve_wait), and finds the commit there. A
+// transaction lost in the same window with the default budget (network_timeout and
+// its grace) gives up first: in_doubt_error.
+BOOST_AUTO_TEST_CASE(the_resolver_waits_for_the_promotion) {
+  pqtest::replica_pair local{"pqscope-resolve-wait"};
+  const std::string rw = local.both("read-write");
+  {
+    pqscope::connection p{local.primary()};
+    p.execute("CREATE TABLE t (id int PRIMARY KEY, v text)");
+  }
+  pqscope::connection_options bounded;
+  bounded.network_timeout = ms(300);
+  pqscope::transaction_options waiting;
+  waiting.resolve_in_doubt = true;
+  waiting.resolve_wait = ms(20000);
+  pqscope::transaction_options hasty = waiting;
+  hasty.resolve_wait = ms(0);
+
+  // D: its COMMIT goes to the dead primary, with the default budget.
+  pqscope::connection d{rw, bounded};
+  std::optional<pqscope::transaction> td;
+  td.emplace(d, hasty);
+  d.execute("INSERT INTO t VALUES (2, 'd')");
+
+  pqscope::basic_connection<cut_after_commit> c{rw, bounded};
+  std::thread promoter;
+  auto promoted_at = std::chrono::steady_clock::now();
+  c.driver().hook = [&] {
+    local.wait_for_replay();  // the commit record (and D's insert) reached the standby
+    local.run("stop-primary");
+    const auto t0 = std::chrono::steady_clock::now();
+    BOOST_CHECK_THROW(td->commit(), pqscope::in_doubt_error);
+    BOOST_TEST_MESSAGE("D gave up after " << std::chrono::duration_cast<ms>(std::chrono::steady_clock::now() - t0).count()
+                                          << " ms");
+    td.reset();
+    promoter = std::thread([&] {
+      std::this_thread::sleep_for(ms(1500));
+      local.run("promote");
+      promoted_at = std::chrono::steady_clock::now();
+    });
+  };
+  bool committed = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    pqscope::transaction tc{c, waiting};
+    c.on_commit([&] { committed = true; });
+    c.execute("INSERT INTO t VALUES (1, 'c')");
+    BOOST_CHECK_NO_THROW(tc.commit());
+  }
+  promoter.join();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  BOOST_TEST(committed);
+  BOOST_TEST((waited >= ms(1500)));
+  BOOST_TEST_MESSAGE("C settled " << std::chrono::duration_cast<ms>(std::chrono::steady_clock::now() - promoted_at).count()
+                                  << " ms after the promotion, " << std::chrono::duration_cast<ms>(waited).count()
+                                  << " ms after COMMIT");
+  pqscope::connection n{rw};
+  BOOST_TEST(!in_recovery(n));
+  BOOST_TEST(n.query_value<std::string>("SELECT string_agg(id::text, ',' ORDER BY id) FROM t") == "1");
+}
+
+// The transaction's writes never reached the standby, and the promoted standby
+// hands out its id again, to a transaction that commits: pg_xact_status() of that
+// id now says "committed" of another transaction. The resolver sees that the new
+// primary's history ends before the transaction's first write, and reports a
+// rollback, which is what the surviving history holds.
+BOOST_AUTO_TEST_CASE(an_id_handed_out_again_is_not_taken_for_the_lost_transaction) {
+  pqtest::replica_pair local{"pqscope-resolve-reuse"};
+  const std::string rw = local.both("read-write");
+  {
+    pqscope::connection p{local.primary()};
+    p.execute("CREATE TABLE t (id int PRIMARY KEY, v text)");
+  }
+  local.wait_for_replay();
+  local.run("pause-replication");
+  pqscope::transaction_options resolve;
+  resolve.resolve_in_doubt = true;
+  resolve.resolve_wait = ms(20000);
+
+  pqscope::basic_connection<cut_after_commit> c{rw};
+  std::string xid;
+  std::string reused;
+  c.driver().hook = [&] {
+    local.run("stop-primary");
+    local.run("promote");
+    // Ids from the new primary, each in a transaction that commits, until it hands out C's.
+    pqscope::connection n{local.standby()};
+    for (int i = 0; i < 10000; ++i) {
+      reused = n.query_value<std::string>("SELECT pg_current_xact_id()::text");
+      if (std::stoull(reused) >= std::stoull(xid)) break;
+    }
+  };
+  bool committed = false, rolled_back = false;
+  {
+    pqscope::transaction tc{c, resolve};
+    c.on_commit([&] { committed = true; });
+    c.on_rollback([&] { rolled_back = true; });
+    c.execute("INSERT INTO t VALUES (1, 'c')");
+    xid = c.query_value<std::string>("SELECT pg_current_xact_id()::text");
+    try {
+      tc.commit();
+      BOOST_ERROR("commit() returned: the resolver took another transaction's id for this one");
+    } catch (const pqscope::in_doubt_error& e) {
+      BOOST_ERROR("in doubt: " << e.what());
+    } catch (const pqscope::connection_error& e) {
+      BOOST_TEST_MESSAGE("C: " << e.what());
+      BOOST_TEST(std::string(e.what()).find("not in the server's history") != std::string::npos);
+    }
+  }
+  BOOST_TEST(!committed);
+  BOOST_TEST(rolled_back);
+  // The hazard was real: the id was handed out again, and committed.
+  BOOST_TEST(reused == xid);
+  pqscope::connection n{rw};
+  BOOST_TEST(n.query_value<std::string>("SELECT pg_xact_status($1::xid8)", xid) == "committed");
+  BOOST_TEST(n.query_value<long>("SELECT count(*) FROM t") == 0);
 }

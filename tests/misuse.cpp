@@ -591,6 +591,26 @@ BOOST_AUTO_TEST_CASE(negative_replica_wait) {
   }
 }
 
+// A negative resolve_wait is refused when the scope opens, outermost or nested.
+BOOST_AUTO_TEST_CASE(negative_resolve_wait) {
+  for (const auto& t : pqtest::targets()) {
+    BOOST_TEST_CONTEXT(t.name) {
+      session s{t};
+      pqscope::transaction_options o;
+      o.resolve_in_doubt = true;
+      o.resolve_wait = std::chrono::milliseconds(-1);
+      expect_usage_error(s.conn, "resolve_wait must not be negative", [&] { pqscope::transaction tx{s.conn, o}; });
+      {
+        pqscope::transaction outer{s.conn};
+        expect_usage_error(s.conn, "resolve_wait must not be negative", [&] { pqscope::transaction tx{s.conn, o}; });
+        BOOST_TEST(s.conn.depth() == 1u);
+        outer.commit();
+      }
+      expect_idle(s);
+    }
+  }
+}
+
 // replica_set_options are checked when the set is made, which opens no connection:
 // nothing listens where these conninfos point.
 BOOST_AUTO_TEST_CASE(negative_replica_set_durations) {

@@ -98,16 +98,7 @@ written write_row(pqscope::connection& p) {
   return {id, p.last_commit_position()};
 }
 
-// Until the standby has replayed everything the primary has logged.
-void wait_for_replay() {
-  pqscope::connection p{pair().primary()}, s{pair().standby()};
-  const auto lsn = p.query_value<wal_position>("SELECT pg_current_wal_insert_lsn()");
-  for (int i = 0; i < 300; ++i) {
-    if (s.query_value<bool>("SELECT pg_last_wal_replay_lsn() >= $1", lsn.record_end())) return;
-    std::this_thread::sleep_for(ms(20));
-  }
-  BOOST_FAIL("the standby did not catch up");
-}
+void wait_for_replay() { pair().wait_for_replay(); }
 
 bool session_idle(const pqscope::connection& c) { return PQtransactionStatus(c.native_handle()) == PQTRANS_IDLE; }
 

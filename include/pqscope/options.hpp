@@ -34,6 +34,10 @@ struct transaction_options {
   // after COMMIT was sent, a fresh connection asks pg_xact_status() and commit()
   // reports what happened instead of in_doubt_error. Costs no round trip.
   bool resolve_in_doubt = false;
+  // With resolve_in_doubt: how long the resolver keeps asking while no server can
+  // tell (none reachable, a standby not yet promoted). Zero: network_timeout and its
+  // grace, or 5 s without one. Each round trip is still bounded by network_timeout.
+  std::chrono::milliseconds resolve_wait{0};
   // atomic()/transactional() only, outermost scope only: re-run the whole function
   // after serialization_failure (40001) or deadlock_detected (40P01).
   int retries = 0;

@@ -1645,6 +1645,7 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   connection_options options;
   std::shared_ptr<link> io;
   std::weak_ptr<link> resolver;  // the fresh connection asking about a lost COMMIT
+  bool resolver_canceled = false;  // cancel() while it asked: no connection after it
 
   // A user operation is running (or waiting for the gate), or a COPY holds the session.
   bool user_busy = false;
@@ -1743,65 +1744,93 @@ class session final : public pqscope::detail::sender, public std::enable_shared_
   // connection::cancel(): the operation in flight, and a resolution it waits for.
   void cancel() {
     io->request_cancel("canceled");
-    if (auto r = resolver.lock()) r->request_cancel("canceled");
+    if (auto r = resolver.lock()) {
+      resolver_canceled = true;
+      r->request_cancel("canceled");
+    }
   }
 
 };
 
-// pg_xact_status of a transaction whose COMMIT got no answer, asked on a fresh
-// connection: "committed", "aborted", or why it could not tell (as
-// driver_session::xact_status says it).
-inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, std::string xid) {
-  auto l = std::make_shared<link>(s->executor);
-  l->timeout = s->io->timeout;  // the same time bounds
-  l->cancel_wait = s->io->cancel_wait;
-  s->resolver = l;
-  std::string outcome;
-  try {
-    // The budget of driver_session::xact_status: network_timeout and its grace from now.
-    const pqscope::detail::resolver_clock budget(s->io->timeout.count() > 0
-                                                     ? s->io->timeout + libpq_driver::grace_for(s->io->timeout)
-                                                     : std::chrono::milliseconds(0));
-    const bool bounded = s->io->timeout.count() > 0;
-    co_await async_open(l, s->conninfo, "pqscope in-doubt resolver", net::use_awaitable);
-    const char* values[] = {xid.c_str()};
-    const std::vector<statement> ask{statement{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr}};
-    net::steady_timer pause(s->executor);
-    // A backend that was cut off may still be finishing: wait for its verdict, within the budget.
-    while (outcome.empty()) {
-      if (bounded) {
-        l->timeout = budget.round_trip_timeout();  // it and its grace end by the deadline
-        l->cancel_wait = libpq_driver::grace_for(l->timeout);
-      }
-      if ((bounded && l->timeout.count() <= 0) || (!bounded && budget.left().count() <= 0)) {
-        outcome = budget.spent();
-        break;
-      }
-      const batch_reply br = co_await async_exchange(l, ask, net::use_awaitable);
-      if (br.lost) {
-        outcome = "connection lost: " + br.lost_message;
-        break;
-      }
-      const reply& r = br.replies.front();
-      if (r.st != reply::status::ok) {
-        outcome = "error: " + r.failure().message;
-      } else if (r.res.size() != 1 || r.res[0][0].is_null()) {
-        outcome = "unknown xid";
-      } else if (std::string status(r.res[0][0].text()); status != "in progress") {
-        outcome = status;
-      } else if (const auto wait = budget.pause(); wait.count() <= 0) {
-        outcome = budget.spent();
-      } else {
+// The verdict on a transaction whose COMMIT got no answer, asked on fresh
+// connections: "committed", "aborted", "absent: ..." or why there is none (as
+// driver_session::xact_status says it; the reading is detail/in_doubt.hpp's).
+inline net::awaitable<std::string> resolve_xact(std::shared_ptr<session> s, pqscope::detail::in_doubt q) {
+  using pqscope::detail::verdict;
+  // The budget of driver_session::xact_status: network_timeout and its grace from
+  // now, or resolve_wait.
+  const pqscope::detail::resolver_clock budget(
+      s->io->timeout.count() > 0 ? s->io->timeout + libpq_driver::grace_for(s->io->timeout)
+                                 : std::chrono::milliseconds(0),
+      q.wait);
+  const bool bounded = s->io->timeout.count() > 0;
+  const pqscope::detail::verdict_question question(q);
+  const std::vector<statement> ask{question.ask()};
+  net::steady_timer pause(s->executor);
+  s->resolver_canceled = false;
+  std::string outcome, last;
+  while (outcome.empty()) {  // a fresh connection each time round: the conninfo may now lead elsewhere
+    auto l = std::make_shared<link>(s->executor);
+    l->timeout = s->io->timeout;  // the same time bounds
+    l->cancel_wait = s->io->cancel_wait;
+    s->resolver = l;
+    try {
+      co_await async_open(l, s->conninfo, "pqscope in-doubt resolver", net::use_awaitable);
+      // A backend that was cut off may still be finishing: wait for its verdict.
+      for (;;) {
+        if (bounded) {
+          l->timeout = budget.round_trip_timeout();  // it and its grace end by the deadline
+          l->cancel_wait = libpq_driver::grace_for(l->timeout);
+        }
+        if ((bounded && l->timeout.count() <= 0) || (!bounded && budget.left().count() <= 0)) {
+          outcome = budget.spent(last);
+          break;
+        }
+        const batch_reply br = co_await async_exchange(l, ask, net::use_awaitable);
+        if (br.lost) {
+          last = "connection lost: " + br.lost_message;
+          break;
+        }
+        verdict v = pqscope::detail::read_verdict(br.replies.front(), q);
+        if (v.next == verdict::then::done) {
+          outcome = std::move(v.outcome);
+          break;
+        }
+        last = std::move(v.outcome);
+        if (v.next == verdict::then::reconnect) break;
+        const auto wait = budget.pause();
+        if (wait.count() <= 0) {
+          outcome = budget.spent(last);
+          break;
+        }
         pause.expires_after(wait);
         co_await pause.async_wait(net::use_awaitable);
       }
+    } catch (const connection_error& e) {
+      last = e.what();  // no server reachable: a failover may be under way
+    } catch (const std::exception& e) {
+      outcome = e.what();
+    } catch (...) {
+      outcome = "unknown failure";
     }
-  } catch (const std::exception& e) {
-    outcome = e.what();
-  } catch (...) {
-    outcome = "unknown failure";
+    l->close();
+    if (!outcome.empty()) break;
+    if (s->resolver_canceled || s->closed) {
+      outcome = "canceled; last: " + last;
+      break;
+    }
+    const auto wait = budget.reconnect_pause();
+    if (wait.count() <= 0) {
+      outcome = budget.spent(last);
+      break;
+    }
+    pause.expires_after(wait);
+    try {
+      co_await pause.async_wait(net::use_awaitable);
+    } catch (const std::exception& e) {
+      outcome = e.what();
+    }
   }
-  l->close();
   co_return outcome;
 }
 
@@ -1813,7 +1842,7 @@ namespace pqscope::asio::detail {
 // A work type is one operation's part of sync_session:
 //   bool start(session&)                      queue; true: drive the loop
 //   value_type finish(session&)               the end step: the value, or throws
-//   optional<string> in_doubt(session&)        (end of a scope) the xid to resolve
+//   optional<in_doubt> in_doubt(session&)      (end of a scope) the transaction to resolve
 //   void settle(session&)                      (optional) told the outcome, either way
 //   background / connects / out_of_band        see machine_op
 //   copies / continues / holds_session()       a COPY's (asio/detail/copy.hpp)
@@ -1830,7 +1859,7 @@ struct work_base {
   static constexpr bool continues = false;
   // Whether the session stays busy after the operation (a COPY started).
   bool holds_session() const { return false; }
-  std::optional<std::string> in_doubt(session&) const { return std::nullopt; }
+  std::optional<pqscope::detail::in_doubt> in_doubt(session&) const { return std::nullopt; }
 };
 
 // execute(): an unbatched statement is sent now; a batched one waits in the queue
@@ -1978,7 +2007,7 @@ struct end_work : work_base {
     committed = commit;
     return false;
   }
-  std::optional<std::string> in_doubt(session& s) const {
+  std::optional<pqscope::detail::in_doubt> in_doubt(session& s) const {
     return nested ? std::nullopt : s.machine.needs_resolution();
   }
   void finish(session& s) {

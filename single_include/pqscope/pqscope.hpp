@@ -2085,6 +2085,10 @@ struct transaction_options {
   // after COMMIT was sent, a fresh connection asks pg_xact_status() and commit()
   // reports what happened instead of in_doubt_error. Costs no round trip.
   bool resolve_in_doubt = false;
+  // With resolve_in_doubt: how long the resolver keeps asking while no server can
+  // tell (none reachable, a standby not yet promoted). Zero: network_timeout and its
+  // grace, or 5 s without one. Each round trip is still bounded by network_timeout.
+  std::chrono::milliseconds resolve_wait{0};
   // atomic()/transactional() only, outermost scope only: re-run the whole function
   // after serialization_failure (40001) or deadlock_detected (40P01).
   int retries = 0;
@@ -7166,6 +7170,160 @@ PQSCOPE_DECL void copy_row_encoder::put_text(std::string_view text, std::size_t 
 // #include <pqscope/stats.hpp> (inlined above)
 // #include <pqscope/wal_position.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
+// #include <pqscope/detail/in_doubt.hpp>
+// Settling a COMMIT whose answer was lost (transaction_options::resolve_in_doubt):
+// what the transaction leaves behind to be asked about, the question a fresh
+// connection asks, and how its answer is read. No I/O: both front ends' resolvers
+// are loops around it (driver_session::xact_status, asio's resolve_xact).
+//
+// pg_xact_status() of the transaction id is exact only on a server whose history
+// holds a WAL record of the transaction: replaying one moves the server's next id
+// past it. A server that lost the id (a standby promoted before the transaction's
+// writes reached it; a server whose crash lost WAL not yet written) can hand the same
+// id to another transaction, and pg_xact_status() would then describe that one. So
+// with the id come the insert position right after the transaction's first write,
+// the timeline and the server's start time, and the answer is read so:
+//   a standby                          not the authority: ask again, on a new
+//                                      connection (a promotion may be on its way)
+//   the same timeline and start time   the server that ran it, up since: its status
+//   replayed up to or past that write  (a promoted standby, a crash recovery) its status
+//   replayed less                      neither the write nor the COMMIT after it is in
+//                                      this server's history: rolled back
+//   never recovered, same timeline     restarted cleanly, which loses nothing: its status
+//   never recovered, another timeline  no verdict
+// A transaction whose first write logs nothing (temporary or unlogged tables only,
+// or an id taken by pg_current_xact_id()) leaves no record before that position;
+// the README says what that means.
+
+#include <chrono>
+#include <string>
+
+// #include <pqscope/reply.hpp> (inlined above)
+// #include <pqscope/wal_position.hpp> (inlined above)
+// #include <pqscope/detail/config.hpp> (inlined above)
+
+namespace pqscope::detail {
+
+// What a transaction that may end in doubt records, once it has an id.
+struct in_doubt {
+  std::string xid;          // pg_current_xact_id_if_assigned(), as text
+  wal_position first_write;  // the insert position when the id was first seen
+  std::string timeline;     // the server's timeline then, as in WAL file names (8 hex digits)
+  std::string started;      // pg_postmaster_start_time() then, as epoch seconds
+  std::chrono::milliseconds wait{0};  // transaction_options::resolve_wait
+
+  [[nodiscard]] bool known() const noexcept { return !xid.empty(); }
+};
+
+// The id query: rides with the statements (no round trip of its own) until the
+// transaction has an id. Never fails on a standby, where no id is ever assigned:
+// the WAL functions, which refuse to run there, are asked only with an id.
+// EXTRACT is grammar, always pg_catalog's, and its numeric text depends on no setting.
+inline constexpr const char* in_doubt_probe_sql =
+    "SELECT x::text, CASE WHEN x IS NOT NULL THEN pg_catalog.pg_current_wal_insert_lsn() END, "
+    "CASE WHEN x IS NOT NULL THEN pg_catalog.substr(pg_catalog.pg_walfile_name("
+    "pg_catalog.pg_current_wal_insert_lsn()), 1, 8) END, "
+    "CASE WHEN x IS NOT NULL THEN EXTRACT(epoch FROM pg_catalog.pg_postmaster_start_time())::text END "
+    "FROM pg_catalog.pg_current_xact_id_if_assigned() AS x";
+
+// Reads the id query's answer into `out`; false while the transaction has no id
+// (or the answer is not the query's).
+[[nodiscard]] PQSCOPE_DECL bool read_probe(const result& r, in_doubt& out);
+
+// The question of the fresh connection: $1 the id, $2 the position (record_end()),
+// $3 the timeline, $4 the start time. Answers a word or a status, and the replay position.
+inline constexpr const char* in_doubt_verdict_sql =
+    "SELECT CASE WHEN rec THEN 'standby' "
+    "WHEN tl = $3 AND st = $4 THEN pg_catalog.pg_xact_status($1::xid8) "
+    "WHEN replayed IS NULL THEN CASE WHEN tl = $3 THEN pg_catalog.pg_xact_status($1::xid8) ELSE 'no history' END "
+    "WHEN replayed >= $2::pg_lsn THEN pg_catalog.pg_xact_status($1::xid8) "
+    "ELSE 'absent' END, replayed::text "
+    "FROM (SELECT rec, pg_catalog.pg_last_wal_replay_lsn() AS replayed, "
+    "CASE WHEN NOT rec THEN pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_insert_lsn()), "
+    "1, 8) END AS tl, EXTRACT(epoch FROM pg_catalog.pg_postmaster_start_time())::text AS st "
+    "FROM pg_catalog.pg_is_in_recovery() AS rec) AS s";
+
+// The verdict question's parameters, kept alive for the statement that points at
+// them (and at `q`'s strings: `q` must outlive it). Not copied: it points into itself.
+class verdict_question {
+ public:
+  explicit verdict_question(const in_doubt& q);
+  verdict_question(const verdict_question&) = delete;
+  verdict_question& operator=(const verdict_question&) = delete;
+  ~verdict_question() = default;
+  [[nodiscard]] statement ask() const noexcept { return statement{in_doubt_verdict_sql, 4, values_, nullptr}; }
+
+ private:
+  std::string position_;
+  const char* values_[4];
+};
+
+// What the resolver does with an answer.
+struct verdict {
+  enum class then { done, ask_again, reconnect };
+  then next = then::done;
+  // done: "committed", "aborted", "absent: <why>" (rolled back: not in the history of
+  // the server that answered), or why there is no verdict. Otherwise what was seen.
+  std::string outcome;
+};
+
+[[nodiscard]] PQSCOPE_DECL verdict read_verdict(const reply& r, const in_doubt& q);
+
+// The outcome of a transaction that is not in the answering server's history.
+[[nodiscard]] inline bool is_absent(const std::string& outcome) noexcept { return outcome.rfind("absent", 0) == 0; }
+
+}  // namespace pqscope::detail
+
+#ifdef PQSCOPE_BODIES
+// #include <pqscope/detail/impl/in_doubt.ipp>
+// The bodies of <pqscope/detail/in_doubt.hpp>.
+
+// #include <pqscope/detail/in_doubt.hpp> (inlined above)
+
+#include <cstddef>
+#include <string>
+#include <utility>
+
+namespace pqscope::detail {
+
+PQSCOPE_DECL bool read_probe(const result& r, in_doubt& out) {
+  if (r.size() != 1 || r.columns() != 4 || r[0][0].is_null()) return false;
+  for (std::size_t c = 1; c < 4; ++c)
+    if (r[0][c].is_null()) return false;
+  out.xid = std::string(r[0][0].text());
+  out.first_write = wal_position::parse(r[0][1].text());
+  out.timeline = std::string(r[0][2].text());
+  out.started = std::string(r[0][3].text());
+  return true;
+}
+
+PQSCOPE_DECL verdict_question::verdict_question(const in_doubt& q)
+    // At a page boundary the insert position counts the next page's header, which
+    // no replay position ever does.
+    : position_(q.first_write.record_end().to_string()),
+      values_{q.xid.c_str(), position_.c_str(), q.timeline.c_str(), q.started.c_str()} {}
+
+PQSCOPE_DECL verdict read_verdict(const reply& r, const in_doubt& q) {
+  using then = verdict::then;
+  if (r.st != reply::status::ok) return {then::done, "error: " + r.failure().message};
+  if (r.res.size() != 1 || r.res.columns() != 2) return {then::done, "an answer of another shape"};
+  if (r.res[0][0].is_null()) return {then::done, "unknown xid"};  // older than the server keeps
+  std::string word(r.res[0][0].text());
+  if (word == "committed" || word == "aborted") return {then::done, std::move(word)};
+  if (word == "in progress") return {then::ask_again, "still in progress"};
+  if (word == "standby") return {then::reconnect, "the server that answered is a standby"};
+  if (word == "absent")
+    return {then::done, "absent: the server that answered replayed up to " + std::string(r.res[0][1].text()) +
+                            " before it left recovery, and the transaction's first write ended at " +
+                            q.first_write.to_string()};
+  if (word == "no history")
+    return {then::done, "the server that answered is on another timeline than " + q.timeline +
+                            " and reports no replay position, so its history cannot be checked"};
+  return {then::done, "pg_xact_status said " + word};
+}
+
+}  // namespace pqscope::detail
+#endif
 // #include <pqscope/detail/sql_facts.hpp>
 // What pqscope's checks read off a statement's text before it is queued, and a
 // small cache of it: an application runs the same few statements again and again,
@@ -8176,7 +8334,7 @@ class scope_machine {
 
   // The transaction id whose fate a lost COMMIT left unknown, when the front end
   // should ask a fresh connection (resolve_in_doubt); then resolve() with the answer.
-  [[nodiscard]] std::optional<std::string> needs_resolution() const;
+  [[nodiscard]] std::optional<in_doubt> needs_resolution() const;
   void resolve(std::string outcome);
 
   // After the loop: settles the outermost COMMIT or ROLLBACK, runs callbacks and
@@ -8318,7 +8476,8 @@ class scope_machine {
     std::exception_ptr stray;    // the server's transaction state disagreed with the scopes
     std::optional<std::string> lost, followup_lost;
     std::optional<doom> refused;  // commit() of a doomed scope: rolled back instead
-    std::string xid, resolution;
+    in_doubt xid;  // what the resolver asks about
+    std::string resolution;
     bool xid_unknown = false, resolved = false;
     bool position_asked = false;  // the COMMIT's batch carried the position query
     wal_position position;        // what it answered, or empty
@@ -8499,7 +8658,7 @@ class scope_machine {
   bool closed_ = false;
   bool broken_ = false;
   std::string broken_reason_;
-  std::string xid_;           // the transaction's id once it has one (resolve_in_doubt)
+  in_doubt xid_;              // the transaction's id once it has one (resolve_in_doubt)
   bool xid_pending_ = false;  // statements were sent since the last answer to the id query
   pid_t pid_ = current_pid();
   connection_stats stats_;
@@ -8834,7 +8993,7 @@ scope_machine::queue_owned(item::kind k, std::uint64_t frame_id, std::size_t lev
 
 PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
   item it(item::xid);
-  it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
+  it.fixed = in_doubt_probe_sql;
   return it;
 }
 
@@ -8940,7 +9099,7 @@ PQSCOPE_DECL void scope_machine::clear_queue() noexcept {
 PQSCOPE_DECL bool scope_machine::wants_xid() const {
   const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
                                        : frames_.front().opts.resolve_in_doubt;
-  return resolve && xid_.empty();
+  return resolve && !xid_.known();
 }
 
 }  // namespace pqscope::detail
@@ -9048,7 +9207,7 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
         break;
       case item::xid:
         xid_pending_ = false;
-        if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
+        (void)read_probe(r.res, xid_);
         break;
       default: break;
     }
@@ -9058,7 +9217,7 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     if (end_in_batch) {
       op_.lost = br.lost_message;
       op_.xid = xid_;
-      op_.xid_unknown = xid_.empty() && xid_pending_;
+      op_.xid_unknown = !xid_.known() && xid_pending_;
     }
     mark_broken(br.lost_message);
     const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));
@@ -9422,8 +9581,8 @@ PQSCOPE_DECL void scope_machine::set_savepoint_limit(std::size_t limit, bool ref
 
 PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, attempt_info attempt) {
   check_usable();
-  if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
-    throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
+  if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0 || o.resolve_wait.count() < 0)
+    throw usage_error("transaction_options: statement_timeout, lock_timeout and resolve_wait must not be negative");
   if (frames_.empty()) lost_statement_ = false;
   if (!frames_.empty()) {
     const transaction_options& root = frames_.front().opts;
@@ -9456,7 +9615,7 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
   frames_.push_back(std::move(f));
   const std::uint64_t id = frames_.back().id;
   if (i == 0) {
-    xid_.clear();
+    xid_ = in_doubt{};
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
@@ -9525,9 +9684,12 @@ PQSCOPE_DECL bool scope_machine::end_scope(std::uint64_t id, bool commit, bool q
   return false;
 }
 
-PQSCOPE_DECL std::optional<std::string> scope_machine::needs_resolution() const {
-  if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && !op_.xid.empty())
-    return op_.xid;
+PQSCOPE_DECL std::optional<in_doubt> scope_machine::needs_resolution() const {
+  if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && op_.xid.known()) {
+    in_doubt q = op_.xid;
+    q.wait = op_.ended.opts.resolve_wait;
+    return q;
+  }
   return std::nullopt;
 }
 
@@ -9572,17 +9734,20 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
   if (op.lost && op.end_reply.st == reply::status::ok && op.end_reply.tag() == "COMMIT") return done();
   if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
     // Without an xid the transaction wrote nothing: nothing was lost.
-    const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
+    const std::string outcome = !op.xid.known() ? "committed" : op.resolved ? op.resolution : "not asked";
     if (outcome == "committed") return done();
-    if (outcome == "aborted") {
+    if (outcome == "aborted" || is_absent(outcome)) {
       ++stats_.transactions_rolled_back;
       run_callbacks(f.on_rollback, false);
-      throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
-                             "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
+      throw connection_error(
+          "the connection was lost while COMMIT was in flight, and the transaction did not commit (" +
+          (is_absent(outcome) ? "xid " + op.xid.xid + " is not in the server's history; " + outcome.substr(8)
+                              : "pg_xact_status of xid " + op.xid.xid + ": aborted") +
+          "): " + *op.lost);
     }
     forget_position(op);
     throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
-                         op.xid + " gave no answer (" + outcome +
+                         op.xid.xid + " gave no answer (" + outcome +
                          "); the transaction may or may not have committed: " + *op.lost);
   }
   if (op.lost) {
@@ -9942,8 +10107,9 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
  protected:
   // Fills `out` (its memory is used again from one round trip to the next).
   virtual void exchange(const std::vector<statement>& statements, batch_reply& out) = 0;
-  // "committed", "aborted", or why it could not tell; asked on a fresh connection.
-  virtual std::string xact_status(const std::string& xid) noexcept = 0;
+  // "committed", "aborted", "absent: ..." or why it could not tell; asked on a fresh
+  // connection (detail/in_doubt.hpp).
+  virtual std::string xact_status(const in_doubt& q) noexcept = 0;
 
  private:
   bool driving_ = false;
@@ -9979,8 +10145,9 @@ struct has_out_of_band<D, std::void_t<decltype(std::declval<D&>().script(""))>> 
 
 // How long the in-doubt resolver may take, from the moment the COMMIT was lost:
 // one network_timeout plus its grace (the bound of one more round trip), or 5 s of
-// polling without a network_timeout. Connecting counts, but is bounded only by
-// connect_timeout (whole seconds, at least 2, per host: libpq's rule).
+// polling without a network_timeout; transaction_options::resolve_wait instead when
+// it is set. Connecting counts, but is bounded only by connect_timeout (whole
+// seconds, at least 2, per host: libpq's rule).
 template <class D>
 std::chrono::milliseconds resolver_budget(const D& d) {
   if constexpr (takes_network<D>::value) {
@@ -9994,10 +10161,12 @@ std::chrono::milliseconds resolver_budget(const D& d) {
 class resolver_clock {
  public:
   using clock = std::chrono::steady_clock;
-  // budget 0: no network_timeout; polling stops after 5 s, round trips are unbounded.
-  explicit resolver_clock(std::chrono::milliseconds budget)
+  // budget 0: no network_timeout; round trips are unbounded, and polling stops after
+  // 5 s, or after `wait` (resolve_wait) when it is set.
+  explicit resolver_clock(std::chrono::milliseconds budget, std::chrono::milliseconds wait = {})
       : bounded_(budget.count() > 0),
-        budget_(bounded_ ? budget : std::chrono::milliseconds(5000)),
+        waits_(wait.count() > 0),
+        budget_(waits_ ? wait : bounded_ ? budget : std::chrono::milliseconds(5000)),
         deadline_(clock::now() + budget_) {}
   [[nodiscard]] std::chrono::milliseconds left() const {
     return std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - clock::now());
@@ -10018,18 +10187,24 @@ class resolver_clock {
     return true;
   }
   // Before asking again: 50 ms, or what is left; 0: stop.
-  [[nodiscard]] std::chrono::milliseconds pause() const {
-    const std::chrono::milliseconds l = left();
-    if (l.count() <= (bounded_ ? 2 : 0)) return std::chrono::milliseconds(0);
-    return l < std::chrono::milliseconds(50) ? l : std::chrono::milliseconds(50);
-  }
-  [[nodiscard]] std::string spent() const {
+  [[nodiscard]] std::chrono::milliseconds pause() const { return pause_of(std::chrono::milliseconds(50)); }
+  // Before connecting again (no server could tell: a failover may be under way).
+  [[nodiscard]] std::chrono::milliseconds reconnect_pause() const { return pause_of(std::chrono::milliseconds(200)); }
+  // Why there is no verdict; `last`: what the last attempt saw.
+  [[nodiscard]] std::string spent(const std::string& last = {}) const {
     return "no verdict within " + std::to_string(budget_.count()) + " ms" +
-           (bounded_ ? " (network_timeout and its grace)" : "");
+           (waits_ ? " (resolve_wait)" : bounded_ ? " (network_timeout and its grace)" : "") +
+           (last.empty() ? "" : "; last: " + last);
   }
 
  private:
+  [[nodiscard]] std::chrono::milliseconds pause_of(std::chrono::milliseconds most) const {
+    const std::chrono::milliseconds l = left();
+    if (l.count() <= (bounded_ ? 2 : 0)) return std::chrono::milliseconds(0);
+    return l < most ? l : most;
+  }
   bool bounded_;
+  bool waits_;
   std::chrono::milliseconds budget_;
   clock::time_point deadline_;
 };
@@ -10076,28 +10251,38 @@ class driver_session final : public sync_session {
       out = driver.exchange(statements);
   }
 
-  std::string xact_status(const std::string& xid) noexcept override {
+  std::string xact_status(const in_doubt& q) noexcept override {
     try {
-      using std::chrono::milliseconds;
-      Driver fresh;
-      copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
-      const resolver_clock clock(resolver_budget(fresh));
-      fresh.open(conninfo, "pqscope in-doubt resolver");
-      const char* values[] = {xid.c_str()};
-      const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
-      // A backend that was cut off may still be finishing: wait for its verdict,
-      // within the budget (the call's bound holds with resolve_in_doubt).
-      for (;;) {
-        if (!clock.bound_round_trip(fresh)) return clock.spent();
-        batch_reply br = fresh.exchange({ask});
-        if (br.lost) return "connection lost: " + br.lost_message;
-        const reply& r = br.replies.front();
-        if (r.st != reply::status::ok) return "error: " + r.failure().message;
-        if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
-        std::string status(r.res[0][0].text());
-        if (status != "in progress") return status;
-        const milliseconds pause = clock.pause();
-        if (pause.count() <= 0) return clock.spent();
+      const resolver_clock clock(resolver_budget(driver), q.wait);
+      const verdict_question question(q);
+      const statement ask = question.ask();
+      std::string last;
+      for (;;) {  // a fresh connection each time round: the conninfo may now lead elsewhere
+        Driver fresh;
+        copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
+        try {
+          fresh.open(conninfo, "pqscope in-doubt resolver");
+          // A backend that was cut off may still be finishing: wait for its verdict.
+          for (;;) {
+            if (!clock.bound_round_trip(fresh)) return clock.spent(last);
+            batch_reply br = fresh.exchange({ask});
+            if (br.lost) {
+              last = "connection lost: " + br.lost_message;
+              break;
+            }
+            verdict v = read_verdict(br.replies.front(), q);
+            if (v.next == verdict::then::done) return std::move(v.outcome);
+            last = std::move(v.outcome);
+            if (v.next == verdict::then::reconnect) break;
+            const std::chrono::milliseconds pause = clock.pause();
+            if (pause.count() <= 0) return clock.spent(last);
+            ::usleep(static_cast<useconds_t>(pause.count() * 1000));
+          }
+        } catch (const connection_error& e) {
+          last = e.what();  // no server reachable: a failover may be under way
+        }
+        const std::chrono::milliseconds pause = clock.reconnect_pause();
+        if (pause.count() <= 0) return clock.spent(last);
         ::usleep(static_cast<useconds_t>(pause.count() * 1000));
       }
     } catch (const std::exception& e) {

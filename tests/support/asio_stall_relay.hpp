@@ -8,6 +8,7 @@
 //                             // connections (PQcancel's) are accepted and left hanging
 //   relay.cut_after_commit(); // the batch carrying COMMIT reaches the server, its answer
 //                             // never reaches the client, whose socket is then closed
+//   relay.refuse_new_connections(true);  // new connections are closed at once
 //
 // Every client connection gets its own server connection. The destructor closes
 // everything, which ends any PQcancel still waiting on a stalled connection.
@@ -107,6 +108,11 @@ class asio_stall_relay {
     hold_new_ = true;
     wake();
   }
+  // While on, connections accepted are closed at once (no server to reach).
+  void refuse_new_connections(bool on) {
+    refuse_new_ = on;
+    wake();
+  }
   [[nodiscard]] int connections() const { return accepted_.load(); }
 
  private:
@@ -194,7 +200,10 @@ class asio_stall_relay {
       }
       if (fds[1].revents & POLLIN) {
         const int c = ::accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (c >= 0) {
+        if (c >= 0 && refuse_new_) {
+          ++accepted_;
+          ::close(c);
+        } else if (c >= 0) {
           ++accepted_;
           pair p;
           p.client = c;
@@ -248,7 +257,7 @@ class asio_stall_relay {
   int listen_ = -1;
   int port_ = 0;
   int wake_[2] = {-1, -1};
-  std::atomic<bool> stop_{false}, stalled_{false}, cut_after_commit_{false}, hold_new_{false};
+  std::atomic<bool> stop_{false}, stalled_{false}, cut_after_commit_{false}, hold_new_{false}, refuse_new_{false};
   std::atomic<int> accepted_{0};
   std::mutex mutex_;         // held while forwarding; stall() takes it to wait that out
   std::vector<pair> pairs_;  // the relay thread's own

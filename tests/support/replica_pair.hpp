@@ -6,11 +6,13 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "servers.hpp"
 
@@ -59,6 +61,18 @@ class replica_pair {
     // The standby first, so that finding the primary is not luck.
     return "host=127.0.0.1,127.0.0.1 user=postgres dbname=pqscope connect_timeout=5 port=" + port_.at(a) + "," +
            port_.at(b) + " target_session_attrs=" + attrs;
+  }
+  // Until the standby has replayed everything the primary has logged: the insert
+  // position (with synchronous_commit off a commit record may not be written yet),
+  // less a page header if it sits on a page boundary (wal_position::record_end).
+  void wait_for_replay() const {
+    pqscope::connection p{primary()}, s{standby()};
+    const auto lsn = p.query_value<pqscope::wal_position>("SELECT pg_current_wal_insert_lsn()").record_end();
+    for (int i = 0; i < 500; ++i) {
+      if (s.query_value<bool>("SELECT pg_last_wal_replay_lsn() >= $1", lsn)) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    throw std::runtime_error("replica_pair: the standby did not replay up to " + lsn.to_string());
   }
   [[nodiscard]] std::string after_failover(const std::string& attrs) const {
     // The old primary first: it is down, so libpq moves on.

@@ -65,6 +65,7 @@
 #include <pqscope/stats.hpp>
 #include <pqscope/wal_position.hpp>
 #include <pqscope/detail/config.hpp>
+#include <pqscope/detail/in_doubt.hpp>
 #include <pqscope/detail/sql_facts.hpp>
 #include <pqscope/detail/prepared_statements.hpp>
 #include <pqscope/detail/process.hpp>
@@ -128,7 +129,7 @@ class scope_machine {
 
   // The transaction id whose fate a lost COMMIT left unknown, when the front end
   // should ask a fresh connection (resolve_in_doubt); then resolve() with the answer.
-  [[nodiscard]] std::optional<std::string> needs_resolution() const;
+  [[nodiscard]] std::optional<in_doubt> needs_resolution() const;
   void resolve(std::string outcome);
 
   // After the loop: settles the outermost COMMIT or ROLLBACK, runs callbacks and
@@ -270,7 +271,8 @@ class scope_machine {
     std::exception_ptr stray;    // the server's transaction state disagreed with the scopes
     std::optional<std::string> lost, followup_lost;
     std::optional<doom> refused;  // commit() of a doomed scope: rolled back instead
-    std::string xid, resolution;
+    in_doubt xid;  // what the resolver asks about
+    std::string resolution;
     bool xid_unknown = false, resolved = false;
     bool position_asked = false;  // the COMMIT's batch carried the position query
     wal_position position;        // what it answered, or empty
@@ -451,7 +453,7 @@ class scope_machine {
   bool closed_ = false;
   bool broken_ = false;
   std::string broken_reason_;
-  std::string xid_;           // the transaction's id once it has one (resolve_in_doubt)
+  in_doubt xid_;              // the transaction's id once it has one (resolve_in_doubt)
   bool xid_pending_ = false;  // statements were sent since the last answer to the id query
   pid_t pid_ = current_pid();
   connection_stats stats_;

@@ -115,8 +115,9 @@ class sync_session : public sender, public std::enable_shared_from_this<sync_ses
  protected:
   // Fills `out` (its memory is used again from one round trip to the next).
   virtual void exchange(const std::vector<statement>& statements, batch_reply& out) = 0;
-  // "committed", "aborted", or why it could not tell; asked on a fresh connection.
-  virtual std::string xact_status(const std::string& xid) noexcept = 0;
+  // "committed", "aborted", "absent: ..." or why it could not tell; asked on a fresh
+  // connection (detail/in_doubt.hpp).
+  virtual std::string xact_status(const in_doubt& q) noexcept = 0;
 
  private:
   bool driving_ = false;
@@ -152,8 +153,9 @@ struct has_out_of_band<D, std::void_t<decltype(std::declval<D&>().script(""))>> 
 
 // How long the in-doubt resolver may take, from the moment the COMMIT was lost:
 // one network_timeout plus its grace (the bound of one more round trip), or 5 s of
-// polling without a network_timeout. Connecting counts, but is bounded only by
-// connect_timeout (whole seconds, at least 2, per host: libpq's rule).
+// polling without a network_timeout; transaction_options::resolve_wait instead when
+// it is set. Connecting counts, but is bounded only by connect_timeout (whole
+// seconds, at least 2, per host: libpq's rule).
 template <class D>
 std::chrono::milliseconds resolver_budget(const D& d) {
   if constexpr (takes_network<D>::value) {
@@ -167,10 +169,12 @@ std::chrono::milliseconds resolver_budget(const D& d) {
 class resolver_clock {
  public:
   using clock = std::chrono::steady_clock;
-  // budget 0: no network_timeout; polling stops after 5 s, round trips are unbounded.
-  explicit resolver_clock(std::chrono::milliseconds budget)
+  // budget 0: no network_timeout; round trips are unbounded, and polling stops after
+  // 5 s, or after `wait` (resolve_wait) when it is set.
+  explicit resolver_clock(std::chrono::milliseconds budget, std::chrono::milliseconds wait = {})
       : bounded_(budget.count() > 0),
-        budget_(bounded_ ? budget : std::chrono::milliseconds(5000)),
+        waits_(wait.count() > 0),
+        budget_(waits_ ? wait : bounded_ ? budget : std::chrono::milliseconds(5000)),
         deadline_(clock::now() + budget_) {}
   [[nodiscard]] std::chrono::milliseconds left() const {
     return std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - clock::now());
@@ -191,18 +195,24 @@ class resolver_clock {
     return true;
   }
   // Before asking again: 50 ms, or what is left; 0: stop.
-  [[nodiscard]] std::chrono::milliseconds pause() const {
-    const std::chrono::milliseconds l = left();
-    if (l.count() <= (bounded_ ? 2 : 0)) return std::chrono::milliseconds(0);
-    return l < std::chrono::milliseconds(50) ? l : std::chrono::milliseconds(50);
-  }
-  [[nodiscard]] std::string spent() const {
+  [[nodiscard]] std::chrono::milliseconds pause() const { return pause_of(std::chrono::milliseconds(50)); }
+  // Before connecting again (no server could tell: a failover may be under way).
+  [[nodiscard]] std::chrono::milliseconds reconnect_pause() const { return pause_of(std::chrono::milliseconds(200)); }
+  // Why there is no verdict; `last`: what the last attempt saw.
+  [[nodiscard]] std::string spent(const std::string& last = {}) const {
     return "no verdict within " + std::to_string(budget_.count()) + " ms" +
-           (bounded_ ? " (network_timeout and its grace)" : "");
+           (waits_ ? " (resolve_wait)" : bounded_ ? " (network_timeout and its grace)" : "") +
+           (last.empty() ? "" : "; last: " + last);
   }
 
  private:
+  [[nodiscard]] std::chrono::milliseconds pause_of(std::chrono::milliseconds most) const {
+    const std::chrono::milliseconds l = left();
+    if (l.count() <= (bounded_ ? 2 : 0)) return std::chrono::milliseconds(0);
+    return l < most ? l : most;
+  }
   bool bounded_;
+  bool waits_;
   std::chrono::milliseconds budget_;
   clock::time_point deadline_;
 };
@@ -249,28 +259,38 @@ class driver_session final : public sync_session {
       out = driver.exchange(statements);
   }
 
-  std::string xact_status(const std::string& xid) noexcept override {
+  std::string xact_status(const in_doubt& q) noexcept override {
     try {
-      using std::chrono::milliseconds;
-      Driver fresh;
-      copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
-      const resolver_clock clock(resolver_budget(fresh));
-      fresh.open(conninfo, "pqscope in-doubt resolver");
-      const char* values[] = {xid.c_str()};
-      const statement ask{"SELECT pg_catalog.pg_xact_status($1::xid8)", 1, values, nullptr};
-      // A backend that was cut off may still be finishing: wait for its verdict,
-      // within the budget (the call's bound holds with resolve_in_doubt).
-      for (;;) {
-        if (!clock.bound_round_trip(fresh)) return clock.spent();
-        batch_reply br = fresh.exchange({ask});
-        if (br.lost) return "connection lost: " + br.lost_message;
-        const reply& r = br.replies.front();
-        if (r.st != reply::status::ok) return "error: " + r.failure().message;
-        if (r.res.size() != 1 || r.res[0][0].is_null()) return "unknown xid";
-        std::string status(r.res[0][0].text());
-        if (status != "in progress") return status;
-        const milliseconds pause = clock.pause();
-        if (pause.count() <= 0) return clock.spent();
+      const resolver_clock clock(resolver_budget(driver), q.wait);
+      const verdict_question question(q);
+      const statement ask = question.ask();
+      std::string last;
+      for (;;) {  // a fresh connection each time round: the conninfo may now lead elsewhere
+        Driver fresh;
+        copy_driver_settings(fresh, driver);  // the same network_timeout bounds the resolver
+        try {
+          fresh.open(conninfo, "pqscope in-doubt resolver");
+          // A backend that was cut off may still be finishing: wait for its verdict.
+          for (;;) {
+            if (!clock.bound_round_trip(fresh)) return clock.spent(last);
+            batch_reply br = fresh.exchange({ask});
+            if (br.lost) {
+              last = "connection lost: " + br.lost_message;
+              break;
+            }
+            verdict v = read_verdict(br.replies.front(), q);
+            if (v.next == verdict::then::done) return std::move(v.outcome);
+            last = std::move(v.outcome);
+            if (v.next == verdict::then::reconnect) break;
+            const std::chrono::milliseconds pause = clock.pause();
+            if (pause.count() <= 0) return clock.spent(last);
+            ::usleep(static_cast<useconds_t>(pause.count() * 1000));
+          }
+        } catch (const connection_error& e) {
+          last = e.what();  // no server reachable: a failover may be under way
+        }
+        const std::chrono::milliseconds pause = clock.reconnect_pause();
+        if (pause.count() <= 0) return clock.spent(last);
         ::usleep(static_cast<useconds_t>(pause.count() * 1000));
       }
     } catch (const std::exception& e) {

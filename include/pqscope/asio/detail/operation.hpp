@@ -42,7 +42,7 @@ namespace pqscope::asio::detail {
 // A work type is one operation's part of sync_session:
 //   bool start(session&)                      queue; true: drive the loop
 //   value_type finish(session&)               the end step: the value, or throws
-//   optional<string> in_doubt(session&)        (end of a scope) the xid to resolve
+//   optional<in_doubt> in_doubt(session&)      (end of a scope) the transaction to resolve
 //   void settle(session&)                      (optional) told the outcome, either way
 //   background / connects / out_of_band        see machine_op
 //   copies / continues / holds_session()       a COPY's (asio/detail/copy.hpp)
@@ -59,7 +59,7 @@ struct work_base {
   static constexpr bool continues = false;
   // Whether the session stays busy after the operation (a COPY started).
   bool holds_session() const { return false; }
-  std::optional<std::string> in_doubt(session&) const { return std::nullopt; }
+  std::optional<pqscope::detail::in_doubt> in_doubt(session&) const { return std::nullopt; }
 };
 
 // execute(): an unbatched statement is sent now; a batched one waits in the queue
@@ -207,7 +207,7 @@ struct end_work : work_base {
     committed = commit;
     return false;
   }
-  std::optional<std::string> in_doubt(session& s) const {
+  std::optional<pqscope::detail::in_doubt> in_doubt(session& s) const {
     return nested ? std::nullopt : s.machine.needs_resolution();
   }
   void finish(session& s) {

@@ -102,7 +102,7 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
         break;
       case item::xid:
         xid_pending_ = false;
-        if (r.res.size() == 1 && !r.res[0][0].is_null()) xid_ = r.res[0][0].text();
+        (void)read_probe(r.res, xid_);
         break;
       default: break;
     }
@@ -112,7 +112,7 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
     if (end_in_batch) {
       op_.lost = br.lost_message;
       op_.xid = xid_;
-      op_.xid_unknown = xid_.empty() && xid_pending_;
+      op_.xid_unknown = !xid_.known() && xid_pending_;
     }
     mark_broken(br.lost_message);
     const auto e = std::make_exception_ptr(connection_error("connection lost: " + br.lost_message));

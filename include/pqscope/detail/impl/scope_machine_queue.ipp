@@ -290,7 +290,7 @@ scope_machine::queue_owned(item::kind k, std::uint64_t frame_id, std::size_t lev
 
 PQSCOPE_DECL scope_machine::item scope_machine::xid_item() {
   item it(item::xid);
-  it.fixed = "SELECT pg_catalog.pg_current_xact_id_if_assigned()::text";
+  it.fixed = in_doubt_probe_sql;
   return it;
 }
 
@@ -396,7 +396,7 @@ PQSCOPE_DECL void scope_machine::clear_queue() noexcept {
 PQSCOPE_DECL bool scope_machine::wants_xid() const {
   const bool resolve = frames_.empty() ? op_.ended.id != 0 && op_.ended.opts.resolve_in_doubt
                                        : frames_.front().opts.resolve_in_doubt;
-  return resolve && xid_.empty();
+  return resolve && !xid_.known();
 }
 
 }  // namespace pqscope::detail

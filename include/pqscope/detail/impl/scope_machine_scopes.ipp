@@ -33,8 +33,8 @@ PQSCOPE_DECL void scope_machine::set_savepoint_limit(std::size_t limit, bool ref
 
 PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, attempt_info attempt) {
   check_usable();
-  if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0)
-    throw usage_error("transaction_options: statement_timeout and lock_timeout must not be negative");
+  if (o.statement_timeout.count() < 0 || o.lock_timeout.count() < 0 || o.resolve_wait.count() < 0)
+    throw usage_error("transaction_options: statement_timeout, lock_timeout and resolve_wait must not be negative");
   if (frames_.empty()) lost_statement_ = false;
   if (!frames_.empty()) {
     const transaction_options& root = frames_.front().opts;
@@ -67,7 +67,7 @@ PQSCOPE_DECL std::uint64_t scope_machine::open(const transaction_options& o, att
   frames_.push_back(std::move(f));
   const std::uint64_t id = frames_.back().id;
   if (i == 0) {
-    xid_.clear();
+    xid_ = in_doubt{};
     xid_pending_ = false;
     void_.reset();
     if (attempt.batched) ++stats_.batched_attempts;
@@ -136,9 +136,12 @@ PQSCOPE_DECL bool scope_machine::end_scope(std::uint64_t id, bool commit, bool q
   return false;
 }
 
-PQSCOPE_DECL std::optional<std::string> scope_machine::needs_resolution() const {
-  if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && !op_.xid.empty())
-    return op_.xid;
+PQSCOPE_DECL std::optional<in_doubt> scope_machine::needs_resolution() const {
+  if (op_.lost && op_.commit && op_.sent_end && op_.ended.opts.resolve_in_doubt && op_.xid.known()) {
+    in_doubt q = op_.xid;
+    q.wait = op_.ended.opts.resolve_wait;
+    return q;
+  }
   return std::nullopt;
 }
 
@@ -183,17 +186,20 @@ PQSCOPE_DECL void scope_machine::finish_end(bool* committed) {
   if (op.lost && op.end_reply.st == reply::status::ok && op.end_reply.tag() == "COMMIT") return done();
   if (op.lost && f.opts.resolve_in_doubt && !op.xid_unknown) {
     // Without an xid the transaction wrote nothing: nothing was lost.
-    const std::string outcome = op.xid.empty() ? "committed" : op.resolved ? op.resolution : "not asked";
+    const std::string outcome = !op.xid.known() ? "committed" : op.resolved ? op.resolution : "not asked";
     if (outcome == "committed") return done();
-    if (outcome == "aborted") {
+    if (outcome == "aborted" || is_absent(outcome)) {
       ++stats_.transactions_rolled_back;
       run_callbacks(f.on_rollback, false);
-      throw connection_error("the connection was lost while COMMIT was in flight, and the server rolled the "
-                             "transaction back (pg_xact_status of xid " + op.xid + "): " + *op.lost);
+      throw connection_error(
+          "the connection was lost while COMMIT was in flight, and the transaction did not commit (" +
+          (is_absent(outcome) ? "xid " + op.xid.xid + " is not in the server's history; " + outcome.substr(8)
+                              : "pg_xact_status of xid " + op.xid.xid + ": aborted") +
+          "): " + *op.lost);
     }
     forget_position(op);
     throw in_doubt_error("the connection was lost after COMMIT was sent, and asking the server about xid " +
-                         op.xid + " gave no answer (" + outcome +
+                         op.xid.xid + " gave no answer (" + outcome +
                          "); the transaction may or may not have committed: " + *op.lost);
   }
   if (op.lost) {
