@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <deque>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -211,6 +212,51 @@ BOOST_AUTO_TEST_CASE(at_least_throws_replica_behind_or_waits) {
                       pqscope::replica_behind);
     BOOST_TEST(millis(steady::now() - start2) >= 100.0);
     BOOST_TEST(session_idle(s));
+  });
+}
+
+// A COPY or a script first in the scope: the check goes out before it, and a
+// standby that is behind gives replica_behind there too (the statement never
+// starts), so replica_wait applies as to any statement.
+BOOST_AUTO_TEST_CASE(at_least_before_a_copy_or_a_script) {
+  for_each_route([](const route& r) {
+    pqscope::connection p{r.primary, r.options(true)}, s{r.standby, r.options()};
+    for (bool copy : {true, false}) {
+      BOOST_TEST_CONTEXT((copy ? "copy_out()" : "execute_script()")) {
+        written w = write_row(p);
+        const std::string count = "SELECT count(*) FROM rw WHERE id = " + std::to_string(w.id);
+        auto read = [&] {
+          if (copy) {
+            pqscope::copy_reader reader = s.copy_out("COPY (" + count + ") TO STDOUT");
+            std::vector<std::optional<std::string>> fields;
+            std::string n;
+            while (reader.read_row(fields)) n = fields.at(0).value_or("");
+            return std::stol(n);
+          }
+          const std::vector<pqscope::result> rs = s.execute_script(count + "; SELECT 1");
+          return rs.at(0)[0][0].as<long>();
+        };
+        pqscope::transaction_options o;
+        o.at_least = w.token;
+        int runs = 0;
+        BOOST_CHECK_THROW(pqscope::atomic(s, o,
+                                          [&] {
+                                            ++runs;
+                                            return read();
+                                          }),
+                          pqscope::replica_behind);
+        BOOST_TEST(runs == 1);
+        BOOST_TEST(session_idle(s));
+        o.replica_wait = ms(2000);
+        runs = 0;
+        BOOST_TEST(pqscope::atomic(s, o, [&] {
+                     ++runs;
+                     return read();
+                   }) == 1);
+        BOOST_TEST(runs > 1);
+        BOOST_TEST(session_idle(s));
+      }
+    }
   });
 }
 

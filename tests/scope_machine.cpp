@@ -2247,6 +2247,11 @@ BOOST_AUTO_TEST_CASE(another_default_isolation_sends_the_check_alone_from_then_o
         BOOST_TEST(shown(srv) == "[BEGIN | INSERT 3] [COMMIT]");
         BOOST_TEST(rw_stats(c) == "checks=7 alone=6 behind=0");
 
+        // A reconnect is a new session, whose default may be another: it learns again.
+        c.reconnect();
+        pqscope::atomic(c, at_least(), [&] { c.execute("SELECT 1"); });
+        BOOST_TEST(shown(srv) == "[CHECK | BEGIN | SELECT 1] [ALONE] [BEGIN | SELECT 1] [COMMIT]");
+
         // Another connection learns it for itself.
         conn_t other{"x"};
         other.driver().server().default_isolation = "repeatable read";

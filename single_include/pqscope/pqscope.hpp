@@ -8460,6 +8460,10 @@ class scope_machine {
   struct doom {
     std::size_t level;
     std::string message, sqlstate;
+    // The failure itself, when no statement was told of it (a check that found the
+    // standby behind, sent before a COPY or a script): the next statement refused
+    // gets it, as the first statement of the batch would have.
+    mutable std::exception_ptr untold;
   };
   // What the operation in progress learned from the loop, for its end step.
   struct operation {
@@ -8574,7 +8578,8 @@ class scope_machine {
   // The error the failed statement at `at` raises.
   std::exception_ptr failure_of(const item& it, const reply& r, const statement_loss& loss, std::size_t at) const;
   // Statements of the batch that got no answer get `e`.
-  void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
+  // How many statements it failed.
+  std::size_t fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
   void fail_queued(const std::exception_ptr& e) noexcept;
 
   // A send of a batched attempt failed: the whole attempt is rolled back at once
@@ -8668,7 +8673,7 @@ class scope_machine {
   bool refuse_past_limit_ = false;
   bool commit_positions_ = false;
   wal_position last_commit_position_;
-  bool check_alone_ = false;  // the session's default isolation is not read committed (see queue_check())
+  bool check_alone_ = false;  // this session's default isolation is not read committed (see queue_check())
 };
 
 }  // namespace pqscope::detail
@@ -9252,13 +9257,14 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
       doom_here(it.context() + r.failure().message, r.failure().sqlstate);
       if (end_in_batch) op_.failure = first;
     }
-    fail_unanswered(batch, first, elapsed);
+    std::size_t told = fail_unanswered(batch, first, elapsed);
     if (it.k == item::check && it.alone) {
       // The statements that waited for it fail with it, unsent.
-      fail_unanswered(queue_, first, elapsed);
+      told += fail_unanswered(queue_, first, elapsed);
       drop_queued([](const item& c) { return c.k == item::user; });
       send_requested_ = send_all_ = false;
     }
+    if (it.k == item::check && told == 0 && doom_) doom_->untold = first;
     if (!end_in_batch) {
       // Skipped controls never ran: back to the queue, to ride with the next batch.
       std::vector<item> back;
@@ -9388,6 +9394,7 @@ PQSCOPE_DECL void scope_machine::resend_check_alone(std::vector<item>& batch, co
 
 PQSCOPE_DECL void scope_machine::mark_open() noexcept {
   prepared_.forget_all();  // a new session has none
+  check_alone_ = false;    // and may have another default isolation
   closed_ = false;
   broken_ = false;
   broken_reason_.clear();
@@ -9427,10 +9434,12 @@ scope_machine::notify(const statement_slot& s, std::chrono::microseconds elapsed
   }
 }
 
-PQSCOPE_DECL void
+PQSCOPE_DECL std::size_t
 scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
+  std::size_t failed = 0;
   for (item& it : batch) {
     if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
+    ++failed;
     it.slot->fail(e);
     try {
       std::rethrow_exception(e);
@@ -9439,6 +9448,7 @@ scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_pt
     } catch (...) {
     }
   }
+  return failed;
 }
 
 PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexcept {
@@ -9539,7 +9549,7 @@ PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_err
   // The transaction ended behind the scopes' back: nothing is left to undo.
   for (frame& f : frames_) f.sent = false;
   queue_.clear();
-  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
+  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", "", nullptr};
   if (!had_error)
     op_.stray = std::make_exception_ptr(usage_error(
         "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));
@@ -9815,6 +9825,7 @@ PQSCOPE_DECL std::size_t scope_machine::innermost_index(std::uint64_t id, const 
 
 PQSCOPE_DECL void scope_machine::throw_if_doomed(const char* what) const {
   if (frames_.empty() || !doom_) return;
+  if (doom_->untold) std::rethrow_exception(std::exchange(doom_->untold, nullptr));
   throw transaction_aborted(std::string(what) + ": an earlier failure in this scope (" + doom_->message +
                                 ") means it can only roll back; let the exception leave the scope, or "
                                 "catch it outside the scope",
@@ -9843,7 +9854,7 @@ PQSCOPE_DECL std::size_t scope_machine::undo_level() const noexcept {
 }
 
 PQSCOPE_DECL void scope_machine::doom_here(const std::string& message, const std::string& sqlstate) {
-  if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
+  if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate, nullptr};
 }
 
 PQSCOPE_DECL void scope_machine::check_savepoint_budget(const transaction_options& root, std::size_t i) {
@@ -9971,7 +9982,7 @@ PQSCOPE_DECL void scope_machine::end_nested_rollback(std::size_t i) {
     if (!doom_) {
       std::size_t level = i - 1;
       while (level > 0 && !frames_[level].owning) --level;
-      doom_ = doom{level, "a nested scope without a savepoint was rolled back", ""};
+      doom_ = doom{level, "a nested scope without a savepoint was rolled back", "", nullptr};
     }
   }
 }

@@ -255,6 +255,10 @@ class scope_machine {
   struct doom {
     std::size_t level;
     std::string message, sqlstate;
+    // The failure itself, when no statement was told of it (a check that found the
+    // standby behind, sent before a COPY or a script): the next statement refused
+    // gets it, as the first statement of the batch would have.
+    mutable std::exception_ptr untold;
   };
   // What the operation in progress learned from the loop, for its end step.
   struct operation {
@@ -369,7 +373,8 @@ class scope_machine {
   // The error the failed statement at `at` raises.
   std::exception_ptr failure_of(const item& it, const reply& r, const statement_loss& loss, std::size_t at) const;
   // Statements of the batch that got no answer get `e`.
-  void fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
+  // How many statements it failed.
+  std::size_t fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed);
   void fail_queued(const std::exception_ptr& e) noexcept;
 
   // A send of a batched attempt failed: the whole attempt is rolled back at once
@@ -463,7 +468,7 @@ class scope_machine {
   bool refuse_past_limit_ = false;
   bool commit_positions_ = false;
   wal_position last_commit_position_;
-  bool check_alone_ = false;  // the session's default isolation is not read committed (see queue_check())
+  bool check_alone_ = false;  // this session's default isolation is not read committed (see queue_check())
 };
 
 }  // namespace pqscope::detail

@@ -147,13 +147,14 @@ PQSCOPE_DECL void scope_machine::apply_batch(std::vector<item>& batch, batch_rep
       doom_here(it.context() + r.failure().message, r.failure().sqlstate);
       if (end_in_batch) op_.failure = first;
     }
-    fail_unanswered(batch, first, elapsed);
+    std::size_t told = fail_unanswered(batch, first, elapsed);
     if (it.k == item::check && it.alone) {
       // The statements that waited for it fail with it, unsent.
-      fail_unanswered(queue_, first, elapsed);
+      told += fail_unanswered(queue_, first, elapsed);
       drop_queued([](const item& c) { return c.k == item::user; });
       send_requested_ = send_all_ = false;
     }
+    if (it.k == item::check && told == 0 && doom_) doom_->untold = first;
     if (!end_in_batch) {
       // Skipped controls never ran: back to the queue, to ride with the next batch.
       std::vector<item> back;
@@ -283,6 +284,7 @@ PQSCOPE_DECL void scope_machine::resend_check_alone(std::vector<item>& batch, co
 
 PQSCOPE_DECL void scope_machine::mark_open() noexcept {
   prepared_.forget_all();  // a new session has none
+  check_alone_ = false;    // and may have another default isolation
   closed_ = false;
   broken_ = false;
   broken_reason_.clear();
@@ -322,10 +324,12 @@ scope_machine::notify(const statement_slot& s, std::chrono::microseconds elapsed
   }
 }
 
-PQSCOPE_DECL void
+PQSCOPE_DECL std::size_t
 scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_ptr& e, std::chrono::microseconds elapsed) {
+  std::size_t failed = 0;
   for (item& it : batch) {
     if (it.k != item::user || it.slot->st != statement_slot::state::queued) continue;
+    ++failed;
     it.slot->fail(e);
     try {
       std::rethrow_exception(e);
@@ -334,6 +338,7 @@ scope_machine::fail_unanswered(std::vector<item>& batch, const std::exception_pt
     } catch (...) {
     }
   }
+  return failed;
 }
 
 PQSCOPE_DECL void scope_machine::fail_queued(const std::exception_ptr& e) noexcept {
@@ -434,7 +439,7 @@ PQSCOPE_DECL void scope_machine::check_state(const batch_reply& br, bool had_err
   // The transaction ended behind the scopes' back: nothing is left to undo.
   for (frame& f : frames_) f.sent = false;
   queue_.clear();
-  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", ""};
+  doom_ = doom{0, "the transaction was ended by a statement outside pqscope's control", "", nullptr};
   if (!had_error)
     op_.stray = std::make_exception_ptr(usage_error(
         "a statement ended the transaction behind pqscope's back; the open scopes can only roll back now"));

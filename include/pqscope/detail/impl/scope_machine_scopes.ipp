@@ -267,6 +267,7 @@ PQSCOPE_DECL std::size_t scope_machine::innermost_index(std::uint64_t id, const 
 
 PQSCOPE_DECL void scope_machine::throw_if_doomed(const char* what) const {
   if (frames_.empty() || !doom_) return;
+  if (doom_->untold) std::rethrow_exception(std::exchange(doom_->untold, nullptr));
   throw transaction_aborted(std::string(what) + ": an earlier failure in this scope (" + doom_->message +
                                 ") means it can only roll back; let the exception leave the scope, or "
                                 "catch it outside the scope",
@@ -295,7 +296,7 @@ PQSCOPE_DECL std::size_t scope_machine::undo_level() const noexcept {
 }
 
 PQSCOPE_DECL void scope_machine::doom_here(const std::string& message, const std::string& sqlstate) {
-  if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate};
+  if (!frames_.empty() && !doom_) doom_ = doom{undo_level(), message, sqlstate, nullptr};
 }
 
 PQSCOPE_DECL void scope_machine::check_savepoint_budget(const transaction_options& root, std::size_t i) {
@@ -423,7 +424,7 @@ PQSCOPE_DECL void scope_machine::end_nested_rollback(std::size_t i) {
     if (!doom_) {
       std::size_t level = i - 1;
       while (level > 0 && !frames_[level].owning) --level;
-      doom_ = doom{level, "a nested scope without a savepoint was rolled back", ""};
+      doom_ = doom{level, "a nested scope without a savepoint was rolled back", "", nullptr};
     }
   }
 }
