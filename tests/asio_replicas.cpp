@@ -263,6 +263,20 @@ BOOST_AUTO_TEST_CASE(a_standby_behind_is_passed_over_waited_for_or_refused) {
   BOOST_TEST(rs.stats().reads_on_standby == 0U);
   BOOST_TEST(rs.stats().reads_on_primary == 0U);
 
+  // A script first in the read (sent on its own, after what is queued): refused the same way.
+  {
+    pa::replica_set scripted{io, sb::primary(), {sb::conninfo()}, strict};
+    BOOST_CHECK_THROW(pqtest::run_coro(io, scripted.async_read(seen, [&](pa::connection& c) -> awaitable<long> {
+                        auto rs = co_await c.async_execute_script("SELECT count(*) FROM " + table.name() + "; SELECT 1",
+                                                                  use_awaitable);
+                        ++answered;
+                        co_return rs.at(0)[0][0].as<long>();
+                      })),
+                      pqscope::replica_behind);
+    BOOST_TEST(answered == 0);
+    BOOST_TEST(scripted.stats().standby_behind == 1U);
+  }
+
   // A wait that runs out: replica_behind again, after the wait.
   {
     pa::replica_set waiting{io, sb::primary(), {sb::conninfo()}, strict};
