@@ -23,7 +23,6 @@
 // then names the PgBouncer. Not for Pgpool-II with load balancing, which would send
 // the check and the reads to nodes of its own choosing.
 
-#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -149,60 +148,24 @@ auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options
 template <class Fn>
 auto replica_set::read(wal_position seen, Fn&& fn, transaction_options options) {
   using R = result_of<Fn>;
-  if (options.replica_wait.count() < 0) throw usage_error("transaction_options::replica_wait must not be negative");
-  options.read_only = true;
-  options.at_least.merge(seen);
-  const std::chrono::milliseconds wait =
-      options.replica_wait.count() != 0 ? options.replica_wait : options_.replica_wait;
-  options.replica_wait = std::chrono::milliseconds{0};
-  const wal_position need = options.at_least;
-  std::optional<replica_behind> last_behind;
-
-  // One try on standby i: a value, or nothing (behind, down, or failing under the read).
-  auto attempt = [&](std::size_t i, const transaction_options& o) -> std::optional<detail::stored_t<R>> {
-    std::optional<lease> l = lease_standby(i);
-    if (!l) return std::nullopt;
-    connection& c = **l;
+  detail::read_route route(router_, options, seen, options_.replica_wait, options_.fallback_to_primary,
+                           !standbys_.empty());
+  while (const auto a = route.next()) {
+    std::optional<lease> l = lease_standby(a->node);
+    if (!l) continue;
     try {
-      auto run = [&]() -> decltype(auto) { return atomic(c, o, fn); };
+      auto run = [&]() -> decltype(auto) { return atomic(**l, a->options, fn); };
       detail::stored_t<R> v = detail::run_stored(run);
-      router_.served(i, need);
-      return v;
-    } catch (const replica_behind& e) {
-      router_.behind(i, e.replayed());
-      last_behind = e;
-    } catch (const in_doubt_error&) {
-      throw;  // a read-only COMMIT cannot be in doubt; never hide one
-    } catch (const connection_error&) {
-      router_.down(i);  // its work was read-only: run it elsewhere
-    }
-    return std::nullopt;
-  };
-  auto unwrap = [](detail::stored_t<R>&& v) -> R {
-    if constexpr (!std::is_void_v<R>) return std::move(v);
-  };
-
-  const std::vector<std::size_t> plan = router_.plan(need);
-  for (std::size_t i : plan)
-    if (auto v = attempt(i, options)) return unwrap(std::move(*v));
-  // Wait on the closest standby; without fallback, ask it at least once (the plan may
-  // have passed over every standby as behind).
-  if (!need.empty() && (wait.count() > 0 || !options_.fallback_to_primary)) {
-    const auto i = router_.closest();
-    if (i && (wait.count() > 0 || std::find(plan.begin(), plan.end(), *i) == plan.end())) {
-      transaction_options waiting = options;
-      waiting.replica_wait = wait;
-      if (auto v = attempt(*i, waiting)) return unwrap(std::move(*v));
+      route.served(a->node);
+      if constexpr (!std::is_void_v<R>) return R(std::move(v));
+      else return;
+    } catch (...) {
+      route.failed(a->node, std::current_exception());
     }
   }
-  if (!options_.fallback_to_primary && !standbys_.empty()) {
-    if (last_behind) throw replica_behind(last_behind->replayed(), last_behind->required());
-    throw connection_error("replica_set: no standby could serve the read, and fallback_to_primary is off");
-  }
-  router_.on_primary();
-  options.at_least = wal_position{};  // the primary has every commit it acknowledged
+  const transaction_options on_primary = route.to_primary();
   lease l = primary_->acquire();
-  return atomic(*l, options, fn);
+  return atomic(*l, on_primary, fn);
 }
 
 }  // namespace pqscope

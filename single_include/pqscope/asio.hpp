@@ -4309,7 +4309,6 @@ inline pool::pool(const executor_type& ex, std::string conninfo, pool_options op
 // Any number of coroutines, on any threads, may share one replica set: the pools
 // and the routing state are thread-safe, the rest does not change.
 
-#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <exception>
@@ -4427,11 +4426,10 @@ class replica_set {
   template <class Ex>
   boost::asio::awaitable<std::optional<lease>, Ex> lease_standby(std::size_t i);
 
-  // One try of a read on standby i: its value, or nothing (down, behind, failing under it).
+  // One try of a read: its value, or nothing (down, behind, failing under it: `route` marks it).
   template <class Stored, class Ex, class Call>
-  boost::asio::awaitable<std::optional<Stored>, Ex> try_standby(std::size_t i, transaction_options options,
-                                                                  Call& call,
-                                                                  std::optional<replica_behind>& last_behind);
+  boost::asio::awaitable<std::optional<Stored>, Ex> try_standby(const pqscope::detail::read_route::attempt& a,
+                                                                  Call& call, pqscope::detail::read_route& route);
 
   boost::asio::awaitable<lease> any_standby();
   [[nodiscard]] std::vector<std::shared_ptr<pool>> pools() const;
@@ -4485,38 +4483,28 @@ boost::asio::awaitable<std::optional<lease>, Ex> replica_set::lease_standby(std:
 
 template <class Stored, class Ex, class Call>
 boost::asio::awaitable<std::optional<Stored>, Ex> replica_set::try_standby(
-    std::size_t i, transaction_options options, Call& call, std::optional<replica_behind>& last_behind) {
-  std::optional<lease> l = co_await lease_standby<Ex>(i);
+    const pqscope::detail::read_route::attempt& a, Call& call, pqscope::detail::read_route& route) {
+  std::optional<lease> l = co_await lease_standby<Ex>(a.node);
   if (!l) co_return std::nullopt;
   connection& c = **l;
-  const wal_position need = options.at_least;
   std::exception_ptr failure;
   std::optional<Stored> value;
   try {
     if constexpr (std::is_same_v<Stored, pqscope::detail::no_value>) {
-      co_await async_atomic(c, options, call);
+      co_await async_atomic(c, a.options, call);
       value.emplace();
     } else {
-      value.emplace(co_await async_atomic(c, options, call));
+      value.emplace(co_await async_atomic(c, a.options, call));
     }
   } catch (...) {
-    failure = std::current_exception();
+    failure = std::current_exception();  // sorted out below: no co_await in a handler
   }
-  if (!failure) {
-    router_.served(i, need);
-    co_return value;
+  if (failure) {
+    route.failed(a.node, failure);
+    co_return std::nullopt;
   }
-  try {
-    std::rethrow_exception(failure);
-  } catch (const replica_behind& e) {
-    router_.behind(i, e.replayed());
-    last_behind = e;
-  } catch (const in_doubt_error&) {
-    throw;  // a read-only COMMIT cannot be in doubt; never hide one
-  } catch (const connection_error&) {
-    router_.down(i);  // its work was read-only: run it elsewhere
-  }
-  co_return std::nullopt;
+  route.served(a.node);
+  co_return value;
 }
 
 template <class Fn>
@@ -4525,48 +4513,22 @@ auto replica_set::async_read(wal_position seen, Fn fn, transaction_options optio
   using T = detail::atomic_value_t<Fn>;
   using Ex = detail::atomic_executor_t<Fn>;
   using stored = pqscope::detail::stored_t<T>;
-  if (options.replica_wait.count() < 0) throw usage_error("transaction_options::replica_wait must not be negative");
-  options.read_only = true;
-  options.at_least.merge(seen);
-  const std::chrono::milliseconds wait =
-      options.replica_wait.count() != 0 ? options.replica_wait : options_.replica_wait;
-  options.replica_wait = std::chrono::milliseconds{0};
-  const wal_position need = options.at_least;
-  std::optional<replica_behind> last_behind;
+  pqscope::detail::read_route route(router_, options, seen, options_.replica_wait,
+                                    options_.fallback_to_primary, !standbys_.empty());
   // Each try runs fn from this frame, which outlives it (async_atomic takes its function by value).
   auto call = [&fn](connection& c) { return pqscope::detail::call_with_optional_connection(fn, c); };
-
-  std::optional<stored> v;
-  const std::vector<std::size_t> plan = router_.plan(need);
-  for (std::size_t i : plan) {
-    v = co_await try_standby<stored, Ex>(i, options, call, last_behind);
-    if (v) break;
-  }
-  // Wait on the closest standby; without fallback, ask it at least once (the plan may
-  // have passed over every standby as behind).
-  if (!v && !need.empty() && (wait.count() > 0 || !options_.fallback_to_primary)) {
-    const auto i = router_.closest();
-    if (i && (wait.count() > 0 || std::find(plan.begin(), plan.end(), *i) == plan.end())) {
-      transaction_options waiting = options;
-      waiting.replica_wait = wait;
-      v = co_await try_standby<stored, Ex>(*i, waiting, call, last_behind);
+  while (const auto a = route.next()) {
+    if (std::optional<stored> v = co_await try_standby<stored, Ex>(*a, call, route)) {
+      if constexpr (std::is_void_v<T>) {
+        co_return;
+      } else {
+        co_return std::move(*v);
+      }
     }
   }
-  if (v) {
-    if constexpr (std::is_void_v<T>) {
-      co_return;
-    } else {
-      co_return std::move(*v);
-    }
-  }
-  if (!options_.fallback_to_primary && !standbys_.empty()) {
-    if (last_behind) throw replica_behind(last_behind->replayed(), last_behind->required());
-    throw connection_error("replica_set: no standby could serve the read, and fallback_to_primary is off");
-  }
-  router_.on_primary();
-  options.at_least = wal_position{};  // the primary has every commit it acknowledged
+  const transaction_options on_primary = route.to_primary();
   lease l = co_await primary_->async_acquire(boost::asio::use_awaitable_t<Ex>{});
-  co_return co_await async_atomic(*l, options, call);
+  co_return co_await async_atomic(*l, on_primary, call);
 }
 
 }  // namespace pqscope::asio

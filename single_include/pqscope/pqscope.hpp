@@ -12161,7 +12161,6 @@ PQSCOPE_DECL bool pool::healthy(connection& c) noexcept {
 // then names the PgBouncer. Not for Pgpool-II with load balancing, which would send
 // the check and the reads to nodes of its own choosing.
 
-#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -12188,11 +12187,14 @@ PQSCOPE_DECL bool pool::healthy(connection& c) noexcept {
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <vector>
 
+// #include <pqscope/errors.hpp> (inlined above)
+// #include <pqscope/options.hpp> (inlined above)
 // #include <pqscope/wal_position.hpp> (inlined above)
 // #include <pqscope/detail/config.hpp> (inlined above)
 
@@ -12238,6 +12240,42 @@ class replica_router {
   std::shared_ptr<replica_router_state> state_;  // behind a pointer: <mutex> stays in the .ipp
 };
 
+// One read's way through a replica set, shared by both front ends, which run each
+// attempt and report how it went: the standbys in the router's order; then, when
+// none served, the closest one once more with the wait (without fallback, asked at
+// least once: the plan may have passed over every standby as behind); then the
+// primary, or replica_behind / connection_error when fallback_to_primary is off.
+class read_route {
+ public:
+  struct attempt {
+    std::size_t node;
+    transaction_options options;
+  };
+
+  // `options`: the call's; `set_wait`: the set's replica_wait, for a call that sets none.
+  read_route(replica_router& router, const transaction_options& options, wal_position seen,
+             std::chrono::milliseconds set_wait, bool fallback, bool has_standbys);
+
+  // The next standby to run the read on, and how; nothing once none is left.
+  [[nodiscard]] std::optional<attempt> next();
+  void served(std::size_t node) noexcept;
+  // The attempt on `node` failed with `e`: a standby behind or down is marked, and the
+  // route goes on; anything else (in_doubt_error, the function's own errors) is rethrown.
+  void failed(std::size_t node, const std::exception_ptr& e);
+  // No standby served: the options for the primary, or the refusal without fallback.
+  [[nodiscard]] transaction_options to_primary();
+
+ private:
+  replica_router& router_;
+  transaction_options options_;
+  std::chrono::milliseconds wait_;
+  bool fallback_, has_standbys_;
+  std::vector<std::size_t> plan_;
+  std::size_t at_ = 0;
+  bool waited_ = false;
+  std::optional<replica_behind> last_behind_;
+};
+
 }  // namespace detail
 }  // namespace pqscope
 
@@ -12247,7 +12285,9 @@ class replica_router {
 
 // #include <pqscope/detail/replica_router.hpp> (inlined above)
 
+#include <algorithm>
 #include <mutex>
+#include <utility>
 
 namespace pqscope::detail {
 
@@ -12333,6 +12373,58 @@ PQSCOPE_DECL void replica_router::wrote() noexcept {
 PQSCOPE_DECL replica_set_stats replica_router::stats() const {
   std::lock_guard<std::mutex> lock(state_->m);
   return state_->stats;
+}
+
+PQSCOPE_DECL read_route::read_route(replica_router& router, const transaction_options& options, wal_position seen,
+                                    std::chrono::milliseconds set_wait, bool fallback, bool has_standbys)
+    : router_(router),
+      options_(options),
+      wait_(options_.replica_wait.count() != 0 ? options_.replica_wait : set_wait),
+      fallback_(fallback),
+      has_standbys_(has_standbys) {
+  if (options_.replica_wait.count() < 0) throw usage_error("transaction_options::replica_wait must not be negative");
+  options_.read_only = true;
+  options_.at_least.merge(seen);
+  options_.replica_wait = std::chrono::milliseconds{0};  // the route waits, on the closest standby only
+  plan_ = router_.plan(options_.at_least);
+}
+
+PQSCOPE_DECL std::optional<read_route::attempt> read_route::next() {
+  if (at_ < plan_.size()) return attempt{plan_[at_++], options_};
+  if (waited_) return std::nullopt;
+  waited_ = true;
+  if (options_.at_least.empty() || (wait_.count() <= 0 && fallback_)) return std::nullopt;
+  const std::optional<std::size_t> i = router_.closest();
+  if (!i || (wait_.count() <= 0 && std::find(plan_.begin(), plan_.end(), *i) != plan_.end())) return std::nullopt;
+  attempt a{*i, options_};
+  a.options.replica_wait = wait_;
+  return a;
+}
+
+PQSCOPE_DECL void read_route::served(std::size_t node) noexcept { router_.served(node, options_.at_least); }
+
+PQSCOPE_DECL void read_route::failed(std::size_t node, const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const replica_behind& b) {
+    router_.behind(node, b.replayed());
+    last_behind_ = b;
+  } catch (const in_doubt_error&) {
+    throw;  // a read-only COMMIT cannot be in doubt; never hide one
+  } catch (const connection_error&) {
+    router_.down(node);  // its work was read-only: run it elsewhere
+  }
+}
+
+PQSCOPE_DECL transaction_options read_route::to_primary() {
+  if (!fallback_ && has_standbys_) {
+    if (last_behind_) throw replica_behind(last_behind_->replayed(), last_behind_->required());
+    throw connection_error("replica_set: no standby could serve the read, and fallback_to_primary is off");
+  }
+  router_.on_primary();
+  transaction_options o = options_;
+  o.at_least = wal_position{};  // the primary has every commit it acknowledged
+  return o;
 }
 
 }  // namespace pqscope::detail
@@ -12446,60 +12538,24 @@ auto replica_set::write(wal_position& seen, Fn&& fn, transaction_options options
 template <class Fn>
 auto replica_set::read(wal_position seen, Fn&& fn, transaction_options options) {
   using R = result_of<Fn>;
-  if (options.replica_wait.count() < 0) throw usage_error("transaction_options::replica_wait must not be negative");
-  options.read_only = true;
-  options.at_least.merge(seen);
-  const std::chrono::milliseconds wait =
-      options.replica_wait.count() != 0 ? options.replica_wait : options_.replica_wait;
-  options.replica_wait = std::chrono::milliseconds{0};
-  const wal_position need = options.at_least;
-  std::optional<replica_behind> last_behind;
-
-  // One try on standby i: a value, or nothing (behind, down, or failing under the read).
-  auto attempt = [&](std::size_t i, const transaction_options& o) -> std::optional<detail::stored_t<R>> {
-    std::optional<lease> l = lease_standby(i);
-    if (!l) return std::nullopt;
-    connection& c = **l;
+  detail::read_route route(router_, options, seen, options_.replica_wait, options_.fallback_to_primary,
+                           !standbys_.empty());
+  while (const auto a = route.next()) {
+    std::optional<lease> l = lease_standby(a->node);
+    if (!l) continue;
     try {
-      auto run = [&]() -> decltype(auto) { return atomic(c, o, fn); };
+      auto run = [&]() -> decltype(auto) { return atomic(**l, a->options, fn); };
       detail::stored_t<R> v = detail::run_stored(run);
-      router_.served(i, need);
-      return v;
-    } catch (const replica_behind& e) {
-      router_.behind(i, e.replayed());
-      last_behind = e;
-    } catch (const in_doubt_error&) {
-      throw;  // a read-only COMMIT cannot be in doubt; never hide one
-    } catch (const connection_error&) {
-      router_.down(i);  // its work was read-only: run it elsewhere
-    }
-    return std::nullopt;
-  };
-  auto unwrap = [](detail::stored_t<R>&& v) -> R {
-    if constexpr (!std::is_void_v<R>) return std::move(v);
-  };
-
-  const std::vector<std::size_t> plan = router_.plan(need);
-  for (std::size_t i : plan)
-    if (auto v = attempt(i, options)) return unwrap(std::move(*v));
-  // Wait on the closest standby; without fallback, ask it at least once (the plan may
-  // have passed over every standby as behind).
-  if (!need.empty() && (wait.count() > 0 || !options_.fallback_to_primary)) {
-    const auto i = router_.closest();
-    if (i && (wait.count() > 0 || std::find(plan.begin(), plan.end(), *i) == plan.end())) {
-      transaction_options waiting = options;
-      waiting.replica_wait = wait;
-      if (auto v = attempt(*i, waiting)) return unwrap(std::move(*v));
+      route.served(a->node);
+      if constexpr (!std::is_void_v<R>) return R(std::move(v));
+      else return;
+    } catch (...) {
+      route.failed(a->node, std::current_exception());
     }
   }
-  if (!options_.fallback_to_primary && !standbys_.empty()) {
-    if (last_behind) throw replica_behind(last_behind->replayed(), last_behind->required());
-    throw connection_error("replica_set: no standby could serve the read, and fallback_to_primary is off");
-  }
-  router_.on_primary();
-  options.at_least = wal_position{};  // the primary has every commit it acknowledged
+  const transaction_options on_primary = route.to_primary();
   lease l = primary_->acquire();
-  return atomic(*l, options, fn);
+  return atomic(*l, on_primary, fn);
 }
 
 }  // namespace pqscope

@@ -9,11 +9,14 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <vector>
 
+#include <pqscope/errors.hpp>
+#include <pqscope/options.hpp>
 #include <pqscope/wal_position.hpp>
 #include <pqscope/detail/config.hpp>
 
@@ -57,6 +60,42 @@ class replica_router {
  private:
   std::size_t n_;
   std::shared_ptr<replica_router_state> state_;  // behind a pointer: <mutex> stays in the .ipp
+};
+
+// One read's way through a replica set, shared by both front ends, which run each
+// attempt and report how it went: the standbys in the router's order; then, when
+// none served, the closest one once more with the wait (without fallback, asked at
+// least once: the plan may have passed over every standby as behind); then the
+// primary, or replica_behind / connection_error when fallback_to_primary is off.
+class read_route {
+ public:
+  struct attempt {
+    std::size_t node;
+    transaction_options options;
+  };
+
+  // `options`: the call's; `set_wait`: the set's replica_wait, for a call that sets none.
+  read_route(replica_router& router, const transaction_options& options, wal_position seen,
+             std::chrono::milliseconds set_wait, bool fallback, bool has_standbys);
+
+  // The next standby to run the read on, and how; nothing once none is left.
+  [[nodiscard]] std::optional<attempt> next();
+  void served(std::size_t node) noexcept;
+  // The attempt on `node` failed with `e`: a standby behind or down is marked, and the
+  // route goes on; anything else (in_doubt_error, the function's own errors) is rethrown.
+  void failed(std::size_t node, const std::exception_ptr& e);
+  // No standby served: the options for the primary, or the refusal without fallback.
+  [[nodiscard]] transaction_options to_primary();
+
+ private:
+  replica_router& router_;
+  transaction_options options_;
+  std::chrono::milliseconds wait_;
+  bool fallback_, has_standbys_;
+  std::vector<std::size_t> plan_;
+  std::size_t at_ = 0;
+  bool waited_ = false;
+  std::optional<replica_behind> last_behind_;
 };
 
 }  // namespace detail
