@@ -381,6 +381,109 @@ BOOST_AUTO_TEST_CASE(next_round_trip_waits_for_a_pending_cancel) {
   BOOST_TEST(beat.worst_ms() < 150);
 }
 
+// A COPY is bounded as a round trip is (network_timeout.cpp checks the blocking
+// one): a step that waits on a stalled peer gets network_timeout and the grace; the
+// COPY ends (cancelled, or the connection given up), its scope with it, the thread
+// never blocks, and nothing is kept.
+BOOST_AUTO_TEST_CASE(a_stalled_copy_is_bounded) {
+  pqtest::for_each_target([&](const pqtest::target& t) {
+    for (bool in : {true, false}) BOOST_TEST_CONTEXT((in ? "COPY FROM STDIN" : "COPY TO STDOUT")) {
+        pqtest::scratch_table table;
+        std::string app;
+        {
+          pqtest::stall_relay relay{t};
+          net::io_context io;
+          heartbeat beat(io);
+          pqtest::run_coro(io, [&]() -> awaitable<void> {
+            pqscope::connection_options co;
+            co.network_timeout = 400ms;
+            pa::connection c = co_await pqtest::connect_async(relay.conninfo(), co);
+            app = c.application_name();
+            auto start = steady::now();
+            const std::string what = co_await pqtest::outcome_of([&]() -> awaitable<void> {
+              co_await pa::async_atomic(c, [&]() -> awaitable<void> {
+                co_await insert(c, table, 0);
+                if (in) {
+                  auto w = co_await c.async_copy_in("COPY " + table.name() + " FROM STDIN", use_awaitable);
+                  for (int i = 1; i <= 1000; ++i) w.write_row(i, "row");
+                  relay.stall(pqtest::stall_relay::to_server);
+                  start = steady::now();
+                  (void)co_await w.async_finish(use_awaitable);
+                } else {
+                  auto r = co_await c.async_copy_out(
+                      "COPY (SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g) TO STDOUT", use_awaitable);
+                  BOOST_TEST((co_await r.async_next<int, std::string>(use_awaitable)).has_value());
+                  relay.stall(pqtest::stall_relay::to_client);
+                  start = steady::now();
+                  while (co_await r.async_next<int, std::string>(use_awaitable)) {
+                  }
+                }
+              });
+            });
+            const long took = ms_since(start);
+            BOOST_TEST_MESSAGE(t.name << (in ? ", COPY FROM STDIN: " : ", COPY TO STDOUT: ") << what << " after "
+                                      << took << " ms");
+            BOOST_TEST(what != "returned");
+            BOOST_TEST(took <= 2000);  // 400 ms, the grace's 400 ms, slack for a loaded machine
+            BOOST_TEST(c.depth() == 0u);
+          }());
+          beat.stop();
+          BOOST_TEST(beat.worst_ms() < 150);
+          relay.resume();
+        }
+        bool idle = false;
+        for (int i = 0; i < 100 && !idle; ++i) {
+          idle = pqtest::idle_in_transaction(app) == 0;
+          if (!idle) std::this_thread::sleep_for(20ms);
+        }
+        BOOST_TEST(idle);
+        BOOST_TEST(pqtest::committed_count(table) == 0);
+      }
+  });
+}
+
+// A COPY TO STDOUT whose first row is slow (the peer answers; the server works):
+// past network_timeout the COPY is cancelled on the server, query_canceled dooms the
+// scope, and the connection stays usable. PostgreSQL holds the COPY's start in its
+// output buffer until the first row or the error, so the wait is the start's. Through
+// Pgpool-II a timeout above a second (its cancel requests take that long: README).
+BOOST_AUTO_TEST_CASE(a_slow_copy_is_cancelled) {
+  pqtest::for_each_target([&](const pqtest::target& t) {
+    const auto timeout = t.name == "pgpool" ? 1200ms : 300ms;
+    net::io_context io;
+    heartbeat beat(io);
+    pqtest::run_coro(io, [&]() -> awaitable<void> {
+      pqscope::connection_options co;
+      co.network_timeout = timeout;
+      pa::connection c = co_await pqtest::connect_async(t.conninfo, co);
+      long in_step = -1;
+      const auto start = steady::now();
+      const std::string what = co_await pqtest::outcome_of([&]() -> awaitable<void> {
+        co_await pa::async_atomic(c, [&]() -> awaitable<void> {
+          auto r = co_await c.async_copy_out("COPY (SELECT 1 FROM pg_sleep(5)) TO STDOUT", use_awaitable);
+          const auto step = steady::now();
+          try {
+            while (co_await r.async_next<int>(use_awaitable)) {
+            }
+          } catch (...) {
+            in_step = ms_since(step);
+            throw;
+          }
+        });
+      });
+      const long took = ms_since(start);
+      BOOST_TEST_MESSAGE(t.name << ": " << what << " after " << took << " ms, " << in_step << " ms in the step");
+      BOOST_TEST(what == "query_canceled");
+      BOOST_TEST(took >= timeout.count() - 10);
+      BOOST_TEST(took < timeout.count() + 1700);
+      BOOST_TEST(c.depth() == 0u);
+      BOOST_TEST(co_await c.async_query_value<int>("SELECT 1", use_awaitable) == 1);
+    }());
+    beat.stop();
+    BOOST_TEST(beat.worst_ms() < 150);
+  });
+}
+
 // The call's bound holds with resolve_in_doubt (as network_timeout.cpp checks for
 // the blocking connection): COMMIT never reaches the server, its transaction stays
 // in progress, and the resolver gives up after one more network_timeout plus grace.
