@@ -201,4 +201,43 @@ BOOST_AUTO_TEST_CASE(the_check_on_every_route_to_the_standby) {
   }
 }
 
+// The in-doubt resolver's question (detail/in_doubt.hpp) asked of the real servers
+// about real transactions: on the primary, which ran them and has not recovered
+// since, the status; on the standby, "ask a primary". The verdicts after a failover
+// are tests/failover.cpp's.
+BOOST_AUTO_TEST_CASE(the_in_doubt_verdict_of_the_primary_and_of_the_standby) {
+  pqtest::scratch_table table;
+  auto recorded = [&](bool commit, int id) {
+    pqscope::connection c{sb::primary()};
+    pqscope::detail::in_doubt q;
+    pqscope::transaction tx{c};
+    c.execute("INSERT INTO " + table.name() + " VALUES ($1, 'x')", id);
+    BOOST_TEST_REQUIRE(pqscope::detail::read_probe(c.execute(pqscope::detail::in_doubt_probe_sql), q));
+    if (commit) tx.commit();
+    else tx.rollback();
+    return q;
+  };
+  auto ask = [](const std::string& conninfo, const pqscope::detail::in_doubt& q) {
+    pqscope::connection c{conninfo};
+    const pqscope::detail::verdict_question question(q);
+    const pqscope::statement st = question.ask();
+    pqscope::reply r;
+    r.st = pqscope::reply::status::ok;
+    r.res = c.execute(st.sql, q.xid, std::string(st.values[1]), q.timeline, q.replayed);
+    return pqscope::detail::read_verdict(r, q);
+  };
+  using then = pqscope::detail::verdict::then;
+  const pqscope::detail::in_doubt committed = recorded(true, 1), rolled_back = recorded(false, 2);
+  BOOST_TEST(committed.timeline.size() == 8U);
+  BOOST_TEST(!committed.first_write.empty());
+  for (const auto& [q, status] : {std::pair{committed, "committed"}, std::pair{rolled_back, "aborted"}}) {
+    const pqscope::detail::verdict on_primary = ask(sb::primary(), q);
+    BOOST_TEST((on_primary.next == then::done));
+    BOOST_TEST(on_primary.outcome == status);
+    sb::wait_for_replay();
+    const pqscope::detail::verdict on_standby = ask(sb::conninfo(), q);
+    BOOST_TEST((on_standby.next == then::reconnect));
+  }
+}
+
 BOOST_AUTO_TEST_SUITE_END()

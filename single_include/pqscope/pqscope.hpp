@@ -7182,10 +7182,13 @@ PQSCOPE_DECL void copy_row_encoder::put_text(std::string_view text, std::size_t 
 // writes reached it; a server whose crash lost WAL not yet written) can hand the same
 // id to another transaction, and pg_xact_status() would then describe that one. So
 // with the id come the insert position right after the transaction's first write,
-// the timeline and the server's start time, and the answer is read so:
+// the timeline, and the server's last replay position then (set by a recovery: a
+// promotion, or a crash, also the crash of one backend, after which the postmaster
+// resets shared memory, WAL buffers included, and recovers; its start time stays).
+// The answer is read so:
 //   a standby                          not the authority: ask again, on a new
 //                                      connection (a promotion may be on its way)
-//   the same timeline and start time   the server that ran it, up since: its status
+//   same timeline, same replay position  no recovery since: its status
 //   replayed up to or past that write  (a promoted standby, a crash recovery) its status
 //   replayed less                      neither the write nor the COMMIT after it is in
 //                                      this server's history: rolled back
@@ -7209,7 +7212,7 @@ struct in_doubt {
   std::string xid;          // pg_current_xact_id_if_assigned(), as text
   wal_position first_write;  // the insert position when the id was first seen
   std::string timeline;     // the server's timeline then, as in WAL file names (8 hex digits)
-  std::string started;      // pg_postmaster_start_time() then, as epoch seconds
+  std::string replayed;     // pg_last_wal_replay_lsn() then, "" for none (no recovery since start)
   std::chrono::milliseconds wait{0};  // transaction_options::resolve_wait
 
   [[nodiscard]] bool known() const noexcept { return !xid.empty(); }
@@ -7218,12 +7221,12 @@ struct in_doubt {
 // The id query: rides with the statements (no round trip of its own) until the
 // transaction has an id. Never fails on a standby, where no id is ever assigned:
 // the WAL functions, which refuse to run there, are asked only with an id.
-// EXTRACT is grammar, always pg_catalog's, and its numeric text depends on no setting.
+// COALESCE is grammar, not a function: it cannot be qualified, and cannot be another.
 inline constexpr const char* in_doubt_probe_sql =
     "SELECT x::text, CASE WHEN x IS NOT NULL THEN pg_catalog.pg_current_wal_insert_lsn() END, "
     "CASE WHEN x IS NOT NULL THEN pg_catalog.substr(pg_catalog.pg_walfile_name("
     "pg_catalog.pg_current_wal_insert_lsn()), 1, 8) END, "
-    "CASE WHEN x IS NOT NULL THEN EXTRACT(epoch FROM pg_catalog.pg_postmaster_start_time())::text END "
+    "CASE WHEN x IS NOT NULL THEN COALESCE(pg_catalog.pg_last_wal_replay_lsn()::text, '') END "
     "FROM pg_catalog.pg_current_xact_id_if_assigned() AS x";
 
 // Reads the id query's answer into `out`; false while the transaction has no id
@@ -7231,17 +7234,17 @@ inline constexpr const char* in_doubt_probe_sql =
 [[nodiscard]] PQSCOPE_DECL bool read_probe(const result& r, in_doubt& out);
 
 // The question of the fresh connection: $1 the id, $2 the position (record_end()),
-// $3 the timeline, $4 the start time. Answers a word or a status, and the replay position.
+// $3 the timeline, $4 the replay position then. Answers a word or a status, and the
+// replay position now.
 inline constexpr const char* in_doubt_verdict_sql =
     "SELECT CASE WHEN rec THEN 'standby' "
-    "WHEN tl = $3 AND st = $4 THEN pg_catalog.pg_xact_status($1::xid8) "
+    "WHEN tl = $3 AND COALESCE(replayed::text, '') = $4 THEN pg_catalog.pg_xact_status($1::xid8) "
     "WHEN replayed IS NULL THEN CASE WHEN tl = $3 THEN pg_catalog.pg_xact_status($1::xid8) ELSE 'no history' END "
     "WHEN replayed >= $2::pg_lsn THEN pg_catalog.pg_xact_status($1::xid8) "
     "ELSE 'absent' END, replayed::text "
     "FROM (SELECT rec, pg_catalog.pg_last_wal_replay_lsn() AS replayed, "
     "CASE WHEN NOT rec THEN pg_catalog.substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_insert_lsn()), "
-    "1, 8) END AS tl, EXTRACT(epoch FROM pg_catalog.pg_postmaster_start_time())::text AS st "
-    "FROM pg_catalog.pg_is_in_recovery() AS rec) AS s";
+    "1, 8) END AS tl FROM pg_catalog.pg_is_in_recovery() AS rec) AS s";
 
 // The verdict question's parameters, kept alive for the statement that points at
 // them (and at `q`'s strings: `q` must outlive it). Not copied: it points into itself.
@@ -7293,7 +7296,7 @@ PQSCOPE_DECL bool read_probe(const result& r, in_doubt& out) {
   out.xid = std::string(r[0][0].text());
   out.first_write = wal_position::parse(r[0][1].text());
   out.timeline = std::string(r[0][2].text());
-  out.started = std::string(r[0][3].text());
+  out.replayed = std::string(r[0][3].text());
   return true;
 }
 
@@ -7301,7 +7304,7 @@ PQSCOPE_DECL verdict_question::verdict_question(const in_doubt& q)
     // At a page boundary the insert position counts the next page's header, which
     // no replay position ever does.
     : position_(q.first_write.record_end().to_string()),
-      values_{q.xid.c_str(), position_.c_str(), q.timeline.c_str(), q.started.c_str()} {}
+      values_{q.xid.c_str(), position_.c_str(), q.timeline.c_str(), q.replayed.c_str()} {}
 
 PQSCOPE_DECL verdict read_verdict(const reply& r, const in_doubt& q) {
   using then = verdict::then;

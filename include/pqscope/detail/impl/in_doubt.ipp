@@ -16,7 +16,7 @@ PQSCOPE_DECL bool read_probe(const result& r, in_doubt& out) {
   out.xid = std::string(r[0][0].text());
   out.first_write = wal_position::parse(r[0][1].text());
   out.timeline = std::string(r[0][2].text());
-  out.started = std::string(r[0][3].text());
+  out.replayed = std::string(r[0][3].text());
   return true;
 }
 
@@ -24,7 +24,7 @@ PQSCOPE_DECL verdict_question::verdict_question(const in_doubt& q)
     // At a page boundary the insert position counts the next page's header, which
     // no replay position ever does.
     : position_(q.first_write.record_end().to_string()),
-      values_{q.xid.c_str(), position_.c_str(), q.timeline.c_str(), q.started.c_str()} {}
+      values_{q.xid.c_str(), position_.c_str(), q.timeline.c_str(), q.replayed.c_str()} {}
 
 PQSCOPE_DECL verdict read_verdict(const reply& r, const in_doubt& q) {
   using then = verdict::then;
