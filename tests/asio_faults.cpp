@@ -95,6 +95,16 @@ long ms_since(steady::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t).count();
 }
 
+// No session of `app` idle in a transaction, within 2 s (the server sees a client
+// that went away a moment later).
+bool no_session_left_idle(const std::string& app) {
+  for (int i = 0; i < 100; ++i) {
+    if (pqtest::idle_in_transaction(app) == 0) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
 }  // namespace
 
 // The backend dies while a statement runs: connection_error, the scopes unwind
@@ -309,12 +319,7 @@ BOOST_AUTO_TEST_CASE(peer_stops_answering) {
     beat.stop();
     BOOST_TEST(beat.worst_ms() < 150);
     relay.reset();  // closes the relay's sockets: the server sees the client go
-    bool idle = false;
-    for (int i = 0; i < 100 && !idle; ++i) {
-      idle = pqtest::idle_in_transaction(app) == 0;
-      if (!idle) std::this_thread::sleep_for(20ms);
-    }
-    BOOST_TEST(idle);
+    BOOST_TEST(no_session_left_idle(app));
     BOOST_TEST(pqtest::committed_count(table) == 0);
   });
 }
@@ -431,12 +436,7 @@ BOOST_AUTO_TEST_CASE(a_stalled_copy_is_bounded) {
           BOOST_TEST(beat.worst_ms() < 150);
           relay.resume();
         }
-        bool idle = false;
-        for (int i = 0; i < 100 && !idle; ++i) {
-          idle = pqtest::idle_in_transaction(app) == 0;
-          if (!idle) std::this_thread::sleep_for(20ms);
-        }
-        BOOST_TEST(idle);
+        BOOST_TEST(no_session_left_idle(app));
         BOOST_TEST(pqtest::committed_count(table) == 0);
       }
   });
