@@ -202,9 +202,9 @@ BOOST_AUTO_TEST_CASE(the_check_on_every_route_to_the_standby) {
 }
 
 // The in-doubt resolver's question (detail/in_doubt.hpp) asked of the real servers
-// about real transactions: on the primary, which ran them and has not recovered
-// since, the status; on the standby, "ask a primary". The verdicts after a failover
-// are tests/failover.cpp's.
+// about real transactions, on every route: on the primary, which ran them and has
+// not recovered since, the status; on the standby, "ask a primary". The verdicts
+// after a failover are tests/failover.cpp's.
 BOOST_AUTO_TEST_CASE(the_in_doubt_verdict_of_the_primary_and_of_the_standby) {
   pqtest::scratch_table table;
   auto recorded = [&](bool commit, int id) {
@@ -217,8 +217,9 @@ BOOST_AUTO_TEST_CASE(the_in_doubt_verdict_of_the_primary_and_of_the_standby) {
     else tx.rollback();
     return q;
   };
-  auto ask = [](const std::string& conninfo, const pqscope::detail::in_doubt& q) {
-    pqscope::connection c{conninfo};
+  auto ask = [](const std::string& conninfo, const pqscope::connection_options& o,
+                const pqscope::detail::in_doubt& q) {
+    pqscope::connection c{conninfo, o};
     const pqscope::detail::verdict_question question(q);
     const pqscope::statement st = question.ask();
     pqscope::reply r;
@@ -230,13 +231,22 @@ BOOST_AUTO_TEST_CASE(the_in_doubt_verdict_of_the_primary_and_of_the_standby) {
   const pqscope::detail::in_doubt committed = recorded(true, 1), rolled_back = recorded(false, 2);
   BOOST_TEST(committed.timeline.size() == 8U);
   BOOST_TEST(!committed.first_write.empty());
+  std::vector<std::pair<std::string, std::string>> standbys{
+      {"direct", sb::conninfo()}, {"PgBouncer 1.18", pqtest::env("PQSCOPE_TEST_PGBOUNCER_STANDBY")}};
+  sb::wait_for_replay();
   for (const auto& [q, status] : {std::pair{committed, "committed"}, std::pair{rolled_back, "aborted"}}) {
-    const pqscope::detail::verdict on_primary = ask(sb::primary(), q);
-    BOOST_TEST((on_primary.next == then::done));
-    BOOST_TEST(on_primary.outcome == status);
-    sb::wait_for_replay();
-    const pqscope::detail::verdict on_standby = ask(sb::conninfo(), q);
-    BOOST_TEST((on_standby.next == then::reconnect));
+    for (const auto& t : pqtest::targets()) {
+      BOOST_TEST_CONTEXT("primary, " << t.name) {
+        const pqscope::detail::verdict v = ask(t.conninfo, {}, q);
+        BOOST_TEST((v.next == then::done));
+        BOOST_TEST(v.outcome == status);
+      }
+    }
+    for (const auto& [name, conninfo] : standbys) {
+      BOOST_TEST_CONTEXT("standby, " << name) {
+        BOOST_TEST((ask(conninfo, {}, q).next == then::reconnect));
+      }
+    }
   }
 }
 
